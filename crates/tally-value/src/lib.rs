@@ -1,1 +1,20 @@
-//! tally-value
+//! tally-value: the FQL v4 value model and its encodings.
+//!
+//! Owns: [`Value`] (every value an FQL v4 query can produce or store), the JSON wire
+//! codec spoken by the official drivers (`@ref @ts @date @bytes @set @query @obj`),
+//! the total order FQL uses to compare and sort values, and the canonical binary
+//! encoding used for storage keys, stored documents and hashing.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of queries,
+//! storage engines or the network. Everything here is deterministic: objects are
+//! `BTreeMap`s, so keys always come out in one canonical (byte-wise) order.
+
+mod codec;
+mod order;
+mod value;
+mod wire;
+
+pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
+pub use order::{compare, type_rank};
+pub use value::{Object, Ref, Time, Value};
+pub use wire::{from_json, from_json_str, to_json, to_json_string, WireError};

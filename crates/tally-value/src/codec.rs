@@ -1,0 +1,411 @@
+//! Canonical binary encoding of values: one byte string per value, used for storage keys,
+//! stored documents and hashing.
+//!
+//! The encoding is self-delimiting (values can be concatenated into tuples) and
+//! order-preserving: for any two values, the byte order of their encodings equals
+//! [`crate::compare`] (with one documented exception: a long beyond 2^53 and a double that
+//! rounds to the same f64 order long-first regardless of value). Layout, by type tag:
+//!
+//! | tag  | type    | payload                                                        |
+//! |------|---------|----------------------------------------------------------------|
+//! | 0x10 | number  | f64 order bytes (8), then 0x01 + i64 order bytes (long) or 0x02 (double) |
+//! | 0x20 | bytes   | escaped bytes                                                  |
+//! | 0x30 | string  | escaped UTF-8                                                  |
+//! | 0x40 | array   | elements, then 0x00                                            |
+//! | 0x50 | object  | (escaped key, value)* in key order, then 0x00                  |
+//! | 0x60 | ref     | collection (0x00, or 0x01 + ref payload), id (0x01 + u64 BE if numeric, else 0x02 + escaped), database (0x00 / 0x01 + ref payload) |
+//! | 0x70 | set     | value                                                          |
+//! | 0x80 | query   | value                                                          |
+//! | 0x90 | time    | i64 seconds order bytes, u32 nanos BE                          |
+//! | 0xA0 | date    | i32 days-from-CE order bytes                                   |
+//! | 0xB0 | boolean | 0x00 / 0x01                                                    |
+//! | 0xC0 | null    | —                                                              |
+//!
+//! "Escaped" = every 0x00 byte becomes 0x00 0xFF, terminated by 0x00 0x01. "Order bytes"
+//! = big-endian with the sign bit flipped (for f64: all bits flipped when negative).
+
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+
+use crate::order::numeric_id;
+use crate::value::{Object, Ref, Value};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("encoded value is truncated")]
+    Truncated,
+    #[error("unknown type tag 0x{0:02x} in encoded value")]
+    BadTag(u8),
+    #[error("encoded value is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+const T_NUM: u8 = 0x10;
+const T_BYTES: u8 = 0x20;
+const T_STR: u8 = 0x30;
+const T_ARR: u8 = 0x40;
+const T_OBJ: u8 = 0x50;
+const T_REF: u8 = 0x60;
+const T_SET: u8 = 0x70;
+const T_QUERY: u8 = 0x80;
+const T_TIME: u8 = 0x90;
+const T_DATE: u8 = 0xA0;
+const T_BOOL: u8 = 0xB0;
+const T_NULL: u8 = 0xC0;
+
+pub fn encode(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    encode_into(&mut out, v);
+    out
+}
+
+fn f64_order(d: f64) -> [u8; 8] {
+    let d = if d.is_nan() {
+        f64::NAN
+    } else if d == 0.0 {
+        0.0
+    } else {
+        d
+    };
+    let bits = d.to_bits();
+    let bits = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits ^ (1 << 63)
+    };
+    bits.to_be_bytes()
+}
+
+fn f64_from_order(b: [u8; 8]) -> f64 {
+    let bits = u64::from_be_bytes(b);
+    let bits = if bits >> 63 == 1 {
+        bits ^ (1 << 63)
+    } else {
+        !bits
+    };
+    f64::from_bits(bits)
+}
+
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+}
+
+pub fn encode_into(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Long(n) => {
+            out.push(T_NUM);
+            out.extend_from_slice(&f64_order(*n as f64));
+            out.push(0x01);
+            out.extend_from_slice(&((*n as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Value::Double(d) => {
+            out.push(T_NUM);
+            out.extend_from_slice(&f64_order(*d));
+            out.push(0x02);
+        }
+        Value::Bytes(b) => {
+            out.push(T_BYTES);
+            escaped(out, b);
+        }
+        Value::String(s) => {
+            out.push(T_STR);
+            escaped(out, s.as_bytes());
+        }
+        Value::Array(items) => {
+            out.push(T_ARR);
+            for i in items {
+                encode_into(out, i);
+            }
+            out.push(0x00);
+        }
+        Value::Object(o) => {
+            out.push(T_OBJ);
+            for (k, v) in o {
+                // Keys are never empty-tagged: an escaped key starts with its first byte or
+                // the 0x00 0x01 terminator; prefix it with 0x01 so 0x00 can end the object.
+                out.push(0x01);
+                escaped(out, k.as_bytes());
+                encode_into(out, v);
+            }
+            out.push(0x00);
+        }
+        Value::Ref(r) => {
+            out.push(T_REF);
+            encode_ref(out, r);
+        }
+        Value::Set(s) => {
+            out.push(T_SET);
+            encode_into(out, s);
+        }
+        Value::Query(q) => {
+            out.push(T_QUERY);
+            encode_into(out, q);
+        }
+        Value::Time(t) => {
+            out.push(T_TIME);
+            out.extend_from_slice(&((t.timestamp() as u64) ^ (1 << 63)).to_be_bytes());
+            out.extend_from_slice(&t.timestamp_subsec_nanos().to_be_bytes());
+        }
+        Value::Date(d) => {
+            out.push(T_DATE);
+            out.extend_from_slice(&((d.num_days_from_ce() as u32) ^ (1 << 31)).to_be_bytes());
+        }
+        Value::Bool(b) => {
+            out.push(T_BOOL);
+            out.push(*b as u8);
+        }
+        Value::Null => out.push(T_NULL),
+    }
+}
+
+fn encode_ref(out: &mut Vec<u8>, r: &Ref) {
+    match &r.collection {
+        None => out.push(0x00),
+        Some(c) => {
+            out.push(0x01);
+            encode_ref(out, c);
+        }
+    }
+    match numeric_id(&r.id) {
+        Some(n) => {
+            out.push(0x01);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        None => {
+            out.push(0x02);
+            escaped(out, r.id.as_bytes());
+        }
+    }
+    match &r.database {
+        None => out.push(0x00),
+        Some(d) => {
+            out.push(0x01);
+            encode_ref(out, d);
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let b = *self.buf.get(self.pos).ok_or(CodecError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let s = self
+            .buf
+            .get(self.pos..self.pos + N)
+            .ok_or(CodecError::Truncated)?;
+        self.pos += N;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn unescape(&mut self) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        loop {
+            let b = self.byte()?;
+            if b == 0 {
+                match self.byte()? {
+                    0xFF => out.push(0),
+                    0x01 => return Ok(out),
+                    _ => return Err(CodecError::Malformed("bad escape")),
+                }
+            } else {
+                out.push(b);
+            }
+        }
+    }
+    fn string(&mut self) -> Result<String, CodecError> {
+        String::from_utf8(self.unescape()?).map_err(|_| CodecError::Malformed("invalid UTF-8"))
+    }
+    fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
+        if depth > 512 {
+            return Err(CodecError::Malformed("nesting too deep"));
+        }
+        let tag = self.byte()?;
+        Ok(match tag {
+            T_NUM => {
+                let f = f64_from_order(self.take::<8>()?);
+                match self.byte()? {
+                    0x01 => Value::Long((u64::from_be_bytes(self.take::<8>()?) ^ (1 << 63)) as i64),
+                    0x02 => Value::Double(f),
+                    _ => return Err(CodecError::Malformed("bad number kind")),
+                }
+            }
+            T_BYTES => Value::Bytes(self.unescape()?),
+            T_STR => Value::String(self.string()?),
+            T_ARR => {
+                let mut items = Vec::new();
+                while self.buf.get(self.pos) != Some(&0) {
+                    items.push(self.value(depth + 1)?);
+                }
+                self.pos += 1;
+                Value::Array(items)
+            }
+            T_OBJ => {
+                let mut o = Object::new();
+                loop {
+                    match self.byte()? {
+                        0x00 => break,
+                        0x01 => {
+                            let k = self.string()?;
+                            let v = self.value(depth + 1)?;
+                            o.insert(k, v);
+                        }
+                        _ => return Err(CodecError::Malformed("bad object entry")),
+                    }
+                }
+                Value::Object(o)
+            }
+            T_REF => Value::Ref(self.reference(depth)?),
+            T_SET => Value::Set(Box::new(self.value(depth + 1)?)),
+            T_QUERY => Value::Query(Box::new(self.value(depth + 1)?)),
+            T_TIME => {
+                let secs = (u64::from_be_bytes(self.take::<8>()?) ^ (1 << 63)) as i64;
+                let nanos = u32::from_be_bytes(self.take::<4>()?);
+                let t = Utc
+                    .timestamp_opt(secs, nanos)
+                    .single()
+                    .ok_or(CodecError::Malformed("time out of range"))?;
+                Value::Time(t)
+            }
+            T_DATE => {
+                let days = (u32::from_be_bytes(self.take::<4>()?) ^ (1 << 31)) as i32;
+                Value::Date(
+                    NaiveDate::from_num_days_from_ce_opt(days)
+                        .ok_or(CodecError::Malformed("date out of range"))?,
+                )
+            }
+            T_BOOL => Value::Bool(self.byte()? != 0),
+            T_NULL => Value::Null,
+            other => return Err(CodecError::BadTag(other)),
+        })
+    }
+    fn reference(&mut self, depth: usize) -> Result<Ref, CodecError> {
+        if depth > 64 {
+            return Err(CodecError::Malformed("ref nesting too deep"));
+        }
+        let collection = match self.byte()? {
+            0x00 => None,
+            0x01 => Some(Box::new(self.reference(depth + 1)?)),
+            _ => return Err(CodecError::Malformed("bad ref collection")),
+        };
+        let id = match self.byte()? {
+            0x01 => u64::from_be_bytes(self.take::<8>()?).to_string(),
+            0x02 => self.string()?,
+            _ => return Err(CodecError::Malformed("bad ref id")),
+        };
+        let database = match self.byte()? {
+            0x00 => None,
+            0x01 => Some(Box::new(self.reference(depth + 1)?)),
+            _ => return Err(CodecError::Malformed("bad ref database")),
+        };
+        Ok(Ref {
+            id,
+            collection,
+            database,
+        })
+    }
+}
+
+/// Decode exactly one value that fills `buf`.
+pub fn decode(buf: &[u8]) -> Result<Value, CodecError> {
+    let mut r = Reader { buf, pos: 0 };
+    let v = r.value(0)?;
+    if r.pos != buf.len() {
+        return Err(CodecError::Malformed("trailing bytes"));
+    }
+    Ok(v)
+}
+
+/// Decode a concatenation of encoded values (an index key tuple).
+pub fn decode_key_tuple(buf: &[u8]) -> Result<Vec<Value>, CodecError> {
+    let mut r = Reader { buf, pos: 0 };
+    let mut out = Vec::new();
+    while r.pos < buf.len() {
+        out.push(r.value(0)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::compare;
+
+    fn samples() -> Vec<Value> {
+        let t = |s: &str| Value::Time(crate::wire::parse_time(s).unwrap());
+        let players = Ref::collection("players");
+        vec![
+            Value::Long(i64::MIN),
+            Value::Long(-5),
+            Value::Double(-1.5),
+            Value::Long(0),
+            Value::Double(0.5),
+            Value::Long(1),
+            Value::Double(1.0),
+            Value::Long(i64::MAX),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![0, 1]),
+            Value::String("".into()),
+            Value::String("a".into()),
+            Value::String("a\0".into()),
+            Value::String("ab".into()),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Long(1)]),
+            Value::Array(vec![Value::Long(1), Value::Null]),
+            Value::object([("a", Value::Long(1))]),
+            Value::object([("b", Value::Long(0))]),
+            Value::Ref(Ref::native("collections")),
+            Value::Ref(Ref::doc(players.clone(), "9")),
+            Value::Ref(Ref::doc(players.clone(), "10")),
+            Value::Ref(Ref::doc(players, "x")),
+            t("1969-12-31T23:59:59.5Z"),
+            t("1970-01-01T00:00:00Z"),
+            t("2026-01-01T00:00:00.000001Z"),
+            Value::Date(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()),
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Null,
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for v in samples() {
+            assert_eq!(decode(&encode(&v)).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn byte_order_matches_value_order() {
+        let s = samples();
+        for a in &s {
+            for b in &s {
+                assert_eq!(encode(a).cmp(&encode(b)), compare(a, b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tuples_decode() {
+        let mut buf = encode(&Value::String("x".into()));
+        encode_into(&mut buf, &Value::Long(3));
+        assert_eq!(
+            decode_key_tuple(&buf).unwrap(),
+            vec![Value::String("x".into()), Value::Long(3)]
+        );
+        assert!(decode(&buf[..buf.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The JSON wire codec of FQL v4, as the official drivers produce and parse it.
+//!
+//! Special forms: `{"@ref": {"id", "collection"?, "database"?}}`, `{"@ts": RFC 3339}`,
+//! `{"@date": "YYYY-MM-DD"}`, `{"@bytes": base64}`, `{"@set": expr}`, `{"@query": lambda}`,
+//! and `{"@obj": {...}}` for an object whose keys would otherwise look special.
+//! Output uses URL-safe base64 with padding (both alphabets are accepted on input),
+//! and times render with 0, 3, 6 or 9 fractional digits, as Fauna does.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use chrono::{NaiveDate, SecondsFormat};
+use serde_json::{Map, Number, Value as Json};
+
+use crate::value::{Object, Ref, Time, Value};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WireError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("invalid {form} value: {detail}")]
+    BadForm { form: &'static str, detail: String },
+    #[error("number {0} is out of range for a 64-bit integer")]
+    NumberRange(String),
+}
+
+fn bad(form: &'static str, detail: impl Into<String>) -> WireError {
+    WireError::BadForm {
+        form,
+        detail: detail.into(),
+    }
+}
+
+/// Parse text as JSON and decode it as a value.
+pub fn from_json_str(text: &str) -> Result<Value, WireError> {
+    let json: Json = serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
+    from_json(&json)
+}
+
+/// Decode a JSON document as data: objects become objects, special forms become typed values.
+pub fn from_json(json: &Json) -> Result<Value, WireError> {
+    Ok(match json {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => number(n)?,
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::Array(items.iter().map(from_json).collect::<Result<_, _>>()?),
+        Json::Object(map) => {
+            if let Some(v) = special(map)? {
+                v
+            } else {
+                Value::Object(plain_object(map)?)
+            }
+        }
+    })
+}
+
+pub(crate) fn number(n: &Number) -> Result<Value, WireError> {
+    if let Some(i) = n.as_i64() {
+        Ok(Value::Long(i))
+    } else if n.is_u64() {
+        Err(WireError::NumberRange(n.to_string()))
+    } else {
+        Ok(Value::Double(n.as_f64().unwrap_or(f64::NAN)))
+    }
+}
+
+fn plain_object(map: &Map<String, Json>) -> Result<Object, WireError> {
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), from_json(v)?)))
+        .collect()
+}
+
+/// Decode a one-key `@` special form; `Ok(None)` when `map` is not one.
+pub fn special(map: &Map<String, Json>) -> Result<Option<Value>, WireError> {
+    if map.len() != 1 {
+        return Ok(None);
+    }
+    let Some((key, inner)) = map.iter().next() else {
+        return Ok(None);
+    };
+    let v = match key.as_str() {
+        "@ref" => Value::Ref(decode_ref(inner)?),
+        "@ts" => Value::Time(parse_time(
+            inner
+                .as_str()
+                .ok_or_else(|| bad("@ts", "expected a string"))?,
+        )?),
+        "@date" => {
+            let s = inner
+                .as_str()
+                .ok_or_else(|| bad("@date", "expected a string"))?;
+            Value::Date(parse_date(s)?)
+        }
+        "@bytes" => {
+            let s = inner
+                .as_str()
+                .ok_or_else(|| bad("@bytes", "expected a base64 string"))?;
+            Value::Bytes(decode_base64(s)?)
+        }
+        "@set" => Value::Set(Box::new(from_json(inner)?)),
+        "@query" => Value::Query(Box::new(from_json(inner)?)),
+        "@obj" => match inner {
+            Json::Object(m) => Value::Object(plain_object(m)?),
+            _ => return Err(bad("@obj", "expected an object")),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(v))
+}
+
+fn decode_ref(inner: &Json) -> Result<Ref, WireError> {
+    let Json::Object(m) = inner else {
+        return Err(bad("@ref", "expected an object"));
+    };
+    let id = match m.get("id") {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        _ => return Err(bad("@ref", "missing string \"id\"")),
+    };
+    let sub = |k: &str| -> Result<Option<Box<Ref>>, WireError> {
+        match m.get(k) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Object(o)) => match o.get("@ref") {
+                Some(r) if o.len() == 1 => Ok(Some(Box::new(decode_ref(r)?))),
+                _ => Err(bad("@ref", format!("\"{k}\" must be a ref"))),
+            },
+            Some(_) => Err(bad("@ref", format!("\"{k}\" must be a ref"))),
+        }
+    };
+    Ok(Ref {
+        id,
+        collection: sub("collection")?,
+        database: sub("database")?,
+    })
+}
+
+pub fn decode_base64(s: &str) -> Result<Vec<u8>, WireError> {
+    let padded;
+    let s = if s.len() % 4 != 0 {
+        padded = format!("{s}{}", "=".repeat(4 - s.len() % 4));
+        padded.as_str()
+    } else {
+        s
+    };
+    URL_SAFE
+        .decode(s)
+        .or_else(|_| STANDARD.decode(s))
+        .map_err(|e| bad("@bytes", e.to_string()))
+}
+
+pub fn encode_base64(b: &[u8]) -> String {
+    URL_SAFE.encode(b)
+}
+
+/// Parse an ISO-8601 / RFC 3339 time with an offset (`Z` or `+hh:mm`).
+pub fn parse_time(s: &str) -> Result<Time, WireError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| bad("@ts", format!("{s:?}: {e}")))
+}
+
+pub fn parse_date(s: &str) -> Result<NaiveDate, WireError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| bad("@date", format!("{s:?}: {e}")))
+}
+
+pub fn format_time(t: &Time) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Encode a value for the wire.
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Long(n) => Json::Number((*n).into()),
+        Value::Double(d) => Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),
+        Value::String(s) => Json::String(s.clone()),
+        Value::Bytes(b) => tagged("@bytes", Json::String(encode_base64(b))),
+        Value::Date(d) => tagged("@date", Json::String(d.format("%Y-%m-%d").to_string())),
+        Value::Time(t) => tagged("@ts", Json::String(format_time(t))),
+        Value::Ref(r) => ref_json(r),
+        Value::Set(s) => tagged("@set", to_json(s)),
+        Value::Query(q) => tagged("@query", to_json(q)),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Object(o) => {
+            let map: Map<String, Json> = o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+            if o.keys().any(|k| k.starts_with('@')) {
+                tagged("@obj", Json::Object(map))
+            } else {
+                Json::Object(map)
+            }
+        }
+    }
+}
+
+pub fn to_json_string(v: &Value) -> String {
+    // Serializing a serde_json::Value cannot fail.
+    serde_json::to_string(&to_json(v)).unwrap_or_default()
+}
+
+fn tagged(tag: &str, inner: Json) -> Json {
+    let mut m = Map::new();
+    m.insert(tag.to_string(), inner);
+    Json::Object(m)
+}
+
+fn ref_json(r: &Ref) -> Json {
+    let mut m = Map::new();
+    m.insert("id".into(), Json::String(r.id.clone()));
+    if let Some(c) = &r.collection {
+        m.insert("collection".into(), ref_json(c));
+    }
+    if let Some(d) = &r.database {
+        m.insert("database".into(), ref_json(d));
+    }
+    tagged("@ref", Json::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str) {
+        let v = from_json_str(text).unwrap();
+        assert_eq!(to_json_string(&v), text, "round trip of {text}");
+    }
+
+    #[test]
+    fn special_forms_round_trip() {
+        round_trip(
+            r#"{"@ref":{"id":"2","collection":{"@ref":{"id":"players","collection":{"@ref":{"id":"collections"}}}}}}"#,
+        );
+        round_trip(r#"{"@ts":"1970-01-01T00:00:00.123456789Z"}"#);
+        round_trip(r#"{"@ts":"1970-01-01T00:00:12Z"}"#);
+        round_trip(r#"{"@date":"1970-01-01"}"#);
+        round_trip(r#"{"@bytes":"AQID"}"#);
+        round_trip(r#"{"@obj":{"@name":1}}"#);
+        round_trip(r#"[1,1.0,"x",null,true]"#);
+    }
+
+    #[test]
+    fn long_and_double_stay_apart() {
+        assert_eq!(from_json_str("1").unwrap(), Value::Long(1));
+        assert_eq!(from_json_str("1.0").unwrap(), Value::Double(1.0));
+        assert!(matches!(
+            from_json_str("18446744073709551615"),
+            Err(WireError::NumberRange(_))
+        ));
+    }
+
+    #[test]
+    fn bytes_accept_both_alphabets() {
+        assert_eq!(
+            from_json_str(r#"{"@bytes":"-_8="}"#).unwrap(),
+            Value::Bytes(vec![0xfb, 0xff])
+        );
+        assert_eq!(
+            from_json_str(r#"{"@bytes":"+/8="}"#).unwrap(),
+            Value::Bytes(vec![0xfb, 0xff])
+        );
+        assert_eq!(
+            to_json_string(&Value::Bytes(vec![0xfb, 0xff])),
+            r#"{"@bytes":"-_8="}"#
+        );
+    }
+
+    #[test]
+    fn object_keys_are_canonical() {
+        let v = from_json_str(r#"{"b":1,"a":2}"#).unwrap();
+        assert_eq!(to_json_string(&v), r#"{"a":2,"b":1}"#);
+    }
+}
