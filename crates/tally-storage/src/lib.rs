@@ -1,1 +1,161 @@
-//! tally-storage
+//! tally-storage: a temporal, ordered key/value store.
+//!
+//! # What it owns
+//!
+//! Keys and values are opaque bytes chosen by the layer above. Every write adds a *version*
+//! of a key at a commit timestamp ([`Ts`]); a read asks for the newest version at or before a
+//! read timestamp. There are two independent keyspaces ([`Space::Docs`], [`Space::Index`]) and
+//! a small table of named metadata values. Two implementations share one contract:
+//! [`MemStore`] (tests, deterministic simulation) and [`RedbStore`] (on disk).
+//!
+//! # What it must not do
+//!
+//! It knows nothing about FQL, documents, indexes, the network or the log: it never decodes a
+//! key or value. It has no clock and no randomness; timestamps come from the caller.
+//!
+//! # Concurrency
+//!
+//! [`Store::snapshot`] returns an owned (`'static`) consistent view that is `Send`, so it can
+//! be moved into `tokio::task::spawn_blocking`. There is a single writer: [`Store::begin`]
+//! fails with [`StorageError::WriterBusy`] while another [`Batch`] is alive. A batch buffers
+//! its writes in memory (reads through it see them) and applies them atomically on commit.
+//! A snapshot taken before a commit never sees it.
+//!
+//! # On-disk format (`RedbStore`, format version 1)
+//!
+//! One redb file with three tables:
+//!
+//! | table   | key                | value   |
+//! |---------|--------------------|---------|
+//! | `docs`  | `(&[u8], u64)`     | `&[u8]` |
+//! | `index` | `(&[u8], u64)`     | `&[u8]` |
+//! | `meta`  | `&str`             | `&[u8]` |
+//!
+//! In `docs`/`index` the tuple is `(user key, u64::MAX - ts)`: redb compares tuples element by
+//! element (so user keys need not be prefix-free) and the inverted timestamp sorts the versions
+//! of one key newest first, so "newest version <= T" is one seek to `(key, MAX - T)`.
+//! `meta["format_version"]` is the single byte `1`; [`RedbStore::open`] refuses any other
+//! value, and a file whose `meta` table lacks it, with [`StorageError::FormatVersion`]. A file
+//! without a `meta` table is treated as new and initialised.
+//!
+//! # Crash argument
+//!
+//! Each [`Batch::commit`] is one redb write transaction, hence atomic. `commit(durable=false)`
+//! uses redb `Durability::None`: later snapshots see it, but it lives only until the next
+//! durable commit reaches disk. `commit(durable=true)` uses `Durability::Immediate` (fsync,
+//! with quick-repair so reopening after a crash does not walk the whole file) and makes every
+//! earlier non-durable commit durable too, because redb persists the whole committed tree.
+//! So a crash loses at most the non-durable commits after the last durable one, and never
+//! part of a commit. The layer above records its position in the meta value
+//! `"applied_height"` in the same batch as the effects, makes it durable at checkpoints, and
+//! after a crash replays its log from the durable `applied_height`.
+
+mod batch;
+mod mem;
+mod read;
+mod redb_store;
+
+pub use mem::MemStore;
+pub use redb_store::RedbStore;
+
+/// Commit timestamp, microseconds since the Unix epoch.
+pub type Ts = u64;
+
+/// Largest key accepted by [`Batch::put`]; keeps every B-tree page useful.
+pub const KEY_BYTES_MAX: usize = 32 * 1024;
+/// Largest value accepted by [`Batch::put`].
+pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u8 = 1;
+/// Meta key holding [`FORMAT_VERSION`]; reserved, [`Batch::set_meta`] refuses it.
+pub const META_FORMAT_VERSION: &str = "format_version";
+
+/// One of the two independent keyspaces (separate redb tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Space {
+    Docs,
+    Index,
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub ts: Ts,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("storage is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "unsupported storage format version {found} (this build reads version {expected}); \
+         use a matching build of tally or start from an empty data directory"
+    )]
+    FormatVersion { found: String, expected: u8 },
+    #[error("the database file is already open (by this or another process)")]
+    AlreadyOpen,
+    #[error("a write batch is already open; commit or drop it before beginning another")]
+    WriterBusy,
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Version)>> + 'a>;
+pub type HistIter<'a> = Box<dyn Iterator<Item = Result<Version>> + 'a>;
+
+/// A consistent read view.
+pub trait Snapshot: Send {
+    /// Newest version of `key` whose ts <= at.
+    fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>>;
+    /// Versions of exactly `key` with lo <= ts <= hi; newest first if `desc`, else oldest first.
+    fn history<'a>(
+        &'a self,
+        space: Space,
+        key: &[u8],
+        lo: Ts,
+        hi: Ts,
+        desc: bool,
+    ) -> Result<HistIter<'a>>;
+    /// Distinct keys that start with `prefix`, ascending by bytes (descending if `desc`),
+    /// starting at `from` (inclusive; None = start of the prefix range in that direction;
+    /// `from` need not exist nor start with the prefix: it is clamped to the prefix range).
+    /// Yields each key's newest version with ts <= at, skipping keys that have none.
+    /// Lazy: the cost is proportional to what the caller consumes.
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>>;
+    /// Small named metadata values (e.g. "applied_height").
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+}
+
+/// A write batch: reads see the batch's own uncommitted writes. Dropping it without
+/// committing discards the writes.
+pub trait Batch: Snapshot {
+    /// Add (or replace) the version of `key` at `ts`.
+    fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()>;
+    /// Remove one version (history editing / retention). Returns whether it existed.
+    fn remove(&mut self, space: Space, key: &[u8], ts: Ts) -> Result<bool>;
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()>;
+    /// durable=false: visible to later snapshots but may be lost on crash;
+    /// durable=true: fsynced; also makes every earlier non-durable commit durable.
+    fn commit(self: Box<Self>, durable: bool) -> Result<()>;
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// An owned consistent view of the latest commit.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
+    /// Start the single write batch; [`StorageError::WriterBusy`] if one is alive.
+    fn begin(&self) -> Result<Box<dyn Batch>>;
+}

@@ -1,0 +1,312 @@
+//! The write batch shared by both stores: an in-memory overlay of writes on top of a
+//! snapshot taken at `begin`, merged on every read and handed to a backend [`Sink`] on
+//! commit. The single-writer rule ([`WriterLock`]) makes that snapshot equal to the state
+//! the commit applies to.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::ops::Bound::Included;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::mem::{map_range, VersionMap};
+use crate::read;
+use crate::{
+    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, KEY_BYTES_MAX,
+    META_FORMAT_VERSION, VALUE_BYTES_MAX,
+};
+
+/// Buffered writes; `None` is a removed version.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    pub docs: VersionMap<Option<Vec<u8>>>,
+    pub index: VersionMap<Option<Vec<u8>>>,
+    pub meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl Overlay {
+    fn space(&self, space: Space) -> &VersionMap<Option<Vec<u8>>> {
+        match space {
+            Space::Docs => &self.docs,
+            Space::Index => &self.index,
+        }
+    }
+}
+
+/// Where a committed overlay goes.
+pub(crate) trait Sink: Send {
+    fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()>;
+}
+
+/// Enforces the single writer without blocking (a blocked deterministic simulation would
+/// hang rather than fail).
+#[derive(Clone, Default)]
+pub(crate) struct WriterLock(Arc<AtomicBool>);
+
+pub(crate) struct WriterGuard(Arc<AtomicBool>);
+
+impl WriterLock {
+    pub fn acquire(&self) -> Result<WriterGuard> {
+        self.0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| StorageError::WriterBusy)?;
+        Ok(WriterGuard(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+pub(crate) struct OverlayBatch {
+    base: Box<dyn Snapshot>,
+    overlay: Overlay,
+    sink: Box<dyn Sink>,
+    writer: WriterGuard,
+}
+
+impl OverlayBatch {
+    pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
+        OverlayBatch {
+            base,
+            overlay: Overlay::default(),
+            sink,
+            writer,
+        }
+    }
+
+    fn space_mut(&mut self, space: Space) -> &mut VersionMap<Option<Vec<u8>>> {
+        match space {
+            Space::Docs => &mut self.overlay.docs,
+            Space::Index => &mut self.overlay.index,
+        }
+    }
+}
+
+impl Snapshot for OverlayBatch {
+    fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        self.history(space, key, 0, at, true)?.next().transpose()
+    }
+
+    fn history<'a>(
+        &'a self,
+        space: Space,
+        key: &[u8],
+        lo: Ts,
+        hi: Ts,
+        desc: bool,
+    ) -> Result<HistIter<'a>> {
+        if lo > hi {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let base = self.base.history(space, key, lo, hi, desc)?;
+        let over = map_range(
+            self.overlay.space(space),
+            Included((key, hi)),
+            Included((key, lo)),
+        )
+        .map(|((_, ts), v)| (ts.0, v.as_deref()));
+        let over: Box<dyn Iterator<Item = (Ts, Option<&[u8]>)>> = if desc {
+            Box::new(over)
+        } else {
+            Box::new(over.rev())
+        };
+        Ok(Box::new(MergeHistory {
+            base: base.peekable(),
+            over: over.peekable(),
+            desc,
+        }))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>> {
+        let base = self.base.scan(space, prefix, from, desc, at)?;
+        let Some((lo, hi)) = read::scan_bounds(prefix, from, desc) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let keys = map_range(
+            self.overlay.space(space),
+            read::as_ref(&lo),
+            read::as_ref(&hi),
+        )
+        .map(|((k, _), _)| k.as_slice());
+        let keys: Box<dyn Iterator<Item = &[u8]>> = if desc {
+            Box::new(keys.rev())
+        } else {
+            Box::new(keys)
+        };
+        let mut last: Option<&[u8]> = None;
+        let keys = keys.filter(move |k| std::mem::replace(&mut last, Some(k)) != Some(k));
+        Ok(Box::new(MergeScan {
+            batch: self,
+            space,
+            at,
+            desc,
+            base: base.peekable(),
+            over: (Box::new(keys) as Box<dyn Iterator<Item = &[u8]>>).peekable(),
+        }))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.overlay.meta.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.base.meta(key),
+        }
+    }
+}
+
+impl Batch for OverlayBatch {
+    fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()> {
+        if key.len() > KEY_BYTES_MAX || value.len() > VALUE_BYTES_MAX {
+            return Err(StorageError::Invalid(format!(
+                "key of {} bytes / value of {} bytes exceeds the limit of {KEY_BYTES_MAX} / \
+                 {VALUE_BYTES_MAX} bytes",
+                key.len(),
+                value.len()
+            )));
+        }
+        self.space_mut(space)
+            .insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn remove(&mut self, space: Space, key: &[u8], ts: Ts) -> Result<bool> {
+        let pos = (key.to_vec(), std::cmp::Reverse(ts));
+        let existed = match self.overlay.space(space).get(&pos) {
+            Some(v) => v.is_some(),
+            None => self
+                .base
+                .history(space, key, ts, ts, true)?
+                .next()
+                .transpose()?
+                .is_some(),
+        };
+        self.space_mut(space).insert(pos, None);
+        Ok(existed)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if key == META_FORMAT_VERSION {
+            return Err(StorageError::Invalid(format!(
+                "meta key {key:?} is reserved"
+            )));
+        }
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(StorageError::Invalid(format!(
+                "meta value of {} bytes is too large",
+                value.len()
+            )));
+        }
+        self.overlay.meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, durable: bool) -> Result<()> {
+        let OverlayBatch {
+            base,
+            overlay,
+            sink,
+            writer,
+        } = *self;
+        // Release the base view first so the in-memory store need not copy its state.
+        drop(base);
+        let result = sink.apply(overlay, durable);
+        drop(writer);
+        result
+    }
+}
+
+/// Merges stored versions with the overlay's; the overlay wins at equal ts (and hides the
+/// stored version when it is a removal).
+struct MergeHistory<'a> {
+    base: Peekable<HistIter<'a>>,
+    over: Peekable<Box<dyn Iterator<Item = (Ts, Option<&'a [u8]>)> + 'a>>,
+    desc: bool,
+}
+
+impl Iterator for MergeHistory<'_> {
+    type Item = Result<Version>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let base_ts = match self.base.peek() {
+                Some(Ok(v)) => Some(v.ts),
+                Some(Err(_)) => return self.base.next(),
+                None => None,
+            };
+            let Some(&(over_ts, _)) = self.over.peek() else {
+                return self.base.next();
+            };
+            if let Some(b) = base_ts {
+                let base_first = if self.desc { b > over_ts } else { b < over_ts };
+                if base_first {
+                    return self.base.next();
+                }
+                if b == over_ts {
+                    self.base.next();
+                }
+            }
+            if let Some((ts, Some(value))) = self.over.next() {
+                return Some(Ok(Version {
+                    ts,
+                    value: value.to_vec(),
+                }));
+            }
+        }
+    }
+}
+
+/// Merges the stored scan with the keys the overlay touches; for those keys the answer is
+/// recomputed through the batch's merged `get`.
+struct MergeScan<'a> {
+    batch: &'a OverlayBatch,
+    space: Space,
+    at: Ts,
+    desc: bool,
+    base: Peekable<ScanIter<'a>>,
+    over: Peekable<Box<dyn Iterator<Item = &'a [u8]> + 'a>>,
+}
+
+impl Iterator for MergeScan<'_> {
+    type Item = Result<(Vec<u8>, Version)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let base_key = match self.base.peek() {
+                Some(Ok((k, _))) => Some(k.as_slice()),
+                Some(Err(_)) => return self.base.next(),
+                None => None,
+            };
+            let Some(&over_key) = self.over.peek() else {
+                return self.base.next();
+            };
+            if let Some(b) = base_key {
+                let base_first = if self.desc {
+                    b > over_key
+                } else {
+                    b < over_key
+                };
+                if base_first {
+                    return self.base.next();
+                }
+                if b == over_key {
+                    self.base.next();
+                }
+            }
+            self.over.next();
+            match self.batch.get(self.space, over_key, self.at) {
+                Ok(Some(v)) => return Some(Ok((over_key.to_vec(), v))),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! [`RedbStore`]: the on-disk store. The format and the crash argument are in the crate doc.
+
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition, TableError,
+};
+
+use crate::batch::{Overlay, OverlayBatch, Sink, WriterLock};
+use crate::read::{self, PosRef, VersionEntry, VersionTable};
+use crate::{
+    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts, Version,
+    FORMAT_VERSION, META_FORMAT_VERSION,
+};
+
+/// `(user key, u64::MAX - ts)`: a key's versions sort newest first.
+type VersionKey = (&'static [u8], u64);
+const DOCS: TableDefinition<VersionKey, &[u8]> = TableDefinition::new("docs");
+const INDEX: TableDefinition<VersionKey, &[u8]> = TableDefinition::new("index");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn definition(space: Space) -> TableDefinition<'static, VersionKey, &'static [u8]> {
+    match space {
+        Space::Docs => DOCS,
+        Space::Index => INDEX,
+    }
+}
+
+fn redb_err(e: impl Into<redb::Error>) -> StorageError {
+    match e.into() {
+        redb::Error::Io(e) => StorageError::Io(e.to_string()),
+        redb::Error::Corrupted(m) => StorageError::Corrupt(m),
+        redb::Error::DatabaseAlreadyOpen => StorageError::AlreadyOpen,
+        other => StorageError::Backend(other.to_string()),
+    }
+}
+
+fn inv(ts: Ts) -> u64 {
+    u64::MAX - ts
+}
+
+/// On-disk [`Store`] in one redb file.
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: WriterLock,
+}
+
+impl RedbStore {
+    /// Open the database at `path`, creating and initialising it if missing. Refuses files
+    /// of another format version and redb files that are not Tally databases.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(redb_err)?;
+        init_or_check(&db)?;
+        Ok(RedbStore {
+            db: Arc::new(db),
+            writer: WriterLock::default(),
+        })
+    }
+}
+
+fn init_or_check(db: &Database) -> Result<()> {
+    let rtxn = db.begin_read().map_err(redb_err)?;
+    let meta = match rtxn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => {
+            if rtxn.list_tables().map_err(redb_err)?.next().is_some() {
+                return Err(StorageError::FormatVersion {
+                    found: "none (a redb file that is not a Tally database)".into(),
+                    expected: FORMAT_VERSION,
+                });
+            }
+            drop(rtxn);
+            return init(db);
+        }
+        Err(e) => return Err(redb_err(e)),
+    };
+    let found = meta
+        .get(META_FORMAT_VERSION)
+        .map_err(redb_err)?
+        .map(|g| g.value().to_vec());
+    if found.as_deref() != Some(&[FORMAT_VERSION][..]) {
+        let found = found.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"));
+        return Err(StorageError::FormatVersion {
+            found,
+            expected: FORMAT_VERSION,
+        });
+    }
+    for def in [DOCS, INDEX] {
+        rtxn.open_table(def)
+            .map_err(|e| StorageError::Corrupt(format!("table missing or unreadable: {e}")))?;
+    }
+    Ok(())
+}
+
+fn init(db: &Database) -> Result<()> {
+    let txn = db.begin_write().map_err(redb_err)?;
+    txn.open_table(DOCS).map_err(redb_err)?;
+    txn.open_table(INDEX).map_err(redb_err)?;
+    txn.open_table(META)
+        .map_err(redb_err)?
+        .insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..])
+        .map_err(redb_err)?;
+    txn.commit().map_err(redb_err)
+}
+
+struct RedbEntry(
+    AccessGuard<'static, VersionKey>,
+    AccessGuard<'static, &'static [u8]>,
+);
+
+impl VersionEntry for RedbEntry {
+    fn key(&self) -> &[u8] {
+        self.0.value().0
+    }
+    fn ts(&self) -> Ts {
+        u64::MAX - self.0.value().1
+    }
+    fn value(&self) -> Vec<u8> {
+        self.1.value().to_vec()
+    }
+}
+
+struct RedbTable(ReadOnlyTable<VersionKey, &'static [u8]>);
+
+fn to_redb(b: Bound<PosRef<'_>>) -> Bound<(&[u8], u64)> {
+    match b {
+        Included((k, ts)) => Included((k, inv(ts))),
+        Excluded((k, ts)) => Excluded((k, inv(ts))),
+        Unbounded => Unbounded,
+    }
+}
+
+impl VersionTable for RedbTable {
+    type Entry<'a> = RedbEntry;
+
+    fn range<'a>(
+        &'a self,
+        lo: Bound<PosRef<'_>>,
+        hi: Bound<PosRef<'_>>,
+    ) -> Result<read::EntryIter<'a, RedbEntry>> {
+        let range = self.0.range((to_redb(lo), to_redb(hi))).map_err(redb_err)?;
+        Ok(Box::new(range.map(|r| {
+            r.map(|(k, v)| RedbEntry(k, v)).map_err(redb_err)
+        })))
+    }
+}
+
+/// A redb read transaction; owns its tables, so it is `'static` and `Send`.
+struct RedbSnapshot {
+    docs: RedbTable,
+    index: RedbTable,
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl RedbSnapshot {
+    fn table(&self, space: Space) -> &RedbTable {
+        match space {
+            Space::Docs => &self.docs,
+            Space::Index => &self.index,
+        }
+    }
+}
+
+impl Snapshot for RedbSnapshot {
+    fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        read::get(self.table(space), key, at)
+    }
+
+    fn history<'a>(
+        &'a self,
+        space: Space,
+        key: &[u8],
+        lo: Ts,
+        hi: Ts,
+        desc: bool,
+    ) -> Result<HistIter<'a>> {
+        read::history(self.table(space), key, lo, hi, desc)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>> {
+        read::scan(self.table(space), prefix, from, desc, at)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(redb_err)?
+            .map(|g| g.value().to_vec()))
+    }
+}
+
+struct RedbSink(Arc<Database>);
+
+impl Sink for RedbSink {
+    fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()> {
+        let mut txn = self.0.begin_write().map_err(redb_err)?;
+        if durable {
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb_err)?;
+            // Saves the allocator state so reopening after a crash is quick.
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(Durability::None).map_err(redb_err)?;
+        }
+        for (space, writes) in [(Space::Docs, overlay.docs), (Space::Index, overlay.index)] {
+            let mut table = txn.open_table(definition(space)).map_err(redb_err)?;
+            for ((key, ts), value) in writes {
+                let k = (key.as_slice(), inv(ts.0));
+                match value {
+                    Some(v) => table.insert(k, v.as_slice()).map(drop),
+                    None => table.remove(k).map(drop),
+                }
+                .map_err(redb_err)?;
+            }
+        }
+        {
+            let mut meta = txn.open_table(META).map_err(redb_err)?;
+            for (k, v) in overlay.meta {
+                meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
+            }
+        }
+        // Dropping `txn` on any error above aborts it: a commit is all or nothing.
+        txn.commit().map_err(redb_err)
+    }
+}
+
+impl RedbStore {
+    fn read_view(&self) -> Result<RedbSnapshot> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let open = |def| txn.open_table(def).map(RedbTable).map_err(redb_err);
+        Ok(RedbSnapshot {
+            docs: open(DOCS)?,
+            index: open(INDEX)?,
+            meta: txn.open_table(META).map_err(redb_err)?,
+        })
+    }
+}
+
+impl Store for RedbStore {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(self.read_view()?))
+    }
+
+    fn begin(&self) -> Result<Box<dyn Batch>> {
+        let guard = self.writer.acquire()?;
+        let base = Box::new(self.read_view()?);
+        Ok(Box::new(OverlayBatch::new(
+            base,
+            Box::new(RedbSink(Arc::clone(&self.db))),
+            guard,
+        )))
+    }
+}
