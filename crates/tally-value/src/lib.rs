@@ -15,6 +15,9 @@ mod value;
 mod wire;
 
 pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
-pub use order::{compare, type_rank};
-pub use value::{Object, Ref, Time, Value};
-pub use wire::{from_json, from_json_str, to_json, to_json_string, WireError};
+pub use order::{cmp_id, compare, numeric_id, type_rank};
+pub use value::{Object, Ref, Time, Value, NATIVE_COLLECTIONS};
+pub use wire::{
+    decode_base64, encode_base64, format_time, from_json, from_json_str, parse_date, parse_time, special as wire_special, to_json,
+    to_json_string, WireError,
+};

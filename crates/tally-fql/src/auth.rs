@@ -1,0 +1,44 @@
+//! Who is running a query: the database it is scoped to and the role it holds.
+
+use crate::model::{DbId, ROOT_DB};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Server,
+    ServerReadOnly,
+    Client,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "server" => Role::Server,
+            "server-readonly" => Role::ServerReadOnly,
+            "client" => Role::Client,
+            _ => return None,
+        })
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Server => "server",
+            Role::ServerReadOnly => "server-readonly",
+            Role::Client => "client",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// The database the query runs in; refs are relative to it.
+    pub db: DbId,
+    pub role: Role,
+}
+
+impl Auth {
+    pub fn root_admin() -> Auth {
+        Auth { db: ROOT_DB, role: Role::Admin }
+    }
+}

@@ -1,0 +1,400 @@
+//! The evaluator: walks an [`Expr`] against a [`Tx`] (a snapshot plus this transaction's
+//! own writes). The same evaluator runs read-only queries on a snapshot and write
+//! transactions inside the deterministic executor.
+//!
+//! Architecture invariant: nothing here reads a clock (except the optional wall-clock
+//! deadline of read-only queries, which never runs in the executor), draws randomness,
+//! or iterates an unordered container into a result.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tally_value::Value;
+
+use crate::auth::Auth;
+use crate::error::{code, invalid_argument, invalid_expression, wrong_type, FqlError, Result};
+use crate::expr::{Call, Expr};
+use crate::model::Tx;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads only; the first write function aborts evaluation with `needs_write`.
+    ReadOnly,
+    /// Inside the executor: writes go to the transaction's overlay.
+    Write,
+}
+
+/// Bounds that keep one query from running away.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Evaluation steps (every expression evaluated counts one). Deterministic, so the
+    /// executor uses it as its query timeout.
+    pub steps_max: u64,
+    /// Nested lambda applications / UDF calls.
+    pub call_depth_max: u32,
+    /// Largest page a `Paginate` may ask for.
+    pub page_size_max: usize,
+    /// Largest array any function may build.
+    pub array_len_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { steps_max: 20_000_000, call_depth_max: 200, page_size_max: 100_000, array_len_max: 1_000_000 }
+    }
+}
+
+/// A callable lambda: parameter pattern plus body.
+#[derive(Clone, Debug)]
+pub struct Lambda {
+    pub params: Params,
+    pub body: Rc<Expr>,
+    /// True when the lambda was written in place (errors in its body get an "expr" position).
+    pub literal: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Params {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Params {
+    pub fn arity(&self) -> usize {
+        match self {
+            Params::One(_) => 1,
+            Params::Many(v) => v.len(),
+        }
+    }
+}
+
+pub struct Eval<'a> {
+    pub tx: Tx<'a>,
+    pub mode: Mode,
+    pub auth: Auth,
+    pub limits: Limits,
+    env: Vec<(String, Value)>,
+    steps: u64,
+    call_depth: u32,
+    /// Wall-clock deadline; only ever set for read-only evaluation outside the executor.
+    pub deadline: Option<Instant>,
+    /// Seed for ids and secrets, from the transaction input (never drawn here).
+    pub entropy: [u8; 32],
+    ids_issued: u64,
+    /// Read ts override stack for `At`.
+    at_stack: Vec<u64>,
+}
+
+impl<'a> Eval<'a> {
+    pub fn new(tx: Tx<'a>, mode: Mode, auth: Auth) -> Eval<'a> {
+        Eval {
+            tx,
+            mode,
+            auth,
+            limits: Limits::default(),
+            env: Vec::new(),
+            steps: 0,
+            call_depth: 0,
+            deadline: None,
+            entropy: [0; 32],
+            ids_issued: 0,
+            at_stack: Vec::new(),
+        }
+    }
+
+    /// The transaction's timestamp (commit ts for writes, snapshot ts for reads).
+    pub fn txn_ts(&self) -> u64 {
+        self.tx.ts
+    }
+
+    /// The ts reads see: the txn ts, or the one set by an enclosing `At`.
+    pub fn read_ts(&self) -> u64 {
+        self.at_stack.last().copied().unwrap_or(self.tx.ts)
+    }
+
+    pub fn with_read_ts<T>(&mut self, ts: u64, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.at_stack.push(ts);
+        let r = f(self);
+        self.at_stack.pop();
+        r
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Called by every write function before it writes.
+    pub fn require_write(&self) -> Result<()> {
+        match self.mode {
+            Mode::ReadOnly => Err(FqlError::needs_write()),
+            Mode::Write if !self.at_stack.is_empty() && self.read_ts() != self.tx.ts => Err(FqlError::new(
+                code::INVALID_WRITE_TIME,
+                "Writes are only allowed at the transaction time; remove the write from inside At().",
+            )),
+            Mode::Write => Ok(()),
+        }
+    }
+
+    /// A fresh document id, unique across the whole ledger: derived from the commit ts
+    /// (which the executor keeps strictly increasing and spaces apart for txns that
+    /// issue more than 1,000 ids) and a per-transaction counter.
+    pub fn new_id(&mut self) -> u64 {
+        let base = self.tx.ts.saturating_mul(1000);
+        let id = base + self.ids_issued;
+        self.ids_issued += 1;
+        id
+    }
+
+    pub fn ids_issued(&self) -> u64 {
+        self.ids_issued
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.steps += 1;
+        if self.steps > self.limits.steps_max {
+            return Err(FqlError::new(
+                code::TIME_OUT,
+                format!("Query exceeded its limit of {} evaluation steps; split it or raise X-Query-Timeout.", self.limits.steps_max),
+            ));
+        }
+        if self.steps & 1023 == 0 {
+            if let Some(d) = self.deadline {
+                if Instant::now() > d {
+                    return Err(FqlError::new(code::TIME_OUT, "Query timed out (X-Query-Timeout); simplify it or raise the timeout."));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn eval(&mut self, e: &Expr) -> Result<Value> {
+        self.step()?;
+        match e {
+            Expr::Lit(v) => Ok(v.clone()),
+            Expr::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.eval(item).map_err(|e| e.at(i))?);
+                }
+                Ok(Value::Array(out))
+            }
+            Expr::Object(fields) => {
+                let mut out = tally_value::Object::new();
+                for (k, v) in fields {
+                    let val = self.eval(v).map_err(|e| e.at(k.as_str()).at("object"))?;
+                    out.insert(k.clone(), val);
+                }
+                Ok(Value::Object(out))
+            }
+            Expr::Call(call) => (call.spec.handler)(self, call),
+        }
+    }
+
+    // ---- argument helpers for function handlers ----
+
+    /// Evaluate the required argument `key`; errors get `key` in their position.
+    pub fn arg(&mut self, call: &Call, key: &str) -> Result<Value> {
+        match call.get(key) {
+            Some(e) => self.eval(e).map_err(|err| err.at(key_static(call, key))),
+            None => Err(invalid_expression(format!("Function `{}` requires argument `{key}`.", call.name()))),
+        }
+    }
+
+    /// Evaluate the optional argument `key`.
+    pub fn opt_arg(&mut self, call: &Call, key: &str) -> Result<Option<Value>> {
+        match call.get(key) {
+            Some(e) => Ok(Some(self.eval(e).map_err(|err| err.at(key_static(call, key)))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The primary argument.
+    pub fn primary(&mut self, call: &Call) -> Result<Value> {
+        self.arg(call, call.name())
+    }
+
+    /// Variadic argument: `{"add": [1, 2]}` gives `[1, 2]`; a non-array gives one element.
+    /// When the argument is written as an array literal, each element is evaluated on its
+    /// own so errors point at it.
+    pub fn varargs(&mut self, call: &Call, key: &str) -> Result<Vec<Value>> {
+        match call.get(key) {
+            Some(Expr::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.eval(item).map_err(|e| e.at(i).at(key_static(call, key)))?);
+                }
+                Ok(out)
+            }
+            Some(_) => match self.arg(call, key)? {
+                Value::Array(items) => Ok(items),
+                other => Ok(vec![other]),
+            },
+            None => Err(invalid_expression(format!("Function `{}` requires argument `{key}`.", call.name()))),
+        }
+    }
+
+    /// Evaluate `key` and require a string.
+    pub fn str_arg(&mut self, call: &Call, key: &str) -> Result<String> {
+        match self.arg(call, key)? {
+            Value::String(s) => Ok(s),
+            other => Err(wrong_type("String", &other).at(key_static(call, key))),
+        }
+    }
+
+    /// Evaluate `key` and require an integer.
+    pub fn long_arg(&mut self, call: &Call, key: &str) -> Result<i64> {
+        match self.arg(call, key)? {
+            Value::Long(n) => Ok(n),
+            other => Err(wrong_type("Integer", &other).at(key_static(call, key))),
+        }
+    }
+
+    /// Evaluate `key` and require a boolean.
+    pub fn bool_arg(&mut self, call: &Call, key: &str) -> Result<bool> {
+        match self.arg(call, key)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(wrong_type("Boolean", &other).at(key_static(call, key))),
+        }
+    }
+
+    // ---- variables and lambdas ----
+
+    pub fn lookup(&self, name: &str) -> Option<&Value> {
+        self.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn push_var(&mut self, name: String, v: Value) {
+        self.env.push((name, v));
+    }
+
+    pub fn env_len(&self) -> usize {
+        self.env.len()
+    }
+
+    pub fn truncate_env(&mut self, len: usize) {
+        self.env.truncate(len);
+    }
+
+    /// Run `f` with an empty variable environment (UDF bodies do not see the caller's
+    /// variables), restoring it afterwards.
+    pub fn with_fresh_env<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let saved = std::mem::take(&mut self.env);
+        let r = f(self);
+        self.env = saved;
+        r
+    }
+
+    /// The lambda passed as argument `key`: written in place, or a `Query` value.
+    pub fn lambda_arg(&mut self, call: &Call, key: &str) -> Result<Lambda> {
+        match call.get(key) {
+            Some(Expr::Call(c)) if c.name() == "lambda" => lambda_from_call(c).map_err(|e| e.at(key_static(call, key))),
+            Some(_) => {
+                let v = self.arg(call, key)?;
+                self.lambda_from_value(&v).map_err(|e| e.at(key_static(call, key)))
+            }
+            None => Err(invalid_expression(format!("Function `{}` requires a lambda as `{key}`.", call.name()))),
+        }
+    }
+
+    pub fn lambda_from_value(&mut self, v: &Value) -> Result<Lambda> {
+        match v {
+            Value::Query(body) => {
+                let e = crate::expr::parse_value(body)?;
+                match e {
+                    Expr::Call(c) if c.name() == "lambda" => {
+                        let mut l = lambda_from_call(&c)?;
+                        l.literal = false;
+                        Ok(l)
+                    }
+                    _ => Err(invalid_argument("Lambda expected, the Query does not hold a Lambda.")),
+                }
+            }
+            other => Err(wrong_type("Lambda", other)),
+        }
+    }
+
+    /// Apply a lambda to arguments (one value per parameter, or one array to destructure).
+    pub fn apply(&mut self, lam: &Lambda, args: Vec<Value>) -> Result<Value> {
+        if self.call_depth >= self.limits.call_depth_max {
+            return Err(FqlError::new(
+                code::STACK_OVERFLOW,
+                format!("Lambda/function calls nested deeper than {}; check for unbounded recursion.", self.limits.call_depth_max),
+            ));
+        }
+        let mark = self.env.len();
+        match &lam.params {
+            Params::One(name) => {
+                let v = if args.len() == 1 { args.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(args) };
+                if name != "_" {
+                    self.env.push((name.clone(), v));
+                }
+            }
+            Params::Many(names) => {
+                let vals = if args.len() == names.len() {
+                    args
+                } else if args.len() == 1 {
+                    match args.into_iter().next() {
+                        Some(Value::Array(items)) if items.len() == names.len() => items,
+                        Some(Value::Array(items)) => {
+                            return Err(invalid_argument(format!(
+                                "Lambda expects an array with {} elements. Array contains {}.",
+                                names.len(),
+                                items.len()
+                            )))
+                        }
+                        Some(other) => return Err(wrong_type("Array", &other)),
+                        None => Vec::new(),
+                    }
+                } else {
+                    return Err(invalid_argument(format!(
+                        "Lambda expects {} arguments, {} given.",
+                        names.len(),
+                        args.len()
+                    )));
+                };
+                for (n, v) in names.iter().zip(vals) {
+                    if n != "_" {
+                        self.env.push((n.clone(), v));
+                    }
+                }
+            }
+        }
+        self.call_depth += 1;
+        let r = self.eval(&lam.body);
+        self.call_depth -= 1;
+        self.env.truncate(mark);
+        if lam.literal {
+            r.map_err(|e| e.at("expr"))
+        } else {
+            r
+        }
+    }
+
+    pub fn call_depth(&self) -> u32 {
+        self.call_depth
+    }
+}
+
+/// Keys in positions are `'static` in `Call`; map a borrowed key back to it.
+fn key_static(call: &Call, key: &str) -> &'static str {
+    call.args.iter().find(|(k, _)| *k == key).map(|(k, _)| *k).unwrap_or(call.spec.name)
+}
+
+pub fn lambda_from_call(c: &Call) -> Result<Lambda> {
+    let params = match c.primary() {
+        Expr::Lit(Value::String(s)) => Params::One(s.clone()),
+        Expr::Array(items) => {
+            let mut names = Vec::with_capacity(items.len());
+            for it in items {
+                match it {
+                    Expr::Lit(Value::String(s)) => names.push(s.clone()),
+                    _ => return Err(invalid_expression("Lambda parameters must be strings.").at("lambda")),
+                }
+            }
+            Params::Many(names)
+        }
+        _ => return Err(invalid_expression("Lambda parameters must be a string or an array of strings.").at("lambda")),
+    };
+    let body = c.get("expr").cloned().ok_or_else(|| invalid_expression("Lambda requires `expr`."))?;
+    Ok(Lambda { params, body: Rc::new(body), literal: true })
+}

@@ -1,0 +1,106 @@
+//! Basic forms: `let var if do lambda query object abort at new_id`.
+
+use tally_value::Value;
+
+use crate::error::{code, invalid_argument, invalid_expression, wrong_type, FqlError, Result};
+use crate::eval::Eval;
+use crate::expr::{unparse, Call, Expr, FnSpec};
+
+pub(crate) static SPECS: &[FnSpec] = &[
+    FnSpec { name: "let", optional: &[], required: &["in"], handler: let_ },
+    FnSpec { name: "var", optional: &[], required: &[], handler: var },
+    FnSpec { name: "if", optional: &[], required: &["then", "else"], handler: if_ },
+    FnSpec { name: "do", optional: &[], required: &[], handler: do_ },
+    FnSpec { name: "lambda", optional: &[], required: &["expr"], handler: lambda },
+    FnSpec { name: "query", optional: &[], required: &[], handler: lambda },
+    FnSpec { name: "abort", optional: &[], required: &[], handler: abort },
+    FnSpec { name: "at", optional: &[], required: &["expr"], handler: at },
+    FnSpec { name: "new_id", optional: &[], required: &[], handler: new_id },
+    FnSpec { name: "next_id", optional: &[], required: &[], handler: new_id },
+];
+
+fn let_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let mark = ev.env_len();
+    let r = (|| {
+        if let Some(Expr::Array(bindings)) = call.get("let") {
+            for (i, b) in bindings.iter().enumerate() {
+                if let Expr::Object(fields) = b {
+                    for (name, e) in fields {
+                        let v = ev.eval(e).map_err(|x| x.at(name.as_str()).at(i).at("let"))?;
+                        ev.push_var(name.clone(), v);
+                    }
+                }
+            }
+        }
+        ev.arg(call, "in")
+    })();
+    ev.truncate_env(mark);
+    r
+}
+
+fn var(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let name = match call.primary() {
+        Expr::Lit(Value::String(s)) => s.clone(),
+        _ => match ev.primary(call)? {
+            Value::String(s) => s,
+            other => return Err(wrong_type("String", &other).at("var")),
+        },
+    };
+    ev.lookup(&name)
+        .cloned()
+        .ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")).at("var"))
+}
+
+fn if_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    match ev.primary(call)? {
+        Value::Bool(true) => ev.arg(call, "then"),
+        Value::Bool(false) => ev.arg(call, "else"),
+        other => Err(wrong_type("Boolean", &other).at("if")),
+    }
+}
+
+fn do_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    match call.primary() {
+        Expr::Array(items) => {
+            let mut last = Value::Null;
+            for (i, e) in items.iter().enumerate() {
+                last = ev.eval(e).map_err(|x| x.at(i).at("do"))?;
+            }
+            Ok(last)
+        }
+        _ => ev.primary(call),
+    }
+}
+
+/// A lambda evaluated on its own becomes a Query value.
+fn lambda(_ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    Ok(Value::Query(Box::new(unparse(&Expr::Call(Box::new(call.clone()))))))
+}
+
+fn abort(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let msg = match ev.primary(call)? {
+        Value::String(s) => s,
+        other => return Err(wrong_type("String", &other).at("abort")),
+    };
+    Err(FqlError::new(code::TRANSACTION_ABORTED, msg))
+}
+
+fn at(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let ts = match ev.primary(call)? {
+        Value::Time(t) => {
+            let micros = t.timestamp_micros();
+            if micros < 0 {
+                return Err(invalid_argument("Time must be after the Unix epoch.").at("at"));
+            }
+            micros as u64
+        }
+        Value::Long(n) if n >= 0 => n as u64,
+        other => return Err(wrong_type("Time", &other).at("at")),
+    };
+    let expr = call.get("expr").cloned().unwrap_or(Expr::Lit(Value::Null));
+    ev.with_read_ts(ts, |ev| ev.eval(&expr).map_err(|e| e.at("expr")))
+}
+
+fn new_id(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    Ok(Value::String(ev.new_id().to_string()))
+}

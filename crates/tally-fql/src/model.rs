@@ -1,0 +1,490 @@
+//! How FQL data maps onto the temporal key/value store ([`tally_storage::Snapshot`]).
+//!
+//! Every database has an internal id (root = 0). Native collections have fixed ids;
+//! user collections, indexes and child databases get ids from the transaction's id
+//! generator, stored in their schema document as `__tally_id`.
+//!
+//! Key layouts (big-endian, `Space::Docs`):
+//!   `db u64 | collection u64 | doc id` where doc id = 0x01 + u64 (numeric ids) or
+//!   0x02 + escaped string (names), so documents sort by id as refs do.
+//! Value of a document version: `0x01 (format) | action (0 live, 1 deleted) | encoded Object`.
+//!
+//! `Space::Index`: `db u64 | index u64 | encoded [terms] | each value (bit-inverted when
+//! reverse) | encoded ref`, value = `0x01 | action (0 add, 1 remove) | encoded [[values], ref]`.
+//!
+//! [`Tx`] layers this transaction's own writes over the snapshot: reads see them, and at
+//! the end [`Tx::into_writes`] hands them to the executor to apply at the commit ts.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use tally_storage::{Snapshot, Space, Version};
+use tally_value::{decode, encode, encode_into, numeric_id, Object, Value};
+
+use crate::error::{code, FqlError, Result};
+
+pub type Ts = u64;
+pub type DbId = u64;
+pub type CollId = u64;
+
+pub const ROOT_DB: DbId = 0;
+pub const FORMAT: u8 = 1;
+
+/// Fixed ids of the native collections of every database.
+pub mod native {
+    use super::CollId;
+    pub const COLLECTIONS: CollId = 1;
+    pub const INDEXES: CollId = 2;
+    pub const DATABASES: CollId = 3;
+    pub const KEYS: CollId = 4;
+    pub const FUNCTIONS: CollId = 5;
+    pub const ROLES: CollId = 6;
+    pub const TOKENS: CollId = 7;
+    pub const CREDENTIALS: CollId = 8;
+    pub const ACCESS_PROVIDERS: CollId = 9;
+
+    pub fn by_name(name: &str) -> Option<CollId> {
+        Some(match name {
+            "collections" | "classes" => COLLECTIONS,
+            "indexes" => INDEXES,
+            "databases" => DATABASES,
+            "keys" => KEYS,
+            "functions" => FUNCTIONS,
+            "roles" => ROLES,
+            "tokens" => TOKENS,
+            "credentials" => CREDENTIALS,
+            "access_providers" => ACCESS_PROVIDERS,
+            _ => return None,
+        })
+    }
+
+    pub fn name(id: CollId) -> Option<&'static str> {
+        Some(match id {
+            COLLECTIONS => "collections",
+            INDEXES => "indexes",
+            DATABASES => "databases",
+            KEYS => "keys",
+            FUNCTIONS => "functions",
+            ROLES => "roles",
+            TOKENS => "tokens",
+            CREDENTIALS => "credentials",
+            ACCESS_PROVIDERS => "access_providers",
+            _ => return None,
+        })
+    }
+
+    /// Native collections whose documents are named (id = name) rather than numbered.
+    pub fn is_named(id: CollId) -> bool {
+        matches!(id, COLLECTIONS | INDEXES | DATABASES | FUNCTIONS | ROLES | ACCESS_PROVIDERS)
+    }
+}
+
+/// The hidden field of schema documents holding their internal id.
+pub const INTERNAL_ID: &str = "__tally_id";
+
+pub fn doc_prefix(db: DbId, coll: CollId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&db.to_be_bytes());
+    k.extend_from_slice(&coll.to_be_bytes());
+    k
+}
+
+pub fn push_id(k: &mut Vec<u8>, id: &str) {
+    match numeric_id(id) {
+        Some(n) => {
+            k.push(0x01);
+            k.extend_from_slice(&n.to_be_bytes());
+        }
+        None => {
+            k.push(0x02);
+            for &b in id.as_bytes() {
+                k.push(b);
+                if b == 0 {
+                    k.push(0xFF);
+                }
+            }
+            k.extend_from_slice(&[0, 1]);
+        }
+    }
+}
+
+pub fn doc_key(db: DbId, coll: CollId, id: &str) -> Vec<u8> {
+    let mut k = doc_prefix(db, coll);
+    push_id(&mut k, id);
+    k
+}
+
+/// Recover the document id from a doc key.
+pub fn id_from_doc_key(key: &[u8]) -> Result<String> {
+    let rest = key.get(16..).ok_or_else(|| corrupt("short document key"))?;
+    match rest.first() {
+        Some(0x01) if rest.len() == 9 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rest[1..9]);
+            Ok(u64::from_be_bytes(b).to_string())
+        }
+        Some(0x02) => {
+            let mut out = Vec::new();
+            let mut i = 1;
+            while i < rest.len() {
+                let b = rest[i];
+                if b == 0 {
+                    if rest.get(i + 1) == Some(&0xFF) {
+                        out.push(0);
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                out.push(b);
+                i += 1;
+            }
+            String::from_utf8(out).map_err(|_| corrupt("document id is not UTF-8"))
+        }
+        _ => Err(corrupt("bad document id encoding")),
+    }
+}
+
+pub fn corrupt(what: &str) -> FqlError {
+    FqlError::new(code::INTERNAL_ERROR, format!("storage is corrupt: {what}"))
+}
+
+fn storage_err(e: tally_storage::StorageError) -> FqlError {
+    FqlError::new(code::INTERNAL_ERROR, format!("storage error: {e}"))
+}
+
+/// One version of a document as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocVersion {
+    pub ts: Ts,
+    pub deleted: bool,
+    pub data: Object,
+}
+
+pub fn encode_doc(deleted: bool, data: &Object) -> Vec<u8> {
+    let mut out = vec![FORMAT, deleted as u8];
+    // Encode the object without cloning it into a Value.
+    out.push(0x50);
+    for (k, v) in data {
+        out.push(0x01);
+        for &b in k.as_bytes() {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
+        }
+        out.extend_from_slice(&[0, 1]);
+        encode_into(&mut out, v);
+    }
+    out.push(0);
+    out
+}
+
+pub fn decode_doc(v: &Version) -> Result<DocVersion> {
+    let bytes = &v.value;
+    if bytes.len() < 2 || bytes[0] != FORMAT {
+        return Err(corrupt("unknown document format"));
+    }
+    let data = match decode(&bytes[2..]).map_err(|e| corrupt(&e.to_string()))? {
+        Value::Object(o) => o,
+        _ => return Err(corrupt("document is not an object")),
+    };
+    Ok(DocVersion { ts: v.ts, deleted: bytes[1] == 1, data })
+}
+
+/// One index entry as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexEntry {
+    pub key: Vec<u8>,
+    pub ts: Ts,
+    pub added: bool,
+    pub values: Vec<Value>,
+    pub doc: tally_value::Ref,
+}
+
+pub fn index_prefix(db: DbId, index: u64, terms: &[Value]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(&db.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    encode_into(&mut k, &Value::Array(terms.to_vec()));
+    k
+}
+
+/// Append the sort part of an index key: each value (inverted when reversed), then the ref.
+pub fn push_index_values(k: &mut Vec<u8>, values: &[Value], reverse: &[bool]) {
+    for (i, v) in values.iter().enumerate() {
+        let start = k.len();
+        encode_into(k, v);
+        if reverse.get(i).copied().unwrap_or(false) {
+            for b in &mut k[start..] {
+                *b = !*b;
+            }
+        }
+    }
+}
+
+pub fn index_key(db: DbId, index: u64, terms: &[Value], values: &[Value], reverse: &[bool], doc: &tally_value::Ref) -> Vec<u8> {
+    let mut k = index_prefix(db, index, terms);
+    push_index_values(&mut k, values, reverse);
+    encode_into(&mut k, &Value::Ref(doc.clone()));
+    k
+}
+
+pub fn encode_entry(added: bool, values: &[Value], doc: &tally_value::Ref) -> Vec<u8> {
+    let mut out = vec![FORMAT, (!added) as u8];
+    encode_into(&mut out, &Value::Array(vec![Value::Array(values.to_vec()), Value::Ref(doc.clone())]));
+    out
+}
+
+pub fn decode_entry(key: Vec<u8>, v: &Version) -> Result<IndexEntry> {
+    let b = &v.value;
+    if b.len() < 2 || b[0] != FORMAT {
+        return Err(corrupt("unknown index entry format"));
+    }
+    match decode(&b[2..]).map_err(|e| corrupt(&e.to_string()))? {
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let doc = match parts.pop() {
+                Some(Value::Ref(r)) => r,
+                _ => return Err(corrupt("index entry without ref")),
+            };
+            let values = match parts.pop() {
+                Some(Value::Array(v)) => v,
+                _ => return Err(corrupt("index entry without values")),
+            };
+            Ok(IndexEntry { key, ts: v.ts, added: b[1] == 0, values, doc })
+        }
+        _ => Err(corrupt("malformed index entry")),
+    }
+}
+
+/// Scan page size used when pulling from storage.
+pub const SCAN_CHUNK: usize = 256;
+
+/// A snapshot plus this transaction's writes (all at `ts`).
+pub struct Tx<'a> {
+    snap: &'a dyn Snapshot,
+    /// Commit ts (write mode) or snapshot ts (read mode).
+    pub ts: Ts,
+    overlay: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
+        Tx { snap, ts, overlay: BTreeMap::new(), bytes_read: 0, bytes_written: 0 }
+    }
+
+    pub fn snapshot(&self) -> &'a dyn Snapshot {
+        self.snap
+    }
+
+    /// Newest version of `key` at or before `at`, this transaction's writes included.
+    pub fn get(&mut self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        if at >= self.ts {
+            if let Some(v) = self.overlay.get(&(space, key.to_vec())) {
+                return Ok(Some(Version { ts: self.ts, value: v.clone() }));
+            }
+        }
+        let v = self.snap.get(space, key, at).map_err(storage_err)?;
+        if let Some(v) = &v {
+            self.bytes_read += (key.len() + v.value.len()) as u64;
+        }
+        Ok(v)
+    }
+
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes_written += (key.len() + value.len()) as u64;
+        self.overlay.insert((space, key), value);
+    }
+
+    pub fn has_writes(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
+    /// Every write of this transaction, in key order.
+    pub fn into_writes(self) -> Vec<(Space, Vec<u8>, Vec<u8>)> {
+        self.overlay.into_iter().map(|((s, k), v)| (s, k, v)).collect()
+    }
+
+    pub fn writes(&self) -> impl Iterator<Item = (&Space, &Vec<u8>, &Vec<u8>)> {
+        self.overlay.iter().map(|((s, k), v)| (s, k, v))
+    }
+
+    /// Up to `limit` distinct keys under `prefix`, starting at `from` (inclusive), each
+    /// with its newest version at or before `at`, overlay merged in.
+    pub fn scan(
+        &mut self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>> {
+        let mut out: Vec<(Vec<u8>, Version)> = Vec::new();
+        let mut it = self.snap.scan(space, prefix, from, desc, at).map_err(storage_err)?;
+        // Overlay entries in range, in scan order.
+        let mut ov: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if at >= self.ts {
+            let lo = (space, prefix.to_vec());
+            for ((s, k), v) in self.overlay.range((Bound::Included(lo), Bound::Unbounded)) {
+                if *s != space || !k.starts_with(prefix) {
+                    break;
+                }
+                let in_range = match from {
+                    None => true,
+                    Some(f) if desc => k.as_slice() <= f,
+                    Some(f) => k.as_slice() >= f,
+                };
+                if in_range {
+                    ov.push((k.clone(), v.clone()));
+                }
+            }
+            if desc {
+                ov.reverse();
+            }
+        }
+        let mut ov = ov.into_iter().peekable();
+        let mut next_store = it.next().transpose().map_err(storage_err)?;
+        while out.len() < limit {
+            let take_ov = match (ov.peek(), &next_store) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((ok, _)), Some((sk, _))) => {
+                    if ok == sk {
+                        // Overlay shadows the stored version.
+                        next_store = it.next().transpose().map_err(storage_err)?;
+                        true
+                    } else if desc {
+                        ok > sk
+                    } else {
+                        ok < sk
+                    }
+                }
+            };
+            if take_ov {
+                if let Some((k, v)) = ov.next() {
+                    out.push((k, Version { ts: self.ts, value: v }));
+                }
+            } else if let Some((k, v)) = next_store.take() {
+                self.bytes_read += (k.len() + v.value.len()) as u64;
+                out.push((k, v));
+                next_store = it.next().transpose().map_err(storage_err)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Versions of one key, newest first when `desc` (history reads).
+    pub fn history(&mut self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool, limit: usize) -> Result<Vec<Version>> {
+        let mut out = Vec::new();
+        let own = if hi >= self.ts { self.overlay.get(&(space, key.to_vec())).cloned() } else { None };
+        if let (Some(v), true) = (&own, desc) {
+            out.push(Version { ts: self.ts, value: v.clone() });
+        }
+        for v in self.snap.history(space, key, lo, hi, desc).map_err(storage_err)? {
+            if out.len() >= limit {
+                break;
+            }
+            let v = v.map_err(storage_err)?;
+            if own.is_some() && v.ts == self.ts {
+                continue;
+            }
+            out.push(v);
+        }
+        if let (Some(v), false) = (own, desc) {
+            if out.len() < limit {
+                out.push(Version { ts: self.ts, value: v });
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- documents ----
+
+    pub fn get_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
+        match self.get(Space::Docs, &doc_key(db, coll, id), at)? {
+            Some(v) => Ok(Some(decode_doc(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The live document (None if missing or deleted at `at`).
+    pub fn live_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
+        Ok(self.get_doc(db, coll, id, at)?.filter(|d| !d.deleted))
+    }
+
+    pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) {
+        self.put(Space::Docs, doc_key(db, coll, id), encode_doc(deleted, data));
+    }
+
+    /// Live documents of a collection in id order, starting at `from_id` (inclusive).
+    pub fn scan_docs(
+        &mut self,
+        db: DbId,
+        coll: CollId,
+        from_id: Option<&str>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+    ) -> Result<Vec<(String, DocVersion)>> {
+        let prefix = doc_prefix(db, coll);
+        let mut from = from_id.map(|id| doc_key(db, coll, id));
+        let mut out = Vec::new();
+        let mut resumed = false;
+        loop {
+            let page = self.scan(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1)?;
+            let skip_first = from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
+            let n = page.len() - skip_first as usize;
+            let mut last = None;
+            for (k, v) in page.into_iter().skip(skip_first as usize) {
+                let d = decode_doc(&v)?;
+                if !d.deleted && out.len() < limit {
+                    out.push((id_from_doc_key(&k)?, d));
+                }
+                last = Some(k);
+            }
+            if n < SCAN_CHUNK || out.len() >= limit {
+                break;
+            }
+            from = last;
+            resumed = true;
+        }
+        Ok(out)
+    }
+
+    // ---- index entries ----
+
+    /// Live entries under an index key prefix, starting at `from` (inclusive).
+    pub fn scan_index(&mut self, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts, limit: usize) -> Result<Vec<IndexEntry>> {
+        let mut from = from.map(|f| f.to_vec());
+        let mut out = Vec::new();
+        let mut resumed = false;
+        loop {
+            let page = self.scan(Space::Index, prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1)?;
+            let skip_first = from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
+            let n = page.len() - skip_first as usize;
+            let mut last = None;
+            for (k, v) in page.into_iter().skip(skip_first as usize) {
+                let e = decode_entry(k.clone(), &v)?;
+                if e.added && out.len() < limit {
+                    out.push(e);
+                }
+                last = Some(k);
+            }
+            if n < SCAN_CHUNK || out.len() >= limit {
+                break;
+            }
+            from = last;
+            resumed = true;
+        }
+        Ok(out)
+    }
+}
+
+/// Encode a value the way index keys do (exposed for cursors).
+pub fn encode_value(v: &Value) -> Vec<u8> {
+    encode(v)
+}

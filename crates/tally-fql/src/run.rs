@@ -1,0 +1,1 @@
+//! Entry points used by the server and the executor.
