@@ -108,7 +108,7 @@ impl Snapshot for OverlayBatch {
             Included((key, lo)),
         )
         .map(|((_, ts), v)| (ts.0, v.as_deref()));
-        let over: Box<dyn Iterator<Item = (Ts, Option<&[u8]>)>> = if desc {
+        let over: OverlayVersions<'_> = if desc {
             Box::new(over)
         } else {
             Box::new(over.rev())
@@ -144,7 +144,7 @@ impl Snapshot for OverlayBatch {
             Box::new(keys)
         };
         let mut last: Option<&[u8]> = None;
-        let keys = keys.filter(move |k| std::mem::replace(&mut last, Some(k)) != Some(k));
+        let keys = keys.filter(move |k| last.replace(k) != Some(k));
         Ok(Box::new(MergeScan {
             batch: self,
             space,
@@ -224,11 +224,14 @@ impl Batch for OverlayBatch {
     }
 }
 
+/// One key's buffered versions, `None` for a removal.
+type OverlayVersions<'a> = Box<dyn Iterator<Item = (Ts, Option<&'a [u8]>)> + 'a>;
+
 /// Merges stored versions with the overlay's; the overlay wins at equal ts (and hides the
 /// stored version when it is a removal).
 struct MergeHistory<'a> {
     base: Peekable<HistIter<'a>>,
-    over: Peekable<Box<dyn Iterator<Item = (Ts, Option<&'a [u8]>)> + 'a>>,
+    over: Peekable<OverlayVersions<'a>>,
     desc: bool,
 }
 

@@ -20,6 +20,10 @@
 //! fails with [`StorageError::WriterBusy`] while another [`Batch`] is alive. A batch buffers
 //! its writes in memory (reads through it see them) and applies them atomically on commit.
 //! A snapshot taken before a commit never sees it.
+//! Snapshots are cheap but not free to hold: a [`RedbStore`] snapshot is a redb read
+//! transaction and pins the pages it can see (the file grows while it lives), and a live
+//! [`MemStore`] snapshot makes the next commit copy the tables it touches. Hold one per
+//! query, not indefinitely.
 //!
 //! # On-disk format (`RedbStore`, format version 1)
 //!
