@@ -1,0 +1,288 @@
+'use strict'
+// Hostile and oversized requests, sent as plain HTTP: the server must answer each
+// with a clean FQL error (or a 4xx) promptly, and stay up through all of them.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const http = require('node:http')
+const { startServer, q, ping, rawRequest, sleep, HOST } = require('./helpers/server')
+
+let server
+
+/** Parse an error response body and check its FQL error shape. */
+function assertErrorBody(res, what) {
+  let body
+  try {
+    body = JSON.parse(res.body)
+  } catch (e) {
+    assert.fail(`${what}: error body is not JSON: ${JSON.stringify(res.body.slice(0, 300))}`)
+  }
+  assert.ok(
+    Array.isArray(body.errors) && body.errors.length > 0,
+    `${what}: expected {"errors":[...]}, got ${res.body.slice(0, 300)}`
+  )
+  for (const e of body.errors) {
+    assert.equal(typeof e.code, 'string', `${what}: error code`)
+    assert.equal(typeof e.description, 'string', `${what}: error description`)
+  }
+  return body.errors
+}
+
+async function assertHealthy() {
+  assert.ok(server.alive, `server process exited: ${JSON.stringify(server.exitInfo)}\n${server.logTail()}`)
+  assert.equal(await ping(server.port, 5_000), 200, '/ping answers 200')
+  const res = await server.raw(JSON.stringify({ add: [1, 2] }), { timeoutMs: 10_000 })
+  assert.equal(res.status, 200, res.body)
+  assert.equal(JSON.parse(res.body).resource, 3)
+}
+
+/**
+ * POST a body of `size` bytes (a JSON string literal) streamed in 1 MiB chunks.
+ * Resolves {status, body} as soon as the server answers; rejects if the
+ * connection fails before any response, or after `timeoutMs`.
+ */
+function postHuge(port, secret, size, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    let status = null
+    let settled = false
+    const chunks = []
+    const finish = (fn, v) => {
+      if (!settled) {
+        settled = true
+        clearTimeout(timer)
+        req.destroy()
+        fn(v)
+      }
+    }
+    const req = http.request({
+      host: HOST,
+      port,
+      method: 'POST',
+      path: '/',
+      agent: false,
+      headers: {
+        authorization: `Bearer ${secret}`,
+        'content-type': 'application/json',
+        'content-length': String(size),
+      },
+    })
+    const timer = setTimeout(
+      () => finish(reject, new Error(`no response to a ${size}-byte body within ${timeoutMs} ms`)),
+      timeoutMs
+    )
+    req.on('response', res => {
+      status = res.statusCode
+      res.on('data', c => chunks.push(c))
+      res.on('end', () => finish(resolve, { status, body: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', () => finish(resolve, { status, body: Buffer.concat(chunks).toString('utf8') }))
+    })
+    req.on('error', e => {
+      if (status !== null) finish(resolve, { status, body: Buffer.concat(chunks).toString('utf8') })
+      else finish(reject, new Error(`connection failed before any response: ${e.code || e.message}`))
+    })
+    const piece = Buffer.alloc(1 << 20, 'a')
+    let written = 0
+    const pump = () => {
+      while (!settled && status === null && written < size) {
+        let n = Math.min(piece.length, size - written)
+        let buf = piece.subarray(0, n)
+        if (written === 0) buf = Buffer.concat([Buffer.from('"'), piece.subarray(0, n - 1)])
+        if (written + n === size) buf = Buffer.concat([buf.subarray(0, n - 1), Buffer.from('"')])
+        written += n
+        if (!req.write(buf)) {
+          req.once('drain', pump)
+          return
+        }
+      }
+      if (written >= size && !settled) req.end()
+    }
+    pump()
+  })
+}
+
+/** Build an N-deep nested structure as JSON text without recursion. */
+const deepArray = n => '['.repeat(n) + '1' + ']'.repeat(n)
+const deepNot = n => '{"not":'.repeat(n) + 'true' + '}'.repeat(n)
+const deepObject = n => '{"object":{"a":'.repeat(n) + '1' + '}}'.repeat(n)
+
+describe('limits', { timeout: 300_000 }, () => {
+  before(async () => {
+    server = await startServer()
+    const c = server.adminClient()
+    await c.query(q.CreateCollection({ name: 'limits' }))
+    await c.query(q.Create(q.Collection('limits'), { data: { x: 1 } }))
+  })
+
+  after(async () => {
+    if (server) await server.stop()
+  })
+
+  it('malformed JSON -> 400 with {"errors":[...]}', async () => {
+    const bodies = [
+      '{"add": [1,',
+      'this is not json',
+      '{"add": [1, 2]} trailing',
+      '',
+      '{"a": 1, "a": }',
+      Buffer.from([0x22, 0xff, 0xfe, 0x22]), // a JSON string with invalid UTF-8
+    ]
+    for (const body of bodies) {
+      const res = await server.raw(body, { timeoutMs: 10_000 })
+      assert.equal(res.status, 400, `body ${JSON.stringify(String(body))} -> ${res.status} ${res.body}`)
+      assertErrorBody(res, `malformed body ${JSON.stringify(String(body))}`)
+    }
+    await assertHealthy()
+  })
+
+  it('missing or malformed Authorization -> 401 with errors', async () => {
+    const res = await server.raw('{"add":[1,1]}', { secret: null, timeoutMs: 10_000 })
+    assert.equal(res.status, 401, res.body)
+    const errs = assertErrorBody(res, 'no auth')
+    assert.equal(errs[0].code, 'unauthorized')
+    const res2 = await server.raw('{"add":[1,1]}', {
+      secret: null,
+      headers: { authorization: 'Basic !!!not-base64!!!' },
+      timeoutMs: 10_000,
+    })
+    assert.equal(res2.status, 401, res2.body)
+    assertErrorBody(res2, 'garbage basic auth')
+    // HTTP Basic with the secret as the user name is accepted.
+    const basic = Buffer.from(`${server.rootKey}:`).toString('base64')
+    const ok = await server.raw('{"add":[1,1]}', {
+      secret: null,
+      headers: { authorization: `Basic ${basic}` },
+      timeoutMs: 10_000,
+    })
+    assert.equal(ok.status, 200, ok.body)
+    assert.equal(JSON.parse(ok.body).resource, 2)
+  })
+
+  it('10,000-deep nested array -> 400 clean error, server stays up', async () => {
+    const res = await server.raw(deepArray(10_000), { timeoutMs: 30_000 })
+    assert.equal(res.status, 400, `${res.status} ${res.body.slice(0, 300)}`)
+    assertErrorBody(res, 'deep array')
+    await assertHealthy()
+
+    // Deep object literals and deep expressions may be evaluated or refused, but cleanly.
+    const res2 = await server.raw(deepObject(10_000), { timeoutMs: 30_000 })
+    if (res2.status === 200) {
+      let r = JSON.parse(res2.body).resource
+      for (let i = 0; i < 10_000; i++) r = r.a
+      assert.equal(r, 1)
+    } else {
+      assert.equal(res2.status, 400, `${res2.status} ${res2.body.slice(0, 300)}`)
+      assertErrorBody(res2, 'deep object')
+    }
+    await assertHealthy()
+
+    const res3 = await server.raw(deepNot(10_000), { timeoutMs: 30_000 })
+    if (res3.status === 200) {
+      assert.equal(JSON.parse(res3.body).resource, true)
+    } else {
+      assert.equal(res3.status, 400, `${res3.status} ${res3.body.slice(0, 300)}`)
+      assertErrorBody(res3, 'deep expression')
+    }
+    await assertHealthy()
+
+    // Reasonable nesting still works.
+    const ok = await server.raw(deepArray(60), { timeoutMs: 10_000 })
+    assert.equal(ok.status, 200, ok.body.slice(0, 300))
+    assert.equal(JSON.parse(ok.body).resource.flat(Infinity)[0], 1)
+  })
+
+  it('a 20 MB body -> 4xx promptly, server still answers', async () => {
+    const res = await postHuge(server.port, server.rootKey, 20 * 1024 * 1024, 60_000)
+    assert.ok(res.status >= 400 && res.status < 500, `expected 4xx, got ${res.status} ${res.body.slice(0, 300)}`)
+    await assertHealthy()
+  })
+
+  it('huge Paginate size -> clear error', async () => {
+    const c = server.adminClient()
+    for (const size of [1_000_000_000, 100_001, -1]) {
+      let err = null
+      try {
+        await c.query(q.Paginate(q.Documents(q.Collection('limits')), { size }))
+      } catch (e) {
+        err = e
+      }
+      assert.ok(err, `Paginate size ${size} must fail`)
+      assert.equal(err.name, 'BadRequest', `size ${size}: ${err.name} ${err.message}`)
+      assert.equal(err.errors()[0].code, 'invalid argument', `size ${size}: ${JSON.stringify(err.errors())}`)
+      assert.match(err.errors()[0].description, /size/i)
+    }
+    // The maximum is allowed.
+    const page = await c.query(q.Paginate(q.Documents(q.Collection('limits')), { size: 100_000 }))
+    assert.equal(page.data.length, 1)
+    await assertHealthy()
+  })
+
+  it('X-Query-Timeout: 100 stops a long-running query', async () => {
+    const arr = Array.from({ length: 200 }, (_, i) => i)
+    // Count(Map(arr, x => Count(Map(arr, y => Count(Map(arr, z => Add(x, y, z)))))))
+    // is 8,000,000 evaluations: far beyond 100 ms, yet small in memory.
+    const heavy = {
+      count: {
+        map: {
+          lambda: 'x',
+          expr: {
+            count: {
+              map: {
+                lambda: 'y',
+                expr: {
+                  count: {
+                    map: { lambda: 'z', expr: { add: [{ var: 'x' }, { var: 'y' }, { var: 'z' }] } },
+                    collection: arr,
+                  },
+                },
+              },
+              collection: arr,
+            },
+          },
+        },
+        collection: arr,
+      },
+    }
+    const t0 = Date.now()
+    const res = await server.raw(JSON.stringify(heavy), {
+      headers: { 'x-query-timeout': '100' },
+      timeoutMs: 60_000,
+    })
+    const elapsed = Date.now() - t0
+    assert.ok(res.status >= 400, `expected an error, got ${res.status} ${res.body.slice(0, 200)} after ${elapsed} ms`)
+    assertErrorBody(res, 'query timeout')
+    assert.ok(elapsed < 10_000, `timeout took ${elapsed} ms to fire`)
+
+    // The same through the driver's queryTimeout option.
+    const c = server.client(server.rootKey, { queryTimeout: 100 })
+    const t1 = Date.now()
+    await assert.rejects(c.query(new (require('faunadb').Expr)(heavy)), e => {
+      assert.ok(e.requestResult, `expected a server error, got ${e.name}: ${e.message}`)
+      assert.ok(e.requestResult.statusCode >= 400)
+      return true
+    })
+    assert.ok(Date.now() - t1 < 10_000, 'driver queryTimeout honoured')
+
+    // The server is not left busy.
+    const t2 = Date.now()
+    await assertHealthy()
+    assert.ok(Date.now() - t2 < 5_000, 'server answers promptly after timeouts')
+  })
+
+  it('a burst of bad requests does not take the server down', async () => {
+    const jobs = []
+    for (let i = 0; i < 50; i++) {
+      const body = i % 3 === 0 ? '{"nope":' : i % 3 === 1 ? deepArray(5_000) : '{"add":[1,"x"]}'
+      jobs.push(server.raw(body, { timeoutMs: 30_000 }))
+    }
+    const results = await Promise.all(jobs)
+    for (const r of results) assert.equal(r.status, 400, r.body.slice(0, 200))
+    await assertHealthy()
+  })
+
+  it('the server process stayed up through everything', async () => {
+    await sleep(100)
+    await assertHealthy()
+    const res = await rawRequest(server.port, { method: 'GET', path: '/ping', timeoutMs: 5_000 })
+    assert.equal(res.status, 200)
+  })
+})
