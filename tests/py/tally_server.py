@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 
-# The faunadb 4.5 driver asks pypi.org for its latest version in every
+# The faunadb 4.5 driver asks the Python package index for its latest version in every
 # FaunaClient constructor. These tests talk to 127.0.0.1 only, so that
 # check (which has nothing to do with the wire protocol) is switched off.
 FaunaClient.check_new_version = lambda self: None
