@@ -11,6 +11,7 @@
 //! randomness inside a write transaction.
 
 pub mod auth;
+pub mod catalog;
 pub mod error;
 pub mod eval;
 pub mod expr;

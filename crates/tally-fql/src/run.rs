@@ -1,1 +1,159 @@
-//! Entry points used by the server and the executor.
+//! Entry points used by the server and the executor: authenticate a secret, and
+//! evaluate one query against a snapshot.
+
+use std::time::Instant;
+
+use subtle::ConstantTimeEq;
+use tally_storage::{Snapshot, Space};
+use tally_value::{Object, Ref, Value};
+
+use crate::auth::{Auth, Role};
+use crate::error::{code, FqlError, Result};
+use crate::eval::{Eval, Limits, Mode};
+use crate::expr::Expr;
+use crate::fns::schema::hash_secret;
+use crate::model::{native, DbId, Ts, Tx, ROOT_DB};
+
+/// Registry of databases by internal id: `REGISTRY | 0 | id -> {parent, name}`, so a key
+/// can check that its database and every ancestor still exist.
+pub const REGISTRY_DB: DbId = u64::MAX;
+
+/// What one evaluation produced.
+pub struct Outcome {
+    pub result: Result<Value>,
+    /// Writes to apply at the transaction ts (empty on error or in read-only mode).
+    pub writes: Vec<(Space, Vec<u8>, Vec<u8>)>,
+    pub ids_issued: u64,
+    pub steps: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Evaluate `expr` at `ts`. In `Mode::ReadOnly` a write yields `needs_write`.
+pub fn evaluate(
+    snap: &dyn Snapshot,
+    ts: Ts,
+    mode: Mode,
+    auth: Auth,
+    expr: &Expr,
+    entropy: [u8; 32],
+    limits: Limits,
+    deadline: Option<Instant>,
+) -> Outcome {
+    let tx = Tx::new(snap, ts);
+    let mut ev = Eval::new(tx, mode, auth);
+    ev.limits = limits;
+    ev.entropy = entropy;
+    ev.deadline = if mode == Mode::ReadOnly { deadline } else { None };
+    let result = ev.eval(expr);
+    let steps = ev.steps();
+    let ids_issued = ev.ids_issued();
+    let bytes_read = ev.tx.bytes_read;
+    let bytes_written = ev.tx.bytes_written;
+    let writes = if result.is_ok() && mode == Mode::Write { ev.tx.into_writes() } else { Vec::new() };
+    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written }
+}
+
+fn unauthorized() -> FqlError {
+    FqlError::new(code::UNAUTHORIZED, "Unauthorized: the secret is missing, malformed, revoked, or does not exist.")
+}
+
+/// Resolve a secret to the database and role it grants, at snapshot ts `ts`.
+pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
+    // Scoped secrets: `secret:db/child:role`.
+    let mut parts = secret.splitn(3, ':');
+    let base = parts.next().unwrap_or_default();
+    let scope = parts.next();
+    let role_override = parts.next();
+    let mut auth = authenticate_base(snap, ts, base, root_key_hash)?;
+    if let Some(path) = scope {
+        if auth.role != Role::Admin {
+            return Err(unauthorized());
+        }
+        let mut tx = Tx::new(snap, ts);
+        for name in path.split('/').filter(|s| !s.is_empty()) {
+            let d = tx.live_doc(auth.db, native::DATABASES, name, ts)?.ok_or_else(unauthorized)?;
+            auth.db = crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)?;
+        }
+        if let Some(r) = role_override {
+            auth.role = Role::parse(r).ok_or_else(unauthorized)?;
+        }
+    }
+    Ok(auth)
+}
+
+fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
+    let h = hash_secret(secret);
+    if !root_key_hash.is_empty() && bool::from(h.as_bytes().ct_eq(root_key_hash.as_bytes())) {
+        return Ok(Auth::root_admin());
+    }
+    use base64::Engine;
+    let raw = secret
+        .strip_prefix("fn")
+        .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+        .ok_or_else(unauthorized)?;
+    if raw.len() != 37 || raw[0] != 1 {
+        return Err(unauthorized());
+    }
+    let key_db = u64::from_be_bytes(raw[1..9].try_into().map_err(|_| unauthorized())?);
+    let key_id = u64::from_be_bytes(raw[9..17].try_into().map_err(|_| unauthorized())?);
+    let mut tx = Tx::new(snap, ts);
+    let key = tx.live_doc(key_db, native::KEYS, &key_id.to_string(), ts)?.ok_or_else(unauthorized)?;
+    let stored = key.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
+    if !bool::from(h.as_bytes().ct_eq(stored.as_bytes())) {
+        return Err(unauthorized());
+    }
+    if !db_alive(&mut tx, key_db, ts)? {
+        return Err(unauthorized());
+    }
+    let role = match key.data.get("role") {
+        Some(Value::String(r)) => Role::parse(r).ok_or_else(unauthorized)?,
+        _ => return Err(unauthorized()),
+    };
+    let db = match key.data.get("database") {
+        Some(Value::Ref(r)) => scope_db(&mut tx, key_db, r, ts)?,
+        _ => key_db,
+    };
+    Ok(Auth { db, role })
+}
+
+fn scope_db(tx: &mut Tx<'_>, from: DbId, r: &Ref, ts: Ts) -> Result<DbId> {
+    let parent = match r.database.as_deref() {
+        Some(p) => scope_db(tx, from, p, ts)?,
+        None => from,
+    };
+    let d = tx.live_doc(parent, native::DATABASES, &r.id, ts)?.ok_or_else(unauthorized)?;
+    crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)
+}
+
+/// Does `db` and every ancestor still exist?
+pub fn db_alive(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<bool> {
+    let mut hops = 0;
+    while db != ROOT_DB {
+        hops += 1;
+        if hops > 1024 {
+            return Ok(false);
+        }
+        match tx.live_doc(REGISTRY_DB, 0, &db.to_string(), ts)? {
+            Some(d) => match d.data.get("parent") {
+                Some(Value::Long(p)) => db = *p as u64,
+                _ => return Ok(false),
+            },
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Record a new database in the registry (called by `CreateDatabase`).
+pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str) {
+    let mut o = Object::new();
+    o.insert("parent".into(), Value::Long(parent as i64));
+    o.insert("name".into(), Value::String(name.to_string()));
+    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), false, &o);
+}
+
+/// Remove a database from the registry (called by `Delete(Database(..))`).
+pub fn unregister_db(tx: &mut Tx<'_>, id: DbId) {
+    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), true, &Object::new());
+}

@@ -1,3 +1,425 @@
-use crate::expr::FnSpec;
+//! Document reads and writes: `get exists create update replace delete`, plus the
+//! index maintenance every write does in the same transaction.
 
-pub(crate) static SPECS: &[FnSpec] = &[];
+use tally_value::{compare, Object, Ref, Value};
+
+use crate::catalog::{IndexDef, IndexField, Target};
+use crate::error::{code, invalid_argument, not_found, wrong_type, FqlError, Result};
+use crate::eval::Eval;
+use crate::expr::{Call, FnSpec};
+use crate::model::{self, native, CollId, DbId, INTERNAL_ID};
+
+pub(crate) static SPECS: &[FnSpec] = &[
+    FnSpec { name: "get", optional: &["ts"], required: &[], handler: get },
+    FnSpec { name: "exists", optional: &["ts"], required: &[], handler: exists },
+    FnSpec { name: "create", optional: &["params"], required: &[], handler: create },
+    FnSpec { name: "update", optional: &["params"], required: &[], handler: update },
+    FnSpec { name: "replace", optional: &["params"], required: &[], handler: replace },
+    FnSpec { name: "delete", optional: &[], required: &[], handler: delete },
+];
+
+/// Fields of user documents that are stored but never shown.
+const HIDDEN: &[&str] = &[INTERNAL_ID, "credentials"];
+
+/// Render a stored version as the document object clients see.
+pub fn render(r: &Ref, ts: u64, data: &Object) -> Value {
+    let mut o = Object::new();
+    o.insert("ref".into(), Value::Ref(r.clone()));
+    o.insert("ts".into(), Value::Long(ts as i64));
+    for (k, v) in data {
+        if !HIDDEN.contains(&k.as_str()) {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(o)
+}
+
+fn ref_arg(ev: &mut Eval<'_>, call: &Call, key: &str) -> Result<Ref> {
+    match ev.arg(call, key)? {
+        Value::Ref(r) => Ok(r),
+        other => Err(wrong_type("Ref", &other).at(call_key(call, key))),
+    }
+}
+
+fn call_key(call: &Call, key: &str) -> &'static str {
+    call.args.iter().find(|(k, _)| *k == key).map(|(k, _)| *k).unwrap_or(call.spec.name)
+}
+
+fn ts_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Option<u64>> {
+    match ev.opt_arg(call, "ts")? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Time(t)) => Ok(Some(t.timestamp_micros().max(0) as u64)),
+        Some(Value::Long(n)) => Ok(Some(n.max(0) as u64)),
+        Some(other) => Err(wrong_type("Time", &other).at("ts")),
+    }
+}
+
+/// Read the live document `r` at the read ts: `(db, coll, id, version)`.
+pub fn read_doc(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, CollId, String, model::DocVersion)>> {
+    match ev.resolve(r)? {
+        Target::Doc { db, coll, id } => {
+            ev.check_read(db, coll)?;
+            let at = ev.read_ts();
+            Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
+        }
+        Target::NativeColl { .. } => Ok(None),
+    }
+}
+
+fn get(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = match ev.primary(call)? {
+        Value::Ref(r) => r,
+        Value::Set(s) => return first_of_set(ev, &Value::Set(s)),
+        other => return Err(wrong_type("Ref or Set", &other).at("get")),
+    };
+    let ts = ts_arg(ev, call)?;
+    let at = ts.unwrap_or_else(|| ev.read_ts());
+    let found = ev.with_read_ts(at, |ev| read_doc(ev, &r))?;
+    match found {
+        Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
+        None => Err(not_found("Document not found.")),
+    }
+}
+
+fn exists(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let v = ev.primary(call)?;
+    let ts = ts_arg(ev, call)?;
+    let at = ts.unwrap_or_else(|| ev.read_ts());
+    match v {
+        Value::Ref(r) => {
+            let found = ev.with_read_ts(at, |ev| match read_doc(ev, &r) {
+                Ok(f) => Ok(f.is_some()),
+                Err(e) if e.code == code::INVALID_REF => Ok(false),
+                Err(e) => Err(e),
+            })?;
+            Ok(Value::Bool(found))
+        }
+        Value::Set(s) => {
+            let first = ev.with_read_ts(at, |ev| first_of_set(ev, &Value::Set(s.clone())));
+            match first {
+                Ok(_) => Ok(Value::Bool(true)),
+                Err(e) if e.code == code::INSTANCE_NOT_FOUND => Ok(Value::Bool(false)),
+                Err(e) => Err(e),
+            }
+        }
+        other => Err(wrong_type("Ref or Set", &other).at("exists")),
+    }
+}
+
+/// Validate and pick the writable fields of a user document's params.
+fn user_fields(params: &Object) -> Result<Object> {
+    let mut out = Object::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "data" => match v {
+                Value::Object(_) | Value::Null => {
+                    out.insert(k.clone(), v.clone());
+                }
+                other => {
+                    return Err(validation("data", "invalid type", &format!("Object expected, {} provided.", other.type_name())))
+                }
+            },
+            "credentials" | "ttl" | "delegates" => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn validation(field: &str, fcode: &'static str, desc: &str) -> FqlError {
+    let mut e = FqlError::new(code::VALIDATION_FAILED, "document data is not valid.");
+    e.failures.push(crate::error::Failure { field: vec![field.to_string()], code: fcode, description: desc.to_string() });
+    e
+}
+
+fn params_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Object> {
+    match ev.opt_arg(call, "params")? {
+        None | Some(Value::Null) => Ok(Object::new()),
+        Some(Value::Object(o)) => Ok(o),
+        Some(other) => Err(wrong_type("Object", &other).at("params")),
+    }
+}
+
+fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = ref_arg(ev, call, "create")?;
+    let params = params_arg(ev, call)?;
+    ev.require_write()?;
+    // Create(Collection("x"), ...) makes a new document; Create(Ref(Collection("x"), id)) a given one;
+    // Create on a native collection creates a schema document.
+    if r.native_parent() == Some("collections") {
+        let coll_ref = r.clone();
+        let doc_ref = Ref::doc(coll_ref, ev.new_id().to_string());
+        return create_doc(ev, &doc_ref, &params);
+    }
+    if r.is_native_collection() {
+        return crate::fns::schema::create_native(ev, &r.id, params).map_err(|e| e.at("create"));
+    }
+    if r.user_collection_name().is_some() {
+        if tally_value::numeric_id(&r.id).is_none() {
+            return Err(invalid_argument("Document ids must be numbers (as strings) that fit in 64 bits.").at("create"));
+        }
+        return create_doc(ev, &r, &params).map_err(|e| if e.code == code::INSTANCE_ALREADY_EXISTS { e.at("create") } else { e });
+    }
+    Err(invalid_argument(format!("Cannot create {r}: pass a collection ref or a document ref.")).at("create"))
+}
+
+pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object) -> Result<Value> {
+    let Target::Doc { db, coll, id } = ev.resolve(r)? else {
+        return Err(invalid_argument("Document ref expected."));
+    };
+    ev.check_write(db, coll)?;
+    let ts = ev.txn_ts();
+    if ev.tx.live_doc(db, coll, &id, ts)?.is_some() {
+        return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
+    }
+    let fields = user_fields(params)?;
+    write_doc(ev, db, coll, r, None, Some(&fields))?;
+    Ok(render(r, ts, &fields))
+}
+
+/// Deep merge `patch` into `base`: objects merge recursively, `null` removes a field.
+pub fn deep_merge(base: &mut Object, patch: &Object) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                base.remove(k);
+            }
+            Value::Object(p) => match base.get_mut(k) {
+                Some(Value::Object(b)) => deep_merge(b, p),
+                _ => {
+                    let mut fresh = Object::new();
+                    deep_merge(&mut fresh, p);
+                    base.insert(k.clone(), Value::Object(fresh));
+                }
+            },
+            other => {
+                base.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+fn update(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    modify(ev, call, "update", false)
+}
+
+fn replace(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    modify(ev, call, "replace", true)
+}
+
+fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Value> {
+    let r = ref_arg(ev, call, key)?;
+    let params = params_arg(ev, call)?;
+    ev.require_write()?;
+    let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
+        return Err(invalid_argument(format!("Cannot {key} {r}: it is not a document.")).at(call_key(call, key)));
+    };
+    ev.check_write(db, coll)?;
+    let ts = ev.txn_ts();
+    let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
+        return Err(not_found("Document not found."));
+    };
+    if coll < 1024 && native::name(coll).is_some() {
+        return crate::fns::schema::modify_schema(ev, db, coll, &r, old.data, params, replace);
+    }
+    let new = if replace {
+        let mut base = Object::new();
+        // Replace keeps what clients cannot see or set through `data`.
+        if let Some(c) = old.data.get("credentials") {
+            base.insert("credentials".into(), c.clone());
+        }
+        let mut f = Object::new();
+        deep_merge(&mut f, &user_fields(&params)?);
+        for (k, v) in f {
+            base.insert(k, v);
+        }
+        base
+    } else {
+        let mut base = old.data.clone();
+        let patch = user_fields(&params)?;
+        deep_merge(&mut base, &patch);
+        base
+    };
+    write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
+    Ok(render(&r, ts, &new))
+}
+
+fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = ref_arg(ev, call, "delete")?;
+    ev.require_write()?;
+    let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
+        return Err(invalid_argument(format!("Cannot delete {r}.")).at("delete"));
+    };
+    ev.check_write(db, coll)?;
+    let ts = ev.txn_ts();
+    let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
+        return Err(not_found("Document not found."));
+    };
+    if native::name(coll).is_some() {
+        crate::fns::schema::delete_schema(ev, db, coll, &id, &old.data)?;
+    } else {
+        write_doc(ev, db, coll, &r, Some(&old.data), None)?;
+    }
+    Ok(render(&r, old.ts, &old.data))
+}
+
+/// Write a new version of a document (None = deleted) and keep every index on its
+/// collection in step.
+pub fn write_doc(ev: &mut Eval<'_>, db: DbId, coll: CollId, r: &Ref, old: Option<&Object>, new: Option<&Object>) -> Result<()> {
+    let ts = ev.txn_ts();
+    let id = r.id.clone();
+    match new {
+        Some(d) => ev.tx.put_doc(db, coll, &id, false, d),
+        None => ev.tx.put_doc(db, coll, &id, true, old.unwrap_or(&Object::new())),
+    }
+    if native::name(coll).is_some() && coll != native::KEYS && coll != native::TOKENS {
+        // Schema documents are not indexed by user indexes.
+        return Ok(());
+    }
+    let defs = ev.indexes_on(db, coll)?;
+    for def in defs {
+        let old_rows = match old {
+            Some(o) => index_rows(ev, &def, coll, r, ts, o)?,
+            None => Vec::new(),
+        };
+        let new_rows = match new {
+            Some(n) => index_rows(ev, &def, coll, r, ts, n)?,
+            None => Vec::new(),
+        };
+        apply_index_diff(ev, db, &def, r, &old_rows, &new_rows)?;
+    }
+    Ok(())
+}
+
+type Row = (Vec<Value>, Vec<Value>);
+
+/// Put add/remove entries for rows that changed, and enforce uniqueness.
+pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, old: &[Row], new: &[Row]) -> Result<()> {
+    let rev = def.reverse_flags();
+    for row in old {
+        if !new.contains(row) {
+            let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
+            ev.tx.put(tally_storage::Space::Index, key, model::encode_entry(false, &row.1, r));
+        }
+    }
+    for row in new {
+        if old.contains(row) {
+            continue;
+        }
+        if def.unique {
+            let mut prefix = model::index_prefix(db, def.id, &row.0);
+            model::push_index_values(&mut prefix, &row.1, &rev);
+            let at = ev.txn_ts();
+            let clash = ev.tx.scan_index(&prefix, None, false, at, 2)?;
+            if clash.iter().any(|e| &e.doc != r) {
+                return Err(FqlError::new(
+                    code::INSTANCE_NOT_UNIQUE,
+                    format!("Document is not unique: index `{}` already has an entry with these terms and values.", def.name),
+                ));
+            }
+        }
+        let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
+        ev.tx.put(tally_storage::Space::Index, key, model::encode_entry(true, &row.1, r));
+    }
+    Ok(())
+}
+
+/// The (terms, values) rows a document contributes to an index. Array-valued fields
+/// expand into one row per element. A document missing a term is not indexed.
+pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: u64, data: &Object) -> Result<Vec<Row>> {
+    let doc = render(r, ts, data);
+    let source = def.sources.iter().find(|s| s.coll == coll);
+    let mut field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
+        let v = match f {
+            IndexField::Path(p) => select_path(&doc, p),
+            IndexField::Binding(name) => {
+                let lam = source.and_then(|s| s.bindings.iter().find(|(n, _)| n == name)).map(|(_, l)| l.clone());
+                match lam {
+                    Some(l) => {
+                        let lam = ev.lambda_from_value(&l)?;
+                        Some(ev.apply(&lam, vec![doc.clone()])?)
+                    }
+                    None => None,
+                }
+            }
+        };
+        Ok(match v {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(items)) if !items.is_empty() => items,
+            Some(Value::Array(_)) => vec![],
+            Some(v) => vec![v],
+        })
+    };
+    let mut terms: Vec<Vec<Value>> = vec![vec![]];
+    for f in &def.terms {
+        let vals = field_value(ev, f)?;
+        if vals.is_empty() {
+            return Ok(Vec::new());
+        }
+        terms = cross(terms, &vals);
+    }
+    let mut values: Vec<Vec<Value>> = vec![vec![]];
+    for (f, _) in &def.values {
+        let mut vals = field_value(ev, f)?;
+        if vals.is_empty() {
+            vals.push(Value::Null);
+        }
+        values = cross(values, &vals);
+    }
+    let mut rows = Vec::new();
+    for t in &terms {
+        for v in &values {
+            let row = (t.clone(), v.clone());
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+        }
+    }
+    // Deterministic order regardless of how the fields expanded.
+    rows.sort_by(|a, b| compare(&Value::Array(a.0.clone()), &Value::Array(b.0.clone())).then_with(|| compare(&Value::Array(a.1.clone()), &Value::Array(b.1.clone()))));
+    Ok(rows)
+}
+
+const ROWS_PER_DOC_MAX: usize = 1024;
+
+fn cross(acc: Vec<Vec<Value>>, vals: &[Value]) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for a in acc {
+        for v in vals {
+            if out.len() >= ROWS_PER_DOC_MAX {
+                return out;
+            }
+            let mut n = a.clone();
+            n.push(v.clone());
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Follow a path of keys/indexes through objects, arrays and refs.
+pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
+    let mut cur = v.clone();
+    for seg in path {
+        cur = match (seg, &cur) {
+            (Value::String(k), Value::Object(o)) => o.get(k)?.clone(),
+            (Value::Long(i), Value::Array(a)) => a.get(usize::try_from(*i).ok()?)?.clone(),
+            (Value::String(k), Value::Ref(r)) => match k.as_str() {
+                "id" => Value::String(r.id.clone()),
+                "collection" | "class" => Value::Ref(*r.collection.clone()?),
+                "database" => Value::Ref(*r.database.clone()?),
+                _ => return None,
+            },
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// The first element of a set, as `Get(set)` and `Exists(set)` need it.
+/// TODO(sets): route through the set engine in `fns::sets` once it exposes iteration.
+pub fn first_of_set(_ev: &mut Eval<'_>, _set: &Value) -> Result<Value> {
+    Err(invalid_argument("Get/Exists of a set is not supported yet; Paginate the set instead."))
+}

@@ -1,3 +1,479 @@
-use crate::expr::FnSpec;
+//! Schema: collections, indexes, databases, keys, functions and roles — their
+//! constructors (`create_*`), ref functions (`collection index database ...`), native
+//! collection refs (`collections() keys() ...`), `ref`, and `call` for user functions.
 
-pub(crate) static SPECS: &[FnSpec] = &[];
+use sha2::{Digest, Sha256};
+use tally_value::{Object, Ref, Value};
+
+use crate::catalog::{internal_id, Target};
+use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
+use crate::eval::Eval;
+use crate::expr::{Call, FnSpec};
+use crate::fns::docs::{apply_index_diff, deep_merge, index_rows, render, validation};
+use crate::model::{native, CollId, DbId, INTERNAL_ID};
+
+pub(crate) static SPECS: &[FnSpec] = &[
+    FnSpec { name: "create_collection", optional: &[], required: &[], handler: create_collection },
+    FnSpec { name: "create_class", optional: &[], required: &[], handler: create_collection },
+    FnSpec { name: "create_index", optional: &[], required: &[], handler: create_index },
+    FnSpec { name: "create_database", optional: &[], required: &[], handler: create_database },
+    FnSpec { name: "create_key", optional: &[], required: &[], handler: create_key },
+    FnSpec { name: "create_function", optional: &[], required: &[], handler: create_function },
+    FnSpec { name: "create_role", optional: &[], required: &[], handler: create_role },
+    FnSpec { name: "collection", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "class", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "index", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "database", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "function", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "role", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "access_provider", optional: &["scope"], required: &[], handler: ref_ctor },
+    FnSpec { name: "collections", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "classes", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "indexes", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "databases", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "keys", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "functions", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "roles", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "tokens", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "credentials", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "access_providers", optional: &[], required: &[], handler: native_ref },
+    FnSpec { name: "ref", optional: &["id"], required: &[], handler: ref_fn },
+    FnSpec { name: "call", optional: &["arguments"], required: &[], handler: call_fn },
+];
+
+/// Names that cannot be used for schema objects.
+const RESERVED: &[&str] = &["events", "set", "self", "documents", "_", "collections", "indexes", "databases", "keys", "functions", "roles", "tokens", "credentials"];
+
+fn scope_ref(ev: &mut Eval<'_>, call: &Call) -> Result<Option<Ref>> {
+    match ev.opt_arg(call, "scope")? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Ref(r)) => Ok(Some(r)),
+        Some(other) => Err(wrong_type("Database Ref", &other).at("scope")),
+    }
+}
+
+fn native_for_ctor(name: &str) -> &'static str {
+    match name {
+        "collection" | "class" => "collections",
+        "index" => "indexes",
+        "database" => "databases",
+        "function" => "functions",
+        "role" => "roles",
+        _ => "access_providers",
+    }
+}
+
+fn ref_ctor(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let name = ev.str_arg(call, call.name())?;
+    let scope = scope_ref(ev, call)?;
+    Ok(Value::Ref(Ref::doc(Ref::native(native_for_ctor(call.name())), name).with_database(scope)))
+}
+
+fn native_ref(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let scope = match ev.primary(call)? {
+        Value::Null => None,
+        Value::Ref(r) => Some(r),
+        other => return Err(wrong_type("Database Ref", &other).at(call.name())),
+    };
+    let id = if call.name() == "classes" { "collections" } else { call.name() };
+    Ok(Value::Ref(Ref::native(id).with_database(scope)))
+}
+
+fn ref_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let base = ev.primary(call)?;
+    match (base, ev.opt_arg(call, "id")?) {
+        (Value::Ref(c), Some(id)) => {
+            let id = match id {
+                Value::String(s) => s,
+                Value::Long(n) => n.to_string(),
+                other => return Err(wrong_type("String", &other).at("id")),
+            };
+            Ok(Value::Ref(Ref::doc(c, id)))
+        }
+        (Value::String(path), None) => parse_ref_path(&path).map(Value::Ref).ok_or_else(|| {
+            invalid_argument(format!("Cannot parse ref path {path:?}; use Ref(Collection(name), id).")).at("ref")
+        }),
+        (other, _) => Err(wrong_type("Ref", &other).at("ref")),
+    }
+}
+
+/// The legacy string form: "collections/players", "classes/players/123", "indexes/x".
+fn parse_ref_path(p: &str) -> Option<Ref> {
+    let parts: Vec<&str> = p.split('/').collect();
+    let native_id = |s: &str| if s == "classes" { "collections".to_string() } else { s.to_string() };
+    match parts.as_slice() {
+        [n] if native::by_name(n).is_some() => Some(Ref::native(&native_id(n))),
+        [n, id] if native::by_name(n).is_some() => Some(Ref::doc(Ref::native(&native_id(n)), *id)),
+        ["classes" | "collections", c, id] => Some(Ref::doc(Ref::collection(c), *id)),
+        _ => None,
+    }
+}
+
+fn params_of(ev: &mut Eval<'_>, call: &Call) -> Result<Object> {
+    match ev.primary(call)? {
+        Value::Object(o) => Ok(o),
+        other => Err(wrong_type("Object", &other).at(call.name())),
+    }
+}
+
+fn name_of(params: &Object) -> Result<String> {
+    match params.get("name") {
+        Some(Value::String(s)) if !s.is_empty() => {
+            if RESERVED.contains(&s.as_str()) || s.contains('/') {
+                return Err(validation("name", "invalid value", &format!("The name `{s}` is reserved or contains '/'; choose another.")));
+            }
+            Ok(s.clone())
+        }
+        Some(Value::String(_)) | None => Err(validation("name", "value required", "Value required.")),
+        Some(other) => Err(validation("name", "invalid type", &format!("String expected, {} provided.", other.type_name()))),
+    }
+}
+
+/// Copy the fields a schema document of kind `coll` may hold.
+fn schema_fields(coll: CollId, params: &Object) -> Object {
+    let allowed: &[&str] = match coll {
+        native::COLLECTIONS => &["name", "data", "history_days", "ttl_days", "permissions"],
+        native::INDEXES => &["name", "source", "terms", "values", "unique", "serialized", "data", "permissions", "partitions"],
+        native::DATABASES => &["name", "data", "priority", "api_version"],
+        native::FUNCTIONS => &["name", "body", "data", "role"],
+        native::ROLES => &["name", "privileges", "membership", "data"],
+        native::KEYS => &["database", "role", "data", "priority"],
+        _ => &[],
+    };
+    params.iter().filter(|(k, _)| allowed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Create a named schema document of kind `coll` in the query's database.
+fn create_named(ev: &mut Eval<'_>, coll: CollId, mut params: Object) -> Result<(DbId, String, Object)> {
+    ev.require_write()?;
+    let name = name_of(&params)?;
+    let db = ev.auth.db;
+    ev.check_write(db, coll)?;
+    let ts = ev.txn_ts();
+    if ev.tx.live_doc(db, coll, &name, ts)?.is_some() {
+        return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("A {} named `{name}` already exists.", kind_name(coll))));
+    }
+    params.insert("name".into(), Value::String(name.clone()));
+    let mut data = schema_fields(coll, &params);
+    data.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
+    Ok((db, name, data))
+}
+
+fn kind_name(coll: CollId) -> &'static str {
+    match coll {
+        native::COLLECTIONS => "collection",
+        native::INDEXES => "index",
+        native::DATABASES => "database",
+        native::FUNCTIONS => "function",
+        native::ROLES => "role",
+        native::KEYS => "key",
+        _ => "schema object",
+    }
+}
+
+fn schema_ref(coll: CollId, id: &str) -> Ref {
+    Ref::doc(Ref::native(native::name(coll).unwrap_or("collections")), id)
+}
+
+fn create_collection(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "collections", params).map_err(|e| e.at(call.name()))
+}
+
+fn create_index(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "indexes", params).map_err(|e| e.at(call.name()))
+}
+
+fn create_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "databases", params).map_err(|e| e.at(call.name()))
+}
+
+fn create_function(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "functions", params).map_err(|e| e.at(call.name()))
+}
+
+fn create_role(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "roles", params).map_err(|e| e.at(call.name()))
+}
+
+fn create_key(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = params_of(ev, call)?;
+    create_native(ev, "keys", params).map_err(|e| e.at(call.name()))
+}
+
+/// `Create(Collections(), {...})` and the `create_*` functions.
+pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Result<Value> {
+    let coll = native::by_name(native_name).ok_or_else(|| invalid_argument(format!("Cannot create documents in {native_name}.")))?;
+    match coll {
+        native::KEYS => return create_key_doc(ev, params),
+        native::INDEXES => return create_index_doc(ev, params),
+        native::DATABASES => {
+            let (db, name, mut data) = create_named(ev, coll, params)?;
+            if data.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
+                return Err(validation("priority", "invalid value", "Priority must be an integer from 1 to 500."));
+            }
+            data.retain(|_, v| !v.is_null());
+            ev.tx.put_doc(db, coll, &name, false, &data);
+            if let Some(id) = internal_id(&data) {
+                crate::run::register_db(&mut ev.tx, id, db, &name);
+            }
+            let ts = ev.txn_ts();
+            Ok(render(&schema_ref(coll, &name), ts, &data))
+        }
+        native::FUNCTIONS => {
+            let (db, name, data) = create_named(ev, coll, params)?;
+            match data.get("body") {
+                Some(Value::Query(_)) => {}
+                Some(other) => return Err(validation("body", "invalid type", &format!("Query expected, {} provided; wrap the Lambda in Query().", other.type_name()))),
+                None => return Err(validation("body", "value required", "Value required.")),
+            }
+            if let Some(Value::String(r)) = data.get("role") {
+                if crate::auth::Role::parse(r).is_none() {
+                    return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly, client or a Role ref."));
+                }
+            }
+            ev.tx.put_doc(db, coll, &name, false, &data);
+            let ts = ev.txn_ts();
+            Ok(render(&schema_ref(coll, &name), ts, &data))
+        }
+        native::COLLECTIONS | native::ROLES => {
+            let (db, name, mut data) = create_named(ev, coll, params)?;
+            if coll == native::COLLECTIONS {
+                match data.get("history_days") {
+                    None => {
+                        data.insert("history_days".into(), Value::Long(30));
+                    }
+                    Some(Value::Null) => {
+                        data.remove("history_days");
+                    }
+                    _ => {}
+                }
+            }
+            ev.tx.put_doc(db, coll, &name, false, &data);
+            let ts = ev.txn_ts();
+            Ok(render(&schema_ref(coll, &name), ts, &data))
+        }
+        _ => Err(invalid_argument(format!("Cannot create documents in {native_name}."))),
+    }
+}
+
+fn create_index_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
+    let (db, name, mut data) = create_named(ev, native::INDEXES, params)?;
+    let src_ok = match data.get("source") {
+        Some(Value::Ref(_)) | Some(Value::Array(_)) | Some(Value::Object(_)) => true,
+        Some(_) => false,
+        None => return Err(validation("source", "value required", "Value required.")),
+    };
+    if !src_ok {
+        return Err(validation("source", "invalid type", "Source must be a collection ref or an array of sources."));
+    }
+    data.entry("unique".to_string()).or_insert(Value::Bool(false));
+    data.entry("serialized".to_string()).or_insert(Value::Bool(true));
+    data.insert("active".into(), Value::Bool(true));
+    if !data.contains_key("terms") {
+        data.insert("partitions".into(), Value::Long(8));
+    } else {
+        data.insert("partitions".into(), Value::Long(1));
+    }
+    let def = ev.parse_index(db, &data).map_err(|e| {
+        let mut v = validation("terms", "invalid value", &e.description);
+        v.description = "index definition is not valid.".into();
+        v
+    })?;
+    // Check the sources exist.
+    if def.sources.is_empty() {
+        return Err(FqlError::new(code::INVALID_REF, "The index source collection does not exist; create it first."));
+    }
+    ev.tx.put_doc(db, native::INDEXES, &name, false, &data);
+    // Build the index over the documents that already exist.
+    let ts = ev.txn_ts();
+    for src in def.sources.clone() {
+        let coll_name = collection_name(ev, db, src.coll)?;
+        let docs = ev.tx.scan_docs(db, src.coll, None, false, ts, usize::MAX)?;
+        for (id, d) in docs {
+            let r = Ref::doc(Ref::collection(&coll_name), id);
+            let rows = index_rows(ev, &def, src.coll, &r, d.ts, &d.data)?;
+            apply_index_diff(ev, db, &def, &r, &[], &rows)?;
+        }
+    }
+    Ok(render(&schema_ref(native::INDEXES, &name), ts, &data))
+}
+
+/// The name of the collection with internal id `coll`.
+fn collection_name(ev: &mut Eval<'_>, db: DbId, coll: CollId) -> Result<String> {
+    let ts = ev.read_ts();
+    for (name, d) in ev.tx.scan_docs(db, native::COLLECTIONS, None, false, ts, usize::MAX)? {
+        if internal_id(&d.data) == Some(coll) {
+            return Ok(name);
+        }
+    }
+    Err(crate::model::corrupt("index source collection vanished"))
+}
+
+/// Derive a key secret from the transaction's entropy (deterministic on every replica).
+fn make_secret(ev: &mut Eval<'_>, key_db: DbId, key_id: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tally.key.secret.v1\0");
+    h.update(ev.entropy);
+    h.update(key_id.to_be_bytes());
+    let rnd = h.finalize();
+    let mut raw = Vec::with_capacity(37);
+    raw.push(1u8);
+    raw.extend_from_slice(&key_db.to_be_bytes());
+    raw.extend_from_slice(&key_id.to_be_bytes());
+    raw.extend_from_slice(&rnd[..20]);
+    use base64::Engine;
+    format!("fn{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    let d = Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
+    ev.require_write()?;
+    let db = ev.auth.db;
+    ev.check_write(db, native::KEYS)?;
+    match params.get("role") {
+        Some(Value::String(r)) if crate::auth::Role::parse(r).is_some() => {}
+        Some(Value::Ref(_)) => {}
+        Some(_) => return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly or client.")),
+        None => return Err(validation("role", "value required", "Value required.")),
+    }
+    if let Some(d) = params.get("database") {
+        match d {
+            Value::Ref(r) if r.native_parent() == Some("databases") => {
+                // Must exist.
+                if ev.resolve_scope(Some(r)).is_err() {
+                    return Err(FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", r.id)));
+                }
+            }
+            Value::Null => {}
+            other => return Err(validation("database", "invalid type", &format!("Database Ref expected, {} provided.", other.type_name()))),
+        }
+    }
+    let id = ev.new_id();
+    let secret = make_secret(ev, db, id);
+    let mut data = schema_fields(native::KEYS, &params);
+    data.retain(|_, v| !v.is_null());
+    data.insert("hashed_secret".into(), Value::String(hash_secret(&secret)));
+    let sid = id.to_string();
+    ev.tx.put_doc(db, native::KEYS, &sid, false, &data);
+    let ts = ev.txn_ts();
+    let mut out = render(&Ref::doc(Ref::native("keys"), sid), ts, &data);
+    if let Value::Object(o) = &mut out {
+        o.insert("secret".into(), Value::String(secret));
+    }
+    Ok(out)
+}
+
+/// `Update`/`Replace` of a schema document.
+pub fn modify_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, r: &Ref, old: Object, params: Object, replace: bool) -> Result<Value> {
+    let patch = schema_fields(coll, &params);
+    let mut new = if replace {
+        let mut n = Object::new();
+        for k in [INTERNAL_ID, "hashed_secret", "active", "partitions"] {
+            if let Some(v) = old.get(k) {
+                n.insert(k.into(), v.clone());
+            }
+        }
+        if !patch.contains_key("name") {
+            if let Some(v) = old.get("name") {
+                n.insert("name".into(), v.clone());
+            }
+        }
+        n
+    } else {
+        old.clone()
+    };
+    deep_merge(&mut new, &patch);
+    let ts = ev.txn_ts();
+    let old_name = r.id.clone();
+    let new_name = match new.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => old_name.clone(),
+    };
+    if native::is_named(coll) && new_name != old_name {
+        name_of(&new)?;
+        if ev.tx.live_doc(db, coll, &new_name, ts)?.is_some() {
+            return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("A {} named `{new_name}` already exists.", kind_name(coll))));
+        }
+        ev.tx.put_doc(db, coll, &old_name, true, &old);
+    }
+    ev.tx.put_doc(db, coll, &new_name, false, &new);
+    let out_ref = Ref { id: new_name, ..r.clone() };
+    Ok(render(&out_ref, ts, &new))
+}
+
+/// `Delete` of a schema document, with the cascades v4 performs.
+pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &Object) -> Result<()> {
+    ev.tx.put_doc(db, coll, id, true, old);
+    if coll == native::DATABASES {
+        if let Some(child) = internal_id(old) {
+            crate::run::unregister_db(&mut ev.tx, child);
+        }
+    }
+    if coll == native::COLLECTIONS {
+        if let Some(cid) = internal_id(old) {
+            // Indexes over a deleted collection go with it.
+            for d in ev.indexes_on(db, cid)? {
+                let ts = ev.txn_ts();
+                if let Some(doc) = ev.tx.live_doc(db, native::INDEXES, &d.name, ts)? {
+                    ev.tx.put_doc(db, native::INDEXES, &d.name, true, &doc.data);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- user-defined functions ----
+
+fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let f = match ev.primary(call)? {
+        Value::Ref(r) => r,
+        Value::String(s) => Ref::doc(Ref::native("functions"), s),
+        other => return Err(wrong_type("Function Ref", &other).at("call")),
+    };
+    let args = match call.get("arguments") {
+        Some(_) => ev.varargs(call, "arguments")?,
+        None => Vec::new(),
+    };
+    let (db, data) = match ev.resolve(&f).map_err(|e| e.at("call"))? {
+        Target::Doc { db, coll: native::FUNCTIONS, id } => {
+            let at = ev.read_ts();
+            match ev.tx.live_doc(db, native::FUNCTIONS, &id, at)? {
+                Some(d) => (db, d.data),
+                None => return Err(FqlError::new(code::INVALID_REF, format!("Function `{id}` does not exist.")).at("call")),
+            }
+        }
+        _ => return Err(invalid_argument(format!("{f} is not a function.")).at("call")),
+    };
+    let body = data.get("body").cloned().unwrap_or(Value::Null);
+    let mut lam = ev.lambda_from_value(&body)?;
+    lam.literal = true;
+    let role = match data.get("role") {
+        Some(Value::String(r)) => crate::auth::Role::parse(r),
+        _ => None,
+    };
+    let saved = ev.auth.clone();
+    ev.auth.db = db;
+    if let Some(role) = role {
+        ev.auth.role = role;
+    }
+    let r = ev.with_fresh_env(|ev| ev.apply(&lam, args));
+    ev.auth = saved;
+    r.map_err(|inner| {
+        if inner.needs_write {
+            return inner;
+        }
+        let mut e = FqlError::new(code::CALL_ERROR, "Calling the function resulted in an error.");
+        e.cause.push(inner);
+        e
+    })
+}
