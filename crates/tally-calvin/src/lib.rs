@@ -1,1 +1,20 @@
-//! tally-calvin
+//! tally-calvin: the Calvin write path — sequencer, durable input log, and the
+//! deterministic application loop.
+//!
+//! Writes are not executed where they arrive. Their *inputs* are gathered into epoch
+//! batches (at most `epoch_ms` or `batch_inputs_max` inputs), each batch is appended to
+//! the [`Log`] durably (one fsync shared by every transaction in it), and then a
+//! [`StateMachine`] applies the batch deterministically. Replaying the log from the
+//! machine's last durable checkpoint rebuilds exactly the same state.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP, FQL or the storage
+//! engine; inputs and outputs are opaque bytes. The log trait is the seam where the
+//! replicated (openraft) log plugs in.
+
+mod batch;
+mod log;
+mod sequencer;
+
+pub use batch::{Batch, BatchError};
+pub use log::{FileLog, Log, LogError};
+pub use sequencer::{Sequencer, SequencerConfig, StateMachine, SubmitError};
