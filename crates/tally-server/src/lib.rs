@@ -1,1 +1,14 @@
-//! tally-server
+//! tally-server: wires the pieces into a running node — the HTTP API the FQL v4
+//! drivers speak, authentication, the read-only fast path, and the Calvin write path
+//! (sequencer + input log + the FQL state machine over redb).
+//!
+//! Data flow of one query: HTTP body -> JSON -> `Expr` -> authenticate -> evaluate
+//! read-only at the latest applied snapshot; if a write is reached, the query *input*
+//! is submitted to the sequencer, logged durably in an epoch batch, and executed by
+//! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
+
+pub mod http;
+pub mod machine;
+pub mod node;
+
+pub use node::{serve, ServeConfig};

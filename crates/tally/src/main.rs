@@ -1,1 +1,47 @@
-fn main() {}
+//! The `tally` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single node on a local data directory.
+    Serve {
+        #[arg(long, default_value = "./tally-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Secret of the root database's admin key (else TALLY_ROOT_KEY, else generated once).
+        #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
+        root_key: Option<String>,
+        /// How long an epoch batch stays open after its first transaction.
+        #[arg(long, default_value_t = 10)]
+        epoch_ms: u64,
+        /// Largest request body accepted.
+        #[arg(long, default_value_t = 16 << 20)]
+        body_bytes_max: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(tally_server::serve(tally_server::ServeConfig { data_dir, listen, root_key, epoch_ms, body_bytes_max }))
+        }
+    }
+}

@@ -331,7 +331,7 @@ pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, ol
 pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: u64, data: &Object) -> Result<Vec<Row>> {
     let doc = render(r, ts, data);
     let source = def.sources.iter().find(|s| s.coll == coll);
-    let mut field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
+    let field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
         let v = match f {
             IndexField::Path(p) => select_path(&doc, p),
             IndexField::Binding(name) => {

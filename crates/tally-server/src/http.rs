@@ -1,0 +1,233 @@
+//! The HTTP API as the FQL v4 drivers expect it.
+//!
+//! `POST /` (and `/linearized`) with the query as JSON; Bearer or Basic auth;
+//! `{"resource": ...}` or `{"errors": [...]}` with the status codes the drivers map;
+//! the `x-txn-time`/`x-query-time`/`x-*-ops` headers; `GET /ping`; `GET /ledger/head`;
+//! CORS for browsers. HTTP/1.1 and h2c (prior knowledge) are served on the same port.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tally_calvin::{Sequencer, SubmitError};
+use tally_fql::eval::{Limits, Mode};
+use tally_fql::FqlError;
+use tally_ledger::BlockHeader;
+use tally_storage::Store;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::machine::{TxnInput, TxnOutput};
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub sequencer: Mutex<Option<Sequencer>>,
+    pub applied_ts: Arc<AtomicU64>,
+    pub head: Arc<Mutex<Option<BlockHeader>>>,
+    pub root_key_hash: String,
+    pub body_bytes_max: usize,
+}
+
+/// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
+/// deterministic stand-in for a wall-clock timeout).
+pub const STEPS_PER_MS: u64 = 20_000;
+pub const QUERY_TIMEOUT_DEFAULT_MS: u64 = 60_000;
+pub const QUERY_TIMEOUT_MAX_MS: u64 = 600_000;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers(Any)
+        .max_age(Duration::from_secs(3600));
+    let limit = state.body_bytes_max;
+    Router::new()
+        .route("/", post(query))
+        .route("/linearized", post(query))
+        .route("/ping", get(ping))
+        .route("/ledger/head", get(ledger_head))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn ping() -> Response {
+    (StatusCode::OK, axum::Json(json!({"resource": "Scope write is OK"}))).into_response()
+}
+
+async fn ledger_head(State(st): State<Arc<AppState>>) -> Response {
+    let head = st.head.lock().ok().and_then(|h| *h);
+    let body = match head {
+        Some(h) => json!({"height": h.height, "hash": hex::encode(h.hash()), "header": h}),
+        None => json!({"height": 0, "hash": hex::encode([0u8; 32])}),
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn error_response(err: &FqlError, ts: u64) -> Response {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
+    if ts > 0 {
+        set_header(r.headers_mut(), "x-txn-time", ts.to_string());
+    }
+    r
+}
+
+fn set_header(h: &mut HeaderMap, k: &'static str, v: String) {
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert(k, v);
+    }
+}
+
+/// The secret from `Authorization: Bearer <secret>` or Basic `<secret>:`.
+fn secret_of(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("authorization")?.to_str().ok()?.trim();
+    if let Some(s) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+        return Some(s.trim().to_string());
+    }
+    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+        use base64_decode::decode;
+        let raw = decode(b.trim())?;
+        let s = String::from_utf8(raw).ok()?;
+        return Some(s.split(':').next().unwrap_or_default().to_string());
+    }
+    None
+}
+
+mod base64_decode {
+    /// Standard-alphabet base64 decoding for Basic auth (small, no dependency needed).
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let mut buf = 0u32;
+        let mut bits = 0;
+        for c in s.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' | b'-' => 62,
+                b'/' | b'_' => 63,
+                b'=' => break,
+                _ => return None,
+            } as u32;
+            buf = (buf << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+                buf &= (1 << bits) - 1;
+            }
+        }
+        Some(out)
+    }
+}
+
+fn timeout_ms(headers: &HeaderMap) -> u64 {
+    headers
+        .get("x-query-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .unwrap_or(QUERY_TIMEOUT_DEFAULT_MS)
+        .min(QUERY_TIMEOUT_MAX_MS)
+}
+
+fn bad_request(desc: impl Into<String>) -> FqlError {
+    FqlError::new(tally_fql::error::code::BAD_REQUEST, desc)
+}
+
+async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let Some(secret) = secret_of(&headers) else {
+        return error_response(&FqlError::new("unauthorized", "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`."), 0);
+    };
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => {
+            let msg = if e.to_string().contains("recursion limit") {
+                "Query is nested too deeply (more than 128 levels); flatten it.".to_string()
+            } else {
+                format!("Request body is not valid JSON: {e}.")
+            };
+            return error_response(&bad_request(msg), 0);
+        }
+    };
+    let expr = match tally_fql::expr::parse(&json) {
+        Ok(e) => e,
+        Err(e) => return error_response(&e, 0),
+    };
+    let tmo = timeout_ms(&headers);
+    let deadline = started + Duration::from_millis(tmo);
+    let st2 = st.clone();
+    let secret2 = secret.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
+        let ts = st2.applied_ts.load(Ordering::Acquire);
+        let snap = st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+        let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
+        let limits = Limits { steps_max: tmo * STEPS_PER_MS, ..Limits::default() };
+        let out = tally_fql::run::evaluate(&*snap, ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], limits, Some(deadline));
+        Ok((auth, out, ts))
+    })
+    .await;
+    let (auth, out, ts) = match read {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return error_response(&e, 0),
+        Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
+    };
+    match &out.result {
+        Ok(v) => {
+            let body = json!({"resource": tally_value::to_json(v)});
+            respond(200, body, ts, started, out.steps, out.bytes_read, 0)
+        }
+        Err(e) if !e.needs_write => error_response(e, ts),
+        Err(_) => write_path(st, json, auth, tmo, started).await,
+    }
+}
+
+async fn write_path(st: Arc<AppState>, q: serde_json::Value, auth: tally_fql::auth::Auth, tmo: u64, started: Instant) -> Response {
+    use rand::RngCore;
+    let mut entropy = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut entropy);
+    let input = TxnInput { q, db: auth.db, role: auth.role.name().to_string(), entropy: hex::encode(entropy), steps_max: tmo * STEPS_PER_MS };
+    let bytes = match serde_json::to_vec(&input) {
+        Ok(b) => b,
+        Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
+    };
+    let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
+    let Some(seq) = seq else {
+        return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
+    };
+    let out = match seq.submit(bytes).await {
+        Ok(o) => o,
+        Err(SubmitError::Overloaded) => {
+            return error_response(&FqlError::new("unavailable", "Too many transactions are queued; retry shortly."), 0)
+        }
+        Err(SubmitError::Stopped(m)) => return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0),
+    };
+    let out: TxnOutput = match serde_json::from_slice(&out) {
+        Ok(o) => o,
+        Err(e) => return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0),
+    };
+    respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+}
+
+fn respond(status: u16, body: serde_json::Value, ts: u64, started: Instant, steps: u64, read: u64, written: u64) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    set_header(h, "x-txn-time", ts.to_string());
+    set_header(h, "x-query-time", started.elapsed().as_millis().to_string());
+    set_header(h, "x-compute-ops", (steps / 50 + 1).to_string());
+    set_header(h, "x-byte-read-ops", read.div_ceil(4096).to_string());
+    set_header(h, "x-byte-write-ops", written.div_ceil(1024).to_string());
+    set_header(h, "x-txn-retries", "0".to_string());
+    set_header(h, "x-faunadb-build", env!("CARGO_PKG_VERSION").to_string());
+    r
+}

@@ -1,0 +1,193 @@
+//! The FQL state machine: applies logged batches deterministically to the store.
+//!
+//! For each input in a batch, in order: decode it, evaluate it in write mode at its
+//! commit ts (strictly increasing; spaced apart when a transaction issued more than
+//! 1,000 ids, so ids derived from ts never collide), and apply its writes. Each batch
+//! becomes a block whose header chains the previous one. The storage commit that
+//! applies batch N also records `applied_height = N`, so a restart replays exactly the
+//! batches after the last durable commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tally_calvin::{Batch, StateMachine};
+use tally_fql::auth::{Auth, Role};
+use tally_fql::eval::{Limits, Mode};
+use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
+use tally_storage::{Space, Store};
+
+/// One transaction input as it is logged.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct TxnInput {
+    /// The query, exactly as the client sent it.
+    pub q: serde_json::Value,
+    pub db: u64,
+    pub role: String,
+    /// Hex of 32 random bytes drawn by the receiving node (secrets are derived from it).
+    pub entropy: String,
+    pub steps_max: u64,
+}
+
+/// The executor's answer for one input.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct TxnOutput {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub ts: u64,
+    pub steps: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Durable storage commits happen at most this often (the log makes every batch durable).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1000);
+pub const CHECKPOINT_BATCHES: u64 = 256;
+
+pub const META_APPLIED_HEIGHT: &str = "applied_height";
+pub const META_LAST_TS: &str = "last_ts";
+pub const META_HEAD: &str = "head";
+
+pub struct FqlMachine {
+    store: Arc<dyn Store>,
+    applied_height: u64,
+    last_ts: u64,
+    prev_hash: [u8; 32],
+    /// Latest commit ts visible to readers.
+    pub applied_ts: Arc<AtomicU64>,
+    pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
+    last_checkpoint: Instant,
+    batches_since_checkpoint: u64,
+}
+
+fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
+    let snap = store.snapshot()?;
+    Ok(match snap.meta(key)? {
+        Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
+        _ => 0,
+    })
+}
+
+impl FqlMachine {
+    pub fn open(store: Arc<dyn Store>) -> anyhow::Result<FqlMachine> {
+        let applied_height = meta_u64(&*store, META_APPLIED_HEIGHT)?;
+        let last_ts = meta_u64(&*store, META_LAST_TS)?;
+        let head = match store.snapshot()?.meta(META_HEAD)? {
+            Some(b) => Some(BlockHeader::decode(&b)?),
+            None => None,
+        };
+        let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
+        Ok(FqlMachine {
+            store,
+            applied_height,
+            last_ts,
+            prev_hash,
+            applied_ts: Arc::new(AtomicU64::new(last_ts)),
+            head: Arc::new(std::sync::Mutex::new(head)),
+            last_checkpoint: Instant::now(),
+            batches_since_checkpoint: 0,
+        })
+    }
+
+    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<(Space, Vec<u8>, Vec<u8>)>, u64) {
+        let fail = |status: u16, err: tally_fql::FqlError| {
+            (
+                TxnOutput { status, body: serde_json::json!({"errors": [err.to_json()]}), ts, steps: 0, bytes_read: 0, bytes_written: 0 },
+                Vec::new(),
+                0,
+            )
+        };
+        let inp: TxnInput = match serde_json::from_slice(input) {
+            Ok(i) => i,
+            Err(e) => return fail(400, tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}"))),
+        };
+        let expr = match tally_fql::expr::parse(&inp.q) {
+            Ok(e) => e,
+            Err(e) => return fail(e.http_status(), e),
+        };
+        let role = Role::parse(&inp.role).unwrap_or(Role::Client);
+        let mut entropy = [0u8; 32];
+        if let Ok(b) = hex::decode(&inp.entropy) {
+            if b.len() == 32 {
+                entropy.copy_from_slice(&b);
+            }
+        }
+        let limits = Limits { steps_max: inp.steps_max.max(1), ..Limits::default() };
+        let out = tally_fql::run::evaluate(snap, ts, Mode::Write, Auth { db: inp.db, role }, &expr, entropy, limits, None);
+        let (status, body) = match &out.result {
+            Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
+            Err(e) => (e.http_status(), serde_json::json!({"errors": [e.to_json()]})),
+        };
+        (
+            TxnOutput { status, body, ts, steps: out.steps, bytes_read: out.bytes_read, bytes_written: out.bytes_written },
+            out.writes,
+            out.ids_issued,
+        )
+    }
+
+    fn apply_inner(&mut self, batch: &Batch) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut b = self.store.begin()?;
+        let mut builder = BlockBuilder::new();
+        let mut outputs = Vec::with_capacity(batch.inputs.len());
+        let mut ts = batch.ts.max(self.last_ts + 1);
+        let first_ts = ts;
+        let mut last_ts = self.last_ts;
+        for input in &batch.inputs {
+            builder.push_input(input)?;
+            let (out, writes, ids) = self.run_input(&*b, ts, input);
+            for (space, key, value) in &writes {
+                b.put(*space, key, ts, value)?;
+                let mut leaf = Vec::with_capacity(key.len() + value.len() + 9);
+                leaf.push(matches!(space, Space::Index) as u8);
+                leaf.extend_from_slice(&(key.len() as u32).to_be_bytes());
+                leaf.extend_from_slice(key);
+                leaf.extend_from_slice(&ts.to_be_bytes());
+                leaf.extend_from_slice(value);
+                builder.push_effect(&leaf);
+            }
+            outputs.push(serde_json::to_vec(&out)?);
+            last_ts = ts;
+            ts += 1 + ids / 1000;
+        }
+        let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts))?;
+        b.set_meta(META_HEAD, &header.encode())?;
+        b.set_meta(&format!("block/{:016x}", batch.height), &header.encode())?;
+        b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;
+        b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
+        self.batches_since_checkpoint += 1;
+        let durable = self.batches_since_checkpoint >= CHECKPOINT_BATCHES || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+        b.commit(durable)?;
+        if durable {
+            self.batches_since_checkpoint = 0;
+            self.last_checkpoint = Instant::now();
+        }
+        self.prev_hash = header.hash();
+        self.applied_height = batch.height;
+        self.last_ts = last_ts;
+        self.applied_ts.store(last_ts, Ordering::Release);
+        if let Ok(mut h) = self.head.lock() {
+            *h = Some(header);
+        }
+        Ok(outputs)
+    }
+}
+
+impl StateMachine for FqlMachine {
+    fn applied_height(&self) -> u64 {
+        self.applied_height
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>> {
+        match self.apply_inner(batch) {
+            Ok(o) => o,
+            Err(e) => {
+                // Fail-stop: state must never diverge from the log. The batch is already
+                // durable in the log, so a restart replays it.
+                tracing::error!(error = %e, height = batch.height, "applying a batch failed; stopping the node");
+                eprintln!("tally: fatal: applying batch {} failed: {e}", batch.height);
+                std::process::exit(70);
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Starting and stopping one node: open storage and the log, replay, start the
+//! sequencer, bind the HTTP listener, shut down cleanly on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tally_calvin::{FileLog, Sequencer, SequencerConfig};
+use tally_storage::{RedbStore, Store};
+
+use crate::http::{router, AppState};
+use crate::machine::FqlMachine;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub root_key: Option<String>,
+    pub epoch_ms: u64,
+    pub body_bytes_max: usize,
+}
+
+const ROOT_HASH_FILE: &str = "root_key.sha256";
+
+fn hash_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// The root key's hash: from the given secret, or the stored one, or a newly
+/// generated secret (printed once; only its hash is kept).
+fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
+    let path = cfg.data_dir.join(ROOT_HASH_FILE);
+    if let Some(k) = &cfg.root_key {
+        if k.len() < 8 {
+            anyhow::bail!("the root key must be at least 8 characters");
+        }
+        return Ok(hash_hex(k));
+    }
+    if let Ok(h) = std::fs::read_to_string(&path) {
+        return Ok(h.trim().to_string());
+    }
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut b);
+    let secret = format!("tally-root-{}", hex::encode(b));
+    let h = hash_hex(&secret);
+    std::fs::write(&path, &h).with_context(|| format!("writing {}", path.display()))?;
+    println!("Generated root key (shown only once; store it safely): {secret}");
+    Ok(h)
+}
+
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let root_hash = root_key_hash(&cfg)?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?);
+    let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
+    let machine = FqlMachine::open(store.clone())?;
+    let applied_ts = machine.applied_ts.clone();
+    let head = machine.head.clone();
+    let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
+    let (sequencer, seq_thread) = Sequencer::start(log, machine, seq_cfg).context("starting the sequencer")?;
+    let state = Arc::new(AppState {
+        store,
+        sequencer: std::sync::Mutex::new(Some(sequencer)),
+        applied_ts,
+        head,
+        root_key_hash: root_hash,
+        body_bytes_max: cfg.body_bytes_max,
+    });
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    println!("tally listening on {addr}");
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Stop accepting writes, then let the sequencer drain and exit.
+    if let Ok(mut s) = state.sequencer.lock() {
+        s.take();
+    }
+    drop(state);
+    let _ = tokio::task::spawn_blocking(move || seq_thread.join()).await;
+    println!("tally stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
