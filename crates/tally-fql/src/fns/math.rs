@@ -276,7 +276,7 @@ fn floor(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// Round or truncate a double to `precision` decimal places (negative: to tens,
 /// hundreds, ...). Works on the shortest decimal form of the double, so
 /// `Round(1.005, 2)` is 1.01 and `Trunc(45.56789, 2)` is exactly 45.56.
-fn decimal_round(d: f64, precision: i64, half_up: bool) -> f64 {
+pub(crate) fn decimal_round(d: f64, precision: i64, half_up: bool) -> f64 {
     if !d.is_finite() {
         return d;
     }
