@@ -120,7 +120,10 @@ impl FqlError {
             })
             .collect();
         let mut o = serde_json::Map::new();
-        o.insert("position".into(), Json::Array(pos));
+        // Authentication failures happen before there is a query to point into.
+        if self.code != code::UNAUTHORIZED {
+            o.insert("position".into(), Json::Array(pos));
+        }
         o.insert("code".into(), Json::String(self.code.to_string()));
         o.insert("description".into(), Json::String(self.description.clone()));
         if !self.failures.is_empty() {

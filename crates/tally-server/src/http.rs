@@ -58,8 +58,63 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn ping() -> Response {
-    (StatusCode::OK, axum::Json(json!({"resource": "Scope write is OK"}))).into_response()
+#[derive(serde::Deserialize)]
+struct PingParams {
+    scope: Option<String>,
+}
+
+/// `GET /ping?scope=node|local|global|write|read`.
+async fn ping(axum::extract::Query(p): axum::extract::Query<PingParams>) -> Response {
+    let scope = p.scope.unwrap_or_else(|| "global".into());
+    if !matches!(scope.as_str(), "node" | "local" | "global" | "write" | "read" | "all") {
+        let e = bad_request(format!("Unknown ping scope `{scope}`; use node, local, global, read or write."));
+        return error_response(&e, 0);
+    }
+    (StatusCode::OK, axum::Json(json!({"resource": format!("Scope {scope} is OK")}))).into_response()
+}
+
+/// Limits on `x-fauna-tags`: at most 25 `key=value` pairs, keys up to 40 and values up to
+/// 80 word characters.
+const TAGS_MAX: usize = 25;
+
+fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
+    let Some(raw) = headers.get("x-fauna-tags") else { return Ok(None) };
+    let raw = raw.to_str().map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
+    let word = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let pairs: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
+    if pairs.len() > TAGS_MAX {
+        return Err(bad_request(format!("too many tags: at most {TAGS_MAX} are allowed")));
+    }
+    for p in &pairs {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if !word(k, 40) {
+            return Err(bad_request(format!("invalid tags key {k:?}: use 1-40 letters, digits or _")));
+        }
+        if !word(v, 80) {
+            return Err(bad_request(format!("invalid tags value {v:?}: use 1-80 letters, digits or _")));
+        }
+    }
+    Ok(Some(pairs.join(",")))
+}
+
+/// W3C trace context: keep a valid incoming trace id, start a new span.
+fn traceparent(headers: &HeaderMap) -> String {
+    use rand::RngCore;
+    let mut rng = rand::thread_rng();
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let parts: Vec<&str> = v.split('-').collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
+            .then(|| (parts[1].to_ascii_lowercase(), parts[3].to_string()))
+    });
+    let mut span = [0u8; 8];
+    rng.fill_bytes(&mut span);
+    let (trace, flags) = incoming.unwrap_or_else(|| {
+        let mut t = [0u8; 16];
+        rng.fill_bytes(&mut t);
+        (hex::encode(t), "00".into())
+    });
+    format!("00-{trace}-{}-{flags}", hex::encode(span))
 }
 
 async fn ledger_head(State(st): State<Arc<AppState>>) -> Response {
@@ -144,8 +199,22 @@ fn bad_request(desc: impl Into<String>) -> FqlError {
 }
 
 async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let tp = traceparent(&headers);
+    let (tags, mut resp) = match check_tags(&headers) {
+        Ok(tags) => (tags, query_inner(st, &headers, body).await),
+        Err(e) => (None, error_response(&e, 0)),
+    };
+    let h = resp.headers_mut();
+    set_header(h, "traceparent", tp);
+    if let Some(t) = tags {
+        set_header(h, "x-fauna-tags", t);
+    }
+    resp
+}
+
+async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let Some(secret) = secret_of(&headers) else {
+    let Some(secret) = secret_of(headers) else {
         return error_response(&FqlError::new("unauthorized", "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`."), 0);
     };
     let json: serde_json::Value = match serde_json::from_slice(&body) {
@@ -163,7 +232,7 @@ async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes)
         Ok(e) => e,
         Err(e) => return error_response(&e, 0),
     };
-    let tmo = timeout_ms(&headers);
+    let tmo = timeout_ms(headers);
     let deadline = started + Duration::from_millis(tmo);
     let st2 = st.clone();
     let secret2 = secret.clone();

@@ -48,7 +48,7 @@ fn var(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     ev.lookup(&name)
         .cloned()
-        .ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")).at("var"))
+        .ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")))
 }
 
 fn if_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
