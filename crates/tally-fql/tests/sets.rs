@@ -199,7 +199,7 @@ fn set_values_render_as_fauna_does() {
 #[test]
 fn paginate_match_in_ref_order() {
     let mut db = setup();
-    let refs = vec![
+    let refs = [
         db.doc("widgets", json!({"n": 200})),
         db.doc("widgets", json!({"n": 200})),
         db.doc("widgets", json!({"n": 201})),
@@ -343,6 +343,13 @@ fn union_intersection_difference() {
     assert_eq!(p, json!({"data": [ref_nm], "before": [ref_nm]}));
     let p = db.q(pag(u, json!({"size": 2, "before": p["before"]})));
     assert_eq!(p, json!({"data": [ref_n, ref_m], "after": [ref_nm]}));
+    // Read backwards.
+    let all3 = json!({"union": [n.clone(), mm.clone(), m0("all_widgets")]});
+    let both = json!({"intersection": [all3.clone(), mm.clone()]});
+    assert_eq!(db.q(pag(both, json!({"size": 1, "before": null}))), json!({"data": [ref_nm], "before": [ref_nm]}));
+    let diff = json!({"difference": [all3, mm.clone()]});
+    assert_eq!(db.q(pag(diff.clone(), json!({"before": null})))["data"], json!([ref_n]));
+    assert_eq!(db.q(all_of(json!({"reverse": {"union": [n.clone(), mm.clone()]}}))), json!([ref_nm, ref_m, ref_n]));
     // Nested.
     let nested = json!({"intersection": [{"union": [n.clone(), mm.clone()]}, m0("all_widgets")]});
     assert_eq!(db.q(json!({"count": nested})), json!(3));

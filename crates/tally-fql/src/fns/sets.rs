@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use tally_value::{encode_into, Object, Ref, Value};
 
-use crate::catalog::Target;
+use crate::catalog::{IndexDef, Target};
 use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::{Eval, Lambda};
 use crate::expr::{Call, Expr, FnSpec};
@@ -323,6 +323,8 @@ struct Ctx {
     desc: bool,
     start: Option<Start>,
     ranges: Vec<(Vec<Value>, Vec<Value>)>,
+    /// How many elements the consumer expects to want (first scan chunk size).
+    hint: usize,
 }
 
 trait Stream {
@@ -510,6 +512,14 @@ fn open_match(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, ctx: &Ctx) 
     if let Some(src) = def.sources.first() {
         ev.check_read(db, src.coll)?;
     }
+    Ok(match_leaf(db, &def, terms, ctx))
+}
+
+fn first_chunk(ctx: &Ctx) -> usize {
+    ctx.hint.clamp(8, 1024)
+}
+
+fn match_leaf(db: DbId, def: &IndexDef, terms: Option<&Value>, ctx: &Ctx) -> BoxStream {
     let terms = normalize_terms(def.terms.len(), terms);
     let empty = terms.len() != def.terms.len();
     let prefix = model::index_prefix(db, def.id, &terms);
@@ -519,7 +529,7 @@ fn open_match(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, ctx: &Ctx) 
         k.extend_from_slice(&s);
         k
     });
-    Ok(Box::new(MatchLeaf {
+    Box::new(MatchLeaf {
         prefix,
         bounds,
         desc: ctx.desc,
@@ -527,8 +537,8 @@ fn open_match(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, ctx: &Ctx) 
         resumed: false,
         buf: VecDeque::new(),
         done: empty,
-        chunk: 16,
-    }))
+        chunk: first_chunk(ctx),
+    })
 }
 
 struct DocsLeaf {
@@ -610,7 +620,7 @@ fn open_docs(ev: &mut Eval<'_>, db: DbId, coll: CollId, parent: Ref, database: O
         resumed: false,
         buf: VecDeque::new(),
         done: false,
-        chunk: 16,
+        chunk: first_chunk(ctx),
     };
     // Seek by id when the start cursor (or the tightest range bound) is a ref of this
     // collection; otherwise start at the edge and let the bounds filter.
@@ -898,19 +908,31 @@ struct Join {
 impl Stream for Join {
     fn next(&mut self, ev: &mut Eval<'_>) -> Result<Option<Elem>> {
         if self.inner.is_none() {
-            let mut src = open(ev, &self.source, &Ctx::default())?;
+            let mut src = open(ev, &self.source, &Ctx { hint: 256, ..Ctx::default() })?;
             let lambda = match &self.with {
                 Value::Query(_) => Some(ev.lambda_from_value(&self.with)?),
                 _ => None,
             };
+            let index = match &self.with {
+                Value::Ref(idx) => {
+                    let (db, def) = ev.index_def(idx)?;
+                    if let Some(src) = def.sources.first() {
+                        ev.check_read(db, src.coll)?;
+                    }
+                    Some((db, def))
+                }
+                _ => None,
+            };
+            // Each target is read from its start, so small first chunks.
+            let child_ctx = Ctx { hint: 8, ..self.ctx.clone() };
             let mut children: Vec<BoxStream> = Vec::new();
             while let Some(e) = src.next(ev)? {
                 if children.len() >= MATERIALIZE_MAX {
                     return Err(too_large());
                 }
-                let child = match (&self.with, &lambda) {
-                    (Value::Ref(idx), _) => open_match(ev, idx, Some(&e.out), &self.ctx)?,
-                    (_, Some(l)) => {
+                let child = match (&index, &lambda) {
+                    (Some((db, def)), _) => match_leaf(*db, def, Some(&e.out), &child_ctx),
+                    (None, Some(l)) => {
                         let target = ev.apply(l, vec![e.out])?;
                         if !is_set(&target) {
                             return Err(invalid_argument(format!(
@@ -918,9 +940,9 @@ impl Stream for Join {
                                 target.type_name()
                             )));
                         }
-                        open(ev, &target, &self.ctx)?
+                        open(ev, &target, &child_ctx)?
                     }
-                    (other, None) => return Err(wrong_type("Index Ref or Lambda", other)),
+                    (None, None) => return Err(wrong_type("Index Ref or Lambda", &self.with)),
                 };
                 children.push(child);
             }
@@ -1020,6 +1042,7 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
             desc: !ctx.desc,
             start: ctx.start.clone(),
             ranges: ctx.ranges.iter().map(|(f, t)| (t.clone(), f.clone())).collect(),
+            hint: ctx.hint,
         };
         return Ok(Box::new(Invert { child: open(ev, c, &sub)? }));
     }
@@ -1069,13 +1092,13 @@ impl SetIter {
 
 /// Iterate the elements of `set` (a set or a native collection ref) in order.
 pub(crate) fn iter(ev: &mut Eval<'_>, set: &Value) -> Result<SetIter> {
-    Ok(SetIter { s: open(ev, set, &Ctx::default())?, n: 0 })
+    Ok(SetIter { s: open(ev, set, &Ctx { hint: 256, ..Ctx::default() })?, n: 0 })
 }
 
 /// Iterate the elements of `set` last to first.
 #[allow(dead_code)] // API for other modules (ToArray over sets, ...)
 pub(crate) fn iter_rev(ev: &mut Eval<'_>, set: &Value) -> Result<SetIter> {
-    Ok(SetIter { s: open(ev, set, &Ctx { desc: true, ..Ctx::default() })?, n: 0 })
+    Ok(SetIter { s: open(ev, set, &Ctx { desc: true, hint: 256, ..Ctx::default() })?, n: 0 })
 }
 
 /// All elements of `set`, bounded by [`MATERIALIZE_MAX`] and the array length limit.
@@ -1106,7 +1129,7 @@ pub(crate) fn page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts) -> Result<Valu
     let mut out = Object::new();
     if let (Some(before), None) = (&opts.before, &opts.after) {
         let start = if before.is_null() { None } else { Some(Start { tuple: as_tuple(before), inclusive: false }) };
-        let mut st = open(ev, s, &Ctx { desc: true, start, ranges: Vec::new() })?;
+        let mut st = open(ev, s, &Ctx { desc: true, start, ranges: Vec::new(), hint: size + 1 })?;
         let mut got = Vec::with_capacity(size + 1);
         while got.len() <= size {
             match st.next(ev)? {
@@ -1128,7 +1151,7 @@ pub(crate) fn page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts) -> Result<Valu
         out.insert("data".into(), Value::Array(got.into_iter().map(|e| e.out).collect()));
     } else {
         let start = opts.after.as_ref().map(|a| Start { tuple: as_tuple(a), inclusive: true });
-        let mut st = open(ev, s, &Ctx { desc: false, start, ranges: Vec::new() })?;
+        let mut st = open(ev, s, &Ctx { desc: false, start, ranges: Vec::new(), hint: size + 1 })?;
         let mut got = Vec::with_capacity(size + 1);
         while got.len() <= size {
             match st.next(ev)? {
