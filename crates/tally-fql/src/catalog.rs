@@ -240,3 +240,15 @@ impl<'a> Eval<'a> {
         if allowed { Ok(()) } else { Err(crate::error::permission_denied()) }
     }
 }
+
+impl<'a> Eval<'a> {
+    /// May the query's key edit the history (`Insert`/`Remove`) of `coll` in `db`?
+    /// Only admin and server keys may; never read-only or client keys.
+    pub fn check_history_write(&self, db: DbId, coll: CollId) -> Result<()> {
+        use crate::auth::Role;
+        match self.auth.role {
+            Role::Admin | Role::Server => self.check_write(db, coll),
+            _ => Err(crate::error::permission_denied()),
+        }
+    }
+}

@@ -260,19 +260,30 @@ pub fn decode_entry(key: Vec<u8>, v: &Version) -> Result<IndexEntry> {
 /// Scan page size used when pulling from storage.
 pub const SCAN_CHUNK: usize = 256;
 
+/// One write of a transaction: a version put at `ts`, or removed when `value` is None.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    pub space: Space,
+    pub key: Vec<u8>,
+    pub ts: Ts,
+    pub value: Option<Vec<u8>>,
+}
+
 /// A snapshot plus this transaction's writes (all at `ts`).
 pub struct Tx<'a> {
     snap: &'a dyn Snapshot,
     /// Commit ts (write mode) or snapshot ts (read mode).
     pub ts: Ts,
     overlay: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    /// History edits at explicit timestamps: `Some(value)` puts, `None` removes a version.
+    history_edits: Vec<(Space, Vec<u8>, Ts, Option<Vec<u8>>)>,
     pub bytes_read: u64,
     pub bytes_written: u64,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
-        Tx { snap, ts, overlay: BTreeMap::new(), bytes_read: 0, bytes_written: 0 }
+        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), bytes_read: 0, bytes_written: 0 }
     }
 
     pub fn snapshot(&self) -> &'a dyn Snapshot {
@@ -299,12 +310,21 @@ impl<'a> Tx<'a> {
     }
 
     pub fn has_writes(&self) -> bool {
-        !self.overlay.is_empty()
+        !self.overlay.is_empty() || !self.history_edits.is_empty()
     }
 
-    /// Every write of this transaction, in key order.
-    pub fn into_writes(self) -> Vec<(Space, Vec<u8>, Vec<u8>)> {
-        self.overlay.into_iter().map(|((s, k), v)| (s, k, v)).collect()
+    /// Edit history: write `value` at `ts` (`None` removes the version at `ts`).
+    pub fn edit_history(&mut self, space: Space, key: Vec<u8>, ts: Ts, value: Option<Vec<u8>>) {
+        self.history_edits.push((space, key, ts, value));
+    }
+
+    /// Every write of this transaction: first its writes at the txn ts in key order,
+    /// then its history edits in the order they were made.
+    pub fn into_writes(self) -> Vec<Write> {
+        let ts = self.ts;
+        let mut out: Vec<Write> = self.overlay.into_iter().map(|((space, key), v)| Write { space, key, ts, value: Some(v) }).collect();
+        out.extend(self.history_edits.into_iter().map(|(space, key, ts, value)| Write { space, key, ts, value }));
+        out
     }
 
     pub fn writes(&self) -> impl Iterator<Item = (&Space, &Vec<u8>, &Vec<u8>)> {

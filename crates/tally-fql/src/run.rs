@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use subtle::ConstantTimeEq;
-use tally_storage::{Snapshot, Space};
+use tally_storage::Snapshot;
 use tally_value::{Object, Ref, Value};
 
 use crate::auth::{Auth, Role};
@@ -22,7 +22,7 @@ pub const REGISTRY_DB: DbId = u64::MAX;
 pub struct Outcome {
     pub result: Result<Value>,
     /// Writes to apply at the transaction ts (empty on error or in read-only mode).
-    pub writes: Vec<(Space, Vec<u8>, Vec<u8>)>,
+    pub writes: Vec<crate::model::Write>,
     pub ids_issued: u64,
     pub steps: u64,
     pub bytes_read: u64,

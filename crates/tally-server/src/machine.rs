@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tally_calvin::{Batch, StateMachine};
 use tally_fql::auth::{Auth, Role};
 use tally_fql::eval::{Limits, Mode};
+use tally_fql::model::Write;
 use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
 use tally_storage::{Space, Store};
 
@@ -39,6 +40,20 @@ pub struct TxnOutput {
     pub steps: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+}
+
+/// The Merkle leaf of one effect: `space u8 | op u8 (0 put, 1 remove) | key len u32 |
+/// key | ts u64 | value`.
+fn effect_leaf(w: &Write) -> Vec<u8> {
+    let v = w.value.as_deref().unwrap_or(&[]);
+    let mut leaf = Vec::with_capacity(w.key.len() + v.len() + 14);
+    leaf.push(matches!(w.space, Space::Index) as u8);
+    leaf.push(w.value.is_none() as u8);
+    leaf.extend_from_slice(&(w.key.len() as u32).to_be_bytes());
+    leaf.extend_from_slice(&w.key);
+    leaf.extend_from_slice(&w.ts.to_be_bytes());
+    leaf.extend_from_slice(v);
+    leaf
 }
 
 /// Durable storage commits happen at most this often (the log makes every batch durable).
@@ -90,7 +105,7 @@ impl FqlMachine {
         })
     }
 
-    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<(Space, Vec<u8>, Vec<u8>)>, u64) {
+    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
             (
                 TxnOutput { status, body: serde_json::json!({"errors": [err.to_json()]}), ts, steps: 0, bytes_read: 0, bytes_written: 0 },
@@ -136,15 +151,14 @@ impl FqlMachine {
         for input in &batch.inputs {
             builder.push_input(input)?;
             let (out, writes, ids) = self.run_input(&*b, ts, input);
-            for (space, key, value) in &writes {
-                b.put(*space, key, ts, value)?;
-                let mut leaf = Vec::with_capacity(key.len() + value.len() + 9);
-                leaf.push(matches!(space, Space::Index) as u8);
-                leaf.extend_from_slice(&(key.len() as u32).to_be_bytes());
-                leaf.extend_from_slice(key);
-                leaf.extend_from_slice(&ts.to_be_bytes());
-                leaf.extend_from_slice(value);
-                builder.push_effect(&leaf);
+            for w in &writes {
+                match &w.value {
+                    Some(v) => b.put(w.space, &w.key, w.ts, v)?,
+                    None => {
+                        b.remove(w.space, &w.key, w.ts)?;
+                    }
+                }
+                builder.push_effect(&effect_leaf(w));
             }
             outputs.push(serde_json::to_vec(&out)?);
             last_ts = ts;

@@ -16,6 +16,8 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "update", optional: &["params"], required: &[], handler: update },
     FnSpec { name: "replace", optional: &["params"], required: &[], handler: replace },
     FnSpec { name: "delete", optional: &[], required: &[], handler: delete },
+    FnSpec { name: "insert", optional: &["params"], required: &["ts", "action"], handler: insert },
+    FnSpec { name: "remove", optional: &[], required: &["ts", "action"], handler: remove },
 ];
 
 /// Fields of user documents that are stored but never shown.
@@ -422,4 +424,99 @@ pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
 /// TODO(sets): route through the set engine in `fns::sets` once it exposes iteration.
 pub fn first_of_set(_ev: &mut Eval<'_>, _set: &Value) -> Result<Value> {
     Err(invalid_argument("Get/Exists of a set is not supported yet; Paginate the set instead."))
+}
+
+fn action_arg(ev: &mut Eval<'_>, call: &Call) -> Result<bool> {
+    match ev.arg(call, "action")? {
+        Value::String(a) if a == "create" || a == "update" => Ok(false),
+        Value::String(a) if a == "delete" => Ok(true),
+        other => Err(invalid_argument(format!("Action must be \"create\", \"update\" or \"delete\", not {}.", tally_value::to_json_string(&other))).at("action")),
+    }
+}
+
+fn hist_ts(ev: &mut Eval<'_>, call: &Call) -> Result<u64> {
+    match ev.arg(call, "ts")? {
+        Value::Long(n) if n >= 0 => Ok(n as u64),
+        Value::Time(t) if t.timestamp_micros() >= 0 => Ok(t.timestamp_micros() as u64),
+        other => Err(wrong_type("Time or Integer", &other).at("ts")),
+    }
+}
+
+/// The version of a document just before `ts` (exclusive), live or not.
+fn version_before(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, ts: u64) -> Result<Option<model::DocVersion>> {
+    if ts == 0 {
+        return Ok(None);
+    }
+    ev.tx.get_doc(db, coll, id, ts - 1)
+}
+
+/// `Insert(ref, ts, action, params)`: add an event to a document's history.
+fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = ref_arg(ev, call, "insert")?;
+    let ts = hist_ts(ev, call)?;
+    let deleted = action_arg(ev, call)?;
+    let params = params_arg(ev, call)?;
+    ev.require_write()?;
+    let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
+        return Err(invalid_argument("Insert needs a document ref.").at("insert"));
+    };
+    ev.check_history_write(db, coll)?;
+    let data = user_fields(&params)?;
+    let key = model::doc_key(db, coll, &id);
+    ev.tx.edit_history(tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)));
+    // Index entries at `ts`, relative to the version before it.
+    let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
+    for def in ev.indexes_on(db, coll)? {
+        let old_rows = match &prev {
+            Some(p) => index_rows(ev, &def, coll, &r, p.ts, &p.data)?,
+            None => Vec::new(),
+        };
+        let new_rows = if deleted { Vec::new() } else { index_rows(ev, &def, coll, &r, ts, &data)? };
+        let rev = def.reverse_flags();
+        for row in old_rows.iter().filter(|x| !new_rows.contains(x)) {
+            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
+            ev.tx.edit_history(tally_storage::Space::Index, k, ts, Some(model::encode_entry(false, &row.1, &r)));
+        }
+        for row in new_rows.iter().filter(|x| !old_rows.contains(x)) {
+            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
+            ev.tx.edit_history(tally_storage::Space::Index, k, ts, Some(model::encode_entry(true, &row.1, &r)));
+        }
+    }
+    let mut o = Object::new();
+    o.insert("ts".into(), Value::Long(ts as i64));
+    o.insert("action".into(), Value::String(if deleted { "delete" } else { "create" }.into()));
+    o.insert("document".into(), Value::Ref(r));
+    o.insert("data".into(), data.get("data").cloned().unwrap_or(Value::Null));
+    Ok(Value::Object(o))
+}
+
+/// `Remove(ref, ts, action)`: delete one event from a document's history.
+fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = ref_arg(ev, call, "remove")?;
+    let ts = hist_ts(ev, call)?;
+    let _ = action_arg(ev, call)?;
+    ev.require_write()?;
+    let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
+        return Err(invalid_argument("Remove needs a document ref.").at("remove"));
+    };
+    ev.check_history_write(db, coll)?;
+    let Some(version) = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts) else {
+        return Ok(Value::Null);
+    };
+    ev.tx.edit_history(tally_storage::Space::Docs, model::doc_key(db, coll, &id), ts, None);
+    // Undo the index entries that version wrote at `ts`.
+    let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
+    for def in ev.indexes_on(db, coll)? {
+        let old_rows = match &prev {
+            Some(p) => index_rows(ev, &def, coll, &r, p.ts, &p.data)?,
+            None => Vec::new(),
+        };
+        let new_rows = if version.deleted { Vec::new() } else { index_rows(ev, &def, coll, &r, ts, &version.data)? };
+        let rev = def.reverse_flags();
+        for row in old_rows.iter().filter(|x| !new_rows.contains(x)).chain(new_rows.iter().filter(|x| !old_rows.contains(x))) {
+            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
+            ev.tx.edit_history(tally_storage::Space::Index, k, ts, None);
+        }
+    }
+    Ok(Value::Null)
 }
