@@ -814,30 +814,29 @@ fn number_of(v: &Value, conv: char) -> Result<f64> {
     }
 }
 
-/// Fixed notation with Java's HALF_UP rounding of the shortest decimal form.
+/// Fixed notation as Java prints it: HALF_UP rounding of the shortest decimal form of
+/// the double, padded with zeros (so `%.20f` of 0.1 shows no binary noise).
 fn fixed(d: f64, precision: usize) -> String {
     let r = decimal_round(d.abs(), precision as i64, true);
-    format!("{r:.precision$}")
+    let text = format!("{r}");
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    if frac.len() > precision {
+        return format!("{r:.precision$}");
+    }
+    if precision == 0 {
+        return int.to_string();
+    }
+    format!("{int}.{frac}{}", "0".repeat(precision - frac.len()))
 }
 
 /// Java `%e`: `d.dddddde+xx`.
 fn scientific(d: f64, precision: usize) -> String {
     let a = d.abs();
-    if a == 0.0 {
-        return format!("{:.precision$}e+00", 0.0);
-    }
-    let mut exp = a.log10().floor() as i32;
-    // Normalize the mantissa with decimal rounding.
-    let mut mant = decimal_round(a / 10f64.powi(exp), precision as i64, true);
-    if mant >= 10.0 {
-        mant /= 10.0;
-        exp += 1;
-    } else if mant < 1.0 {
-        mant *= 10.0;
-        exp -= 1;
-    }
+    let text = format!("{a:.precision$e}");
+    let (mant, exp) = text.split_once('e').unwrap_or((&text, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
     let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mant:.precision$}e{sign}{:02}", exp.abs())
+    format!("{mant}e{sign}{:02}", exp.abs())
 }
 
 fn convert(conv: char, tconv: Option<char>, arg: &Value, flags: Flags, precision: Option<usize>) -> Result<String> {
@@ -988,6 +987,10 @@ mod tests {
         assert_eq!(f("%b %s", &[Value::Null, Value::Double(10.0)]), "false 10.0");
         assert_eq!(f("%@", &[Value::str("x")]), "\"x\"");
         assert_eq!(f("%s %<s", &[Value::str("a")]), "a a");
+        assert_eq!(f("%.20f|%.0f|%e|%.2e", &[Value::Double(0.1), Value::Double(2.5), Value::Double(0.0), Value::Double(-1e-300)]),
+            "0.10000000000000000000|3|0.000000e+00|-1.00e-300");
+        assert_eq!(f("%+d|% d|%(d|%#x", &[Value::Long(5), Value::Long(5), Value::Long(-5), Value::Long(255)]), "+5| 5|(5)|0xff");
+        assert_eq!(f("%08.2f|%,.1f", &[Value::Double(-3.14159), Value::Double(1234567.25)]), "-0003.14|1,234,567.3");
         assert!(java_format("%d", &[Value::Double(1.5)]).is_err());
         assert!(java_format("%s", &[]).is_err());
     }
