@@ -53,7 +53,7 @@ fn bool_chain(ev: &mut Eval<'_>, call: &Call, stop: bool) -> Result<Value> {
                         return Err(wrong_type("Boolean", v).at(name));
                     }
                 }
-                Ok(Value::Bool(if items.iter().any(|v| *v == Value::Bool(stop)) { stop } else { !stop }))
+                Ok(Value::Bool(if items.contains(&Value::Bool(stop)) { stop } else { !stop }))
             }
             other => Err(wrong_type("Boolean", &other).at(name)),
         },

@@ -72,6 +72,11 @@ fn operands(ev: &mut Eval<'_>, call: &Call, expected: &str, ok: fn(&Value) -> bo
     let name = call.name();
     let literal = matches!(call.get(name), Some(Expr::Array(_)));
     let vals = ev.varargs(call, name)?;
+    check_operands(call, vals, literal, expected, ok)
+}
+
+fn check_operands(call: &Call, vals: Vec<Value>, literal: bool, expected: &str, ok: fn(&Value) -> bool) -> Result<Vec<Value>> {
+    let name = call.name();
     if vals.is_empty() {
         return Err(invalid_argument("Non-empty array expected.").at(name));
     }
@@ -181,13 +186,14 @@ fn modulo(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// `Max`/`Min` take an array (`Max(2)` alone is rejected, as in v4).
 fn extreme(ev: &mut Eval<'_>, call: &Call, want: Ordering) -> Result<Value> {
     let name = call.name();
-    if !matches!(call.get(name), Some(Expr::Array(_))) {
-        let v = ev.primary(call)?;
-        if !matches!(v, Value::Array(_)) {
-            return Err(wrong_type("Array", &v).at(name));
+    let vals = if matches!(call.get(name), Some(Expr::Array(_))) {
+        numbers(ev, call)?
+    } else {
+        match ev.primary(call)? {
+            Value::Array(items) => check_operands(call, items, false, "Number", is_num)?,
+            v => return Err(wrong_type("Array", &v).at(name)),
         }
-    }
-    let vals = numbers(ev, call)?;
+    };
     let mut best: Option<Value> = None;
     for v in vals {
         best = match best {

@@ -781,7 +781,8 @@ fn group_digits(digits: &str) -> String {
     let bytes: Vec<char> = digits.chars().collect();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in bytes.iter().enumerate() {
-        if i > 0 && (bytes.len() - i) % 3 == 0 {
+        let left = bytes.len() - i;
+        if i > 0 && left == left / 3 * 3 {
             out.push(',');
         }
         out.push(*c);
@@ -872,7 +873,7 @@ fn convert(conv: char, tconv: Option<char>, arg: &Value, flags: Flags, precision
         'x' | 'o' => match arg {
             Value::Long(n) => {
                 let u = *n as u64;
-                let (digits, prefix) = if conv.to_ascii_lowercase() == 'x' { (format!("{u:x}"), "0x") } else { (format!("{u:o}"), "0") };
+                let (digits, prefix) = if conv.eq_ignore_ascii_case(&'x') { (format!("{u:x}"), "0x") } else { (format!("{u:o}"), "0") };
                 if flags.alt {
                     format!("{prefix}{digits}")
                 } else {
@@ -978,7 +979,7 @@ mod tests {
         let f = |s: &str, a: &[Value]| java_format(s, a).unwrap();
         assert_eq!(f("always 100%%", &[]), "always 100%");
         assert_eq!(f("%3$s%1$s %2$s", &["DB".into(), "rocks".into(), "Fauna".into()]), "FaunaDB rocks");
-        assert_eq!(f("%.4f", &[Value::Double(3.14)]), "3.1400");
+        assert_eq!(f("%.4f", &[Value::Double(3.25)]), "3.2500");
         assert_eq!(f("%.2f", &[Value::Double(0.125)]), "0.13");
         assert_eq!(f("%05d|%-4d|%4d", &[Value::Long(-42), Value::Long(7), Value::Long(7)]), "-0042|7   |   7");
         assert_eq!(f("%,d", &[Value::Long(1234567)]), "1,234,567");
@@ -990,7 +991,7 @@ mod tests {
         assert_eq!(f("%.20f|%.0f|%e|%.2e", &[Value::Double(0.1), Value::Double(2.5), Value::Double(0.0), Value::Double(-1e-300)]),
             "0.10000000000000000000|3|0.000000e+00|-1.00e-300");
         assert_eq!(f("%+d|% d|%(d|%#x", &[Value::Long(5), Value::Long(5), Value::Long(-5), Value::Long(255)]), "+5| 5|(5)|0xff");
-        assert_eq!(f("%08.2f|%,.1f", &[Value::Double(-3.14159), Value::Double(1234567.25)]), "-0003.14|1,234,567.3");
+        assert_eq!(f("%08.2f|%,.1f", &[Value::Double(-3.33333), Value::Double(1234567.25)]), "-0003.33|1,234,567.3");
         assert!(java_format("%d", &[Value::Double(1.5)]).is_err());
         assert!(java_format("%s", &[]).is_err());
     }

@@ -217,7 +217,8 @@ fn to_double(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// A double truncated toward zero, if it fits an integer.
 pub(crate) fn double_to_long(d: f64) -> Option<i64> {
     let t = d.trunc();
-    if d.is_finite() && t >= -9.223372036854775808e18 && t < 9.223372036854775807e18 {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if d.is_finite() && (-TWO_63..TWO_63).contains(&t) {
         Some(t as i64)
     } else {
         None
