@@ -420,10 +420,20 @@ pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
     Some(cur)
 }
 
-/// The first element of a set, as `Get(set)` and `Exists(set)` need it.
-/// TODO(sets): route through the set engine in `fns::sets` once it exposes iteration.
-pub fn first_of_set(_ev: &mut Eval<'_>, _set: &Value) -> Result<Value> {
-    Err(invalid_argument("Get/Exists of a set is not supported yet; Paginate the set instead."))
+/// `Get(set)`: the document of the set's first element (which must be a ref).
+pub fn first_of_set(ev: &mut Eval<'_>, set: &Value) -> Result<Value> {
+    let mut it = crate::fns::sets::iter(ev, set)?;
+    match it.next(ev)? {
+        Some(Value::Ref(r)) => match read_doc(ev, &r)? {
+            Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
+            None => Err(not_found("Set not found.")),
+        },
+        Some(other) => Err(invalid_argument(format!(
+            "The set's first element is {}, not a document ref; add the ref to the index values.",
+            other.type_name()
+        ))),
+        None => Err(not_found("Set not found.")),
+    }
 }
 
 fn action_arg(ev: &mut Eval<'_>, call: &Call) -> Result<bool> {
