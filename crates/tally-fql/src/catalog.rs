@@ -223,7 +223,7 @@ impl<'a> Eval<'a> {
         use crate::auth::Role;
         let allowed = match self.auth.role {
             Role::Admin => true,
-            Role::Server | Role::ServerReadOnly => !matches!(coll, native::KEYS | native::DATABASES) || db != self.auth.db,
+            Role::Server | Role::ServerReadOnly => coll != native::KEYS || db != self.auth.db,
             Role::Client => false,
         };
         if allowed { Ok(()) } else { Err(crate::error::permission_denied()) }
