@@ -42,7 +42,7 @@ pub(crate) static SPECS: &[FnSpec] = &[
 ];
 
 /// Names that cannot be used for schema objects.
-const RESERVED: &[&str] = &["events", "set", "self", "documents", "_", "collections", "indexes", "databases", "keys", "functions", "roles", "tokens", "credentials"];
+const RESERVED: &[&str] = &["events", "set", "self", "documents", "_"];
 
 fn scope_ref(ev: &mut Eval<'_>, call: &Call) -> Result<Option<Ref>> {
     match ev.opt_arg(call, "scope")? {
