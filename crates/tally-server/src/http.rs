@@ -225,7 +225,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
             } else {
                 format!("Request body is not valid JSON: {e}.")
             };
-            return error_response(&bad_request(msg), 0);
+            return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
         }
     };
     let expr = match tally_fql::expr::parse(&json) {
