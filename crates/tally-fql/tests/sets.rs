@@ -27,8 +27,13 @@ impl Db {
         drop(snap);
         if out.result.is_ok() && !out.writes.is_empty() {
             let mut b = self.store.begin().unwrap();
-            for (s, k, v) in &out.writes {
-                b.put(*s, k, self.ts, v).unwrap();
+            for w in &out.writes {
+                match &w.value {
+                    Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
+                    None => {
+                        b.remove(w.space, &w.key, w.ts).unwrap();
+                    }
+                }
             }
             b.commit(false).unwrap();
         }
