@@ -597,16 +597,24 @@ describe('Animal Exchange under concurrency', { timeout: 600_000 }, () => {
     return { successes, results }
   }
 
-  it('200 concurrent purchases: no errors, credits conserved, one owner per item', async () => {
-    const { successes } = await runRound(0xc0ffee)
+  const tally = results => {
+    const counts = {}
+    for (const x of results) counts[x.r] = (counts[x.r] || 0) + 1
+    return JSON.stringify(counts)
+  }
+
+  it('200 concurrent purchases: no errors, credits conserved, one owner per item', async t => {
+    const { successes, results } = await runRound(0xc0ffee)
+    t.diagnostic(`round 1 outcomes: ${tally(results)}`)
     assert.ok(successes >= 1, 'at least one purchase succeeded')
   })
 
-  it('relisting everything and another 200 concurrent purchases keeps invariants', async () => {
+  it('relisting everything and another 200 concurrent purchases keeps invariants', async t => {
     await Promise.all(items.map(it => runMakeForSaleQuery(client, it, it.data.price, true)))
     const forSale = await queryItemsForSale(client)
     assert.equal(forSale.data.length, items.length)
-    const { successes } = await runRound(12345)
+    const { successes, results } = await runRound(12345)
+    t.diagnostic(`round 2 outcomes: ${tally(results)}`)
     assert.ok(successes >= 1, 'at least one purchase succeeded')
   })
 })
