@@ -141,7 +141,7 @@ impl Parser<'_> {
             // Validate now so a malformed lambda fails where it is written.
             self.expr(body).map_err(|e| e.at("query"))?;
             let v = from_json(body).map_err(|e| invalid_expression(e.to_string()))?;
-            return Ok(Expr::Lit(Value::Query(Box::new(v))));
+            return Ok(Expr::Lit(Value::Query(Box::new(crate::fns::basic::with_api_version(v)))));
         }
         let mut args = Vec::with_capacity(map.len());
         for (k, v) in map {

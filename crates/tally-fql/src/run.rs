@@ -87,25 +87,9 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
     if !root_key_hash.is_empty() && bool::from(h.as_bytes().ct_eq(root_key_hash.as_bytes())) {
         return Ok(Auth::root_admin());
     }
-    use base64::Engine;
-    let raw = secret
-        .strip_prefix("fn")
-        .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
-        .ok_or_else(unauthorized)?;
-    if raw.len() != 37 || raw[0] != 1 {
-        return Err(unauthorized());
-    }
-    let key_db = u64::from_be_bytes(raw[1..9].try_into().map_err(|_| unauthorized())?);
-    let key_id = u64::from_be_bytes(raw[9..17].try_into().map_err(|_| unauthorized())?);
     let mut tx = Tx::new(snap, ts);
-    let key = tx.live_doc(key_db, native::KEYS, &key_id.to_string(), ts)?.ok_or_else(unauthorized)?;
-    let stored = key.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
-    if !bool::from(h.as_bytes().ct_eq(stored.as_bytes())) {
-        return Err(unauthorized());
-    }
-    if !db_alive(&mut tx, key_db, ts)? {
-        return Err(unauthorized());
-    }
+    let (key_db, _key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
+    let key = crate::model::DocVersion { ts, deleted: false, data };
     let role = match key.data.get("role") {
         Some(Value::String(r)) => Role::parse(r).ok_or_else(unauthorized)?,
         _ => return Err(unauthorized()),
@@ -115,6 +99,56 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         _ => key_db,
     };
     Ok(Auth { db, role })
+}
+
+/// Find the live key a secret belongs to: `(key's database, key id, key document)`.
+/// The secret is checked against the stored hash in constant time, and the key's
+/// database (and every ancestor) must still exist.
+pub fn find_key(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<(DbId, u64, Object)>> {
+    use base64::Engine;
+    let Some(raw) = secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()) else {
+        return Ok(None);
+    };
+    if raw.len() != 37 || raw[0] != 1 {
+        return Ok(None);
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&raw[1..9]);
+    let key_db = u64::from_be_bytes(b);
+    b.copy_from_slice(&raw[9..17]);
+    let key_id = u64::from_be_bytes(b);
+    let Some(key) = tx.live_doc(key_db, native::KEYS, &key_id.to_string(), ts)? else { return Ok(None) };
+    let stored = key.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
+    if !bool::from(hash_secret(secret).as_bytes().ct_eq(stored.as_bytes())) {
+        return Ok(None);
+    }
+    if !db_alive(tx, key_db, ts)? {
+        return Ok(None);
+    }
+    Ok(Some((key_db, key_id, key.data)))
+}
+
+/// The names leading from database `from` down to `to` (empty when equal), or None when
+/// `to` is not `from` or one of its descendants.
+pub fn db_path_from(tx: &mut Tx<'_>, from: DbId, mut to: DbId, ts: Ts) -> Result<Option<Vec<String>>> {
+    let mut names = Vec::new();
+    let mut hops = 0;
+    while to != from {
+        if to == ROOT_DB || hops > 1024 {
+            return Ok(None);
+        }
+        hops += 1;
+        let Some(d) = tx.live_doc(REGISTRY_DB, 0, &to.to_string(), ts)? else { return Ok(None) };
+        match (d.data.get("parent"), d.data.get("name")) {
+            (Some(Value::Long(p)), Some(Value::String(n))) => {
+                names.push(n.clone());
+                to = *p as u64;
+            }
+            _ => return Ok(None),
+        }
+    }
+    names.reverse();
+    Ok(Some(names))
 }
 
 fn scope_db(tx: &mut Tx<'_>, from: DbId, r: &Ref, ts: Ts) -> Result<DbId> {

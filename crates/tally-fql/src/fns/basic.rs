@@ -11,7 +11,7 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "var", optional: &[], required: &[], handler: var },
     FnSpec { name: "if", optional: &[], required: &["then", "else"], handler: if_ },
     FnSpec { name: "do", optional: &[], required: &[], handler: do_ },
-    FnSpec { name: "lambda", optional: &[], required: &["expr"], handler: lambda },
+    FnSpec { name: "lambda", optional: &["api_version"], required: &["expr"], handler: lambda },
     FnSpec { name: "query", optional: &[], required: &[], handler: lambda },
     FnSpec { name: "abort", optional: &[], required: &[], handler: abort },
     FnSpec { name: "at", optional: &[], required: &["expr"], handler: at },
@@ -74,7 +74,15 @@ fn do_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 /// A lambda evaluated on its own becomes a Query value.
 fn lambda(_ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
-    Ok(Value::Query(Box::new(unparse(&Expr::Call(Box::new(call.clone()))))))
+    Ok(Value::Query(Box::new(with_api_version(unparse(&Expr::Call(Box::new(call.clone())))))))
+}
+
+/// Query values carry the API version they were written for, as v4 renders them.
+pub fn with_api_version(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.entry("api_version".to_string()).or_insert_with(|| Value::String("4".into()));
+    }
+    v
 }
 
 fn abort(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {

@@ -39,6 +39,8 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "access_providers", optional: &[], required: &[], handler: native_ref },
     FnSpec { name: "ref", optional: &["id"], required: &[], handler: ref_fn },
     FnSpec { name: "call", optional: &["arguments"], required: &[], handler: call_fn },
+    FnSpec { name: "move_database", optional: &[], required: &["to"], handler: move_database },
+    FnSpec { name: "key_from_secret", optional: &[], required: &[], handler: key_from_secret },
 ];
 
 /// Names that cannot be used for schema objects.
@@ -476,4 +478,76 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         e.cause.push(inner);
         e
     })
+}
+
+// ---- databases and keys ----
+
+fn db_ref_arg(ev: &mut Eval<'_>, call: &Call, key: &str) -> Result<Ref> {
+    match ev.arg(call, key)? {
+        Value::Ref(r) if r.native_parent() == Some("databases") => Ok(r),
+        other => Err(wrong_type("Database Ref", &other).at(if key == "to" { "to" } else { "move_database" })),
+    }
+}
+
+/// `MoveDatabase(from, to)`: make `from` a child of `to`, keeping its contents and keys.
+fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let from = db_ref_arg(ev, call, "move_database")?;
+    let to = db_ref_arg(ev, call, "to")?;
+    ev.require_write()?;
+    let src_parent = ev.resolve_scope(from.database.as_deref()).map_err(|e| e.at("move_database"))?;
+    let dst = ev.resolve_scope(Some(&to)).map_err(|e| e.at("to"))?;
+    ev.check_write(src_parent, native::DATABASES)?;
+    ev.check_write(dst, native::DATABASES)?;
+    let ts = ev.txn_ts();
+    let Some(doc) = ev.tx.live_doc(src_parent, native::DATABASES, &from.id, ts)? else {
+        return Err(FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", from.id)).at("move_database"));
+    };
+    let id = internal_id(&doc.data).ok_or_else(|| crate::model::corrupt("database without internal id"))?;
+    // Refuse to move a database into itself or one of its descendants.
+    let mut probe = dst;
+    let mut hops = 0;
+    while probe != crate::model::ROOT_DB && hops < 1024 {
+        if probe == id {
+            return Err(invalid_argument("A database cannot be moved into itself or one of its children.").at("to"));
+        }
+        probe = match ev.tx.live_doc(crate::run::REGISTRY_DB, 0, &probe.to_string(), ts)? {
+            Some(d) => match d.data.get("parent") {
+                Some(Value::Long(p)) => *p as u64,
+                _ => break,
+            },
+            None => break,
+        };
+        hops += 1;
+    }
+    if ev.tx.live_doc(dst, native::DATABASES, &from.id, ts)?.is_some() {
+        return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("The destination already has a database named `{}`.", from.id)).at("to"));
+    }
+    ev.tx.put_doc(src_parent, native::DATABASES, &from.id, true, &doc.data);
+    ev.tx.put_doc(dst, native::DATABASES, &from.id, false, &doc.data);
+    crate::run::register_db(&mut ev.tx, id, dst, &from.id);
+    Ok(render(&Ref::doc(Ref::native("databases"), from.id.clone()).with_database(Some(to)), ts, &doc.data))
+}
+
+/// `KeyFromSecret(secret)`: the key document a secret belongs to.
+fn key_from_secret(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let secret = ev.str_arg(call, "key_from_secret")?;
+    let at = ev.read_ts();
+    let found = crate::run::find_key(&mut ev.tx, &secret, at)?;
+    let Some((key_db, key_id, data)) = found else {
+        return Err(FqlError::new(code::INSTANCE_NOT_FOUND, "No key has that secret.").at("key_from_secret"));
+    };
+    // The key must live in the caller's database or one of its descendants.
+    let Some(path) = crate::run::db_path_from(&mut ev.tx, ev.auth.db, key_db, at)? else {
+        return Err(crate::error::permission_denied().at("key_from_secret"));
+    };
+    if ev.auth.role != crate::auth::Role::Admin {
+        return Err(crate::error::permission_denied().at("key_from_secret"));
+    }
+    let mut scope: Option<Ref> = None;
+    for name in path {
+        scope = Some(Ref::doc(Ref::native("databases"), name).with_database(scope));
+    }
+    let r = Ref::doc(Ref::native("keys").with_database(scope), key_id.to_string());
+    let ts = ev.tx.live_doc(key_db, native::KEYS, &key_id.to_string(), at)?.map(|d| d.ts).unwrap_or(at);
+    Ok(render(&r, ts, &data))
 }
