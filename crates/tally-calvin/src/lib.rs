@@ -17,4 +17,4 @@ mod sequencer;
 
 pub use batch::{Batch, BatchError};
 pub use log::{FileLog, Log, LogError};
-pub use sequencer::{Sequencer, SequencerConfig, StateMachine, SubmitError};
+pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError};

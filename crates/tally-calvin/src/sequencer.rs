@@ -19,6 +19,8 @@ pub trait StateMachine: Send {
     fn applied_height(&self) -> u64;
     /// Apply one batch; returns one output per input, in order.
     fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>>;
+    /// The commit ts of the last applied transaction.
+    fn last_commit_ts(&self) -> u64;
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +53,65 @@ pub enum SubmitError {
 
 type Item = (Vec<u8>, oneshot::Sender<Result<Vec<u8>, SubmitError>>);
 
+/// Hands out timestamps: one per batch, and read timestamps for the read-only path.
+///
+/// A read may be given a timestamp later than the last applied commit (so clients see
+/// time move on, as v4's `x-txn-time` does) only while no sequenced batch is still
+/// unapplied; every later batch gets a larger timestamp. So a read at `t` never misses
+/// a commit at or before `t`.
+#[derive(Default)]
+pub struct Clock {
+    state: std::sync::Mutex<ClockState>,
+}
+
+#[derive(Default)]
+struct ClockState {
+    /// Largest timestamp handed out so far (batch or read).
+    issued: u64,
+    /// Batches sequenced but not yet applied.
+    pending: u64,
+}
+
+impl Clock {
+    pub fn new(last_ts: u64) -> Clock {
+        Clock {
+            state: std::sync::Mutex::new(ClockState {
+                issued: last_ts,
+                pending: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_batch_ts(&self) -> u64 {
+        let mut s = self.lock();
+        let t = now_micros().max(s.issued + 1);
+        s.issued = t;
+        s.pending += 1;
+        t
+    }
+
+    fn batch_done(&self, last_commit_ts: u64) {
+        let mut s = self.lock();
+        s.pending = s.pending.saturating_sub(1);
+        s.issued = s.issued.max(last_commit_ts);
+    }
+
+    /// The timestamp a read-only query should run at, given the last applied commit.
+    pub fn read_ts(&self, applied: u64) -> u64 {
+        let mut s = self.lock();
+        if s.pending > 0 {
+            return applied;
+        }
+        let t = now_micros().max(applied).max(s.issued);
+        s.issued = t;
+        t
+    }
+}
+
 /// Handle to the running sequencer. Cloneable; dropping every handle stops the thread.
 #[derive(Clone)]
 pub struct Sequencer {
@@ -63,6 +124,7 @@ impl Sequencer {
         mut log: L,
         mut machine: M,
         config: SequencerConfig,
+        clock: std::sync::Arc<Clock>,
     ) -> Result<(Sequencer, std::thread::JoinHandle<()>), crate::log::LogError> {
         let applied = machine.applied_height();
         let replay = log.read_after(applied)?;
@@ -79,7 +141,7 @@ impl Sequencer {
         let (tx, rx) = sync_channel::<Item>(config.queue_inputs_max);
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
-            .spawn(move || run(log, machine, config, rx))
+            .spawn(move || run(log, machine, config, rx, clock))
             .map_err(|source| crate::log::LogError::Io {
                 path: "sequencer thread".into(),
                 source,
@@ -114,8 +176,8 @@ fn run<L: Log, M: StateMachine>(
     mut machine: M,
     cfg: SequencerConfig,
     rx: Receiver<Item>,
+    clock: std::sync::Arc<Clock>,
 ) {
-    let mut last_ts = log.last_ts();
     loop {
         let Ok(first) = rx.recv() else { return };
         let deadline = Instant::now() + Duration::from_millis(cfg.epoch_ms);
@@ -136,7 +198,7 @@ fn run<L: Log, M: StateMachine>(
             }
         }
         // The batch ts never goes backwards, even if the wall clock does.
-        let ts = now_micros().max(last_ts + 1);
+        let ts = clock.next_batch_ts();
         let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items.into_iter().unzip();
         let batch = Batch {
             height: log.last_height() + 1,
@@ -152,8 +214,8 @@ fn run<L: Log, M: StateMachine>(
             }
             return;
         }
-        last_ts = ts;
         let outputs = machine.apply(&batch);
+        clock.batch_done(machine.last_commit_ts());
         for (r, out) in
             replies
                 .into_iter()
@@ -183,6 +245,9 @@ mod tests {
     impl StateMachine for Counter {
         fn applied_height(&self) -> u64 {
             self.height
+        }
+        fn last_commit_ts(&self) -> u64 {
+            0
         }
         fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
             self.height = b.height;

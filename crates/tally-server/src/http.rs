@@ -29,6 +29,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub sequencer: Mutex<Option<Sequencer>>,
     pub applied_ts: Arc<AtomicU64>,
+    pub clock: Arc<tally_calvin::Clock>,
     pub head: Arc<Mutex<Option<BlockHeader>>>,
     pub root_key_hash: String,
     pub body_bytes_max: usize,
@@ -64,13 +65,31 @@ struct PingParams {
 }
 
 /// `GET /ping?scope=node|local|global|write|read`.
-async fn ping(axum::extract::Query(p): axum::extract::Query<PingParams>) -> Response {
+async fn ping(
+    headers: HeaderMap,
+    axum::extract::Query(p): axum::extract::Query<PingParams>,
+) -> Response {
+    let mut r = ping_inner(p);
+    set_header(r.headers_mut(), "traceparent", traceparent(&headers));
+    r
+}
+
+fn ping_inner(p: PingParams) -> Response {
     let scope = p.scope.unwrap_or_else(|| "global".into());
-    if !matches!(scope.as_str(), "node" | "local" | "global" | "write" | "read" | "all") {
-        let e = bad_request(format!("Unknown ping scope `{scope}`; use node, local, global, read or write."));
+    if !matches!(
+        scope.as_str(),
+        "node" | "local" | "global" | "write" | "read" | "all"
+    ) {
+        let e = bad_request(format!(
+            "Unknown ping scope `{scope}`; use node, local, global, read or write."
+        ));
         return error_response(&e, 0);
     }
-    (StatusCode::OK, axum::Json(json!({"resource": format!("Scope {scope} is OK")}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"resource": format!("Scope {scope} is OK")})),
+    )
+        .into_response()
 }
 
 /// Limits on `x-fauna-tags`: at most 25 `key=value` pairs, keys up to 40 and values up to
@@ -78,20 +97,32 @@ async fn ping(axum::extract::Query(p): axum::extract::Query<PingParams>) -> Resp
 const TAGS_MAX: usize = 25;
 
 fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
-    let Some(raw) = headers.get("x-fauna-tags") else { return Ok(None) };
-    let raw = raw.to_str().map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
-    let word = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let Some(raw) = headers.get("x-fauna-tags") else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
+    let word = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     let pairs: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
     if pairs.len() > TAGS_MAX {
-        return Err(bad_request(format!("too many tags: at most {TAGS_MAX} are allowed")));
+        return Err(bad_request(format!(
+            "too many tags: at most {TAGS_MAX} are allowed"
+        )));
     }
     for p in &pairs {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if !word(k, 40) {
-            return Err(bad_request(format!("invalid tags key {k:?}: use 1-40 letters, digits or _")));
+            return Err(bad_request(format!(
+                "invalid tags key {k:?}: use 1-40 letters, digits or _"
+            )));
         }
         if !word(v, 80) {
-            return Err(bad_request(format!("invalid tags value {v:?}: use 1-80 letters, digits or _")));
+            return Err(bad_request(format!(
+                "invalid tags value {v:?}: use 1-80 letters, digits or _"
+            )));
         }
     }
     Ok(Some(pairs.join(",")))
@@ -101,12 +132,19 @@ fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
 fn traceparent(headers: &HeaderMap) -> String {
     use rand::RngCore;
     let mut rng = rand::thread_rng();
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let parts: Vec<&str> = v.split('-').collect();
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.split('-').collect();
+            let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+            (parts.len() == 4
+                && hex(parts[0], 2)
+                && hex(parts[1], 32)
+                && hex(parts[2], 16)
+                && hex(parts[3], 2))
             .then(|| (parts[1].to_ascii_lowercase(), parts[3].to_string()))
-    });
+        });
     let mut span = [0u8; 8];
     rng.fill_bytes(&mut span);
     let (trace, flags) = incoming.unwrap_or_else(|| {
@@ -144,10 +182,16 @@ fn set_header(h: &mut HeaderMap, k: &'static str, v: String) {
 /// The secret from `Authorization: Bearer <secret>` or Basic `<secret>:`.
 fn secret_of(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("authorization")?.to_str().ok()?.trim();
-    if let Some(s) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    if let Some(s) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    {
         return Some(s.trim().to_string());
     }
-    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+    if let Some(b) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    {
         use base64_decode::decode;
         let raw = decode(b.trim())?;
         let s = String::from_utf8(raw).ok()?;
@@ -215,7 +259,13 @@ async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes)
 async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let Some(secret) = secret_of(headers) else {
-        return error_response(&FqlError::new("unauthorized", "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`."), 0);
+        return error_response(
+            &FqlError::new(
+                "unauthorized",
+                "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`.",
+            ),
+            0,
+        );
     };
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(j) => j,
@@ -225,7 +275,10 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
             } else {
                 format!("Request body is not valid JSON: {e}.")
             };
-            return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
+            return error_response(
+                &FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg),
+                0,
+            );
         }
     };
     let expr = match tally_fql::expr::parse(&json) {
@@ -236,19 +289,41 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
     let deadline = started + Duration::from_millis(tmo);
     let st2 = st.clone();
     let secret2 = secret.clone();
-    let read = tokio::task::spawn_blocking(move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
-        let ts = st2.applied_ts.load(Ordering::Acquire);
-        let snap = st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
-        let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
-        let limits = Limits { steps_max: tmo * STEPS_PER_MS, ..Limits::default() };
-        let out = tally_fql::run::evaluate(&*snap, ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], limits, Some(deadline));
-        Ok((auth, out, ts))
-    })
+    let read = tokio::task::spawn_blocking(
+        move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
+            let ts = st2.clock.read_ts(st2.applied_ts.load(Ordering::Acquire));
+            let snap = st2
+                .store
+                .snapshot()
+                .map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+            let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
+            let limits = Limits {
+                steps_max: tmo * STEPS_PER_MS,
+                ..Limits::default()
+            };
+            let out = tally_fql::run::evaluate(
+                &*snap,
+                ts,
+                Mode::ReadOnly,
+                auth.clone(),
+                &expr,
+                [0; 32],
+                limits,
+                Some(deadline),
+            );
+            Ok((auth, out, ts))
+        },
+    )
     .await;
     let (auth, out, ts) = match read {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return error_response(&e, 0),
-        Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
+        Err(e) => {
+            return error_response(
+                &FqlError::new("internal server error", format!("query task failed: {e}")),
+                0,
+            )
+        }
     };
     match &out.result {
         Ok(v) => {
@@ -260,34 +335,86 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
     }
 }
 
-async fn write_path(st: Arc<AppState>, q: serde_json::Value, auth: tally_fql::auth::Auth, tmo: u64, started: Instant) -> Response {
+async fn write_path(
+    st: Arc<AppState>,
+    q: serde_json::Value,
+    auth: tally_fql::auth::Auth,
+    tmo: u64,
+    started: Instant,
+) -> Response {
     use rand::RngCore;
     let mut entropy = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut entropy);
-    let input = TxnInput { q, db: auth.db, role: auth.role.name().to_string(), entropy: hex::encode(entropy), steps_max: tmo * STEPS_PER_MS };
+    let input = TxnInput {
+        q,
+        db: auth.db,
+        role: auth.role.name().to_string(),
+        entropy: hex::encode(entropy),
+        steps_max: tmo * STEPS_PER_MS,
+    };
     let bytes = match serde_json::to_vec(&input) {
         Ok(b) => b,
-        Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
+        Err(e) => {
+            return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0)
+        }
     };
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
     let Some(seq) = seq else {
-        return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
+        return error_response(
+            &FqlError::new(
+                "unavailable",
+                "The node is shutting down; retry on another node.",
+            ),
+            0,
+        );
     };
     let out = match seq.submit(bytes).await {
         Ok(o) => o,
         Err(SubmitError::Overloaded) => {
-            return error_response(&FqlError::new("unavailable", "Too many transactions are queued; retry shortly."), 0)
+            return error_response(
+                &FqlError::new(
+                    "unavailable",
+                    "Too many transactions are queued; retry shortly.",
+                ),
+                0,
+            )
         }
-        Err(SubmitError::Stopped(m)) => return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0),
+        Err(SubmitError::Stopped(m)) => {
+            return error_response(
+                &FqlError::new("unavailable", format!("The write path stopped: {m}")),
+                0,
+            )
+        }
     };
     let out: TxnOutput = match serde_json::from_slice(&out) {
         Ok(o) => o,
-        Err(e) => return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0),
+        Err(e) => {
+            return error_response(
+                &FqlError::new("internal server error", format!("bad executor output: {e}")),
+                0,
+            )
+        }
     };
-    respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+    respond(
+        out.status,
+        out.body,
+        out.ts,
+        started,
+        out.steps,
+        out.bytes_read,
+        out.bytes_written,
+    )
 }
 
-fn respond(status: u16, body: serde_json::Value, ts: u64, started: Instant, steps: u64, read: u64, written: u64) -> Response {
+fn respond(
+    status: u16,
+    body: serde_json::Value,
+    ts: u64,
+    started: Instant,
+    steps: u64,
+    read: u64,
+    written: u64,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, axum::Json(body)).into_response();
     let h = r.headers_mut();

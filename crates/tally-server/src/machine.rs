@@ -85,6 +85,10 @@ fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
 }
 
 impl FqlMachine {
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
     pub fn open(store: Arc<dyn Store>) -> anyhow::Result<FqlMachine> {
         let applied_height = meta_u64(&*store, META_APPLIED_HEIGHT)?;
         let last_ts = meta_u64(&*store, META_LAST_TS)?;
@@ -105,17 +109,37 @@ impl FqlMachine {
         })
     }
 
-    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
+    fn run_input(
+        &self,
+        snap: &dyn tally_storage::Snapshot,
+        ts: u64,
+        input: &[u8],
+    ) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
             (
-                TxnOutput { status, body: serde_json::json!({"errors": [err.to_json()]}), ts, steps: 0, bytes_read: 0, bytes_written: 0 },
+                TxnOutput {
+                    status,
+                    body: serde_json::json!({"errors": [err.to_json()]}),
+                    ts,
+                    steps: 0,
+                    bytes_read: 0,
+                    bytes_written: 0,
+                },
                 Vec::new(),
                 0,
             )
         };
         let inp: TxnInput = match serde_json::from_slice(input) {
             Ok(i) => i,
-            Err(e) => return fail(400, tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}"))),
+            Err(e) => {
+                return fail(
+                    400,
+                    tally_fql::FqlError::new(
+                        "bad request",
+                        format!("undecodable transaction input: {e}"),
+                    ),
+                )
+            }
         };
         let expr = match tally_fql::expr::parse(&inp.q) {
             Ok(e) => e,
@@ -128,14 +152,39 @@ impl FqlMachine {
                 entropy.copy_from_slice(&b);
             }
         }
-        let limits = Limits { steps_max: inp.steps_max.max(1), ..Limits::default() };
-        let out = tally_fql::run::evaluate(snap, ts, Mode::Write, Auth { db: inp.db, role }, &expr, entropy, limits, None);
+        let limits = Limits {
+            steps_max: inp.steps_max.max(1),
+            ..Limits::default()
+        };
+        let out = tally_fql::run::evaluate(
+            snap,
+            ts,
+            Mode::Write,
+            Auth { db: inp.db, role },
+            &expr,
+            entropy,
+            limits,
+            None,
+        );
         let (status, body) = match &out.result {
-            Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
-            Err(e) => (e.http_status(), serde_json::json!({"errors": [e.to_json()]})),
+            Ok(v) => (
+                200,
+                serde_json::json!({"resource": tally_value::to_json(v)}),
+            ),
+            Err(e) => (
+                e.http_status(),
+                serde_json::json!({"errors": [e.to_json()]}),
+            ),
         };
         (
-            TxnOutput { status, body, ts, steps: out.steps, bytes_read: out.bytes_read, bytes_written: out.bytes_written },
+            TxnOutput {
+                status,
+                body,
+                ts,
+                steps: out.steps,
+                bytes_read: out.bytes_read,
+                bytes_written: out.bytes_written,
+            },
             out.writes,
             out.ids_issued,
         )
@@ -164,13 +213,19 @@ impl FqlMachine {
             last_ts = ts;
             ts += 1 + ids / 1000;
         }
-        let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts))?;
+        let header = builder.header(
+            batch.height,
+            self.prev_hash,
+            first_ts,
+            last_ts.max(first_ts),
+        )?;
         b.set_meta(META_HEAD, &header.encode())?;
         b.set_meta(&format!("block/{:016x}", batch.height), &header.encode())?;
         b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;
         b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
         self.batches_since_checkpoint += 1;
-        let durable = self.batches_since_checkpoint >= CHECKPOINT_BATCHES || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+        let durable = self.batches_since_checkpoint >= CHECKPOINT_BATCHES
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         b.commit(durable)?;
         if durable {
             self.batches_since_checkpoint = 0;
@@ -190,6 +245,10 @@ impl FqlMachine {
 impl StateMachine for FqlMachine {
     fn applied_height(&self) -> u64 {
         self.applied_height
+    }
+
+    fn last_commit_ts(&self) -> u64 {
+        self.last_ts
     }
 
     fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>> {

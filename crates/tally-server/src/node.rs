@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use tally_calvin::{FileLog, Sequencer, SequencerConfig};
+use tally_calvin::{Clock, FileLog, Sequencer, SequencerConfig};
 use tally_storage::{RedbStore, Store};
 
 use crate::http::{router, AppState};
@@ -52,29 +52,43 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root_hash = root_key_hash(&cfg)?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?);
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?,
+    );
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
+    let log_last_ts = tally_calvin::Log::last_ts(&log);
     let machine = FqlMachine::open(store.clone())?;
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
-    let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
-    let (sequencer, seq_thread) = Sequencer::start(log, machine, seq_cfg).context("starting the sequencer")?;
+    let seq_cfg = SequencerConfig {
+        epoch_ms: cfg.epoch_ms,
+        ..Default::default()
+    };
+    let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
+    let (sequencer, seq_thread) =
+        Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
     let state = Arc::new(AppState {
         store,
         sequencer: std::sync::Mutex::new(Some(sequencer)),
         applied_ts,
+        clock,
         head,
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
     });
     let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     println!("tally listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();
