@@ -35,10 +35,18 @@ pub struct Auth {
     /// The database the query runs in; refs are relative to it.
     pub db: DbId,
     pub role: Role,
+    /// For tokens: the document the token was issued to (`CurrentIdentity()`).
+    pub identity: Option<tally_value::Ref>,
+    /// For tokens: the token's own ref (`CurrentToken()`).
+    pub token: Option<tally_value::Ref>,
 }
 
 impl Auth {
     pub fn root_admin() -> Auth {
-        Auth { db: ROOT_DB, role: Role::Admin }
+        Auth::new(ROOT_DB, Role::Admin)
+    }
+
+    pub fn new(db: DbId, role: Role) -> Auth {
+        Auth { db, role, identity: None, token: None }
     }
 }

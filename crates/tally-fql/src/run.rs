@@ -88,6 +88,9 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         return Ok(Auth::root_admin());
     }
     let mut tx = Tx::new(snap, ts);
+    if let Some(auth) = token_auth(&mut tx, secret, ts)? {
+        return Ok(auth);
+    }
     let (key_db, _key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
     let key = crate::model::DocVersion { ts, deleted: false, data };
     let role = match key.data.get("role") {
@@ -98,7 +101,30 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         Some(Value::Ref(r)) => scope_db(&mut tx, key_db, r, ts)?,
         _ => key_db,
     };
-    Ok(Auth { db, role })
+    Ok(Auth::new(db, role))
+}
+
+/// Authenticate a token secret: the identity's database, the `client` role (until
+/// roles grant more), and the identity and token refs.
+fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
+    use base64::Engine;
+    let Some(raw) = secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()) else {
+        return Ok(None);
+    };
+    if raw.first() != Some(&2) {
+        return Ok(None);
+    }
+    let Some((db, id, data)) = crate::fns::identity::find_token(tx, &raw, secret, ts)? else {
+        return Err(unauthorized());
+    };
+    let Some(Value::Ref(identity)) = data.get("instance").cloned() else { return Err(unauthorized()) };
+    if !db_alive(tx, db, ts)? || !crate::fns::identity::identity_alive(tx, db, &identity, ts)? {
+        return Err(unauthorized());
+    }
+    let mut auth = Auth::new(db, Role::Client);
+    auth.identity = Some(identity);
+    auth.token = Some(Ref::doc(Ref::native("tokens"), id.to_string()));
+    Ok(Some(auth))
 }
 
 /// Find the live key a secret belongs to: `(key's database, key id, key document)`.

@@ -345,12 +345,15 @@ async fn write_path(
     use rand::RngCore;
     let mut entropy = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut entropy);
+    let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
     let input = TxnInput {
         q,
         db: auth.db,
         role: auth.role.name().to_string(),
         entropy: hex::encode(entropy),
         steps_max: tmo * STEPS_PER_MS,
+        identity: as_json(&auth.identity),
+        token: as_json(&auth.token),
     };
     let bytes = match serde_json::to_vec(&input) {
         Ok(b) => b,

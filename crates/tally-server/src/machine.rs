@@ -29,6 +29,11 @@ pub struct TxnInput {
     /// Hex of 32 random bytes drawn by the receiving node (secrets are derived from it).
     pub entropy: String,
     pub steps_max: u64,
+    /// Token queries: the identity document and the token (wire-encoded refs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<serde_json::Value>,
 }
 
 /// The executor's answer for one input.
@@ -156,11 +161,18 @@ impl FqlMachine {
             steps_max: inp.steps_max.max(1),
             ..Limits::default()
         };
+        let mut auth = Auth::new(inp.db, role);
+        let as_ref = |v: &Option<serde_json::Value>| match v.as_ref().map(tally_value::from_json) {
+            Some(Ok(tally_value::Value::Ref(r))) => Some(r),
+            _ => None,
+        };
+        auth.identity = as_ref(&inp.identity);
+        auth.token = as_ref(&inp.token);
         let out = tally_fql::run::evaluate(
             snap,
             ts,
             Mode::Write,
-            Auth { db: inp.db, role },
+            auth,
             &expr,
             entropy,
             limits,

@@ -58,9 +58,14 @@ fn ts_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Option<u64>> {
 
 /// Read the live document `r` at the read ts: `(db, coll, id, version)`.
 pub fn read_doc(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, CollId, String, model::DocVersion)>> {
+    let own = crate::fns::identity::resolve_self(ev, r);
+    let r = own.as_ref().unwrap_or(r);
+    let is_identity = ev.auth.identity.as_ref() == Some(r);
     match ev.resolve(r)? {
         Target::Doc { db, coll, id } => {
-            ev.check_read(db, coll)?;
+            if !is_identity {
+                ev.check_read(db, coll)?;
+            }
             let at = ev.read_ts();
             Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
         }
@@ -76,6 +81,7 @@ fn get(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     let ts = ts_arg(ev, call)?;
     let at = ts.unwrap_or_else(|| ev.read_ts());
+    let r = crate::fns::identity::resolve_self(ev, &r).unwrap_or(r);
     let found = ev.with_read_ts(at, |ev| read_doc(ev, &r))?;
     match found {
         Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
@@ -176,7 +182,8 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object) -> Result<Value> 
     if ev.tx.live_doc(db, coll, &id, ts)?.is_some() {
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
-    let fields = user_fields(params)?;
+    let mut fields = user_fields(params)?;
+    crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
     write_doc(ev, db, coll, r, None, Some(&fields))?;
     Ok(render(r, ts, &fields))
 }
@@ -233,14 +240,17 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
             base.insert("credentials".into(), c.clone());
         }
         let mut f = Object::new();
-        deep_merge(&mut f, &user_fields(&params)?);
+        let mut patch = user_fields(&params)?;
+        crate::fns::identity::hash_credentials(ev, &r, &mut patch)?;
+        deep_merge(&mut f, &patch);
         for (k, v) in f {
             base.insert(k, v);
         }
         base
     } else {
         let mut base = old.data.clone();
-        let patch = user_fields(&params)?;
+        let mut patch = user_fields(&params)?;
+        crate::fns::identity::hash_credentials(ev, &r, &mut patch)?;
         deep_merge(&mut base, &patch);
         base
     };

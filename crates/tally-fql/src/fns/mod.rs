@@ -7,6 +7,7 @@ use crate::expr::FnSpec;
 pub mod basic;
 pub mod collection;
 pub mod docs;
+pub mod identity;
 pub mod logic;
 pub mod math;
 pub mod schema;
@@ -20,6 +21,7 @@ pub fn all_specs() -> impl Iterator<Item = &'static FnSpec> {
         .iter()
         .chain(collection::SPECS)
         .chain(docs::SPECS)
+        .chain(identity::SPECS)
         .chain(logic::SPECS)
         .chain(math::SPECS)
         .chain(schema::SPECS)

@@ -1,0 +1,242 @@
+//! Identity: document credentials, `login logout identify`, `current_identity
+//! has_current_identity current_token has_current_token`.
+//!
+//! Passwords are stored only as Argon2id hashes (PHC strings) under
+//! `credentials.hashed_password`. The salt is derived from the transaction's entropy, so
+//! every replica computes the same hash. Tokens are documents of the native `tokens`
+//! collection holding only the SHA-256 of their secret.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use sha2::{Digest, Sha256};
+use tally_value::{Object, Ref, Value};
+
+use crate::catalog::Target;
+use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
+use crate::eval::Eval;
+use crate::expr::{Call, FnSpec};
+use crate::fns::docs::{read_doc, render, validation};
+use crate::fns::schema::hash_secret;
+use crate::model::{native, DbId};
+
+pub(crate) static SPECS: &[FnSpec] = &[
+    FnSpec { name: "login", optional: &[], required: &["params"], handler: login },
+    FnSpec { name: "logout", optional: &[], required: &[], handler: logout },
+    FnSpec { name: "identify", optional: &[], required: &["password"], handler: identify },
+    FnSpec { name: "current_identity", optional: &[], required: &[], handler: current_identity },
+    FnSpec { name: "has_current_identity", optional: &[], required: &[], handler: has_current_identity },
+    FnSpec { name: "current_token", optional: &[], required: &[], handler: current_token },
+    FnSpec { name: "has_current_token", optional: &[], required: &[], handler: has_current_token },
+];
+
+/// Argon2id cost: 8 MiB, one pass. Hashing runs inside the serial executor, so the cost
+/// is kept to a few milliseconds; raise it together with an executor that hashes off
+/// the apply thread.
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(8 * 1024, 1, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Longest password accepted (hashing cost grows with it).
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+
+/// Replace `credentials.password` by its hash (called for every document write).
+pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Result<()> {
+    let Some(Value::Object(creds)) = fields.get_mut("credentials") else {
+        if matches!(fields.get("credentials"), Some(Value::Null) | None) {
+            return Ok(());
+        }
+        return Err(validation("credentials", "invalid type", "Credentials must be an object like {password: \"...\"}."));
+    };
+    let Some(pw) = creds.remove("password") else { return Ok(()) };
+    let pw = match pw {
+        Value::String(s) if !s.is_empty() && s.len() <= PASSWORD_BYTES_MAX => s,
+        Value::String(_) => {
+            return Err(validation("credentials", "invalid value", "Password must be 1 to 1024 bytes."));
+        }
+        other => return Err(validation("credentials", "invalid type", &format!("String expected, {} provided.", other.type_name()))),
+    };
+    let mut h = Sha256::new();
+    h.update(b"tally.credentials.salt.v1\0");
+    h.update(ev.entropy);
+    h.update(r.id.as_bytes());
+    h.update(ev.new_id().to_be_bytes());
+    let salt_bytes = h.finalize();
+    let salt = SaltString::encode_b64(&salt_bytes[..16]).map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("salt: {e}")))?;
+    let hash = hasher()
+        .hash_password(pw.as_bytes(), &salt)
+        .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("password hashing failed: {e}")))?;
+    creds.insert("hashed_password".into(), Value::String(hash.to_string()));
+    Ok(())
+}
+
+fn verify(data: &Object, password: &str) -> bool {
+    let stored = data.get("credentials").and_then(|c| c.get("hashed_password")).and_then(|h| h.as_str());
+    match stored.and_then(|s| PasswordHash::new(s).ok()) {
+        Some(h) => hasher().verify_password(password.as_bytes(), &h).is_ok(),
+        None => false,
+    }
+}
+
+fn identity_arg(ev: &mut Eval<'_>, call: &Call, key: &str) -> Result<Ref> {
+    match ev.arg(call, key)? {
+        Value::Ref(r) => Ok(r),
+        other => Err(wrong_type("Ref", &other).at(if key == "login" { "login" } else { "identify" })),
+    }
+}
+
+fn authentication_failed() -> FqlError {
+    FqlError::new("authentication failed", "The document was not found or the password was incorrect.")
+}
+
+fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = identity_arg(ev, call, "identify")?;
+    let pw = ev.str_arg(call, "password")?;
+    let found = match read_doc(ev, &r) {
+        Ok(f) => f,
+        Err(e) if e.code == code::INVALID_REF => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Value::Bool(found.is_some_and(|(_, _, _, d)| verify(&d.data, &pw))))
+}
+
+/// A token secret: `fn` + base64url(0x02 | db u64 | token id u64 | 20 bytes from entropy).
+fn token_secret(ev: &Eval<'_>, db: DbId, id: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tally.token.secret.v1\0");
+    h.update(ev.entropy);
+    h.update(id.to_be_bytes());
+    let rnd = h.finalize();
+    let mut raw = Vec::with_capacity(37);
+    raw.push(2u8);
+    raw.extend_from_slice(&db.to_be_bytes());
+    raw.extend_from_slice(&id.to_be_bytes());
+    raw.extend_from_slice(&rnd[..20]);
+    use base64::Engine;
+    format!("fn{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let r = identity_arg(ev, call, "login")?;
+    let params = match ev.arg(call, "params")? {
+        Value::Object(o) => o,
+        other => return Err(wrong_type("Object", &other).at("params")),
+    };
+    let pw = match params.get("password") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(invalid_argument("Login needs {password: \"...\"}.").at("params")),
+    };
+    ev.require_write()?;
+    let (db, _coll, _id, doc) = match read_doc(ev, &r) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(authentication_failed()),
+        Err(e) if e.code == code::INVALID_REF => return Err(authentication_failed()),
+        Err(e) => return Err(e),
+    };
+    if !verify(&doc.data, &pw) {
+        return Err(authentication_failed());
+    }
+    let id = ev.new_id();
+    let secret = token_secret(ev, db, id);
+    let mut data = Object::new();
+    data.insert("instance".into(), Value::Ref(r.clone()));
+    data.insert("hashed_secret".into(), Value::String(hash_secret(&secret)));
+    for k in ["ttl", "data"] {
+        if let Some(v) = params.get(k) {
+            if !v.is_null() {
+                data.insert(k.into(), v.clone());
+            }
+        }
+    }
+    ev.tx.put_doc(db, native::TOKENS, &id.to_string(), false, &data);
+    let ts = ev.txn_ts();
+    let mut out = render(&Ref::doc(Ref::native("tokens"), id.to_string()), ts, &data);
+    if let Value::Object(o) = &mut out {
+        o.insert("secret".into(), Value::String(secret));
+    }
+    Ok(out)
+}
+
+fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let all = ev.bool_arg(call, "logout")?;
+    let (Some(token), Some(identity)) = (ev.auth.token.clone(), ev.auth.identity.clone()) else {
+        return Err(FqlError::new(code::INVALID_TOKEN, "Logout needs a token secret; this query was not made with one."));
+    };
+    ev.require_write()?;
+    let db = ev.auth.db;
+    let ts = ev.txn_ts();
+    if all {
+        for (id, d) in ev.tx.scan_docs(db, native::TOKENS, None, false, ts, usize::MAX)? {
+            if d.data.get("instance") == Some(&Value::Ref(identity.clone())) {
+                ev.tx.put_doc(db, native::TOKENS, &id, true, &d.data);
+            }
+        }
+    } else if let Some(d) = ev.tx.live_doc(db, native::TOKENS, &token.id, ts)? {
+        ev.tx.put_doc(db, native::TOKENS, &token.id, true, &d.data);
+    }
+    Ok(Value::Bool(true))
+}
+
+fn missing_identity() -> FqlError {
+    FqlError::new(code::MISSING_IDENTITY, "This query has no identity: it was not made with a token secret.")
+}
+
+fn current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    ev.auth.identity.clone().map(Value::Ref).ok_or_else(missing_identity)
+}
+
+fn has_current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    Ok(Value::Bool(ev.auth.identity.is_some()))
+}
+
+fn current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    ev.auth.token.clone().map(Value::Ref).ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret."))
+}
+
+fn has_current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    Ok(Value::Bool(ev.auth.token.is_some()))
+}
+
+/// `Ref(Collection("x"), "self")` means the current identity when it is a document of `x`.
+pub fn resolve_self(ev: &Eval<'_>, r: &Ref) -> Option<Ref> {
+    if r.id != "self" {
+        return None;
+    }
+    let id = ev.auth.identity.as_ref()?;
+    (id.collection == r.collection).then(|| id.clone())
+}
+
+/// Check a token secret: `(db, token id, token document)` when valid at `ts`.
+pub fn find_token(tx: &mut crate::model::Tx<'_>, raw: &[u8], secret: &str, ts: u64) -> Result<Option<(DbId, u64, Object)>> {
+    use subtle::ConstantTimeEq;
+    if raw.len() != 37 || raw[0] != 2 {
+        return Ok(None);
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&raw[1..9]);
+    let db = u64::from_be_bytes(b);
+    b.copy_from_slice(&raw[9..17]);
+    let id = u64::from_be_bytes(b);
+    let Some(tok) = tx.live_doc(db, native::TOKENS, &id.to_string(), ts)? else { return Ok(None) };
+    let stored = tok.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
+    if !bool::from(hash_secret(secret).as_bytes().ct_eq(stored.as_bytes())) {
+        return Ok(None);
+    }
+    if let Some(Value::Time(ttl)) = tok.data.get("ttl") {
+        if ttl.timestamp_micros() <= ts as i64 {
+            return Ok(None);
+        }
+    }
+    Ok(Some((db, id, tok.data)))
+}
+
+/// Does the identity document a token was issued to still exist?
+pub fn identity_alive(tx: &mut crate::model::Tx<'_>, db: DbId, identity: &Ref, ts: u64) -> Result<bool> {
+    let Some(coll) = identity.collection.as_deref() else { return Ok(false) };
+    let Some(cdoc) = tx.live_doc(db, native::COLLECTIONS, &coll.id, ts)? else { return Ok(false) };
+    let Some(cid) = crate::catalog::internal_id(&cdoc.data) else { return Ok(false) };
+    Ok(tx.live_doc(db, cid, &identity.id, ts)?.is_some())
+}
+
+#[allow(dead_code)]
+fn _target_unused(_t: Target) {}
