@@ -487,17 +487,20 @@ fn paginate_options_and_errors() {
     assert_eq!(pos(&e), vec![json!("size")]);
     let e = db.err(pag(json!("str"), json!({})));
     assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]));
-    let e = db.err(pag(r2.clone(), json!({})));
-    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]));
-    let e = db.err(pag(set.clone(), json!({"sources": true})));
+    // A ref pages as the one-document set `Singleton(ref)`.
+    assert_eq!(db.q(pag(r2.clone(), json!({})))["data"], json!([r2]));
+    assert_eq!(db.q(pag(r1.clone(), json!({})))["data"], json!([]));
+    let e = db.err(pag(set.clone(), json!({"sources": 1})));
     assert_eq!(pos(&e), vec![json!("sources")]);
+    let set_json = to_json(&db.run(set.clone()).unwrap());
+    assert_eq!(db.q(pag(set.clone(), json!({"sources": true})))["data"], json!([{"value": r2, "sources": [set_json]}]));
     assert_eq!(db.q(pag(set.clone(), json!({"sources": false})))["data"], json!([r2]));
     let e = db.err(json!({"match": idx("nope"), "terms": 1}));
     assert_eq!((e.code, pos(&e)), ("invalid ref", vec![json!("match")]));
     let e = db.err(json!({"match": "widgets_by_n", "terms": 1}));
     assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("match")]));
-    let e = db.err(pag(json!({"events": r2}), json!({})));
-    assert_eq!(e.code, "invalid argument");
+    let e = db.err(pag(json!({"events": {"events": r2}}), json!({})));
+    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]));
 }
 
 #[test]

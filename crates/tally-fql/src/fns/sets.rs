@@ -23,6 +23,8 @@ use crate::eval::{Eval, Lambda};
 use crate::expr::{Call, Expr, FnSpec};
 use crate::model::{self, native, CollId, DbId};
 
+mod events;
+
 pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "match", optional: &["terms", "index"], required: &[], handler: match_ },
     FnSpec { name: "union", optional: &[], required: &[], handler: union },
@@ -62,6 +64,44 @@ pub(crate) fn is_set(v: &Value) -> bool {
         Value::Set(_) => true,
         Value::Ref(r) => r.is_native_collection(),
         _ => false,
+    }
+}
+
+/// Is `v` a set of events (`Events(x)`, or a union of such sets)? Pagination of these
+/// returns events with event cursors; they cannot be mixed with sets of values.
+pub(crate) fn is_historical(v: &Value) -> bool {
+    let Value::Set(d) = v else { return false };
+    let Some(o) = d.as_object() else { return false };
+    if o.contains_key("events") {
+        return true;
+    }
+    for op in ["union", "intersection", "difference"] {
+        if let Some(c) = o.get(op) {
+            return set_list(Some(c)).iter().any(is_historical);
+        }
+    }
+    match o.get("distinct") {
+        Some(c) => is_historical(c),
+        None => false,
+    }
+}
+
+fn no_history() -> FqlError {
+    invalid_argument("Set does not support events history.")
+}
+
+/// Does document `r` exist (live at the read ts)? Refs into collections or databases
+/// that do not exist name no document.
+fn doc_exists(ev: &mut Eval<'_>, r: &Ref) -> Result<bool> {
+    match ev.resolve(r) {
+        Ok(Target::Doc { db, coll, id }) => {
+            ev.check_read(db, coll)?;
+            let at = ev.read_ts();
+            Ok(ev.tx.live_doc(db, coll, &id, at)?.is_some())
+        }
+        Ok(Target::NativeColl { .. }) => Ok(false),
+        Err(e) if e.code == code::INVALID_REF => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -115,6 +155,10 @@ fn set_args(ev: &mut Eval<'_>, call: &Call) -> Result<std::result::Result<Vec<Va
             let e = wrong_type("Set", a);
             return Err(if single { e.at(name) } else { e.at(i).at(name) });
         }
+    }
+    let hist = args.iter().filter(|a| is_historical(a)).count();
+    if hist != 0 && hist != args.len() {
+        return Err(invalid_argument("Sets are not compatible.").at(name));
     }
     Ok(Ok(args))
 }
@@ -204,6 +248,7 @@ fn documents(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 fn events(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let v = ev.primary(call)?;
     match &v {
+        _ if is_historical(&v) => Err(no_history()),
         Value::Ref(_) | Value::Set(_) => Ok(set(vec![("events", v)])),
         other => Err(wrong_type("Ref or Set", other).at("events")),
     }
@@ -309,6 +354,24 @@ pub(crate) struct Elem {
     tuple: Vec<Value>,
     /// The element as `Paginate` shows it.
     pub(crate) out: Value,
+    /// The leaf sets the element came from (filled only when the reader asked for
+    /// sources, `Paginate(..., {sources: true})`).
+    sources: Vec<Value>,
+}
+
+impl Elem {
+    fn new(key: Vec<u8>, dlen: usize, tuple: Vec<Value>, out: Value) -> Elem {
+        Elem { key, dlen, tuple, out, sources: Vec::new() }
+    }
+}
+
+/// Add the sources in `more` that `into` does not hold yet.
+fn merge_sources(into: &mut Vec<Value>, more: Vec<Value>) {
+    for s in more {
+        if !into.contains(&s) {
+            into.push(s);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -325,6 +388,8 @@ struct Ctx {
     ranges: Vec<(Vec<Value>, Vec<Value>)>,
     /// How many elements the consumer expects to want (first scan chunk size).
     hint: usize,
+    /// Fill [`Elem::sources`].
+    sources: bool,
 }
 
 trait Stream {
@@ -439,6 +504,11 @@ fn chunk_next(chunk: usize) -> usize {
 
 struct MatchLeaf {
     prefix: Vec<u8>,
+    /// The set value reported as the elements' source (when sources are wanted).
+    source: Option<Value>,
+    /// The index has values: entries whose values are all null are not part of it (v4
+    /// leaves a document out of an index when every covered value is null).
+    has_values: bool,
     bounds: Bounds,
     desc: bool,
     from: Option<Vec<u8>>,
@@ -475,6 +545,9 @@ impl Stream for MatchLeaf {
             }
             for e in page {
                 tick(ev)?;
+                if self.has_values && e.values.iter().all(|v| v.is_null()) {
+                    continue;
+                }
                 let key = e.key[self.prefix.len()..].to_vec();
                 match self.bounds.check(&key) {
                     Verdict::Take => {}
@@ -493,7 +566,11 @@ impl Stream for MatchLeaf {
                 };
                 let mut tuple = e.values;
                 tuple.push(refv);
-                self.buf.push_back(Elem { key, dlen, tuple, out });
+                let mut el = Elem::new(key, dlen, tuple, out);
+                if let Some(src) = &self.source {
+                    el.sources.push(src.clone());
+                }
+                self.buf.push_back(el);
             }
         }
     }
@@ -512,14 +589,18 @@ fn open_match(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, ctx: &Ctx) 
     if let Some(src) = def.sources.first() {
         ev.check_read(db, src.coll)?;
     }
-    Ok(match_leaf(db, &def, terms, ctx))
+    let source = Value::Set(Box::new(match terms {
+        Some(t) => Value::object([("match", Value::Ref(index.clone())), ("terms", t.clone())]),
+        None => Value::object([("match", Value::Ref(index.clone()))]),
+    }));
+    Ok(match_leaf(db, &def, terms, ctx, source))
 }
 
 fn first_chunk(ctx: &Ctx) -> usize {
     ctx.hint.clamp(8, 1024)
 }
 
-fn match_leaf(db: DbId, def: &IndexDef, terms: Option<&Value>, ctx: &Ctx) -> BoxStream {
+fn match_leaf(db: DbId, def: &IndexDef, terms: Option<&Value>, ctx: &Ctx, source: Value) -> BoxStream {
     let terms = normalize_terms(def.terms.len(), terms);
     let empty = terms.len() != def.terms.len();
     let prefix = model::index_prefix(db, def.id, &terms);
@@ -531,6 +612,8 @@ fn match_leaf(db: DbId, def: &IndexDef, terms: Option<&Value>, ctx: &Ctx) -> Box
     });
     Box::new(MatchLeaf {
         prefix,
+        source: ctx.sources.then_some(source),
+        has_values: !def.values.is_empty(),
         bounds,
         desc: ctx.desc,
         from,
@@ -547,6 +630,8 @@ struct DocsLeaf {
     /// The collection ref each document ref is built on.
     parent: Ref,
     database: Option<Box<Ref>>,
+    /// The set value reported as the elements' source (when sources are wanted).
+    source: Option<Value>,
     bounds: Bounds,
     desc: bool,
     from: Option<String>,
@@ -601,19 +686,32 @@ impl Stream for DocsLeaf {
                     }
                 }
                 let dlen = key.len();
-                self.buf.push_back(Elem { key, dlen, tuple: vec![r.clone()], out: r });
+                let mut el = Elem::new(key, dlen, vec![r.clone()], r);
+                if let Some(src) = &self.source {
+                    el.sources.push(src.clone());
+                }
+                self.buf.push_back(el);
             }
         }
     }
 }
 
-fn open_docs(ev: &mut Eval<'_>, db: DbId, coll: CollId, parent: Ref, database: Option<Box<Ref>>, ctx: &Ctx) -> Result<BoxStream> {
+fn open_docs(
+    ev: &mut Eval<'_>,
+    db: DbId,
+    coll: CollId,
+    parent: Ref,
+    database: Option<Box<Ref>>,
+    ctx: &Ctx,
+    source: &Value,
+) -> Result<BoxStream> {
     ev.check_read(db, coll)?;
     let mut leaf = DocsLeaf {
         db,
         coll,
         parent,
         database,
+        source: ctx.sources.then(|| source.clone()),
         bounds: Bounds::new(ctx, &[]),
         desc: ctx.desc,
         from: None,
@@ -771,11 +869,13 @@ impl Stream for Union {
             }
         }
         let Some(top) = self.heap.pop() else { return Ok(None) };
-        let e = self.slots[top.idx].take();
+        let mut e = self.slots[top.idx].take();
         self.refill(ev, top.idx)?;
         while self.heap.peek().map(|h| h.key == top.key).unwrap_or(false) {
             if let Some(dup) = self.heap.pop() {
-                self.slots[dup.idx] = None;
+                if let (Some(e), Some(d)) = (e.as_mut(), self.slots[dup.idx].take()) {
+                    merge_sources(&mut e.sources, d.sources);
+                }
                 self.refill(ev, dup.idx)?;
             }
         }
@@ -792,7 +892,7 @@ struct Intersection {
 impl Stream for Intersection {
     fn next(&mut self, ev: &mut Eval<'_>) -> Result<Option<Elem>> {
         'outer: loop {
-            let Some(a) = self.first.next(ev)? else { return Ok(None) };
+            let Some(mut a) = self.first.next(ev)? else { return Ok(None) };
             for o in &mut self.others {
                 loop {
                     let Some(h) = o.peek(ev)? else { return Ok(None) };
@@ -802,6 +902,10 @@ impl Stream for Intersection {
                     }
                     if h.key != a.key {
                         continue 'outer;
+                    }
+                    if !h.sources.is_empty() {
+                        let more = h.sources.clone();
+                        merge_sources(&mut a.sources, more);
                     }
                     break;
                 }
@@ -857,7 +961,7 @@ impl Stream for Distinct {
                 tuple.pop();
             }
             let dlen = dkey.len();
-            return Ok(Some(Elem { key: dkey, dlen, tuple, out: e.out }));
+            return Ok(Some(Elem { key: dkey, dlen, tuple, out: e.out, sources: e.sources }));
         }
     }
 }
@@ -919,7 +1023,7 @@ impl Stream for Join {
                     if let Some(src) = def.sources.first() {
                         ev.check_read(db, src.coll)?;
                     }
-                    Some((db, def))
+                    Some((db, def, idx.clone()))
                 }
                 _ => None,
             };
@@ -931,9 +1035,18 @@ impl Stream for Join {
                     return Err(too_large());
                 }
                 let child = match (&index, &lambda) {
-                    (Some((db, def)), _) => match_leaf(*db, def, Some(&e.out), &child_ctx),
+                    (Some((db, def, idx)), _) => {
+                        let source = Value::Set(Box::new(Value::object([
+                            ("match", Value::Ref(idx.clone())),
+                            ("terms", e.out.clone()),
+                        ])));
+                        match_leaf(*db, def, Some(&e.out), &child_ctx, source)
+                    }
                     (None, Some(l)) => {
                         let target = ev.apply(l, vec![e.out])?;
+                        if is_historical(&target) {
+                            return Err(no_history());
+                        }
                         if !is_set(&target) {
                             return Err(invalid_argument(format!(
                                 "Join lambda must return a Set, it returned {}.",
@@ -977,7 +1090,7 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
             return match ev.resolve(r)? {
                 Target::NativeColl { db, coll } => {
                     let name = native::name(coll).unwrap_or("collections");
-                    open_docs(ev, db, coll, Ref::native(name), r.database.clone(), ctx)
+                    open_docs(ev, db, coll, Ref::native(name), r.database.clone(), ctx, s)
                 }
                 _ => Err(wrong_type("Set", s)),
             };
@@ -997,7 +1110,7 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
                 let coll = ev.collection_id(db, &id)?.ok_or_else(|| {
                     FqlError::new(code::INVALID_REF, format!("Collection `{id}` does not exist."))
                 })?;
-                open_docs(ev, db, coll, cr.clone(), None, ctx)
+                open_docs(ev, db, coll, cr.clone(), None, ctx, s)
             }
             _ => Err(invalid_argument(format!("Collection Ref expected, {cr} provided."))),
         };
@@ -1005,6 +1118,9 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
     for op in ["union", "intersection", "difference"] {
         if let Some(v) = get(op) {
             let sets = set_list(Some(v));
+            if op != "union" && sets.iter().any(is_historical) {
+                return Err(no_history());
+            }
             let mut children = Vec::with_capacity(sets.len());
             for c in &sets {
                 children.push(open(ev, c, ctx)?);
@@ -1030,34 +1146,56 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
         return Ok(Box::new(Distinct { child, last: None }));
     }
     if let (Some(src), Some(with)) = (get("join"), get("with")) {
+        if is_historical(src) {
+            return Err(no_history());
+        }
         return Ok(Box::new(Join { source: src.clone(), with: with.clone(), ctx: ctx.clone(), inner: None }));
     }
     if let (Some(c), Some(from), Some(to)) = (get("range"), get("from"), get("to")) {
+        if is_historical(c) {
+            return Err(no_history());
+        }
         let mut sub = ctx.clone();
         sub.ranges.push((as_tuple(from), as_tuple(to)));
         return open(ev, c, &sub);
     }
     if let Some(c) = get("reverse") {
+        if is_historical(c) {
+            return Err(no_history());
+        }
         let sub = Ctx {
             desc: !ctx.desc,
             start: ctx.start.clone(),
             ranges: ctx.ranges.iter().map(|(f, t)| (t.clone(), f.clone())).collect(),
             hint: ctx.hint,
+            sources: ctx.sources,
         };
         return Ok(Box::new(Invert { child: open(ev, c, &sub)? }));
     }
     if let (Some(lam), Some(c)) = (get("filter"), get("collection")) {
+        if is_historical(c) {
+            return Err(no_history());
+        }
         let lambda = ev.lambda_from_value(lam)?;
         return Ok(Box::new(FilterSet { child: open(ev, c, ctx)?, lambda }));
     }
     if let Some(r) = get("singleton") {
-        let key = tally_value::encode(r);
-        let dlen = key.len();
-        let e = Elem { key, dlen, tuple: vec![r.clone()], out: r.clone() };
-        return Ok(Box::new(StaticLeaf { items: VecDeque::from(vec![e]), bounds: Bounds::new(ctx, &[]) }));
+        // The set holds the document while it exists.
+        let Value::Ref(dr) = r else { return Err(wrong_type("Ref", r)) };
+        let mut items = VecDeque::new();
+        if doc_exists(ev, dr)? {
+            let key = tally_value::encode(r);
+            let dlen = key.len();
+            let mut e = Elem::new(key, dlen, vec![r.clone()], r.clone());
+            if ctx.sources {
+                e.sources.push(s.clone());
+            }
+            items.push_back(e);
+        }
+        return Ok(Box::new(StaticLeaf { items, bounds: Bounds::new(ctx, &[]) }));
     }
-    if get("events").is_some() {
-        return Err(invalid_argument("Event sets (Events) are not supported by Tally yet; paginate the set itself."));
+    if let Some(x) = get("events") {
+        return events::open(ev, x, s, ctx);
     }
     Err(wrong_type("Set", s))
 }
@@ -1122,14 +1260,41 @@ pub(crate) struct PageOpts {
     pub after: Option<Value>,
     /// `Some(Value::Null)` = from the end.
     pub before: Option<Value>,
+    /// Show each element as `{value, sources}`.
+    pub sources: bool,
 }
 
 pub(crate) fn page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts) -> Result<Value> {
     let size = opts.size;
+    let hist = is_historical(s);
+    // Sets of values page with array cursors (the element's sort tuple); event sets with
+    // event cursors (`{ts, action, document}`).
+    let cursor_of = |e: &Elem| -> Value {
+        if hist {
+            e.tuple.first().cloned().unwrap_or(Value::Null)
+        } else {
+            Value::Array(e.tuple.clone())
+        }
+    };
+    let echo = |v: &Value| -> Result<Value> {
+        if hist {
+            events::echo_cursor(v)
+        } else {
+            Ok(Value::Array(as_tuple(v)))
+        }
+    };
+    let render = |e: Elem| -> Value {
+        if opts.sources {
+            Value::object([("value", e.out), ("sources", Value::Array(e.sources))])
+        } else {
+            e.out
+        }
+    };
     let mut out = Object::new();
     if let (Some(before), None) = (&opts.before, &opts.after) {
         let start = if before.is_null() { None } else { Some(Start { tuple: as_tuple(before), inclusive: false }) };
-        let mut st = open(ev, s, &Ctx { desc: true, start, ranges: Vec::new(), hint: size + 1 })?;
+        let ctx = Ctx { desc: true, start, ranges: Vec::new(), hint: size + 1, sources: opts.sources };
+        let mut st = open(ev, s, &ctx)?;
         let mut got = Vec::with_capacity(size + 1);
         while got.len() <= size {
             match st.next(ev)? {
@@ -1142,16 +1307,17 @@ pub(crate) fn page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts) -> Result<Valu
         got.reverse();
         if more {
             if let Some(first) = got.first() {
-                out.insert("before".into(), Value::Array(first.tuple.clone()));
+                out.insert("before".into(), cursor_of(first));
             }
         }
         if !before.is_null() {
-            out.insert("after".into(), Value::Array(as_tuple(before)));
+            out.insert("after".into(), echo(before)?);
         }
-        out.insert("data".into(), Value::Array(got.into_iter().map(|e| e.out).collect()));
+        out.insert("data".into(), Value::Array(got.into_iter().map(render).collect()));
     } else {
         let start = opts.after.as_ref().map(|a| Start { tuple: as_tuple(a), inclusive: true });
-        let mut st = open(ev, s, &Ctx { desc: false, start, ranges: Vec::new(), hint: size + 1 })?;
+        let ctx = Ctx { desc: false, start, ranges: Vec::new(), hint: size + 1, sources: opts.sources };
+        let mut st = open(ev, s, &ctx)?;
         let mut got = Vec::with_capacity(size + 1);
         while got.len() <= size {
             match st.next(ev)? {
@@ -1161,17 +1327,17 @@ pub(crate) fn page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts) -> Result<Valu
         }
         if got.len() > size {
             if let Some(next) = got.pop() {
-                out.insert("after".into(), Value::Array(next.tuple));
+                out.insert("after".into(), cursor_of(&next));
             }
         }
         if let Some(a) = &opts.after {
-            let b = match got.first() {
-                Some(first) => first.tuple.clone(),
-                None => as_tuple(a),
+            let b = match (hist, got.first()) {
+                (false, Some(first)) => cursor_of(first),
+                _ => echo(a)?,
             };
-            out.insert("before".into(), Value::Array(b));
+            out.insert("before".into(), b);
         }
-        out.insert("data".into(), Value::Array(got.into_iter().map(|e| e.out).collect()));
+        out.insert("data".into(), Value::Array(got.into_iter().map(render).collect()));
     }
     Ok(Value::Object(out))
 }
@@ -1208,15 +1374,28 @@ fn paginate(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         None | Some(Value::Null) => None,
         Some(v) => Some(read_ts_of(&v).map_err(|e| e.at("ts"))?),
     };
-    for opt in ["events", "sources"] {
+    let mut flags = [false; 2];
+    for (i, opt) in ["events", "sources"].into_iter().enumerate() {
         match ev.opt_arg(call, opt)? {
-            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
-            Some(Value::Bool(true)) => {
-                return Err(invalid_argument(format!("Paginate option `{opt}` is not supported by Tally yet.")).at(opt))
-            }
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => flags[i] = b,
             Some(other) => return Err(wrong_type("Boolean", &other).at(opt)),
         }
     }
+    let [events, sources] = flags;
+    // `Paginate(ref)` pages the document as a one-element set (`Singleton(ref)`);
+    // `events: true` pages the history of whatever is paginated.
+    let s = match s {
+        Value::Ref(r) if !r.is_native_collection() => {
+            if events {
+                set(vec![("events", Value::Ref(r))])
+            } else {
+                set(vec![("singleton", Value::Ref(r))])
+            }
+        }
+        s if events && is_set(&s) && !is_historical(&s) => set(vec![("events", s)]),
+        s => s,
+    };
     let mut after = ev.opt_arg(call, "after")?;
     let before = ev.opt_arg(call, "before")?;
     if after.is_none() && before.is_none() {
@@ -1225,27 +1404,25 @@ fn paginate(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             if let Some(a) = c.get("after") {
                 after = Some(a.clone());
             } else if let Some(b) = c.get("before") {
-                let opts = PageOpts { size, after: None, before: Some(b.clone()) };
+                let opts = PageOpts { size, after: None, before: Some(b.clone()), sources };
                 return run_page(ev, &s, &opts, ts);
-            } else {
-                return Err(invalid_argument("Cursor must be an object with `after` or `before`.").at("cursor"));
+            } else if !c.is_null() {
+                return Err(invalid_argument(
+                    "Invalid cursor object. Expected an object with either 'before' or 'after' key in it.",
+                )
+                .at("cursor"));
             }
         }
     }
     // `after: null` means "from the start".
     let after = after.filter(|a| !a.is_null());
-    let opts = PageOpts { size, after, before };
+    let opts = PageOpts { size, after, before, sources };
     run_page(ev, &s, &opts, ts)
 }
 
 fn run_page(ev: &mut Eval<'_>, s: &Value, opts: &PageOpts, ts: Option<u64>) -> Result<Value> {
     if !is_set(s) {
-        let e = match s {
-            Value::Ref(r) => invalid_argument(format!(
-                "Paginate over a document's events ({r}) is not supported by Tally yet; use Get."
-            )),
-            other => invalid_argument(format!("Set or Ref expected, {} provided.", other.type_name())),
-        };
+        let e = invalid_argument(format!("Set or Ref expected, {} provided.", s.type_name()));
         return Err(e.at("paginate"));
     }
     let r = match ts {

@@ -1,0 +1,325 @@
+//! Events: document and set history through `Events` and `Paginate(..., {events: true})`.
+
+use serde_json::{json, Value as Json};
+use tally_fql::auth::Auth;
+use tally_fql::error::{FqlError, Seg};
+use tally_fql::eval::{Limits, Mode};
+use tally_fql::run::evaluate;
+use tally_storage::{MemStore, Store};
+use tally_value::{to_json, Value};
+
+struct Db {
+    store: MemStore,
+    ts: u64,
+}
+
+impl Db {
+    fn new() -> Db {
+        Db { store: MemStore::new(), ts: 1_000_000 }
+    }
+
+    fn run(&mut self, q: Json) -> Result<Value, FqlError> {
+        let expr = tally_fql::expr::parse(&q)?;
+        self.ts += 1000;
+        let snap = self.store.snapshot().unwrap();
+        let out = evaluate(&*snap, self.ts, Mode::Write, Auth::root_admin(), &expr, [0; 32], Limits::default(), None);
+        drop(snap);
+        if out.result.is_ok() && !out.writes.is_empty() {
+            let mut b = self.store.begin().unwrap();
+            for w in &out.writes {
+                match &w.value {
+                    Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
+                    None => {
+                        b.remove(w.space, &w.key, w.ts).unwrap();
+                    }
+                }
+            }
+            b.commit(false).unwrap();
+        }
+        out.result
+    }
+
+    fn q(&mut self, q: Json) -> Json {
+        match self.run(q.clone()) {
+            Ok(v) => to_json(&v),
+            Err(e) => panic!("query {q} failed: {}", e.to_json()),
+        }
+    }
+
+    fn err(&mut self, q: Json) -> FqlError {
+        match self.run(q.clone()) {
+            Ok(v) => panic!("query {q} should fail, gave {}", to_json(&v)),
+            Err(e) => e,
+        }
+    }
+
+    fn collection(&mut self, name: &str) {
+        self.q(json!({"create_collection": {"object": {"name": name}}}));
+    }
+
+    /// `terms`/`values`: field paths under `data`; a value written `-x` is reversed.
+    fn index(&mut self, name: &str, coll: &str, terms: &[&str], values: &[&str]) {
+        let terms: Vec<Json> = terms.iter().map(|t| json!({"object": {"field": ["data", t]}})).collect();
+        let values: Vec<Json> = values
+            .iter()
+            .map(|v| match v.strip_prefix('-') {
+                Some(v) => json!({"object": {"field": ["data", v], "reverse": true}}),
+                None if *v == "ref" => json!({"object": {"field": ["ref"]}}),
+                None => json!({"object": {"field": ["data", v]}}),
+            })
+            .collect();
+        let mut o = serde_json::Map::new();
+        o.insert("name".into(), json!(name));
+        o.insert("source".into(), json!({"collection": coll}));
+        if !terms.is_empty() {
+            o.insert("terms".into(), Json::Array(terms));
+        }
+        if !values.is_empty() {
+            o.insert("values".into(), Json::Array(values));
+        }
+        self.q(json!({"create_index": {"object": o}}));
+    }
+
+    /// Create a document with `data` (plain JSON values); returns its ref (wire JSON).
+    fn doc(&mut self, coll: &str, data: Json) -> Json {
+        let doc = self.q(json!({"create": {"collection": coll}, "params": {"object": {"data": lit(&data)}}}));
+        doc["ref"].clone()
+    }
+}
+
+/// Wrap plain JSON objects as FQL object literals.
+fn lit(v: &Json) -> Json {
+    match v {
+        Json::Object(m) => {
+            if m.keys().any(|k| k.starts_with('@')) {
+                return v.clone();
+            }
+            let inner: serde_json::Map<String, Json> = m.iter().map(|(k, v)| (k.clone(), lit(v))).collect();
+            json!({ "object": inner })
+        }
+        Json::Array(a) => Json::Array(a.iter().map(lit).collect()),
+        other => other.clone(),
+    }
+}
+
+fn idx(name: &str) -> Json {
+    json!({"index": name})
+}
+
+fn m(index: &str, terms: Json) -> Json {
+    json!({"match": idx(index), "terms": terms})
+}
+
+fn m0(index: &str) -> Json {
+    json!({"match": idx(index)})
+}
+
+fn pag(set: Json, opts: Json) -> Json {
+    let mut o = serde_json::Map::new();
+    o.insert("paginate".into(), set);
+    if let Json::Object(extra) = opts {
+        o.extend(extra);
+    }
+    Json::Object(o)
+}
+
+fn pos(e: &FqlError) -> Vec<Json> {
+    e.position()
+        .into_iter()
+        .map(|s| match s {
+            Seg::Key(k) => json!(k),
+            Seg::Index(i) => json!(i),
+        })
+        .collect()
+}
+
+
+/// Collection `things` with an index by `n` (terms) and one by `v` (values).
+fn setup() -> Db {
+    let mut db = Db::new();
+    db.collection("things");
+    db.index("things_by_n", "things", &["n"], &[]);
+    db.index("things_v", "things", &[], &["v"]);
+    db
+}
+
+fn events(x: Json) -> Json {
+    json!({"events": x})
+}
+
+fn actions(page: &Json) -> Vec<String> {
+    page["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect()
+}
+
+fn upd(r: &Json, data: Json) -> Json {
+    json!({"update": r, "params": {"object": {"data": lit(&data)}}})
+}
+
+/// A document written four times: create, update, update, delete. Returns its ref and
+/// the ts of each write.
+fn history(db: &mut Db) -> (Json, Vec<Json>) {
+    let c = db.q(json!({"create": {"collection": "things"}, "params": {"object": {"data": lit(&json!({"n": 1, "v": 1, "o": {"a": 1, "b": 2}}))}}}));
+    let r = c["ref"].clone();
+    let u1 = db.q(upd(&r, json!({"n": 2, "v": 2})));
+    let u2 = db.q(upd(&r, json!({"o": {"b": null, "c": 3}, "v": null})));
+    let d = db.q(json!({"delete": r}));
+    // Delete answers with the last live version; its own ts is the txn's.
+    let _ = d;
+    let del_ts = db.ts;
+    (r, vec![c["ts"].clone(), u1["ts"].clone(), u2["ts"].clone(), json!(del_ts)])
+}
+
+#[test]
+fn document_events_carry_actions_and_data_diffs() {
+    let mut db = setup();
+    let (r, ts) = history(&mut db);
+    let page = db.q(pag(events(r.clone()), json!({})));
+    assert_eq!(actions(&page), ["create", "update", "update", "delete"]);
+    let data = page["data"].as_array().unwrap();
+    for (e, t) in data.iter().zip(&ts) {
+        assert_eq!(e["document"], r);
+        assert_eq!(&e["ts"], t);
+    }
+    assert_eq!(data[0]["data"], json!({"n": 1, "v": 1, "o": {"a": 1, "b": 2}}));
+    assert_eq!(data[1]["data"], json!({"n": 2, "v": 2}));
+    assert_eq!(data[2]["data"], json!({"o": {"b": null, "c": 3}, "v": null}));
+    assert_eq!(data[3]["data"], json!(null));
+    assert!(page.get("after").is_none() && page.get("before").is_none(), "{page}");
+
+    // `events: true` pages the same history; `Paginate(ref)` is the document itself.
+    assert_eq!(db.q(pag(r.clone(), json!({"events": true}))), page);
+    assert_eq!(db.q(pag(r.clone(), json!({})))["data"], json!([]));
+    // The event set renders as `@set: {events: ref}` and is a set to the collection functions.
+    assert_eq!(db.q(events(r.clone()))["@set"]["events"], r);
+    assert_eq!(db.q(json!({"count": events(r.clone())})), json!(4));
+    // History as of an earlier time.
+    let then = db.q(pag(events(r.clone()), json!({"ts": ts[1]})));
+    assert_eq!(actions(&then), ["create", "update"]);
+    let at = db.q(json!({"at": ts[0], "expr": pag(events(r.clone()), json!({}))}));
+    assert_eq!(actions(&at), ["create"]);
+}
+
+#[test]
+fn event_cursors_page_forward_and_back() {
+    let mut db = setup();
+    let (r, ts) = history(&mut db);
+    let p1 = db.q(pag(events(r.clone()), json!({"size": 1})));
+    assert_eq!(actions(&p1), ["create"]);
+    // Cursors are events without their data.
+    assert_eq!(p1["after"], json!({"ts": ts[1], "action": "update", "document": r}));
+    assert!(p1.get("before").is_none());
+    let p2 = db.q(pag(events(r.clone()), json!({"size": 2, "after": lit(&p1["after"])})));
+    assert_eq!(actions(&p2), ["update", "update"]);
+    assert_eq!(p2["before"], p1["after"]);
+    assert_eq!(p2["after"], json!({"ts": ts[3], "action": "delete", "document": r}));
+    let p3 = db.q(pag(events(r.clone()), json!({"size": 2, "after": lit(&p2["after"])})));
+    assert_eq!(actions(&p3), ["delete"]);
+    assert!(p3.get("after").is_none());
+    // Backwards from the end, and from a cursor (exclusive).
+    let b1 = db.q(pag(events(r.clone()), json!({"size": 3, "before": null})));
+    assert_eq!(actions(&b1), ["update", "update", "delete"]);
+    assert_eq!(b1["before"], json!({"ts": ts[1], "action": "update", "document": r}));
+    let b2 = db.q(pag(events(r.clone()), json!({"size": 3, "before": lit(&b1["before"])})));
+    assert_eq!(actions(&b2), ["create"]);
+    assert_eq!(b2["after"], b1["before"]);
+    // A bare ts points before every event at that ts.
+    let a = db.q(pag(events(r.clone()), json!({"after": ts[2]})));
+    assert_eq!(actions(&a), ["update", "delete"]);
+    assert_eq!(a["before"], json!({"ts": ts[2]}));
+    let b = db.q(pag(events(r.clone()), json!({"before": ts[2]})));
+    assert_eq!(actions(&b), ["create", "update"]);
+    assert_eq!(b["after"], json!({"ts": ts[2]}));
+    let b = db.q(pag(events(r.clone()), json!({"before": 5})));
+    assert_eq!(actions(&b), Vec::<String>::new());
+    assert_eq!(b["after"], json!({"ts": 5}));
+    // A cursor without a document falls after every event of its ts and action.
+    let a = db.q(pag(events(r.clone()), json!({"after": {"object": {"ts": ts[1], "action": "update"}}})));
+    assert_eq!(actions(&a), ["update", "delete"]);
+    // Legacy cursor form.
+    let a = db.q(pag(events(r.clone()), json!({"cursor": {"object": {"after": ts[3]}}})));
+    assert_eq!(actions(&a), ["delete"]);
+    // Malformed cursors.
+    let e = db.err(pag(events(r.clone()), json!({"after": "x"})));
+    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]));
+    let e = db.err(pag(events(r.clone()), json!({"after": {"object": {"ts": 1, "action": "nope"}}})));
+    assert_eq!(e.code, "invalid argument");
+}
+
+#[test]
+fn set_events_add_and_remove() {
+    let mut db = setup();
+    let (r, ts) = history(&mut db);
+    // Singleton: the create adds, the delete removes, updates do not show.
+    let p = db.q(pag(events(json!({"singleton": r})), json!({})));
+    assert_eq!(actions(&p), ["add", "remove"]);
+    assert_eq!(p["data"][0], json!({"ts": ts[0], "action": "add", "document": r}));
+    assert_eq!(p["data"][1], json!({"ts": ts[3], "action": "remove", "document": r}));
+    // Index without values: the entry under n=1 leaves at the first update.
+    let p = db.q(pag(events(m("things_by_n", json!(1))), json!({})));
+    assert_eq!(p["data"], json!([
+        {"ts": ts[0], "action": "add", "document": r},
+        {"ts": ts[1], "action": "remove", "document": r},
+    ]));
+    let p = db.q(pag(m("things_by_n", json!(2)), json!({"events": true})));
+    assert_eq!(actions(&p), ["add", "remove"]);
+    // Index with values: the values are the data; an all-null entry is not in the index.
+    let p = db.q(pag(events(m0("things_v")), json!({})));
+    assert_eq!(p["data"], json!([
+        {"ts": ts[0], "action": "add", "document": r, "data": [1]},
+        {"ts": ts[1], "action": "add", "document": r, "data": [2]},
+        {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
+        {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
+    ]));
+    // Set-event cursors keep the values.
+    let p1 = db.q(pag(events(m0("things_v")), json!({"size": 2})));
+    assert_eq!(p1["after"], json!({"ts": ts[1], "action": "remove", "document": r, "data": [1]}));
+    let p2 = db.q(pag(events(m0("things_v")), json!({"size": 2, "after": lit(&p1["after"])})));
+    assert_eq!(p2["data"], json!([
+        {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
+        {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
+    ]));
+    // Documents(coll): documents entering and leaving the collection.
+    let r2 = db.doc("things", json!({"n": 9}));
+    let p = db.q(pag(events(json!({"documents": {"collection": "things"}})), json!({})));
+    assert_eq!(actions(&p), ["add", "remove", "add"]);
+    assert_eq!(p["data"][2]["document"], r2);
+}
+
+#[test]
+fn event_sets_combine_only_with_event_sets() {
+    let mut db = setup();
+    let (r, _) = history(&mut db);
+    let r2 = db.doc("things", json!({"n": 1}));
+    // Unions merge in historical order.
+    let u = json!({"union": [events(m("things_by_n", json!(1))), events(r2.clone())]});
+    let p = db.q(pag(u.clone(), json!({})));
+    assert_eq!(actions(&p), ["add", "remove", "add", "create"]);
+    assert_eq!(p["data"][2]["document"], r2);
+    assert_eq!(p["data"][3]["document"], r2);
+    // Events of a union are the union of the events.
+    let p = db.q(pag(events(json!({"union": [m("things_by_n", json!(1)), m("things_by_n", json!(2))]})), json!({})));
+    assert_eq!(actions(&p), ["add", "add", "remove", "remove", "add"]);
+    // Sources name the event set each event came from.
+    let p = db.q(pag(events(r.clone()), json!({"sources": true, "size": 1})));
+    let src = db.q(events(r.clone()));
+    assert_eq!(p["data"][0]["sources"], json!([src]));
+    assert_eq!(p["data"][0]["value"]["action"], json!("create"));
+
+    let e = db.err(json!({"union": [events(r.clone()), json!({"singleton": r})]}));
+    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("union")]));
+    assert_eq!(e.description, "Sets are not compatible.");
+    let e = db.err(pag(events(events(r.clone())), json!({})));
+    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]));
+    for s in [
+        json!({"range": events(m0("things_v")), "from": 1, "to": 2}),
+        json!({"reverse": events(r.clone())}),
+        json!({"intersection": [events(r.clone()), events(r2.clone())]}),
+        events(json!({"reverse": m0("things_v")})),
+    ] {
+        let e = db.err(pag(s.clone(), json!({})));
+        assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("paginate")]), "{s}");
+        assert_eq!(e.description, "Set does not support events history.");
+    }
+    let e = db.err(events(json!(1)));
+    assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("events")]));
+}
