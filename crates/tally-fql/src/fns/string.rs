@@ -11,7 +11,7 @@
 use regex::{Regex, RegexBuilder};
 use tally_value::{Object, Value};
 
-use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
+use crate::error::{invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, Expr, FnSpec};
 use crate::fns::math::decimal_round;
@@ -255,34 +255,48 @@ fn case_fold(s: &str) -> String {
     out
 }
 
+/// Default-ignorable code points, which NFKC_Casefold removes.
+fn default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// Unicode's NFKC_Casefold: compatibility-decompose, fold case, drop default
+/// ignorables, recompose.
+fn nfkc_casefold(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let decomposed: String = s.nfkd().filter(|c| !default_ignorable(*c)).collect();
+    case_fold(&decomposed).nfkc().collect()
+}
+
 /// `Casefold(string, normalizer = "NFKCCaseFold")`. Only `NFKCCaseFold` folds case; the
 /// other normalizers only normalize.
 fn casefold(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    use unicode_normalization::UnicodeNormalization;
     let s = str_primary(ev, call)?;
     let norm = match ev.opt_arg(call, "normalizer")? {
         None => "NFKCCaseFold".to_string(),
         Some(Value::String(n)) => n,
         Some(other) => return Err(wrong_type("String", &other).at("normalizer")),
     };
-    match norm.as_str() {
-        "NFKCCaseFold" => Ok(Value::String(case_fold(&s))),
-        "NFC" | "NFD" | "NFKC" | "NFKD" => {
-            // ASCII text is invariant under every normal form.
-            if s.is_ascii() {
-                Ok(Value::String(s))
-            } else {
-                Err(FqlError::new(
-                    code::FEATURE_NOT_AVAILABLE,
-                    format!("Unicode normalization {norm} of non-ASCII text is not supported; use NFKCCaseFold."),
-                )
-                .at("normalizer"))
-            }
+    let out: String = match norm.as_str() {
+        "NFKCCaseFold" => nfkc_casefold(&s),
+        "NFC" => s.nfc().collect(),
+        "NFD" => s.nfd().collect(),
+        "NFKC" => s.nfkc().collect(),
+        "NFKD" => s.nfkd().collect(),
+        other => {
+            return Err(invalid_argument(format!(
+                "Unknown normalizer {other:?}; use one of NFD, NFC, NFKD, NFKC, NFKCCaseFold."
+            ))
+            .at("normalizer"))
         }
-        other => Err(invalid_argument(format!(
-            "Unknown normalizer {other:?}; use one of NFD, NFC, NFKD, NFKC, NFKCCaseFold."
-        ))
-        .at("normalizer")),
-    }
+    };
+    check_len("casefold", out.len())?;
+    Ok(Value::String(out))
 }
 
 fn contains_str(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {

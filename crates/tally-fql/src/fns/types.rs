@@ -1,5 +1,5 @@
 //! Type checks (`is_*`), conversions (`to_string to_number to_double to_integer
-//! to_object to_array`) and path selection (`select select_all`).
+//! to_object to_array`), path selection (`select select_all`) and `merge`.
 //!
 //! The schema-kind checks (`is_collection`, `is_index`, `is_doc`, ...) decide by the
 //! *shape* of a ref (or of the `ref` field of a document object): `Collection("x")` is a
@@ -9,7 +9,7 @@
 
 use tally_value::{Object, Ref, Value};
 
-use crate::error::{code, invalid_argument, FqlError, Result};
+use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, FnSpec};
 
@@ -45,6 +45,7 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "to_array", optional: &[], required: &[], handler: to_array },
     FnSpec { name: "select", optional: &["default"], required: &["from"], handler: select },
     FnSpec { name: "select_all", optional: &[], required: &["from"], handler: select_all },
+    FnSpec { name: "merge", optional: &["lambda"], required: &["with"], handler: merge },
 ];
 
 // ---- type checks ----
@@ -323,12 +324,21 @@ pub(crate) fn parse_path(v: &Value) -> Result<Vec<PathSeg>> {
     }
 }
 
-/// One step into a value: object fields, array indexes, and the `id`, `collection` and
-/// `database` fields of a ref (a ref is not fetched).
+/// A page: an object with a `data` array and nothing else but its cursors.
+fn is_page(o: &Object) -> bool {
+    matches!(o.get("data"), Some(Value::Array(_))) && o.keys().all(|k| matches!(k.as_str(), "data" | "before" | "after"))
+}
+
+/// One step into a value: object fields, array indexes (a page indexes its `data`), and
+/// the `id`, `collection` and `database` fields of a ref (a ref is not fetched).
 fn step<'v>(v: &'v Value, seg: &PathSeg) -> Option<std::borrow::Cow<'v, Value>> {
     use std::borrow::Cow;
     match (v, seg) {
         (Value::Object(o), PathSeg::Key(k)) => o.get(k).map(Cow::Borrowed),
+        (Value::Object(o), PathSeg::Index(i)) if is_page(o) => match o.get("data") {
+            Some(Value::Array(a)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
+            _ => None,
+        },
         (Value::Array(a), PathSeg::Index(i)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
         (Value::Ref(r), PathSeg::Key(k)) => match k.as_str() {
             "id" => Some(Cow::Owned(Value::String(r.id.clone()))),
@@ -408,4 +418,51 @@ fn collect_all(v: &Value, path: &[PathSeg], out: &mut Vec<Value>, max: usize) ->
         }
     }
     Ok(())
+}
+
+// ---- merge ----
+
+/// `Merge(object, with, lambda?)`: merge `with` (an object, or an array of objects merged
+/// in order) into `object`. For each field of `with`, the resolver `lambda(key, left,
+/// right)` (default: `right`) gives the field's new value; `null` removes the field.
+fn merge(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let mut out = match ev.primary(call)? {
+        Value::Object(o) => o,
+        other => return Err(wrong_type("Object", &other).at("merge")),
+    };
+    let with = match ev.arg(call, "with")? {
+        Value::Object(o) => vec![o],
+        Value::Array(items) => {
+            let mut objs = Vec::with_capacity(items.len());
+            for (i, it) in items.into_iter().enumerate() {
+                match it {
+                    Value::Object(o) => objs.push(o),
+                    other => return Err(wrong_type("Object", &other).at(i).at("with")),
+                }
+            }
+            objs
+        }
+        other => return Err(wrong_type("Object", &other).at("with")),
+    };
+    let resolver = match call.get("lambda") {
+        Some(_) => Some(ev.lambda_arg(call, "lambda")?),
+        None => None,
+    };
+    for obj in with {
+        for (k, right) in obj {
+            let v = match &resolver {
+                None => right,
+                Some(l) => {
+                    let left = out.get(&k).cloned().unwrap_or(Value::Null);
+                    ev.apply(l, vec![Value::String(k.clone()), left, right]).map_err(|e| e.at("lambda"))?
+                }
+            };
+            if v.is_null() {
+                out.remove(&k);
+            } else {
+                out.insert(k, v);
+            }
+        }
+    }
+    Ok(Value::Object(out))
 }
