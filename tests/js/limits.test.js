@@ -38,8 +38,8 @@ async function assertHealthy() {
 
 /**
  * POST a body of `size` bytes (a JSON string literal) streamed in 1 MiB chunks.
- * Resolves {status, body} as soon as the server answers; rejects if the
- * connection fails before any response, or after `timeoutMs`.
+ * Resolves {status, body} as soon as the server answers, or {status: null, error}
+ * if the connection is reset before any response arrives; rejects after `timeoutMs`.
  */
 function postHuge(port, secret, size, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -78,7 +78,7 @@ function postHuge(port, secret, size, timeoutMs) {
     })
     req.on('error', e => {
       if (status !== null) finish(resolve, { status, body: Buffer.concat(chunks).toString('utf8') })
-      else finish(reject, new Error(`connection failed before any response: ${e.code || e.message}`))
+      else finish(resolve, { status: null, error: e.code || e.message })
     })
     const piece = Buffer.alloc(1 << 20, 'a')
     let written = 0
@@ -194,13 +194,21 @@ describe('limits', { timeout: 300_000 }, () => {
   })
 
   it('a 20 MB body -> 4xx promptly, server still answers', async t => {
+    // HTTP/1.1, body streamed: the server may answer early and close. Whether the
+    // client reads that answer or sees the reset first is a race on the wire
+    // (unless the server lingers or rejects on Content-Length before reading), so
+    // a reset is tolerated here; a response, when read, must be a clean FQL 4xx.
     const res = await postHuge(server.port, server.rootKey, 20 * 1024 * 1024, 60_000)
-    t.diagnostic(`20 MB body -> ${res.status} ${res.body.slice(0, 200)}`)
-    assert.ok(res.status >= 400 && res.status < 500, `expected 4xx, got ${res.status} ${res.body.slice(0, 300)}`)
-    // Drivers parse every error body as JSON: it must be an FQL error, as v4's
-    // 413 {"errors":[{"code":"request too large",...}]} is.
-    const errs = assertErrorBody(res, '20 MB body')
-    assert.equal(errs[0].code, 'request too large', res.body.slice(0, 300))
+    if (res.status === null) {
+      t.diagnostic(`20 MB body (HTTP/1.1) -> connection reset before the response was read (${res.error})`)
+    } else {
+      t.diagnostic(`20 MB body (HTTP/1.1) -> ${res.status} ${res.body.slice(0, 200)}`)
+      assert.ok(res.status >= 400 && res.status < 500, `expected 4xx, got ${res.status} ${res.body.slice(0, 300)}`)
+      // Drivers parse every error body as JSON: it must be an FQL error, as v4's
+      // 413 {"errors":[{"code":"request too large",...}]} is.
+      const errs = assertErrorBody(res, '20 MB body')
+      assert.equal(errs[0].code, 'request too large', res.body.slice(0, 300))
+    }
     await assertHealthy()
 
     // The same through the driver (HTTP/2): a driver error carrying the server's
@@ -218,6 +226,7 @@ describe('limits', { timeout: 300_000 }, () => {
       `expected a 413 driver error, got ${err.name}: ${err.message}`
     )
     assert.ok(Array.isArray(err.requestResult.responseContent.errors))
+    assert.equal(err.requestResult.responseContent.errors[0].code, 'request too large')
     await assertHealthy()
   })
 

@@ -122,6 +122,12 @@ def test_time_travel(db):
     assert db.query(q.get(v1["ref"], ts=v1["ts"]))["data"]["v"] == 1
     assert db.query(q.get(v1["ref"]))["data"]["v"] == 2
     assert db.query(q.at(v1["ts"] - 1, q.exists(v1["ref"]))) is False
+
+
+def test_document_events(db):
+    db.query(q.create_collection({"name": "ev"}))
+    v1 = db.query(q.create(q.collection("ev"), {"data": {"v": 1}}))
+    v2 = db.query(q.update(v1["ref"], {"data": {"v": 2}}))
     events = db.query(q.paginate(q.events(v1["ref"])))["data"]
     assert [e["action"] for e in events] == ["create", "update"]
     assert [e["ts"] for e in events] == [v1["ts"], v2["ts"]]
