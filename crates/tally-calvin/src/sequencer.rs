@@ -100,6 +100,11 @@ impl Clock {
         s.issued = s.issued.max(last_commit_ts);
     }
 
+    /// The largest timestamp this node has handed out.
+    pub fn issued(&self) -> u64 {
+        self.lock().issued
+    }
+
     /// The timestamp a read-only query should run at, given the last applied commit.
     pub fn read_ts(&self, applied: u64) -> u64 {
         let mut s = self.lock();
@@ -279,6 +284,7 @@ mod tests {
                     epoch_ms: 2,
                     ..Default::default()
                 },
+                std::sync::Arc::new(Clock::new(0)),
             )
             .unwrap();
             let outs: Vec<u64> = rt.block_on(async {

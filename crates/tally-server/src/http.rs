@@ -238,15 +238,60 @@ fn timeout_ms(headers: &HeaderMap) -> u64 {
         .min(QUERY_TIMEOUT_MAX_MS)
 }
 
+/// Longest a read waits for this node to apply up to the client's `X-Last-Seen-Txn`.
+pub const LAST_SEEN_WAIT_MAX_MS: u64 = 5_000;
+
+/// Honour `X-Last-Seen-Txn`: a client that has seen a commit at ts `t` must never read
+/// an older state. Wait (bounded) until this node has applied through `t`; on one node
+/// every acknowledged write is already applied, so this returns at once.
+async fn wait_for_last_seen(st: &AppState, headers: &HeaderMap, max: Duration) {
+    let Some(seen) = headers
+        .get("x-last-seen-txn")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    // Every timestamp this node handed out is covered by what it has applied or by the
+    // read clock; only a timestamp from elsewhere (another member) needs waiting for.
+    if seen <= st.clock.issued() {
+        return;
+    }
+    let deadline = Instant::now() + max;
+    while st.applied_ts.load(Ordering::Acquire) < seen && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn bad_request(desc: impl Into<String>) -> FqlError {
     FqlError::new(tally_fql::error::code::BAD_REQUEST, desc)
 }
 
-async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn query(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let tp = traceparent(&headers);
-    let (tags, mut resp) = match check_tags(&headers) {
-        Ok(tags) => (tags, query_inner(st, &headers, body).await),
-        Err(e) => (None, error_response(&e, 0)),
+    let (tags, mut resp) = match (check_tags(&headers), body) {
+        (Err(e), _) => (None, error_response(&e, 0)),
+        (Ok(_), Err(rej)) => {
+            let e = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                FqlError::new(
+                    "request too large",
+                    format!(
+                        "Request body is larger than {} bytes; send smaller queries (or raise --body-bytes-max).",
+                        st.body_bytes_max
+                    ),
+                )
+            } else {
+                bad_request(format!("Could not read the request body: {rej}"))
+            };
+            let mut r = error_response(&e, 0);
+            *r.status_mut() = rej.status();
+            (None, r)
+        }
+        (Ok(tags), Ok(body)) => (tags, query_inner(st, &headers, body).await),
     };
     let h = resp.headers_mut();
     set_header(h, "traceparent", tp);
@@ -286,6 +331,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
         Err(e) => return error_response(&e, 0),
     };
     let tmo = timeout_ms(headers);
+    wait_for_last_seen(&st, headers, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
     let deadline = started + Duration::from_millis(tmo);
     let st2 = st.clone();
     let secret2 = secret.clone();
