@@ -187,6 +187,18 @@ impl<'a> Eval<'a> {
     /// Every index of `db` that has `coll` as a source.
     pub fn indexes_on(&mut self, db: DbId, coll: CollId) -> Result<Vec<IndexDef>> {
         let at = self.read_ts();
+        let gen = self.tx.schema_gen;
+        if let Some((g, t, defs)) = self.index_cache.get(&(db, coll)) {
+            if *g == gen && *t == at {
+                return Ok(defs.clone());
+            }
+        }
+        let defs = self.indexes_on_uncached(db, coll, at)?;
+        self.index_cache.insert((db, coll), (gen, at, defs.clone()));
+        Ok(defs)
+    }
+
+    fn indexes_on_uncached(&mut self, db: DbId, coll: CollId, at: u64) -> Result<Vec<IndexDef>> {
         let docs = self.tx.scan_docs(db, native::INDEXES, None, false, at, usize::MAX)?;
         let mut out = Vec::new();
         for (_, d) in docs {

@@ -83,6 +83,9 @@ pub struct Eval<'a> {
     ids_issued: u64,
     /// Read ts override stack for `At`.
     at_stack: Vec<u64>,
+    /// Index definitions by source collection, valid while `tx.schema_gen` and the read
+    /// ts are unchanged. Lookup only; never iterated into a result.
+    pub(crate) index_cache: std::collections::HashMap<(u64, u64), (u64, u64, Vec<crate::catalog::IndexDef>)>,
 }
 
 impl<'a> Eval<'a> {
@@ -99,6 +102,7 @@ impl<'a> Eval<'a> {
             entropy: [0; 32],
             ids_issued: 0,
             at_stack: Vec::new(),
+            index_cache: std::collections::HashMap::new(),
         }
     }
 

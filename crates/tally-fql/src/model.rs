@@ -277,13 +277,15 @@ pub struct Tx<'a> {
     overlay: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
     /// History edits at explicit timestamps: `Some(value)` puts, `None` removes a version.
     history_edits: Vec<(Space, Vec<u8>, Ts, Option<Vec<u8>>)>,
+    /// Bumped by every write to a native (schema) collection.
+    pub schema_gen: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
-        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), bytes_read: 0, bytes_written: 0 }
+        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), schema_gen: 0, bytes_read: 0, bytes_written: 0 }
     }
 
     pub fn snapshot(&self) -> &'a dyn Snapshot {
@@ -437,6 +439,10 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) {
+        if native::name(coll).is_some() {
+            // Schema changed: caches of schema reads made in this transaction are stale.
+            self.schema_gen += 1;
+        }
         self.put(Space::Docs, doc_key(db, coll, id), encode_doc(deleted, data));
     }
 

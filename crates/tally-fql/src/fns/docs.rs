@@ -366,9 +366,9 @@ pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: 
     };
     let mut terms: Vec<Vec<Value>> = vec![vec![]];
     for f in &def.terms {
-        let vals = field_value(ev, f)?;
+        let mut vals = field_value(ev, f)?;
         if vals.is_empty() {
-            return Ok(Vec::new());
+            vals.push(Value::Null);
         }
         terms = cross(terms, &vals);
     }
@@ -381,8 +381,17 @@ pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: 
         values = cross(values, &vals);
     }
     let mut rows = Vec::new();
+    // As in v4, a document whose indexed fields are all null is left out: with terms,
+    // when every term is null; without terms, when every value is null.
+    let all_null = |xs: &[Value]| !xs.is_empty() && xs.iter().all(Value::is_null);
     for t in &terms {
+        if all_null(t) {
+            continue;
+        }
         for v in &values {
+            if def.terms.is_empty() && all_null(v) {
+                continue;
+            }
             let row = (t.clone(), v.clone());
             if !rows.contains(&row) {
                 rows.push(row);
