@@ -193,6 +193,37 @@ describe('limits', { timeout: 300_000 }, () => {
     assert.equal(JSON.parse(ok.body).resource.flat(Infinity)[0], 1)
   })
 
+  it('nesting that FQL v4 accepts (500 levels) still evaluates', async t => {
+    // v4 parses request bodies with Jackson's default limit of 1,000 nesting
+    // levels, so generated queries and deeply nested documents well inside that
+    // (here 500 JSON levels) must work, not only trivially shallow ones.
+    const cases = [
+      ['500 nested Not', deepNot(500), r => assert.equal(r, true)],
+      ['500 nested arrays', deepArray(500), r => assert.equal(r.flat(Infinity)[0], 1)],
+      [
+        '250 nested object literals (500 JSON levels)',
+        deepObject(250),
+        r => {
+          for (let i = 0; i < 250; i++) r = r.a
+          assert.equal(r, 1)
+        },
+      ],
+    ]
+    const failures = []
+    for (const [name, body, check] of cases) {
+      const res = await server.raw(body, { timeoutMs: 30_000 })
+      t.diagnostic(`${name} -> ${res.status} ${res.status === 200 ? '' : res.body.slice(0, 160)}`)
+      try {
+        assert.equal(res.status, 200, res.body.slice(0, 300))
+        check(JSON.parse(res.body).resource)
+      } catch (e) {
+        failures.push(`${name}: ${e.message}`)
+      }
+    }
+    await assertHealthy()
+    assert.deepEqual(failures, [], failures.join('\n'))
+  })
+
   it('a 20 MB body -> 4xx promptly, server still answers', async t => {
     // HTTP/1.1, body streamed: the server may answer early and close. Whether the
     // client reads that answer or sees the reset first is a race on the wire
