@@ -273,6 +273,9 @@ fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         crate::fns::schema::delete_schema(ev, db, coll, &id, &old.data)?;
     } else {
         write_doc(ev, db, coll, &r, Some(&old.data), None)?;
+        if old.data.contains_key("credentials") {
+            crate::fns::identity::sync_credentials_doc(ev, &r, None)?;
+        }
     }
     Ok(render(&r, old.ts, &old.data))
 }

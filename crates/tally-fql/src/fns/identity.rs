@@ -66,7 +66,35 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
     let hash = hasher()
         .hash_password(pw.as_bytes(), &salt)
         .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("password hashing failed: {e}")))?;
-    creds.insert("hashed_password".into(), Value::String(hash.to_string()));
+    let hashed = hash.to_string();
+    creds.insert("hashed_password".into(), Value::String(hashed.clone()));
+    sync_credentials_doc(ev, r, Some(hashed))
+}
+
+/// Keep the document's entry in the native `credentials` collection in step: v4 lists
+/// credentials there as `{instance, hashed_password}` documents. `None` removes it.
+pub fn sync_credentials_doc(ev: &mut Eval<'_>, r: &Ref, hashed: Option<String>) -> Result<()> {
+    let Target::Doc { db, .. } = ev.resolve(r)? else { return Ok(()) };
+    let ts = ev.txn_ts();
+    let existing = ev
+        .tx
+        .scan_docs(db, native::CREDENTIALS, None, false, ts, usize::MAX)?
+        .into_iter()
+        .find(|(_, d)| d.data.get("instance") == Some(&Value::Ref(r.clone())));
+    match (existing, hashed) {
+        (Some((id, d)), None) => ev.tx.put_doc(db, native::CREDENTIALS, &id, true, &d.data),
+        (existing, Some(h)) => {
+            let id = match existing {
+                Some((id, _)) => id,
+                None => ev.new_id().to_string(),
+            };
+            let mut data = Object::new();
+            data.insert("instance".into(), Value::Ref(r.clone()));
+            data.insert("hashed_password".into(), Value::String(h));
+            ev.tx.put_doc(db, native::CREDENTIALS, &id, false, &data);
+        }
+        (None, None) => {}
+    }
     Ok(())
 }
 
@@ -238,5 +266,3 @@ pub fn identity_alive(tx: &mut crate::model::Tx<'_>, db: DbId, identity: &Ref, t
     Ok(tx.live_doc(db, cid, &identity.id, ts)?.is_some())
 }
 
-#[allow(dead_code)]
-fn _target_unused(_t: Target) {}

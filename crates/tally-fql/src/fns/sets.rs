@@ -1090,7 +1090,13 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
             return match ev.resolve(r)? {
                 Target::NativeColl { db, coll } => {
                     let name = native::name(coll).unwrap_or("collections");
-                    open_docs(ev, db, coll, Ref::native(name), r.database.clone(), ctx, s)
+                    // v4 scopes numbered native documents (keys, tokens) through their
+                    // collection, and named ones (collections, databases, ...) directly.
+                    if native::is_named(coll) {
+                        open_docs(ev, db, coll, Ref::native(name), r.database.clone(), ctx, s)
+                    } else {
+                        open_docs(ev, db, coll, Ref::native(name).with_database(r.database.as_deref().cloned()), None, ctx, s)
+                    }
                 }
                 _ => Err(wrong_type("Set", s)),
             };
