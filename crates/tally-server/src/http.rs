@@ -75,7 +75,7 @@ async fn ping(
 }
 
 fn ping_inner(p: PingParams) -> Response {
-    let scope = p.scope.unwrap_or_else(|| "global".into());
+    let scope = p.scope.unwrap_or_else(|| "write".into());
     if !matches!(
         scope.as_str(),
         "node" | "local" | "global" | "write" | "read" | "all"
