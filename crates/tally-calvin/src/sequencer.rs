@@ -23,6 +23,11 @@ pub trait StateMachine: Send {
     fn last_commit_ts(&self) -> u64;
 }
 
+/// Stack of the sequencer thread, which runs the executor. Evaluation recurses (nested
+/// expressions, lambdas, user functions); the evaluator bounds that depth, and this
+/// leaves ample room under the bound. Only touched pages are committed.
+pub const EXECUTOR_STACK_BYTES: usize = 512 << 20;
+
 #[derive(Clone, Debug)]
 pub struct SequencerConfig {
     /// How long a batch stays open after its first input.
@@ -146,6 +151,7 @@ impl Sequencer {
         let (tx, rx) = sync_channel::<Item>(config.queue_inputs_max);
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
+            .stack_size(EXECUTOR_STACK_BYTES)
             .spawn(move || run(log, machine, config, rx, clock))
             .map_err(|source| crate::log::LogError::Io {
                 path: "sequencer thread".into(),

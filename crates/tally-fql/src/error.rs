@@ -53,6 +53,9 @@ pub mod code {
     pub const UNAVAILABLE: &str = "unavailable";
 }
 
+/// How many levels of `cause` an error renders.
+pub const CAUSE_DEPTH_MAX: usize = 8;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct FqlError {
     pub code: &'static str,
@@ -111,6 +114,12 @@ impl FqlError {
     }
 
     pub fn to_json(&self) -> Json {
+        self.to_json_depth(0)
+    }
+
+    /// Render at most [`CAUSE_DEPTH_MAX`] levels of nested causes (deep recursion through
+    /// user functions would otherwise nest hundreds of levels).
+    fn to_json_depth(&self, depth: usize) -> Json {
         let pos: Vec<Json> = self
             .position()
             .into_iter()
@@ -134,8 +143,8 @@ impl FqlError {
                 .collect();
             o.insert("failures".into(), Json::Array(f));
         }
-        if !self.cause.is_empty() {
-            o.insert("cause".into(), Json::Array(self.cause.iter().map(|c| c.to_json()).collect()));
+        if !self.cause.is_empty() && depth < CAUSE_DEPTH_MAX {
+            o.insert("cause".into(), Json::Array(self.cause.iter().map(|c| c.to_json_depth(depth + 1)).collect()));
         }
         Json::Object(o)
     }

@@ -211,7 +211,15 @@ impl FqlMachine {
         let mut last_ts = self.last_ts;
         for input in &batch.inputs {
             builder.push_input(input)?;
-            let (out, writes, ids) = self.run_input(&*b, ts, input);
+            // A panic in evaluation is a bug, but it must not take the node down (a logged
+            // input that panics would panic again on every replay). It is deterministic, so
+            // every replica turns it into the same error.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input)));
+            let (out, writes, ids) = run.unwrap_or_else(|_| {
+                let e = tally_fql::FqlError::new("internal server error", "The query hit an internal error and was not applied.");
+                let body = serde_json::json!({"errors": [e.to_json()]});
+                (TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0 }, Vec::new(), 0)
+            });
             for w in &writes {
                 match &w.value {
                     Some(v) => b.put(w.space, &w.key, w.ts, v)?,
