@@ -257,6 +257,9 @@ pub fn decode_entry(key: Vec<u8>, v: &Version) -> Result<IndexEntry> {
     }
 }
 
+/// Deepest nesting a stored document may have (v4 accepts 1,000-level request bodies).
+pub const DOC_DEPTH_MAX: usize = 1024;
+
 /// Scan page size used when pulling from storage.
 pub const SCAN_CHUNK: usize = 256;
 
@@ -279,13 +282,15 @@ pub struct Tx<'a> {
     history_edits: Vec<(Space, Vec<u8>, Ts, Option<Vec<u8>>)>,
     /// Bumped by every write to a native (schema) collection.
     pub schema_gen: u64,
+    /// Set when a write was refused for nesting deeper than [`DOC_DEPTH_MAX`].
+    pub too_deep: bool,
     pub bytes_read: u64,
     pub bytes_written: u64,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
-        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), schema_gen: 0, bytes_read: 0, bytes_written: 0 }
+        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), schema_gen: 0, too_deep: false, bytes_read: 0, bytes_written: 0 }
     }
 
     pub fn snapshot(&self) -> &'a dyn Snapshot {
@@ -439,6 +444,11 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) {
+        if data.values().map(Value::depth).max().unwrap_or(0) >= DOC_DEPTH_MAX {
+            // Reported by `run::evaluate` as `validation failed`; nothing is written.
+            self.too_deep = true;
+            return;
+        }
         if native::name(coll).is_some() {
             // Schema changed: caches of schema reads made in this transaction are stale.
             self.schema_gen += 1;

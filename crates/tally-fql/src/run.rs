@@ -45,7 +45,16 @@ pub fn evaluate(
     ev.limits = limits;
     ev.entropy = entropy;
     ev.deadline = if mode == Mode::ReadOnly { deadline } else { None };
-    let result = ev.eval(expr);
+    let mut result = ev.eval(expr);
+    if result.is_ok() && ev.tx.too_deep {
+        let mut e = FqlError::new(code::VALIDATION_FAILED, "document data is not valid.");
+        e.failures.push(crate::error::Failure {
+            field: vec!["data".into()],
+            code: "invalid value",
+            description: format!("Documents may be nested at most {} levels deep.", crate::model::DOC_DEPTH_MAX),
+        });
+        result = Err(e);
+    }
     let steps = ev.steps();
     let ids_issued = ev.ids_issued();
     let bytes_read = ev.tx.bytes_read;

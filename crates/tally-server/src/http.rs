@@ -312,18 +312,15 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
             0,
         );
     };
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+    if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
+        let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
+        return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
+    }
+    let json: serde_json::Value = match tally_value::parse_json_unbounded(&body) {
         Ok(j) => j,
         Err(e) => {
-            let msg = if e.to_string().contains("recursion limit") {
-                "Query is nested too deeply (more than 128 levels); flatten it.".to_string()
-            } else {
-                format!("Request body is not valid JSON: {e}.")
-            };
-            return error_response(
-                &FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg),
-                0,
-            );
+            let msg = format!("Request body is not valid JSON: {e}.");
+            return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
         }
     };
     let expr = match tally_fql::expr::parse(&json) {
@@ -435,7 +432,7 @@ async fn write_path(
             )
         }
     };
-    let out: TxnOutput = match serde_json::from_slice(&out) {
+    let out: TxnOutput = match tally_value::parse_json_unbounded(&out) {
         Ok(o) => o,
         Err(e) => {
             return error_response(

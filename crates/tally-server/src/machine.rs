@@ -134,7 +134,7 @@ impl FqlMachine {
                 0,
             )
         };
-        let inp: TxnInput = match serde_json::from_slice(input) {
+        let inp: TxnInput = match tally_value::parse_json_unbounded(input) {
             Ok(i) => i,
             Err(e) => {
                 return fail(

@@ -39,6 +39,9 @@ pub enum CodecError {
     Malformed(&'static str),
 }
 
+/// Deepest value `decode` accepts; writers keep stored values well below it.
+pub const DECODE_DEPTH_MAX: usize = 4096;
+
 const T_NUM: u8 = 0x10;
 const T_BYTES: u8 = 0x20;
 const T_STR: u8 = 0x30;
@@ -230,7 +233,7 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.unescape()?).map_err(|_| CodecError::Malformed("invalid UTF-8"))
     }
     fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
-        if depth > 512 {
+        if depth > DECODE_DEPTH_MAX {
             return Err(CodecError::Malformed("nesting too deep"));
         }
         let tag = self.byte()?;

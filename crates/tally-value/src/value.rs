@@ -219,6 +219,17 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Nesting depth: 1 for scalars, 1 + the deepest element for arrays, objects, sets and
+    /// queries.
+    pub fn depth(&self) -> usize {
+        match self {
+            Value::Array(items) => 1 + items.iter().map(Value::depth).max().unwrap_or(0),
+            Value::Object(o) => 1 + o.values().map(Value::depth).max().unwrap_or(0),
+            Value::Set(v) | Value::Query(v) => 1 + v.depth(),
+            _ => 1,
+        }
+    }
+
     /// Field lookup on objects; `None` for anything else or a missing key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.as_object().and_then(|o| o.get(key))

@@ -30,6 +30,52 @@ fn bad(form: &'static str, detail: impl Into<String>) -> WireError {
     }
 }
 
+/// Deepest JSON nesting accepted from clients (as v4, which parses with a 1,000-level limit).
+pub const JSON_DEPTH_MAX: usize = 1000;
+
+/// The nesting depth of JSON text (arrays and objects), found without parsing or recursion
+/// so hostile input is measured cheaply. Stops counting past `limit + 1`.
+pub fn json_depth(bytes: &[u8], limit: usize) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    max = depth;
+                    if max > limit {
+                        return max;
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Parse JSON without serde_json's 128-level recursion limit. Callers bound the depth
+/// first (see [`json_depth`]) and run on threads with large stacks.
+pub fn parse_json_unbounded<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let v = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
 /// Parse text as JSON and decode it as a value.
 pub fn from_json_str(text: &str) -> Result<Value, WireError> {
     let json: Json = serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
