@@ -75,11 +75,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = Batch {
-            height: 7,
-            ts: 123,
-            inputs: vec![b"a".to_vec(), vec![], b"xyz".to_vec()],
-        };
+        let b = Batch { height: 7, ts: 123, inputs: vec![b"a".to_vec(), vec![], b"xyz".to_vec()] };
         assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
         let e = b.encode();
         assert_eq!(Batch::decode(&e[..e.len() - 1]), Err(BatchError::Truncated));

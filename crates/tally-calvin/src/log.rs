@@ -14,10 +14,7 @@ use crate::batch::Batch;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("log is corrupt at height {height}: {detail}")]
     Corrupt { height: u64, detail: String },
     #[error("log append out of order: expected height {expected}, got {got}")]
@@ -51,19 +48,11 @@ impl FileLog {
     pub fn open(dir: &Path) -> Result<FileLog, LogError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| LogError::Io {
-                path: path.clone(),
-                source,
-            }
+            move |source| LogError::Io { path: path.clone(), source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("input.log");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
         let (valid_len, last_height, last_ts) = scan(&mut file, &path, |_| Ok(()))?;
         let len = file.metadata().map_err(io(&path))?.len();
         if valid_len < len {
@@ -75,12 +64,7 @@ impl FileLog {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(FileLog {
-            path,
-            file,
-            last_height,
-            last_ts,
-        })
+        Ok(FileLog { path, file, last_height, last_ts })
     }
 }
 
@@ -90,10 +74,7 @@ fn scan(
     path: &Path,
     mut f: impl FnMut(Batch) -> Result<(), LogError>,
 ) -> Result<(u64, u64, u64), LogError> {
-    let io = |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| LogError::Io { path: path.to_path_buf(), source };
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data).map_err(io)?;
@@ -101,8 +82,7 @@ fn scan(
     let mut last_height = 0;
     let mut last_ts = 0;
     while pos + 8 <= data.len() {
-        let len =
-            u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let len = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_be_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         if len > FRAME_BYTES_MAX || pos + 8 + len > data.len() {
             break;
@@ -131,25 +111,16 @@ fn scan(
 impl Log for FileLog {
     fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
         if batch.height != self.last_height + 1 {
-            return Err(LogError::OutOfOrder {
-                expected: self.last_height + 1,
-                got: batch.height,
-            });
+            return Err(LogError::OutOfOrder { expected: self.last_height + 1, got: batch.height });
         }
         let body = batch.encode();
         let mut frame = Vec::with_capacity(body.len() + 8);
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         frame.extend_from_slice(&body);
-        let io = |source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| LogError::Io { path: self.path.clone(), source };
         self.file.write_all(&frame).map_err(io)?;
-        self.file.sync_data().map_err(|source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file.sync_data().map_err(|source| LogError::Io { path: self.path.clone(), source })?;
         self.last_height = batch.height;
         self.last_ts = batch.ts;
         Ok(())
@@ -186,20 +157,9 @@ mod tests {
         {
             let mut log = FileLog::open(dir.path()).unwrap();
             for h in 1..=3 {
-                log.append(&Batch {
-                    height: h,
-                    ts: h * 10,
-                    inputs: vec![vec![h as u8; 5]],
-                })
-                .unwrap();
+                log.append(&Batch { height: h, ts: h * 10, inputs: vec![vec![h as u8; 5]] }).unwrap();
             }
-            assert!(log
-                .append(&Batch {
-                    height: 9,
-                    ts: 0,
-                    inputs: vec![]
-                })
-                .is_err());
+            assert!(log.append(&Batch { height: 9, ts: 0, inputs: vec![] }).is_err());
         }
         // Simulate a torn append.
         let p = dir.path().join("input.log");
@@ -210,16 +170,8 @@ mod tests {
         assert_eq!(log.last_height(), 3);
         assert_eq!(log.last_ts(), 30);
         let after = log.read_after(1).unwrap();
-        assert_eq!(
-            after.iter().map(|b| b.height).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        log.append(&Batch {
-            height: 4,
-            ts: 40,
-            inputs: vec![],
-        })
-        .unwrap();
+        assert_eq!(after.iter().map(|b| b.height).collect::<Vec<_>>(), vec![2, 3]);
+        log.append(&Batch { height: 4, ts: 40, inputs: vec![] }).unwrap();
         assert_eq!(FileLog::open(dir.path()).unwrap().last_height(), 4);
     }
 }

@@ -39,12 +39,7 @@ pub struct SequencerConfig {
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        SequencerConfig {
-            epoch_ms: 10,
-            batch_inputs_max: 8192,
-            batch_bytes_max: 64 << 20,
-            queue_inputs_max: 65_536,
-        }
+        SequencerConfig { epoch_ms: 10, batch_inputs_max: 8192, batch_bytes_max: 64 << 20, queue_inputs_max: 65_536 }
     }
 }
 
@@ -79,12 +74,7 @@ struct ClockState {
 
 impl Clock {
     pub fn new(last_ts: u64) -> Clock {
-        Clock {
-            state: std::sync::Mutex::new(ClockState {
-                issued: last_ts,
-                pending: 0,
-            }),
-        }
+        Clock { state: std::sync::Mutex::new(ClockState { issued: last_ts, pending: 0 }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
@@ -139,11 +129,7 @@ impl Sequencer {
         let applied = machine.applied_height();
         let replay = log.read_after(applied)?;
         if !replay.is_empty() {
-            tracing::info!(
-                from = applied + 1,
-                batches = replay.len(),
-                "replaying input log"
-            );
+            tracing::info!(from = applied + 1, batches = replay.len(), "replaying input log");
         }
         for b in &replay {
             machine.apply(b);
@@ -153,10 +139,7 @@ impl Sequencer {
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
             .spawn(move || run(log, machine, config, rx, clock))
-            .map_err(|source| crate::log::LogError::Io {
-                path: "sequencer thread".into(),
-                source,
-            })?;
+            .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
         Ok((Sequencer { tx }, handle))
     }
 
@@ -166,20 +149,14 @@ impl Sequencer {
         match self.tx.try_send((input, otx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(SubmitError::Stopped("shut down".into()))
-            }
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped("shut down".into())),
         }
-        orx.await
-            .unwrap_or_else(|_| Err(SubmitError::Stopped("dropped the transaction".into())))
+        orx.await.unwrap_or_else(|_| Err(SubmitError::Stopped("dropped the transaction".into())))
     }
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn run<L: Log, M: StateMachine>(
@@ -211,11 +188,7 @@ fn run<L: Log, M: StateMachine>(
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
         let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items.into_iter().unzip();
-        let batch = Batch {
-            height: log.last_height() + 1,
-            ts,
-            inputs,
-        };
+        let batch = Batch { height: log.last_height() + 1, ts, inputs };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
             // write is a log we cannot trust to be complete.
@@ -227,18 +200,12 @@ fn run<L: Log, M: StateMachine>(
         }
         let outputs = machine.apply(&batch);
         clock.batch_done(machine.last_commit_ts());
-        for (r, out) in
-            replies
+        for (r, out) in replies.into_iter().zip(
+            outputs
                 .into_iter()
-                .zip(
-                    outputs
-                        .into_iter()
-                        .map(Ok)
-                        .chain(std::iter::repeat_with(|| {
-                            Err(SubmitError::Stopped("no output for input".into()))
-                        })),
-                )
-        {
+                .map(Ok)
+                .chain(std::iter::repeat_with(|| Err(SubmitError::Stopped("no output for input".into())))),
+        ) {
             let _ = r.send(out);
         }
     }
@@ -275,21 +242,13 @@ mod tests {
     #[test]
     fn batches_apply_in_order_and_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         {
             let log = FileLog::open(dir.path()).unwrap();
             let (seq, _h) = Sequencer::start(
                 log,
-                Counter {
-                    height: 0,
-                    total: 0,
-                },
-                SequencerConfig {
-                    epoch_ms: 2,
-                    ..Default::default()
-                },
+                Counter { height: 0, total: 0 },
+                SequencerConfig { epoch_ms: 2, ..Default::default() },
                 std::sync::Arc::new(Clock::new(0)),
             )
             .unwrap();
@@ -305,10 +264,7 @@ mod tests {
         }
         // A fresh machine replays the whole log to the same state.
         let log = FileLog::open(dir.path()).unwrap();
-        let mut m = Counter {
-            height: 0,
-            total: 0,
-        };
+        let mut m = Counter { height: 0, total: 0 };
         let mut log2 = log;
         for b in log2.read_after(0).unwrap() {
             m.apply(&b);

@@ -57,9 +57,8 @@ impl<'a> Eval<'a> {
             None => Ok(self.auth.db),
             Some(dbref) => {
                 let parent = self.resolve_scope(dbref.database.as_deref())?;
-                self.child_db_id(parent, &dbref.id)?.ok_or_else(|| {
-                    FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", dbref.id))
-                })
+                self.child_db_id(parent, &dbref.id)?
+                    .ok_or_else(|| FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", dbref.id)))
             }
         }
     }
@@ -113,9 +112,10 @@ impl<'a> Eval<'a> {
         match self.resolve(r)? {
             Target::Doc { db, coll: native::INDEXES, id } => {
                 let at = self.read_ts();
-                let doc = self.tx.live_doc(db, native::INDEXES, &id, at)?.ok_or_else(|| {
-                    FqlError::new(code::INVALID_REF, format!("Index `{id}` does not exist."))
-                })?;
+                let doc = self
+                    .tx
+                    .live_doc(db, native::INDEXES, &id, at)?
+                    .ok_or_else(|| FqlError::new(code::INVALID_REF, format!("Index `{id}` does not exist.")))?;
                 Ok((db, self.parse_index(db, &doc.data)?))
             }
             _ => Err(invalid_argument(format!("Index ref expected, {r} provided."))),
@@ -238,7 +238,11 @@ impl<'a> Eval<'a> {
             Role::Server | Role::ServerReadOnly => coll != native::KEYS || db != self.auth.db,
             Role::Client => false,
         };
-        if allowed { Ok(()) } else { Err(crate::error::permission_denied()) }
+        if allowed {
+            Ok(())
+        } else {
+            Err(crate::error::permission_denied())
+        }
     }
 
     /// May the query's key write documents of `coll` in `db`?
@@ -249,7 +253,11 @@ impl<'a> Eval<'a> {
             Role::Server => !matches!(coll, native::KEYS | native::DATABASES | native::ROLES) || db != self.auth.db,
             Role::ServerReadOnly | Role::Client => false,
         };
-        if allowed { Ok(()) } else { Err(crate::error::permission_denied()) }
+        if allowed {
+            Ok(())
+        } else {
+            Err(crate::error::permission_denied())
+        }
     }
 }
 

@@ -158,13 +158,19 @@ impl<'a> Eval<'a> {
         if self.steps > self.limits.steps_max {
             return Err(FqlError::new(
                 code::TIME_OUT,
-                format!("Query exceeded its limit of {} evaluation steps; split it or raise X-Query-Timeout.", self.limits.steps_max),
+                format!(
+                    "Query exceeded its limit of {} evaluation steps; split it or raise X-Query-Timeout.",
+                    self.limits.steps_max
+                ),
             ));
         }
         if self.steps & 1023 == 0 {
             if let Some(d) = self.deadline {
                 if Instant::now() > d {
-                    return Err(FqlError::new(code::TIME_OUT, "Query timed out (X-Query-Timeout); simplify it or raise the timeout."));
+                    return Err(FqlError::new(
+                        code::TIME_OUT,
+                        "Query timed out (X-Query-Timeout); simplify it or raise the timeout.",
+                    ));
                 }
             }
         }
@@ -322,13 +328,17 @@ impl<'a> Eval<'a> {
         if self.call_depth >= self.limits.call_depth_max {
             return Err(FqlError::new(
                 code::STACK_OVERFLOW,
-                format!("Lambda/function calls nested deeper than {}; check for unbounded recursion.", self.limits.call_depth_max),
+                format!(
+                    "Lambda/function calls nested deeper than {}; check for unbounded recursion.",
+                    self.limits.call_depth_max
+                ),
             ));
         }
         let mark = self.env.len();
         match &lam.params {
             Params::One(name) => {
-                let v = if args.len() == 1 { args.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(args) };
+                let v =
+                    if args.len() == 1 { args.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(args) };
                 if name != "_" {
                     self.env.push((name.clone(), v));
                 }

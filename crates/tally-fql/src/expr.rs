@@ -169,7 +169,10 @@ impl Parser<'_> {
                             .at("let"));
                     };
                     for (k, e) in m {
-                        out.push(Expr::Object(vec![(k.clone(), self.expr(e).map_err(|x| x.at(k.as_str()).at(i).at("let"))?)]));
+                        out.push(Expr::Object(vec![(
+                            k.clone(),
+                            self.expr(e).map_err(|x| x.at(k.as_str()).at(i).at("let"))?,
+                        )]));
                     }
                 }
             }
@@ -197,9 +200,13 @@ fn resolve(map: &serde_json::Map<String, Json>) -> Result<&'static FnSpec> {
     for k in map.keys() {
         let Some(specs) = reg.get(k.as_str()) else { continue };
         for spec in specs {
-            let fits = map.keys().all(|x| x == spec.name || spec.optional.contains(&x.as_str()) || spec.required.contains(&x.as_str()))
+            let fits = map
+                .keys()
+                .all(|x| x == spec.name || spec.optional.contains(&x.as_str()) || spec.required.contains(&x.as_str()))
                 && spec.required.iter().all(|r| map.contains_key(*r));
-            if fits && best.is_none_or(|b| spec.optional.len() + spec.required.len() > b.optional.len() + b.required.len()) {
+            if fits
+                && best.is_none_or(|b| spec.optional.len() + spec.required.len() > b.optional.len() + b.required.len())
+            {
                 best = Some(spec);
             }
         }
@@ -241,7 +248,9 @@ pub fn unparse(e: &Expr) -> Value {
                         Expr::Array(bs) => Value::Array(
                             bs.iter()
                                 .map(|b| match b {
-                                    Expr::Object(f) => Value::Object(f.iter().map(|(k, v)| (k.clone(), unparse(v))).collect()),
+                                    Expr::Object(f) => {
+                                        Value::Object(f.iter().map(|(k, v)| (k.clone(), unparse(v))).collect())
+                                    }
                                     other => unparse(other),
                                 })
                                 .collect(),

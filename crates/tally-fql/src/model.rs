@@ -223,7 +223,14 @@ pub fn push_index_values(k: &mut Vec<u8>, values: &[Value], reverse: &[bool]) {
     }
 }
 
-pub fn index_key(db: DbId, index: u64, terms: &[Value], values: &[Value], reverse: &[bool], doc: &tally_value::Ref) -> Vec<u8> {
+pub fn index_key(
+    db: DbId,
+    index: u64,
+    terms: &[Value],
+    values: &[Value],
+    reverse: &[bool],
+    doc: &tally_value::Ref,
+) -> Vec<u8> {
     let mut k = index_prefix(db, index, terms);
     push_index_values(&mut k, values, reverse);
     encode_into(&mut k, &Value::Ref(doc.clone()));
@@ -279,7 +286,7 @@ pub struct Tx<'a> {
     pub ts: Ts,
     overlay: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
     /// History edits at explicit timestamps: `Some(value)` puts, `None` removes a version.
-    history_edits: Vec<(Space, Vec<u8>, Ts, Option<Vec<u8>>)>,
+    history_edits: Vec<Write>,
     /// Bumped by every write to a native (schema) collection.
     pub schema_gen: u64,
     /// Set when a write was refused for nesting deeper than [`DOC_DEPTH_MAX`].
@@ -290,7 +297,16 @@ pub struct Tx<'a> {
 
 impl<'a> Tx<'a> {
     pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
-        Tx { snap, ts, overlay: BTreeMap::new(), history_edits: Vec::new(), schema_gen: 0, too_deep: false, bytes_read: 0, bytes_written: 0 }
+        Tx {
+            snap,
+            ts,
+            overlay: BTreeMap::new(),
+            history_edits: Vec::new(),
+            schema_gen: 0,
+            too_deep: false,
+            bytes_read: 0,
+            bytes_written: 0,
+        }
     }
 
     pub fn snapshot(&self) -> &'a dyn Snapshot {
@@ -322,15 +338,16 @@ impl<'a> Tx<'a> {
 
     /// Edit history: write `value` at `ts` (`None` removes the version at `ts`).
     pub fn edit_history(&mut self, space: Space, key: Vec<u8>, ts: Ts, value: Option<Vec<u8>>) {
-        self.history_edits.push((space, key, ts, value));
+        self.history_edits.push(Write { space, key, ts, value });
     }
 
     /// Every write of this transaction: first its writes at the txn ts in key order,
     /// then its history edits in the order they were made.
     pub fn into_writes(self) -> Vec<Write> {
         let ts = self.ts;
-        let mut out: Vec<Write> = self.overlay.into_iter().map(|((space, key), v)| Write { space, key, ts, value: Some(v) }).collect();
-        out.extend(self.history_edits.into_iter().map(|(space, key, ts, value)| Write { space, key, ts, value }));
+        let mut out: Vec<Write> =
+            self.overlay.into_iter().map(|((space, key), v)| Write { space, key, ts, value: Some(v) }).collect();
+        out.extend(self.history_edits);
         out
     }
 
@@ -405,7 +422,15 @@ impl<'a> Tx<'a> {
     }
 
     /// Versions of one key, newest first when `desc` (history reads).
-    pub fn history(&mut self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool, limit: usize) -> Result<Vec<Version>> {
+    pub fn history(
+        &mut self,
+        space: Space,
+        key: &[u8],
+        lo: Ts,
+        hi: Ts,
+        desc: bool,
+        limit: usize,
+    ) -> Result<Vec<Version>> {
         let mut out = Vec::new();
         let own = if hi >= self.ts { self.overlay.get(&(space, key.to_vec())).cloned() } else { None };
         if let (Some(v), true) = (&own, desc) {
@@ -472,7 +497,8 @@ impl<'a> Tx<'a> {
         let mut resumed = false;
         loop {
             let page = self.scan(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1)?;
-            let skip_first = from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
+            let skip_first =
+                from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
             let n = page.len() - skip_first as usize;
             let mut last = None;
             for (k, v) in page.into_iter().skip(skip_first as usize) {
@@ -494,13 +520,21 @@ impl<'a> Tx<'a> {
     // ---- index entries ----
 
     /// Live entries under an index key prefix, starting at `from` (inclusive).
-    pub fn scan_index(&mut self, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts, limit: usize) -> Result<Vec<IndexEntry>> {
+    pub fn scan_index(
+        &mut self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>> {
         let mut from = from.map(|f| f.to_vec());
         let mut out = Vec::new();
         let mut resumed = false;
         loop {
             let page = self.scan(Space::Index, prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1)?;
-            let skip_first = from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
+            let skip_first =
+                from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
             let n = page.len() - skip_first as usize;
             let mut last = None;
             for (k, v) in page.into_iter().skip(skip_first as usize) {

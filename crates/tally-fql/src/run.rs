@@ -30,6 +30,8 @@ pub struct Outcome {
 }
 
 /// Evaluate `expr` at `ts`. In `Mode::ReadOnly` a write yields `needs_write`.
+// Every argument is a distinct input of one evaluation; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     snap: &dyn Snapshot,
     ts: Ts,
@@ -117,7 +119,9 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
 /// roles grant more), and the identity and token refs.
 fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
     use base64::Engine;
-    let Some(raw) = secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()) else {
+    let Some(raw) =
+        secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+    else {
         return Ok(None);
     };
     if raw.first() != Some(&2) {
@@ -141,7 +145,9 @@ fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
 /// database (and every ancestor) must still exist.
 pub fn find_key(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<(DbId, u64, Object)>> {
     use base64::Engine;
-    let Some(raw) = secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()) else {
+    let Some(raw) =
+        secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+    else {
         return Ok(None);
     };
     if raw.len() != 37 || raw[0] != 1 {

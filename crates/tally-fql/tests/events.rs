@@ -133,7 +133,6 @@ fn pos(e: &FqlError) -> Vec<Json> {
         .collect()
 }
 
-
 /// Collection `things` with an index by `n` (terms) and one by `v` (values).
 fn setup() -> Db {
     let mut db = Db::new();
@@ -256,28 +255,37 @@ fn set_events_add_and_remove() {
     assert_eq!(p["data"][1], json!({"ts": ts[3], "action": "remove", "document": r}));
     // Index without values: the entry under n=1 leaves at the first update.
     let p = db.q(pag(events(m("things_by_n", json!(1))), json!({})));
-    assert_eq!(p["data"], json!([
-        {"ts": ts[0], "action": "add", "document": r},
-        {"ts": ts[1], "action": "remove", "document": r},
-    ]));
+    assert_eq!(
+        p["data"],
+        json!([
+            {"ts": ts[0], "action": "add", "document": r},
+            {"ts": ts[1], "action": "remove", "document": r},
+        ])
+    );
     let p = db.q(pag(m("things_by_n", json!(2)), json!({"events": true})));
     assert_eq!(actions(&p), ["add", "remove"]);
     // Index with values: the values are the data; an all-null entry is not in the index.
     let p = db.q(pag(events(m0("things_v")), json!({})));
-    assert_eq!(p["data"], json!([
-        {"ts": ts[0], "action": "add", "document": r, "data": [1]},
-        {"ts": ts[1], "action": "add", "document": r, "data": [2]},
-        {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
-        {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
-    ]));
+    assert_eq!(
+        p["data"],
+        json!([
+            {"ts": ts[0], "action": "add", "document": r, "data": [1]},
+            {"ts": ts[1], "action": "add", "document": r, "data": [2]},
+            {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
+            {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
+        ])
+    );
     // Set-event cursors keep the values.
     let p1 = db.q(pag(events(m0("things_v")), json!({"size": 2})));
     assert_eq!(p1["after"], json!({"ts": ts[1], "action": "remove", "document": r, "data": [1]}));
     let p2 = db.q(pag(events(m0("things_v")), json!({"size": 2, "after": lit(&p1["after"])})));
-    assert_eq!(p2["data"], json!([
-        {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
-        {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
-    ]));
+    assert_eq!(
+        p2["data"],
+        json!([
+            {"ts": ts[1], "action": "remove", "document": r, "data": [1]},
+            {"ts": ts[2], "action": "remove", "document": r, "data": [2]},
+        ])
+    );
     // Documents(coll): documents entering and leaving the collection.
     let r2 = db.doc("things", json!({"n": 9}));
     let p = db.q(pag(events(json!({"documents": {"collection": "things"}})), json!({})));

@@ -547,10 +547,15 @@ fn typecheck_counts() {
     ];
     let list = format!("[{}]", vals.join(", "));
     let count = |f: &str| -> i64 {
-        let q = format!(r#"{{"let": [{{"vals": {list}}}], "in": {{"add": [0, {}]}}}}"#, (0..vals.len())
-            .map(|i| format!(r#"{{"if": {{"{f}": {{"select": {i}, "from": {{"var": "vals"}}}}}}, "then": 1, "else": 0}}"#))
-            .collect::<Vec<_>>()
-            .join(", "));
+        let q = format!(
+            r#"{{"let": [{{"vals": {list}}}], "in": {{"add": [0, {}]}}}}"#,
+            (0..vals.len())
+                .map(|i| format!(
+                    r#"{{"if": {{"{f}": {{"select": {i}, "from": {{"var": "vals"}}}}}}, "then": 1, "else": 0}}"#
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         eval(&q).unwrap_or_else(|e| panic!("{f}: {}", e.to_json())).as_i64().unwrap()
     };
     assert_eq!(count("is_array"), 1);

@@ -362,10 +362,7 @@ fn union_intersection_difference() {
     // Arrays.
     assert_eq!(db.q(json!({"union": [["A", "B"], ["C", "D"]]})), json!(["A", "B", "C", "D"]));
     assert_eq!(db.q(json!({"union": [["A", "B", "C"], ["B", "C", "D"]]})), json!(["A", "B", "C", "D"]));
-    assert_eq!(
-        db.q(json!({"intersection": [["A", "B", "C"], ["B", "C", "D"], ["C", "D", "E"]]})),
-        json!(["C"])
-    );
+    assert_eq!(db.q(json!({"intersection": [["A", "B", "C"], ["B", "C", "D"], ["C", "D", "E"]]})), json!(["C"]));
     assert_eq!(db.q(json!({"difference": [["A", "B", "C"], ["B", "C", "D"]]})), json!(["A"]));
     assert_eq!(db.q(json!({"distinct": ["A", "B", "A", "C", "B"]})), json!(["A", "B", "C"]));
     assert_eq!(db.q(json!({"distinct": [1, 1.0, 1]})), json!([1, 1.0]));
@@ -525,7 +522,10 @@ fn map_filter_foreach_over_arrays_and_pages() {
 
     let even = lambda("a", json!({"equals": [{"modulo": [var("a"), 2]}, 0]}));
     assert_eq!(db.q(json!({"filter": even.clone(), "collection": [1, 2, 3, 4]})), json!([2, 4]));
-    assert_eq!(db.q(json!({"filter": even.clone(), "collection": page.clone()})), json!({"data": [0, 2], "after": [3, refs[3]]}));
+    assert_eq!(
+        db.q(json!({"filter": even.clone(), "collection": page.clone()})),
+        json!({"data": [0, 2], "after": [3, refs[3]]})
+    );
     // Filter over a set is a set.
     let fs = db.q(json!({"filter": even.clone(), "collection": m0("nums_by_v")}));
     assert!(fs["@set"]["filter"]["@query"].is_object(), "{fs}");
@@ -642,17 +642,26 @@ fn hand_written_index_entries() {
     let snap = store.snapshot().unwrap();
     let mut tx = Tx::new(&*snap, 10);
     let coll = |name: &str, id: i64| -> Object {
-        [("name".to_string(), Value::from(name)), (model::INTERNAL_ID.to_string(), Value::Long(id))].into_iter().collect()
+        [("name".to_string(), Value::from(name)), (model::INTERNAL_ID.to_string(), Value::Long(id))]
+            .into_iter()
+            .collect()
     };
     tx.put_doc(0, native::COLLECTIONS, "things", false, &coll("things", 100));
     let mut idx = coll("things_by_k", 200);
     idx.insert("source".into(), Value::Ref(Ref::collection("things")));
-    idx.insert("values".into(), Value::Array(vec![Value::object([("field", Value::Array(vec!["data".into(), "k".into()]))])]));
+    idx.insert(
+        "values".into(),
+        Value::Array(vec![Value::object([("field", Value::Array(vec!["data".into(), "k".into()]))])]),
+    );
     tx.put_doc(0, native::INDEXES, "things_by_k", false, &idx);
     for (i, k) in [(1, "b"), (2, "a"), (3, "c")] {
         let r = Ref::doc(Ref::collection("things"), i.to_string());
         let vals = vec![Value::from(k)];
-        tx.put(tally_storage::Space::Index, model::index_key(0, 200, &[], &vals, &[false], &r), model::encode_entry(i != 3, &vals, &r));
+        tx.put(
+            tally_storage::Space::Index,
+            model::index_key(0, 200, &[], &vals, &[false], &r),
+            model::encode_entry(i != 3, &vals, &r),
+        );
     }
     let mut ev = tally_fql::eval::Eval::new(tx, Mode::Write, Auth::root_admin());
     let e = tally_fql::expr::parse(&json!({"paginate": {"match": {"index": "things_by_k"}}})).unwrap();

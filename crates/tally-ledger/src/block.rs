@@ -88,10 +88,7 @@ impl BlockHeader {
     /// Parses [`Self::encode`]'s output. The version is checked first so that a header from
     /// a newer build is reported as such rather than as a length error.
     pub fn decode(bytes: &[u8]) -> Result<Self, LedgerError> {
-        let length_error = LedgerError::HeaderLength {
-            expected: HEADER_ENCODED_LEN,
-            actual: bytes.len(),
-        };
+        let length_error = LedgerError::HeaderLength { expected: HEADER_ENCODED_LEN, actual: bytes.len() };
         match bytes.first() {
             None => return Err(length_error),
             Some(&v) if v != BLOCK_VERSION => return Err(LedgerError::UnsupportedVersion(v)),
@@ -115,11 +112,7 @@ impl BlockHeader {
 
     /// SHA-256([`HEADER_HASH_TAG`] || [`Self::to_bytes`]).
     pub fn hash(&self) -> Hash {
-        Sha256::new()
-            .chain_update(HEADER_HASH_TAG)
-            .chain_update(self.to_bytes())
-            .finalize()
-            .into()
+        Sha256::new().chain_update(HEADER_HASH_TAG).chain_update(self.to_bytes()).finalize().into()
     }
 
     /// Checks what a header must satisfy on its own: a known version and an ordered ts range.
@@ -160,10 +153,7 @@ impl Reader<'_> {
         let (head, rest) = self
             .0
             .split_first_chunk::<N>()
-            .ok_or(LedgerError::HeaderLength {
-                expected: HEADER_ENCODED_LEN,
-                actual: 0,
-            })?;
+            .ok_or(LedgerError::HeaderLength { expected: HEADER_ENCODED_LEN, actual: 0 })?;
         self.0 = rest;
         Ok(*head)
     }
@@ -253,9 +243,7 @@ impl Chain {
                 actual: tip.prev_hash,
             });
         }
-        Ok(Self {
-            tip: Some((tip, tip.hash())),
-        })
+        Ok(Self { tip: Some((tip, tip.hash())) })
     }
 
     /// The last accepted header.
@@ -265,8 +253,7 @@ impl Chain {
 
     /// The height the next header must have.
     pub fn next_height(&self) -> u64 {
-        self.tip
-            .map_or(0, |(header, _)| header.height.saturating_add(1))
+        self.tip.map_or(0, |(header, _)| header.height.saturating_add(1))
     }
 
     /// The `prev_hash` the next header must carry.
@@ -282,10 +269,7 @@ impl Chain {
             None => Some(0),
         };
         if expected_height != Some(header.height) {
-            return Err(LedgerError::HeightGap {
-                expected: self.next_height(),
-                actual: header.height,
-            });
+            return Err(LedgerError::HeightGap { expected: self.next_height(), actual: header.height });
         }
         if header.prev_hash != self.next_prev_hash() {
             return Err(LedgerError::PrevHashMismatch {
@@ -345,9 +329,7 @@ impl BlockBuilder {
     /// Adds one transaction's input (its canonical encoding) as the next inputs leaf.
     pub fn push_input(&mut self, input: &[u8]) -> Result<(), LedgerError> {
         if self.inputs.len() >= Self::TXNS_MAX as usize {
-            return Err(LedgerError::TooManyTransactions {
-                max: Self::TXNS_MAX,
-            });
+            return Err(LedgerError::TooManyTransactions { max: Self::TXNS_MAX });
         }
         self.inputs.push(merkle::leaf_hash(input));
         Ok(())
@@ -385,9 +367,7 @@ impl BlockBuilder {
         last_ts: u64,
     ) -> Result<BlockHeader, LedgerError> {
         let txn_count =
-            u32::try_from(self.inputs.len()).map_err(|_| LedgerError::TooManyTransactions {
-                max: Self::TXNS_MAX,
-            })?;
+            u32::try_from(self.inputs.len()).map_err(|_| LedgerError::TooManyTransactions { max: Self::TXNS_MAX })?;
         let header = BlockHeader {
             version: BLOCK_VERSION,
             height,
@@ -436,14 +416,7 @@ mod tests {
                 builder.push_input(format!("in-{i}-a").as_bytes()).unwrap();
                 builder.push_input(format!("in-{i}-b").as_bytes()).unwrap();
                 builder.push_effect(format!("fx-{i}").as_bytes());
-                let header = builder
-                    .header(
-                        chain.next_height(),
-                        chain.next_prev_hash(),
-                        i * 10,
-                        i * 10 + 5,
-                    )
-                    .unwrap();
+                let header = builder.header(chain.next_height(), chain.next_prev_hash(), i * 10, i * 10 + 5).unwrap();
                 chain.append(header).unwrap();
                 header
             })
@@ -484,25 +457,13 @@ mod tests {
     fn decode_rejects_bad_length_and_version() {
         let bytes = sample().encode();
         let too_short = BlockHeader::decode(&bytes[..124]);
-        assert!(matches!(
-            too_short,
-            Err(LedgerError::HeaderLength { actual: 124, .. })
-        ));
+        assert!(matches!(too_short, Err(LedgerError::HeaderLength { actual: 124, .. })));
         let too_long = BlockHeader::decode(&[bytes.as_slice(), &[0]].concat());
-        assert!(matches!(
-            too_long,
-            Err(LedgerError::HeaderLength { actual: 126, .. })
-        ));
-        assert!(matches!(
-            BlockHeader::decode(&[]),
-            Err(LedgerError::HeaderLength { .. })
-        ));
+        assert!(matches!(too_long, Err(LedgerError::HeaderLength { actual: 126, .. })));
+        assert!(matches!(BlockHeader::decode(&[]), Err(LedgerError::HeaderLength { .. })));
         let mut v2 = bytes.clone();
         v2[0] = 2;
-        assert_eq!(
-            BlockHeader::decode(&v2),
-            Err(LedgerError::UnsupportedVersion(2))
-        );
+        assert_eq!(BlockHeader::decode(&v2), Err(LedgerError::UnsupportedVersion(2)));
     }
 
     #[test]
@@ -512,25 +473,16 @@ mod tests {
         assert_eq!(json["height"], 0x0102_0304_0506_0708u64);
         assert_eq!(json["prev_hash"], "aa".repeat(32));
         assert_eq!(json["hash"], hex::encode(h.hash()));
-        assert_eq!(
-            serde_json::from_value::<BlockHeader>(json.clone()).unwrap(),
-            h
-        );
+        assert_eq!(serde_json::from_value::<BlockHeader>(json.clone()).unwrap(), h);
 
         let mut without_hash = json.clone();
         without_hash.as_object_mut().unwrap().remove("hash");
-        assert_eq!(
-            serde_json::from_value::<BlockHeader>(without_hash).unwrap(),
-            h
-        );
+        assert_eq!(serde_json::from_value::<BlockHeader>(without_hash).unwrap(), h);
 
         let mut lying = json.clone();
         lying["txn_count"] = 4.into();
         let err = serde_json::from_value::<BlockHeader>(lying).unwrap_err();
-        assert!(
-            err.to_string().contains("does not match its contents"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("does not match its contents"), "{err}");
 
         let mut short = json;
         short["inputs_root"] = "abcd".into();
@@ -554,19 +506,10 @@ mod tests {
         builder.push_input(b"z").unwrap();
         let header = builder.header(0, GENESIS_PREV_HASH, 1, 1).unwrap();
         let proof = builder.input_proof(2).unwrap();
-        assert!(merkle::verify_inclusion(
-            b"z",
-            2,
-            3,
-            &proof,
-            &header.inputs_root
-        ));
+        assert!(merkle::verify_inclusion(b"z", 2, 3, &proof, &header.inputs_root));
         assert!(builder.effect_proof(0).is_err());
         assert_eq!(header.effects_root, merkle::empty_root());
-        assert!(matches!(
-            builder.header(1, GENESIS_PREV_HASH, 5, 4),
-            Err(LedgerError::TsRangeInverted { .. })
-        ));
+        assert!(matches!(builder.header(1, GENESIS_PREV_HASH, 5, 4), Err(LedgerError::TsRangeInverted { .. })));
     }
 
     #[test]
@@ -584,46 +527,25 @@ mod tests {
 
         let mut gap = headers.clone();
         gap.remove(2);
-        assert_eq!(
-            verify_chain(&gap),
-            Err(LedgerError::HeightGap {
-                expected: 2,
-                actual: 3
-            })
-        );
+        assert_eq!(verify_chain(&gap), Err(LedgerError::HeightGap { expected: 2, actual: 3 }));
 
         let mut forged = headers.clone();
         forged[1].txn_count += 1;
-        assert!(matches!(
-            verify_chain(&forged),
-            Err(LedgerError::PrevHashMismatch { height: 2, .. })
-        ));
+        assert!(matches!(verify_chain(&forged), Err(LedgerError::PrevHashMismatch { height: 2, .. })));
 
         let mut bad_genesis = headers.clone();
         bad_genesis[0].prev_hash = [1; 32];
-        assert!(matches!(
-            verify_chain(&bad_genesis),
-            Err(LedgerError::PrevHashMismatch { height: 0, .. })
-        ));
+        assert!(matches!(verify_chain(&bad_genesis), Err(LedgerError::PrevHashMismatch { height: 0, .. })));
 
         let mut backwards = headers[..2].to_vec();
         backwards[1].first_ts = backwards[0].last_ts - 1;
-        assert!(matches!(
-            verify_chain(&backwards),
-            Err(LedgerError::TsWentBackwards { height: 1, .. })
-        ));
+        assert!(matches!(verify_chain(&backwards), Err(LedgerError::TsWentBackwards { height: 1, .. })));
 
         let mut inverted = headers[..1].to_vec();
         inverted[0].first_ts = inverted[0].last_ts + 1;
-        assert!(matches!(
-            verify_chain(&inverted),
-            Err(LedgerError::TsRangeInverted { .. })
-        ));
+        assert!(matches!(verify_chain(&inverted), Err(LedgerError::TsRangeInverted { .. })));
 
         let mut not_genesis = Chain::new();
-        assert!(matches!(
-            not_genesis.append(headers[1]),
-            Err(LedgerError::HeightGap { expected: 0, .. })
-        ));
+        assert!(matches!(not_genesis.append(headers[1]), Err(LedgerError::HeightGap { expected: 0, .. })));
     }
 }

@@ -14,11 +14,7 @@ pub enum LedgerError {
     #[error("old tree size {old} is larger than the tree's {size} leaves")]
     OldSizeTooLarge { old: u64, size: u64 },
     #[error("block {height}: first_ts {first_ts} is after last_ts {last_ts}")]
-    TsRangeInverted {
-        height: u64,
-        first_ts: u64,
-        last_ts: u64,
-    },
+    TsRangeInverted { height: u64, first_ts: u64, last_ts: u64 },
     #[error("expected block height {expected}, got {actual}")]
     HeightGap { expected: u64, actual: u64 },
     #[error(
@@ -26,19 +22,9 @@ pub enum LedgerError {
         hex::encode(.actual),
         hex::encode(.expected)
     )]
-    PrevHashMismatch {
-        height: u64,
-        expected: Hash,
-        actual: Hash,
-    },
-    #[error(
-        "block {height}: first_ts {first_ts} is before the previous block's last_ts {prev_last_ts}"
-    )]
-    TsWentBackwards {
-        height: u64,
-        first_ts: u64,
-        prev_last_ts: u64,
-    },
+    PrevHashMismatch { height: u64, expected: Hash, actual: Hash },
+    #[error("block {height}: first_ts {first_ts} is before the previous block's last_ts {prev_last_ts}")]
+    TsWentBackwards { height: u64, first_ts: u64, prev_last_ts: u64 },
     #[error("a block holds at most {max} transactions")]
     TooManyTransactions { max: u32 },
     #[error("field `{field}` must be 64 hex characters (a SHA-256 hash)")]

@@ -13,8 +13,8 @@ mod error;
 pub mod merkle;
 
 pub use block::{
-    verify_chain, BlockBuilder, BlockHeader, Chain, BLOCK_VERSION, GENESIS_PREV_HASH,
-    HEADER_ENCODED_LEN, HEADER_HASH_TAG,
+    verify_chain, BlockBuilder, BlockHeader, Chain, BLOCK_VERSION, GENESIS_PREV_HASH, HEADER_ENCODED_LEN,
+    HEADER_HASH_TAG,
 };
 pub use error::LedgerError;
 pub use merkle::Hash;

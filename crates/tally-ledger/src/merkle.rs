@@ -21,21 +21,12 @@ const NODE_PREFIX: u8 = 0x01;
 
 /// SHA-256(0x00 || leaf).
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
-    Sha256::new()
-        .chain_update([LEAF_PREFIX])
-        .chain_update(leaf)
-        .finalize()
-        .into()
+    Sha256::new().chain_update([LEAF_PREFIX]).chain_update(leaf).finalize().into()
 }
 
 /// SHA-256(0x01 || left || right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    Sha256::new()
-        .chain_update([NODE_PREFIX])
-        .chain_update(left)
-        .chain_update(right)
-        .finalize()
-        .into()
+    Sha256::new().chain_update([NODE_PREFIX]).chain_update(left).chain_update(right).finalize().into()
 }
 
 /// The root of the empty tree, SHA-256("").
@@ -71,14 +62,9 @@ pub fn inclusion_proof<L: AsRef<[u8]>>(leaves: &[L], index: u64) -> Result<Vec<H
 }
 
 /// [`inclusion_proof`] over already hashed leaves.
-pub fn inclusion_proof_of_hashes(
-    leaf_hashes: &[Hash],
-    index: u64,
-) -> Result<Vec<Hash>, LedgerError> {
+pub fn inclusion_proof_of_hashes(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, LedgerError> {
     let size = leaf_hashes.len() as u64;
-    let in_range = usize::try_from(index)
-        .ok()
-        .filter(|&i| i < leaf_hashes.len());
+    let in_range = usize::try_from(index).ok().filter(|&i| i < leaf_hashes.len());
     let Some(index) = in_range else {
         return Err(LedgerError::IndexOutOfRange { index, size });
     };
@@ -108,13 +94,7 @@ pub fn verify_inclusion(leaf: &[u8], index: u64, size: u64, proof: &[Hash], root
 }
 
 /// [`verify_inclusion`] for an already hashed leaf.
-pub fn verify_inclusion_of_hash(
-    leaf_hash: &Hash,
-    index: u64,
-    size: u64,
-    proof: &[Hash],
-    root: &Hash,
-) -> bool {
+pub fn verify_inclusion_of_hash(leaf_hash: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
     }
@@ -141,27 +121,16 @@ pub fn verify_inclusion_of_hash(
 
 /// `PROOF(old_size, D[n])`: proves the first `old_size` leaves are a prefix of `leaves`
 /// (RFC 9162 §2.1.4.1). Empty when `old_size` is 0 or equals the tree size.
-pub fn consistency_proof<L: AsRef<[u8]>>(
-    leaves: &[L],
-    old_size: u64,
-) -> Result<Vec<Hash>, LedgerError> {
+pub fn consistency_proof<L: AsRef<[u8]>>(leaves: &[L], old_size: u64) -> Result<Vec<Hash>, LedgerError> {
     consistency_proof_of_hashes(&hash_leaves(leaves), old_size)
 }
 
 /// [`consistency_proof`] over already hashed leaves.
-pub fn consistency_proof_of_hashes(
-    leaf_hashes: &[Hash],
-    old_size: u64,
-) -> Result<Vec<Hash>, LedgerError> {
+pub fn consistency_proof_of_hashes(leaf_hashes: &[Hash], old_size: u64) -> Result<Vec<Hash>, LedgerError> {
     let size = leaf_hashes.len() as u64;
-    let in_range = usize::try_from(old_size)
-        .ok()
-        .filter(|&m| m <= leaf_hashes.len());
+    let in_range = usize::try_from(old_size).ok().filter(|&m| m <= leaf_hashes.len());
     let Some(old_size) = in_range else {
-        return Err(LedgerError::OldSizeTooLarge {
-            old: old_size,
-            size,
-        });
+        return Err(LedgerError::OldSizeTooLarge { old: old_size, size });
     };
     let mut proof = Vec::new();
     if old_size > 0 && old_size < leaf_hashes.len() {
@@ -193,13 +162,7 @@ fn subproof(leaf_hashes: &[Hash], m: usize, whole: bool, proof: &mut Vec<Hash>) 
 /// Checks that the tree (`old_size`, `old_root`) is a prefix of (`new_size`, `new_root`)
 /// (RFC 9162 §2.1.4.2). An empty old tree is a prefix of every tree; equal sizes need
 /// equal roots and an empty proof.
-pub fn verify_consistency(
-    old_size: u64,
-    new_size: u64,
-    old_root: &Hash,
-    new_root: &Hash,
-    proof: &[Hash],
-) -> bool {
+pub fn verify_consistency(old_size: u64, new_size: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> bool {
     if old_size > new_size {
         return false;
     }
@@ -213,11 +176,7 @@ pub fn verify_consistency(
         return false;
     }
     // When the old tree is a complete subtree, its root is the proof's implied first element.
-    let (seed, rest) = if old_size.is_power_of_two() {
-        (old_root, proof)
-    } else {
-        (&proof[0], &proof[1..])
-    };
+    let (seed, rest) = if old_size.is_power_of_two() { (old_root, proof) } else { (&proof[0], &proof[1..]) };
     let (mut fn_, mut sn) = (old_size - 1, new_size - 1);
     while fn_ & 1 == 1 {
         fn_ >>= 1;
@@ -262,19 +221,10 @@ mod tests {
 
     /// The eight leaves of the RFC 6962 / Trillian reference tree.
     fn reference_leaves() -> Vec<Vec<u8>> {
-        [
-            "",
-            "00",
-            "10",
-            "2021",
-            "3031",
-            "40414243",
-            "5051525354555657",
-            "606162636465666768696a6b6c6d6e6f",
-        ]
-        .iter()
-        .map(|s| hex::decode(s).unwrap())
-        .collect()
+        ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+            .iter()
+            .map(|s| hex::decode(s).unwrap())
+            .collect()
     }
 
     fn leaves(n: usize) -> Vec<Vec<u8>> {
@@ -284,10 +234,7 @@ mod tests {
     #[test]
     fn small_trees_by_hand() {
         let none: [&[u8]; 0] = [];
-        assert_eq!(
-            hex::encode(root(&none)),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(hex::encode(root(&none)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         let one: Hash = Sha256::digest([&[0u8][..], b"a"].concat()).into();
         assert_eq!(root(&[b"a"]), one);
         let (a, b, c) = (leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c"));
@@ -379,10 +326,7 @@ mod tests {
             for m in 0..=n {
                 let old_root = root(&ls[..m as usize]);
                 let proof = consistency_proof(&ls, m).unwrap();
-                assert!(
-                    verify_consistency(m, n, &old_root, &new_root, &proof),
-                    "m={m} n={n}"
-                );
+                assert!(verify_consistency(m, n, &old_root, &new_root, &proof), "m={m} n={n}");
                 if m == 0 || m == n {
                     continue;
                 }
@@ -392,13 +336,7 @@ mod tests {
                 let mut rewritten = ls.clone();
                 rewritten[m as usize - 1].push(b'!');
                 let rewritten_root = root(&rewritten);
-                assert!(!verify_consistency(
-                    m,
-                    n,
-                    &old_root,
-                    &rewritten_root,
-                    &proof
-                ));
+                assert!(!verify_consistency(m, n, &old_root, &rewritten_root, &proof));
                 assert!(!verify_consistency(m, n, &old_root, &new_root, &[]));
                 for k in 0..proof.len() {
                     let mut bad = proof.clone();

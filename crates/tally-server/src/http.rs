@@ -65,10 +65,7 @@ struct PingParams {
 }
 
 /// `GET /ping?scope=node|local|global|write|read`.
-async fn ping(
-    headers: HeaderMap,
-    axum::extract::Query(p): axum::extract::Query<PingParams>,
-) -> Response {
+async fn ping(headers: HeaderMap, axum::extract::Query(p): axum::extract::Query<PingParams>) -> Response {
     let mut r = ping_inner(p);
     set_header(r.headers_mut(), "traceparent", traceparent(&headers));
     r
@@ -76,20 +73,11 @@ async fn ping(
 
 fn ping_inner(p: PingParams) -> Response {
     let scope = p.scope.unwrap_or_else(|| "write".into());
-    if !matches!(
-        scope.as_str(),
-        "node" | "local" | "global" | "write" | "read" | "all"
-    ) {
-        let e = bad_request(format!(
-            "Unknown ping scope `{scope}`; use node, local, global, read or write."
-        ));
+    if !matches!(scope.as_str(), "node" | "local" | "global" | "write" | "read" | "all") {
+        let e = bad_request(format!("Unknown ping scope `{scope}`; use node, local, global, read or write."));
         return error_response(&e, 0);
     }
-    (
-        StatusCode::OK,
-        axum::Json(json!({"resource": format!("Scope {scope} is OK")})),
-    )
-        .into_response()
+    (StatusCode::OK, axum::Json(json!({"resource": format!("Scope {scope} is OK")}))).into_response()
 }
 
 /// Limits on `x-fauna-tags`: at most 25 `key=value` pairs, keys up to 40 and values up to
@@ -100,29 +88,21 @@ fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
     let Some(raw) = headers.get("x-fauna-tags") else {
         return Ok(None);
     };
-    let raw = raw
-        .to_str()
-        .map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
+    let raw = raw.to_str().map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
     let word = |s: &str, max: usize| {
         !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     let pairs: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
     if pairs.len() > TAGS_MAX {
-        return Err(bad_request(format!(
-            "too many tags: at most {TAGS_MAX} are allowed"
-        )));
+        return Err(bad_request(format!("too many tags: at most {TAGS_MAX} are allowed")));
     }
     for p in &pairs {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if !word(k, 40) {
-            return Err(bad_request(format!(
-                "invalid tags key {k:?}: use 1-40 letters, digits or _"
-            )));
+            return Err(bad_request(format!("invalid tags key {k:?}: use 1-40 letters, digits or _")));
         }
         if !word(v, 80) {
-            return Err(bad_request(format!(
-                "invalid tags value {v:?}: use 1-80 letters, digits or _"
-            )));
+            return Err(bad_request(format!("invalid tags value {v:?}: use 1-80 letters, digits or _")));
         }
     }
     Ok(Some(pairs.join(",")))
@@ -132,19 +112,12 @@ fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
 fn traceparent(headers: &HeaderMap) -> String {
     use rand::RngCore;
     let mut rng = rand::thread_rng();
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let parts: Vec<&str> = v.split('-').collect();
-            let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-            (parts.len() == 4
-                && hex(parts[0], 2)
-                && hex(parts[1], 32)
-                && hex(parts[2], 16)
-                && hex(parts[3], 2))
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let parts: Vec<&str> = v.split('-').collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
             .then(|| (parts[1].to_ascii_lowercase(), parts[3].to_string()))
-        });
+    });
     let mut span = [0u8; 8];
     rng.fill_bytes(&mut span);
     let (trace, flags) = incoming.unwrap_or_else(|| {
@@ -182,16 +155,10 @@ fn set_header(h: &mut HeaderMap, k: &'static str, v: String) {
 /// The secret from `Authorization: Bearer <secret>` or Basic `<secret>:`.
 fn secret_of(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("authorization")?.to_str().ok()?.trim();
-    if let Some(s) = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-    {
+    if let Some(s) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
         return Some(s.trim().to_string());
     }
-    if let Some(b) = v
-        .strip_prefix("Basic ")
-        .or_else(|| v.strip_prefix("basic "))
-    {
+    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
         use base64_decode::decode;
         let raw = decode(b.trim())?;
         let s = String::from_utf8(raw).ok()?;
@@ -245,10 +212,8 @@ pub const LAST_SEEN_WAIT_MAX_MS: u64 = 5_000;
 /// an older state. Wait (bounded) until this node has applied through `t`; on one node
 /// every acknowledged write is already applied, so this returns at once.
 async fn wait_for_last_seen(st: &AppState, headers: &HeaderMap, max: Duration) {
-    let Some(seen) = headers
-        .get("x-last-seen-txn")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let Some(seen) =
+        headers.get("x-last-seen-txn").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
     else {
         return;
     };
@@ -305,10 +270,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
     let started = Instant::now();
     let Some(secret) = secret_of(headers) else {
         return error_response(
-            &FqlError::new(
-                "unauthorized",
-                "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`.",
-            ),
+            &FqlError::new("unauthorized", "Unauthorized: send the key's secret as `Authorization: Bearer <secret>`."),
             0,
         );
     };
@@ -335,15 +297,10 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
     let read = tokio::task::spawn_blocking(
         move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
             let ts = st2.clock.read_ts(st2.applied_ts.load(Ordering::Acquire));
-            let snap = st2
-                .store
-                .snapshot()
-                .map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+            let snap =
+                st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
             let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
-            let limits = Limits {
-                steps_max: tmo * STEPS_PER_MS,
-                ..Limits::default()
-            };
+            let limits = Limits { steps_max: tmo * STEPS_PER_MS, ..Limits::default() };
             let out = tally_fql::run::evaluate(
                 &*snap,
                 ts,
@@ -361,12 +318,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
     let (auth, out, ts) = match read {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return error_response(&e, 0),
-        Err(e) => {
-            return error_response(
-                &FqlError::new("internal server error", format!("query task failed: {e}")),
-                0,
-            )
-        }
+        Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
     };
     match &out.result {
         Ok(v) => {
@@ -400,56 +352,28 @@ async fn write_path(
     };
     let bytes = match serde_json::to_vec(&input) {
         Ok(b) => b,
-        Err(e) => {
-            return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0)
-        }
+        Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
     let Some(seq) = seq else {
-        return error_response(
-            &FqlError::new(
-                "unavailable",
-                "The node is shutting down; retry on another node.",
-            ),
-            0,
-        );
+        return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
     };
     let out = match seq.submit(bytes).await {
         Ok(o) => o,
         Err(SubmitError::Overloaded) => {
-            return error_response(
-                &FqlError::new(
-                    "unavailable",
-                    "Too many transactions are queued; retry shortly.",
-                ),
-                0,
-            )
+            return error_response(&FqlError::new("unavailable", "Too many transactions are queued; retry shortly."), 0)
         }
         Err(SubmitError::Stopped(m)) => {
-            return error_response(
-                &FqlError::new("unavailable", format!("The write path stopped: {m}")),
-                0,
-            )
+            return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
         }
     };
     let out: TxnOutput = match tally_value::parse_json_unbounded(&out) {
         Ok(o) => o,
         Err(e) => {
-            return error_response(
-                &FqlError::new("internal server error", format!("bad executor output: {e}")),
-                0,
-            )
+            return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0)
         }
     };
-    respond(
-        out.status,
-        out.body,
-        out.ts,
-        started,
-        out.steps,
-        out.bytes_read,
-        out.bytes_written,
-    )
+    respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
 }
 
 fn respond(

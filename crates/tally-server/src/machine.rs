@@ -114,12 +114,7 @@ impl FqlMachine {
         })
     }
 
-    fn run_input(
-        &self,
-        snap: &dyn tally_storage::Snapshot,
-        ts: u64,
-        input: &[u8],
-    ) -> (TxnOutput, Vec<Write>, u64) {
+    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
             (
                 TxnOutput {
@@ -139,10 +134,7 @@ impl FqlMachine {
             Err(e) => {
                 return fail(
                     400,
-                    tally_fql::FqlError::new(
-                        "bad request",
-                        format!("undecodable transaction input: {e}"),
-                    ),
+                    tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}")),
                 )
             }
         };
@@ -157,10 +149,7 @@ impl FqlMachine {
                 entropy.copy_from_slice(&b);
             }
         }
-        let limits = Limits {
-            steps_max: inp.steps_max.max(1),
-            ..Limits::default()
-        };
+        let limits = Limits { steps_max: inp.steps_max.max(1), ..Limits::default() };
         let mut auth = Auth::new(inp.db, role);
         let as_ref = |v: &Option<serde_json::Value>| match v.as_ref().map(tally_value::from_json) {
             Some(Ok(tally_value::Value::Ref(r))) => Some(r),
@@ -168,25 +157,10 @@ impl FqlMachine {
         };
         auth.identity = as_ref(&inp.identity);
         auth.token = as_ref(&inp.token);
-        let out = tally_fql::run::evaluate(
-            snap,
-            ts,
-            Mode::Write,
-            auth,
-            &expr,
-            entropy,
-            limits,
-            None,
-        );
+        let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
         let (status, body) = match &out.result {
-            Ok(v) => (
-                200,
-                serde_json::json!({"resource": tally_value::to_json(v)}),
-            ),
-            Err(e) => (
-                e.http_status(),
-                serde_json::json!({"errors": [e.to_json()]}),
-            ),
+            Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
+            Err(e) => (e.http_status(), serde_json::json!({"errors": [e.to_json()]})),
         };
         (
             TxnOutput {
@@ -216,7 +190,10 @@ impl FqlMachine {
             // every replica turns it into the same error.
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input)));
             let (out, writes, ids) = run.unwrap_or_else(|_| {
-                let e = tally_fql::FqlError::new("internal server error", "The query hit an internal error and was not applied.");
+                let e = tally_fql::FqlError::new(
+                    "internal server error",
+                    "The query hit an internal error and was not applied.",
+                );
                 let body = serde_json::json!({"errors": [e.to_json()]});
                 (TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0 }, Vec::new(), 0)
             });
@@ -233,12 +210,7 @@ impl FqlMachine {
             last_ts = ts;
             ts += 1 + ids / 1000;
         }
-        let header = builder.header(
-            batch.height,
-            self.prev_hash,
-            first_ts,
-            last_ts.max(first_ts),
-        )?;
+        let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts))?;
         b.set_meta(META_HEAD, &header.encode())?;
         b.set_meta(&format!("block/{:016x}", batch.height), &header.encode())?;
         b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;

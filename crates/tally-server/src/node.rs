@@ -52,21 +52,16 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root_hash = root_key_hash(&cfg)?;
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?);
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
     let log_last_ts = tally_calvin::Log::last_ts(&log);
     let machine = FqlMachine::open(store.clone())?;
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
-    let seq_cfg = SequencerConfig {
-        epoch_ms: cfg.epoch_ms,
-        ..Default::default()
-    };
+    let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
@@ -80,15 +75,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         body_bytes_max: cfg.body_bytes_max,
     });
     let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     println!("tally listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();

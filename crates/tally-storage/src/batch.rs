@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::mem::{map_range, VersionMap};
 use crate::read;
 use crate::{
-    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, KEY_BYTES_MAX,
-    META_FORMAT_VERSION, VALUE_BYTES_MAX,
+    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, KEY_BYTES_MAX, META_FORMAT_VERSION,
+    VALUE_BYTES_MAX,
 };
 
 /// Buffered writes; `None` is a removed version.
@@ -69,12 +69,7 @@ pub(crate) struct OverlayBatch {
 
 impl OverlayBatch {
     pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
-        OverlayBatch {
-            base,
-            overlay: Overlay::default(),
-            sink,
-            writer,
-        }
+        OverlayBatch { base, overlay: Overlay::default(), sink, writer }
     }
 
     fn space_mut(&mut self, space: Space) -> &mut VersionMap<Option<Vec<u8>>> {
@@ -90,34 +85,15 @@ impl Snapshot for OverlayBatch {
         self.history(space, key, 0, at, true)?.next().transpose()
     }
 
-    fn history<'a>(
-        &'a self,
-        space: Space,
-        key: &[u8],
-        lo: Ts,
-        hi: Ts,
-        desc: bool,
-    ) -> Result<HistIter<'a>> {
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
         if lo > hi {
             return Ok(Box::new(std::iter::empty()));
         }
         let base = self.base.history(space, key, lo, hi, desc)?;
-        let over = map_range(
-            self.overlay.space(space),
-            Included((key, hi)),
-            Included((key, lo)),
-        )
-        .map(|((_, ts), v)| (ts.0, v.as_deref()));
-        let over: OverlayVersions<'_> = if desc {
-            Box::new(over)
-        } else {
-            Box::new(over.rev())
-        };
-        Ok(Box::new(MergeHistory {
-            base: base.peekable(),
-            over: over.peekable(),
-            desc,
-        }))
+        let over = map_range(self.overlay.space(space), Included((key, hi)), Included((key, lo)))
+            .map(|((_, ts), v)| (ts.0, v.as_deref()));
+        let over: OverlayVersions<'_> = if desc { Box::new(over) } else { Box::new(over.rev()) };
+        Ok(Box::new(MergeHistory { base: base.peekable(), over: over.peekable(), desc }))
     }
 
     fn scan<'a>(
@@ -132,17 +108,9 @@ impl Snapshot for OverlayBatch {
         let Some((lo, hi)) = read::scan_bounds(prefix, from, desc) else {
             return Ok(Box::new(std::iter::empty()));
         };
-        let keys = map_range(
-            self.overlay.space(space),
-            read::as_ref(&lo),
-            read::as_ref(&hi),
-        )
-        .map(|((k, _), _)| k.as_slice());
-        let keys: Box<dyn Iterator<Item = &[u8]>> = if desc {
-            Box::new(keys.rev())
-        } else {
-            Box::new(keys)
-        };
+        let keys =
+            map_range(self.overlay.space(space), read::as_ref(&lo), read::as_ref(&hi)).map(|((k, _), _)| k.as_slice());
+        let keys: Box<dyn Iterator<Item = &[u8]>> = if desc { Box::new(keys.rev()) } else { Box::new(keys) };
         let mut last: Option<&[u8]> = None;
         let keys = keys.filter(move |k| last.replace(k) != Some(k));
         Ok(Box::new(MergeScan {
@@ -173,8 +141,7 @@ impl Batch for OverlayBatch {
                 value.len()
             )));
         }
-        self.space_mut(space)
-            .insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));
+        self.space_mut(space).insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));
         Ok(())
     }
 
@@ -182,12 +149,7 @@ impl Batch for OverlayBatch {
         let pos = (key.to_vec(), std::cmp::Reverse(ts));
         let existed = match self.overlay.space(space).get(&pos) {
             Some(v) => v.is_some(),
-            None => self
-                .base
-                .history(space, key, ts, ts, true)?
-                .next()
-                .transpose()?
-                .is_some(),
+            None => self.base.history(space, key, ts, ts, true)?.next().transpose()?.is_some(),
         };
         self.space_mut(space).insert(pos, None);
         Ok(existed)
@@ -195,27 +157,17 @@ impl Batch for OverlayBatch {
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
         if key == META_FORMAT_VERSION {
-            return Err(StorageError::Invalid(format!(
-                "meta key {key:?} is reserved"
-            )));
+            return Err(StorageError::Invalid(format!("meta key {key:?} is reserved")));
         }
         if value.len() > VALUE_BYTES_MAX {
-            return Err(StorageError::Invalid(format!(
-                "meta value of {} bytes is too large",
-                value.len()
-            )));
+            return Err(StorageError::Invalid(format!("meta value of {} bytes is too large", value.len())));
         }
         self.overlay.meta.insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
     fn commit(self: Box<Self>, durable: bool) -> Result<()> {
-        let OverlayBatch {
-            base,
-            overlay,
-            sink,
-            writer,
-        } = *self;
+        let OverlayBatch { base, overlay, sink, writer } = *self;
         // Release the base view first so the in-memory store need not copy its state.
         drop(base);
         let result = sink.apply(overlay, durable);
@@ -258,10 +210,7 @@ impl Iterator for MergeHistory<'_> {
                 }
             }
             if let Some((ts, Some(value))) = self.over.next() {
-                return Some(Ok(Version {
-                    ts,
-                    value: value.to_vec(),
-                }));
+                return Some(Ok(Version { ts, value: value.to_vec() }));
             }
         }
     }
@@ -292,11 +241,7 @@ impl Iterator for MergeScan<'_> {
                 return self.base.next();
             };
             if let Some(b) = base_key {
-                let base_first = if self.desc {
-                    b > over_key
-                } else {
-                    b < over_key
-                };
+                let base_first = if self.desc { b > over_key } else { b < over_key };
                 if base_first {
                     return self.base.next();
                 }

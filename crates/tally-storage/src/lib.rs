@@ -119,27 +119,14 @@ pub trait Snapshot: Send {
     /// Newest version of `key` whose ts <= at.
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>>;
     /// Versions of exactly `key` with lo <= ts <= hi; newest first if `desc`, else oldest first.
-    fn history<'a>(
-        &'a self,
-        space: Space,
-        key: &[u8],
-        lo: Ts,
-        hi: Ts,
-        desc: bool,
-    ) -> Result<HistIter<'a>>;
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>>;
     /// Distinct keys that start with `prefix`, ascending by bytes (descending if `desc`),
     /// starting at `from` (inclusive; None = start of the prefix range in that direction;
     /// `from` need not exist nor start with the prefix: it is clamped to the prefix range).
     /// Yields each key's newest version with ts <= at, skipping keys that have none.
     /// Lazy: the cost is proportional to what the caller consumes.
-    fn scan<'a>(
-        &'a self,
-        space: Space,
-        prefix: &[u8],
-        from: Option<&[u8]>,
-        desc: bool,
-        at: Ts,
-    ) -> Result<ScanIter<'a>>;
+    fn scan<'a>(&'a self, space: Space, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts)
+        -> Result<ScanIter<'a>>;
     /// Small named metadata values (e.g. "applied_height").
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }

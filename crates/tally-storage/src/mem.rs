@@ -121,9 +121,7 @@ impl MemStore {
 fn current(state: &Mutex<Arc<MemState>>) -> Result<Arc<MemState>> {
     match state.lock() {
         Ok(s) => Ok(Arc::clone(&s)),
-        Err(_) => Err(StorageError::Corrupt(
-            "memory store lock poisoned by a panic".into(),
-        )),
+        Err(_) => Err(StorageError::Corrupt("memory store lock poisoned by a panic".into())),
     }
 }
 
@@ -134,14 +132,7 @@ impl Snapshot for MemSnapshot {
         read::get(self.0.table(space), key, at)
     }
 
-    fn history<'a>(
-        &'a self,
-        space: Space,
-        key: &[u8],
-        lo: Ts,
-        hi: Ts,
-        desc: bool,
-    ) -> Result<HistIter<'a>> {
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
         read::history(self.0.table(space), key, lo, hi, desc)
     }
 
@@ -165,10 +156,8 @@ struct MemSink(Arc<Mutex<Arc<MemState>>>);
 
 impl Sink for MemSink {
     fn apply(self: Box<Self>, overlay: Overlay, _durable: bool) -> Result<()> {
-        let mut guard = self
-            .0
-            .lock()
-            .map_err(|_| StorageError::Corrupt("memory store lock poisoned by a panic".into()))?;
+        let mut guard =
+            self.0.lock().map_err(|_| StorageError::Corrupt("memory store lock poisoned by a panic".into()))?;
         // Copy-on-write: snapshots holding the old state keep their view; with none alive
         // (the batch dropped its own base first) nothing is copied.
         Arc::make_mut(&mut guard).apply(overlay);
@@ -184,10 +173,6 @@ impl Store for MemStore {
     fn begin(&self) -> Result<Box<dyn Batch>> {
         let guard = self.writer.acquire()?;
         let base = Box::new(MemSnapshot(self.current()?));
-        Ok(Box::new(OverlayBatch::new(
-            base,
-            Box::new(MemSink(Arc::clone(&self.state))),
-            guard,
-        )))
+        Ok(Box::new(OverlayBatch::new(base, Box::new(MemSink(Arc::clone(&self.state))), guard)))
     }
 }

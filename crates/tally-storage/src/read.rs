@@ -26,18 +26,11 @@ pub(crate) trait VersionTable {
     where
         Self: 'a;
     /// Entries between two storage positions, in storage order. Callers guarantee lo <= hi.
-    fn range<'a>(
-        &'a self,
-        lo: Bound<PosRef<'_>>,
-        hi: Bound<PosRef<'_>>,
-    ) -> Result<EntryIter<'a, Self::Entry<'a>>>;
+    fn range<'a>(&'a self, lo: Bound<PosRef<'_>>, hi: Bound<PosRef<'_>>) -> Result<EntryIter<'a, Self::Entry<'a>>>;
 }
 
 fn version<E: VersionEntry>(e: &E) -> Version {
-    Version {
-        ts: e.ts(),
-        value: e.value(),
-    }
+    Version { ts: e.ts(), value: e.value() }
 }
 
 /// Storage order of positions: key ascending, ts descending.
@@ -50,9 +43,7 @@ pub(crate) fn bounds_empty(lo: Bound<PosRef<'_>>, hi: Bound<PosRef<'_>>) -> bool
     use std::cmp::Ordering::*;
     match (lo, hi) {
         (Included(a), Included(b)) => pos_cmp(a, b) == Greater,
-        (Included(a), Excluded(b)) | (Excluded(a), Included(b)) | (Excluded(a), Excluded(b)) => {
-            pos_cmp(a, b) != Less
-        }
+        (Included(a), Excluded(b)) | (Excluded(a), Included(b)) | (Excluded(a), Excluded(b)) => pos_cmp(a, b) != Less,
         _ => false,
     }
 }
@@ -65,11 +56,7 @@ pub(crate) fn as_ref(b: &Bound<Pos>) -> Bound<PosRef<'_>> {
     }
 }
 
-fn seek<'a, T: VersionTable>(
-    t: &'a T,
-    lo: &Bound<Pos>,
-    hi: &Bound<Pos>,
-) -> Result<EntryIter<'a, T::Entry<'a>>> {
+fn seek<'a, T: VersionTable>(t: &'a T, lo: &Bound<Pos>, hi: &Bound<Pos>) -> Result<EntryIter<'a, T::Entry<'a>>> {
     if bounds_empty(as_ref(lo), as_ref(hi)) {
         return Ok(Box::new(std::iter::empty()));
     }
@@ -83,23 +70,13 @@ pub(crate) fn get<T: VersionTable>(t: &T, key: &[u8], at: Ts) -> Result<Option<V
     }
 }
 
-pub(crate) fn history<'a, T: VersionTable>(
-    t: &'a T,
-    key: &[u8],
-    lo: Ts,
-    hi: Ts,
-    desc: bool,
-) -> Result<HistIter<'a>> {
+pub(crate) fn history<'a, T: VersionTable>(t: &'a T, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
     if lo > hi {
         return Ok(Box::new(std::iter::empty()));
     }
     let it = t.range(Included((key, hi)), Included((key, lo)))?;
     let it = it.map(|e| e.map(|e| version(&e)));
-    Ok(if desc {
-        Box::new(it)
-    } else {
-        Box::new(it.rev())
-    })
+    Ok(if desc { Box::new(it) } else { Box::new(it.rev()) })
 }
 
 /// The smallest key greater than every key starting with `prefix`; None if unbounded.
@@ -116,11 +93,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// Storage bounds covering the keys that start with `prefix`, clamped by `from` (the first
 /// key visited in the scan direction). None if the clamped range is empty.
-pub(crate) fn scan_bounds(
-    prefix: &[u8],
-    from: Option<&[u8]>,
-    desc: bool,
-) -> Option<(Bound<Pos>, Bound<Pos>)> {
+pub(crate) fn scan_bounds(prefix: &[u8], from: Option<&[u8]>, desc: bool) -> Option<(Bound<Pos>, Bound<Pos>)> {
     let end = prefix_end(prefix);
     let mut lo = Included((prefix.to_vec(), Ts::MAX));
     let mut hi = match &end {
@@ -161,17 +134,7 @@ pub(crate) fn scan<'a, T: VersionTable>(
         return Ok(Box::new(std::iter::empty()));
     };
     let iter = seek(t, &lo, &hi)?;
-    Ok(Box::new(Scan {
-        table: t,
-        lo,
-        hi,
-        at,
-        iter,
-        pending: None,
-        last: None,
-        desc,
-        done: false,
-    }))
+    Ok(Box::new(Scan { table: t, lo, hi, at, iter, pending: None, last: None, desc, done: false }))
 }
 
 /// A lazy scan: holds one B-tree cursor and re-seeks it to jump over versions.
@@ -194,11 +157,7 @@ impl<'a, T: VersionTable> Scan<'a, T> {
         if let Some(e) = self.pending.take() {
             return Ok(Some(e));
         }
-        let next = if self.desc {
-            self.iter.next_back()
-        } else {
-            self.iter.next()
-        };
+        let next = if self.desc { self.iter.next_back() } else { self.iter.next() };
         next.transpose()
     }
 
@@ -276,11 +235,7 @@ impl<'a, T: VersionTable> Iterator for Scan<'a, T> {
         if self.done {
             return None;
         }
-        let r = if self.desc {
-            self.next_desc()
-        } else {
-            self.next_asc()
-        };
+        let r = if self.desc { self.next_desc() } else { self.next_asc() };
         match r {
             Ok(Some(item)) => Some(Ok(item)),
             Ok(None) => {

@@ -4,15 +4,13 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{
-    AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition, TableError,
-};
+use redb::{AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
 
 use crate::batch::{Overlay, OverlayBatch, Sink, WriterLock};
 use crate::read::{self, PosRef, VersionEntry, VersionTable};
 use crate::{
-    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts, Version,
-    FORMAT_VERSION, META_FORMAT_VERSION,
+    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts, Version, FORMAT_VERSION,
+    META_FORMAT_VERSION,
 };
 
 /// `(user key, u64::MAX - ts)`: a key's versions sort newest first.
@@ -53,10 +51,7 @@ impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(redb_err)?;
         init_or_check(&db)?;
-        Ok(RedbStore {
-            db: Arc::new(db),
-            writer: WriterLock::default(),
-        })
+        Ok(RedbStore { db: Arc::new(db), writer: WriterLock::default() })
     }
 }
 
@@ -76,20 +71,13 @@ fn init_or_check(db: &Database) -> Result<()> {
         }
         Err(e) => return Err(redb_err(e)),
     };
-    let found = meta
-        .get(META_FORMAT_VERSION)
-        .map_err(redb_err)?
-        .map(|g| g.value().to_vec());
+    let found = meta.get(META_FORMAT_VERSION).map_err(redb_err)?.map(|g| g.value().to_vec());
     if found.as_deref() != Some(&[FORMAT_VERSION][..]) {
         let found = found.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"));
-        return Err(StorageError::FormatVersion {
-            found,
-            expected: FORMAT_VERSION,
-        });
+        return Err(StorageError::FormatVersion { found, expected: FORMAT_VERSION });
     }
     for def in [DOCS, INDEX] {
-        rtxn.open_table(def)
-            .map_err(|e| StorageError::Corrupt(format!("table missing or unreadable: {e}")))?;
+        rtxn.open_table(def).map_err(|e| StorageError::Corrupt(format!("table missing or unreadable: {e}")))?;
     }
     Ok(())
 }
@@ -98,17 +86,11 @@ fn init(db: &Database) -> Result<()> {
     let txn = db.begin_write().map_err(redb_err)?;
     txn.open_table(DOCS).map_err(redb_err)?;
     txn.open_table(INDEX).map_err(redb_err)?;
-    txn.open_table(META)
-        .map_err(redb_err)?
-        .insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..])
-        .map_err(redb_err)?;
+    txn.open_table(META).map_err(redb_err)?.insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..]).map_err(redb_err)?;
     txn.commit().map_err(redb_err)
 }
 
-struct RedbEntry(
-    AccessGuard<'static, VersionKey>,
-    AccessGuard<'static, &'static [u8]>,
-);
+struct RedbEntry(AccessGuard<'static, VersionKey>, AccessGuard<'static, &'static [u8]>);
 
 impl VersionEntry for RedbEntry {
     fn key(&self) -> &[u8] {
@@ -135,15 +117,9 @@ fn to_redb(b: Bound<PosRef<'_>>) -> Bound<(&[u8], u64)> {
 impl VersionTable for RedbTable {
     type Entry<'a> = RedbEntry;
 
-    fn range<'a>(
-        &'a self,
-        lo: Bound<PosRef<'_>>,
-        hi: Bound<PosRef<'_>>,
-    ) -> Result<read::EntryIter<'a, RedbEntry>> {
+    fn range<'a>(&'a self, lo: Bound<PosRef<'_>>, hi: Bound<PosRef<'_>>) -> Result<read::EntryIter<'a, RedbEntry>> {
         let range = self.0.range((to_redb(lo), to_redb(hi))).map_err(redb_err)?;
-        Ok(Box::new(range.map(|r| {
-            r.map(|(k, v)| RedbEntry(k, v)).map_err(redb_err)
-        })))
+        Ok(Box::new(range.map(|r| r.map(|(k, v)| RedbEntry(k, v)).map_err(redb_err))))
     }
 }
 
@@ -168,14 +144,7 @@ impl Snapshot for RedbSnapshot {
         read::get(self.table(space), key, at)
     }
 
-    fn history<'a>(
-        &'a self,
-        space: Space,
-        key: &[u8],
-        lo: Ts,
-        hi: Ts,
-        desc: bool,
-    ) -> Result<HistIter<'a>> {
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
         read::history(self.table(space), key, lo, hi, desc)
     }
 
@@ -191,11 +160,7 @@ impl Snapshot for RedbSnapshot {
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .meta
-            .get(key)
-            .map_err(redb_err)?
-            .map(|g| g.value().to_vec()))
+        Ok(self.meta.get(key).map_err(redb_err)?.map(|g| g.value().to_vec()))
     }
 }
 
@@ -205,8 +170,7 @@ impl Sink for RedbSink {
     fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()> {
         let mut txn = self.0.begin_write().map_err(redb_err)?;
         if durable {
-            txn.set_durability(Durability::Immediate)
-                .map_err(redb_err)?;
+            txn.set_durability(Durability::Immediate).map_err(redb_err)?;
             // Saves the allocator state so reopening after a crash is quick.
             txn.set_quick_repair(true);
         } else {
@@ -238,11 +202,7 @@ impl RedbStore {
     fn read_view(&self) -> Result<RedbSnapshot> {
         let txn = self.db.begin_read().map_err(redb_err)?;
         let open = |def| txn.open_table(def).map(RedbTable).map_err(redb_err);
-        Ok(RedbSnapshot {
-            docs: open(DOCS)?,
-            index: open(INDEX)?,
-            meta: txn.open_table(META).map_err(redb_err)?,
-        })
+        Ok(RedbSnapshot { docs: open(DOCS)?, index: open(INDEX)?, meta: txn.open_table(META).map_err(redb_err)? })
     }
 }
 
@@ -254,10 +214,6 @@ impl Store for RedbStore {
     fn begin(&self) -> Result<Box<dyn Batch>> {
         let guard = self.writer.acquire()?;
         let base = Box::new(self.read_view()?);
-        Ok(Box::new(OverlayBatch::new(
-            base,
-            Box::new(RedbSink(Arc::clone(&self.db))),
-            guard,
-        )))
+        Ok(Box::new(OverlayBatch::new(base, Box::new(RedbSink(Arc::clone(&self.db))), guard)))
     }
 }

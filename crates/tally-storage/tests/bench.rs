@@ -16,8 +16,7 @@ fn bench(name: &str, store: &dyn Store) {
         for first in (0..KEYS).step_by(BATCH_KEYS as usize) {
             let mut b = store.begin().unwrap();
             for k in first..first + BATCH_KEYS {
-                b.put(Space::Docs, &k.to_be_bytes(), 10 * (v + 1) + k % 7, &value)
-                    .unwrap();
+                b.put(Space::Docs, &k.to_be_bytes(), 10 * (v + 1) + k % 7, &value).unwrap();
             }
             b.commit(first + BATCH_KEYS >= KEYS).unwrap();
         }
@@ -28,23 +27,14 @@ fn bench(name: &str, store: &dyn Store) {
     let snap = store.snapshot().unwrap();
     let t = Instant::now();
     for k in 0..KEYS {
-        assert!(snap
-            .get(Space::Docs, &k.to_be_bytes(), 25)
-            .unwrap()
-            .is_some());
+        assert!(snap.get(Space::Docs, &k.to_be_bytes(), 25).unwrap().is_some());
     }
-    println!(
-        "{name}: get {:.0}/s",
-        KEYS as f64 / t.elapsed().as_secs_f64()
-    );
+    println!("{name}: get {:.0}/s", KEYS as f64 / t.elapsed().as_secs_f64());
     for desc in [false, true] {
         let t = Instant::now();
         let n = snap.scan(Space::Docs, b"", None, desc, 25).unwrap().count() as u64;
         assert_eq!(n, KEYS);
-        println!(
-            "{name}: scan desc={desc} {:.0} keys/s",
-            n as f64 / t.elapsed().as_secs_f64()
-        );
+        println!("{name}: scan desc={desc} {:.0} keys/s", n as f64 / t.elapsed().as_secs_f64());
     }
 }
 
@@ -53,8 +43,5 @@ fn bench(name: &str, store: &dyn Store) {
 fn throughput() {
     bench("mem", &MemStore::new());
     let dir = tempfile::tempdir().unwrap();
-    bench(
-        "redb",
-        &RedbStore::open(&dir.path().join("bench.redb")).unwrap(),
-    );
+    bench("redb", &RedbStore::open(&dir.path().join("bench.redb")).unwrap());
 }

@@ -6,30 +6,15 @@ use std::collections::BTreeMap;
 use tally_storage::{MemStore, RedbStore, Snapshot, Space, StorageError, Store, Ts, Version};
 
 fn v(ts: Ts, value: &str) -> Version {
-    Version {
-        ts,
-        value: value.as_bytes().to_vec(),
-    }
+    Version { ts, value: value.as_bytes().to_vec() }
 }
 
 fn hist(s: &dyn Snapshot, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Vec<Ts> {
-    s.history(Space::Docs, key, lo, hi, desc)
-        .unwrap()
-        .map(|r| r.unwrap().ts)
-        .collect()
+    s.history(Space::Docs, key, lo, hi, desc).unwrap().map(|r| r.unwrap().ts).collect()
 }
 
-fn scan(
-    s: &dyn Snapshot,
-    prefix: &[u8],
-    from: Option<&[u8]>,
-    desc: bool,
-    at: Ts,
-) -> Vec<(Vec<u8>, Ts)> {
-    s.scan(Space::Docs, prefix, from, desc, at)
-        .unwrap()
-        .map(|r| r.map(|(k, v)| (k, v.ts)).unwrap())
-        .collect()
+fn scan(s: &dyn Snapshot, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts) -> Vec<(Vec<u8>, Ts)> {
+    s.scan(Space::Docs, prefix, from, desc, at).unwrap().map(|r| r.map(|(k, v)| (k, v.ts)).unwrap()).collect()
 }
 
 fn kts(items: &[(&[u8], Ts)]) -> Vec<(Vec<u8>, Ts)> {
@@ -67,11 +52,7 @@ fn check_reads(s: &dyn Snapshot) {
     assert_eq!(g(b"abc", 24), Some(v(5, "abc5")));
     assert_eq!(g(b"zz", Ts::MAX), None);
     assert_eq!(s.get(Space::Index, b"a", 10).unwrap(), Some(v(10, "idx")));
-    assert_eq!(
-        s.get(Space::Index, b"ab", 99).unwrap(),
-        None,
-        "spaces are separate"
-    );
+    assert_eq!(s.get(Space::Index, b"ab", 99).unwrap(), None, "spaces are separate");
 
     assert_eq!(hist(s, b"a", 0, Ts::MAX, false), [10, 20, 30]);
     assert_eq!(hist(s, b"a", 0, Ts::MAX, true), [30, 20, 10]);
@@ -79,72 +60,26 @@ fn check_reads(s: &dyn Snapshot) {
     assert_eq!(hist(s, b"a", 10, 29, true), [20, 10]);
     assert_eq!(hist(s, b"a", 20, 20, true), [20]);
     assert_eq!(hist(s, b"a", 30, 10, true), Vec::<Ts>::new());
-    assert_eq!(
-        hist(s, b"", 0, Ts::MAX, true),
-        Vec::<Ts>::new(),
-        "history is exact-key"
-    );
+    assert_eq!(hist(s, b"", 0, Ts::MAX, true), Vec::<Ts>::new(), "history is exact-key");
 
     let all_a = kts(&[(b"a", 30), (b"ab", 15), (b"abc", 25), (b"a\xff", 10)]);
     assert_eq!(scan(s, b"a", None, false, Ts::MAX), all_a);
-    assert_eq!(
-        scan(s, b"a", None, true, Ts::MAX),
-        all_a.iter().rev().cloned().collect::<Vec<_>>()
-    );
-    assert_eq!(
-        scan(s, b"a", None, false, 12),
-        kts(&[(b"a", 10), (b"abc", 5), (b"a\xff", 10)])
-    );
-    assert_eq!(
-        scan(s, b"a", None, true, 22),
-        kts(&[(b"a\xff", 10), (b"abc", 5), (b"ab", 15), (b"a", 20)])
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"ab"), false, Ts::MAX),
-        all_a[1..].to_vec()
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"aa"), false, Ts::MAX),
-        all_a[1..].to_vec(),
-        "from need not exist"
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"0"), false, Ts::MAX),
-        all_a,
-        "from before the prefix clamps"
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"b"), false, Ts::MAX),
-        vec![],
-        "from after the prefix"
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"abd"), true, Ts::MAX),
-        kts(&[(b"abc", 25), (b"ab", 15), (b"a", 30)])
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"ab"), true, Ts::MAX),
-        kts(&[(b"ab", 15), (b"a", 30)])
-    );
-    assert_eq!(
-        scan(s, b"a", Some(b"z"), true, 12),
-        kts(&[(b"a\xff", 10), (b"abc", 5), (b"a", 10)])
-    );
+    assert_eq!(scan(s, b"a", None, true, Ts::MAX), all_a.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(scan(s, b"a", None, false, 12), kts(&[(b"a", 10), (b"abc", 5), (b"a\xff", 10)]));
+    assert_eq!(scan(s, b"a", None, true, 22), kts(&[(b"a\xff", 10), (b"abc", 5), (b"ab", 15), (b"a", 20)]));
+    assert_eq!(scan(s, b"a", Some(b"ab"), false, Ts::MAX), all_a[1..].to_vec());
+    assert_eq!(scan(s, b"a", Some(b"aa"), false, Ts::MAX), all_a[1..].to_vec(), "from need not exist");
+    assert_eq!(scan(s, b"a", Some(b"0"), false, Ts::MAX), all_a, "from before the prefix clamps");
+    assert_eq!(scan(s, b"a", Some(b"b"), false, Ts::MAX), vec![], "from after the prefix");
+    assert_eq!(scan(s, b"a", Some(b"abd"), true, Ts::MAX), kts(&[(b"abc", 25), (b"ab", 15), (b"a", 30)]));
+    assert_eq!(scan(s, b"a", Some(b"ab"), true, Ts::MAX), kts(&[(b"ab", 15), (b"a", 30)]));
+    assert_eq!(scan(s, b"a", Some(b"z"), true, 12), kts(&[(b"a\xff", 10), (b"abc", 5), (b"a", 10)]));
     assert_eq!(scan(s, b"a", Some(b"0"), true, Ts::MAX), vec![]);
-    assert_eq!(
-        scan(s, b"\xff", None, false, Ts::MAX),
-        kts(&[(b"\xff\xff", 10)])
-    );
-    assert_eq!(
-        scan(s, b"\xff", None, true, Ts::MAX),
-        kts(&[(b"\xff\xff", 10)])
-    );
+    assert_eq!(scan(s, b"\xff", None, false, Ts::MAX), kts(&[(b"\xff\xff", 10)]));
+    assert_eq!(scan(s, b"\xff", None, true, Ts::MAX), kts(&[(b"\xff\xff", 10)]));
     assert_eq!(scan(s, b"", None, false, Ts::MAX).len(), 6);
     assert_eq!(scan(s, b"", None, true, 9), kts(&[(b"abc", 5)]));
-    assert_eq!(
-        s.meta("applied_height").unwrap(),
-        Some(7u64.to_be_bytes().to_vec())
-    );
+    assert_eq!(s.meta("applied_height").unwrap(), Some(7u64.to_be_bytes().to_vec()));
     assert_eq!(s.meta("absent").unwrap(), None);
 }
 
@@ -155,42 +90,24 @@ fn check_batch(store: &dyn Store) {
     b.put(Space::Docs, b"a", 35, b"a35").unwrap();
     assert!(b.remove(Space::Docs, b"a", 20).unwrap());
     assert!(!b.remove(Space::Docs, b"a", 21).unwrap());
-    assert!(
-        !b.remove(Space::Docs, b"a", 20).unwrap(),
-        "already removed in this batch"
-    );
+    assert!(!b.remove(Space::Docs, b"a", 20).unwrap(), "already removed in this batch");
     b.put(Space::Docs, b"aa", 5, b"aa5").unwrap();
     assert!(b.remove(Space::Docs, b"ab", 15).unwrap());
     b.put(Space::Docs, b"abc", 25, b"abc25-new").unwrap();
     b.set_meta("applied_height", b"8").unwrap();
-    assert!(matches!(
-        b.set_meta("format_version", b"9"),
-        Err(StorageError::Invalid(_))
-    ));
+    assert!(matches!(b.set_meta("format_version", b"9"), Err(StorageError::Invalid(_))));
 
     let check_new = |s: &dyn Snapshot| {
-        assert_eq!(
-            s.get(Space::Docs, b"a", Ts::MAX).unwrap(),
-            Some(v(35, "a35"))
-        );
+        assert_eq!(s.get(Space::Docs, b"a", Ts::MAX).unwrap(), Some(v(35, "a35")));
         assert_eq!(s.get(Space::Docs, b"a", 25).unwrap(), Some(v(10, "a10")));
         assert_eq!(s.get(Space::Docs, b"ab", Ts::MAX).unwrap(), None);
-        assert_eq!(
-            s.get(Space::Docs, b"abc", 30).unwrap(),
-            Some(v(25, "abc25-new"))
-        );
+        assert_eq!(s.get(Space::Docs, b"abc", 30).unwrap(), Some(v(25, "abc25-new")));
         assert_eq!(hist(s, b"a", 0, Ts::MAX, true), [35, 30, 10]);
         assert_eq!(hist(s, b"a", 0, 34, false), [10, 30]);
         let want = kts(&[(b"a", 35), (b"aa", 5), (b"abc", 25), (b"a\xff", 10)]);
         assert_eq!(scan(s, b"a", None, false, Ts::MAX), want);
-        assert_eq!(
-            scan(s, b"a", None, true, Ts::MAX),
-            want.iter().rev().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            scan(s, b"a", Some(b"abc"), true, 6),
-            kts(&[(b"abc", 5), (b"aa", 5)])
-        );
+        assert_eq!(scan(s, b"a", None, true, Ts::MAX), want.iter().rev().cloned().collect::<Vec<_>>());
+        assert_eq!(scan(s, b"a", Some(b"abc"), true, 6), kts(&[(b"abc", 5), (b"aa", 5)]));
         assert_eq!(s.meta("applied_height").unwrap(), Some(b"8".to_vec()));
     };
     check_new(&*b);
@@ -203,14 +120,7 @@ fn check_batch(store: &dyn Store) {
     let mut b = store.begin().unwrap();
     b.put(Space::Docs, b"dropped", 1, b"x").unwrap();
     drop(b);
-    assert_eq!(
-        store
-            .snapshot()
-            .unwrap()
-            .get(Space::Docs, b"dropped", 1)
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.snapshot().unwrap().get(Space::Docs, b"dropped", 1).unwrap(), None);
     store.begin().unwrap().commit(false).unwrap();
 }
 
@@ -218,17 +128,12 @@ fn check_batch(store: &dyn Store) {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
     fn key(&mut self, len_max: u64) -> Vec<u8> {
         const ALPHABET: [u8; 4] = [0x00, 0x01, b'a', 0xff];
-        (0..self.next(len_max + 1))
-            .map(|_| ALPHABET[self.next(4) as usize])
-            .collect()
+        (0..self.next(len_max + 1)).map(|_| ALPHABET[self.next(4) as usize]).collect()
     }
 }
 
@@ -238,38 +143,17 @@ fn model_get(m: &Model, key: &[u8], at: Ts) -> Option<Version> {
     m.iter()
         .filter(|((k, ts), _)| k == key && *ts <= at)
         .max_by_key(|((_, ts), _)| *ts)
-        .map(|((_, ts), val)| Version {
-            ts: *ts,
-            value: val.clone(),
-        })
+        .map(|((_, ts), val)| Version { ts: *ts, value: val.clone() })
 }
 
-fn model_scan(
-    m: &Model,
-    prefix: &[u8],
-    from: Option<&[u8]>,
-    desc: bool,
-    at: Ts,
-) -> Vec<(Vec<u8>, Version)> {
-    let mut keys: Vec<&Vec<u8>> = m
-        .keys()
-        .map(|(k, _)| k)
-        .filter(|k| k.starts_with(prefix))
-        .collect();
+fn model_scan(m: &Model, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts) -> Vec<(Vec<u8>, Version)> {
+    let mut keys: Vec<&Vec<u8>> = m.keys().map(|(k, _)| k).filter(|k| k.starts_with(prefix)).collect();
     keys.dedup();
     if desc {
         keys.reverse();
     }
     keys.into_iter()
-        .filter(|k| {
-            from.is_none_or(|f| {
-                if desc {
-                    k.as_slice() <= f
-                } else {
-                    k.as_slice() >= f
-                }
-            })
-        })
+        .filter(|k| from.is_none_or(|f| if desc { k.as_slice() <= f } else { k.as_slice() >= f }))
         .filter_map(|k| model_get(m, k, at).map(|v| (k.clone(), v)))
         .collect()
 }
@@ -277,40 +161,22 @@ fn model_scan(
 fn check_model(s: &dyn Snapshot, m: &Model, rng: &mut Lcg) {
     for _ in 0..60 {
         let (key, at) = (rng.key(3), rng.next(60));
-        assert_eq!(
-            s.get(Space::Docs, &key, at).unwrap(),
-            model_get(m, &key, at),
-            "get {key:?} at {at}"
-        );
+        assert_eq!(s.get(Space::Docs, &key, at).unwrap(), model_get(m, &key, at), "get {key:?} at {at}");
         let (lo, hi, desc) = (rng.next(60), rng.next(60), rng.next(2) == 1);
-        let got: Vec<Version> = s
-            .history(Space::Docs, &key, lo, hi, desc)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let got: Vec<Version> = s.history(Space::Docs, &key, lo, hi, desc).unwrap().map(Result::unwrap).collect();
         let mut want: Vec<Version> = m
             .iter()
             .filter(|((k, ts), _)| *k == key && lo <= *ts && *ts <= hi)
-            .map(|((_, ts), val)| Version {
-                ts: *ts,
-                value: val.clone(),
-            })
+            .map(|((_, ts), val)| Version { ts: *ts, value: val.clone() })
             .collect();
         if desc {
             want.reverse();
         }
         assert_eq!(got, want, "history {key:?} {lo}..={hi} desc={desc}");
         let prefix = rng.key(2);
-        let from = if rng.next(2) == 0 {
-            None
-        } else {
-            Some(rng.key(3))
-        };
-        let got: Vec<_> = s
-            .scan(Space::Docs, &prefix, from.as_deref(), desc, at)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let from = if rng.next(2) == 0 { None } else { Some(rng.key(3)) };
+        let got: Vec<_> =
+            s.scan(Space::Docs, &prefix, from.as_deref(), desc, at).unwrap().map(Result::unwrap).collect();
         assert_eq!(
             got,
             model_scan(m, &prefix, from.as_deref(), desc, at),
@@ -381,10 +247,7 @@ fn redb_persists_and_checks_format_version() {
         let mut b = store.begin().unwrap();
         b.set_meta("durable", b"yes").unwrap();
         b.commit(true).unwrap();
-        assert!(matches!(
-            RedbStore::open(&path),
-            Err(StorageError::AlreadyOpen)
-        ));
+        assert!(matches!(RedbStore::open(&path), Err(StorageError::AlreadyOpen)));
     }
     check_reads(&*RedbStore::open(&path).unwrap().snapshot().unwrap());
 
@@ -393,15 +256,10 @@ fn redb_persists_and_checks_format_version() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-        txn.open_table(meta)
-            .unwrap()
-            .insert("format_version", &[2u8][..])
-            .unwrap();
+        txn.open_table(meta).unwrap().insert("format_version", &[2u8][..]).unwrap();
         txn.commit().unwrap();
     }
-    let err = RedbStore::open(&path)
-        .err()
-        .expect("format 2 must be refused");
+    let err = RedbStore::open(&path).err().expect("format 2 must be refused");
     assert!(matches!(err, StorageError::FormatVersion { .. }), "{err}");
     assert!(err.to_string().contains("version [2]"), "{err}");
 
@@ -414,8 +272,5 @@ fn redb_persists_and_checks_format_version() {
         txn.open_table(t).unwrap().insert(1, 1).unwrap();
         txn.commit().unwrap();
     }
-    assert!(matches!(
-        RedbStore::open(&other),
-        Err(StorageError::FormatVersion { .. })
-    ));
+    assert!(matches!(RedbStore::open(&other), Err(StorageError::FormatVersion { .. })));
 }

@@ -19,9 +19,7 @@ fn value(i: u64) -> Vec<u8> {
 
 fn applied_height(store: &RedbStore) -> Option<u64> {
     let raw = store.snapshot().unwrap().meta("applied_height").unwrap()?;
-    Some(u64::from_be_bytes(
-        raw.try_into().expect("applied_height is 8 bytes"),
-    ))
+    Some(u64::from_be_bytes(raw.try_into().expect("applied_height is 8 bytes")))
 }
 
 /// Child mode only; in a normal test run it returns at once.
@@ -35,8 +33,7 @@ fn crash_child() {
     let mut out = std::io::stdout().lock();
     for i in start.. {
         let mut b = store.begin().unwrap();
-        b.put(Space::Docs, &i.to_be_bytes(), i + 1, &value(i))
-            .unwrap();
+        b.put(Space::Docs, &i.to_be_bytes(), i + 1, &value(i)).unwrap();
         b.set_meta("applied_height", &i.to_be_bytes()).unwrap();
         let durable = i % DURABLE_EVERY == 0;
         b.commit(durable).unwrap();
@@ -88,30 +85,14 @@ fn kill_9_keeps_every_durable_commit() {
         let last_durable = run_child_and_kill(&path, 10 + round * 7, round * 2);
         let store = RedbStore::open(&path).expect("the database must reopen after kill -9");
         let height = applied_height(&store).expect("no durable commit survived");
-        assert!(
-            height >= last_durable,
-            "round {round}: lost durable commit {last_durable} (have {height})"
-        );
+        assert!(height >= last_durable, "round {round}: lost durable commit {last_durable} (have {height})");
         let snap = store.snapshot().unwrap();
         for i in 0..=height {
             let got = snap.get(Space::Docs, &i.to_be_bytes(), u64::MAX).unwrap();
-            assert_eq!(
-                got.map(|v| (v.ts, v.value)),
-                Some((i + 1, value(i))),
-                "round {round}: commit {i}"
-            );
+            assert_eq!(got.map(|v| (v.ts, v.value)), Some((i + 1, value(i))), "round {round}: commit {i}");
         }
-        let newest = snap
-            .scan(Space::Docs, b"", None, true, u64::MAX)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            newest.0,
-            height.to_be_bytes(),
-            "a commit's write survived without its meta"
-        );
+        let newest = snap.scan(Space::Docs, b"", None, true, u64::MAX).unwrap().next().unwrap().unwrap();
+        assert_eq!(newest.0, height.to_be_bytes(), "a commit's write survived without its meta");
         eprintln!("round {round}: last durable {last_durable}, recovered height {height}");
     }
 }

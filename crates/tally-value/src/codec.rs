@@ -70,21 +70,13 @@ fn f64_order(d: f64) -> [u8; 8] {
         d
     };
     let bits = d.to_bits();
-    let bits = if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits ^ (1 << 63)
-    };
+    let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
     bits.to_be_bytes()
 }
 
 fn f64_from_order(b: [u8; 8]) -> f64 {
     let bits = u64::from_be_bytes(b);
-    let bits = if bits >> 63 == 1 {
-        bits ^ (1 << 63)
-    } else {
-        !bits
-    };
+    let bits = if bits >> 63 == 1 { bits ^ (1 << 63) } else { !bits };
     f64::from_bits(bits)
 }
 
@@ -205,10 +197,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
     fn take<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let s = self
-            .buf
-            .get(self.pos..self.pos + N)
-            .ok_or(CodecError::Truncated)?;
+        let s = self.buf.get(self.pos..self.pos + N).ok_or(CodecError::Truncated)?;
         self.pos += N;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
@@ -277,17 +266,13 @@ impl<'a> Reader<'a> {
             T_TIME => {
                 let secs = (u64::from_be_bytes(self.take::<8>()?) ^ (1 << 63)) as i64;
                 let nanos = u32::from_be_bytes(self.take::<4>()?);
-                let t = Utc
-                    .timestamp_opt(secs, nanos)
-                    .single()
-                    .ok_or(CodecError::Malformed("time out of range"))?;
+                let t = Utc.timestamp_opt(secs, nanos).single().ok_or(CodecError::Malformed("time out of range"))?;
                 Value::Time(t)
             }
             T_DATE => {
                 let days = (u32::from_be_bytes(self.take::<4>()?) ^ (1 << 31)) as i32;
                 Value::Date(
-                    NaiveDate::from_num_days_from_ce_opt(days)
-                        .ok_or(CodecError::Malformed("date out of range"))?,
+                    NaiveDate::from_num_days_from_ce_opt(days).ok_or(CodecError::Malformed("date out of range"))?,
                 )
             }
             T_BOOL => Value::Bool(self.byte()? != 0),
@@ -314,11 +299,7 @@ impl<'a> Reader<'a> {
             0x01 => Some(Box::new(self.reference(depth + 1)?)),
             _ => return Err(CodecError::Malformed("bad ref database")),
         };
-        Ok(Ref {
-            id,
-            collection,
-            database,
-        })
+        Ok(Ref { id, collection, database })
     }
 }
 
@@ -405,10 +386,7 @@ mod tests {
     fn tuples_decode() {
         let mut buf = encode(&Value::String("x".into()));
         encode_into(&mut buf, &Value::Long(3));
-        assert_eq!(
-            decode_key_tuple(&buf).unwrap(),
-            vec![Value::String("x".into()), Value::Long(3)]
-        );
+        assert_eq!(decode_key_tuple(&buf).unwrap(), vec![Value::String("x".into()), Value::Long(3)]);
         assert!(decode(&buf[..buf.len() - 1]).is_err());
     }
 }

@@ -18,6 +18,6 @@ pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
 pub use order::{cmp_id, compare, numeric_id, type_rank};
 pub use value::{Object, Ref, Time, Value, NATIVE_COLLECTIONS};
 pub use wire::{
-    decode_base64, encode_base64, format_time, json_depth, parse_json_unbounded, JSON_DEPTH_MAX, from_json, from_json_str, parse_date, parse_time, special as wire_special, to_json,
-    to_json_string, WireError,
+    decode_base64, encode_base64, format_time, from_json, from_json_str, json_depth, parse_date, parse_json_unbounded,
+    parse_time, special as wire_special, to_json, to_json_string, WireError, JSON_DEPTH_MAX,
 };

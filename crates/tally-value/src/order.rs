@@ -37,10 +37,10 @@ fn cmp_long_double(a: i64, b: f64) -> Ordering {
     if b.is_nan() {
         return Ordering::Less;
     }
-    if b >= 9.223372036854775807e18 {
+    if b >= 9.223_372_036_854_776e18 {
         return Ordering::Less;
     }
-    if b < -9.223372036854775808e18 {
+    if b < -9.223_372_036_854_776e18 {
         return Ordering::Greater;
     }
     let bi = b.trunc() as i64;
@@ -80,9 +80,7 @@ pub fn cmp_ref(a: &Ref, b: &Ref) -> Ordering {
         (Some(_), None) => Ordering::Greater,
         (Some(x), Some(y)) => cmp_ref(x, y),
     };
-    opt(&a.collection, &b.collection)
-        .then_with(|| cmp_id(&a.id, &b.id))
-        .then_with(|| opt(&a.database, &b.database))
+    opt(&a.collection, &b.collection).then_with(|| cmp_id(&a.id, &b.id)).then_with(|| opt(&a.database, &b.database))
 }
 
 pub fn compare(a: &Value, b: &Value) -> Ordering {
@@ -128,22 +126,10 @@ mod tests {
 
     #[test]
     fn numbers_mix() {
-        assert_eq!(
-            compare(&Value::Long(1), &Value::Double(1.5)),
-            Ordering::Less
-        );
-        assert_eq!(
-            compare(&Value::Double(2.5), &Value::Long(2)),
-            Ordering::Greater
-        );
-        assert_eq!(
-            compare(&Value::Long(1), &Value::Double(1.0)),
-            Ordering::Less
-        );
-        assert_eq!(
-            compare(&Value::Long(5), &Value::String("a".into())),
-            Ordering::Less
-        );
+        assert_eq!(compare(&Value::Long(1), &Value::Double(1.5)), Ordering::Less);
+        assert_eq!(compare(&Value::Double(2.5), &Value::Long(2)), Ordering::Greater);
+        assert_eq!(compare(&Value::Long(1), &Value::Double(1.0)), Ordering::Less);
+        assert_eq!(compare(&Value::Long(5), &Value::String("a".into())), Ordering::Less);
         assert_eq!(compare(&Value::Null, &Value::Bool(true)), Ordering::Greater);
     }
 

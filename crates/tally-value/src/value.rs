@@ -46,35 +46,18 @@ pub struct Ref {
     pub database: Option<Box<Ref>>,
 }
 
-pub const NATIVE_COLLECTIONS: &[&str] = &[
-    "collections",
-    "indexes",
-    "databases",
-    "keys",
-    "functions",
-    "roles",
-    "tokens",
-    "credentials",
-    "access_providers",
-];
+pub const NATIVE_COLLECTIONS: &[&str] =
+    &["collections", "indexes", "databases", "keys", "functions", "roles", "tokens", "credentials", "access_providers"];
 
 impl Ref {
     /// A native collection such as `collections` or `keys`.
     pub fn native(id: &str) -> Ref {
-        Ref {
-            id: id.to_string(),
-            collection: None,
-            database: None,
-        }
+        Ref { id: id.to_string(), collection: None, database: None }
     }
 
     /// A ref to the document `id` of the collection `collection`.
     pub fn doc(collection: Ref, id: impl Into<String>) -> Ref {
-        Ref {
-            id: id.into(),
-            collection: Some(Box::new(collection)),
-            database: None,
-        }
+        Ref { id: id.into(), collection: Some(Box::new(collection)), database: None }
     }
 
     /// `Collection(name)`.

@@ -24,10 +24,7 @@ pub enum WireError {
 }
 
 fn bad(form: &'static str, detail: impl Into<String>) -> WireError {
-    WireError::BadForm {
-        form,
-        detail: detail.into(),
-    }
+    WireError::BadForm { form, detail: detail.into() }
 }
 
 /// Deepest JSON nesting accepted from clients (as v4, which parses with a 1,000-level limit).
@@ -111,9 +108,7 @@ pub(crate) fn number(n: &Number) -> Result<Value, WireError> {
 }
 
 fn plain_object(map: &Map<String, Json>) -> Result<Object, WireError> {
-    map.iter()
-        .map(|(k, v)| Ok((k.clone(), from_json(v)?)))
-        .collect()
+    map.iter().map(|(k, v)| Ok((k.clone(), from_json(v)?))).collect()
 }
 
 /// Decode a one-key `@` special form; `Ok(None)` when `map` is not one.
@@ -126,21 +121,13 @@ pub fn special(map: &Map<String, Json>) -> Result<Option<Value>, WireError> {
     };
     let v = match key.as_str() {
         "@ref" => Value::Ref(decode_ref(inner)?),
-        "@ts" => Value::Time(parse_time(
-            inner
-                .as_str()
-                .ok_or_else(|| bad("@ts", "expected a string"))?,
-        )?),
+        "@ts" => Value::Time(parse_time(inner.as_str().ok_or_else(|| bad("@ts", "expected a string"))?)?),
         "@date" => {
-            let s = inner
-                .as_str()
-                .ok_or_else(|| bad("@date", "expected a string"))?;
+            let s = inner.as_str().ok_or_else(|| bad("@date", "expected a string"))?;
             Value::Date(parse_date(s)?)
         }
         "@bytes" => {
-            let s = inner
-                .as_str()
-                .ok_or_else(|| bad("@bytes", "expected a base64 string"))?;
+            let s = inner.as_str().ok_or_else(|| bad("@bytes", "expected a base64 string"))?;
             Value::Bytes(decode_base64(s)?)
         }
         "@set" => Value::Set(Box::new(from_json(inner)?)),
@@ -173,25 +160,18 @@ fn decode_ref(inner: &Json) -> Result<Ref, WireError> {
             Some(_) => Err(bad("@ref", format!("\"{k}\" must be a ref"))),
         }
     };
-    Ok(Ref {
-        id,
-        collection: sub("collection")?,
-        database: sub("database")?,
-    })
+    Ok(Ref { id, collection: sub("collection")?, database: sub("database")? })
 }
 
 pub fn decode_base64(s: &str) -> Result<Vec<u8>, WireError> {
     let padded;
-    let s = if s.len() % 4 != 0 {
+    let s = if !s.len().is_multiple_of(4) {
         padded = format!("{s}{}", "=".repeat(4 - s.len() % 4));
         padded.as_str()
     } else {
         s
     };
-    URL_SAFE
-        .decode(s)
-        .or_else(|_| STANDARD.decode(s))
-        .map_err(|e| bad("@bytes", e.to_string()))
+    URL_SAFE.decode(s).or_else(|_| STANDARD.decode(s)).map_err(|e| bad("@bytes", e.to_string()))
 }
 
 pub fn encode_base64(b: &[u8]) -> String {
@@ -288,26 +268,14 @@ mod tests {
     fn long_and_double_stay_apart() {
         assert_eq!(from_json_str("1").unwrap(), Value::Long(1));
         assert_eq!(from_json_str("1.0").unwrap(), Value::Double(1.0));
-        assert!(matches!(
-            from_json_str("18446744073709551615"),
-            Err(WireError::NumberRange(_))
-        ));
+        assert!(matches!(from_json_str("18446744073709551615"), Err(WireError::NumberRange(_))));
     }
 
     #[test]
     fn bytes_accept_both_alphabets() {
-        assert_eq!(
-            from_json_str(r#"{"@bytes":"-_8="}"#).unwrap(),
-            Value::Bytes(vec![0xfb, 0xff])
-        );
-        assert_eq!(
-            from_json_str(r#"{"@bytes":"+/8="}"#).unwrap(),
-            Value::Bytes(vec![0xfb, 0xff])
-        );
-        assert_eq!(
-            to_json_string(&Value::Bytes(vec![0xfb, 0xff])),
-            r#"{"@bytes":"-_8="}"#
-        );
+        assert_eq!(from_json_str(r#"{"@bytes":"-_8="}"#).unwrap(), Value::Bytes(vec![0xfb, 0xff]));
+        assert_eq!(from_json_str(r#"{"@bytes":"+/8="}"#).unwrap(), Value::Bytes(vec![0xfb, 0xff]));
+        assert_eq!(to_json_string(&Value::Bytes(vec![0xfb, 0xff])), r#"{"@bytes":"-_8="}"#);
     }
 
     #[test]

@@ -42,11 +42,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max } => {
             // Read-only queries evaluate on blocking threads; give them the executor's
             // stack so a query that is valid there is valid here.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_stack_size(512 << 20)
-                .build()?;
-            rt.block_on(tally_server::serve(tally_server::ServeConfig { data_dir, listen, root_key, epoch_ms, body_bytes_max }))
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(512 << 20).build()?;
+            rt.block_on(tally_server::serve(tally_server::ServeConfig {
+                data_dir,
+                listen,
+                root_key,
+                epoch_ms,
+                body_bytes_max,
+            }))
         }
     }
 }

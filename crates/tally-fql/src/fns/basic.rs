@@ -46,9 +46,7 @@ fn var(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             other => return Err(wrong_type("String", &other).at("var")),
         },
     };
-    ev.lookup(&name)
-        .cloned()
-        .ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")))
+    ev.lookup(&name).cloned().ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")))
 }
 
 fn if_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {

@@ -124,7 +124,11 @@ fn user_fields(params: &Object) -> Result<Object> {
                     out.insert(k.clone(), v.clone());
                 }
                 other => {
-                    return Err(validation("data", "invalid type", &format!("Object expected, {} provided.", other.type_name())))
+                    return Err(validation(
+                        "data",
+                        "invalid type",
+                        &format!("Object expected, {} provided.", other.type_name()),
+                    ))
                 }
             },
             "credentials" | "ttl" | "delegates" => {
@@ -138,7 +142,11 @@ fn user_fields(params: &Object) -> Result<Object> {
 
 pub fn validation(field: &str, fcode: &'static str, desc: &str) -> FqlError {
     let mut e = FqlError::new(code::VALIDATION_FAILED, "document data is not valid.");
-    e.failures.push(crate::error::Failure { field: vec![field.to_string()], code: fcode, description: desc.to_string() });
+    e.failures.push(crate::error::Failure {
+        field: vec![field.to_string()],
+        code: fcode,
+        description: desc.to_string(),
+    });
     e
 }
 
@@ -168,7 +176,13 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         if tally_value::numeric_id(&r.id).is_none() {
             return Err(invalid_argument("Document ids must be numbers (as strings) that fit in 64 bits.").at("create"));
         }
-        return create_doc(ev, &r, &params).map_err(|e| if e.code == code::INSTANCE_ALREADY_EXISTS { e.at("create") } else { e });
+        return create_doc(ev, &r, &params).map_err(|e| {
+            if e.code == code::INSTANCE_ALREADY_EXISTS {
+                e.at("create")
+            } else {
+                e
+            }
+        });
     }
     Err(invalid_argument(format!("Cannot create {r}: pass a collection ref or a document ref.")).at("create"))
 }
@@ -282,7 +296,14 @@ fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 /// Write a new version of a document (None = deleted) and keep every index on its
 /// collection in step.
-pub fn write_doc(ev: &mut Eval<'_>, db: DbId, coll: CollId, r: &Ref, old: Option<&Object>, new: Option<&Object>) -> Result<()> {
+pub fn write_doc(
+    ev: &mut Eval<'_>,
+    db: DbId,
+    coll: CollId,
+    r: &Ref,
+    old: Option<&Object>,
+    new: Option<&Object>,
+) -> Result<()> {
     let ts = ev.txn_ts();
     let id = r.id.clone();
     match new {
@@ -331,7 +352,10 @@ pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, ol
             if clash.iter().any(|e| &e.doc != r) {
                 return Err(FqlError::new(
                     code::INSTANCE_NOT_UNIQUE,
-                    format!("Document is not unique: index `{}` already has an entry with these terms and values.", def.name),
+                    format!(
+                        "Document is not unique: index `{}` already has an entry with these terms and values.",
+                        def.name
+                    ),
                 ));
             }
         }
@@ -343,7 +367,14 @@ pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, ol
 
 /// The (terms, values) rows a document contributes to an index. Array-valued fields
 /// expand into one row per element. A document missing a term is not indexed.
-pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: u64, data: &Object) -> Result<Vec<Row>> {
+pub fn index_rows(
+    ev: &mut Eval<'_>,
+    def: &IndexDef,
+    coll: CollId,
+    r: &Ref,
+    ts: u64,
+    data: &Object,
+) -> Result<Vec<Row>> {
     let doc = render(r, ts, data);
     let source = def.sources.iter().find(|s| s.coll == coll);
     let field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
@@ -402,7 +433,10 @@ pub fn index_rows(ev: &mut Eval<'_>, def: &IndexDef, coll: CollId, r: &Ref, ts: 
         }
     }
     // Deterministic order regardless of how the fields expanded.
-    rows.sort_by(|a, b| compare(&Value::Array(a.0.clone()), &Value::Array(b.0.clone())).then_with(|| compare(&Value::Array(a.1.clone()), &Value::Array(b.1.clone()))));
+    rows.sort_by(|a, b| {
+        compare(&Value::Array(a.0.clone()), &Value::Array(b.0.clone()))
+            .then_with(|| compare(&Value::Array(a.1.clone()), &Value::Array(b.1.clone())))
+    });
     Ok(rows)
 }
 
@@ -462,7 +496,11 @@ fn action_arg(ev: &mut Eval<'_>, call: &Call) -> Result<bool> {
     match ev.arg(call, "action")? {
         Value::String(a) if a == "create" || a == "update" => Ok(false),
         Value::String(a) if a == "delete" => Ok(true),
-        other => Err(invalid_argument(format!("Action must be \"create\", \"update\" or \"delete\", not {}.", tally_value::to_json_string(&other))).at("action")),
+        other => Err(invalid_argument(format!(
+            "Action must be \"create\", \"update\" or \"delete\", not {}.",
+            tally_value::to_json_string(&other)
+        ))
+        .at("action")),
     }
 }
 
@@ -545,7 +583,9 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         };
         let new_rows = if version.deleted { Vec::new() } else { index_rows(ev, &def, coll, &r, ts, &version.data)? };
         let rev = def.reverse_flags();
-        for row in old_rows.iter().filter(|x| !new_rows.contains(x)).chain(new_rows.iter().filter(|x| !old_rows.contains(x))) {
+        for row in
+            old_rows.iter().filter(|x| !new_rows.contains(x)).chain(new_rows.iter().filter(|x| !old_rows.contains(x)))
+        {
             let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
             ev.tx.edit_history(tally_storage::Space::Index, k, ts, None);
         }

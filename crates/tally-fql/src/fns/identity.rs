@@ -46,7 +46,11 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
         if matches!(fields.get("credentials"), Some(Value::Null) | None) {
             return Ok(());
         }
-        return Err(validation("credentials", "invalid type", "Credentials must be an object like {password: \"...\"}."));
+        return Err(validation(
+            "credentials",
+            "invalid type",
+            "Credentials must be an object like {password: \"...\"}.",
+        ));
     };
     let Some(pw) = creds.remove("password") else { return Ok(()) };
     let pw = match pw {
@@ -54,7 +58,13 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
         Value::String(_) => {
             return Err(validation("credentials", "invalid value", "Password must be 1 to 1024 bytes."));
         }
-        other => return Err(validation("credentials", "invalid type", &format!("String expected, {} provided.", other.type_name()))),
+        other => {
+            return Err(validation(
+                "credentials",
+                "invalid type",
+                &format!("String expected, {} provided.", other.type_name()),
+            ))
+        }
     };
     let mut h = Sha256::new();
     h.update(b"tally.credentials.salt.v1\0");
@@ -62,7 +72,8 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
     h.update(r.id.as_bytes());
     h.update(ev.new_id().to_be_bytes());
     let salt_bytes = h.finalize();
-    let salt = SaltString::encode_b64(&salt_bytes[..16]).map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("salt: {e}")))?;
+    let salt = SaltString::encode_b64(&salt_bytes[..16])
+        .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("salt: {e}")))?;
     let hash = hasher()
         .hash_password(pw.as_bytes(), &salt)
         .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("password hashing failed: {e}")))?;
@@ -188,7 +199,10 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let all = ev.bool_arg(call, "logout")?;
     let (Some(token), Some(identity)) = (ev.auth.token.clone(), ev.auth.identity.clone()) else {
-        return Err(FqlError::new(code::INVALID_TOKEN, "Logout needs a token secret; this query was not made with one."));
+        return Err(FqlError::new(
+            code::INVALID_TOKEN,
+            "Logout needs a token secret; this query was not made with one.",
+        ));
     };
     ev.require_write()?;
     let db = ev.auth.db;
@@ -218,7 +232,11 @@ fn has_current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
 }
 
 fn current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
-    ev.auth.token.clone().map(Value::Ref).ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret."))
+    ev.auth
+        .token
+        .clone()
+        .map(Value::Ref)
+        .ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret."))
 }
 
 fn has_current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
@@ -235,7 +253,12 @@ pub fn resolve_self(ev: &Eval<'_>, r: &Ref) -> Option<Ref> {
 }
 
 /// Check a token secret: `(db, token id, token document)` when valid at `ts`.
-pub fn find_token(tx: &mut crate::model::Tx<'_>, raw: &[u8], secret: &str, ts: u64) -> Result<Option<(DbId, u64, Object)>> {
+pub fn find_token(
+    tx: &mut crate::model::Tx<'_>,
+    raw: &[u8],
+    secret: &str,
+    ts: u64,
+) -> Result<Option<(DbId, u64, Object)>> {
     use subtle::ConstantTimeEq;
     if raw.len() != 37 || raw[0] != 2 {
         return Ok(None);
@@ -265,4 +288,3 @@ pub fn identity_alive(tx: &mut crate::model::Tx<'_>, db: DbId, identity: &Ref, t
     let Some(cid) = crate::catalog::internal_id(&cdoc.data) else { return Ok(false) };
     Ok(tx.live_doc(db, cid, &identity.id, ts)?.is_some())
 }
-

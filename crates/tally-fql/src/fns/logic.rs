@@ -153,11 +153,9 @@ fn contains_value(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
                 || r.database.as_deref().is_some_and(|d| eq(&Value::Ref(d.clone())))
         }
         other => {
-            return Err(invalid_argument(format!(
-                "Array, Object or Ref expected, {} provided.",
-                other.type_name()
-            ))
-            .at("in"))
+            return Err(
+                invalid_argument(format!("Array, Object or Ref expected, {} provided.", other.type_name())).at("in")
+            )
         }
     };
     Ok(Value::Bool(found))

@@ -75,7 +75,13 @@ fn operands(ev: &mut Eval<'_>, call: &Call, expected: &str, ok: fn(&Value) -> bo
     check_operands(call, vals, literal, expected, ok)
 }
 
-fn check_operands(call: &Call, vals: Vec<Value>, literal: bool, expected: &str, ok: fn(&Value) -> bool) -> Result<Vec<Value>> {
+fn check_operands(
+    call: &Call,
+    vals: Vec<Value>,
+    literal: bool,
+    expected: &str,
+    ok: fn(&Value) -> bool,
+) -> Result<Vec<Value>> {
     let name = call.name();
     if vals.is_empty() {
         return Err(invalid_argument("Non-empty array expected.").at(name));
@@ -116,7 +122,8 @@ fn finite(name: &str, d: f64) -> Result<Value> {
     if d.is_finite() {
         Ok(Value::Double(d))
     } else {
-        Err(invalid_argument(format!("The result of `{name}` is not a finite number; check its argument's range.")).at(name))
+        Err(invalid_argument(format!("The result of `{name}` is not a finite number; check its argument's range."))
+            .at(name))
     }
 }
 

@@ -122,12 +122,18 @@ fn name_of(params: &Object) -> Result<String> {
     match params.get("name") {
         Some(Value::String(s)) if !s.is_empty() => {
             if RESERVED.contains(&s.as_str()) || s.contains('/') {
-                return Err(validation("name", "invalid value", &format!("The name `{s}` is reserved or contains '/'; choose another.")));
+                return Err(validation(
+                    "name",
+                    "invalid value",
+                    &format!("The name `{s}` is reserved or contains '/'; choose another."),
+                ));
             }
             Ok(s.clone())
         }
         Some(Value::String(_)) | None => Err(validation("name", "value required", "Value required.")),
-        Some(other) => Err(validation("name", "invalid type", &format!("String expected, {} provided.", other.type_name()))),
+        Some(other) => {
+            Err(validation("name", "invalid type", &format!("String expected, {} provided.", other.type_name())))
+        }
     }
 }
 
@@ -135,7 +141,9 @@ fn name_of(params: &Object) -> Result<String> {
 fn schema_fields(coll: CollId, params: &Object) -> Object {
     let allowed: &[&str] = match coll {
         native::COLLECTIONS => &["name", "data", "history_days", "ttl_days", "permissions"],
-        native::INDEXES => &["name", "source", "terms", "values", "unique", "serialized", "data", "permissions", "partitions"],
+        native::INDEXES => {
+            &["name", "source", "terms", "values", "unique", "serialized", "data", "permissions", "partitions"]
+        }
         native::DATABASES => &["name", "data", "priority", "api_version"],
         native::FUNCTIONS => &["name", "body", "data", "role"],
         native::ROLES => &["name", "privileges", "membership", "data"],
@@ -153,7 +161,10 @@ fn create_named(ev: &mut Eval<'_>, coll: CollId, mut params: Object) -> Result<(
     ev.check_write(db, coll)?;
     let ts = ev.txn_ts();
     if ev.tx.live_doc(db, coll, &name, ts)?.is_some() {
-        return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("A {} named `{name}` already exists.", kind_name(coll))));
+        return Err(FqlError::new(
+            code::INSTANCE_ALREADY_EXISTS,
+            format!("A {} named `{name}` already exists.", kind_name(coll)),
+        ));
     }
     params.insert("name".into(), Value::String(name.clone()));
     let mut data = schema_fields(coll, &params);
@@ -209,10 +220,11 @@ fn create_key(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 /// `Create(Collections(), {...})` and the `create_*` functions.
 pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Result<Value> {
-    let coll = native::by_name(native_name).ok_or_else(|| invalid_argument(format!("Cannot create documents in {native_name}.")))?;
+    let coll = native::by_name(native_name)
+        .ok_or_else(|| invalid_argument(format!("Cannot create documents in {native_name}.")))?;
     match coll {
-        native::KEYS => return create_key_doc(ev, params),
-        native::INDEXES => return create_index_doc(ev, params),
+        native::KEYS => create_key_doc(ev, params),
+        native::INDEXES => create_index_doc(ev, params),
         native::DATABASES => {
             let (db, name, mut data) = create_named(ev, coll, params)?;
             if data.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
@@ -230,12 +242,22 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
             let (db, name, data) = create_named(ev, coll, params)?;
             match data.get("body") {
                 Some(Value::Query(_)) => {}
-                Some(other) => return Err(validation("body", "invalid type", &format!("Query expected, {} provided; wrap the Lambda in Query().", other.type_name()))),
+                Some(other) => {
+                    return Err(validation(
+                        "body",
+                        "invalid type",
+                        &format!("Query expected, {} provided; wrap the Lambda in Query().", other.type_name()),
+                    ))
+                }
                 None => return Err(validation("body", "value required", "Value required.")),
             }
             if let Some(Value::String(r)) = data.get("role") {
                 if crate::auth::Role::parse(r).is_none() {
-                    return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly, client or a Role ref."));
+                    return Err(validation(
+                        "role",
+                        "invalid value",
+                        "Role must be admin, server, server-readonly, client or a Role ref.",
+                    ));
                 }
             }
             ev.tx.put_doc(db, coll, &name, false, &data);
@@ -344,7 +366,9 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     match params.get("role") {
         Some(Value::String(r)) if crate::auth::Role::parse(r).is_some() => {}
         Some(Value::Ref(_)) => {}
-        Some(_) => return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly or client.")),
+        Some(_) => {
+            return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly or client."))
+        }
         None => return Err(validation("role", "value required", "Value required.")),
     }
     if let Some(d) = params.get("database") {
@@ -356,7 +380,13 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
                 }
             }
             Value::Null => {}
-            other => return Err(validation("database", "invalid type", &format!("Database Ref expected, {} provided.", other.type_name()))),
+            other => {
+                return Err(validation(
+                    "database",
+                    "invalid type",
+                    &format!("Database Ref expected, {} provided.", other.type_name()),
+                ))
+            }
         }
     }
     let id = ev.new_id();
@@ -375,7 +405,15 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
 }
 
 /// `Update`/`Replace` of a schema document.
-pub fn modify_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, r: &Ref, old: Object, params: Object, replace: bool) -> Result<Value> {
+pub fn modify_schema(
+    ev: &mut Eval<'_>,
+    db: DbId,
+    coll: CollId,
+    r: &Ref,
+    old: Object,
+    params: Object,
+    replace: bool,
+) -> Result<Value> {
     let patch = schema_fields(coll, &params);
     let mut new = if replace {
         let mut n = Object::new();
@@ -403,7 +441,10 @@ pub fn modify_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, r: &Ref, old: Ob
     if native::is_named(coll) && new_name != old_name {
         name_of(&new)?;
         if ev.tx.live_doc(db, coll, &new_name, ts)?.is_some() {
-            return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("A {} named `{new_name}` already exists.", kind_name(coll))));
+            return Err(FqlError::new(
+                code::INSTANCE_ALREADY_EXISTS,
+                format!("A {} named `{new_name}` already exists.", kind_name(coll)),
+            ));
         }
         ev.tx.put_doc(db, coll, &old_name, true, &old);
     }
@@ -451,7 +492,9 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             let at = ev.read_ts();
             match ev.tx.live_doc(db, native::FUNCTIONS, &id, at)? {
                 Some(d) => (db, d.data),
-                None => return Err(FqlError::new(code::INVALID_REF, format!("Function `{id}` does not exist.")).at("call")),
+                None => {
+                    return Err(FqlError::new(code::INVALID_REF, format!("Function `{id}` does not exist.")).at("call"))
+                }
             }
         }
         _ => return Err(invalid_argument(format!("{f} is not a function.")).at("call")),
@@ -500,7 +543,9 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     ev.check_write(dst, native::DATABASES)?;
     let ts = ev.txn_ts();
     let Some(doc) = ev.tx.live_doc(src_parent, native::DATABASES, &from.id, ts)? else {
-        return Err(FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", from.id)).at("move_database"));
+        return Err(
+            FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", from.id)).at("move_database")
+        );
     };
     let id = internal_id(&doc.data).ok_or_else(|| crate::model::corrupt("database without internal id"))?;
     // Refuse to move a database into itself or one of its descendants.
@@ -520,7 +565,11 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         hops += 1;
     }
     if ev.tx.live_doc(dst, native::DATABASES, &from.id, ts)?.is_some() {
-        return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, format!("The destination already has a database named `{}`.", from.id)).at("to"));
+        return Err(FqlError::new(
+            code::INSTANCE_ALREADY_EXISTS,
+            format!("The destination already has a database named `{}`.", from.id),
+        )
+        .at("to"));
     }
     ev.tx.put_doc(src_parent, native::DATABASES, &from.id, true, &doc.data);
     ev.tx.put_doc(dst, native::DATABASES, &from.id, false, &doc.data);

@@ -237,7 +237,9 @@ fn documents(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     match ev.resolve(&r).map_err(|e| e.at("documents"))? {
         Target::Doc { db, coll: native::COLLECTIONS, id } => {
             if ev.collection_id(db, &id)?.is_none() {
-                return Err(FqlError::new(code::INVALID_REF, format!("Collection `{id}` does not exist.")).at("documents"));
+                return Err(
+                    FqlError::new(code::INVALID_REF, format!("Collection `{id}` does not exist.")).at("documents")
+                );
             }
         }
         _ => return Err(invalid_argument(format!("Collection Ref expected, {r} provided.")).at("documents")),
@@ -1095,7 +1097,15 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
                     if native::is_named(coll) {
                         open_docs(ev, db, coll, Ref::native(name), r.database.clone(), ctx, s)
                     } else {
-                        open_docs(ev, db, coll, Ref::native(name).with_database(r.database.as_deref().cloned()), None, ctx, s)
+                        open_docs(
+                            ev,
+                            db,
+                            coll,
+                            Ref::native(name).with_database(r.database.as_deref().cloned()),
+                            None,
+                            ctx,
+                            s,
+                        )
                     }
                 }
                 _ => Err(wrong_type("Set", s)),
@@ -1113,9 +1123,9 @@ fn open(ev: &mut Eval<'_>, s: &Value, ctx: &Ctx) -> Result<BoxStream> {
         let Value::Ref(cr) = c else { return Err(wrong_type("Collection Ref", c)) };
         return match ev.resolve(cr)? {
             Target::Doc { db, coll: native::COLLECTIONS, id } => {
-                let coll = ev.collection_id(db, &id)?.ok_or_else(|| {
-                    FqlError::new(code::INVALID_REF, format!("Collection `{id}` does not exist."))
-                })?;
+                let coll = ev
+                    .collection_id(db, &id)?
+                    .ok_or_else(|| FqlError::new(code::INVALID_REF, format!("Collection `{id}` does not exist.")))?;
                 open_docs(ev, db, coll, cr.clone(), None, ctx, s)
             }
             _ => Err(invalid_argument(format!("Collection Ref expected, {cr} provided."))),

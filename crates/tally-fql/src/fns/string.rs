@@ -25,7 +25,12 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "startswith", optional: &[], required: &["search"], handler: starts_with },
     FnSpec { name: "endswith", optional: &[], required: &["search"], handler: ends_with },
     FnSpec { name: "findstr", optional: &["start"], required: &["find"], handler: find_str },
-    FnSpec { name: "findstrregex", optional: &["start", "num_results"], required: &["pattern"], handler: find_str_regex },
+    FnSpec {
+        name: "findstrregex",
+        optional: &["start", "num_results"],
+        required: &["pattern"],
+        handler: find_str_regex,
+    },
     FnSpec { name: "length", optional: &[], required: &[], handler: length },
     FnSpec { name: "lowercase", optional: &[], required: &[], handler: lowercase },
     FnSpec { name: "uppercase", optional: &[], required: &[], handler: uppercase },
@@ -37,7 +42,12 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "regexescape", optional: &[], required: &[], handler: regex_escape },
     FnSpec { name: "repeat", optional: &["number"], required: &[], handler: repeat },
     FnSpec { name: "replacestr", optional: &[], required: &["find", "replace"], handler: replace_str },
-    FnSpec { name: "replacestrregex", optional: &["first"], required: &["pattern", "replace"], handler: replace_str_regex },
+    FnSpec {
+        name: "replacestrregex",
+        optional: &["first"],
+        required: &["pattern", "replace"],
+        handler: replace_str_regex,
+    },
     FnSpec { name: "space", optional: &[], required: &[], handler: space },
     FnSpec { name: "substring", optional: &["start", "length"], required: &[], handler: substring },
     FnSpec { name: "format", optional: &["values"], required: &[], handler: format },
@@ -129,7 +139,9 @@ fn compile(pattern: &str, key: &'static str) -> Result<Regex> {
         .build()
         .map_err(|e| {
             let detail = match e {
-                regex::Error::CompiledTooBig(_) => "it compiles to a program that is too large; simplify it".to_string(),
+                regex::Error::CompiledTooBig(_) => {
+                    "it compiles to a program that is too large; simplify it".to_string()
+                }
                 other => other.to_string().lines().last().unwrap_or("").trim().to_string(),
             };
             invalid_argument(format!("Invalid or unsupported regular expression {pattern:?}: {detail}.")).at(key)
@@ -157,7 +169,11 @@ fn parse_replacement(r: &str, groups: usize) -> Result<Vec<Piece>> {
         match c {
             '\\' => match chars.next() {
                 Some(x) => lit.push(x),
-                None => return Err(invalid_argument("Replacement ends with a lone backslash; escape it as \\\\.").at("replace")),
+                None => {
+                    return Err(
+                        invalid_argument("Replacement ends with a lone backslash; escape it as \\\\.").at("replace")
+                    )
+                }
             },
             '$' => {
                 if !lit.is_empty() {
@@ -171,7 +187,10 @@ fn parse_replacement(r: &str, groups: usize) -> Result<Vec<Piece>> {
                             match chars.next() {
                                 Some('}') => break,
                                 Some(x) => name.push(x),
-                                None => return Err(invalid_argument("Unclosed ${name} group reference in replacement.").at("replace")),
+                                None => {
+                                    return Err(invalid_argument("Unclosed ${name} group reference in replacement.")
+                                        .at("replace"))
+                                }
                             }
                         }
                         out.push(Piece::Named(name));
@@ -190,11 +209,19 @@ fn parse_replacement(r: &str, groups: usize) -> Result<Vec<Piece>> {
                             chars.next();
                         }
                         if n >= groups {
-                            return Err(invalid_argument(format!("Replacement refers to group {n}, which the pattern does not have.")).at("replace"));
+                            return Err(invalid_argument(format!(
+                                "Replacement refers to group {n}, which the pattern does not have."
+                            ))
+                            .at("replace"));
                         }
                         out.push(Piece::Group(n));
                     }
-                    _ => return Err(invalid_argument("Illegal group reference in replacement; escape a literal $ as \\$.").at("replace")),
+                    _ => {
+                        return Err(invalid_argument(
+                            "Illegal group reference in replacement; escape a literal $ as \\$.",
+                        )
+                        .at("replace"))
+                    }
                 }
             }
             other => lit.push(other),
@@ -518,7 +545,10 @@ fn replace_str_regex(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     for p in &pieces {
         if let Piece::Named(n) = p {
             if !re.capture_names().any(|x| x == Some(n.as_str())) {
-                return Err(invalid_argument(format!("Replacement refers to group {n:?}, which the pattern does not have.")).at("replace"));
+                return Err(invalid_argument(format!(
+                    "Replacement refers to group {n:?}, which the pattern does not have."
+                ))
+                .at("replace"));
             }
         }
     }
@@ -887,7 +917,8 @@ fn convert(conv: char, tconv: Option<char>, arg: &Value, flags: Flags, precision
         'x' | 'o' => match arg {
             Value::Long(n) => {
                 let u = *n as u64;
-                let (digits, prefix) = if conv.eq_ignore_ascii_case(&'x') { (format!("{u:x}"), "0x") } else { (format!("{u:o}"), "0") };
+                let (digits, prefix) =
+                    if conv.eq_ignore_ascii_case(&'x') { (format!("{u:x}"), "0x") } else { (format!("{u:o}"), "0") };
                 if flags.alt {
                     format!("{prefix}{digits}")
                 } else {
@@ -1002,9 +1033,17 @@ mod tests {
         assert_eq!(f("%b %s", &[Value::Null, Value::Double(10.0)]), "false 10.0");
         assert_eq!(f("%@", &[Value::str("x")]), "\"x\"");
         assert_eq!(f("%s %<s", &[Value::str("a")]), "a a");
-        assert_eq!(f("%.20f|%.0f|%e|%.2e", &[Value::Double(0.1), Value::Double(2.5), Value::Double(0.0), Value::Double(-1e-300)]),
-            "0.10000000000000000000|3|0.000000e+00|-1.00e-300");
-        assert_eq!(f("%+d|% d|%(d|%#x", &[Value::Long(5), Value::Long(5), Value::Long(-5), Value::Long(255)]), "+5| 5|(5)|0xff");
+        assert_eq!(
+            f(
+                "%.20f|%.0f|%e|%.2e",
+                &[Value::Double(0.1), Value::Double(2.5), Value::Double(0.0), Value::Double(-1e-300)]
+            ),
+            "0.10000000000000000000|3|0.000000e+00|-1.00e-300"
+        );
+        assert_eq!(
+            f("%+d|% d|%(d|%#x", &[Value::Long(5), Value::Long(5), Value::Long(-5), Value::Long(255)]),
+            "+5| 5|(5)|0xff"
+        );
         assert_eq!(f("%08.2f|%,.1f", &[Value::Double(-3.33333), Value::Double(1234567.25)]), "-0003.33|1,234,567.3");
         assert!(java_format("%d", &[Value::Double(1.5)]).is_err());
         assert!(java_format("%s", &[]).is_err());

@@ -133,10 +133,7 @@ fn epoch(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Value::Long(n) => (n as i128).checked_mul(unit.nanos),
         other => return Err(wrong_type("Integer", &other).at("epoch")),
     };
-    nanos
-        .and_then(time_from_nanos)
-        .map(Value::Time)
-        .ok_or_else(|| out_of_range("epoch"))
+    nanos.and_then(time_from_nanos).map(Value::Time).ok_or_else(|| out_of_range("epoch"))
 }
 
 fn shift(ev: &mut Eval<'_>, call: &Call, sign: i128) -> Result<Value> {
@@ -192,9 +189,9 @@ fn time_diff(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         }
         (other, _) => return Err(wrong_type("Time or Date", other).at("time_diff")),
     };
-    i64::try_from(diff / unit.nanos)
-        .map(Value::Long)
-        .map_err(|_| invalid_argument("Time difference out of range for an Integer; use a larger unit.").at("time_diff"))
+    i64::try_from(diff / unit.nanos).map(Value::Long).map_err(|_| {
+        invalid_argument("Time difference out of range for an Integer; use a larger unit.").at("time_diff")
+    })
 }
 
 /// The time an accessor reads: a Time, a Date at midnight UTC, or microseconds since
@@ -278,12 +275,12 @@ fn to_time(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         v @ Value::Time(_) => Ok(v),
         Value::Date(d) => Ok(Value::Time(d.and_hms_opt(0, 0, 0).map(|x| x.and_utc()).unwrap_or_default())),
         Value::String(s) if s == "now" => Ok(Value::Time(txn_time(ev))),
-        Value::String(s) => parse_time(&s)
-            .map(Value::Time)
-            .ok_or_else(|| invalid_argument(format!("Cannot cast String {s:?} to Time; use ISO 8601 with an offset.")).at("to_time")),
-        Value::Long(micros) => DateTime::<Utc>::from_timestamp_micros(micros)
-            .map(Value::Time)
-            .ok_or_else(|| out_of_range("to_time")),
+        Value::String(s) => parse_time(&s).map(Value::Time).ok_or_else(|| {
+            invalid_argument(format!("Cannot cast String {s:?} to Time; use ISO 8601 with an offset.")).at("to_time")
+        }),
+        Value::Long(micros) => {
+            DateTime::<Utc>::from_timestamp_micros(micros).map(Value::Time).ok_or_else(|| out_of_range("to_time"))
+        }
         other => Err(invalid_argument(format!("Cannot cast {} to Time.", other.type_name())).at("to_time")),
     }
 }
@@ -297,7 +294,9 @@ fn to_date(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             Ok(d) => Ok(Value::Date(d)),
             Err(_) => match parse_time(&s) {
                 Some(t) => Ok(Value::Date(t.date_naive())),
-                None => Err(invalid_argument(format!("Cannot cast String {s:?} to Date; use YYYY-MM-DD.")).at("to_date")),
+                None => {
+                    Err(invalid_argument(format!("Cannot cast String {s:?} to Date; use YYYY-MM-DD.")).at("to_date"))
+                }
             },
         },
         other => Err(invalid_argument(format!("Cannot cast {} to Date.", other.type_name())).at("to_date")),

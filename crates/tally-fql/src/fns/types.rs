@@ -279,9 +279,9 @@ fn to_object(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 fn to_array(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     match ev.primary(call)? {
-        Value::Object(o) => Ok(Value::Array(
-            o.into_iter().map(|(k, v)| Value::Array(vec![Value::String(k), v])).collect(),
-        )),
+        Value::Object(o) => {
+            Ok(Value::Array(o.into_iter().map(|(k, v)| Value::Array(vec![Value::String(k), v])).collect()))
+        }
         v @ Value::Array(_) => Ok(v),
         other => Err(invalid_argument(format!("Cannot cast {} to Array; an object is expected.", other.type_name()))
             .at("to_array")),
@@ -326,7 +326,8 @@ pub(crate) fn parse_path(v: &Value) -> Result<Vec<PathSeg>> {
 
 /// A page: an object with a `data` array and nothing else but its cursors.
 fn is_page(o: &Object) -> bool {
-    matches!(o.get("data"), Some(Value::Array(_))) && o.keys().all(|k| matches!(k.as_str(), "data" | "before" | "after"))
+    matches!(o.get("data"), Some(Value::Array(_)))
+        && o.keys().all(|k| matches!(k.as_str(), "data" | "before" | "after"))
 }
 
 /// One step into a value: object fields, array indexes (a page indexes its `data`), and
@@ -382,8 +383,10 @@ fn select(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     }
     match call.get("default") {
         Some(_) => Ok(ev.opt_arg(call, "default")?.unwrap_or(Value::Null)),
-        None => Err(FqlError::new(code::VALUE_NOT_FOUND, format!("Value not found at path {}.", path_text(&path)))
-            .at("from")),
+        None => {
+            Err(FqlError::new(code::VALUE_NOT_FOUND, format!("Value not found at path {}.", path_text(&path)))
+                .at("from"))
+        }
     }
 }
 

@@ -185,7 +185,11 @@ fn bad_cursor(what: impl Into<String>) -> FqlError {
 fn cursor_key(tuple: &[Value]) -> Result<Vec<u8>> {
     let v = match tuple {
         [v] => v,
-        _ => return Err(bad_cursor("Event cursor expected: a timestamp or an object with `ts`, `action` and `document`.")),
+        _ => {
+            return Err(bad_cursor(
+                "Event cursor expected: a timestamp or an object with `ts`, `action` and `document`.",
+            ))
+        }
     };
     match v {
         Value::Null => Ok(key(u64::MAX, Action::Add, DocBound::Min)),
