@@ -30,6 +30,8 @@ enum Cmd {
         #[arg(long, default_value_t = 16 << 20)]
         body_bytes_max: usize,
     },
+    /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
+    Bench(tally_bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +53,6 @@ fn main() -> anyhow::Result<()> {
                 body_bytes_max,
             }))
         }
+        Cmd::Bench(args) => tally_bench::main(args),
     }
 }

@@ -1,0 +1,358 @@
+//! tally-bench: the load generator behind `tally bench`.
+//!
+//! It drives a real `tally serve` (started here as a child process on a loopback port,
+//! or an existing one given by `--endpoint`) over HTTP exactly as an FQL v4 driver
+//! would, and, with `--postgres`, the same transfer workload against PostgreSQL at
+//! SERIALIZABLE, then prints both side by side as a table and as JSON.
+//!
+//! Workloads ([`Workload`]):
+//! - `transfer`: read two accounts, check funds, debit, credit, record the transfer —
+//!   in FQL (`Let`/`If`/`Update`/`Create`), or through a UDF with `--udf`; `--batch N`
+//!   sends N transfers per request (`Map` over rows), as TigerBeetle clients batch;
+//! - `purchase`: the Animal Exchange purchase transaction, verbatim from the app;
+//! - `read`: point `Get`s and index page reads (9:1).
+//!
+//! What it must not do: talk to anything but loopback, or assert thresholds (figures
+//! depend on the machine; CI only checks that the command runs).
+
+pub mod client;
+pub mod fql;
+pub mod pg;
+pub mod plot;
+pub mod server;
+pub mod stats;
+pub mod tally;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::stats::{Recorder, Report, ReportHead};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Transfer,
+    Purchase,
+    Read,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Transfer => "transfer",
+            Workload::Purchase => "purchase",
+            Workload::Read => "read",
+        }
+    }
+}
+
+/// How the transaction reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The whole transaction in each request.
+    Fql,
+    /// `Call(Function("transfer"), ...)`.
+    Udf,
+}
+
+/// `tally bench` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// transfer, purchase or read.
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// Accounts (players and items for `purchase`); a comma list runs each in turn.
+    /// 10 is a hot set where every transaction contends, 1000000 a cold one.
+    #[arg(long, value_delimiter = ',', default_value = "10,10000")]
+    pub accounts: Vec<u64>,
+    /// Concurrent clients, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Transfers per request (client-side batching).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Where the started servers keep their data (a new directory per run under it);
+    /// default: a temporary directory, removed afterwards.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Drive this running server (http://127.0.0.1:PORT) instead of starting one.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Root key of the `--endpoint` server.
+    #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
+    pub root_key: Option<String>,
+    /// Run the transfer as a user-defined function (`CreateFunction` once, then `Call`).
+    #[arg(long)]
+    pub udf: bool,
+    /// Also run `transfer` against PostgreSQL, e.g. "host=/tmp/pg port=5432 user=postgres".
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Skip Tally (with --postgres: measure PostgreSQL only).
+    #[arg(long)]
+    pub no_tally: bool,
+    /// Write an SVG chart of throughput and latency over time.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Write the results as JSON to this file ("-" for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Epoch length of the started servers (`tally serve --epoch-ms`).
+    #[arg(long)]
+    pub epoch_ms: Option<u64>,
+    /// The tally binary to start (default: this one).
+    #[arg(long, hide = true)]
+    pub tally_bin: Option<PathBuf>,
+}
+
+/// The machine the figures come from.
+#[derive(Serialize, Clone, Debug)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub memory_gib: u64,
+    pub note: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu,
+        memory_gib: (mem_kib + (1 << 19)) >> 20,
+        note: "load generator and server run on the same machine and share its cores".into(),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    machine: Machine,
+    reports: &'a [Report],
+}
+
+/// CPU seconds this process has used.
+fn self_cpu() -> Option<f64> {
+    server::cpu_seconds(std::process::id())
+}
+
+/// Run everything `args` asks for; prints the table (stdout) and writes JSON and plot.
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.batch == 0 || args.duration == 0 || args.accounts.is_empty() {
+        bail!("--clients, --batch, --duration and --accounts must be positive");
+    }
+    if args.accounts.iter().any(|&a| a < 2) {
+        bail!("--accounts must be at least 2 (a transfer needs two accounts)");
+    }
+    if let Some(pg) = &args.postgres {
+        pg::check_local(pg)?;
+        if args.workload != Workload::Transfer {
+            bail!("--postgres compares the transfer workload only");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let reports = rt.block_on(run_all(&args))?;
+    let m = machine();
+    println!("\nmachine: {} cores ({}), {} GiB; {}\n", m.cores, m.cpu, m.memory_gib, m.note);
+    println!("{}", stats::table(&reports));
+    for r in &reports {
+        if let Some(cpu) = r.cpu.as_ref() {
+            println!(
+                "{} {} {} accounts: server CPU {:.0} us/transfer, load generator CPU {:.0} us/transfer",
+                r.head.system, r.head.workload, r.head.accounts, cpu.server_us_per_transfer, cpu.client_us_per_transfer
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        let out = serde_json::to_string_pretty(&JsonOut { machine: m, reports: &reports })?;
+        if path.as_os_str() == "-" {
+            println!("{out}");
+        } else {
+            std::fs::write(path, out + "\n").with_context(|| format!("writing {}", path.display()))?;
+            println!("JSON written to {}", path.display());
+        }
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot::svg(&reports)).with_context(|| format!("writing {}", path.display()))?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run_all(args: &BenchArgs) -> anyhow::Result<Vec<Report>> {
+    let tmp = match &args.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            None
+        }
+        None => Some(tempfile::Builder::new().prefix("tally-bench-").tempdir()?),
+    };
+    let base =
+        args.data_dir.clone().unwrap_or_else(|| tmp.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_default());
+    let mut reports = Vec::new();
+    for &accounts in &args.accounts {
+        if !args.no_tally {
+            let r = run_tally(args, accounts, &base).await.with_context(|| format!("tally, {accounts} accounts"))?;
+            eprintln!("{}", stats::table(std::slice::from_ref(&r)).lines().nth(1).unwrap_or_default());
+            reports.push(r);
+        }
+        if let Some(pg) = &args.postgres {
+            let r = run_postgres(args, pg, accounts).await.with_context(|| format!("postgres, {accounts} accounts"))?;
+            eprintln!("{}", stats::table(std::slice::from_ref(&r)).lines().nth(1).unwrap_or_default());
+            reports.push(r);
+        }
+    }
+    Ok(reports)
+}
+
+fn head(args: &BenchArgs, system: &str, variant: &str, accounts: u64) -> ReportHead {
+    ReportHead {
+        system: system.into(),
+        workload: args.workload.name().into(),
+        variant: variant.into(),
+        accounts,
+        clients: args.clients,
+        batch: if args.workload == Workload::Transfer { args.batch } else { 1 },
+    }
+}
+
+async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> anyhow::Result<Report> {
+    let variant = if args.udf && args.workload == Workload::Transfer { Variant::Udf } else { Variant::Fql };
+    let vname = if variant == Variant::Udf { "udf" } else { "fql" };
+    // Our own server (fresh data directory), or the one at --endpoint.
+    let root_key = match (&args.endpoint, &args.root_key) {
+        (Some(_), Some(k)) => k.clone(),
+        (Some(_), None) => bail!("--endpoint needs the server's --root-key (or TALLY_ROOT_KEY)"),
+        (None, _) => format!("bench-root-{:016x}", rand::random::<u64>()),
+    };
+    let mut server = None;
+    let addr = match &args.endpoint {
+        Some(e) => client::parse_endpoint(e)?,
+        None => {
+            let bin = match &args.tally_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe().context("locating the tally binary")?,
+            };
+            let dir = base.join(format!("tally-{}-{vname}-{accounts}-b{}", args.workload.name(), args.batch));
+            tally::fresh_dir(&dir)?;
+            let s = server::Server::start(&bin, &dir, &root_key, args.epoch_ms).await?;
+            let a = s.addr;
+            server = Some(s);
+            a
+        }
+    };
+    let label = format!("tally {} {accounts}", args.workload.name());
+    let app = format!("bench_{}_{accounts}_{:08x}", args.workload.name(), rand::random::<u32>());
+    let secret = tally::create_app(addr, &root_key, &app).await?;
+    eprintln!(
+        "{label}: loading {accounts} {}",
+        if args.workload == Workload::Purchase { "players and items" } else { "accounts" }
+    );
+    let t0 = Instant::now();
+    tally::load(addr, &secret, args.workload, variant, accounts).await?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let data_dir = server.as_ref().map(|s| s.data_dir.clone());
+    let after_load = data_dir.as_deref().map(server::dir_bytes);
+
+    let rec = Arc::new(Recorder::default());
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.duration);
+    let deadline = Instant::now() + warmup + duration;
+    let server_pid = server.as_ref().map(|s| s.pid());
+    // At the end of the warm-up: open the window and take the "before" sizes and CPU.
+    let before = {
+        let rec = rec.clone();
+        let data_dir = data_dir.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            rec.start_measuring(duration);
+            let sizes = data_dir.as_deref().map(|d| (server::log_bytes(d), server::dir_bytes(d)));
+            (sizes, server_pid.and_then(server::cpu_seconds), self_cpu())
+        })
+    };
+    let stop_progress = stats::spawn_progress(label, rec.clone(), warmup, duration);
+    let (wl, batch) = (args.workload, args.batch);
+    let result = tally::drive(
+        addr,
+        &secret,
+        args.clients,
+        |seed| tally::OpGen::new(wl, variant, accounts, batch, seed),
+        rec.clone(),
+        deadline,
+    )
+    .await;
+    stop_progress();
+    result?;
+    let (sizes0, scpu0, ccpu0) = before.await?;
+    let sizes1 = data_dir.as_deref().map(|d| (server::log_bytes(d), server::dir_bytes(d)));
+    let (scpu1, ccpu1) = (server_pid.and_then(server::cpu_seconds), self_cpu());
+    let mut report = rec.finish(head(args, "tally", vname, accounts), duration.as_secs_f64());
+    let (log, store) = match (sizes0, sizes1) {
+        (Some((l0, d0)), Some((l1, d1))) => (Some(l1 - l0), Some((d1 - l1) as i64 - (d0 - l0) as i64)),
+        _ => (None, None),
+    };
+    let writes = args.workload != Workload::Read;
+    report.set_storage(load_s, after_load, log.filter(|_| writes), store.filter(|_| writes));
+    if let (Some(s0), Some(s1), Some(c0), Some(c1)) = (scpu0, scpu1, ccpu0, ccpu1) {
+        report.set_cpu(s1 - s0, c1 - c0);
+    }
+    if let Some(mut s) = server {
+        s.stop();
+    }
+    Ok(report)
+}
+
+async fn run_postgres(args: &BenchArgs, conn: &str, accounts: u64) -> anyhow::Result<Report> {
+    let label = format!("postgres transfer {accounts}");
+    eprintln!("{label}: loading {accounts} accounts");
+    let (load_s, table_bytes) = pg::load(conn, accounts).await?;
+    let rec = Arc::new(Recorder::default());
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.duration);
+    let deadline = Instant::now() + warmup + duration;
+    let before = {
+        let rec = rec.clone();
+        let conn = conn.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            rec.start_measuring(duration);
+            (pg::sizes(&conn).await.ok(), self_cpu())
+        })
+    };
+    let stop_progress = stats::spawn_progress(label, rec.clone(), warmup, duration);
+    let result = pg::drive(conn, accounts, args.clients, args.batch, rec.clone(), deadline).await;
+    stop_progress();
+    result?;
+    let (s0, c0) = before.await?;
+    let s1 = pg::sizes(conn).await.ok();
+    let mut report = rec.finish(head(args, "postgres", "sql", accounts), duration.as_secs_f64());
+    let (log, store) = match (s0, s1) {
+        (Some((w0, d0)), Some((w1, d1))) => (Some(w1 - w0), Some(d1 - d0)),
+        _ => (None, None),
+    };
+    report.set_storage(load_s, Some(table_bytes), log, store);
+    if let (Some(c0), Some(c1)) = (c0, self_cpu()) {
+        report.set_client_cpu(c1 - c0);
+    }
+    Ok(report)
+}

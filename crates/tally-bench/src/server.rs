@@ -1,0 +1,107 @@
+//! Running `tally serve` as a child process on a loopback port, and measuring its data
+//! directory.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// A free loopback port (the listener is dropped before the server binds it; nothing
+/// else on this machine is expected to race for it).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Server {
+    /// Start `bin serve` on a fresh port with `data_dir`; its stderr goes to `<data_dir>.log`.
+    pub async fn start(bin: &Path, data_dir: &Path, root_key: &str, epoch_ms: Option<u64>) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--root-key")
+            .arg(root_key)
+            .env_remove("TALLY_ROOT_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(ms) = epoch_ms {
+            cmd.arg("--epoch-ms").arg(ms.to_string());
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {} serve", bin.display()))?;
+        let mut s = Server { child, addr, data_dir: data_dir.to_path_buf() };
+        if let Err(e) = crate::client::wait_ready(addr, 300).await {
+            s.stop();
+            return Err(e.context(format!("tally serve did not come up; see {}", log_path.display())));
+        }
+        Ok(s)
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean stop; SIGKILL if it hangs.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Total size in bytes of the files under `path` (0 when missing).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(path) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Size of Tally's input log under a data directory.
+pub fn log_bytes(data_dir: &Path) -> u64 {
+    std::fs::metadata(data_dir.join("log").join("input.log")).map(|m| m.len()).unwrap_or(0)
+}
+
+/// CPU time (user + system, seconds) a process has used so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

@@ -1,0 +1,366 @@
+//! The Tally side: set up an application database, load it, and drive a workload with
+//! concurrent clients over HTTP exactly as an FQL v4 driver would.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::client::{Conn, Reply};
+use crate::fql;
+use crate::stats::{Outcome, Recorder};
+use crate::{Variant, Workload};
+
+/// Transfers (or players and items) created per request while loading.
+pub const LOAD_BATCH: u64 = 1_000;
+/// Load requests in flight at once, so several share one epoch batch and its fsync.
+pub const LOAD_CONCURRENCY: usize = 4;
+/// Each account starts with this balance; transfers move 1..=10, so funds never run short
+/// in a run of any practical length and the check is exercised without aborting.
+pub const INITIAL_BALANCE: i64 = 1_000_000_000;
+/// Retries of a request Tally answered "unavailable" (queue full) before giving up.
+const UNAVAILABLE_RETRIES_MAX: u32 = 100;
+
+/// A JSON body with holes: rendered by concatenation, so building a request costs the
+/// client a few hundred nanoseconds instead of a serialisation of the whole tree.
+#[derive(Clone)]
+pub struct Template {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Clone)]
+enum Piece {
+    Text(String),
+    Hole(usize),
+}
+
+impl Template {
+    /// `holes` are string values in `q` (e.g. "$0"); every occurrence of hole `i`, quotes
+    /// included, is replaced by `values[i]` (raw JSON) at render time.
+    pub fn new(q: &Value, holes: &[&str]) -> Template {
+        let text = q.to_string();
+        let quoted: Vec<String> = holes.iter().map(|h| format!("\"{h}\"")).collect();
+        let mut pieces = Vec::new();
+        let mut rest = text.as_str();
+        loop {
+            let next = quoted.iter().enumerate().filter_map(|(i, h)| rest.find(h.as_str()).map(|p| (p, i))).min();
+            let Some((p, i)) = next else { break };
+            pieces.push(Piece::Text(rest[..p].to_string()));
+            pieces.push(Piece::Hole(i));
+            rest = &rest[p + quoted[i].len()..];
+        }
+        pieces.push(Piece::Text(rest.to_string()));
+        Template { pieces }
+    }
+
+    pub fn render(&self, values: &[&str]) -> Bytes {
+        let mut out = String::with_capacity(512);
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Hole(i) => out.push_str(values[*i]),
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+fn ref_json(collection: &str, id: u64) -> String {
+    fql::doc_ref(collection, id).to_string()
+}
+
+/// Builds the requests of one client and interprets the answers.
+pub struct OpGen {
+    workload: Workload,
+    variant: Variant,
+    accounts: u64,
+    batch: usize,
+    rng: StdRng,
+    single: Template,
+    get: Template,
+    page: Template,
+    relist: Template,
+    /// The item to put back on sale after a successful purchase.
+    pending_relist: Option<u64>,
+}
+
+/// One request to send.
+pub struct Op {
+    pub body: Bytes,
+    /// Transfers it carries (1 for reads and purchases).
+    pub transfers: u64,
+    /// A follow-up request of the app (re-listing an item), not counted as a purchase.
+    pub follow_up: bool,
+    /// The item a purchase is for (0 otherwise).
+    pub item: u64,
+}
+
+impl OpGen {
+    pub fn new(workload: Workload, variant: Variant, accounts: u64, batch: usize, seed: u64) -> OpGen {
+        let hole = |h: &str| Value::String(h.to_string());
+        let single = match (workload, variant) {
+            (Workload::Purchase, _) => Template::new(&fql::purchase(hole("$0"), hole("$1")), &["$0", "$1"]),
+            (_, Variant::Udf) => {
+                Template::new(&fql::call_transfer(hole("$0"), hole("$1"), hole("$2")), &["$0", "$1", "$2"])
+            }
+            _ => Template::new(&fql::transfer(hole("$0"), hole("$1"), hole("$2")), &["$0", "$1", "$2"]),
+        };
+        let get = Template::new(&fql::get(hole("$0")), &["$0"]);
+        let page = Template::new(&fql::index_page(fql::ACCOUNTS_BY_BUCKET, hole("$0"), 16), &["$0"]);
+        let relist = Template::new(&fql::make_for_sale(hole("$0"), 10), &["$0"]);
+        OpGen {
+            workload,
+            variant,
+            accounts: accounts.max(2),
+            batch: batch.max(1),
+            rng: StdRng::seed_from_u64(seed),
+            single,
+            get,
+            page,
+            relist,
+            pending_relist: None,
+        }
+    }
+
+    /// Two distinct accounts, uniformly at random (ids are 1-based).
+    fn pair(&mut self) -> (u64, u64) {
+        let a = self.rng.gen_range(1..=self.accounts);
+        let mut b = self.rng.gen_range(1..self.accounts);
+        if b >= a {
+            b += 1;
+        }
+        (a, b)
+    }
+
+    pub fn next(&mut self) -> Op {
+        match self.workload {
+            Workload::Transfer if self.batch == 1 => {
+                let (a, b) = self.pair();
+                let n = self.rng.gen_range(1..=10i64);
+                let body =
+                    self.single.render(&[&ref_json(fql::ACCOUNTS, a), &ref_json(fql::ACCOUNTS, b), &n.to_string()]);
+                Op { body, transfers: 1, follow_up: false, item: 0 }
+            }
+            Workload::Transfer => {
+                let items: Vec<(u64, u64, i64)> = (0..self.batch)
+                    .map(|_| {
+                        let (a, b) = self.pair();
+                        (a, b, self.rng.gen_range(1..=10i64))
+                    })
+                    .collect();
+                let q = match self.variant {
+                    Variant::Udf => fql::call_transfer_batch(&items),
+                    _ => fql::transfer_batch(&items),
+                };
+                Op { body: Bytes::from(q.to_string()), transfers: items.len() as u64, follow_up: false, item: 0 }
+            }
+            Workload::Purchase => {
+                if let Some(item) = self.pending_relist.take() {
+                    let body = self.relist.render(&[&ref_json(fql::ITEMS, item)]);
+                    return Op { body, transfers: 0, follow_up: true, item };
+                }
+                let player = self.rng.gen_range(1..=self.accounts);
+                let item = self.rng.gen_range(1..=self.accounts);
+                let body = self.single.render(&[&ref_json(fql::PLAYERS, player), &ref_json(fql::ITEMS, item)]);
+                Op { body, transfers: 1, follow_up: false, item }
+            }
+            Workload::Read => {
+                // Nine point reads for every index page read.
+                if self.rng.gen_range(0..10) == 0 {
+                    let bucket = self.rng.gen_range(0..fql::BUCKETS).to_string();
+                    Op { body: self.page.render(&[&bucket]), transfers: 1, follow_up: false, item: 0 }
+                } else {
+                    let id = self.rng.gen_range(1..=self.accounts);
+                    Op {
+                        body: self.get.render(&[&ref_json(fql::ACCOUNTS, id)]),
+                        transfers: 1,
+                        follow_up: false,
+                        item: 0,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Classify an answer; for purchases, also remember what the app does next.
+    pub fn classify(&mut self, op: &Op, reply: &Reply, rec: &Recorder) -> (Outcome, Option<String>) {
+        if reply.status != 200 {
+            let code = reply.error_code().unwrap_or_default();
+            if code == "transaction aborted" {
+                return (Outcome::Insufficient, None);
+            }
+            let msg = format!("HTTP {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+            return (Outcome::Error, Some(msg));
+        }
+        match self.workload {
+            Workload::Transfer if self.batch > 1 => {
+                // Count the items the application refused; the request itself committed.
+                let short = reply
+                    .json()
+                    .ok()
+                    .and_then(|j| {
+                        j["resource"]
+                            .as_array()
+                            .map(|a| a.iter().filter(|v| v.as_str() == Some(fql::INSUFFICIENT)).count())
+                    })
+                    .unwrap_or(0);
+                rec.insufficient_items(short as u64);
+                (Outcome::Ok, None)
+            }
+            Workload::Purchase if !op.follow_up => {
+                let answer = reply.json().ok().and_then(|j| j["resource"].as_str().map(str::to_string));
+                let answer = answer.unwrap_or_else(|| "unexpected answer".into());
+                rec.outcome(&answer);
+                if answer == "Purchase success!" {
+                    // The new owner puts the animal back on sale, as players do in the app.
+                    self.pending_relist = Some(op.item);
+                }
+                (Outcome::Ok, None)
+            }
+            _ => (Outcome::Ok, None),
+        }
+    }
+}
+
+/// Send `body`, retrying while Tally answers "unavailable" (its queue is full).
+pub async fn send(conn: &mut Conn, body: Bytes) -> anyhow::Result<(Reply, u64)> {
+    let mut retries = 0;
+    loop {
+        let r = conn.query(body.clone()).await?;
+        if r.status == 503 && retries < UNAVAILABLE_RETRIES_MAX as u64 {
+            retries += 1;
+            tokio::time::sleep(Duration::from_millis(1 << retries.min(6))).await;
+            continue;
+        }
+        return Ok((r, retries));
+    }
+}
+
+/// Create the application database and its server key with the root key; returns the key's secret.
+pub async fn create_app(addr: SocketAddr, root_key: &str, name: &str) -> anyhow::Result<String> {
+    let mut admin = Conn::connect(addr, root_key).await?;
+    admin.query_json(&fql::create_database(name)).await?.resource().context("creating the bench database")?;
+    let key = admin.query_json(&fql::create_server_key(name)).await?.resource().context("creating a server key")?;
+    key["secret"].as_str().map(str::to_string).context("CreateKey answered no secret")
+}
+
+/// Create the schema and documents of `workload` with `accounts` accounts (or players and items).
+pub async fn load(
+    addr: SocketAddr,
+    secret: &str,
+    workload: Workload,
+    variant: Variant,
+    accounts: u64,
+) -> anyhow::Result<()> {
+    let mut c = Conn::connect(addr, secret).await?;
+    let accounts = accounts.max(2);
+    let batches: Vec<Value> = match workload {
+        Workload::Transfer | Workload::Read => {
+            for q in [fql::create_collection(fql::ACCOUNTS), fql::create_collection(fql::TRANSFERS)] {
+                c.query_json(&q).await?.resource().context("creating collections")?;
+            }
+            let idx = fql::create_index(fql::ACCOUNTS_BY_BUCKET, fql::ACCOUNTS, Some(&["data", "bucket"]));
+            c.query_json(&idx).await?.resource().context("creating the index")?;
+            if variant == Variant::Udf {
+                c.query_json(&fql::create_transfer_fn()).await?.resource().context("creating the UDF")?;
+            }
+            chunks(accounts).map(|r| fql::create_accounts(r, INITIAL_BALANCE)).collect()
+        }
+        Workload::Purchase => {
+            for q in fql::exchange_schema() {
+                c.query_json(&q).await?.resource().context("creating the Animal Exchange schema")?;
+            }
+            let players = chunks(accounts).map(|r| fql::create_players(r, INITIAL_BALANCE));
+            let items = chunks(accounts).map(|r| fql::create_items(r, |id| (id * 7919) % accounts + 1, 10));
+            // Players first: items refer to them.
+            let p: Vec<Value> = players.collect();
+            run_load(addr, secret, p).await?;
+            items.collect()
+        }
+    };
+    run_load(addr, secret, batches).await
+}
+
+fn chunks(n: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    (0..n.div_ceil(LOAD_BATCH)).map(move |i| (1 + i * LOAD_BATCH)..(1 + ((i + 1) * LOAD_BATCH).min(n)))
+}
+
+async fn run_load(addr: SocketAddr, secret: &str, batches: Vec<Value>) -> anyhow::Result<()> {
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let mut tasks = Vec::new();
+    for _ in 0..LOAD_CONCURRENCY {
+        let queue = queue.clone();
+        let secret = secret.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::connect(addr, &secret).await?;
+            loop {
+                let next = queue.lock().map_err(|_| anyhow::anyhow!("load queue poisoned"))?.next();
+                let Some(q) = next else { return anyhow::Ok(()) };
+                let (r, _) = send(&mut c, Bytes::from(serde_json::to_vec(&q)?)).await?;
+                r.resource().context("loading documents")?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Drive `clients` connections until `deadline`, recording every request.
+pub async fn drive(
+    addr: SocketAddr,
+    secret: &str,
+    clients: usize,
+    mk: impl Fn(u64) -> OpGen,
+    rec: Arc<Recorder>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let mut gen = mk(0x7a11_0000 + i as u64);
+        let rec = rec.clone();
+        let secret = secret.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr, &secret).await?;
+            while Instant::now() < deadline {
+                let op = gen.next();
+                let began = Instant::now();
+                let (reply, retries) = match send(&mut conn, op.body.clone()).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        rec.note_error(format!("{e:#}"));
+                        rec.record(began, op.transfers, Outcome::Error, 0, 0);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let (outcome, err) = gen.classify(&op, &reply, &rec);
+                if let Some(e) = err {
+                    rec.note_error(e);
+                }
+                if !op.follow_up {
+                    rec.record(began, op.transfers, outcome, 0, retries);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("client task")??;
+    }
+    Ok(())
+}
+
+/// Refuse to benchmark into a directory that holds something.
+pub fn fresh_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty; give a new --data-dir", path.display());
+    }
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
+}
