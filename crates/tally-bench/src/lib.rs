@@ -177,9 +177,14 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     println!("{}", stats::table(&reports));
     for r in &reports {
         if let Some(cpu) = r.cpu.as_ref() {
+            let server = if cpu.server_us_per_transfer > 0.0 {
+                format!("server CPU {:.0} us/transfer, ", cpu.server_us_per_transfer)
+            } else {
+                String::new()
+            };
             println!(
-                "{} {} {} accounts: server CPU {:.0} us/transfer, load generator CPU {:.0} us/transfer",
-                r.head.system, r.head.workload, r.head.accounts, cpu.server_us_per_transfer, cpu.client_us_per_transfer
+                "{} {} {} accounts: {server}load generator CPU {:.0} us/transfer",
+                r.head.system, r.head.workload, r.head.accounts, cpu.client_us_per_transfer
             );
         }
     }

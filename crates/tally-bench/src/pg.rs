@@ -18,6 +18,14 @@ use crate::tally::INITIAL_BALANCE;
 /// Attempts of one transaction before it is counted as an error.
 const ATTEMPTS_MAX: u64 = 10_000;
 
+/// A PostgreSQL error with the server's message (tokio-postgres alone says "db error").
+fn pg_err(e: tokio_postgres::Error) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(d) => anyhow::anyhow!("postgres: {}: {} ({})", d.severity(), d.message(), d.code().code()),
+        None => anyhow::anyhow!("postgres: {e}"),
+    }
+}
+
 async fn connect(conn_str: &str) -> anyhow::Result<Client> {
     let (client, conn) = tokio_postgres::connect(conn_str, NoTls)
         .await
@@ -53,15 +61,19 @@ pub async fn load(conn_str: &str, accounts: u64) -> anyhow::Result<(f64, u64)> {
          CREATE TABLE bench_transfers (id bigserial PRIMARY KEY, from_id bigint NOT NULL, to_id bigint NOT NULL,
                                        amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now());",
     )
-    .await?;
+    .await
+    .map_err(pg_err)?;
     c.execute(
         "INSERT INTO bench_accounts SELECT g, $1, g % 100 FROM generate_series(1, $2::bigint) g",
         &[&INITIAL_BALANCE, &(accounts as i64)],
     )
-    .await?;
-    c.batch_execute("VACUUM ANALYZE bench_accounts; CHECKPOINT").await?;
+    .await
+    .map_err(pg_err)?;
+    // Separate statements: VACUUM refuses to run in the implicit transaction of a batch.
+    c.batch_execute("VACUUM ANALYZE bench_accounts").await.map_err(pg_err)?;
+    c.batch_execute("CHECKPOINT").await.map_err(pg_err)?;
     let secs = t0.elapsed().as_secs_f64();
-    let size: i64 = c.query_one("SELECT pg_total_relation_size('bench_accounts')", &[]).await?.get(0);
+    let size: i64 = c.query_one("SELECT pg_total_relation_size('bench_accounts')", &[]).await.map_err(pg_err)?.get(0);
     Ok((secs, size as u64))
 }
 
@@ -73,7 +85,8 @@ pub async fn sizes(conn_str: &str) -> anyhow::Result<(u64, i64)> {
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, pg_database_size(current_database())",
             &[],
         )
-        .await?;
+        .await
+        .map_err(pg_err)?;
     let wal: i64 = row.get(0);
     Ok((wal as u64, row.get(1)))
 }
@@ -159,7 +172,7 @@ pub async fn drive(
                             }
                         }
                         Err(e) => {
-                            rec.note_error(format!("postgres: {e}"));
+                            rec.note_error(format!("{:#}", pg_err(e)));
                             let _ = c.batch_execute("ROLLBACK").await;
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             break Outcome::Error;
