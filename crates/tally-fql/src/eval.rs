@@ -86,6 +86,10 @@ pub struct Eval<'a> {
     /// Index definitions by source collection, valid while `tx.schema_gen` and the read
     /// ts are unchanged. Lookup only; never iterated into a result.
     pub(crate) index_cache: std::collections::HashMap<(u64, u64), (u64, u64, Vec<crate::catalog::IndexDef>)>,
+    /// Resolved privileges of user-defined roles (see [`crate::perm`]). Lookup only.
+    pub(crate) priv_cache: crate::perm::PrivCache,
+    /// How many role predicates are running: inside one, nothing may write.
+    pub(crate) pred_depth: u32,
 }
 
 impl<'a> Eval<'a> {
@@ -103,6 +107,8 @@ impl<'a> Eval<'a> {
             ids_issued: 0,
             at_stack: Vec::new(),
             index_cache: std::collections::HashMap::new(),
+            priv_cache: crate::perm::PrivCache::new(),
+            pred_depth: 0,
         }
     }
 
@@ -129,6 +135,7 @@ impl<'a> Eval<'a> {
 
     /// Called by every write function before it writes.
     pub fn require_write(&self) -> Result<()> {
+        self.require_no_predicate()?;
         match self.mode {
             Mode::ReadOnly => Err(FqlError::needs_write()),
             Mode::Write if !self.at_stack.is_empty() && self.read_ts() != self.tx.ts => Err(FqlError::new(
@@ -137,6 +144,15 @@ impl<'a> Eval<'a> {
             )),
             Mode::Write => Ok(()),
         }
+    }
+
+    /// Role predicates are read-only: they may not write or issue ids (a definite error,
+    /// never `needs_write`, so both evaluation passes deny alike).
+    pub fn require_no_predicate(&self) -> Result<()> {
+        if self.pred_depth > 0 {
+            return Err(invalid_argument("Role predicates are read-only; they cannot write or issue ids."));
+        }
+        Ok(())
     }
 
     /// A fresh document id, unique across the whole ledger: derived from the commit ts

@@ -70,25 +70,61 @@ fn unauthorized() -> FqlError {
 }
 
 /// Resolve a secret to the database and role it grants, at snapshot ts `ts`.
+///
+/// Scoped secrets (admin keys and the root key; `@doc` also server keys):
+/// `secret:role`, `secret:db/child:role` where role is `admin`, `server`,
+/// `server-readonly`, `client`, `@role/name` or `@doc/collection/id`; and Tally's
+/// `secret:db/child` (keep the key's role, move to the child).
 pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
-    // Scoped secrets: `secret:db/child:role`.
-    let mut parts = secret.splitn(3, ':');
-    let base = parts.next().unwrap_or_default();
-    let scope = parts.next();
-    let role_override = parts.next();
+    let (base, scope) = match secret.split_once(':') {
+        Some((b, s)) => (b, Some(s)),
+        None => (secret, None),
+    };
     let mut auth = authenticate_base(snap, ts, base, root_key_hash)?;
-    if let Some(path) = scope {
-        if auth.role != Role::Admin {
-            return Err(unauthorized());
+    let Some(scope) = scope else { return Ok(auth) };
+    // Tokens ignore scopes, as in v4.
+    if auth.token.is_some() {
+        return Ok(auth);
+    }
+    let (path, role) = match scope.split_once(':') {
+        Some((p, r)) => (p, Some(r)),
+        None if Role::builtin(scope).is_some() || scope.starts_with('@') => ("", Some(scope)),
+        None => (scope, None),
+    };
+    let is_doc = role.is_some_and(|r| r.starts_with("@doc/"));
+    let may_scope = auth.role == Role::Admin || (is_doc && path.is_empty() && auth.role == Role::Server);
+    if !may_scope {
+        return Err(unauthorized());
+    }
+    let mut tx = Tx::new(snap, ts);
+    for name in path.split('/').filter(|s| !s.is_empty()) {
+        let d = tx.live_doc(auth.db, native::DATABASES, name, ts)?.ok_or_else(unauthorized)?;
+        auth.db = crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)?;
+    }
+    if !db_alive(&mut tx, auth.db, ts)? {
+        return Err(unauthorized());
+    }
+    auth.priority = db_priority(&mut tx, auth.db, ts)?;
+    match role {
+        None => {}
+        Some(r) if r.starts_with("@doc/") => {
+            let mut parts = r["@doc/".len()..].splitn(2, '/');
+            let (Some(coll), Some(id)) = (parts.next(), parts.next()) else { return Err(unauthorized()) };
+            let identity = Ref::doc(Ref::collection(coll), id);
+            if !crate::fns::identity::identity_alive(&mut tx, auth.db, &identity, ts)? {
+                return Err(unauthorized());
+            }
+            auth.role = Role::Member;
+            auth.identity = Some(identity);
         }
-        let mut tx = Tx::new(snap, ts);
-        for name in path.split('/').filter(|s| !s.is_empty()) {
-            let d = tx.live_doc(auth.db, native::DATABASES, name, ts)?.ok_or_else(unauthorized)?;
-            auth.db = crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)?;
+        Some(r) if r.starts_with(crate::auth::CUSTOM_PREFIX) => {
+            let name = &r[crate::auth::CUSTOM_PREFIX.len()..];
+            if name.contains('/') || tx.live_doc(auth.db, native::ROLES, name, ts)?.is_none() {
+                return Err(unauthorized());
+            }
+            auth.role = Role::custom(vec![name.to_string()]);
         }
-        if let Some(r) = role_override {
-            auth.role = Role::parse(r).ok_or_else(unauthorized)?;
-        }
+        Some(r) => auth.role = Role::builtin(r).ok_or_else(unauthorized)?,
     }
     Ok(auth)
 }
@@ -103,20 +139,52 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         return Ok(auth);
     }
     let (key_db, _key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
-    let key = crate::model::DocVersion { ts, deleted: false, data };
-    let role = match key.data.get("role") {
-        Some(Value::String(r)) => Role::parse(r).ok_or_else(unauthorized)?,
+    let role = match data.get("role") {
+        Some(Value::String(r)) => match Role::builtin(r) {
+            Some(role) => role,
+            None => custom_role(&mut tx, key_db, &[Value::String(r.clone())], ts)?,
+        },
+        Some(Value::Ref(r)) => custom_role(&mut tx, key_db, &[Value::Ref(r.clone())], ts)?,
+        Some(Value::Array(items)) => custom_role(&mut tx, key_db, items, ts)?,
         _ => return Err(unauthorized()),
     };
-    let db = match key.data.get("database") {
+    let db = match data.get("database") {
         Some(Value::Ref(r)) => scope_db(&mut tx, key_db, r, ts)?,
         _ => key_db,
     };
-    Ok(Auth::new(db, role))
+    if !db_alive(&mut tx, db, ts)? {
+        return Err(unauthorized());
+    }
+    let mut auth = Auth::new(db, role);
+    auth.priority = match data.get("priority") {
+        Some(Value::Long(p)) => (*p).clamp(1, crate::auth::PRIORITY_MAX as i64) as u32,
+        _ => db_priority(&mut tx, db, ts)?,
+    };
+    Ok(auth)
 }
 
-/// Authenticate a token secret: the identity's database, the `client` role (until
-/// roles grant more), and the identity and token refs.
+/// The user-defined roles a key names (refs or names); a key whose roles are all gone
+/// authenticates to nothing.
+fn custom_role(tx: &mut Tx<'_>, db: DbId, items: &[Value], ts: Ts) -> Result<Role> {
+    let mut names = Vec::new();
+    for it in items {
+        let name = match it {
+            Value::Ref(r) if r.native_parent() == Some("roles") => r.id.clone(),
+            Value::String(s) => s.clone(),
+            _ => continue,
+        };
+        if tx.live_doc(db, native::ROLES, &name, ts)?.is_some() {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err(unauthorized());
+    }
+    Ok(Role::custom(names))
+}
+
+/// Authenticate a token secret: the identity's database, the member role (its roles
+/// come from role membership), and the identity and token refs.
 fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
     use base64::Engine;
     let Some(raw) =
@@ -134,9 +202,10 @@ fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
     if !db_alive(tx, db, ts)? || !crate::fns::identity::identity_alive(tx, db, &identity, ts)? {
         return Err(unauthorized());
     }
-    let mut auth = Auth::new(db, Role::Client);
+    let mut auth = Auth::new(db, Role::Member);
     auth.identity = Some(identity);
     auth.token = Some(Ref::doc(Ref::native("tokens"), id.to_string()));
+    auth.priority = db_priority(tx, db, ts)?;
     Ok(Some(auth))
 }
 
@@ -201,7 +270,7 @@ fn scope_db(tx: &mut Tx<'_>, from: DbId, r: &Ref, ts: Ts) -> Result<DbId> {
     crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)
 }
 
-/// Does `db` and every ancestor still exist?
+/// Does `db` and every ancestor still exist, none of them `disabled`?
 pub fn db_alive(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<bool> {
     let mut hops = 0;
     while db != ROOT_DB {
@@ -210,6 +279,7 @@ pub fn db_alive(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<bool> {
             return Ok(false);
         }
         match tx.live_doc(REGISTRY_DB, 0, &db.to_string(), ts)? {
+            Some(d) if d.data.get("disabled") == Some(&Value::Bool(true)) => return Ok(false),
             Some(d) => match d.data.get("parent") {
                 Some(Value::Long(p)) => db = *p as u64,
                 _ => return Ok(false),
@@ -220,11 +290,35 @@ pub fn db_alive(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<bool> {
     Ok(true)
 }
 
-/// Record a new database in the registry (called by `CreateDatabase`).
-pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str) {
+/// The scheduling weight of queries in `db`: its `priority`, else its nearest
+/// ancestor's, else [`crate::auth::PRIORITY_DEFAULT`].
+pub fn db_priority(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<u32> {
+    let mut hops = 0;
+    while db != ROOT_DB && hops < 1024 {
+        hops += 1;
+        let Some(d) = tx.live_doc(REGISTRY_DB, 0, &db.to_string(), ts)? else { break };
+        if let Some(Value::Long(p)) = d.data.get("priority") {
+            return Ok((*p).clamp(1, crate::auth::PRIORITY_MAX as i64) as u32);
+        }
+        match d.data.get("parent") {
+            Some(Value::Long(p)) => db = *p as u64,
+            _ => break,
+        }
+    }
+    Ok(crate::auth::PRIORITY_DEFAULT)
+}
+
+/// Record a database in the registry (`CreateDatabase`, renames, `MoveDatabase`, and
+/// updates of `priority`/`disabled`), from its schema document `data`.
+pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str, data: &Object) {
     let mut o = Object::new();
     o.insert("parent".into(), Value::Long(parent as i64));
     o.insert("name".into(), Value::String(name.to_string()));
+    for k in ["priority", "disabled"] {
+        if let Some(v) = data.get(k).filter(|v| !v.is_null()) {
+            o.insert(k.into(), v.clone());
+        }
+    }
     tx.put_doc(REGISTRY_DB, 0, &id.to_string(), false, &o);
 }
 

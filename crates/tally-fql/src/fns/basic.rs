@@ -108,5 +108,6 @@ fn at(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 fn new_id(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    ev.require_no_predicate()?;
     Ok(Value::String(ev.new_id().to_string()))
 }

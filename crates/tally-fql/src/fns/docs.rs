@@ -56,16 +56,29 @@ fn ts_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Option<u64>> {
     }
 }
 
-/// Read the live document `r` at the read ts: `(db, coll, id, version)`.
+/// Read the live document `r` at the read ts: `(db, coll, id, version)`. Checks that the
+/// query may read it (`permission denied` otherwise); a token may always read its own
+/// identity through `Ref(coll, "self")`.
 pub fn read_doc(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, CollId, String, model::DocVersion)>> {
     let own = crate::fns::identity::resolve_self(ev, r);
     let r = own.as_ref().unwrap_or(r);
-    let is_identity = ev.auth.identity.as_ref() == Some(r);
     match ev.resolve(r)? {
         Target::Doc { db, coll, id } => {
-            if !is_identity {
-                ev.check_read(db, coll)?;
+            if own.is_none() && !ev.can_read(db, coll, r)? {
+                return Err(crate::error::permission_denied());
             }
+            let at = ev.read_ts();
+            Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
+        }
+        Target::NativeColl { .. } => Ok(None),
+    }
+}
+
+/// Read the live document `r` without a permission check (login and identify check a
+/// password instead).
+pub fn read_doc_unchecked(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, CollId, String, model::DocVersion)>> {
+    match ev.resolve(r)? {
+        Target::Doc { db, coll, id } => {
             let at = ev.read_ts();
             Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
         }
@@ -81,8 +94,8 @@ fn get(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     let ts = ts_arg(ev, call)?;
     let at = ts.unwrap_or_else(|| ev.read_ts());
-    let r = crate::fns::identity::resolve_self(ev, &r).unwrap_or(r);
     let found = ev.with_read_ts(at, |ev| read_doc(ev, &r))?;
+    let r = crate::fns::identity::resolve_self(ev, &r).unwrap_or(r);
     match found {
         Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
         None => Err(not_found("Document not found.")),
@@ -97,7 +110,8 @@ fn exists(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Value::Ref(r) => {
             let found = ev.with_read_ts(at, |ev| match read_doc(ev, &r) {
                 Ok(f) => Ok(f.is_some()),
-                Err(e) if e.code == code::INVALID_REF => Ok(false),
+                // v4: what the caller may not read does not exist for it.
+                Err(e) if e.code == code::INVALID_REF || e.code == code::PERMISSION_DENIED => Ok(false),
                 Err(e) => Err(e),
             })?;
             Ok(Value::Bool(found))
@@ -140,6 +154,15 @@ fn user_fields(params: &Object) -> Result<Object> {
     Ok(out)
 }
 
+/// Permission errors of writes point at the write function, as in v4.
+pub fn at_if_denied(e: FqlError, key: &'static str) -> FqlError {
+    if e.code == code::PERMISSION_DENIED && e.rev_position.is_empty() {
+        e.at(key)
+    } else {
+        e
+    }
+}
+
 pub fn validation(field: &str, fcode: &'static str, desc: &str) -> FqlError {
     let mut e = FqlError::new(code::VALIDATION_FAILED, "document data is not valid.");
     e.failures.push(crate::error::Failure {
@@ -167,7 +190,7 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     if r.native_parent() == Some("collections") {
         let coll_ref = r.clone();
         let doc_ref = Ref::doc(coll_ref, ev.new_id().to_string());
-        return create_doc(ev, &doc_ref, &params);
+        return create_doc(ev, &doc_ref, &params, false).map_err(|e| at_if_denied(e, "create"));
     }
     if r.is_native_collection() {
         return crate::fns::schema::create_native(ev, &r.id, params).map_err(|e| e.at("create"));
@@ -176,8 +199,8 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         if tally_value::numeric_id(&r.id).is_none() {
             return Err(invalid_argument("Document ids must be numbers (as strings) that fit in 64 bits.").at("create"));
         }
-        return create_doc(ev, &r, &params).map_err(|e| {
-            if e.code == code::INSTANCE_ALREADY_EXISTS {
+        return create_doc(ev, &r, &params, true).map_err(|e| {
+            if e.code == code::INSTANCE_ALREADY_EXISTS || e.code == code::PERMISSION_DENIED {
                 e.at("create")
             } else {
                 e
@@ -187,16 +210,17 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     Err(invalid_argument(format!("Cannot create {r}: pass a collection ref or a document ref.")).at("create"))
 }
 
-pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object) -> Result<Value> {
+/// Create user document `r` (`with_id` when the caller chose the id).
+pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(r)? else {
         return Err(invalid_argument("Document ref expected."));
     };
-    ev.check_write(db, coll)?;
     let ts = ev.txn_ts();
+    let mut fields = user_fields(params)?;
+    ev.check_create(db, coll, r, &fields, with_id)?;
     if ev.tx.live_doc(db, coll, &id, ts)?.is_some() {
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
-    let mut fields = user_fields(params)?;
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
     write_doc(ev, db, coll, r, None, Some(&fields))?;
     Ok(render(r, ts, &fields))
@@ -239,13 +263,14 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument(format!("Cannot {key} {r}: it is not a document.")).at(call_key(call, key)));
     };
-    ev.check_write(db, coll)?;
     let ts = ev.txn_ts();
     let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
         return Err(not_found("Document not found."));
     };
+    let key = call_key(call, key);
     if coll < 1024 && native::name(coll).is_some() {
-        return crate::fns::schema::modify_schema(ev, db, coll, &r, old.data, params, replace);
+        return crate::fns::schema::modify_schema(ev, db, coll, &r, old.data, params, replace)
+            .map_err(|e| at_if_denied(e, key));
     }
     let new = if replace {
         let mut base = Object::new();
@@ -268,6 +293,7 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
         deep_merge(&mut base, &patch);
         base
     };
+    ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
     Ok(render(&r, ts, &new))
 }
@@ -278,11 +304,11 @@ fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument(format!("Cannot delete {r}.")).at("delete"));
     };
-    ev.check_write(db, coll)?;
     let ts = ev.txn_ts();
     let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
         return Err(not_found("Document not found."));
     };
+    ev.check_delete(db, coll, &r).map_err(|e| at_if_denied(e, "delete"))?;
     if native::name(coll).is_some() {
         crate::fns::schema::delete_schema(ev, db, coll, &id, &old.data)?;
     } else {
@@ -492,10 +518,12 @@ pub fn first_of_set(ev: &mut Eval<'_>, set: &Value) -> Result<Value> {
     }
 }
 
-fn action_arg(ev: &mut Eval<'_>, call: &Call) -> Result<bool> {
+/// The `action` of `Insert`/`Remove`: "create", "update" or "delete".
+fn action_arg(ev: &mut Eval<'_>, call: &Call) -> Result<&'static str> {
     match ev.arg(call, "action")? {
-        Value::String(a) if a == "create" || a == "update" => Ok(false),
-        Value::String(a) if a == "delete" => Ok(true),
+        Value::String(a) if a == "create" => Ok("create"),
+        Value::String(a) if a == "update" => Ok("update"),
+        Value::String(a) if a == "delete" => Ok("delete"),
         other => Err(invalid_argument(format!(
             "Action must be \"create\", \"update\" or \"delete\", not {}.",
             tally_value::to_json_string(&other)
@@ -524,14 +552,15 @@ fn version_before(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, ts: u64) 
 fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = ref_arg(ev, call, "insert")?;
     let ts = hist_ts(ev, call)?;
-    let deleted = action_arg(ev, call)?;
+    let action = action_arg(ev, call)?;
+    let deleted = action == "delete";
     let params = params_arg(ev, call)?;
     ev.require_write()?;
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Insert needs a document ref.").at("insert"));
     };
-    ev.check_history_write(db, coll)?;
     let data = user_fields(&params)?;
+    ev.check_history_write(db, coll, &r, ts, action, &data).map_err(|e| at_if_denied(e, "insert"))?;
     let key = model::doc_key(db, coll, &id);
     ev.tx.edit_history(tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)));
     // Index entries at `ts`, relative to the version before it.
@@ -564,12 +593,12 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = ref_arg(ev, call, "remove")?;
     let ts = hist_ts(ev, call)?;
-    let _ = action_arg(ev, call)?;
+    let action = action_arg(ev, call)?;
     ev.require_write()?;
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Remove needs a document ref.").at("remove"));
     };
-    ev.check_history_write(db, coll)?;
+    ev.check_history_write(db, coll, &r, ts, action, &Object::new()).map_err(|e| at_if_denied(e, "remove"))?;
     let Some(version) = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts) else {
         return Ok(Value::Null);
     };

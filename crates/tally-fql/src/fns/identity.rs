@@ -15,7 +15,7 @@ use crate::catalog::Target;
 use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, FnSpec};
-use crate::fns::docs::{read_doc, render, validation};
+use crate::fns::docs::{read_doc_unchecked, render, validation};
 use crate::fns::schema::hash_secret;
 use crate::model::{native, DbId};
 
@@ -131,7 +131,8 @@ fn authentication_failed() -> FqlError {
 fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = identity_arg(ev, call, "identify")?;
     let pw = ev.str_arg(call, "password")?;
-    let found = match read_doc(ev, &r) {
+    // As in v4, identifying needs the password, not the right to read the document.
+    let found = match read_doc_unchecked(ev, &r) {
         Ok(f) => f,
         Err(e) if e.code == code::INVALID_REF => None,
         Err(e) => return Err(e),
@@ -166,7 +167,8 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         _ => return Err(invalid_argument("Login needs {password: \"...\"}.").at("params")),
     };
     ev.require_write()?;
-    let (db, _coll, _id, doc) = match read_doc(ev, &r) {
+    // As in v4, logging in needs the password, not the right to read the document.
+    let (db, _coll, _id, doc) = match read_doc_unchecked(ev, &r) {
         Ok(Some(f)) => f,
         Ok(None) => return Err(authentication_failed()),
         Err(e) if e.code == code::INVALID_REF => return Err(authentication_failed()),
@@ -175,10 +177,22 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     if !verify(&doc.data, &pw) {
         return Err(authentication_failed());
     }
+    issue_token(ev, db, &r, &params)
+}
+
+/// Write a token for `identity` in `db` (with `ttl` and `data` from `params`) and return
+/// it with its secret: the only time the secret is ever shown.
+pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object) -> Result<Value> {
+    match params.get("ttl") {
+        None | Some(Value::Null) | Some(Value::Time(_)) => {}
+        Some(other) => {
+            return Err(validation("ttl", "invalid type", &format!("Time expected, {} provided.", other.type_name())))
+        }
+    }
     let id = ev.new_id();
     let secret = token_secret(ev, db, id);
     let mut data = Object::new();
-    data.insert("instance".into(), Value::Ref(r.clone()));
+    data.insert("instance".into(), Value::Ref(identity.clone()));
     data.insert("hashed_secret".into(), Value::String(hash_secret(&secret)));
     for k in ["ttl", "data"] {
         if let Some(v) = params.get(k) {
@@ -198,12 +212,13 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let all = ev.bool_arg(call, "logout")?;
-    let (Some(token), Some(identity)) = (ev.auth.token.clone(), ev.auth.identity.clone()) else {
-        return Err(FqlError::new(
-            code::INVALID_TOKEN,
-            "Logout needs a token secret; this query was not made with one.",
-        ));
+    // v4 answers false when there is no token (or, for `all`, no identity) to log out.
+    let (Some(identity), token) = (ev.auth.identity.clone(), ev.auth.token.clone()) else {
+        return Ok(Value::Bool(false));
     };
+    if token.is_none() && !all {
+        return Ok(Value::Bool(false));
+    }
     ev.require_write()?;
     let db = ev.auth.db;
     let ts = ev.txn_ts();
@@ -213,8 +228,10 @@ fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
                 ev.tx.put_doc(db, native::TOKENS, &id, true, &d.data);
             }
         }
-    } else if let Some(d) = ev.tx.live_doc(db, native::TOKENS, &token.id, ts)? {
-        ev.tx.put_doc(db, native::TOKENS, &token.id, true, &d.data);
+    } else if let Some(token) = token {
+        if let Some(d) = ev.tx.live_doc(db, native::TOKENS, &token.id, ts)? {
+            ev.tx.put_doc(db, native::TOKENS, &token.id, true, &d.data);
+        }
     }
     Ok(Value::Bool(true))
 }

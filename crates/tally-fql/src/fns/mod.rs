@@ -11,6 +11,7 @@ pub mod identity;
 pub mod logic;
 pub mod math;
 pub mod schema;
+pub mod security;
 pub mod sets;
 pub mod string;
 pub mod time;
@@ -25,6 +26,7 @@ pub fn all_specs() -> impl Iterator<Item = &'static FnSpec> {
         .chain(logic::SPECS)
         .chain(math::SPECS)
         .chain(schema::SPECS)
+        .chain(security::SPECS)
         .chain(sets::SPECS)
         .chain(string::SPECS)
         .chain(time::SPECS)

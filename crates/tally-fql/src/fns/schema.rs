@@ -144,8 +144,9 @@ fn schema_fields(coll: CollId, params: &Object) -> Object {
         native::INDEXES => {
             &["name", "source", "terms", "values", "unique", "serialized", "data", "permissions", "partitions"]
         }
-        native::DATABASES => &["name", "data", "priority", "api_version"],
+        native::DATABASES => &["name", "data", "priority", "api_version", "disabled"],
         native::FUNCTIONS => &["name", "body", "data", "role"],
+        native::ACCESS_PROVIDERS => &["name", "issuer", "jwks_uri", "roles", "data"],
         native::ROLES => &["name", "privileges", "membership", "data"],
         native::KEYS => &["database", "role", "data", "priority"],
         _ => &[],
@@ -158,7 +159,9 @@ fn create_named(ev: &mut Eval<'_>, coll: CollId, mut params: Object) -> Result<(
     ev.require_write()?;
     let name = name_of(&params)?;
     let db = ev.auth.db;
-    ev.check_write(db, coll)?;
+    params.insert("name".into(), Value::String(name.clone()));
+    let mut data = schema_fields(coll, &params);
+    ev.check_create(db, coll, &schema_ref(coll, &name), &data, false)?;
     let ts = ev.txn_ts();
     if ev.tx.live_doc(db, coll, &name, ts)?.is_some() {
         return Err(FqlError::new(
@@ -166,8 +169,6 @@ fn create_named(ev: &mut Eval<'_>, coll: CollId, mut params: Object) -> Result<(
             format!("A {} named `{name}` already exists.", kind_name(coll)),
         ));
     }
-    params.insert("name".into(), Value::String(name.clone()));
-    let mut data = schema_fields(coll, &params);
     data.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
     Ok((db, name, data))
 }
@@ -227,55 +228,45 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
         native::INDEXES => create_index_doc(ev, params),
         native::DATABASES => {
             let (db, name, mut data) = create_named(ev, coll, params)?;
-            if data.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
-                return Err(validation("priority", "invalid value", "Priority must be an integer from 1 to 500."));
-            }
+            check_database(&data)?;
             data.retain(|_, v| !v.is_null());
             ev.tx.put_doc(db, coll, &name, false, &data);
             if let Some(id) = internal_id(&data) {
-                crate::run::register_db(&mut ev.tx, id, db, &name);
+                crate::run::register_db(&mut ev.tx, id, db, &name, &data);
             }
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
         native::FUNCTIONS => {
             let (db, name, data) = create_named(ev, coll, params)?;
-            match data.get("body") {
-                Some(Value::Query(_)) => {}
-                Some(other) => {
-                    return Err(validation(
-                        "body",
-                        "invalid type",
-                        &format!("Query expected, {} provided; wrap the Lambda in Query().", other.type_name()),
-                    ))
-                }
-                None => return Err(validation("body", "value required", "Value required.")),
-            }
-            if let Some(Value::String(r)) = data.get("role") {
-                if crate::auth::Role::parse(r).is_none() {
-                    return Err(validation(
-                        "role",
-                        "invalid value",
-                        "Role must be admin, server, server-readonly, client or a Role ref.",
-                    ));
-                }
+            crate::fns::security::check_function(ev, &data)?;
+            ev.tx.put_doc(db, coll, &name, false, &data);
+            let ts = ev.txn_ts();
+            Ok(render(&schema_ref(coll, &name), ts, &data))
+        }
+        native::ROLES | native::ACCESS_PROVIDERS => {
+            let (db, name, data) = create_named(ev, coll, params)?;
+            if coll == native::ROLES {
+                crate::fns::security::check_role(ev, &name, &data)?;
+            } else {
+                crate::fns::security::check_access_provider(ev, &name, &data)?;
             }
             ev.tx.put_doc(db, coll, &name, false, &data);
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
-        native::COLLECTIONS | native::ROLES => {
+        native::CREDENTIALS => crate::fns::security::create_credentials(ev, params),
+        native::TOKENS => crate::fns::security::create_token(ev, params),
+        native::COLLECTIONS => {
             let (db, name, mut data) = create_named(ev, coll, params)?;
-            if coll == native::COLLECTIONS {
-                match data.get("history_days") {
-                    None => {
-                        data.insert("history_days".into(), Value::Long(30));
-                    }
-                    Some(Value::Null) => {
-                        data.remove("history_days");
-                    }
-                    _ => {}
+            match data.get("history_days") {
+                None => {
+                    data.insert("history_days".into(), Value::Long(30));
                 }
+                Some(Value::Null) => {
+                    data.remove("history_days");
+                }
+                _ => {}
             }
             ev.tx.put_doc(db, coll, &name, false, &data);
             let ts = ev.txn_ts();
@@ -283,6 +274,17 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
         }
         _ => Err(invalid_argument(format!("Cannot create documents in {native_name}."))),
     }
+}
+
+/// `priority` is 1–500 and `disabled` a boolean.
+fn check_database(data: &Object) -> Result<()> {
+    if data.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
+        return Err(validation("priority", "invalid value", "Priority must be an integer from 1 to 500."));
+    }
+    if data.get("disabled").is_some_and(|d| !matches!(d, Value::Bool(_) | Value::Null)) {
+        return Err(validation("disabled", "invalid type", "Disabled must be a Boolean."));
+    }
+    Ok(())
 }
 
 fn create_index_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
@@ -362,15 +364,16 @@ pub fn hash_secret(secret: &str) -> String {
 fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     ev.require_write()?;
     let db = ev.auth.db;
-    ev.check_write(db, native::KEYS)?;
-    match params.get("role") {
-        Some(Value::String(r)) if crate::auth::Role::parse(r).is_some() => {}
-        Some(Value::Ref(_)) => {}
-        Some(_) => {
-            return Err(validation("role", "invalid value", "Role must be admin, server, server-readonly or client."))
-        }
-        None => return Err(validation("role", "value required", "Value required.")),
+    let role = match params.get("role") {
+        Some(v) if !v.is_null() => crate::fns::security::parse_role_field(ev, v)?,
+        _ => return Err(validation("role", "value required", "Value required.")),
+    };
+    if params.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
+        return Err(validation("priority", "invalid value", "Priority must be an integer from 1 to 500."));
     }
+    let fields = schema_fields(native::KEYS, &params);
+    ev.check_create(db, native::KEYS, &Ref::doc(Ref::native("keys"), "0"), &fields, false)?;
+    crate::fns::security::check_role_assignment(ev, &role)?;
     if let Some(d) = params.get("database") {
         match d {
             Value::Ref(r) if r.native_parent() == Some("databases") => {
@@ -438,6 +441,21 @@ pub fn modify_schema(
         Some(Value::String(s)) => s.clone(),
         _ => old_name.clone(),
     };
+    ev.check_write(db, coll, r, &old, &new)?;
+    match coll {
+        native::FUNCTIONS => crate::fns::security::check_function(ev, &new)?,
+        native::ROLES => crate::fns::security::check_role(ev, &new_name, &new)?,
+        native::ACCESS_PROVIDERS => crate::fns::security::check_access_provider(ev, &new_name, &new)?,
+        native::DATABASES => check_database(&new)?,
+        native::KEYS => {
+            let role = match new.get("role") {
+                Some(v) => crate::fns::security::parse_role_field(ev, v)?,
+                None => return Err(validation("role", "value required", "Value required.")),
+            };
+            crate::fns::security::check_role_assignment(ev, &role)?;
+        }
+        _ => {}
+    }
     if native::is_named(coll) && new_name != old_name {
         name_of(&new)?;
         if ev.tx.live_doc(db, coll, &new_name, ts)?.is_some() {
@@ -449,6 +467,11 @@ pub fn modify_schema(
         ev.tx.put_doc(db, coll, &old_name, true, &old);
     }
     ev.tx.put_doc(db, coll, &new_name, false, &new);
+    if coll == native::DATABASES {
+        if let Some(id) = internal_id(&new) {
+            crate::run::register_db(&mut ev.tx, id, db, &new_name, &new);
+        }
+    }
     let out_ref = Ref { id: new_name, ..r.clone() };
     Ok(render(&out_ref, ts, &new))
 }
@@ -487,6 +510,11 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Some(_) => ev.varargs(call, "arguments")?,
         None => Vec::new(),
     };
+    // The raw `arguments` value is what `call` predicates receive.
+    let raw_args = match args.len() {
+        1 => args[0].clone(),
+        _ => Value::Array(args.clone()),
+    };
     let (db, data) = match ev.resolve(&f).map_err(|e| e.at("call"))? {
         Target::Doc { db, coll: native::FUNCTIONS, id } => {
             let at = ev.read_ts();
@@ -499,13 +527,14 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         }
         _ => return Err(invalid_argument(format!("{f} is not a function.")).at("call")),
     };
+    let fid = internal_id(&data).ok_or_else(|| crate::model::corrupt("function without internal id"))?;
+    ev.check_call(db, fid, &raw_args)?;
     let body = data.get("body").cloned().unwrap_or(Value::Null);
     let mut lam = ev.lambda_from_value(&body)?;
     lam.literal = true;
-    let role = match data.get("role") {
-        Some(Value::String(r)) => crate::auth::Role::parse(r),
-        _ => None,
-    };
+    // The body runs in the function's database with the function's role (the caller's
+    // when it has none); the caller's identity stays visible.
+    let role = crate::fns::security::function_role(&data);
     let saved = ev.auth.clone();
     ev.auth.db = db;
     if let Some(role) = role {
@@ -539,8 +568,9 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     ev.require_write()?;
     let src_parent = ev.resolve_scope(from.database.as_deref()).map_err(|e| e.at("move_database"))?;
     let dst = ev.resolve_scope(Some(&to)).map_err(|e| e.at("to"))?;
-    ev.check_write(src_parent, native::DATABASES)?;
-    ev.check_write(dst, native::DATABASES)?;
+    // v4 asks for the right to delete the source (both ends are in the caller's scope).
+    let src_ref = Ref::doc(Ref::native("databases"), from.id.clone());
+    ev.check_delete(src_parent, native::DATABASES, &src_ref).map_err(|e| e.at("move_database"))?;
     let ts = ev.txn_ts();
     let Some(doc) = ev.tx.live_doc(src_parent, native::DATABASES, &from.id, ts)? else {
         return Err(
@@ -573,7 +603,7 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     }
     ev.tx.put_doc(src_parent, native::DATABASES, &from.id, true, &doc.data);
     ev.tx.put_doc(dst, native::DATABASES, &from.id, false, &doc.data);
-    crate::run::register_db(&mut ev.tx, id, dst, &from.id);
+    crate::run::register_db(&mut ev.tx, id, dst, &from.id, &doc.data);
     Ok(render(&Ref::doc(Ref::native("databases"), from.id.clone()).with_database(Some(to)), ts, &doc.data))
 }
 

@@ -22,6 +22,7 @@ use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::{Eval, Lambda};
 use crate::expr::{Call, Expr, FnSpec};
 use crate::model::{self, native, CollId, DbId};
+use crate::perm::ReadFilter;
 
 mod events;
 
@@ -91,11 +92,13 @@ fn no_history() -> FqlError {
 }
 
 /// Does document `r` exist (live at the read ts)? Refs into collections or databases
-/// that do not exist name no document.
+/// that do not exist, and documents the caller may not read, name no document.
 fn doc_exists(ev: &mut Eval<'_>, r: &Ref) -> Result<bool> {
     match ev.resolve(r) {
         Ok(Target::Doc { db, coll, id }) => {
-            ev.check_read(db, coll)?;
+            if !ev.can_read(db, coll, r)? {
+                return Ok(false);
+            }
             let at = ev.read_ts();
             Ok(ev.tx.live_doc(db, coll, &id, at)?.is_some())
         }
@@ -588,14 +591,43 @@ fn normalize_terms(nterms: usize, t: Option<&Value>) -> Vec<Value> {
 
 fn open_match(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, ctx: &Ctx) -> Result<BoxStream> {
     let (db, def) = ev.index_def(index)?;
-    if let Some(src) = def.sources.first() {
-        ev.check_read(db, src.coll)?;
-    }
+    let filter = ev.index_filter(db, &def, &Value::Array(normalize_terms(def.terms.len(), terms)))?;
     let source = Value::Set(Box::new(match terms {
         Some(t) => Value::object([("match", Value::Ref(index.clone())), ("terms", t.clone())]),
         None => Value::object([("match", Value::Ref(index.clone()))]),
     }));
-    Ok(match_leaf(db, &def, terms, ctx, source))
+    Ok(filtered(match_leaf(db, &def, terms, ctx, source), filter, None))
+}
+
+/// Hide the elements whose documents the caller may not read (see [`crate::perm`]).
+struct Filtered {
+    child: BoxStream,
+    /// The database and collection of every element, when the leaf has just one.
+    fixed: Option<(DbId, CollId)>,
+}
+
+impl Stream for Filtered {
+    fn next(&mut self, ev: &mut Eval<'_>) -> Result<Option<Elem>> {
+        while let Some(e) = self.child.next(ev)? {
+            let readable = match (e.tuple.last(), self.fixed) {
+                (Some(Value::Ref(r)), Some((db, coll))) => ev.can_read(db, coll, r)?,
+                (Some(Value::Ref(r)), None) => ev.can_read_ref(r)?,
+                _ => true,
+            };
+            if readable {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn filtered(child: BoxStream, f: ReadFilter, fixed: Option<(DbId, CollId)>) -> BoxStream {
+    match f {
+        ReadFilter::All => child,
+        ReadFilter::Nothing => Box::new(Union::new(false, Vec::new())),
+        ReadFilter::PerDoc => Box::new(Filtered { child, fixed }),
+    }
 }
 
 fn first_chunk(ctx: &Ctx) -> usize {
@@ -707,7 +739,8 @@ fn open_docs(
     ctx: &Ctx,
     source: &Value,
 ) -> Result<BoxStream> {
-    ev.check_read(db, coll)?;
+    // A native collection is refused when none of it is readable; `Documents` never is.
+    let filter = if native::name(coll).is_some() { ev.native_set_filter(db, coll)? } else { ev.docs_filter(db, coll)? };
     let mut leaf = DocsLeaf {
         db,
         coll,
@@ -755,7 +788,7 @@ fn open_docs(
         }
     }
     leaf.from = best.map(|r| r.id);
-    Ok(Box::new(leaf))
+    Ok(filtered(Box::new(leaf), filter, Some((db, coll))))
 }
 
 /// A fixed, already sorted (ascending) list of elements.
@@ -1022,9 +1055,6 @@ impl Stream for Join {
             let index = match &self.with {
                 Value::Ref(idx) => {
                     let (db, def) = ev.index_def(idx)?;
-                    if let Some(src) = def.sources.first() {
-                        ev.check_read(db, src.coll)?;
-                    }
                     Some((db, def, idx.clone()))
                 }
                 _ => None,
@@ -1042,7 +1072,9 @@ impl Stream for Join {
                             ("match", Value::Ref(idx.clone())),
                             ("terms", e.out.clone()),
                         ])));
-                        match_leaf(*db, def, Some(&e.out), &child_ctx, source)
+                        let terms = Value::Array(normalize_terms(def.terms.len(), Some(&e.out)));
+                        let filter = ev.index_filter(*db, def, &terms)?;
+                        filtered(match_leaf(*db, def, Some(&e.out), &child_ctx, source), filter, None)
                     }
                     (None, Some(l)) => {
                         let target = ev.apply(l, vec![e.out])?;

@@ -41,6 +41,7 @@ use crate::catalog::Target;
 use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::model::{self, native, CollId, DbId, SCAN_CHUNK};
+use crate::perm::ReadFilter;
 
 /// Event actions, in v4's historical order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -378,11 +379,17 @@ fn collection_events(
     database: Option<Box<Ref>>,
     out: &mut Vec<Event>,
 ) -> Result<()> {
-    ev.check_read(db, coll)?;
+    let filter = if native::name(coll).is_some() { ev.native_set_filter(db, coll)? } else { ev.docs_filter(db, coll)? };
+    if filter == ReadFilter::Nothing {
+        return Ok(());
+    }
     for k in keys_under(ev, Space::Docs, &model::doc_prefix(db, coll))? {
         let id = model::id_from_doc_key(&k)?;
         let mut r = Ref::doc(parent.clone(), id.clone());
         r.database = database.clone();
+        if filter == ReadFilter::PerDoc && !ev.can_read(db, coll, &r)? {
+            continue;
+        }
         membership_events(ev, db, coll, &id, &r, out)?;
         if out.len() > MATERIALIZE_MAX {
             return Err(too_large());
@@ -394,11 +401,9 @@ fn collection_events(
 /// The add/remove versions of an index's entries under `terms`.
 fn index_events(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, out: &mut Vec<Event>) -> Result<()> {
     let (db, def) = ev.index_def(index)?;
-    if let Some(src) = def.sources.first() {
-        ev.check_read(db, src.coll)?;
-    }
     let terms = normalize_terms(def.terms.len(), terms);
-    if terms.len() != def.terms.len() {
+    let filter = ev.index_filter(db, &def, &Value::Array(terms.clone()))?;
+    if terms.len() != def.terms.len() || filter == ReadFilter::Nothing {
         return Ok(());
     }
     let has_values = !def.values.is_empty();
@@ -409,6 +414,9 @@ fn index_events(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, out: &mut
             let e = model::decode_entry(k.clone(), &v)?;
             // v4 leaves documents whose covered values are all null out of the index.
             if has_values && e.values.iter().all(|x| x.is_null()) {
+                continue;
+            }
+            if filter == ReadFilter::PerDoc && !ev.can_read_ref(&e.doc)? {
                 continue;
             }
             let action = if e.added { Action::Add } else { Action::Remove };
@@ -439,7 +447,9 @@ pub(super) fn open(ev: &mut Eval<'_>, x: &Value, whole: &Value, ctx: &Ctx) -> Re
         },
         Value::Ref(r) => match ev.resolve(r)? {
             Target::Doc { db, coll, id } => {
-                ev.check_read(db, coll)?;
+                if !ev.can_read_history(db, coll, r)? {
+                    return Err(crate::error::permission_denied());
+                }
                 doc_events(ev, db, coll, &id, r, &mut events)?;
             }
             Target::NativeColl { .. } => return Err(super::no_history()),
@@ -464,8 +474,9 @@ pub(super) fn open(ev: &mut Eval<'_>, x: &Value, whole: &Value, ctx: &Ctx) -> Re
                 let Value::Ref(r) = r else { return Err(wrong_type("Ref", r)) };
                 match ev.resolve(r) {
                     Ok(Target::Doc { db, coll, id }) => {
-                        ev.check_read(db, coll)?;
-                        membership_events(ev, db, coll, &id, r, &mut events)?;
+                        if ev.can_read(db, coll, r)? {
+                            membership_events(ev, db, coll, &id, r, &mut events)?;
+                        }
                     }
                     Ok(Target::NativeColl { .. }) => {}
                     Err(e) if e.code == code::INVALID_REF => {}

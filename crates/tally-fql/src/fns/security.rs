@@ -1,0 +1,318 @@
+//! Security schema: validating roles, the `role` of keys and functions (and refusing
+//! role escalation), access providers, and creating credentials and tokens directly
+//! (`Create(Credentials(), ...)`, `Create(Tokens(), ...)`).
+//!
+//! Escalation rule (stricter than v4, whose server keys may give a function the admin
+//! role): a caller may only give a key or a function a built-in role at or below its
+//! own; `admin` and user-defined roles need an admin caller. Editing a function keeps
+//! the rule for the role the function ends up with, so a server key cannot rewrite the
+//! body of an admin function either.
+
+use tally_value::{Object, Ref, Value};
+
+use crate::auth::Role;
+use crate::catalog::Target;
+use crate::error::{code, wrong_type, FqlError, Result};
+use crate::eval::Eval;
+use crate::expr::{Call, FnSpec};
+use crate::fns::docs::{render, validation};
+use crate::model::native;
+use crate::perm::{listed, Action, Resource, ROLES_PER_COLLECTION_MAX};
+
+pub(crate) static SPECS: &[FnSpec] =
+    &[FnSpec { name: "create_access_provider", optional: &[], required: &[], handler: create_access_provider }];
+
+fn create_access_provider(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let params = match ev.primary(call)? {
+        Value::Object(o) => o,
+        other => return Err(wrong_type("Object", &other).at(call.name())),
+    };
+    crate::fns::schema::create_native(ev, "access_providers", params).map_err(|e| e.at(call.name()))
+}
+
+/// A `role` field (of a key or a function): a built-in role name, a `Role` ref, a role
+/// name, or an array of `Role` refs. User-defined roles must exist.
+pub fn parse_role_field(ev: &mut Eval<'_>, v: &Value) -> Result<Role> {
+    if let Value::String(s) = v {
+        if let Some(r) = Role::builtin(s) {
+            return Ok(r);
+        }
+    }
+    let items = match v {
+        Value::Array(items) if !items.is_empty() => items.clone(),
+        Value::Array(_) => return Err(validation("role", "invalid value", "At least one role is required.")),
+        other => vec![other.clone()],
+    };
+    let mut names = Vec::with_capacity(items.len());
+    for it in items {
+        let name = match it {
+            Value::Ref(r) if r.native_parent() == Some("roles") && r.database.is_none() => r.id.clone(),
+            Value::String(s) if Role::builtin(&s).is_none() => s,
+            _ => {
+                return Err(validation(
+                    "role",
+                    "invalid value",
+                    "Role must be admin, server, server-readonly, client, a Role ref or an array of Role refs.",
+                ))
+            }
+        };
+        let (db, at) = (ev.auth.db, ev.txn_ts());
+        if ev.tx.live_doc(db, native::ROLES, &name, at)?.is_none() {
+            return Err(validation("role", "invalid reference", &format!("Role `{name}` does not exist.")));
+        }
+        names.push(name);
+    }
+    Ok(Role::custom(names))
+}
+
+/// May the query's role give a key or function the role `target`?
+pub fn check_role_assignment(ev: &Eval<'_>, target: &Role) -> Result<()> {
+    let caller = &ev.auth.role;
+    let ok = *caller == Role::Admin || (*target != Role::Admin && target.rank() > 0 && target.rank() <= caller.rank());
+    if ok {
+        Ok(())
+    } else {
+        Err(FqlError::new(
+            code::PERMISSION_DENIED,
+            format!(
+                "Insufficient privileges to perform the action: only an admin key may assign the role `{}`.",
+                target.name()
+            ),
+        ))
+    }
+}
+
+/// Validate a function document's `body` and `role` (and the caller's right to it).
+pub fn check_function(ev: &mut Eval<'_>, data: &Object) -> Result<()> {
+    match data.get("body") {
+        Some(Value::Query(_)) => {}
+        Some(other) => {
+            return Err(validation(
+                "body",
+                "invalid type",
+                &format!("Query expected, {} provided; wrap the Lambda in Query().", other.type_name()),
+            ))
+        }
+        None => return Err(validation("body", "value required", "Value required.")),
+    }
+    match data.get("role") {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => {
+            let role = parse_role_field(ev, v)?;
+            check_role_assignment(ev, &role)
+        }
+    }
+}
+
+/// The role a stored function runs with (None: the caller's).
+pub fn function_role(data: &Object) -> Option<Role> {
+    match data.get("role")? {
+        Value::String(s) => Role::builtin(s).or_else(|| Some(Role::custom(vec![s.clone()]))),
+        Value::Ref(r) if r.native_parent() == Some("roles") => Some(Role::custom(vec![r.id.clone()])),
+        Value::Array(items) => {
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            (!names.is_empty()).then(|| Role::custom(names))
+        }
+        _ => None,
+    }
+}
+
+fn role_failure(field: &str, desc: String) -> FqlError {
+    validation(field, "invalid value", &desc)
+}
+
+/// Validate a role document: privileges name existing resources and known actions with
+/// `true`/`false` or predicate lambdas of v4's arity; memberships name collections.
+pub fn check_role(ev: &mut Eval<'_>, name: &str, data: &Object) -> Result<()> {
+    for p in listed(data.get("privileges")) {
+        let Value::Object(p) = p else {
+            return Err(role_failure("privileges", "Each privilege must be an object {resource, actions}.".into()));
+        };
+        let res = match p.get("resource") {
+            Some(Value::Ref(r)) => ev.resource_of(r)?,
+            _ => return Err(validation("privileges", "value required", "Each privilege needs a `resource` ref.")),
+        };
+        if res.is_none() {
+            return Err(validation(
+                "privileges",
+                "invalid reference",
+                "A privilege names a collection, index or function that does not exist.",
+            ));
+        }
+        match p.get("actions") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(actions)) => {
+                for (k, v) in actions {
+                    let Some(a) = Action::parse(k) else {
+                        return Err(role_failure("privileges", format!("Unknown action `{k}`.")));
+                    };
+                    check_action_value(ev, a.predicate_arity(), v, k)?;
+                }
+            }
+            Some(_) => return Err(role_failure("privileges", "`actions` must be an object.".into())),
+        }
+    }
+    let db = ev.auth.db;
+    let at = ev.txn_ts();
+    for m in listed(data.get("membership")) {
+        let Value::Object(m) = m else {
+            return Err(role_failure("membership", "Each membership must be an object {resource, predicate}.".into()));
+        };
+        let res = match m.get("resource") {
+            Some(Value::Ref(r)) => ev.resource_of(r)?,
+            _ => return Err(validation("membership", "value required", "Each membership needs a `resource` ref.")),
+        };
+        let Some(Resource::Coll(cid)) = res.filter(|r| matches!(r, Resource::Coll(c) if native::name(*c).is_none()))
+        else {
+            return Err(validation("membership", "invalid reference", "A membership must name a user collection."));
+        };
+        if let Some(p) = m.get("predicate") {
+            check_action_value(ev, &[1], p, "predicate")?;
+        }
+        // v4 bounds how many roles may admit one collection's documents.
+        let mut others = 0;
+        for (other, d) in ev.tx.scan_docs(db, native::ROLES, None, false, at, crate::perm::ROLES_SCAN_MAX)? {
+            if other == name {
+                continue;
+            }
+            for om in listed(d.data.get("membership")) {
+                if let Some(Value::Ref(r)) = om.get("resource") {
+                    if ev.resource_of(r)? == Some(Resource::Coll(cid)) {
+                        others += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        if others >= ROLES_PER_COLLECTION_MAX {
+            return Err(role_failure(
+                "membership",
+                format!("At most {ROLES_PER_COLLECTION_MAX} roles may have a membership on one collection."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_action_value(ev: &mut Eval<'_>, arity: &[usize], v: &Value, what: &str) -> Result<()> {
+    match v {
+        Value::Bool(_) => Ok(()),
+        Value::Query(_) => {
+            let lam = ev.lambda_from_value(v).map_err(|e| role_failure("privileges", e.description))?;
+            let n = lam.params.arity();
+            // A single parameter takes the whole argument (array or not), as in v4.
+            if n == 1 || arity.contains(&n) {
+                Ok(())
+            } else {
+                Err(role_failure(
+                    "privileges",
+                    format!("The `{what}` predicate takes {arity:?} parameters, {n} given."),
+                ))
+            }
+        }
+        other => Err(role_failure(
+            "privileges",
+            format!("`{what}` must be a Boolean or a Query(Lambda), {} provided.", other.type_name()),
+        )),
+    }
+}
+
+/// Validate an access provider: `issuer` (unique in the database), an https `jwks_uri`,
+/// and `roles` naming existing roles (refs or `{role, predicate}`).
+pub fn check_access_provider(ev: &mut Eval<'_>, name: &str, data: &Object) -> Result<()> {
+    let issuer = match data.get("issuer") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(validation("issuer", "value required", "Value required.")),
+    };
+    match data.get("jwks_uri") {
+        Some(Value::String(u)) if u.len() > 6 && u[..6].eq_ignore_ascii_case("https:") => {}
+        Some(Value::String(_)) => {
+            return Err(validation("jwks_uri", "invalid uri", "The jwks_uri must be an https URI."))
+        }
+        _ => return Err(validation("jwks_uri", "value required", "Value required.")),
+    }
+    let (db, at) = (ev.auth.db, ev.txn_ts());
+    for (other, d) in ev.tx.scan_docs(db, native::ACCESS_PROVIDERS, None, false, at, usize::MAX)? {
+        if other != name && d.data.get("issuer") == Some(&Value::String(issuer.clone())) {
+            return Err(validation("issuer", "duplicate value", "Another access provider has this issuer."));
+        }
+    }
+    for r in listed(data.get("roles")) {
+        let role = match &r {
+            Value::Object(o) => o.get("role").cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let Value::Ref(rr) = &role else {
+            return Err(validation("roles", "invalid value", "Each entry must be a Role ref or {role, predicate}."));
+        };
+        if rr.native_parent() != Some("roles") || ev.tx.live_doc(db, native::ROLES, &rr.id, at)?.is_none() {
+            return Err(validation("roles", "invalid reference", &format!("Role `{}` does not exist.", rr.id)));
+        }
+    }
+    Ok(())
+}
+
+/// `Create(Credentials(), {instance, password})`: give a document a password.
+pub fn create_credentials(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
+    ev.require_write()?;
+    let Some(Value::Ref(instance)) = params.get("instance").cloned() else {
+        return Err(validation("instance", "value required", "Value required."));
+    };
+    let Target::Doc { db, coll, id } = ev.resolve(&instance)? else {
+        return Err(validation("instance", "invalid reference", "The instance must be a document ref."));
+    };
+    if native::name(coll).is_some() {
+        return Err(validation("instance", "invalid reference", "Credentials belong to user documents."));
+    }
+    let mut fields = Object::new();
+    let mut creds = Object::new();
+    creds.insert("password".into(), params.get("password").cloned().unwrap_or(Value::Null));
+    fields.insert("credentials".into(), Value::Object(creds));
+    ev.check_create(db, native::CREDENTIALS, &Ref::doc(Ref::native("credentials"), "0"), &fields, false)?;
+    let at = ev.txn_ts();
+    let Some(old) = ev.tx.live_doc(db, coll, &id, at)? else {
+        return Err(crate::error::not_found("Document not found."));
+    };
+    crate::fns::identity::hash_credentials(ev, &instance, &mut fields)?;
+    let mut new = old.data.clone();
+    if let Some(c) = fields.remove("credentials") {
+        new.insert("credentials".into(), c);
+    }
+    crate::fns::docs::write_doc(ev, db, coll, &instance, Some(&old.data), Some(&new))?;
+    // The credentials document written by `hash_credentials`.
+    let found = ev
+        .tx
+        .scan_docs(db, native::CREDENTIALS, None, false, at, usize::MAX)?
+        .into_iter()
+        .find(|(_, d)| d.data.get("instance") == Some(&Value::Ref(instance.clone())));
+    match found {
+        Some((cid, d)) => Ok(render(&Ref::doc(Ref::native("credentials"), cid), at, &d.data)),
+        None => Err(crate::model::corrupt("credentials were not written")),
+    }
+}
+
+/// `Create(Tokens(), {instance, ttl, data})`: issue a token for a document directly.
+pub fn create_token(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
+    ev.require_write()?;
+    let Some(Value::Ref(instance)) = params.get("instance").cloned() else {
+        return Err(validation("instance", "value required", "Value required."));
+    };
+    let Target::Doc { db, coll, id } = ev.resolve(&instance)? else {
+        return Err(validation("instance", "invalid reference", "The instance must be a document ref."));
+    };
+    let at = ev.txn_ts();
+    if native::name(coll).is_some() || ev.tx.live_doc(db, coll, &id, at)?.is_none() {
+        return Err(validation("instance", "invalid reference", "The instance must be an existing user document."));
+    }
+    let mut fields = Object::new();
+    fields.insert("instance".into(), Value::Ref(instance.clone()));
+    ev.check_create(db, native::TOKENS, &Ref::doc(Ref::native("tokens"), "0"), &fields, false)?;
+    crate::fns::identity::issue_token(ev, db, &instance, &params)
+}
