@@ -399,9 +399,13 @@ pub fn table(reports: &[Report]) -> String {
                 && p.head.batch == t.head.batch
         });
         if let Some(p) = pg {
-            let ratio = t.transfers_per_s / p.transfers_per_s.max(1e-9);
+            let ratio = if p.transfers_per_s > 0.0 {
+                format!("{:.2}x", t.transfers_per_s / p.transfers_per_s)
+            } else {
+                "n/a (postgres committed none)".into()
+            };
             cmp.push_str(&format!(
-                "  {:>9} accounts, {} clients, batch {}: tally ({}) {:.0}/s vs postgres {:.0}/s = {ratio:.2}x; \
+                "  {:>9} accounts, {} clients, batch {}: tally ({}) {:.0}/s vs postgres {:.0}/s = {ratio}; \
                  p99 {:.1} ms vs {:.1} ms; aborts {} vs {}\n",
                 t.head.accounts,
                 t.head.clients,
