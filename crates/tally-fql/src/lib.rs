@@ -19,5 +19,6 @@ pub mod fns;
 pub mod model;
 pub mod perm;
 pub mod run;
+pub mod secret;
 
 pub use error::{FqlError, Result};

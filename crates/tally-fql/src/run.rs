@@ -186,16 +186,10 @@ fn custom_role(tx: &mut Tx<'_>, db: DbId, items: &[Value], ts: Ts) -> Result<Rol
 /// Authenticate a token secret: the identity's database, the member role (its roles
 /// come from role membership), and the identity and token refs.
 fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
-    use base64::Engine;
-    let Some(raw) =
-        secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
-    else {
-        return Ok(None);
-    };
-    if raw.first() != Some(&2) {
+    if crate::secret::parse(secret).is_none_or(|c| c.kind != crate::secret::KIND_TOKEN) {
         return Ok(None);
     }
-    let Some((db, id, data)) = crate::fns::identity::find_token(tx, &raw, secret, ts)? else {
+    let Some((db, id, data)) = crate::fns::identity::find_token(tx, secret, ts)? else {
         return Err(unauthorized());
     };
     let Some(Value::Ref(identity)) = data.get("instance").cloned() else { return Err(unauthorized()) };
@@ -213,23 +207,13 @@ fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
 /// The secret is checked against the stored hash in constant time, and the key's
 /// database (and every ancestor) must still exist.
 pub fn find_key(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<(DbId, u64, Object)>> {
-    use base64::Engine;
-    let Some(raw) =
-        secret.strip_prefix("fn").and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
-    else {
+    let Some(claim) = crate::secret::parse(secret).filter(|c| c.kind == crate::secret::KIND_KEY) else {
         return Ok(None);
     };
-    if raw.len() != 37 || raw[0] != 1 {
-        return Ok(None);
-    }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[1..9]);
-    let key_db = u64::from_be_bytes(b);
-    b.copy_from_slice(&raw[9..17]);
-    let key_id = u64::from_be_bytes(b);
+    let (key_db, key_id) = (claim.db, claim.id);
     let Some(key) = tx.live_doc(key_db, native::KEYS, &key_id.to_string(), ts)? else { return Ok(None) };
     let stored = key.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
-    if !bool::from(hash_secret(secret).as_bytes().ct_eq(stored.as_bytes())) {
+    if !bool::from(claim.expected_hash.as_bytes().ct_eq(stored.as_bytes())) {
         return Ok(None);
     }
     if !db_alive(tx, key_db, ts)? {

@@ -16,7 +16,6 @@ use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, FnSpec};
 use crate::fns::docs::{read_doc_unchecked, render, validation};
-use crate::fns::schema::hash_secret;
 use crate::model::{native, DbId};
 
 pub(crate) static SPECS: &[FnSpec] = &[
@@ -140,22 +139,6 @@ fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     Ok(Value::Bool(found.is_some_and(|(_, _, _, d)| verify(&d.data, &pw))))
 }
 
-/// A token secret: `fn` + base64url(0x02 | db u64 | token id u64 | 20 bytes from entropy).
-fn token_secret(ev: &Eval<'_>, db: DbId, id: u64) -> String {
-    let mut h = Sha256::new();
-    h.update(b"tally.token.secret.v1\0");
-    h.update(ev.entropy);
-    h.update(id.to_be_bytes());
-    let rnd = h.finalize();
-    let mut raw = Vec::with_capacity(37);
-    raw.push(2u8);
-    raw.extend_from_slice(&db.to_be_bytes());
-    raw.extend_from_slice(&id.to_be_bytes());
-    raw.extend_from_slice(&rnd[..20]);
-    use base64::Engine;
-    format!("fn{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
-}
-
 fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = identity_arg(ev, call, "login")?;
     let params = match ev.arg(call, "params")? {
@@ -190,10 +173,10 @@ pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object)
         }
     }
     let id = ev.new_id();
-    let secret = token_secret(ev, db, id);
+    let (secret, hashed) = crate::secret::issue(&ev.entropy, crate::secret::KIND_TOKEN, db, id);
     let mut data = Object::new();
     data.insert("instance".into(), Value::Ref(identity.clone()));
-    data.insert("hashed_secret".into(), Value::String(hash_secret(&secret)));
+    data.insert("hashed_secret".into(), Value::String(hashed));
     for k in ["ttl", "data"] {
         if let Some(v) = params.get(k) {
             if !v.is_null() {
@@ -270,24 +253,15 @@ pub fn resolve_self(ev: &Eval<'_>, r: &Ref) -> Option<Ref> {
 }
 
 /// Check a token secret: `(db, token id, token document)` when valid at `ts`.
-pub fn find_token(
-    tx: &mut crate::model::Tx<'_>,
-    raw: &[u8],
-    secret: &str,
-    ts: u64,
-) -> Result<Option<(DbId, u64, Object)>> {
+pub fn find_token(tx: &mut crate::model::Tx<'_>, secret: &str, ts: u64) -> Result<Option<(DbId, u64, Object)>> {
     use subtle::ConstantTimeEq;
-    if raw.len() != 37 || raw[0] != 2 {
+    let Some(claim) = crate::secret::parse(secret).filter(|c| c.kind == crate::secret::KIND_TOKEN) else {
         return Ok(None);
-    }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[1..9]);
-    let db = u64::from_be_bytes(b);
-    b.copy_from_slice(&raw[9..17]);
-    let id = u64::from_be_bytes(b);
+    };
+    let (db, id) = (claim.db, claim.id);
     let Some(tok) = tx.live_doc(db, native::TOKENS, &id.to_string(), ts)? else { return Ok(None) };
     let stored = tok.data.get("hashed_secret").and_then(|v| v.as_str()).unwrap_or_default();
-    if !bool::from(hash_secret(secret).as_bytes().ct_eq(stored.as_bytes())) {
+    if !bool::from(claim.expected_hash.as_bytes().ct_eq(stored.as_bytes())) {
         return Ok(None);
     }
     if let Some(Value::Time(ttl)) = tok.data.get("ttl") {

@@ -340,22 +340,7 @@ fn collection_name(ev: &mut Eval<'_>, db: DbId, coll: CollId) -> Result<String> 
     Err(crate::model::corrupt("index source collection vanished"))
 }
 
-/// Derive a key secret from the transaction's entropy (deterministic on every replica).
-fn make_secret(ev: &mut Eval<'_>, key_db: DbId, key_id: u64) -> String {
-    let mut h = Sha256::new();
-    h.update(b"tally.key.secret.v1\0");
-    h.update(ev.entropy);
-    h.update(key_id.to_be_bytes());
-    let rnd = h.finalize();
-    let mut raw = Vec::with_capacity(37);
-    raw.push(1u8);
-    raw.extend_from_slice(&key_db.to_be_bytes());
-    raw.extend_from_slice(&key_id.to_be_bytes());
-    raw.extend_from_slice(&rnd[..20]);
-    use base64::Engine;
-    format!("fn{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
-}
-
+/// SHA-256 hex of a secret string (the root key's stored form).
 pub fn hash_secret(secret: &str) -> String {
     let d = Sha256::digest(secret.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
@@ -393,10 +378,10 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
         }
     }
     let id = ev.new_id();
-    let secret = make_secret(ev, db, id);
+    let (secret, hashed) = crate::secret::issue(&ev.entropy, crate::secret::KIND_KEY, db, id);
     let mut data = schema_fields(native::KEYS, &params);
     data.retain(|_, v| !v.is_null());
-    data.insert("hashed_secret".into(), Value::String(hash_secret(&secret)));
+    data.insert("hashed_secret".into(), Value::String(hashed));
     let sid = id.to_string();
     ev.tx.put_doc(db, native::KEYS, &sid, false, &data);
     let ts = ev.txn_ts();
