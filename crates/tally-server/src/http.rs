@@ -338,8 +338,11 @@ async fn write_path(
     started: Instant,
 ) -> Response {
     use rand::RngCore;
-    let mut entropy = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut entropy);
+    // Secrets issued by this write come from `seed`, which is never logged; the log
+    // holds only its hash (see tally_fql::secret).
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let entropy = tally_fql::secret::entropy_for_seed(&seed);
     let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
     let input = TxnInput {
         q,
@@ -367,12 +370,13 @@ async fn write_path(
             return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
         }
     };
-    let out: TxnOutput = match tally_value::parse_json_unbounded(&out) {
+    let mut out: TxnOutput = match tally_value::parse_json_unbounded(&out) {
         Ok(o) => o,
         Err(e) => {
             return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0)
         }
     };
+    tally_fql::secret::reveal(&mut out.body, &seed);
     respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
 }
 
