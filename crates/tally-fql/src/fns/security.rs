@@ -268,6 +268,9 @@ pub fn create_credentials(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&instance)? else {
         return Err(validation("instance", "invalid reference", "The instance must be a document ref."));
     };
+    let mut check = Object::new();
+    check.insert("instance".into(), Value::Ref(instance.clone()));
+    ev.check_create(db, native::CREDENTIALS, &Ref::doc(Ref::native("credentials"), "0"), &check, false)?;
     if native::name(coll).is_some() {
         return Err(validation("instance", "invalid reference", "Credentials belong to user documents."));
     }
@@ -275,7 +278,6 @@ pub fn create_credentials(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     let mut creds = Object::new();
     creds.insert("password".into(), params.get("password").cloned().unwrap_or(Value::Null));
     fields.insert("credentials".into(), Value::Object(creds));
-    ev.check_create(db, native::CREDENTIALS, &Ref::doc(Ref::native("credentials"), "0"), &fields, false)?;
     let at = ev.txn_ts();
     let Some(old) = ev.tx.live_doc(db, coll, &id, at)? else {
         return Err(crate::error::not_found("Document not found."));
@@ -307,12 +309,13 @@ pub fn create_token(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&instance)? else {
         return Err(validation("instance", "invalid reference", "The instance must be a document ref."));
     };
+    // Permission first: a caller without it learns nothing about the instance.
+    let mut fields = Object::new();
+    fields.insert("instance".into(), Value::Ref(instance.clone()));
+    ev.check_create(db, native::TOKENS, &Ref::doc(Ref::native("tokens"), "0"), &fields, false)?;
     let at = ev.txn_ts();
     if native::name(coll).is_some() || ev.tx.live_doc(db, coll, &id, at)?.is_none() {
         return Err(validation("instance", "invalid reference", "The instance must be an existing user document."));
     }
-    let mut fields = Object::new();
-    fields.insert("instance".into(), Value::Ref(instance.clone()));
-    ev.check_create(db, native::TOKENS, &Ref::doc(Ref::native("tokens"), "0"), &fields, false)?;
     crate::fns::identity::issue_token(ev, db, &instance, &params)
 }
