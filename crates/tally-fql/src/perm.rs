@@ -77,12 +77,14 @@ impl Action {
         Action::ALL.into_iter().find(|a| a.name() == s)
     }
 
-    /// Arity v4 accepts for this action's predicate.
+    /// Parameter counts this action's predicate may take besides one (which receives
+    /// the whole argument); empty for `call`, whose arguments are the caller's.
     pub fn predicate_arity(self) -> &'static [usize] {
         match self {
             Action::Write => &[2, 3],
-            Action::CreateWithId => &[1, 2],
+            Action::CreateWithId => &[2],
             Action::HistoryWrite => &[4],
+            Action::Call => &[],
             _ => &[1],
         }
     }

@@ -145,7 +145,7 @@ fn schema_fields(coll: CollId, params: &Object) -> Object {
             &["name", "source", "terms", "values", "unique", "serialized", "data", "permissions", "partitions"]
         }
         native::DATABASES => &["name", "data", "priority", "api_version", "disabled"],
-        native::FUNCTIONS => &["name", "body", "data", "role"],
+        native::FUNCTIONS => &["name", "body", "data", "role", "permissions"],
         native::ACCESS_PROVIDERS => &["name", "issuer", "jwks_uri", "roles", "data"],
         native::ROLES => &["name", "privileges", "membership", "data"],
         native::KEYS => &["database", "role", "data", "priority"],

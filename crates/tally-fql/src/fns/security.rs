@@ -173,7 +173,7 @@ pub fn check_role(ev: &mut Eval<'_>, name: &str, data: &Object) -> Result<()> {
         else {
             return Err(validation("membership", "invalid reference", "A membership must name a user collection."));
         };
-        if let Some(p) = m.get("predicate") {
+        if let Some(p) = m.get("predicate").filter(|p| !p.is_null()) {
             check_action_value(ev, &[1], p, "predicate")?;
         }
         // v4 bounds how many roles may admit one collection's documents.
@@ -208,7 +208,7 @@ fn check_action_value(ev: &mut Eval<'_>, arity: &[usize], v: &Value, what: &str)
             let lam = ev.lambda_from_value(v).map_err(|e| role_failure("privileges", e.description))?;
             let n = lam.params.arity();
             // A single parameter takes the whole argument (array or not), as in v4.
-            if n == 1 || arity.contains(&n) {
+            if n == 1 || arity.is_empty() || arity.contains(&n) {
                 Ok(())
             } else {
                 Err(role_failure(
