@@ -185,8 +185,9 @@ pub async fn drive(
                         }
                     }
                 };
-                if let Some(outcome) = outcome {
-                    rec.record(began, items.len() as u64, outcome, conflicts, conflicts);
+                match outcome {
+                    Some(outcome) => rec.record(began, items.len() as u64, outcome, conflicts, conflicts),
+                    None => rec.abandoned(conflicts),
                 }
             }
             anyhow::Ok(())

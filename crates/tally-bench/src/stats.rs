@@ -47,6 +47,8 @@ struct Inner {
     /// Conflict aborts (serialization failures, deadlocks); each was retried.
     aborts: u64,
     retries: u64,
+    /// Transactions still conflicting when the run ended.
+    abandoned: u64,
     outcomes: BTreeMap<String, u64>,
     first_error: Option<String>,
 }
@@ -69,6 +71,7 @@ impl Default for Recorder {
                 errors: 0,
                 aborts: 0,
                 retries: 0,
+                abandoned: 0,
                 outcomes: BTreeMap::new(),
                 first_error: None,
             }),
@@ -125,6 +128,17 @@ impl Recorder {
         self.live_retries.fetch_add(retries, Ordering::Relaxed);
     }
 
+    /// Conflicts of a transaction still retrying when the window closed: they count as
+    /// aborts and retries (a batch that never commits must not look conflict-free).
+    pub fn abandoned(&self, conflicts: u64) {
+        let mut g = self.lock();
+        if g.start.is_some_and(|s| Instant::now() >= s) {
+            g.aborts += conflicts;
+            g.retries += conflicts;
+            g.abandoned += 1;
+        }
+    }
+
     /// Count a workload-specific result (e.g. the purchase's answer string).
     pub fn outcome(&self, name: &str) {
         let mut g = self.lock();
@@ -177,6 +191,7 @@ impl Recorder {
             },
             aborts: g.aborts,
             retries: g.retries,
+            abandoned: g.abandoned,
             insufficient: g.insufficient,
             errors: g.errors,
             first_error: g.first_error.clone(),
@@ -249,6 +264,8 @@ pub struct Report {
     pub aborts: u64,
     /// Retried attempts (conflicts, or Tally answering "unavailable" when its queue is full).
     pub retries: u64,
+    /// Transactions (requests) still retrying conflicts when the run ended.
+    pub abandoned: u64,
     /// Transfers the application itself refused (insufficient funds).
     pub insufficient: u64,
     pub errors: u64,
@@ -423,6 +440,12 @@ pub fn table(reports: &[Report]) -> String {
     if !cmp.is_empty() {
         s.push_str("\nTally / PostgreSQL (SERIALIZABLE), same clients and account skew:\n");
         s.push_str(&cmp);
+    }
+    for r in reports.iter().filter(|r| r.abandoned > 0) {
+        s.push_str(&format!(
+            "\n{} ({} accounts, batch {}): {} transactions were still retrying conflicts when the run ended",
+            r.head.system, r.head.accounts, r.head.batch, r.abandoned
+        ));
     }
     for r in reports.iter().filter(|r| r.errors > 0 || !r.outcomes.is_empty()) {
         if let Some(e) = &r.first_error {

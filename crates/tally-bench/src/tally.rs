@@ -216,8 +216,9 @@ impl OpGen {
                 let answer = reply.json().ok().and_then(|j| j["resource"].as_str().map(str::to_string));
                 let answer = answer.unwrap_or_else(|| "unexpected answer".into());
                 rec.outcome(&answer);
-                if answer == "Purchase success!" {
-                    // The new owner puts the animal back on sale, as players do in the app.
+                if answer == "Purchase success!" || answer == "Item removed from sale" {
+                    // The (new) owner puts the animal back on sale, as players do in the app;
+                    // without it every item ends up off sale and purchases stop writing.
                     self.pending_relist = Some(op.item);
                 }
                 (Outcome::Ok, None)
