@@ -8,13 +8,15 @@
 //! machine's last durable checkpoint rebuilds exactly the same state.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP, FQL or the storage
-//! engine; inputs and outputs are opaque bytes. The log trait is the seam where the
-//! replicated (openraft) log plugs in.
+//! engine; inputs and outputs are opaque bytes. [`ReplicatedMachine`] is the seam where the
+//! replicated (openraft) log of `tally-raft` drives the same machine.
 
 mod batch;
 mod log;
+mod replicated;
 mod sequencer;
 
 pub use batch::{Batch, BatchError};
 pub use log::{FileLog, Log, LogError};
+pub use replicated::{MachineError, ReplicatedMachine};
 pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError};

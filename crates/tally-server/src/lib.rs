@@ -10,5 +10,6 @@
 pub mod http;
 pub mod machine;
 pub mod node;
+pub mod snapshot;
 
 pub use node::{serve, ServeConfig};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tally_calvin::{Batch, StateMachine};
+use tally_calvin::{Batch, MachineError, ReplicatedMachine, StateMachine};
 use tally_fql::auth::{Auth, Role};
 use tally_fql::eval::{Limits, Mode};
 use tally_fql::model::Write;
@@ -68,6 +68,14 @@ pub const CHECKPOINT_BATCHES: u64 = 256;
 pub const META_APPLIED_HEIGHT: &str = "applied_height";
 pub const META_LAST_TS: &str = "last_ts";
 pub const META_HEAD: &str = "head";
+/// The replicated log's position (Raft log id + membership), written in the same commit as
+/// the effects of the entry it names; absent on a single node.
+pub const META_POSITION: &str = "raft_position";
+
+/// Meta key of the block header at `height`.
+pub fn block_key(height: u64) -> String {
+    format!("block/{height:016x}")
+}
 
 pub struct FqlMachine {
     store: Arc<dyn Store>,
@@ -79,6 +87,9 @@ pub struct FqlMachine {
     pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
     last_checkpoint: Instant,
     batches_since_checkpoint: u64,
+    /// Fault injection for the divergence tests only: at this height the header's effects
+    /// root is computed over one extra leaf, as a nondeterministic executor would.
+    pub diverge_at: Option<u64>,
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -111,7 +122,26 @@ impl FqlMachine {
             head: Arc::new(std::sync::Mutex::new(head)),
             last_checkpoint: Instant::now(),
             batches_since_checkpoint: 0,
+            diverge_at: None,
         })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Re-read height, ts and head from the store (after its content was replaced).
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let fresh = FqlMachine::open(self.store.clone())?;
+        self.applied_height = fresh.applied_height;
+        self.last_ts = fresh.last_ts;
+        self.prev_hash = fresh.prev_hash;
+        self.applied_ts.store(fresh.last_ts, Ordering::Release);
+        let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
+        if let Ok(mut h) = self.head.lock() {
+            *h = head;
+        }
+        Ok(())
     }
 
     fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
@@ -176,7 +206,13 @@ impl FqlMachine {
         )
     }
 
-    fn apply_inner(&mut self, batch: &Batch) -> anyhow::Result<Vec<Vec<u8>>> {
+    fn apply_inner(&mut self, batch: &Batch, position: Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>> {
+        anyhow::ensure!(
+            batch.height == self.applied_height + 1,
+            "batch height {} does not follow the applied height {}",
+            batch.height,
+            self.applied_height
+        );
         let mut b = self.store.begin()?;
         let mut builder = BlockBuilder::new();
         let mut outputs = Vec::with_capacity(batch.inputs.len());
@@ -210,9 +246,15 @@ impl FqlMachine {
             last_ts = ts;
             ts += 1 + ids / 1000;
         }
+        if self.diverge_at == Some(batch.height) {
+            builder.push_effect(b"injected divergence");
+        }
         let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts))?;
         b.set_meta(META_HEAD, &header.encode())?;
-        b.set_meta(&format!("block/{:016x}", batch.height), &header.encode())?;
+        b.set_meta(&block_key(batch.height), &header.encode())?;
+        if let Some(p) = position {
+            b.set_meta(META_POSITION, p)?;
+        }
         b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;
         b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
         self.batches_since_checkpoint += 1;
@@ -244,15 +286,60 @@ impl StateMachine for FqlMachine {
     }
 
     fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>> {
-        match self.apply_inner(batch) {
-            Ok(o) => o,
-            Err(e) => {
-                // Fail-stop: state must never diverge from the log. The batch is already
-                // durable in the log, so a restart replays it.
-                tracing::error!(error = %e, height = batch.height, "applying a batch failed; stopping the node");
-                eprintln!("tally: fatal: applying batch {} failed: {e}", batch.height);
-                std::process::exit(70);
-            }
+        let r = self.apply_inner(batch, None);
+        fail_stop(r, batch.height)
+    }
+}
+
+/// Fail-stop: state must never diverge from the log. The batch is already durable in the
+/// log, so a restart replays it.
+fn fail_stop(r: anyhow::Result<Vec<Vec<u8>>>, height: u64) -> Vec<Vec<u8>> {
+    match r {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, height, "applying a batch failed; stopping the node");
+            eprintln!("tally: fatal: applying batch {height} failed: {e}");
+            std::process::exit(70);
         }
+    }
+}
+
+fn machine_err(e: impl std::fmt::Display) -> MachineError {
+    MachineError(e.to_string())
+}
+
+impl ReplicatedMachine for FqlMachine {
+    fn apply_at(&mut self, batch: &Batch, position: &[u8]) -> Vec<Vec<u8>> {
+        let r = self.apply_inner(batch, Some(position));
+        fail_stop(r, batch.height)
+    }
+
+    fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError> {
+        let mut b = self.store.begin().map_err(machine_err)?;
+        b.set_meta(META_POSITION, position).map_err(machine_err)?;
+        b.commit(false).map_err(machine_err)
+    }
+
+    fn position(&self) -> Result<Option<Vec<u8>>, MachineError> {
+        self.store.snapshot().and_then(|s| s.meta(META_POSITION)).map_err(machine_err)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), MachineError> {
+        self.store.begin().and_then(|b| b.commit(true)).map_err(machine_err)?;
+        self.batches_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn export(&self) -> Result<Vec<u8>, MachineError> {
+        crate::snapshot::export(&*self.store, self.applied_height).map_err(machine_err)
+    }
+
+    fn import(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        crate::snapshot::import(&*self.store, data).map_err(machine_err)?;
+        self.reload().map_err(machine_err)?;
+        self.batches_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 }

@@ -1,0 +1,33 @@
+//! What a state machine adds to be driven by a replicated log instead of the local
+//! [`FileLog`](crate::FileLog).
+//!
+//! With a replicated log (openraft, in `tally-raft`) the log decides what is applied, not
+//! the machine: the log's own position (an opaque byte string — a Raft log id and
+//! membership) is recorded *in the same atomic storage commit* as the effects of the
+//! entry it describes. After a crash the machine's durable position says exactly which
+//! log entries must be applied again. Entries that are not batches (Raft blank and
+//! membership entries) only move the position; they never change the block height.
+
+use crate::batch::Batch;
+use crate::sequencer::StateMachine;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state machine: {0}")]
+pub struct MachineError(pub String);
+
+/// A [`StateMachine`] that a replicated log can drive, checkpoint and snapshot.
+pub trait ReplicatedMachine: StateMachine {
+    /// Apply `batch` (its height must be `applied_height() + 1`) and record `position`
+    /// in the same atomic commit.
+    fn apply_at(&mut self, batch: &Batch, position: &[u8]) -> Vec<Vec<u8>>;
+    /// Record `position` for a log entry that carries no batch.
+    fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError>;
+    /// The last recorded position (what survives a crash is the last durable one).
+    fn position(&self) -> Result<Option<Vec<u8>>, MachineError>;
+    /// Make everything applied so far durable (fsync).
+    fn checkpoint(&mut self) -> Result<(), MachineError>;
+    /// The whole state, position included, as one byte string (call after `checkpoint`).
+    fn export(&self) -> Result<Vec<u8>, MachineError>;
+    /// Replace the whole state with an [`export`](Self::export)ed one, durably.
+    fn import(&mut self, data: &[u8]) -> Result<(), MachineError>;
+}
