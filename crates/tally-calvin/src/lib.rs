@@ -19,4 +19,4 @@ mod sequencer;
 pub use batch::{Batch, BatchError};
 pub use log::{FileLog, Log, LogError};
 pub use replicated::{MachineError, ReplicatedMachine};
-pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError};
+pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};

@@ -1,0 +1,294 @@
+//! The Raft state machine: applies committed entries through a
+//! [`ReplicatedMachine`] (the FQL executor) running on its own OS thread.
+//!
+//! Position: with every entry the machine records `{log id, membership}` in the same
+//! storage commit as the entry's effects, so `applied_state` after a crash is exactly what
+//! the last durable checkpoint holds, and openraft re-applies the rest from its log. The
+//! log is never purged past a snapshot, and building a snapshot forces a durable
+//! checkpoint first, so the entries after the durable checkpoint are always still in the
+//! log.
+//!
+//! Snapshots are the machine's full export, kept as two files in the snapshot directory
+//! (`snapshot.meta.json`, `snapshot.bin`), written to temporary names and renamed.
+
+use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use futures_util::StreamExt;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tally_calvin::{Batch, ReplicatedMachine};
+use tokio::sync::oneshot;
+
+use crate::{BatchResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// Stack of the executor thread (evaluation recurses; the evaluator bounds the depth).
+pub const EXECUTOR_STACK_BYTES: usize = tally_calvin::EXECUTOR_STACK_BYTES;
+
+type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
+
+/// Runs closures on the thread that owns the machine, one at a time, in order.
+pub struct Executor<M> {
+    tx: mpsc::Sender<Job<M>>,
+}
+
+impl<M> Clone for Executor<M> {
+    fn clone(&self) -> Self {
+        Executor { tx: self.tx.clone() }
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl<M: ReplicatedMachine + 'static> Executor<M> {
+    pub fn start(mut machine: M) -> io::Result<Executor<M>> {
+        let (tx, rx) = mpsc::channel::<Job<M>>();
+        std::thread::Builder::new()
+            .name("tally-executor".into())
+            .stack_size(EXECUTOR_STACK_BYTES)
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut machine);
+                }
+            })?;
+        Ok(Executor { tx })
+    }
+
+    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut M) -> R + Send + 'static) -> io::Result<R> {
+        let (otx, orx) = oneshot::channel();
+        let job: Job<M> = Box::new(move |m| {
+            let _ = otx.send(f(m));
+        });
+        self.tx.send(job).map_err(|_| io_err("the executor thread has stopped"))?;
+        orx.await.map_err(|_| io_err("the executor thread dropped a job"))
+    }
+}
+
+/// What the machine records with every entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub log_id: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl Position {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn decode(b: &[u8]) -> io::Result<Position> {
+        serde_json::from_slice(b).map_err(io_err)
+    }
+}
+
+/// Type-erased view of the executor for the snapshot builder and the node.
+trait Engine: Send + Sync {
+    fn checkpoint_and_export(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, Vec<u8>)>>;
+    fn import(&self, data: Vec<u8>, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
+    fn apply(&self, batch: Batch, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>>;
+    fn set_position(&self, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
+    fn checkpoint(&self) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
+}
+
+impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
+    fn checkpoint_and_export(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, Vec<u8>)>> {
+        let ex = self.clone();
+        Box::pin(async move {
+            ex.call(|m| -> io::Result<(Vec<u8>, Vec<u8>)> {
+                m.checkpoint().map_err(io_err)?;
+                let pos = m.position().map_err(io_err)?.unwrap_or_default();
+                Ok((pos, m.export().map_err(io_err)?))
+            })
+            .await?
+        })
+    }
+
+    fn import(&self, data: Vec<u8>, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>> {
+        let ex = self.clone();
+        Box::pin(async move {
+            ex.call(move |m| -> io::Result<()> {
+                m.import(&data).map_err(io_err)?;
+                m.set_position(&pos).map_err(io_err)?;
+                m.checkpoint().map_err(io_err)
+            })
+            .await?
+        })
+    }
+
+    fn apply(&self, mut batch: Batch, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>> {
+        let ex = self.clone();
+        Box::pin(async move {
+            ex.call(move |m| {
+                // The block height is the machine's own count of applied batches.
+                batch.height = m.applied_height() + 1;
+                let outputs = m.apply_at(&batch, &pos);
+                BatchResponse { height: batch.height, outputs }
+            })
+            .await
+        })
+    }
+
+    fn set_position(&self, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>> {
+        let ex = self.clone();
+        Box::pin(async move { ex.call(move |m| m.set_position(&pos).map_err(io_err)).await? })
+    }
+
+    fn checkpoint(&self) -> futures_util::future::BoxFuture<'static, io::Result<()>> {
+        let ex = self.clone();
+        Box::pin(async move { ex.call(|m| m.checkpoint().map_err(io_err)).await? })
+    }
+}
+
+/// The openraft state machine over a [`ReplicatedMachine`].
+pub struct Machine {
+    engine: Arc<dyn Engine>,
+    position: Position,
+    snapshot_dir: PathBuf,
+    /// Raft index of the last applied entry, for waiters outside openraft.
+    pub applied_index: Arc<AtomicU64>,
+}
+
+impl Machine {
+    /// Start the executor thread over `machine`; snapshots live in `snapshot_dir`.
+    pub fn open<M: ReplicatedMachine + 'static>(machine: M, snapshot_dir: &Path) -> io::Result<Machine> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let position = match machine.position().map_err(io_err)? {
+            Some(b) => Position::decode(&b)?,
+            None => Position::default(),
+        };
+        let applied = position.log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        Ok(Machine {
+            engine: Arc::new(Executor::start(machine)?),
+            position,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            applied_index: Arc::new(AtomicU64::new(applied)),
+        })
+    }
+
+    /// A durable checkpoint now (clean shutdown).
+    pub fn checkpoint_handle(&self) -> impl Fn() -> futures_util::future::BoxFuture<'static, io::Result<()>> {
+        let e = self.engine.clone();
+        move || e.checkpoint()
+    }
+}
+
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+const SNAPSHOT_META: &str = "snapshot.meta.json";
+const SNAPSHOT_DATA: &str = "snapshot.bin";
+
+/// Data first, then meta: the meta file names a complete data file.
+fn save_snapshot(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    write_atomic(dir, SNAPSHOT_DATA, data)?;
+    write_atomic(dir, SNAPSHOT_META, &serde_json::to_vec(meta).map_err(io_err)?)
+}
+
+fn load_snapshot(dir: &Path) -> io::Result<Option<Snapshot>> {
+    let meta = match std::fs::read(dir.join(SNAPSHOT_META)) {
+        Ok(b) => serde_json::from_slice::<SnapshotMeta>(&b).map_err(io_err)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let data = std::fs::read(dir.join(SNAPSHOT_DATA))?;
+    Ok(Some(Snapshot { meta, snapshot: Cursor::new(data) }))
+}
+
+pub struct SnapshotBuilder {
+    engine: Arc<dyn Engine>,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // Position and data come from one executor call: no entry is applied in between.
+        let (pos, data) = self.engine.checkpoint_and_export().await?;
+        let pos = if pos.is_empty() { Position::default() } else { Position::decode(&pos)? };
+        let meta = SnapshotMeta { last_log_id: pos.log_id, last_membership: pos.membership };
+        let dir = self.dir.clone();
+        let (m2, d2) = (meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || save_snapshot(&dir, &m2, &d2)).await.map_err(io_err)??;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
+        Ok(Snapshot { meta, snapshot: Cursor::new(data) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for Machine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.position.log_id.clone(), self.position.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id();
+            let mut next = Position { log_id: Some(log_id.clone()), membership: self.position.membership.clone() };
+            let response = match entry.payload {
+                EntryPayload::Normal(req) => {
+                    let batch = Batch::decode(&req.0).map_err(io_err)?;
+                    self.engine.apply(batch, next.encode()).await?
+                }
+                EntryPayload::Blank => {
+                    self.engine.set_position(next.encode()).await?;
+                    BatchResponse::default()
+                }
+                EntryPayload::Membership(m) => {
+                    next.membership = StoredMembership::new(Some(log_id.clone()), m);
+                    self.engine.set_position(next.encode()).await?;
+                    BatchResponse::default()
+                }
+            };
+            self.position = next;
+            self.applied_index.store(log_id.index, Ordering::Release);
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { engine: self.engine.clone(), dir: self.snapshot_dir.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let pos = Position { log_id: meta.last_log_id.clone(), membership: meta.last_membership.clone() };
+        self.engine.import(data.clone(), pos.encode()).await?;
+        let dir = self.snapshot_dir.clone();
+        let m2 = meta.clone();
+        tokio::task::spawn_blocking(move || save_snapshot(&dir, &m2, &data)).await.map_err(io_err)??;
+        self.applied_index.store(pos.log_id.as_ref().map(|l| l.index).unwrap_or(0), Ordering::Release);
+        self.position = pos;
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || load_snapshot(&dir)).await.map_err(io_err)?
+    }
+}
