@@ -17,16 +17,16 @@
 //! pre-release version and is visible only through this crate.
 
 pub mod log_store;
-// pub mod network;
-// pub mod node;
-// pub mod peer;
+pub mod network;
+pub mod node;
+pub mod peer;
 pub mod state_machine;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 pub use log_store::LogStore;
-// pub use node::{ClusterConfig, RaftNode, SubmitError, SubmitOk};
+pub use node::{ClusterConfig, RaftNode, SubmitError, SubmitOk};
 pub use state_machine::Machine;
 
 /// One epoch batch as a Raft entry: the encoded [`tally_calvin::Batch`] with height 0.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub head: Arc<Mutex<Option<BlockHeader>>>,
     pub root_key_hash: String,
     pub body_bytes_max: usize,
+    /// Set when this server is a member of a replicated cluster (writes go through Raft).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -51,9 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_bytes_max;
     Router::new()
         .route("/", post(query))
-        .route("/linearized", post(query))
+        .route("/linearized", post(query_linearized))
         .route("/ping", get(ping))
         .route("/ledger/head", get(ledger_head))
+        .merge(crate::cluster::client_routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)
         .with_state(state)
@@ -219,7 +222,8 @@ async fn wait_for_last_seen(st: &AppState, headers: &HeaderMap, max: Duration) {
     };
     // Every timestamp this node handed out is covered by what it has applied or by the
     // read clock; only a timestamp from elsewhere (another member) needs waiting for.
-    if seen <= st.clock.issued() {
+    // A cluster member reads at its applied ts, so it waits for anything newer.
+    if st.cluster.is_none() && seen <= st.clock.issued() {
         return;
     }
     let deadline = Instant::now() + max;
@@ -236,6 +240,24 @@ async fn query(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    query_any(st, headers, body, false).await
+}
+
+/// `POST /linearized`: a strictly serializable read (also asked for with `X-Linearized: true`).
+async fn query_linearized(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    query_any(st, headers, body, true).await
+}
+
+async fn query_any(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    linearized: bool,
 ) -> Response {
     let tp = traceparent(&headers);
     let (tags, mut resp) = match (check_tags(&headers), body) {
@@ -256,7 +278,7 @@ async fn query(
             *r.status_mut() = rej.status();
             (None, r)
         }
-        (Ok(tags), Ok(body)) => (tags, query_inner(st, &headers, body).await),
+        (Ok(tags), Ok(body)) => (tags, query_inner(st, &headers, body, linearized).await),
     };
     let h = resp.headers_mut();
     set_header(h, "traceparent", tp);
@@ -266,7 +288,7 @@ async fn query(
     resp
 }
 
-async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Response {
+async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linearized: bool) -> Response {
     let started = Instant::now();
     let Some(secret) = secret_of(headers) else {
         return error_response(
@@ -290,13 +312,30 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Res
         Err(e) => return error_response(&e, 0),
     };
     let tmo = timeout_ms(headers);
+    let linearized = linearized
+        || headers.get("x-linearized").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if let (true, Some(c)) = (linearized, &st.cluster) {
+        // Read index: the leader confirms it still leads with a majority; this member then
+        // applies up to that index, so the read sees every write acknowledged before it.
+        let deadline = Instant::now() + Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS));
+        match c.node.read_index().await {
+            Ok(index) if c.node.wait_applied(index, deadline).await => {}
+            Ok(_) => {
+                let e = FqlError::new("unavailable", "This member could not catch up for a linearized read in time.");
+                return error_response(&e, 0);
+            }
+            Err(e) => return error_response(&FqlError::new("unavailable", e.to_string()), 0),
+        }
+    }
     wait_for_last_seen(&st, headers, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
     let deadline = started + Duration::from_millis(tmo);
     let st2 = st.clone();
     let secret2 = secret.clone();
     let read = tokio::task::spawn_blocking(
         move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
-            let ts = st2.clock.read_ts(st2.applied_ts.load(Ordering::Acquire));
+            let applied = st2.applied_ts.load(Ordering::Acquire);
+            // A member reads at what it has applied: later commits may be in flight elsewhere.
+            let ts = if st2.cluster.is_some() { applied } else { st2.clock.read_ts(applied) };
             let snap =
                 st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
             let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
@@ -357,6 +396,12 @@ async fn write_path(
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
+    if let Some(c) = &st.cluster {
+        return match c.node.submit(bytes).await {
+            Ok(ok) => output_response(&ok.output, started, &seed),
+            Err(e) => error_response(&FqlError::new("unavailable", e.to_string()), 0),
+        };
+    }
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
     let Some(seq) = seq else {
         return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
@@ -370,13 +415,17 @@ async fn write_path(
             return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
         }
     };
-    let mut out: TxnOutput = match tally_value::parse_json_unbounded(&out) {
+    output_response(&out, started, &seed)
+}
+
+fn output_response(out: &[u8], started: Instant, seed: &[u8; 32]) -> Response {
+    let mut out: TxnOutput = match tally_value::parse_json_unbounded(out) {
         Ok(o) => o,
         Err(e) => {
             return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0)
         }
     };
-    tally_fql::secret::reveal(&mut out.body, &seed);
+    tally_fql::secret::reveal(&mut out.body, seed);
     respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
 }
 

@@ -7,9 +7,11 @@
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
 //! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
 
+pub mod cluster;
 pub mod http;
 pub mod machine;
 pub mod node;
 pub mod snapshot;
 
+pub use cluster::ClusterOptions;
 pub use node::{serve, ServeConfig};

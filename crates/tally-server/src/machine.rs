@@ -100,6 +100,11 @@ fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
     })
 }
 
+/// The applied height recorded in the store.
+pub fn meta_height(store: &dyn Store) -> anyhow::Result<u64> {
+    meta_u64(store, META_APPLIED_HEIGHT)
+}
+
 impl FqlMachine {
     pub fn last_ts(&self) -> u64 {
         self.last_ts

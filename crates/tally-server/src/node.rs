@@ -20,6 +20,8 @@ pub struct ServeConfig {
     pub root_key: Option<String>,
     pub epoch_ms: u64,
     pub body_bytes_max: usize,
+    /// Run as a member of a replicated cluster instead of a single node.
+    pub cluster: Option<crate::cluster::ClusterOptions>,
 }
 
 const ROOT_HASH_FILE: &str = "root_key.sha256";
@@ -56,6 +58,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let root_hash = root_key_hash(&cfg)?;
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?);
+    if let Some(opts) = &cfg.cluster {
+        return crate::cluster::serve_member(&cfg, opts, store, root_hash).await;
+    }
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
     let log_last_ts = tally_calvin::Log::last_ts(&log);
     let machine = FqlMachine::open(store.clone())?;
@@ -73,6 +78,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         head,
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
+        cluster: None,
     });
     let app = router(state.clone());
     let listener =
@@ -91,7 +97,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

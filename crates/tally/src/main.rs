@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod cluster_cmd;
+
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
 struct Cli {
@@ -14,7 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a single node on a local data directory.
+    /// Run a server on a local data directory: a single node, or with --node-id and
+    /// --cluster a member of a replicated cluster.
     Serve {
         #[arg(long, default_value = "./tally-data")]
         data_dir: PathBuf,
@@ -29,7 +32,13 @@ enum Cmd {
         /// Largest request body accepted.
         #[arg(long, default_value_t = 16 << 20)]
         body_bytes_max: usize,
+        #[command(flatten)]
+        cluster: cluster_cmd::ClusterFlags,
     },
+    /// Start a local cluster of members as separate processes; Ctrl-C stops them all.
+    DevCluster(cluster_cmd::DevClusterArgs),
+    /// Inspect or change the membership of a running cluster.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
 }
@@ -37,11 +46,12 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "warn,openraft=error".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max } => {
+        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max, cluster } => {
+            let cluster = cluster.options()?;
             // Read-only queries evaluate on blocking threads; give them the executor's
             // stack so a query that is valid there is valid here.
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(512 << 20).build()?;
@@ -51,8 +61,11 @@ fn main() -> anyhow::Result<()> {
                 root_key,
                 epoch_ms,
                 body_bytes_max,
+                cluster,
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
+        Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
+        Cmd::Cluster(args) => cluster_cmd::cluster(args),
     }
 }

@@ -1,0 +1,262 @@
+//! The peer transport: HTTP/1.1 POSTs between members' peer ports, JSON bodies (batches
+//! inside are base64), snapshots as raw bytes. Every request carries the cluster token
+//! (derived from the root key, which every member shares) and is bounded in time.
+//!
+//! [`Faults`] injects per-peer latency (to emulate members 50–150 ms apart) and, for the
+//! fault tests, isolation of this member: while isolated it neither sends nor accepts peer
+//! traffic, exactly like a member cut off by the network.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
+
+/// Header carrying the cluster token on every peer request.
+pub const TOKEN_HEADER: &str = "x-tally-peer-token";
+/// Header carrying `{vote, meta}` (base64 JSON) of a snapshot sent as the raw body.
+pub const SNAPSHOT_HEADER: &str = "x-tally-snapshot";
+
+/// Injected network faults, shared by the client and the peer server of one member.
+#[derive(Default)]
+pub struct Faults {
+    isolated: AtomicBool,
+    /// Added to every request this member sends (ms), unless a per-peer value is set.
+    latency_ms: AtomicU64,
+    per_peer_ms: RwLock<BTreeMap<u64, u64>>,
+}
+
+impl Faults {
+    pub fn set_isolated(&self, on: bool) {
+        self.isolated.store(on, Ordering::Release);
+    }
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Acquire)
+    }
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::Release);
+    }
+    pub fn set_peer_latency_ms(&self, peer: u64, ms: u64) {
+        if let Ok(mut m) = self.per_peer_ms.write() {
+            m.insert(peer, ms);
+        }
+    }
+    pub fn latency_for(&self, peer: u64) -> Duration {
+        let per = self.per_peer_ms.read().ok().and_then(|m| m.get(&peer).copied());
+        Duration::from_millis(per.unwrap_or_else(|| self.latency_ms.load(Ordering::Acquire)))
+    }
+    /// The largest latency configured towards any peer (to size Raft timeouts).
+    pub fn latency_max_ms(&self) -> u64 {
+        let per = self.per_peer_ms.read().ok().and_then(|m| m.values().copied().max()).unwrap_or(0);
+        per.max(self.latency_ms.load(Ordering::Acquire))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("peer {0} is unreachable: {1}")]
+    Unreachable(u64, String),
+    #[error("peer {0} did not answer within {1:?}")]
+    Timeout(u64, Duration),
+    #[error("peer {0} answered HTTP {1}: {2}")]
+    Status(u64, u16, String),
+    #[error("peer {0} sent an unreadable answer: {1}")]
+    Decode(u64, String),
+}
+
+/// An HTTP client for peer ports; cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct PeerClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    token: Arc<str>,
+    pub faults: Arc<Faults>,
+}
+
+impl PeerClient {
+    pub fn new(token: &str, faults: Arc<Faults>) -> PeerClient {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(conn);
+        PeerClient { http, token: token.into(), faults }
+    }
+
+    /// POST `body` to `http://{addr}{path}` with extra headers; the answer's bytes.
+    pub async fn post_bytes(
+        &self,
+        target: u64,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
+        if self.faults.isolated() {
+            return Err(NetError::Unreachable(target, "this member is isolated (fault injection)".into()));
+        }
+        let delay = self.faults.latency_for(target);
+        let mut req = hyper::Request::post(format!("http://{addr}{path}")).header(TOKEN_HEADER, &*self.token);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| NetError::Unreachable(target, e.to_string()))?;
+        let call = async {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let resp = self.http.request(req).await.map_err(|e| NetError::Unreachable(target, e.to_string()))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| NetError::Unreachable(target, e.to_string()))?
+                .to_bytes();
+            if status != 200 {
+                return Err(NetError::Status(target, status, String::from_utf8_lossy(&body).into_owned()));
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| NetError::Timeout(target, timeout))?
+    }
+
+    pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NetError> {
+        let body = serde_json::to_vec(req).map_err(|e| NetError::Decode(target, e.to_string()))?;
+        let b = self.post_bytes(target, addr, path, &[], body, timeout).await?;
+        serde_json::from_slice(&b).map_err(|e| NetError::Decode(target, e.to_string()))
+    }
+}
+
+/// Creates one [`PeerConn`] per target for openraft's replication tasks.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub client: PeerClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: u64, node: &openraft::BasicNode) -> PeerConn {
+        PeerConn { target, addr: node.addr.clone(), client: self.client.clone() }
+    }
+}
+
+pub struct PeerConn {
+    target: u64,
+    addr: String,
+    client: PeerClient,
+}
+
+fn rpc_err(e: NetError) -> RPCError<TypeConfig> {
+    match e {
+        NetError::Unreachable(..) => RPCError::Unreachable(Unreachable::from_string(e)),
+        _ => RPCError::Network(NetworkError::from_string(e)),
+    }
+}
+
+impl PeerConn {
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let r: Result<Resp, RaftError<TypeConfig>> =
+            self.client.post_json(self.target, &self.addr, path, req, option.hard_ttl()).await.map_err(rpc_err)?;
+        r.map_err(|e| RPCError::Network(NetworkError::from_string(format!("peer {}: {e}", self.target))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConn {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc("/raft/pre-vote", &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc("/raft/transfer-leader", &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let head = serde_json::to_vec(&(vote, &snapshot.meta))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let head = base64::engine::general_purpose::STANDARD.encode(head);
+        let data = snapshot.snapshot.into_inner();
+        let headers = [(SNAPSHOT_HEADER, head)];
+        let send = self.client.post_bytes(
+            self.target,
+            &self.addr,
+            "/raft/snapshot",
+            &headers,
+            data,
+            option.hard_ttl().max(Duration::from_secs(60)),
+        );
+        tokio::pin!(cancel);
+        let body = tokio::select! {
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(|e| match rpc_err(e) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::from_string(other)),
+            })?,
+        };
+        let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+            serde_json::from_slice(&body).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        r.map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+    }
+}

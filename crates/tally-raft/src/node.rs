@@ -1,0 +1,479 @@
+//! A ledger member: the Raft instance, the leader's batcher (the sequencer), write
+//! forwarding, linearizable read indexes and membership changes.
+//!
+//! Writes: on the leader, inputs go to the batcher, which closes a batch every `epoch_ms`
+//! (or at a size bound), stamps it with the leader's clock and proposes it as one Raft
+//! entry; each submitter gets its input's output once the entry is applied. On a follower,
+//! the input is forwarded to the leader's peer port, and the answer is returned once this
+//! member has applied the entry too (so a client reads its own writes where it wrote).
+//!
+//! Availability: every wait is bounded by `write_timeout`. A leader that has not heard from
+//! a majority recently, or a follower that cannot reach a leader, answers
+//! [`SubmitError::Unavailable`] at once; a proposal whose fate is unknown when time runs
+//! out answers [`SubmitError::Ambiguous`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
+use serde::{Deserialize, Serialize};
+use tally_calvin::Batch;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::network::{Faults, NetError, NetworkFactory, PeerClient};
+use crate::{BatchRequest, LogStore, Machine, Raft};
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// The members that form a fresh cluster (`--cluster`); empty for a member that waits
+    /// to be added.
+    pub initial_members: BTreeMap<u64, String>,
+    pub epoch_ms: u64,
+    pub batch_inputs_max: usize,
+    pub batch_bytes_max: usize,
+    pub queue_inputs_max: usize,
+    /// Bound on every write (forwarding, commit, local apply) and membership change.
+    pub write_timeout: Duration,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot (and allow purging the log before it) every this many entries.
+    pub snapshot_logs: u64,
+    /// Secret shared by members, sent with every peer request.
+    pub token: String,
+}
+
+impl ClusterConfig {
+    /// Defaults sized for members `latency_ms` apart (one way).
+    pub fn new(node_id: u64, initial_members: BTreeMap<u64, String>, token: String, latency_ms: u64) -> Self {
+        let election_min = 600.max(latency_ms * 12);
+        ClusterConfig {
+            node_id,
+            initial_members,
+            epoch_ms: 10,
+            batch_inputs_max: 8192,
+            batch_bytes_max: 32 << 20,
+            queue_inputs_max: 65_536,
+            write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
+            heartbeat_ms: 100.max(latency_ms * 2),
+            election_timeout_ms: (election_min, election_min * 2),
+            snapshot_logs: 5_000,
+            token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Ambiguous(String),
+    #[error("too many transactions are queued; retry shortly")]
+    Overloaded,
+    #[error("not the leader")]
+    NotLeader(Option<u64>),
+    /// The write was certainly not accepted (e.g. the leader was unreachable): retry.
+    #[error("{0}")]
+    Retry(String),
+}
+
+/// The output of one input and where it landed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitOk {
+    pub output: Vec<u8>,
+    /// Raft index of the entry that carried the input.
+    pub index: u64,
+    pub height: u64,
+}
+
+type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
+
+pub struct RaftNode {
+    pub raft: Raft,
+    pub id: u64,
+    pub cfg: ClusterConfig,
+    pub client: PeerClient,
+    batcher: mpsc::Sender<(Vec<u8>, Reply)>,
+    applied_index: Arc<AtomicU64>,
+    checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn unavailable(msg: impl Into<String>) -> SubmitError {
+    SubmitError::Unavailable(msg.into())
+}
+
+impl RaftNode {
+    /// Start Raft over `log` and `machine`; forms the cluster on the first start of a
+    /// fresh initial member. `last_ts` is the executor's last commit ts (batch ts start
+    /// above it).
+    pub async fn start(
+        cfg: ClusterConfig,
+        log: LogStore,
+        machine: Machine,
+        faults: Arc<Faults>,
+        last_ts: Arc<AtomicU64>,
+    ) -> anyhow_like::Result<Arc<RaftNode>> {
+        let rcfg = openraft::Config {
+            cluster_name: "tally".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms.0,
+            election_timeout_max: cfg.election_timeout_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+            max_in_snapshot_log_to_keep: cfg.snapshot_logs.min(1000),
+            max_payload_entries: 64,
+            install_snapshot_timeout: 60_000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let rcfg = Arc::new(rcfg.validate().map_err(|e| anyhow_like::err(format!("raft config: {e}")))?);
+        let client = PeerClient::new(&cfg.token, faults);
+        let applied_index = machine.applied_index.clone();
+        let checkpoint = Box::new(machine.checkpoint_handle());
+        let net = NetworkFactory { client: client.clone() };
+        let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
+            .await
+            .map_err(|e| anyhow_like::err(format!("starting raft: {e}")))?;
+        if cfg.initial_members.contains_key(&cfg.node_id) && !raft.is_initialized().await.unwrap_or(true) {
+            let members: BTreeMap<u64, BasicNode> =
+                cfg.initial_members.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
+            // Every initial member does this with the same membership; Raft elects one leader.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(error = %e, "cluster already formed");
+            }
+        }
+        let (tx, rx) = mpsc::channel(cfg.queue_inputs_max);
+        let node = Arc::new(RaftNode {
+            raft: raft.clone(),
+            id: cfg.node_id,
+            cfg: cfg.clone(),
+            client,
+            batcher: tx,
+            applied_index,
+            checkpoint,
+        });
+        tokio::spawn(run_batcher(raft, cfg, rx, last_ts));
+        Ok(node)
+    }
+
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::TypeConfig> {
+        use openraft::type_config::async_runtime::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// Wait (bounded) until this member has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        while self.applied_index() < index {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
+    /// The current leader and its peer address, waiting (bounded) for an election.
+    async fn leader(&self, deadline: Instant) -> Result<(u64, String), SubmitError> {
+        loop {
+            let m = self.metrics();
+            if let Some(l) = m.current_leader {
+                if let Some(n) = m.membership_config.membership().get_node(&l) {
+                    return Ok((l, n.addr.clone()));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable("no leader is known: this member cannot reach a majority of the cluster"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Is this member a leader that heard from a majority recently?
+    pub fn leader_with_quorum(&self) -> Result<bool, SubmitError> {
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return Ok(false);
+        }
+        let stale_ms = self.cfg.election_timeout_ms.1 * 2;
+        let since_ack = m.last_quorum_acked.as_ref().map(|t| {
+            use openraft::Instant as _;
+            (**t).elapsed().as_millis() as u64
+        });
+        match since_ack {
+            Some(ms) if ms <= stale_ms => Ok(true),
+            _ if m.membership_config.membership().voter_ids().count() == 1 => Ok(true),
+            _ => Err(unavailable(format!(
+                "this member leads but has not heard from a majority for over {stale_ms} ms; the write was not accepted"
+            ))),
+        }
+    }
+
+    /// Submit one input from a client of this member.
+    pub async fn submit(&self, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
+        let deadline = Instant::now() + self.cfg.write_timeout;
+        loop {
+            let r = if self.leader_with_quorum()? {
+                self.submit_here(input.clone(), deadline).await
+            } else {
+                self.forward(input.clone(), deadline).await
+            };
+            // Not accepted anywhere (leadership moved, or the leader is unreachable while an
+            // election may be under way): safe to try again until the deadline.
+            let why = match r {
+                Err(SubmitError::NotLeader(_)) => "leadership moved while the write was submitted".to_string(),
+                Err(SubmitError::Retry(m)) => m,
+                other => return other,
+            };
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Err(unavailable(format!("{why}; the write was not accepted")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submit to the local batcher (this member is the leader).
+    pub async fn submit_here(&self, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
+        let (otx, orx) = oneshot::channel();
+        self.batcher.try_send((input, otx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => unavailable("this member is shutting down"),
+        })?;
+        match tokio::time::timeout_at(deadline.into(), orx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(unavailable("the sequencer stopped")),
+            Err(_) => Err(SubmitError::Ambiguous(
+                "the write was proposed but not confirmed by a majority in time; it may or may not have been applied"
+                    .into(),
+            )),
+        }
+    }
+
+    async fn forward(&self, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
+        let (leader, addr) = self.leader(deadline.min(Instant::now() + self.cfg.write_timeout / 2)).await?;
+        if leader == self.id {
+            // Leader without a recent quorum: leader_with_quorum already said so.
+            return Err(SubmitError::NotLeader(None));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r: Result<Result<SubmitOk, SubmitError>, NetError> =
+            match self.client.post_bytes(leader, &addr, "/tally/submit", &[], input, left).await {
+                Ok(b) => serde_json::from_slice(&b).map_err(|e| NetError::Decode(leader, e.to_string())),
+                Err(e) => Err(e),
+            };
+        let ok = match r {
+            Ok(r) => r?,
+            Err(NetError::Unreachable(..)) => {
+                return Err(SubmitError::Retry(format!("the leader (member {leader}) is unreachable from this member")))
+            }
+            Err(e) => {
+                return Err(SubmitError::Ambiguous(format!(
+                    "forwarding to the leader failed ({e}); the write may or may not have been applied"
+                )))
+            }
+        };
+        // Answer once applied here too, so this member's readers see it.
+        if !self.wait_applied(ok.index, deadline).await {
+            tracing::warn!(index = ok.index, "answering a committed write before this member applied it");
+        }
+        Ok(ok)
+    }
+
+    /// The Raft index a strictly serializable read must wait for (read index, confirmed
+    /// with a majority by the leader).
+    pub async fn read_index(&self) -> Result<u64, SubmitError> {
+        let deadline = Instant::now() + self.cfg.write_timeout;
+        if self.metrics().state == ServerState::Leader {
+            return self.read_index_here(deadline).await;
+        }
+        let (leader, addr) = self.leader(deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r: Result<Result<u64, SubmitError>, NetError> =
+            self.client.post_json(leader, &addr, "/tally/read-index", &(), left).await;
+        r.map_err(|e| unavailable(format!("cannot reach the leader for a linearized read: {e}")))?
+    }
+
+    pub async fn read_index_here(&self, deadline: Instant) -> Result<u64, SubmitError> {
+        let f = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+        match tokio::time::timeout_at(deadline.into(), f).await {
+            Ok(Ok(l)) => Ok(l.read_log_id().index()),
+            Ok(Err(e)) => Err(match e {
+                RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(f)) => {
+                    SubmitError::NotLeader(f.leader_id)
+                }
+                other => unavailable(format!("cannot confirm leadership with a majority: {other}")),
+            }),
+            Err(_) => Err(unavailable("a majority did not confirm leadership in time")),
+        }
+    }
+
+    /// Add a member (as a learner that catches up, then as a voter).
+    pub async fn add_member(&self, id: u64, addr: String) -> Result<(), SubmitError> {
+        self.membership_op(MembershipOp::Add { id, addr }).await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<(), SubmitError> {
+        self.membership_op(MembershipOp::Remove { id }).await
+    }
+
+    pub async fn membership_op(&self, op: MembershipOp) -> Result<(), SubmitError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        if self.metrics().state != ServerState::Leader {
+            let (leader, addr) = self.leader(deadline).await?;
+            let r: Result<Result<(), SubmitError>, NetError> =
+                self.client.post_json(leader, &addr, "/tally/membership", &op, Duration::from_secs(120)).await;
+            return r.map_err(|e| unavailable(format!("cannot reach the leader: {e}")))?;
+        }
+        self.membership_here(op).await
+    }
+
+    pub async fn membership_here(&self, op: MembershipOp) -> Result<(), SubmitError> {
+        let err = |e: RaftError<crate::TypeConfig, ClientWriteError<crate::TypeConfig>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => SubmitError::NotLeader(f.leader_id),
+            other => unavailable(format!("membership change failed: {other}")),
+        };
+        match op {
+            MembershipOp::Add { id, addr } => {
+                self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(err)?;
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(err)?;
+            }
+            MembershipOp::Remove { id } => {
+                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A summary for `GET /cluster/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.metrics();
+        let members: BTreeMap<String, String> =
+            m.membership_config.membership().nodes().map(|(id, n)| (id.to_string(), n.addr.clone())).collect();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        serde_json::json!({
+            "node_id": self.id,
+            "state": format!("{:?}", m.state),
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "last_log_index": m.last_log_index,
+            "committed": m.cluster_committed.as_ref().map(|l| l.index),
+            "last_applied": m.last_applied.as_ref().map(|l| l.index),
+            "snapshot": m.snapshot.as_ref().map(|l| l.index),
+            "purged": m.purged.as_ref().map(|l| l.index),
+            "members": members,
+            "voters": voters,
+        })
+    }
+
+    /// Stop Raft, then make the state durable.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = (self.checkpoint)().await {
+            tracing::warn!(error = %e, "final checkpoint failed (the log replays it on restart)");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipOp {
+    Add { id: u64, addr: String },
+    Remove { id: u64 },
+}
+
+/// Batches proposed but not yet applied, at most.
+const IN_FLIGHT_BATCHES_MAX: usize = 64;
+
+async fn run_batcher(
+    raft: Raft,
+    cfg: ClusterConfig,
+    mut rx: mpsc::Receiver<(Vec<u8>, Reply)>,
+    last_ts: Arc<AtomicU64>,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_BATCHES_MAX));
+    let mut issued = 0u64;
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.epoch_ms);
+        let mut bytes = first.0.len();
+        let mut items = vec![first];
+        while items.len() < cfg.batch_inputs_max && bytes < cfg.batch_bytes_max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(it)) => {
+                    bytes += it.0.len();
+                    items.push(it);
+                }
+                _ => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        // Never backwards, even across leader changes: above every applied commit.
+        let ts = now_micros().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
+        issued = ts;
+        let (inputs, replies): (Vec<Vec<u8>>, Vec<Reply>) = items.into_iter().unzip();
+        let n = inputs.len();
+        let req = BatchRequest(Batch { height: 0, ts, inputs }.encode());
+        let (responder, done) = ProgressResponder::complete_only();
+        if let Err(e) = raft.write(req).responder(responder).await {
+            for r in replies {
+                let _ = r.send(Err(unavailable(format!("raft stopped: {e}"))));
+            }
+            continue;
+        }
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = done.await;
+            let outcome: Result<(u64, Vec<Vec<u8>>, u64), SubmitError> = match result {
+                Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data.outputs, resp.data.height)),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(SubmitError::NotLeader(f.leader_id)),
+                Ok(Err(e)) => Err(SubmitError::Ambiguous(format!(
+                    "leadership changed while the write was pending ({e}); it may or may not have been applied"
+                ))),
+                Err(_) => Err(SubmitError::Ambiguous("raft dropped the write; it may or may not have been applied".into())),
+            };
+            match outcome {
+                Ok((index, outputs, height)) => {
+                    if outputs.len() != n {
+                        tracing::error!(expected = n, got = outputs.len(), "output count mismatch");
+                    }
+                    let mut outs = outputs.into_iter();
+                    for r in replies {
+                        let res = match outs.next() {
+                            Some(output) => Ok(SubmitOk { output, index, height }),
+                            None => Err(unavailable("no output for the input")),
+                        };
+                        let _ = r.send(res);
+                    }
+                }
+                Err(e) => {
+                    for r in replies {
+                        let _ = r.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Tiny error plumbing without pulling anyhow into the library.
+pub mod anyhow_like {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct Error(pub String);
+    pub type Result<T> = std::result::Result<T, Error>;
+    pub fn err(s: String) -> Error {
+        Error(s)
+    }
+}

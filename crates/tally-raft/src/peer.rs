@@ -1,0 +1,146 @@
+//! The peer port's HTTP API (member to member; never for clients).
+//!
+//! `POST /raft/{append,vote,pre-vote,transfer-leader,snapshot}` carry openraft's RPCs;
+//! `POST /tally/submit` (a forwarded write), `/tally/read-index` and `/tally/membership`
+//! are served by the leader for the other members. Every request must carry the cluster
+//! token; an isolated member (fault injection) refuses everything.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use openraft::errors::RaftError;
+use openraft::raft::{SnapshotResponse, TransferLeaderResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::network::{SNAPSHOT_HEADER, TOKEN_HEADER};
+use crate::node::{MembershipOp, RaftNode, SubmitError, SubmitOk};
+use crate::{SnapshotMeta, TypeConfig, Vote};
+
+/// Largest peer request body (a snapshot is sent whole).
+pub const PEER_BODY_BYTES_MAX: usize = 4 << 30;
+
+pub fn router(node: Arc<RaftNode>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/pre-vote", post(pre_vote))
+        .route("/raft/transfer-leader", post(transfer_leader))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/tally/submit", post(submit))
+        .route("/tally/read-index", post(read_index))
+        .route("/tally/membership", post(membership))
+        .layer(DefaultBodyLimit::max(PEER_BODY_BYTES_MAX))
+        .with_state(node)
+}
+
+/// Token and isolation checks shared by every peer route (also used by tally-server's
+/// extra peer routes).
+pub fn admit(node: &RaftNode, headers: &HeaderMap) -> Result<(), Response> {
+    if node.client.faults.isolated() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "isolated (fault injection)").into_response());
+    }
+    let ok = headers.get(TOKEN_HEADER).map(|v| v.as_bytes() == node.cfg.token.as_bytes()).unwrap_or(false);
+    if !ok {
+        return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster token").into_response());
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => (StatusCode::OK, [("content-type", "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
+}
+
+macro_rules! guard {
+    ($node:expr, $headers:expr, $body:expr) => {{
+        if let Err(r) = admit(&$node, &$headers) {
+            return r;
+        }
+        match parse($body.as_ref()) {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    }};
+}
+
+async fn append(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = guard!(node, headers, body);
+    json(&node.raft.append_entries(req).await)
+}
+
+async fn vote(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = guard!(node, headers, body);
+    json(&node.raft.vote(req).await)
+}
+
+async fn pre_vote(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = guard!(node, headers, body);
+    json(&node.raft.pre_vote(req).await)
+}
+
+async fn transfer_leader(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = guard!(node, headers, body);
+    let r: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
+        node.raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
+    json(&r)
+}
+
+async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = admit(&node, &headers) {
+        return r;
+    }
+    let head = headers
+        .get(SNAPSHOT_HEADER)
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok())
+        .and_then(|b| serde_json::from_slice::<(Vote, SnapshotMeta)>(&b).ok());
+    let Some((vote, meta)) = head else {
+        return (StatusCode::BAD_REQUEST, "missing or unreadable snapshot header").into_response();
+    };
+    let snap = openraft::Snapshot { meta, snapshot: Cursor::new(body.to_vec()) };
+    let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+        node.raft.install_full_snapshot(vote, snap).await.map_err(RaftError::Fatal);
+    json(&r)
+}
+
+async fn submit(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = admit(&node, &headers) {
+        return r;
+    }
+    let input = body.to_vec();
+    let deadline = Instant::now() + node.cfg.write_timeout;
+    let r: Result<SubmitOk, SubmitError> = match node.leader_with_quorum() {
+        Ok(true) => node.submit_here(input, deadline).await,
+        Ok(false) => Err(SubmitError::NotLeader(node.metrics().current_leader)),
+        Err(e) => Err(e),
+    };
+    json(&r)
+}
+
+async fn read_index(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let () = guard!(node, headers, body);
+    let r = node.read_index_here(Instant::now() + node.cfg.write_timeout).await;
+    json(&r)
+}
+
+async fn membership(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    let op: MembershipOp = guard!(node, headers, body);
+    let r = tokio::time::timeout(Duration::from_secs(110), node.membership_here(op))
+        .await
+        .unwrap_or_else(|_| Err(SubmitError::Unavailable("membership change timed out".into())));
+    json(&r)
+}

@@ -1,0 +1,395 @@
+//! A ledger member of a replicated cluster: wiring of the Raft log (tally-raft) to the FQL
+//! executor, the peer port, the client-port cluster API, and divergence detection.
+//!
+//! Client port additions (all but status need the root key as Bearer secret):
+//! `GET /cluster/status`, `POST /cluster/members {"id", "peer"}` (add a member),
+//! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
+//! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
+//!
+//! Peer port additions: `POST /tally/head` and `/tally/header {"height"}`, used by the
+//! divergence check: every second each member compares block headers with every peer at
+//! the highest height both have; on a mismatch it finds the first divergent height, and
+//! a member whose header disagrees with the majority stops at once, loudly, and leaves a
+//! `DIVERGED` file that keeps it from starting again until an operator resyncs it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tally_raft::network::Faults;
+use tally_raft::{ClusterConfig, RaftNode, SubmitError};
+use tally_storage::Store;
+
+use crate::http::AppState;
+use crate::machine::{block_key, FqlMachine};
+
+/// How a member joins a cluster (`tally serve --node-id N --cluster …`).
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub node_id: u64,
+    /// `id → peer address` of the members that form the cluster on first start.
+    pub members: BTreeMap<u64, String>,
+    /// This member's peer address when it is not in `members` (it waits to be added).
+    pub peer_listen: Option<SocketAddr>,
+    /// Added to every request to a peer (emulates distance between members).
+    pub peer_latency_ms: u64,
+    /// Enables `POST /admin/faults` and `TALLY_TEST_DIVERGE_AT` (tests only).
+    pub fault_injection: bool,
+    pub snapshot_logs: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+}
+
+/// Parse `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').with_context(|| format!("`{part}`: expected ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("`{part}`: the member id must be a number"))?;
+        anyhow::ensure!(id > 0, "member ids start at 1");
+        let addr = addr.trim();
+        addr.parse::<SocketAddr>().with_context(|| format!("`{part}`: {addr} is not HOST:PORT"))?;
+        anyhow::ensure!(out.insert(id, addr.to_string()).is_none(), "member {id} is listed twice");
+    }
+    anyhow::ensure!(!out.is_empty(), "--cluster lists no members");
+    Ok(out)
+}
+
+/// The secret members present to each other: derived from the root key they all share.
+pub fn peer_token(root_key_hash: &str) -> String {
+    hex::encode(Sha256::digest(format!("tally-peer-token/v1/{root_key_hash}").as_bytes()))
+}
+
+/// The cluster side of a running member, as the HTTP handlers see it.
+pub struct Cluster {
+    pub node: Arc<RaftNode>,
+    pub faults: Arc<Faults>,
+    pub fault_injection: bool,
+}
+
+const DIVERGED_FILE: &str = "DIVERGED";
+
+/// Everything `serve` needs to run a member.
+pub struct Member {
+    pub cluster: Arc<Cluster>,
+    pub peer_addr: SocketAddr,
+    pub peer_router: Router,
+}
+
+/// Open the Raft log and state machine in `data_dir` and start Raft.
+pub async fn start_member(
+    data_dir: &Path,
+    opts: &ClusterOptions,
+    epoch_ms: u64,
+    store: Arc<dyn Store>,
+    root_key_hash: &str,
+) -> anyhow::Result<(Member, Arc<std::sync::atomic::AtomicU64>, Head)> {
+    if let Ok(msg) = std::fs::read_to_string(data_dir.join(DIVERGED_FILE)) {
+        anyhow::bail!(
+            "this member stopped after its ledger diverged from the cluster:\n{msg}\nInspect it, then \
+             start it from an empty data directory so it catches up from the others."
+        );
+    }
+    let single_log = data_dir.join("log").join("input.log");
+    if std::fs::metadata(&single_log).map(|m| m.len() > 0).unwrap_or(false) {
+        anyhow::bail!(
+            "{} holds a single-node input log; a cluster member must start from an empty data directory",
+            data_dir.display()
+        );
+    }
+    let peer_addr: SocketAddr = match (opts.members.get(&opts.node_id), opts.peer_listen) {
+        (_, Some(a)) => a,
+        (Some(a), None) => a.parse()?,
+        (None, None) => anyhow::bail!(
+            "member {} is not in --cluster; give its peer address with --peer-listen to join an existing cluster",
+            opts.node_id
+        ),
+    };
+    let mut machine = FqlMachine::open(store.clone())?;
+    if opts.fault_injection {
+        machine.diverge_at = std::env::var("TALLY_TEST_DIVERGE_AT").ok().and_then(|v| v.parse().ok());
+    }
+    let applied_ts = machine.applied_ts.clone();
+    let head = machine.head.clone();
+    let raft_dir = data_dir.join("raft");
+    std::fs::create_dir_all(&raft_dir)?;
+    let sm = tally_raft::Machine::open(machine, &raft_dir.join("snapshot")).context("opening the raft state machine")?;
+    let log = tally_raft::LogStore::open(&raft_dir.join("log.redb")).context("opening the raft log")?;
+    let faults = Arc::new(Faults::default());
+    faults.set_latency_ms(opts.peer_latency_ms);
+    let initial = if opts.members.contains_key(&opts.node_id) { opts.members.clone() } else { BTreeMap::new() };
+    let mut cfg = ClusterConfig::new(opts.node_id, initial, peer_token(root_key_hash), opts.peer_latency_ms);
+    cfg.epoch_ms = epoch_ms;
+    if let Some(n) = opts.snapshot_logs {
+        cfg.snapshot_logs = n.max(2);
+    }
+    if let Some(ms) = opts.write_timeout_ms {
+        cfg.write_timeout = Duration::from_millis(ms);
+    }
+    let node = RaftNode::start(cfg, log, sm, faults.clone(), applied_ts.clone()).await?;
+    let cluster = Arc::new(Cluster { node: node.clone(), faults, fault_injection: opts.fault_injection });
+    let peer_router = tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store));
+    Ok((Member { cluster, peer_addr, peer_router }, applied_ts, head))
+}
+
+type Head = Arc<std::sync::Mutex<Option<tally_ledger::BlockHeader>>>;
+
+#[derive(Clone)]
+struct PeerState {
+    cluster: Arc<Cluster>,
+    head: Head,
+    store: Arc<dyn Store>,
+}
+
+fn peer_routes(cluster: Arc<Cluster>, head: Head, store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/tally/head", post(peer_head))
+        .route("/tally/header", post(peer_header))
+        .with_state(PeerState { cluster, head, store })
+}
+
+async fn peer_head(State(st): State<PeerState>, headers: HeaderMap) -> Response {
+    if let Err(r) = tally_raft::peer::admit(&st.cluster.node, &headers) {
+        return r;
+    }
+    let h = st.head.lock().ok().and_then(|h| *h);
+    let (height, hash) = h.map(|h| (h.height, hex::encode(h.hash()))).unwrap_or((0, hex::encode([0u8; 32])));
+    axum::Json(json!({"height": height, "hash": hash})).into_response()
+}
+
+fn header_hash(store: &dyn Store, height: u64) -> Option<String> {
+    let b = store.snapshot().ok()?.meta(&block_key(height)).ok()??;
+    tally_ledger::BlockHeader::decode(&b).ok().map(|h| hex::encode(h.hash()))
+}
+
+async fn peer_header(State(st): State<PeerState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = tally_raft::peer::admit(&st.cluster.node, &headers) {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"height\": n}").into_response();
+    };
+    let height = req["height"].as_u64().unwrap_or(0);
+    let hash = header_hash(&*st.store, height);
+    axum::Json(json!({"height": height, "hash": hash})).into_response()
+}
+
+/// Client-port routes (merged into the main router; 404 on a single node).
+pub fn client_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/cluster/status", get(status))
+        .route("/cluster/members", post(add_member))
+        .route("/cluster/members/{id}", delete(remove_member))
+        .route("/admin/faults", post(faults))
+}
+
+fn not_clustered() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({"errors": [{"code": "not found",
+        "description": "This server runs as a single node; start it with --cluster for the cluster API."}]})))
+        .into_response()
+}
+
+fn err_json(status: StatusCode, code: &str, desc: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"errors": [{"code": code, "description": desc.into()}]}))).into_response()
+}
+
+/// The root key, as Bearer secret, guards cluster administration.
+fn is_root(st: &AppState, headers: &HeaderMap) -> bool {
+    let secret = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("Bearer ").map(|s| s.trim().to_string()));
+    let Some(secret) = secret else { return false };
+    let h = hex::encode(Sha256::digest(secret.as_bytes()));
+    use subtle::ConstantTimeEq;
+    h.as_bytes().ct_eq(st.root_key_hash.as_bytes()).into()
+}
+
+async fn status(State(st): State<Arc<AppState>>) -> Response {
+    let Some(c) = &st.cluster else { return not_clustered() };
+    let mut s = c.node.status();
+    let head = st.head.lock().ok().and_then(|h| *h);
+    s["head"] = json!({"height": head.map(|h| h.height).unwrap_or(0),
+                       "hash": hex::encode(head.map(|h| h.hash()).unwrap_or([0; 32]))});
+    s["isolated"] = json!(c.faults.isolated());
+    axum::Json(s).into_response()
+}
+
+pub fn submit_error_response(e: &SubmitError) -> Response {
+    err_json(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+}
+
+async fn add_member(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(c) = &st.cluster else { return not_clustered() };
+    if !is_root(&st, &headers) {
+        return err_json(StatusCode::UNAUTHORIZED, "unauthorized", "cluster administration needs the root key");
+    }
+    let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (Some(id), Some(peer)) = (req["id"].as_u64(), req["peer"].as_str()) else {
+        return err_json(StatusCode::BAD_REQUEST, "bad request", "expected {\"id\": N, \"peer\": \"HOST:PORT\"}");
+    };
+    if peer.parse::<SocketAddr>().is_err() {
+        return err_json(StatusCode::BAD_REQUEST, "bad request", format!("{peer} is not HOST:PORT"));
+    }
+    match c.node.add_member(id, peer.to_string()).await {
+        Ok(()) => axum::Json(c.node.status()).into_response(),
+        Err(e) => submit_error_response(&e),
+    }
+}
+
+async fn remove_member(State(st): State<Arc<AppState>>, headers: HeaderMap, UrlPath(id): UrlPath<u64>) -> Response {
+    let Some(c) = &st.cluster else { return not_clustered() };
+    if !is_root(&st, &headers) {
+        return err_json(StatusCode::UNAUTHORIZED, "unauthorized", "cluster administration needs the root key");
+    }
+    match c.node.remove_member(id).await {
+        Ok(()) => axum::Json(c.node.status()).into_response(),
+        Err(e) => submit_error_response(&e),
+    }
+}
+
+async fn faults(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let Some(c) = st.cluster.as_ref().filter(|c| c.fault_injection) else {
+        return err_json(StatusCode::NOT_FOUND, "not found", "fault injection is off (start with --fault-injection)");
+    };
+    let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(on) = req["isolate"].as_bool() {
+        c.faults.set_isolated(on);
+    }
+    if let Some(ms) = req["latency_ms"].as_u64() {
+        c.faults.set_latency_ms(ms);
+    }
+    axum::Json(json!({"isolated": c.faults.isolated()})).into_response()
+}
+
+/// Compare headers with every peer, forever; stop this process on a divergence where this
+/// member is in the minority.
+pub async fn watch_divergence(cluster: Arc<Cluster>, store: Arc<dyn Store>, data_dir: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = check_once(&cluster, &*store, &data_dir).await {
+            tracing::debug!(error = %e, "divergence check skipped");
+        }
+    }
+}
+
+async fn peer_call(c: &Cluster, id: u64, addr: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    Ok(c.node.client.post_json(id, addr, path, &body, Duration::from_secs(2)).await?)
+}
+
+async fn peer_hash(c: &Cluster, id: u64, addr: &str, height: u64) -> anyhow::Result<Option<String>> {
+    let v = peer_call(c, id, addr, "/tally/header", json!({"height": height})).await?;
+    Ok(v["hash"].as_str().map(String::from))
+}
+
+async fn check_once(c: &Cluster, store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
+    let m = c.node.metrics();
+    let peers: Vec<(u64, String)> = m
+        .membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != c.node.id)
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    let members = peers.len() + 1;
+    let my_height = crate::machine::meta_height(store)?;
+    for (id, addr) in &peers {
+        let Ok(head) = peer_call(c, *id, addr, "/tally/head", json!(null)).await else { continue };
+        let peer_height = head["height"].as_u64().unwrap_or(0);
+        let h = my_height.min(peer_height);
+        if h == 0 {
+            continue;
+        }
+        let theirs = if peer_height == h { head["hash"].as_str().map(String::from) } else { peer_hash(c, *id, addr, h).await? };
+        if theirs.is_none() || theirs == header_hash(store, h) {
+            continue;
+        }
+        // Headers chain: find the first height where they differ.
+        let (mut lo, mut hi) = (1u64, h);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if peer_hash(c, *id, addr, mid).await? == header_hash(store, mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let d = lo;
+        let mine = header_hash(store, d);
+        let mut agree = 1; // this member
+        let mut seen = Vec::new();
+        for (pid, paddr) in &peers {
+            if let Ok(ph) = peer_hash(c, *pid, paddr, d).await {
+                if ph == mine {
+                    agree += 1;
+                }
+                seen.push(format!("member {pid}: {}", ph.unwrap_or_else(|| "-".into())));
+            }
+        }
+        if agree * 2 <= members {
+            let msg = format!(
+                "DIVERGENCE: member {} computed block {d} as {} but the majority disagrees ({}); first divergent height {d}",
+                c.node.id,
+                mine.unwrap_or_else(|| "-".into()),
+                seen.join(", ")
+            );
+            tracing::error!("{msg}");
+            eprintln!("tally: fatal: {msg}");
+            let _ = std::fs::write(data_dir.join(DIVERGED_FILE), format!("{msg}\n"));
+            std::process::exit(71);
+        }
+        tracing::error!(peer = id, height = d, "member {id} diverged from the majority at block {d}");
+    }
+    Ok(())
+}
+
+/// Run a member until SIGINT/SIGTERM.
+pub async fn serve_member(
+    cfg: &crate::ServeConfig,
+    opts: &ClusterOptions,
+    store: Arc<dyn Store>,
+    root_hash: String,
+) -> anyhow::Result<()> {
+    let (member, applied_ts, head) = start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash).await?;
+    let Member { cluster, peer_addr, peer_router } = member;
+    let peer_listener =
+        tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
+    let peer_task = tokio::spawn(async move { axum::serve(peer_listener, peer_router).await });
+    let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        sequencer: std::sync::Mutex::new(None),
+        applied_ts,
+        clock,
+        head,
+        root_key_hash: root_hash,
+        body_bytes_max: cfg.body_bytes_max,
+        cluster: Some(cluster.clone()),
+    });
+    tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
+    let app = crate::http::router(state.clone());
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    println!("tally member {} listening on {addr} (peer port {peer_addr})", opts.node_id);
+    let started = Instant::now();
+    axum::serve(listener, app).with_graceful_shutdown(crate::node::shutdown_signal()).await?;
+    peer_task.abort();
+    cluster.node.shutdown().await;
+    tracing::info!(uptime_s = started.elapsed().as_secs(), "member stopped");
+    println!("tally stopped");
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Cluster subcommands and flags: `serve --node-id/--cluster`, `dev-cluster`, and
+//! `cluster status|add|remove`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+/// `tally serve` flags that make the server a member of a replicated cluster.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClusterFlags {
+    /// This member's id (with --cluster).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// The members' peer addresses, `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`.
+    /// Starting every listed member forms the cluster; restarts rejoin it.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Peer address of a member that is not in --cluster (it waits for `tally cluster add`).
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Milliseconds added to every message to a peer, to emulate members far apart.
+    #[arg(long, default_value_t = 0)]
+    pub peer_latency_ms: u64,
+    /// Longest a write waits for a majority before answering 503 unavailable.
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// Test-only: enables POST /admin/faults (isolate this member from its peers).
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
+    /// Build a Raft snapshot every this many log entries.
+    #[arg(long, hide = true)]
+    pub snapshot_logs: Option<u64>,
+}
+
+impl ClusterFlags {
+    pub fn options(&self) -> anyhow::Result<Option<tally_server::ClusterOptions>> {
+        let (Some(node_id), Some(list)) = (self.node_id, self.cluster.as_deref()) else {
+            anyhow::ensure!(
+                self.node_id.is_none() && self.cluster.is_none(),
+                "--node-id and --cluster go together"
+            );
+            return Ok(None);
+        };
+        Ok(Some(tally_server::ClusterOptions {
+            node_id,
+            members: tally_server::cluster::parse_members(list)?,
+            peer_listen: self.peer_listen,
+            peer_latency_ms: self.peer_latency_ms,
+            fault_injection: self.fault_injection,
+            snapshot_logs: self.snapshot_logs,
+            write_timeout_ms: self.write_timeout_ms,
+        }))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DevClusterArgs {
+    /// How many members.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u64,
+    /// Parent directory of the members' data directories (node1, node2, …).
+    #[arg(long, default_value = "./tally-cluster")]
+    pub data_dir: PathBuf,
+    /// Member i serves clients on BASE+i-1 and peers on BASE+100+i-1.
+    #[arg(long, default_value_t = 8441)]
+    pub base_port: u16,
+    #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
+    pub root_key: Option<String>,
+    /// Milliseconds added to every message between members.
+    #[arg(long, default_value_t = 0)]
+    pub peer_latency_ms: u64,
+    #[arg(long, default_value_t = 10)]
+    pub epoch_ms: u64,
+}
+
+pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=9).contains(&a.replicas), "--replicas must be between 1 and 9");
+    let exe = std::env::current_exe().context("locating the tally binary")?;
+    std::fs::create_dir_all(&a.data_dir)?;
+    let key_file = a.data_dir.join("root_key");
+    let root_key = match a.root_key.clone() {
+        Some(k) => k,
+        None => match std::fs::read_to_string(&key_file) {
+            Ok(k) => k.trim().to_string(),
+            Err(_) => {
+                let k = format!("tally-dev-{:016x}{:016x}", rand_u64(), rand_u64());
+                std::fs::write(&key_file, &k)?;
+                k
+            }
+        },
+    };
+    let peer = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + 100 + i - 1);
+    let client = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + i - 1);
+    let list: Vec<String> = (1..=a.replicas).map(|i| format!("{i}={}", peer(i))).collect();
+    let list = list.join(",");
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for i in 1..=a.replicas {
+        let dir = a.data_dir.join(format!("node{i}"));
+        let child = Command::new(&exe)
+            .args(["serve", "--node-id", &i.to_string(), "--cluster", &list, "--listen", &client(i)])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--epoch-ms", &a.epoch_ms.to_string(), "--peer-latency-ms", &a.peer_latency_ms.to_string()])
+            .env("TALLY_ROOT_KEY", &root_key)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting member {i}"))?;
+        children.push((i, child));
+    }
+    println!("tally dev-cluster: {} members, data in {}", a.replicas, a.data_dir.display());
+    println!("root key: {root_key}");
+    for i in 1..=a.replicas {
+        println!("  member {i}: http://{}   (peer port {})", client(i), peer(i));
+    }
+    println!("Point any FQL v4 driver at any member. Ctrl-C stops them all.");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = poll.tick() => {
+                    for (i, c) in children.iter_mut() {
+                        if let Ok(Some(st)) = c.try_wait() {
+                            eprintln!("tally dev-cluster: member {i} exited ({st}); the others keep running");
+                        }
+                    }
+                    children.retain_mut(|(_, c)| !matches!(c.try_wait(), Ok(Some(_))));
+                    if children.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    for (_, c) in &children {
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, c) in children.iter_mut() {
+        while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            eprintln!("tally dev-cluster: member {i} did not stop; killing it");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    println!("tally dev-cluster: stopped");
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Client endpoint of any member, e.g. http://127.0.0.1:8441.
+    #[arg(long, default_value = "http://127.0.0.1:8441", global = true)]
+    pub endpoint: String,
+    #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true, global = true)]
+    pub root_key: Option<String>,
+    #[command(subcommand)]
+    pub cmd: ClusterCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Show the member's view of the cluster.
+    Status,
+    /// Add a member (started with `serve --node-id ID --peer-listen PEER --cluster …`):
+    /// it catches up (by snapshot if needed), then votes.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// The new member's peer address.
+        #[arg(long)]
+        peer: SocketAddr,
+    },
+    /// Remove a member from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
+    let key = a.root_key.clone().unwrap_or_default();
+    let (method, path, body) = match &a.cmd {
+        ClusterCmd::Status => ("GET", "/cluster/status".to_string(), String::new()),
+        ClusterCmd::Add { id, peer } => {
+            ("POST", "/cluster/members".to_string(), format!("{{\"id\":{id},\"peer\":\"{peer}\"}}"))
+        }
+        ClusterCmd::Remove { id } => ("DELETE", format!("/cluster/members/{id}"), String::new()),
+    };
+    let (status, body) = http(&a.endpoint, method, &path, &key, &body)?;
+    println!("{body}");
+    anyhow::ensure!(status == 200, "the member answered HTTP {status}");
+    Ok(())
+}
+
+/// One HTTP/1.1 request over a plain TCP connection (no client library needed).
+fn http(endpoint: &str, method: &str, path: &str, key: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(180)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
