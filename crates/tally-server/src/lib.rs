@@ -10,8 +10,8 @@
 pub mod cluster;
 pub mod http;
 pub mod machine;
-pub mod node;
 pub mod snapshot;
+pub mod node;
 
 pub use cluster::ClusterOptions;
 pub use node::{serve, ServeConfig};
