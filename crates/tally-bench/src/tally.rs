@@ -260,7 +260,7 @@ pub async fn load(
 ) -> anyhow::Result<()> {
     let mut c = Conn::connect(addr, secret).await?;
     let accounts = accounts.max(2);
-    let batches: Vec<Value> = match workload {
+    match workload {
         Workload::Transfer | Workload::Read => {
             for q in [fql::create_collection(fql::ACCOUNTS), fql::create_collection(fql::TRANSFERS)] {
                 c.query_json(&q).await?.resource().context("creating collections")?;
@@ -270,39 +270,43 @@ pub async fn load(
             if variant == Variant::Udf {
                 c.query_json(&fql::create_transfer_fn()).await?.resource().context("creating the UDF")?;
             }
-            chunks(accounts).map(|r| fql::create_accounts(r, INITIAL_BALANCE)).collect()
+            run_load(addr, secret, accounts, |r| fql::create_accounts(r, INITIAL_BALANCE)).await
         }
         Workload::Purchase => {
             for q in fql::exchange_schema() {
                 c.query_json(&q).await?.resource().context("creating the Animal Exchange schema")?;
             }
-            let players = chunks(accounts).map(|r| fql::create_players(r, INITIAL_BALANCE));
-            let items = chunks(accounts).map(|r| fql::create_items(r, |id| (id * 7919) % accounts + 1, 10));
             // Players first: items refer to them.
-            let p: Vec<Value> = players.collect();
-            run_load(addr, secret, p).await?;
-            items.collect()
+            run_load(addr, secret, accounts, |r| fql::create_players(r, INITIAL_BALANCE)).await?;
+            run_load(addr, secret, accounts, move |r| fql::create_items(r, |id| (id * 7919) % accounts + 1, 10)).await
         }
-    };
-    run_load(addr, secret, batches).await
+    }
 }
 
-fn chunks(n: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
-    (0..n.div_ceil(LOAD_BATCH)).map(move |i| (1 + i * LOAD_BATCH)..(1 + ((i + 1) * LOAD_BATCH).min(n)))
-}
-
-async fn run_load(addr: SocketAddr, secret: &str, batches: Vec<Value>) -> anyhow::Result<()> {
-    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+/// Send `make(ids)` for every [`LOAD_BATCH`] ids of `1..=n`, [`LOAD_CONCURRENCY`] requests
+/// at a time; each request is built only when a loader takes it, so memory stays flat
+/// whatever `n` is.
+async fn run_load(
+    addr: SocketAddr,
+    secret: &str,
+    n: u64,
+    make: impl Fn(std::ops::Range<u64>) -> Value + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let make = Arc::new(make);
+    let chunks = n.div_ceil(LOAD_BATCH);
     let mut tasks = Vec::new();
     for _ in 0..LOAD_CONCURRENCY {
-        let queue = queue.clone();
-        let secret = secret.to_string();
+        let (next, make, secret) = (next.clone(), make.clone(), secret.to_string());
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::connect(addr, &secret).await?;
             loop {
-                let next = queue.lock().map_err(|_| anyhow::anyhow!("load queue poisoned"))?.next();
-                let Some(q) = next else { return anyhow::Ok(()) };
-                let (r, _) = send(&mut c, Bytes::from(serde_json::to_vec(&q)?)).await?;
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= chunks {
+                    return anyhow::Ok(());
+                }
+                let ids = (1 + i * LOAD_BATCH)..(1 + ((i + 1) * LOAD_BATCH).min(n));
+                let (r, _) = send(&mut c, Bytes::from(serde_json::to_vec(&make(ids))?)).await?;
                 r.resource().context("loading documents")?;
             }
         }));
