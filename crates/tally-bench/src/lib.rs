@@ -175,7 +175,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let m = machine();
     println!("\nmachine: {} cores ({}), {} GiB; {}\n", m.cores, m.cpu, m.memory_gib, m.note);
     println!("{}", stats::table(&reports));
-    for r in &reports {
+    for r in reports.iter().filter(|r| r.transfers > 0) {
         if let Some(cpu) = r.cpu.as_ref() {
             let server = if cpu.server_us_per_transfer > 0.0 {
                 format!("server CPU {:.0} us/transfer, ", cpu.server_us_per_transfer)

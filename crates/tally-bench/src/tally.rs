@@ -137,7 +137,7 @@ impl OpGen {
         (a, b)
     }
 
-    pub fn next(&mut self) -> Op {
+    pub fn next_op(&mut self) -> Op {
         match self.workload {
             Workload::Transfer if self.batch == 1 => {
                 let (a, b) = self.pair();
@@ -334,7 +334,7 @@ pub async fn drive(
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr, &secret).await?;
             while Instant::now() < deadline {
-                let op = gen.next();
+                let op = gen.next_op();
                 let began = Instant::now();
                 let (reply, retries) = match send(&mut conn, op.body.clone()).await {
                     Ok(x) => x,
