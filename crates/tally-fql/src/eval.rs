@@ -16,6 +16,11 @@ use crate::error::{code, invalid_argument, invalid_expression, wrong_type, FqlEr
 use crate::expr::{Call, Expr};
 use crate::model::Tx;
 
+/// Called every 1,024 steps of read-only evaluation (never in the executor), so a
+/// server can hand the thread's evaluation slot to a more deserving tenant (see
+/// tally-server's scheduler). It may block; it never changes a result.
+pub static YIELD_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Reads only; the first write function aborts evaluation with `needs_write`.
@@ -187,6 +192,10 @@ impl<'a> Eval<'a> {
                         code::TIME_OUT,
                         "Query timed out (X-Query-Timeout); simplify it or raise the timeout.",
                     ));
+                }
+                // Only read-only evaluation (the one with a deadline) ever yields.
+                if let Some(hook) = YIELD_HOOK.get() {
+                    hook();
                 }
             }
         }
