@@ -339,6 +339,8 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
             let snap =
                 st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
             let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
+            // Weighted fair admission by tenant (see scheduler.rs); held while evaluating.
+            let _slot = crate::scheduler::global().acquire(auth.db, auth.priority);
             let limits = Limits { steps_max: tmo * STEPS_PER_MS, ..Limits::default() };
             let out = tally_fql::run::evaluate(
                 &*snap,

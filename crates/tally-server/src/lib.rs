@@ -12,6 +12,7 @@ pub mod http;
 pub mod machine;
 pub mod snapshot;
 pub mod node;
+pub mod scheduler;
 
 pub use cluster::ClusterOptions;
 pub use node::{serve, ServeConfig};
