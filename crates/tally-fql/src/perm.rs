@@ -106,39 +106,39 @@ fn root_class(res: Resource) -> bool {
     matches!(res, Resource::Coll(c) if ROOT_CLASSES.contains(&c))
 }
 
-/// The arguments a predicate receives, built for the predicate's arity.
+/// The arguments a predicate receives, built (only when a predicate runs) for the
+/// predicate's arity.
 pub enum PredArgs<'a> {
     /// `read delete history_read`, membership: the document's ref.
     Ref(&'a Ref),
     /// `create`: the new document's fields.
-    Data(Value),
+    Data(&'a Object),
     /// `create_with_id`: fields, or `[fields, ref]` for two parameters.
-    DataRef(Value, &'a Ref),
+    DataRef(&'a Object, &'a Ref),
     /// `write`: `[old, new]`, or `[old, new, ref]` for three parameters.
-    Write(Value, Value, &'a Ref),
+    Write(&'a Object, &'a Object, &'a Ref),
     /// `history_write`: `[ref, ts, action, data]`.
-    History(&'a Ref, Value, &'static str, Value),
+    History(&'a Ref, u64, &'static str, &'a Object),
     /// Index `read`/`unrestricted_read`: the terms array; `call`: the arguments.
-    Value(Value),
+    Value(&'a Value),
     /// Collection `unrestricted_read`.
     Null,
 }
 
 impl PredArgs<'_> {
     fn for_arity(&self, arity: usize) -> Value {
+        let r = |r: &Ref| Value::Ref(r.clone());
         match self {
-            PredArgs::Ref(r) => Value::Ref((*r).clone()),
-            PredArgs::Data(d) => d.clone(),
-            PredArgs::DataRef(d, _) if arity < 2 => d.clone(),
-            PredArgs::DataRef(d, r) => Value::Array(vec![d.clone(), Value::Ref((*r).clone())]),
-            PredArgs::Write(o, n, r) if arity == 3 => {
-                Value::Array(vec![o.clone(), n.clone(), Value::Ref((*r).clone())])
+            PredArgs::Ref(x) => r(x),
+            PredArgs::Data(d) => fields_view(d),
+            PredArgs::DataRef(d, _) if arity < 2 => fields_view(d),
+            PredArgs::DataRef(d, x) => Value::Array(vec![fields_view(d), r(x)]),
+            PredArgs::Write(o, n, x) if arity == 3 => Value::Array(vec![fields_view(o), fields_view(n), r(x)]),
+            PredArgs::Write(o, n, _) => Value::Array(vec![fields_view(o), fields_view(n)]),
+            PredArgs::History(x, ts, a, d) => {
+                Value::Array(vec![r(x), micros_to_time(*ts), Value::String((*a).into()), fields_view(d)])
             }
-            PredArgs::Write(o, n, _) => Value::Array(vec![o.clone(), n.clone()]),
-            PredArgs::History(r, ts, a, d) => {
-                Value::Array(vec![Value::Ref((*r).clone()), ts.clone(), Value::String((*a).into()), d.clone()])
-            }
-            PredArgs::Value(v) => v.clone(),
+            PredArgs::Value(v) => (*v).clone(),
             PredArgs::Null => Value::Null,
         }
     }
@@ -422,12 +422,11 @@ impl<'a> Eval<'a> {
     pub fn index_filter(&mut self, db: DbId, def: &IndexDef, terms: &Value) -> Result<ReadFilter> {
         let res = Resource::Index(def.id);
         let builtin = !matches!(self.auth.role, Role::Custom(_) | Role::Member);
-        let unrestricted =
-            !builtin && self.permitted(db, res, Action::UnrestrictedRead, &PredArgs::Value(terms.clone()))?;
+        let unrestricted = !builtin && self.permitted(db, res, Action::UnrestrictedRead, &PredArgs::Value(terms))?;
         if unrestricted {
             return Ok(ReadFilter::All);
         }
-        if !self.permitted(db, res, Action::Read, &PredArgs::Value(terms.clone()))? {
+        if !self.permitted(db, res, Action::Read, &PredArgs::Value(terms))? {
             return Err(permission_denied());
         }
         // Readable index: the elements are filtered by their documents.
@@ -443,23 +442,22 @@ impl<'a> Eval<'a> {
 
     /// May the query call function `fid` (in `db`) with `args` (the raw `arguments`)?
     pub fn check_call(&mut self, db: DbId, fid: u64, args: &Value) -> Result<()> {
-        self.require(db, Resource::Function(fid), Action::Call, &PredArgs::Value(args.clone()))
+        self.require(db, Resource::Function(fid), Action::Call, &PredArgs::Value(args))
     }
 
     /// May the query create `r` in `coll` with `fields`? With an explicit id v4 asks for
     /// `create_with_id`, or else for both `create` and `history_write`.
     pub fn check_create(&mut self, db: DbId, coll: CollId, r: &Ref, fields: &Object, with_id: bool) -> Result<()> {
         let res = Resource::Coll(coll);
-        let data = fields_view(fields);
         if !with_id {
-            return self.require(db, res, Action::Create, &PredArgs::Data(data));
+            return self.require(db, res, Action::Create, &PredArgs::Data(fields));
         }
-        if self.permitted(db, res, Action::CreateWithId, &PredArgs::DataRef(data.clone(), r))? {
+        if self.permitted(db, res, Action::CreateWithId, &PredArgs::DataRef(fields, r))? {
             return Ok(());
         }
-        let ts = self.txn_time();
-        if self.permitted(db, res, Action::Create, &PredArgs::Data(data.clone()))?
-            && self.permitted(db, res, Action::HistoryWrite, &PredArgs::History(r, ts, "create", data))?
+        let ts = self.txn_ts();
+        if self.permitted(db, res, Action::Create, &PredArgs::Data(fields))?
+            && self.permitted(db, res, Action::HistoryWrite, &PredArgs::History(r, ts, "create", fields))?
         {
             return Ok(());
         }
@@ -468,8 +466,7 @@ impl<'a> Eval<'a> {
 
     /// May the query change document `r` from `old` to `new`?
     pub fn check_write(&mut self, db: DbId, coll: CollId, r: &Ref, old: &Object, new: &Object) -> Result<()> {
-        let args = PredArgs::Write(fields_view(old), fields_view(new), r);
-        self.require(db, Resource::Coll(coll), Action::Write, &args)
+        self.require(db, Resource::Coll(coll), Action::Write, &PredArgs::Write(old, new, r))
     }
 
     pub fn check_delete(&mut self, db: DbId, coll: CollId, r: &Ref) -> Result<()> {
@@ -486,13 +483,7 @@ impl<'a> Eval<'a> {
         action: &'static str,
         data: &Object,
     ) -> Result<()> {
-        let t = micros_to_time(ts);
-        let args = PredArgs::History(r, t, action, fields_view(data));
-        self.require(db, Resource::Coll(coll), Action::HistoryWrite, &args)
-    }
-
-    fn txn_time(&self) -> Value {
-        micros_to_time(self.txn_ts())
+        self.require(db, Resource::Coll(coll), Action::HistoryWrite, &PredArgs::History(r, ts, action, data))
     }
 
     // ---- user-defined roles ----
