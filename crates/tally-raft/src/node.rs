@@ -261,7 +261,8 @@ impl RaftNode {
     }
 
     async fn forward(&self, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
-        let (leader, addr) = self.leader(deadline.min(Instant::now() + self.cfg.write_timeout / 2)).await?;
+        // Leave a moment of the deadline for the forwarded write itself.
+        let (leader, addr) = self.leader(deadline - self.cfg.write_timeout / 5).await?;
         if leader == self.id {
             // Leader without a recent quorum: leader_with_quorum already said so.
             return Err(SubmitError::NotLeader(None));

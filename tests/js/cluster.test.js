@@ -1,0 +1,293 @@
+'use strict'
+// A 3-member Tally cluster on loopback, driven through the official faunadb driver:
+// a bank workload (100 accounts, concurrent idempotent transfers) while members are
+// killed (-9), cut off and restarted; afterwards every member holds the same ledger, the
+// total balance is unchanged, every acknowledged transfer is present everywhere and none
+// was applied twice. Also: linearized reads on followers, divergence detection, and
+// adding a member that catches up by snapshot.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+
+const { q, sleep } = require('./helpers/server')
+const { TallyCluster } = require('./helpers/cluster')
+
+const ACCOUNTS = 100
+const START_BALANCE = 1000
+const WORKERS = 8
+
+const acct = i => q.Ref(q.Collection('accounts'), String(i))
+const log = (...a) => process.env.TALLY_TEST_VERBOSE && console.error(new Date().toISOString(), ...a)
+
+async function setupBank(m) {
+  const c = m.client()
+  await c.query(q.CreateCollection({ name: 'accounts' }))
+  await c.query(q.CreateCollection({ name: 'transfers' }))
+  await c.query(q.CreateIndex({ name: 'transfers_by_id', source: q.Collection('transfers'),
+    terms: [{ field: ['data', 'id'] }], unique: true }))
+  await c.query(q.CreateIndex({ name: 'transfer_rows', source: q.Collection('transfers'),
+    values: [{ field: ['data', 'id'] }, { field: ['data', 'from'] }, { field: ['data', 'to'] }, { field: ['data', 'amount'] }] }))
+  const creates = []
+  for (let i = 1; i <= ACCOUNTS; i++) creates.push(q.Create(acct(i), { data: { balance: START_BALANCE } }))
+  await c.query(q.Do(...creates))
+  c.close && (await Promise.resolve(c.close({ force: true })).catch(() => {}))
+}
+
+// Idempotent: a retry of a transfer that was applied answers 'dup' and changes nothing.
+function transfer(id, from, to, amount) {
+  const bal = v => q.Select(['data', 'balance'], q.Var(v))
+  return q.If(q.Exists(q.Match(q.Index('transfers_by_id'), id)), 'dup',
+    q.Let({ a: q.Get(acct(from)), b: q.Get(acct(to)) },
+      q.If(q.LT(bal('a'), amount), 'insufficient',
+        q.Do(
+          q.Update(acct(from), { data: { balance: q.Subtract(bal('a'), amount) } }),
+          q.Update(acct(to), { data: { balance: q.Add(bal('b'), amount) } }),
+          q.Create(q.Collection('transfers'), { data: { id, from, to, amount } }),
+          'ok'))))
+}
+
+/** Run the workload for `ms` while `fault()` runs; resolves the transfers acknowledged. */
+async function runLoad(cluster, phase, ms, fault) {
+  const acked = []
+  const stats = { ok: 0, dup: 0, insufficient: 0, errors: 0, unknown: 0, unavailable: 0 }
+  let stop = false
+  // One driver client per member process; a restarted member gets a fresh one and the
+  // old one is closed, so requests pending on a killed process fail instead of hanging.
+  const clients = new Map()
+  const clientFor = m => {
+    const pid = m.proc && m.proc.pid
+    const have = clients.get(m.id)
+    if (have && have.pid === pid) return have.client
+    if (have) Promise.resolve(have.client.close({ force: true })).catch(() => {})
+    const client = m.client(8)
+    clients.set(m.id, { pid, client })
+    return client
+  }
+  const worker = async w => {
+    for (let n = 0; !stop; n++) {
+      const id = `${phase}-${w}-${n}`
+      const from = 1 + Math.floor(Math.random() * ACCOUNTS)
+      const to = 1 + ((from + Math.floor(Math.random() * (ACCOUNTS - 1))) % ACCOUNTS)
+      const amount = 1 + Math.floor(Math.random() * 20)
+      let done = false
+      for (let attempt = 0; attempt < 40 && !done; attempt++) {
+        const live = cluster.alive()
+        if (live.length === 0) { await sleep(100); continue }
+        const m = live[Math.floor(Math.random() * live.length)]
+        try {
+          const t0 = Date.now()
+          let timer
+          const r = await Promise.race([
+            clientFor(m).query(transfer(id, from, to, amount)),
+            new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`no answer from member ${m.id} in 10 s`)), 10_000) }),
+          ]).finally(() => clearTimeout(timer))
+          if (Date.now() - t0 > 3000) log(phase, `slow answer from member ${m.id}: ${Date.now() - t0} ms`)
+          stats[r] = (stats[r] || 0) + 1
+          if (r === 'ok' || r === 'dup') acked.push({ id, from, to, amount })
+          done = true
+        } catch (e) {
+          stats.errors++
+          log(phase, `member ${m.id}:`, e.name, e.message && e.message.slice(0, 160))
+          if (e.requestResult && e.requestResult.statusCode === 503) stats.unavailable++
+          await sleep(100)
+        }
+      }
+      if (!done) stats.unknown++
+    }
+  }
+  const workers = Array.from({ length: WORKERS }, (_, w) => worker(w))
+  log(phase, 'load started')
+  await fault()
+  log(phase, 'fault done', JSON.stringify(stats))
+  await sleep(ms)
+  stop = true
+  await Promise.all(workers)
+  log(phase, 'load stopped', JSON.stringify(stats))
+  for (const { client } of clients.values()) await Promise.resolve(client.close({ force: true })).catch(() => {})
+  return { acked, stats }
+}
+
+/** Every invariant, checked on every live member through its own client. */
+async function verifyBank(cluster, acked) {
+  const head = await cluster.converge()
+  log('converged', JSON.stringify(head))
+  for (const m of cluster.alive()) {
+    const c = m.client()
+    const rows = (await c.query(q.Paginate(q.Match(q.Index('transfer_rows')), { size: 100000 }))).data
+    const ids = new Set(rows.map(r => r[0]))
+    assert.equal(ids.size, rows.length, `member ${m.id}: a transfer id appears twice`)
+    for (const a of acked) assert.ok(ids.has(a.id), `member ${m.id}: acknowledged transfer ${a.id} is missing`)
+    const expected = new Array(ACCOUNTS + 1).fill(START_BALANCE)
+    for (const [, from, to, amount] of rows) { expected[from] -= amount; expected[to] += amount }
+    const balances = (await c.query(q.Map(q.Paginate(q.Documents(q.Collection('accounts')), { size: 1000 }),
+      q.Lambda('r', [q.Select(['id'], q.Var('r')), q.Select(['data', 'balance'], q.Get(q.Var('r')))])))).data
+    assert.equal(balances.length, ACCOUNTS)
+    let total = 0
+    for (const [id, b] of balances) {
+      total += b
+      assert.equal(b, expected[Number(id)], `member ${m.id}: account ${id} balance disagrees with its transfers (applied twice or lost)`)
+    }
+    assert.equal(total, ACCOUNTS * START_BALANCE, `member ${m.id}: total balance changed`)
+    const h = (await m.head()).body
+    assert.equal(h.hash, head.hash, `member ${m.id}: head hash differs`)
+    await Promise.resolve(c.close({ force: true })).catch(() => {})
+  }
+  return head
+}
+
+test('bank workload keeps every acknowledged transfer through kills, a partition and a full restart', { timeout: 420_000 }, async t => {
+  const cluster = await new TallyCluster({ replicas: 3 }).start()
+  t.after(() => cluster.stop())
+  try {
+    await setupBank(await cluster.leader())
+    const allAcked = []
+    const phase = async (name, ms, fault) => {
+      const { acked, stats } = await runLoad(cluster, name, ms, fault)
+      allAcked.push(...acked)
+      t.diagnostic(`${name}: ${JSON.stringify(stats)}`)
+      assert.ok(stats.ok > 20, `${name}: the workload made progress (${JSON.stringify(stats)})`)
+      const head = await verifyBank(cluster, allAcked)
+      t.diagnostic(`${name}: verified ${allAcked.length} acknowledged transfers; head ${head.height} ${head.hash.slice(0, 16)}`)
+    }
+
+    await phase('a-kill-leader', 6000, async () => {
+      await sleep(1500)
+      const l = await cluster.leader()
+      await l.kill9()
+      await sleep(2500)
+      l.start()
+      await l.waitUp()
+    })
+
+    await phase('b-kill-follower', 5000, async () => {
+      await sleep(1000)
+      const f = (await cluster.followers())[0]
+      await f.kill9() // under load: mid-batch
+      await sleep(1500)
+      f.start()
+      await f.waitUp()
+    })
+
+    await phase('c-partition', 6000, async () => {
+      await sleep(1000)
+      const l = await cluster.leader()
+      await l.isolate(true)
+      // A member cut off from the majority answers writes 503 in bounded time.
+      const t0 = Date.now()
+      const r = await l.post('/', { create: { collection: 'transfers' }, params: { object: { data: { object: { id: 'cut-off' } } } } }, { timeoutMs: 20_000 })
+      const took = Date.now() - t0
+      assert.equal(r.status, 503, `isolated member answered ${r.status} ${r.raw}`)
+      assert.equal(r.body.errors[0].code, 'unavailable')
+      assert.ok(took < cluster.writeTimeoutMs + 3000, `isolated write took ${took} ms`)
+      await sleep(2000)
+      await l.isolate(false)
+    })
+
+    await phase('d-restart-all', 5000, async () => {
+      await sleep(1000)
+      await Promise.all(cluster.members.map(m => m.kill9()))
+      for (const m of cluster.members) m.start()
+      for (const m of cluster.members) await m.waitUp()
+    })
+
+    // The write that was answered 503 on the cut-off member was never applied.
+    const rows = (await (await cluster.leader()).client().query(q.Paginate(q.Match(q.Index('transfers_by_id'), 'cut-off')))).data
+    assert.equal(rows.length, 0)
+  } catch (e) {
+    t.diagnostic(cluster.logs())
+    throw e
+  }
+})
+
+test('followers serve reads: X-Last-Seen-Txn and /linearized see writes made elsewhere', { timeout: 120_000 }, async t => {
+  const cluster = await new TallyCluster({ replicas: 3 }).start()
+  t.after(() => cluster.stop())
+  const leader = await cluster.leader()
+  const [f1, f2] = await cluster.followers()
+  const w = await f1.post('/', { create_collection: { object: { name: 'notes' } } })
+  assert.equal(w.status, 200, w.raw)
+  for (let i = 0; i < 20; i++) {
+    const via = [leader, f1, f2][i % 3]
+    const r = await via.post('/', { create: { collection: 'notes' }, params: { object: { data: { object: { n: i } } } } })
+    assert.equal(r.status, 200, r.raw)
+    const ts = r.headers['x-txn-time']
+    // Another member, with the timestamp the client saw: must include the write.
+    const other = [leader, f1, f2][(i + 1) % 3]
+    const seen = await other.post('/', { count: { documents: { collection: 'notes' } } }, { headers: { 'x-last-seen-txn': ts } })
+    assert.equal(seen.body.resource, i + 1, `member ${other.id} after X-Last-Seen-Txn`)
+    const lin = await [leader, f1, f2][(i + 2) % 3].post('/linearized', { count: { documents: { collection: 'notes' } } })
+    assert.equal(lin.body.resource, i + 1, 'linearized read')
+  }
+  // The header form of a linearized read.
+  const h = await f2.post('/', { count: { documents: { collection: 'notes' } } }, { headers: { 'x-linearized': 'true' } })
+  assert.equal(h.body.resource, 20)
+})
+
+test('a member whose block header diverges stops loudly with the first divergent height', { timeout: 120_000 }, async t => {
+  const cluster = new TallyCluster({ replicas: 3 })
+  t.after(() => cluster.stop())
+  await cluster.start()
+  const bad = cluster.member(3)
+  await bad.stop()
+  bad.env = { TALLY_TEST_DIVERGE_AT: '4' } // its executor computes block 4 differently
+  bad.start()
+  await bad.waitUp()
+  const good = cluster.member(1)
+  for (let i = 0; i < 6; i++) {
+    const r = await good.post('/', { create_collection: { object: { name: `c${i}` } } })
+    assert.equal(r.status, 200, r.raw)
+  }
+  const exited = await Promise.race([bad.exited, sleep(20_000).then(() => null)])
+  assert.ok(exited, `the divergent member kept running:\n${bad.output.slice(-2000)}`)
+  assert.equal(exited.code, 71)
+  assert.match(bad.output, /first divergent height 4/)
+  assert.ok(fs.existsSync(path.join(bad.dataDir, 'DIVERGED')))
+  // It refuses to start again until resynced; the others carry on.
+  bad.start()
+  const again = await Promise.race([bad.exited, sleep(15_000).then(() => null)])
+  assert.ok(again && again.code !== 0, 'a diverged member must not start again')
+  assert.match(bad.output, /diverged/)
+  const r = await good.post('/', { create_collection: { object: { name: 'after' } } })
+  assert.equal(r.status, 200, r.raw)
+  for (const m of [cluster.member(1), cluster.member(2)]) assert.ok(m.alive)
+})
+
+test('adding a member while serving: it catches up by snapshot, then votes; removing one', { timeout: 180_000 }, async t => {
+  const cluster = new TallyCluster({ replicas: 3, spare: 1, extraArgs: ['--snapshot-logs', '20'] })
+  t.after(() => cluster.stop())
+  await cluster.start()
+  const leader = await cluster.leader()
+  assert.equal((await leader.post('/', { create_collection: { object: { name: 'items' } } })).status, 200)
+  for (let i = 0; i < 60; i++) {
+    const r = await leader.post('/', { create: { collection: 'items' }, params: { object: { data: { object: { i } } } } })
+    assert.equal(r.status, 200, r.raw)
+  }
+  const st = (await leader.status()).body
+  assert.ok(st.purged !== null, `the leader purged its log behind a snapshot: ${JSON.stringify(st)}`)
+  const added = cluster.member(4)
+  added.start()
+  await added.waitUp()
+  const r = await cluster.member(2).post('/cluster/members', { id: 4, peer: `127.0.0.1:${added.peerPort}` }, { timeoutMs: 120_000 })
+  assert.equal(r.status, 200, r.raw)
+  assert.deepEqual(r.body.voters, [1, 2, 3, 4])
+  await cluster.converge()
+  const s4 = (await added.status()).body
+  assert.ok(s4.snapshot !== null, `member 4 caught up from a snapshot: ${JSON.stringify(s4)}`)
+  const n = await added.post('/', { count: { documents: { collection: 'items' } } })
+  assert.equal(n.body.resource, 60)
+  // Writes through the new member, then remove member 3 while serving.
+  assert.equal((await added.post('/', { create: { collection: 'items' }, params: { object: { data: { object: { i: 60 } } } } })).status, 200)
+  const rm = await added.post('/cluster/members/3', undefined, { method: 'DELETE', timeoutMs: 60_000 })
+  assert.equal(rm.status, 200, rm.raw)
+  assert.deepEqual(rm.body.voters, [1, 2, 4])
+  await cluster.member(3).stop()
+  await cluster.leader() // member 3 may have led: the others elect a new leader
+  const w = await cluster.member(1).post('/', { create: { collection: 'items' }, params: { object: { data: { object: { i: 61 } } } } })
+  assert.equal(w.status, 200, w.raw)
+  await cluster.converge()
+  // Administration needs the root key.
+  const denied = await added.post('/cluster/members', { id: 9, peer: '127.0.0.1:1' }, { headers: { authorization: 'Bearer nope' } })
+  assert.equal(denied.status, 401)
+})
