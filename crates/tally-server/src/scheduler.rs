@@ -10,6 +10,11 @@
 //! priority-1 one under contention. Cost is the measured evaluation time, charged
 //! when the slot is released.
 //!
+//! While only one tenant is active there is nothing to share: its queries are admitted
+//! at once, however many (the slot bound applies between tenants, so a lone tenant pays
+//! no queueing). As soon as another tenant's query finds the slots full it waits, and
+//! from then on every arrival queues until the running queries drain below the bound.
+//!
 //! A query cannot be preempted, but it yields: every 1,024 evaluation steps the
 //! evaluator calls [`yield_point`], which hands the slot to a waiting query whose start
 //! tag is earlier than this tenant's next one and queues this query again. A flooding
@@ -37,13 +42,16 @@ const TENANTS_MAX: usize = 100_000;
 
 #[derive(Default)]
 struct Waiter {
+    tenant: u64,
     granted: Mutex<bool>,
     cv: Condvar,
 }
 
 #[derive(Default)]
 struct State {
+    /// Running queries, and how many of them each tenant runs.
     busy: usize,
+    busy_by: HashMap<u64, usize>,
     /// Start tag of the latest admitted query.
     vtime: u128,
     /// Each tenant's latest finish tag.
@@ -51,6 +59,13 @@ struct State {
     /// Waiting queries by (start tag, arrival).
     queue: BTreeMap<(u128, u64), Arc<Waiter>>,
     arrivals: u64,
+}
+
+impl State {
+    fn admit(&mut self, tenant: u64) {
+        self.busy += 1;
+        *self.busy_by.entry(tenant).or_insert(0) += 1;
+    }
 }
 
 pub struct Scheduler {
@@ -92,7 +107,7 @@ impl Scheduler {
         let Some((tenant, weight, since)) = HELD.with(|h| h.get()) else { return };
         let deserving = match self.state.lock() {
             Ok(st) => match (st.queue.first_key_value(), st.finish.get(&tenant)) {
-                (Some(((start, _), _)), Some(mine)) => start < mine,
+                (Some(((start, _), w)), Some(mine)) => w.tenant != tenant && start < mine,
                 _ => false,
             },
             Err(_) => false,
@@ -114,18 +129,19 @@ impl Scheduler {
                 st.finish.retain(|_, f| *f > v);
             }
             st.finish.insert(tenant, finish);
-            if st.busy < self.slots && st.queue.is_empty() {
-                st.busy += 1;
+            let others = st.busy - st.busy_by.get(&tenant).copied().unwrap_or(0);
+            if st.queue.is_empty() && (st.busy < self.slots || others == 0) {
+                st.admit(tenant);
                 st.vtime = st.vtime.max(start);
                 return;
             }
             st.arrivals += 1;
-            let w = Arc::new(Waiter::default());
+            let w = Arc::new(Waiter { tenant, ..Waiter::default() });
             let seq = st.arrivals;
             st.queue.insert((start, seq), w.clone());
             w
         };
-        // The releaser hands its slot over (busy stays counted) and sets `granted`.
+        // A releaser admits us (counting us busy) and sets `granted`.
         let mut granted = waiter.granted.lock().unwrap_or_else(|e| e.into_inner());
         while !*granted {
             granted = waiter.cv.wait(granted).unwrap_or_else(|e| e.into_inner());
@@ -139,15 +155,26 @@ impl Scheduler {
         if let Some(f) = st.finish.get_mut(&tenant) {
             *f += extra;
         }
-        match st.queue.pop_first() {
-            Some(((start, _), w)) => {
-                st.vtime = st.vtime.max(start);
-                drop(st);
-                let mut g = w.granted.lock().unwrap_or_else(|e| e.into_inner());
-                *g = true;
-                w.cv.notify_one();
+        st.busy = st.busy.saturating_sub(1);
+        if let Some(n) = st.busy_by.get_mut(&tenant) {
+            *n -= 1;
+            if *n == 0 {
+                st.busy_by.remove(&tenant);
             }
-            None => st.busy = st.busy.saturating_sub(1),
+        }
+        // Admit waiters, earliest start tag first, while there is room.
+        let mut granted = Vec::new();
+        while st.busy < self.slots {
+            let Some(((start, _), w)) = st.queue.pop_first() else { break };
+            st.vtime = st.vtime.max(start);
+            st.admit(w.tenant);
+            granted.push(w);
+        }
+        drop(st);
+        for w in granted {
+            let mut g = w.granted.lock().unwrap_or_else(|e| e.into_inner());
+            *g = true;
+            w.cv.notify_one();
         }
     }
 
@@ -200,7 +227,7 @@ mod tests {
     fn quiet_tenant_overtakes_a_backlog() {
         let s = Arc::new(Scheduler::new(1));
         let order = Arc::new(Mutex::new(Vec::new()));
-        let hold = s.acquire(1, 1);
+        let hold = s.acquire(9, 1);
         let mut threads = Vec::new();
         for i in 0..5 {
             let (sc, oc) = (s.clone(), order.clone());
@@ -227,6 +254,16 @@ mod tests {
         let order = order.lock().unwrap();
         let quiet = order.iter().position(|x| x == "quiet").unwrap();
         assert!(quiet <= 1, "quiet tenant admitted at position {quiet}: {order:?}");
+    }
+
+    /// A lone tenant is never queued, however many queries it runs at once.
+    #[test]
+    fn lone_tenant_is_not_queued() {
+        let s = Scheduler::new(1);
+        let held: Vec<_> = (0..8).map(|_| s.acquire(5, 1)).collect();
+        assert_eq!(s.waiting(), 0);
+        drop(held);
+        assert_eq!(s.state.lock().unwrap().busy, 0);
     }
 
     /// Weights share slots: under contention a weight-4 tenant is admitted about four
