@@ -7,6 +7,8 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
 const { startServer, expectFaunaError, q, safeStringify } = require('./helpers/server')
 
 const denied = p => expectFaunaError(p, 'PermissionDenied', 'permission denied')
@@ -551,6 +553,29 @@ describe('escalation attempts', { timeout: 300_000 }, () => {
     assert.ok(!safeStringify(errorBody(e2)).includes(bogus))
     const log = server.logTail(10_000_000)
     for (const s of SECRETS) assert.ok(!log.includes(s), 'a secret leaked into the server output')
+  })
+
+  it('the data directory (input log included) holds no secret and no literal password', async () => {
+    const password = 'correct-horse-battery-staple-42'
+    await admin.query(q.CreateCollection({ name: 'people' }))
+    const p = await admin.query(q.Create(q.Collection('people'), { credentials: { password } }))
+    const t = await admin.query(q.Login(p.ref, { password }))
+    remember(t.secret)
+    assert.equal(await admin.query(q.Identify(p.ref, password)), true)
+    await admin.query(q.Update(p.ref, { credentials: { password: password + '!' } }))
+    const k = await admin.query(q.CreateKey({ role: 'server' }))
+    remember(k.secret)
+    const needles = [password, ...SECRETS].map(s => Buffer.from(s))
+    const walk = dir =>
+      fs.readdirSync(dir, { withFileTypes: true }).flatMap(e =>
+        e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]
+      )
+    const files = walk(server.dataDir)
+    assert.ok(files.length > 0)
+    for (const f of files) {
+      const bytes = fs.readFileSync(f)
+      for (const n of needles) assert.equal(bytes.indexOf(n), -1, `${path.basename(f)} holds a secret or password`)
+    }
   })
 })
 

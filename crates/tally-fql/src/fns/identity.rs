@@ -26,7 +26,29 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "has_current_identity", optional: &[], required: &[], handler: has_current_identity },
     FnSpec { name: "current_token", optional: &[], required: &[], handler: current_token },
     FnSpec { name: "has_current_token", optional: &[], required: &[], handler: has_current_token },
+    FnSpec { name: crate::secret::PASSWORD_DIGEST_FN, optional: &[], required: &[], handler: password_digest },
 ];
+
+/// `{"tally_password_digest": hex}`: what the receiving node puts in the log instead of
+/// a literal password (see `crate::secret`).
+fn password_digest(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let hex_digest = ev.str_arg(call, crate::secret::PASSWORD_DIGEST_FN)?;
+    crate::secret::digest_value(&hex_digest)
+        .ok_or_else(|| invalid_argument("A password digest is 64 hex digits.").at(crate::secret::PASSWORD_DIGEST_FN))
+}
+
+fn password_arg(v: &Value) -> Result<crate::secret::Password> {
+    use crate::secret::Password;
+    match Password::from_value(v) {
+        Some(Password::Plain(s)) if s.is_empty() || s.len() > PASSWORD_BYTES_MAX => {
+            Err(validation("credentials", "invalid value", "Password must be 1 to 1024 bytes."))
+        }
+        Some(p) => Ok(p),
+        None => {
+            Err(validation("credentials", "invalid type", &format!("String expected, {} provided.", v.type_name())))
+        }
+    }
+}
 
 /// Argon2id cost: 8 MiB, one pass. Hashing runs inside the serial executor, so the cost
 /// is kept to a few milliseconds; raise it together with an executor that hashes off
@@ -52,19 +74,7 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
         ));
     };
     let Some(pw) = creds.remove("password") else { return Ok(()) };
-    let pw = match pw {
-        Value::String(s) if !s.is_empty() && s.len() <= PASSWORD_BYTES_MAX => s,
-        Value::String(_) => {
-            return Err(validation("credentials", "invalid value", "Password must be 1 to 1024 bytes."));
-        }
-        other => {
-            return Err(validation(
-                "credentials",
-                "invalid type",
-                &format!("String expected, {} provided.", other.type_name()),
-            ))
-        }
-    };
+    let material = password_arg(&pw)?.material();
     let mut h = Sha256::new();
     h.update(b"tally.credentials.salt.v1\0");
     h.update(ev.entropy);
@@ -74,7 +84,7 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
     let salt = SaltString::encode_b64(&salt_bytes[..16])
         .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("salt: {e}")))?;
     let hash = hasher()
-        .hash_password(pw.as_bytes(), &salt)
+        .hash_password(&material, &salt)
         .map_err(|e| FqlError::new(code::INTERNAL_ERROR, format!("password hashing failed: {e}")))?;
     let hashed = hash.to_string();
     creds.insert("hashed_password".into(), Value::String(hashed.clone()));
@@ -108,11 +118,17 @@ pub fn sync_credentials_doc(ev: &mut Eval<'_>, r: &Ref, hashed: Option<String>) 
     Ok(())
 }
 
-fn verify(data: &Object, password: &str) -> bool {
+/// Does `password` match the document's credentials? Hashes are of the password's
+/// digest; hashes made before digests (of the plain string) are still accepted.
+fn verify(data: &Object, password: &crate::secret::Password) -> bool {
     let stored = data.get("credentials").and_then(|c| c.get("hashed_password")).and_then(|h| h.as_str());
-    match stored.and_then(|s| PasswordHash::new(s).ok()) {
-        Some(h) => hasher().verify_password(password.as_bytes(), &h).is_ok(),
-        None => false,
+    let Some(h) = stored.and_then(|s| PasswordHash::new(s).ok()) else { return false };
+    if hasher().verify_password(&password.material(), &h).is_ok() {
+        return true;
+    }
+    match password {
+        crate::secret::Password::Plain(s) => hasher().verify_password(s.as_bytes(), &h).is_ok(),
+        crate::secret::Password::Digest(_) => false,
     }
 }
 
@@ -129,7 +145,12 @@ fn authentication_failed() -> FqlError {
 
 fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = identity_arg(ev, call, "identify")?;
-    let pw = ev.str_arg(call, "password")?;
+    let pw = match ev.arg(call, "password")? {
+        v @ (Value::String(_) | Value::Bytes(_)) => {
+            crate::secret::Password::from_value(&v).ok_or_else(|| wrong_type("String", &v).at("password"))?
+        }
+        other => return Err(wrong_type("String", &other).at("password")),
+    };
     // As in v4, identifying needs the password, not the right to read the document.
     let found = match read_doc_unchecked(ev, &r) {
         Ok(f) => f,
@@ -145,9 +166,8 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Value::Object(o) => o,
         other => return Err(wrong_type("Object", &other).at("params")),
     };
-    let pw = match params.get("password") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(invalid_argument("Login needs {password: \"...\"}.").at("params")),
+    let Some(pw) = params.get("password").and_then(crate::secret::Password::from_value) else {
+        return Err(invalid_argument("Login needs {password: \"...\"}.").at("params"));
     };
     ev.require_write()?;
     // As in v4, logging in needs the password, not the right to read the document.
