@@ -384,6 +384,9 @@ async fn write_path(
     let mut seed = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut seed);
     let entropy = tally_fql::secret::entropy_for_seed(&seed);
+    // Literal passwords never reach the log: only their digests do.
+    let mut q = q;
+    tally_fql::secret::redact_passwords(&mut q);
     let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
     let input = TxnInput {
         q,
