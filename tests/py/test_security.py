@@ -295,3 +295,20 @@ def test_keys_show_only_hashed_secret_and_secrets_never_leak(server, admin, tena
     mine = [c for c in creds if c["instance"] == u["ref"]]
     assert mine and mine[0]["hashed_password"].startswith("$argon2id$")
     assert "hunter2-long" not in str(creds)
+
+
+def test_key_for_a_child_database_takes_the_childs_roles(server, tenant):
+    adm, _ = tenant
+    adm.query(q.create_database({"name": "kid"}))
+    kid = server.client(remember(adm.query(q.create_key({"database": q.database("kid"), "role": "admin"}))["secret"]))
+    kid.query(q.create_collection({"name": "toys"}))
+    toy = kid.query(q.create(q.collection("toys"), {"data": {"name": "ball"}}))
+    kid.query(q.create_role({"name": "looker",
+                             "privileges": [{"resource": q.collection("toys"), "actions": {"read": True}}]}))
+    with pytest.raises(BadRequest):
+        adm.query(q.create_key({"role": q.role("looker")}))  # no such role in the parent
+    k = adm.query(q.create_key({"database": q.database("kid"), "role": q.role("looker")}))
+    looker = server.client(remember(k["secret"]))
+    assert looker.query(q.get(toy["ref"]))["data"]["name"] == "ball"
+    with pytest.raises(PermissionDenied):
+        looker.query(q.update(toy["ref"], {"data": {"name": "mine"}}))

@@ -139,18 +139,19 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         return Ok(auth);
     }
     let (key_db, _key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
-    let role = match data.get("role") {
-        Some(Value::String(r)) => match Role::builtin(r) {
-            Some(role) => role,
-            None => custom_role(&mut tx, key_db, &[Value::String(r.clone())], ts)?,
-        },
-        Some(Value::Ref(r)) => custom_role(&mut tx, key_db, &[Value::Ref(r.clone())], ts)?,
-        Some(Value::Array(items)) => custom_role(&mut tx, key_db, items, ts)?,
-        _ => return Err(unauthorized()),
-    };
     let db = match data.get("database") {
         Some(Value::Ref(r)) => scope_db(&mut tx, key_db, r, ts)?,
         _ => key_db,
+    };
+    // User-defined roles belong to the database the key opens.
+    let role = match data.get("role") {
+        Some(Value::String(r)) => match Role::builtin(r) {
+            Some(role) => role,
+            None => custom_role(&mut tx, db, &[Value::String(r.clone())], ts)?,
+        },
+        Some(Value::Ref(r)) => custom_role(&mut tx, db, &[Value::Ref(r.clone())], ts)?,
+        Some(Value::Array(items)) => custom_role(&mut tx, db, items, ts)?,
+        _ => return Err(unauthorized()),
     };
     if !db_alive(&mut tx, db, ts)? {
         return Err(unauthorized());

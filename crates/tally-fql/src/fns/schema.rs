@@ -350,7 +350,15 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     ev.require_write()?;
     let db = ev.auth.db;
     let role = match params.get("role") {
-        Some(v) if !v.is_null() => crate::fns::security::parse_role_field(ev, v)?,
+        Some(v) if !v.is_null() => {
+            let target = match params.get("database") {
+                Some(Value::Ref(r)) if r.native_parent() == Some("databases") => {
+                    ev.resolve_scope(Some(r)).unwrap_or(db)
+                }
+                _ => db,
+            };
+            crate::fns::security::parse_role_field(ev, target, v)?
+        }
         _ => return Err(validation("role", "value required", "Value required.")),
     };
     if params.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
@@ -434,7 +442,13 @@ pub fn modify_schema(
         native::DATABASES => check_database(&new)?,
         native::KEYS => {
             let role = match new.get("role") {
-                Some(v) => crate::fns::security::parse_role_field(ev, v)?,
+                Some(v) => {
+                    let target = match new.get("database") {
+                        Some(Value::Ref(d)) => ev.resolve_scope(Some(d)).unwrap_or(db),
+                        _ => db,
+                    };
+                    crate::fns::security::parse_role_field(ev, target, v)?
+                }
                 None => return Err(validation("role", "value required", "Value required.")),
             };
             crate::fns::security::check_role_assignment(ev, &role)?;

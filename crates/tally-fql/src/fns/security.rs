@@ -31,8 +31,9 @@ fn create_access_provider(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 /// A `role` field (of a key or a function): a built-in role name, a `Role` ref, a role
-/// name, or an array of `Role` refs. User-defined roles must exist.
-pub fn parse_role_field(ev: &mut Eval<'_>, v: &Value) -> Result<Role> {
+/// name, or an array of `Role` refs. User-defined roles must exist in `db` (the
+/// database the key opens, or the function's).
+pub fn parse_role_field(ev: &mut Eval<'_>, db: crate::model::DbId, v: &Value) -> Result<Role> {
     if let Value::String(s) = v {
         if let Some(r) = Role::builtin(s) {
             return Ok(r);
@@ -56,7 +57,7 @@ pub fn parse_role_field(ev: &mut Eval<'_>, v: &Value) -> Result<Role> {
                 ))
             }
         };
-        let (db, at) = (ev.auth.db, ev.txn_ts());
+        let at = ev.txn_ts();
         if ev.tx.live_doc(db, native::ROLES, &name, at)?.is_none() {
             return Err(validation("role", "invalid reference", &format!("Role `{name}` does not exist.")));
         }
@@ -98,7 +99,8 @@ pub fn check_function(ev: &mut Eval<'_>, data: &Object) -> Result<()> {
     match data.get("role") {
         None | Some(Value::Null) => Ok(()),
         Some(v) => {
-            let role = parse_role_field(ev, v)?;
+            let db = ev.auth.db;
+            let role = parse_role_field(ev, db, v)?;
             check_role_assignment(ev, &role)
         }
     }
