@@ -122,6 +122,24 @@ impl RaftNode {
         faults: Arc<Faults>,
         last_ts: Arc<AtomicU64>,
     ) -> anyhow_like::Result<Arc<RaftNode>> {
+        let client = PeerClient::new(&cfg.token, faults);
+        let net = NetworkFactory { client: client.clone() };
+        Self::start_with_network(cfg, log, machine, net, client, last_ts).await
+    }
+
+    /// [`start`](Self::start) over any Raft transport (the simulation's in-process one).
+    pub async fn start_with_network<N>(
+        cfg: ClusterConfig,
+        log: LogStore,
+        machine: Machine,
+        net: N,
+        client: PeerClient,
+        last_ts: Arc<AtomicU64>,
+    ) -> anyhow_like::Result<Arc<RaftNode>>
+    where
+        N: openraft::RaftNetworkFactory<crate::TypeConfig>,
+        N::Network: openraft::network::NetSnapshot<crate::TypeConfig, SnapshotData = crate::SnapshotData>,
+    {
         let rcfg = openraft::Config {
             cluster_name: "tally".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -135,10 +153,8 @@ impl RaftNode {
             ..Default::default()
         };
         let rcfg = Arc::new(rcfg.validate().map_err(|e| anyhow_like::err(format!("raft config: {e}")))?);
-        let client = PeerClient::new(&cfg.token, faults);
         let applied_index = machine.applied_index.clone();
         let checkpoint = Box::new(machine.checkpoint_handle());
-        let net = NetworkFactory { client: client.clone() };
         let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
             .await
             .map_err(|e| anyhow_like::err(format!("starting raft: {e}")))?;

@@ -43,8 +43,9 @@ pub struct ClusterOptions {
     pub members: BTreeMap<u64, String>,
     /// This member's peer address when it is not in `members` (it waits to be added).
     pub peer_listen: Option<SocketAddr>,
-    /// Added to every request to a peer (emulates distance between members).
-    pub peer_latency_ms: u64,
+    /// Added to every request to a peer (emulates distance between members): a default
+    /// and per-peer values.
+    pub peer_latency_ms: PeerLatency,
     /// Enables `POST /admin/faults` and `TALLY_TEST_DIVERGE_AT` (tests only).
     pub fault_injection: bool,
     pub snapshot_logs: Option<u64>,
@@ -63,6 +64,34 @@ pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         anyhow::ensure!(out.insert(id, addr.to_string()).is_none(), "member {id} is listed twice");
     }
     anyhow::ensure!(!out.is_empty(), "--cluster lists no members");
+    Ok(out)
+}
+
+/// Emulated one-way latency towards peers, in ms.
+#[derive(Clone, Debug, Default)]
+pub struct PeerLatency {
+    pub default_ms: u64,
+    pub per_peer_ms: BTreeMap<u64, u64>,
+}
+
+impl PeerLatency {
+    fn max_ms(&self) -> u64 {
+        self.per_peer_ms.values().copied().max().unwrap_or(0).max(self.default_ms)
+    }
+}
+
+/// Parse `--peer-latency-ms`: `50` (every peer) or `2=50,3=150`.
+pub fn parse_latency(s: &str) -> anyhow::Result<PeerLatency> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(PeerLatency { default_ms: ms, per_peer_ms: BTreeMap::new() });
+    }
+    let mut out = PeerLatency::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = part.split_once('=').and_then(|(id, ms)| Some((id.trim().parse().ok()?, ms.trim().parse().ok()?)));
+        let (id, ms) = parsed.with_context(|| format!("--peer-latency-ms: `{part}` is not ID=MS"))?;
+        out.per_peer_ms.insert(id, ms);
+    }
     Ok(out)
 }
 
@@ -127,9 +156,12 @@ pub async fn start_member(
     let sm = tally_raft::Machine::open(machine, &raft_dir.join("snapshot")).context("opening the raft state machine")?;
     let log = tally_raft::LogStore::open(&raft_dir.join("log.redb")).context("opening the raft log")?;
     let faults = Arc::new(Faults::default());
-    faults.set_latency_ms(opts.peer_latency_ms);
+    faults.set_latency_ms(opts.peer_latency_ms.default_ms);
+    for (peer, ms) in &opts.peer_latency_ms.per_peer_ms {
+        faults.set_peer_latency_ms(*peer, *ms);
+    }
     let initial = if opts.members.contains_key(&opts.node_id) { opts.members.clone() } else { BTreeMap::new() };
-    let mut cfg = ClusterConfig::new(opts.node_id, initial, peer_token(root_key_hash), opts.peer_latency_ms);
+    let mut cfg = ClusterConfig::new(opts.node_id, initial, peer_token(root_key_hash), opts.peer_latency_ms.max_ms());
     cfg.epoch_ms = epoch_ms;
     if let Some(n) = opts.snapshot_logs {
         cfg.snapshot_logs = n.max(2);

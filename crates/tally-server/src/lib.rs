@@ -14,5 +14,5 @@ pub mod snapshot;
 pub mod node;
 pub mod scheduler;
 
-pub use cluster::ClusterOptions;
+pub use cluster::{ClusterOptions, PeerLatency};
 pub use node::{serve, ServeConfig};

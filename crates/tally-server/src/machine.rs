@@ -100,6 +100,11 @@ fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
     })
 }
 
+/// The last commit ts recorded in the store.
+pub fn meta_last_ts(store: &dyn Store) -> anyhow::Result<u64> {
+    meta_u64(store, META_LAST_TS)
+}
+
 /// The applied height recorded in the store.
 pub fn meta_height(store: &dyn Store) -> anyhow::Result<u64> {
     meta_u64(store, META_APPLIED_HEIGHT)

@@ -23,9 +23,10 @@ pub struct ClusterFlags {
     /// Peer address of a member that is not in --cluster (it waits for `tally cluster add`).
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
-    /// Milliseconds added to every message to a peer, to emulate members far apart.
-    #[arg(long, default_value_t = 0)]
-    pub peer_latency_ms: u64,
+    /// Milliseconds added to every message to a peer, to emulate members far apart: one
+    /// number for every peer, or per peer as `2=50,3=150`.
+    #[arg(long, default_value = "0")]
+    pub peer_latency_ms: String,
     /// Longest a write waits for a majority before answering 503 unavailable.
     #[arg(long)]
     pub write_timeout_ms: Option<u64>,
@@ -50,7 +51,7 @@ impl ClusterFlags {
             node_id,
             members: tally_server::cluster::parse_members(list)?,
             peer_listen: self.peer_listen,
-            peer_latency_ms: self.peer_latency_ms,
+            peer_latency_ms: tally_server::cluster::parse_latency(&self.peer_latency_ms)?,
             fault_injection: self.fault_injection,
             snapshot_logs: self.snapshot_logs,
             write_timeout_ms: self.write_timeout_ms,
