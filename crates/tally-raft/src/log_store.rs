@@ -128,7 +128,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let purged: Option<LogId> = self.meta(META_PURGED)?;
-        let last = self.last_entry_id()?.or_else(|| purged.clone());
+        let last = self.last_entry_id()?.or(purged);
         Ok(LogState { last_purged_log_id: purged, last_log_id: last })
     }
 
@@ -199,7 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let v = serde_json::to_vec(&Some(log_id.clone())).map_err(io_err)?;
+        let v = serde_json::to_vec(&Some(log_id)).map_err(io_err)?;
         let upto = log_id.index;
         self.write(true, move |txn| {
             txn.open_table(META).map_err(io_err)?.insert(META_PURGED, v.as_slice()).map_err(io_err)?;

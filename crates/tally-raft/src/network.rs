@@ -124,12 +124,8 @@ impl PeerClient {
             }
             let resp = self.http.request(req).await.map_err(|e| NetError::Unreachable(target, e.to_string()))?;
             let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| NetError::Unreachable(target, e.to_string()))?
-                .to_bytes();
+            let body =
+                resp.into_body().collect().await.map_err(|e| NetError::Unreachable(target, e.to_string()))?.to_bytes();
             if status != 200 {
                 return Err(NetError::Status(target, status, String::from_utf8_lossy(&body).into_owned()));
             }

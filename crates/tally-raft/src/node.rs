@@ -363,10 +363,16 @@ impl RaftNode {
         match op {
             MembershipOp::Add { id, addr } => {
                 self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(err)?;
-                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(err)?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(err)?;
             }
             MembershipOp::Remove { id } => {
-                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(err)?;
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(err)?;
             }
         }
         Ok(())
@@ -458,7 +464,9 @@ async fn run_batcher(
                 Ok(Err(e)) => Err(SubmitError::Ambiguous(format!(
                     "leadership changed while the write was pending ({e}); it may or may not have been applied"
                 ))),
-                Err(_) => Err(SubmitError::Ambiguous("raft dropped the write; it may or may not have been applied".into())),
+                Err(_) => {
+                    Err(SubmitError::Ambiguous("raft dropped the write; it may or may not have been applied".into()))
+                }
             };
             match outcome {
                 Ok((index, outputs, height)) => {

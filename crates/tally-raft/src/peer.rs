@@ -44,6 +44,7 @@ pub fn router(node: Arc<RaftNode>) -> Router {
 
 /// Token and isolation checks shared by every peer route (also used by tally-server's
 /// extra peer routes).
+#[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
 pub fn admit(node: &RaftNode, headers: &HeaderMap) -> Result<(), Response> {
     if node.client.faults.isolated() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "isolated (fault injection)").into_response());
@@ -62,6 +63,7 @@ fn json<T: Serialize>(v: &T) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }

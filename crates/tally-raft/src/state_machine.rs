@@ -49,14 +49,13 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 impl<M: ReplicatedMachine + 'static> Executor<M> {
     pub fn start(mut machine: M) -> io::Result<Executor<M>> {
         let (tx, rx) = mpsc::channel::<Job<M>>();
-        std::thread::Builder::new()
-            .name("tally-executor".into())
-            .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || {
+        std::thread::Builder::new().name("tally-executor".into()).stack_size(EXECUTOR_STACK_BYTES).spawn(
+            move || {
                 while let Ok(job) = rx.recv() {
                     job(&mut machine);
                 }
-            })?;
+            },
+        )?;
         Ok(Executor { tx })
     }
 
@@ -120,7 +119,11 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
         })
     }
 
-    fn apply(&self, mut batch: Batch, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>> {
+    fn apply(
+        &self,
+        mut batch: Batch,
+        pos: Vec<u8>,
+    ) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>> {
         let ex = self.clone();
         Box::pin(async move {
             ex.call(move |m| {
@@ -235,7 +238,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.position.log_id.clone(), self.position.membership.clone()))
+        Ok((self.position.log_id, self.position.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -245,7 +248,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
-            let mut next = Position { log_id: Some(log_id.clone()), membership: self.position.membership.clone() };
+            let mut next = Position { log_id: Some(log_id), membership: self.position.membership.clone() };
             let response = match entry.payload {
                 EntryPayload::Normal(req) => {
                     let batch = Batch::decode(&req.0).map_err(io_err)?;
@@ -256,7 +259,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
                     BatchResponse::default()
                 }
                 EntryPayload::Membership(m) => {
-                    next.membership = StoredMembership::new(Some(log_id.clone()), m);
+                    next.membership = StoredMembership::new(Some(log_id), m);
                     self.engine.set_position(next.encode()).await?;
                     BatchResponse::default()
                 }
@@ -276,7 +279,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let pos = Position { log_id: meta.last_log_id.clone(), membership: meta.last_membership.clone() };
+        let pos = Position { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
         self.engine.import(data.clone(), pos.encode()).await?;
         let dir = self.snapshot_dir.clone();
         let m2 = meta.clone();

@@ -20,10 +20,13 @@ impl StateMachine for Counter {
     }
     fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
         self.height = b.height;
-        b.inputs.iter().map(|i| {
-            self.total += i.len() as u64;
-            self.total.to_be_bytes().to_vec()
-        }).collect()
+        b.inputs
+            .iter()
+            .map(|i| {
+                self.total += i.len() as u64;
+                self.total.to_be_bytes().to_vec()
+            })
+            .collect()
     }
     fn last_commit_ts(&self) -> u64 {
         0

@@ -153,7 +153,8 @@ pub async fn start_member(
     let head = machine.head.clone();
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
-    let sm = tally_raft::Machine::open(machine, &raft_dir.join("snapshot")).context("opening the raft state machine")?;
+    let sm =
+        tally_raft::Machine::open(machine, &raft_dir.join("snapshot")).context("opening the raft state machine")?;
     let log = tally_raft::LogStore::open(&raft_dir.join("log.redb")).context("opening the raft log")?;
     let faults = Arc::new(Faults::default());
     faults.set_latency_ms(opts.peer_latency_ms.default_ms);
@@ -227,8 +228,11 @@ pub fn client_routes() -> Router<Arc<AppState>> {
 }
 
 fn not_clustered() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(json!({"errors": [{"code": "not found",
-        "description": "This server runs as a single node; start it with --cluster for the cluster API."}]})))
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"errors": [{"code": "not found",
+        "description": "This server runs as a single node; start it with --cluster for the cluster API."}]})),
+    )
         .into_response()
 }
 
@@ -318,7 +322,13 @@ pub async fn watch_divergence(cluster: Arc<Cluster>, store: Arc<dyn Store>, data
     }
 }
 
-async fn peer_call(c: &Cluster, id: u64, addr: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn peer_call(
+    c: &Cluster,
+    id: u64,
+    addr: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     Ok(c.node.client.post_json(id, addr, path, &body, Duration::from_secs(2)).await?)
 }
 
@@ -345,7 +355,8 @@ async fn check_once(c: &Cluster, store: &dyn Store, data_dir: &Path) -> anyhow::
         if h == 0 {
             continue;
         }
-        let theirs = if peer_height == h { head["hash"].as_str().map(String::from) } else { peer_hash(c, *id, addr, h).await? };
+        let theirs =
+            if peer_height == h { head["hash"].as_str().map(String::from) } else { peer_hash(c, *id, addr, h).await? };
         if theirs.is_none() || theirs == header_hash(store, h) {
             continue;
         }

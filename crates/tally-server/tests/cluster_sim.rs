@@ -93,12 +93,20 @@ impl RaftNetworkV2<TypeConfig> for SimConn {
         t.append_entries(rpc).await.map_err(net_err)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, _o: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let t = self.net.route(self.from, self.to).await?;
         t.vote(rpc).await.map_err(net_err)
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, _o: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let t = self.net.route(self.from, self.to).await?;
         t.pre_vote(rpc).await.map_err(net_err)
     }
@@ -206,7 +214,8 @@ impl World {
         let deadline = Instant::now() + Duration::from_secs(6);
         while Instant::now() < deadline {
             if let Some(l) = self.leader() {
-                if let Ok(ok) = l.submit_here(input(q.clone(), entropy), Instant::now() + Duration::from_secs(3)).await {
+                if let Ok(ok) = l.submit_here(input(q.clone(), entropy), Instant::now() + Duration::from_secs(3)).await
+                {
                     return Some(resource(&ok.output));
                 }
             }
@@ -238,7 +247,8 @@ impl World {
     fn check_headers(&self) {
         let stores: Vec<(u64, &Arc<dyn Store>)> =
             self.members.iter().filter_map(|(id, m)| m.node.as_ref().map(|(_, s)| (*id, s))).collect();
-        let heights: Vec<u64> = stores.iter().map(|(_, s)| tally_server::machine::meta_height(&***s).unwrap()).collect();
+        let heights: Vec<u64> =
+            stores.iter().map(|(_, s)| tally_server::machine::meta_height(&***s).unwrap()).collect();
         let Some(&h) = heights.iter().min() else { return };
         if h == 0 {
             return;
@@ -261,7 +271,12 @@ async fn run_seed(seed: u64, steps: u64) {
         drop_per_mille: rng.gen_range(0..=100),
         delay_max_ms: rng.gen_range(0..=30),
     });
-    let mut w = World { net: net.clone(), members: BTreeMap::new(), _dirs: tempfile::tempdir().unwrap(), snapshot_logs: rng.gen_range(10..=60) };
+    let mut w = World {
+        net: net.clone(),
+        members: BTreeMap::new(),
+        _dirs: tempfile::tempdir().unwrap(),
+        snapshot_logs: rng.gen_range(10..=60),
+    };
     for id in 1..=MEMBERS {
         let dir = dirs.path().join(format!("m{id}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -278,7 +293,9 @@ async fn run_seed(seed: u64, steps: u64) {
         {"create_index": obj(json!({"name": "transfer_rows", "source": {"collection": "transfers"}, "values": [obj(json!({"field": ["data", "id"]})), obj(json!({"field": ["data", "from"]})), obj(json!({"field": ["data", "to"]})), obj(json!({"field": ["data", "amount"]}))]}))},
     ]});
     assert!(w.submit(setup, 1).await.is_some(), "seed {seed}: setup never committed");
-    let accounts: Vec<_> = (1..=ACCOUNTS).map(|i| json!({"create": acct(i), "params": obj(json!({"data": obj(json!({"balance": START}))}))})).collect();
+    let accounts: Vec<_> = (1..=ACCOUNTS)
+        .map(|i| json!({"create": acct(i), "params": obj(json!({"data": obj(json!({"balance": START}))}))}))
+        .collect();
     assert!(w.submit(json!({"do": accounts}), 2).await.is_some(), "seed {seed}: accounts never committed");
 
     let mut acked = Vec::new();
@@ -292,8 +309,11 @@ async fn run_seed(seed: u64, steps: u64) {
                     let to = 1 + (from + rng.gen_range(0..ACCOUNTS - 1)) % ACCOUNTS;
                     pending.push((format!("s{seed}-{step}-{k}"), from, to, rng.gen_range(1..=15)));
                 }
-                let batch: Vec<_> = pending.drain(..).collect();
-                let futs = batch.iter().enumerate().map(|(i, (id, f, t, a))| w.submit(transfer(id, *f, *t, *a), step * 100 + i as u64));
+                let batch = std::mem::take(&mut pending);
+                let futs = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (id, f, t, a))| w.submit(transfer(id, *f, *t, *a), step * 100 + i as u64));
                 let results = futures_util::future::join_all(futs).await;
                 for (r, t) in results.into_iter().zip(batch) {
                     match r.as_ref().and_then(|v| v.as_str()) {
@@ -362,7 +382,16 @@ async fn run_seed(seed: u64, steps: u64) {
         let auth = tally_fql::auth::Auth::new(0, tally_fql::auth::Role::Admin);
         let run = |q: serde_json::Value| {
             let e = tally_fql::expr::parse(&q).unwrap();
-            let out = tally_fql::run::evaluate(&*snap, ts, tally_fql::eval::Mode::ReadOnly, auth.clone(), &e, [0; 32], Default::default(), None);
+            let out = tally_fql::run::evaluate(
+                &*snap,
+                ts,
+                tally_fql::eval::Mode::ReadOnly,
+                auth.clone(),
+                &e,
+                [0; 32],
+                Default::default(),
+                None,
+            );
             tally_value::to_json(&out.result.unwrap())
         };
         let rows = run(json!({"paginate": {"match": {"index": "transfer_rows"}}, "size": 100000}));
@@ -386,7 +415,12 @@ async fn run_seed(seed: u64, steps: u64) {
     for id in 1..=MEMBERS {
         w.crash(id).await;
     }
-    println!("seed {seed}: {steps} steps, {} acknowledged transfers, drop {}‰, delay ≤ {} ms", acked.len(), net.drop_per_mille, net.delay_max_ms);
+    println!(
+        "seed {seed}: {steps} steps, {} acknowledged transfers, drop {}‰, delay ≤ {} ms",
+        acked.len(),
+        net.drop_per_mille,
+        net.delay_max_ms
+    );
 }
 
 fn env_u64(k: &str) -> Option<u64> {

@@ -41,10 +41,7 @@ pub struct ClusterFlags {
 impl ClusterFlags {
     pub fn options(&self) -> anyhow::Result<Option<tally_server::ClusterOptions>> {
         let (Some(node_id), Some(list)) = (self.node_id, self.cluster.as_deref()) else {
-            anyhow::ensure!(
-                self.node_id.is_none() && self.cluster.is_none(),
-                "--node-id and --cluster go together"
-            );
+            anyhow::ensure!(self.node_id.is_none() && self.cluster.is_none(), "--node-id and --cluster go together");
             return Ok(None);
         };
         Ok(Some(tally_server::ClusterOptions {
