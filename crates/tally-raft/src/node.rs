@@ -100,6 +100,7 @@ pub struct RaftNode {
     pub client: PeerClient,
     batcher: mpsc::Sender<(Vec<u8>, Reply)>,
     applied_index: Arc<AtomicU64>,
+    applied_notify: Arc<tokio::sync::Notify>,
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
 }
 
@@ -154,6 +155,7 @@ impl RaftNode {
         };
         let rcfg = Arc::new(rcfg.validate().map_err(|e| anyhow_like::err(format!("raft config: {e}")))?);
         let applied_index = machine.applied_index.clone();
+        let applied_notify = machine.applied_notify.clone();
         let checkpoint = Box::new(machine.checkpoint_handle());
         let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
             .await
@@ -174,6 +176,7 @@ impl RaftNode {
             client,
             batcher: tx,
             applied_index,
+            applied_notify,
             checkpoint,
         });
         tokio::spawn(run_batcher(raft, cfg, rx, last_ts));
@@ -191,13 +194,16 @@ impl RaftNode {
 
     /// Wait (bounded) until this member has applied the entry at `index`.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
-        while self.applied_index() < index {
-            if Instant::now() >= deadline {
-                return false;
+        loop {
+            // Register before checking, so an apply in between is not missed.
+            let moved = self.applied_notify.notified();
+            if self.applied_index() >= index {
+                return true;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            if tokio::time::timeout_at(deadline.into(), moved).await.is_err() {
+                return self.applied_index() >= index;
+            }
         }
-        true
     }
 
     /// The current leader and its peer address, waiting (bounded) for an election.

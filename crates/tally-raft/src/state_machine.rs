@@ -154,6 +154,8 @@ pub struct Machine {
     snapshot_dir: PathBuf,
     /// Raft index of the last applied entry, for waiters outside openraft.
     pub applied_index: Arc<AtomicU64>,
+    /// Woken whenever `applied_index` moves.
+    pub applied_notify: Arc<tokio::sync::Notify>,
 }
 
 impl Machine {
@@ -170,6 +172,7 @@ impl Machine {
             position,
             snapshot_dir: snapshot_dir.to_path_buf(),
             applied_index: Arc::new(AtomicU64::new(applied)),
+            applied_notify: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -266,6 +269,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
             };
             self.position = next;
             self.applied_index.store(log_id.index, Ordering::Release);
+            self.applied_notify.notify_waiters();
             if let Some(r) = responder {
                 r.send(response);
             }
@@ -285,6 +289,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         let m2 = meta.clone();
         tokio::task::spawn_blocking(move || save_snapshot(&dir, &m2, &data)).await.map_err(io_err)??;
         self.applied_index.store(pos.log_id.as_ref().map(|l| l.index).unwrap_or(0), Ordering::Release);
+        self.applied_notify.notify_waiters();
         self.position = pos;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
         Ok(())
