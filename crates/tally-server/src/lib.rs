@@ -10,9 +10,9 @@
 pub mod cluster;
 pub mod http;
 pub mod machine;
-pub mod snapshot;
 pub mod node;
 pub mod scheduler;
+pub mod snapshot;
 
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use node::{serve, ServeConfig};
