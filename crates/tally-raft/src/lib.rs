@@ -20,6 +20,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod runtime;
 pub mod state_machine;
 
 use base64::Engine;
@@ -84,6 +85,7 @@ openraft::declare_raft_types!(
         R = BatchResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = crate::runtime::TallyRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, Machine>;

@@ -65,7 +65,7 @@ impl LogStore {
         F: FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::blocking(move || {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(io_err)?;
             f(&txn)?;

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
@@ -23,6 +23,8 @@ use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 use tally_calvin::Batch;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+// tokio's clock, so a simulation with paused time controls every deadline.
+use tokio::time::Instant;
 
 use crate::network::{Faults, NetError, NetworkFactory, PeerClient};
 use crate::{BatchRequest, LogStore, Machine, Raft};
@@ -45,6 +47,9 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     /// Secret shared by members, sent with every peer request.
     pub token: String,
+    /// The leader's clock for batch timestamps, in microseconds since the Unix epoch (the
+    /// simulation replaces it with its virtual clock).
+    pub clock: fn() -> u64,
 }
 
 impl ClusterConfig {
@@ -63,6 +68,7 @@ impl ClusterConfig {
             election_timeout_ms: (election_min, election_min * 2),
             snapshot_logs: 5_000,
             token,
+            clock: now_micros,
         }
     }
 }
@@ -104,7 +110,8 @@ pub struct RaftNode {
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
 }
 
-fn now_micros() -> u64 {
+/// Wall-clock microseconds since the Unix epoch.
+pub fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
@@ -200,7 +207,7 @@ impl RaftNode {
             if self.applied_index() >= index {
                 return true;
             }
-            if tokio::time::timeout_at(deadline.into(), moved).await.is_err() {
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
                 return self.applied_index() >= index;
             }
         }
@@ -272,7 +279,7 @@ impl RaftNode {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => unavailable("this member is shutting down"),
         })?;
-        match tokio::time::timeout_at(deadline.into(), orx).await {
+        match tokio::time::timeout_at(deadline, orx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(unavailable("the sequencer stopped")),
             Err(_) => Err(SubmitError::Ambiguous(
@@ -329,7 +336,7 @@ impl RaftNode {
 
     pub async fn read_index_here(&self, deadline: Instant) -> Result<u64, SubmitError> {
         let f = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
-        match tokio::time::timeout_at(deadline.into(), f).await {
+        match tokio::time::timeout_at(deadline, f).await {
             Ok(Ok(l)) => Ok(l.read_log_id().index()),
             Ok(Err(e)) => Err(match e {
                 RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(f)) => {
@@ -435,7 +442,7 @@ async fn run_batcher(
     let mut issued = 0u64;
     loop {
         let Some(first) = rx.recv().await else { return };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.epoch_ms);
+        let deadline = Instant::now() + Duration::from_millis(cfg.epoch_ms);
         let mut bytes = first.0.len();
         let mut items = vec![first];
         while items.len() < cfg.batch_inputs_max && bytes < cfg.batch_bytes_max {
@@ -449,7 +456,7 @@ async fn run_batcher(
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         // Never backwards, even across leader changes: above every applied commit.
-        let ts = now_micros().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
+        let ts = (cfg.clock)().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
         issued = ts;
         let (inputs, replies): (Vec<Vec<u8>>, Vec<Reply>) = items.into_iter().unzip();
         let n = inputs.len();

@@ -31,14 +31,19 @@ pub const EXECUTOR_STACK_BYTES: usize = tally_calvin::EXECUTOR_STACK_BYTES;
 
 type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
 
-/// Runs closures on the thread that owns the machine, one at a time, in order.
-pub struct Executor<M> {
-    tx: mpsc::Sender<Job<M>>,
+/// Runs closures on the thread that owns the machine, one at a time, in order. In
+/// [deterministic](crate::runtime) mode the closures run inline on the caller's thread.
+pub enum Executor<M> {
+    Thread(mpsc::Sender<Job<M>>),
+    Inline(Arc<std::sync::Mutex<M>>),
 }
 
 impl<M> Clone for Executor<M> {
     fn clone(&self) -> Self {
-        Executor { tx: self.tx.clone() }
+        match self {
+            Executor::Thread(tx) => Executor::Thread(tx.clone()),
+            Executor::Inline(m) => Executor::Inline(m.clone()),
+        }
     }
 }
 
@@ -48,6 +53,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl<M: ReplicatedMachine + 'static> Executor<M> {
     pub fn start(mut machine: M) -> io::Result<Executor<M>> {
+        if crate::runtime::is_deterministic() {
+            return Ok(Executor::Inline(Arc::new(std::sync::Mutex::new(machine))));
+        }
         let (tx, rx) = mpsc::channel::<Job<M>>();
         std::thread::Builder::new().name("tally-executor".into()).stack_size(EXECUTOR_STACK_BYTES).spawn(
             move || {
@@ -56,15 +64,22 @@ impl<M: ReplicatedMachine + 'static> Executor<M> {
                 }
             },
         )?;
-        Ok(Executor { tx })
+        Ok(Executor::Thread(tx))
     }
 
     pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut M) -> R + Send + 'static) -> io::Result<R> {
+        let tx = match self {
+            Executor::Thread(tx) => tx,
+            Executor::Inline(m) => {
+                let mut m = m.lock().map_err(|_| io_err("the executor panicked"))?;
+                return Ok(f(&mut m));
+            }
+        };
         let (otx, orx) = oneshot::channel();
         let job: Job<M> = Box::new(move |m| {
             let _ = otx.send(f(m));
         });
-        self.tx.send(job).map_err(|_| io_err("the executor thread has stopped"))?;
+        tx.send(job).map_err(|_| io_err("the executor thread has stopped"))?;
         orx.await.map_err(|_| io_err("the executor thread dropped a job"))
     }
 }
@@ -230,7 +245,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = SnapshotMeta { last_log_id: pos.log_id, last_membership: pos.membership };
         let dir = self.dir.clone();
         let (m2, d2) = (meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || save_snapshot(&dir, &m2, &d2)).await.map_err(io_err)??;
+        crate::runtime::blocking(move || save_snapshot(&dir, &m2, &d2)).await??;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
         Ok(Snapshot { meta, snapshot: Cursor::new(data) })
     }
@@ -287,7 +302,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         self.engine.import(data.clone(), pos.encode()).await?;
         let dir = self.snapshot_dir.clone();
         let m2 = meta.clone();
-        tokio::task::spawn_blocking(move || save_snapshot(&dir, &m2, &data)).await.map_err(io_err)??;
+        crate::runtime::blocking(move || save_snapshot(&dir, &m2, &data)).await??;
         self.applied_index.store(pos.log_id.as_ref().map(|l| l.index).unwrap_or(0), Ordering::Release);
         self.applied_notify.notify_waiters();
         self.position = pos;
@@ -297,6 +312,6 @@ impl RaftStateMachine<TypeConfig> for Machine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let dir = self.snapshot_dir.clone();
-        tokio::task::spawn_blocking(move || load_snapshot(&dir)).await.map_err(io_err)?
+        crate::runtime::blocking(move || load_snapshot(&dir)).await?
     }
 }

@@ -319,7 +319,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         // applies up to that index, so the read sees every write acknowledged before it.
         let deadline = Instant::now() + Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS));
         match c.node.read_index().await {
-            Ok(index) if c.node.wait_applied(index, deadline).await => {}
+            Ok(index) if c.node.wait_applied(index, deadline.into()).await => {}
             Ok(_) => {
                 let e = FqlError::new("unavailable", "This member could not catch up for a linearized read in time.");
                 return error_response(&e, 0);

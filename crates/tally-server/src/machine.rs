@@ -87,6 +87,9 @@ pub struct FqlMachine {
     pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
     last_checkpoint: Instant,
     batches_since_checkpoint: u64,
+    /// Make the store durable after this many batches, or after this long (if set).
+    checkpoint_batches: u64,
+    checkpoint_interval: Option<Duration>,
     /// Fault injection for the divergence tests only: at this height the header's effects
     /// root is computed over one extra leaf, as a nondeterministic executor would.
     pub diverge_at: Option<u64>,
@@ -132,8 +135,17 @@ impl FqlMachine {
             head: Arc::new(std::sync::Mutex::new(head)),
             last_checkpoint: Instant::now(),
             batches_since_checkpoint: 0,
+            checkpoint_batches: CHECKPOINT_BATCHES,
+            checkpoint_interval: Some(CHECKPOINT_INTERVAL),
             diverge_at: None,
         })
+    }
+
+    /// Checkpoint every `batches` batches only, never on the wall clock: what survives a
+    /// crash then depends on the input alone (the deterministic simulation).
+    pub fn checkpoint_every_batches(&mut self, batches: u64) {
+        self.checkpoint_batches = batches.max(1);
+        self.checkpoint_interval = None;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -268,8 +280,8 @@ impl FqlMachine {
         b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;
         b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
         self.batches_since_checkpoint += 1;
-        let durable = self.batches_since_checkpoint >= CHECKPOINT_BATCHES
-            || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+        let durable = self.batches_since_checkpoint >= self.checkpoint_batches
+            || self.checkpoint_interval.is_some_and(|i| self.last_checkpoint.elapsed() >= i);
         b.commit(durable)?;
         if durable {
             self.batches_since_checkpoint = 0;

@@ -1,22 +1,34 @@
-//! Seeded chaos simulation of the replicated write path: three in-process members with the
-//! real storage (redb Raft log, FQL executor on redb, openraft), joined by an in-process
-//! network that drops, delays and so reorders messages, while members crash (stopped
-//! without a final checkpoint), restart and are cut off. A bank workload runs throughout.
+//! Deterministic simulation of the replicated write path: three in-process members with
+//! the real storage (redb Raft log, FQL executor on redb, openraft), joined by an
+//! in-process network that drops, delays and so reorders messages, while members crash
+//! (stopped without a final checkpoint), restart and are cut off. A bank workload runs
+//! throughout.
 //!
 //! After every step: no two members ever hold different block headers at the same height.
 //! At the end (everyone restarted and healed): same head everywhere, total balance
 //! unchanged, every acknowledged transfer present, none applied twice.
 //!
-//! The seed fixes the fault schedule and the workload; thread scheduling is the OS's, so a
-//! failing seed reproduces the same schedule, not the same interleaving. CI runs a short
-//! simulation; a long run: `TALLY_SIM_SEEDS=1000 TALLY_SIM_STEPS=200 cargo test --release
-//! -p tally-server --test cluster_sim -- --nocapture` (or `TALLY_SIM_SEED=n` for one seed).
+//! Determinism: each seed runs on one thread, on a current-thread tokio runtime with
+//! paused (virtual) time, with `tally_raft::runtime` in deterministic mode: openraft's
+//! random draws come from the seed, the executor and the Raft log write inline, the
+//! leader's batch clock and the checkpoint policy are virtual. The network's fate for each
+//! message, the workload and the faults come from the seed too. So a seed replays exactly:
+//! every run of it records the same trace (each step's outcome, each member's height and
+//! head hash), and the test checks that by running a seed twice.
+//!
+//! CI runs a short simulation. A long run: `TALLY_SIM_SEEDS=1000 TALLY_SIM_STEPS=200 cargo
+//! test --release -p tally-server --test cluster_sim -- --nocapture`, or `TALLY_SIM_MINUTES=10`
+//! to run consecutive seeds for that long; `TALLY_SIM_SEED=n` runs (and replays) one seed,
+//! `TALLY_SIM_REPLAY_ALL=1` replays every seed (not only the first), and `TALLY_SIM_TRACE=1`
+//! prints each run's trace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -24,6 +36,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use sha2::Digest;
 use tally_raft::network::{Faults, PeerClient};
 use tally_raft::{ClusterConfig, LogStore, Machine, Raft, RaftNode, Snapshot, TypeConfig, Vote};
 use tally_server::machine::{block_key, FqlMachine};
@@ -128,33 +141,43 @@ struct Member {
     node: Option<(Arc<RaftNode>, Arc<dyn Store>)>,
 }
 
-fn retry<T, E: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, E>) -> T {
+async fn retry<T, E: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, E>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match f() {
             Ok(v) => return v,
-            // The previous incarnation's executor thread may still hold the files.
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // A task of the previous incarnation may still hold the files: let it finish.
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("reopening a member: {e:?}"),
         }
     }
 }
 
-async fn open(id: u64, dir: &Path, net: &Arc<Net>, snapshot_logs: u64) -> (Arc<RaftNode>, Arc<dyn Store>) {
-    let store: Arc<dyn Store> = Arc::new(retry(|| RedbStore::open(&dir.join("state.redb"))));
-    let fql = FqlMachine::open(store.clone()).unwrap();
+thread_local! {
+    static SIM_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The leaders' batch clock: virtual time since the simulation started, from a fixed date.
+fn sim_clock() -> u64 {
+    const BASE_MICROS: u64 = 1_767_225_600_000_000; // 2026-01-01
+    let start = SIM_START.with(|s| s.get()).expect("simulation clock started");
+    BASE_MICROS + Instant::now().duration_since(start).as_micros() as u64
+}
+
+async fn open(id: u64, dir: &Path, net: &Arc<Net>, knobs: Knobs) -> (Arc<RaftNode>, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(retry(|| RedbStore::open(&dir.join("state.redb"))).await);
+    let mut fql = FqlMachine::open(store.clone()).unwrap();
+    fql.checkpoint_every_batches(knobs.checkpoint_batches);
     let last_ts = fql.applied_ts.clone();
     let sm = Machine::open(fql, &dir.join("snapshot")).unwrap();
-    let log = retry(|| LogStore::open(&dir.join("log.redb")));
+    let log = retry(|| LogStore::open(&dir.join("log.redb"))).await;
     let members = (1..=MEMBERS).map(|i| (i, format!("sim-{i}"))).collect();
     let mut cfg = ClusterConfig::new(id, members, "sim".into(), 0);
     cfg.election_timeout_ms = (300, 600);
     cfg.heartbeat_ms = 60;
     cfg.write_timeout = Duration::from_secs(3);
-    cfg.snapshot_logs = snapshot_logs;
+    cfg.snapshot_logs = knobs.snapshot_logs;
+    cfg.clock = sim_clock;
     let client = PeerClient::new("sim", Arc::new(Faults::default()));
     let node = RaftNode::start_with_network(cfg, log, sm, SimNet { net: net.clone(), from: id }, client, last_ts)
         .await
@@ -195,11 +218,18 @@ fn resource(out: &[u8]) -> serde_json::Value {
     v["body"]["resource"].clone()
 }
 
+#[derive(Clone, Copy)]
+struct Knobs {
+    snapshot_logs: u64,
+    checkpoint_batches: u64,
+}
+
 struct World {
     net: Arc<Net>,
     members: BTreeMap<u64, Member>,
-    _dirs: tempfile::TempDir,
-    snapshot_logs: u64,
+    knobs: Knobs,
+    /// What happened, step by step: two runs of one seed must record the same.
+    trace: Vec<String>,
 }
 
 impl World {
@@ -236,11 +266,31 @@ impl World {
     }
 
     async fn restart(&mut self, id: u64) {
-        let snapshot_logs = self.snapshot_logs;
+        let knobs = self.knobs;
         let m = self.members.get_mut(&id).unwrap();
         if m.node.is_none() {
-            m.node = Some(open(id, &m.dir, &self.net, snapshot_logs).await);
+            m.node = Some(open(id, &m.dir, &self.net, knobs).await);
         }
+    }
+
+    /// Each live member's `id@height:head` (short hash), for the trace.
+    fn positions(&self) -> String {
+        let mut out = Vec::new();
+        for (id, m) in &self.members {
+            match &m.node {
+                Some((n, s)) => {
+                    let h = tally_server::machine::meta_height(&**s).unwrap();
+                    let head = s.snapshot().unwrap().meta("head").unwrap().unwrap_or_default();
+                    let digest = hex::encode(&sha2::Sha256::digest(&head)[..6]);
+                    let m = n.metrics();
+                    let term = m.current_term;
+                    let leader = m.current_leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+                    out.push(format!("{id}@{h}:{digest}(t{term},l{leader},i{:?})", m.last_log_index));
+                }
+                None => out.push(format!("{id}:down")),
+            }
+        }
+        out.join(" ")
     }
 
     /// Safety: no two live members hold different headers at the same height.
@@ -261,7 +311,15 @@ impl World {
     }
 }
 
-async fn run_seed(seed: u64, steps: u64) {
+/// What one seed's run recorded.
+struct Outcome {
+    trace: Vec<String>,
+    acked: usize,
+    virtual_secs: f64,
+}
+
+async fn run_seed(seed: u64, steps: u64) -> Outcome {
+    SIM_START.with(|s| s.set(Some(Instant::now())));
     let mut rng = StdRng::seed_from_u64(seed);
     let dirs = tempfile::tempdir().unwrap();
     let net = Arc::new(Net {
@@ -274,8 +332,8 @@ async fn run_seed(seed: u64, steps: u64) {
     let mut w = World {
         net: net.clone(),
         members: BTreeMap::new(),
-        _dirs: tempfile::tempdir().unwrap(),
-        snapshot_logs: rng.gen_range(10..=60),
+        knobs: Knobs { snapshot_logs: rng.gen_range(10..=60), checkpoint_batches: rng.gen_range(1..=20) },
+        trace: Vec::new(),
     };
     for id in 1..=MEMBERS {
         let dir = dirs.path().join(format!("m{id}"));
@@ -315,35 +373,51 @@ async fn run_seed(seed: u64, steps: u64) {
                     .enumerate()
                     .map(|(i, (id, f, t, a))| w.submit(transfer(id, *f, *t, *a), step * 100 + i as u64));
                 let results = futures_util::future::join_all(futs).await;
+                let mut said = Vec::new();
                 for (r, t) in results.into_iter().zip(batch) {
+                    said.push(format!("{}={}", t.0, r.as_ref().and_then(|v| v.as_str()).unwrap_or("?")));
                     match r.as_ref().and_then(|v| v.as_str()) {
                         Some("ok") | Some("dup") => acked.push(t.0),
                         Some("insufficient") => {}
                         _ => pending.push(t), // unknown fate: retried (idempotent) later
                     }
                 }
+                w.trace.push(format!("transfers {}", said.join(" ")));
             }
             65..=74 => {
                 let live: Vec<u64> = w.members.iter().filter(|(_, m)| m.node.is_some()).map(|(id, _)| *id).collect();
                 if live.len() == MEMBERS as usize {
-                    w.crash(live[rng.gen_range(0..live.len())]).await;
+                    let id = live[rng.gen_range(0..live.len())];
+                    w.crash(id).await;
+                    w.trace.push(format!("crash {id}"));
                 }
             }
             75..=86 => {
                 let down: Vec<u64> = w.members.iter().filter(|(_, m)| m.node.is_none()).map(|(id, _)| *id).collect();
                 if let Some(id) = down.first() {
                     w.restart(*id).await;
+                    w.trace.push(format!("restart {id}"));
                 }
             }
             87..=93 => {
                 let mut cut = net.cut.lock().unwrap();
                 if cut.is_empty() && w.members.values().all(|m| m.node.is_some()) {
-                    cut.insert(rng.gen_range(1..=MEMBERS));
+                    let id = rng.gen_range(1..=MEMBERS);
+                    cut.insert(id);
+                    w.trace.push(format!("cut {id}"));
                 }
             }
-            _ => net.cut.lock().unwrap().clear(),
+            _ => {
+                net.cut.lock().unwrap().clear();
+                w.trace.push("heal".into());
+            }
         }
         w.check_headers();
+        let at = w.positions();
+        w.trace.push(format!(
+            "step {step} at {:?}: {at}",
+            Instant::now().duration_since(SIM_START.with(|s| s.get()).unwrap())
+        ));
     }
     // Heal everything, finish the pending transfers, let everyone catch up.
     net.cut.lock().unwrap().clear();
@@ -412,32 +486,100 @@ async fn run_seed(seed: u64, steps: u64) {
         }
         assert_eq!(expected[1..].iter().sum::<i64>(), START * ACCOUNTS as i64);
     }
+    w.trace.push(format!("end {}", w.positions()));
     for id in 1..=MEMBERS {
         w.crash(id).await;
     }
-    println!(
-        "seed {seed}: {steps} steps, {} acknowledged transfers, drop {}‰, delay ≤ {} ms",
-        acked.len(),
-        net.drop_per_mille,
-        net.delay_max_ms
-    );
+    let virtual_secs = Instant::now().duration_since(SIM_START.with(|s| s.get()).unwrap()).as_secs_f64();
+    Outcome { trace: w.trace, acked: acked.len(), virtual_secs }
 }
 
 fn env_u64(k: &str) -> Option<u64> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn seeded_chaos_keeps_the_ledger_consistent() {
-    let steps = env_u64("TALLY_SIM_STEPS").unwrap_or(30);
-    let seeds: Vec<u64> = match (env_u64("TALLY_SIM_SEED"), env_u64("TALLY_SIM_SEEDS")) {
-        (Some(s), _) => vec![s],
-        (None, Some(n)) => (1..=n).collect(),
-        (None, None) => vec![1, 2],
-    };
-    let started = Instant::now();
-    for seed in seeds {
-        run_seed(seed, steps).await;
+/// Run one seed on its own thread: a current-thread runtime with paused time, the Raft
+/// runtime in deterministic mode.
+fn run_seed_deterministic(seed: u64, steps: u64) -> Outcome {
+    std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .stack_size(256 << 20)
+        .spawn(move || {
+            tally_raft::runtime::enter_deterministic(seed);
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all().start_paused(true);
+            // tokio's own random choices (which of a watch channel's waiters wakes first)
+            // must come from the seed too (needs `--cfg tokio_unstable`, .cargo/config.toml).
+            #[cfg(tokio_unstable)]
+            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_be_bytes()));
+            let rt = builder.build().unwrap();
+            let out = rt.block_on(run_seed(seed, steps));
+            drop(rt);
+            tally_raft::runtime::leave_deterministic();
+            out
+        })
+        .unwrap()
+        .join()
+        .unwrap_or_else(|_| panic!("seed {seed} failed (TALLY_SIM_SEED={seed} replays it)"))
+}
+
+/// Where two traces of one seed first differ, for the failure message.
+fn first_difference(a: &[String], b: &[String]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("line {i}:\n  first run:  {}\n  second run: {}", a[i], b[i]),
+        None => format!("one trace is longer ({} vs {} lines)", a.len(), b.len()),
     }
-    println!("simulation: {:?}", started.elapsed());
+}
+
+#[test]
+fn seeded_chaos_keeps_the_ledger_consistent() {
+    let steps = env_u64("TALLY_SIM_STEPS").unwrap_or(40);
+    // Seeds to run, and an optional time budget (consecutive seeds until it runs out).
+    let (first, last, budget) =
+        match (env_u64("TALLY_SIM_SEED"), env_u64("TALLY_SIM_SEEDS"), env_u64("TALLY_SIM_MINUTES")) {
+            (Some(s), _, _) => (s, s, None),
+            (None, Some(n), m) => (1, n.max(1), m.map(|m| Duration::from_secs(m * 60))),
+            (None, None, Some(m)) => (1, u64::MAX, Some(Duration::from_secs(m * 60))),
+            (None, None, None) => (1, 4, None),
+        };
+    let started = std::time::Instant::now();
+    let (mut runs, mut total_steps, mut acked) = (0u64, 0u64, 0usize);
+    for seed in first..=last {
+        if budget.is_some_and(|b| started.elapsed() >= b) {
+            break;
+        }
+        let o = run_seed_deterministic(seed, steps);
+        let replay = seed == first || std::env::var_os("TALLY_SIM_REPLAY_ALL").is_some();
+        if replay && cfg!(tokio_unstable) {
+            // The first seed runs twice: both runs must record the same trace.
+            let again = run_seed_deterministic(seed, steps);
+            if std::env::var_os("TALLY_SIM_TRACE").is_some() {
+                for (x, y) in o.trace.iter().zip(&again.trace) {
+                    println!("A {x}\nB {y}");
+                }
+            }
+            assert!(
+                o.trace == again.trace,
+                "seed {seed} did not replay exactly: {}",
+                first_difference(&o.trace, &again.trace)
+            );
+            println!("seed {seed} replayed exactly ({} trace lines)", o.trace.len());
+        } else if replay {
+            println!("built without --cfg tokio_unstable (RUSTFLAGS overrides .cargo/config.toml): replay not checked");
+        }
+        if std::env::var_os("TALLY_SIM_TRACE").is_some() {
+            o.trace.iter().for_each(|l| println!("  {l}"));
+        }
+        runs += 1;
+        total_steps += steps;
+        acked += o.acked;
+        println!(
+            "seed {seed}: {steps} steps, {} acknowledged transfers, {:.0} s of virtual time",
+            o.acked, o.virtual_secs
+        );
+    }
+    println!(
+        "simulation: {runs} seeds, {total_steps} steps, {acked} acknowledged transfers in {:?}",
+        started.elapsed()
+    );
 }
