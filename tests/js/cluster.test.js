@@ -11,7 +11,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 
-const { q, sleep } = require('./helpers/server')
+const { q, sleep, rawRequest } = require('./helpers/server')
 const { TallyCluster } = require('./helpers/cluster')
 
 const ACCOUNTS = 100
@@ -290,4 +290,7 @@ test('adding a member while serving: it catches up by snapshot, then votes; remo
   // Administration needs the root key.
   const denied = await added.post('/cluster/members', { id: 9, peer: '127.0.0.1:1' }, { headers: { authorization: 'Bearer nope' } })
   assert.equal(denied.status, 401)
+  const anonymous = await rawRequest(added.port, { method: 'GET', path: '/cluster/status' })
+  assert.equal(anonymous.status, 401, 'cluster status is for administrators only')
+  assert.doesNotMatch(anonymous.body, /127\.0\.0\.1/, 'no member address leaks to an anonymous caller')
 })

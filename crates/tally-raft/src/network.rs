@@ -126,6 +126,10 @@ impl PeerClient {
             let status = resp.status().as_u16();
             let body =
                 resp.into_body().collect().await.map_err(|e| NetError::Unreachable(target, e.to_string()))?.to_bytes();
+            // The answer travels back over the same emulated distance.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if status != 200 {
                 return Err(NetError::Status(target, status, String::from_utf8_lossy(&body).into_owned()));
             }

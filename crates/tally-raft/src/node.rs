@@ -53,9 +53,11 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Defaults sized for members `latency_ms` apart (one way).
+    /// Defaults sized for members `latency_ms` apart (one way; a round trip is twice that).
+    /// openraft bounds each replication request by the heartbeat interval, so the interval
+    /// must exceed a round trip with room to spare.
     pub fn new(node_id: u64, initial_members: BTreeMap<u64, String>, token: String, latency_ms: u64) -> Self {
-        let election_min = 600.max(latency_ms * 12);
+        let election_min = 600.max(latency_ms * 16);
         ClusterConfig {
             node_id,
             initial_members,
@@ -64,7 +66,7 @@ impl ClusterConfig {
             batch_bytes_max: 32 << 20,
             queue_inputs_max: 65_536,
             write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
-            heartbeat_ms: 100.max(latency_ms * 2),
+            heartbeat_ms: 100.max(latency_ms * 4),
             election_timeout_ms: (election_min, election_min * 2),
             snapshot_logs: 5_000,
             token,
@@ -253,10 +255,12 @@ impl RaftNode {
     pub async fn submit(&self, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
         let deadline = Instant::now() + self.cfg.write_timeout;
         loop {
-            let r = if self.leader_with_quorum()? {
-                self.submit_here(input.clone(), deadline).await
-            } else {
-                self.forward(input.clone(), deadline).await
+            let r = match self.leader_with_quorum() {
+                Ok(true) => self.submit_here(input.clone(), deadline).await,
+                Ok(false) => self.forward(input.clone(), deadline).await,
+                // Just elected: the first answers from the followers are on their way.
+                Err(e) if self.metrics().last_quorum_acked.is_none() => Err(SubmitError::Retry(e.to_string())),
+                Err(e) => return Err(e),
             };
             // Not accepted anywhere (leadership moved, or the leader is unreachable while an
             // election may be under way): safe to try again until the deadline.

@@ -1,7 +1,7 @@
 //! A ledger member of a replicated cluster: wiring of the Raft log (tally-raft) to the FQL
 //! executor, the peer port, the client-port cluster API, and divergence detection.
 //!
-//! Client port additions (all but status need the root key as Bearer secret):
+//! Client port additions (each needs the root key as Bearer secret):
 //! `GET /cluster/status`, `POST /cluster/members {"id", "peer"}` (add a member),
 //! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
 //! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
@@ -252,8 +252,12 @@ fn is_root(st: &AppState, headers: &HeaderMap) -> bool {
     h.as_bytes().ct_eq(st.root_key_hash.as_bytes()).into()
 }
 
-async fn status(State(st): State<Arc<AppState>>) -> Response {
+async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let Some(c) = &st.cluster else { return not_clustered() };
+    // Membership, addresses and Raft state describe the deployment: administrators only.
+    if !is_root(&st, &headers) {
+        return err_json(StatusCode::UNAUTHORIZED, "unauthorized", "cluster status needs the root key");
+    }
     let mut s = c.node.status();
     let head = st.head.lock().ok().and_then(|h| *h);
     s["head"] = json!({"height": head.map(|h| h.height).unwrap_or(0),

@@ -23,7 +23,7 @@ pub struct ClusterFlags {
     /// Peer address of a member that is not in --cluster (it waits for `tally cluster add`).
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
-    /// Milliseconds added to every message to a peer, to emulate members far apart: one
+    /// Milliseconds added to every message to and from a peer (each way), to emulate members far apart: one
     /// number for every peer, or per peer as `2=50,3=150`.
     #[arg(long, default_value = "0")]
     pub peer_latency_ms: String,
@@ -69,7 +69,7 @@ pub struct DevClusterArgs {
     pub base_port: u16,
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: Option<String>,
-    /// Milliseconds added to every message between members.
+    /// Milliseconds added to every message between members, each way.
     #[arg(long, default_value_t = 0)]
     pub peer_latency_ms: u64,
     #[arg(long, default_value_t = 10)]

@@ -89,7 +89,9 @@ class Member {
   }
 
   async get(p, timeoutMs = 5000) {
-    const r = await rawRequest(this.port, { method: 'GET', path: p, timeoutMs })
+    const r = await rawRequest(this.port, {
+      method: 'GET', path: p, timeoutMs, headers: { authorization: `Bearer ${this.cluster.rootKey}` },
+    })
     return { status: r.status, body: r.body ? JSON.parse(r.body) : null }
   }
 
