@@ -105,6 +105,13 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file ("-" for stdout).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Documents created per request while loading (one `Do` of `Create`s; keep the body
+    /// under the server's 16 MiB limit: an account is about 200 bytes of JSON).
+    #[arg(long, default_value_t = tally::LOAD_PER_REQUEST)]
+    pub load_batch: u64,
+    /// Load requests in flight at once.
+    #[arg(long, default_value_t = tally::LOAD_IN_FLIGHT)]
+    pub load_in_flight: usize,
     /// Epoch length of the started servers (`tally serve --epoch-ms`).
     #[arg(long)]
     pub epoch_ms: Option<u64>,
@@ -160,6 +167,9 @@ fn self_cpu() -> Option<f64> {
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.batch == 0 || args.duration == 0 || args.accounts.is_empty() {
         bail!("--clients, --batch, --duration and --accounts must be positive");
+    }
+    if args.load_batch == 0 || args.load_in_flight == 0 {
+        bail!("--load-batch and --load-in-flight must be positive");
     }
     if args.accounts.iter().any(|&a| a < 2) {
         bail!("--accounts must be at least 2 (a transfer needs two accounts)");
@@ -273,17 +283,35 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
         "{label}: loading {accounts} {}",
         if args.workload == Workload::Purchase { "players and items" } else { "accounts" }
     );
-    let t0 = Instant::now();
-    tally::load(addr, &secret, args.workload, variant, accounts).await?;
-    let load_s = t0.elapsed().as_secs_f64();
     let data_dir = server.as_ref().map(|s| s.data_dir.clone());
+    let docs = if args.workload == Workload::Purchase { 2 * accounts } else { accounts };
+    let loaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_load_progress = stats::spawn_load_progress(label.clone(), loaded.clone(), docs, data_dir.clone());
+    let server_pid = server.as_ref().map(|s| s.pid());
+    let load_cpu0 = server_pid.and_then(|p| Some((server::cpu_seconds(p)?, server::executor_cpu_seconds(p)?)));
+    let t0 = Instant::now();
+    let plan = tally::LoadPlan { per_request: args.load_batch, in_flight: args.load_in_flight };
+    let result = tally::load(addr, &secret, args.workload, variant, accounts, plan, loaded).await;
+    let load_s = t0.elapsed().as_secs_f64();
+    let load_curve = stop_load_progress();
+    result?;
+    let load_cpu1 = server_pid.and_then(|p| Some((server::cpu_seconds(p)?, server::executor_cpu_seconds(p)?)));
+    let load_cpu_us = load_cpu0.zip(load_cpu1).map(|((s0, e0), (s1, e1))| {
+        let per = |a: f64, b: f64| (b - a) * 1e6 / docs.max(1) as f64;
+        (per(s0, s1), per(e0, e1))
+    });
+    if let Some((s, e)) = load_cpu_us {
+        eprintln!(
+            "{label}: loaded {docs} in {load_s:.1} s ({:.0}/s); server CPU {s:.1} us/doc, executor thread {e:.1} us/doc",
+            docs as f64 / load_s.max(1e-9)
+        );
+    }
     let after_load = data_dir.as_deref().map(server::dir_bytes);
 
     let rec = Arc::new(Recorder::default());
     let warmup = Duration::from_secs(args.warmup);
     let duration = Duration::from_secs(args.duration);
     let deadline = Instant::now() + warmup + duration;
-    let server_pid = server.as_ref().map(|s| s.pid());
     // At the end of the warm-up: open the window and take the "before" sizes and CPU.
     let before = {
         let rec = rec.clone();
@@ -318,6 +346,9 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     };
     let writes = args.workload != Workload::Read;
     report.set_storage(load_s, after_load, log.filter(|_| writes), store.filter(|_| writes));
+    report.storage.load_curve = load_curve;
+    report.storage.load_server_cpu_us_per_doc = load_cpu_us.map(|c| c.0);
+    report.storage.load_executor_cpu_us_per_doc = load_cpu_us.map(|c| c.1);
     if let (Some(s0), Some(s1), Some(c0), Some(c1)) = (scpu0, scpu1, ccpu0, ccpu1) {
         report.set_cpu(s1 - s0, c1 - c0);
     }

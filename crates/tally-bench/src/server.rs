@@ -97,7 +97,24 @@ pub fn log_bytes(data_dir: &Path) -> u64 {
 
 /// CPU time (user + system, seconds) a process has used so far, from /proc.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (seconds) of the server's executor thread (`tally-sequencer`): every write
+/// is applied there one after another, so its CPU per document bounds the write rate.
+pub fn executor_cpu_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim() != "tally-sequencer" {
+            return None;
+        }
+        stat_cpu_seconds(&t.path().join("stat").to_string_lossy())
+    })
+}
+
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after ") ".
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

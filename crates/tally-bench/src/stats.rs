@@ -239,6 +239,75 @@ pub struct Storage {
     /// (log + store growth) / committed transfers.
     pub bytes_per_transfer: Option<f64>,
     pub log_bytes_per_transfer: Option<f64>,
+    /// Server CPU (all threads) per document created while loading, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_server_cpu_us_per_doc: Option<f64>,
+    /// CPU of the server's executor thread per document created while loading, in
+    /// microseconds: the serial part, so 1e6 / this bounds the load rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_executor_cpu_us_per_doc: Option<f64>,
+    /// How loading went, sampled every [`LOAD_SAMPLE`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_curve: Vec<LoadPoint>,
+}
+
+/// One sample of the load phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadPoint {
+    /// Seconds since loading began.
+    pub t_s: f64,
+    /// Documents created so far.
+    pub docs: u64,
+    /// Documents per second since the previous sample.
+    pub docs_per_s: f64,
+    /// Size of the server's data directory (0 when driving a server given by `--endpoint`).
+    pub data_bytes: u64,
+}
+
+/// How often the load phase is sampled (and a progress line printed).
+pub const LOAD_SAMPLE: Duration = Duration::from_secs(10);
+
+/// Sample the load every [`LOAD_SAMPLE`] and print a line; the returned closure stops the
+/// sampler and hands back the curve, with a last sample taken at that moment.
+pub fn spawn_load_progress(
+    label: String,
+    loaded: Arc<AtomicU64>,
+    total: u64,
+    data_dir: Option<std::path::PathBuf>,
+) -> impl FnOnce() -> Vec<LoadPoint> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let began = Instant::now();
+        let mut curve: Vec<LoadPoint> = Vec::new();
+        let mut next = began + LOAD_SAMPLE;
+        loop {
+            let stopping = stop2.load(Ordering::Acquire);
+            if !stopping && Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            next += LOAD_SAMPLE;
+            let t_s = began.elapsed().as_secs_f64();
+            let docs = loaded.load(Ordering::Relaxed);
+            let (t0, d0) = curve.last().map_or((0.0, 0), |p| (p.t_s, p.docs));
+            let docs_per_s = (docs - d0) as f64 / (t_s - t0).max(1e-9);
+            let data_bytes = data_dir.as_deref().map_or(0, crate::server::dir_bytes);
+            eprintln!(
+                "{label}: loaded {docs}/{total} in {t_s:.0} s, {docs_per_s:.0}/s now, data {:.1} MB ({:.0} B/doc)",
+                data_bytes as f64 / 1e6,
+                data_bytes as f64 / docs.max(1) as f64
+            );
+            curve.push(LoadPoint { t_s, docs, docs_per_s, data_bytes });
+            if stopping {
+                return curve;
+            }
+        }
+    });
+    move || {
+        stop.store(true, Ordering::Release);
+        handle.join().unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

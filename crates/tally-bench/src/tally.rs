@@ -2,6 +2,7 @@
 //! concurrent clients over HTTP exactly as an FQL v4 driver would.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,20 @@ use crate::fql;
 use crate::stats::{Outcome, Recorder};
 use crate::{Variant, Workload};
 
-/// Transfers (or players and items) created per request while loading.
-pub const LOAD_BATCH: u64 = 1_000;
-/// Load requests in flight at once, so several share one epoch batch and its fsync.
-pub const LOAD_CONCURRENCY: usize = 4;
+/// How the documents are loaded: `per_request` `Create`s in one `Do` per request, and
+/// `in_flight` requests outstanding at once (so the server always has the next request
+/// queued while it applies one, and several share one epoch batch and its fsync).
+#[derive(Clone, Copy, Debug)]
+pub struct LoadPlan {
+    pub per_request: u64,
+    pub in_flight: usize,
+}
+
+/// Default documents per load request.
+pub const LOAD_PER_REQUEST: u64 = 1_000;
+/// Default load requests in flight: enough that the next epoch batch is already queued
+/// (and its requests parsed by the HTTP workers) while the executor applies the current one.
+pub const LOAD_IN_FLIGHT: usize = 8;
 /// Each account starts with this balance; transfers move 1..=10, so funds never run short
 /// in a run of any practical length and the check is exercised without aborting.
 pub const INITIAL_BALANCE: i64 = 1_000_000_000;
@@ -257,6 +268,8 @@ pub async fn load(
     workload: Workload,
     variant: Variant,
     accounts: u64,
+    plan: LoadPlan,
+    loaded: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
     let mut c = Conn::connect(addr, secret).await?;
     let accounts = accounts.max(2);
@@ -270,44 +283,49 @@ pub async fn load(
             if variant == Variant::Udf {
                 c.query_json(&fql::create_transfer_fn()).await?.resource().context("creating the UDF")?;
             }
-            run_load(addr, secret, accounts, |r| fql::create_accounts(r, INITIAL_BALANCE)).await
+            run_load(addr, secret, accounts, plan, loaded, |r| fql::create_accounts(r, INITIAL_BALANCE)).await
         }
         Workload::Purchase => {
             for q in fql::exchange_schema() {
                 c.query_json(&q).await?.resource().context("creating the Animal Exchange schema")?;
             }
             // Players first: items refer to them.
-            run_load(addr, secret, accounts, |r| fql::create_players(r, INITIAL_BALANCE)).await?;
-            run_load(addr, secret, accounts, move |r| fql::create_items(r, |id| (id * 7919) % accounts + 1, 10)).await
+            run_load(addr, secret, accounts, plan, loaded.clone(), |r| fql::create_players(r, INITIAL_BALANCE)).await?;
+            let items = move |r| fql::create_items(r, |id| (id * 7919) % accounts + 1, 10);
+            run_load(addr, secret, accounts, plan, loaded, items).await
         }
     }
 }
 
-/// Send `make(ids)` for every [`LOAD_BATCH`] ids of `1..=n`, [`LOAD_CONCURRENCY`] requests
+/// Send `make(ids)` for every `plan.per_request` ids of `1..=n`, `plan.in_flight` requests
 /// at a time; each request is built only when a loader takes it, so memory stays flat
-/// whatever `n` is.
+/// whatever `n` is. `loaded` counts the documents created so far (for the progress line).
 async fn run_load(
     addr: SocketAddr,
     secret: &str,
     n: u64,
+    plan: LoadPlan,
+    loaded: Arc<AtomicU64>,
     make: impl Fn(std::ops::Range<u64>) -> Value + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
     let make = Arc::new(make);
-    let chunks = n.div_ceil(LOAD_BATCH);
+    let per = plan.per_request.max(1);
+    let chunks = n.div_ceil(per);
     let mut tasks = Vec::new();
-    for _ in 0..LOAD_CONCURRENCY {
-        let (next, make, secret) = (next.clone(), make.clone(), secret.to_string());
+    for _ in 0..plan.in_flight.max(1) {
+        let (next, make, secret, loaded) = (next.clone(), make.clone(), secret.to_string(), loaded.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::connect(addr, &secret).await?;
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= chunks {
                     return anyhow::Ok(());
                 }
-                let ids = (1 + i * LOAD_BATCH)..(1 + ((i + 1) * LOAD_BATCH).min(n));
-                let (r, _) = send(&mut c, Bytes::from(serde_json::to_vec(&make(ids))?)).await?;
+                let ids = (1 + i * per)..(1 + ((i + 1) * per).min(n));
+                let (r, _) = send(&mut c, Bytes::from(serde_json::to_vec(&make(ids.clone()))?)).await?;
                 r.resource().context("loading documents")?;
+                loaded.fetch_add(ids.end - ids.start, Ordering::Relaxed);
             }
         }));
     }

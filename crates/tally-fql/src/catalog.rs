@@ -71,10 +71,24 @@ impl<'a> Eval<'a> {
     }
 
     /// The internal id of user collection `name` in `db`, if it exists at the read ts.
+    ///
+    /// Cached for the rest of the transaction while no schema document is written and the
+    /// read ts stays the same (a bulk `Do` of a thousand `Create`s reads the collection's
+    /// schema document once, not a thousand times).
     pub fn collection_id(&mut self, db: DbId, name: &str) -> Result<Option<CollId>> {
         let at = self.read_ts();
+        let gen = self.tx.schema_gen;
+        let hit = self.coll_cache.iter().find(|e| e.db == db && e.at == at && e.gen == gen && e.name == name);
+        if let Some(e) = hit {
+            return Ok(e.id);
+        }
         let doc = self.tx.live_doc(db, native::COLLECTIONS, name, at)?;
-        Ok(doc.and_then(|d| internal_id(&d.data)))
+        let id = doc.and_then(|d| internal_id(&d.data));
+        if self.coll_cache.len() >= COLL_CACHE_ENTRIES_MAX {
+            self.coll_cache.clear();
+        }
+        self.coll_cache.push(CollCacheEntry { db, name: name.to_string(), at, gen, id });
+        Ok(id)
     }
 
     /// Resolve any ref to where it lives. Errors with `invalid ref` when a collection
@@ -209,6 +223,19 @@ impl<'a> Eval<'a> {
         }
         Ok(out)
     }
+}
+
+/// Entries kept by [`Eval::collection_id`]'s cache before it starts over.
+const COLL_CACHE_ENTRIES_MAX: usize = 64;
+
+/// One cached collection lookup: `name` in `db` at read ts `at` under schema generation
+/// `gen` is collection `id` (None: no such collection).
+pub(crate) struct CollCacheEntry {
+    db: DbId,
+    name: String,
+    at: u64,
+    gen: u64,
+    id: Option<CollId>,
 }
 
 pub fn internal_id(data: &Object) -> Option<u64> {

@@ -91,6 +91,10 @@ pub struct Eval<'a> {
     /// Index definitions by source collection, valid while `tx.schema_gen` and the read
     /// ts are unchanged. Lookup only; never iterated into a result.
     pub(crate) index_cache: std::collections::HashMap<(u64, u64), (u64, u64, Vec<crate::catalog::IndexDef>)>,
+    /// Collection ids by (database, name), valid while `tx.schema_gen` and the read ts are
+    /// unchanged (see [`crate::catalog`]). Lookup only; a short list because a transaction
+    /// names few collections.
+    pub(crate) coll_cache: Vec<crate::catalog::CollCacheEntry>,
     /// Resolved privileges of user-defined roles (see [`crate::perm`]). Lookup only.
     pub(crate) priv_cache: crate::perm::PrivCache,
     /// How many role predicates are running: inside one, nothing may write.
@@ -112,6 +116,7 @@ impl<'a> Eval<'a> {
             ids_issued: 0,
             at_stack: Vec::new(),
             index_cache: std::collections::HashMap::new(),
+            coll_cache: Vec::new(),
             priv_cache: crate::perm::PrivCache::new(),
             pred_depth: 0,
         }

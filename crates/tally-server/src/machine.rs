@@ -61,6 +61,43 @@ fn effect_leaf(w: &Write) -> Vec<u8> {
     leaf
 }
 
+/// A logged input as the executor decoded it: a JSON tree and an expression tree, tens of
+/// thousands of small allocations for a bulk `Do` of `Create`s.
+struct Decoded {
+    _input: TxnInput,
+    _expr: tally_fql::expr::Expr,
+}
+
+/// Inputs smaller than this are freed in place: waking the disposal thread costs more
+/// than freeing a one-transfer query.
+const DISPOSE_INPUT_BYTES_MIN: usize = 16 << 10;
+
+/// Decoded inputs queued for the disposal thread; beyond this they are freed in place.
+const DISPOSE_QUEUE_INPUTS_MAX: usize = 16;
+
+/// Free a decoded input off the executor thread. Freeing those trees cost the executor as
+/// much as building them (≈ 20 % of its time while bulk-loading 1,000-`Create`
+/// transactions, almost all in the allocator), and the executor is the one serial stage
+/// of the write path. The queue is bounded, so memory is too: when the disposal thread
+/// falls behind (or could not be started), the executor frees the input itself.
+fn dispose(d: Decoded) {
+    use std::sync::mpsc::{sync_channel, SyncSender};
+    static QUEUE: std::sync::OnceLock<Option<SyncSender<Decoded>>> = std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Decoded>(DISPOSE_QUEUE_INPUTS_MAX);
+        let spawned = std::thread::Builder::new().name("tally-dispose".into()).spawn(move || {
+            for d in rx {
+                drop(d);
+            }
+        });
+        spawned.ok().map(|_| tx)
+    });
+    // On a full queue (or none) the input comes back and is freed here.
+    if let Some(tx) = queue {
+        drop(tx.try_send(d));
+    }
+}
+
 /// Durable storage commits happen at most this often (the log makes every batch durable).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const CHECKPOINT_BATCHES: u64 = 256;
@@ -167,6 +204,23 @@ impl FqlMachine {
     }
 
     fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
+        let mut decoded = None;
+        let out = self.run_decoded(snap, ts, input, &mut decoded);
+        if let Some(d) = decoded.filter(|_| input.len() >= DISPOSE_INPUT_BYTES_MIN) {
+            dispose(d);
+        }
+        out
+    }
+
+    /// Evaluate one logged input; its decoded form (JSON tree and expression) is left in
+    /// `decoded` for the caller to dispose of.
+    fn run_decoded(
+        &self,
+        snap: &dyn tally_storage::Snapshot,
+        ts: u64,
+        input: &[u8],
+        decoded: &mut Option<Decoded>,
+    ) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
             (
                 TxnOutput {
@@ -210,6 +264,7 @@ impl FqlMachine {
         auth.identity = as_ref(&inp.identity);
         auth.token = as_ref(&inp.token);
         let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
+        *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {
             Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
             Err(e) => (e.http_status(), serde_json::json!({"errors": [e.to_json()]})),
