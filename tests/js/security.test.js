@@ -9,7 +9,7 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { startServer, expectFaunaError, q, safeStringify } = require('./helpers/server')
+const { startServer, expectFaunaError, q, safeStringify, faunadb } = require('./helpers/server')
 
 const denied = p => expectFaunaError(p, 'PermissionDenied', 'permission denied')
 
@@ -576,6 +576,148 @@ describe('escalation attempts', { timeout: 300_000 }, () => {
       const bytes = fs.readFileSync(f)
       for (const n of needles) assert.equal(bytes.indexOf(n), -1, `${path.basename(f)} holds a secret or password`)
     }
+  })
+})
+
+// ---------------------------------------------------------------------------
+// Password digests and secret placeholders cannot be forged
+// ---------------------------------------------------------------------------
+
+/** The files of a directory tree. */
+function walkFiles(dir) {
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap(e => (e.isDirectory() ? walkFiles(path.join(dir, e.name)) : [path.join(dir, e.name)]))
+}
+
+/** `[tag, digest]` of every password marker the receiving node wrote into the data directory. */
+function loggedDigests(dataDir) {
+  const re = /\{"tally_password_digest":"([0-9a-f]{64})","tag":"([0-9a-f]{64})"\}/g
+  return walkFiles(dataDir).flatMap(f => [...fs.readFileSync(f).toString('latin1').matchAll(re)].map(m => [m[2], m[1]]))
+}
+
+/** `\0tally-secret:` + base64url(kind | db | id): the placeholder of the key or token a secret belongs to. */
+function placeholderOf(secret) {
+  const raw = Buffer.from(secret.slice(2), 'base64url')
+  return '\u0000tally-secret:' + raw.subarray(0, 17).toString('base64url')
+}
+
+describe('password digests and secret placeholders', { timeout: 300_000 }, () => {
+  let server
+  let admin
+  let person
+  const password = 'digest-forgery-pw-1'
+
+  before(async () => {
+    server = await startServer()
+    const root = server.adminClient()
+    await root.query(q.CreateDatabase({ name: 'tenant' }))
+    const k = await root.query(q.CreateKey({ database: q.Database('tenant'), role: 'admin' }))
+    admin = server.client(remember(k.secret))
+    await admin.query(q.CreateCollection({ name: 'people' }))
+    await admin.query(q.CreateCollection({ name: 'notes' }))
+    person = (await admin.query(q.Create(q.Collection('people'), { credentials: { password } }))).ref
+    remember((await admin.query(q.Login(person, { password }))).secret)
+  })
+
+  after(async () => {
+    if (server) await server.stop()
+  })
+
+  const reserved = async promise => {
+    const e = await expectFaunaError(promise, 'BadRequest', 'invalid expression')
+    assert.match(errorBody(e).errors[0].description, /tally_password_digest` is reserved/)
+  }
+
+  it('a digest read from the input log logs nobody in and sets no password', async () => {
+    const logged = loggedDigests(server.dataDir)
+    assert.ok(logged.length >= 2, 'the log holds the digests of the create and the login')
+    for (const [tag, digest] of logged) {
+      const marker = new faunadb.Expr({ tally_password_digest: digest, tag })
+      await reserved(admin.query(q.Login(person, { password: marker })))
+      await reserved(admin.query(q.Identify(person, marker)))
+      await reserved(admin.query(q.Update(person, { credentials: { password: marker } })))
+      // Without a tag, or with one made up.
+      await reserved(admin.query(q.Login(person, { password: new faunadb.Expr({ tally_password_digest: digest }) })))
+      const madeUp = new faunadb.Expr({ tally_password_digest: digest, tag: '00'.repeat(32) })
+      await reserved(admin.query(q.Login(person, { password: madeUp })))
+      // In a write that runs before the marker (so the executor meets it, not the read-only pass).
+      await reserved(admin.query(q.Do(q.Create(q.Collection('notes'), {}), q.Login(person, { password: marker }))))
+      // As the Bytes value the marker evaluates to: just bytes, not a password.
+      const bytes = new faunadb.values.Bytes(Buffer.concat([Buffer.from([0xa5]), Buffer.from(digest + tag, 'hex')]))
+      await expectFaunaError(admin.query(q.Login(person, { password: bytes })), 'BadRequest', 'invalid argument')
+      await expectFaunaError(admin.query(q.Identify(person, bytes)), 'BadRequest', 'invalid argument')
+      // Hidden in a stored function body, where it would run in a later transaction.
+      const name = 'replay_' + tag.slice(0, 8)
+      await admin.query(
+        q.CreateFunction({ name, body: q.Query(q.Lambda('r', q.Login(q.Var('r'), { password: marker }))) })
+      )
+      const e = await expectFaunaError(admin.query(q.Call(q.Function(name), person)), 'BadRequest')
+      assert.match(safeStringify(errorBody(e)), /tally_password_digest` is reserved/)
+    }
+    // The password is unchanged and still works, however it is written.
+    assert.equal(await admin.query(q.Identify(person, password)), true)
+    remember((await admin.query(q.Login(person, { password: q.Concat(['digest-forgery', 'pw-1'], '-') }))).secret)
+  })
+
+  it('a password built by Concat of literals is logged as a digest', async () => {
+    const parts = ['concat-left-part-', 'concat-right-part']
+    const p = await admin.query(q.Create(q.Collection('people'), { credentials: { password: q.Concat(parts) } }))
+    remember((await admin.query(q.Login(p.ref, { password: parts.join('') }))).secret)
+    for (const f of walkFiles(server.dataDir)) {
+      const bytes = fs.readFileSync(f)
+      for (const part of parts) assert.equal(bytes.indexOf(part), -1, `${path.basename(f)} holds a password part`)
+    }
+  })
+
+  it('a new secret inside a larger string or an object key comes back whole, and works', async () => {
+    const s = await admin.query(q.Concat(['key=', q.Select('secret', q.CreateKey({ role: 'server' }))]))
+    assert.match(s, /^key=fn[A-Za-z0-9_-]+$/)
+    const secret = remember(s.slice('key='.length))
+    assert.ok(await server.client(secret).query(q.Exists(q.Collection('notes'))))
+    const o = await admin.query(q.ToObject([[q.Select('secret', q.CreateKey({ role: 'server' })), 1]]))
+    const [key] = Object.keys(o)
+    assert.match(key, /^fn[A-Za-z0-9_-]+$/)
+    assert.ok(await server.client(remember(key)).query(q.Exists(q.Collection('notes'))))
+    const both = await admin.query(
+      q.Let(
+        { a: q.CreateKey({ role: 'server' }), b: q.Login(person, { password }) },
+        q.Format('%s|%s', q.Select('secret', q.Var('a')), q.Select('secret', q.Var('b')))
+      )
+    )
+    for (const part of both.split('|')) {
+      assert.match(part, /^fn[A-Za-z0-9_-]+$/)
+      await server.client(remember(part)).query(q.Now())
+    }
+  })
+
+  it('a placeholder written by a client is never turned into a secret', async () => {
+    // The placeholder of a key that exists (this suite's admin key), stored as data.
+    const [someone] = [...SECRETS]
+    const forged = placeholderOf(someone)
+    const note = await admin.query(q.Create(q.Collection('notes'), { data: { s: forged, t: `x${forged}y` } }))
+    // Read back in a transaction that issues a secret (so reveal runs on its answer).
+    const r = await admin.query(
+      q.Let({ k: q.CreateKey({ role: 'server' }), n: q.Get(note.ref) }, [q.Select('secret', q.Var('k')), q.Var('n')])
+    )
+    remember(r[0])
+    assert.equal(r[1].data.s, forged)
+    assert.equal(r[1].data.t, `x${forged}y`)
+    // And echoed in one query with the placeholder of the key being issued: only the
+    // issued one is completed.
+    const echo = await admin.query(q.Let({ k: q.CreateKey({ role: 'server' }) }, [q.Select('secret', q.Var('k')), forged]))
+    remember(echo[0])
+    assert.equal(echo[1], forged)
+  })
+
+  it('a new secret cannot be stored in a document', async () => {
+    const before = await admin.query(q.Count(q.Keys()))
+    await expectFaunaError(
+      admin.query(q.Create(q.Collection('notes'), { data: { s: q.Select('secret', q.CreateKey({ role: 'server' })) } })),
+      'BadRequest',
+      'invalid argument'
+    )
+    assert.equal(await admin.query(q.Count(q.Keys())), before, 'nothing was written')
   })
 })
 

@@ -99,6 +99,8 @@ pub struct Eval<'a> {
     pub(crate) priv_cache: crate::perm::PrivCache,
     /// How many role predicates are running: inside one, nothing may write.
     pub(crate) pred_depth: u32,
+    /// Heads of the secret placeholders this transaction issued (see `crate::secret`).
+    pub secrets_issued: Vec<String>,
 }
 
 impl<'a> Eval<'a> {
@@ -119,7 +121,21 @@ impl<'a> Eval<'a> {
             coll_cache: Vec::new(),
             priv_cache: crate::perm::PrivCache::new(),
             pred_depth: 0,
+            secrets_issued: Vec::new(),
         }
+    }
+
+    /// Issue a key or token secret: `(placeholder to answer with, hash to store)`.
+    pub fn issue_secret(&mut self, kind: u8, db: crate::model::DbId, id: u64) -> (String, String) {
+        let issued = crate::secret::issue(&self.entropy, kind, db, id);
+        self.secrets_issued.push(issued.head);
+        (issued.placeholder, issued.hashed)
+    }
+
+    /// The entropy password digests must be tagged with, when digests are acceptable at
+    /// all: only in the executor, where the input was redacted by the receiving node.
+    pub fn password_entropy(&self) -> Option<&[u8; 32]> {
+        (self.mode == Mode::Write && self.entropy != [0; 32]).then_some(&self.entropy)
     }
 
     /// The transaction's timestamp (commit ts for writes, snapshot ts for reads).

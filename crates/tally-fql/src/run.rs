@@ -27,6 +27,9 @@ pub struct Outcome {
     pub steps: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Heads of the secret placeholders the evaluation issued: the receiving node
+    /// completes exactly these in the answer (`crate::secret::reveal`).
+    pub secrets: Vec<String>,
 }
 
 /// Evaluate `expr` at `ts`. In `Mode::ReadOnly` a write yields `needs_write`.
@@ -61,8 +64,19 @@ pub fn evaluate(
     let ids_issued = ev.ids_issued();
     let bytes_read = ev.tx.bytes_read;
     let bytes_written = ev.tx.bytes_written;
-    let writes = if result.is_ok() && mode == Mode::Write { ev.tx.into_writes() } else { Vec::new() };
-    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written }
+    let secrets = std::mem::take(&mut ev.secrets_issued);
+    let mut writes = if result.is_ok() && mode == Mode::Write { ev.tx.into_writes() } else { Vec::new() };
+    if crate::secret::stored_placeholder(&writes, &secrets) {
+        // Only the answer can carry a new secret: the executor never sees the secret
+        // itself, so what it would store is a placeholder that works nowhere.
+        writes.clear();
+        result = Err(FqlError::new(
+            code::INVALID_ARGUMENT,
+            "A secret issued by this query cannot be stored in a document or index: Tally keeps only its hash, \
+             and shows the secret once, in the answer. Store the key's or token's ref instead.",
+        ));
+    }
+    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written, secrets }
 }
 
 fn unauthorized() -> FqlError {

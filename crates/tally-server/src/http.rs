@@ -384,9 +384,11 @@ async fn write_path(
     let mut seed = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut seed);
     let entropy = tally_fql::secret::entropy_for_seed(&seed);
-    // Literal passwords never reach the log: only their digests do.
+    // Literal passwords never reach the log: only their digests do, tagged for this
+    // input alone. This is the only place inputs are built (a cluster member builds them
+    // here too, then forwards the bytes to the leader).
     let mut q = q;
-    tally_fql::secret::redact_passwords(&mut q);
+    tally_fql::secret::redact_passwords(&mut q, &entropy);
     let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
     let input = TxnInput {
         q,
@@ -430,7 +432,7 @@ fn output_response(out: &[u8], started: Instant, seed: &[u8; 32]) -> Response {
             return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0)
         }
     };
-    tally_fql::secret::reveal(&mut out.body, seed);
+    tally_fql::secret::reveal(&mut out.body, seed, &out.secrets);
     respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
 }
 

@@ -45,6 +45,10 @@ pub struct TxnOutput {
     pub steps: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Heads of the secret placeholders this transaction issued; the receiving node
+    /// completes only these in `body` (see `tally_fql::secret::reveal`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// The Merkle leaf of one effect: `space u8 | op u8 (0 put, 1 remove) | key len u32 |
@@ -230,6 +234,7 @@ impl FqlMachine {
                     steps: 0,
                     bytes_read: 0,
                     bytes_written: 0,
+                    secrets: Vec::new(),
                 },
                 Vec::new(),
                 0,
@@ -277,6 +282,7 @@ impl FqlMachine {
                 steps: out.steps,
                 bytes_read: out.bytes_read,
                 bytes_written: out.bytes_written,
+                secrets: out.secrets,
             },
             out.writes,
             out.ids_issued,
@@ -308,7 +314,9 @@ impl FqlMachine {
                     "The query hit an internal error and was not applied.",
                 );
                 let body = serde_json::json!({"errors": [e.to_json()]});
-                (TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0 }, Vec::new(), 0)
+                let out =
+                    TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0, secrets: Vec::new() };
+                (out, Vec::new(), 0)
             });
             for w in &writes {
                 match &w.value {

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use tally_value::{Object, Ref, Value};
 
 use crate::catalog::Target;
-use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
+use crate::error::{code, invalid_argument, invalid_expression, wrong_type, FqlError, Result};
 use crate::eval::Eval;
-use crate::expr::{Call, FnSpec};
+use crate::expr::{Call, Expr, FnSpec};
 use crate::fns::docs::{read_doc_unchecked, render, validation};
 use crate::model::{native, DbId};
 
@@ -26,20 +26,39 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "has_current_identity", optional: &[], required: &[], handler: has_current_identity },
     FnSpec { name: "current_token", optional: &[], required: &[], handler: current_token },
     FnSpec { name: "has_current_token", optional: &[], required: &[], handler: has_current_token },
-    FnSpec { name: crate::secret::PASSWORD_DIGEST_FN, optional: &[], required: &[], handler: password_digest },
+    FnSpec {
+        name: crate::secret::PASSWORD_DIGEST_FN,
+        optional: &[crate::secret::PASSWORD_TAG_ARG],
+        required: &[],
+        handler: password_digest,
+    },
 ];
 
-/// `{"tally_password_digest": hex}`: what the receiving node puts in the log instead of
-/// a literal password (see `crate::secret`).
+/// `{"tally_password_digest": hex, "tag": hex}`: what the receiving node logs instead of
+/// a literal password (see `crate::secret`). Valid only with the tag made for this very
+/// input; anything else was not written by the receiving node, and is refused the way v4
+/// refuses a function it does not know (`invalid expression`) rather than read as data.
 fn password_digest(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
-    let hex_digest = ev.str_arg(call, crate::secret::PASSWORD_DIGEST_FN)?;
-    crate::secret::digest_value(&hex_digest)
-        .ok_or_else(|| invalid_argument("A password digest is 64 hex digits.").at(crate::secret::PASSWORD_DIGEST_FN))
+    let reserved = || {
+        invalid_expression(format!(
+            "`{}` is reserved: Tally writes it into its input log in place of a literal password, and queries \
+             may not use it. Pass the password as a string.",
+            crate::secret::PASSWORD_DIGEST_FN
+        ))
+        .at(crate::secret::PASSWORD_DIGEST_FN)
+    };
+    let Some(entropy) = ev.password_entropy().copied() else { return Err(reserved()) };
+    let (Some(Expr::Lit(Value::String(hex_digest))), Some(Expr::Lit(Value::String(tag)))) =
+        (call.get(crate::secret::PASSWORD_DIGEST_FN), call.get(crate::secret::PASSWORD_TAG_ARG))
+    else {
+        return Err(reserved());
+    };
+    crate::secret::digest_value(hex_digest, tag, &entropy).ok_or_else(reserved)
 }
 
-fn password_arg(v: &Value) -> Result<crate::secret::Password> {
-    use crate::secret::Password;
-    match Password::from_value(v) {
+fn password_arg(ev: &Eval<'_>, v: &Value) -> Result<crate::secret::Password> {
+    use crate::secret::{Password, PASSWORD_BYTES_MAX};
+    match Password::from_value(v, ev.password_entropy()) {
         Some(Password::Plain(s)) if s.is_empty() || s.len() > PASSWORD_BYTES_MAX => {
             Err(validation("credentials", "invalid value", "Password must be 1 to 1024 bytes."))
         }
@@ -58,9 +77,6 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Longest password accepted (hashing cost grows with it).
-pub const PASSWORD_BYTES_MAX: usize = 1024;
-
 /// Replace `credentials.password` by its hash (called for every document write).
 pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Result<()> {
     let Some(Value::Object(creds)) = fields.get_mut("credentials") else {
@@ -74,7 +90,7 @@ pub fn hash_credentials(ev: &mut Eval<'_>, r: &Ref, fields: &mut Object) -> Resu
         ));
     };
     let Some(pw) = creds.remove("password") else { return Ok(()) };
-    let material = password_arg(&pw)?.material();
+    let material = password_arg(ev, &pw)?.material();
     let mut h = Sha256::new();
     h.update(b"tally.credentials.salt.v1\0");
     h.update(ev.entropy);
@@ -146,9 +162,8 @@ fn authentication_failed() -> FqlError {
 fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = identity_arg(ev, call, "identify")?;
     let pw = match ev.arg(call, "password")? {
-        v @ (Value::String(_) | Value::Bytes(_)) => {
-            crate::secret::Password::from_value(&v).ok_or_else(|| wrong_type("String", &v).at("password"))?
-        }
+        v @ (Value::String(_) | Value::Bytes(_)) => crate::secret::Password::from_value(&v, ev.password_entropy())
+            .ok_or_else(|| wrong_type("String", &v).at("password"))?,
         other => return Err(wrong_type("String", &other).at("password")),
     };
     // As in v4, identifying needs the password, not the right to read the document.
@@ -166,7 +181,8 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Value::Object(o) => o,
         other => return Err(wrong_type("Object", &other).at("params")),
     };
-    let Some(pw) = params.get("password").and_then(crate::secret::Password::from_value) else {
+    let Some(pw) = params.get("password").and_then(|p| crate::secret::Password::from_value(p, ev.password_entropy()))
+    else {
         return Err(invalid_argument("Login needs {password: \"...\"}.").at("params"));
     };
     ev.require_write()?;
@@ -193,7 +209,7 @@ pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object)
         }
     }
     let id = ev.new_id();
-    let (secret, hashed) = crate::secret::issue(&ev.entropy, crate::secret::KIND_TOKEN, db, id);
+    let (secret, hashed) = ev.issue_secret(crate::secret::KIND_TOKEN, db, id);
     let mut data = Object::new();
     data.insert("instance".into(), Value::Ref(identity.clone()));
     data.insert("hashed_secret".into(), Value::String(hashed));

@@ -386,7 +386,7 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
         }
     }
     let id = ev.new_id();
-    let (secret, hashed) = crate::secret::issue(&ev.entropy, crate::secret::KIND_KEY, db, id);
+    let (secret, hashed) = ev.issue_secret(crate::secret::KIND_KEY, db, id);
     let mut data = schema_fields(native::KEYS, &params);
     data.retain(|_, v| !v.is_null());
     data.insert("hashed_secret".into(), Value::String(hashed));
