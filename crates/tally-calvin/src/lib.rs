@@ -2,7 +2,8 @@
 //! deterministic application loop.
 //!
 //! Writes are not executed where they arrive. Their *inputs* are gathered into epoch
-//! batches (at most `epoch_ms` or `batch_inputs_max` inputs), each batch is appended to
+//! batches (at most `epoch_ms` or `batch_inputs_max` inputs, composed fairly across
+//! tenants by priority when more is queued than one batch holds: [`fair`]), each batch is appended to
 //! the [`Log`] durably (one fsync shared by every transaction in it), and then a
 //! [`StateMachine`] applies the batch deterministically. Replaying the log from the
 //! machine's last durable checkpoint rebuilds exactly the same state.
@@ -12,11 +13,13 @@
 //! replicated (openraft) log of `tally-raft` drives the same machine.
 
 mod batch;
+pub mod fair;
 mod log;
 mod replicated;
 mod sequencer;
 
 pub use batch::{Batch, BatchError};
+pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
 pub use log::{FileLog, Log, LogError};
 pub use replicated::{MachineError, ReplicatedMachine};
 pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};

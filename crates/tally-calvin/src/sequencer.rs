@@ -2,15 +2,18 @@
 //! applies it through the state machine, and answers every submitter with its output.
 //!
 //! It runs on one dedicated OS thread, so batches are logged and applied strictly in
-//! height order. The submission queue is bounded (`queue_inputs_max`): when full,
-//! `submit` fails at once with `Overloaded` instead of letting memory grow.
+//! height order. Submitted inputs wait in a [`FairInbox`]: batches are composed fairly
+//! across tenants by priority (see [`crate::fair`]). The queue is bounded
+//! (`queue_inputs_max`): when full, `submit` fails at once with `Overloaded` instead of
+//! letting memory grow (or pushes out a newer input of a tenant with a longer backlog).
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
 use crate::batch::Batch;
+use crate::fair::{BatchLimits, FairInbox, Pushed, Tenant};
 use crate::log::Log;
 
 /// Applies batches deterministically. Implemented by the server over FQL + storage.
@@ -112,10 +115,20 @@ impl Clock {
     }
 }
 
-/// Handle to the running sequencer. Cloneable; dropping every handle stops the thread.
+/// Handle to the running sequencer. Cloneable; dropping every handle stops the thread
+/// (after it has sequenced what is queued).
 #[derive(Clone)]
 pub struct Sequencer {
-    tx: SyncSender<Item>,
+    inbox: Arc<Closer>,
+}
+
+/// Closes the inbox when the last handle goes.
+struct Closer(Arc<FairInbox<Item>>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Sequencer {
@@ -124,7 +137,7 @@ impl Sequencer {
         mut log: L,
         mut machine: M,
         config: SequencerConfig,
-        clock: std::sync::Arc<Clock>,
+        clock: Arc<Clock>,
     ) -> Result<(Sequencer, std::thread::JoinHandle<()>), crate::log::LogError> {
         let applied = machine.applied_height();
         let replay = log.read_after(applied)?;
@@ -134,22 +147,38 @@ impl Sequencer {
         for b in &replay {
             machine.apply(b);
         }
-        let (tx, rx) = sync_channel::<Item>(config.queue_inputs_max);
+        let limits = BatchLimits {
+            epoch: Duration::from_millis(config.epoch_ms),
+            inputs_max: config.batch_inputs_max,
+            bytes_max: config.batch_bytes_max,
+        };
+        let inbox = Arc::new(FairInbox::new(config.queue_inputs_max, limits));
+        let rx = inbox.clone();
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || run(log, machine, config, rx, clock))
+            .spawn(move || run(log, machine, rx, clock))
             .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
-        Ok((Sequencer { tx }, handle))
+        Ok((Sequencer { inbox: Arc::new(Closer(inbox)) }, handle))
     }
 
-    /// Submit one input; resolves with the machine's output once its batch is applied.
-    pub async fn submit(&self, input: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
+    /// Inputs waiting for a batch.
+    pub fn queued(&self) -> usize {
+        self.inbox.0.len()
+    }
+
+    /// Submit one input of `tenant`; resolves with the machine's output once its batch
+    /// is applied.
+    pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
         let (otx, orx) = oneshot::channel();
-        match self.tx.try_send((input, otx)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped("shut down".into())),
+        let bytes = input.len();
+        match self.inbox.0.push(tenant, (input, otx), bytes) {
+            Pushed::Queued => {}
+            Pushed::Evicted((_, reply)) => {
+                let _ = reply.send(Err(SubmitError::Overloaded));
+            }
+            Pushed::Refused(_) if self.inbox.0.is_closed() => return Err(SubmitError::Stopped("shut down".into())),
+            Pushed::Refused(_) => return Err(SubmitError::Overloaded),
         }
         orx.await.unwrap_or_else(|_| Err(SubmitError::Stopped("dropped the transaction".into())))
     }
@@ -159,32 +188,8 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn run<L: Log, M: StateMachine>(
-    mut log: L,
-    mut machine: M,
-    cfg: SequencerConfig,
-    rx: Receiver<Item>,
-    clock: std::sync::Arc<Clock>,
-) {
-    loop {
-        let Ok(first) = rx.recv() else { return };
-        let deadline = Instant::now() + Duration::from_millis(cfg.epoch_ms);
-        let mut bytes = first.0.len();
-        let mut items = vec![first];
-        while items.len() < cfg.batch_inputs_max && bytes < cfg.batch_bytes_max {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(it) => {
-                    bytes += it.0.len();
-                    items.push(it);
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+fn run<L: Log, M: StateMachine>(mut log: L, mut machine: M, inbox: Arc<FairInbox<Item>>, clock: Arc<Clock>) {
+    while let Some(items) = inbox.next_batch_blocking() {
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
         let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items.into_iter().unzip();
@@ -195,6 +200,12 @@ fn run<L: Log, M: StateMachine>(
             tracing::error!(error = %e, "input log append failed; the sequencer stops");
             for r in replies {
                 let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+            }
+            inbox.close();
+            while let Some(rest) = inbox.next_batch_blocking() {
+                for (_, r) in rest {
+                    let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+                }
             }
             return;
         }
@@ -214,6 +225,7 @@ fn run<L: Log, M: StateMachine>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fair::Tenant;
     use crate::log::FileLog;
 
     struct Counter {
@@ -255,7 +267,7 @@ mod tests {
             let outs: Vec<u64> = rt.block_on(async {
                 let mut outs = Vec::new();
                 for i in 1..=5u8 {
-                    let o = seq.submit(vec![i]).await.unwrap();
+                    let o = seq.submit(Tenant::DEFAULT, vec![i]).await.unwrap();
                     outs.push(u64::from_be_bytes(o.try_into().unwrap()));
                 }
                 outs
@@ -271,5 +283,77 @@ mod tests {
         }
         assert_eq!(m.total, 15);
         assert_eq!(m.height, log2.last_height());
+    }
+
+    /// Answers each input with its batch height; the first batch waits for `gate`.
+    struct Gated {
+        height: u64,
+        entered: std::sync::mpsc::Sender<()>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    }
+    impl StateMachine for Gated {
+        fn applied_height(&self) -> u64 {
+            self.height
+        }
+        fn last_commit_ts(&self) -> u64 {
+            0
+        }
+        fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
+            if let Some(gate) = self.gate.take() {
+                let _ = self.entered.send(());
+                let _ = gate.recv();
+            }
+            self.height = b.height;
+            b.inputs.iter().map(|_| b.height.to_be_bytes().to_vec()).collect()
+        }
+    }
+
+    /// A tenant's write that arrives behind another tenant's backlog of several batches
+    /// goes into the next batch; the backlog keeps its own order.
+    #[test]
+    fn batches_are_composed_fairly_across_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let machine = Gated { height: 0, entered: entered_tx, gate: Some(gate) };
+        let cfg = SequencerConfig { epoch_ms: 1, batch_inputs_max: 10, ..Default::default() };
+        let (seq, _h) =
+            Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        let (flood, quiet) = (Tenant { id: 1, weight: 1 }, Tenant { id: 2, weight: 1 });
+        let height = |o: Result<Vec<u8>, SubmitError>| u64::from_be_bytes(o.unwrap().try_into().unwrap());
+        rt.block_on(async {
+            let first = tokio::spawn({
+                let seq = seq.clone();
+                async move { seq.submit(flood, vec![0]).await }
+            });
+            // Wait until the first batch is being applied, then queue 100 flood inputs
+            // and one quiet input behind them.
+            while entered.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let backlog: Vec<_> = (0..100)
+                .map(|i| {
+                    let seq = seq.clone();
+                    tokio::spawn(async move { seq.submit(flood, vec![i]).await })
+                })
+                .collect();
+            let q = tokio::spawn({
+                let seq = seq.clone();
+                async move { seq.submit(quiet, vec![7]).await }
+            });
+            while seq.queued() < 101 {
+                tokio::task::yield_now().await;
+            }
+            open.send(()).unwrap();
+            assert_eq!(height(first.await.unwrap()), 1);
+            assert_eq!(height(q.await.unwrap()), 2, "the quiet input makes the next batch");
+            let mut heights = Vec::new();
+            for b in backlog {
+                heights.push(height(b.await.unwrap()));
+            }
+            assert!(heights.windows(2).all(|w| w[0] <= w[1]), "the backlog stays in order: {heights:?}");
+            assert_eq!(heights.last(), Some(&12), "100 flood inputs take ten batches after the first");
+        });
     }
 }

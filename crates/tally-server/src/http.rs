@@ -413,7 +413,9 @@ async fn write_path(
     let Some(seq) = seq else {
         return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
     };
-    let out = match seq.submit(bytes).await {
+    // Batches are composed fairly across tenant databases, weighted by priority.
+    let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
+    let out = match seq.submit(tenant, bytes).await {
         Ok(o) => o,
         Err(SubmitError::Overloaded) => {
             return error_response(&FqlError::new("unavailable", "Too many transactions are queued; retry shortly."), 0)

@@ -1,11 +1,16 @@
 'use strict'
 // Tenancy fairness bench (not a test: no thresholds). Two tenant databases on one
-// server; the quiet tenant runs a closed loop of small queries (point reads and, one in
-// five, an update) alone and then while the noisy tenant floods the node with heavy
-// reads from another process. Prints the quiet tenant's p50/p99 in both phases.
+// server; the quiet tenant runs a closed loop of small queries alone and then while the
+// noisy tenant floods the node from another process. Prints the quiet tenant's p50/p99
+// in both phases.
 //
 //   node tests/js/bench/fairness.js [--seconds 10] [--flood 32] [--quiet-priority 1]
+//                                   [--quiet mixed|reads|writes] [--noise reads|writes]
 //   TALLY_FAIR_SLOTS=0 node tests/js/bench/fairness.js   # admission control off
+//
+// --quiet: point reads and, one in five, an update (mixed, the default); only point
+// reads; only updates. --noise: heavy reads (a 2,000-document Map/Get, the default) or
+// heavy writes (each query updates 20 documents).
 //
 // Uses target/release/tally (or TALLY_BIN) through the official faunadb driver.
 
@@ -32,11 +37,18 @@ function client(url, secret) {
   })
 }
 
-const heavy = () => q.Count(q.Map(q.Paginate(q.Documents(q.Collection('docs')), { size: 2000 }), r => q.Get(r)))
+const heavyRead = () => q.Count(q.Map(q.Paginate(q.Documents(q.Collection('docs')), { size: 2000 }), r => q.Get(r)))
+// Each flood write updates 20 of the noisy tenant's documents, a different slice each
+// time, so the flood touches the whole collection.
+const heavyWrite = (ids, n) =>
+  q.Foreach(
+    Array.from({ length: 20 }, (_, j) => q.Ref(q.Collection('docs'), ids[(n * 20 + j) % ids.length])),
+    r => q.Update(r, { data: { flood: n } })
+  )
 
 // ---- flooder process ----------------------------------------------------------------
 
-async function flood(url, secret, concurrency) {
+async function flood(url, secret, concurrency, noise, ids) {
   const c = client(url, secret)
   let n = 0
   let stop = false
@@ -45,7 +57,7 @@ async function flood(url, secret, concurrency) {
   })
   const loop = async () => {
     while (!stop) {
-      await c.query(heavy()).catch(() => {})
+      await c.query(noise === 'writes' ? heavyWrite(ids, n) : heavyRead()).catch(() => {})
       n++
     }
   }
@@ -63,22 +75,26 @@ function pct(xs, p) {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]
 }
 
-async function measure(c, refs, seconds) {
+async function measure(c, refs, seconds, kind) {
   const lat = { read: [], write: [] }
+  // The server's own view (x-query-time: from receiving the request to answering it),
+  // to tell time spent in the server from time spent on the way to and from it.
+  const server = []
+  const observer = r => server.push(Number(r.responseHeaders['x-query-time']))
   const end = Date.now() + seconds * 1000
   let i = 0
   while (Date.now() < end) {
     const ref = refs[i % refs.length]
-    const write = i % 5 === 4
+    const write = kind === 'writes' || (kind === 'mixed' && i % 5 === 4)
     const t = process.hrtime.bigint()
-    if (write) await c.query(q.Update(ref, { data: { n: i } }))
-    else await c.query(q.Get(ref))
+    if (write) await c.query(q.Update(ref, { data: { n: i } }), { observer })
+    else await c.query(q.Get(ref), { observer })
     const ms = Number(process.hrtime.bigint() - t) / 1e6
     ;(write ? lat.write : lat.read).push(ms)
     i++
   }
   const all = [...lat.read, ...lat.write]
-  const f = x => x.toFixed(2)
+  const f = x => (x === undefined ? '-' : x.toFixed(2))
   return {
     queries: all.length,
     p50: f(pct(all, 50)),
@@ -87,6 +103,8 @@ async function measure(c, refs, seconds) {
     read_p99: f(pct(lat.read, 99)),
     write_p50: f(pct(lat.write, 50)),
     write_p99: f(pct(lat.write, 99)),
+    server_p50: f(pct(server, 50)),
+    server_p99: f(pct(server, 99)),
   }
 }
 
@@ -95,6 +113,11 @@ async function main() {
   const seconds = Number(arg('seconds', 10))
   const floodN = Number(arg('flood', 32))
   const quietPriority = Number(arg('quiet-priority', 1))
+  const kind = arg('quiet', 'mixed')
+  const noise = arg('noise', 'reads')
+  if (!['mixed', 'reads', 'writes'].includes(kind) || !['reads', 'writes'].includes(noise)) {
+    throw new Error('--quiet is mixed, reads or writes; --noise is reads or writes')
+  }
   const server = await startServer()
   try {
     const root = server.adminClient()
@@ -119,22 +142,40 @@ async function main() {
       tenants[name] = { secret: k.secret, client: c, refs }
     }
     const quiet = tenants.quiet
-    await measure(quiet.client, quiet.refs, 2) // warm up
-    const idle = await measure(quiet.client, quiet.refs, seconds)
+    await measure(quiet.client, quiet.refs, 2, kind) // warm up
+    const idle = await measure(quiet.client, quiet.refs, seconds, kind)
 
-    const child = fork(__filename, ['--child', server.url, tenants.noisy.secret, String(floodN)])
+    // The server's CPU seconds over the flood phase (Linux): with the load generators and
+    // anything else on the machine competing, queries per server CPU second compare
+    // runs better than queries per second.
+    const cpu = () => {
+      try {
+        const f = require('node:fs').readFileSync(`/proc/${server.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ')
+        return (Number(f[11]) + Number(f[12])) / 100
+      } catch {
+        return NaN
+      }
+    }
+    const cpu0 = cpu()
+    const child = fork(__filename, ['--child', server.url, tenants.noisy.secret, String(floodN), noise])
+    child.send({ ids: tenants.noisy.refs.map(r => r.id) })
     const done = new Promise(r => child.on('message', r))
     await new Promise(r => setTimeout(r, 2000)) // let the flood build up
-    const loaded = await measure(quiet.client, quiet.refs, seconds)
+    const loaded = await measure(quiet.client, quiet.refs, seconds, kind)
     child.send('stop')
     const flooded = await done
+    const cpuUsed = cpu() - cpu0
 
     const slots = process.env.TALLY_FAIR_SLOTS === undefined ? 'default (cores)' : process.env.TALLY_FAIR_SLOTS
     const result = {
       fair_slots: slots,
       quiet_priority: quietPriority,
+      quiet: kind,
+      noise,
       flood_clients: floodN,
       noisy_queries_per_s: (flooded.queries / flooded.seconds).toFixed(1),
+      server_cpu_s: cpuUsed.toFixed(1),
+      noisy_queries_per_server_cpu_s: (flooded.queries / cpuUsed).toFixed(1),
       quiet_idle_ms: idle,
       quiet_under_flood_ms: loaded,
       p99_ratio: (Number(loaded.p99) / Number(idle.p99)).toFixed(2),
@@ -147,7 +188,9 @@ async function main() {
 }
 
 if (process.argv[2] === '--child') {
-  flood(process.argv[3], process.argv[4], Number(process.argv[5])).catch(e => {
+  new Promise(r => process.once('message', r))
+    .then(m => flood(process.argv[3], process.argv[4], Number(process.argv[5]), process.argv[6], m.ids))
+    .catch(e => {
     console.error(e)
     process.exit(1)
   })
