@@ -157,11 +157,16 @@ thread_local! {
     static SIM_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
+/// Virtual time since this seed's simulation started.
+fn sim_elapsed() -> Duration {
+    let start = SIM_START.with(|s| s.get()).expect("simulation clock started");
+    Instant::now().duration_since(start)
+}
+
 /// The leaders' batch clock: virtual time since the simulation started, from a fixed date.
 fn sim_clock() -> u64 {
     const BASE_MICROS: u64 = 1_767_225_600_000_000; // 2026-01-01
-    let start = SIM_START.with(|s| s.get()).expect("simulation clock started");
-    BASE_MICROS + Instant::now().duration_since(start).as_micros() as u64
+    BASE_MICROS + sim_elapsed().as_micros() as u64
 }
 
 async fn open(id: u64, dir: &Path, net: &Arc<Net>, knobs: Knobs) -> (Arc<RaftNode>, Arc<dyn Store>) {
@@ -414,10 +419,7 @@ async fn run_seed(seed: u64, steps: u64) -> Outcome {
         }
         w.check_headers();
         let at = w.positions();
-        w.trace.push(format!(
-            "step {step} at {:?}: {at}",
-            Instant::now().duration_since(SIM_START.with(|s| s.get()).unwrap())
-        ));
+        w.trace.push(format!("step {step} at {:?}: {at}", sim_elapsed()));
     }
     // Heal everything, finish the pending transfers, let everyone catch up.
     net.cut.lock().unwrap().clear();
@@ -490,7 +492,7 @@ async fn run_seed(seed: u64, steps: u64) -> Outcome {
     for id in 1..=MEMBERS {
         w.crash(id).await;
     }
-    let virtual_secs = Instant::now().duration_since(SIM_START.with(|s| s.get()).unwrap()).as_secs_f64();
+    let virtual_secs = sim_elapsed().as_secs_f64();
     Outcome { trace: w.trace, acked: acked.len(), virtual_secs }
 }
 
@@ -551,13 +553,8 @@ fn seeded_chaos_keeps_the_ledger_consistent() {
         let o = run_seed_deterministic(seed, steps);
         let replay = seed == first || std::env::var_os("TALLY_SIM_REPLAY_ALL").is_some();
         if replay && cfg!(tokio_unstable) {
-            // The first seed runs twice: both runs must record the same trace.
+            // A replayed seed runs twice: both runs must record the same trace.
             let again = run_seed_deterministic(seed, steps);
-            if std::env::var_os("TALLY_SIM_TRACE").is_some() {
-                for (x, y) in o.trace.iter().zip(&again.trace) {
-                    println!("A {x}\nB {y}");
-                }
-            }
             assert!(
                 o.trace == again.trace,
                 "seed {seed} did not replay exactly: {}",
