@@ -410,7 +410,7 @@ impl ReplicatedMachine for FqlMachine {
     }
 
     fn checkpoint(&mut self) -> Result<(), MachineError> {
-        self.store.begin().and_then(|b| b.commit(true)).map_err(machine_err)?;
+        self.store.sync().map_err(machine_err)?;
         self.batches_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tally_calvin::{Clock, FileLog, Sequencer, SequencerConfig};
-use tally_storage::{RedbStore, Store};
+use tally_storage::{BehindLimits, RedbStore, Store};
 
 use crate::http::{router, AppState};
 use crate::machine::FqlMachine;
@@ -56,8 +56,13 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root_hash = root_key_hash(&cfg)?;
-    let store: Arc<dyn Store> =
-        Arc::new(RedbStore::open(&cfg.data_dir.join("state.redb")).context("opening the state store")?);
+    // Written behind: the executor applies a batch and goes on while a background thread
+    // writes it to the file and makes it durable (the input log already is).
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(&cfg.data_dir.join("state.redb"))
+            .and_then(|s| s.write_behind(BehindLimits::default()))
+            .context("opening the state store")?,
+    );
     if let Some(opts) = &cfg.cluster {
         return crate::cluster::serve_member(&cfg, opts, store, root_hash).await;
     }

@@ -137,7 +137,8 @@ fn parse(data: &[u8]) -> Result<Vec<Record<'_>>, SnapshotError> {
     }
 }
 
-/// Replace the store's content with the snapshot's, in one durable commit. The snapshot
+/// Replace the store's content with the snapshot's, in one commit made durable before
+/// returning. The snapshot
 /// is checked completely before anything is touched.
 pub fn import(store: &dyn Store, data: &[u8]) -> Result<(), SnapshotError> {
     let records = parse(data)?;
@@ -161,6 +162,9 @@ pub fn import(store: &dyn Store, data: &[u8]) -> Result<(), SnapshotError> {
         }
     }
     b.commit(true)?;
+    // The log before the snapshot may be purged once it is installed: the state must be
+    // on disk first, also when the store writes behind.
+    store.sync()?;
     Ok(())
 }
 

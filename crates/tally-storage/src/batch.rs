@@ -3,6 +3,7 @@
 //! commit. The single-writer rule ([`WriterLock`]) makes that snapshot equal to the state
 //! the commit applies to.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound::Included;
@@ -22,6 +23,8 @@ pub(crate) struct Overlay {
     pub docs: VersionMap<Option<Vec<u8>>>,
     pub index: VersionMap<Option<Vec<u8>>>,
     pub meta: BTreeMap<String, Vec<u8>>,
+    /// Roughly the memory the writes hold (keys and values), for the write-behind bound.
+    pub bytes: usize,
 }
 
 impl Overlay {
@@ -31,7 +34,22 @@ impl Overlay {
             Space::Index => &self.index,
         }
     }
+
+    fn space_mut(&mut self, space: Space) -> &mut VersionMap<Option<Vec<u8>>> {
+        match space {
+            Space::Docs => &mut self.docs,
+            Space::Index => &mut self.index,
+        }
+    }
+
+    /// Whether any version of `key` is buffered.
+    fn touches(&self, space: Space, key: &[u8]) -> bool {
+        map_range(self.space(space), Included((key, Ts::MAX)), Included((key, 0))).next().is_some()
+    }
 }
+
+/// What one buffered version costs beyond its key and value (map node, two allocations).
+const VERSION_OVERHEAD_BYTES: usize = 64;
 
 /// Where a committed overlay goes.
 pub(crate) trait Sink: Send {
@@ -60,28 +78,21 @@ impl Drop for WriterGuard {
     }
 }
 
-pub(crate) struct OverlayBatch {
-    base: Box<dyn Snapshot>,
-    overlay: Overlay,
-    sink: Box<dyn Sink>,
-    writer: WriterGuard,
+/// A read view: writes buffered in `overlay` on top of `base`. The overlay wins at equal
+/// (key, ts), and its removals hide the base's versions. Write batches read through one;
+/// the write-behind store stacks one per commit not yet written to its backend.
+pub(crate) struct Layer<O> {
+    pub base: Box<dyn Snapshot>,
+    pub overlay: O,
 }
 
-impl OverlayBatch {
-    pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
-        OverlayBatch { base, overlay: Overlay::default(), sink, writer }
-    }
-
-    fn space_mut(&mut self, space: Space) -> &mut VersionMap<Option<Vec<u8>>> {
-        match space {
-            Space::Docs => &mut self.overlay.docs,
-            Space::Index => &mut self.overlay.index,
-        }
-    }
-}
-
-impl Snapshot for OverlayBatch {
+impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        // Most keys are not in a given overlay: then the base answers alone, without
+        // building a merge (cheap for a deep stack of layers).
+        if !self.overlay.borrow().touches(space, key) {
+            return self.base.get(space, key, at);
+        }
         self.history(space, key, 0, at, true)?.next().transpose()
     }
 
@@ -89,8 +100,12 @@ impl Snapshot for OverlayBatch {
         if lo > hi {
             return Ok(Box::new(std::iter::empty()));
         }
+        let overlay = self.overlay.borrow();
+        if !overlay.touches(space, key) {
+            return self.base.history(space, key, lo, hi, desc);
+        }
         let base = self.base.history(space, key, lo, hi, desc)?;
-        let over = map_range(self.overlay.space(space), Included((key, hi)), Included((key, lo)))
+        let over = map_range(overlay.space(space), Included((key, hi)), Included((key, lo)))
             .map(|((_, ts), v)| (ts.0, v.as_deref()));
         let over: OverlayVersions<'_> = if desc { Box::new(over) } else { Box::new(over.rev()) };
         Ok(Box::new(MergeHistory { base: base.peekable(), over: over.peekable(), desc }))
@@ -108,13 +123,16 @@ impl Snapshot for OverlayBatch {
         let Some((lo, hi)) = read::scan_bounds(prefix, from, desc) else {
             return Ok(Box::new(std::iter::empty()));
         };
-        let keys =
-            map_range(self.overlay.space(space), read::as_ref(&lo), read::as_ref(&hi)).map(|((k, _), _)| k.as_slice());
+        let touched = map_range(self.overlay.borrow().space(space), read::as_ref(&lo), read::as_ref(&hi));
+        if touched.clone().next().is_none() {
+            return Ok(base);
+        }
+        let keys = touched.map(|((k, _), _)| k.as_slice());
         let keys: Box<dyn Iterator<Item = &[u8]>> = if desc { Box::new(keys.rev()) } else { Box::new(keys) };
         let mut last: Option<&[u8]> = None;
         let keys = keys.filter(move |k| last.replace(k) != Some(k));
         Ok(Box::new(MergeScan {
-            batch: self,
+            layer: self,
             space,
             at,
             desc,
@@ -124,10 +142,47 @@ impl Snapshot for OverlayBatch {
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self.overlay.meta.get(key) {
+        match self.overlay.borrow().meta.get(key) {
             Some(v) => Ok(Some(v.clone())),
             None => self.base.meta(key),
         }
+    }
+}
+
+pub(crate) struct OverlayBatch {
+    layer: Layer<Overlay>,
+    sink: Box<dyn Sink>,
+    writer: WriterGuard,
+}
+
+impl OverlayBatch {
+    pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
+        OverlayBatch { layer: Layer { base, overlay: Overlay::default() }, sink, writer }
+    }
+}
+
+impl Snapshot for OverlayBatch {
+    fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        self.layer.get(space, key, at)
+    }
+
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
+        self.layer.history(space, key, lo, hi, desc)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>> {
+        self.layer.scan(space, prefix, from, desc, at)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.layer.meta(key)
     }
 }
 
@@ -141,33 +196,37 @@ impl Batch for OverlayBatch {
                 value.len()
             )));
         }
-        self.space_mut(space).insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));
+        let overlay = &mut self.layer.overlay;
+        overlay.bytes += key.len() + value.len() + VERSION_OVERHEAD_BYTES;
+        overlay.space_mut(space).insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));
         Ok(())
     }
 
     fn remove(&mut self, space: Space, key: &[u8], ts: Ts) -> Result<bool> {
         let pos = (key.to_vec(), std::cmp::Reverse(ts));
-        let existed = match self.overlay.space(space).get(&pos) {
+        let existed = match self.layer.overlay.space(space).get(&pos) {
             Some(v) => v.is_some(),
-            None => self.base.history(space, key, ts, ts, true)?.next().transpose()?.is_some(),
+            None => self.layer.base.history(space, key, ts, ts, true)?.next().transpose()?.is_some(),
         };
-        self.space_mut(space).insert(pos, None);
+        self.layer.overlay.bytes += key.len() + VERSION_OVERHEAD_BYTES;
+        self.layer.overlay.space_mut(space).insert(pos, None);
         Ok(existed)
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        if key == META_FORMAT_VERSION {
+        if key == META_FORMAT_VERSION || key == crate::behind::META_BEHIND_SEQ {
             return Err(StorageError::Invalid(format!("meta key {key:?} is reserved")));
         }
         if value.len() > VALUE_BYTES_MAX {
             return Err(StorageError::Invalid(format!("meta value of {} bytes is too large", value.len())));
         }
-        self.overlay.meta.insert(key.to_owned(), value.to_vec());
+        self.layer.overlay.bytes += key.len() + value.len() + VERSION_OVERHEAD_BYTES;
+        self.layer.overlay.meta.insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
     fn commit(self: Box<Self>, durable: bool) -> Result<()> {
-        let OverlayBatch { base, overlay, sink, writer } = *self;
+        let OverlayBatch { layer: Layer { base, overlay }, sink, writer } = *self;
         // Release the base view first so the in-memory store need not copy its state.
         drop(base);
         let result = sink.apply(overlay, durable);
@@ -217,9 +276,9 @@ impl Iterator for MergeHistory<'_> {
 }
 
 /// Merges the stored scan with the keys the overlay touches; for those keys the answer is
-/// recomputed through the batch's merged `get`.
-struct MergeScan<'a> {
-    batch: &'a OverlayBatch,
+/// recomputed through the layer's merged `get`.
+struct MergeScan<'a, O> {
+    layer: &'a Layer<O>,
     space: Space,
     at: Ts,
     desc: bool,
@@ -227,7 +286,7 @@ struct MergeScan<'a> {
     over: Peekable<Box<dyn Iterator<Item = &'a [u8]> + 'a>>,
 }
 
-impl Iterator for MergeScan<'_> {
+impl<O: Borrow<Overlay> + Send> Iterator for MergeScan<'_, O> {
     type Item = Result<(Vec<u8>, Version)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -250,7 +309,7 @@ impl Iterator for MergeScan<'_> {
                 }
             }
             self.over.next();
-            match self.batch.get(self.space, over_key, self.at) {
+            match self.layer.get(self.space, over_key, self.at) {
                 Ok(Some(v)) => return Some(Ok((over_key.to_vec(), v))),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),

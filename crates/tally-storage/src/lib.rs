@@ -50,15 +50,19 @@
 //! with quick-repair so reopening after a crash does not walk the whole file) and makes every
 //! earlier non-durable commit durable too, because redb persists the whole committed tree.
 //! So a crash loses at most the non-durable commits after the last durable one, and never
-//! part of a commit. The layer above records its position in the meta value
+//! part of a commit. [`WriteBehind`] puts either store behind a queue written by a
+//! background thread: commits return once visible, and the same guarantee holds with
+//! "durable" meaning "durable once written", which [`Store::sync`] waits for. The layer above records its position in the meta value
 //! `"applied_height"` in the same batch as the effects, makes it durable at checkpoints, and
 //! after a crash replays its log from the durable `applied_height`.
 
 mod batch;
+mod behind;
 mod mem;
 mod read;
 mod redb_store;
 
+pub use behind::{BehindLimits, WriteBehind, META_BEHIND_SEQ};
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
 
@@ -149,4 +153,10 @@ pub trait Store: Send + Sync + 'static {
     fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
     /// Start the single write batch; [`StorageError::WriterBusy`] if one is alive.
     fn begin(&self) -> Result<Box<dyn Batch>>;
+    /// Return once every commit made so far is durable. Fails with
+    /// [`StorageError::WriterBusy`] while a batch is alive on a store that makes commits
+    /// durable itself (the default: an empty durable commit).
+    fn sync(&self) -> Result<()> {
+        self.begin()?.commit(true)
+    }
 }

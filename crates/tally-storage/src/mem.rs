@@ -10,6 +10,7 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::{Overlay, OverlayBatch, Sink, WriterLock};
+use crate::behind::{Backend, BehindLimits, WriteBehind};
 use crate::read::{self, PosRef, VersionEntry, VersionTable};
 use crate::{Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts};
 
@@ -80,8 +81,8 @@ impl MemState {
         }
     }
 
-    fn apply(&mut self, overlay: Overlay) {
-        for (space, writes) in [(Space::Docs, overlay.docs), (Space::Index, overlay.index)] {
+    fn apply(&mut self, overlay: &Overlay) {
+        for (space, writes) in [(Space::Docs, &overlay.docs), (Space::Index, &overlay.index)] {
             if writes.is_empty() {
                 continue;
             }
@@ -92,12 +93,12 @@ impl MemState {
             let map = &mut Arc::make_mut(table).0;
             for (pos, value) in writes {
                 match value {
-                    Some(v) => map.insert(pos, v),
-                    None => map.remove(&pos),
+                    Some(v) => map.insert(pos.clone(), v.clone()),
+                    None => map.remove(pos),
                 };
             }
         }
-        self.meta.extend(overlay.meta);
+        self.meta.extend(overlay.meta.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
 
@@ -111,6 +112,11 @@ pub struct MemStore {
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This store behind a write-behind queue (tests of [`WriteBehind`]).
+    pub fn write_behind(self, limits: BehindLimits) -> Result<WriteBehind> {
+        WriteBehind::start(Box::new(self), limits)
     }
 
     fn current(&self) -> Result<Arc<MemState>> {
@@ -154,14 +160,30 @@ impl Snapshot for MemSnapshot {
 
 struct MemSink(Arc<Mutex<Arc<MemState>>>);
 
+fn write_overlays(state: &Mutex<Arc<MemState>>, overlays: &[&Overlay]) -> Result<()> {
+    let mut guard = state.lock().map_err(|_| StorageError::Corrupt("memory store lock poisoned by a panic".into()))?;
+    // Copy-on-write: snapshots holding the old state keep their view; with none alive
+    // (the batch dropped its own base first) nothing is copied.
+    let state = Arc::make_mut(&mut guard);
+    for overlay in overlays {
+        state.apply(overlay);
+    }
+    Ok(())
+}
+
 impl Sink for MemSink {
     fn apply(self: Box<Self>, overlay: Overlay, _durable: bool) -> Result<()> {
-        let mut guard =
-            self.0.lock().map_err(|_| StorageError::Corrupt("memory store lock poisoned by a panic".into()))?;
-        // Copy-on-write: snapshots holding the old state keep their view; with none alive
-        // (the batch dropped its own base first) nothing is copied.
-        Arc::make_mut(&mut guard).apply(overlay);
-        Ok(())
+        write_overlays(&self.0, &[&overlay])
+    }
+}
+
+impl Backend for MemStore {
+    fn view(&self) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(MemSnapshot(self.current()?)))
+    }
+
+    fn write(&self, overlays: &[&Overlay], _durable: bool) -> Result<()> {
+        write_overlays(&self.state, overlays)
     }
 }
 

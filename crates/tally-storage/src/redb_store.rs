@@ -7,6 +7,7 @@ use std::sync::Arc;
 use redb::{AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
 
 use crate::batch::{Overlay, OverlayBatch, Sink, WriterLock};
+use crate::behind::{Backend, BehindLimits, WriteBehind};
 use crate::read::{self, PosRef, VersionEntry, VersionTable};
 use crate::{
     Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts, Version, FORMAT_VERSION,
@@ -52,6 +53,12 @@ impl RedbStore {
         let db = Database::create(path).map_err(redb_err)?;
         init_or_check(&db)?;
         Ok(RedbStore { db: Arc::new(db), writer: WriterLock::default() })
+    }
+
+    /// This store behind a write-behind queue: commits return once visible, and a
+    /// background thread writes them to the file (see [`WriteBehind`]).
+    pub fn write_behind(self, limits: BehindLimits) -> Result<WriteBehind> {
+        WriteBehind::start(Box::new(self), limits)
     }
 }
 
@@ -164,20 +171,23 @@ impl Snapshot for RedbSnapshot {
     }
 }
 
-struct RedbSink(Arc<Database>);
-
-impl Sink for RedbSink {
-    fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()> {
-        let mut txn = self.0.begin_write().map_err(redb_err)?;
-        if durable {
-            txn.set_durability(Durability::Immediate).map_err(redb_err)?;
-            // Saves the allocator state so reopening after a crash is quick.
-            txn.set_quick_repair(true);
-        } else {
-            txn.set_durability(Durability::None).map_err(redb_err)?;
-        }
-        for (space, writes) in [(Space::Docs, overlay.docs), (Space::Index, overlay.index)] {
-            let mut table = txn.open_table(definition(space)).map_err(redb_err)?;
+/// Write `overlays`, in order, as one redb transaction (all or nothing).
+fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result<()> {
+    let mut txn = db.begin_write().map_err(redb_err)?;
+    if durable {
+        txn.set_durability(Durability::Immediate).map_err(redb_err)?;
+        // Saves the allocator state so reopening after a crash is quick.
+        txn.set_quick_repair(true);
+    } else {
+        txn.set_durability(Durability::None).map_err(redb_err)?;
+    }
+    for space in [Space::Docs, Space::Index] {
+        let mut table = txn.open_table(definition(space)).map_err(redb_err)?;
+        for overlay in overlays {
+            let writes = match space {
+                Space::Docs => &overlay.docs,
+                Space::Index => &overlay.index,
+            };
             for ((key, ts), value) in writes {
                 let k = (key.as_slice(), inv(ts.0));
                 match value {
@@ -187,14 +197,34 @@ impl Sink for RedbSink {
                 .map_err(redb_err)?;
             }
         }
-        {
-            let mut meta = txn.open_table(META).map_err(redb_err)?;
-            for (k, v) in overlay.meta {
+    }
+    {
+        let mut meta = txn.open_table(META).map_err(redb_err)?;
+        for overlay in overlays {
+            for (k, v) in &overlay.meta {
                 meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
             }
         }
-        // Dropping `txn` on any error above aborts it: a commit is all or nothing.
-        txn.commit().map_err(redb_err)
+    }
+    // Dropping `txn` on any error above aborts it: a commit is all or nothing.
+    txn.commit().map_err(redb_err)
+}
+
+struct RedbSink(Arc<Database>);
+
+impl Sink for RedbSink {
+    fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()> {
+        write_overlays(&self.0, &[&overlay], durable)
+    }
+}
+
+impl Backend for RedbStore {
+    fn view(&self) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(self.read_view()?))
+    }
+
+    fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()> {
+        write_overlays(&self.db, overlays, durable)
     }
 }
 

@@ -1,0 +1,312 @@
+//! [`WriteBehind`]: a store whose commits return as soon as they are visible, while a
+//! background thread writes them to the backend.
+//!
+//! # Why
+//!
+//! The executor applies every batch through one write batch, and once a second it makes the
+//! store durable. On redb that durable commit writes out a second's worth of pages and
+//! fsyncs, 70–120 ms during which no batch could be applied and every client waited. Behind
+//! this queue the executor hands the commit over and goes on; the flusher thread does the
+//! backend writes (several queued commits in one backend transaction) and the durable ones.
+//!
+//! # How reads stay exact
+//!
+//! A commit is queued as an immutable overlay with a sequence number. A snapshot is the
+//! backend's view with the queued overlays stacked on top ([`Layer`]), oldest at the bottom.
+//! The flusher records the last sequence number it wrote in the backend's meta value
+//! [`META_BEHIND_SEQ`], in the same backend transaction, and removes the overlays from the
+//! queue only afterwards. A snapshot copies the queue first and opens the backend view
+//! second, then drops the overlays the view already contains (sequence ≤ its recorded one),
+//! so every commit is seen exactly once and the view is a prefix of the commits.
+//!
+//! # Durability
+//!
+//! `commit(durable=false)` and `commit(durable=true)` both return once the commit is queued
+//! (visible to the next snapshot). Commits reach the backend in order; one committed with
+//! `durable=true` reaches it in a durable backend transaction, which makes it and everything
+//! before it durable. [`Store::sync`] waits until every commit made so far is durable. A
+//! crash therefore loses a suffix of the commits, never a middle one and never part of one,
+//! the same guarantee the synchronous store gives for its non-durable commits.
+//!
+//! # Bounds
+//!
+//! The queue holds at most [`BehindLimits::commits_max`] commits and about
+//! [`BehindLimits::bytes_max`] bytes; a commit beyond either waits for the flusher. A backend
+//! write that fails stops the store: every later commit, snapshot and sync fails with that
+//! error (the caller replays its log after a restart).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::batch::{Layer, Overlay, OverlayBatch, Sink, WriterLock};
+use crate::{Batch, Result, Snapshot, StorageError, Store};
+
+/// Meta value holding the sequence number of the last queued commit written to the
+/// backend; reserved.
+pub const META_BEHIND_SEQ: &str = "write_behind_seq";
+
+/// What the flusher writes into.
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn view(&self) -> Result<Box<dyn Snapshot>>;
+    /// Write the overlays, in order, atomically.
+    fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()>;
+}
+
+/// Bounds of the write-behind queue.
+#[derive(Clone, Copy, Debug)]
+pub struct BehindLimits {
+    /// Queued commits (each is one layer every read walks through).
+    pub commits_max: usize,
+    /// Approximate bytes of queued writes.
+    pub bytes_max: usize,
+    /// Approximate bytes the flusher writes in one backend transaction.
+    pub flush_bytes_max: usize,
+}
+
+impl Default for BehindLimits {
+    fn default() -> Self {
+        BehindLimits { commits_max: 256, bytes_max: 256 << 20, flush_bytes_max: 64 << 20 }
+    }
+}
+
+struct Queued {
+    seq: u64,
+    overlay: Arc<Overlay>,
+}
+
+struct State {
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Sequence number of the last commit queued.
+    last_seq: u64,
+    /// The last commit written to the backend, and the last written durably.
+    flushed_seq: u64,
+    durable_seq: u64,
+    /// The last commit that must be written durably.
+    durable_wanted: u64,
+    failed: Option<String>,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the flusher.
+    work: Condvar,
+    /// Wakes committers waiting for room and `sync` waiting for durability.
+    progress: Condvar,
+    limits: BehindLimits,
+}
+
+impl Shared {
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| StorageError::Corrupt("write-behind lock poisoned by a panic".into()))
+    }
+}
+
+fn failed(reason: &str) -> StorageError {
+    StorageError::Io(format!("an earlier background write failed, the store is stopped: {reason}"))
+}
+
+/// A [`Store`] over a backend, with commits written behind; see the module doc.
+pub struct WriteBehind {
+    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
+    writer: WriterLock,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn seq_of(view: &dyn Snapshot) -> Result<u64> {
+    Ok(match view.meta(META_BEHIND_SEQ)? {
+        Some(b) => u64::from_be_bytes(
+            b.as_slice().try_into().map_err(|_| StorageError::Corrupt(format!("{META_BEHIND_SEQ} is not 8 bytes")))?,
+        ),
+        None => 0,
+    })
+}
+
+impl WriteBehind {
+    pub(crate) fn start(backend: Box<dyn Backend>, limits: BehindLimits) -> Result<WriteBehind> {
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let seq = seq_of(&*backend.view()?)?;
+        let limits = BehindLimits { commits_max: limits.commits_max.max(1), ..limits };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                last_seq: seq,
+                flushed_seq: seq,
+                durable_seq: seq,
+                durable_wanted: seq,
+                failed: None,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            limits,
+        });
+        let (b, s) = (Arc::clone(&backend), Arc::clone(&shared));
+        let flusher = std::thread::Builder::new()
+            .name("tally-store-flush".into())
+            .spawn(move || flush_loop(&*b, &s))
+            .map_err(|e| StorageError::Io(format!("starting the store's flush thread: {e}")))?;
+        Ok(WriteBehind { backend, shared, writer: WriterLock::default(), flusher: Mutex::new(Some(flusher)) })
+    }
+
+    fn view(&self) -> Result<Box<dyn Snapshot>> {
+        // Queue first, backend second: see "How reads stay exact".
+        let queued: Vec<(u64, Arc<Overlay>)> = {
+            let st = self.shared.lock()?;
+            if let Some(reason) = &st.failed {
+                return Err(failed(reason));
+            }
+            st.queue.iter().map(|q| (q.seq, Arc::clone(&q.overlay))).collect()
+        };
+        let mut view = self.backend.view()?;
+        let written = seq_of(&*view)?;
+        for (seq, overlay) in queued {
+            if seq > written {
+                view = Box::new(Layer { base: view, overlay });
+            }
+        }
+        Ok(view)
+    }
+
+    /// Commits queued and not yet written to the backend (for tests and metrics).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().map(|st| st.queue.len()).unwrap_or(0)
+    }
+}
+
+fn flush_loop(backend: &dyn Backend, shared: &Shared) {
+    loop {
+        let (group, last, durable) = {
+            let Ok(mut st) = shared.lock() else { return };
+            loop {
+                if st.failed.is_some() {
+                    return;
+                }
+                if !st.queue.is_empty() || st.durable_wanted > st.durable_seq {
+                    break;
+                }
+                if st.closed {
+                    return;
+                }
+                st = match shared.work.wait(st) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+            let mut bytes = 0;
+            let mut group = Vec::new();
+            for q in &st.queue {
+                if !group.is_empty() && bytes + q.overlay.bytes > shared.limits.flush_bytes_max {
+                    break;
+                }
+                bytes += q.overlay.bytes;
+                group.push(Arc::clone(&q.overlay));
+            }
+            let last = st.flushed_seq + group.len() as u64;
+            let durable = st.durable_wanted > st.durable_seq && st.durable_wanted <= last;
+            (group, last, durable)
+        };
+        let mut mark = Overlay::default();
+        mark.meta.insert(META_BEHIND_SEQ.to_owned(), last.to_be_bytes().to_vec());
+        let mut refs: Vec<&Overlay> = group.iter().map(|o| &**o).collect();
+        refs.push(&mark);
+        let written = backend.write(&refs, durable);
+        let Ok(mut st) = shared.lock() else { return };
+        match written {
+            Ok(()) => {
+                st.flushed_seq = last;
+                if durable {
+                    st.durable_seq = last;
+                }
+                for _ in 0..group.len() {
+                    if let Some(q) = st.queue.pop_front() {
+                        st.queued_bytes -= q.overlay.bytes;
+                    }
+                }
+            }
+            Err(e) => st.failed = Some(e.to_string()),
+        }
+        drop(st);
+        // Drop the overlays outside the lock: freeing a large one takes a while.
+        drop(group);
+        shared.progress.notify_all();
+    }
+}
+
+struct BehindSink(Arc<Shared>);
+
+impl Sink for BehindSink {
+    fn apply(self: Box<Self>, overlay: Overlay, durable: bool) -> Result<()> {
+        let shared = &self.0;
+        let mut st = shared.lock()?;
+        loop {
+            if let Some(reason) = &st.failed {
+                return Err(failed(reason));
+            }
+            let full = st.queue.len() >= shared.limits.commits_max
+                || (!st.queue.is_empty() && st.queued_bytes + overlay.bytes > shared.limits.bytes_max);
+            if !full {
+                break;
+            }
+            st = shared.progress.wait(st).map_err(|_| failed("lock poisoned"))?;
+        }
+        st.last_seq += 1;
+        let seq = st.last_seq;
+        st.queued_bytes += overlay.bytes;
+        st.queue.push_back(Queued { seq, overlay: Arc::new(overlay) });
+        if durable {
+            st.durable_wanted = seq;
+        }
+        drop(st);
+        shared.work.notify_one();
+        Ok(())
+    }
+}
+
+impl Store for WriteBehind {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        self.view()
+    }
+
+    fn begin(&self) -> Result<Box<dyn Batch>> {
+        let guard = self.writer.acquire()?;
+        let base = self.view()?;
+        Ok(Box::new(OverlayBatch::new(base, Box::new(BehindSink(Arc::clone(&self.shared))), guard)))
+    }
+
+    fn sync(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut st = shared.lock()?;
+        let target = st.last_seq;
+        if st.durable_seq >= target {
+            return Ok(());
+        }
+        st.durable_wanted = st.durable_wanted.max(target);
+        shared.work.notify_one();
+        while st.durable_seq < target {
+            if let Some(reason) = &st.failed {
+                return Err(failed(reason));
+            }
+            st = shared.progress.wait(st).map_err(|_| failed("lock poisoned"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteBehind {
+    /// Writes out what is queued, durably, and stops the flusher.
+    fn drop(&mut self) {
+        let _ = self.sync();
+        if let Ok(mut st) = self.shared.lock() {
+            st.closed = true;
+        }
+        self.shared.work.notify_all();
+        if let Some(h) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
+    }
+}
