@@ -22,6 +22,16 @@ pub trait StateMachine: Send {
     fn applied_height(&self) -> u64;
     /// Apply one batch; returns one output per input, in order.
     fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>>;
+    /// Apply one batch, handing output `i` to `answer` as soon as it may be released: its
+    /// effects are visible to readers and nothing later in the batch can change them.
+    /// The sequencer answers clients through this (the batch is already in the log), so a
+    /// short input early in a long batch need not wait for the rest. Every output is
+    /// handed over exactly once, in order; by default all of them after the whole batch.
+    fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
+        for (i, out) in self.apply(batch).into_iter().enumerate() {
+            answer(i, out);
+        }
+    }
     /// The commit ts of the last applied transaction.
     fn last_commit_ts(&self) -> u64;
 }
@@ -209,15 +219,15 @@ fn run<L: Log, M: StateMachine>(mut log: L, mut machine: M, inbox: Arc<FairInbox
             }
             return;
         }
-        let outputs = machine.apply(&batch);
+        let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
+        machine.apply_answering(&batch, &mut |i, out| {
+            if let Some(r) = replies.get_mut(i).and_then(Option::take) {
+                let _ = r.send(Ok(out));
+            }
+        });
         clock.batch_done(machine.last_commit_ts());
-        for (r, out) in replies.into_iter().zip(
-            outputs
-                .into_iter()
-                .map(Ok)
-                .chain(std::iter::repeat_with(|| Err(SubmitError::Stopped("no output for input".into())))),
-        ) {
-            let _ = r.send(out);
+        for r in replies.into_iter().flatten() {
+            let _ = r.send(Err(SubmitError::Stopped("no output for input".into())));
         }
     }
 }

@@ -102,6 +102,11 @@ fn dispose(d: Decoded) {
     }
 }
 
+/// While applying a long batch, outputs are released (with an intermediate commit) at
+/// most this often: a short transaction early in the batch is answered within about this
+/// long of its turn instead of after the whole batch.
+pub const RELEASE_EVERY: Duration = Duration::from_millis(1);
+
 /// Durable storage commits happen at most this often (the log makes every batch durable).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const CHECKPOINT_BATCHES: u64 = 256;
@@ -134,6 +139,8 @@ pub struct FqlMachine {
     /// Fault injection for the divergence tests only: at this height the header's effects
     /// root is computed over one extra leaf, as a nondeterministic executor would.
     pub diverge_at: Option<u64>,
+    /// Whether [`StateMachine::apply_answering`] releases outputs during a batch.
+    pub release_early: bool,
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -179,6 +186,7 @@ impl FqlMachine {
             checkpoint_batches: CHECKPOINT_BATCHES,
             checkpoint_interval: Some(CHECKPOINT_INTERVAL),
             diverge_at: None,
+            release_early: true,
         })
     }
 
@@ -289,7 +297,20 @@ impl FqlMachine {
         )
     }
 
-    fn apply_inner(&mut self, batch: &Batch, position: Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// Apply a batch; outputs go to `answer` (index, output), all after the final commit,
+    /// or, with `early`, also at intermediate commits made every [`RELEASE_EVERY`] of
+    /// execution. An intermediate commit carries whole inputs only and no block, height or
+    /// position, and is never durable (durable commits happen at batch ends, and a crash
+    /// replays the batch from the log onto the last durable batch end). Where the
+    /// intermediate commits fall depends on timing, but not what any input reads or
+    /// writes: each input runs on the state every earlier input left, committed or not.
+    fn apply_inner(
+        &mut self,
+        batch: &Batch,
+        position: Option<&[u8]>,
+        early: bool,
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             batch.height == self.applied_height + 1,
             "batch height {} does not follow the applied height {}",
@@ -298,11 +319,13 @@ impl FqlMachine {
         );
         let mut b = self.store.begin()?;
         let mut builder = BlockBuilder::new();
-        let mut outputs = Vec::with_capacity(batch.inputs.len());
+        // Outputs not yet handed over: (index, output).
+        let mut held: Vec<(usize, Vec<u8>)> = Vec::with_capacity(batch.inputs.len());
         let mut ts = batch.ts.max(self.last_ts + 1);
         let first_ts = ts;
         let mut last_ts = self.last_ts;
-        for input in &batch.inputs {
+        let mut since_release = Instant::now();
+        for (i, input) in batch.inputs.iter().enumerate() {
             builder.push_input(input)?;
             // A panic in evaluation is a bug, but it must not take the node down (a logged
             // input that panics would panic again on every replay). It is deterministic, so
@@ -327,9 +350,18 @@ impl FqlMachine {
                 }
                 builder.push_effect(&effect_leaf(w));
             }
-            outputs.push(serde_json::to_vec(&out)?);
+            held.push((i, serde_json::to_vec(&out)?));
             last_ts = ts;
             ts += 1 + ids / 1000;
+            if early && i + 1 < batch.inputs.len() && since_release.elapsed() >= RELEASE_EVERY {
+                b.commit(false)?;
+                b = self.store.begin()?;
+                self.applied_ts.store(last_ts, Ordering::Release);
+                for (j, out) in held.drain(..) {
+                    answer(j, out);
+                }
+                since_release = Instant::now();
+            }
         }
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
@@ -357,6 +389,16 @@ impl FqlMachine {
         if let Ok(mut h) = self.head.lock() {
             *h = Some(header);
         }
+        for (j, out) in held {
+            answer(j, out);
+        }
+        Ok(())
+    }
+
+    /// [`Self::apply_inner`] answering only at the end, as a list.
+    fn apply_collect(&mut self, batch: &Batch, position: Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut outputs = Vec::with_capacity(batch.inputs.len());
+        self.apply_inner(batch, position, false, &mut |_, out| outputs.push(out))?;
         Ok(outputs)
     }
 }
@@ -371,8 +413,13 @@ impl StateMachine for FqlMachine {
     }
 
     fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>> {
-        let r = self.apply_inner(batch, None);
+        let r = self.apply_collect(batch, None);
         fail_stop(r, batch.height)
+    }
+
+    fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
+        let r = self.apply_inner(batch, None, self.release_early, answer);
+        fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 }
 
@@ -395,7 +442,7 @@ fn machine_err(e: impl std::fmt::Display) -> MachineError {
 
 impl ReplicatedMachine for FqlMachine {
     fn apply_at(&mut self, batch: &Batch, position: &[u8]) -> Vec<Vec<u8>> {
-        let r = self.apply_inner(batch, Some(position));
+        let r = self.apply_collect(batch, Some(position));
         fail_stop(r, batch.height)
     }
 

@@ -23,8 +23,9 @@
 //!
 //! `commit(durable=false)` and `commit(durable=true)` both return once the commit is queued
 //! (visible to the next snapshot). Commits reach the backend in order; one committed with
-//! `durable=true` reaches it in a durable backend transaction, which makes it and everything
-//! before it durable. [`Store::sync`] waits until every commit made so far is durable. A
+//! `durable=true` reaches it in a durable backend transaction that ends with it, which makes
+//! it and everything before it durable, and nothing after it (a caller may split one unit
+//! into several non-durable commits and end it with a durable one). [`Store::sync`] waits until every commit made so far is durable. A
 //! crash therefore loses a suffix of the commits, never a middle one and never part of one,
 //! the same guarantee the synchronous store gives for its non-durable commits.
 //!
@@ -199,12 +200,18 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
             }
             let mut bytes = 0;
             let mut group = Vec::new();
+            let durable_due = st.durable_wanted > st.durable_seq;
             for q in &st.queue {
                 if !group.is_empty() && bytes + q.overlay.bytes > shared.limits.flush_bytes_max {
                     break;
                 }
                 bytes += q.overlay.bytes;
                 group.push(Arc::clone(&q.overlay));
+                // A durable write ends exactly at the commit that asked for it: the commits
+                // after it may be parts of a larger unit the caller has not finished.
+                if durable_due && q.seq == st.durable_wanted {
+                    break;
+                }
             }
             let last = st.flushed_seq + group.len() as u64;
             let durable = st.durable_wanted > st.durable_seq && st.durable_wanted <= last;
@@ -308,5 +315,81 @@ impl Drop for WriteBehind {
         if let Some(h) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemStore, Space};
+    use std::sync::mpsc;
+
+    /// Records each backend write (the `n` meta of every overlay in it, and whether it was
+    /// durable); the first write waits for a signal, so commits queue behind it.
+    struct Recorder {
+        inner: MemStore,
+        writes: Mutex<Vec<(Vec<u8>, bool)>>,
+        gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    }
+
+    impl Backend for Arc<Recorder> {
+        fn view(&self) -> Result<Box<dyn Snapshot>> {
+            self.inner.view()
+        }
+        fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()> {
+            let gate = self.gate.lock().unwrap().take();
+            if let Some((entered, gate)) = gate {
+                let _ = entered.send(());
+                let _ = gate.recv();
+            }
+            let ns = overlays.iter().filter_map(|o| o.meta.get("n").map(|v| v[0])).collect();
+            self.writes.lock().unwrap().push((ns, durable));
+            self.inner.write(overlays, durable)
+        }
+    }
+
+    fn commit(store: &WriteBehind, n: u8, durable: bool) {
+        let mut b = store.begin().unwrap();
+        b.put(Space::Docs, &[n], 1, &[n]).unwrap();
+        b.set_meta("n", &[n]).unwrap();
+        b.commit(durable).unwrap();
+    }
+
+    #[test]
+    fn a_durable_write_ends_at_the_commit_that_asked_for_it() {
+        let (open, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let rec = Arc::new(Recorder {
+            inner: MemStore::new(),
+            writes: Mutex::new(Vec::new()),
+            gate: Mutex::new(Some((entered_tx, gate))),
+        });
+        let store = WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap();
+        commit(&store, 0, false);
+        // The flusher is now held in its first write; these queue behind it.
+        entered.recv().unwrap();
+        commit(&store, 1, false);
+        commit(&store, 2, true);
+        commit(&store, 3, false);
+        commit(&store, 4, false);
+        // Every commit is visible before any reached the backend.
+        let snap = store.snapshot().unwrap();
+        for n in 0..=4u8 {
+            assert_eq!(snap.get(Space::Docs, &[n], 1).unwrap().map(|v| v.value), Some(vec![n]));
+        }
+        drop(snap);
+        open.send(()).unwrap();
+        while store.queued() > 0 {
+            std::thread::yield_now();
+        }
+        let writes = rec.writes.lock().unwrap().clone();
+        let durable: Vec<_> = writes.iter().filter(|(_, d)| *d).map(|(ns, _)| ns.clone()).collect();
+        assert_eq!(durable.first().and_then(|ns| ns.last()), Some(&2), "writes: {writes:?}");
+        assert_eq!(writes.len(), 3, "0 alone, then 1–2 durable, then 3–4: {writes:?}");
+        assert!(!writes[2].1);
+        let order: Vec<u8> = writes.iter().flat_map(|(ns, _)| ns.clone()).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4], "every commit written once, in order: {writes:?}");
+        store.sync().unwrap();
+        assert_eq!(rec.writes.lock().unwrap().last().map(|w| w.1), Some(true), "sync wrote durably");
     }
 }

@@ -153,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
     fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
     /// Start the single write batch; [`StorageError::WriterBusy`] if one is alive.
     fn begin(&self) -> Result<Box<dyn Batch>>;
-    /// Return once every commit made so far is durable. Fails with
+    /// Return once every commit made so far is durable (call it between units of work made
+    /// of several commits: everything up to now becomes durable). Fails with
     /// [`StorageError::WriterBusy`] while a batch is alive on a store that makes commits
     /// durable itself (the default: an empty durable commit).
     fn sync(&self) -> Result<()> {
