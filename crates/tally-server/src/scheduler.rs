@@ -30,6 +30,11 @@
 //! place of the OS's), and a backlogged tenant waits at most 128 steps for a more
 //! deserving one.
 //!
+//! A sparse tenant admitted over the bound is not left to the OS to time-slice against
+//! the flood: at its next yield point, a query of the busiest tenant (the one running the
+//! most, when it runs more than one) gives its slot back and queues, so within 128 steps
+//! the evaluations running fit the slots again; it is readmitted when a slot frees up.
+//!
 //! Only admission order changes; results never do, and nothing here runs inside the
 //! deterministic executor (it never yields). Writes are queued fairly in the sequencer
 //! too (`tally_calvin::fair`).
@@ -92,6 +97,9 @@ pub struct Scheduler {
     /// `state.queue.len()`, readable without the lock: yield points run often and
     /// almost always find nobody waiting.
     waiting: AtomicUsize,
+    /// Evaluations running beyond the bound (sparse admissions), readable without the
+    /// lock: at its next yield point, a query of the busiest tenant gives its slot back.
+    over: AtomicUsize,
 }
 
 /// A held slot; dropping it admits the next waiter.
@@ -104,7 +112,12 @@ pub struct Permit<'a> {
 
 impl Scheduler {
     pub fn new(slots: usize) -> Scheduler {
-        Scheduler { slots, state: Mutex::new(State::default()), waiting: AtomicUsize::new(0) }
+        Scheduler {
+            slots,
+            state: Mutex::new(State::default()),
+            waiting: AtomicUsize::new(0),
+            over: AtomicUsize::new(0),
+        }
     }
 
     fn from_env() -> Scheduler {
@@ -117,7 +130,7 @@ impl Scheduler {
     pub fn acquire(&self, tenant: u64, weight: u32) -> Permit<'_> {
         let weight = weight.max(1);
         if self.slots > 0 {
-            self.wait_for_slot(tenant, weight, COST_NOMINAL_US);
+            self.wait_for_slot(tenant, weight, COST_NOMINAL_US, true);
             HELD.with(|h| h.set(Some(Held { tenant, weight, since: Instant::now(), prepaid_us: COST_NOMINAL_US })));
         }
         Permit { sched: self, tenant, weight, started: Instant::now() }
@@ -125,32 +138,46 @@ impl Scheduler {
 
     /// Give up this thread's slot if a more deserving query waits, and wait for it again.
     fn yield_slot(&self) {
-        if self.waiting.load(Ordering::Relaxed) == 0 {
+        if self.waiting.load(Ordering::Relaxed) == 0 && self.over.load(Ordering::Relaxed) == 0 {
             return;
         }
         let Some(held) = HELD.with(|h| h.get()) else { return };
         let Held { tenant, weight, since, prepaid_us } = held;
         let deserving = match self.state.lock() {
-            Ok(st) => match (st.queue.first_key_value(), st.finish.get(&tenant)) {
-                // Another tenant that is owed the slot, or this tenant's next query in
-                // line (taking turns within a tenant).
-                (Some(((start, _), w)), Some(mine)) => {
-                    (w.tenant == tenant && since.elapsed() >= TURN) || (w.tenant != tenant && start < mine)
-                }
-                _ => false,
-            },
+            Ok(st) => {
+                let mine = st.finish.get(&tenant).copied();
+                let owed = match (st.queue.first_key_value(), mine) {
+                    // Another tenant that is owed the slot, or this tenant's next query in
+                    // line (taking turns within a tenant).
+                    (Some(((start, _), w)), Some(mine)) => {
+                        (w.tenant == tenant && since.elapsed() >= TURN) || (w.tenant != tenant && *start < mine)
+                    }
+                    _ => false,
+                };
+                // A sparse tenant was let in over the bound: the busiest tenant (most
+                // queries running, then the latest finish tag) steps back until the
+                // evaluations running fit the slots again, so the OS need not share the
+                // cores among more of them than there are.
+                let over = st.busy > self.slots && {
+                    let busiest = st.busy_by.iter().max_by_key(|(t, n)| (**n, st.finish.get(*t).copied()));
+                    busiest.is_some_and(|(t, n)| *t == tenant && *n > 1)
+                };
+                owed || over
+            }
             Err(_) => false,
         };
         if deserving {
-            // Charged what it used; queued again without a new nominal charge.
+            // Charged what it used; queued again without a new nominal charge, and not as
+            // a sparse tenant (it is the one making room).
             self.release(tenant, weight, since.elapsed().as_micros(), prepaid_us);
-            self.wait_for_slot(tenant, weight, 0);
+            self.wait_for_slot(tenant, weight, 0, false);
             HELD.with(|h| h.set(Some(Held { tenant, weight, since: Instant::now(), prepaid_us: 0 })));
         }
     }
 
-    /// Queue for a slot, charging `prepay_us` of cost up front (corrected at release).
-    fn wait_for_slot(&self, tenant: u64, weight: u32, prepay_us: u128) {
+    /// Queue for a slot, charging `prepay_us` of cost up front (corrected at release);
+    /// `may_be_sparse`: whether a tenant running nothing may be admitted over the bound.
+    fn wait_for_slot(&self, tenant: u64, weight: u32, prepay_us: u128, may_be_sparse: bool) {
         let waiter = {
             let Ok(mut st) = self.state.lock() else { return };
             let start = st.vtime.max(st.finish.get(&tenant).copied().unwrap_or(0));
@@ -164,10 +191,11 @@ impl Scheduler {
             // if need be (up to `slots` extra): its start tag is the earliest there can
             // be, and letting it in now instead of at the next yield point keeps it from
             // waiting on a flood's query that the OS has descheduled.
-            let sparse = st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
+            let sparse = may_be_sparse && st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
             if sparse || (st.queue.is_empty() && st.busy < self.slots) {
                 st.admit(tenant);
                 st.vtime = st.vtime.max(start);
+                self.over.store(st.busy.saturating_sub(self.slots), Ordering::Relaxed);
                 return;
             }
             st.arrivals += 1;
@@ -207,6 +235,7 @@ impl Scheduler {
             granted.push(w);
         }
         self.waiting.store(st.queue.len(), Ordering::Relaxed);
+        self.over.store(st.busy.saturating_sub(self.slots), Ordering::Relaxed);
         drop(st);
         for w in granted {
             let mut g = w.granted.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,6 +335,56 @@ mod tests {
         let order = order.lock().unwrap();
         let quiet = order.iter().position(|x| x == "quiet").unwrap();
         assert!(quiet <= 1, "quiet tenant admitted at position {quiet}: {order:?}");
+    }
+
+    /// A sparse tenant let in over the bound makes the busiest tenant step back at its
+    /// next yield point, so no more evaluations run than there are slots; the flood's
+    /// query gets its slot back when the quiet one is done.
+    #[test]
+    fn over_the_bound_the_busiest_tenant_steps_back() {
+        let s = Arc::new(Scheduler::new(2));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let yields = Arc::new(AtomicUsize::new(0));
+        let flood: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, stop, yields) = (s.clone(), stop.clone(), yields.clone());
+                let ready = Arc::new(std::sync::Barrier::new(2));
+                let r = ready.clone();
+                let t = std::thread::spawn(move || {
+                    let _p = s.acquire(1, 1);
+                    r.wait();
+                    while !stop.load(Ordering::SeqCst) {
+                        s.yield_slot();
+                        yields.fetch_add(1, Ordering::SeqCst);
+                        std::thread::yield_now();
+                    }
+                });
+                ready.wait();
+                t
+            })
+            .collect();
+        assert_eq!(s.state.lock().unwrap().busy, 2);
+        let quiet = s.acquire(2, 1);
+        // Within a few yield points one flood query has given its slot back.
+        while s.state.lock().unwrap().busy > 2 {
+            std::thread::yield_now();
+        }
+        {
+            let st = s.state.lock().unwrap();
+            assert_eq!(st.busy_by.get(&1), Some(&1));
+            assert_eq!(st.busy_by.get(&2), Some(&1));
+        }
+        assert_eq!(s.waiting(), 1, "the flood's query waits for a slot");
+        drop(quiet);
+        while s.waiting() > 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(s.state.lock().unwrap().busy_by.get(&1), Some(&2), "and gets it back");
+        stop.store(true, Ordering::SeqCst);
+        for t in flood {
+            t.join().unwrap();
+        }
+        assert_eq!(s.state.lock().unwrap().busy, 0);
     }
 
     /// Sparse admissions are bounded: at most `slots` over the bound.
