@@ -1,5 +1,6 @@
 //! Who is running a query: the database it is scoped to, the role it holds, and (for
-//! tokens and `@doc` secrets) the identity document it acts as.
+//! tokens and `@doc` secrets) the identity document it acts as, or (for JWTs of an
+//! access provider) the verified login.
 //!
 //! A role travels inside logged transaction inputs as its wire name ([`Role::name`]) and
 //! is parsed back by the executor ([`Role::parse`]); user-defined roles travel by name
@@ -21,6 +22,9 @@ pub enum Role {
     /// A token or a `secret:@doc/coll/id` secret: the identity's baseline rights plus
     /// every role whose `membership` admits the identity document.
     Member,
+    /// A JWT issued by an access provider (`Auth::jwt`): the provider's `roles` whose
+    /// predicates admit the token's claims, worked out again at the commit ts.
+    Jwt,
     /// Role predicates and membership predicates run with this: read-only, same
     /// database, no access to keys, roles, databases or access providers. Never logged.
     Predicate,
@@ -29,6 +33,7 @@ pub enum Role {
 /// Prefix of the wire name of user-defined roles: `@role/a` or `@role/a/b`.
 pub const CUSTOM_PREFIX: &str = "@role/";
 const MEMBER_NAME: &str = "@member";
+const JWT_NAME: &str = "@jwt";
 
 impl Role {
     /// A built-in role name as it appears in keys and functions.
@@ -50,6 +55,9 @@ impl Role {
         if s == MEMBER_NAME {
             return Some(Role::Member);
         }
+        if s == JWT_NAME {
+            return Some(Role::Jwt);
+        }
         let names = s.strip_prefix(CUSTOM_PREFIX)?;
         let names: Vec<String> = names.split('/').filter(|n| !n.is_empty()).map(str::to_string).collect();
         (!names.is_empty()).then(|| Role::custom(names))
@@ -70,6 +78,7 @@ impl Role {
             Role::Client => "client".into(),
             Role::Custom(names) => format!("{CUSTOM_PREFIX}{}", names.join("/")),
             Role::Member => MEMBER_NAME.into(),
+            Role::Jwt => JWT_NAME.into(),
             // Never leaves the evaluator; if it ever did it must grant nothing.
             Role::Predicate => "client".into(),
         }
@@ -94,7 +103,7 @@ pub const PRIORITY_DEFAULT: u32 = 1;
 /// Largest `priority` a database or key may have.
 pub const PRIORITY_MAX: u32 = 500;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Auth {
     /// The database the query runs in; refs are relative to it.
     pub db: DbId,
@@ -103,6 +112,9 @@ pub struct Auth {
     pub identity: Option<tally_value::Ref>,
     /// For tokens: the token's own ref (`CurrentToken()`).
     pub token: Option<tally_value::Ref>,
+    /// For JWTs from an access provider: the verified login (`CurrentIdentity()` is its
+    /// `sub` claim, `CurrentToken()` its claims). Logged with the input.
+    pub jwt: Option<std::sync::Arc<crate::jwt::JwtLogin>>,
     /// Scheduling weight (1–500): the key's `priority`, else its database's. Not logged:
     /// it only orders admission, never changes a result.
     pub priority: u32,
@@ -114,7 +126,7 @@ impl Auth {
     }
 
     pub fn new(db: DbId, role: Role) -> Auth {
-        Auth { db, role, identity: None, token: None, priority: PRIORITY_DEFAULT }
+        Auth { db, role, identity: None, token: None, jwt: None, priority: PRIORITY_DEFAULT }
     }
 }
 
@@ -130,6 +142,7 @@ mod tests {
             Role::ServerReadOnly,
             Role::Client,
             Role::Member,
+            Role::Jwt,
             Role::custom(vec!["b".into(), "a".into(), "a".into()]),
         ] {
             assert_eq!(Role::parse(&r.name()), Some(r.clone()), "{r:?}");
@@ -138,5 +151,6 @@ mod tests {
         assert_eq!(Role::parse("@role/"), None);
         assert_eq!(Role::parse("root"), None);
         assert_eq!(Role::builtin("@member"), None);
+        assert_eq!(Role::builtin("@jwt"), None);
     }
 }

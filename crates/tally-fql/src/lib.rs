@@ -3,7 +3,8 @@
 //!
 //! Owns: [`expr`] (JSON AST -> [`expr::Expr`]), [`eval::Eval`] (the evaluator), one module per
 //! function group under [`fns`], [`model`] (key layouts and the transaction overlay),
-//! [`auth`] (who runs a query), [`perm`] (what roles may do), and error codes ([`error`]).
+//! [`auth`] (who runs a query), [`perm`] (what roles may do), [`jwt`] (logins through access
+//! providers, after the receiving node verified the token), and error codes ([`error`]).
 //!
 //! Architecture invariant: tally-fql sees storage only through the
 //! [`tally_storage::Snapshot`] trait and returns its writes as a list; it never opens a
@@ -16,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod expr;
 pub mod fns;
+pub mod jwt;
 pub mod model;
 pub mod perm;
 pub mod run;

@@ -11,7 +11,9 @@
 //!   read-only with v4's arguments; they act only in their own database;
 //! - **members** (tokens, `secret:@doc/...`) hold every role whose `membership` admits
 //!   their identity document, plus reading their own credentials and reading and
-//!   deleting their own tokens.
+//!   deleting their own tokens;
+//! - **JWT logins** hold the roles their access provider grants the token's claims
+//!   (`crate::jwt`), and nothing else.
 //!
 //! Architecture invariant: deciding never writes and never reads a clock; predicates
 //! run at the transaction ts with [`Role::Predicate`], so the read-only pass and the
@@ -239,7 +241,7 @@ impl<'a> Eval<'a> {
         use Action::*;
         let reads = matches!(action, Read | HistoryRead | UnrestrictedRead);
         let role = match &self.auth.role {
-            Role::Custom(_) | Role::Member => return Ok(None),
+            Role::Custom(_) | Role::Member | Role::Jwt => return Ok(None),
             r => r.clone(),
         };
         Ok(Some(match role {
@@ -259,7 +261,7 @@ impl<'a> Eval<'a> {
                 _ => false,
             },
             Role::Client => self.public(db, res, action)?,
-            Role::Custom(_) | Role::Member => return Ok(None),
+            Role::Custom(_) | Role::Member | Role::Jwt => return Ok(None),
         }))
     }
 
@@ -421,7 +423,7 @@ impl<'a> Eval<'a> {
     /// neither refuses the set.
     pub fn index_filter(&mut self, db: DbId, def: &IndexDef, terms: &Value) -> Result<ReadFilter> {
         let res = Resource::Index(def.id);
-        let builtin = !matches!(self.auth.role, Role::Custom(_) | Role::Member);
+        let builtin = !matches!(self.auth.role, Role::Custom(_) | Role::Member | Role::Jwt);
         let unrestricted = !builtin && self.permitted(db, res, Action::UnrestrictedRead, &PredArgs::Value(terms))?;
         if unrestricted {
             return Ok(ReadFilter::All);
@@ -497,6 +499,7 @@ impl<'a> Eval<'a> {
         let names = match &self.auth.role {
             Role::Custom(names) => names.clone(),
             Role::Member => self.member_roles()?,
+            Role::Jwt => self.jwt_roles()?,
             _ => Vec::new(),
         };
         let p = Rc::new(self.resolve_privileges(&names)?);
@@ -579,7 +582,7 @@ impl<'a> Eval<'a> {
     /// Run a privilege or membership predicate: read-only, at the transaction ts, with
     /// the predicate reader's rights and the caller's identity. Only `true` allows; an
     /// error denies (except running out of steps, which ends the query).
-    fn run_predicate(&mut self, q: &Value, args: &PredArgs<'_>) -> Result<bool> {
+    pub(crate) fn run_predicate(&mut self, q: &Value, args: &PredArgs<'_>) -> Result<bool> {
         let lam = match self.lambda_from_value(q) {
             Ok(l) => l,
             Err(_) => return Ok(false),

@@ -425,6 +425,7 @@ pub async fn serve_member(
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
+        jwks: Arc::new(crate::jwt::JwksCache::new()?),
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());

@@ -35,6 +35,8 @@ pub struct AppState {
     pub body_bytes_max: usize,
     /// Set when this server is a member of a replicated cluster (writes go through Raft).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Access providers' signing keys, for JWT secrets (see `crate::jwt`).
+    pub jwks: Arc<crate::jwt::JwksCache>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -311,6 +313,16 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(e) => e,
         Err(e) => return error_response(&e, 0),
     };
+    // A JWT is verified here, off the executor (clock, network); what it proves then
+    // travels with the query as a `JwtLogin`.
+    let jwt = if crate::jwt::looks_like_jwt(&secret) {
+        match verify_jwt(&st, &secret).await {
+            Ok(login) => Some(login),
+            Err(e) => return error_response(&e, 0),
+        }
+    } else {
+        None
+    };
     let tmo = timeout_ms(headers);
     let linearized = linearized
         || headers.get("x-linearized").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -333,12 +345,13 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     let secret2 = secret.clone();
     let read = tokio::task::spawn_blocking(
         move || -> Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError> {
-            let applied = st2.applied_ts.load(Ordering::Acquire);
-            // A member reads at what it has applied: later commits may be in flight elsewhere.
-            let ts = if st2.cluster.is_some() { applied } else { st2.clock.read_ts(applied) };
+            let ts = read_ts(&st2);
             let snap =
                 st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
-            let auth = tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?;
+            let auth = match jwt {
+                Some(login) => tally_fql::jwt::authenticate(&*snap, ts, login)?,
+                None => tally_fql::run::authenticate(&*snap, ts, &secret2, &st2.root_key_hash)?,
+            };
             // Weighted fair admission by tenant (see scheduler.rs); held while evaluating.
             let _slot = crate::scheduler::global().acquire(auth.db, auth.priority);
             let limits = Limits { steps_max: tmo * STEPS_PER_MS, ..Limits::default() };
@@ -371,6 +384,45 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     }
 }
 
+/// The ts this node reads at: a member reads at what it has applied (later commits may
+/// be in flight elsewhere); a single node at its read clock.
+fn read_ts(st: &AppState) -> u64 {
+    let applied = st.applied_ts.load(Ordering::Acquire);
+    if st.cluster.is_some() {
+        applied
+    } else {
+        st.clock.read_ts(applied)
+    }
+}
+
+/// Verify a JWT secret (see `crate::jwt`): the login it proves, or `unauthorized`.
+async fn verify_jwt(st: &Arc<AppState>, token: &str) -> Result<tally_fql::jwt::JwtLogin, FqlError> {
+    use crate::jwt::JwtError;
+    let refused = |e: JwtError| {
+        // The reason, never the token, and only at debug level: a flood of bad tokens
+        // must not flood the log.
+        tracing::debug!(reason = %e, "JWT refused");
+        e.to_fql()
+    };
+    let jwt = crate::jwt::parse(token).map_err(refused)?;
+    crate::jwt::check_times(&jwt.claims, crate::jwt::unix_now_s()).map_err(refused)?;
+    let issuer = jwt.claims.get("iss").and_then(|v| v.as_str()).map(str::to_string);
+    let db = tally_fql::jwt::audience_db(jwt.claims.get("aud"));
+    let (Some(issuer), Some(db)) = (issuer, db) else { return Err(refused(JwtError::NoProvider)) };
+    let (st2, iss2) = (st.clone(), issuer.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let snap = st2.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+        // The last applied state: a lookup needs no read ts of its own.
+        tally_fql::jwt::find_provider(&*snap, st2.applied_ts.load(Ordering::Acquire), db, &iss2)
+    })
+    .await
+    .map_err(|e| FqlError::new("internal server error", format!("JWT task failed: {e}")))??;
+    let provider = found.ok_or_else(|| refused(JwtError::NoProvider))?;
+    let key = st.jwks.key(&provider.jwks_uri, jwt.kid.as_deref()).await.map_err(refused)?;
+    crate::jwt::verify_signature(&jwt, &key).map_err(refused)?;
+    tally_fql::jwt::JwtLogin::new(db, provider.name, issuer, jwt.claims).ok_or_else(|| refused(JwtError::Malformed))
+}
+
 async fn write_path(
     st: Arc<AppState>,
     q: serde_json::Value,
@@ -398,6 +450,11 @@ async fn write_path(
         steps_max: tmo * STEPS_PER_MS,
         identity: as_json(&auth.identity),
         token: as_json(&auth.token),
+        jwt: auth.jwt.as_ref().map(|l| crate::machine::JwtInput {
+            provider: l.provider.clone(),
+            issuer: l.issuer.clone(),
+            claims: l.claims.clone(),
+        }),
     };
     let bytes = match serde_json::to_vec(&input) {
         Ok(b) => b,

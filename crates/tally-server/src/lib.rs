@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod jwt;
 pub mod machine;
 pub mod node;
 pub mod scheduler;

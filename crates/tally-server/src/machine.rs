@@ -34,6 +34,20 @@ pub struct TxnInput {
     pub identity: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<serde_json::Value>,
+    /// JWT queries (role `@jwt`): what the receiving node verified. Never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtInput>,
+}
+
+/// A verified JWT login as it is logged: the access provider (in the input's database)
+/// and the token's claims, which the executor hands to the provider's role predicates
+/// and to `CurrentIdentity()`/`CurrentToken()`. The signature is not logged: the claims
+/// alone are no credential.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct JwtInput {
+    pub provider: String,
+    pub issuer: String,
+    pub claims: serde_json::Value,
 }
 
 /// The executor's answer for one input.
@@ -276,6 +290,10 @@ impl FqlMachine {
         };
         auth.identity = as_ref(&inp.identity);
         auth.token = as_ref(&inp.token);
+        auth.jwt = inp.jwt.as_ref().and_then(|j| {
+            let login = tally_fql::jwt::JwtLogin::new(inp.db, j.provider.clone(), j.issuer.clone(), j.claims.clone());
+            login.map(Arc::new)
+        });
         let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
         *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {

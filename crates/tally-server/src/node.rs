@@ -84,6 +84,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
+        jwks: Arc::new(crate::jwt::JwksCache::new()?),
     });
     let app = router(state.clone());
     let listener =

@@ -18,6 +18,7 @@ fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
         steps_max: 1_000_000,
         identity: None,
         token: None,
+        jwt: None,
     };
     serde_json::to_vec(&inp).unwrap()
 }

@@ -232,6 +232,7 @@ pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object)
 fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let all = ev.bool_arg(call, "logout")?;
     // v4 answers false when there is no token (or, for `all`, no identity) to log out.
+    // A JWT has neither: only its issuer can revoke it (or it expires).
     let (Some(identity), token) = (ev.auth.identity.clone(), ev.auth.token.clone()) else {
         return Ok(Value::Bool(false));
     };
@@ -256,27 +257,42 @@ fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 fn missing_identity() -> FqlError {
-    FqlError::new(code::MISSING_IDENTITY, "This query has no identity: it was not made with a token secret.")
+    FqlError::new(
+        code::MISSING_IDENTITY,
+        "This query has no identity: it was not made with a token secret, or its JWT has no `sub` claim.",
+    )
 }
 
+/// A token's identity document, or (as in v4) a JWT's `sub` claim.
 fn current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    if let Some(login) = &ev.auth.jwt {
+        return login.subject().cloned().ok_or_else(missing_identity);
+    }
     ev.auth.identity.clone().map(Value::Ref).ok_or_else(missing_identity)
 }
 
 fn has_current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
-    Ok(Value::Bool(ev.auth.identity.is_some()))
+    let has = match &ev.auth.jwt {
+        Some(login) => login.subject().is_some(),
+        None => ev.auth.identity.is_some(),
+    };
+    Ok(Value::Bool(has))
 }
 
+/// A token's ref, or (as in v4) a JWT's claims as an object.
 fn current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
+    if let Some(login) = &ev.auth.jwt {
+        return Ok(login.payload.clone());
+    }
     ev.auth
         .token
         .clone()
         .map(Value::Ref)
-        .ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret."))
+        .ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret or a JWT."))
 }
 
 fn has_current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
-    Ok(Value::Bool(ev.auth.token.is_some()))
+    Ok(Value::Bool(ev.auth.token.is_some() || ev.auth.jwt.is_some()))
 }
 
 /// `Ref(Collection("x"), "self")` means the current identity when it is a document of `x`.

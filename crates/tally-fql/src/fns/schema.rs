@@ -245,11 +245,13 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
         native::ROLES | native::ACCESS_PROVIDERS => {
-            let (db, name, data) = create_named(ev, coll, params)?;
+            let (db, name, mut data) = create_named(ev, coll, params)?;
             if coll == native::ROLES {
                 crate::fns::security::check_role(ev, &name, &data)?;
             } else {
                 crate::fns::security::check_access_provider(ev, &name, &data)?;
+                // What a JWT's `aud` must name; derived, never set by the caller.
+                data.insert("audience".into(), Value::String(crate::jwt::audience(db)));
             }
             ev.tx.put_doc(db, coll, &name, false, &data);
             let ts = ev.txn_ts();
@@ -428,6 +430,9 @@ pub fn modify_schema(
         old.clone()
     };
     deep_merge(&mut new, &patch);
+    if coll == native::ACCESS_PROVIDERS {
+        new.insert("audience".into(), Value::String(crate::jwt::audience(db)));
+    }
     let ts = ev.txn_ts();
     let old_name = r.id.clone();
     let new_name = match new.get("name") {

@@ -226,36 +226,48 @@ fn check_action_value(ev: &mut Eval<'_>, arity: &[usize], v: &Value, what: &str)
     }
 }
 
-/// Validate an access provider: `issuer` (unique in the database), an https `jwks_uri`,
-/// and `roles` naming existing roles (refs or `{role, predicate}`).
+/// Validate an access provider: `issuer` (unique in the database), a `jwks_uri` Tally
+/// can fetch (https; http only on loopback, see [`crate::jwt::JwksUri`]), and `roles`
+/// naming existing roles (refs, or `{role, predicate}` with a one-parameter lambda).
 pub fn check_access_provider(ev: &mut Eval<'_>, name: &str, data: &Object) -> Result<()> {
     let issuer = match data.get("issuer") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(validation("issuer", "value required", "Value required.")),
     };
     match data.get("jwks_uri") {
-        Some(Value::String(u)) if u.len() > 6 && u[..6].eq_ignore_ascii_case("https:") => {}
-        Some(Value::String(_)) => {
-            return Err(validation("jwks_uri", "invalid uri", "The jwks_uri must be an https URI."))
+        Some(Value::String(u)) => {
+            crate::jwt::JwksUri::parse(u).map_err(|why| validation("jwks_uri", "invalid uri", why))?;
         }
         _ => return Err(validation("jwks_uri", "value required", "Value required.")),
     }
     let (db, at) = (ev.auth.db, ev.txn_ts());
-    for (other, d) in ev.tx.scan_docs(db, native::ACCESS_PROVIDERS, None, false, at, usize::MAX)? {
+    let providers = ev.tx.scan_docs(db, native::ACCESS_PROVIDERS, None, false, at, crate::jwt::PROVIDERS_SCAN_MAX)?;
+    for (other, d) in providers {
         if other != name && d.data.get("issuer") == Some(&Value::String(issuer.clone())) {
             return Err(validation("issuer", "duplicate value", "Another access provider has this issuer."));
         }
     }
     for r in listed(data.get("roles")) {
-        let role = match &r {
-            Value::Object(o) => o.get("role").cloned().unwrap_or(Value::Null),
-            other => other.clone(),
+        let (role, predicate) = match &r {
+            Value::Object(o) => (o.get("role").cloned().unwrap_or(Value::Null), o.get("predicate").cloned()),
+            other => (other.clone(), None),
         };
         let Value::Ref(rr) = &role else {
             return Err(validation("roles", "invalid value", "Each entry must be a Role ref or {role, predicate}."));
         };
         if rr.native_parent() != Some("roles") || ev.tx.live_doc(db, native::ROLES, &rr.id, at)?.is_none() {
             return Err(validation("roles", "invalid reference", &format!("Role `{}` does not exist.", rr.id)));
+        }
+        if let Some(p) = predicate.filter(|p| !p.is_null()) {
+            let one_param =
+                matches!(p, Value::Query(_)) && ev.lambda_from_value(&p).is_ok_and(|l| l.params.arity() == 1);
+            if !one_param {
+                return Err(validation(
+                    "roles",
+                    "invalid value",
+                    "A role's predicate must be a Query(Lambda) of one parameter (it receives the JWT's claims).",
+                ));
+            }
         }
     }
     Ok(())
