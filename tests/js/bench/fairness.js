@@ -5,12 +5,14 @@
 // in both phases.
 //
 //   node tests/js/bench/fairness.js [--seconds 10] [--flood 32] [--quiet-priority 1]
-//                                   [--quiet mixed|reads|writes] [--noise reads|writes]
+//                                   [--quiet mixed|reads|writes] [--noise reads|writes|cpu]
 //   TALLY_FAIR_SLOTS=0 node tests/js/bench/fairness.js   # admission control off
 //
 // --quiet: point reads and, one in five, an update (mixed, the default); only point
 // reads; only updates. --noise: heavy reads (a 2,000-document Map/Get, the default) or
-// heavy writes (each query updates 20 documents).
+// heavy writes (each query updates 20 documents), or cpu: no flood, one spinning thread
+// per core outside the server (the control: what a busy machine alone does to the quiet
+// tenant).
 //
 // Uses target/release/tally (or TALLY_BIN) through the official faunadb driver.
 
@@ -55,6 +57,18 @@ async function flood(url, secret, concurrency, noise, ids) {
   process.on('message', m => {
     if (m === 'stop') stop = true
   })
+  if (noise === 'cpu') {
+    // The control: no tenant floods, the machine is just as busy. Spinning workers, one
+    // per core, yielding to the event loop every 50 ms so 'stop' is heard.
+    const t0 = Date.now()
+    const { Worker } = require('node:worker_threads')
+    const spin = 'const e=Date.now()+1e9;for(;;){let x=0;for(let i=0;i<1e7;i++)x+=i}'
+    const workers = Array.from({ length: require('node:os').availableParallelism() }, () => new Worker(spin, { eval: true }))
+    while (!stop) await new Promise(r => setTimeout(r, 50))
+    await Promise.all(workers.map(w => w.terminate()))
+    process.send({ queries: 0, seconds: (Date.now() - t0) / 1000 })
+    process.exit(0)
+  }
   const loop = async () => {
     while (!stop) {
       await c.query(noise === 'writes' ? heavyWrite(ids, n) : heavyRead()).catch(() => {})
@@ -115,8 +129,8 @@ async function main() {
   const quietPriority = Number(arg('quiet-priority', 1))
   const kind = arg('quiet', 'mixed')
   const noise = arg('noise', 'reads')
-  if (!['mixed', 'reads', 'writes'].includes(kind) || !['reads', 'writes'].includes(noise)) {
-    throw new Error('--quiet is mixed, reads or writes; --noise is reads or writes')
+  if (!['mixed', 'reads', 'writes'].includes(kind) || !['reads', 'writes', 'cpu'].includes(noise)) {
+    throw new Error('--quiet is mixed, reads or writes; --noise is reads, writes or cpu')
   }
   const server = await startServer()
   try {
