@@ -23,7 +23,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the wall clock outside a runtime and in a normal one, the virtual clock
+// under a runtime with paused time (the cluster simulation), so an async consumer's epoch
+// deadlines are on the clock its timers run on. A blocking consumer on its own thread sees
+// the wall clock.
+use tokio::time::Instant;
 
 /// Who an input belongs to, and how much of the write path it deserves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,7 +369,7 @@ impl<T> FairInbox<T> {
             }
             notified.await;
         }
-        let deadline = tokio::time::Instant::from_std(self.deadline(&self.lock()));
+        let deadline = self.deadline(&self.lock());
         loop {
             let notified = self.ready_async.notified();
             if self.batch_full(&self.lock()) {
@@ -552,6 +558,30 @@ mod tests {
             let mut got = consumer.await.unwrap();
             got.sort();
             assert_eq!(got, (0..10).collect::<Vec<_>>());
+        });
+    }
+
+    /// An async consumer keeps epochs on its runtime's clock: under paused (virtual) time,
+    /// as in the cluster simulation, a batch closes exactly an epoch of virtual time after
+    /// its oldest input, however much wall-clock time passes.
+    #[test]
+    fn inbox_epochs_follow_tokio_time() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let limits = BatchLimits { epoch: Duration::from_millis(100), inputs_max: 100, bytes_max: usize::MAX };
+        let inbox = FairInbox::new(100, limits);
+        rt.block_on(async {
+            std::thread::sleep(Duration::from_millis(5)); // wall-clock time only
+            let started = Instant::now();
+            inbox.push(Tenant::DEFAULT, 1, 1);
+            std::thread::sleep(Duration::from_millis(5));
+            assert_eq!(inbox.next_batch().await, Some(vec![1]));
+            assert_eq!(started.elapsed(), Duration::from_millis(100));
+            // Queued while the consumer was busy for longer than an epoch: taken at once.
+            inbox.push(Tenant::DEFAULT, 2, 1);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let busy_until = Instant::now();
+            assert_eq!(inbox.next_batch().await, Some(vec![2]));
+            assert_eq!(busy_until.elapsed(), Duration::ZERO);
         });
     }
 }

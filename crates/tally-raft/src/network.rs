@@ -32,6 +32,20 @@ use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
 pub const TOKEN_HEADER: &str = "x-tally-peer-token";
 /// Header carrying `{vote, meta}` (base64 JSON) of a snapshot sent as the raw body.
 pub const SNAPSHOT_HEADER: &str = "x-tally-snapshot";
+/// Header carrying the tenant of a forwarded write, `{database id}/{weight}` (see
+/// [`tenant_header`]), so the leader queues it in that tenant's lane.
+pub const TENANT_HEADER: &str = "x-tally-tenant";
+
+/// The [`TENANT_HEADER`] value for `t`.
+pub fn tenant_header(t: tally_calvin::Tenant) -> String {
+    format!("{}/{}", t.id, t.weight)
+}
+
+/// Parse a [`TENANT_HEADER`] value; None if it is not `{u64}/{u32}`.
+pub fn parse_tenant(v: &str) -> Option<tally_calvin::Tenant> {
+    let (id, weight) = v.trim().split_once('/')?;
+    Some(tally_calvin::Tenant { id: id.parse().ok()?, weight: weight.parse().ok()? })
+}
 
 /// Injected network faults, shared by the client and the peer server of one member.
 #[derive(Default)]
@@ -258,5 +272,21 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
             serde_json::from_slice(&body).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         r.map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_calvin::Tenant;
+
+    #[test]
+    fn tenant_header_round_trips() {
+        for t in [Tenant::DEFAULT, Tenant { id: u64::MAX, weight: 500 }, Tenant { id: 42, weight: 0 }] {
+            assert_eq!(parse_tenant(&tenant_header(t)), Some(t));
+        }
+        for bad in ["", "7", "7/", "/3", "x/3", "7/y", "-1/3", "7/3/1", "7/99999999999"] {
+            assert_eq!(parse_tenant(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! A ledger member: the Raft instance, the leader's batcher (the sequencer), write
 //! forwarding, linearizable read indexes and membership changes.
 //!
-//! Writes: on the leader, inputs go to the batcher, which closes a batch every `epoch_ms`
-//! (or at a size bound), stamps it with the leader's clock and proposes it as one Raft
-//! entry; each submitter gets its input's output once the entry is applied. On a follower,
-//! the input is forwarded to the leader's peer port, and the answer is returned once this
+//! Writes: on the leader, inputs wait in a [`FairInbox`] (one lane per tenant database,
+//! weighted by priority, bounded; see [`tally_calvin::fair`]), from which the batcher
+//! takes a batch every `epoch_ms` (or at a size bound), stamps it with the leader's clock
+//! and proposes it as one Raft entry; each submitter gets its input's output once the
+//! entry is applied. So, as on a single node, a tenant flooding writes fills only its
+//! weighted share of each batch, and a quiet tenant's write does not wait behind the
+//! flood's backlog. On a follower, the input is forwarded to the leader's peer port with
+//! its tenant (so it queues in its own lane there), and the answer is returned once this
 //! member has applied the entry too (so a client reads its own writes where it wrote).
 //!
 //! Availability: every wait is bounded by `write_timeout`. A leader that has not heard from
@@ -21,12 +25,12 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
-use tally_calvin::Batch;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tally_calvin::{Batch, BatchLimits, FairInbox, Pushed, Tenant};
+use tokio::sync::{oneshot, Semaphore};
 // tokio's clock, so a simulation with paused time controls every deadline.
 use tokio::time::Instant;
 
-use crate::network::{Faults, NetError, NetworkFactory, PeerClient};
+use crate::network::{tenant_header, Faults, NetError, NetworkFactory, PeerClient, TENANT_HEADER};
 use crate::{BatchRequest, LogStore, Machine, Raft};
 
 #[derive(Clone, Debug)]
@@ -38,7 +42,12 @@ pub struct ClusterConfig {
     pub epoch_ms: u64,
     pub batch_inputs_max: usize,
     pub batch_bytes_max: usize,
+    /// Inputs waiting for a batch on the leader, at most (the fair inbox's capacity).
     pub queue_inputs_max: usize,
+    /// Batches proposed and not yet applied, at most. The batcher takes a batch only when
+    /// one may be proposed, so while the pipeline is full inputs keep waiting in the fair
+    /// inbox, where a quiet tenant can still overtake a backlog.
+    pub batches_in_flight_max: usize,
     /// Bound on every write (forwarding, commit, local apply) and membership change.
     pub write_timeout: Duration,
     pub heartbeat_ms: u64,
@@ -65,6 +74,7 @@ impl ClusterConfig {
             batch_inputs_max: 8192,
             batch_bytes_max: 32 << 20,
             queue_inputs_max: 65_536,
+            batches_in_flight_max: 64,
             write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
             heartbeat_ms: 100.max(latency_ms * 4),
             election_timeout_ms: (election_min, election_min * 2),
@@ -100,13 +110,16 @@ pub struct SubmitOk {
 }
 
 type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
+/// An input waiting on the leader, and where its answer goes.
+type Item = (Vec<u8>, Reply);
 
 pub struct RaftNode {
     pub raft: Raft,
     pub id: u64,
     pub cfg: ClusterConfig,
     pub client: PeerClient,
-    batcher: mpsc::Sender<(Vec<u8>, Reply)>,
+    /// The leader's write queue, drained by the batcher task (idle on a follower).
+    inbox: Arc<FairInbox<Item>>,
     applied_index: Arc<AtomicU64>,
     applied_notify: Arc<tokio::sync::Notify>,
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
@@ -177,24 +190,34 @@ impl RaftNode {
                 tracing::info!(error = %e, "cluster already formed");
             }
         }
-        let (tx, rx) = mpsc::channel(cfg.queue_inputs_max);
+        let limits = BatchLimits {
+            epoch: Duration::from_millis(cfg.epoch_ms),
+            inputs_max: cfg.batch_inputs_max,
+            bytes_max: cfg.batch_bytes_max,
+        };
+        let inbox = Arc::new(FairInbox::new(cfg.queue_inputs_max.max(1), limits));
         let node = Arc::new(RaftNode {
             raft: raft.clone(),
             id: cfg.node_id,
             cfg: cfg.clone(),
             client,
-            batcher: tx,
+            inbox: inbox.clone(),
             applied_index,
             applied_notify,
             checkpoint,
         });
-        tokio::spawn(run_batcher(raft, cfg, rx, last_ts));
+        tokio::spawn(run_batcher(raft, cfg, inbox, last_ts));
         Ok(node)
     }
 
     pub fn metrics(&self) -> openraft::RaftMetrics<crate::TypeConfig> {
         use openraft::type_config::async_runtime::watch::WatchReceiver;
         self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Inputs waiting for a batch on this member (only a leader queues any).
+    pub fn queued(&self) -> usize {
+        self.inbox.len()
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -251,13 +274,13 @@ impl RaftNode {
         }
     }
 
-    /// Submit one input from a client of this member.
-    pub async fn submit(&self, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
+    /// Submit one input of `tenant` from a client of this member.
+    pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
         let deadline = Instant::now() + self.cfg.write_timeout;
         loop {
             let r = match self.leader_with_quorum() {
-                Ok(true) => self.submit_here(input.clone(), deadline).await,
-                Ok(false) => self.forward(input.clone(), deadline).await,
+                Ok(true) => self.submit_here(tenant, input.clone(), deadline).await,
+                Ok(false) => self.forward(tenant, input.clone(), deadline).await,
                 // Just elected: the first answers from the followers are on their way.
                 Err(e) if self.metrics().last_quorum_acked.is_none() => Err(SubmitError::Retry(e.to_string())),
                 Err(e) => return Err(e),
@@ -276,13 +299,26 @@ impl RaftNode {
         }
     }
 
-    /// Submit to the local batcher (this member is the leader).
-    pub async fn submit_here(&self, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
+    /// Queue an input of `tenant` for the local batcher (this member is the leader). When
+    /// the queue is full, the tenant with the longest weighted backlog gives way: its
+    /// newest input is answered `Overloaded` (it was never proposed), or this one is
+    /// refused if that tenant is `tenant` itself.
+    pub async fn submit_here(
+        &self,
+        tenant: Tenant,
+        input: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<SubmitOk, SubmitError> {
         let (otx, orx) = oneshot::channel();
-        self.batcher.try_send((input, otx)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => unavailable("this member is shutting down"),
-        })?;
+        let bytes = input.len();
+        match self.inbox.push(tenant, (input, otx), bytes) {
+            Pushed::Queued => {}
+            Pushed::Evicted((_, reply)) => {
+                let _ = reply.send(Err(SubmitError::Overloaded));
+            }
+            Pushed::Refused(_) if self.inbox.is_closed() => return Err(unavailable("this member is shutting down")),
+            Pushed::Refused(_) => return Err(SubmitError::Overloaded),
+        }
         match tokio::time::timeout_at(deadline, orx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(unavailable("the sequencer stopped")),
@@ -293,7 +329,7 @@ impl RaftNode {
         }
     }
 
-    async fn forward(&self, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
+    async fn forward(&self, tenant: Tenant, input: Vec<u8>, deadline: Instant) -> Result<SubmitOk, SubmitError> {
         // Leave a moment of the deadline for the forwarded write itself.
         let (leader, addr) = self.leader(deadline - self.cfg.write_timeout / 5).await?;
         if leader == self.id {
@@ -301,8 +337,12 @@ impl RaftNode {
             return Err(SubmitError::NotLeader(None));
         }
         let left = deadline.saturating_duration_since(Instant::now());
+        // The leader queues the input in its tenant's lane. Only members send this (the
+        // peer port takes the cluster token); the tenant comes from the query this member
+        // authenticated, never from the client.
+        let headers = [(TENANT_HEADER, tenant_header(tenant))];
         let r: Result<Result<SubmitOk, SubmitError>, NetError> =
-            match self.client.post_bytes(leader, &addr, "/tally/submit", &[], input, left).await {
+            match self.client.post_bytes(leader, &addr, "/tally/submit", &headers, input, left).await {
                 Ok(b) => serde_json::from_slice(&b).map_err(|e| NetError::Decode(leader, e.to_string())),
                 Err(e) => Err(e),
             };
@@ -413,11 +453,14 @@ impl RaftNode {
             "purged": m.purged.as_ref().map(|l| l.index),
             "members": members,
             "voters": voters,
+            "queued": self.queued(),
         })
     }
 
-    /// Stop Raft, then make the state durable.
+    /// Stop taking writes (the batcher proposes what is queued, then ends), stop Raft, then
+    /// make the state durable. Every waiting submitter gets an answer.
     pub async fn shutdown(&self) {
+        self.inbox.close();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -427,38 +470,33 @@ impl RaftNode {
     }
 }
 
+impl Drop for RaftNode {
+    /// The batcher task holds the inbox, not the node: closing it lets the task end (as a
+    /// crashed member's does in the simulation, which drops the node without `shutdown`).
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipOp {
     Add { id: u64, addr: String },
     Remove { id: u64 },
 }
 
-/// Batches proposed but not yet applied, at most.
-const IN_FLIGHT_BATCHES_MAX: usize = 64;
-
-async fn run_batcher(
-    raft: Raft,
-    cfg: ClusterConfig,
-    mut rx: mpsc::Receiver<(Vec<u8>, Reply)>,
-    last_ts: Arc<AtomicU64>,
-) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_BATCHES_MAX));
+/// The leader's sequencer: takes fairly composed batches from the inbox (an epoch after
+/// the oldest queued input, or when a batch is full), stamps and proposes them, and
+/// answers each input once its entry is applied. Runs until the inbox is closed and
+/// drained; on a follower the inbox stays empty.
+async fn run_batcher(raft: Raft, cfg: ClusterConfig, inbox: Arc<FairInbox<Item>>, last_ts: Arc<AtomicU64>) {
+    let in_flight = Arc::new(Semaphore::new(cfg.batches_in_flight_max.max(1)));
     let mut issued = 0u64;
     loop {
-        let Some(first) = rx.recv().await else { return };
-        let deadline = Instant::now() + Duration::from_millis(cfg.epoch_ms);
-        let mut bytes = first.0.len();
-        let mut items = vec![first];
-        while items.len() < cfg.batch_inputs_max && bytes < cfg.batch_bytes_max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(it)) => {
-                    bytes += it.0.len();
-                    items.push(it);
-                }
-                _ => break,
-            }
-        }
+        // A slot in the pipeline first, then the batch: inputs that arrive while the
+        // pipeline is full are still in the fair queue when the next batch is composed.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Some(items) = inbox.next_batch().await else { return };
+        debug_assert!(!items.is_empty() && items.len() <= cfg.batch_inputs_max.max(1));
         // Never backwards, even across leader changes: above every applied commit.
         let ts = (cfg.clock)().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
         issued = ts;

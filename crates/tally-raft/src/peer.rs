@@ -1,7 +1,8 @@
 //! The peer port's HTTP API (member to member; never for clients).
 //!
 //! `POST /raft/{append,vote,pre-vote,transfer-leader,snapshot}` carry openraft's RPCs;
-//! `POST /tally/submit` (a forwarded write), `/tally/read-index` and `/tally/membership`
+//! `POST /tally/submit` (a forwarded write: the input as the body, its tenant in the
+//! `x-tally-tenant` header), `/tally/read-index` and `/tally/membership`
 //! are served by the leader for the other members. Every request must carry the cluster
 //! token; an isolated member (fault injection) refuses everything.
 
@@ -23,7 +24,7 @@ use openraft::raft::{SnapshotResponse, TransferLeaderResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::network::{SNAPSHOT_HEADER, TOKEN_HEADER};
+use crate::network::{parse_tenant, SNAPSHOT_HEADER, TENANT_HEADER, TOKEN_HEADER};
 use crate::node::{MembershipOp, RaftNode, SubmitError, SubmitOk};
 use crate::{SnapshotMeta, TypeConfig, Vote};
 
@@ -121,14 +122,22 @@ async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: B
     json(&r)
 }
 
+/// A write forwarded by a member, queued in the lane of the tenant that member
+/// authenticated (the [`TENANT_HEADER`]; absent — a member of an earlier version — means
+/// the shared default lane).
 async fn submit(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = admit(&node, &headers) {
         return r;
     }
+    let tenant = match headers.get(TENANT_HEADER).map(|v| v.to_str().ok().and_then(parse_tenant)) {
+        None => tally_calvin::Tenant::DEFAULT,
+        Some(Some(t)) => t,
+        Some(None) => return (StatusCode::BAD_REQUEST, "unreadable tenant header").into_response(),
+    };
     let input = body.to_vec();
     let deadline = Instant::now() + node.cfg.write_timeout;
     let r: Result<SubmitOk, SubmitError> = match node.leader_with_quorum() {
-        Ok(true) => node.submit_here(input, deadline).await,
+        Ok(true) => node.submit_here(tenant, input, deadline).await,
         Ok(false) => Err(SubmitError::NotLeader(node.metrics().current_leader)),
         Err(e) => Err(e),
     };

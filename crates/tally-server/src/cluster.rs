@@ -266,8 +266,19 @@ async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     axum::Json(s).into_response()
 }
 
+/// The client's error for a write or membership change the cluster did not take: a full
+/// write queue on the leader answers as a single node's does.
+pub fn submit_error(e: &SubmitError) -> tally_fql::FqlError {
+    match e {
+        SubmitError::Overloaded => crate::http::overloaded(),
+        other => tally_fql::FqlError::new("unavailable", other.to_string()),
+    }
+}
+
 pub fn submit_error_response(e: &SubmitError) -> Response {
-    err_json(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+    let err = submit_error(e);
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    err_json(status, err.code, err.description)
 }
 
 async fn add_member(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -460,28 +460,32 @@ async fn write_path(
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
+    // Batches are composed fairly across tenant databases, weighted by priority (on a
+    // single node and on a cluster's leader alike).
+    let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
     if let Some(c) = &st.cluster {
-        return match c.node.submit(bytes).await {
+        return match c.node.submit(tenant, bytes).await {
             Ok(ok) => output_response(&ok.output, started, &seed),
-            Err(e) => error_response(&FqlError::new("unavailable", e.to_string()), 0),
+            Err(e) => error_response(&crate::cluster::submit_error(&e), 0),
         };
     }
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
     let Some(seq) = seq else {
         return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
     };
-    // Batches are composed fairly across tenant databases, weighted by priority.
-    let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
     let out = match seq.submit(tenant, bytes).await {
         Ok(o) => o,
-        Err(SubmitError::Overloaded) => {
-            return error_response(&FqlError::new("unavailable", "Too many transactions are queued; retry shortly."), 0)
-        }
+        Err(SubmitError::Overloaded) => return error_response(&overloaded(), 0),
         Err(SubmitError::Stopped(m)) => {
             return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
         }
     };
     output_response(&out, started, &seed)
+}
+
+/// The answer to a write the fair queue pushed out or refused (single node or leader).
+pub(crate) fn overloaded() -> FqlError {
+    FqlError::new("unavailable", "Too many transactions are queued; retry shortly.")
 }
 
 fn output_response(out: &[u8], started: Instant, seed: &[u8; 32]) -> Response {

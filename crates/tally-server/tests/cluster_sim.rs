@@ -37,6 +37,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sha2::Digest;
+use tally_calvin::Tenant;
 use tally_raft::network::{Faults, PeerClient};
 use tally_raft::{ClusterConfig, LogStore, Machine, Raft, RaftNode, Snapshot, TypeConfig, Vote};
 use tally_server::machine::{block_key, FqlMachine};
@@ -249,7 +250,9 @@ impl World {
         let deadline = Instant::now() + Duration::from_secs(6);
         while Instant::now() < deadline {
             if let Some(l) = self.leader() {
-                if let Ok(ok) = l.submit_here(input(q.clone(), entropy), Instant::now() + Duration::from_secs(3)).await
+                if let Ok(ok) = l
+                    .submit_here(Tenant::DEFAULT, input(q.clone(), entropy), Instant::now() + Duration::from_secs(3))
+                    .await
                 {
                     return Some(resource(&ok.output));
                 }

@@ -6,6 +6,7 @@
 //
 //   node tests/js/bench/fairness.js [--seconds 10] [--flood 32] [--quiet-priority 1]
 //                                   [--quiet mixed|reads|writes] [--noise reads|writes|cpu]
+//                                   [--cluster [--via leader|follower]]
 //   TALLY_FAIR_SLOTS=0 node tests/js/bench/fairness.js   # admission control off
 //
 // --quiet: point reads and, one in five, an update (mixed, the default); only point
@@ -13,6 +14,11 @@
 // heavy writes (each query updates 20 documents), or cpu: no flood, one spinning thread
 // per core outside the server (the control: what a busy machine alone does to the quiet
 // tenant).
+//
+// --cluster runs against a 3-member cluster of local processes (tests/js/helpers/cluster.js)
+// instead of one node; both tenants talk to the leader, or with --via follower to one
+// follower (whose writes are forwarded to the leader). The CPU figure is then the sum
+// over the members.
 //
 // Uses target/release/tally (or TALLY_BIN) through the official faunadb driver.
 
@@ -122,17 +128,50 @@ async function measure(c, refs, seconds, kind) {
   }
 }
 
+/** One node, or a 3-member cluster seen through one member: {url, pids, adminClient, stop}. */
+async function startTarget(cluster, via) {
+  if (!cluster) {
+    const { startServer } = require('../helpers/server')
+    const server = await startServer()
+    return {
+      url: server.url,
+      pids: () => [server.proc.pid],
+      adminClient: () => server.adminClient(),
+      stop: () => server.stop(),
+    }
+  }
+  const { TallyCluster } = require('../helpers/cluster')
+  // Writes under a flood wait longer than the test suites' default allows.
+  const c = await new TallyCluster({ replicas: 3, writeTimeoutMs: 30_000 }).start()
+  try {
+    const leader = await c.leader()
+    const m = via === 'follower' ? (await c.followers())[0] : leader
+    console.error(`cluster: leader ${leader.id}, talking to member ${m.id} (${via})`)
+    return {
+      url: `http://127.0.0.1:${m.port}`,
+      pids: () => c.alive().map(x => x.proc.pid),
+      adminClient: () => m.client(120),
+      stop: () => c.stop(),
+    }
+  } catch (e) {
+    await c.stop()
+    throw e
+  }
+}
+
 async function main() {
-  const { startServer } = require('../helpers/server')
   const seconds = Number(arg('seconds', 10))
   const floodN = Number(arg('flood', 32))
   const quietPriority = Number(arg('quiet-priority', 1))
   const kind = arg('quiet', 'mixed')
   const noise = arg('noise', 'reads')
+  const cluster = process.argv.includes('--cluster')
+  const via = arg('via', 'leader')
   if (!['mixed', 'reads', 'writes'].includes(kind) || !['reads', 'writes', 'cpu'].includes(noise)) {
     throw new Error('--quiet is mixed, reads or writes; --noise is reads, writes or cpu')
   }
-  const server = await startServer()
+  if (!['leader', 'follower'].includes(via)) throw new Error('--via is leader or follower')
+  const server = await startTarget(cluster, via)
   try {
     const root = server.adminClient()
     const tenants = {}
@@ -159,17 +198,18 @@ async function main() {
     await measure(quiet.client, quiet.refs, 2, kind) // warm up
     const idle = await measure(quiet.client, quiet.refs, seconds, kind)
 
-    // The server's CPU seconds over the flood phase (Linux): with the load generators and
-    // anything else on the machine competing, queries per server CPU second compare
-    // runs better than queries per second.
-    const cpu = () => {
+    // The server's CPU seconds over the flood phase (Linux; a cluster's: every member's):
+    // with the load generators and anything else on the machine competing, queries per
+    // server CPU second compare runs better than queries per second.
+    const cpuOf = pid => {
       try {
-        const f = require('node:fs').readFileSync(`/proc/${server.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ')
+        const f = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
         return (Number(f[11]) + Number(f[12])) / 100
       } catch {
         return NaN
       }
     }
+    const cpu = () => server.pids().reduce((sum, pid) => sum + cpuOf(pid), 0)
     const cpu0 = cpu()
     const child = fork(__filename, ['--child', server.url, tenants.noisy.secret, String(floodN), noise])
     child.send({ ids: tenants.noisy.refs.map(r => r.id) })
@@ -182,6 +222,7 @@ async function main() {
 
     const slots = process.env.TALLY_FAIR_SLOTS === undefined ? 'default (cores)' : process.env.TALLY_FAIR_SLOTS
     const result = {
+      target: cluster ? `3-member cluster, via the ${via}` : 'one node',
       fair_slots: slots,
       quiet_priority: quietPriority,
       quiet: kind,
