@@ -31,16 +31,34 @@ function tallyBin() {
 }
 
 /** Ask the kernel for a free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports handed out by this process, never handed out twice.
+const portsGiven = new Set()
+
+function tryListen(port) {
+  return new Promise(resolve => {
     const srv = net.createServer()
     srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
-    })
+    srv.once('error', () => resolve(false))
+    srv.listen(port, HOST, () => srv.close(() => resolve(true)))
   })
+}
+
+/**
+ * A port free now, for a server started later (a cluster's spare member may start
+ * minutes after its port was chosen). Chosen below the kernel's ephemeral range
+ * (32768 and up), so outgoing connections of the meantime cannot take it, at random so
+ * that test files running in parallel processes rarely try the same one.
+ */
+async function freePort() {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    if (portsGiven.has(port)) continue
+    if (await tryListen(port)) {
+      portsGiven.add(port)
+      return port
+    }
+  }
+  throw new Error('no free port found in 20000-31999')
 }
 
 const sleep = ms => new Promise(r => setTimeout(r, ms))
