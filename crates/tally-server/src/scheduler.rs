@@ -75,6 +75,9 @@ struct State {
     /// Running queries, and how many of them each tenant runs.
     busy: usize,
     busy_by: HashMap<u64, usize>,
+    /// Of `busy`, short reads running inline (`try_acquire`): they end within a bounded
+    /// number of steps, so nobody steps back for them.
+    inline: usize,
     /// Start tag of the latest admitted query.
     vtime: u128,
     /// Each tenant's latest finish tag.
@@ -108,6 +111,8 @@ pub struct Permit<'a> {
     tenant: u64,
     weight: u32,
     started: Instant,
+    /// From `try_acquire`: never yields, and nobody steps back for it.
+    inline: bool,
 }
 
 impl Scheduler {
@@ -133,7 +138,30 @@ impl Scheduler {
             self.wait_for_slot(tenant, weight, COST_NOMINAL_US, true);
             HELD.with(|h| h.set(Some(Held { tenant, weight, since: Instant::now(), prepaid_us: COST_NOMINAL_US })));
         }
-        Permit { sched: self, tenant, weight, started: Instant::now() }
+        Permit { sched: self, tenant, weight, started: Instant::now(), inline: false }
+    }
+
+    /// A slot for `tenant` if one is free without waiting (or the tenant is sparse), else
+    /// None. The permit never yields: the caller bounds what it runs under it.
+    pub fn try_acquire(&self, tenant: u64, weight: u32) -> Option<Permit<'_>> {
+        let weight = weight.max(1);
+        if self.slots > 0 {
+            let Ok(mut st) = self.state.lock() else { return None };
+            let sparse = st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
+            if !(sparse || (st.queue.is_empty() && st.busy < self.slots)) {
+                return None;
+            }
+            let start = st.vtime.max(st.finish.get(&tenant).copied().unwrap_or(0));
+            if st.finish.len() >= TENANTS_MAX {
+                let v = st.vtime;
+                st.finish.retain(|_, f| *f > v);
+            }
+            st.finish.insert(tenant, start + COST_NOMINAL_US * SCALE / weight as u128);
+            st.admit(tenant);
+            st.inline += 1;
+            st.vtime = st.vtime.max(start);
+        }
+        Some(Permit { sched: self, tenant, weight, started: Instant::now(), inline: true })
     }
 
     /// Give up this thread's slot if a more deserving query waits, and wait for it again.
@@ -158,7 +186,7 @@ impl Scheduler {
                 // queries running, then the latest finish tag) steps back until the
                 // evaluations running fit the slots again, so the OS need not share the
                 // cores among more of them than there are.
-                let over = st.busy > self.slots && {
+                let over = st.busy - st.inline > self.slots && {
                     let busiest = st.busy_by.iter().max_by_key(|(t, n)| (**n, st.finish.get(*t).copied()));
                     busiest.is_some_and(|(t, n)| *t == tenant && *n > 1)
                 };
@@ -169,7 +197,7 @@ impl Scheduler {
         if deserving {
             // Charged what it used; queued again without a new nominal charge, and not as
             // a sparse tenant (it is the one making room).
-            self.release(tenant, weight, since.elapsed().as_micros(), prepaid_us);
+            self.release(tenant, weight, since.elapsed().as_micros(), prepaid_us, false);
             self.wait_for_slot(tenant, weight, 0, false);
             HELD.with(|h| h.set(Some(Held { tenant, weight, since: Instant::now(), prepaid_us: 0 })));
         }
@@ -195,7 +223,7 @@ impl Scheduler {
             if sparse || (st.queue.is_empty() && st.busy < self.slots) {
                 st.admit(tenant);
                 st.vtime = st.vtime.max(start);
-                self.over.store(st.busy.saturating_sub(self.slots), Ordering::Relaxed);
+                self.over.store((st.busy - st.inline).saturating_sub(self.slots), Ordering::Relaxed);
                 return;
             }
             st.arrivals += 1;
@@ -212,8 +240,11 @@ impl Scheduler {
         }
     }
 
-    fn release(&self, tenant: u64, weight: u32, cost_us: u128, prepaid_us: u128) {
+    fn release(&self, tenant: u64, weight: u32, cost_us: u128, prepaid_us: u128, inline: bool) {
         let Ok(mut st) = self.state.lock() else { return };
+        if inline {
+            st.inline = st.inline.saturating_sub(1);
+        }
         // Charge what the query really cost beyond what it prepaid at admission.
         let extra = cost_us.min(COST_MAX_US).saturating_sub(prepaid_us) * SCALE / weight as u128;
         if let Some(f) = st.finish.get_mut(&tenant) {
@@ -235,7 +266,7 @@ impl Scheduler {
             granted.push(w);
         }
         self.waiting.store(st.queue.len(), Ordering::Relaxed);
-        self.over.store(st.busy.saturating_sub(self.slots), Ordering::Relaxed);
+        self.over.store((st.busy - st.inline).saturating_sub(self.slots), Ordering::Relaxed);
         drop(st);
         for w in granted {
             let mut g = w.granted.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,7 +287,7 @@ impl Drop for Permit<'_> {
             // The slot may have been yielded and re-acquired since `started`.
             let (since, prepaid) =
                 HELD.with(|h| h.take()).map(|h| (h.since, h.prepaid_us)).unwrap_or((self.started, COST_NOMINAL_US));
-            self.sched.release(self.tenant, self.weight, since.elapsed().as_micros(), prepaid);
+            self.sched.release(self.tenant, self.weight, since.elapsed().as_micros(), prepaid, self.inline);
         }
     }
 }
@@ -385,6 +416,26 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(s.state.lock().unwrap().busy, 0);
+    }
+
+    /// `try_acquire` never waits: a free slot or a sparse tenant gets one at once,
+    /// a busy tenant with no slot free gets None; and a tenant stepping back is not asked
+    /// for on behalf of an inline read.
+    #[test]
+    fn try_acquire_admits_only_without_waiting() {
+        let s = Scheduler::new(1);
+        let flood = s.acquire(1, 1);
+        assert!(s.try_acquire(1, 1).is_none(), "no slot free and the tenant runs something");
+        let quiet = s.try_acquire(2, 1).expect("a sparse tenant goes at once");
+        {
+            let st = s.state.lock().unwrap();
+            assert_eq!((st.busy, st.inline), (2, 1));
+        }
+        assert_eq!(s.over.load(Ordering::Relaxed), 0, "nobody steps back for an inline read");
+        drop(quiet);
+        drop(flood);
+        let st = s.state.lock().unwrap();
+        assert_eq!((st.busy, st.inline), (0, 0));
     }
 
     /// Sparse admissions are bounded: at most `slots` over the bound.
