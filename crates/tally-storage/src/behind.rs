@@ -221,7 +221,9 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
         mark.meta.insert(META_BEHIND_SEQ.to_owned(), last.to_be_bytes().to_vec());
         let mut refs: Vec<&Overlay> = group.iter().map(|o| &**o).collect();
         refs.push(&mark);
-        let written = backend.write(&refs, durable);
+        // A panic in the backend must not leave `sync` waiting for a thread that is gone.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.write(&refs, durable)))
+            .unwrap_or_else(|_| Err(StorageError::Backend("the backend panicked while writing".into())));
         let Ok(mut st) = shared.lock() else { return };
         match written {
             Ok(()) => {
@@ -353,6 +355,35 @@ mod tests {
         b.put(Space::Docs, &[n], 1, &[n]).unwrap();
         b.set_meta("n", &[n]).unwrap();
         b.commit(durable).unwrap();
+    }
+
+    /// Fails (or panics) on every write.
+    struct Broken(MemStore, bool);
+
+    impl Backend for Broken {
+        fn view(&self) -> Result<Box<dyn Snapshot>> {
+            self.0.view()
+        }
+        fn write(&self, _: &[&Overlay], _: bool) -> Result<()> {
+            if self.1 {
+                panic!("backend bug");
+            }
+            Err(StorageError::Io("disk full".into()))
+        }
+    }
+
+    /// A failed background write stops the store: sync, commits and snapshots fail with
+    /// it instead of hanging or going on without the lost commit.
+    #[test]
+    fn a_failed_background_write_stops_the_store() {
+        for panics in [false, true] {
+            let store = WriteBehind::start(Box::new(Broken(MemStore::new(), panics)), BehindLimits::default()).unwrap();
+            commit(&store, 1, false);
+            let err = store.sync().unwrap_err().to_string();
+            assert!(err.contains(if panics { "panicked" } else { "disk full" }), "{err}");
+            assert!(store.snapshot().is_err());
+            assert!(store.begin().is_err());
+        }
     }
 
     #[test]
