@@ -156,6 +156,11 @@ fn access_providers_are_validated() {
     let base = |uri: &str| json!({"name": "p2", "issuer": "i2", "jwks_uri": uri});
     assert_eq!(bad(&mut db, base("http://idp.example.com/jwks")), "validation failed");
     assert_eq!(bad(&mut db, base("ftp://x/")), "validation failed");
+    assert_eq!(bad(&mut db, base("https://x/\u{7}")), "validation failed");
+    // v4 stored any https-schemed string (faunadb-python's own tests write "https: //…");
+    // one Tally cannot fetch fails the login instead.
+    let loose = json!({"name": "p3", "issuer": "i3", "jwks_uri": "https: //$abcd.auth0.com"});
+    db.q(json!({"create_access_provider": {"object": loose}}));
     let mut p = base("https://x/");
     p["roles"] = json!([{"object": {"role": {"role": "reader"}, "predicate": true}}]);
     assert_eq!(bad(&mut db, p), "validation failed", "a predicate must be a lambda");

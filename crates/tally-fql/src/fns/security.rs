@@ -226,8 +226,8 @@ fn check_action_value(ev: &mut Eval<'_>, arity: &[usize], v: &Value, what: &str)
     }
 }
 
-/// Validate an access provider: `issuer` (unique in the database), a `jwks_uri` Tally
-/// can fetch (https; http only on loopback, see [`crate::jwt::JwksUri`]), and `roles`
+/// Validate an access provider: `issuer` (unique in the database), a `jwks_uri` (https,
+/// checked loosely as v4 did; http only on loopback, see [`crate::jwt::JwksUri`]), and `roles`
 /// naming existing roles (refs, or `{role, predicate}` with a one-parameter lambda).
 pub fn check_access_provider(ev: &mut Eval<'_>, name: &str, data: &Object) -> Result<()> {
     let issuer = match data.get("issuer") {
@@ -235,6 +235,14 @@ pub fn check_access_provider(ev: &mut Eval<'_>, name: &str, data: &Object) -> Re
         _ => return Err(validation("issuer", "value required", "Value required.")),
     };
     match data.get("jwks_uri") {
+        // v4 accepted any https-schemed string here (its own driver tests store
+        // "https: //…"); a URI Tally cannot fetch is refused when a JWT needs its keys
+        // (the login is then `unauthorized`), not when the provider is written.
+        Some(Value::String(u))
+            if u.len() > 6
+                && u.len() <= crate::jwt::JWKS_URI_BYTES_MAX
+                && u[..6].eq_ignore_ascii_case("https:")
+                && !u.chars().any(char::is_control) => {}
         Some(Value::String(u)) => {
             crate::jwt::JwksUri::parse(u).map_err(|why| validation("jwks_uri", "invalid uri", why))?;
         }
