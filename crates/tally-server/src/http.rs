@@ -354,7 +354,8 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(None) => {
             let st2 = st.clone();
             let secret2 = secret.clone();
-            tokio::task::spawn_blocking(move || run_read(&st2, &secret2, jwt, &expr, tmo, deadline, false))
+            // On a low-priority thread (longpool.rs): short work preempts it.
+            crate::longpool::spawn(move || run_read(&st2, &secret2, jwt, &expr, tmo, deadline, false))
                 .await
                 .map(|r| r.unwrap_or_else(|| Err(FqlError::new("internal server error", "read was not run"))))
         }

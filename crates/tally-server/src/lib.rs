@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod http;
 pub mod jwt;
+pub mod longpool;
 pub mod machine;
 pub mod node;
 pub mod scheduler;
