@@ -9,74 +9,43 @@
 //! level, which the scheduler cannot do: it cannot preempt below a yield point.)
 //!
 //! Lowering a thread's priority needs no privilege but raising it again does, so these
-//! threads stay niced for their lifetime and are kept for reuse (idle ones end after a
-//! minute). At most [`THREADS_MAX`] run; beyond that, work goes to tokio's blocking pool.
+//! threads stay niced for their lifetime: they are the blocking pool of a runtime of their
+//! own, whose threads lower their priority as they start (tokio keeps them for reuse and
+//! ends idle ones after a minute, and bounds how many run).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
-const THREADS_MAX: usize = 512;
-const IDLE_FOR: Duration = Duration::from_secs(60);
 /// Niceness of these threads (0 is normal, 19 the lowest priority).
 const NICE: i32 = 10;
 /// Evaluation recurses; the same stack as the async workers'.
 const STACK_BYTES: usize = 512 << 20;
 
-static IDLE: Mutex<Vec<Sender<Job>>> = Mutex::new(Vec::new());
-static THREADS: AtomicUsize = AtomicUsize::new(0);
+static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
 
-/// Run `f` on a low-priority thread; the result arrives through the returned receiver
-/// (an error if `f` panicked).
-pub fn spawn<F, R>(f: F) -> tokio::sync::oneshot::Receiver<R>
+/// Run `f` on a low-priority thread (on tokio's own blocking pool if that runtime could not
+/// be built); the handle resolves to its result, or an error if `f` panicked.
+pub fn spawn<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut job: Job = Box::new(move || {
-        let _ = tx.send(f());
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(512)
+            .thread_keep_alive(Duration::from_secs(60))
+            .thread_stack_size(STACK_BYTES)
+            .thread_name("tally-long")
+            .on_thread_start(lower_priority)
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no low-priority pool; long reads use the blocking pool"))
+            .ok()
     });
-    loop {
-        let idle = IDLE.lock().ok().and_then(|mut v| v.pop());
-        match idle {
-            // A worker that timed out meanwhile hands the job back.
-            Some(w) => match w.send(job) {
-                Ok(()) => return rx,
-                Err(back) => job = back.0,
-            },
-            None => break,
-        }
+    match rt {
+        Some(rt) => rt.spawn_blocking(f),
+        None => tokio::task::spawn_blocking(f),
     }
-    if THREADS.fetch_add(1, Ordering::AcqRel) >= THREADS_MAX {
-        THREADS.fetch_sub(1, Ordering::AcqRel);
-        tokio::task::spawn_blocking(job);
-        return rx;
-    }
-    let (wtx, wrx) = channel::<Job>();
-    let started = std::thread::Builder::new().name("tally-long".into()).stack_size(STACK_BYTES).spawn(move || {
-        lower_priority();
-        let mut next = Some(job);
-        while let Some(job) = next.take() {
-            // A panicking job drops its result sender (the caller sees an error); the
-            // thread goes on.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            if let Ok(mut idle) = IDLE.lock() {
-                idle.push(wtx.clone());
-            }
-            next = wrx.recv_timeout(IDLE_FOR).ok();
-        }
-        THREADS.fetch_sub(1, Ordering::AcqRel);
-    });
-    if let Err(e) = started {
-        THREADS.fetch_sub(1, Ordering::AcqRel);
-        tracing::warn!(error = %e, "could not start an evaluation thread; using the blocking pool");
-        // The job moved into the failed closure; the caller's receiver reports the loss.
-    }
-    rx
 }
 
 #[cfg(target_os = "linux")]
