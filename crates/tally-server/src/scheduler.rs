@@ -87,6 +87,18 @@ struct State {
     arrivals: u64,
 }
 
+/// Charge `tenant` `prepay_us` of cost up front: its finish tag moves on from its start
+/// tag (the later of virtual time and its last finish), which is returned.
+fn charge(st: &mut State, tenant: u64, weight: u32, prepay_us: u128) -> u128 {
+    let start = st.vtime.max(st.finish.get(&tenant).copied().unwrap_or(0));
+    if st.finish.len() >= TENANTS_MAX {
+        let v = st.vtime;
+        st.finish.retain(|_, f| *f > v);
+    }
+    st.finish.insert(tenant, start + prepay_us * SCALE / weight as u128);
+    start
+}
+
 impl State {
     fn admit(&mut self, tenant: u64) {
         self.busy += 1;
@@ -147,21 +159,25 @@ impl Scheduler {
         let weight = weight.max(1);
         if self.slots > 0 {
             let Ok(mut st) = self.state.lock() else { return None };
-            let sparse = st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
-            if !(sparse || (st.queue.is_empty() && st.busy < self.slots)) {
+            if !self.may_enter_now(&st, tenant, true) {
                 return None;
             }
-            let start = st.vtime.max(st.finish.get(&tenant).copied().unwrap_or(0));
-            if st.finish.len() >= TENANTS_MAX {
-                let v = st.vtime;
-                st.finish.retain(|_, f| *f > v);
-            }
-            st.finish.insert(tenant, start + COST_NOMINAL_US * SCALE / weight as u128);
+            let start = charge(&mut st, tenant, weight, COST_NOMINAL_US);
             st.admit(tenant);
             st.inline += 1;
             st.vtime = st.vtime.max(start);
         }
         Some(Permit { sched: self, tenant, weight, started: Instant::now(), inline: true })
+    }
+
+    /// Whether `tenant` may run without queueing: a slot is free and nobody waits, or it
+    /// is sparse. A sparse tenant — one running nothing — is admitted at once, over the
+    /// bound if need be (up to `slots` extra): its start tag is the earliest there can be,
+    /// and letting it in now instead of at the next yield point keeps it from waiting on a
+    /// flood's query that the OS has descheduled.
+    fn may_enter_now(&self, st: &State, tenant: u64, may_be_sparse: bool) -> bool {
+        let sparse = may_be_sparse && st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
+        sparse || (st.queue.is_empty() && st.busy < self.slots)
     }
 
     /// Give up this thread's slot if a more deserving query waits, and wait for it again.
@@ -208,19 +224,8 @@ impl Scheduler {
     fn wait_for_slot(&self, tenant: u64, weight: u32, prepay_us: u128, may_be_sparse: bool) {
         let waiter = {
             let Ok(mut st) = self.state.lock() else { return };
-            let start = st.vtime.max(st.finish.get(&tenant).copied().unwrap_or(0));
-            let finish = start + prepay_us * SCALE / weight as u128;
-            if st.finish.len() >= TENANTS_MAX {
-                let v = st.vtime;
-                st.finish.retain(|_, f| *f > v);
-            }
-            st.finish.insert(tenant, finish);
-            // A sparse tenant — one running nothing — is admitted at once, over the bound
-            // if need be (up to `slots` extra): its start tag is the earliest there can
-            // be, and letting it in now instead of at the next yield point keeps it from
-            // waiting on a flood's query that the OS has descheduled.
-            let sparse = may_be_sparse && st.busy_by.get(&tenant).is_none_or(|n| *n == 0) && st.busy < 2 * self.slots;
-            if sparse || (st.queue.is_empty() && st.busy < self.slots) {
+            let start = charge(&mut st, tenant, weight, prepay_us);
+            if self.may_enter_now(&st, tenant, may_be_sparse) {
                 st.admit(tenant);
                 st.vtime = st.vtime.max(start);
                 self.over.store((st.busy - st.inline).saturating_sub(self.slots), Ordering::Relaxed);
