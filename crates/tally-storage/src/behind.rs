@@ -164,6 +164,9 @@ impl WriteBehind {
             st.queue.iter().map(|q| (q.seq, Arc::clone(&q.overlay))).collect()
         };
         let mut view = self.backend.view()?;
+        if queued.is_empty() {
+            return Ok(view);
+        }
         let written = seq_of(&*view)?;
         for (seq, overlay) in queued {
             if seq > written {
