@@ -20,6 +20,14 @@ pub trait ReplicatedMachine: StateMachine {
     /// Apply `batch` (its height must be `applied_height() + 1`) and record `position`
     /// in the same atomic commit.
     fn apply_at(&mut self, batch: &Batch, position: &[u8]) -> Vec<Vec<u8>>;
+    /// [`apply_at`](Self::apply_at), handing output `i` to `answer` as soon as it may be
+    /// released, as [`StateMachine::apply_answering`] does. By default all of them after
+    /// the whole batch.
+    fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
+        for (i, out) in self.apply_at(batch, position).into_iter().enumerate() {
+            answer(i, out);
+        }
+    }
     /// Record `position` for a log entry that carries no batch.
     fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError>;
     /// The last recorded position (what survives a crash is the last durable one).

@@ -16,6 +16,7 @@
 //! state; inputs, outputs and snapshots are opaque bytes. openraft is pinned to one exact
 //! pre-release version and is visible only through this crate.
 
+pub mod early;
 pub mod log_store;
 pub mod network;
 pub mod node;

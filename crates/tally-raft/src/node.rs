@@ -4,12 +4,14 @@
 //! Writes: on the leader, inputs wait in a [`FairInbox`] (one lane per tenant database,
 //! weighted by priority, bounded; see [`tally_calvin::fair`]), from which the batcher
 //! takes a batch every `epoch_ms` (or at a size bound), stamps it with the leader's clock
-//! and proposes it as one Raft entry; each submitter gets its input's output once the
-//! entry is applied. So, as on a single node, a tenant flooding writes fills only its
-//! weighted share of each batch, and a quiet tenant's write does not wait behind the
-//! flood's backlog. On a follower, the input is forwarded to the leader's peer port with
-//! its tenant (so it queues in its own lane there), and the answer is returned once this
-//! member has applied the entry too (so a client reads its own writes where it wrote).
+//! and proposes it as one Raft entry; each submitter gets its input's output as soon as
+//! the executor releases it, partway through the entry (see [`crate::early`]). So, as on
+//! a single node, a tenant flooding writes fills only its weighted share of each batch, a
+//! quiet tenant's write does not wait behind the flood's backlog, and it does not wait
+//! for the flood's share of its own batch either. On a follower, the input is forwarded
+//! to the leader's peer port with its tenant (so it queues in its own lane there), and
+//! the answer is returned once the input is visible on this member too (so a client reads
+//! its own writes where it wrote).
 //!
 //! Availability: every wait is bounded by `write_timeout`. A leader that has not heard from
 //! a majority recently, or a follower that cannot reach a leader, answers
@@ -30,6 +32,7 @@ use tokio::sync::{oneshot, Semaphore};
 // tokio's clock, so a simulation with paused time controls every deadline.
 use tokio::time::Instant;
 
+use crate::early::Early;
 use crate::network::{tenant_header, Faults, NetError, NetworkFactory, PeerClient, TENANT_HEADER};
 use crate::{BatchRequest, LogStore, Machine, Raft};
 
@@ -107,6 +110,9 @@ pub struct SubmitOk {
     /// Raft index of the entry that carried the input.
     pub index: u64,
     pub height: u64,
+    /// The input's place in its batch.
+    #[serde(default)]
+    pub slot: usize,
 }
 
 type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
@@ -122,6 +128,8 @@ pub struct RaftNode {
     inbox: Arc<FairInbox<Item>>,
     applied_index: Arc<AtomicU64>,
     applied_notify: Arc<tokio::sync::Notify>,
+    /// Outputs released while entries are applied (see [`crate::early`]).
+    early: Option<Arc<Early>>,
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
 }
 
@@ -154,7 +162,7 @@ impl RaftNode {
     pub async fn start_with_network<N>(
         cfg: ClusterConfig,
         log: LogStore,
-        machine: Machine,
+        mut machine: Machine,
         net: N,
         client: PeerClient,
         last_ts: Arc<AtomicU64>,
@@ -178,6 +186,8 @@ impl RaftNode {
         let rcfg = Arc::new(rcfg.validate().map_err(|e| anyhow_like::err(format!("raft config: {e}")))?);
         let applied_index = machine.applied_index.clone();
         let applied_notify = machine.applied_notify.clone();
+        machine.node_id = Some(cfg.node_id);
+        let early = machine.early.clone();
         let checkpoint = Box::new(machine.checkpoint_handle());
         let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
             .await
@@ -204,9 +214,10 @@ impl RaftNode {
             inbox: inbox.clone(),
             applied_index,
             applied_notify,
+            early: early.clone(),
             checkpoint,
         });
-        tokio::spawn(run_batcher(raft, cfg, inbox, last_ts));
+        tokio::spawn(run_batcher(raft, cfg, inbox, last_ts, early));
         Ok(node)
     }
 
@@ -226,14 +237,27 @@ impl RaftNode {
 
     /// Wait (bounded) until this member has applied the entry at `index`.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        self.wait_until(deadline, || self.applied_index() >= index).await
+    }
+
+    /// Wait (bounded) until input `slot` of the entry at `index` is visible on this member:
+    /// the entry is applied, or applied that far.
+    async fn wait_visible(&self, index: u64, slot: usize, deadline: Instant) -> bool {
+        self.wait_until(deadline, || {
+            self.applied_index() >= index || self.early.as_ref().is_some_and(|e| e.visible(index, slot))
+        })
+        .await
+    }
+
+    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
         loop {
             // Register before checking, so an apply in between is not missed.
             let moved = self.applied_notify.notified();
-            if self.applied_index() >= index {
+            if done() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
-                return self.applied_index() >= index;
+                return done();
             }
         }
     }
@@ -357,8 +381,8 @@ impl RaftNode {
                 )))
             }
         };
-        // Answer once applied here too, so this member's readers see it.
-        if !self.wait_applied(ok.index, deadline).await {
+        // Answer once visible here too, so this member's readers see it.
+        if !self.wait_visible(ok.index, ok.slot, deadline).await {
             tracing::warn!(index = ok.index, "answering a committed write before this member applied it");
         }
         Ok(ok)
@@ -486,9 +510,16 @@ pub enum MembershipOp {
 
 /// The leader's sequencer: takes fairly composed batches from the inbox (an epoch after
 /// the oldest queued input, or when a batch is full), stamps and proposes them, and
-/// answers each input once its entry is applied. Runs until the inbox is closed and
+/// answers each input as the executor releases it (registered in `early`), or once the
+/// entry is applied (deterministic mode; or its fate is known otherwise). Runs until the inbox is closed and
 /// drained; on a follower the inbox stays empty.
-async fn run_batcher(raft: Raft, cfg: ClusterConfig, inbox: Arc<FairInbox<Item>>, last_ts: Arc<AtomicU64>) {
+async fn run_batcher(
+    raft: Raft,
+    cfg: ClusterConfig,
+    inbox: Arc<FairInbox<Item>>,
+    last_ts: Arc<AtomicU64>,
+    early: Option<Arc<Early>>,
+) {
     let in_flight = Arc::new(Semaphore::new(cfg.batches_in_flight_max.max(1)));
     let mut issued = 0u64;
     loop {
@@ -502,17 +533,45 @@ async fn run_batcher(raft: Raft, cfg: ClusterConfig, inbox: Arc<FairInbox<Item>>
         issued = ts;
         let (inputs, replies): (Vec<Vec<u8>>, Vec<Reply>) = items.into_iter().unzip();
         let n = inputs.len();
+        // Each reply is taken once: by the executor as it releases outputs, or below.
+        let replies: Arc<std::sync::Mutex<Vec<Option<Reply>>>> =
+            Arc::new(std::sync::Mutex::new(replies.into_iter().map(Some).collect()));
+        if let Some(early) = &early {
+            use openraft::type_config::async_runtime::watch::WatchReceiver;
+            let term = raft.metrics().borrow_watched().current_term;
+            let rs = replies.clone();
+            early.register(
+                term,
+                ts,
+                Box::new(move |i, output, index, height| {
+                    if let Some(r) = rs.lock().ok().and_then(|mut v| v.get_mut(i).and_then(Option::take)) {
+                        let _ = r.send(Ok(SubmitOk { output, index, height, slot: i }));
+                    }
+                }),
+            );
+        }
+        let take_all = |replies: &std::sync::Mutex<Vec<Option<Reply>>>| -> Vec<Option<Reply>> {
+            replies.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        };
         let req = BatchRequest(Batch { height: 0, ts, inputs }.encode());
         let (responder, done) = ProgressResponder::complete_only();
         if let Err(e) = raft.write(req).responder(responder).await {
-            for r in replies {
+            if let Some(early) = &early {
+                early.forget(ts);
+            }
+            for r in take_all(&replies).into_iter().flatten() {
                 let _ = r.send(Err(unavailable(format!("raft stopped: {e}"))));
             }
             continue;
         }
+        let early = early.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let result = done.await;
+            if let Some(early) = &early {
+                early.forget(ts);
+            }
+            let replies = take_all(&replies);
             let outcome: Result<(u64, Vec<Vec<u8>>, u64), SubmitError> = match result {
                 Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data.outputs, resp.data.height)),
                 Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(SubmitError::NotLeader(f.leader_id)),
@@ -529,16 +588,19 @@ async fn run_batcher(raft: Raft, cfg: ClusterConfig, inbox: Arc<FairInbox<Item>>
                         tracing::error!(expected = n, got = outputs.len(), "output count mismatch");
                     }
                     let mut outs = outputs.into_iter();
-                    for r in replies {
+                    for (slot, r) in replies.into_iter().enumerate() {
                         let res = match outs.next() {
-                            Some(output) => Ok(SubmitOk { output, index, height }),
+                            Some(output) => Ok(SubmitOk { output, index, height, slot }),
                             None => Err(unavailable("no output for the input")),
                         };
-                        let _ = r.send(res);
+                        // Already answered as the batch was applied: nothing to send.
+                        if let Some(r) = r {
+                            let _ = r.send(res);
+                        }
                     }
                 }
                 Err(e) => {
-                    for r in replies {
+                    for r in replies.into_iter().flatten() {
                         let _ = r.send(Err(e.clone()));
                     }
                 }

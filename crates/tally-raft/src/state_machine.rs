@@ -19,11 +19,13 @@ use std::sync::{mpsc, Arc};
 use futures_util::StreamExt;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::vote::RaftLeaderId;
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tally_calvin::{Batch, ReplicatedMachine};
 use tokio::sync::oneshot;
 
+use crate::early::{Early, Sink};
 use crate::{BatchResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Stack of the executor thread (evaluation recurses; the evaluator bounds the depth).
@@ -104,7 +106,12 @@ impl Position {
 trait Engine: Send + Sync {
     fn checkpoint_and_export(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, Vec<u8>)>>;
     fn import(&self, data: Vec<u8>, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
-    fn apply(&self, batch: Batch, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>>;
+    fn apply(
+        &self,
+        batch: Batch,
+        pos: Vec<u8>,
+        released: Option<Released>,
+    ) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>>;
     fn set_position(&self, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
     fn checkpoint(&self) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
 }
@@ -138,13 +145,26 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
         &self,
         mut batch: Batch,
         pos: Vec<u8>,
+        released: Option<Released>,
     ) -> futures_util::future::BoxFuture<'static, io::Result<BatchResponse>> {
         let ex = self.clone();
         Box::pin(async move {
             ex.call(move |m| {
                 // The block height is the machine's own count of applied batches.
                 batch.height = m.applied_height() + 1;
-                let outputs = m.apply_at(&batch, &pos);
+                let Some(mut rel) = released else {
+                    let outputs = m.apply_at(&batch, &pos);
+                    return BatchResponse { height: batch.height, outputs };
+                };
+                let mut outputs = Vec::with_capacity(batch.inputs.len());
+                m.apply_at_answering(&batch, &pos, &mut |i, out| {
+                    if let Some(sink) = rel.sink.as_mut() {
+                        sink(i, out.clone(), rel.index, batch.height);
+                    }
+                    rel.early.set_progress(rel.index, i + 1);
+                    rel.notify.notify_waiters();
+                    outputs.push(out);
+                });
                 BatchResponse { height: batch.height, outputs }
             })
             .await
@@ -162,11 +182,27 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
     }
 }
 
+/// What the executor does with outputs released while it applies the entry at `index`:
+/// hand them to this member's submitters (`sink`, on the leader that proposed the batch)
+/// and record how far the entry is visible (for a follower's forwarded writes).
+struct Released {
+    index: u64,
+    sink: Option<Sink>,
+    early: Arc<Early>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
 /// The openraft state machine over a [`ReplicatedMachine`].
 pub struct Machine {
     engine: Arc<dyn Engine>,
     position: Position,
     snapshot_dir: PathBuf,
+    /// Outputs released during an apply; `None` in deterministic mode, where intermediate
+    /// commits would depend on the wall clock.
+    pub(crate) early: Option<Arc<Early>>,
+    /// This member's id, set by [`RaftNode`](crate::RaftNode): entries it proposed may have
+    /// a registered sink.
+    pub(crate) node_id: Option<u64>,
     /// Raft index of the last applied entry, for waiters outside openraft.
     pub applied_index: Arc<AtomicU64>,
     /// Woken whenever `applied_index` moves.
@@ -188,6 +224,8 @@ impl Machine {
             snapshot_dir: snapshot_dir.to_path_buf(),
             applied_index: Arc::new(AtomicU64::new(applied)),
             applied_notify: Arc::new(tokio::sync::Notify::new()),
+            early: (!crate::runtime::is_deterministic()).then(|| Arc::new(Early::default())),
+            node_id: None,
         })
     }
 
@@ -270,7 +308,17 @@ impl RaftStateMachine<TypeConfig> for Machine {
             let response = match entry.payload {
                 EntryPayload::Normal(req) => {
                     let batch = Batch::decode(&req.0).map_err(io_err)?;
-                    self.engine.apply(batch, next.encode()).await?
+                    let released = self.early.as_ref().map(|early| {
+                        let leader = log_id.committed_leader_id();
+                        let mine = self.node_id == Some(*leader.node_id());
+                        Released {
+                            index: log_id.index,
+                            sink: if mine { early.claim(leader.term(), batch.ts) } else { None },
+                            early: early.clone(),
+                            notify: self.applied_notify.clone(),
+                        }
+                    });
+                    self.engine.apply(batch, next.encode(), released).await?
                 }
                 EntryPayload::Blank => {
                     self.engine.set_position(next.encode()).await?;

@@ -1,0 +1,116 @@
+//! Answers released while an entry is still being applied.
+//!
+//! A batch carries many tenants' inputs. The executor makes every input visible as soon
+//! as it is evaluated, in order, in intermediate (never durable) commits, and hands its
+//! output over then (`ReplicatedMachine::apply_at_answering`). The entry is already
+//! committed by a majority when it is applied, so an output handed over is final. Without
+//! this, a quiet tenant's write that the fair queue put first in a batch would still wait
+//! for the flooding tenant's share of the batch.
+//!
+//! Two things use the outputs:
+//! - **The leader's submitters.** The batcher registers each proposed batch's answer sink
+//!   under the batch's identity: this member's leader term and the batch timestamp. The
+//!   batcher never issues one timestamp twice, and a term has one leader per member id,
+//!   so an applied entry whose leader id is this member, in the registered term, with the
+//!   registered timestamp, is that very proposal. Any other entry finds nothing and is
+//!   answered at the end as before; so is a registration no applied entry claims (the
+//!   proposal failed), from the batcher's own copy of the replies.
+//! - **A follower's forwarded writes.** [`Progress`] says how many inputs of the entry
+//!   being applied are visible here, so a follower can answer once the client's own input
+//!   is visible on it, not the whole entry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Where the outputs of one proposed batch go: `(input, output, raft index, height)`.
+pub type Sink = Box<dyn FnMut(usize, Vec<u8>, u64, u64) + Send>;
+
+/// A registered batch: the term this member led when it proposed it, and its sink.
+struct Registered {
+    term: u64,
+    sink: Sink,
+}
+
+#[derive(Default)]
+pub struct Early {
+    /// Batch timestamp → sink, for batches this member proposed and has not yet applied.
+    pending: Mutex<HashMap<u64, Registered>>,
+    progress: Mutex<Progress>,
+}
+
+/// The entry being applied and how many of its inputs are visible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub index: u64,
+    pub visible: usize,
+}
+
+impl Early {
+    /// Register the sink of a batch with timestamp `ts`, proposed while leading in `term`.
+    pub fn register(&self, term: u64, ts: u64, sink: Sink) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(ts, Registered { term, sink });
+        }
+    }
+
+    /// Drop the registration of `ts` (the batcher's answer came; the entry was not applied
+    /// here or was answered already).
+    pub fn forget(&self, ts: u64) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&ts);
+        }
+    }
+
+    /// The sink of the entry being applied, if this member proposed it in `term`.
+    pub fn claim(&self, term: u64, ts: u64) -> Option<Sink> {
+        let mut p = self.pending.lock().ok()?;
+        match p.get(&ts) {
+            Some(r) if r.term == term => p.remove(&ts).map(|r| r.sink),
+            _ => None,
+        }
+    }
+
+    pub fn set_progress(&self, index: u64, visible: usize) {
+        if let Ok(mut p) = self.progress.lock() {
+            *p = Progress { index, visible };
+        }
+    }
+
+    /// Is input `slot` of the entry at `index` visible, though the entry is not wholly
+    /// applied yet?
+    pub fn visible(&self, index: u64, slot: usize) -> bool {
+        self.progress.lock().map(|p| p.index == index && p.visible > slot).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_sink_is_claimed_once_and_only_in_its_term() {
+        let e = Early::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        e.register(3, 1000, Box::new(move |i, out, index, height| g.lock().unwrap().push((i, out, index, height))));
+        assert!(e.claim(4, 1000).is_none(), "another term's entry with the same ts is not this proposal");
+        assert!(e.claim(3, 999).is_none());
+        let mut sink = e.claim(3, 1000).expect("the proposal's own entry claims it");
+        sink(0, b"a".to_vec(), 7, 2);
+        assert!(e.claim(3, 1000).is_none(), "claimed once");
+        assert_eq!(*got.lock().unwrap(), vec![(0, b"a".to_vec(), 7, 2)]);
+        e.register(3, 1001, Box::new(|_, _, _, _| {}));
+        e.forget(1001);
+        assert!(e.claim(3, 1001).is_none());
+    }
+
+    #[test]
+    fn progress_covers_only_its_entry() {
+        let e = Early::default();
+        e.set_progress(5, 2);
+        assert!(e.visible(5, 0) && e.visible(5, 1));
+        assert!(!e.visible(5, 2));
+        assert!(!e.visible(6, 0));
+    }
+}
