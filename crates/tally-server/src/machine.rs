@@ -371,9 +371,7 @@ impl FqlMachine {
             held.push((i, serde_json::to_vec(&out)?));
             last_ts = ts;
             ts += 1 + ids / 1000;
-            // The first input goes out at once: the fair queue puts a quiet tenant's input
-            // first, and it should not wait for the next one (a flood's, maybe long).
-            if early && i + 1 < batch.inputs.len() && (i == 0 || since_release.elapsed() >= RELEASE_EVERY) {
+            if early && i + 1 < batch.inputs.len() && since_release.elapsed() >= RELEASE_EVERY {
                 b.commit(false)?;
                 b = self.store.begin()?;
                 self.applied_ts.store(last_ts, Ordering::Release);
