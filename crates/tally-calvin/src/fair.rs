@@ -240,6 +240,10 @@ struct InboxState<T> {
     closed: bool,
     /// When the oldest queued input arrived (its batch closes an epoch later).
     opened: Option<Instant>,
+    /// The tenant of the last input pushed, and when an input last came from a different
+    /// tenant than the one before it.
+    last_tenant: Option<u64>,
+    mixed_at: Option<Instant>,
 }
 
 /// A [`FairQueue`] shared by any number of producers and one consumer that takes whole
@@ -257,7 +261,13 @@ pub struct FairInbox<T> {
 impl<T> FairInbox<T> {
     pub fn new(capacity: usize, limits: BatchLimits) -> FairInbox<T> {
         FairInbox {
-            state: Mutex::new(InboxState { queue: FairQueue::new(capacity), closed: false, opened: None }),
+            state: Mutex::new(InboxState {
+                queue: FairQueue::new(capacity),
+                closed: false,
+                opened: None,
+                last_tenant: None,
+                mixed_at: None,
+            }),
             limits,
             ready: Condvar::new(),
             ready_async: tokio::sync::Notify::new(),
@@ -277,6 +287,10 @@ impl<T> FairInbox<T> {
             return Pushed::Refused(item);
         }
         let r = s.queue.push(tenant, item, bytes);
+        if s.last_tenant.is_some_and(|t| t != tenant.id) {
+            s.mixed_at = Some(Instant::now());
+        }
+        s.last_tenant = Some(tenant.id);
         if s.opened.is_none() && !s.queue.is_empty() {
             s.opened = Some(Instant::now());
         }
@@ -310,6 +324,12 @@ impl<T> FairInbox<T> {
         self.lock().queue.len()
     }
 
+    /// Did more than one tenant push inputs within the last `window`? (Two inputs in a row
+    /// from different tenants, the later one within the window.)
+    pub fn mixed_within(&self, window: Duration) -> bool {
+        self.lock().mixed_at.is_some_and(|t| t.elapsed() <= window)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -325,8 +345,8 @@ impl<T> FairInbox<T> {
         s.opened.unwrap_or_else(Instant::now) + self.limits.epoch
     }
 
-    fn take_batch(&self, s: &mut InboxState<T>) -> Vec<T> {
-        let batch = s.queue.pop_batch(self.limits.inputs_max, self.limits.bytes_max);
+    fn take_batch(&self, s: &mut InboxState<T>, inputs_max: usize) -> Vec<T> {
+        let batch = s.queue.pop_batch(inputs_max, self.limits.bytes_max);
         if s.queue.is_empty() {
             s.opened = None;
         }
@@ -351,11 +371,21 @@ impl<T> FairInbox<T> {
             }
             s = self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        Some(self.take_batch(&mut s))
+        Some(self.take_batch(&mut s, self.limits.inputs_max))
     }
 
     /// [`Self::next_batch_blocking`] for a task.
     pub async fn next_batch(&self) -> Option<Vec<T>> {
+        self.next_batch_capped(usize::MAX).await
+    }
+
+    /// [`Self::next_batch`] taking at most `cap` inputs (at least one). The batch still
+    /// closes an epoch after its oldest input (or when full by the inbox's own limits),
+    /// and the inputs left over open the next epoch: a capped consumer gets one batch an
+    /// epoch, not a stream of small ones. Left-over inputs stay queued, where a tenant
+    /// with nothing queued still goes ahead of them into the next batch.
+    pub async fn next_batch_capped(&self, cap: usize) -> Option<Vec<T>> {
+        let take_max = self.limits.inputs_max.min(cap).max(1);
         loop {
             let notified = self.ready_async.notified();
             {
@@ -379,7 +409,12 @@ impl<T> FairInbox<T> {
                 break;
             }
         }
-        Some(self.take_batch(&mut self.lock()))
+        let mut s = self.lock();
+        let batch = self.take_batch(&mut s, take_max);
+        if take_max < self.limits.inputs_max && !s.queue.is_empty() {
+            s.opened = Some(Instant::now());
+        }
+        Some(batch)
     }
 }
 
@@ -558,6 +593,49 @@ mod tests {
             let mut got = consumer.await.unwrap();
             got.sort();
             assert_eq!(got, (0..10).collect::<Vec<_>>());
+        });
+    }
+
+    /// A capped take leaves the rest queued and starts their epoch again: a paced consumer
+    /// gets one batch an epoch, and a tenant with nothing queued goes ahead of the rest.
+    #[test]
+    fn a_capped_batch_leaves_the_rest_for_the_next_epoch() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let limits = BatchLimits { epoch: Duration::from_millis(10), inputs_max: 100, bytes_max: usize::MAX };
+        let inbox = FairInbox::new(100, limits);
+        rt.block_on(async {
+            for i in 0..6 {
+                inbox.push(t(1, 1), i, 1);
+            }
+            let started = Instant::now();
+            // Six queued are more than the cap, yet the batch closes with the epoch, not at once.
+            assert_eq!(inbox.next_batch_capped(2).await, Some(vec![0, 1]));
+            assert_eq!(started.elapsed(), Duration::from_millis(10));
+            inbox.push(t(2, 1), 100, 1);
+            let cut = Instant::now();
+            assert_eq!(inbox.next_batch_capped(2).await, Some(vec![100, 2]), "the other tenant goes first");
+            assert_eq!(cut.elapsed(), Duration::from_millis(10), "the left-over inputs waited a new epoch");
+            assert_eq!(inbox.next_batch_capped(0).await, Some(vec![3]), "a cap of 0 still takes one");
+            assert_eq!(inbox.next_batch().await, Some(vec![4, 5]), "uncapped takes the rest");
+        });
+    }
+
+    #[test]
+    fn the_inbox_notices_tenants_taking_turns() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let limits = BatchLimits { epoch: Duration::from_millis(10), inputs_max: 100, bytes_max: usize::MAX };
+        let inbox = FairInbox::new(100, limits);
+        rt.block_on(async {
+            let window = Duration::from_secs(1);
+            for i in 0..3 {
+                inbox.push(t(1, 1), i, 1);
+            }
+            assert!(!inbox.mixed_within(window), "one tenant alone");
+            inbox.push(t(2, 1), 9, 1);
+            assert!(inbox.mixed_within(window));
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            inbox.push(t(2, 1), 10, 1);
+            assert!(!inbox.mixed_within(window), "the last change of tenant is older than the window");
         });
     }
 

@@ -18,9 +18,14 @@
 //! - **A follower's forwarded writes.** [`Progress`] says how many inputs of the entry
 //!   being applied are visible here, so a follower can answer once the client's own input
 //!   is visible on it, not the whole entry.
+//!
+//! It also keeps what applying an input costs here ([`Early::ns_per_input`]), from which
+//! the leader's batcher paces its batches while tenants compete (see `run_batcher`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Where the outputs of one proposed batch go: `(input, output, raft index, height)`.
 pub type Sink = Box<dyn FnMut(usize, Vec<u8>, u64, u64) + Send>;
@@ -36,6 +41,9 @@ pub struct Early {
     /// Batch timestamp → sink, for batches this member proposed and has not yet applied.
     pending: Mutex<HashMap<u64, Registered>>,
     progress: Mutex<Progress>,
+    /// Moving average of the wall time one input took to apply, in nanoseconds (0: none
+    /// measured yet).
+    cost_ns: AtomicU64,
 }
 
 /// The entry being applied and how many of its inputs are visible.
@@ -76,6 +84,24 @@ impl Early {
         }
     }
 
+    /// Record that applying `inputs` inputs took `took`.
+    pub fn record_apply(&self, took: Duration, inputs: usize) {
+        if inputs == 0 {
+            return;
+        }
+        let sample = u64::try_from(took.as_nanos() / inputs as u128).unwrap_or(u64::MAX);
+        let old = self.cost_ns.load(Ordering::Relaxed);
+        // A quarter of the weight to the newest batch: follows a change of load within a
+        // few batches.
+        let new = if old == 0 { sample } else { old - old / 4 + sample / 4 };
+        self.cost_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// What one input has recently taken to apply here, if anything was measured.
+    pub fn ns_per_input(&self) -> Option<u64> {
+        Some(self.cost_ns.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
     /// Is input `slot` of the entry at `index` visible, though the entry is not wholly
     /// applied yet?
     pub fn visible(&self, index: u64, slot: usize) -> bool {
@@ -103,6 +129,19 @@ mod tests {
         e.register(3, 1001, Box::new(|_, _, _, _| {}));
         e.forget(1001);
         assert!(e.claim(3, 1001).is_none());
+    }
+
+    #[test]
+    fn the_cost_follows_recent_batches() {
+        let e = Early::default();
+        assert_eq!(e.ns_per_input(), None);
+        e.record_apply(Duration::from_millis(10), 10);
+        assert_eq!(e.ns_per_input(), Some(1_000_000));
+        for _ in 0..20 {
+            e.record_apply(Duration::from_millis(2), 10);
+        }
+        let n = e.ns_per_input().unwrap();
+        assert!((200_000..220_000).contains(&n), "{n}");
     }
 
     #[test]

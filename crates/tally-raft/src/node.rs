@@ -51,6 +51,12 @@ pub struct ClusterConfig {
     /// one may be proposed, so while the pipeline is full inputs keep waiting in the fair
     /// inbox, where a quiet tenant can still overtake a backlog.
     pub batches_in_flight_max: usize,
+    /// While tenants compete, the estimated apply work the leader keeps cut into batches
+    /// and not yet applied, at most (costs measured on the leader; at least one input per
+    /// batch). The rest waits in the fair inbox, where a tenant with nothing queued still
+    /// goes first. It should cover an epoch and a replication round trip, or the executor
+    /// idles while a batch commits.
+    pub work_ahead: Duration,
     /// Bound on every write (forwarding, commit, local apply) and membership change.
     pub write_timeout: Duration,
     pub heartbeat_ms: u64,
@@ -78,6 +84,7 @@ impl ClusterConfig {
             batch_bytes_max: 32 << 20,
             queue_inputs_max: 65_536,
             batches_in_flight_max: 64,
+            work_ahead: Duration::from_millis(7 + latency_ms * 4),
             write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
             heartbeat_ms: 100.max(latency_ms * 4),
             election_timeout_ms: (election_min, election_min * 2),
@@ -508,6 +515,9 @@ pub enum MembershipOp {
     Remove { id: u64 },
 }
 
+/// Tenants count as competing for this long after inputs of two of them arrived in a row.
+const CONTENDED_WINDOW: Duration = Duration::from_secs(1);
+
 /// The leader's sequencer: takes fairly composed batches from the inbox (an epoch after
 /// the oldest queued input, or when a batch is full), stamps and proposes them, and
 /// answers each input as the executor releases it (registered in `early`), or once the
@@ -521,12 +531,40 @@ async fn run_batcher(
     early: Option<Arc<Early>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(cfg.batches_in_flight_max.max(1)));
+    // Estimated nanoseconds of apply work cut into batches and not yet applied.
+    let ahead = Arc::new(AtomicU64::new(0));
+    let ahead_moved = Arc::new(tokio::sync::Notify::new());
+    let target = u64::try_from(cfg.work_ahead.as_nanos()).unwrap_or(u64::MAX);
     let mut issued = 0u64;
     loop {
         // A slot in the pipeline first, then the batch: inputs that arrive while the
         // pipeline is full are still in the fair queue when the next batch is composed.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let Some(items) = inbox.next_batch().await else { return };
+        // Pacing, only while more than one tenant is writing (a lone tenant gets every
+        // batch full): batches cut and not yet applied hold at most `work_ahead` of
+        // estimated work, so a backlog waits in the fair inbox, where a quiet tenant's
+        // next write still goes ahead of it, rather than in batches already proposed.
+        // Nothing is measured in deterministic mode, nor before the first batch.
+        let cost = early.as_ref().and_then(|e| e.ns_per_input()).filter(|_| inbox.mixed_within(CONTENDED_WINDOW));
+        let cap = match cost {
+            None => usize::MAX,
+            Some(cost) => loop {
+                let moved = ahead_moved.notified();
+                let now = ahead.load(Ordering::Acquire);
+                if now < target {
+                    break usize::try_from((target - now) / cost).unwrap_or(usize::MAX).max(1);
+                }
+                moved.await;
+            },
+        };
+        let Some(items) = inbox.next_batch_capped(cap).await else { return };
+        let work = cost.unwrap_or(0).saturating_mul(items.len() as u64);
+        ahead.fetch_add(work, Ordering::AcqRel);
+        let (ahead2, moved2) = (ahead.clone(), ahead_moved.clone());
+        let applied = move || {
+            ahead2.fetch_sub(work, Ordering::AcqRel);
+            moved2.notify_waiters();
+        };
         debug_assert!(!items.is_empty() && items.len() <= cfg.batch_inputs_max.max(1));
         // Never backwards, even across leader changes: above every applied commit.
         let ts = (cfg.clock)().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
@@ -562,12 +600,14 @@ async fn run_batcher(
             for r in take_all(&replies).into_iter().flatten() {
                 let _ = r.send(Err(unavailable(format!("raft stopped: {e}"))));
             }
+            applied();
             continue;
         }
         let early = early.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let result = done.await;
+            applied();
             if let Some(early) = &early {
                 early.forget(ts);
             }

@@ -157,6 +157,7 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
                     return BatchResponse { height: batch.height, outputs };
                 };
                 let mut outputs = Vec::with_capacity(batch.inputs.len());
+                let started = std::time::Instant::now();
                 m.apply_at_answering(&batch, &pos, &mut |i, out| {
                     if let Some(sink) = rel.sink.as_mut() {
                         sink(i, out.clone(), rel.index, batch.height);
@@ -165,6 +166,7 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
                     rel.notify.notify_waiters();
                     outputs.push(out);
                 });
+                rel.early.record_apply(started.elapsed(), batch.inputs.len());
                 BatchResponse { height: batch.height, outputs }
             })
             .await

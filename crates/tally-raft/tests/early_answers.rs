@@ -5,6 +5,9 @@
 //! Real members (Raft log on redb, openraft, peer ports on loopback) over a machine that
 //! releases input 0 of a two-input batch and then holds the rest until the test opens its
 //! gate. Only what was released can have been answered, so the assertions need no timing.
+//!
+//! Also here: the leader paces its batches by the apply cost it measures, while tenants
+//! compete (and only then).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -17,13 +20,16 @@ use tally_raft::{ClusterConfig, LogStore, Machine, RaftNode, SubmitError, Submit
 use tokio::task::JoinHandle;
 
 const TENANT: Tenant = Tenant { id: 1, weight: 1 };
+const OTHER: Tenant = Tenant { id: 2, weight: 1 };
 
-/// Echoes each input as its output. In the first batch of two or more inputs it releases
-/// input 0, says so on `released`, and waits for `gate` before applying the rest.
+/// Echoes each input as its output, taking `per_input` for each. In the first batch of
+/// two or more inputs it releases input 0, says so on `released`, and waits for `gate`
+/// before applying the rest (if it has a gate).
 struct Stepwise {
     height: u64,
     position: Option<Vec<u8>>,
     gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+    per_input: Duration,
 }
 
 impl StateMachine for Stepwise {
@@ -32,6 +38,7 @@ impl StateMachine for Stepwise {
     }
     fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
         self.height = b.height;
+        std::thread::sleep(self.per_input * b.inputs.len() as u32);
         b.inputs.clone()
     }
     fn last_commit_ts(&self) -> u64 {
@@ -98,16 +105,28 @@ async fn peer_listener() -> (tokio::net::TcpListener, String) {
 }
 
 async fn start(id: u64, initial: BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> Member {
+    // An epoch long enough that the two inputs submitted back to back share a batch.
+    start_with(id, initial, listener, |cfg| cfg.epoch_ms = 300, true, Duration::ZERO).await
+}
+
+async fn start_with(
+    id: u64,
+    initial: BTreeMap<u64, String>,
+    listener: tokio::net::TcpListener,
+    configure: impl FnOnce(&mut ClusterConfig),
+    gated: bool,
+    per_input: Duration,
+) -> Member {
     let dir = tempfile::tempdir().unwrap();
     let (released_tx, released) = mpsc::channel();
     let (open, gate_rx) = mpsc::channel();
     let log = LogStore::open(&dir.path().join("log.redb")).unwrap();
-    let machine = Stepwise { height: 0, position: None, gate: Some((released_tx, gate_rx)) };
+    let gate = gated.then_some((released_tx, gate_rx));
+    let machine = Stepwise { height: 0, position: None, gate, per_input };
     let sm = Machine::open(machine, &dir.path().join("snapshot")).unwrap();
     let mut cfg = ClusterConfig::new(id, initial, "early-test-token".into(), 0);
-    // Long enough that the two inputs submitted back to back share a batch.
-    cfg.epoch_ms = 300;
     cfg.write_timeout = Duration::from_secs(60);
+    configure(&mut cfg);
     let node = RaftNode::start(cfg, log, sm, Arc::new(Faults::default()), Default::default()).await.unwrap();
     let router = tally_raft::peer::router(node.clone());
     let server = tokio::spawn(async move {
@@ -127,8 +146,22 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 type Pending = JoinHandle<Result<SubmitOk, SubmitError>>;
 
 fn submit(node: &Arc<RaftNode>, input: &[u8]) -> Pending {
+    submit_as(node, TENANT, input)
+}
+
+fn submit_as(node: &Arc<RaftNode>, tenant: Tenant, input: &[u8]) -> Pending {
     let (node, input) = (node.clone(), input.to_vec());
-    tokio::spawn(async move { node.submit(TENANT, input).await })
+    tokio::spawn(async move { node.submit(tenant, input).await })
+}
+
+/// Submits `n` inputs of `TENANT` at once and returns how many landed in each batch.
+async fn batch_sizes(node: &Arc<RaftNode>, n: u8) -> BTreeMap<u64, usize> {
+    let pending: Vec<Pending> = (0..n).map(|i| submit(node, &[i])).collect();
+    let mut sizes = BTreeMap::new();
+    for p in pending {
+        *sizes.entry(p.await.unwrap().unwrap().height).or_insert(0) += 1;
+    }
+    sizes
 }
 
 /// Submits two inputs through `via` into one batch of `leader`; once `holders` have all
@@ -187,4 +220,31 @@ async fn a_follower_answers_once_the_input_is_visible_there() {
     leader.node.shutdown().await;
     follower.server.abort();
     leader.server.abort();
+}
+
+/// Inputs cost 5 ms each to apply and the leader keeps 10 ms of work ahead: while another
+/// tenant writes too, no batch holds more than two inputs, so a newcomer's write waits
+/// behind at most that much work. A tenant writing alone gets whole batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_paced_only_while_tenants_compete() {
+    let (listener, addr) = peer_listener().await;
+    let configure = |cfg: &mut ClusterConfig| {
+        // Short, so the paced batches (an epoch each) all fall within the one second
+        // during which the other tenant's write counts as competing.
+        cfg.epoch_ms = 20;
+        cfg.work_ahead = Duration::from_millis(10);
+    };
+    let m = start_with(1, BTreeMap::from([(1, addr)]), listener, configure, false, Duration::from_millis(5)).await;
+    until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
+    // The first batch measures the cost; then a lone tenant's 12 inputs share one batch.
+    batch_sizes(&m.node, 1).await;
+    let alone = batch_sizes(&m.node, 12).await;
+    assert_eq!(alone.values().copied().collect::<Vec<_>>(), vec![12], "{alone:?}");
+    // Another tenant's write: from now on tenants compete.
+    submit_as(&m.node, OTHER, b"other").await.unwrap().unwrap();
+    let paced = batch_sizes(&m.node, 12).await;
+    assert!(paced.values().all(|&n| n <= 2), "at most 10 ms of 5 ms inputs per batch: {paced:?}");
+    assert!(paced.len() >= 6, "{paced:?}");
+    m.node.shutdown().await;
+    m.server.abort();
 }

@@ -112,6 +112,8 @@ async fn start(
     cfg.batch_inputs_max = BATCH_INPUTS_MAX;
     // While the first batch is held, the batcher cannot take another one.
     cfg.batches_in_flight_max = 1;
+    // Composition only: no pacing (the held first batch would make inputs look costly).
+    cfg.work_ahead = Duration::from_secs(3600);
     cfg.write_timeout = Duration::from_secs(60);
     let node = RaftNode::start(cfg, log, sm, Arc::new(Faults::default()), Default::default()).await.unwrap();
     let router = tally_raft::peer::router(node.clone());
@@ -227,6 +229,7 @@ async fn a_full_leader_queue_pushes_out_the_flood() {
     cfg.epoch_ms = 1;
     cfg.batches_in_flight_max = 1;
     cfg.queue_inputs_max = 4;
+    cfg.work_ahead = Duration::from_secs(3600);
     cfg.write_timeout = Duration::from_secs(60);
     let node = RaftNode::start(cfg, log, sm, Arc::new(Faults::default()), Default::default()).await.unwrap();
     drop(listener);

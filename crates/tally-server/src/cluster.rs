@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     pub fault_injection: bool,
     pub snapshot_logs: Option<u64>,
     pub write_timeout_ms: Option<u64>,
+    /// `ClusterConfig::work_ahead`, when not the default.
+    pub work_ahead_ms: Option<u64>,
 }
 
 /// Parse `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -166,6 +168,9 @@ pub async fn start_member(
     cfg.epoch_ms = epoch_ms;
     if let Some(n) = opts.snapshot_logs {
         cfg.snapshot_logs = n.max(2);
+    }
+    if let Some(ms) = opts.work_ahead_ms {
+        cfg.work_ahead = Duration::from_millis(ms.max(1));
     }
     if let Some(ms) = opts.write_timeout_ms {
         cfg.write_timeout = Duration::from_millis(ms);
