@@ -9,138 +9,28 @@
 //! Also here: the leader paces its batches by the apply cost it measures, while tenants
 //! compete (and only then).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_calvin::{Batch, MachineError, ReplicatedMachine, StateMachine, Tenant};
-use tally_raft::network::Faults;
-use tally_raft::{ClusterConfig, LogStore, Machine, RaftNode, SubmitError, SubmitOk};
+use common::{gate, peer_listener, until, Gate, Held, HoldAt, Member};
+use tally_calvin::Tenant;
+use tally_raft::{ClusterConfig, RaftNode, SubmitError, SubmitOk};
 use tokio::task::JoinHandle;
 
 const TENANT: Tenant = Tenant { id: 1, weight: 1 };
 const OTHER: Tenant = Tenant { id: 2, weight: 1 };
 
-/// Echoes each input as its output, taking `per_input` for each. In the first batch of
-/// two or more inputs it releases input 0, says so on `released`, and waits for `gate`
-/// before applying the rest (if it has a gate).
-struct Stepwise {
-    height: u64,
-    position: Option<Vec<u8>>,
-    gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
-    per_input: Duration,
-}
-
-impl StateMachine for Stepwise {
-    fn applied_height(&self) -> u64 {
-        self.height
-    }
-    fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
-        self.height = b.height;
-        std::thread::sleep(self.per_input * b.inputs.len() as u32);
-        b.inputs.clone()
-    }
-    fn last_commit_ts(&self) -> u64 {
-        0
-    }
-}
-
-impl ReplicatedMachine for Stepwise {
-    fn apply_at(&mut self, b: &Batch, position: &[u8]) -> Vec<Vec<u8>> {
-        self.position = Some(position.to_vec());
-        self.apply(b)
-    }
-    fn apply_at_answering(&mut self, b: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let mut outputs = self.apply_at(b, position).into_iter().enumerate();
-        if b.inputs.len() >= 2 {
-            if let Some((released, gate)) = self.gate.take() {
-                let (i, out) = outputs.next().unwrap();
-                answer(i, out);
-                let _ = released.send(());
-                let _ = gate.recv();
-            }
-        }
-        for (i, out) in outputs {
-            answer(i, out);
-        }
-    }
-    fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError> {
-        self.position = Some(position.to_vec());
-        Ok(())
-    }
-    fn position(&self) -> Result<Option<Vec<u8>>, MachineError> {
-        Ok(self.position.clone())
-    }
-    fn checkpoint(&mut self) -> Result<(), MachineError> {
-        Ok(())
-    }
-    fn export(&self) -> Result<Vec<u8>, MachineError> {
-        Ok(self.height.to_be_bytes().to_vec())
-    }
-    fn import(&mut self, data: &[u8]) -> Result<(), MachineError> {
-        let b: [u8; 8] = data.try_into().map_err(|_| MachineError("bad export".into()))?;
-        self.height = u64::from_be_bytes(b);
-        Ok(())
-    }
-}
-
-/// The test's side of a member's gate.
-struct Gate {
-    released: mpsc::Receiver<()>,
-    open: mpsc::Sender<()>,
-}
-
-struct Member {
-    node: Arc<RaftNode>,
-    server: JoinHandle<()>,
-    gate: Gate,
-    _dir: tempfile::TempDir,
-}
-
-async fn peer_listener() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    (l, addr)
-}
-
-async fn start(id: u64, initial: BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> Member {
+/// Start member `id` whose machine releases input 0 of its first two-input batch and
+/// holds the rest until the returned gate opens.
+async fn start(id: u64, initial: BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> (Member, Gate) {
+    let (gate, machine_gate) = gate();
+    let machine = Held::new(Some(machine_gate), HoldAt::AfterFirstOutput, Duration::ZERO);
     // An epoch long enough that the two inputs submitted back to back share a batch.
-    start_with(id, initial, listener, |cfg| cfg.epoch_ms = 300, true, Duration::ZERO).await
-}
-
-async fn start_with(
-    id: u64,
-    initial: BTreeMap<u64, String>,
-    listener: tokio::net::TcpListener,
-    configure: impl FnOnce(&mut ClusterConfig),
-    gated: bool,
-    per_input: Duration,
-) -> Member {
-    let dir = tempfile::tempdir().unwrap();
-    let (released_tx, released) = mpsc::channel();
-    let (open, gate_rx) = mpsc::channel();
-    let log = LogStore::open(&dir.path().join("log.redb")).unwrap();
-    let gate = gated.then_some((released_tx, gate_rx));
-    let machine = Stepwise { height: 0, position: None, gate, per_input };
-    let sm = Machine::open(machine, &dir.path().join("snapshot")).unwrap();
-    let mut cfg = ClusterConfig::new(id, initial, "early-test-token".into(), 0);
-    cfg.write_timeout = Duration::from_secs(60);
-    configure(&mut cfg);
-    let node = RaftNode::start(cfg, log, sm, Arc::new(Faults::default()), Default::default()).await.unwrap();
-    let router = tally_raft::peer::router(node.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    Member { node, server, gate: Gate { released, open }, _dir: dir }
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let m = common::start(id, initial, listener, machine, |cfg| cfg.epoch_ms = 300).await;
+    (m, gate)
 }
 
 type Pending = JoinHandle<Result<SubmitOk, SubmitError>>;
@@ -164,19 +54,15 @@ async fn batch_sizes(node: &Arc<RaftNode>, n: u8) -> BTreeMap<u64, usize> {
     sizes
 }
 
-/// Submits two inputs through `via` into one batch of `leader`; once `holders` have all
-/// released the first and are held, the first is answered and the second is not. Then
-/// opens the gates.
-async fn first_answer_comes_before_the_entry_is_applied(
-    leader: &Arc<RaftNode>,
-    via: &Arc<RaftNode>,
-    holders: &[&Member],
-) {
+/// Submits two inputs through `via` into one batch of `leader`; once the members behind
+/// `gates` have all released the first and are holding, the first is answered and the
+/// second is not. Then opens the gates.
+async fn first_answer_comes_before_the_entry_is_applied(leader: &Arc<RaftNode>, via: &Arc<RaftNode>, gates: &[&Gate]) {
     let first = submit(via, b"first");
     until("the first input is queued on the leader", || leader.queued() == 1).await;
     let second = submit(via, b"second");
-    for m in holders {
-        until("the member released input 0 and holds the rest", || m.gate.released.try_recv().is_ok()).await;
+    for g in gates {
+        until("the member released input 0 and holds the rest", || g.held.try_recv().is_ok()).await;
     }
     let ok = tokio::time::timeout(Duration::from_secs(30), first)
         .await
@@ -188,8 +74,8 @@ async fn first_answer_comes_before_the_entry_is_applied(
     assert!(via.applied_index() < ok.index, "the entry is not wholly applied on the answering member");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!second.is_finished(), "input 1 is still held, so it cannot have been answered");
-    for m in holders {
-        m.gate.open.send(()).unwrap();
+    for g in gates {
+        g.open.send(()).unwrap();
     }
     let ok2 = second.await.unwrap().unwrap();
     assert_eq!((ok2.output.as_slice(), ok2.slot, ok2.index), (&b"second"[..], 1, ok.index));
@@ -198,11 +84,10 @@ async fn first_answer_comes_before_the_entry_is_applied(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_answers_as_the_executor_releases() {
     let (listener, addr) = peer_listener().await;
-    let m = start(1, BTreeMap::from([(1, addr)]), listener).await;
+    let (m, gate) = start(1, BTreeMap::from([(1, addr)]), listener).await;
     until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
-    first_answer_comes_before_the_entry_is_applied(&m.node, &m.node, &[&m]).await;
-    m.node.shutdown().await;
-    m.server.abort();
+    first_answer_comes_before_the_entry_is_applied(&m.node, &m.node, &[&gate]).await;
+    m.stop().await;
 }
 
 /// A forwarded input is answered once it is visible on the follower that forwarded it.
@@ -210,16 +95,14 @@ async fn the_leader_answers_as_the_executor_releases() {
 async fn a_follower_answers_once_the_input_is_visible_there() {
     let (l1, addr1) = peer_listener().await;
     let (l2, addr2) = peer_listener().await;
-    let leader = start(1, BTreeMap::from([(1, addr1)]), l1).await;
+    let (leader, leader_gate) = start(1, BTreeMap::from([(1, addr1)]), l1).await;
     until("member 1 leads", || leader.node.leader_with_quorum().unwrap_or(false)).await;
-    let follower = start(2, BTreeMap::new(), l2).await;
+    let (follower, follower_gate) = start(2, BTreeMap::new(), l2).await;
     leader.node.add_member(2, addr2).await.unwrap();
     until("member 2 follows member 1", || follower.node.metrics().current_leader == Some(1)).await;
-    first_answer_comes_before_the_entry_is_applied(&leader.node, &follower.node, &[&leader, &follower]).await;
-    follower.node.shutdown().await;
-    leader.node.shutdown().await;
-    follower.server.abort();
-    leader.server.abort();
+    first_answer_comes_before_the_entry_is_applied(&leader.node, &follower.node, &[&leader_gate, &follower_gate]).await;
+    follower.stop().await;
+    leader.stop().await;
 }
 
 /// Inputs cost 5 ms each to apply and the leader keeps 10 ms of work ahead: while another
@@ -234,7 +117,8 @@ async fn batches_are_paced_only_while_tenants_compete() {
         cfg.epoch_ms = 20;
         cfg.work_ahead = Duration::from_millis(10);
     };
-    let m = start_with(1, BTreeMap::from([(1, addr)]), listener, configure, false, Duration::from_millis(5)).await;
+    let machine = Held::new(None, HoldAt::FirstBatch, Duration::from_millis(5));
+    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, configure).await;
     until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
     // The first batch measures the cost; then a lone tenant's 12 inputs share one batch.
     batch_sizes(&m.node, 1).await;
@@ -245,6 +129,5 @@ async fn batches_are_paced_only_while_tenants_compete() {
     let paced = batch_sizes(&m.node, 12).await;
     assert!(paced.values().all(|&n| n <= 2), "at most 10 ms of 5 ms inputs per batch: {paced:?}");
     assert!(paced.len() >= 6, "{paced:?}");
-    m.node.shutdown().await;
-    m.server.abort();
+    m.stop().await;
 }
