@@ -596,13 +596,19 @@ mod tests {
         });
     }
 
+    /// A runtime with paused (virtual) time, and an inbox of 100 inputs closing batches of
+    /// up to 100 inputs every `epoch`.
+    fn paused_inbox(epoch: Duration) -> (tokio::runtime::Runtime, FairInbox<u64>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let limits = BatchLimits { epoch, inputs_max: 100, bytes_max: usize::MAX };
+        (rt, FairInbox::new(100, limits))
+    }
+
     /// A capped take leaves the rest queued and starts their epoch again: a paced consumer
     /// gets one batch an epoch, and a tenant with nothing queued goes ahead of the rest.
     #[test]
     fn a_capped_batch_leaves_the_rest_for_the_next_epoch() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-        let limits = BatchLimits { epoch: Duration::from_millis(10), inputs_max: 100, bytes_max: usize::MAX };
-        let inbox = FairInbox::new(100, limits);
+        let (rt, inbox) = paused_inbox(Duration::from_millis(10));
         rt.block_on(async {
             for i in 0..6 {
                 inbox.push(t(1, 1), i, 1);
@@ -622,9 +628,7 @@ mod tests {
 
     #[test]
     fn the_inbox_notices_tenants_taking_turns() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-        let limits = BatchLimits { epoch: Duration::from_millis(10), inputs_max: 100, bytes_max: usize::MAX };
-        let inbox = FairInbox::new(100, limits);
+        let (rt, inbox) = paused_inbox(Duration::from_millis(10));
         rt.block_on(async {
             let window = Duration::from_secs(1);
             for i in 0..3 {
@@ -644,9 +648,7 @@ mod tests {
     /// its oldest input, however much wall-clock time passes.
     #[test]
     fn inbox_epochs_follow_tokio_time() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-        let limits = BatchLimits { epoch: Duration::from_millis(100), inputs_max: 100, bytes_max: usize::MAX };
-        let inbox = FairInbox::new(100, limits);
+        let (rt, inbox) = paused_inbox(Duration::from_millis(100));
         rt.block_on(async {
             std::thread::sleep(Duration::from_millis(5)); // wall-clock time only
             let started = Instant::now();

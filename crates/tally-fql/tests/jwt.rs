@@ -7,21 +7,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Db;
+use common::{coll_ref, Db};
 use serde_json::{json, Value as Json};
 use tally_fql::auth::{Auth, Role};
-use tally_fql::eval::{Limits, Mode};
 use tally_fql::jwt::{audience, authenticate, find_provider, JwtLogin};
 use tally_fql::model::ROOT_DB;
-use tally_fql::run::evaluate;
 use tally_storage::Store;
-use tally_value::to_json;
 
 const ISSUER: &str = "https://idp.example.com/";
-
-fn coll_ref(c: &str, id: &str) -> Json {
-    json!({"ref": {"collection": c}, "id": id})
-}
 
 /// Collections `notes` (readable by role `reader`) and `secrets` (no role), role
 /// `admins` (may create notes) granted by a predicate on the `admin` claim.
@@ -58,25 +51,6 @@ fn auth_of(db: &Db, claims: Json) -> Result<Auth, String> {
     authenticate(&*snap, db.ts, login(claims)).map_err(|e| e.code.to_string())
 }
 
-/// Evaluate as `auth` read-only and in write mode: the passes must agree.
-fn both(db: &mut Db, auth: &Auth, q: Json) -> Result<Json, String> {
-    let expr = tally_fql::expr::parse(&q).unwrap();
-    db.ts += 1000;
-    let snap = db.store.snapshot().unwrap();
-    let ro = evaluate(&*snap, db.ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], Limits::default(), None);
-    let rw = evaluate(&*snap, db.ts, Mode::Write, auth.clone(), &expr, [0; 32], Limits::default(), None);
-    let show = |r: &Result<tally_value::Value, tally_fql::FqlError>| match r {
-        Ok(v) => Ok(to_json(v)),
-        Err(e) => Err(e.code.to_string()),
-    };
-    let w = show(&rw.result);
-    match &ro.result {
-        Err(e) if e.needs_write => {}
-        other => assert_eq!(show(other), w, "read-only and write passes disagree on {q}"),
-    }
-    w
-}
-
 #[test]
 fn the_provider_is_found_by_issuer_in_its_database() {
     let db = setup();
@@ -93,12 +67,12 @@ fn roles_follow_the_providers_roles_and_predicates() {
     let mut db = setup();
     let user = auth_of(&db, json!({"iss": ISSUER, "sub": "user-1"})).unwrap();
     assert_eq!(user.role, Role::Jwt);
-    assert!(both(&mut db, &user, json!({"get": coll_ref("notes", "1")})).is_ok());
-    assert_eq!(both(&mut db, &user, json!({"get": coll_ref("secrets", "1")})), Err("permission denied".into()));
+    assert!(db.both(&user, json!({"get": coll_ref("notes", "1")})).is_ok());
+    assert_eq!(db.both(&user, json!({"get": coll_ref("secrets", "1")})), Err("permission denied".into()));
     let create = json!({"create": {"collection": "notes"}, "params": {"object": {}}});
-    assert_eq!(both(&mut db, &user, create.clone()), Err("permission denied".into()));
+    assert_eq!(db.both(&user, create.clone()), Err("permission denied".into()));
     let admin = auth_of(&db, json!({"iss": ISSUER, "sub": "boss", "admin": true})).unwrap();
-    assert!(both(&mut db, &admin, create).is_ok(), "the predicate admitted the admin claim");
+    assert!(db.both(&admin, create).is_ok(), "the predicate admitted the admin claim");
 }
 
 #[test]
@@ -118,35 +92,35 @@ fn a_provider_changed_after_login_grants_nothing() {
     let user = auth_of(&db, json!({"iss": ISSUER, "sub": "u"})).unwrap();
     db.q(json!({"update": {"access_provider": "idp"}, "params": {"object": {"issuer": "https://other/"}}}));
     // As the executor would at the commit ts: the issuer moved on, so no role applies.
-    assert_eq!(both(&mut db, &user, json!({"get": coll_ref("notes", "1")})), Err("permission denied".into()));
+    assert_eq!(db.both(&user, json!({"get": coll_ref("notes", "1")})), Err("permission denied".into()));
     let mut forged = user.clone();
     forged.jwt = None;
-    assert_eq!(both(&mut db, &forged, json!({"get": coll_ref("notes", "1")})), Err("permission denied".into()));
+    assert_eq!(db.both(&forged, json!({"get": coll_ref("notes", "1")})), Err("permission denied".into()));
 }
 
 #[test]
 fn identity_and_token_come_from_the_claims() {
     let mut db = setup();
     let user = auth_of(&db, json!({"iss": ISSUER, "sub": "user-1", "n": 3})).unwrap();
-    assert_eq!(both(&mut db, &user, json!({"current_identity": null})), Ok(json!("user-1")));
-    assert_eq!(both(&mut db, &user, json!({"has_current_identity": null})), Ok(json!(true)));
-    assert_eq!(both(&mut db, &user, json!({"has_current_token": null})), Ok(json!(true)));
-    let token = both(&mut db, &user, json!({"current_token": null})).unwrap();
+    assert_eq!(db.both(&user, json!({"current_identity": null})), Ok(json!("user-1")));
+    assert_eq!(db.both(&user, json!({"has_current_identity": null})), Ok(json!(true)));
+    assert_eq!(db.both(&user, json!({"has_current_token": null})), Ok(json!(true)));
+    let token = db.both(&user, json!({"current_token": null})).unwrap();
     assert_eq!(token, json!({"iss": ISSUER, "sub": "user-1", "n": 3}));
-    assert_eq!(both(&mut db, &user, json!({"logout": false})), Ok(json!(false)), "a JWT cannot be logged out");
-    assert_eq!(both(&mut db, &user, json!({"logout": true})), Ok(json!(false)));
+    assert_eq!(db.both(&user, json!({"logout": false})), Ok(json!(false)), "a JWT cannot be logged out");
+    assert_eq!(db.both(&user, json!({"logout": true})), Ok(json!(false)));
     let anonymous = auth_of(&db, json!({"iss": ISSUER})).unwrap();
-    assert_eq!(both(&mut db, &anonymous, json!({"current_identity": null})), Err("missing identity".into()));
-    assert_eq!(both(&mut db, &anonymous, json!({"has_current_identity": null})), Ok(json!(false)));
+    assert_eq!(db.both(&anonymous, json!({"current_identity": null})), Err("missing identity".into()));
+    assert_eq!(db.both(&anonymous, json!({"has_current_identity": null})), Ok(json!(false)));
 }
 
 #[test]
 fn claims_are_data_not_fql() {
     let mut db = setup();
     let mut user = auth_of(&db, json!({"iss": ISSUER, "sub": {"@ref": {"id": "1"}}})).unwrap();
-    assert_eq!(both(&mut db, &user, json!({"current_identity": null})), Ok(json!({"@obj": {"@ref": {"id": "1"}}})));
+    assert_eq!(db.both(&user, json!({"current_identity": null})), Ok(json!({"@obj": {"@ref": {"id": "1"}}})));
     user.jwt = Some(Arc::new(login(json!({"iss": ISSUER, "sub": "x"}))));
-    assert_eq!(both(&mut db, &user, json!({"current_identity": null})), Ok(json!("x")));
+    assert_eq!(db.both(&user, json!({"current_identity": null})), Ok(json!("x")));
 }
 
 #[test]

@@ -4,37 +4,11 @@
 
 mod common;
 
-use common::Db;
-use serde_json::{json, Value as Json};
+use common::{coll_ref, Db};
+use serde_json::json;
 use tally_fql::auth::{Auth, Role};
-use tally_fql::eval::{Limits, Mode};
 use tally_fql::model::ROOT_DB;
-use tally_fql::run::evaluate;
-use tally_storage::Store;
-use tally_value::{to_json, Ref};
-
-/// Evaluate `q` as `auth` in both modes; the read-only pass may stop at a write.
-fn both(db: &mut Db, auth: &Auth, q: Json) -> Result<Json, String> {
-    let expr = tally_fql::expr::parse(&q).unwrap();
-    db.ts += 1000;
-    let snap = db.store.snapshot().unwrap();
-    let ro = evaluate(&*snap, db.ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], Limits::default(), None);
-    let rw = evaluate(&*snap, db.ts, Mode::Write, auth.clone(), &expr, [0; 32], Limits::default(), None);
-    let show = |r: &Result<tally_value::Value, tally_fql::FqlError>| match r {
-        Ok(v) => Ok(to_json(v)),
-        Err(e) => Err(e.code.to_string()),
-    };
-    let w = show(&rw.result);
-    match &ro.result {
-        Err(e) if e.needs_write => {}
-        other => assert_eq!(show(other), w, "read-only and write passes disagree on {q}"),
-    }
-    w
-}
-
-fn coll_ref(c: &str, id: &str) -> Json {
-    json!({"ref": {"collection": c}, "id": id})
-}
+use tally_value::Ref;
 
 fn setup() -> Db {
     let mut db = Db::new();
@@ -65,18 +39,18 @@ fn setup() -> Db {
 fn custom_role_predicates_agree_in_both_passes() {
     let mut db = setup();
     let auth = Auth::new(ROOT_DB, Role::custom(vec!["reader".into()]));
-    assert!(both(&mut db, &auth, json!({"get": coll_ref("notes", "10")})).is_ok());
-    assert_eq!(both(&mut db, &auth, json!({"get": coll_ref("notes", "11")})), Err("permission denied".into()));
-    assert_eq!(both(&mut db, &auth, json!({"exists": coll_ref("notes", "11")})), Ok(json!(false)));
-    let page = both(&mut db, &auth, json!({"paginate": {"documents": {"collection": "notes"}}})).unwrap();
+    assert!(db.both(&auth, json!({"get": coll_ref("notes", "10")})).is_ok());
+    assert_eq!(db.both(&auth, json!({"get": coll_ref("notes", "11")})), Err("permission denied".into()));
+    assert_eq!(db.both(&auth, json!({"exists": coll_ref("notes", "11")})), Ok(json!(false)));
+    let page = db.both(&auth, json!({"paginate": {"documents": {"collection": "notes"}}})).unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
     let keep_open = json!({"update": coll_ref("notes", "10"), "params": {"object": {"data": {"object": {"x": 1}}}}});
-    assert!(both(&mut db, &auth, keep_open).is_ok());
+    assert!(db.both(&auth, keep_open).is_ok());
     let close = json!({"update": coll_ref("notes", "10"), "params": {"object": {"data": {"object": {"open": false}}}}});
-    assert_eq!(both(&mut db, &auth, close), Err("permission denied".into()));
+    assert_eq!(db.both(&auth, close), Err("permission denied".into()));
     let create = json!({"create": {"collection": "notes"}, "params": {"object": {}}});
-    assert_eq!(both(&mut db, &auth, create), Err("permission denied".into()));
-    assert_eq!(both(&mut db, &auth, json!({"paginate": {"collections": null}})), Err("permission denied".into()));
+    assert_eq!(db.both(&auth, create), Err("permission denied".into()));
+    assert_eq!(db.both(&auth, json!({"paginate": {"collections": null}})), Err("permission denied".into()));
 }
 
 #[test]
@@ -90,7 +64,7 @@ fn predicates_cannot_write() {
         }}}}]
     }}}));
     let auth = Auth::new(ROOT_DB, Role::custom(vec!["sneaky".into()]));
-    assert_eq!(both(&mut db, &auth, json!({"get": coll_ref("notes", "10")})), Err("permission denied".into()));
+    assert_eq!(db.both(&auth, json!({"get": coll_ref("notes", "10")})), Err("permission denied".into()));
     let count = db.q(json!({"count": {"documents": {"collection": "notes"}}}));
     assert_eq!(count, json!(2), "the predicate wrote nothing");
 }
@@ -103,11 +77,11 @@ fn membership_predicates_pick_the_roles() {
         a.identity = Some(Ref::doc(Ref::collection("users"), id));
         a
     };
-    assert!(both(&mut db, &member("1"), json!({"get": coll_ref("notes", "10")})).is_ok());
-    assert_eq!(both(&mut db, &member("2"), json!({"get": coll_ref("notes", "10")})), Err("permission denied".into()));
+    assert!(db.both(&member("1"), json!({"get": coll_ref("notes", "10")})).is_ok());
+    assert_eq!(db.both(&member("2"), json!({"get": coll_ref("notes", "10")})), Err("permission denied".into()));
     // Members read their identity only through `self`.
-    assert_eq!(both(&mut db, &member("2"), json!({"get": coll_ref("users", "2")})), Err("permission denied".into()));
-    assert!(both(&mut db, &member("2"), json!({"get": coll_ref("users", "self")})).is_ok());
+    assert_eq!(db.both(&member("2"), json!({"get": coll_ref("users", "2")})), Err("permission denied".into()));
+    assert!(db.both(&member("2"), json!({"get": coll_ref("users", "self")})).is_ok());
 }
 
 #[test]
@@ -117,15 +91,15 @@ fn builtin_roles_by_scope() {
     let ro = Auth::new(ROOT_DB, Role::ServerReadOnly);
     let client = Auth::new(ROOT_DB, Role::Client);
     let write = json!({"update": coll_ref("notes", "10"), "params": {"object": {}}});
-    assert!(both(&mut db, &server, write.clone()).is_ok());
-    assert_eq!(both(&mut db, &ro, write.clone()), Err("permission denied".into()));
-    assert_eq!(both(&mut db, &client, write), Err("permission denied".into()));
+    assert!(db.both(&server, write.clone()).is_ok());
+    assert_eq!(db.both(&ro, write.clone()), Err("permission denied".into()));
+    assert_eq!(db.both(&client, write), Err("permission denied".into()));
     let keys = json!({"paginate": {"keys": null}});
-    assert_eq!(both(&mut db, &server, keys.clone()), Err("permission denied".into()));
-    assert!(both(&mut db, &Auth::root_admin(), keys).is_ok());
+    assert_eq!(db.both(&server, keys.clone()), Err("permission denied".into()));
+    assert!(db.both(&Auth::root_admin(), keys).is_ok());
     let key = json!({"create_key": {"object": {"role": "admin"}}});
-    assert_eq!(both(&mut db, &server, key), Err("permission denied".into()));
+    assert_eq!(db.both(&server, key), Err("permission denied".into()));
     let func = json!({"create_function": {"object": {"name": "f", "role": "admin",
         "body": {"query": {"lambda": "x", "expr": 1}}}}});
-    assert_eq!(both(&mut db, &server, func), Err("permission denied".into()));
+    assert_eq!(db.both(&server, func), Err("permission denied".into()));
 }

@@ -55,6 +55,28 @@ impl Db {
         }
     }
 
+    /// Evaluate `q` as `auth` read-only (as the receiving node does first) and in write
+    /// mode (as the executor does), without applying anything; the two passes must agree,
+    /// except that the read-only one may stop at a write. The write pass's result, or its
+    /// error code.
+    pub fn both(&mut self, auth: &Auth, q: Json) -> Result<Json, String> {
+        let expr = tally_fql::expr::parse(&q).unwrap();
+        self.ts += 1000;
+        let snap = self.store.snapshot().unwrap();
+        let ro = evaluate(&*snap, self.ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], Limits::default(), None);
+        let rw = evaluate(&*snap, self.ts, Mode::Write, auth.clone(), &expr, [0; 32], Limits::default(), None);
+        let show = |r: &Result<Value, FqlError>| match r {
+            Ok(v) => Ok(to_json(v)),
+            Err(e) => Err(e.code.to_string()),
+        };
+        let w = show(&rw.result);
+        match &ro.result {
+            Err(e) if e.needs_write => {}
+            other => assert_eq!(show(other), w, "read-only and write passes disagree on {q}"),
+        }
+        w
+    }
+
     pub fn collection(&mut self, name: &str) {
         self.q(json!({"create_collection": {"object": {"name": name}}}));
     }
@@ -133,4 +155,9 @@ pub fn pos(e: &FqlError) -> Vec<Json> {
             Seg::Index(i) => json!(i),
         })
         .collect()
+}
+
+/// A document ref: `{"ref": {"collection": c}, "id": id}`.
+pub fn coll_ref(c: &str, id: &str) -> Json {
+    json!({"ref": {"collection": c}, "id": id})
 }
