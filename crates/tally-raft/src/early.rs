@@ -41,6 +41,9 @@ pub struct Early {
     /// Batch timestamp → sink, for batches this member proposed and has not yet applied.
     pending: Mutex<HashMap<u64, Registered>>,
     progress: Mutex<Progress>,
+    /// Woken whenever `progress` moves (only a follower's forwarded writes wait on it, so
+    /// readers waiting for whole entries are not woken once per input).
+    pub progress_moved: tokio::sync::Notify,
     /// Moving average of the wall time one input took to apply, in nanoseconds (0: none
     /// measured yet).
     cost_ns: AtomicU64,
@@ -82,6 +85,7 @@ impl Early {
         if let Ok(mut p) = self.progress.lock() {
             *p = Progress { index, visible };
         }
+        self.progress_moved.notify_waiters();
     }
 
     /// Record that applying `inputs` inputs took `took`.

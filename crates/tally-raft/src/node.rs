@@ -244,25 +244,40 @@ impl RaftNode {
 
     /// Wait (bounded) until this member has applied the entry at `index`.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
-        self.wait_until(deadline, || self.applied_index() >= index).await
+        self.wait_until(deadline, None, || self.applied_index() >= index).await
     }
 
     /// Wait (bounded) until input `slot` of the entry at `index` is visible on this member:
     /// the entry is applied, or applied that far.
     async fn wait_visible(&self, index: u64, slot: usize, deadline: Instant) -> bool {
-        self.wait_until(deadline, || {
-            self.applied_index() >= index || self.early.as_ref().is_some_and(|e| e.visible(index, slot))
+        let Some(early) = &self.early else { return self.wait_applied(index, deadline).await };
+        self.wait_until(deadline, Some(&early.progress_moved), || {
+            self.applied_index() >= index || early.visible(index, slot)
         })
         .await
     }
 
-    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
+    /// Wait (bounded) until `done`, checking whenever an entry is applied (or, with
+    /// `progress`, whenever an entry's applied part grows).
+    async fn wait_until(
+        &self,
+        deadline: Instant,
+        progress: Option<&tokio::sync::Notify>,
+        done: impl Fn() -> bool,
+    ) -> bool {
         loop {
             // Register before checking, so an apply in between is not missed.
-            let moved = self.applied_notify.notified();
+            let applied = self.applied_notify.notified();
+            let grew = progress.map(|p| p.notified());
             if done() {
                 return true;
             }
+            let moved = async {
+                match grew {
+                    Some(grew) => tokio::select! { _ = applied => {}, _ = grew => {} },
+                    None => applied.await,
+                }
+            };
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
                 return done();
             }
@@ -582,14 +597,15 @@ async fn run_batcher(
                 term,
                 ts,
                 Box::new(move |i, output, index, height| {
-                    if let Some(r) = rs.lock().ok().and_then(|mut v| v.get_mut(i).and_then(Option::take)) {
+                    let taken = rs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i).and_then(Option::take);
+                    if let Some(r) = taken {
                         let _ = r.send(Ok(SubmitOk { output, index, height, slot: i }));
                     }
                 }),
             );
         }
         let take_all = |replies: &std::sync::Mutex<Vec<Option<Reply>>>| -> Vec<Option<Reply>> {
-            replies.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+            std::mem::take(&mut *replies.lock().unwrap_or_else(|p| p.into_inner()))
         };
         let req = BatchRequest(Batch { height: 0, ts, inputs }.encode());
         let (responder, done) = ProgressResponder::complete_only();

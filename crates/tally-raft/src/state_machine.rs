@@ -159,12 +159,16 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
                 let mut outputs = Vec::with_capacity(batch.inputs.len());
                 let started = std::time::Instant::now();
                 m.apply_at_answering(&batch, &pos, &mut |i, out| {
-                    if let Some(sink) = rel.sink.as_mut() {
-                        sink(i, out.clone(), rel.index, batch.height);
-                    }
                     rel.early.set_progress(rel.index, i + 1);
-                    rel.notify.notify_waiters();
-                    outputs.push(out);
+                    match rel.sink.as_mut() {
+                        // The sink answered this input; the batcher's copy of its reply is
+                        // gone, so the response needs only the count.
+                        Some(sink) => {
+                            sink(i, out, rel.index, batch.height);
+                            outputs.push(Vec::new());
+                        }
+                        None => outputs.push(out),
+                    }
                 });
                 rel.early.record_apply(started.elapsed(), batch.inputs.len());
                 BatchResponse { height: batch.height, outputs }
@@ -191,7 +195,6 @@ struct Released {
     index: u64,
     sink: Option<Sink>,
     early: Arc<Early>,
-    notify: Arc<tokio::sync::Notify>,
 }
 
 /// The openraft state machine over a [`ReplicatedMachine`].
@@ -317,7 +320,6 @@ impl RaftStateMachine<TypeConfig> for Machine {
                             index: log_id.index,
                             sink: if mine { early.claim(leader.term(), batch.ts) } else { None },
                             early: early.clone(),
-                            notify: self.applied_notify.clone(),
                         }
                     });
                     self.engine.apply(batch, next.encode(), released).await?
