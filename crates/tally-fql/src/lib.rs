@@ -18,6 +18,7 @@ pub mod eval;
 pub mod expr;
 pub mod fns;
 pub mod jwt;
+pub mod limits;
 pub mod model;
 pub mod perm;
 pub mod run;

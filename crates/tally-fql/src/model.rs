@@ -21,6 +21,8 @@ use std::ops::Bound;
 use tally_storage::{Snapshot, Space, Version};
 use tally_value::{decode, encode, encode_into, numeric_id, Object, Value};
 
+use crate::limits::WriteKind;
+
 use crate::error::{code, FqlError, Result};
 
 pub type Ts = u64;
@@ -293,6 +295,9 @@ pub struct Tx<'a> {
     pub too_deep: bool,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Writes made so far (a rewrite of the same key counts again), for
+    /// [`crate::limits::TXN_WRITES_MAX`].
+    writes_count: u64,
 }
 
 impl<'a> Tx<'a> {
@@ -306,6 +311,7 @@ impl<'a> Tx<'a> {
             too_deep: false,
             bytes_read: 0,
             bytes_written: 0,
+            writes_count: 0,
         }
     }
 
@@ -327,9 +333,24 @@ impl<'a> Tx<'a> {
         Ok(v)
     }
 
-    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
-        self.bytes_written += (key.len() + value.len()) as u64;
+    /// Write `value` at the transaction ts, refused (as the transaction's error) when it
+    /// breaks a limit of [`crate::limits`].
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.put_as(WriteKind::Other, space, key, value)
+    }
+
+    /// [`Tx::put`], saying what the write is for the error message.
+    pub fn put_as(&mut self, kind: WriteKind<'_>, space: Space, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.count_write(kind, space, &key, Some(&value))?;
         self.overlay.insert((space, key), value);
+        Ok(())
+    }
+
+    fn count_write(&mut self, kind: WriteKind<'_>, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        crate::limits::check_write(kind, space, key, value, self.writes_count, self.bytes_written)?;
+        self.writes_count += 1;
+        self.bytes_written += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+        Ok(())
     }
 
     pub fn has_writes(&self) -> bool {
@@ -337,8 +358,17 @@ impl<'a> Tx<'a> {
     }
 
     /// Edit history: write `value` at `ts` (`None` removes the version at `ts`).
-    pub fn edit_history(&mut self, space: Space, key: Vec<u8>, ts: Ts, value: Option<Vec<u8>>) {
+    pub fn edit_history(
+        &mut self,
+        kind: WriteKind<'_>,
+        space: Space,
+        key: Vec<u8>,
+        ts: Ts,
+        value: Option<Vec<u8>>,
+    ) -> Result<()> {
+        self.count_write(kind, space, &key, value.as_deref())?;
         self.history_edits.push(Write { space, key, ts, value });
+        Ok(())
     }
 
     /// Every write of this transaction: first its writes at the txn ts in key order,
@@ -468,17 +498,18 @@ impl<'a> Tx<'a> {
         Ok(self.get_doc(db, coll, id, at)?.filter(|d| !d.deleted))
     }
 
-    pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) {
+    pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) -> Result<()> {
         if data.values().map(Value::depth).max().unwrap_or(0) >= DOC_DEPTH_MAX {
             // Reported by `run::evaluate` as `validation failed`; nothing is written.
             self.too_deep = true;
-            return;
+            return Ok(());
         }
         if native::name(coll).is_some() {
             // Schema changed: caches of schema reads made in this transaction are stale.
             self.schema_gen += 1;
         }
-        self.put(Space::Docs, doc_key(db, coll, id), encode_doc(deleted, data));
+        let kind = WriteKind::Doc { named: native::is_named(coll) };
+        self.put_as(kind, Space::Docs, doc_key(db, coll, id), encode_doc(deleted, data))
     }
 
     /// Live documents of a collection in id order, starting at `from_id` (inclusive).

@@ -309,7 +309,7 @@ pub fn db_priority(tx: &mut Tx<'_>, mut db: DbId, ts: Ts) -> Result<u32> {
 
 /// Record a database in the registry (`CreateDatabase`, renames, `MoveDatabase`, and
 /// updates of `priority`/`disabled`), from its schema document `data`.
-pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str, data: &Object) {
+pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str, data: &Object) -> Result<()> {
     let mut o = Object::new();
     o.insert("parent".into(), Value::Long(parent as i64));
     o.insert("name".into(), Value::String(name.to_string()));
@@ -318,10 +318,10 @@ pub fn register_db(tx: &mut Tx<'_>, id: DbId, parent: DbId, name: &str, data: &O
             o.insert(k.into(), v.clone());
         }
     }
-    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), false, &o);
+    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), false, &o)
 }
 
 /// Remove a database from the registry (called by `Delete(Database(..))`).
-pub fn unregister_db(tx: &mut Tx<'_>, id: DbId) {
-    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), true, &Object::new());
+pub fn unregister_db(tx: &mut Tx<'_>, id: DbId) -> Result<()> {
+    tx.put_doc(REGISTRY_DB, 0, &id.to_string(), true, &Object::new())
 }

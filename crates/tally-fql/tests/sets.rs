@@ -522,14 +522,14 @@ fn hand_written_index_entries() {
             .into_iter()
             .collect()
     };
-    tx.put_doc(0, native::COLLECTIONS, "things", false, &coll("things", 100));
+    tx.put_doc(0, native::COLLECTIONS, "things", false, &coll("things", 100)).unwrap();
     let mut idx = coll("things_by_k", 200);
     idx.insert("source".into(), Value::Ref(Ref::collection("things")));
     idx.insert(
         "values".into(),
         Value::Array(vec![Value::object([("field", Value::Array(vec!["data".into(), "k".into()]))])]),
     );
-    tx.put_doc(0, native::INDEXES, "things_by_k", false, &idx);
+    tx.put_doc(0, native::INDEXES, "things_by_k", false, &idx).unwrap();
     for (i, k) in [(1, "b"), (2, "a"), (3, "c")] {
         let r = Ref::doc(Ref::collection("things"), i.to_string());
         let vals = vec![Value::from(k)];
@@ -537,7 +537,8 @@ fn hand_written_index_entries() {
             tally_storage::Space::Index,
             model::index_key(0, 200, &[], &vals, &[false], &r),
             model::encode_entry(i != 3, &vals, &r),
-        );
+        )
+        .unwrap();
     }
     let mut ev = tally_fql::eval::Eval::new(tx, Mode::Write, Auth::root_admin());
     let e = tally_fql::expr::parse(&json!({"paginate": {"match": {"index": "things_by_k"}}})).unwrap();

@@ -359,16 +359,18 @@ impl FqlMachine {
                     TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0, secrets: Vec::new() };
                 (out, Vec::new(), 0)
             });
+            // The evaluator refuses every write the store would refuse (tally_fql::limits);
+            // should one slip through all the same, it is this transaction's error, never
+            // the batch's: nothing of it is applied, the same way on every replica.
+            let (out, writes) = match writes.iter().try_for_each(store_accepts) {
+                Ok(()) => (out, writes),
+                Err(e) => (refused_output(ts, &e), Vec::new()),
+            };
             for w in &writes {
-                match &w.value {
-                    Some(v) => b.put(w.space, &w.key, w.ts, v)?,
-                    None => {
-                        b.remove(w.space, &w.key, w.ts)?;
-                    }
-                }
+                apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
                 builder.push_effect(&effect_leaf(w));
             }
-            held.push((i, serde_json::to_vec(&out)?));
+            held.push((i, encode_output(&out)));
             last_ts = ts;
             ts += 1 + ids / 1000;
             if early && i + 1 < batch.inputs.len() && since_release.elapsed() >= RELEASE_EVERY {
@@ -421,6 +423,49 @@ impl FqlMachine {
     }
 }
 
+/// Whether the store accepts `w` (its key and value sizes).
+fn store_accepts(w: &Write) -> Result<(), tally_storage::StorageError> {
+    tally_storage::check_put(&w.key, w.value.as_deref().unwrap_or(&[]))
+}
+
+/// The output of a transaction whose writes the store refused.
+fn refused_output(ts: u64, e: &tally_storage::StorageError) -> TxnOutput {
+    let e = tally_fql::FqlError::new(
+        tally_fql::error::code::INVALID_ARGUMENT,
+        format!("The transaction was not applied: {e}. Write smaller documents or index entries."),
+    );
+    TxnOutput {
+        status: e.http_status(),
+        body: serde_json::json!({"errors": [e.to_json()]}),
+        ts,
+        steps: 0,
+        bytes_read: 0,
+        bytes_written: 0,
+        secrets: Vec::new(),
+    }
+}
+
+fn apply_write(b: &mut dyn tally_storage::Batch, w: &Write) -> tally_storage::Result<()> {
+    match &w.value {
+        Some(v) => b.put(w.space, &w.key, w.ts, v),
+        None => b.remove(w.space, &w.key, w.ts).map(drop),
+    }
+}
+
+/// A store failure while applying a batch: a fault of the machine (disk, I/O), not of any
+/// transaction, so the node stops (see [`fail_stop`]).
+fn machine_fault(height: u64, e: tally_storage::StorageError) -> anyhow::Error {
+    anyhow::anyhow!("the state store failed while applying batch {height}: {e}")
+}
+
+/// An output as the sequencer hands it over. Encoding a `serde_json::Value` cannot fail;
+/// should it, the client gets an internal error rather than the node stopping.
+fn encode_output(out: &TxnOutput) -> Vec<u8> {
+    serde_json::to_vec(out).unwrap_or_else(|_| {
+        br#"{"status":500,"body":{"errors":[{"code":"internal server error","description":"The answer could not be encoded."}]},"ts":0,"steps":0,"bytes_read":0,"bytes_written":0}"#.to_vec()
+    })
+}
+
 impl StateMachine for FqlMachine {
     fn applied_height(&self) -> u64 {
         self.applied_height
@@ -448,7 +493,13 @@ fn fail_stop(r: anyhow::Result<Vec<Vec<u8>>>, height: u64) -> Vec<Vec<u8>> {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, height, "applying a batch failed; stopping the node");
-            eprintln!("tally: fatal: applying batch {height} failed: {e}");
+            eprintln!(
+                "tally: fatal: applying batch {height} failed: {e:#}\n\
+                 The node stops so that its state never departs from the input log. Nothing \
+                 acknowledged is lost: the batch is in the log and is applied again on restart. \
+                 Check the data directory's disk (free space, permissions, I/O errors in the \
+                 system log), then restart the node."
+            );
             std::process::exit(70);
         }
     }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use crate::mem::{map_range, VersionMap};
 use crate::read;
 use crate::{
-    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, KEY_BYTES_MAX, META_FORMAT_VERSION,
-    VALUE_BYTES_MAX,
+    Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, META_FORMAT_VERSION, VALUE_BYTES_MAX,
 };
 
 /// Buffered writes; `None` is a removed version.
@@ -188,14 +187,7 @@ impl Snapshot for OverlayBatch {
 
 impl Batch for OverlayBatch {
     fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()> {
-        if key.len() > KEY_BYTES_MAX || value.len() > VALUE_BYTES_MAX {
-            return Err(StorageError::Invalid(format!(
-                "key of {} bytes / value of {} bytes exceeds the limit of {KEY_BYTES_MAX} / \
-                 {VALUE_BYTES_MAX} bytes",
-                key.len(),
-                value.len()
-            )));
-        }
+        crate::check_put(key, value)?;
         let overlay = &mut self.layer.overlay;
         overlay.bytes += key.len() + value.len() + VERSION_OVERHEAD_BYTES;
         overlay.space_mut(space).insert((key.to_vec(), std::cmp::Reverse(ts)), Some(value.to_vec()));

@@ -73,6 +73,20 @@ pub type Ts = u64;
 pub const KEY_BYTES_MAX: usize = 32 * 1024;
 /// Largest value accepted by [`Batch::put`].
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Whether [`Batch::put`] accepts `key` and `value`: the one rule every store applies, so
+/// a layer above can check a write before handing it over (a write the store would refuse
+/// after a transaction was logged must be refused while the transaction is evaluated).
+pub fn check_put(key: &[u8], value: &[u8]) -> Result<()> {
+    if key.len() > KEY_BYTES_MAX || value.len() > VALUE_BYTES_MAX {
+        return Err(StorageError::Invalid(format!(
+            "key of {} bytes / value of {} bytes exceeds the limit of {KEY_BYTES_MAX} / {VALUE_BYTES_MAX} bytes",
+            key.len(),
+            value.len()
+        )));
+    }
+    Ok(())
+}
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
 /// Meta key holding [`FORMAT_VERSION`]; reserved, [`Batch::set_meta`] refuses it.

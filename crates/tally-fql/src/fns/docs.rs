@@ -7,6 +7,7 @@ use crate::catalog::{IndexDef, IndexField, Target};
 use crate::error::{code, invalid_argument, not_found, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, FnSpec};
+use crate::limits::WriteKind;
 use crate::model::{self, native, CollId, DbId, INTERNAL_ID};
 
 pub(crate) static SPECS: &[FnSpec] = &[
@@ -333,8 +334,8 @@ pub fn write_doc(
     let ts = ev.txn_ts();
     let id = r.id.clone();
     match new {
-        Some(d) => ev.tx.put_doc(db, coll, &id, false, d),
-        None => ev.tx.put_doc(db, coll, &id, true, old.unwrap_or(&Object::new())),
+        Some(d) => ev.tx.put_doc(db, coll, &id, false, d)?,
+        None => ev.tx.put_doc(db, coll, &id, true, old.unwrap_or(&Object::new()))?,
     }
     if native::name(coll).is_some() && coll != native::KEYS && coll != native::TOKENS {
         // Schema documents are not indexed by user indexes.
@@ -357,13 +358,18 @@ pub fn write_doc(
 
 type Row = (Vec<Value>, Vec<Value>);
 
+/// How an index entry write names itself when a limit refuses it.
+fn entry_kind(def: &IndexDef) -> WriteKind<'_> {
+    WriteKind::IndexEntry { index: &def.name }
+}
+
 /// Put add/remove entries for rows that changed, and enforce uniqueness.
 pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, old: &[Row], new: &[Row]) -> Result<()> {
     let rev = def.reverse_flags();
     for row in old {
         if !new.contains(row) {
             let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
-            ev.tx.put(tally_storage::Space::Index, key, model::encode_entry(false, &row.1, r));
+            ev.tx.put_as(entry_kind(def), tally_storage::Space::Index, key, model::encode_entry(false, &row.1, r))?;
         }
     }
     for row in new {
@@ -386,7 +392,7 @@ pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, ol
             }
         }
         let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
-        ev.tx.put(tally_storage::Space::Index, key, model::encode_entry(true, &row.1, r));
+        ev.tx.put_as(entry_kind(def), tally_storage::Space::Index, key, model::encode_entry(true, &row.1, r))?;
     }
     Ok(())
 }
@@ -562,7 +568,8 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let data = user_fields(&params)?;
     ev.check_history_write(db, coll, &r, ts, action, &data).map_err(|e| at_if_denied(e, "insert"))?;
     let key = model::doc_key(db, coll, &id);
-    ev.tx.edit_history(tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)));
+    let kind = WriteKind::Doc { named: native::is_named(coll) };
+    ev.tx.edit_history(kind, tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)))?;
     // Index entries at `ts`, relative to the version before it.
     let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
     for def in ev.indexes_on(db, coll)? {
@@ -574,11 +581,13 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         let rev = def.reverse_flags();
         for row in old_rows.iter().filter(|x| !new_rows.contains(x)) {
             let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            ev.tx.edit_history(tally_storage::Space::Index, k, ts, Some(model::encode_entry(false, &row.1, &r)));
+            let entry = Some(model::encode_entry(false, &row.1, &r));
+            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, entry)?;
         }
         for row in new_rows.iter().filter(|x| !old_rows.contains(x)) {
             let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            ev.tx.edit_history(tally_storage::Space::Index, k, ts, Some(model::encode_entry(true, &row.1, &r)));
+            let entry = Some(model::encode_entry(true, &row.1, &r));
+            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, entry)?;
         }
     }
     let mut o = Object::new();
@@ -602,7 +611,8 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Some(version) = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts) else {
         return Ok(Value::Null);
     };
-    ev.tx.edit_history(tally_storage::Space::Docs, model::doc_key(db, coll, &id), ts, None);
+    let kind = WriteKind::Doc { named: native::is_named(coll) };
+    ev.tx.edit_history(kind, tally_storage::Space::Docs, model::doc_key(db, coll, &id), ts, None)?;
     // Undo the index entries that version wrote at `ts`.
     let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
     for def in ev.indexes_on(db, coll)? {
@@ -616,7 +626,7 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             old_rows.iter().filter(|x| !new_rows.contains(x)).chain(new_rows.iter().filter(|x| !old_rows.contains(x)))
         {
             let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            ev.tx.edit_history(tally_storage::Space::Index, k, ts, None);
+            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, None)?;
         }
     }
     Ok(Value::Null)

@@ -118,7 +118,7 @@ pub fn sync_credentials_doc(ev: &mut Eval<'_>, r: &Ref, hashed: Option<String>) 
         .into_iter()
         .find(|(_, d)| d.data.get("instance") == Some(&Value::Ref(r.clone())));
     match (existing, hashed) {
-        (Some((id, d)), None) => ev.tx.put_doc(db, native::CREDENTIALS, &id, true, &d.data),
+        (Some((id, d)), None) => ev.tx.put_doc(db, native::CREDENTIALS, &id, true, &d.data)?,
         (existing, Some(h)) => {
             let id = match existing {
                 Some((id, _)) => id,
@@ -127,7 +127,7 @@ pub fn sync_credentials_doc(ev: &mut Eval<'_>, r: &Ref, hashed: Option<String>) 
             let mut data = Object::new();
             data.insert("instance".into(), Value::Ref(r.clone()));
             data.insert("hashed_password".into(), Value::String(h));
-            ev.tx.put_doc(db, native::CREDENTIALS, &id, false, &data);
+            ev.tx.put_doc(db, native::CREDENTIALS, &id, false, &data)?;
         }
         (None, None) => {}
     }
@@ -220,7 +220,7 @@ pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object)
             }
         }
     }
-    ev.tx.put_doc(db, native::TOKENS, &id.to_string(), false, &data);
+    ev.tx.put_doc(db, native::TOKENS, &id.to_string(), false, &data)?;
     let ts = ev.txn_ts();
     let mut out = render(&Ref::doc(Ref::native("tokens"), id.to_string()), ts, &data);
     if let Value::Object(o) = &mut out {
@@ -245,12 +245,12 @@ fn logout(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     if all {
         for (id, d) in ev.tx.scan_docs(db, native::TOKENS, None, false, ts, usize::MAX)? {
             if d.data.get("instance") == Some(&Value::Ref(identity.clone())) {
-                ev.tx.put_doc(db, native::TOKENS, &id, true, &d.data);
+                ev.tx.put_doc(db, native::TOKENS, &id, true, &d.data)?;
             }
         }
     } else if let Some(token) = token {
         if let Some(d) = ev.tx.live_doc(db, native::TOKENS, &token.id, ts)? {
-            ev.tx.put_doc(db, native::TOKENS, &token.id, true, &d.data);
+            ev.tx.put_doc(db, native::TOKENS, &token.id, true, &d.data)?;
         }
     }
     Ok(Value::Bool(true))

@@ -121,6 +121,7 @@ fn params_of(ev: &mut Eval<'_>, call: &Call) -> Result<Object> {
 fn name_of(params: &Object) -> Result<String> {
     match params.get("name") {
         Some(Value::String(s)) if !s.is_empty() => {
+            crate::limits::check_name(s)?;
             if RESERVED.contains(&s.as_str()) || s.contains('/') {
                 return Err(validation(
                     "name",
@@ -230,9 +231,9 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
             let (db, name, mut data) = create_named(ev, coll, params)?;
             check_database(&data)?;
             data.retain(|_, v| !v.is_null());
-            ev.tx.put_doc(db, coll, &name, false, &data);
+            ev.tx.put_doc(db, coll, &name, false, &data)?;
             if let Some(id) = internal_id(&data) {
-                crate::run::register_db(&mut ev.tx, id, db, &name, &data);
+                crate::run::register_db(&mut ev.tx, id, db, &name, &data)?;
             }
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
@@ -240,7 +241,7 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
         native::FUNCTIONS => {
             let (db, name, data) = create_named(ev, coll, params)?;
             crate::fns::security::check_function(ev, &data)?;
-            ev.tx.put_doc(db, coll, &name, false, &data);
+            ev.tx.put_doc(db, coll, &name, false, &data)?;
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
@@ -253,7 +254,7 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
                 // What a JWT's `aud` must name; derived, never set by the caller.
                 data.insert("audience".into(), Value::String(crate::jwt::audience(db)));
             }
-            ev.tx.put_doc(db, coll, &name, false, &data);
+            ev.tx.put_doc(db, coll, &name, false, &data)?;
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
@@ -270,7 +271,7 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
                 }
                 _ => {}
             }
-            ev.tx.put_doc(db, coll, &name, false, &data);
+            ev.tx.put_doc(db, coll, &name, false, &data)?;
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
@@ -316,7 +317,7 @@ fn create_index_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     if def.sources.is_empty() {
         return Err(FqlError::new(code::INVALID_REF, "The index source collection does not exist; create it first."));
     }
-    ev.tx.put_doc(db, native::INDEXES, &name, false, &data);
+    ev.tx.put_doc(db, native::INDEXES, &name, false, &data)?;
     // Build the index over the documents that already exist.
     let ts = ev.txn_ts();
     for src in def.sources.clone() {
@@ -393,7 +394,7 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     data.retain(|_, v| !v.is_null());
     data.insert("hashed_secret".into(), Value::String(hashed));
     let sid = id.to_string();
-    ev.tx.put_doc(db, native::KEYS, &sid, false, &data);
+    ev.tx.put_doc(db, native::KEYS, &sid, false, &data)?;
     let ts = ev.txn_ts();
     let mut out = render(&Ref::doc(Ref::native("keys"), sid), ts, &data);
     if let Value::Object(o) = &mut out {
@@ -468,12 +469,12 @@ pub fn modify_schema(
                 format!("A {} named `{new_name}` already exists.", kind_name(coll)),
             ));
         }
-        ev.tx.put_doc(db, coll, &old_name, true, &old);
+        ev.tx.put_doc(db, coll, &old_name, true, &old)?;
     }
-    ev.tx.put_doc(db, coll, &new_name, false, &new);
+    ev.tx.put_doc(db, coll, &new_name, false, &new)?;
     if coll == native::DATABASES {
         if let Some(id) = internal_id(&new) {
-            crate::run::register_db(&mut ev.tx, id, db, &new_name, &new);
+            crate::run::register_db(&mut ev.tx, id, db, &new_name, &new)?;
         }
     }
     let out_ref = Ref { id: new_name, ..r.clone() };
@@ -482,10 +483,10 @@ pub fn modify_schema(
 
 /// `Delete` of a schema document, with the cascades v4 performs.
 pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &Object) -> Result<()> {
-    ev.tx.put_doc(db, coll, id, true, old);
+    ev.tx.put_doc(db, coll, id, true, old)?;
     if coll == native::DATABASES {
         if let Some(child) = internal_id(old) {
-            crate::run::unregister_db(&mut ev.tx, child);
+            crate::run::unregister_db(&mut ev.tx, child)?;
         }
     }
     if coll == native::COLLECTIONS {
@@ -494,7 +495,7 @@ pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &
             for d in ev.indexes_on(db, cid)? {
                 let ts = ev.txn_ts();
                 if let Some(doc) = ev.tx.live_doc(db, native::INDEXES, &d.name, ts)? {
-                    ev.tx.put_doc(db, native::INDEXES, &d.name, true, &doc.data);
+                    ev.tx.put_doc(db, native::INDEXES, &d.name, true, &doc.data)?;
                 }
             }
         }
@@ -605,9 +606,9 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         )
         .at("to"));
     }
-    ev.tx.put_doc(src_parent, native::DATABASES, &from.id, true, &doc.data);
-    ev.tx.put_doc(dst, native::DATABASES, &from.id, false, &doc.data);
-    crate::run::register_db(&mut ev.tx, id, dst, &from.id, &doc.data);
+    ev.tx.put_doc(src_parent, native::DATABASES, &from.id, true, &doc.data)?;
+    ev.tx.put_doc(dst, native::DATABASES, &from.id, false, &doc.data)?;
+    crate::run::register_db(&mut ev.tx, id, dst, &from.id, &doc.data)?;
     Ok(render(&Ref::doc(Ref::native("databases"), from.id.clone()).with_database(Some(to)), ts, &doc.data))
 }
 
