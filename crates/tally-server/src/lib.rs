@@ -8,6 +8,7 @@
 //! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
 
 pub mod cluster;
+pub mod datadir;
 pub mod http;
 pub mod jwt;
 pub mod longpool;

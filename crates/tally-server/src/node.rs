@@ -55,6 +55,7 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    crate::datadir::check_or_init(&cfg.data_dir)?;
     let root_hash = root_key_hash(&cfg)?;
     // Written behind: the executor applies a batch and goes on while a background thread
     // writes it to the file and makes it durable (the input log already is).

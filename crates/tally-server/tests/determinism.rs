@@ -167,3 +167,40 @@ fn a_long_batch_answers_early_inputs_early_with_the_same_results() {
     assert_eq!(outs, whole.apply(&batch), "early answers differ from answers at the batch end");
     assert_eq!(head_hash(&early), head_hash(&whole));
 }
+
+/// Inputs whose writes break the store's limits (a 40,000-byte name, a 40,000-byte indexed
+/// field) fail as transactions, between good ones in the same batch: the batch applies,
+/// the good inputs take effect, and two replicas agree on every output and on the block.
+/// (Before, applying such a batch failed and the node exited, on every replay.)
+#[test]
+fn oversized_writes_fail_as_transactions_not_batches() {
+    let (_s1, mut a) = machine();
+    let (_s2, mut b) = machine();
+    let setup = batches().remove(0);
+    a.apply(&setup);
+    b.apply(&setup);
+    let long = "n".repeat(40_000);
+    let accounts = json!({"collection": "accounts"});
+    let create =
+        |owner: &str| json!({"create": accounts, "params": obj(json!({"data": obj(json!({"owner": owner}))}))});
+    let inputs = vec![
+        input(create("before"), 1),
+        input(json!({"create_collection": obj(json!({"name": long}))}), 2),
+        input(create(&long), 3),
+        input(json!({"create_database": obj(json!({"name": long}))}), 4),
+        input(create("after"), 5),
+    ];
+    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, inputs };
+    let oa = a.apply(&batch);
+    assert_eq!(oa, b.apply(&batch));
+    assert_eq!(head_hash(&a), head_hash(&b));
+    let status = |o: &Vec<u8>| serde_json::from_slice::<serde_json::Value>(o).unwrap()["status"].as_u64().unwrap();
+    assert_eq!(oa.iter().map(status).collect::<Vec<_>>(), vec![200, 400, 400, 400, 200]);
+    for o in &oa[1..4] {
+        let text = String::from_utf8_lossy(o);
+        assert!(text.contains("validation failed") && text.contains("at most"), "{text}");
+    }
+    assert_eq!(a.applied_height(), 2);
+    let h = a.head.lock().unwrap().unwrap();
+    assert_eq!(h.txn_count, 5);
+}

@@ -1,0 +1,117 @@
+//! The data directory's format marker.
+//!
+//! A data directory holds the state store (`state.redb`), the input log (`log/`, single
+//! node) or the Raft log (`raft/`, cluster member), and the file `FORMAT`, one line of
+//! ASCII: `tally data directory format <N>` followed by a newline. `N` names the layout of
+//! the whole directory: which files exist and which format each file has (each also
+//! carries its own version: the store's `format_version` meta value, the version byte of
+//! every logged batch). A build reads exactly the formats it names in [`FORMATS_READ`] and
+//! refuses any other with a message that says what to do, before it opens anything else.
+//!
+//! | format | written by | layout |
+//! |---|---|---|
+//! | 1 | builds since the marker was introduced; also any directory without a marker | `state.redb` (store format 1), `log/input.log` (batch version 1) or `raft/` |
+//!
+//! Directories made before the marker existed have the layout of format 1; opening one
+//! writes the marker.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The format this build writes.
+pub const FORMAT: u32 = 1;
+/// The formats this build opens.
+pub const FORMATS_READ: &[u32] = &[1];
+/// The marker's file name, in the data directory.
+pub const MARKER_FILE: &str = "FORMAT";
+const MARKER_PREFIX: &str = "tally data directory format ";
+
+/// Parse a marker file's content.
+fn parse_marker(text: &str) -> Option<u32> {
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let n = line.strip_prefix(MARKER_PREFIX)?;
+    if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Check (and, for a new or unmarked directory, write) the format marker of `dir`, which
+/// must exist. Refuses a directory of another format with a clear error.
+pub fn check_or_init(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(MARKER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let Some(found) = parse_marker(&text) else {
+                anyhow::bail!(
+                    "{} is not a valid format marker (expected one line `{MARKER_PREFIX}<N>`); \
+                     the data directory may be damaged or not Tally's",
+                    path.display()
+                );
+            };
+            if !FORMATS_READ.contains(&found) {
+                anyhow::bail!(
+                    "the data directory {} has format {found}, and this build of tally reads format {}; \
+                     open it with a build that reads format {found}, or move the data with a matching build",
+                    dir.display(),
+                    FORMATS_READ.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_marker(dir),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Write the marker atomically (temporary file, fsync, rename, fsync of the directory).
+fn write_marker(dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(format!("{MARKER_PREFIX}{FORMAT}\n").as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(MARKER_FILE)).with_context(|| format!("writing {}/{MARKER_FILE}", dir.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_parse_strictly() {
+        assert_eq!(parse_marker("tally data directory format 1\n"), Some(1));
+        assert_eq!(parse_marker("tally data directory format 12"), Some(12));
+        for bad in [
+            "",
+            "tally data directory format \n",
+            "tally data directory format -1\n",
+            "format 1\n",
+            "tally data directory format 1 \n",
+            "tally data directory format 1\n\n",
+            "tally data directory format 9999999999\n",
+        ] {
+            assert_eq!(parse_marker(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_directory_gets_a_marker_and_other_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        check_or_init(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+        assert_eq!(text, "tally data directory format 1\n");
+        check_or_init(dir.path()).unwrap();
+        std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 2\n").unwrap();
+        let e = check_or_init(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("has format 2") && e.contains("reads format 1"), "{e}");
+        std::fs::write(dir.path().join(MARKER_FILE), "garbage").unwrap();
+        let e = check_or_init(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a valid format marker"), "{e}");
+    }
+}
