@@ -592,8 +592,15 @@ function walkFiles(dir) {
 
 /** `[tag, digest]` of every password marker the receiving node wrote into the data directory. */
 function loggedDigests(dataDir) {
-  const re = /\{"tally_password_digest":"([0-9a-f]{64})","tag":"([0-9a-f]{64})"\}/g
-  return walkFiles(dataDir).flatMap(f => [...fs.readFileSync(f).toString('latin1').matchAll(re)].map(m => [m[2], m[1]]))
+  // The digest object as the transaction record encodes it (docs/record.md: an object of two
+  // keys, each a length-prefixed string, each value a string of 64 bytes), or as the JSON
+  // text of version 0 records.
+  const binary = /\x08\x02\x15tally_password_digest\x06@([0-9a-f]{64})\x03tag\x06@([0-9a-f]{64})/g
+  const json = /\{"tally_password_digest":"([0-9a-f]{64})","tag":"([0-9a-f]{64})"\}/g
+  return walkFiles(dataDir).flatMap(f => {
+    const text = fs.readFileSync(f).toString('latin1')
+    return [...text.matchAll(binary), ...text.matchAll(json)].map(m => [m[2], m[1]])
+  })
 }
 
 /** `\0tally-secret:` + base64url(kind | db | id): the placeholder of the key or token a secret belongs to. */

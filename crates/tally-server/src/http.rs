@@ -487,7 +487,7 @@ async fn write_path(
         q,
         db: auth.db,
         role: auth.role.name().to_string(),
-        entropy: hex::encode(entropy),
+        entropy,
         steps_max: tmo * STEPS_PER_MS,
         identity: as_json(&auth.identity),
         token: as_json(&auth.token),
@@ -497,7 +497,7 @@ async fn write_path(
             claims: l.claims.clone(),
         }),
     };
-    let bytes = match serde_json::to_vec(&input) {
+    let bytes = match crate::record::encode_input(&input) {
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };

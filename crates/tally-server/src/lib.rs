@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod longpool;
 pub mod machine;
 pub mod node;
+pub mod record;
 pub mod scheduler;
 pub mod snapshot;
 

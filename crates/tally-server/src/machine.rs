@@ -19,36 +19,7 @@ use tally_fql::model::Write;
 use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
 use tally_storage::{Space, Store};
 
-/// One transaction input as it is logged.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct TxnInput {
-    /// The query, exactly as the client sent it.
-    pub q: serde_json::Value,
-    pub db: u64,
-    pub role: String,
-    /// Hex of 32 random bytes drawn by the receiving node (secrets are derived from it).
-    pub entropy: String,
-    pub steps_max: u64,
-    /// Token queries: the identity document and the token (wire-encoded refs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<serde_json::Value>,
-    /// JWT queries (role `@jwt`): what the receiving node verified. Never the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt: Option<JwtInput>,
-}
-
-/// A verified JWT login as it is logged: the access provider (in the input's database)
-/// and the token's claims, which the executor hands to the provider's role predicates
-/// and to `CurrentIdentity()`/`CurrentToken()`. The signature is not logged: the claims
-/// alone are no credential.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct JwtInput {
-    pub provider: String,
-    pub issuer: String,
-    pub claims: serde_json::Value,
-}
+pub use crate::record::{JwtInput, TxnInput};
 
 /// The executor's answer for one input.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -262,7 +233,7 @@ impl FqlMachine {
                 0,
             )
         };
-        let inp: TxnInput = match tally_value::parse_json_unbounded(input) {
+        let inp = match crate::record::decode_input(input) {
             Ok(i) => i,
             Err(e) => {
                 return fail(
@@ -275,13 +246,11 @@ impl FqlMachine {
             Ok(e) => e,
             Err(e) => return fail(e.http_status(), e),
         };
-        let role = Role::parse(&inp.role).unwrap_or(Role::Client);
-        let mut entropy = [0u8; 32];
-        if let Ok(b) = hex::decode(&inp.entropy) {
-            if b.len() == 32 {
-                entropy.copy_from_slice(&b);
-            }
-        }
+        // The record's decoder refused any role this build does not know.
+        let Some(role) = Role::parse(&inp.role) else {
+            return fail(400, tally_fql::FqlError::new("bad request", format!("unknown role {:?}", inp.role)));
+        };
+        let entropy = inp.entropy;
         let limits = Limits { steps_max: inp.steps_max.max(1), ..Limits::default() };
         let mut auth = Auth::new(inp.db, role);
         let as_ref = |v: &Option<serde_json::Value>| match v.as_ref().map(tally_value::from_json) {

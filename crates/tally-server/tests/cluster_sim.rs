@@ -195,8 +195,17 @@ async fn open(id: u64, dir: &Path, net: &Arc<Net>, knobs: Knobs) -> (Arc<RaftNod
 fn input(q: serde_json::Value, entropy: u64) -> Vec<u8> {
     let mut e = [0u8; 32];
     e[..8].copy_from_slice(&entropy.to_be_bytes());
-    serde_json::to_vec(&json!({"q": q, "db": 0, "role": "admin", "entropy": hex::encode(e), "steps_max": 10_000_000}))
-        .unwrap()
+    let input = tally_server::record::TxnInput {
+        q,
+        db: 0,
+        role: "admin".into(),
+        entropy: e,
+        steps_max: 10_000_000,
+        identity: None,
+        token: None,
+        jwt: None,
+    };
+    tally_server::record::encode_input(&input).unwrap()
 }
 
 fn acct(i: u64) -> serde_json::Value {

@@ -14,13 +14,13 @@ fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
         q,
         db: 0,
         role: "admin".into(),
-        entropy: hex::encode([seed; 32]),
+        entropy: [seed; 32],
         steps_max: 1_000_000,
         identity: None,
         token: None,
         jwt: None,
     };
-    serde_json::to_vec(&inp).unwrap()
+    tally_server::record::encode_input(&inp).unwrap()
 }
 
 fn obj(v: serde_json::Value) -> serde_json::Value {

@@ -20,13 +20,13 @@ fn input(q: Json, role: &str, jwt: Option<JwtInput>, seed: u8) -> Vec<u8> {
         q,
         db: 0,
         role: role.into(),
-        entropy: hex::encode([seed; 32]),
+        entropy: [seed; 32],
         steps_max: 1_000_000,
         identity: None,
         token: None,
         jwt,
     };
-    serde_json::to_vec(&inp).unwrap()
+    tally_server::record::encode_input(&inp).unwrap()
 }
 
 fn login(issuer: &str, claims: Json) -> Option<JwtInput> {

@@ -1,0 +1,415 @@
+//! The transaction record: a write transaction's input as it is logged, replicated,
+//! replayed and hashed (each input is a leaf of its block's inputs root).
+//!
+//! This module is the record's one owner: [`encode_input`] and [`decode_input`], and the
+//! byte layout below (also in `docs/record.md`). The decoder refuses anything it does not
+//! understand — an unknown version, a bad role, a malformed value, trailing bytes — with a
+//! [`RecordError`]; it never fills in a default.
+//!
+//! # Layout, version 1
+//!
+//! Integers are big-endian; `varint` is unsigned LEB128 in its shortest form (at most 10
+//! bytes); `str` is `varint length | UTF-8 bytes`.
+//!
+//! | field | encoding |
+//! |---|---|
+//! | version | `u8` = `0x01` |
+//! | kind | `u8` = `0x49` (`I`, a transaction input) |
+//! | db | `u64`: the database the query runs in (internal id) |
+//! | role | `str`: `admin`, `server`, `server-readonly`, `client`, `@member`, `@jwt`, or `@role/<name>[/<name>…]` |
+//! | entropy | 32 bytes drawn by the receiving node |
+//! | steps_max | `u64`: the evaluation step budget |
+//! | flags | `u8`: bit 0 identity, bit 1 token, bit 2 JWT login; other bits 0 |
+//! | identity | `tree` (the identity document's ref, wire JSON), if flag bit 0 |
+//! | token | `tree` (the token's ref, wire JSON), if flag bit 1 |
+//! | jwt | `str` provider, `str` issuer, `tree` claims, if flag bit 2 |
+//! | footprint | `varint` length and bytes: reserved for the read/write footprint of partitioned execution; empty in version 1 |
+//! | query | `tree`: the query's JSON AST (passwords already replaced by digests) |
+//!
+//! and nothing after it. A `tree` is a JSON value: a tag byte, then
+//!
+//! | tag | value | then |
+//! |---|---|---|
+//! | `0x00` | null | — |
+//! | `0x01` / `0x02` | false / true | — |
+//! | `0x03` | integer in i64 | `i64` |
+//! | `0x04` | integer above i64::MAX | `u64` (refused at or below i64::MAX) |
+//! | `0x05` | float | `f64` bits (finite) |
+//! | `0x06` | string | `str` |
+//! | `0x07` | array | `varint` count, then that many trees |
+//! | `0x08` | object | `varint` count, then that many `str` key and tree pairs, keys distinct, in the query's order |
+//!
+//! nested at most [`TREE_DEPTH_MAX`] deep.
+//!
+//! # Version 0: logs written before version 1
+//!
+//! Before version 1 an input was the JSON text of an object with the fields `q`, `db`,
+//! `role`, `entropy` (64 hex digits), `steps_max` and optional `identity`, `token`, `jwt`.
+//! Such a record starts with `{` (0x7B, never a version byte), and [`decode_input`] still
+//! reads it, so logs from earlier builds replay exactly as they were written; their hash
+//! is the hash of those bytes, as before. Nothing writes version 0 any more.
+
+use serde::Deserialize;
+use serde_json::{Map, Number, Value as Json};
+
+/// Version byte of the records this build writes.
+pub const VERSION: u8 = 1;
+/// Kind byte of a transaction input.
+const KIND_INPUT: u8 = b'I';
+/// Deepest JSON tree a record holds. Queries reach the log through HTTP, whose JSON is at
+/// most 128 levels deep; the margin is for values the receiving node wraps around them.
+pub const TREE_DEPTH_MAX: usize = 1024;
+/// Longest footprint a version 1 record may carry (none).
+const FOOTPRINT_BYTES_MAX: usize = 0;
+
+const FLAG_IDENTITY: u8 = 1;
+const FLAG_TOKEN: u8 = 2;
+const FLAG_JWT: u8 = 4;
+
+/// One transaction input as it is logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnInput {
+    /// The query (its JSON AST, passwords already replaced by their digests).
+    pub q: Json,
+    pub db: u64,
+    /// The role's name, as [`tally_fql::auth::Role::name`] spells it.
+    pub role: String,
+    /// Drawn by the receiving node; secrets and salts derive from it.
+    pub entropy: [u8; 32],
+    pub steps_max: u64,
+    /// Token queries: the identity document and the token (wire-encoded refs).
+    pub identity: Option<Json>,
+    pub token: Option<Json>,
+    /// JWT queries (role `@jwt`): what the receiving node verified. Never the token.
+    pub jwt: Option<JwtInput>,
+}
+
+/// A verified JWT login as it is logged: the access provider (in the input's database)
+/// and the token's claims, which the executor hands to the provider's role predicates and
+/// to `CurrentIdentity()`/`CurrentToken()`. The signature is not logged: the claims alone
+/// are no credential.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JwtInput {
+    pub provider: String,
+    pub issuer: String,
+    pub claims: Json,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum RecordError {
+    #[error("the record ends early")]
+    Truncated,
+    #[error("unknown record version {0} (this build reads versions 0 and 1)")]
+    UnknownVersion(u8),
+    #[error("the record is not a transaction input (kind byte {0:#04x})")]
+    WrongKind(u8),
+    #[error("{0} bytes follow the end of the record")]
+    TrailingBytes(usize),
+    #[error("unknown role {0:?}")]
+    BadRole(String),
+    #[error("a string is not UTF-8")]
+    BadUtf8,
+    #[error("unknown value tag {0:#04x}")]
+    BadTag(u8),
+    #[error("a value is nested deeper than {TREE_DEPTH_MAX} levels")]
+    TooDeep,
+    #[error("a length is not in its shortest form or overflows")]
+    BadVarint,
+    #[error("a length of {0} exceeds what is left of the record")]
+    LengthTooLarge(u64),
+    #[error("a float is not finite")]
+    NonFiniteFloat,
+    #[error("an integer is in the wrong form")]
+    BadInteger,
+    #[error("an object repeats the key {0:?}")]
+    DuplicateKey(String),
+    #[error("unknown flag bits {0:#04x}")]
+    UnknownFlags(u8),
+    #[error("a version 1 record carries no footprint")]
+    FootprintNotEmpty,
+    #[error("version 0 record: {0}")]
+    Legacy(String),
+}
+
+/// Encode `input` as a version 1 record. Fails only for a value nested deeper than
+/// [`TREE_DEPTH_MAX`] or a float that is not finite (neither comes out of HTTP JSON).
+pub fn encode_input(input: &TxnInput) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::with_capacity(64);
+    out.push(VERSION);
+    out.push(KIND_INPUT);
+    out.extend_from_slice(&input.db.to_be_bytes());
+    put_str(&mut out, &input.role);
+    out.extend_from_slice(&input.entropy);
+    out.extend_from_slice(&input.steps_max.to_be_bytes());
+    let flags = (input.identity.is_some() as u8 * FLAG_IDENTITY)
+        | (input.token.is_some() as u8 * FLAG_TOKEN)
+        | (input.jwt.is_some() as u8 * FLAG_JWT);
+    out.push(flags);
+    if let Some(v) = &input.identity {
+        put_tree(&mut out, v, 0)?;
+    }
+    if let Some(v) = &input.token {
+        put_tree(&mut out, v, 0)?;
+    }
+    if let Some(j) = &input.jwt {
+        put_str(&mut out, &j.provider);
+        put_str(&mut out, &j.issuer);
+        put_tree(&mut out, &j.claims, 0)?;
+    }
+    put_varint(&mut out, 0); // footprint
+    put_tree(&mut out, &input.q, 0)?;
+    Ok(out)
+}
+
+/// Decode a record of version 1, or of version 0 (JSON text, from earlier builds' logs).
+pub fn decode_input(bytes: &[u8]) -> Result<TxnInput, RecordError> {
+    match bytes.first() {
+        Some(b'{') => decode_legacy(bytes),
+        Some(&VERSION) => decode_v1(bytes),
+        Some(&v) => Err(RecordError::UnknownVersion(v)),
+        None => Err(RecordError::Truncated),
+    }
+}
+
+fn decode_v1(bytes: &[u8]) -> Result<TxnInput, RecordError> {
+    let mut r = Reader { bytes, pos: 1 };
+    let kind = r.u8()?;
+    if kind != KIND_INPUT {
+        return Err(RecordError::WrongKind(kind));
+    }
+    let db = r.u64()?;
+    let role = checked_role(r.str()?)?;
+    let entropy: [u8; 32] = r.take(32)?.try_into().map_err(|_| RecordError::Truncated)?;
+    let steps_max = r.u64()?;
+    let flags = r.u8()?;
+    if flags & !(FLAG_IDENTITY | FLAG_TOKEN | FLAG_JWT) != 0 {
+        return Err(RecordError::UnknownFlags(flags));
+    }
+    let identity = if flags & FLAG_IDENTITY != 0 { Some(r.tree(0)?) } else { None };
+    let token = if flags & FLAG_TOKEN != 0 { Some(r.tree(0)?) } else { None };
+    let jwt = if flags & FLAG_JWT != 0 {
+        Some(JwtInput { provider: r.str()?, issuer: r.str()?, claims: r.tree(0)? })
+    } else {
+        None
+    };
+    if r.len()? as usize > FOOTPRINT_BYTES_MAX {
+        return Err(RecordError::FootprintNotEmpty);
+    }
+    let q = r.tree(0)?;
+    let rest = bytes.len() - r.pos;
+    if rest != 0 {
+        return Err(RecordError::TrailingBytes(rest));
+    }
+    Ok(TxnInput { q, db, role, entropy, steps_max, identity, token, jwt })
+}
+
+fn checked_role(role: String) -> Result<String, RecordError> {
+    match tally_fql::auth::Role::parse(&role) {
+        Some(r) if r.name() == role => Ok(role),
+        _ => Err(RecordError::BadRole(role)),
+    }
+}
+
+/// The JSON text records of earlier builds.
+fn decode_legacy(bytes: &[u8]) -> Result<TxnInput, RecordError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct V0 {
+        q: Json,
+        db: u64,
+        role: String,
+        entropy: String,
+        steps_max: u64,
+        #[serde(default)]
+        identity: Option<Json>,
+        #[serde(default)]
+        token: Option<Json>,
+        #[serde(default)]
+        jwt: Option<JwtInput>,
+    }
+    let v: V0 = tally_value::parse_json_unbounded(bytes).map_err(|e| RecordError::Legacy(e.to_string()))?;
+    let entropy = hex::decode(&v.entropy)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| RecordError::Legacy("entropy is not 64 hex digits".into()))?;
+    let role = checked_role(v.role)?;
+    Ok(TxnInput {
+        q: v.q,
+        db: v.db,
+        role,
+        entropy,
+        steps_max: v.steps_max,
+        identity: v.identity,
+        token: v.token,
+        jwt: v.jwt,
+    })
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_tree(out: &mut Vec<u8>, v: &Json, depth: usize) -> Result<(), RecordError> {
+    if depth >= TREE_DEPTH_MAX {
+        return Err(RecordError::TooDeep);
+    }
+    match v {
+        Json::Null => out.push(0x00),
+        Json::Bool(b) => out.push(0x01 + *b as u8),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.push(0x03);
+                out.extend_from_slice(&i.to_be_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.push(0x04);
+                out.extend_from_slice(&u.to_be_bytes());
+            } else {
+                let f = n.as_f64().filter(|f| f.is_finite()).ok_or(RecordError::NonFiniteFloat)?;
+                out.push(0x05);
+                out.extend_from_slice(&f.to_bits().to_be_bytes());
+            }
+        }
+        Json::String(s) => {
+            out.push(0x06);
+            put_str(out, s);
+        }
+        Json::Array(items) => {
+            out.push(0x07);
+            put_varint(out, items.len() as u64);
+            for item in items {
+                put_tree(out, item, depth + 1)?;
+            }
+        }
+        Json::Object(map) => {
+            out.push(0x08);
+            put_varint(out, map.len() as u64);
+            for (k, item) in map {
+                put_str(out, k);
+                put_tree(out, item, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(RecordError::Truncated)?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| RecordError::Truncated)?))
+    }
+
+    fn varint(&mut self) -> Result<u64, RecordError> {
+        let mut n: u64 = 0;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            if i == 9 && bits > 1 {
+                return Err(RecordError::BadVarint);
+            }
+            n |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                // Shortest form: no trailing zero group (except the value 0 itself).
+                if i > 0 && bits == 0 {
+                    return Err(RecordError::BadVarint);
+                }
+                return Ok(n);
+            }
+        }
+        Err(RecordError::BadVarint)
+    }
+
+    /// A length or count, which can be no larger than the bytes left (every element
+    /// takes at least one byte), so a forged count cannot make the decoder allocate.
+    fn len(&mut self) -> Result<u64, RecordError> {
+        let n = self.varint()?;
+        if n > (self.bytes.len() - self.pos) as u64 {
+            return Err(RecordError::LengthTooLarge(n));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<String, RecordError> {
+        let n = self.len()? as usize;
+        let b = self.take(n)?;
+        std::str::from_utf8(b).map(str::to_string).map_err(|_| RecordError::BadUtf8)
+    }
+
+    fn tree(&mut self, depth: usize) -> Result<Json, RecordError> {
+        if depth >= TREE_DEPTH_MAX {
+            return Err(RecordError::TooDeep);
+        }
+        Ok(match self.u8()? {
+            0x00 => Json::Null,
+            0x01 => Json::Bool(false),
+            0x02 => Json::Bool(true),
+            0x03 => {
+                Json::Number(i64::from_be_bytes(self.take(8)?.try_into().map_err(|_| RecordError::Truncated)?).into())
+            }
+            0x04 => {
+                let u = self.u64()?;
+                if u <= i64::MAX as u64 {
+                    return Err(RecordError::BadInteger);
+                }
+                Json::Number(u.into())
+            }
+            0x05 => {
+                let f = f64::from_bits(self.u64()?);
+                Json::Number(Number::from_f64(f).ok_or(RecordError::NonFiniteFloat)?)
+            }
+            0x06 => Json::String(self.str()?),
+            0x07 => {
+                let n = self.len()?;
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.tree(depth + 1)?);
+                }
+                Json::Array(items)
+            }
+            0x08 => {
+                let n = self.len()?;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let k = self.str()?;
+                    let v = self.tree(depth + 1)?;
+                    if map.contains_key(&k) {
+                        return Err(RecordError::DuplicateKey(k));
+                    }
+                    map.insert(k, v);
+                }
+                Json::Object(map)
+            }
+            t => return Err(RecordError::BadTag(t)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
