@@ -200,3 +200,64 @@ impl Eval<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn effect(j: serde_json::Value) -> Effect {
+        max_effect(&crate::expr::parse(&j).unwrap()).0
+    }
+
+    #[test]
+    fn effects_follow_v4s_table() {
+        let doc = json!({"var": "doc"});
+        let r = json!({"ref": {"collection": "c"}, "id": "1"});
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"select": ["data", "x"], "from": doc}})), Effect::Pure);
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"casefold": {"concat": ["a", "b"]}}})), Effect::Pure);
+        assert_eq!(
+            effect(json!({"lambda": "doc", "expr": {"match": {"index": "i"}}})),
+            Effect::Pure,
+            "a set is a value"
+        );
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"now": null}})), Effect::Pure);
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"exists": r}})), Effect::Read);
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"count": [1, 2]}})), Effect::Read, "v4: a fold reads");
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"current_identity": null}})), Effect::Read);
+        assert_eq!(
+            effect(json!({"lambda": "doc", "expr": {"call": {"function": "f"}, "arguments": 1}})),
+            Effect::Write
+        );
+        assert_eq!(effect(json!({"lambda": "doc", "expr": {"new_id": null}})), Effect::Write);
+        // Nested anywhere: in a lambda, an object, an array, an If branch.
+        let nested = json!({"lambda": "doc", "expr": {"if": true, "then": [{"object": {"a": {"get": r}}}], "else": 0}});
+        assert_eq!(effect(nested), Effect::Read);
+        let in_map =
+            json!({"lambda": "doc", "expr": {"map": {"lambda": "i", "expr": {"delete": r}}, "collection": [1]}});
+        assert_eq!(effect(in_map), Effect::Write);
+    }
+
+    #[test]
+    fn index_documents_with_impure_bindings_are_refused() {
+        let lam = |body: serde_json::Value| {
+            Value::Query(Box::new(tally_value::from_json(&json!({"lambda": "doc", "expr": body})).unwrap()))
+        };
+        let index = |b: Value| {
+            let mut fields = Object::new();
+            fields.insert("b".into(), b);
+            let mut src = Object::new();
+            src.insert("fields".into(), Value::Object(fields));
+            let mut data = Object::new();
+            data.insert("source".into(), Value::Array(vec![Value::Object(src)]));
+            data
+        };
+        assert!(check_index_bindings(&index(lam(json!({"uppercase": "x"})))).is_ok());
+        let e = check_index_bindings(&index(lam(json!({"get": {"ref": {"collection": "c"}, "id": "1"}})))).unwrap_err();
+        assert_eq!(e.code, code::VALIDATION_FAILED);
+        assert_eq!(e.failures[0].code, "invalid binding");
+        assert_eq!(e.failures[0].field, vec!["source", "0", "fields", "b"]);
+        assert!(e.failures[0].description.contains("`get` reads"), "{}", e.failures[0].description);
+        assert!(check_index_bindings(&index(Value::Long(1))).is_err(), "not a lambda");
+    }
+}
