@@ -590,3 +590,32 @@ fn respond(
     set_header(h, "x-faunadb-build", env!("CARGO_PKG_VERSION").to_string());
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    fn basic(user_and_password: &str) -> HeaderMap {
+        use base64::Engine;
+        with_auth(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_and_password)))
+    }
+
+    #[test]
+    fn secrets_are_read_whole() {
+        assert_eq!(secret_of(&with_auth("Bearer S:child:client")).as_deref(), Some("S:child:client"));
+        assert_eq!(secret_of(&basic("S:child:client:")).as_deref(), Some("S:child:client"));
+        assert_eq!(secret_of(&basic("S:")).as_deref(), Some("S"));
+        assert_eq!(secret_of(&basic("S")).as_deref(), Some("S"));
+        // A password is never a secret's tail: refused, not cut to a broader secret.
+        assert_eq!(secret_of(&basic("S:child:client")), None);
+        assert_eq!(secret_of(&basic("S:pw")), None);
+        assert_eq!(secret_of(&with_auth("Basic !!!")), None);
+        assert_eq!(secret_of(&HeaderMap::new()), None);
+    }
+}
