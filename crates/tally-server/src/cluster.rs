@@ -1,7 +1,7 @@
 //! A ledger member of a replicated cluster: wiring of the Raft log (tally-raft) to the FQL
 //! executor, the peer port, the client-port cluster API, and divergence detection.
 //!
-//! Client port additions (each needs the root key as Bearer secret):
+//! Client port additions (each needs the root key, as Bearer or Basic secret):
 //! `GET /cluster/status`, `POST /cluster/members {"id", "peer"}` (add a member),
 //! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
 //! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
@@ -245,7 +245,7 @@ fn err_json(status: StatusCode, code: &str, desc: impl Into<String>) -> Response
     (status, axum::Json(json!({"errors": [{"code": code, "description": desc.into()}]}))).into_response()
 }
 
-/// The root key, as Bearer secret, guards cluster administration.
+/// The root key (Bearer or Basic) guards cluster administration and fault injection.
 fn is_root(st: &AppState, headers: &HeaderMap) -> bool {
     let Some(secret) = crate::http::secret_of(headers) else { return false };
     let h = hex::encode(Sha256::digest(secret.as_bytes()));
