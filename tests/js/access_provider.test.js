@@ -116,7 +116,9 @@ describe('access providers: JWT logins on one node', { timeout: 300_000 }, () =>
 
   before(async () => {
     jwks = await startJwks([key.jwk])
-    server = await startServer()
+    // The test identity provider serves its keys over http on loopback, which only an
+    // operator's --jwks-allow-private lets the server fetch.
+    server = await startServer({ extraArgs: ['--jwks-allow-private'] })
     const root = server.adminClient()
     await root.query(q.CreateDatabase({ name: 'app' }))
     const k = await root.query(q.CreateKey({ database: q.Database('app'), role: 'admin' }))
@@ -257,7 +259,7 @@ describe('access providers: JWT logins through a cluster follower', { timeout: 3
 
   before(async () => {
     jwks = await startJwks([key.jwk])
-    cluster = await new TallyCluster({ replicas: 3 }).start()
+    cluster = await new TallyCluster({ replicas: 3, extraArgs: ['--jwks-allow-private'] }).start()
     const follower = (await cluster.followers())[0]
     const root = connect(follower, cluster.rootKey)
     await root.query(q.CreateDatabase({ name: 'app' }))

@@ -7,7 +7,11 @@ const assert = require('node:assert/strict')
 const { startServer, q, rawRequest, expectFaunaError } = require('./helpers/server')
 
 async function head(server) {
-  const res = await rawRequest(server.port, { method: 'GET', path: '/ledger/head' })
+  const res = await rawRequest(server.port, {
+    method: 'GET',
+    path: '/ledger/head',
+    headers: { authorization: `Bearer ${server.rootKey}` },
+  })
   assert.equal(res.status, 200)
   return JSON.parse(res.body)
 }

@@ -94,6 +94,8 @@ impl<'a> Eval<'a> {
     /// Resolve any ref to where it lives. Errors with `invalid ref` when a collection
     /// or database in it does not exist.
     pub fn resolve(&mut self, r: &Ref) -> Result<Target> {
+        // Resolving reads the catalog: the first step of every read or write of a ref.
+        self.require_pure_ok("reads a document or schema")?;
         let db = self.resolve_scope(r.database.as_deref())?;
         match r.collection.as_deref() {
             None => match native::by_name(&r.id) {

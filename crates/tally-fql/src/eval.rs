@@ -104,6 +104,9 @@ pub struct Eval<'a> {
     pub(crate) priv_cache: crate::perm::PrivCache,
     /// How many role predicates are running: inside one, nothing may write.
     pub(crate) pred_depth: u32,
+    /// How many index bindings are running: inside one, nothing beyond the document may
+    /// be read or written (see [`crate::purity`]).
+    pub(crate) binding_depth: u32,
     /// Heads of the secret placeholders this transaction issued (see `crate::secret`).
     pub secrets_issued: Vec<String>,
 }
@@ -126,6 +129,7 @@ impl<'a> Eval<'a> {
             coll_cache: Vec::new(),
             priv_cache: crate::perm::PrivCache::new(),
             pred_depth: 0,
+            binding_depth: 0,
             secrets_issued: Vec::new(),
         }
     }
@@ -180,6 +184,7 @@ impl<'a> Eval<'a> {
     /// Role predicates are read-only: they may not write or issue ids (a definite error,
     /// never `needs_write`, so both evaluation passes deny alike).
     pub fn require_no_predicate(&self) -> Result<()> {
+        self.require_pure_ok("writes or issues an id")?;
         if self.pred_depth > 0 {
             return Err(invalid_argument("Role predicates are read-only; they cannot write or issue ids."));
         }

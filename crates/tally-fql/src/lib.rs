@@ -21,6 +21,7 @@ pub mod jwt;
 pub mod limits;
 pub mod model;
 pub mod perm;
+pub mod purity;
 pub mod run;
 pub mod secret;
 

@@ -239,6 +239,9 @@ impl<'a> Eval<'a> {
     /// user-defined roles and members.
     fn builtin_decision(&mut self, db: DbId, res: Resource, action: Action) -> Result<Option<bool>> {
         use Action::*;
+        // Every permission question passes here first: an index binding never gets an
+        // answer, so it cannot read, call or write (see `crate::purity`).
+        self.require_pure_ok("reads, writes or calls a function")?;
         let reads = matches!(action, Read | HistoryRead | UnrestrictedRead);
         let role = match &self.auth.role {
             Role::Custom(_) | Role::Member | Role::Jwt => return Ok(None),
@@ -249,9 +252,13 @@ impl<'a> Eval<'a> {
                 Read | HistoryRead | UnrestrictedRead | Call => self.in_scope(db)?,
                 _ => db == self.auth.db,
             },
+            // Calling a function acts: its body runs in the function's database, with
+            // the function's role or the caller's. Only an admin acts below its own
+            // database (it could make a key there anyway); server roles call functions
+            // of their own database only.
             Role::Server => match action {
                 _ if reads => !root_class(res) && self.in_scope(db)?,
-                Call => self.in_scope(db)?,
+                Call => db == self.auth.db,
                 _ => !root_class(res) && db == self.auth.db,
             },
             Role::ServerReadOnly => reads && !root_class(res) && self.in_scope(db)?,

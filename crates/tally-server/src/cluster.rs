@@ -1,7 +1,7 @@
 //! A ledger member of a replicated cluster: wiring of the Raft log (tally-raft) to the FQL
 //! executor, the peer port, the client-port cluster API, and divergence detection.
 //!
-//! Client port additions (each needs the root key as Bearer secret):
+//! Client port additions (each needs the root key, as Bearer or Basic secret):
 //! `GET /cluster/status`, `POST /cluster/members {"id", "peer"}` (add a member),
 //! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
 //! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
@@ -245,13 +245,9 @@ fn err_json(status: StatusCode, code: &str, desc: impl Into<String>) -> Response
     (status, axum::Json(json!({"errors": [{"code": code, "description": desc.into()}]}))).into_response()
 }
 
-/// The root key, as Bearer secret, guards cluster administration.
+/// The root key (Bearer or Basic) guards cluster administration and fault injection.
 fn is_root(st: &AppState, headers: &HeaderMap) -> bool {
-    let secret = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Bearer ").map(|s| s.trim().to_string()));
-    let Some(secret) = secret else { return false };
+    let Some(secret) = crate::http::secret_of(headers) else { return false };
     let h = hex::encode(Sha256::digest(secret.as_bytes()));
     use subtle::ConstantTimeEq;
     h.as_bytes().ct_eq(st.root_key_hash.as_bytes()).into()
@@ -315,10 +311,14 @@ async fn remove_member(State(st): State<Arc<AppState>>, headers: HeaderMap, UrlP
     }
 }
 
-async fn faults(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn faults(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(c) = st.cluster.as_ref().filter(|c| c.fault_injection) else {
         return err_json(StatusCode::NOT_FOUND, "not found", "fault injection is off (start with --fault-injection)");
     };
+    // Isolating a member is cluster administration, even on a test cluster.
+    if !is_root(&st, &headers) {
+        return err_json(StatusCode::UNAUTHORIZED, "unauthorized", "fault injection needs the root key");
+    }
     let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(on) = req["isolate"].as_bool() {
         c.faults.set_isolated(on);
@@ -441,7 +441,7 @@ pub async fn serve_member(
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
-        jwks: Arc::new(crate::jwt::JwksCache::new()?),
+        jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());

@@ -46,6 +46,10 @@ pub const QUERY_TIMEOUT_DEFAULT_MS: u64 = 60_000;
 pub const QUERY_TIMEOUT_MAX_MS: u64 = 600_000;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // CORS only where a browser needs it: the FQL endpoints the JS driver calls from a
+    // web page (queries carry their own secret, never a cookie) and `/ping`, which tells
+    // nothing. The ledger and cluster endpoints describe every tenant: no web page may
+    // read them, whatever secret it holds.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
@@ -53,14 +57,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .expose_headers(Any)
         .max_age(Duration::from_secs(3600));
     let limit = state.body_bytes_max;
-    Router::new()
+    let browser = Router::new()
         .route("/", post(query))
         .route("/linearized", post(query_linearized))
         .route("/ping", get(ping))
+        .layer(cors);
+    Router::new()
+        .merge(browser)
         .route("/ledger/head", get(ledger_head))
         .merge(crate::cluster::client_routes())
         .layer(DefaultBodyLimit::max(limit))
-        .layer(cors)
         .with_state(state)
 }
 
@@ -133,7 +139,40 @@ fn traceparent(headers: &HeaderMap) -> String {
     format!("00-{trace}-{}-{flags}", hex::encode(span))
 }
 
-async fn ledger_head(State(st): State<Arc<AppState>>) -> Response {
+/// May this request read the ledger (`/ledger/head`)? The ledger's heads move with
+/// every tenant's writes, so only the root database's administrators may watch them:
+/// the root key, or an admin key of the root database (not one scoped to a child).
+fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
+    let refused = || {
+        FqlError::new(
+            tally_fql::error::code::UNAUTHORIZED,
+            "Unauthorized: the ledger needs the root key or an admin key of the root database.",
+        )
+    };
+    let secret = secret_of(headers).ok_or_else(refused)?;
+    if crate::jwt::looks_like_jwt(&secret) {
+        return Err(refused());
+    }
+    let snap = st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+    let auth = tally_fql::run::authenticate(&*snap, read_ts(st), &secret, &st.root_key_hash).map_err(|_| refused())?;
+    let root_admin = auth.db == tally_fql::model::ROOT_DB
+        && auth.role == tally_fql::auth::Role::Admin
+        && auth.identity.is_none()
+        && auth.token.is_none();
+    if root_admin {
+        Ok(())
+    } else {
+        Err(FqlError::new(
+            tally_fql::error::code::PERMISSION_DENIED,
+            "Permission denied: the ledger needs the root key or an admin key of the root database.",
+        ))
+    }
+}
+
+async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = may_read_ledger(&st, &headers) {
+        return error_response(&e, 0);
+    }
     let head = st.head.lock().ok().and_then(|h| *h);
     let body = match head {
         Some(h) => json!({"height": h.height, "hash": hex::encode(h.hash()), "header": h}),
@@ -157,46 +196,36 @@ fn set_header(h: &mut HeaderMap, k: &'static str, v: String) {
     }
 }
 
-/// The secret from `Authorization: Bearer <secret>` or Basic `<secret>:`.
-fn secret_of(headers: &HeaderMap) -> Option<String> {
+/// The secret from `Authorization: Bearer <secret>` or Basic `<secret>:` (the whole
+/// secret is the user name and the password is empty, as the drivers send it). A scoped
+/// secret holds `:` itself (`S:child:client`), so the user name runs up to the *last*
+/// `:`; a non-empty password is refused rather than guessed at, so a secret is never
+/// cut short into a broader one.
+pub(crate) fn secret_of(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("authorization")?.to_str().ok()?.trim();
     if let Some(s) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
         return Some(s.trim().to_string());
     }
     if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
-        use base64_decode::decode;
-        let raw = decode(b.trim())?;
-        let s = String::from_utf8(raw).ok()?;
-        return Some(s.split(':').next().unwrap_or_default().to_string());
+        return basic_user(b.trim());
     }
     None
 }
 
-mod base64_decode {
-    /// Standard-alphabet base64 decoding for Basic auth (small, no dependency needed).
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let mut buf = 0u32;
-        let mut bits = 0;
-        for c in s.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' | b'-' => 62,
-                b'/' | b'_' => 63,
-                b'=' => break,
-                _ => return None,
-            } as u32;
-            buf = (buf << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((buf >> bits) as u8);
-                buf &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
+/// The user name of a Basic credential whose password is empty (see [`secret_of`]).
+fn basic_user(b64: &str) -> Option<String> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let s = String::from_utf8(LENIENT.decode(b64).ok()?).ok()?;
+    match s.rsplit_once(':') {
+        Some((user, "")) => Some(user.to_string()),
+        Some(_) => None,
+        None => Some(s),
     }
 }
 
@@ -560,4 +589,33 @@ fn respond(
     set_header(h, "x-txn-retries", "0".to_string());
     set_header(h, "x-faunadb-build", env!("CARGO_PKG_VERSION").to_string());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    fn basic(user_and_password: &str) -> HeaderMap {
+        use base64::Engine;
+        with_auth(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_and_password)))
+    }
+
+    #[test]
+    fn secrets_are_read_whole() {
+        assert_eq!(secret_of(&with_auth("Bearer S:child:client")).as_deref(), Some("S:child:client"));
+        assert_eq!(secret_of(&basic("S:child:client:")).as_deref(), Some("S:child:client"));
+        assert_eq!(secret_of(&basic("S:")).as_deref(), Some("S"));
+        assert_eq!(secret_of(&basic("S")).as_deref(), Some("S"));
+        // A password is never a secret's tail: refused, not cut to a broader secret.
+        assert_eq!(secret_of(&basic("S:child:client")), None);
+        assert_eq!(secret_of(&basic("S:pw")), None);
+        assert_eq!(secret_of(&with_auth("Basic !!!")), None);
+        assert_eq!(secret_of(&HeaderMap::new()), None);
+    }
 }

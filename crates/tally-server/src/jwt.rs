@@ -11,7 +11,10 @@
 //! a write, so the executor never sees a clock, the network or the token's signature.
 //!
 //! JWKS fetching is bounded: [`JWKS_FETCH_TIMEOUT`], [`JWKS_BODY_BYTES_MAX`], no
-//! redirects, https (rustls, Mozilla's roots) except on loopback. Keys are kept
+//! redirects, https only (rustls, Mozilla's roots), and only to public addresses
+//! ([`addr`]: every address the host resolves to is checked and the connection goes to
+//! a checked one) unless the operator allows private ones (`--jwks-allow-private`, which
+//! also allows plain http, for tests and identity providers on the same network). Keys are kept
 //! [`JWKS_TTL`]; an unknown `kid` refetches, at most once per [`JWKS_REFETCH_MIN`] per
 //! URI, so a flood of forged tokens cannot turn into a flood of fetches.
 
@@ -281,18 +284,26 @@ struct Slot {
 pub struct JwksCache {
     slots: Mutex<HashMap<String, Slot>>,
     tls: Arc<rustls::ClientConfig>,
+    /// The operator's `--jwks-allow-private`: fetch from loopback, private and
+    /// link-local addresses too, and over plain http.
+    allow_private: bool,
     /// Fetches started (tests and metrics).
     fetches: AtomicU64,
 }
 
 impl JwksCache {
-    pub fn new() -> anyhow::Result<JwksCache> {
+    pub fn new(allow_private: bool) -> anyhow::Result<JwksCache> {
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(JwksCache { slots: Mutex::new(HashMap::new()), tls: Arc::new(tls), fetches: AtomicU64::new(0) })
+        Ok(JwksCache {
+            slots: Mutex::new(HashMap::new()),
+            tls: Arc::new(tls),
+            allow_private,
+            fetches: AtomicU64::new(0),
+        })
     }
 
     pub fn fetches(&self) -> u64 {
@@ -316,6 +327,9 @@ impl JwksCache {
     /// [`JWKS_TTL`], or when `kid` is unknown (at most once per [`JWKS_REFETCH_MIN`]).
     pub async fn key(&self, uri: &str, kid: Option<&str>) -> Result<Jwk, JwtError> {
         let parsed = JwksUri::parse(uri).map_err(|why| JwtError::Jwks(why.to_string()))?;
+        if !parsed.tls && !self.allow_private {
+            return Err(JwtError::Jwks("http JWKS URIs are fetched only with --jwks-allow-private".into()));
+        }
         let slot = self.slot(uri);
         let mut k = slot.lock().await;
         let now = Instant::now();
@@ -329,7 +343,7 @@ impl JwksCache {
         if !recent {
             k.attempted = Some(now);
             self.fetches.fetch_add(1, Ordering::Relaxed);
-            match fetch(&parsed, &self.tls).await {
+            match fetch(&parsed, &self.tls, self.allow_private).await {
                 Ok(keys) => {
                     k.keys = Arc::new(keys);
                     k.fetched = Some(Instant::now());
@@ -349,16 +363,19 @@ impl JwksCache {
     }
 }
 
-async fn fetch(uri: &JwksUri, tls: &Arc<rustls::ClientConfig>) -> Result<Vec<Jwk>, JwtError> {
-    let body = tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch_body(uri, tls))
+async fn fetch(uri: &JwksUri, tls: &Arc<rustls::ClientConfig>, allow_private: bool) -> Result<Vec<Jwk>, JwtError> {
+    let body = tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch_body(uri, tls, allow_private))
         .await
         .map_err(|_| JwtError::Jwks(format!("no answer within {} s", JWKS_FETCH_TIMEOUT.as_secs())))??;
     parse_jwks(&body)
 }
 
-async fn fetch_body(uri: &JwksUri, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, JwtError> {
+async fn fetch_body(uri: &JwksUri, tls: &Arc<rustls::ClientConfig>, allow_private: bool) -> Result<Bytes, JwtError> {
     let err = |what: &str, e: &dyn std::fmt::Display| JwtError::Jwks(format!("{what}: {e}"));
-    let tcp = tokio::net::TcpStream::connect((uri.host.as_str(), uri.port)).await.map_err(|e| err("connect", &e))?;
+    // Resolved once, every address vetted, and the connection made to a vetted address
+    // (not the name again), so a changing DNS answer cannot redirect it.
+    let addrs = addr::resolve_checked(&uri.host, uri.port, allow_private).await.map_err(JwtError::Jwks)?;
+    let tcp = addr::connect_any(&addrs).await.map_err(|e| err("connect", &e))?;
     if !uri.tls {
         return get(tcp, uri).await;
     }
@@ -400,6 +417,8 @@ where
     driver.abort();
     result
 }
+
+pub mod addr;
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,9 @@ pub struct ServeConfig {
     pub root_key: Option<String>,
     pub epoch_ms: u64,
     pub body_bytes_max: usize,
+    /// Fetch access providers' keys from loopback, private and link-local addresses,
+    /// and over plain http (`--jwks-allow-private`; off by default, see `crate::jwt::addr`).
+    pub jwks_allow_private: bool,
     /// Run as a member of a replicated cluster instead of a single node.
     pub cluster: Option<crate::cluster::ClusterOptions>,
 }
@@ -85,7 +88,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         root_key_hash: root_hash,
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
-        jwks: Arc::new(crate::jwt::JwksCache::new()?),
+        jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
     });
     let app = router(state.clone());
     let listener =

@@ -32,6 +32,12 @@ enum Cmd {
         /// Largest request body accepted.
         #[arg(long, default_value_t = 16 << 20)]
         body_bytes_max: usize,
+        /// Let access providers' `jwks_uri` reach loopback, private and link-local
+        /// addresses, and plain http (tests, identity providers on a private network).
+        /// Off by default: any tenant admin chooses a jwks_uri, so the server would
+        /// otherwise fetch from inside its own network on their behalf.
+        #[arg(long, env = "TALLY_JWKS_ALLOW_PRIVATE")]
+        jwks_allow_private: bool,
         #[command(flatten)]
         cluster: cluster_cmd::ClusterFlags,
     },
@@ -52,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max, cluster } => {
+        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max, jwks_allow_private, cluster } => {
             let cluster = cluster.options()?;
             // Read-only queries evaluate on blocking threads; give them the executor's
             // stack so a query that is valid there is valid here.
@@ -63,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                 root_key,
                 epoch_ms,
                 body_bytes_max,
+                jwks_allow_private,
                 cluster,
             }))
         }

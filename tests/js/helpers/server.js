@@ -133,6 +133,8 @@ class TallyServer {
     this.dataDir =
       opts.dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'tally-js-'))
     this.ownsDataDir = !opts.dataDir
+    // Extra `tally serve` flags (e.g. --jwks-allow-private for a loopback JWKS server).
+    this.extraArgs = opts.extraArgs || []
     this.port = null
     this.proc = null
     this.output = ''
@@ -166,6 +168,7 @@ class TallyServer {
       listen,
       '--root-key',
       this.rootKey,
+      ...this.extraArgs,
     ]
     this.exitInfo = null
     const proc = spawn(this.bin, args, {

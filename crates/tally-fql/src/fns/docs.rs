@@ -415,10 +415,7 @@ pub fn index_rows(
             IndexField::Binding(name) => {
                 let lam = source.and_then(|s| s.bindings.iter().find(|(n, _)| n == name)).map(|(_, l)| l.clone());
                 match lam {
-                    Some(l) => {
-                        let lam = ev.lambda_from_value(&l)?;
-                        Some(ev.apply(&lam, vec![doc.clone()])?)
-                    }
+                    Some(l) => ev.eval_binding(&l, doc.clone())?,
                     None => None,
                 }
             }

@@ -167,12 +167,24 @@ fn identify(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         other => return Err(wrong_type("String", &other).at("password")),
     };
     // As in v4, identifying needs the password, not the right to read the document.
-    let found = match read_doc_unchecked(ev, &r) {
+    let found = match own_identity_doc(ev, &r) {
         Ok(f) => f,
         Err(e) if e.code == code::INVALID_REF => None,
         Err(e) => return Err(e),
     };
     Ok(Value::Bool(found.is_some_and(|(_, _, _, d)| verify(&d.data, &pw))))
+}
+
+/// The identity document `r` names for `Identify` and `Login`, read without a
+/// permission check (they check a password instead) — but only in the database the
+/// query runs in: a document of another database (a child, through a scoped ref) is no
+/// identity of this one, and answers like a missing document, so no key becomes a
+/// password oracle for another tenant or writes a token into it.
+fn own_identity_doc(
+    ev: &mut Eval<'_>,
+    r: &Ref,
+) -> Result<Option<(DbId, crate::model::CollId, String, crate::model::DocVersion)>> {
+    Ok(read_doc_unchecked(ev, r)?.filter(|(db, ..)| *db == ev.auth.db))
 }
 
 fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
@@ -187,7 +199,7 @@ fn login(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     ev.require_write()?;
     // As in v4, logging in needs the password, not the right to read the document.
-    let (db, _coll, _id, doc) = match read_doc_unchecked(ev, &r) {
+    let (db, _coll, _id, doc) = match own_identity_doc(ev, &r) {
         Ok(Some(f)) => f,
         Ok(None) => return Err(authentication_failed()),
         Err(e) if e.code == code::INVALID_REF => return Err(authentication_failed()),

@@ -300,6 +300,7 @@ fn create_index_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     if !src_ok {
         return Err(validation("source", "invalid type", "Source must be a collection ref or an array of sources."));
     }
+    crate::purity::check_index_bindings(&data)?;
     data.entry("unique".to_string()).or_insert(Value::Bool(false));
     data.entry("serialized".to_string()).or_insert(Value::Bool(true));
     data.insert("active".into(), Value::Bool(true));
@@ -446,6 +447,7 @@ pub fn modify_schema(
         native::ROLES => crate::fns::security::check_role(ev, &new_name, &new)?,
         native::ACCESS_PROVIDERS => crate::fns::security::check_access_provider(ev, &new_name, &new)?,
         native::DATABASES => check_database(&new)?,
+        native::INDEXES => crate::purity::check_index_bindings(&new)?,
         native::KEYS => {
             let role = match new.get("role") {
                 Some(v) => {
@@ -615,6 +617,7 @@ fn move_database(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// `KeyFromSecret(secret)`: the key document a secret belongs to.
 fn key_from_secret(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let secret = ev.str_arg(call, "key_from_secret")?;
+    ev.require_pure_ok("reads keys")?;
     let at = ev.read_ts();
     let found = crate::run::find_key(&mut ev.tx, &secret, at)?;
     let Some((key_db, key_id, data)) = found else {

@@ -222,7 +222,7 @@ async fn jwks_server(status: u16, body: String) -> (String, Arc<AtomicUsize>) {
 async fn jwks_are_fetched_once_and_refetched_for_unknown_kids_at_most_every_interval() {
     let a = key_pair('a');
     let (uri, hits) = jwks_server(200, json!({"keys": [jwk_json(&a, "ka")]}).to_string()).await;
-    let cache = JwksCache::new().unwrap();
+    let cache = JwksCache::new(true).unwrap();
     let key = cache.key(&uri, Some("ka")).await.unwrap();
     assert_eq!(verify_signature(&parse(&sign(&a, "ka", claims())).unwrap(), &key), Ok(()));
     for _ in 0..5 {
@@ -244,7 +244,7 @@ async fn jwks_are_fetched_once_and_refetched_for_unknown_kids_at_most_every_inte
 
 #[tokio::test]
 async fn failed_fetches_are_unauthorized_and_bounded() {
-    let cache = JwksCache::new().unwrap();
+    let cache = JwksCache::new(true).unwrap();
     let (uri, _) = jwks_server(404, "{}".into()).await;
     assert!(matches!(cache.key(&uri, Some("k")).await, Err(JwtError::Jwks(_))));
     let (uri, _) =
@@ -275,11 +275,33 @@ async fn a_silent_server_times_out() {
             socks.push(s);
         }
     });
-    let cache = JwksCache::new().unwrap();
+    let cache = JwksCache::new(true).unwrap();
     let started = Instant::now();
     let r = cache.key(&format!("http://127.0.0.1:{port}/jwks"), Some("k")).await;
     assert!(matches!(r, Err(JwtError::Jwks(_))), "{r:?}");
     let took = started.elapsed();
     assert!(took >= JWKS_FETCH_TIMEOUT && took < JWKS_FETCH_TIMEOUT + Duration::from_secs(2), "{took:?}");
     hold.abort();
+}
+
+#[tokio::test]
+async fn without_the_operator_flag_nothing_private_is_fetched() {
+    let a = key_pair('a');
+    let (uri, hits) = jwks_server(200, json!({"keys": [jwk_json(&a, "ka")]}).to_string()).await;
+    let cache = JwksCache::new(false).unwrap();
+    // Plain http, on loopback: refused before any connection.
+    assert!(matches!(cache.key(&uri, Some("ka")).await, Err(JwtError::Jwks(_))));
+    // https to a loopback address or a name that resolves to one: refused after
+    // resolving, before connecting.
+    let port = uri.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().to_string();
+    for host in ["127.0.0.1", "localhost", "[::1]"] {
+        let r = cache.key(&format!("https://{host}:{port}/jwks.json"), Some("ka")).await;
+        // (Why is logged: "not a public address"; see `addr`'s tests.)
+        assert!(matches!(&r, Err(JwtError::Jwks(_))), "{host}: {r:?}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the loopback server was never reached");
+    // With the flag, the same server is used.
+    let allowed = JwksCache::new(true).unwrap();
+    assert!(allowed.key(&uri, Some("ka")).await.is_ok());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
