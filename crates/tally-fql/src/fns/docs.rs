@@ -20,8 +20,8 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "remove", optional: &[], required: &["ts", "action"], handler: remove },
 ];
 
-/// Fields of user documents that are stored but never shown.
-const HIDDEN: &[&str] = &[INTERNAL_ID, "credentials"];
+/// Fields of documents that are stored but never shown.
+const HIDDEN: &[&str] = model::HIDDEN_FIELDS;
 
 /// Render a stored version as the document object clients see.
 pub fn render(r: &Ref, ts: u64, data: &Object) -> Value {
@@ -222,6 +222,8 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
+    // A fresh id per incarnation: the document's generation as an identity.
+    fields.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
     write_doc(ev, db, coll, r, None, Some(&fields))?;
     Ok(render(r, ts, &fields))
 }
@@ -275,8 +277,10 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     let new = if replace {
         let mut base = Object::new();
         // Replace keeps what clients cannot see or set through `data`.
-        if let Some(c) = old.data.get("credentials") {
-            base.insert("credentials".into(), c.clone());
+        for k in ["credentials", INTERNAL_ID] {
+            if let Some(c) = old.data.get(k) {
+                base.insert(k.into(), c.clone());
+            }
         }
         let mut f = Object::new();
         let mut patch = user_fields(&params)?;
@@ -548,6 +552,23 @@ fn version_before(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, ts: u64) 
     ev.tx.get_doc(db, coll, id, ts - 1)
 }
 
+/// History edits of schema and security documents (collections, indexes, databases,
+/// keys, functions, roles, tokens, credentials, access providers) are refused: such an
+/// edit changes what a role, key, token or function grants without the checks a direct
+/// write gets (role escalation, validation, cascades, the database registry), e.g.
+/// removing the update that narrowed an admin function's role would restore it. v4's
+/// own history edits were meant for user data; refusing is the safe reading.
+fn refuse_schema_history(coll: CollId, what: &'static str) -> Result<()> {
+    match native::name(coll) {
+        Some(kind) => Err(invalid_argument(format!(
+            "History of {kind} documents cannot be edited: they are schema and security documents. \
+             Update, Replace or Delete the document instead."
+        ))
+        .at(what)),
+        None => Ok(()),
+    }
+}
+
 /// `Insert(ref, ts, action, params)`: add an event to a document's history.
 fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = ref_arg(ev, call, "insert")?;
@@ -559,8 +580,21 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Insert needs a document ref.").at("insert"));
     };
-    let data = user_fields(&params)?;
+    refuse_schema_history(coll, "insert")?;
+    let mut data = user_fields(&params)?;
     ev.check_history_write(db, coll, &r, ts, action, &data).map_err(|e| at_if_denied(e, "insert"))?;
+    if !deleted {
+        // An inserted version continues the incarnation live just before it, or starts
+        // a new one (a new identity: tokens of an earlier one stay dead).
+        let prev_gen = version_before(ev, db, coll, &id, ts)?
+            .filter(|d| !d.deleted)
+            .and_then(|d| crate::catalog::internal_id(&d.data));
+        let gen = match prev_gen {
+            Some(g) => g,
+            None => ev.new_id(),
+        };
+        data.insert(INTERNAL_ID.into(), Value::Long(gen as i64));
+    }
     let key = model::doc_key(db, coll, &id);
     ev.tx.edit_history(tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)));
     // Index entries at `ts`, relative to the version before it.
@@ -598,6 +632,7 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Remove needs a document ref.").at("remove"));
     };
+    refuse_schema_history(coll, "remove")?;
     ev.check_history_write(db, coll, &r, ts, action, &Object::new()).map_err(|e| at_if_denied(e, "remove"))?;
     let Some(version) = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts) else {
         return Ok(Value::Null);
