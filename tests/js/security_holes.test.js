@@ -135,6 +135,9 @@ describe('history edits of schema and security documents are refused', { timeout
       key: key.ref,
       token: tok.ref,
     }
+    // Nor may Insert write a password into a user document's history (it would be
+    // stored as written, unhashed).
+    await refusedHistory(admin.query(q.Insert(user.ref, 1_000_000, 'update', { credentials: { password: 'x' } })))
     const callers = { admin, server: serverKey }
     for (const role of ['server-readonly', 'client']) {
       callers[role] = server.client((await admin.query(q.CreateKey({ role }))).secret)

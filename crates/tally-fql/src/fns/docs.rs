@@ -582,6 +582,13 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     refuse_schema_history(coll, "insert")?;
     let mut data = user_fields(&params)?;
+    if data.get("credentials").is_some_and(|c| !c.is_null()) {
+        // A password goes through `Create`/`Update`/`Replace` (hashed, kept out of the
+        // log); an inserted version would hold it as written.
+        return Err(
+            invalid_argument("Insert cannot set credentials; Update the document's credentials instead.").at("params")
+        );
+    }
     ev.check_history_write(db, coll, &r, ts, action, &data).map_err(|e| at_if_denied(e, "insert"))?;
     if !deleted {
         // An inserted version continues the incarnation live just before it, or starts
