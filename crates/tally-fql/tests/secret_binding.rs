@@ -187,7 +187,7 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
             }
             let i = live[(rng.next() % live.len() as u64) as usize];
             let r = m.issued[i].token_ref.clone().unwrap();
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 let past = json!({"time_subtract": {"now": null}, "offset": 1, "unit": "second"});
                 w.q(json!({"update": r, "params": {"object": {"ttl": past}}}));
                 m.issued[i].alive = false;
