@@ -243,6 +243,9 @@ describe('tokens and their identity', { timeout: 120_000 }, () => {
     admin = server.client(`${server.rootKey}:tok:admin`)
     await admin.query(q.CreateCollection({ name: 'users' }))
     await admin.query(q.CreateCollection({ name: 'things' }))
+    await admin.query(
+      q.CreateIndex({ name: 'things_by_x', source: q.Collection('things'), terms: [{ field: ['data', 'x'] }] })
+    )
   })
   after(async () => {
     if (server) await server.stop()
@@ -298,6 +301,15 @@ describe('tokens and their identity', { timeout: 120_000 }, () => {
     await notFound(admin.query(q.Get(live.ref)))
     const docs = await admin.query(q.Paginate(q.Documents(q.Collection('things'))))
     assert.deepEqual(docs.data, [])
+    for (const x of [1, 2]) {
+      const page = await admin.query(q.Paginate(q.Match(q.Index('things_by_x'), x)))
+      assert.deepEqual(page.data, [], `Match on x=${x}: ${safeStringify(page)}`)
+    }
+    // Created again under the same ref, the document is new and indexed once.
+    await admin.query(q.Create(live.ref, { data: { x: 3 } }))
+    const again = await admin.query(q.Paginate(q.Match(q.Index('things_by_x'), 3)))
+    assert.equal(again.data.length, 1)
+    assert.deepEqual((await admin.query(q.Paginate(q.Match(q.Index('things_by_x'), 2)))).data, [])
     // History before the ttl stays readable.
     const before = await admin.query(q.At(live.ts, q.Get(live.ref)))
     assert.deepEqual(before.data, { x: 2 })

@@ -218,13 +218,16 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
     let ts = ev.txn_ts();
     let mut fields = user_fields(params)?;
     ev.check_create(db, coll, r, &fields, with_id)?;
-    if ev.tx.live_doc(db, coll, &id, ts)?.is_some() {
+    let prior = ev.tx.get_doc(db, coll, &id, ts)?.filter(|d| !d.deleted);
+    if prior.as_ref().is_some_and(|d| d.live_at(ts)) {
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
     // A fresh id per incarnation: the document's generation as an identity.
     fields.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
-    write_doc(ev, db, coll, r, None, Some(&fields))?;
+    // A version past its `ttl` still has index entries (nothing was written when it
+    // expired); the new document replaces them.
+    write_doc(ev, db, coll, r, prior.as_ref().map(|d| &d.data), Some(&fields))?;
     Ok(render(r, ts, &fields))
 }
 
@@ -336,6 +339,9 @@ pub fn write_doc(
 ) -> Result<()> {
     let ts = ev.txn_ts();
     let id = r.id.clone();
+    if native::name(coll).is_none() && matches!(new.and_then(|d| d.get("ttl")), Some(Value::Time(_))) {
+        mark_ttl(ev, db, coll)?;
+    }
     match new {
         Some(d) => ev.tx.put_doc(db, coll, &id, false, d),
         None => ev.tx.put_doc(db, coll, &id, true, old.unwrap_or(&Object::new())),
@@ -357,6 +363,43 @@ pub fn write_doc(
         apply_index_diff(ev, db, &def, r, &old_rows, &new_rows)?;
     }
     Ok(())
+}
+
+/// Where the collections that ever held a document with a `ttl` are marked:
+/// `REGISTRY_DB | TTL_MARKS | "db.coll"`. Index reads check their entries' documents for
+/// an expired `ttl` only in marked collections, so indexes of collections without
+/// `ttl`s cost nothing more (entries are not withdrawn when a `ttl` passes: nothing is
+/// written then).
+const TTL_MARKS: CollId = u64::MAX;
+
+fn ttl_mark_id(db: DbId, coll: CollId) -> String {
+    format!("{db}.{coll}")
+}
+
+/// Mark `coll` as holding documents with a `ttl` (once; deterministic).
+pub fn mark_ttl(ev: &mut Eval<'_>, db: DbId, coll: CollId) -> Result<()> {
+    let (id, ts) = (ttl_mark_id(db, coll), ev.txn_ts());
+    if ev.tx.get_doc(crate::run::REGISTRY_DB, TTL_MARKS, &id, ts)?.is_none() {
+        ev.tx.put_doc(crate::run::REGISTRY_DB, TTL_MARKS, &id, false, &Object::new());
+    }
+    Ok(())
+}
+
+/// Did any of `colls` (of `db`) hold a document with a `ttl` by `at`?
+pub fn may_expire(ev: &mut Eval<'_>, db: DbId, colls: &[CollId], at: u64) -> Result<bool> {
+    for &c in colls {
+        if ev.tx.get_doc(crate::run::REGISTRY_DB, TTL_MARKS, &ttl_mark_id(db, c), at)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Is the document of index entry `r` (in `db`) past its `ttl` at `at`?
+pub fn expired_entry(ev: &mut Eval<'_>, db: DbId, r: &Ref, at: u64) -> Result<bool> {
+    let Some(coll) = r.user_collection_name() else { return Ok(false) };
+    let Some(cid) = ev.collection_id(db, coll)? else { return Ok(false) };
+    Ok(ev.tx.get_doc(db, cid, &r.id, at)?.is_some_and(|d| !d.deleted && d.expired_at(at)))
 }
 
 type Row = (Vec<Value>, Vec<Value>);
@@ -601,6 +644,9 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             None => ev.new_id(),
         };
         data.insert(INTERNAL_ID.into(), Value::Long(gen as i64));
+    }
+    if matches!(data.get("ttl"), Some(Value::Time(_))) {
+        mark_ttl(ev, db, coll)?;
     }
     let key = model::doc_key(db, coll, &id);
     ev.tx.edit_history(tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)));
