@@ -81,8 +81,18 @@ pub mod native {
     }
 }
 
-/// The hidden field of schema documents holding their internal id.
+/// The hidden field of schema documents holding their internal id. User documents
+/// carry one too (since identity generations): a fresh id for every incarnation, so a
+/// document deleted and created again under the same ref is a new identity.
 pub const INTERNAL_ID: &str = "__tally_id";
+/// The hidden field of a key with a `database`: the internal id of the database it
+/// opens, fixed when the key is written (the `database` ref only shows its name).
+pub const KEY_DATABASE_ID: &str = "__tally_database_id";
+/// The hidden field of a token: the [`INTERNAL_ID`] of the identity incarnation it was
+/// issued to.
+pub const TOKEN_INSTANCE_ID: &str = "__tally_instance_id";
+/// Stored fields no client ever sees (rendering, predicates).
+pub const HIDDEN_FIELDS: &[&str] = &[INTERNAL_ID, KEY_DATABASE_ID, TOKEN_INSTANCE_ID, "credentials"];
 
 pub fn doc_prefix(db: DbId, coll: CollId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);
@@ -161,6 +171,21 @@ pub struct DocVersion {
     pub ts: Ts,
     pub deleted: bool,
     pub data: Object,
+}
+
+impl DocVersion {
+    /// Is this version a live document for a read at `at`? Not when it is a deletion,
+    /// nor once its `ttl` has passed: as in v4, a document past its `ttl` is removed
+    /// (reads at an earlier ts, through `At`, still see it). Deterministic: `at` is the
+    /// read ts, never a clock.
+    pub fn live_at(&self, at: Ts) -> bool {
+        !self.deleted && !self.expired_at(at)
+    }
+
+    /// Has the version's `ttl` passed at `at`?
+    pub fn expired_at(&self, at: Ts) -> bool {
+        matches!(self.data.get("ttl"), Some(Value::Time(t)) if t.timestamp_micros() <= at as i64)
+    }
 }
 
 pub fn encode_doc(deleted: bool, data: &Object) -> Vec<u8> {
@@ -495,7 +520,7 @@ impl<'a> Tx<'a> {
 
     /// The live document (None if missing or deleted at `at`).
     pub fn live_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
-        Ok(self.get_doc(db, coll, id, at)?.filter(|d| !d.deleted))
+        Ok(self.get_doc(db, coll, id, at)?.filter(|d| d.live_at(at)))
     }
 
     pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) -> Result<()> {
@@ -534,7 +559,7 @@ impl<'a> Tx<'a> {
             let mut last = None;
             for (k, v) in page.into_iter().skip(skip_first as usize) {
                 let d = decode_doc(&v)?;
-                if !d.deleted && out.len() < limit {
+                if d.live_at(at) && out.len() < limit {
                     out.push((id_from_doc_key(&k)?, d));
                 }
                 last = Some(k);

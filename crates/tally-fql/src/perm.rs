@@ -28,7 +28,7 @@ use crate::auth::Role;
 use crate::catalog::{internal_id, IndexDef, Target};
 use crate::error::{code, permission_denied, Result};
 use crate::eval::Eval;
-use crate::model::{native, CollId, DbId, INTERNAL_ID};
+use crate::model::{native, CollId, DbId};
 
 /// Most roles scanned when working out a member's roles.
 pub const ROLES_SCAN_MAX: usize = 4096;
@@ -212,7 +212,7 @@ pub fn listed(v: Option<&Value>) -> Vec<Value> {
 pub fn fields_view(data: &Object) -> Value {
     Value::Object(
         data.iter()
-            .filter(|(k, _)| k.as_str() != INTERNAL_ID && k.as_str() != "credentials")
+            .filter(|(k, _)| !crate::model::HIDDEN_FIELDS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     )

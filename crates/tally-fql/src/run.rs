@@ -152,11 +152,8 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
     if let Some(auth) = token_auth(&mut tx, secret, ts)? {
         return Ok(auth);
     }
-    let (key_db, _key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
-    let db = match data.get("database") {
-        Some(Value::Ref(r)) => scope_db(&mut tx, key_db, r, ts)?,
-        _ => key_db,
-    };
+    let (key_db, key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
+    let db = key_database(&mut tx, key_db, key_id, &data, ts)?;
     // User-defined roles belong to the database the key opens.
     let role = match data.get("role") {
         Some(Value::String(r)) => match Role::builtin(r) {
@@ -176,6 +173,31 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         _ => db_priority(&mut tx, db, ts)?,
     };
     Ok(auth)
+}
+
+/// The database a key opens. A key with a `database` is bound to that database's
+/// internal id when it is written: it follows the database through renames, dies with
+/// it, never opens a database created later under the same name, and opens nothing once
+/// the database has left the key's own subtree (`MoveDatabase`). Keys written before
+/// the binding existed resolve the name, but only to a database older than the key.
+fn key_database(tx: &mut Tx<'_>, key_db: DbId, key_id: u64, data: &Object, ts: Ts) -> Result<DbId> {
+    match (data.get(crate::model::KEY_DATABASE_ID), data.get("database")) {
+        (Some(Value::Long(t)), _) => {
+            let target = *t as u64;
+            match db_path_from(tx, key_db, target, ts)? {
+                Some(path) if !path.is_empty() => Ok(target),
+                _ => Err(unauthorized()),
+            }
+        }
+        (_, Some(Value::Ref(r))) => {
+            let target = scope_db(tx, key_db, r, ts)?;
+            if target >= key_id {
+                return Err(unauthorized());
+            }
+            Ok(target)
+        }
+        _ => Ok(key_db),
+    }
 }
 
 /// The user-defined roles a key names (refs or names); a key whose roles are all gone
@@ -208,7 +230,7 @@ fn token_auth(tx: &mut Tx<'_>, secret: &str, ts: Ts) -> Result<Option<Auth>> {
         return Err(unauthorized());
     };
     let Some(Value::Ref(identity)) = data.get("instance").cloned() else { return Err(unauthorized()) };
-    if !db_alive(tx, db, ts)? || !crate::fns::identity::identity_alive(tx, db, &identity, ts)? {
+    if !db_alive(tx, db, ts)? || !crate::fns::identity::token_identity_alive(tx, db, id, &data, &identity, ts)? {
         return Err(unauthorized());
     }
     let mut auth = Auth::new(db, Role::Member);

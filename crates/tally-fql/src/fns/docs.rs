@@ -21,8 +21,8 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "remove", optional: &[], required: &["ts", "action"], handler: remove },
 ];
 
-/// Fields of user documents that are stored but never shown.
-const HIDDEN: &[&str] = &[INTERNAL_ID, "credentials"];
+/// Fields of documents that are stored but never shown.
+const HIDDEN: &[&str] = model::HIDDEN_FIELDS;
 
 /// Render a stored version as the document object clients see.
 pub fn render(r: &Ref, ts: u64, data: &Object) -> Value {
@@ -219,11 +219,16 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
     let ts = ev.txn_ts();
     let mut fields = user_fields(params)?;
     ev.check_create(db, coll, r, &fields, with_id)?;
-    if ev.tx.live_doc(db, coll, &id, ts)?.is_some() {
+    let prior = ev.tx.get_doc(db, coll, &id, ts)?.filter(|d| !d.deleted);
+    if prior.as_ref().is_some_and(|d| d.live_at(ts)) {
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
-    write_doc(ev, db, coll, r, None, Some(&fields))?;
+    // A fresh id per incarnation: the document's generation as an identity.
+    fields.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
+    // A version past its `ttl` still has index entries (nothing was written when it
+    // expired); the new document replaces them.
+    write_doc(ev, db, coll, r, prior.as_ref().map(|d| &d.data), Some(&fields))?;
     Ok(render(r, ts, &fields))
 }
 
@@ -276,8 +281,10 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     let new = if replace {
         let mut base = Object::new();
         // Replace keeps what clients cannot see or set through `data`.
-        if let Some(c) = old.data.get("credentials") {
-            base.insert("credentials".into(), c.clone());
+        for k in ["credentials", INTERNAL_ID] {
+            if let Some(c) = old.data.get(k) {
+                base.insert(k.into(), c.clone());
+            }
         }
         let mut f = Object::new();
         let mut patch = user_fields(&params)?;
@@ -333,6 +340,9 @@ pub fn write_doc(
 ) -> Result<()> {
     let ts = ev.txn_ts();
     let id = r.id.clone();
+    if native::name(coll).is_none() && matches!(new.and_then(|d| d.get("ttl")), Some(Value::Time(_))) {
+        mark_ttl(ev, db, coll)?;
+    }
     match new {
         Some(d) => ev.tx.put_doc(db, coll, &id, false, d)?,
         None => ev.tx.put_doc(db, coll, &id, true, old.unwrap_or(&Object::new()))?,
@@ -354,6 +364,43 @@ pub fn write_doc(
         apply_index_diff(ev, db, &def, r, &old_rows, &new_rows)?;
     }
     Ok(())
+}
+
+/// Where the collections that ever held a document with a `ttl` are marked:
+/// `REGISTRY_DB | TTL_MARKS | "db.coll"`. Index reads check their entries' documents for
+/// an expired `ttl` only in marked collections, so indexes of collections without
+/// `ttl`s cost nothing more (entries are not withdrawn when a `ttl` passes: nothing is
+/// written then).
+const TTL_MARKS: CollId = u64::MAX;
+
+fn ttl_mark_id(db: DbId, coll: CollId) -> String {
+    format!("{db}.{coll}")
+}
+
+/// Mark `coll` as holding documents with a `ttl` (once; deterministic).
+pub fn mark_ttl(ev: &mut Eval<'_>, db: DbId, coll: CollId) -> Result<()> {
+    let (id, ts) = (ttl_mark_id(db, coll), ev.txn_ts());
+    if ev.tx.get_doc(crate::run::REGISTRY_DB, TTL_MARKS, &id, ts)?.is_none() {
+        ev.tx.put_doc(crate::run::REGISTRY_DB, TTL_MARKS, &id, false, &Object::new())?;
+    }
+    Ok(())
+}
+
+/// Did any of `colls` (of `db`) hold a document with a `ttl` by `at`?
+pub fn may_expire(ev: &mut Eval<'_>, db: DbId, colls: &[CollId], at: u64) -> Result<bool> {
+    for &c in colls {
+        if ev.tx.get_doc(crate::run::REGISTRY_DB, TTL_MARKS, &ttl_mark_id(db, c), at)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Is the document of index entry `r` (in `db`) past its `ttl` at `at`?
+pub fn expired_entry(ev: &mut Eval<'_>, db: DbId, r: &Ref, at: u64) -> Result<bool> {
+    let Some(coll) = r.user_collection_name() else { return Ok(false) };
+    let Some(cid) = ev.collection_id(db, coll)? else { return Ok(false) };
+    Ok(ev.tx.get_doc(db, cid, &r.id, at)?.is_some_and(|d| !d.deleted && d.expired_at(at)))
 }
 
 type Row = (Vec<Value>, Vec<Value>);
@@ -551,6 +598,23 @@ fn version_before(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, ts: u64) 
     ev.tx.get_doc(db, coll, id, ts - 1)
 }
 
+/// History edits of schema and security documents (collections, indexes, databases,
+/// keys, functions, roles, tokens, credentials, access providers) are refused: such an
+/// edit changes what a role, key, token or function grants without the checks a direct
+/// write gets (role escalation, validation, cascades, the database registry), e.g.
+/// removing the update that narrowed an admin function's role would restore it. v4's
+/// own history edits were meant for user data; refusing is the safe reading.
+fn refuse_schema_history(coll: CollId, what: &'static str) -> Result<()> {
+    match native::name(coll) {
+        Some(kind) => Err(invalid_argument(format!(
+            "History of {kind} documents cannot be edited: they are schema and security documents. \
+             Update, Replace or Delete the document instead."
+        ))
+        .at(what)),
+        None => Ok(()),
+    }
+}
+
 /// `Insert(ref, ts, action, params)`: add an event to a document's history.
 fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = ref_arg(ev, call, "insert")?;
@@ -562,8 +626,31 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Insert needs a document ref.").at("insert"));
     };
-    let data = user_fields(&params)?;
+    refuse_schema_history(coll, "insert")?;
+    let mut data = user_fields(&params)?;
+    if data.get("credentials").is_some_and(|c| !c.is_null()) {
+        // A password goes through `Create`/`Update`/`Replace` (hashed, kept out of the
+        // log); an inserted version would hold it as written.
+        return Err(
+            invalid_argument("Insert cannot set credentials; Update the document's credentials instead.").at("params")
+        );
+    }
     ev.check_history_write(db, coll, &r, ts, action, &data).map_err(|e| at_if_denied(e, "insert"))?;
+    if !deleted {
+        // An inserted version continues the incarnation live just before it, or starts
+        // a new one (a new identity: tokens of an earlier one stay dead).
+        let prev_gen = version_before(ev, db, coll, &id, ts)?
+            .filter(|d| !d.deleted)
+            .and_then(|d| crate::catalog::internal_id(&d.data));
+        let gen = match prev_gen {
+            Some(g) => g,
+            None => ev.new_id(),
+        };
+        data.insert(INTERNAL_ID.into(), Value::Long(gen as i64));
+    }
+    if matches!(data.get("ttl"), Some(Value::Time(_))) {
+        mark_ttl(ev, db, coll)?;
+    }
     let key = model::doc_key(db, coll, &id);
     let kind = WriteKind::Doc { named: native::is_named(coll) };
     ev.tx.edit_history(kind, tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)))?;
@@ -604,6 +691,7 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(&r)? else {
         return Err(invalid_argument("Remove needs a document ref.").at("remove"));
     };
+    refuse_schema_history(coll, "remove")?;
     ev.check_history_write(db, coll, &r, ts, action, &Object::new()).map_err(|e| at_if_denied(e, "remove"))?;
     let Some(version) = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts) else {
         return Ok(Value::Null);

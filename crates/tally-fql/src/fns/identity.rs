@@ -225,6 +225,11 @@ pub fn issue_token(ev: &mut Eval<'_>, db: DbId, identity: &Ref, params: &Object)
     let mut data = Object::new();
     data.insert("instance".into(), Value::Ref(identity.clone()));
     data.insert("hashed_secret".into(), Value::String(hashed));
+    // Bind the token to this incarnation of its identity (see `token_identity_alive`).
+    let at = ev.txn_ts();
+    if let Some(gen) = identity_doc(&mut ev.tx, db, identity, at)?.and_then(|d| crate::catalog::internal_id(&d.data)) {
+        data.insert(crate::model::TOKEN_INSTANCE_ID.into(), Value::Long(gen as i64));
+    }
     for k in ["ttl", "data"] {
         if let Some(v) = params.get(k) {
             if !v.is_null() {
@@ -336,10 +341,44 @@ pub fn find_token(tx: &mut crate::model::Tx<'_>, secret: &str, ts: u64) -> Resul
     Ok(Some((db, id, tok.data)))
 }
 
-/// Does the identity document a token was issued to still exist?
+/// Does identity document `identity` exist at `ts`?
 pub fn identity_alive(tx: &mut crate::model::Tx<'_>, db: DbId, identity: &Ref, ts: u64) -> Result<bool> {
-    let Some(coll) = identity.collection.as_deref() else { return Ok(false) };
-    let Some(cdoc) = tx.live_doc(db, native::COLLECTIONS, &coll.id, ts)? else { return Ok(false) };
-    let Some(cid) = crate::catalog::internal_id(&cdoc.data) else { return Ok(false) };
-    Ok(tx.live_doc(db, cid, &identity.id, ts)?.is_some())
+    Ok(identity_doc(tx, db, identity, ts)?.is_some())
+}
+
+/// The live identity document `identity` at `ts`.
+fn identity_doc(
+    tx: &mut crate::model::Tx<'_>,
+    db: DbId,
+    identity: &Ref,
+    ts: u64,
+) -> Result<Option<crate::model::DocVersion>> {
+    let Some(coll) = identity.collection.as_deref() else { return Ok(None) };
+    let Some(cdoc) = tx.live_doc(db, native::COLLECTIONS, &coll.id, ts)? else { return Ok(None) };
+    let Some(cid) = crate::catalog::internal_id(&cdoc.data) else { return Ok(None) };
+    tx.live_doc(db, cid, &identity.id, ts)
+}
+
+/// Is the identity a token (document `token`, id `token_id`) was issued to still
+/// alive, as the same incarnation? Every incarnation of a user document carries a fresh
+/// internal id, and a token records the one it was issued to: a document deleted and
+/// created again under the same ref is a new identity, and old tokens stay dead. A token
+/// issued before tokens recorded it is accepted only by an identity older than itself
+/// (ids grow with the commit ts).
+pub fn token_identity_alive(
+    tx: &mut crate::model::Tx<'_>,
+    db: DbId,
+    token_id: u64,
+    token: &Object,
+    identity: &Ref,
+    ts: u64,
+) -> Result<bool> {
+    let Some(doc) = identity_doc(tx, db, identity, ts)? else { return Ok(false) };
+    let gen = crate::catalog::internal_id(&doc.data);
+    Ok(match (token.get(crate::model::TOKEN_INSTANCE_ID), gen) {
+        (Some(Value::Long(bound)), Some(gen)) => *bound as u64 == gen,
+        (Some(_), _) => false,
+        (None, Some(gen)) => gen < token_id,
+        (None, None) => true,
+    })
 }

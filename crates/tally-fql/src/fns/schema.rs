@@ -10,7 +10,7 @@ use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
 use crate::expr::{Call, FnSpec};
 use crate::fns::docs::{apply_index_diff, deep_merge, index_rows, render, validation};
-use crate::model::{native, CollId, DbId, INTERNAL_ID};
+use crate::model::{native, CollId, DbId, INTERNAL_ID, KEY_DATABASE_ID};
 
 pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "create_collection", optional: &[], required: &[], handler: create_collection },
@@ -150,6 +150,9 @@ fn schema_fields(coll: CollId, params: &Object) -> Object {
         native::ACCESS_PROVIDERS => &["name", "issuer", "jwks_uri", "roles", "data"],
         native::ROLES => &["name", "privileges", "membership", "data"],
         native::KEYS => &["database", "role", "data", "priority"],
+        // A token's `instance` is fixed when it is issued (moving a token to another
+        // identity would hand that identity's rights to its holder).
+        native::TOKENS => &["ttl", "data"],
         _ => &[],
     };
     params.iter().filter(|(k, _)| allowed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -279,6 +282,16 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
     }
 }
 
+/// A token's `ttl` is a Time (or absent).
+fn check_ttl(data: &Object) -> Result<()> {
+    match data.get("ttl") {
+        None | Some(Value::Time(_)) => Ok(()),
+        Some(other) => {
+            Err(validation("ttl", "invalid type", &format!("Time expected, {} provided.", other.type_name())))
+        }
+    }
+}
+
 /// `priority` is 1–500 and `disabled` a boolean.
 fn check_database(data: &Object) -> Result<()> {
     if data.get("priority").is_some_and(|p| !matches!(p, Value::Long(1..=500) | Value::Null)) {
@@ -371,14 +384,10 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     let fields = schema_fields(native::KEYS, &params);
     ev.check_create(db, native::KEYS, &Ref::doc(Ref::native("keys"), "0"), &fields, false)?;
     crate::fns::security::check_role_assignment(ev, &role)?;
+    let mut target = None;
     if let Some(d) = params.get("database") {
         match d {
-            Value::Ref(r) if r.native_parent() == Some("databases") => {
-                // Must exist.
-                if ev.resolve_scope(Some(r)).is_err() {
-                    return Err(FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", r.id)));
-                }
-            }
+            Value::Ref(r) if r.native_parent() == Some("databases") => target = Some(key_target(ev, r)?),
             Value::Null => {}
             other => {
                 return Err(validation(
@@ -394,6 +403,9 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     let mut data = schema_fields(native::KEYS, &params);
     data.retain(|_, v| !v.is_null());
     data.insert("hashed_secret".into(), Value::String(hashed));
+    if let Some(t) = target {
+        data.insert(KEY_DATABASE_ID.into(), Value::Long(t as i64));
+    }
     let sid = id.to_string();
     ev.tx.put_doc(db, native::KEYS, &sid, false, &data)?;
     let ts = ev.txn_ts();
@@ -402,6 +414,38 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
         o.insert("secret".into(), Value::String(secret));
     }
     Ok(out)
+}
+
+/// The internal id of the database a key's `database` ref names (at the transaction
+/// ts): what the key is bound to from now on, whatever that database is later called.
+fn key_target(ev: &mut Eval<'_>, r: &Ref) -> Result<DbId> {
+    let now = ev.txn_ts();
+    ev.with_read_ts(now, |ev| ev.resolve_scope(Some(r)))
+        .map_err(|_| FqlError::new(code::INVALID_REF, format!("Database `{}` does not exist.", r.id)))
+}
+
+/// Keep a key's [`KEY_DATABASE_ID`] in step with its `database` field: kept while the
+/// field is unchanged, bound afresh when an update names a database, gone without one.
+fn rebind_key(ev: &mut Eval<'_>, old: &Object, new: &mut Object) -> Result<()> {
+    match new.get("database").cloned() {
+        Some(Value::Ref(r)) if r.native_parent() == Some("databases") => {
+            if old.get("database") != Some(&Value::Ref(r.clone())) || !new.contains_key(KEY_DATABASE_ID) {
+                let t = key_target(ev, &r)?;
+                new.insert(KEY_DATABASE_ID.into(), Value::Long(t as i64));
+            }
+            Ok(())
+        }
+        None | Some(Value::Null) => {
+            new.remove("database");
+            new.remove(KEY_DATABASE_ID);
+            Ok(())
+        }
+        Some(other) => Err(validation(
+            "database",
+            "invalid type",
+            &format!("Database Ref expected, {} provided.", other.type_name()),
+        )),
+    }
 }
 
 /// `Update`/`Replace` of a schema document.
@@ -417,7 +461,10 @@ pub fn modify_schema(
     let patch = schema_fields(coll, &params);
     let mut new = if replace {
         let mut n = Object::new();
-        for k in [INTERNAL_ID, "hashed_secret", "active", "partitions"] {
+        // Replace keeps what binds a document to what it grants: ids, secrets, the
+        // identity a token or credentials belong to, the database a key opens.
+        for k in [INTERNAL_ID, "hashed_secret", "hashed_password", "instance", "active", "partitions", KEY_DATABASE_ID]
+        {
             if let Some(v) = old.get(k) {
                 n.insert(k.into(), v.clone());
             }
@@ -448,14 +495,16 @@ pub fn modify_schema(
         native::ACCESS_PROVIDERS => crate::fns::security::check_access_provider(ev, &new_name, &new)?,
         native::DATABASES => check_database(&new)?,
         native::INDEXES => crate::purity::check_index_bindings(&new)?,
+        native::TOKENS => check_ttl(&new)?,
         native::KEYS => {
-            let role = match new.get("role") {
+            rebind_key(ev, &old, &mut new)?;
+            let role = match new.get("role").cloned() {
                 Some(v) => {
-                    let target = match new.get("database") {
-                        Some(Value::Ref(d)) => ev.resolve_scope(Some(d)).unwrap_or(db),
+                    let target = match new.get(KEY_DATABASE_ID) {
+                        Some(Value::Long(t)) => *t as u64,
                         _ => db,
                     };
-                    crate::fns::security::parse_role_field(ev, target, v)?
+                    crate::fns::security::parse_role_field(ev, target, &v)?
                 }
                 None => return Err(validation("role", "value required", "Value required.")),
             };
@@ -476,6 +525,9 @@ pub fn modify_schema(
     ev.tx.put_doc(db, coll, &new_name, false, &new)?;
     if coll == native::DATABASES {
         if let Some(id) = internal_id(&new) {
+            if new_name != old_name {
+                rename_keys_into(ev, db, id, &old_name, &new_name)?;
+            }
             crate::run::register_db(&mut ev.tx, id, db, &new_name, &new)?;
         }
     }
@@ -488,6 +540,7 @@ pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &
     ev.tx.put_doc(db, coll, id, true, old)?;
     if coll == native::DATABASES {
         if let Some(child) = internal_id(old) {
+            delete_keys_into(ev, db, child, id)?;
             crate::run::unregister_db(&mut ev.tx, child)?;
         }
     }
@@ -501,6 +554,54 @@ pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The keys of `db` bound to database `child` or one of its descendants (legacy keys
+/// without a bound id: whose `database` ref names `child_name`).
+fn keys_into(ev: &mut Eval<'_>, db: DbId, child: DbId, child_name: &str) -> Result<Vec<(String, Object)>> {
+    let ts = ev.txn_ts();
+    let mut out = Vec::new();
+    for (kid, k) in ev.tx.scan_docs(db, native::KEYS, None, false, ts, usize::MAX)? {
+        let hit = match (k.data.get(KEY_DATABASE_ID), k.data.get("database")) {
+            (Some(Value::Long(t)), _) => crate::run::db_path_from(&mut ev.tx, child, *t as u64, ts)?.is_some(),
+            // A legacy key was issued for `child` only if `child` is older than it.
+            (_, Some(Value::Ref(r))) => {
+                r.database.is_none() && r.id == child_name && kid.parse::<u64>().is_ok_and(|k| child < k)
+            }
+            _ => false,
+        };
+        if hit {
+            out.push((kid, k.data));
+        }
+    }
+    Ok(out)
+}
+
+/// Deleting a database deletes the keys its parent holds for it (and for its
+/// descendants), as in v4; keys inside it die with its registry entry.
+fn delete_keys_into(ev: &mut Eval<'_>, db: DbId, child: DbId, child_name: &str) -> Result<()> {
+    for (kid, data) in keys_into(ev, db, child, child_name)? {
+        ev.tx.put_doc(db, native::KEYS, &kid, true, &data)?;
+    }
+    Ok(())
+}
+
+/// A database renamed from `old_name` to `new_name`: the parent's keys for it show the
+/// new name (they stay bound to it by id; a legacy key is bound now).
+fn rename_keys_into(ev: &mut Eval<'_>, db: DbId, child: DbId, old_name: &str, new_name: &str) -> Result<()> {
+    for (kid, mut data) in keys_into(ev, db, child, old_name)? {
+        let direct = match data.get("database") {
+            Some(Value::Ref(r)) => r.database.is_none() && r.id == old_name,
+            _ => false,
+        };
+        if !direct {
+            continue;
+        }
+        data.insert("database".into(), Value::Ref(Ref::doc(Ref::native("databases"), new_name)));
+        data.insert(KEY_DATABASE_ID.into(), Value::Long(child as i64));
+        ev.tx.put_doc(db, native::KEYS, &kid, false, &data)?;
     }
     Ok(())
 }
@@ -522,18 +623,12 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         1 => args[0].clone(),
         _ => Value::Array(args.clone()),
     };
-    let (db, data) = match ev.resolve(&f).map_err(|e| e.at("call"))? {
-        Target::Doc { db, coll: native::FUNCTIONS, id } => {
-            let at = ev.read_ts();
-            match ev.tx.live_doc(db, native::FUNCTIONS, &id, at)? {
-                Some(d) => (db, d.data),
-                None => {
-                    return Err(FqlError::new(code::INVALID_REF, format!("Function `{id}` does not exist.")).at("call"))
-                }
-            }
-        }
-        _ => return Err(invalid_argument(format!("{f} is not a function.")).at("call")),
-    };
+    // The function (its database, body and role) is read at the transaction's own ts,
+    // never at an enclosing `At`'s: permissions are decided at the transaction ts, so
+    // the body that runs must be the one they were decided for. `At(old, Call(f))` runs
+    // today's `f` (its reads still see `old`), and a deleted function stays deleted.
+    let now = ev.txn_ts();
+    let (db, data) = ev.with_read_ts(now, |ev| function_doc(ev, &f))?;
     let fid = internal_id(&data).ok_or_else(|| crate::model::corrupt("function without internal id"))?;
     ev.check_call(db, fid, &raw_args)?;
     let body = data.get("body").cloned().unwrap_or(Value::Null);
@@ -557,6 +652,20 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         e.cause.push(inner);
         e
     })
+}
+
+/// The database and current document of function `f`, for `Call`.
+fn function_doc(ev: &mut Eval<'_>, f: &Ref) -> Result<(DbId, Object)> {
+    match ev.resolve(f).map_err(|e| e.at("call"))? {
+        Target::Doc { db, coll: native::FUNCTIONS, id } => {
+            let at = ev.read_ts();
+            match ev.tx.live_doc(db, native::FUNCTIONS, &id, at)? {
+                Some(d) => Ok((db, d.data)),
+                None => Err(FqlError::new(code::INVALID_REF, format!("Function `{id}` does not exist.")).at("call")),
+            }
+        }
+        _ => Err(invalid_argument(format!("{f} is not a function.")).at("call")),
+    }
 }
 
 // ---- databases and keys ----

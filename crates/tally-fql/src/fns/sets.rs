@@ -521,6 +521,12 @@ struct MatchLeaf {
     buf: VecDeque<Elem>,
     done: bool,
     chunk: usize,
+    /// The index's database and source collections, and (once asked) whether any of
+    /// them ever held a document with a `ttl`: only then are entries checked for
+    /// documents past it (`crate::fns::docs::expired_entry`).
+    db: DbId,
+    colls: Vec<CollId>,
+    expiring: Option<bool>,
 }
 
 impl Stream for MatchLeaf {
@@ -533,6 +539,10 @@ impl Stream for MatchLeaf {
                 return Ok(None);
             }
             let at = ev.read_ts();
+            let expiring = match self.expiring {
+                Some(x) => x,
+                None => *self.expiring.insert(crate::fns::docs::may_expire(ev, self.db, &self.colls, at)?),
+            };
             let limit = self.chunk + self.resumed as usize;
             let mut page = ev.tx.scan_index(&self.prefix, self.from.as_deref(), self.desc, at, limit)?;
             if page.len() < limit {
@@ -561,6 +571,9 @@ impl Stream for MatchLeaf {
                         self.done = true;
                         break;
                     }
+                }
+                if expiring && crate::fns::docs::expired_entry(ev, self.db, &e.doc, at)? {
+                    continue;
                 }
                 let refv = Value::Ref(e.doc);
                 let dlen = if e.values.is_empty() { key.len() } else { key.len() - tally_value::encode(&refv).len() };
@@ -655,6 +668,9 @@ fn match_leaf(db: DbId, def: &IndexDef, terms: Option<&Value>, ctx: &Ctx, source
         buf: VecDeque::new(),
         done: empty,
         chunk: first_chunk(ctx),
+        db,
+        colls: def.sources.iter().map(|s| s.coll).collect(),
+        expiring: None,
     })
 }
 
