@@ -118,9 +118,10 @@ function unpackFixture() {
 }
 
 test('a data directory from an earlier build, with a poisoned log, opens', async t => {
-  // Made by the build before this fix (d063b95): a collection, an index, two documents,
-  // then a Create whose indexed field is 40,000 bytes long, which stopped that build at
-  // height 5 on every start. It has no format marker.
+  // Made by the build before this fix (d063b95): a collection, an index, two documents
+  // (heights 1-4), a graceful stop (which checkpoints them durably), a restart, then a
+  // Create whose indexed field is 40,000 bytes long, which stopped that build at height 5,
+  // and again on every start. It has no format marker.
   const { dir, dataDir } = unpackFixture()
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   assert.ok(!fs.existsSync(path.join(dataDir, 'FORMAT')))
@@ -128,14 +129,15 @@ test('a data directory from an earlier build, with a poisoned log, opens', async
   await s.start()
   t.after(() => s.stop())
   // Heights 1-4 are the earlier build's blocks, unchanged (height 4's hash is the one that
-  // build reported); height 5 holds the poisoned input as a failed transaction: one
-  // input, no effects (the effects root of an empty tree is SHA-256 of nothing).
+  // build reported): they were checkpointed, so only height 5 is replayed, and it holds
+  // the poisoned input as a failed transaction: one input, no effects (the effects root
+  // of an empty tree is SHA-256 of nothing).
   const res = await rawRequest(s.port, { method: 'GET', path: '/ledger/head',
     headers: { authorization: `Bearer ${s.rootKey}` } })
   assert.equal(res.status, 200, res.body)
   const head = JSON.parse(res.body)
   assert.equal(head.height, 5)
-  assert.equal(head.header.prev_hash, '439443c98b83ec6f111fdb4a86ebfb145155d7e4bb25b920de6ed0ea009f1474')
+  assert.equal(head.header.prev_hash, '157e6538e26a408bc404ad7607a3cefeae8d1d74f6a261747749c61e3ecc1f37')
   assert.equal(head.header.txn_count, 1)
   assert.equal(head.header.effects_root, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
   const c = s.adminClient()
