@@ -128,6 +128,7 @@ impl Parser<'_> {
     fn call(&mut self, map: &serde_json::Map<String, Json>) -> Result<Expr> {
         if map.len() == 1 {
             if let Some(Json::Object(fields)) = map.get("object") {
+                let fields = escaped_fields(fields);
                 let mut out = Vec::with_capacity(fields.len());
                 for (k, v) in fields {
                     out.push((k.clone(), self.expr(v).map_err(|e| e.at(k.as_str()).at("object"))?));
@@ -184,6 +185,17 @@ impl Parser<'_> {
             _ => return Err(invalid_expression("Let bindings must be an array of objects.").at("let")),
         }
         Ok(Expr::Array(out))
+    }
+}
+
+/// The fields of an object literal. A query held as data (a lambda inside `@query`, a
+/// stored function body) renders an object literal whose keys start with `@` as
+/// `{"object": {"@obj": {fields}}}` (the wire codec's escape), so that form means those
+/// fields; without this such a function could be stored but never called.
+fn escaped_fields(fields: &serde_json::Map<String, Json>) -> &serde_json::Map<String, Json> {
+    match fields.get("@obj") {
+        Some(Json::Object(inner)) if fields.len() == 1 && inner.keys().any(|k| k.starts_with('@')) => inner,
+        _ => fields,
     }
 }
 
