@@ -178,6 +178,16 @@ fn binary_order_matches_compare() {
 }
 
 #[test]
+fn doubles_of_any_bits_order_as_encoded() {
+    let bits = prop_oneof![any::<u64>(), Just(0x8000_0000_0000_0000), Just(0xfff8_0000_0000_0001), Just(0)];
+    fuzz("double_order", file!(), CASES, (bits.clone(), bits), |(a, b)| {
+        let (a, b) = (Value::Double(f64::from_bits(a)), Value::Double(f64::from_bits(b)));
+        prop_assert_eq!(encode(&a).cmp(&encode(&b)), compare(&a, &b), "order of {:?} and {:?}", a, b);
+        Ok(())
+    });
+}
+
+#[test]
 fn arbitrary_bytes_never_panic() {
     fuzz("codec_bytes", file!(), CASES, prop::collection::vec(any::<u8>(), 0..256), |b| check_decode_bytes(&b));
 }
