@@ -169,6 +169,8 @@ impl Parser<'_> {
                             .at(i)
                             .at("let"));
                     };
+                    // A variable named `@…` is held as data in the escaped form.
+                    let m = escaped_fields(m);
                     for (k, e) in m {
                         out.push(Expr::Object(vec![(
                             k.clone(),
@@ -242,10 +244,23 @@ impl From<FqlError> for String {
     }
 }
 
+/// A literal value in the data form of an expression: objects and arrays inside it would
+/// otherwise read back as calls (a literal `{"add": [1, 2]}`, sent as `@obj`, became an
+/// `Add`; an empty literal object did not parse at all). Found by tests/fuzz_parse.rs.
+fn quote(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::object([("object", Value::Object(m.iter().map(|(k, v)| (k.clone(), quote(v))).collect()))])
+        }
+        Value::Array(items) => Value::Array(items.iter().map(quote).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Turn an expression back into its data form (as it would render inside `@query`).
 pub fn unparse(e: &Expr) -> Value {
     match e {
-        Expr::Lit(v) => v.clone(),
+        Expr::Lit(v) => quote(v),
         Expr::Array(items) => Value::Array(items.iter().map(unparse).collect()),
         Expr::Object(fields) => {
             let inner: tally_value::Object = fields.iter().map(|(k, v)| (k.clone(), unparse(v))).collect();
