@@ -144,8 +144,10 @@ fn the_sequencer_acknowledges_nothing_it_could_not_log_and_stops_taking_writes()
         other => panic!("expected Stopped, got {other:?}"),
     }
     // Every later write is refused at once, with the reason.
-    let later = rt.block_on(seq.submit(Tenant::DEFAULT, vec![1]));
-    assert!(matches!(later, Err(SubmitError::Stopped(_))), "{later:?}");
+    match rt.block_on(seq.submit(Tenant::DEFAULT, vec![1])) {
+        Err(SubmitError::Stopped(m)) => assert!(m.contains("fix the disk") && m.contains("No space"), "{m}"),
+        other => panic!("expected Stopped, got {other:?}"),
+    }
     drop(seq);
     thread.join().unwrap();
     assert_eq!(*applied.lock().unwrap(), acked, "exactly the acknowledged batches were applied");
