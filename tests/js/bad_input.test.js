@@ -298,13 +298,22 @@ function generator(seed, { oversize = false } = {}) {
   return { expr, int, functionCount: FUNCTIONS.length }
 }
 
+/** `promise`, or a rejection saying how the server died if it exits first. */
+function unlessServerDies(promise) {
+  const died = server.exited.then(() => {
+    throw new Error(`the server exited ${JSON.stringify(server.exitInfo)}:\n${server.logTail(1500)}`)
+  })
+  return Promise.race([promise, died])
+}
+
 /** Run one expression through the driver; returns [status, errors] or throws on a bad answer. */
 async function probe(client, expr) {
   try {
-    await client.query(expr)
+    await unlessServerDies(client.query(expr))
     return [200, []]
   } catch (e) {
     const rr = e.requestResult
+    if (!server.alive) throw e
     if (!rr) {
       // The driver refused to build or send it (its own validation): not a server answer.
       return [0, []]
