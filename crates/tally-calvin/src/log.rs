@@ -4,6 +4,17 @@
 //! `len u32 | crc32 u32 | batch bytes`, fsynced after every append. On open, frames are
 //! read and checked; a torn or corrupt tail (a crash mid-append, never acknowledged) is
 //! truncated away. Everything before it was fsynced before any client heard of it.
+//!
+//! A frame that fails its check while complete frames follow it is not a torn tail: those
+//! later frames were appended only after it was fsynced, so it was acknowledged and has
+//! since been damaged. Opening such a log fails ([`LogError::Corrupt`]) instead of
+//! truncating acknowledged batches away.
+//!
+//! An append that fails (a full disk, a failing `fsync`) is rolled back: the file is cut
+//! back to its length before the append, so the batch is not in the log and its
+//! submitters are told it was not committed. After a failed append the log accepts no
+//! more appends ([`LogError::Stopped`]): the node stops taking writes until it is
+//! restarted once the fault is fixed. Fault tests: `tests/disk_faults.rs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,6 +30,13 @@ pub enum LogError {
     Corrupt { height: u64, detail: String },
     #[error("log append out of order: expected height {expected}, got {got}")]
     OutOfOrder { expected: u64, got: u64 },
+    #[error(
+        "appending batch {height} to the input log {path} failed: {source}; {}",
+        if *rolled_back { "the batch was rolled back and is not committed" } else { "the batch could not be rolled back and may be replayed on restart" }
+    )]
+    AppendFailed { height: u64, path: PathBuf, source: std::io::Error, rolled_back: bool },
+    #[error("the input log {path} stopped taking appends after an earlier failure; fix the disk and restart the node")]
+    Stopped { path: PathBuf },
 }
 
 /// A durable, ordered log of batches.
@@ -39,8 +57,12 @@ pub const FRAME_BYTES_MAX: usize = 256 << 20;
 pub struct FileLog {
     path: PathBuf,
     file: File,
+    /// Bytes of valid frames: where the next append starts.
+    len: u64,
     last_height: u64,
     last_ts: u64,
+    /// Set by a failed append; every later append fails.
+    stopped: bool,
 }
 
 impl FileLog {
@@ -64,7 +86,12 @@ impl FileLog {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(FileLog { path, file, last_height, last_ts })
+        Ok(FileLog { path, file, len: valid_len, last_height, last_ts, stopped: false })
+    }
+
+    /// Cut the file back to `len` after a failed append; true if that is durable.
+    fn roll_back(&mut self) -> bool {
+        self.file.set_len(self.len).and_then(|()| self.file.sync_all()).is_ok()
     }
 }
 
@@ -88,10 +115,19 @@ fn scan(
             break;
         }
         let body = &data[pos + 8..pos + 8 + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Ok(batch) = Batch::decode(body) else {
+        let batch = if crc32fast::hash(body) == crc { Batch::decode(body).ok() } else { None };
+        let Some(batch) = batch else {
+            if frame_follows(&data[pos + 8 + len..]) {
+                return Err(LogError::Corrupt {
+                    height: last_height + 1,
+                    detail: format!(
+                        "the frame at byte {pos} of {} fails its check but intact frames follow it, so it was \
+                         acknowledged and has since been damaged; restore the data directory from a backup or \
+                         another replica (the log is left as it is)",
+                        path.display()
+                    ),
+                });
+            }
             break;
         };
         if batch.height != last_height + 1 {
@@ -108,8 +144,22 @@ fn scan(
     Ok((pos as u64, last_height, last_ts))
 }
 
+/// Whether `rest` starts with a complete frame whose checksum holds (a torn append leaves
+/// nothing valid after it).
+fn frame_follows(rest: &[u8]) -> bool {
+    if rest.len() < 8 {
+        return false;
+    }
+    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    len <= FRAME_BYTES_MAX && 8 + len <= rest.len() && crc32fast::hash(&rest[8..8 + len]) == crc
+}
+
 impl Log for FileLog {
     fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
+        if self.stopped {
+            return Err(LogError::Stopped { path: self.path.clone() });
+        }
         if batch.height != self.last_height + 1 {
             return Err(LogError::OutOfOrder { expected: self.last_height + 1, got: batch.height });
         }
@@ -118,9 +168,12 @@ impl Log for FileLog {
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         frame.extend_from_slice(&body);
-        let io = |source| LogError::Io { path: self.path.clone(), source };
-        self.file.write_all(&frame).map_err(io)?;
-        self.file.sync_data().map_err(|source| LogError::Io { path: self.path.clone(), source })?;
+        if let Err(source) = self.file.write_all(&frame).and_then(|()| self.file.sync_data()) {
+            self.stopped = true;
+            let rolled_back = self.roll_back();
+            return Err(LogError::AppendFailed { height: batch.height, path: self.path.clone(), source, rolled_back });
+        }
+        self.len += frame.len() as u64;
         self.last_height = batch.height;
         self.last_ts = batch.ts;
         Ok(())

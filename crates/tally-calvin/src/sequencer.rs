@@ -130,6 +130,9 @@ impl Clock {
 #[derive(Clone)]
 pub struct Sequencer {
     inbox: Arc<Closer>,
+    /// Why the sequencer stopped taking writes (a failed log append), for every later
+    /// submitter; `None` while running or after a plain shutdown.
+    stopped: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Closes the inbox when the last handle goes.
@@ -164,12 +167,14 @@ impl Sequencer {
         };
         let inbox = Arc::new(FairInbox::new(config.queue_inputs_max, limits));
         let rx = inbox.clone();
+        let stopped = Arc::new(std::sync::Mutex::new(None));
+        let reason = stopped.clone();
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || run(log, machine, rx, clock))
+            .spawn(move || run(log, machine, rx, clock, &reason))
             .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
-        Ok((Sequencer { inbox: Arc::new(Closer(inbox)) }, handle))
+        Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped }, handle))
     }
 
     /// Inputs waiting for a batch.
@@ -187,7 +192,10 @@ impl Sequencer {
             Pushed::Evicted((_, reply)) => {
                 let _ = reply.send(Err(SubmitError::Overloaded));
             }
-            Pushed::Refused(_) if self.inbox.0.is_closed() => return Err(SubmitError::Stopped("shut down".into())),
+            Pushed::Refused(_) if self.inbox.0.is_closed() => {
+                let reason = self.stopped.lock().ok().and_then(|r| r.clone());
+                return Err(SubmitError::Stopped(reason.unwrap_or_else(|| "shut down".into())));
+            }
             Pushed::Refused(_) => return Err(SubmitError::Overloaded),
         }
         orx.await.unwrap_or_else(|_| Err(SubmitError::Stopped("dropped the transaction".into())))
@@ -198,7 +206,13 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn run<L: Log, M: StateMachine>(mut log: L, mut machine: M, inbox: Arc<FairInbox<Item>>, clock: Arc<Clock>) {
+fn run<L: Log, M: StateMachine>(
+    mut log: L,
+    mut machine: M,
+    inbox: Arc<FairInbox<Item>>,
+    clock: Arc<Clock>,
+    stopped: &std::sync::Mutex<Option<String>>,
+) {
     while let Some(items) = inbox.next_batch_blocking() {
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
@@ -208,13 +222,21 @@ fn run<L: Log, M: StateMachine>(mut log: L, mut machine: M, inbox: Arc<FairInbox
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
             // write is a log we cannot trust to be complete.
             tracing::error!(error = %e, "input log append failed; the sequencer stops");
+            let later = format!(
+                "this node takes no more writes since appending to its input log failed ({e}); \
+                 fix the disk (space, I/O errors) and restart the node"
+            );
+            if let Ok(mut s) = stopped.lock() {
+                *s = Some(later.clone());
+            }
+            eprintln!("tally: {later}");
             for r in replies {
                 let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
             }
             inbox.close();
             while let Some(rest) = inbox.next_batch_blocking() {
                 for (_, r) in rest {
-                    let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+                    let _ = r.send(Err(SubmitError::Stopped(later.clone())));
                 }
             }
             return;

@@ -128,6 +128,7 @@ impl Parser<'_> {
     fn call(&mut self, map: &serde_json::Map<String, Json>) -> Result<Expr> {
         if map.len() == 1 {
             if let Some(Json::Object(fields)) = map.get("object") {
+                let fields = escaped_fields(fields);
                 let mut out = Vec::with_capacity(fields.len());
                 for (k, v) in fields {
                     out.push((k.clone(), self.expr(v).map_err(|e| e.at(k.as_str()).at("object"))?));
@@ -168,6 +169,8 @@ impl Parser<'_> {
                             .at(i)
                             .at("let"));
                     };
+                    // A variable named `@…` is held as data in the escaped form.
+                    let m = escaped_fields(m);
                     for (k, e) in m {
                         out.push(Expr::Object(vec![(
                             k.clone(),
@@ -184,6 +187,17 @@ impl Parser<'_> {
             _ => return Err(invalid_expression("Let bindings must be an array of objects.").at("let")),
         }
         Ok(Expr::Array(out))
+    }
+}
+
+/// The fields of an object literal. A query held as data (a lambda inside `@query`, a
+/// stored function body) renders an object literal whose keys start with `@` as
+/// `{"object": {"@obj": {fields}}}` (the wire codec's escape), so that form means those
+/// fields; without this such a function could be stored but never called.
+fn escaped_fields(fields: &serde_json::Map<String, Json>) -> &serde_json::Map<String, Json> {
+    match fields.get("@obj") {
+        Some(Json::Object(inner)) if fields.len() == 1 && inner.keys().any(|k| k.starts_with('@')) => inner,
+        _ => fields,
     }
 }
 
@@ -230,10 +244,23 @@ impl From<FqlError> for String {
     }
 }
 
+/// A literal value in the data form of an expression: objects and arrays inside it would
+/// otherwise read back as calls (a literal `{"add": [1, 2]}`, sent as `@obj`, became an
+/// `Add`; an empty literal object did not parse at all). Found by tests/fuzz_parse.rs.
+fn quote(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::object([("object", Value::Object(m.iter().map(|(k, v)| (k.clone(), quote(v))).collect()))])
+        }
+        Value::Array(items) => Value::Array(items.iter().map(quote).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Turn an expression back into its data form (as it would render inside `@query`).
 pub fn unparse(e: &Expr) -> Value {
     match e {
-        Expr::Lit(v) => v.clone(),
+        Expr::Lit(v) => quote(v),
         Expr::Array(items) => Value::Array(items.iter().map(unparse).collect()),
         Expr::Object(fields) => {
             let inner: tally_value::Object = fields.iter().map(|(k, v)| (k.clone(), unparse(v))).collect();

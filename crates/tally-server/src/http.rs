@@ -66,8 +66,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(browser)
         .route("/ledger/head", get(ledger_head))
         .merge(crate::cluster::client_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Any other path: an FQL error body, as for every other refusal (drivers parse it).
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    let e = FqlError::new(
+        "not found",
+        format!("{method} {} is not an endpoint; send queries as POST / (or /linearized).", uri.path()),
+    );
+    let mut r = error_response(&e, 0);
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    let e = FqlError::new(
+        "method not allowed",
+        format!("{method} is not allowed on {}; queries are POST, /ping and /ledger/head are GET.", uri.path()),
+    );
+    let mut r = error_response(&e, 0);
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
 }
 
 #[derive(serde::Deserialize)]
@@ -229,14 +252,24 @@ fn basic_user(b64: &str) -> Option<String> {
     }
 }
 
-fn timeout_ms(headers: &HeaderMap) -> u64 {
-    headers
-        .get("x-query-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|ms| *ms > 0)
-        .unwrap_or(QUERY_TIMEOUT_DEFAULT_MS)
-        .min(QUERY_TIMEOUT_MAX_MS)
+/// A numeric request header: absent is `None`; present but not a non-negative integer is
+/// a `bad request` naming the header (a typo must not silently mean "the default").
+fn u64_header(headers: &HeaderMap, name: &str, what: &str) -> Result<Option<u64>, FqlError> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
+    let parsed = v.to_str().ok().map(str::trim).and_then(|v| v.parse::<u64>().ok());
+    match parsed {
+        Some(n) => Ok(Some(n)),
+        None => {
+            let shown: String = String::from_utf8_lossy(v.as_bytes()).chars().take(40).collect();
+            Err(bad_request(format!("invalid {name} header {shown:?}: send {what} as a non-negative integer")))
+        }
+    }
+}
+
+/// `X-Query-Timeout` in ms: 0 or absent is the default, larger values are capped.
+fn timeout_ms(headers: &HeaderMap) -> Result<u64, FqlError> {
+    let ms = u64_header(headers, "x-query-timeout", "the timeout in milliseconds")?;
+    Ok(ms.filter(|ms| *ms > 0).unwrap_or(QUERY_TIMEOUT_DEFAULT_MS).min(QUERY_TIMEOUT_MAX_MS))
 }
 
 /// Longest a read waits for this node to apply up to the client's `X-Last-Seen-Txn`.
@@ -245,10 +278,8 @@ pub const LAST_SEEN_WAIT_MAX_MS: u64 = 5_000;
 /// Honour `X-Last-Seen-Txn`: a client that has seen a commit at ts `t` must never read
 /// an older state. Wait (bounded) until this node has applied through `t`; on one node
 /// every acknowledged write is already applied, so this returns at once.
-async fn wait_for_last_seen(st: &AppState, headers: &HeaderMap, max: Duration) {
-    let Some(seen) =
-        headers.get("x-last-seen-txn").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
-    else {
+async fn wait_for_last_seen(st: &AppState, seen: Option<u64>, max: Duration) {
+    let Some(seen) = seen else {
         return;
     };
     // Every timestamp this node handed out is covered by what it has applied or by the
@@ -327,6 +358,14 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
             0,
         );
     };
+    let headers_checked = timeout_ms(headers).and_then(|t| {
+        let seen = u64_header(headers, "x-last-seen-txn", "the x-txn-time of an earlier answer")?;
+        Ok((t, seen))
+    });
+    let (tmo, last_seen) = match headers_checked {
+        Ok(x) => x,
+        Err(e) => return error_response(&e, 0),
+    };
     if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
         let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
         return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
@@ -352,7 +391,6 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     } else {
         None
     };
-    let tmo = timeout_ms(headers);
     let linearized = linearized
         || headers.get("x-linearized").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if let (true, Some(c)) = (linearized, &st.cluster) {
@@ -368,7 +406,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
             Err(e) => return error_response(&FqlError::new("unavailable", e.to_string()), 0),
         }
     }
-    wait_for_last_seen(&st, headers, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
+    wait_for_last_seen(&st, last_seen, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
     let deadline = started + Duration::from_millis(tmo);
     // A short read runs right here, on the thread that parsed it: under a saturated CPU
     // each hand-off to another thread waits for the OS to schedule it, which was most of

@@ -56,17 +56,37 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
     Ok(h)
 }
 
+/// Open the state store. A damaged file (redb refuses it, or panics reading it) stops the
+/// node with what to do: the state is derived data, rebuilt from the log.
+fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let opened = std::panic::catch_unwind(|| {
+        RedbStore::open(path).and_then(|s| s.write_behind(BehindLimits::default())).map_err(|e| e.to_string())
+    });
+    let err = match opened {
+        Ok(Ok(store)) => return Ok(Arc::new(store)),
+        Ok(Err(e)) => e,
+        Err(_) => "the store panicked while reading it (see above)".to_string(),
+    };
+    let remedy = if cluster {
+        "on a cluster member, move the whole data directory aside and add the member again (`tally cluster add`) so it \
+         copies the state from the others"
+    } else {
+        "move it aside (e.g. `mv state.redb state.redb.damaged`) and start again: the node rebuilds the state by \
+         replaying its input log, which holds every batch"
+    };
+    anyhow::bail!(
+        "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
+        path.display()
+    )
+}
+
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     crate::datadir::check_or_init(&cfg.data_dir)?;
     let root_hash = root_key_hash(&cfg)?;
     // Written behind: the executor applies a batch and goes on while a background thread
     // writes it to the file and makes it durable (the input log already is).
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&cfg.data_dir.join("state.redb"))
-            .and_then(|s| s.write_behind(BehindLimits::default()))
-            .context("opening the state store")?,
-    );
+    let store = open_state(&cfg.data_dir.join("state.redb"), cfg.cluster.is_some())?;
     if let Some(opts) = &cfg.cluster {
         return crate::cluster::serve_member(&cfg, opts, store, root_hash).await;
     }

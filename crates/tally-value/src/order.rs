@@ -28,8 +28,21 @@ pub fn type_rank(v: &Value) -> u8 {
     }
 }
 
+/// Doubles order as their storage encoding does (`codec::f64_order`): -0.0 equals 0.0 and
+/// every NaN is one NaN, above +inf. A plain `total_cmp` put -0.0 below 0.0 and a negative
+/// NaN below everything, so a sort and an index (whose keys are encodings) disagreed
+/// (found by tests/fuzz_wire.rs).
 fn cmp_f64(a: f64, b: f64) -> Ordering {
-    a.total_cmp(&b)
+    let canon = |d: f64| {
+        if d.is_nan() {
+            f64::NAN
+        } else if d == 0.0 {
+            0.0
+        } else {
+            d
+        }
+    };
+    canon(a).total_cmp(&canon(b))
 }
 
 fn cmp_long_double(a: i64, b: f64) -> Ordering {
@@ -131,6 +144,18 @@ mod tests {
         assert_eq!(compare(&Value::Long(1), &Value::Double(1.0)), Ordering::Less);
         assert_eq!(compare(&Value::Long(5), &Value::String("a".into())), Ordering::Less);
         assert_eq!(compare(&Value::Null, &Value::Bool(true)), Ordering::Greater);
+    }
+
+    #[test]
+    fn zeros_and_nans_order_as_encoded() {
+        let d = |x: f64| Value::Double(x);
+        assert_eq!(compare(&d(-0.0), &d(0.0)), Ordering::Equal);
+        assert_eq!(compare(&d(-f64::NAN), &d(f64::NAN)), Ordering::Equal);
+        assert_eq!(compare(&d(-f64::NAN), &d(f64::INFINITY)), Ordering::Greater);
+        for (a, b) in [(-0.0, 0.0), (-f64::NAN, 1.0), (f64::NAN, -f64::NAN)] {
+            let by_bytes = crate::encode(&d(a)).cmp(&crate::encode(&d(b)));
+            assert_eq!(compare(&d(a), &d(b)), by_bytes, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -271,6 +271,16 @@ mod tests {
         assert!(matches!(from_json_str("18446744073709551615"), Err(WireError::NumberRange(_))));
     }
 
+    /// serde_json's default float parser may be off by one ulp; a double a driver sends
+    /// must be stored exactly (found by tests/fuzz_wire.rs; fixed by `float_roundtrip`).
+    #[test]
+    fn doubles_parse_exactly() {
+        for d in [7.790645249952438e-39_f64, 1.7976931348623157e308, 5e-324, 0.1, 2.2250738585072014e-308] {
+            let text = serde_json::to_string(&d).unwrap();
+            assert_eq!(from_json_str(&text).unwrap(), Value::Double(d), "{text}");
+        }
+    }
+
     #[test]
     fn bytes_accept_both_alphabets() {
         assert_eq!(from_json_str(r#"{"@bytes":"-_8="}"#).unwrap(), Value::Bytes(vec![0xfb, 0xff]));
