@@ -1043,7 +1043,7 @@ impl Stream for FilterSet {
     fn next(&mut self, ev: &mut Eval<'_>) -> Result<Option<Elem>> {
         loop {
             let Some(e) = self.child.next(ev)? else { return Ok(None) };
-            match ev.apply(&self.lambda, vec![e.out.clone()])? {
+            match ev.apply_transient(&self.lambda, vec![e.out.clone()])? {
                 Value::Bool(true) => return Ok(Some(e)),
                 Value::Bool(false) => continue,
                 other => return Err(wrong_type("Boolean", &other)),
