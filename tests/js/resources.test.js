@@ -218,3 +218,39 @@ describe('in-flight memory budget', () => {
     assert.equal(fine.status, 200, fine.body)
   })
 })
+
+describe('cheap listings', () => {
+  let server
+  before(async () => {
+    server = await startServer()
+  })
+  after(async () => server && (await server.stop()))
+
+  it('Documents, their pages and Count read no document bodies', async () => {
+    const client = server.adminClient()
+    await client.query(q.CreateCollection({ name: 'big' }))
+    // Twenty documents of 1 MiB each: reading their bodies would be 20 MiB.
+    for (let i = 0; i < 20; i++) {
+      await client.query(q.Create(q.Collection('big'), { data: { s: q.Repeat('a', MIB) } }))
+    }
+    const readOps = async query => {
+      const res = await server.raw(JSON.stringify(q.wrap(query)), { timeoutMs: 30_000 })
+      assert.equal(res.status, 200, res.body)
+      return { ops: Number(res.headers['x-byte-read-ops']), body: JSON.parse(res.body).resource }
+    }
+    const page = await readOps(q.Paginate(q.Documents(q.Collection('big')), { size: 1 }))
+    assert.equal(page.body.data.length, 1)
+    const all = await readOps(q.Paginate(q.Documents(q.Collection('big')), { size: 100 }))
+    assert.equal(all.body.data.length, 20)
+    const count = await readOps(q.Count(q.Documents(q.Collection('big'))))
+    assert.equal(count.body, 20)
+    // A read op is 4 KiB: the catalog and twenty keys with their version headers fit
+    // in a few; one body alone would be 256.
+    for (const [what, r] of [['page of 1', page], ['page of 20', all], ['count', count]]) {
+      assert.ok(r.ops < 16, `${what}: ${r.ops} read ops`)
+    }
+    // Reading the documents themselves is what costs.
+    const got = await readOps(q.Map(q.Paginate(q.Documents(q.Collection('big')), { size: 2 }), q.Lambda('r', q.Get(q.Var('r')))))
+    assert.ok(got.ops >= 512, `two bodies read: ${got.ops} read ops`)
+  })
+})
