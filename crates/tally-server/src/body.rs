@@ -1,7 +1,8 @@
 //! Request and answer bodies, with their bounds: a body is read within a deadline and
 //! a size limit, holding its share of the in-flight budget (refused at once with `503`
-//! when the budget is spent); large bodies are parsed, and large answers encoded, on
-//! blocking threads so the async threads stay free for `/ping` and small queries.
+//! when the budget is spent); large bodies are parsed, and large answers encoded, on the
+//! low-priority long-work pool (`crate::longpool`) so the async threads stay free for
+//! `/ping` and small queries.
 
 use std::time::Instant;
 
@@ -94,7 +95,7 @@ pub async fn parse_query(body: Bytes) -> Result<(serde_json::Value, tally_fql::e
     if body.len() <= INLINE_BYTES_MAX {
         return parse_now(&body);
     }
-    tokio::task::spawn_blocking(move || parse_now(&body))
+    crate::longpool::spawn(move || parse_now(&body))
         .await
         .unwrap_or_else(|e| Err(FqlError::new(code::INTERNAL_ERROR, format!("parse task failed: {e}"))))
 }
@@ -119,7 +120,7 @@ pub async fn encode_answer(v: tally_value::Value) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({"resource": tally_value::to_json(&v)})).unwrap_or_default()
     };
     if large {
-        return tokio::task::spawn_blocking(encode).await.unwrap_or_default();
+        return crate::longpool::spawn(encode).await.unwrap_or_default();
     }
     encode()
 }

@@ -370,6 +370,11 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     };
     match out.result {
         Ok(v) => {
+            // An answer waits in memory until its client takes it: it needs room in flight,
+            // three times over while it is encoded (the value, its JSON tree, the bytes).
+            let Some(_room) = st.inflight.try_reserve(3 * tally_fql::budget::wire_len(&v)) else {
+                return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
+            };
             let body = crate::body::encode_answer(v).await;
             respond_bytes(200, body, ts, started, out.steps, out.bytes_read, 0)
         }
@@ -547,7 +552,7 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
         Ok::<_, FqlError>((out, body))
     };
     let done = if large {
-        tokio::task::spawn_blocking(finish)
+        crate::longpool::spawn(finish)
             .await
             .unwrap_or_else(|e| Err(FqlError::new("internal server error", format!("answer task failed: {e}"))))
     } else {
