@@ -452,6 +452,7 @@ pub async fn serve_member(
     let addr = listener.local_addr()?;
     println!("tally member {} listening on {addr} (peer port {peer_addr})", opts.node_id);
     let started = Instant::now();
+    crate::inflight::spawn_trimmer(state.inflight.clone());
     crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), crate::node::shutdown_signal()).await?;
     peer_task.abort();
     cluster.node.shutdown().await;

@@ -89,6 +89,39 @@ impl Drop for Reserved {
     }
 }
 
+/// How often the trimmer looks for a quiet moment.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Give memory back to the OS after load: glibc keeps freed heap pages in its arenas (a
+/// write flood left gigabytes resident), so every [`TRIM_EVERY`] with nothing in flight
+/// a thread asks it to release them (`malloc_trim`, which also returns free pages in the
+/// middle of each arena). Elsewhere nothing to do.
+pub fn spawn_trimmer(inflight: Arc<InFlight>) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = std::thread::Builder::new().name("tally-trim".into()).spawn(move || {
+            let mut trimmed_at_zero = false;
+            loop {
+                std::thread::sleep(TRIM_EVERY);
+                if inflight.used() > 0 {
+                    trimmed_at_zero = false;
+                    continue;
+                }
+                // Once per quiet spell: a trim walks every arena under its lock.
+                if !trimmed_at_zero {
+                    // SAFETY: malloc_trim only touches the allocator's own state.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                    trimmed_at_zero = true;
+                }
+            }
+        });
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = inflight;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

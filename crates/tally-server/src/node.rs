@@ -102,6 +102,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("tally listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
+    crate::inflight::spawn_trimmer(state.inflight.clone());
     crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), shutdown_signal()).await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {

@@ -132,7 +132,10 @@ const scenarios = {
         }
       })
     )
-    return { work: `2 MiB writes by status ${tally(statuses)}` }
+    // Is the memory given back once the flood is over?
+    await sleep(12_000)
+    const settled = Math.round(rssOf(server.proc.pid) / MIB)
+    return { work: `2 MiB writes by status ${tally(statuses)}; RSS 12 s after: ${settled} MiB` }
   },
   // Three thousand idle connections, then a query.
   async connFlood(server) {
