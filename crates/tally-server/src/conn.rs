@@ -81,7 +81,10 @@ pub fn raise_fd_limit() -> u64 {
                 r.rlim_cur = r.rlim_max;
             }
         }
-        r.rlim_cur as u64
+        // rlim_t is u64 here but not on every platform.
+        #[allow(clippy::unnecessary_cast)]
+        let soft = r.rlim_cur as u64;
+        soft
     }
 }
 
