@@ -70,6 +70,8 @@ struct Lane<T> {
 /// A bounded queue of inputs served fairly across tenants (see the module docs).
 pub struct FairQueue<T> {
     capacity: usize,
+    /// Bytes of inputs queued at most (a lone input may be larger).
+    bytes_capacity: usize,
     len: usize,
     bytes: usize,
     /// Start tag of the latest input taken.
@@ -95,7 +97,28 @@ pub enum Pushed<T> {
 impl<T> FairQueue<T> {
     pub fn new(capacity: usize) -> FairQueue<T> {
         assert!(capacity > 0, "a queue must hold at least one input");
-        FairQueue { capacity, len: 0, bytes: 0, vtime: 0, arrivals: 0, lanes: BTreeMap::new(), heads: BTreeMap::new() }
+        FairQueue {
+            capacity,
+            bytes_capacity: usize::MAX,
+            len: 0,
+            bytes: 0,
+            vtime: 0,
+            arrivals: 0,
+            lanes: BTreeMap::new(),
+            heads: BTreeMap::new(),
+        }
+    }
+
+    /// Bound the bytes queued too: an input that would pass `bytes` is refused (or pushes
+    /// out the newest input of a longer backlog when that makes room), unless the queue
+    /// is empty.
+    pub fn with_bytes_capacity(mut self, bytes: usize) -> FairQueue<T> {
+        self.bytes_capacity = bytes.max(1);
+        self
+    }
+
+    fn full_for(&self, bytes: usize) -> bool {
+        self.len >= self.capacity || (self.len > 0 && self.bytes.saturating_add(bytes) > self.bytes_capacity)
     }
 
     /// Inputs queued.
@@ -116,9 +139,13 @@ impl<T> FairQueue<T> {
     pub fn push(&mut self, tenant: Tenant, item: T, bytes: usize) -> Pushed<T> {
         let weight = tenant.weight.max(1);
         let mut evicted = None;
-        if self.len >= self.capacity {
+        if self.full_for(bytes) {
             match self.longest_backlog() {
-                Some(victim) if self.backlog_exceeds(victim, tenant.id, weight) => evicted = self.pop_newest(victim),
+                Some(victim)
+                    if self.backlog_exceeds(victim, tenant.id, weight) && self.room_after_evicting(victim, bytes) =>
+                {
+                    evicted = self.pop_newest(victim)
+                }
                 _ => return Pushed::Refused(item),
             }
         }
@@ -137,6 +164,7 @@ impl<T> FairQueue<T> {
         self.len += 1;
         self.bytes += bytes;
         debug_assert!(self.len <= self.capacity);
+        debug_assert!(self.len == 1 || self.bytes <= self.bytes_capacity);
         match evicted {
             Some(e) => Pushed::Evicted(e),
             None => Pushed::Queued,
@@ -203,6 +231,13 @@ impl<T> FairQueue<T> {
         v.items.len() as u128 * weight as u128 > mine as u128 * v.weight as u128
     }
 
+    /// Would pushing out `victim`'s newest input leave room for `bytes` more?
+    fn room_after_evicting(&self, victim: u64, bytes: usize) -> bool {
+        let freed = self.lanes.get(&victim).and_then(|l| l.items.back()).map_or(0, |q| q.bytes);
+        let (len, queued) = (self.len - 1, self.bytes - freed);
+        len == 0 || (len < self.capacity && queued.saturating_add(bytes) <= self.bytes_capacity)
+    }
+
     /// Remove `tenant`'s newest input, giving its virtual time back.
     fn pop_newest(&mut self, tenant: u64) -> Option<T> {
         let lane = self.lanes.get_mut(&tenant)?;
@@ -260,14 +295,13 @@ pub struct FairInbox<T> {
 
 impl<T> FairInbox<T> {
     pub fn new(capacity: usize, limits: BatchLimits) -> FairInbox<T> {
+        FairInbox::with_queue(FairQueue::new(capacity), limits)
+    }
+
+    /// An inbox around a queue built with its own bounds (see [`FairQueue::with_bytes_capacity`]).
+    pub fn with_queue(queue: FairQueue<T>, limits: BatchLimits) -> FairInbox<T> {
         FairInbox {
-            state: Mutex::new(InboxState {
-                queue: FairQueue::new(capacity),
-                closed: false,
-                opened: None,
-                last_tenant: None,
-                mixed_at: None,
-            }),
+            state: Mutex::new(InboxState { queue, closed: false, opened: None, last_tenant: None, mixed_at: None }),
             limits,
             ready: Condvar::new(),
             ready_async: tokio::sync::Notify::new(),
@@ -512,6 +546,22 @@ mod tests {
         }
         assert_eq!(q.pop_batch(100, 250).len(), 3);
         assert_eq!(q.bytes(), 700);
+    }
+
+    /// The queue holds at most its bytes capacity: a flood's large inputs are refused, a
+    /// quiet tenant's input pushes out the flood's newest, and a lone input may be larger.
+    #[test]
+    fn queue_bytes_capacity() {
+        let mut q = FairQueue::new(100).with_bytes_capacity(1_000);
+        for i in 0..4 {
+            assert!(matches!(q.push(t(1, 1), i, 250), Pushed::Queued));
+        }
+        assert!(matches!(q.push(t(1, 1), 4, 250), Pushed::Refused(4)));
+        assert!(matches!(q.push(t(2, 1), 9, 200), Pushed::Evicted(3)));
+        assert_eq!(q.bytes(), 950);
+        assert!(matches!(q.push(t(3, 1), 10, 600), Pushed::Refused(10)), "evicting one would not make room");
+        let mut lone = FairQueue::new(100).with_bytes_capacity(10);
+        assert!(matches!(lone.push(t(1, 1), 0, 50), Pushed::Queued));
     }
 
     /// Same operations, same batches.

@@ -48,11 +48,25 @@ pub struct SequencerConfig {
     pub batch_inputs_max: usize,
     pub batch_bytes_max: usize,
     pub queue_inputs_max: usize,
+    /// Bytes of inputs queued at most (a lone input may be larger).
+    pub queue_bytes_max: usize,
+    /// Longest an input may wait for its batch; past it, it is answered `Overloaded`
+    /// instead of being logged (its client has likely given up; the queue is behind).
+    pub queue_wait_max: Duration,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        SequencerConfig { epoch_ms: 10, batch_inputs_max: 8192, batch_bytes_max: 64 << 20, queue_inputs_max: 65_536 }
+        SequencerConfig {
+            epoch_ms: 10,
+            batch_inputs_max: 8192,
+            batch_bytes_max: 64 << 20,
+            queue_inputs_max: 65_536,
+            // Four full batches.
+            queue_bytes_max: 256 << 20,
+            // Well inside the drivers' default 60 s query timeout.
+            queue_wait_max: Duration::from_secs(10),
+        }
     }
 }
 
@@ -64,7 +78,8 @@ pub enum SubmitError {
     Stopped(String),
 }
 
-type Item = (Vec<u8>, oneshot::Sender<Result<Vec<u8>, SubmitError>>);
+/// An input, where its answer goes, and when it was queued.
+type Item = (Vec<u8>, oneshot::Sender<Result<Vec<u8>, SubmitError>>, std::time::Instant);
 
 /// Hands out timestamps: one per batch, and read timestamps for the read-only path.
 ///
@@ -165,14 +180,16 @@ impl Sequencer {
             inputs_max: config.batch_inputs_max,
             bytes_max: config.batch_bytes_max,
         };
-        let inbox = Arc::new(FairInbox::new(config.queue_inputs_max, limits));
+        let queue = crate::fair::FairQueue::new(config.queue_inputs_max).with_bytes_capacity(config.queue_bytes_max);
+        let inbox = Arc::new(FairInbox::with_queue(queue, limits));
         let rx = inbox.clone();
         let stopped = Arc::new(std::sync::Mutex::new(None));
         let reason = stopped.clone();
+        let wait_max = config.queue_wait_max;
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || run(log, machine, rx, clock, &reason))
+            .spawn(move || run(log, machine, rx, clock, &reason, wait_max))
             .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
         Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped }, handle))
     }
@@ -187,9 +204,9 @@ impl Sequencer {
     pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
         let (otx, orx) = oneshot::channel();
         let bytes = input.len();
-        match self.inbox.0.push(tenant, (input, otx), bytes) {
+        match self.inbox.0.push(tenant, (input, otx, std::time::Instant::now()), bytes) {
             Pushed::Queued => {}
-            Pushed::Evicted((_, reply)) => {
+            Pushed::Evicted((_, reply, _)) => {
                 let _ = reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.0.is_closed() => {
@@ -212,11 +229,26 @@ fn run<L: Log, M: StateMachine>(
     inbox: Arc<FairInbox<Item>>,
     clock: Arc<Clock>,
     stopped: &std::sync::Mutex<Option<String>>,
+    wait_max: Duration,
 ) {
     while let Some(items) = inbox.next_batch_blocking() {
+        // Inputs that waited too long are answered now and never logged: under a backlog
+        // the queue sheds its oldest work rather than doing what nobody waits for.
+        let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items
+            .into_iter()
+            .filter_map(|(input, reply, queued)| {
+                if queued.elapsed() > wait_max {
+                    let _ = reply.send(Err(SubmitError::Overloaded));
+                    return None;
+                }
+                Some((input, reply))
+            })
+            .unzip();
+        if inputs.is_empty() {
+            continue;
+        }
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
-        let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items.into_iter().unzip();
         let batch = Batch { height: log.last_height() + 1, ts, inputs };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
@@ -235,7 +267,7 @@ fn run<L: Log, M: StateMachine>(
             }
             inbox.close();
             while let Some(rest) = inbox.next_batch_blocking() {
-                for (_, r) in rest {
+                for (_, r, _) in rest {
                     let _ = r.send(Err(SubmitError::Stopped(later.clone())));
                 }
             }
@@ -338,6 +370,40 @@ mod tests {
             self.height = b.height;
             b.inputs.iter().map(|_| b.height.to_be_bytes().to_vec()).collect()
         }
+    }
+
+    /// Inputs that waited longer than `queue_wait_max` are answered `Overloaded` and never
+    /// logged; the one being applied when they queued is answered normally.
+    #[test]
+    fn inputs_that_wait_too_long_are_shed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let machine = Gated { height: 0, entered: entered_tx, gate: Some(gate) };
+        let cfg = SequencerConfig { epoch_ms: 1, queue_wait_max: Duration::from_millis(50), ..Default::default() };
+        let (seq, _h) =
+            Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        rt.block_on(async {
+            let first = tokio::spawn({
+                let seq = seq.clone();
+                async move { seq.submit(Tenant::DEFAULT, vec![0]).await }
+            });
+            while entered.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let late = tokio::spawn({
+                let seq = seq.clone();
+                async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            open.send(()).unwrap();
+            assert!(first.await.unwrap().is_ok());
+            assert_eq!(late.await.unwrap(), Err(SubmitError::Overloaded));
+            // A fresh input goes through, in batch 2: the shed one was never logged.
+            let o = seq.submit(Tenant::DEFAULT, vec![2]).await.unwrap();
+            assert_eq!(u64::from_be_bytes(o.try_into().unwrap()), 2);
+        });
     }
 
     /// A tenant's write that arrives behind another tenant's backlog of several batches

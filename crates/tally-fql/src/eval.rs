@@ -46,11 +46,22 @@ pub struct Limits {
     pub page_size_max: usize,
     /// Largest array any function may build.
     pub array_len_max: usize,
+    /// Bytes of values the query may hold at once (see [`crate::budget`]).
+    pub value_bytes_max: u64,
+    /// Largest answer, as encoded on the wire.
+    pub answer_bytes_max: u64,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { steps_max: 20_000_000, call_depth_max: 200, page_size_max: 100_000, array_len_max: 1_000_000 }
+        Limits {
+            steps_max: 20_000_000,
+            call_depth_max: 200,
+            page_size_max: 100_000,
+            array_len_max: 1_000_000,
+            value_bytes_max: crate::budget::QUERY_BYTES_MAX,
+            answer_bytes_max: crate::budget::ANSWER_BYTES_MAX,
+        }
     }
 }
 
@@ -86,6 +97,10 @@ pub struct Eval<'a> {
     env: Vec<(String, Value)>,
     steps: u64,
     call_depth: u32,
+    /// Bytes of values held (see [`crate::budget`]); its limit is `limits.value_bytes_max`.
+    budget: crate::budget::Budget,
+    /// `tx.bytes_read` already charged to the budget.
+    read_charged: u64,
     /// Wall-clock deadline; only ever set for read-only evaluation outside the executor.
     pub deadline: Option<Instant>,
     /// Seed for ids and secrets, from the transaction input (never drawn here).
@@ -121,6 +136,8 @@ impl<'a> Eval<'a> {
             env: Vec::new(),
             steps: 0,
             call_depth: 0,
+            budget: crate::budget::Budget::new(crate::budget::QUERY_BYTES_MAX),
+            read_charged: 0,
             deadline: None,
             entropy: [0; 32],
             ids_issued: 0,
@@ -166,6 +183,44 @@ impl<'a> Eval<'a> {
 
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Set the limits (the memory budget's included).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.budget = crate::budget::Budget::new(limits.value_bytes_max);
+    }
+
+    /// Bytes of values held now (see [`crate::budget`]).
+    pub fn mem_used(&self) -> u64 {
+        self.budget.used()
+    }
+
+    /// Give back what was charged since `mem_used()` was `mark`: those values are dropped.
+    pub fn mem_reset(&mut self, mark: u64) {
+        self.budget.reset(mark);
+    }
+
+    /// Charge `bytes` of newly built values; errors past the query's memory limit.
+    pub fn mem_charge(&mut self, bytes: u64) -> Result<()> {
+        self.budget.charge(bytes)
+    }
+
+    /// Charge what a call returned: a copy (a variable) or a document decoded from
+    /// storage whole, anything else its own slots (its elements were charged when built).
+    fn charge_result(&mut self, call: &Call, v: &Value) -> Result<()> {
+        let read = self.tx.bytes_read.saturating_sub(self.read_charged);
+        self.read_charged = self.tx.bytes_read;
+        let size = if call.spec.name == "var" {
+            crate::budget::deep_size(v)
+        } else if read > 0 {
+            // What storage returned was decoded fresh: charge it whole, but no more than
+            // the result holds (a `Count` streams what it reads and keeps none of it).
+            crate::budget::shallow_size(v).max(read.min(crate::budget::deep_size(v)))
+        } else {
+            crate::budget::shallow_size(v)
+        };
+        self.budget.charge(size)
     }
 
     /// Called by every write function before it writes.
@@ -236,12 +291,16 @@ impl<'a> Eval<'a> {
     pub fn eval(&mut self, e: &Expr) -> Result<Value> {
         self.step()?;
         match e {
-            Expr::Lit(v) => Ok(v.clone()),
+            Expr::Lit(v) => {
+                self.budget.charge(crate::budget::deep_size(v))?;
+                Ok(v.clone())
+            }
             Expr::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     out.push(self.eval(item).map_err(|e| e.at(i))?);
                 }
+                self.budget.charge(out.len() as u64 * 32)?;
                 Ok(Value::Array(out))
             }
             Expr::Object(fields) => {
@@ -250,9 +309,14 @@ impl<'a> Eval<'a> {
                     let val = self.eval(v).map_err(|e| e.at(k.as_str()).at("object"))?;
                     out.insert(k.clone(), val);
                 }
+                self.budget.charge(out.len() as u64 * 64)?;
                 Ok(Value::Object(out))
             }
-            Expr::Call(call) => (call.spec.handler)(self, call),
+            Expr::Call(call) => {
+                let v = (call.spec.handler)(self, call)?;
+                self.charge_result(call, &v)?;
+                Ok(v)
+            }
         }
     }
 
@@ -430,7 +494,13 @@ impl<'a> Eval<'a> {
             }
         }
         self.call_depth += 1;
-        let r = self.eval(&lam.body);
+        // What the body charged is dropped when it returns, except its result.
+        let mem_mark = self.budget.used();
+        let r = self.eval(&lam.body).and_then(|v| {
+            self.budget.reset(mem_mark);
+            self.budget.charge(crate::budget::deep_size(&v))?;
+            Ok(v)
+        });
         self.call_depth -= 1;
         self.env.truncate(mark);
         if lam.literal {
@@ -438,6 +508,15 @@ impl<'a> Eval<'a> {
         } else {
             r
         }
+    }
+
+    /// [`Eval::apply`] for a result the caller only looks at and drops (a predicate, a
+    /// `Foreach` body, an index binding): nothing it built stays charged.
+    pub fn apply_transient(&mut self, lam: &Lambda, args: Vec<Value>) -> Result<Value> {
+        let mark = self.budget.used();
+        let r = self.apply(lam, args);
+        self.budget.reset(mark);
+        r
     }
 
     pub fn call_depth(&self) -> u32 {

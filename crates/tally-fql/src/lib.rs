@@ -12,6 +12,7 @@
 //! randomness inside a write transaction.
 
 pub mod auth;
+pub mod budget;
 pub mod catalog;
 pub mod error;
 pub mod eval;

@@ -207,6 +207,17 @@ pub fn encode_doc(deleted: bool, data: &Object) -> Vec<u8> {
     out
 }
 
+/// A stored document version starts with its format byte and a deletion flag.
+const DOC_HEADER_BYTES: usize = 2;
+
+/// Whether a stored document version (or its header alone) is a deletion.
+fn doc_header_deleted(bytes: &[u8]) -> Result<bool> {
+    if bytes.len() < DOC_HEADER_BYTES || bytes[0] != FORMAT {
+        return Err(corrupt("unknown document format"));
+    }
+    Ok(bytes[1] == 1)
+}
+
 pub fn decode_doc(v: &Version) -> Result<DocVersion> {
     let bytes = &v.value;
     if bytes.len() < 2 || bytes[0] != FORMAT {
@@ -421,8 +432,28 @@ impl<'a> Tx<'a> {
         at: Ts,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Version)>> {
+        self.scan_cut(space, prefix, from, desc, at, limit, None)
+    }
+
+    /// [`Tx::scan`] giving (and counting as read) only the first `head` bytes of each
+    /// stored value when `head` is set: listings that do not return document bodies.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_cut(
+        &mut self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+        head: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Version)>> {
         let mut out: Vec<(Vec<u8>, Version)> = Vec::new();
-        let mut it = self.snap.scan(space, prefix, from, desc, at).map_err(storage_err)?;
+        let mut it = match head {
+            Some(n) => self.snap.scan_heads(space, prefix, from, desc, at, n),
+            None => self.snap.scan(space, prefix, from, desc, at),
+        }
+        .map_err(storage_err)?;
         // Overlay entries in range, in scan order.
         let mut ov: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if at >= self.ts {
@@ -464,7 +495,10 @@ impl<'a> Tx<'a> {
                 }
             };
             if take_ov {
-                if let Some((k, v)) = ov.next() {
+                if let Some((k, mut v)) = ov.next() {
+                    if let Some(n) = head {
+                        v.truncate(n);
+                    }
                     out.push((k, Version { ts: self.ts, value: v }));
                 }
             } else if let Some((k, v)) = next_store.take() {
@@ -538,6 +572,44 @@ impl<'a> Tx<'a> {
     }
 
     /// Live documents of a collection in id order, starting at `from_id` (inclusive).
+    /// Ids of the live documents of a collection, as [`Tx::scan_docs`] lists them, without
+    /// reading or decoding their bodies (only each version's header, which says whether it
+    /// is a deletion): what `Documents` sets, their pages and counts need.
+    pub fn scan_doc_ids(
+        &mut self,
+        db: DbId,
+        coll: CollId,
+        from_id: Option<&str>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let prefix = doc_prefix(db, coll);
+        let mut from = from_id.map(|id| doc_key(db, coll, id));
+        let mut out = Vec::new();
+        let mut resumed = false;
+        loop {
+            let page =
+                self.scan_cut(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1, Some(DOC_HEADER_BYTES))?;
+            let skip_first =
+                from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
+            let n = page.len() - skip_first as usize;
+            let mut last = None;
+            for (k, v) in page.into_iter().skip(skip_first as usize) {
+                if !doc_header_deleted(&v.value)? && out.len() < limit {
+                    out.push(id_from_doc_key(&k)?);
+                }
+                last = Some(k);
+            }
+            if n < SCAN_CHUNK || out.len() >= limit {
+                break;
+            }
+            from = last;
+            resumed = true;
+        }
+        Ok(out)
+    }
+
     pub fn scan_docs(
         &mut self,
         db: DbId,

@@ -190,7 +190,8 @@ impl Eval<'_> {
         let neutral = Auth { priority: self.auth.priority, ..Auth::new(self.auth.db, Role::Predicate) };
         let saved = std::mem::replace(&mut self.auth, neutral);
         self.binding_depth += 1;
-        let r = self.with_fresh_env(|ev| ev.apply(&lam, vec![doc]));
+        // The value becomes index rows; nothing it built stays charged (see `crate::budget`).
+        let r = self.with_fresh_env(|ev| ev.apply_transient(&lam, vec![doc]));
         self.binding_depth -= 1;
         self.auth = saved;
         match r {

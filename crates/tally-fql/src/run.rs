@@ -47,7 +47,7 @@ pub fn evaluate(
 ) -> Outcome {
     let tx = Tx::new(snap, ts);
     let mut ev = Eval::new(tx, mode, auth);
-    ev.limits = limits;
+    ev.set_limits(limits);
     ev.entropy = entropy;
     ev.deadline = if mode == Mode::ReadOnly { deadline } else { None };
     let mut result = ev.eval(expr);
@@ -59,6 +59,12 @@ pub fn evaluate(
             description: format!("Documents may be nested at most {} levels deep.", crate::model::DOC_DEPTH_MAX),
         });
         result = Err(e);
+    }
+    if let Ok(v) = &result {
+        // Measured before anything encodes it: an over-large answer is never built.
+        if let Err(e) = crate::budget::check_answer(v, limits.answer_bytes_max) {
+            result = Err(e);
+        }
     }
     let steps = ev.steps();
     let ids_issued = ev.ids_issued();

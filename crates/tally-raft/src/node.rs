@@ -47,6 +47,8 @@ pub struct ClusterConfig {
     pub batch_bytes_max: usize,
     /// Inputs waiting for a batch on the leader, at most (the fair inbox's capacity).
     pub queue_inputs_max: usize,
+    /// Bytes of inputs waiting on the leader, at most (a lone input may be larger).
+    pub queue_bytes_max: usize,
     /// Batches proposed and not yet applied, at most. The batcher takes a batch only when
     /// one may be proposed, so while the pipeline is full inputs keep waiting in the fair
     /// inbox, where a quiet tenant can still overtake a backlog.
@@ -83,6 +85,8 @@ impl ClusterConfig {
             batch_inputs_max: 8192,
             batch_bytes_max: 32 << 20,
             queue_inputs_max: 65_536,
+            // As on a single node: four full single-node batches.
+            queue_bytes_max: 256 << 20,
             batches_in_flight_max: 64,
             work_ahead: Duration::from_millis(7 + latency_ms * 4),
             write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
@@ -212,7 +216,8 @@ impl RaftNode {
             inputs_max: cfg.batch_inputs_max,
             bytes_max: cfg.batch_bytes_max,
         };
-        let inbox = Arc::new(FairInbox::new(cfg.queue_inputs_max.max(1), limits));
+        let queue = tally_calvin::FairQueue::new(cfg.queue_inputs_max.max(1)).with_bytes_capacity(cfg.queue_bytes_max);
+        let inbox = Arc::new(FairInbox::with_queue(queue, limits));
         let node = Arc::new(RaftNode {
             raft: raft.clone(),
             id: cfg.node_id,

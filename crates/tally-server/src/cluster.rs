@@ -442,6 +442,8 @@ pub async fn serve_member(
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
+        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        body_read_timeout: cfg.conn.body_read_timeout,
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());
@@ -450,7 +452,8 @@ pub async fn serve_member(
     let addr = listener.local_addr()?;
     println!("tally member {} listening on {addr} (peer port {peer_addr})", opts.node_id);
     let started = Instant::now();
-    axum::serve(listener, app).with_graceful_shutdown(crate::node::shutdown_signal()).await?;
+    crate::inflight::spawn_trimmer(state.inflight.clone());
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), crate::node::shutdown_signal()).await?;
     peer_task.abort();
     cluster.node.shutdown().await;
     tracing::info!(uptime_s = started.elapsed().as_secs(), "member stopped");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +37,10 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Access providers' signing keys, for JWT secrets (see `crate::jwt`).
     pub jwks: Arc<crate::jwt::JwksCache>,
+    /// Bytes in flight server-wide (see `crate::inflight`).
+    pub inflight: Arc<crate::inflight::InFlight>,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -204,11 +208,15 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-fn error_response(err: &FqlError, ts: u64) -> Response {
+pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Overload and unavailability pass: say when to come back.
+        set_header(r.headers_mut(), "retry-after", "1".to_string());
     }
     r
 }
@@ -294,53 +302,28 @@ async fn wait_for_last_seen(st: &AppState, seen: Option<u64>, max: Duration) {
     }
 }
 
-fn bad_request(desc: impl Into<String>) -> FqlError {
+pub(crate) fn bad_request(desc: impl Into<String>) -> FqlError {
     FqlError::new(tally_fql::error::code::BAD_REQUEST, desc)
 }
 
-async fn query(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+async fn query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     query_any(st, headers, body, false).await
 }
 
 /// `POST /linearized`: a strictly serializable read (also asked for with `X-Linearized: true`).
-async fn query_linearized(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+async fn query_linearized(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     query_any(st, headers, body, true).await
 }
 
-async fn query_any(
-    st: Arc<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    linearized: bool,
-) -> Response {
+async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized: bool) -> Response {
     let tp = traceparent(&headers);
-    let (tags, mut resp) = match (check_tags(&headers), body) {
-        (Err(e), _) => (None, error_response(&e, 0)),
-        (Ok(_), Err(rej)) => {
-            let e = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                FqlError::new(
-                    "request too large",
-                    format!(
-                        "Request body is larger than {} bytes; send smaller queries (or raise --body-bytes-max).",
-                        st.body_bytes_max
-                    ),
-                )
-            } else {
-                bad_request(format!("Could not read the request body: {rej}"))
-            };
-            let mut r = error_response(&e, 0);
-            *r.status_mut() = rej.status();
-            (None, r)
-        }
-        (Ok(tags), Ok(body)) => (tags, query_inner(st, &headers, body, linearized).await),
+    let (tags, mut resp) = match check_tags(&headers) {
+        Err(e) => (None, error_response(&e, 0)),
+        Ok(tags) => match crate::body::read(&st, &headers, body).await {
+            // The reservation is held until the answer exists (parsed query, queued input).
+            Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
+            Err(r) => (None, r),
+        },
     };
     let h = resp.headers_mut();
     set_header(h, "traceparent", tp);
@@ -366,19 +349,8 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(x) => x,
         Err(e) => return error_response(&e, 0),
     };
-    if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
-        let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
-        return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
-    }
-    let json: serde_json::Value = match tally_value::parse_json_unbounded(&body) {
-        Ok(j) => j,
-        Err(e) => {
-            let msg = format!("Request body is not valid JSON: {e}.");
-            return error_response(&FqlError::new(tally_fql::error::code::INVALID_EXPRESSION, msg), 0);
-        }
-    };
-    let expr = match tally_fql::expr::parse(&json) {
-        Ok(e) => e,
+    let (json, expr) = match crate::body::parse_query(body).await {
+        Ok((json, expr)) => (json, Arc::new(expr)),
         Err(e) => return error_response(&e, 0),
     };
     // A JWT is verified here, off the executor (clock, network); what it proves then
@@ -421,6 +393,7 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(None) => {
             let st2 = st.clone();
             let secret2 = secret.clone();
+            let expr = expr.clone();
             // On a low-priority thread (longpool.rs): short work preempts it.
             crate::longpool::spawn(move || run_read(&st2, &secret2, jwt, &expr, tmo, deadline, false))
                 .await
@@ -433,13 +406,21 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(Err(e)) => return error_response(&e, 0),
         Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
     };
-    match &out.result {
+    match out.result {
         Ok(v) => {
-            let body = json!({"resource": tally_value::to_json(v)});
-            respond(200, body, ts, started, out.steps, out.bytes_read, 0)
+            // An answer waits in memory until its client takes it: it needs room in flight,
+            // three times over while it is encoded (the value, its JSON tree, the bytes).
+            let Some(_room) = st.inflight.try_reserve(3 * tally_fql::budget::wire_len(&v)) else {
+                return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
+            };
+            let body = crate::body::encode_answer(v).await;
+            respond_bytes(200, body, ts, started, out.steps, out.bytes_read, 0)
         }
-        Err(e) if !e.needs_write => error_response(e, ts),
-        Err(_) => write_path(st, json, auth, tmo, started).await,
+        Err(e) if !e.needs_write => error_response(&e, ts),
+        Err(_) => {
+            drop(expr);
+            write_path(st, json, auth, tmo, started).await
+        }
     }
 }
 
@@ -573,7 +554,7 @@ async fn write_path(
     let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
     if let Some(c) = &st.cluster {
         return match c.node.submit(tenant, bytes).await {
-            Ok(ok) => output_response(&ok.output, started, &seed),
+            Ok(ok) => output_response(ok.output, started, seed).await,
             Err(e) => error_response(&crate::cluster::submit_error(&e), 0),
         };
     }
@@ -588,7 +569,7 @@ async fn write_path(
             return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
         }
     };
-    output_response(&out, started, &seed)
+    output_response(out, started, seed).await
 }
 
 /// The answer to a write the fair queue pushed out or refused (single node or leader).
@@ -596,20 +577,36 @@ pub(crate) fn overloaded() -> FqlError {
     FqlError::new("unavailable", "Too many transactions are queued; retry shortly.")
 }
 
-fn output_response(out: &[u8], started: Instant, seed: &[u8; 32]) -> Response {
-    let mut out: TxnOutput = match tally_value::parse_json_unbounded(out) {
-        Ok(o) => o,
-        Err(e) => {
-            return error_response(&FqlError::new("internal server error", format!("bad executor output: {e}")), 0)
-        }
+async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Response {
+    // Decoding, revealing secrets and encoding again cost about the answer's size: a
+    // large answer does it off the async threads.
+    let large = out.len() > crate::body::INLINE_BYTES_MAX;
+    let finish = move || {
+        let mut out: TxnOutput = tally_value::parse_json_unbounded(&out)
+            .map_err(|e| FqlError::new("internal server error", format!("bad executor output: {e}")))?;
+        tally_fql::secret::reveal(&mut out.body, &seed, &out.secrets);
+        let body = serde_json::to_vec(&out.body)
+            .map_err(|e| FqlError::new("internal server error", format!("cannot encode the answer: {e}")))?;
+        Ok::<_, FqlError>((out, body))
     };
-    tally_fql::secret::reveal(&mut out.body, seed, &out.secrets);
-    respond(out.status, out.body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+    let done = if large {
+        crate::longpool::spawn(finish)
+            .await
+            .unwrap_or_else(|e| Err(FqlError::new("internal server error", format!("answer task failed: {e}"))))
+    } else {
+        finish()
+    };
+    match done {
+        Ok((out, body)) => {
+            respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+        }
+        Err(e) => error_response(&e, 0),
+    }
 }
 
-fn respond(
+fn respond_bytes(
     status: u16,
-    body: serde_json::Value,
+    body: Vec<u8>,
     ts: u64,
     started: Instant,
     steps: u64,
@@ -617,7 +614,7 @@ fn respond(
     written: u64,
 ) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = (status, axum::Json(body)).into_response();
+    let mut r = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
     let h = r.headers_mut();
     set_header(h, "x-txn-time", ts.to_string());
     set_header(h, "x-query-time", started.elapsed().as_millis().to_string());

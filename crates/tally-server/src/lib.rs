@@ -7,9 +7,12 @@
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
 //! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
 
+pub mod body;
 pub mod cluster;
+pub mod conn;
 pub mod datadir;
 pub mod http;
+pub mod inflight;
 pub mod jwt;
 pub mod longpool;
 pub mod machine;
@@ -19,4 +22,5 @@ pub mod scheduler;
 pub mod snapshot;
 
 pub use cluster::{ClusterOptions, PeerLatency};
+pub use conn::ConnLimits;
 pub use node::{serve, ServeConfig};

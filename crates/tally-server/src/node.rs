@@ -23,6 +23,10 @@ pub struct ServeConfig {
     /// Fetch access providers' keys from loopback, private and link-local addresses,
     /// and over plain http (`--jwks-allow-private`; off by default, see `crate::jwt::addr`).
     pub jwks_allow_private: bool,
+    /// Client connection bounds (see `crate::conn`).
+    pub conn: crate::conn::ConnLimits,
+    /// Bytes of requests and answers in flight (see `crate::inflight`).
+    pub inflight_bytes_max: u64,
     /// Run as a member of a replicated cluster instead of a single node.
     pub cluster: Option<crate::cluster::ClusterOptions>,
 }
@@ -109,6 +113,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
+        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        body_read_timeout: cfg.conn.body_read_timeout,
     });
     let app = router(state.clone());
     let listener =
@@ -116,7 +122,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("tally listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    crate::inflight::spawn_trimmer(state.inflight.clone());
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), shutdown_signal()).await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();

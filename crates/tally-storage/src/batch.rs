@@ -119,6 +119,42 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
         at: Ts,
     ) -> Result<ScanIter<'a>> {
         let base = self.base.scan(space, prefix, from, desc, at)?;
+        self.merge_scan(base, space, prefix, from, desc, at)
+    }
+
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        // The base copies only heads; keys this overlay wrote are few and in memory.
+        let base = self.base.scan_heads(space, prefix, from, desc, at, head)?;
+        Ok(crate::cut_values(self.merge_scan(base, space, prefix, from, desc, at)?, head))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.overlay.borrow().meta.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.base.meta(key),
+        }
+    }
+}
+
+impl<O: Borrow<Overlay> + Send> Layer<O> {
+    /// The base's scan merged with this overlay's keys in range.
+    fn merge_scan<'a>(
+        &'a self,
+        base: ScanIter<'a>,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>> {
         let Some((lo, hi)) = read::scan_bounds(prefix, from, desc) else {
             return Ok(Box::new(std::iter::empty()));
         };
@@ -138,13 +174,6 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
             base: base.peekable(),
             over: (Box::new(keys) as Box<dyn Iterator<Item = &[u8]>>).peekable(),
         }))
-    }
-
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self.overlay.borrow().meta.get(key) {
-            Some(v) => Ok(Some(v.clone())),
-            None => self.base.meta(key),
-        }
     }
 }
 
@@ -178,6 +207,18 @@ impl Snapshot for OverlayBatch {
         at: Ts,
     ) -> Result<ScanIter<'a>> {
         self.layer.scan(space, prefix, from, desc, at)
+    }
+
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        self.layer.scan_heads(space, prefix, from, desc, at, head)
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -132,6 +132,16 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Version)>> + 'a>;
 pub type HistIter<'a> = Box<dyn Iterator<Item = Result<Version>> + 'a>;
 
+/// `it` with every value cut to its first `head` bytes.
+pub fn cut_values(it: ScanIter<'_>, head: usize) -> ScanIter<'_> {
+    Box::new(it.map(move |r| {
+        r.map(|(k, mut v)| {
+            v.value.truncate(head);
+            (k, v)
+        })
+    }))
+}
+
 /// A consistent read view.
 pub trait Snapshot: Send {
     /// Newest version of `key` whose ts <= at.
@@ -145,6 +155,20 @@ pub trait Snapshot: Send {
     /// Lazy: the cost is proportional to what the caller consumes.
     fn scan<'a>(&'a self, space: Space, prefix: &[u8], from: Option<&[u8]>, desc: bool, at: Ts)
         -> Result<ScanIter<'a>>;
+    /// [`Snapshot::scan`] giving only the first `head` bytes of each value: for listings
+    /// that need a key and a flag, not a document body. The backends copy only those
+    /// bytes (this default copies everything, then cuts).
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        Ok(cut_values(self.scan(space, prefix, from, desc, at)?, head))
+    }
     /// Small named metadata values (e.g. "applied_height").
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }

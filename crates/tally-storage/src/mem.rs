@@ -52,6 +52,9 @@ impl VersionEntry for (&(Vec<u8>, Reverse<Ts>), &Vec<u8>) {
     fn value(&self) -> Vec<u8> {
         self.1.clone()
     }
+    fn value_head(&self, n: usize) -> Vec<u8> {
+        self.1[..n.min(self.1.len())].to_vec()
+    }
 }
 
 impl VersionTable for MemTable {
@@ -150,7 +153,19 @@ impl Snapshot for MemSnapshot {
         desc: bool,
         at: Ts,
     ) -> Result<ScanIter<'a>> {
-        read::scan(self.0.table(space), prefix, from, desc, at)
+        read::scan(self.0.table(space), prefix, from, desc, at, None)
+    }
+
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        read::scan(self.0.table(space), prefix, from, desc, at, Some(head))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

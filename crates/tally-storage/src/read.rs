@@ -17,6 +17,8 @@ pub(crate) trait VersionEntry {
     fn key(&self) -> &[u8];
     fn ts(&self) -> Ts;
     fn value(&self) -> Vec<u8>;
+    /// The value's first `n` bytes (all of it if shorter), copying only those.
+    fn value_head(&self, n: usize) -> Vec<u8>;
 }
 
 pub(crate) type EntryIter<'a, E> = Box<dyn DoubleEndedIterator<Item = Result<E>> + 'a>;
@@ -31,6 +33,13 @@ pub(crate) trait VersionTable {
 
 fn version<E: VersionEntry>(e: &E) -> Version {
     Version { ts: e.ts(), value: e.value() }
+}
+
+fn version_head<E: VersionEntry>(e: &E, head: Option<usize>) -> Version {
+    match head {
+        Some(n) => Version { ts: e.ts(), value: e.value_head(n) },
+        None => version(e),
+    }
 }
 
 /// Storage order of positions: key ascending, ts descending.
@@ -123,18 +132,20 @@ pub(crate) fn scan_bounds(prefix: &[u8], from: Option<&[u8]>, desc: bool) -> Opt
     Some((lo, hi))
 }
 
+/// `head`: give only the first bytes of each value (see `Snapshot::scan_heads`).
 pub(crate) fn scan<'a, T: VersionTable>(
     t: &'a T,
     prefix: &[u8],
     from: Option<&[u8]>,
     desc: bool,
     at: Ts,
+    head: Option<usize>,
 ) -> Result<ScanIter<'a>> {
     let Some((lo, hi)) = scan_bounds(prefix, from, desc) else {
         return Ok(Box::new(std::iter::empty()));
     };
     let iter = seek(t, &lo, &hi)?;
-    Ok(Box::new(Scan { table: t, lo, hi, at, iter, pending: None, last: None, desc, done: false }))
+    Ok(Box::new(Scan { table: t, lo, hi, at, iter, pending: None, last: None, desc, done: false, head }))
 }
 
 /// A lazy scan: holds one B-tree cursor and re-seeks it to jump over versions.
@@ -150,6 +161,7 @@ struct Scan<'a, T: VersionTable + 'a> {
     last: Option<Vec<u8>>,
     desc: bool,
     done: bool,
+    head: Option<usize>,
 }
 
 impl<'a, T: VersionTable> Scan<'a, T> {
@@ -180,7 +192,7 @@ impl<'a, T: VersionTable> Scan<'a, T> {
             }
             if e.ts() <= self.at {
                 self.last = Some(e.key().to_vec());
-                return Ok(Some((e.key().to_vec(), version(&e))));
+                return Ok(Some((e.key().to_vec(), version_head(&e, self.head))));
             }
             // Newest version is after `at`: jump to this key's first version at or before it.
             self.lo = Included((e.key().to_vec(), self.at));
@@ -216,13 +228,16 @@ impl<'a, T: VersionTable> Scan<'a, T> {
                 best = e;
                 steps += 1;
                 if steps >= LINEAR_SKIP_MAX {
-                    let found = get(self.table, &key, self.at)?;
+                    let mut found = get(self.table, &key, self.at)?;
+                    if let (Some(v), Some(n)) = (found.as_mut(), self.head) {
+                        v.value.truncate(n);
+                    }
                     self.hi = before_key;
                     self.reseek()?;
                     return Ok(found.map(|v| (key, v)));
                 }
             }
-            return Ok(Some((key, version(&best))));
+            return Ok(Some((key, version_head(&best, self.head))));
         }
         Ok(None)
     }

@@ -109,6 +109,10 @@ impl VersionEntry for RedbEntry {
     fn value(&self) -> Vec<u8> {
         self.1.value().to_vec()
     }
+    fn value_head(&self, n: usize) -> Vec<u8> {
+        let v = self.1.value();
+        v[..n.min(v.len())].to_vec()
+    }
 }
 
 struct RedbTable(ReadOnlyTable<VersionKey, &'static [u8]>);
@@ -163,7 +167,19 @@ impl Snapshot for RedbSnapshot {
         desc: bool,
         at: Ts,
     ) -> Result<ScanIter<'a>> {
-        read::scan(self.table(space), prefix, from, desc, at)
+        read::scan(self.table(space), prefix, from, desc, at, None)
+    }
+
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        read::scan(self.table(space), prefix, from, desc, at, Some(head))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

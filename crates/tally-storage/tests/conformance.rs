@@ -182,6 +182,18 @@ fn check_model(s: &dyn Snapshot, m: &Model, rng: &mut Lcg) {
             model_scan(m, &prefix, from.as_deref(), desc, at),
             "scan {prefix:?} from {from:?} desc={desc} at={at}"
         );
+        // The same scan giving only value heads: same keys and versions, values cut.
+        let head = rng.next(4) as usize;
+        let got: Vec<_> =
+            s.scan_heads(Space::Docs, &prefix, from.as_deref(), desc, at, head).unwrap().map(Result::unwrap).collect();
+        let want: Vec<_> = model_scan(m, &prefix, from.as_deref(), desc, at)
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.value.truncate(head);
+                (k, v)
+            })
+            .collect();
+        assert_eq!(got, want, "scan_heads {prefix:?} from {from:?} desc={desc} at={at} head={head}");
     }
 }
 

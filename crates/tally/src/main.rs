@@ -38,6 +38,28 @@ enum Cmd {
         /// otherwise fetch from inside its own network on their behalf.
         #[arg(long, env = "TALLY_JWKS_ALLOW_PRIVATE")]
         jwks_allow_private: bool,
+        /// Bytes of requests (×8, parsed) and answers in flight before new requests are
+        /// refused with 503.
+        #[arg(long, default_value_t = tally_server::inflight::INFLIGHT_BYTES_DEFAULT)]
+        inflight_bytes_max: u64,
+        /// Open client connections at most (0: the file-descriptor limit less 256).
+        #[arg(long, default_value_t = 0)]
+        connections_max: usize,
+        /// Longest a request's headers may take to arrive.
+        #[arg(long, default_value_t = 10_000)]
+        header_read_timeout_ms: u64,
+        /// Longest a request's body may take to arrive.
+        #[arg(long, default_value_t = 30_000)]
+        body_read_timeout_ms: u64,
+        /// A connection with nothing in progress for this long is closed.
+        #[arg(long, default_value_t = 120_000)]
+        idle_timeout_ms: u64,
+        /// A connection whose client has not taken an answer within this long is closed.
+        #[arg(long, default_value_t = 60_000)]
+        answer_send_timeout_ms: u64,
+        /// Concurrent streams per HTTP/2 connection.
+        #[arg(long, default_value_t = 200)]
+        h2_streams_max: u32,
         #[command(flatten)]
         cluster: cluster_cmd::ClusterFlags,
     },
@@ -58,7 +80,31 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { data_dir, listen, root_key, epoch_ms, body_bytes_max, jwks_allow_private, cluster } => {
+        Cmd::Serve {
+            data_dir,
+            listen,
+            root_key,
+            epoch_ms,
+            body_bytes_max,
+            jwks_allow_private,
+            inflight_bytes_max,
+            connections_max,
+            header_read_timeout_ms,
+            body_read_timeout_ms,
+            idle_timeout_ms,
+            answer_send_timeout_ms,
+            h2_streams_max,
+            cluster,
+        } => {
+            let ms = std::time::Duration::from_millis;
+            let conn = tally_server::ConnLimits {
+                connections_max,
+                header_read_timeout: ms(header_read_timeout_ms.max(1)),
+                body_read_timeout: ms(body_read_timeout_ms.max(1)),
+                idle_timeout: ms(idle_timeout_ms.max(1)),
+                answer_send_timeout: ms(answer_send_timeout_ms.max(1)),
+                h2_streams_max: h2_streams_max.max(1),
+            };
             let cluster = cluster.options()?;
             // Read-only queries evaluate on blocking threads; give them the executor's
             // stack so a query that is valid there is valid here.
@@ -70,6 +116,8 @@ fn main() -> anyhow::Result<()> {
                 epoch_ms,
                 body_bytes_max,
                 jwks_allow_private,
+                conn,
+                inflight_bytes_max,
                 cluster,
             }))
         }

@@ -104,13 +104,13 @@ fn foreach(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     };
     let lam = ev.lambda_arg(call, "foreach")?;
     for v in items {
-        ev.apply(&lam, vec![v]).map_err(|e| e.at("foreach"))?;
+        ev.apply_transient(&lam, vec![v]).map_err(|e| e.at("foreach"))?;
     }
     Ok(coll)
 }
 
 fn keep(ev: &mut Eval<'_>, lam: &Lambda, v: &Value) -> Result<bool> {
-    match ev.apply(lam, vec![v.clone()]).map_err(|e| e.at("filter"))? {
+    match ev.apply_transient(lam, vec![v.clone()]).map_err(|e| e.at("filter"))? {
         Value::Bool(b) => Ok(b),
         other => Err(wrong_type("Boolean", &other).at("filter")),
     }
@@ -213,12 +213,21 @@ fn reduce(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let lam = ev.lambda_arg(call, "reduce")?;
     let initial = ev.arg(call, "initial")?;
     let coll = coll_arg(ev, call, "collection")?;
+    // Only the latest accumulator is held: each step gives back the one before.
+    let base = ev.mem_used();
     fold(
         ev,
         "reduce",
         coll,
         initial,
-        |ev, acc, v| Ok(std::ops::ControlFlow::Continue(ev.apply(&lam, vec![acc, v]).map_err(|e| e.at("reduce"))?)),
+        |ev, acc, v| {
+            let mark = ev.mem_used();
+            let next = ev.apply(&lam, vec![acc, v]).map_err(|e| e.at("reduce"))?;
+            let kept = ev.mem_used().saturating_sub(mark);
+            ev.mem_reset(base);
+            ev.mem_charge(kept)?;
+            Ok(std::ops::ControlFlow::Continue(next))
+        },
         |_, acc| Ok(acc),
     )
 }

@@ -710,20 +710,21 @@ impl Stream for DocsLeaf {
             }
             let at = ev.read_ts();
             let limit = self.chunk + self.resumed as usize;
-            let mut page = ev.tx.scan_docs(self.db, self.coll, self.from.as_deref(), self.desc, at, limit)?;
+            // Ids only: a listing never reads the bodies it does not return.
+            let mut page = ev.tx.scan_doc_ids(self.db, self.coll, self.from.as_deref(), self.desc, at, limit)?;
             if page.len() < limit {
                 self.done = true;
             }
-            if self.resumed && page.first().map(|(id, _)| Some(id) == self.from.as_ref()).unwrap_or(false) {
+            if self.resumed && page.first().map(|id| Some(id) == self.from.as_ref()).unwrap_or(false) {
                 page.remove(0);
             }
             self.chunk = chunk_next(self.chunk);
             self.resumed = true;
             match page.last() {
-                Some((id, _)) => self.from = Some(id.clone()),
+                Some(id) => self.from = Some(id.clone()),
                 None => self.done = true,
             }
-            for (id, _) in page {
+            for id in page {
                 tick(ev)?;
                 let r = Value::Ref(self.doc_ref(&id));
                 let key = tally_value::encode(&r);
@@ -1043,7 +1044,7 @@ impl Stream for FilterSet {
     fn next(&mut self, ev: &mut Eval<'_>) -> Result<Option<Elem>> {
         loop {
             let Some(e) = self.child.next(ev)? else { return Ok(None) };
-            match ev.apply(&self.lambda, vec![e.out.clone()])? {
+            match ev.apply_transient(&self.lambda, vec![e.out.clone()])? {
                 Value::Bool(true) => return Ok(Some(e)),
                 Value::Bool(false) => continue,
                 other => return Err(wrong_type("Boolean", &other)),

@@ -1,0 +1,126 @@
+//! Request and answer bodies, with their bounds: a body is read within a deadline and
+//! a size limit, holding its share of the in-flight budget (refused at once with `503`
+//! when the budget is spent); large bodies are parsed, and large answers encoded, on the
+//! low-priority long-work pool (`crate::longpool`) so the async threads stay free for
+//! `/ping` and small queries.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use tally_fql::error::code;
+use tally_fql::FqlError;
+
+use crate::http::{error_response, AppState};
+use crate::inflight::{Reserved, BODY_COST_FACTOR};
+
+/// Bodies and answers up to this size are parsed or encoded on the async thread (well
+/// under a millisecond); larger ones on a blocking thread.
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// The error a client gets when the server has no room for its request.
+pub fn overloaded(what: &str) -> FqlError {
+    FqlError::new(
+        code::UNAVAILABLE,
+        format!("The server is overloaded ({what}); retry after the time in Retry-After, or send smaller requests."),
+    )
+}
+
+fn with_status(e: FqlError, status: StatusCode) -> Response {
+    let mut r = error_response(&e, 0);
+    *r.status_mut() = status;
+    r
+}
+
+/// Read a request body: at most `body_bytes_max` bytes within `body_read_timeout`,
+/// reserving [`BODY_COST_FACTOR`] times its size in flight for as long as the returned
+/// reservation is held.
+pub async fn read(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Bytes, Reserved), Response> {
+    let max = st.body_bytes_max;
+    let too_large = || {
+        let msg = format!("Request body is larger than {max} bytes; send smaller queries (or raise --body-bytes-max).");
+        with_status(FqlError::new("request too large", msg), StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let busy = || error_response(&overloaded("too many bytes of requests and answers in flight"), 0);
+    let mut reserved = declared.unwrap_or(0).saturating_mul(BODY_COST_FACTOR);
+    let Some(mut held) = st.inflight.try_reserve(reserved) else {
+        return Err(busy());
+    };
+    let deadline = Instant::now() + st.body_read_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
+    let mut body = body;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Err(_) => {
+                let msg = format!(
+                    "The request body did not arrive within {} s; send it faster or in smaller requests.",
+                    st.body_read_timeout.as_secs_f64()
+                );
+                return Err(with_status(FqlError::new(code::BAD_REQUEST, msg), StatusCode::REQUEST_TIMEOUT));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let e = FqlError::new(code::BAD_REQUEST, format!("Could not read the request body: {e}"));
+                return Err(with_status(e, StatusCode::BAD_REQUEST));
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
+            return Err(too_large());
+        }
+        let needed = (buf.len() + data.len()) as u64 * BODY_COST_FACTOR;
+        if needed > reserved {
+            if !held.try_grow(needed - reserved) {
+                return Err(busy());
+            }
+            reserved = needed;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(buf), held))
+}
+
+/// Parse a query body (JSON, then the expression), off the async thread when large.
+pub async fn parse_query(body: Bytes) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
+    if body.len() <= INLINE_BYTES_MAX {
+        return parse_now(&body);
+    }
+    crate::longpool::spawn(move || parse_now(&body))
+        .await
+        .unwrap_or_else(|e| Err(FqlError::new(code::INTERNAL_ERROR, format!("parse task failed: {e}"))))
+}
+
+fn parse_now(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
+    if tally_value::json_depth(body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
+        let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
+        return Err(FqlError::new(code::INVALID_EXPRESSION, msg));
+    }
+    let json: serde_json::Value = tally_value::parse_json_unbounded(body)
+        .map_err(|e| FqlError::new(code::INVALID_EXPRESSION, format!("Request body is not valid JSON: {e}.")))?;
+    let expr = tally_fql::expr::parse(&json)?;
+    Ok((json, expr))
+}
+
+/// `{"resource": v}` as bytes, off the async thread when large.
+pub async fn encode_answer(v: tally_value::Value) -> Vec<u8> {
+    // The estimate walks the value once, cheap next to the encoding it decides about.
+    let large = tally_fql::budget::wire_len(&v) > INLINE_BYTES_MAX as u64;
+    let encode = move || {
+        // Encoding a serde_json value cannot fail.
+        serde_json::to_vec(&serde_json::json!({"resource": tally_value::to_json(&v)})).unwrap_or_default()
+    };
+    if large {
+        return crate::longpool::spawn(encode).await.unwrap_or_default();
+    }
+    encode()
+}

@@ -1,0 +1,301 @@
+//! Serving client connections with bounds (HTTP/1.1 and h2c on one port).
+//!
+//! - at most `connections_max` open connections; past it a new connection is closed at
+//!   once, so file descriptors never run out (the default keeps headroom below
+//!   `RLIMIT_NOFILE`, whose soft limit is raised to the hard one at start);
+//! - a connection with no request in progress and no answer being sent for
+//!   `idle_timeout` is closed (keep-alive idleness, a silent socket, and headers that
+//!   trickle in: hyper's own header timeout covers the head of a request too);
+//! - an answer not fully taken by its client within `answer_send_timeout` closes the
+//!   connection: answers are sent in 64 KiB frames, so a client that does not read
+//!   (HTTP/1.1) or keeps its flow-control window shut (HTTP/2) is noticed, and what
+//!   its answers hold is freed;
+//! - request bodies have their own deadline (`body_read_timeout`, applied where the body
+//!   is read, in http.rs); HTTP/2 keeps hyper's per-connection limits (concurrent
+//!   streams, reset-stream flood protection).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::Request;
+use axum::Router;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt;
+
+use crate::inflight::{InFlight, Reserved};
+
+/// Bounds on client connections; see the module doc. All are `tally serve` flags.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// 0: derive from the file-descriptor limit ([`default_connections_max`]).
+    pub connections_max: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub answer_send_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_streams_max: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> ConnLimits {
+        ConnLimits {
+            connections_max: 0,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            answer_send_timeout: Duration::from_secs(60),
+            h2_streams_max: 200,
+        }
+    }
+}
+
+/// File descriptors kept free for everything that is not a client connection: the
+/// state store and log files, peer connections, JWKS fetches, the runtime's own.
+const FD_HEADROOM: u64 = 256;
+/// Largest default connection cap whatever the descriptor limit.
+const CONNECTIONS_DEFAULT_MAX: u64 = 50_000;
+/// Frame size answers are sent in (see the module doc).
+const ANSWER_FRAME_BYTES: usize = 64 * 1024;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit; the soft limit after that.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit write/read only the struct passed in.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        // rlim_t is u64 here but not on every platform.
+        #[allow(clippy::unnecessary_cast)]
+        let soft = r.rlim_cur as u64;
+        soft
+    }
+}
+
+/// The connection cap for a descriptor limit: the limit less the headroom.
+pub fn default_connections_max(fd_limit: u64) -> usize {
+    fd_limit.saturating_sub(FD_HEADROOM).clamp(16, CONNECTIONS_DEFAULT_MAX) as usize
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then finish the connections'
+/// requests (bounded by the idle and answer timeouts) and return.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    inflight: Arc<InFlight>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let fd_limit = raise_fd_limit();
+    let max = if limits.connections_max > 0 { limits.connections_max } else { default_connections_max(fd_limit) };
+    tracing::info!(connections_max = max, fd_limit, "connection limits");
+    let permits = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Arc::new(limits);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the cap: close at once (the client sees a reset and may retry).
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, limits, inflight, stop) = (app.clone(), limits.clone(), inflight.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            serve_one(stream, app, &limits, inflight, stop).await;
+            drop(permit);
+        });
+    }
+    let _ = stop_tx.send(true);
+    // Wait for the connections to finish what they were doing, within bounds.
+    let grace = limits.answer_send_timeout.max(limits.idle_timeout).min(Duration::from_secs(30));
+    let _ = tokio::time::timeout(grace, permits.acquire_many(max as u32)).await;
+    Ok(())
+}
+
+/// What a connection's watchdog looks at.
+struct ConnWatch {
+    started: Instant,
+    /// Requests whose handler has not answered yet.
+    active: AtomicUsize,
+    /// Milliseconds since `started` of the last request start or finish.
+    last_ms: AtomicU64,
+    /// Answers being sent: (id, when the handler answered).
+    answers: Mutex<Vec<(u64, Instant)>>,
+    next_id: AtomicU64,
+}
+
+impl ConnWatch {
+    fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Why the connection should be closed now, if it should.
+    fn expired(&self, limits: &ConnLimits) -> Option<&'static str> {
+        let now = Instant::now();
+        let answers = self.answers.lock().map(|a| a.iter().map(|(_, t)| *t).min()).unwrap_or(None);
+        if answers.is_some_and(|t| now.duration_since(t) > limits.answer_send_timeout) {
+            return Some("answer not read in time");
+        }
+        let idle_since = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let idle = self.active.load(Ordering::Relaxed) == 0 && answers.is_none();
+        (idle && now.duration_since(idle_since) > limits.idle_timeout).then_some("idle")
+    }
+}
+
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: &ConnLimits,
+    inflight: Arc<InFlight>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let w = Arc::new(ConnWatch {
+        started: Instant::now(),
+        active: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+        answers: Mutex::new(Vec::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let svc = {
+        let w = w.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (app, w, inflight) = (app.clone(), w.clone(), inflight.clone());
+            async move {
+                w.active.fetch_add(1, Ordering::Relaxed);
+                w.touch();
+                let resp = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e: Infallible| match e {});
+                let guard = AnswerGuard::new(&w, &inflight, resp.body().size_hint().exact().unwrap_or(0));
+                w.active.fetch_sub(1, Ordering::Relaxed);
+                w.touch();
+                Ok::<_, Infallible>(resp.map(|b| AnswerBody { inner: b, pending: Bytes::new(), _guard: guard }))
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.h2_streams_max);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let shortest = limits.idle_timeout.min(limits.answer_send_timeout);
+    let mut tick = tokio::time::interval((shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tick.tick() => {
+                if let Some(why) = w.expired(limits) {
+                    tracing::debug!(why, "closing connection");
+                    return; // dropping the connection closes the socket and frees its answers
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Held by an answer's body while it is being sent: registers it with its connection's
+/// watchdog and holds its bytes in the server's in-flight budget.
+struct AnswerGuard {
+    watch: Arc<ConnWatch>,
+    id: u64,
+    _bytes: Reserved,
+}
+
+impl AnswerGuard {
+    fn new(w: &Arc<ConnWatch>, inflight: &Arc<InFlight>, bytes: u64) -> AnswerGuard {
+        let id = w.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut a) = w.answers.lock() {
+            a.push((id, Instant::now()));
+        }
+        AnswerGuard { watch: w.clone(), id, _bytes: inflight.reserve(bytes) }
+    }
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.watch.answers.lock() {
+            a.retain(|(id, _)| *id != self.id);
+        }
+        self.watch.touch();
+    }
+}
+
+/// An answer's body, sent in frames of at most [`ANSWER_FRAME_BYTES`] so it is held
+/// (and watched) until the client has taken nearly all of it.
+struct AnswerBody {
+    inner: Body,
+    pending: Bytes,
+    _guard: AnswerGuard,
+}
+
+impl HttpBody for AnswerBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let me = &mut *self;
+        loop {
+            if !me.pending.is_empty() {
+                let n = me.pending.len().min(ANSWER_FRAME_BYTES);
+                return Poll::Ready(Some(Ok(Frame::data(me.pending.split_to(n)))));
+            }
+            match Pin::new(&mut me.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => me.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let extra = self.pending.len() as u64;
+        match inner.exact() {
+            Some(n) => SizeHint::with_exact(n + extra),
+            None => {
+                let mut h = SizeHint::new();
+                h.set_lower(inner.lower() + extra);
+                h
+            }
+        }
+    }
+}

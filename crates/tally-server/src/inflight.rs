@@ -1,0 +1,146 @@
+//! The server-wide budget for bytes in flight: request bodies being read and the work
+//! they become (parsed queries, queued write inputs), and answers waiting for their
+//! client to read them. Past it, new work is refused at once (`503` with `Retry-After`)
+//! rather than queued: memory stays bounded whatever the clients do.
+//!
+//! A reservation is a [`Reserved`] guard; dropping it gives the bytes back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Default bytes in flight. With the per-query evaluation budget (128 MiB × one per
+/// scheduler slot and the executor) this keeps a node near its documented 2 GiB
+/// ceiling on a small machine.
+pub const INFLIGHT_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
+/// What a request body of `n` bytes costs once read, parsed (serde_json values, the
+/// expression tree) and, for a write, encoded as a logged input: measured about 5× for
+/// a `Do` of small `Create`s; 8× leaves headroom.
+pub const BODY_COST_FACTOR: u64 = 8;
+
+#[derive(Debug)]
+pub struct InFlight {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl InFlight {
+    pub fn new(max: u64) -> Arc<InFlight> {
+        Arc::new(InFlight { used: AtomicU64::new(0), max: max.max(1) })
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reserve `bytes`, or None when that would pass the budget. A lone reservation
+    /// larger than the whole budget is let in when nothing else is in flight, so that
+    /// the largest legal request still works on an idle node.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reserved> {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = cur.saturating_add(bytes);
+            if next > self.max && cur > 0 {
+                return None;
+            }
+            match self.used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Reserved { pool: self.clone(), bytes }),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Reserve `bytes` whether or not they fit (an answer already computed: refusing it
+    /// would waste the work, and it is bounded by the answer size limit).
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Reserved {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        Reserved { pool: self.clone(), bytes }
+    }
+}
+
+/// Bytes held in flight until dropped.
+#[derive(Debug)]
+pub struct Reserved {
+    pool: Arc<InFlight>,
+    bytes: u64,
+}
+
+impl Reserved {
+    /// Grow the reservation by `more`, or false (and unchanged) past the budget.
+    pub fn try_grow(&mut self, more: u64) -> bool {
+        match self.pool.try_reserve(more) {
+            Some(r) => {
+                self.bytes += r.bytes;
+                std::mem::forget(r);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// How often the trimmer looks for a quiet moment.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Give memory back to the OS after load: glibc keeps freed heap pages in its arenas (a
+/// write flood left gigabytes resident), so every [`TRIM_EVERY`] with nothing in flight
+/// a thread asks it to release them (`malloc_trim`, which also returns free pages in the
+/// middle of each arena). Elsewhere nothing to do.
+pub fn spawn_trimmer(inflight: Arc<InFlight>) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = std::thread::Builder::new().name("tally-trim".into()).spawn(move || {
+            let mut trimmed_at_zero = false;
+            loop {
+                std::thread::sleep(TRIM_EVERY);
+                if inflight.used() > 0 {
+                    trimmed_at_zero = false;
+                    continue;
+                }
+                // Once per quiet spell: a trim walks every arena under its lock.
+                if !trimmed_at_zero {
+                    // SAFETY: malloc_trim only touches the allocator's own state.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                    trimmed_at_zero = true;
+                }
+            }
+        });
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = inflight;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_are_bounded_and_given_back() {
+        let pool = InFlight::new(100);
+        let a = pool.try_reserve(60).unwrap();
+        assert!(pool.try_reserve(50).is_none());
+        let mut b = pool.try_reserve(40).unwrap();
+        assert!(!b.try_grow(1));
+        drop(a);
+        assert!(b.try_grow(50));
+        assert_eq!(pool.used(), 90);
+        drop(b);
+        assert_eq!(pool.used(), 0);
+        // Alone, a request larger than the budget is let in.
+        let big = pool.try_reserve(500).unwrap();
+        assert!(pool.try_reserve(1).is_none());
+        drop(big);
+    }
+}

@@ -1,0 +1,256 @@
+'use strict'
+// Bounded resources (issue 13): no query, client or connection can exhaust the server.
+// Each limit is tested against a real server started with a small value for it, through
+// the official driver where the client sees an answer, and through raw sockets
+// (node `net` / `http2`) where the point is what a misbehaving client holds.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const http2 = require('node:http2')
+const net = require('node:net')
+const { startServer, q, ping, sleep, HOST, expectFaunaError } = require('./helpers/server')
+
+const MIB = 1024 * 1024
+
+/** Resolves when `socket` is closed by the other side (or errors), or 'open' after `ms`. */
+function closedWithin(socket, ms) {
+  return new Promise(resolve => {
+    if (socket.destroyed) return resolve('closed')
+    const timer = setTimeout(() => resolve('open'), ms)
+    const done = () => {
+      clearTimeout(timer)
+      resolve('closed')
+    }
+    socket.once('close', done)
+    socket.once('error', () => {})
+  })
+}
+
+function connect(port) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: HOST, port }, () => resolve(s))
+    s.once('error', reject)
+  })
+}
+
+/** An HTTP/1.1 request head for POST / with `body`. */
+function postHead(key, bodyLen, extra = '') {
+  return (
+    `POST / HTTP/1.1\r\nHost: ${HOST}\r\nAuthorization: Bearer ${key}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${bodyLen}\r\n${extra}\r\n`
+  )
+}
+
+// A query answering `n` MiB: n strings of 1 MiB.
+const bigAnswer = n => q.Map(q.NGram(q.Repeat('a', n), 1, 1), q.Lambda('_', q.Repeat('b', MIB)))
+
+describe('per-query memory budget and answer size', () => {
+  let server
+  before(async () => {
+    server = await startServer()
+  })
+  after(async () => server && (await server.stop()))
+
+  it('the 200-byte query that would build 1.6 GB is refused, and the node stays responsive', async () => {
+    const client = server.adminClient()
+    const attack = q.Let(
+      { x: q.Repeat('a', 16 * MIB) },
+      q.Map(q.NGram(q.Repeat('a', 100), 1, 1), q.Lambda('_', q.Var('x')))
+    )
+    const e = await expectFaunaError(client.query(attack), 'BadRequest', 'invalid argument')
+    assert.match(e.requestResult.responseContent.errors[0].description, /memory/)
+    assert.equal(await ping(server.port, 2_000), 200)
+    // Writes are held to the same budget by the executor (the transaction aborts alone).
+    await client.query(q.CreateCollection({ name: 'c' }))
+    const write = q.Do(q.Create(q.Collection('c'), { data: {} }), attack)
+    await expectFaunaError(client.query(write), 'BadRequest', 'invalid argument')
+    assert.equal(await client.query(q.Count(q.Documents(q.Collection('c')))), 0)
+  })
+
+  it('an answer over the answer size limit is refused; one under it is sent', async () => {
+    const client = server.adminClient()
+    // 80 MiB of strings fits the evaluation budget but not the 64 MiB answer limit.
+    const e = await expectFaunaError(client.query(bigAnswer(80)), 'BadRequest', 'invalid argument')
+    assert.match(e.requestResult.responseContent.errors[0].description, /answer/)
+    const ok = await client.query(bigAnswer(4))
+    assert.equal(ok.length, 4)
+    assert.equal(ok[0].length, MIB)
+  })
+})
+
+describe('connections', () => {
+  let server
+  before(async () => {
+    server = await startServer({
+      extraArgs: [
+        '--connections-max', '20',
+        '--answer-send-timeout-ms', '1000',
+        '--body-read-timeout-ms', '1000',
+        '--idle-timeout-ms', '1500',
+        '--header-read-timeout-ms', '1000',
+      ],
+    })
+  })
+  after(async () => server && (await server.stop()))
+
+  it('connections beyond the cap are closed at once; the held ones do not stop the node', async () => {
+    const held = []
+    for (let i = 0; i < 20; i++) held.push(await connect(server.port))
+    const extra = []
+    for (let i = 0; i < 10; i++) extra.push(await connect(server.port).catch(() => null))
+    const states = await Promise.all(extra.map(s => (s ? closedWithin(s, 1_000) : 'closed')))
+    assert.deepEqual(states, Array(10).fill('closed'), 'connections over the cap are closed')
+    // Every held connection is idle (nothing sent): closed after the idle timeout,
+    // which frees the slots.
+    const heldStates = await Promise.all(held.map(s => closedWithin(s, 5_000)))
+    assert.deepEqual(heldStates, Array(20).fill('closed'), 'idle connections are closed')
+    assert.equal(await ping(server.port, 2_000), 200)
+  })
+
+  it('a request head sent slowly is cut off', async () => {
+    const s = await connect(server.port)
+    s.write('POST / HTTP/1.1\r\nHost: x\r\n')
+    const timer = setInterval(() => !s.destroyed && s.write('X-Slow: 1\r\n'), 200)
+    const state = await closedWithin(s, 5_000)
+    clearInterval(timer)
+    s.destroy()
+    assert.equal(state, 'closed')
+  })
+
+  it('a stalled upload is answered 408 and cut off', async () => {
+    const s = await connect(server.port)
+    let got = ''
+    s.on('data', d => (got += d.toString('latin1')))
+    s.write(postHead(server.rootKey, 1 * MIB) + '{"add": [1, ')
+    const state = await closedWithin(s, 5_000)
+    s.destroy()
+    assert.equal(state, 'closed')
+    assert.match(got, /^HTTP\/1\.1 408/)
+    assert.match(got, /"code":"bad request"/)
+    assert.match(got, /did not arrive within/)
+  })
+
+  it('an HTTP/1.1 client that does not read its answer is cut off', async () => {
+    const body = JSON.stringify(q.wrap(bigAnswer(16)))
+    const s = await connect(server.port)
+    s.pause() // never read: the answer fills the socket buffers and stalls
+    s.write(postHead(server.rootKey, Buffer.byteLength(body)) + body)
+    await sleep(3_000)
+    // Now read whatever the server managed to send before it gave up.
+    let received = 0
+    s.on('data', d => (received += d.length))
+    s.resume()
+    const state = await closedWithin(s, 10_000)
+    s.destroy()
+    assert.equal(state, 'closed')
+    assert.ok(received < 16 * MIB, `the connection was cut before the answer was sent (${received} bytes)`)
+    assert.equal(await ping(server.port, 2_000), 200)
+  })
+
+  it('an HTTP/2 client that keeps its window shut is cut off', async () => {
+    const session = http2.connect(`http://${HOST}:${server.port}`, {
+      settings: { initialWindowSize: 0 },
+    })
+    session.on('error', () => {})
+    const closed = new Promise(resolve => session.once('close', () => resolve('closed')))
+    const streams = []
+    for (let i = 0; i < 5; i++) {
+      const st = session.request({
+        ':method': 'POST',
+        ':path': '/',
+        authorization: `Bearer ${server.rootKey}`,
+        'content-type': 'application/json',
+      })
+      st.on('error', () => {})
+      st.end(JSON.stringify(q.wrap(bigAnswer(4))))
+      streams.push(st)
+    }
+    const state = await Promise.race([closed, sleep(10_000).then(() => 'open')])
+    session.destroy()
+    assert.equal(state, 'closed')
+    assert.equal(await ping(server.port, 2_000), 200)
+  })
+})
+
+describe('in-flight memory budget', () => {
+  let server
+  before(async () => {
+    // 1 MiB in flight: eight requests of 16 KiB (each counted 8x) fill it.
+    server = await startServer({ extraArgs: ['--inflight-bytes-max', String(MIB)] })
+  })
+  after(async () => server && (await server.stop()))
+
+  it('a write flood is answered with overload errors, never queued without bound', async () => {
+    const client = server.adminClient()
+    await client.query(q.CreateCollection({ name: 'flood' }))
+    const pad = 'x'.repeat(16 * 1024)
+    const writes = []
+    for (let i = 0; i < 200; i++) {
+      writes.push(client.query(q.Create(q.Collection('flood'), { data: { pad } })).then(
+        () => 'ok',
+        e => e
+      ))
+    }
+    const results = await Promise.all(writes)
+    const ok = results.filter(r => r === 'ok').length
+    const refused = results.filter(r => r !== 'ok')
+    assert.ok(refused.length > 0, 'some writes were refused')
+    for (const e of refused) {
+      assert.equal(e.name, 'UnavailableError', `${e.name}: ${e.message}`)
+      assert.equal(e.requestResult.responseContent.errors[0].code, 'unavailable')
+      assert.equal(e.requestResult.statusCode, 503)
+    }
+    // What was acknowledged is there, nothing more.
+    assert.equal(await client.query(q.Count(q.Documents(q.Collection('flood')))), ok)
+    // While an upload of 1 MiB (8 MiB once parsed) is in flight, even a small query is
+    // refused at once, with Retry-After.
+    const s = await connect(server.port)
+    s.on('error', () => {})
+    s.write(postHead(server.rootKey, MIB))
+    await sleep(300)
+    const busy = await server.raw(JSON.stringify({ add: [1, 2] }), { timeoutMs: 5_000 })
+    assert.equal(busy.status, 503, busy.body)
+    assert.equal(busy.headers['retry-after'], '1')
+    assert.equal(JSON.parse(busy.body).errors[0].code, 'unavailable')
+    s.destroy()
+    await sleep(300)
+    const fine = await server.raw(JSON.stringify({ add: [1, 2] }), { timeoutMs: 5_000 })
+    assert.equal(fine.status, 200, fine.body)
+  })
+})
+
+describe('cheap listings', () => {
+  let server
+  before(async () => {
+    server = await startServer()
+  })
+  after(async () => server && (await server.stop()))
+
+  it('Documents, their pages and Count read no document bodies', async () => {
+    const client = server.adminClient()
+    await client.query(q.CreateCollection({ name: 'big' }))
+    // Twenty documents of 1 MiB each: reading their bodies would be 20 MiB.
+    for (let i = 0; i < 20; i++) {
+      await client.query(q.Create(q.Collection('big'), { data: { s: q.Repeat('a', MIB) } }))
+    }
+    const readOps = async query => {
+      const res = await server.raw(JSON.stringify(q.wrap(query)), { timeoutMs: 30_000 })
+      assert.equal(res.status, 200, res.body)
+      return { ops: Number(res.headers['x-byte-read-ops']), body: JSON.parse(res.body).resource }
+    }
+    const page = await readOps(q.Paginate(q.Documents(q.Collection('big')), { size: 1 }))
+    assert.equal(page.body.data.length, 1)
+    const all = await readOps(q.Paginate(q.Documents(q.Collection('big')), { size: 100 }))
+    assert.equal(all.body.data.length, 20)
+    const count = await readOps(q.Count(q.Documents(q.Collection('big'))))
+    assert.equal(count.body, 20)
+    // A read op is 4 KiB: the catalog and twenty keys with their version headers fit
+    // in a few; one body alone would be 256.
+    for (const [what, r] of [['page of 1', page], ['page of 20', all], ['count', count]]) {
+      assert.ok(r.ops < 16, `${what}: ${r.ops} read ops`)
+    }
+    // Reading the documents themselves is what costs.
+    const got = await readOps(q.Map(q.Paginate(q.Documents(q.Collection('big')), { size: 2 }), q.Lambda('r', q.Get(q.Var('r')))))
+    assert.ok(got.ops >= 512, `two bodies read: ${got.ops} read ops`)
+  })
+})
