@@ -12,8 +12,7 @@
 //!   in a child process (this test binary again) and report the batch that stopped it.
 //!
 //! The huge-string generator (strings of 1–70 KB in names, data and index terms: issue
-//! 11's bricking class) is its own ignored test until the executor checks those limits:
-//! `cargo test --release -p tally-server --test fuzz_eval -- --ignored`.
+//! 11's bricking class) is its own test, `executor_survives_huge_strings`.
 //! Cases: `TALLY_FUZZ_CASES` (default below); long runs: `scripts/fuzz`.
 //! Corpora: `fuzz/corpus/eval/*.json` (and `eval-huge/`), each a list of batches of queries.
 
@@ -100,13 +99,13 @@ fn input(q: &Json, seed: u8) -> Vec<u8> {
         q: q.clone(),
         db: 0,
         role: "admin".into(),
-        entropy: hex::encode([seed; 32]),
+        entropy: [seed; 32],
         steps_max: limits().steps_max,
         identity: None,
         token: None,
         jwt: None,
     };
-    serde_json::to_vec(&inp).expect("an input encodes")
+    tally_server::record::encode_input(&inp).expect("an input encodes")
 }
 
 /// Where the child writes the batches it is about to apply, for the parent's report.
@@ -175,10 +174,10 @@ fn executor_applies_everything_and_replicas_agree() {
     run_in_child("child_executor_normal");
 }
 
-/// Issue 11's class: oversize names, documents and index entries. Until the executor
-/// checks these limits during evaluation, this finds inputs that stop it (exit 70).
+/// Issue 11's class: oversize names, documents and index entries. Before the evaluator
+/// checked the store's limits (tally_fql::limits), the first corpus input stopped the
+/// executor (exit 70); now each fails as its own transaction.
 #[test]
-#[ignore = "finds the issue 11 oversize class (exit 70) until the executor checks size limits"]
 fn executor_survives_huge_strings() {
     run_in_child("child_executor_huge");
 }
@@ -192,7 +191,6 @@ fn child_executor_normal() {
 }
 
 #[test]
-#[ignore = "run through executor_survives_huge_strings"]
 fn child_executor_huge() {
     if in_child() {
         replay_corpus("eval-huge");
