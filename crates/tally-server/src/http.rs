@@ -61,10 +61,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .expose_headers(Any)
         .max_age(Duration::from_secs(3600));
     let limit = state.body_bytes_max;
+    // OPTIONS is routed explicitly: a route without it would send a browser's preflight
+    // to the router-wide 405 fallback, outside this layer (the layer answers it first).
+    let preflight = || async { StatusCode::NO_CONTENT };
     let browser = Router::new()
-        .route("/", post(query))
-        .route("/linearized", post(query_linearized))
-        .route("/ping", get(ping))
+        .route("/", post(query).options(preflight))
+        .route("/linearized", post(query_linearized).options(preflight))
+        .route("/ping", get(ping).options(preflight))
         .layer(cors);
     Router::new()
         .merge(browser)

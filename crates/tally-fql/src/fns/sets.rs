@@ -724,8 +724,14 @@ impl Stream for DocsLeaf {
                 Some(id) => self.from = Some(id.clone()),
                 None => self.done = true,
             }
+            // A document past its `ttl` is gone; only a collection that ever held a `ttl`
+            // needs its documents' bodies read to tell (crate::fns::docs::mark_ttl).
+            let may_expire = !page.is_empty() && crate::fns::docs::may_expire(ev, self.db, &[self.coll], at)?;
             for id in page {
                 tick(ev)?;
+                if may_expire && ev.tx.get_doc(self.db, self.coll, &id, at)?.is_some_and(|d| d.expired_at(at)) {
+                    continue;
+                }
                 let r = Value::Ref(self.doc_ref(&id));
                 let key = tally_value::encode(&r);
                 match self.bounds.check(&key) {
