@@ -73,9 +73,12 @@ const SCALE: u128 = 1_000;
 /// unbounded admission, with a better p99 for short queries.
 const TURN: Duration = Duration::from_millis(10);
 /// Run time (over all its turns) after which a query is long: it no longer takes turns
-/// with its tenant's other long queries. Five turns: a read of a few pages finishes
-/// young; one that runs longer is the kind that time slicing drives into timeouts.
-const LONG_AFTER: Duration = Duration::from_millis(50);
+/// with its tenant's other long queries. One turn: every young query that waits gets a
+/// turn before the long ones go on, and that is work lost if the flood then times out —
+/// with fifty 1 s reads queued on two slots, 50 ms of probation each put the first
+/// completion 3.5 s late (part of it the first step, which cannot be cut: `Paginate`
+/// of 50,000 refs is one step of 90 ms).
+const LONG_AFTER: Duration = TURN;
 /// Forget idle tenants once this many are tracked.
 const TENANTS_MAX: usize = 100_000;
 
