@@ -6,7 +6,8 @@
 // sends 1×, 5× and 50× that load at once (--levels), each query with
 // `X-Query-Timeout: --timeout-ms`, and prints for each level the queries completed, timed
 // out while running, refused before starting (waited their whole timeout for a slot),
-// and the wall time. Each level is bounded by the timeout (plus a few seconds).
+// refused as overload (`503`: the answers waiting to be encoded passed the in-flight
+// budget), the time of the first completion and the wall time. Each level is bounded by the timeout (plus a few seconds).
 //
 //   node tests/js/bench/overload.js [--bin path/to/tally] [--docs 20000] [--size 20000]
 //                                   [--levels 1,5,50] [--timeout-ms 10000]
@@ -56,6 +57,7 @@ function outcome(r) {
   if (r.status === 200) return 'completed'
   if (r.status === 503 && /waiting for an evaluation slot/.test(r.body)) return 'refused'
   if (/"time out"/.test(r.body)) return 'timedOut'
+  if (r.status === 503 && /overloaded/.test(r.body)) return 'overloaded'
   return `other ${r.status}`
 }
 
@@ -78,6 +80,7 @@ async function level(server, n) {
     completed: count('completed'),
     timedOut: count('timedOut'),
     refused: count('refused'),
+    overloaded: count('overloaded'),
     other: others.length ? others.join(',') : 0,
     firstDoneMs: done.length ? done[0] : null,
     wallMs: ms,
@@ -100,11 +103,13 @@ async function main() {
       console.log(JSON.stringify(rows[rows.length - 1]))
     }
     console.log(`\nX-Query-Timeout ${TIMEOUT_MS} ms, ${DOCS} documents, page size ${SIZE}`)
-    console.log('| concurrent | completed | timed out | refused before start | other | first done ms | wall ms |')
-    console.log('|---|---|---|---|---|---|---|')
+    console.log(
+      '| concurrent | completed | timed out | refused before start | overloaded (503) | other | first done ms | wall ms |'
+    )
+    console.log('|---|---|---|---|---|---|---|---|')
     for (const r of rows) {
       console.log(
-        `| ${r.concurrent} | ${r.completed} | ${r.timedOut} | ${r.refused} | ${r.other} | ${r.firstDoneMs ?? '-'} | ${r.wallMs} |`
+        `| ${r.concurrent} | ${r.completed} | ${r.timedOut} | ${r.refused} | ${r.overloaded} | ${r.other} | ${r.firstDoneMs ?? '-'} | ${r.wallMs} |`
       )
     }
   } finally {
