@@ -37,7 +37,10 @@
 //! takes it, so this changes nothing between tenants. (Time slicing among long queries
 //! was what made an overload collapse: fifty reads of 10 s each, sharing two cores in 10 ms
 //! turns, all reached a 60 s timeout and none finished; run oldest first, the first ones
-//! finish and the rest wait.)
+//! finish and the rest wait.) The price: every query a tenant queues gets one turn before
+//! its long ones go on, so a tenant that keeps sending new long queries faster than its
+//! slots finish them delays its own older ones by a turn (and a first step) each; the
+//! deadline bounds how long any one waits.
 //!
 //! A query waits for a slot no longer than its deadline (`X-Query-Timeout`): past it, it
 //! leaves the queue and is refused with `time out` instead of being started and abandoned.
