@@ -468,7 +468,12 @@ fn run_read(
     let (_slot, steps_max) = if inline {
         (sched.try_acquire(auth.db, auth.priority)?, steps_full.min(INLINE_STEPS_MAX))
     } else {
-        (sched.acquire(auth.db, auth.priority), steps_full)
+        // A query that waited its whole timeout for a slot is refused, not started: the
+        // machine is busier than it can finish in time (see scheduler.rs).
+        match sched.acquire(auth.db, auth.priority, Some(deadline)) {
+            Ok(slot) => (slot, steps_full),
+            Err(_) => return Some(Err(waited_past_timeout())),
+        }
     };
     let limits = Limits { steps_max, ..Limits::default() };
     let out = tally_fql::run::evaluate(&*snap, ts, Mode::ReadOnly, auth.clone(), expr, [0; 32], limits, Some(deadline));
@@ -476,6 +481,14 @@ fn run_read(
         return None;
     }
     Some(Ok((auth, out, ts)))
+}
+
+fn waited_past_timeout() -> FqlError {
+    FqlError::new(
+        tally_fql::error::code::TIME_OUT,
+        "Query timed out waiting for an evaluation slot (the server is busy with long queries); \
+         retry after the time in Retry-After, or raise X-Query-Timeout.",
+    )
 }
 
 fn read_ts(st: &AppState) -> u64 {
