@@ -574,7 +574,8 @@ impl<'a> Tx<'a> {
     /// Live documents of a collection in id order, starting at `from_id` (inclusive).
     /// Ids of the live documents of a collection, as [`Tx::scan_docs`] lists them, without
     /// reading or decoding their bodies (only each version's header, which says whether it
-    /// is a deletion): what `Documents` sets, their pages and counts need.
+    /// is a deletion): what `Documents` sets, their pages and counts need. A document past
+    /// its `ttl` is listed (its body would tell); callers that care check it.
     pub fn scan_doc_ids(
         &mut self,
         db: DbId,
@@ -584,30 +585,12 @@ impl<'a> Tx<'a> {
         at: Ts,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let prefix = doc_prefix(db, coll);
-        let mut from = from_id.map(|id| doc_key(db, coll, id));
-        let mut out = Vec::new();
-        let mut resumed = false;
-        loop {
-            let page =
-                self.scan_cut(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1, Some(DOC_HEADER_BYTES))?;
-            let skip_first =
-                from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
-            let n = page.len() - skip_first as usize;
-            let mut last = None;
-            for (k, v) in page.into_iter().skip(skip_first as usize) {
-                if !doc_header_deleted(&v.value)? && out.len() < limit {
-                    out.push(id_from_doc_key(&k)?);
-                }
-                last = Some(k);
+        self.page_docs(db, coll, from_id, desc, at, limit, Some(DOC_HEADER_BYTES), |k, v| {
+            if doc_header_deleted(&v.value)? {
+                return Ok(None);
             }
-            if n < SCAN_CHUNK || out.len() >= limit {
-                break;
-            }
-            from = last;
-            resumed = true;
-        }
-        Ok(out)
+            id_from_doc_key(k).map(Some)
+        })
     }
 
     pub fn scan_docs(
@@ -619,20 +602,46 @@ impl<'a> Tx<'a> {
         at: Ts,
         limit: usize,
     ) -> Result<Vec<(String, DocVersion)>> {
+        self.page_docs(db, coll, from_id, desc, at, limit, None, |k, v| {
+            let d = decode_doc(v)?;
+            if !d.live_at(at) {
+                return Ok(None);
+            }
+            Ok(Some((id_from_doc_key(k)?, d)))
+        })
+    }
+
+    /// Up to `limit` of what `keep` makes of the documents of a collection (each key with
+    /// its newest version at `at`, or only the first `head` bytes of it), in id order from
+    /// `from_id` (inclusive), pulling from storage in chunks of [`SCAN_CHUNK`].
+    // The arguments are one scan's, as for `scan_docs`.
+    #[allow(clippy::too_many_arguments)]
+    fn page_docs<T>(
+        &mut self,
+        db: DbId,
+        coll: CollId,
+        from_id: Option<&str>,
+        desc: bool,
+        at: Ts,
+        limit: usize,
+        head: Option<usize>,
+        mut keep: impl FnMut(&[u8], &Version) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
         let prefix = doc_prefix(db, coll);
         let mut from = from_id.map(|id| doc_key(db, coll, id));
         let mut out = Vec::new();
         let mut resumed = false;
         loop {
-            let page = self.scan(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1)?;
+            let page = self.scan_cut(Space::Docs, &prefix, from.as_deref(), desc, at, SCAN_CHUNK + 1, head)?;
             let skip_first =
                 from.is_some() && resumed && page.first().map(|(k, _)| Some(k) == from.as_ref()).unwrap_or(false);
             let n = page.len() - skip_first as usize;
             let mut last = None;
             for (k, v) in page.into_iter().skip(skip_first as usize) {
-                let d = decode_doc(&v)?;
-                if d.live_at(at) && out.len() < limit {
-                    out.push((id_from_doc_key(&k)?, d));
+                if out.len() < limit {
+                    if let Some(t) = keep(&k, &v)? {
+                        out.push(t);
+                    }
                 }
                 last = Some(k);
             }
