@@ -349,6 +349,9 @@ describe('bad input probe', { timeout: 900_000 }, () => {
       )
     )
     await c.query(q.Map([1, 2, 3], q.Lambda('i', q.Create(q.Collection('c0'), { data: { name: 'a', n: q.Var('i') } }))))
+    // Out of the random expressions' name pool, so nothing they do can delete it.
+    await c.query(q.CreateCollection({ name: 'kept' }))
+    await c.query(q.Map([1, 2, 3], q.Lambda('i', q.Create(q.Collection('kept'), { data: { n: q.Var('i') } }))))
     console.log(`bad_input: seed ${SEED} (TALLY_PROBE_SEED=${SEED} replays it)`)
   })
 
@@ -502,18 +505,27 @@ describe('bad input probe', { timeout: 900_000 }, () => {
     async () => {
       const c = server.adminClient()
       const long = 'x'.repeat(40_000)
+      // Collections and indexes of their own: the random expressions before this test
+      // pick names from a pool (c0, i0, ...) and may have deleted those.
+      await c.query(q.Do(q.CreateCollection({ name: 'big_terms' }), q.CreateCollection({ name: 'big_values' })))
+      await c.query(
+        q.Do(
+          q.CreateIndex({ name: 'big_by_name', source: q.Collection('big_terms'), terms: [{ field: ['data', 'name'] }] }),
+          q.CreateIndex({ name: 'big_n', source: q.Collection('big_values'), values: [{ field: ['data', 'n'] }], unique: true })
+        )
+      )
       const cases = [
-        q.CreateCollection({ name: long }),
-        q.CreateDatabase({ name: long }),
-        q.CreateIndex({ name: long, source: q.Collection('c0') }),
-        q.CreateFunction({ name: long, body: q.Query(q.Lambda('x', 1)) }),
-        q.CreateRole({ name: long, privileges: [] }),
-        q.Create(q.Collection('c0'), { data: { name: long } }),
-        q.Create(q.Collection('c1'), { data: { n: long } }),
+        ['CreateCollection', q.CreateCollection({ name: long })],
+        ['CreateDatabase', q.CreateDatabase({ name: long })],
+        ['CreateIndex', q.CreateIndex({ name: long, source: q.Collection('big_terms') })],
+        ['CreateFunction', q.CreateFunction({ name: long, body: q.Query(q.Lambda('x', 1)) })],
+        ['CreateRole', q.CreateRole({ name: long, privileges: [] })],
+        ['Create with an oversize index term', q.Create(q.Collection('big_terms'), { data: { name: long } })],
+        ['Create with an oversize unique index value', q.Create(q.Collection('big_values'), { data: { n: long } })],
       ]
-      for (const e of cases) {
+      for (const [what, e] of cases) {
         const [status] = await probe(c, e)
-        assert.ok(status >= 400 && status < 500, `expected a 4xx, got ${status}`)
+        assert.ok(status >= 400 && status < 500, `${what}: expected a 4xx, got ${status} (seed ${SEED})`)
         await assertAlive('after an oversize write')
       }
       const gen = generator(SEED, { oversize: true })
@@ -541,8 +553,8 @@ describe('bad input probe', { timeout: 900_000 }, () => {
     assert.equal(afterRestart.hash, before.hash, 'the head after restart is the head before the kill')
     assert.equal(afterRestart.height, before.height)
     const c = server.adminClient()
-    const docs = await c.query(q.Count(q.Documents(q.Collection('c0'))))
-    assert.ok(docs >= 3, `the setup's documents survived (${docs})`)
+    const docs = await c.query(q.Count(q.Documents(q.Collection('kept'))))
+    assert.equal(docs, 3, "the setup's documents survived")
     await assertAlive('after restart')
   })
 })
