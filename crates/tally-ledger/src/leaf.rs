@@ -130,34 +130,51 @@ pub fn effect_leaf(space: u8, key: &[u8], ts: u64, value: Option<&[u8]>) -> Vec<
     out
 }
 
-/// The stored record of one leaf: the leaf, then its effect leaves' hashes, so that a
-/// proof of one document version needs no re-execution. Decoding checks the hashes
-/// against the leaf's count and root.
-pub fn encode_record(leaf: &TxnLeaf, effect_hashes: &[Hash]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(TXN_LEAF_LEN + 32 * effect_hashes.len());
+/// The stored record of one leaf (version 1 of the record follows the leaf's version):
+/// the leaf, its effect leaves' hashes (32 bytes each, `effect_count` of them), then the
+/// transaction's input record as logged (the rest). A proof of one document version
+/// then needs no re-execution, and `get-entries` needs no log. Decoding checks the
+/// hashes against the leaf's effects root and the input against its input hash, so a
+/// damaged record is reported, never served.
+pub fn encode_record(leaf: &TxnLeaf, effect_hashes: &[Hash], input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TXN_LEAF_LEN + 32 * effect_hashes.len() + input.len());
     out.extend_from_slice(&leaf.to_bytes());
     for h in effect_hashes {
         out.extend_from_slice(h);
     }
+    out.extend_from_slice(input);
     out
 }
 
+/// One decoded leaf record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafRecord {
+    pub leaf: TxnLeaf,
+    pub effect_hashes: Vec<Hash>,
+    /// The input record, or empty where it was redacted (see `docs/ledger.md`).
+    pub input: Vec<u8>,
+}
+
 /// Parses [`encode_record`]'s output.
-pub fn decode_record(b: &[u8]) -> Result<(TxnLeaf, Vec<Hash>), LedgerError> {
+pub fn decode_record(b: &[u8]) -> Result<LeafRecord, LedgerError> {
     let (head, rest) = b.split_at(b.len().min(TXN_LEAF_LEN));
     let leaf = TxnLeaf::decode(head)?;
-    if rest.len() % 32 != 0 || rest.len() / 32 != leaf.effect_count as usize || rest.len() / 32 > EFFECTS_MAX {
+    let count = leaf.effect_count as usize;
+    if count > EFFECTS_MAX || rest.len() < 32 * count {
         return Err(LedgerError::Malformed(format!(
-            "leaf record lists {} bytes of effect hashes for {} effects",
-            rest.len(),
-            leaf.effect_count
+            "leaf record holds {} bytes after the leaf, too few for its {count} effect hashes",
+            rest.len()
         )));
     }
-    let hashes: Vec<Hash> = rest.chunks_exact(32).map(|c| c.try_into().unwrap_or_default()).collect();
-    if merkle::root_of_hashes(&hashes) != leaf.effects_root {
+    let (hashes, input) = rest.split_at(32 * count);
+    let effect_hashes: Vec<Hash> = hashes.chunks_exact(32).map(|c| c.try_into().unwrap_or_default()).collect();
+    if merkle::root_of_hashes(&effect_hashes) != leaf.effects_root {
         return Err(LedgerError::Malformed("leaf record's effect hashes do not match its effects root".into()));
     }
-    Ok((leaf, hashes))
+    if merkle::leaf_hash(input) != leaf.input_hash {
+        return Err(LedgerError::Malformed("leaf record's input does not match its input hash".into()));
+    }
+    Ok(LeafRecord { leaf, effect_hashes, input: input.to_vec() })
 }
 
 /// SHA-256 of arbitrary bytes (for callers that want the plain digest).
@@ -189,16 +206,20 @@ mod tests {
     #[test]
     fn decoders_refuse_what_they_do_not_understand() {
         let leaf = TxnLeaf::new(1, 1, 0, b"x", &[[7; 32], [8; 32]]);
+        assert_eq!(leaf.effect_count, 2);
         let mut b = leaf.to_bytes().to_vec();
         assert!(matches!(TxnLeaf::decode(&b[..88]), Err(LedgerError::Length { actual: 88, .. })));
         assert!(TxnLeaf::decode(&[]).is_err());
         b[0] = 2;
         assert!(matches!(TxnLeaf::decode(&b), Err(LedgerError::Version { found: 2, .. })));
-        let rec = encode_record(&leaf, &[[7; 32], [8; 32]]);
-        assert_eq!(decode_record(&rec).unwrap().1, vec![[7; 32], [8; 32]]);
-        assert!(decode_record(&rec[..rec.len() - 32]).is_err());
+        let rec = encode_record(&leaf, &[[7; 32], [8; 32]], b"x");
+        let decoded = decode_record(&rec).unwrap();
+        assert_eq!((decoded.effect_hashes, decoded.input), (vec![[7; 32], [8; 32]], b"x".to_vec()));
         assert!(decode_record(&rec[..rec.len() - 1]).is_err());
-        let swapped = encode_record(&leaf, &[[8; 32], [7; 32]]);
+        assert!(decode_record(&rec[..TXN_LEAF_LEN + 40]).is_err());
+        let swapped = encode_record(&leaf, &[[8; 32], [7; 32]], b"x");
         assert!(decode_record(&swapped).is_err());
+        let other_input = encode_record(&leaf, &[[7; 32], [8; 32]], b"y");
+        assert!(decode_record(&other_input).is_err());
     }
 }

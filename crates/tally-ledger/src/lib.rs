@@ -16,6 +16,7 @@ pub mod leaf;
 pub mod merkle;
 pub mod sth;
 pub mod tlog;
+pub mod writer;
 
 pub use block::{
     verify_chain, BlockBuilder, BlockHeader, Chain, BLOCK_VERSION, GENESIS_PREV_HASH, HEADER_ENCODED_LEN,

@@ -148,6 +148,7 @@ pub async fn start_member(
         ),
     };
     let mut machine = FqlMachine::open(store.clone())?;
+    machine.signer = Some(Arc::new(crate::datadir::member_key(data_dir)?));
     if opts.fault_injection {
         machine.diverge_at = std::env::var("TALLY_TEST_DIVERGE_AT").ok().and_then(|v| v.parse().ok());
     }
@@ -444,6 +445,7 @@ pub async fn serve_member(
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
+        member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());

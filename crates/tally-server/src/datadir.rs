@@ -14,6 +14,11 @@
 //!
 //! Directories made before the marker existed have the layout of format 1; opening one
 //! writes the marker.
+//!
+//! The directory also holds `member.key`, this member's ed25519 signing key for tree
+//! heads (`docs/ledger.md`): the 32-byte RFC 8032 secret seed, raw, mode 0600, made on
+//! first start. It is the member's own and never replicated; losing it loses nothing but
+//! the ability to sign as the same key (rotation: `docs/ledger.md`).
 
 use std::path::Path;
 
@@ -79,6 +84,49 @@ fn write_marker(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The member key's file name, in the data directory.
+pub const MEMBER_KEY_FILE: &str = "member.key";
+
+/// This member's signing key: read from `dir/member.key`, or made and written there
+/// (mode 0600, atomically) when the file does not exist yet.
+pub fn member_key(dir: &Path) -> anyhow::Result<tally_ledger::sth::MemberKey> {
+    let path = dir.join(MEMBER_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(seed) => tally_ledger::sth::MemberKey::from_seed(&seed).with_context(|| {
+            format!(
+                "{} is damaged (expected 32 bytes); restore it from a backup or rotate the key (docs/ledger.md)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+            write_private(dir, &seed)?;
+            Ok(tally_ledger::sth::MemberKey::from_seed(&seed)?)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Write the key file readable by its owner only (temporary file, fsync, rename).
+fn write_private(dir: &Path, seed: &[u8; 32]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{MEMBER_KEY_FILE}.tmp"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(seed)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(MEMBER_KEY_FILE))
+        .with_context(|| format!("writing {}/{MEMBER_KEY_FILE}", dir.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +161,21 @@ mod tests {
         std::fs::write(dir.path().join(MARKER_FILE), "garbage").unwrap();
         let e = check_or_init(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a valid format marker"), "{e}");
+    }
+
+    #[test]
+    fn member_key_is_made_once_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = member_key(dir.path()).unwrap();
+        let b = member_key(dir.path()).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(MEMBER_KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(MEMBER_KEY_FILE), b"short").unwrap();
+        assert!(member_key(dir.path()).unwrap_err().to_string().contains("damaged"));
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub inflight: Arc<crate::inflight::InFlight>,
     /// Longest a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// This member's tree-head signing key (`crate::datadir::member_key`).
+    pub member_key: Arc<tally_ledger::sth::MemberKey>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -72,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(browser)
         .route("/ledger/head", get(ledger_head))
+        .merge(crate::ledger_api::routes())
         .merge(crate::cluster::client_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -172,7 +175,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 /// May this request read the ledger (`/ledger/head`)? The ledger's heads move with
 /// every tenant's writes, so only the root database's administrators may watch them:
 /// the root key, or an admin key of the root database (not one scoped to a child).
-fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
+pub(crate) fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
     let refused = || {
         FqlError::new(
             tally_fql::error::code::UNAUTHORIZED,
@@ -204,10 +207,11 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         return error_response(&e, 0);
     }
     let head = st.head.lock().ok().and_then(|h| *h);
-    let body = match head {
+    let mut body = match head {
         Some(h) => json!({"height": h.height, "hash": hex::encode(h.hash()), "header": h}),
         None => json!({"height": 0, "hash": hex::encode([0u8; 32])}),
     };
+    body["member_key"] = json!(hex::encode(st.member_key.public_key()));
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 

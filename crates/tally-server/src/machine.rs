@@ -16,6 +16,7 @@ use tally_calvin::{Batch, MachineError, ReplicatedMachine, StateMachine};
 use tally_fql::auth::{Auth, Role};
 use tally_fql::eval::{Limits, Mode};
 use tally_fql::model::Write;
+use tally_ledger::writer::{self, LogWriter};
 use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
 use tally_storage::{Space, Store};
 
@@ -36,18 +37,12 @@ pub struct TxnOutput {
     pub secrets: Vec<String>,
 }
 
-/// The Merkle leaf of one effect: `space u8 | op u8 (0 put, 1 remove) | key len u32 |
-/// key | ts u64 | value`.
-fn effect_leaf(w: &Write) -> Vec<u8> {
-    let v = w.value.as_deref().unwrap_or(&[]);
-    let mut leaf = Vec::with_capacity(w.key.len() + v.len() + 14);
-    leaf.push(matches!(w.space, Space::Index) as u8);
-    leaf.push(w.value.is_none() as u8);
-    leaf.extend_from_slice(&(w.key.len() as u32).to_be_bytes());
-    leaf.extend_from_slice(&w.key);
-    leaf.extend_from_slice(&w.ts.to_be_bytes());
-    leaf.extend_from_slice(v);
-    leaf
+/// The space byte of a write's effect leaf (`tally_ledger::leaf`).
+fn effect_space(w: &Write) -> u8 {
+    match w.space {
+        Space::Docs => tally_ledger::leaf::SPACE_DOCS,
+        Space::Index => tally_ledger::leaf::SPACE_INDEX,
+    }
 }
 
 /// A logged input as the executor decoded it: a JSON tree and an expression tree, tens of
@@ -126,6 +121,10 @@ pub struct FqlMachine {
     pub diverge_at: Option<u64>,
     /// Whether [`StateMachine::apply_answering`] releases outputs during a batch.
     pub release_early: bool,
+    /// The transparency log's right edge (one leaf per applied transaction).
+    tlog: LogWriter,
+    /// This member's key: it signs every tree head it computes (node-local, not replicated).
+    pub signer: Option<Arc<tally_ledger::sth::MemberKey>>,
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -159,6 +158,7 @@ impl FqlMachine {
             None => None,
         };
         let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
+        let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
         Ok(FqlMachine {
             store,
             applied_height,
@@ -172,6 +172,8 @@ impl FqlMachine {
             checkpoint_interval: Some(CHECKPOINT_INTERVAL),
             diverge_at: None,
             release_early: true,
+            tlog,
+            signer: None,
         })
     }
 
@@ -192,6 +194,7 @@ impl FqlMachine {
         self.applied_height = fresh.applied_height;
         self.last_ts = fresh.last_ts;
         self.prev_hash = fresh.prev_hash;
+        self.tlog = fresh.tlog;
         self.applied_ts.store(fresh.last_ts, Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
         if let Ok(mut h) = self.head.lock() {
@@ -337,7 +340,10 @@ impl FqlMachine {
             };
             for w in &writes {
                 apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
-                builder.push_effect(&effect_leaf(w));
+                builder.push_effect_hash(self.tlog.effect(effect_space(w), &w.key, w.ts, w.value.as_deref()));
+            }
+            for (name, value) in self.tlog.finish_txn(ts, batch.height, i as u32, input) {
+                b.set_meta(&name, &value)?;
             }
             held.push((i, encode_output(&out)));
             last_ts = ts;
@@ -355,8 +361,13 @@ impl FqlMachine {
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
-        let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts))?;
+        let tree = (self.tlog.size(), self.tlog.root());
+        let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts), tree)?;
         b.set_meta(META_HEAD, &header.encode())?;
+        if let Some(key) = &self.signer {
+            let sig = key.sign(&tree_head(&header));
+            b.set_meta(&writer::sig_key(batch.height), &[&key.public_key()[..], &sig[..]].concat())?;
+        }
         b.set_meta(&block_key(batch.height), &header.encode())?;
         if let Some(p) = position {
             b.set_meta(META_POSITION, p)?;
@@ -390,6 +401,25 @@ impl FqlMachine {
         self.apply_inner(batch, position, false, &mut |_, out| outputs.push(out))?;
         Ok(outputs)
     }
+}
+
+/// The transparency log's head after `header`'s block, as members sign it.
+pub fn tree_head(header: &BlockHeader) -> tally_ledger::sth::TreeHead {
+    tally_ledger::sth::TreeHead {
+        tree_size: header.tree_size,
+        timestamp_ms: tally_ledger::sth::TreeHead::timestamp_for(header.last_ts),
+        root: header.tree_root,
+    }
+}
+
+/// The transparency log's right edge for a tree of `size` leaves, from the store.
+fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<tally_ledger::tlog::Frontier> {
+    let snap = store.snapshot()?;
+    let read = |id| {
+        let stored = snap.meta(&writer::node_key(id)).map_err(|e| tally_ledger::LedgerError::Storage(e.to_string()))?;
+        stored.map(|b| writer::decode_node(id, &b)).transpose()
+    };
+    Ok(tally_ledger::tlog::Frontier::load(size, read)?)
 }
 
 /// Whether the store accepts `w` (its key and value sizes).

@@ -96,7 +96,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
     let log_last_ts = tally_calvin::Log::last_ts(&log);
-    let machine = FqlMachine::open(store.clone())?;
+    let mut machine = FqlMachine::open(store.clone())?;
+    let member_key = Arc::new(crate::datadir::member_key(&cfg.data_dir)?);
+    machine.signer = Some(member_key.clone());
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
@@ -115,6 +117,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
+        member_key,
     });
     let app = router(state.clone());
     let listener =

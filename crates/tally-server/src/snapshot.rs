@@ -64,7 +64,18 @@ pub fn export(store: &dyn Store, applied_height: u64) -> Result<Vec<u8>, Snapsho
     all_versions(&*snap, Space::Docs, &mut out)?;
     all_versions(&*snap, Space::Index, &mut out)?;
     let fixed = [META_APPLIED_HEIGHT, META_LAST_TS, META_HEAD, META_POSITION].map(String::from);
-    for name in fixed.into_iter().chain((1..=applied_height).map(block_key)) {
+    // The transparency log travels with the state (its member signatures do not: each
+    // member signs for itself).
+    let tree_size = match snap.meta(META_HEAD)? {
+        Some(b) => {
+            tally_ledger::BlockHeader::decode(&b).map_err(|_| SnapshotError::Malformed("stored head"))?.tree_size
+        }
+        None => 0,
+    };
+    let tlog = tally_ledger::tlog::node_ids(tree_size)
+        .map(tally_ledger::writer::node_key)
+        .chain((0..tree_size).map(tally_ledger::writer::leaf_key));
+    for name in fixed.into_iter().chain((1..=applied_height).map(block_key)).chain(tlog) {
         if let Some(v) = snap.meta(&name)? {
             out.push(TAG_META);
             put_bytes(&mut out, name.as_bytes());

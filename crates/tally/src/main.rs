@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod cluster_cmd;
+mod verify;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
@@ -69,6 +70,8 @@ enum Cmd {
     Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
+    /// Verify a ledger offline: a data directory from genesis, or a saved proof against a saved head.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,5 +127,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => tally_bench::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
+        Cmd::Verify(args) => verify::main(args),
     }
 }

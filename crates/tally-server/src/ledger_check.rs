@@ -1,0 +1,239 @@
+//! Offline verification of a data directory's ledger (`tally verify`), from genesis.
+//!
+//! In order, stopping at the first failure and naming its block height or leaf index:
+//! 1. every block header decodes and extends the chain (height, `prev_hash`, ts order);
+//! 2. every leaf record decodes (its effect hashes match its effects root, its input its
+//!    input hash), names the block and position it sits in, and its transaction ts
+//!    increases; the tree recomputed from the leaves matches every stored subtree hash and
+//!    every header's `tree_size`/`tree_root`;
+//! 3. every stored member signature verifies over its head;
+//! 4. every document version and index entry in the state is one some leaf committed to
+//!    (a changed byte in the state is an effect no leaf has);
+//! 5. on a single node, the input log replayed by a fresh executor in memory yields the
+//!    very same headers (a dropped, reordered or altered transaction changes them).
+//!
+//! The store is opened read-write (redb has no read-only open) but nothing is written;
+//! the server must be stopped.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use tally_calvin::{Log, StateMachine};
+use tally_ledger::leaf::{self, LeafRecord};
+use tally_ledger::merkle::{self, Hash};
+use tally_ledger::tlog::Frontier;
+use tally_ledger::{writer, BlockHeader, Chain};
+use tally_storage::{RedbStore, Snapshot, Space, Store, Ts};
+
+use crate::machine::{block_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
+
+/// What a successful verification covered.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub blocks: u64,
+    pub leaves: u64,
+    pub signed_blocks: u64,
+    pub signing_keys: Vec<[u8; 32]>,
+    pub versions_checked: u64,
+    /// Batches replayed from the input log (0 on a cluster member: its log is Raft's).
+    pub replayed: u64,
+}
+
+/// The first thing found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Finding {
+    #[error("block {height}: {what}")]
+    Block { height: u64, what: String },
+    #[error("leaf {index}: {what}")]
+    Leaf { index: u64, what: String },
+    #[error("state: {what}")]
+    State { what: String },
+    #[error("{0}")]
+    Open(String),
+}
+
+fn open_err(e: impl std::fmt::Display) -> Finding {
+    Finding::Open(e.to_string())
+}
+
+/// Verifies the ledger of the data directory `dir`.
+pub fn verify_dir(dir: &Path) -> Result<Report, Finding> {
+    let store =
+        RedbStore::open(&dir.join("state.redb")).map_err(|e| open_err(format!("opening the state store: {e}")))?;
+    let snap = store.snapshot().map_err(open_err)?;
+    let mut report = Report::default();
+    let headers = check_chain(&*snap)?;
+    report.blocks = headers.len() as u64;
+    let effects = check_tree(&*snap, &headers, &mut report)?;
+    check_signatures(&*snap, &headers, &mut report)?;
+    report.versions_checked = check_state(&*snap, &effects, &headers)?;
+    drop(snap);
+    drop(store);
+    let log_dir = dir.join("log");
+    if log_dir.join("input.log").exists() {
+        report.replayed = replay(&log_dir, &headers)?;
+    }
+    Ok(report)
+}
+
+fn meta(snap: &dyn Snapshot, name: &str) -> Result<Option<Vec<u8>>, Finding> {
+    snap.meta(name).map_err(|e| Finding::State { what: format!("reading {name}: {e}") })
+}
+
+/// Step 1: the headers 1..=applied height, chained (block 1's `prev_hash` is the
+/// genesis constant).
+fn check_chain(snap: &dyn Snapshot) -> Result<Vec<BlockHeader>, Finding> {
+    let applied = meta(snap, META_APPLIED_HEIGHT)?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    let mut chain: Option<Chain> = None;
+    let mut headers = Vec::with_capacity(applied as usize);
+    for height in 1..=applied {
+        let bad = |what: String| Finding::Block { height, what };
+        let b = meta(snap, &block_key(height))?.ok_or_else(|| bad("header missing".into()))?;
+        let h = BlockHeader::decode(&b).map_err(|e| bad(e.to_string()))?;
+        if h.height != height {
+            return Err(bad(format!("stored under height {height} but says {}", h.height)));
+        }
+        match chain.as_mut() {
+            Some(c) => drop(c.append(h).map_err(|e| bad(e.to_string()))?),
+            None if h.prev_hash != tally_ledger::GENESIS_PREV_HASH => {
+                return Err(bad("the first block's prev_hash is not the genesis value".into()))
+            }
+            None => chain = Some(Chain::from_tip(h).map_err(|e| bad(e.to_string()))?),
+        }
+        headers.push(h);
+    }
+    let head = meta(snap, META_HEAD)?.map(|b| BlockHeader::decode(&b)).transpose().map_err(open_err)?;
+    if head != headers.last().copied() {
+        return Err(Finding::Block { height: applied, what: "the stored head is not the last block's header".into() });
+    }
+    Ok(headers)
+}
+
+/// Step 2: leaves, stored subtree hashes and header roots. Returns every effect hash.
+fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report) -> Result<HashSet<Hash>, Finding> {
+    let mut tree = Frontier::new();
+    let mut effects = HashSet::new();
+    let mut last_ts = 0;
+    for h in headers {
+        for position in 0..h.txn_count {
+            let index = tree.size();
+            let bad = |what: String| Finding::Leaf { index, what };
+            let rec = leaf_record(snap, index).map_err(bad)?;
+            let l = rec.leaf;
+            if (l.height, l.position) != (h.height, position) {
+                return Err(bad(format!(
+                    "names block {} position {}, expected {} {position}",
+                    l.height, l.position, h.height
+                )));
+            }
+            if l.ts <= last_ts || l.ts < h.first_ts || l.ts > h.last_ts {
+                return Err(bad(format!("ts {} out of order or outside its block's range", l.ts)));
+            }
+            last_ts = l.ts;
+            effects.extend(rec.effect_hashes.iter().copied());
+            for (id, want) in tree.append(l.hash()) {
+                let stored = meta(snap, &writer::node_key(id))?;
+                if stored.as_deref() != Some(&want[..]) {
+                    return Err(bad(format!(
+                        "stored subtree hash at level {} index {} is wrong or missing",
+                        id.level, id.index
+                    )));
+                }
+            }
+        }
+        if (tree.size(), tree.root()) != (h.tree_size, h.tree_root) {
+            let what = format!("header says tree_size {} and a root that the leaves do not give", h.tree_size);
+            return Err(Finding::Block { height: h.height, what });
+        }
+    }
+    report.leaves = tree.size();
+    Ok(effects)
+}
+
+fn leaf_record(snap: &dyn Snapshot, index: u64) -> Result<LeafRecord, String> {
+    let b = snap.meta(&writer::leaf_key(index)).map_err(|e| e.to_string())?.ok_or("leaf record missing")?;
+    leaf::decode_record(&b).map_err(|e| e.to_string())
+}
+
+/// Step 3: the member signatures kept with each block.
+fn check_signatures(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report) -> Result<(), Finding> {
+    for h in headers {
+        let Some(b) = meta(snap, &writer::sig_key(h.height))? else { continue };
+        let bad = |what: &str| Finding::Block { height: h.height, what: what.to_string() };
+        let (pk, sig) = b.split_at(b.len().min(32));
+        if !tally_ledger::sth::verify(pk, &tree_head(h), sig) {
+            return Err(bad("the member signature does not verify over this block's tree head"));
+        }
+        let pk: [u8; 32] = pk.try_into().map_err(|_| bad("malformed signature record"))?;
+        if !report.signing_keys.contains(&pk) {
+            report.signing_keys.push(pk);
+        }
+        report.signed_blocks += 1;
+    }
+    Ok(())
+}
+
+/// Step 4: every stored version is an effect some leaf committed to.
+fn check_state(snap: &dyn Snapshot, effects: &HashSet<Hash>, headers: &[BlockHeader]) -> Result<u64, Finding> {
+    let mut checked = 0;
+    for (space, tag) in [(Space::Docs, leaf::SPACE_DOCS), (Space::Index, leaf::SPACE_INDEX)] {
+        let keys = snap.scan(space, &[], None, false, Ts::MAX).map_err(|e| Finding::State { what: e.to_string() })?;
+        for item in keys {
+            let (key, _) = item.map_err(|e| Finding::State { what: e.to_string() })?;
+            let versions =
+                snap.history(space, &key, 0, Ts::MAX, false).map_err(|e| Finding::State { what: e.to_string() })?;
+            for v in versions {
+                let v = v.map_err(|e| Finding::State { what: e.to_string() })?;
+                let h = merkle::leaf_hash(&leaf::effect_leaf(tag, &key, v.ts, Some(&v.value)));
+                if !effects.contains(&h) {
+                    let block = headers.iter().find(|b| b.first_ts <= v.ts && v.ts <= b.last_ts).map(|b| b.height);
+                    return Err(Finding::State {
+                        what: format!(
+                            "the {} version of key {} at ts {} (block {}) is not one any transaction wrote",
+                            if tag == leaf::SPACE_DOCS { "document" } else { "index" },
+                            hex::encode(&key),
+                            v.ts,
+                            block.map_or("?".into(), |b| b.to_string())
+                        ),
+                    });
+                }
+                checked += 1;
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// Step 5: replay the input log into a fresh executor; its headers must be the stored ones.
+fn replay(log_dir: &Path, headers: &[BlockHeader]) -> Result<u64, Finding> {
+    let mut log = tally_calvin::FileLog::open(log_dir).map_err(|e| match e {
+        tally_calvin::LogError::Corrupt { height, detail } => {
+            Finding::Block { height, what: format!("input log: {detail}") }
+        }
+        other => open_err(format!("opening the input log: {other}")),
+    })?;
+    let batches = log.read_after(0).map_err(|e| open_err(format!("reading the input log: {e}")))?;
+    let mut m = FqlMachine::open(Arc::new(tally_storage::MemStore::new())).map_err(open_err)?;
+    m.checkpoint_every_batches(u64::MAX);
+    m.release_early = false;
+    let mut replayed = 0;
+    for batch in batches {
+        let height = batch.height;
+        let Some(stored) = headers.get((height as usize).wrapping_sub(1)) else { break };
+        m.apply(&batch);
+        let got = m.head.lock().ok().and_then(|h| *h);
+        if got != Some(*stored) {
+            return Err(Finding::Block {
+                height,
+                what: "replaying the input log gives another header (a transaction was changed, dropped or reordered)"
+                    .into(),
+            });
+        }
+        replayed += 1;
+    }
+    if replayed < headers.len() as u64 {
+        return Err(Finding::Block { height: replayed + 1, what: "the input log ends before the stored chain".into() });
+    }
+    Ok(replayed)
+}

@@ -1,0 +1,197 @@
+//! `tally verify`: check a ledger without trusting the server that kept it.
+//!
+//! `tally verify --data-dir DIR` recomputes, offline, every leaf, tree root, block header
+//! and member signature from genesis (`tally_server::ledger_check`) and names the first
+//! bad block height or leaf index. `tally verify --proof FILE --sth FILE` checks a saved
+//! `/ledger/v1/` proof (`get-proof-by-hash` with the leaf's `leaf_input` or `hash` added,
+//! `get-proof-by-revision`, or `get-sth-consistency` with `--old-sth`) against a saved
+//! `get-sth` answer, with no server at all.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::Value;
+use tally_ledger::merkle::{self, Hash};
+use tally_ledger::sth::{self, TreeHead};
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Data directory to verify offline (the server must be stopped).
+    #[arg(long, conflicts_with_all = ["proof", "sth"])]
+    data_dir: Option<PathBuf>,
+    /// A saved proof (JSON answer of /ledger/v1/get-proof-by-hash, -by-revision or get-sth-consistency).
+    #[arg(long, requires = "sth")]
+    proof: Option<PathBuf>,
+    /// The saved head to check the proof against (JSON answer of /ledger/v1/get-sth).
+    #[arg(long)]
+    sth: Option<PathBuf>,
+    /// For a consistency proof: the older saved head.
+    #[arg(long, requires = "proof")]
+    old_sth: Option<PathBuf>,
+    /// Trust only signatures by this public key (base64, repeatable); by default every
+    /// signature the head lists must verify.
+    #[arg(long = "key")]
+    keys: Vec<String>,
+}
+
+pub fn main(args: VerifyArgs) -> anyhow::Result<()> {
+    match (&args.data_dir, &args.proof, &args.sth) {
+        (Some(dir), _, _) => verify_dir(dir),
+        (None, Some(proof), Some(head)) => verify_proof(proof, head, args.old_sth.as_ref(), &args.keys),
+        _ => bail!("give --data-dir DIR, or --proof FILE --sth FILE"),
+    }
+}
+
+fn verify_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match tally_server::ledger_check::verify_dir(dir) {
+        Ok(r) => {
+            println!(
+                "ok: {} blocks, {} leaves, {} member signatures by {} key(s), {} stored versions, {} batches replayed",
+                r.blocks,
+                r.leaves,
+                r.signed_blocks,
+                r.signing_keys.len(),
+                r.versions_checked,
+                r.replayed
+            );
+            Ok(())
+        }
+        Err(finding) => {
+            println!("bad: {finding}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn bytes(v: &Value, field: &str) -> anyhow::Result<Vec<u8>> {
+    let s = v[field].as_str().with_context(|| format!("`{field}` is missing or not a string"))?;
+    B64.decode(s).with_context(|| format!("`{field}` is not base64"))
+}
+
+fn hash(v: &Value, field: &str) -> anyhow::Result<Hash> {
+    let b = bytes(v, field)?;
+    b.try_into().map_err(|b: Vec<u8>| anyhow::anyhow!("`{field}` must be 32 bytes, got {}", b.len()))
+}
+
+fn number(v: &Value, field: &str) -> anyhow::Result<u64> {
+    v[field].as_u64().with_context(|| format!("`{field}` is missing or not a non-negative integer"))
+}
+
+fn hashes(v: &Value, field: &str) -> anyhow::Result<Vec<Hash>> {
+    let items = v[field].as_array().with_context(|| format!("`{field}` is missing or not a list"))?;
+    if items.len() > 128 {
+        bail!("`{field}` has {} hashes; no proof in a tree of 2^64 leaves has more than 128", items.len());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let b =
+                x.as_str().and_then(|s| B64.decode(s).ok()).with_context(|| format!("`{field}`[{i}] is not base64"))?;
+            b.try_into().map_err(|_| anyhow::anyhow!("`{field}`[{i}] is not 32 bytes"))
+        })
+        .collect()
+}
+
+/// The head in a saved get-sth answer, after checking its signatures.
+fn signed_head(sth_json: &Value, keys: &[String]) -> anyhow::Result<TreeHead> {
+    let head = TreeHead {
+        tree_size: number(sth_json, "tree_size")?,
+        timestamp_ms: number(sth_json, "timestamp")?,
+        root: hash(sth_json, "sha256_root_hash")?,
+    };
+    let sigs = sth_json["signatures"].as_array().context("the head lists no `signatures`")?;
+    let mut trusted = 0;
+    for (i, s) in sigs.iter().enumerate() {
+        let pk = bytes(s, "public_key")?;
+        let sig = sth::parse_digitally_signed(&bytes(s, "tree_head_signature")?)?;
+        if !sth::verify(&pk, &head, &sig) {
+            bail!("signature {i} (key {}) does not verify over the head", B64.encode(&pk));
+        }
+        if keys.is_empty() || keys.iter().any(|k| B64.decode(k).ok().as_deref() == Some(&pk[..])) {
+            trusted += 1;
+        }
+    }
+    if trusted == 0 {
+        bail!("the head carries no signature by a trusted key");
+    }
+    Ok(head)
+}
+
+fn verify_proof(proof: &PathBuf, sth_path: &PathBuf, old: Option<&PathBuf>, keys: &[String]) -> anyhow::Result<()> {
+    let p = read_json(proof)?;
+    let head = signed_head(&read_json(sth_path)?, keys)?;
+    let verdict = if let Some(old) = old {
+        let old_head = signed_head(&read_json(old)?, keys)?;
+        let proof = hashes(&p, "consistency")?;
+        merkle::verify_consistency(old_head.tree_size, head.tree_size, &old_head.root, &head.root, &proof)
+            .then(|| format!("tree {} is a prefix of tree {}", old_head.tree_size, head.tree_size))
+    } else {
+        inclusion(&p, &head)?
+    };
+    match verdict {
+        Some(what) => {
+            println!("ok: {what}");
+            Ok(())
+        }
+        None => {
+            println!("bad: the proof does not verify against the head");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// An inclusion proof (of a leaf, or of a document revision through its leaf).
+fn inclusion(p: &Value, head: &TreeHead) -> anyhow::Result<Option<String>> {
+    if let Some(size) = p["tree_size"].as_u64() {
+        if size != head.tree_size {
+            bail!("the proof is for a tree of {size} leaves, the head for {}", head.tree_size);
+        }
+    }
+    let index = number(p, "leaf_index")?;
+    let path = hashes(p, "audit_path")?;
+    let (leaf_hash, what) = if p["leaf_input"].is_string() {
+        let leaf = bytes(p, "leaf_input")?;
+        (merkle::leaf_hash(&leaf), revision(p, &leaf)?)
+    } else {
+        (hash(p, "hash")?, format!("leaf {index}"))
+    };
+    let ok = merkle::verify_inclusion_of_hash(&leaf_hash, index, head.tree_size, &path, &head.root);
+    Ok(ok.then(|| format!("{what} is in the tree of {} leaves", head.tree_size)))
+}
+
+/// For a get-proof-by-revision answer: the effect is in the leaf; else a plain leaf.
+fn revision(p: &Value, leaf: &[u8]) -> anyhow::Result<String> {
+    let Some(effect) = p.get("effect") else { return Ok("the leaf".into()) };
+    let leaf = tally_ledger::leaf::TxnLeaf::decode(leaf)?;
+    let fx = bytes(effect, "leaf")?;
+    let path = hashes(effect, "audit_path")?;
+    let index = number(effect, "index")?;
+    let fx_hash = merkle::leaf_hash(&fx);
+    if !merkle::verify_inclusion_of_hash(&fx_hash, index, leaf.effect_count.into(), &path, &leaf.effects_root) {
+        bail!("the effect is not in the leaf's effects tree");
+    }
+    let rev = &p["revision"];
+    // The effect must name the claimed version: its key and its ts.
+    let key = bytes(rev, "key")?;
+    let named = fx.len() >= 6 + key.len() + 8
+        && fx[2..6] == (key.len() as u32).to_be_bytes()
+        && fx[6..6 + key.len()] == key[..]
+        && fx[6 + key.len()..14 + key.len()] == number(rev, "ts")?.to_be_bytes();
+    if !named {
+        bail!("the effect does not name the version the proof claims (key or ts differ)");
+    }
+    Ok(format!(
+        "the version of {} at ts {} (transaction ts {})",
+        rev["collection"].as_str().unwrap_or("?").to_owned() + "/" + rev["id"].as_str().unwrap_or("?"),
+        rev["ts"],
+        leaf.ts
+    ))
+}

@@ -1,0 +1,182 @@
+'use strict'
+// A verifier for Tally's transparency log written from docs/ledger.md alone, with
+// nothing but Node's standard library (SHA-256 and ed25519 from node:crypto). It shares
+// no code with the server: if the documentation and the server disagree, it fails.
+
+const crypto = require('node:crypto')
+
+const sha256 = (...parts) => {
+  const h = crypto.createHash('sha256')
+  for (const p of parts) h.update(p)
+  return h.digest()
+}
+const leafHash = leaf => sha256(Buffer.from([0]), leaf)
+const nodeHash = (l, r) => sha256(Buffer.from([1]), l, r)
+const b64 = s => Buffer.from(s, 'base64')
+
+/** RFC 9162 §2.1.1: MTH over leaf hashes. */
+function rootOf(hashes) {
+  if (hashes.length === 0) return sha256(Buffer.alloc(0))
+  if (hashes.length === 1) return hashes[0]
+  let k = 1
+  while (k * 2 < hashes.length) k *= 2
+  return nodeHash(rootOf(hashes.slice(0, k)), rootOf(hashes.slice(k)))
+}
+
+/** RFC 9162 §2.1.3.2, with BigInt so sizes past 2^53 are exact. */
+function verifyInclusion(leafHashBuf, index, size, path, root) {
+  let fn = BigInt(index)
+  let sn = BigInt(size) - 1n
+  if (fn > sn) return false
+  let r = leafHashBuf
+  for (const p of path) {
+    if (sn === 0n) return false
+    if ((fn & 1n) === 1n || fn === sn) {
+      r = nodeHash(p, r)
+      while ((fn & 1n) === 0n && fn !== 0n) {
+        fn >>= 1n
+        sn >>= 1n
+      }
+    } else {
+      r = nodeHash(r, p)
+    }
+    fn >>= 1n
+    sn >>= 1n
+  }
+  return sn === 0n && r.equals(root)
+}
+
+/** RFC 9162 §2.1.4.2. */
+function verifyConsistency(first, second, firstRoot, secondRoot, proof) {
+  let m = BigInt(first)
+  const n = BigInt(second)
+  if (m > n) return false
+  if (m === n) return proof.length === 0 && firstRoot.equals(secondRoot)
+  if (m === 0n) return proof.length === 0
+  if (proof.length === 0) return false
+  const isPow2 = (m & (m - 1n)) === 0n
+  const path = isPow2 ? [firstRoot, ...proof] : proof
+  let fn = m - 1n
+  let sn = n - 1n
+  while ((fn & 1n) === 1n) {
+    fn >>= 1n
+    sn >>= 1n
+  }
+  let fr = path[0]
+  let sr = path[0]
+  for (const c of path.slice(1)) {
+    if (sn === 0n) return false
+    if ((fn & 1n) === 1n || fn === sn) {
+      fr = nodeHash(c, fr)
+      sr = nodeHash(c, sr)
+      while ((fn & 1n) === 0n && fn !== 0n) {
+        fn >>= 1n
+        sn >>= 1n
+      }
+    } else {
+      sr = nodeHash(sr, c)
+    }
+    fn >>= 1n
+    sn >>= 1n
+  }
+  m = sn
+  return m === 0n && fr.equals(firstRoot) && sr.equals(secondRoot)
+}
+
+/** The transaction leaf, version 1 (docs/ledger.md). */
+function parseLeaf(buf) {
+  if (buf.length !== 89 || buf[0] !== 1) throw new Error(`not a version-1 leaf (${buf.length} bytes)`)
+  return {
+    ts: buf.readBigUInt64BE(1),
+    height: buf.readBigUInt64BE(9),
+    position: buf.readUInt32BE(17),
+    inputHash: buf.subarray(21, 53),
+    effectCount: buf.readUInt32BE(53),
+    effectsRoot: buf.subarray(57, 89),
+  }
+}
+
+/** An effect leaf: space, op, key, ts, value. */
+function parseEffect(buf) {
+  const keyLen = buf.readUInt32BE(2)
+  const key = buf.subarray(6, 6 + keyLen)
+  return {
+    space: buf[0],
+    op: buf[1],
+    key,
+    ts: buf.readBigUInt64BE(6 + keyLen),
+    value: buf.subarray(14 + keyLen),
+  }
+}
+
+/** A document key: db u64 | collection u64 | 0x01 numeric id u64 (or 0x02 string id). */
+function parseDocKey(key) {
+  const db = key.readBigUInt64BE(0)
+  const collection = key.readBigUInt64BE(8)
+  const id = key[16] === 1 ? key.readBigUInt64BE(17).toString() : null
+  return { db, collection, id }
+}
+
+/** The RFC 6962 TreeHeadSignature bytes of a head. */
+function treeHeadBytes(sth) {
+  const b = Buffer.alloc(50)
+  b[0] = 0
+  b[1] = 1
+  b.writeBigUInt64BE(BigInt(sth.timestamp), 2)
+  b.writeBigUInt64BE(BigInt(sth.tree_size), 10)
+  b64(sth.sha256_root_hash).copy(b, 18)
+  return b
+}
+
+/** Checks one DigitallySigned ed25519 signature of `sth` by the raw 32-byte `publicKey`. */
+function verifySthSignature(sth, publicKeyB64, signatureB64) {
+  const ds = b64(signatureB64)
+  if (ds.length !== 68 || ds[0] !== 8 || ds[1] !== 7 || ds.readUInt16BE(2) !== 64) return false
+  const key = crypto.createPublicKey({
+    key: { kty: 'OKP', crv: 'Ed25519', x: b64(publicKeyB64).toString('base64url') },
+    format: 'jwk',
+  })
+  return crypto.verify(null, treeHeadBytes(sth), key, ds.subarray(4))
+}
+
+/**
+ * Checks a get-proof-by-revision answer against a head: the effect names the document
+ * version (id, ts), the effect is in the leaf's effects tree, the leaf is in the head's tree.
+ * Returns the parsed effect and leaf, or throws saying which check failed.
+ */
+function verifyRevision(proof, sth, expect) {
+  if (BigInt(proof.tree_size) !== BigInt(sth.tree_size)) throw new Error('proof is for another tree size')
+  const leafBuf = b64(proof.leaf_input)
+  const leaf = parseLeaf(leafBuf)
+  const effectBuf = b64(proof.effect.leaf)
+  const effect = parseEffect(effectBuf)
+  const doc = parseDocKey(effect.key)
+  if (effect.space !== 0 || effect.op !== 0) throw new Error('effect is not a document version')
+  if (doc.id !== expect.id) throw new Error(`effect names document ${doc.id}, not ${expect.id}`)
+  if (effect.ts !== BigInt(expect.ts)) throw new Error(`effect ts ${effect.ts} is not ${expect.ts}`)
+  const effectPath = proof.effect.audit_path.map(b64)
+  if (!verifyInclusion(leafHash(effectBuf), proof.effect.index, leaf.effectCount, effectPath, leaf.effectsRoot)) {
+    throw new Error("effect is not in the leaf's effects tree")
+  }
+  const path = proof.audit_path.map(b64)
+  if (!verifyInclusion(leafHash(leafBuf), proof.leaf_index, sth.tree_size, path, b64(sth.sha256_root_hash))) {
+    throw new Error("leaf is not in the head's tree")
+  }
+  return { leaf, effect, doc }
+}
+
+module.exports = {
+  sha256,
+  leafHash,
+  nodeHash,
+  rootOf,
+  verifyInclusion,
+  verifyConsistency,
+  parseLeaf,
+  parseEffect,
+  parseDocKey,
+  treeHeadBytes,
+  verifySthSignature,
+  verifyRevision,
+  b64,
+}
