@@ -55,7 +55,10 @@ pub fn effect_of(name: &str) -> Effect {
         | "identify"
         | "current_identity"
         | "has_current_identity"
-        | "current_token" => Effect::Read,
+        | "current_token"
+        | "identity"
+        | "has_identity"
+        | "@self_ref" => Effect::Read,
         "create"
         | "create_class"
         | "create_collection"

@@ -103,9 +103,12 @@ pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &s
     let mut auth = authenticate_base(snap, ts, base, root_key_hash)?;
     let Some(scope) = scope else { return Ok(auth) };
     // Tokens ignore scopes, as in v4.
-    if auth.token.is_some() {
+    if auth.token.as_ref().is_some_and(|t| t.native_parent() == Some("tokens")) {
         return Ok(auth);
     }
+    // A scoped key acts somewhere (or as someone) other than its own database, where v4
+    // gives it no token metadata.
+    auth.token = None;
     let (path, role) = match scope.split_once(':') {
         Some((p, r)) => (p, Some(r)),
         None if Role::builtin(scope).is_some() || scope.starts_with('@') => ("", Some(scope)),
@@ -174,6 +177,10 @@ fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &
         return Err(unauthorized());
     }
     let mut auth = Auth::new(db, role);
+    if db == key_db {
+        // v4's `CurrentToken()` for a key used in the database it lives in.
+        auth.token = Some(Ref::doc(Ref::native("keys"), key_id.to_string()));
+    }
     auth.priority = match data.get("priority") {
         Some(Value::Long(p)) => (*p).clamp(1, crate::auth::PRIORITY_MAX as i64) as u32,
         _ => db_priority(&mut tx, db, ts)?,

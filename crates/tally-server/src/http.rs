@@ -121,32 +121,62 @@ fn ping_inner(p: PingParams) -> Response {
     (StatusCode::OK, axum::Json(json!({"resource": format!("Scope {scope} is OK")}))).into_response()
 }
 
-/// Limits on `x-fauna-tags`: at most 25 `key=value` pairs, keys up to 40 and values up to
-/// 80 word characters.
+/// `x-fauna-tags`, as v4 read it: `key=value` pairs joined by `,`, keys and values of
+/// ASCII letters, digits and `_`; at most 3,000 bytes, 25 pairs, keys of 40 and values
+/// of 80 bytes, no key twice. An empty header means no tags. The answer echoes them in
+/// v4's order, which is the reverse of the request's (v4 folded the pairs from the
+/// right), and a bad header is answered with v4's `Invalid header 'x-fauna-tags': …`.
+const TAGS_HEADER_MAX: usize = 3000;
 const TAGS_MAX: usize = 25;
+const TAG_KEY_MAX: usize = 40;
+const TAG_VALUE_MAX: usize = 80;
 
-fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
+fn check_tags(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let Some(raw) = headers.get("x-fauna-tags") else {
         return Ok(None);
     };
-    let raw = raw.to_str().map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
-    let word = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    let pairs: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
+    let raw = raw.as_bytes();
+    if raw.len() > TAGS_HEADER_MAX {
+        return Err("header is too long");
+    }
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let word = |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let mut pairs = Vec::new();
+    for p in raw.split(|b| *b == b',') {
+        let mut kv = p.splitn(2, |b| *b == b'=');
+        match (kv.next(), kv.next()) {
+            (Some(k), Some(v)) if word(k) && word(v) => pairs.push((k, v)),
+            _ => return Err("invalid tags"),
+        }
+    }
     if pairs.len() > TAGS_MAX {
-        return Err(bad_request(format!("too many tags: at most {TAGS_MAX} are allowed")));
+        return Err("too many tags");
     }
-    for p in &pairs {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if !word(k, 40) {
-            return Err(bad_request(format!("invalid tags key {k:?}: use 1-40 letters, digits or _")));
+    let mut echoed: Vec<String> = Vec::with_capacity(pairs.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in pairs.iter().rev() {
+        if k.len() > TAG_KEY_MAX {
+            return Err("invalid key");
         }
-        if !word(v, 80) {
-            return Err(bad_request(format!("invalid tags value {v:?}: use 1-80 letters, digits or _")));
+        if v.len() > TAG_VALUE_MAX {
+            return Err("invalid value");
         }
+        if !seen.insert(*k) {
+            return Err("duplicate key");
+        }
+        // Only ASCII word characters got here.
+        echoed.push(format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)));
     }
-    Ok(Some(pairs.join(",")))
+    Ok(Some(echoed.join(",")))
+}
+
+/// v4's answer to a bad `x-fauna-tags` header (no `position`: there is no query yet).
+fn tags_refused(reason: &str) -> Response {
+    let desc = format!("Invalid header 'x-fauna-tags': {reason}");
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": [{"code": "bad request", "description": desc}]})))
+        .into_response()
 }
 
 /// W3C trace context: keep a valid incoming trace id, start a new span.
@@ -188,7 +218,7 @@ fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
     let root_admin = auth.db == tally_fql::model::ROOT_DB
         && auth.role == tally_fql::auth::Role::Admin
         && auth.identity.is_none()
-        && auth.token.is_none();
+        && auth.token.as_ref().is_none_or(|t| t.native_parent() != Some("tokens"));
     if root_admin {
         Ok(())
     } else {
@@ -216,6 +246,10 @@ pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // As v4: the drivers (and browsers) see a standard challenge.
+        set_header(r.headers_mut(), "www-authenticate", "Basic realm=\"Unauthorized\"".to_string());
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // Overload and unavailability pass: say when to come back.
@@ -321,7 +355,7 @@ async fn query_linearized(State(st): State<Arc<AppState>>, headers: HeaderMap, b
 async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized: bool) -> Response {
     let tp = traceparent(&headers);
     let (tags, mut resp) = match check_tags(&headers) {
-        Err(e) => (None, error_response(&e, 0)),
+        Err(reason) => (None, tags_refused(reason)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
             // The reservation is held until the answer exists (parsed query, queued input).
             Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
