@@ -22,4 +22,4 @@ pub use batch::{Batch, BatchError};
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
 pub use log::{FileLog, Log, LogError};
 pub use replicated::{MachineError, ReplicatedMachine};
-pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};
+pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};

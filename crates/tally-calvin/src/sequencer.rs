@@ -148,6 +148,17 @@ pub struct Sequencer {
     /// Why the sequencer stopped taking writes (a failed log append), for every later
     /// submitter; `None` while running or after a plain shutdown.
     stopped: Arc<std::sync::Mutex<Option<String>>>,
+    /// What the start replayed.
+    replayed: Replayed,
+}
+
+/// What [`Sequencer::start`] replayed from the log before it began sequencing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replayed {
+    pub batches: u64,
+    pub inputs: u64,
+    /// Reading the log and applying the batches.
+    pub elapsed: Duration,
 }
 
 /// Closes the inbox when the last handle goes.
@@ -167,14 +178,19 @@ impl Sequencer {
         config: SequencerConfig,
         clock: Arc<Clock>,
     ) -> Result<(Sequencer, std::thread::JoinHandle<()>), crate::log::LogError> {
+        let started = std::time::Instant::now();
         let applied = machine.applied_height();
         let replay = log.read_after(applied)?;
         if !replay.is_empty() {
             tracing::info!(from = applied + 1, batches = replay.len(), "replaying input log");
         }
+        let mut replayed = Replayed { batches: replay.len() as u64, ..Replayed::default() };
         for b in &replay {
+            replayed.inputs += b.inputs.len() as u64;
             machine.apply(b);
         }
+        drop(replay);
+        replayed.elapsed = started.elapsed();
         let limits = BatchLimits {
             epoch: Duration::from_millis(config.epoch_ms),
             inputs_max: config.batch_inputs_max,
@@ -191,7 +207,12 @@ impl Sequencer {
             .stack_size(EXECUTOR_STACK_BYTES)
             .spawn(move || run(log, machine, rx, clock, &reason, wait_max))
             .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
-        Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped }, handle))
+        Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped, replayed }, handle))
+    }
+
+    /// What the start replayed from the log.
+    pub fn replayed(&self) -> Replayed {
+        self.replayed
     }
 
     /// Inputs waiting for a batch.

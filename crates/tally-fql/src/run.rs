@@ -27,6 +27,8 @@ pub struct Outcome {
     pub steps: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Whether evaluation stopped at `Limits::work_bytes_max` (see there).
+    pub work_stopped: bool,
     /// Heads of the secret placeholders the evaluation issued: the receiving node
     /// completes exactly these in the answer (`crate::secret::reveal`).
     pub secrets: Vec<String>,
@@ -70,6 +72,7 @@ pub fn evaluate(
     let ids_issued = ev.ids_issued();
     let bytes_read = ev.tx.bytes_read;
     let bytes_written = ev.tx.bytes_written;
+    let work_stopped = ev.work_stopped();
     let secrets = std::mem::take(&mut ev.secrets_issued);
     let mut writes = if result.is_ok() && mode == Mode::Write { ev.tx.into_writes() } else { Vec::new() };
     if crate::secret::stored_placeholder(&writes, &secrets) {
@@ -82,7 +85,7 @@ pub fn evaluate(
              and shows the secret once, in the answer. Store the key's or token's ref instead.",
         ));
     }
-    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written, secrets }
+    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written, work_stopped, secrets }
 }
 
 fn unauthorized() -> FqlError {

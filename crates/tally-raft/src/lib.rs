@@ -21,6 +21,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod peer_port;
 pub mod runtime;
 pub mod state_machine;
 

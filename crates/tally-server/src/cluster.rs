@@ -430,7 +430,9 @@ pub async fn serve_member(
     let Member { cluster, peer_addr, peer_router } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
-    let peer_task = tokio::spawn(async move { axum::serve(peer_listener, peer_router).await });
+    let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
+    let peer_task =
+        tokio::spawn(tally_raft::peer_port::serve(peer_listener, peer_router, cluster.node.clone(), peer_limits));
     let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
     let state = Arc::new(AppState {
         store: store.clone(),

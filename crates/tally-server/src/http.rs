@@ -445,9 +445,19 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     };
     match out.result {
         Ok(v) => {
-            // An answer waits in memory until its client takes it: it needs room in flight,
-            // three times over while it is encoded (the value, its JSON tree, the bytes).
-            let Some(_room) = st.inflight.try_reserve(3 * tally_fql::budget::wire_len(&v)) else {
+            let wire_len = tally_fql::budget::wire_len(&v);
+            if wire_len > crate::body::INLINE_BYTES_MAX as u64 {
+                // A large answer is encoded as its client takes it (body.rs): it holds its
+                // value (about its wire size, twice for many small values) and a few chunks.
+                let Some(room) = st.inflight.try_reserve(2 * wire_len) else {
+                    return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
+                };
+                let body = crate::body::stream_answer(v, room);
+                return respond_body(200, body, ts, started, out.steps, out.bytes_read, 0);
+            }
+            // A small answer waits in memory until its client takes it: it needs room in
+            // flight, three times over while it is encoded (the value, its JSON tree, the bytes).
+            let Some(_room) = st.inflight.try_reserve(3 * wire_len) else {
                 return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
             };
             let body = crate::body::encode_answer(v).await;
@@ -466,12 +476,18 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
 /// Evaluation steps a read may take on the request's own thread (`run_read` inline);
 /// point reads and small index reads take tens to hundreds.
 const INLINE_STEPS_MAX: u64 = 1_000;
+/// Bytes of work (values built, bytes read) a read may do on the request's own thread:
+/// about a millisecond. A query of few steps can still be heavy (an `NGram` or `Repeat`
+/// of a long string, a page of large documents); past this it stops — before the
+/// function about to do the work, which announces it (`Eval::will_build`) — and runs
+/// again on the long pool.
+const INLINE_WORK_BYTES_MAX: u64 = 1 << 20;
 
 type ReadOutcome = Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError>;
 
 /// Authenticate and evaluate a query read-only at the latest applied ts. `inline`: only
 /// if a scheduler slot is free at once and the query finishes within
-/// [`INLINE_STEPS_MAX`] steps (None otherwise: run it again with `inline` false, on a
+/// [`INLINE_STEPS_MAX`] steps and [`INLINE_WORK_BYTES_MAX`] of work (None otherwise: run it again with `inline` false, on a
 /// thread that may block). The inline run never yields its slot (yielding could block
 /// an async worker), which is what the step bound is for.
 fn run_read(
@@ -509,9 +525,10 @@ fn run_read(
             Err(_) => return Some(Err(waited_past_timeout())),
         }
     };
-    let limits = Limits { steps_max, ..Limits::default() };
+    let work_bytes_max = if inline { INLINE_WORK_BYTES_MAX } else { u64::MAX };
+    let limits = Limits { steps_max, work_bytes_max, ..Limits::default() };
     let out = tally_fql::run::evaluate(&*snap, ts, Mode::ReadOnly, auth.clone(), expr, [0; 32], limits, Some(deadline));
-    if steps_max < steps_full && out.steps > steps_max {
+    if (steps_max < steps_full && out.steps > steps_max) || out.work_stopped {
         return None;
     }
     Some(Ok((auth, out, ts)))
@@ -663,6 +680,10 @@ fn respond_bytes(
     read: u64,
     written: u64,
 ) -> Response {
+    respond_body(status, Body::from(body), ts, started, steps, read, written)
+}
+
+fn respond_body(status: u16, body: Body, ts: u64, started: Instant, steps: u64, read: u64, written: u64) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
     let h = r.headers_mut();

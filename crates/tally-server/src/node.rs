@@ -67,7 +67,10 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         RedbStore::open(path).and_then(|s| s.write_behind(BehindLimits::default())).map_err(|e| e.to_string())
     });
     let err = match opened {
-        Ok(Ok(store)) => return Ok(Arc::new(store)),
+        Ok(Ok(store)) => {
+            store.on_failure(state_store_failed);
+            return Ok(Arc::new(store));
+        }
         Ok(Err(e)) => e,
         Err(_) => "the store panicked while reading it (see above)".to_string(),
     };
@@ -82,6 +85,23 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
         path.display()
     )
+}
+
+/// Fail-stop when the state store's background writer fails (a full disk, an I/O
+/// error): from then on the store refuses every read and write, so the node could only
+/// answer errors. It stops at once instead, like the executor does for a failed apply:
+/// nothing acknowledged is lost, because every applied batch is in the input log and the
+/// state is replayed from the last durable checkpoint on restart.
+fn state_store_failed(reason: &str) {
+    tracing::error!(reason, "the state store failed to write; stopping the node");
+    eprintln!(
+        "tally: fatal: writing the state store failed: {reason}\n\
+         The node stops so that it does not go on answering from a store that can no longer \
+         write. Nothing acknowledged is lost: every applied batch is in the input log and is \
+         applied again on restart. Check the data directory's disk (free space, permissions, \
+         I/O errors in the system log), then restart the node."
+    );
+    std::process::exit(70);
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -103,6 +123,16 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
+    let r = sequencer.replayed();
+    if r.batches > 0 {
+        // Said on every start that replays: how long a restart takes is an operator's figure.
+        let secs = r.elapsed.as_secs_f64();
+        let rate = r.inputs as f64 / secs.max(1e-9);
+        println!(
+            "tally replayed {} batches ({} inputs) from the input log in {secs:.2} s ({rate:.0} inputs/s)",
+            r.batches, r.inputs
+        );
+    }
     let state = Arc::new(AppState {
         store,
         sequencer: std::sync::Mutex::new(Some(sequencer)),

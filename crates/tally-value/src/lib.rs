@@ -14,6 +14,7 @@ pub mod legacy_ref;
 mod order;
 mod value;
 mod wire;
+mod wire_chunks;
 
 pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
 pub use order::{cmp_id, compare, numeric_id, type_rank};
@@ -22,3 +23,4 @@ pub use wire::{
     decode_base64, encode_base64, format_time, from_json, from_json_str, json_depth, parse_date, parse_json_unbounded,
     parse_time, query_body_from_json, special as wire_special, to_json, to_json_string, WireError, JSON_DEPTH_MAX,
 };
+pub use wire_chunks::ChunkEncoder;
