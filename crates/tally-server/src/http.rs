@@ -23,7 +23,7 @@ use tally_ledger::BlockHeader;
 use tally_storage::Store;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::machine::{TxnInput, TxnOutput};
+use tally_exec::machine::{TxnInput, TxnOutput};
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -606,13 +606,13 @@ async fn write_path(
         steps_max: tmo * STEPS_PER_MS,
         identity: as_json(&auth.identity),
         token: as_json(&auth.token),
-        jwt: auth.jwt.as_ref().map(|l| crate::machine::JwtInput {
+        jwt: auth.jwt.as_ref().map(|l| tally_exec::record::JwtInput {
             provider: l.provider.clone(),
             issuer: l.issuer.clone(),
             claims: l.claims.clone(),
         }),
     };
-    let bytes = match crate::record::encode_input(&input) {
+    let bytes = match tally_exec::record::encode_input(&input) {
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
