@@ -116,6 +116,9 @@ pub struct FqlMachine {
     /// Latest commit ts visible to readers.
     pub applied_ts: Arc<AtomicU64>,
     pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
+    /// Told of every transaction that changes what key authentication reads, before
+    /// its commit is visible (the receiving node's `AuthCache` follows it).
+    pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
     last_checkpoint: Instant,
     batches_since_checkpoint: u64,
     /// Make the store durable after this many batches, or after this long (if set).
@@ -166,6 +169,7 @@ impl FqlMachine {
             prev_hash,
             applied_ts: Arc::new(AtomicU64::new(last_ts)),
             head: Arc::new(std::sync::Mutex::new(head)),
+            auth_changes: Arc::new(tally_fql::authcache::AuthChanges::new()),
             last_checkpoint: Instant::now(),
             batches_since_checkpoint: 0,
             checkpoint_batches: CHECKPOINT_BATCHES,
@@ -264,6 +268,7 @@ impl FqlMachine {
             login.map(Arc::new)
         });
         let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
+        self.auth_changes.record(&out.writes, ts);
         *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {
             Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
@@ -513,6 +518,9 @@ impl ReplicatedMachine for FqlMachine {
     fn import(&mut self, data: &[u8]) -> Result<(), MachineError> {
         crate::snapshot::import(&*self.store, data).map_err(machine_err)?;
         self.reload().map_err(machine_err)?;
+        // Anything cached was read from the replaced state (at or before the new one's
+        // last commit: a member only installs a snapshot ahead of what it applied).
+        self.auth_changes.reset(self.last_ts.saturating_add(1));
         self.batches_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(())
