@@ -111,6 +111,9 @@ pub struct FqlMachine {
     /// Latest commit ts visible to readers.
     pub applied_ts: Arc<AtomicU64>,
     pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
+    /// Told of every transaction that changes what key authentication reads, before
+    /// its commit is visible (the receiving node's `AuthCache` follows it).
+    pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
     batches_since_checkpoint: u64,
     /// When to release answers early and when to make a commit durable: the only
     /// decisions that follow a clock, and none of them changes a result.
@@ -158,6 +161,7 @@ impl FqlMachine {
             prev_hash,
             applied_ts: Arc::new(AtomicU64::new(last_ts)),
             head: Arc::new(std::sync::Mutex::new(head)),
+            auth_changes: Arc::new(tally_fql::authcache::AuthChanges::new()),
             batches_since_checkpoint: 0,
             pacer: Box::new(crate::pace::EveryBatches(CHECKPOINT_BATCHES)),
             diverge_at: None,
@@ -259,6 +263,7 @@ impl FqlMachine {
             login.map(Arc::new)
         });
         let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
+        self.auth_changes.record(&out.writes, ts);
         *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {
             Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
@@ -505,6 +510,9 @@ impl ReplicatedMachine for FqlMachine {
     fn import(&mut self, data: &[u8]) -> Result<(), MachineError> {
         crate::snapshot::import(&*self.store, data).map_err(machine_err)?;
         self.reload().map_err(machine_err)?;
+        // Anything cached was read from the replaced state (at or before the new one's
+        // last commit: a member only installs a snapshot ahead of what it applied).
+        self.auth_changes.reset(self.last_ts.saturating_add(1));
         self.batches_since_checkpoint = 0;
         self.pacer.checkpointed();
         Ok(())

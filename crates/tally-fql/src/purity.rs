@@ -107,6 +107,25 @@ fn walk(e: &Expr, worst: &mut (Effect, Option<&'static str>)) {
     }
 }
 
+/// Does `e` call a function that writes when it runs (`Create`, `Update`, `Login`, ...)
+/// anywhere but inside a quoted `Query` literal? Not `Call`: a user-defined function may
+/// only read. Not `NewId`: issuing an id is allowed in a read. Such a query is sent to
+/// the log at once: a read-only pass would stop at its first write and be thrown away.
+/// A query whose writes all sit in a branch it does not take then runs in the executor
+/// and writes nothing, with the answer the read would have had.
+pub fn writes_directly(e: &Expr) -> bool {
+    match e {
+        Expr::Lit(_) => false,
+        Expr::Array(items) => items.iter().any(writes_directly),
+        Expr::Object(fields) => fields.iter().any(|(_, v)| writes_directly(v)),
+        Expr::Call(call) => {
+            let name = call.name();
+            let writes = effect_of(name) == Effect::Write && !matches!(name, "call" | "new_id" | "next_id");
+            writes || call.args.iter().any(|(_, a)| writes_directly(a))
+        }
+    }
+}
+
 fn raise(worst: &mut (Effect, Option<&'static str>), eff: Effect, name: Option<&'static str>) {
     if eff > worst.0 {
         *worst = (eff, name);

@@ -116,6 +116,8 @@ pub struct Member {
     pub cluster: Arc<Cluster>,
     pub peer_addr: SocketAddr,
     pub peer_router: Router,
+    /// What the member's executor reports to the client port's cache of authenticated secrets.
+    pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
 }
 
 /// Open the Raft log and state machine in `data_dir` and start Raft.
@@ -154,6 +156,7 @@ pub async fn start_member(
     }
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let auth_changes = machine.auth_changes.clone();
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
     let sm =
@@ -179,7 +182,7 @@ pub async fn start_member(
     let node = RaftNode::start(cfg, log, sm, faults.clone(), applied_ts.clone()).await?;
     let cluster = Arc::new(Cluster { node: node.clone(), faults, fault_injection: opts.fault_injection });
     let peer_router = tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store));
-    Ok((Member { cluster, peer_addr, peer_router }, applied_ts, head))
+    Ok((Member { cluster, peer_addr, peer_router, auth_changes }, applied_ts, head))
 }
 
 type Head = Arc<std::sync::Mutex<Option<tally_ledger::BlockHeader>>>;
@@ -428,7 +431,7 @@ pub async fn serve_member(
     root_hash: String,
 ) -> anyhow::Result<()> {
     let (member, applied_ts, head) = start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash).await?;
-    let Member { cluster, peer_addr, peer_router } = member;
+    let Member { cluster, peer_addr, peer_router, auth_changes } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
     let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
@@ -447,6 +450,7 @@ pub async fn serve_member(
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
+        auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());

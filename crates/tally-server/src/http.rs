@@ -41,6 +41,8 @@ pub struct AppState {
     pub inflight: Arc<crate::inflight::InFlight>,
     /// Longest a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// Authenticated key secrets, invalidated by the executor (`tally_fql::authcache`).
+    pub auth_cache: tally_fql::authcache::AuthCache,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -416,6 +418,17 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         }
     }
     wait_for_last_seen(&st, last_seen, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
+    if tally_fql::purity::writes_directly(&expr) {
+        // A read-only pass would stop at the first write and be thrown away: authenticate
+        // and log it at once.
+        return match authenticate_now(&st, &secret, jwt) {
+            Ok(auth) => {
+                drop(expr);
+                write_path(st, json, auth, tmo, started).await
+            }
+            Err(e) => error_response(&e, 0),
+        };
+    }
     let deadline = started + Duration::from_millis(tmo);
     // A short read runs right here, on the thread that parsed it: under a saturated CPU
     // each hand-off to another thread waits for the OS to schedule it, which was most of
@@ -504,11 +517,7 @@ fn run_read(
         Ok(s) => s,
         Err(e) => return Some(Err(FqlError::new("internal server error", format!("storage: {e}")))),
     };
-    let auth = match jwt {
-        Some(login) => tally_fql::jwt::authenticate(&*snap, ts, login),
-        None => tally_fql::run::authenticate(&*snap, ts, secret, &st.root_key_hash),
-    };
-    let auth = match auth {
+    let auth = match authenticate_at(st, &*snap, ts, secret, jwt) {
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
@@ -532,6 +541,32 @@ fn run_read(
         return None;
     }
     Some(Ok((auth, out, ts)))
+}
+
+/// Who sends this query, at snapshot `snap` (read ts `ts`): a JWT login, else a secret
+/// (through the cache of authenticated key secrets).
+fn authenticate_at(
+    st: &AppState,
+    snap: &dyn tally_storage::Snapshot,
+    ts: u64,
+    secret: &str,
+    jwt: Option<tally_fql::jwt::JwtLogin>,
+) -> Result<tally_fql::auth::Auth, FqlError> {
+    match jwt {
+        Some(login) => tally_fql::jwt::authenticate(snap, ts, login),
+        None => st.auth_cache.authenticate(snap, ts, secret, &st.root_key_hash),
+    }
+}
+
+/// [`authenticate_at`] on the latest applied state.
+fn authenticate_now(
+    st: &AppState,
+    secret: &str,
+    jwt: Option<tally_fql::jwt::JwtLogin>,
+) -> Result<tally_fql::auth::Auth, FqlError> {
+    let ts = read_ts(st);
+    let snap = st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+    authenticate_at(st, &*snap, ts, secret, jwt)
 }
 
 fn waited_past_timeout() -> FqlError {

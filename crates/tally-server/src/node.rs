@@ -120,6 +120,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let (sequencer, seq_thread) =
@@ -146,6 +147,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
+        auth_cache,
     });
     let app = router(state.clone());
     let listener =
