@@ -23,6 +23,7 @@ pub mod node;
 pub mod peer;
 pub mod runtime;
 pub mod state_machine;
+pub mod tls;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};

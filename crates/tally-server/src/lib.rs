@@ -20,7 +20,10 @@ pub mod node;
 pub mod record;
 pub mod scheduler;
 pub mod snapshot;
+pub mod tls;
 
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;
 pub use node::{serve, ServeConfig};
+/// Mutual TLS between members (files, member names), for the CLI.
+pub use tally_raft::tls as peer_tls;
