@@ -19,7 +19,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
-
 #[derive(Args, Debug)]
 pub struct InitCertsArgs {
     /// Member ids to issue certificates for, e.g. 1,2,3 (none: only the CA and server.pem).
@@ -117,6 +116,8 @@ fn issue(
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     p.not_before = from;
     p.not_after = until;
+    // Lets clients that trust several CAs pick this one by key, not only by name.
+    p.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, issuer)?;
     write(&dir.join(format!("{stem}.pem")), &cert.pem(), false)?;
