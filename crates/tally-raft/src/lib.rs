@@ -24,6 +24,7 @@ pub mod peer;
 pub mod peer_port;
 pub mod runtime;
 pub mod state_machine;
+pub mod tls;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};

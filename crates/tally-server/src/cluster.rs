@@ -52,6 +52,9 @@ pub struct ClusterOptions {
     pub write_timeout_ms: Option<u64>,
     /// `ClusterConfig::work_ahead`, when not the default.
     pub work_ahead_ms: Option<u64>,
+    /// Mutual TLS between members (`--peer-cert/--peer-key/--peer-ca`) instead of the
+    /// token derived from the root key.
+    pub peer_tls: Option<tally_raft::tls::PeerTlsFiles>,
 }
 
 /// Parse `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -178,6 +181,9 @@ pub async fn start_member(
     }
     if let Some(ms) = opts.write_timeout_ms {
         cfg.write_timeout = Duration::from_millis(ms);
+    }
+    if let Some(files) = &opts.peer_tls {
+        cfg.peer_tls = Some(Arc::new(tally_raft::tls::PeerTls::load(files, opts.node_id)?));
     }
     let node = RaftNode::start(cfg, log, sm, faults.clone(), applied_ts.clone()).await?;
     let cluster = Arc::new(Cluster { node: node.clone(), faults, fault_injection: opts.fault_injection });
@@ -434,9 +440,20 @@ pub async fn serve_member(
     let Member { cluster, peer_addr, peer_router, auth_changes } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
-    let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
-    let peer_task =
-        tokio::spawn(tally_raft::peer_port::serve(peer_listener, peer_router, cluster.node.clone(), peer_limits));
+    // Mutual TLS when configured (its own connection cap and handshake timeout); plain
+    // HTTP otherwise, with the peer port's connection cap and timeouts.
+    let peer_tls = cluster.node.cfg.peer_tls.clone();
+    let peer_task = match peer_tls {
+        Some(tls) => tokio::spawn(async move {
+            if let Err(e) = tally_raft::tls::serve_peers(peer_listener, peer_router, Some(tls)).await {
+                tracing::error!(error = %e, "peer port stopped");
+            }
+        }),
+        None => {
+            let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
+            tokio::spawn(tally_raft::peer_port::serve(peer_listener, peer_router, cluster.node.clone(), peer_limits))
+        }
+    };
     let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -457,10 +474,13 @@ pub async fn serve_member(
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    println!("tally member {} listening on {addr} (peer port {peer_addr})", opts.node_id);
+    let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
+    let scheme = if tls.is_some() { " (https)" } else { "" };
+    println!("tally member {} listening on {addr}{scheme} (peer port {peer_addr})", opts.node_id);
     let started = Instant::now();
     crate::inflight::spawn_trimmer(state.inflight.clone());
-    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), crate::node::shutdown_signal()).await?;
+    let shutdown = crate::node::shutdown_signal();
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), tls, shutdown).await?;
     peer_task.abort();
     cluster.node.shutdown().await;
     tracing::info!(uptime_s = started.elapsed().as_secs(), "member stopped");

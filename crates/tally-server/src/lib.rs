@@ -18,6 +18,7 @@ pub mod longpool;
 pub mod node;
 pub mod pace;
 pub mod scheduler;
+pub mod tls;
 
 // The executor moved to tally-exec; these paths stay for the code that names them.
 pub use tally_exec::{machine, record, snapshot};
@@ -25,3 +26,5 @@ pub use tally_exec::{machine, record, snapshot};
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;
 pub use node::{serve, ServeConfig};
+/// Mutual TLS between members (files, member names), for the CLI.
+pub use tally_raft::tls as peer_tls;

@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub inflight_bytes_max: u64,
     /// Run as a member of a replicated cluster instead of a single node.
     pub cluster: Option<crate::cluster::ClusterOptions>,
+    /// Serve clients over TLS (`--tls-cert`/`--tls-key`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 const ROOT_HASH_FILE: &str = "root_key.sha256";
@@ -153,10 +155,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    println!("tally listening on {addr}");
+    let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
+    println!("tally listening on {addr}{}", if tls.is_some() { " (https)" } else { "" });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
     crate::inflight::spawn_trimmer(state.inflight.clone());
-    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), shutdown_signal()).await?;
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), tls, shutdown_signal()).await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();
