@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod cluster_cmd;
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
@@ -69,6 +70,8 @@ enum Cmd {
     Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
+    /// Provision a sample app on a running server and print its page's address.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
+        Cmd::Demo(args) => demo::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
     }
