@@ -14,7 +14,6 @@
 //! from the `Authorization` header, and the pages keep it in the tab's session storage.
 
 mod blocks;
-mod fqltext_stub;
 mod query;
 
 use std::sync::Arc;

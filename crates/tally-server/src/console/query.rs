@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use tally_fql::error::code;
 use tally_fql::FqlError;
 
-use super::fqltext_stub as tally_fqltext;
 use crate::http::{bad_request, error_response, AppState};
 
 /// Longest FQL text accepted (a query typed or pasted into the console).
