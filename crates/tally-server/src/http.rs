@@ -74,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(browser)
         .route("/ledger/head", get(ledger_head))
+        .merge(crate::console::routes())
         .merge(crate::cluster::client_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -204,7 +205,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 /// May this request read the ledger (`/ledger/head`)? The ledger's heads move with
 /// every tenant's writes, so only the root database's administrators may watch them:
 /// the root key, or an admin key of the root database (not one scoped to a child).
-fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
+pub(crate) fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
     let refused = || {
         FqlError::new(
             tally_fql::error::code::UNAUTHORIZED,
@@ -372,7 +373,7 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
     resp
 }
 
-async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linearized: bool) -> Response {
+pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linearized: bool) -> Response {
     let started = Instant::now();
     let Some(secret) = secret_of(headers) else {
         return error_response(

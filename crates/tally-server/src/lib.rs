@@ -10,6 +10,7 @@
 pub mod body;
 pub mod cluster;
 pub mod conn;
+pub mod console;
 pub mod datadir;
 pub mod http;
 pub mod inflight;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod certs_cmd;
 mod cluster_cmd;
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
@@ -80,6 +81,8 @@ enum Cmd {
     Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
+    /// Provision a sample app on a running server and print its page's address.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,6 +144,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
+        Cmd::Demo(args) => demo::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
     }
