@@ -1,8 +1,9 @@
 //! Block headers, the hash chain that links them, and the builder that makes one per batch.
 //!
 //! A block is one log batch. Its header commits to the batch's position (height and the
-//! previous header's hash), its commit-timestamp range, and RFC 9162 roots over its inputs
-//! and its effects. Heights start at 0; block 0's `prev_hash` is [`GENESIS_PREV_HASH`].
+//! previous header's hash), its commit-timestamp range, RFC 9162 roots over its inputs
+//! and its effects, and the transparency log's size and root after its last transaction
+//! (see `crate::tlog`). Heights start at 0; block 0's `prev_hash` is [`GENESIS_PREV_HASH`].
 
 use std::fmt;
 
@@ -13,22 +14,22 @@ use crate::merkle::{self, Hash};
 use crate::LedgerError;
 
 /// The only header version this build writes and reads.
-pub const BLOCK_VERSION: u8 = 1;
+pub const BLOCK_VERSION: u8 = 2;
 /// `prev_hash` of block 0.
 pub const GENESIS_PREV_HASH: Hash = [0; 32];
 /// Prefix of the hashed bytes, so a header hash can never collide with any other SHA-256
 /// use in Tally (Merkle leaves and nodes start with 0x00/0x01, this starts with 't').
-pub const HEADER_HASH_TAG: &[u8] = b"tally.block.v1\0";
+pub const HEADER_HASH_TAG: &[u8] = b"tally.block.v2\0";
 /// Length of [`BlockHeader::encode`]'s output.
-pub const HEADER_ENCODED_LEN: usize = 1 + 8 + 32 + 8 + 8 + 4 + 32 + 32;
+pub const HEADER_ENCODED_LEN: usize = 1 + 8 + 32 + 8 + 8 + 4 + 32 + 32 + 8 + 32;
 
 /// One block's header.
 ///
-/// Encoding (all integers big-endian, no padding, [`HEADER_ENCODED_LEN`] = 125 bytes):
+/// Encoding (all integers big-endian, no padding, [`HEADER_ENCODED_LEN`] = 165 bytes):
 ///
 /// | offset | size | field          |
 /// |-------:|-----:|----------------|
-/// |      0 |    1 | `version` (=1) |
+/// |      0 |    1 | `version` (=2) |
 /// |      1 |    8 | `height`       |
 /// |      9 |   32 | `prev_hash`    |
 /// |     41 |    8 | `first_ts`     |
@@ -36,7 +37,11 @@ pub const HEADER_ENCODED_LEN: usize = 1 + 8 + 32 + 8 + 8 + 4 + 32 + 32;
 /// |     57 |    4 | `txn_count`    |
 /// |     61 |   32 | `inputs_root`  |
 /// |     93 |   32 | `effects_root` |
+/// |    125 |    8 | `tree_size`    |
+/// |    133 |   32 | `tree_root`    |
 ///
+/// Version 1 (125 bytes, without the last two fields) predates the transparency log and
+/// is refused.
 /// The header hash is SHA-256([`HEADER_HASH_TAG`] || encoding). In JSON the hashes are
 /// lowercase hex and the output carries the computed `hash` as well; on input `hash` is
 /// optional and, when present, must match.
@@ -55,13 +60,17 @@ pub struct BlockHeader {
     pub inputs_root: Hash,
     /// RFC 9162 root over every version and index entry the batch wrote, in apply order.
     pub effects_root: Hash,
+    /// Leaves of the transparency log (transactions applied since genesis) after this block.
+    pub tree_size: u64,
+    /// RFC 9162 root of the transparency log at `tree_size`.
+    pub tree_root: Hash,
 }
 
 impl BlockHeader {
     /// The fixed-layout encoding described on the type, without allocating.
     pub fn to_bytes(&self) -> [u8; HEADER_ENCODED_LEN] {
         let mut out = [0u8; HEADER_ENCODED_LEN];
-        let parts: [&[u8]; 8] = [
+        let parts: [&[u8]; 10] = [
             &[self.version],
             &self.height.to_be_bytes(),
             &self.prev_hash,
@@ -70,6 +79,8 @@ impl BlockHeader {
             &self.txn_count.to_be_bytes(),
             &self.inputs_root,
             &self.effects_root,
+            &self.tree_size.to_be_bytes(),
+            &self.tree_root,
         ];
         let mut at = 0;
         for part in parts {
@@ -105,6 +116,8 @@ impl BlockHeader {
             txn_count: u32::from_be_bytes(r.take()?),
             inputs_root: r.take()?,
             effects_root: r.take()?,
+            tree_size: u64::from_be_bytes(r.take()?),
+            tree_root: r.take()?,
         };
         debug_assert!(r.0.is_empty());
         Ok(header)
@@ -142,6 +155,8 @@ impl fmt::Debug for BlockHeader {
             .field("txn_count", &self.txn_count)
             .field("inputs_root", &hex::encode(self.inputs_root))
             .field("effects_root", &hex::encode(self.effects_root))
+            .field("tree_size", &self.tree_size)
+            .field("tree_root", &hex::encode(self.tree_root))
             .finish()
     }
 }
@@ -172,6 +187,8 @@ struct HeaderJson {
     txn_count: u32,
     inputs_root: String,
     effects_root: String,
+    tree_size: u64,
+    tree_root: String,
 }
 
 impl From<BlockHeader> for HeaderJson {
@@ -186,6 +203,8 @@ impl From<BlockHeader> for HeaderJson {
             txn_count: h.txn_count,
             inputs_root: hex::encode(h.inputs_root),
             effects_root: hex::encode(h.effects_root),
+            tree_size: h.tree_size,
+            tree_root: hex::encode(h.tree_root),
         }
     }
 }
@@ -203,6 +222,8 @@ impl TryFrom<HeaderJson> for BlockHeader {
             txn_count: j.txn_count,
             inputs_root: parse_hash("inputs_root", &j.inputs_root)?,
             effects_root: parse_hash("effects_root", &j.effects_root)?,
+            tree_size: j.tree_size,
+            tree_root: parse_hash("tree_root", &j.tree_root)?,
         };
         if let Some(claimed) = j.hash {
             let claimed = parse_hash("hash", &claimed)?;
@@ -340,6 +361,16 @@ impl BlockBuilder {
         self.effects.push(merkle::leaf_hash(effect));
     }
 
+    /// [`Self::push_effect`] for an effect already hashed with `merkle::leaf_hash`.
+    pub fn push_effect_hash(&mut self, hash: Hash) {
+        self.effects.push(hash);
+    }
+
+    /// The leaf hash of the latest input (the transparency log's leaf repeats it).
+    pub fn last_input_hash(&self) -> Option<Hash> {
+        self.inputs.last().copied()
+    }
+
     pub fn input_count(&self) -> usize {
         self.inputs.len()
     }
@@ -358,13 +389,15 @@ impl BlockBuilder {
         merkle::inclusion_proof_of_hashes(&self.effects, index)
     }
 
-    /// The header for the accumulated batch. `txn_count` is the number of inputs.
+    /// The header for the accumulated batch. `txn_count` is the number of inputs; `tree`
+    /// is the transparency log's (size, root) after the batch.
     pub fn header(
         &self,
         height: u64,
         prev_hash: Hash,
         first_ts: u64,
         last_ts: u64,
+        tree: (u64, Hash),
     ) -> Result<BlockHeader, LedgerError> {
         let txn_count =
             u32::try_from(self.inputs.len()).map_err(|_| LedgerError::TooManyTransactions { max: Self::TXNS_MAX })?;
@@ -377,6 +410,8 @@ impl BlockBuilder {
             txn_count,
             inputs_root: merkle::root_of_hashes(&self.inputs),
             effects_root: merkle::root_of_hashes(&self.effects),
+            tree_size: tree.0,
+            tree_root: tree.1,
         };
         header.validate()?;
         Ok(header)
@@ -403,6 +438,8 @@ mod tests {
             txn_count: 3,
             inputs_root: [0xbb; 32],
             effects_root: [0xcc; 32],
+            tree_size: 0x1122,
+            tree_root: [0xdd; 32],
         }
     }
 
@@ -416,7 +453,9 @@ mod tests {
                 builder.push_input(format!("in-{i}-a").as_bytes()).unwrap();
                 builder.push_input(format!("in-{i}-b").as_bytes()).unwrap();
                 builder.push_effect(format!("fx-{i}").as_bytes());
-                let header = builder.header(chain.next_height(), chain.next_prev_hash(), i * 10, i * 10 + 5).unwrap();
+                let header = builder
+                    .header(chain.next_height(), chain.next_prev_hash(), i * 10, i * 10 + 5, (2 * i + 2, [i as u8; 32]))
+                    .unwrap();
                 chain.append(header).unwrap();
                 header
             })
@@ -427,7 +466,7 @@ mod tests {
     fn encoding_layout_is_fixed_big_endian() {
         let bytes = sample().encode();
         assert_eq!(bytes.len(), HEADER_ENCODED_LEN);
-        assert_eq!(bytes[0], 1);
+        assert_eq!(bytes[0], 2);
         assert_eq!(&bytes[1..9], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[9..41], &[0xaa; 32]);
         assert_eq!(&bytes[41..49], &10u64.to_be_bytes());
@@ -435,6 +474,8 @@ mod tests {
         assert_eq!(&bytes[57..61], &3u32.to_be_bytes());
         assert_eq!(&bytes[61..93], &[0xbb; 32]);
         assert_eq!(&bytes[93..125], &[0xcc; 32]);
+        assert_eq!(&bytes[125..133], &0x1122u64.to_be_bytes());
+        assert_eq!(&bytes[133..165], &[0xdd; 32]);
         assert_eq!(BlockHeader::decode(&bytes), Ok(sample()));
     }
 
@@ -456,14 +497,17 @@ mod tests {
     #[test]
     fn decode_rejects_bad_length_and_version() {
         let bytes = sample().encode();
-        let too_short = BlockHeader::decode(&bytes[..124]);
-        assert!(matches!(too_short, Err(LedgerError::HeaderLength { actual: 124, .. })));
+        let too_short = BlockHeader::decode(&bytes[..164]);
+        assert!(matches!(too_short, Err(LedgerError::HeaderLength { actual: 164, .. })));
         let too_long = BlockHeader::decode(&[bytes.as_slice(), &[0]].concat());
-        assert!(matches!(too_long, Err(LedgerError::HeaderLength { actual: 126, .. })));
+        assert!(matches!(too_long, Err(LedgerError::HeaderLength { actual: 166, .. })));
+        let mut v1 = bytes[..125].to_vec();
+        v1[0] = 1;
+        assert_eq!(BlockHeader::decode(&v1), Err(LedgerError::UnsupportedVersion(1)));
         assert!(matches!(BlockHeader::decode(&[]), Err(LedgerError::HeaderLength { .. })));
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(BlockHeader::decode(&v2), Err(LedgerError::UnsupportedVersion(2)));
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert_eq!(BlockHeader::decode(&v3), Err(LedgerError::UnsupportedVersion(3)));
     }
 
     #[test]
@@ -504,12 +548,15 @@ mod tests {
         builder.push_input(b"x").unwrap();
         builder.push_input(b"y").unwrap();
         builder.push_input(b"z").unwrap();
-        let header = builder.header(0, GENESIS_PREV_HASH, 1, 1).unwrap();
+        let header = builder.header(0, GENESIS_PREV_HASH, 1, 1, (3, [0; 32])).unwrap();
         let proof = builder.input_proof(2).unwrap();
         assert!(merkle::verify_inclusion(b"z", 2, 3, &proof, &header.inputs_root));
         assert!(builder.effect_proof(0).is_err());
         assert_eq!(header.effects_root, merkle::empty_root());
-        assert!(matches!(builder.header(1, GENESIS_PREV_HASH, 5, 4), Err(LedgerError::TsRangeInverted { .. })));
+        assert!(matches!(
+            builder.header(1, GENESIS_PREV_HASH, 5, 4, (0, [0; 32])),
+            Err(LedgerError::TsRangeInverted { .. })
+        ));
     }
 
     #[test]

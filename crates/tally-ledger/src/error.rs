@@ -7,7 +7,7 @@ use crate::merkle::Hash;
 pub enum LedgerError {
     #[error("block header must be {expected} bytes, got {actual}")]
     HeaderLength { expected: usize, actual: usize },
-    #[error("block header version {0} is not supported (this build reads version 1)")]
+    #[error("block header version {0} is not supported (this build reads version 2)")]
     UnsupportedVersion(u8),
     #[error("leaf index {index} is outside a tree of {size} leaves")]
     IndexOutOfRange { index: u64, size: u64 },
@@ -35,4 +35,14 @@ pub enum LedgerError {
         hex::encode(.computed)
     )]
     HashMismatch { claimed: Hash, computed: Hash },
+    #[error("the transparency log has no stored subtree hash at level {level}, index {index}")]
+    MissingNode { level: u8, index: u64 },
+    #[error("reading the transparency log failed: {0}")]
+    Storage(String),
+    #[error("{what} must be {expected} bytes, got {actual}")]
+    Length { what: &'static str, expected: usize, actual: usize },
+    #[error("{what} version {found} is not supported (this build reads version {supported})")]
+    Version { what: &'static str, found: u8, supported: u8 },
+    #[error("{0}")]
+    Malformed(String),
 }

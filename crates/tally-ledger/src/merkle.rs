@@ -50,9 +50,27 @@ pub fn root_of_hashes(leaf_hashes: &[Hash]) -> Hash {
         [] => empty_root(),
         [single] => *single,
         _ => {
-            let (left, right) = leaf_hashes.split_at(split_point(leaf_hashes.len()));
+            let (left, right) = leaf_hashes.split_at(split_point(leaf_hashes.len() as u64) as usize);
             node_hash(&root_of_hashes(left), &root_of_hashes(right))
         }
+    }
+}
+
+/// Roots of ranges of a tree's leaves: what the proof algorithms read. A slice of leaf
+/// hashes answers by hashing; a persistent tree ([`crate::tlog::StoredTree`]) answers from
+/// stored subtree hashes in O(log n) reads.
+pub trait RangeRoots {
+    /// `MTH(D[start:end])`, for `start <= end <= ` the tree's size.
+    fn range_root(&self, start: u64, end: u64) -> Result<Hash, LedgerError>;
+}
+
+impl RangeRoots for [Hash] {
+    fn range_root(&self, start: u64, end: u64) -> Result<Hash, LedgerError> {
+        let size = self.len() as u64;
+        if start > end || end > size {
+            return Err(LedgerError::IndexOutOfRange { index: end, size });
+        }
+        Ok(root_of_hashes(&self[start as usize..end as usize]))
     }
 }
 
@@ -63,28 +81,39 @@ pub fn inclusion_proof<L: AsRef<[u8]>>(leaves: &[L], index: u64) -> Result<Vec<H
 
 /// [`inclusion_proof`] over already hashed leaves.
 pub fn inclusion_proof_of_hashes(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, LedgerError> {
-    let size = leaf_hashes.len() as u64;
-    let in_range = usize::try_from(index).ok().filter(|&i| i < leaf_hashes.len());
-    let Some(index) = in_range else {
+    inclusion_proof_in(leaf_hashes, leaf_hashes.len() as u64, index)
+}
+
+/// [`inclusion_proof`] for leaf `index` of the first `size` leaves of `tree`.
+pub fn inclusion_proof_in<T: RangeRoots + ?Sized>(tree: &T, size: u64, index: u64) -> Result<Vec<Hash>, LedgerError> {
+    if index >= size {
         return Err(LedgerError::IndexOutOfRange { index, size });
-    };
+    }
     let mut proof = Vec::new();
-    path(leaf_hashes, index, &mut proof);
+    path(tree, 0, size, index, &mut proof)?;
     Ok(proof)
 }
 
-fn path(leaf_hashes: &[Hash], index: usize, proof: &mut Vec<Hash>) {
-    if leaf_hashes.len() <= 1 {
-        return;
+/// The path of leaf `start + index` within the subtree `D[start:start+n]`.
+fn path<T: RangeRoots + ?Sized>(
+    tree: &T,
+    start: u64,
+    n: u64,
+    index: u64,
+    proof: &mut Vec<Hash>,
+) -> Result<(), LedgerError> {
+    if n <= 1 {
+        return Ok(());
     }
-    let (left, right) = leaf_hashes.split_at(split_point(leaf_hashes.len()));
-    if index < left.len() {
-        path(left, index, proof);
-        proof.push(root_of_hashes(right));
+    let k = split_point(n);
+    if index < k {
+        path(tree, start, k, index, proof)?;
+        proof.push(tree.range_root(start + k, start + n)?);
     } else {
-        path(right, index - left.len(), proof);
-        proof.push(root_of_hashes(left));
+        path(tree, start + k, n - k, index - k, proof)?;
+        proof.push(tree.range_root(start, start + k)?);
     }
+    Ok(())
 }
 
 /// Checks that `leaf` sits at `index` in the tree of `size` leaves with root `root`
@@ -127,36 +156,50 @@ pub fn consistency_proof<L: AsRef<[u8]>>(leaves: &[L], old_size: u64) -> Result<
 
 /// [`consistency_proof`] over already hashed leaves.
 pub fn consistency_proof_of_hashes(leaf_hashes: &[Hash], old_size: u64) -> Result<Vec<Hash>, LedgerError> {
-    let size = leaf_hashes.len() as u64;
-    let in_range = usize::try_from(old_size).ok().filter(|&m| m <= leaf_hashes.len());
-    let Some(old_size) = in_range else {
+    consistency_proof_in(leaf_hashes, old_size, leaf_hashes.len() as u64)
+}
+
+/// [`consistency_proof`] between the first `old_size` and the first `size` leaves of `tree`.
+pub fn consistency_proof_in<T: RangeRoots + ?Sized>(
+    tree: &T,
+    old_size: u64,
+    size: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    if old_size > size {
         return Err(LedgerError::OldSizeTooLarge { old: old_size, size });
-    };
+    }
     let mut proof = Vec::new();
-    if old_size > 0 && old_size < leaf_hashes.len() {
-        subproof(leaf_hashes, old_size, true, &mut proof);
+    if old_size > 0 && old_size < size {
+        subproof(tree, 0, size, old_size, true, &mut proof)?;
     }
     Ok(proof)
 }
 
-/// `SUBPROOF(m, D[n], b)`; `whole` is b: true while D[0:m] is the old tree itself, whose
-/// root the verifier already has.
-fn subproof(leaf_hashes: &[Hash], m: usize, whole: bool, proof: &mut Vec<Hash>) {
-    let n = leaf_hashes.len();
+/// `SUBPROOF(m, D[start:start+n], b)`; `whole` is b: true while `D[start:start+m]` is the
+/// old tree itself, whose root the verifier already has.
+fn subproof<T: RangeRoots + ?Sized>(
+    tree: &T,
+    start: u64,
+    n: u64,
+    m: u64,
+    whole: bool,
+    proof: &mut Vec<Hash>,
+) -> Result<(), LedgerError> {
     if m == n {
         if !whole {
-            proof.push(root_of_hashes(leaf_hashes));
+            proof.push(tree.range_root(start, start + n)?);
         }
-        return;
+        return Ok(());
     }
-    let (left, right) = leaf_hashes.split_at(split_point(n));
-    if m <= left.len() {
-        subproof(left, m, whole, proof);
-        proof.push(root_of_hashes(right));
+    let k = split_point(n);
+    if m <= k {
+        subproof(tree, start, k, m, whole, proof)?;
+        proof.push(tree.range_root(start + k, start + n)?);
     } else {
-        subproof(right, m - left.len(), false, proof);
-        proof.push(root_of_hashes(left));
+        subproof(tree, start + k, n - k, m - k, false, proof)?;
+        proof.push(tree.range_root(start, start + k)?);
     }
+    Ok(())
 }
 
 /// Checks that the tree (`old_size`, `old_root`) is a prefix of (`new_size`, `new_root`)
@@ -204,9 +247,9 @@ pub fn verify_consistency(old_size: u64, new_size: u64, old_root: &Hash, new_roo
 }
 
 /// The largest power of two smaller than `n` (n >= 2).
-fn split_point(n: usize) -> usize {
+pub(crate) fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 #[cfg(test)]

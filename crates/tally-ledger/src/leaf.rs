@@ -1,0 +1,204 @@
+//! The transparency log's leaf: one per applied transaction, and the effect leaves under it.
+//!
+//! The byte layouts below are frozen under their version byte and documented for outside
+//! verifiers in `docs/ledger.md`; change them only with a new version.
+//!
+//! Transaction leaf, version 1 ([`TXN_LEAF_LEN`] = 89 bytes, integers big-endian):
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! |      0 |    1 | leaf version (= 1) |
+//! |      1 |    8 | commit ts (µs since the Unix epoch) |
+//! |      9 |    8 | block height |
+//! |     17 |    4 | position of the transaction in its block (0-based) |
+//! |     21 |   32 | input hash: SHA-256(0x00 ‖ the input record as logged) |
+//! |     53 |    4 | number of effects |
+//! |     57 |   32 | effects root: RFC 9162 root over the effect leaves, in apply order |
+//!
+//! Effect leaf (one per document version or index entry the transaction wrote or removed):
+//! `space u8 (0 documents, 1 index) | op u8 (0 put, 1 remove) | key length u32 | key |
+//! ts u64 | value` (the value is empty for a remove).
+
+use sha2::{Digest, Sha256};
+
+use crate::merkle::{self, Hash};
+use crate::LedgerError;
+
+/// The only transaction-leaf version this build writes and reads.
+pub const TXN_LEAF_VERSION: u8 = 1;
+/// Length of an encoded [`TxnLeaf`].
+pub const TXN_LEAF_LEN: usize = 1 + 8 + 8 + 4 + 32 + 4 + 32;
+/// Most effects one transaction's stored leaf record may list (the store's value limit
+/// allows 16 MiB; a transaction's writes are bounded far below this by its own limits).
+pub const EFFECTS_MAX: usize = 1 << 19;
+
+/// `space` byte of an effect leaf.
+pub const SPACE_DOCS: u8 = 0;
+pub const SPACE_INDEX: u8 = 1;
+
+/// One applied transaction, as the transparency log commits to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnLeaf {
+    pub ts: u64,
+    pub height: u64,
+    pub position: u32,
+    pub input_hash: Hash,
+    pub effect_count: u32,
+    pub effects_root: Hash,
+}
+
+impl TxnLeaf {
+    /// The leaf of a transaction whose input record is `input` and whose effect leaves
+    /// hash to `effect_hashes` (each `merkle::leaf_hash(effect leaf)`).
+    pub fn new(ts: u64, height: u64, position: u32, input: &[u8], effect_hashes: &[Hash]) -> Self {
+        Self::from_input_hash(ts, height, position, merkle::leaf_hash(input), effect_hashes)
+    }
+
+    /// [`Self::new`] with the input already hashed (`merkle::leaf_hash(input)`, the same
+    /// hash the block's inputs tree holds).
+    pub fn from_input_hash(ts: u64, height: u64, position: u32, input_hash: Hash, effect_hashes: &[Hash]) -> Self {
+        Self {
+            ts,
+            height,
+            position,
+            input_hash,
+            effect_count: effect_hashes.len() as u32,
+            effects_root: merkle::root_of_hashes(effect_hashes),
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; TXN_LEAF_LEN] {
+        let mut out = [0u8; TXN_LEAF_LEN];
+        out[0] = TXN_LEAF_VERSION;
+        out[1..9].copy_from_slice(&self.ts.to_be_bytes());
+        out[9..17].copy_from_slice(&self.height.to_be_bytes());
+        out[17..21].copy_from_slice(&self.position.to_be_bytes());
+        out[21..53].copy_from_slice(&self.input_hash);
+        out[53..57].copy_from_slice(&self.effect_count.to_be_bytes());
+        out[57..89].copy_from_slice(&self.effects_root);
+        out
+    }
+
+    /// Parses [`Self::to_bytes`]'s output; anything else is refused.
+    pub fn decode(b: &[u8]) -> Result<Self, LedgerError> {
+        match b.first() {
+            Some(&v) if v != TXN_LEAF_VERSION => {
+                return Err(LedgerError::Version { what: "transaction leaf", found: v, supported: TXN_LEAF_VERSION })
+            }
+            _ if b.len() != TXN_LEAF_LEN => {
+                return Err(LedgerError::Length { what: "transaction leaf", expected: TXN_LEAF_LEN, actual: b.len() })
+            }
+            _ => {}
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        let hash_at = |i: usize| -> Hash { b[i..i + 32].try_into().unwrap_or_default() };
+        Ok(Self {
+            ts: u64_at(1),
+            height: u64_at(9),
+            position: u32_at(17),
+            input_hash: hash_at(21),
+            effect_count: u32_at(53),
+            effects_root: hash_at(57),
+        })
+    }
+
+    /// The leaf's hash in the transparency log: `merkle::leaf_hash(to_bytes())`.
+    pub fn hash(&self) -> Hash {
+        merkle::leaf_hash(&self.to_bytes())
+    }
+}
+
+/// Appends the effect leaf of one write to `out` (cleared first), so one buffer serves a
+/// whole batch.
+pub fn effect_leaf_into(out: &mut Vec<u8>, space: u8, key: &[u8], ts: u64, value: Option<&[u8]>) {
+    out.clear();
+    let v = value.unwrap_or(&[]);
+    out.reserve(key.len() + v.len() + 14);
+    out.push(space);
+    out.push(value.is_none() as u8);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(v);
+}
+
+/// The effect leaf of one write (see the module doc).
+pub fn effect_leaf(space: u8, key: &[u8], ts: u64, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    effect_leaf_into(&mut out, space, key, ts, value);
+    out
+}
+
+/// The stored record of one leaf: the leaf, then its effect leaves' hashes, so that a
+/// proof of one document version needs no re-execution. Decoding checks the hashes
+/// against the leaf's count and root.
+pub fn encode_record(leaf: &TxnLeaf, effect_hashes: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TXN_LEAF_LEN + 32 * effect_hashes.len());
+    out.extend_from_slice(&leaf.to_bytes());
+    for h in effect_hashes {
+        out.extend_from_slice(h);
+    }
+    out
+}
+
+/// Parses [`encode_record`]'s output.
+pub fn decode_record(b: &[u8]) -> Result<(TxnLeaf, Vec<Hash>), LedgerError> {
+    let (head, rest) = b.split_at(b.len().min(TXN_LEAF_LEN));
+    let leaf = TxnLeaf::decode(head)?;
+    if rest.len() % 32 != 0 || rest.len() / 32 != leaf.effect_count as usize || rest.len() / 32 > EFFECTS_MAX {
+        return Err(LedgerError::Malformed(format!(
+            "leaf record lists {} bytes of effect hashes for {} effects",
+            rest.len(),
+            leaf.effect_count
+        )));
+    }
+    let hashes: Vec<Hash> = rest.chunks_exact(32).map(|c| c.try_into().unwrap_or_default()).collect();
+    if merkle::root_of_hashes(&hashes) != leaf.effects_root {
+        return Err(LedgerError::Malformed("leaf record's effect hashes do not match its effects root".into()));
+    }
+    Ok((leaf, hashes))
+}
+
+/// SHA-256 of arbitrary bytes (for callers that want the plain digest).
+pub fn sha256(b: &[u8]) -> Hash {
+    Sha256::digest(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_layout_is_fixed() {
+        let fx = [merkle::leaf_hash(&effect_leaf(SPACE_DOCS, b"k", 7, Some(b"v")))];
+        let leaf = TxnLeaf::new(0x0102, 9, 3, b"input", &fx);
+        let b = leaf.to_bytes();
+        assert_eq!(b[0], 1);
+        assert_eq!(&b[1..9], &0x0102u64.to_be_bytes());
+        assert_eq!(&b[9..17], &9u64.to_be_bytes());
+        assert_eq!(&b[17..21], &3u32.to_be_bytes());
+        assert_eq!(&b[21..53], &sha256(&[&[0u8][..], b"input"].concat()));
+        assert_eq!(&b[53..57], &1u32.to_be_bytes());
+        assert_eq!(&b[57..89], &fx[0]);
+        assert_eq!(TxnLeaf::decode(&b), Ok(leaf));
+        let e = effect_leaf(SPACE_INDEX, b"key", 5, None);
+        assert_eq!(e, [&[1u8, 1, 0, 0, 0, 3][..], b"key", &5u64.to_be_bytes()].concat());
+    }
+
+    #[test]
+    fn decoders_refuse_what_they_do_not_understand() {
+        let leaf = TxnLeaf::new(1, 1, 0, b"x", &[[7; 32], [8; 32]]);
+        let mut b = leaf.to_bytes().to_vec();
+        assert!(matches!(TxnLeaf::decode(&b[..88]), Err(LedgerError::Length { actual: 88, .. })));
+        assert!(TxnLeaf::decode(&[]).is_err());
+        b[0] = 2;
+        assert!(matches!(TxnLeaf::decode(&b), Err(LedgerError::Version { found: 2, .. })));
+        let rec = encode_record(&leaf, &[[7; 32], [8; 32]]);
+        assert_eq!(decode_record(&rec).unwrap().1, vec![[7; 32], [8; 32]]);
+        assert!(decode_record(&rec[..rec.len() - 32]).is_err());
+        assert!(decode_record(&rec[..rec.len() - 1]).is_err());
+        let swapped = encode_record(&leaf, &[[8; 32], [7; 32]]);
+        assert!(decode_record(&swapped).is_err());
+    }
+}
