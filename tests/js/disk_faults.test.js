@@ -123,6 +123,53 @@ describe('disk faults', { timeout: 300_000 }, () => {
     })
   }
 
+  it('the state store fails to write: the node stops at once, nothing acknowledged is lost', async t => {
+    // Only the state store's file is on a small tmpfs (a symlink): its background write
+    // fails while the input log still takes every batch. Before, the node then answered
+    // every read and write 500 ("the store is stopped") for as long as no batch reached
+    // the executor — with writes failing their read-only pass first, forever.
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-state-full-'))
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt], { stdio: 'pipe' })
+    } catch (e) {
+      fs.rmSync(mnt, { recursive: true, force: true })
+      t.skip(`mounting a tmpfs needs root and mount(8): ${String(e.message).split('\n')[0]}`)
+      return
+    }
+    mounts.push(mnt)
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-js-'))
+    fs.symlinkSync(path.join(mnt, 'state.redb'), path.join(dataDir, 'state.redb'))
+    const s = await start({ dataDir })
+    const c = s.adminClient()
+    await c.query(q.CreateCollection({ name: 'c' }))
+    const acked = []
+    let refusal = null
+    for (let i = 0; i < 2000 && !refusal && s.alive; i++) {
+      try {
+        await c.query(q.Create(q.Collection('c'), { data: { i, pad: 'p'.repeat(20_000) } }))
+        acked.push(i)
+      } catch (e) {
+        refusal = e
+      }
+    }
+    assert.ok(acked.length > 10, `writes were acknowledged before (${acked.length})`)
+    // No more requests: the node must stop by itself, and say why.
+    const stopped = await Promise.race([s.exited.then(() => true), new Promise(r => setTimeout(() => r(false), 60_000))])
+    assert.ok(stopped, `the node kept running after its state store failed: ${s.logTail(600)}`)
+    assert.equal(s.exitInfo.code, 70, s.logTail())
+    assert.match(s.logTail(), /writing the state store failed: .*No space left on device/)
+    // Space back: the state is replayed from the log with every acknowledged write.
+    execFileSync('mount', ['-o', 'remount,size=64m', mnt])
+    const s2 = await start({ dataDir, rootKey: s.rootKey })
+    const docs = await s2.adminClient().query(
+      q.Map(q.Paginate(q.Documents(q.Collection('c')), { size: 10_000 }), q.Lambda('r', q.Select(['data', 'i'], q.Get(q.Var('r')))))
+    )
+    const have = new Set(docs.data)
+    for (const i of acked) assert.ok(have.has(i), `acknowledged write ${i} is present`)
+    await s2.stop()
+    fs.rmSync(dataDir, { recursive: true, force: true })
+  })
+
   it('a full disk: writes are refused clearly, none acknowledged is lost once space is back', async t => {
     const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-full-'))
     try {
@@ -152,12 +199,15 @@ describe('disk faults', { timeout: 300_000 }, () => {
     const rr = refusal.requestResult
     const storeStopped = rr && rr.statusCode === 500 &&
       /store is stopped/.test(JSON.stringify(rr.responseContent))
-    if (storeStopped) {
-      // The state store's background write hit the full disk first: the store stopped,
-      // so this write's read-only pass failed before anything was logged for it (an
-      // internal fault, 500, saying why); the next batch the executor applies stops the
-      // node (fail-stop, exit 70), and the log replays on restart.
-      assert.match(JSON.stringify(rr.responseContent), /No space left on device/)
+    if (storeStopped || !rr) {
+      // The state store's background write hit the full disk first: the node stops at
+      // once (fail-stop, exit 70, saying why), so this write met a closed connection, or
+      // — just before the exit — the stopped store in its read-only pass (500, saying
+      // why); nothing was logged for it, and the log replays on restart.
+      if (rr) assert.match(JSON.stringify(rr.responseContent), /No space left on device/)
+      await s.exited
+      assert.equal(s.exitInfo.code, 70, s.logTail())
+      assert.match(s.logTail(), /writing the state store failed/)
     } else if (s.alive) {
       // The log could not take the batch: refused, rolled back, and no write is taken
       // until a restart; reads go on.
@@ -167,14 +217,19 @@ describe('disk faults', { timeout: 300_000 }, () => {
       assert.match(desc, /not committed/)
       const later = await c.query(q.Create(q.Collection('c'), { data: { tiny: true } })).catch(e => e)
       const lr = later.requestResult
-      assert.ok(lr, `a later write is refused, not acknowledged: ${String(later).slice(0, 200)}`)
-      const laterDesc = JSON.stringify(lr.responseContent)
-      if (lr.statusCode === 503) {
+      const laterDesc = lr && JSON.stringify(lr.responseContent)
+      if (!lr) {
+        // The state store's background write filled the disk too: the node stopped
+        // (fail-stop), so the write met a closed connection.
+        await s.exited
+        assert.equal(s.exitInfo.code, 70, `${String(later).slice(0, 200)}\n${s.logTail()}`)
+      } else if (lr.statusCode === 503) {
         assert.match(lr.responseContent.errors[0].description, /fix the disk/)
         assert.equal(await countDocs(s), acked.length, 'reads still answer, with exactly the acknowledged writes')
       } else {
         // The state store's background write filled the disk too, and stopped the store:
-        // this write's read-only pass meets it (500, saying why).
+        // this write's read-only pass meets it (500, saying why) just before the node
+        // stops (fail-stop).
         assert.equal(lr.statusCode, 500, laterDesc)
         assert.match(laterDesc, /No space left on device|store is stopped/)
       }

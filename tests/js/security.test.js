@@ -328,7 +328,11 @@ describe('roles with predicates, membership and tokens', { timeout: 300_000 }, (
     const cid = server.client(remember(t.secret))
     assert.equal((await cid.query(q.Get(t.ref))).instance.id, users.cid.ref.id)
     await denied(cid.query(q.Update(t.ref, { instance: users.ann.ref })))
-    await denied(cid.query(q.Get(users.cid.ref)), 'a token reads its identity only through self')
+    // A token reads its own identity document (by ref, CurrentIdentity() or self), never
+    // another user's, and never the credentials field.
+    assert.equal((await cid.query(q.Get(users.cid.ref))).data.name, 'cid')
+    assert.equal((await cid.query(q.Get(q.CurrentIdentity()))).data.name, 'cid')
+    await denied(cid.query(q.Get(users.ann.ref)))
     const self = await cid.query(q.Get(q.Ref(q.Collection('users'), 'self')))
     assert.equal(self.data.name, 'cid')
     assert.equal(self.credentials, undefined)

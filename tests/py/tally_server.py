@@ -10,6 +10,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -61,21 +62,31 @@ class _TimeoutAdapter(HTTPAdapter):
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_get(port, path="/ping", timeout=2.0):
-    """Plain GET on loopback; returns (status, body) or raises."""
+def http_get(port, path="/ping", timeout=2.0, ca=None):
+    """GET on loopback (https trusting the CA file `ca` if given); returns (status, body) or raises."""
+    if ca:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)))
+        url = "https://%s:%d%s" % (HOST, port, path)
+    else:
+        opener, url = _NO_PROXY, "http://%s:%d%s" % (HOST, port, path)
     try:
-        with _NO_PROXY.open("http://%s:%d%s" % (HOST, port, path), timeout=timeout) as r:
+        with opener.open(url, timeout=timeout) as r:
             return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8", "replace")
 
 
 class TallyServer(object):
-    def __init__(self, data_dir=None, root_key=None, binary=None):
+    def __init__(self, data_dir=None, root_key=None, binary=None, extra_args=None, ca=None):
         self.bin = binary or tally_bin()
         self.root_key = root_key or "tally-test-root-" + secrets.token_hex(8)
         self.work_dir = tempfile.mkdtemp(prefix="tally-py-")
         self.owns_data_dir = data_dir is None
+        # Extra `tally serve` flags; `ca`: the CA file to trust when they turn on https.
+        self.extra_args = list(extra_args or [])
+        self.ca = ca
         self.data_dir = data_dir or os.path.join(self.work_dir, "data")
         os.makedirs(self.data_dir, exist_ok=True)
         self.log_path = os.path.join(self.work_dir, "server.log")
@@ -99,7 +110,7 @@ class TallyServer(object):
         env = dict(os.environ, RUST_BACKTRACE="1")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--data-dir", self.data_dir, "--listen", listen,
-             "--root-key", self.root_key],
+             "--root-key", self.root_key] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -107,7 +118,7 @@ class TallyServer(object):
                 raise RuntimeError("tally exited with %s before becoming ready:\n%s"
                                    % (self.proc.returncode, self.log_tail()))
             try:
-                status, _ = http_get(self.port, "/ping", timeout=1.0)
+                status, _ = http_get(self.port, "/ping", timeout=1.0, ca=self.ca)
                 if status == 200:
                     return self
             except OSError:
@@ -159,11 +170,18 @@ class TallyServer(object):
 
     # -- clients ---------------------------------------------------------------
 
-    def client(self, secret=None, timeout=REQUEST_TIMEOUT_S, **kw):
+    def client(self, secret=None, timeout=REQUEST_TIMEOUT_S, scheme=None, verify=None, **kw):
+        """A driver client; over https (trusting `verify`, default the server's CA) when
+        the server serves TLS or scheme="https"."""
+        scheme = scheme or ("https" if self.ca else "http")
         c = FaunaClient(secret=self.root_key if secret is None else secret,
-                        domain=HOST, port=self.port, scheme="http", timeout=timeout, **kw)
+                        domain=HOST, port=self.port, scheme=scheme, timeout=timeout, **kw)
         adapter = _TimeoutAdapter(timeout)
         c.session.mount("http://", adapter)
+        c.session.mount("https://", adapter)
+        # The driver sends prepared requests with Session.send, which takes `verify` from
+        # the session (REQUESTS_CA_BUNDLE is only read by Session.request).
+        c.session.verify = verify if verify is not None else (self.ca or True)
         self._clients.append(c)
         return c
 

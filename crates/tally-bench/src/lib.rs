@@ -2,8 +2,10 @@
 //!
 //! It drives a real `tally serve` (started here as a child process on a loopback port,
 //! or an existing one given by `--endpoint`) over HTTP exactly as an FQL v4 driver
-//! would, and, with `--postgres`, the same transfer workload against PostgreSQL at
-//! SERIALIZABLE, then prints both side by side as a table and as JSON.
+//! would, and, with `--postgres`, the same transfer workload against PostgreSQL in its
+//! two best modes (SERIALIZABLE with retries; READ COMMITTED with `SELECT … FOR UPDATE`),
+//! then prints them side by side as a table, the ratio of Tally to the faster mode, the
+//! CPU per transfer of each server and of this load generator, and JSON.
 //!
 //! Workloads ([`Workload`]):
 //! - `transfer`: read two accounts, check funds, debit, credit, record the transfer —
@@ -193,8 +195,8 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "{} {} {} accounts: {server}load generator CPU {:.0} us/transfer",
-                r.head.system, r.head.workload, r.head.accounts, cpu.client_us_per_transfer
+                "{} {} ({}) {} accounts: {server}load generator CPU {:.0} us/transfer",
+                r.head.system, r.head.workload, r.head.variant, r.head.accounts, cpu.client_us_per_transfer
             );
         }
     }
@@ -232,9 +234,13 @@ async fn run_all(args: &BenchArgs) -> anyhow::Result<Vec<Report>> {
             reports.push(r);
         }
         if let Some(pg) = &args.postgres {
-            let r = run_postgres(args, pg, accounts).await.with_context(|| format!("postgres, {accounts} accounts"))?;
-            eprintln!("{}", stats::table(std::slice::from_ref(&r)).lines().nth(1).unwrap_or_default());
-            reports.push(r);
+            for iso in pg::Isolation::ALL {
+                let r = run_postgres(args, pg, iso, accounts)
+                    .await
+                    .with_context(|| format!("postgres ({}), {accounts} accounts", iso.name()))?;
+                eprintln!("{}", stats::table(std::slice::from_ref(&r)).lines().nth(1).unwrap_or_default());
+                reports.push(r);
+            }
         }
     }
     Ok(reports)
@@ -358,37 +364,42 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     Ok(report)
 }
 
-async fn run_postgres(args: &BenchArgs, conn: &str, accounts: u64) -> anyhow::Result<Report> {
-    let label = format!("postgres transfer {accounts}");
+async fn run_postgres(args: &BenchArgs, conn: &str, iso: pg::Isolation, accounts: u64) -> anyhow::Result<Report> {
+    let label = format!("postgres transfer {accounts} ({})", iso.name());
     eprintln!("{label}: loading {accounts} accounts");
     let (load_s, table_bytes) = pg::load(conn, accounts).await?;
     let rec = Arc::new(Recorder::default());
     let warmup = Duration::from_secs(args.warmup);
     let duration = Duration::from_secs(args.duration);
     let deadline = Instant::now() + warmup + duration;
+    let postmaster = pg::postmaster_pid(conn).await;
     let before = {
         let rec = rec.clone();
         let conn = conn.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             rec.start_measuring(duration);
-            (pg::sizes(&conn).await.ok(), self_cpu())
+            (pg::sizes(&conn).await.ok(), self_cpu(), postmaster.and_then(server::tree_cpu_seconds))
         })
     };
     let stop_progress = stats::spawn_progress(label, rec.clone(), warmup, duration);
-    let result = pg::drive(conn, accounts, args.clients, args.batch, rec.clone(), deadline).await;
+    let result = pg::drive(conn, iso, accounts, args.clients, args.batch, rec.clone(), deadline).await;
     stop_progress();
     result?;
-    let (s0, c0) = before.await?;
+    let (s0, c0, pg0) = before.await?;
+    // Before the sizes query below opens a backend of its own.
+    let pg1 = postmaster.and_then(server::tree_cpu_seconds);
     let s1 = pg::sizes(conn).await.ok();
-    let mut report = rec.finish(head(args, "postgres", "sql", accounts), duration.as_secs_f64());
+    let mut report = rec.finish(head(args, "postgres", iso.name(), accounts), duration.as_secs_f64());
     let (log, store) = match (s0, s1) {
         (Some((w0, d0)), Some((w1, d1))) => (Some(w1 - w0), Some(d1 - d0)),
         _ => (None, None),
     };
     report.set_storage(load_s, Some(table_bytes), log, store);
-    if let (Some(c0), Some(c1)) = (c0, self_cpu()) {
-        report.set_client_cpu(c1 - c0);
+    match (c0, self_cpu(), pg0.zip(pg1)) {
+        (Some(c0), Some(c1), Some((p0, p1))) => report.set_cpu(p1 - p0, c1 - c0),
+        (Some(c0), Some(c1), None) => report.set_client_cpu(c1 - c0),
+        _ => {}
     }
     Ok(report)
 }

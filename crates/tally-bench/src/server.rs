@@ -114,11 +114,38 @@ pub fn executor_cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn stat_cpu_seconds(path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(path)?;
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// The fields of a /proc stat file after the command name (field 3 onwards).
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent of process `pid`.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(&format!("/proc/{pid}/stat"))?.get(1)?.parse().ok()
+}
+
+/// CPU time (seconds) of a process and all its children, exited ones included: its own,
+/// what it has reaped from children that exited (`cutime`, `cstime`), and its live
+/// children's own. For PostgreSQL's postmaster that is the whole server, whose
+/// backends come and go with connections.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let f = stat_fields(&format!("/proc/{pid}/stat"))?;
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    let mut ticks = field(11)? + field(12)? + field(13)? + field(14)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if parent_pid(child) == Some(pid) {
+            ticks += stat_cpu_seconds(&format!("/proc/{child}/stat")).unwrap_or(0.0) * 100.0;
+        }
+    }
+    Some(ticks / 100.0)
 }

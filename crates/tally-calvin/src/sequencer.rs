@@ -12,29 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use crate::batch::Batch;
 use crate::fair::{BatchLimits, FairInbox, Pushed, Tenant};
 use crate::log::Log;
-
-/// Applies batches deterministically. Implemented by the server over FQL + storage.
-pub trait StateMachine: Send {
-    /// Height of the last batch whose effects are applied.
-    fn applied_height(&self) -> u64;
-    /// Apply one batch; returns one output per input, in order.
-    fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>>;
-    /// Apply one batch, handing output `i` to `answer` as soon as it may be released: its
-    /// effects are visible to readers and nothing later in the batch can change them.
-    /// The sequencer answers clients through this (the batch is already in the log), so a
-    /// short input early in a long batch need not wait for the rest. Every output is
-    /// handed over exactly once, in order; by default all of them after the whole batch.
-    fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        for (i, out) in self.apply(batch).into_iter().enumerate() {
-            answer(i, out);
-        }
-    }
-    /// The commit ts of the last applied transaction.
-    fn last_commit_ts(&self) -> u64;
-}
+use tally_apply::{Batch, StateMachine};
 
 /// Stack of the sequencer thread, which runs the executor. Evaluation recurses (nested
 /// expressions, lambdas, user functions); the evaluator bounds that depth, and this
@@ -148,6 +128,17 @@ pub struct Sequencer {
     /// Why the sequencer stopped taking writes (a failed log append), for every later
     /// submitter; `None` while running or after a plain shutdown.
     stopped: Arc<std::sync::Mutex<Option<String>>>,
+    /// What the start replayed.
+    replayed: Replayed,
+}
+
+/// What [`Sequencer::start`] replayed from the log before it began sequencing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replayed {
+    pub batches: u64,
+    pub inputs: u64,
+    /// Reading the log and applying the batches.
+    pub elapsed: Duration,
 }
 
 /// Closes the inbox when the last handle goes.
@@ -167,14 +158,19 @@ impl Sequencer {
         config: SequencerConfig,
         clock: Arc<Clock>,
     ) -> Result<(Sequencer, std::thread::JoinHandle<()>), crate::log::LogError> {
+        let started = std::time::Instant::now();
         let applied = machine.applied_height();
         let replay = log.read_after(applied)?;
         if !replay.is_empty() {
             tracing::info!(from = applied + 1, batches = replay.len(), "replaying input log");
         }
+        let mut replayed = Replayed { batches: replay.len() as u64, ..Replayed::default() };
         for b in &replay {
+            replayed.inputs += b.inputs.len() as u64;
             machine.apply(b);
         }
+        drop(replay);
+        replayed.elapsed = started.elapsed();
         let limits = BatchLimits {
             epoch: Duration::from_millis(config.epoch_ms),
             inputs_max: config.batch_inputs_max,
@@ -191,7 +187,12 @@ impl Sequencer {
             .stack_size(EXECUTOR_STACK_BYTES)
             .spawn(move || run(log, machine, rx, clock, &reason, wait_max))
             .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
-        Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped }, handle))
+        Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped, replayed }, handle))
+    }
+
+    /// What the start replayed from the log.
+    pub fn replayed(&self) -> Replayed {
+        self.replayed
     }
 
     /// Inputs waiting for a batch.

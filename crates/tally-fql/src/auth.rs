@@ -110,7 +110,9 @@ pub struct Auth {
     pub role: Role,
     /// For tokens: the document the token was issued to (`CurrentIdentity()`).
     pub identity: Option<tally_value::Ref>,
-    /// For tokens: the token's own ref (`CurrentToken()`).
+    /// `CurrentToken()`: for tokens the token's own ref; for a key used unscoped in the
+    /// database it lives in, the key's ref (as v4). Test `native_parent() == "tokens"`
+    /// to ask "is this a token login".
     pub token: Option<tally_value::Ref>,
     /// For JWTs from an access provider: the verified login (`CurrentIdentity()` is its
     /// `sub` claim, `CurrentToken()` its claims). Logged with the input.

@@ -50,6 +50,11 @@ pub struct Limits {
     pub value_bytes_max: u64,
     /// Largest answer, as encoded on the wire.
     pub answer_bytes_max: u64,
+    /// Bytes of work (values built, whether kept or dropped, and bytes read from storage)
+    /// after which evaluation stops with [`Eval::work_exceeded`]. Unbounded except for a
+    /// server's inline pass, which stops a query that turns out heavy so that it can run
+    /// again off the async threads; never set in the executor.
+    pub work_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -61,6 +66,7 @@ impl Default for Limits {
             array_len_max: 1_000_000,
             value_bytes_max: crate::budget::QUERY_BYTES_MAX,
             answer_bytes_max: crate::budget::ANSWER_BYTES_MAX,
+            work_bytes_max: u64::MAX,
         }
     }
 }
@@ -101,6 +107,11 @@ pub struct Eval<'a> {
     budget: crate::budget::Budget,
     /// `tx.bytes_read` already charged to the budget.
     read_charged: u64,
+    /// Bytes of values built so far, never given back (see `Limits::work_bytes_max`).
+    built: u64,
+    /// Whether evaluation hit `Limits::work_bytes_max` (even if the error was then
+    /// swallowed, e.g. by a role predicate that failed closed).
+    work_stopped: bool,
     /// Wall-clock deadline; only ever set for read-only evaluation outside the executor.
     pub deadline: Option<Instant>,
     /// Seed for ids and secrets, from the transaction input (never drawn here).
@@ -138,6 +149,8 @@ impl<'a> Eval<'a> {
             call_depth: 0,
             budget: crate::budget::Budget::new(crate::budget::QUERY_BYTES_MAX),
             read_charged: 0,
+            built: 0,
+            work_stopped: false,
             deadline: None,
             entropy: [0; 32],
             ids_issued: 0,
@@ -203,7 +216,48 @@ impl<'a> Eval<'a> {
 
     /// Charge `bytes` of newly built values; errors past the query's memory limit.
     pub fn mem_charge(&mut self, bytes: u64) -> Result<()> {
-        self.budget.charge(bytes)
+        self.built = self.built.saturating_add(bytes);
+        self.budget.charge(bytes)?;
+        self.check_work()
+    }
+
+    /// Work done so far: bytes of values built (dropped ones included) and bytes read.
+    pub fn work(&self) -> u64 {
+        self.built.saturating_add(self.tx.bytes_read)
+    }
+
+    /// Announce `bytes` of work a function is about to do in one go (a `Repeat`, an
+    /// `NGram`), before doing it: past `Limits::work_bytes_max` evaluation stops here,
+    /// without having done it. Charges nothing to the memory budget (the result is
+    /// charged when it is returned), so results never depend on it.
+    pub fn will_build(&mut self, bytes: u64) -> Result<()> {
+        if self.work().saturating_add(bytes) > self.limits.work_bytes_max {
+            self.work_stopped = true;
+            return Err(Self::work_exceeded(self.limits.work_bytes_max));
+        }
+        Ok(())
+    }
+
+    fn check_work(&mut self) -> Result<()> {
+        if self.work() > self.limits.work_bytes_max {
+            self.work_stopped = true;
+            return Err(Self::work_exceeded(self.limits.work_bytes_max));
+        }
+        Ok(())
+    }
+
+    /// Whether evaluation stopped at `Limits::work_bytes_max`.
+    pub fn work_stopped(&self) -> bool {
+        self.work_stopped
+    }
+
+    /// The error of an evaluation stopped at `Limits::work_bytes_max` (only a server's
+    /// inline pass sets it; it then runs the query again without the bound).
+    pub fn work_exceeded(max: u64) -> FqlError {
+        FqlError::new(
+            code::TIME_OUT,
+            format!("Query did more than {max} bytes of work in its inline pass; it runs again off the async threads."),
+        )
     }
 
     /// Charge what a call returned: a copy (a variable) or a document decoded from
@@ -220,7 +274,7 @@ impl<'a> Eval<'a> {
         } else {
             crate::budget::shallow_size(v)
         };
-        self.budget.charge(size)
+        self.mem_charge(size)
     }
 
     /// Called by every write function before it writes.
@@ -271,6 +325,8 @@ impl<'a> Eval<'a> {
                 ),
             ));
         }
+        // Reads add work between charges (a `Count` keeps nothing it reads).
+        self.check_work()?;
         if self.steps & (YIELD_STEPS - 1) == 0 {
             if let Some(d) = self.deadline {
                 if Instant::now() > d {
@@ -292,7 +348,7 @@ impl<'a> Eval<'a> {
         self.step()?;
         match e {
             Expr::Lit(v) => {
-                self.budget.charge(crate::budget::deep_size(v))?;
+                self.mem_charge(crate::budget::deep_size(v))?;
                 Ok(v.clone())
             }
             Expr::Array(items) => {
@@ -300,7 +356,7 @@ impl<'a> Eval<'a> {
                 for (i, item) in items.iter().enumerate() {
                     out.push(self.eval(item).map_err(|e| e.at(i))?);
                 }
-                self.budget.charge(out.len() as u64 * 32)?;
+                self.mem_charge(out.len() as u64 * 32)?;
                 Ok(Value::Array(out))
             }
             Expr::Object(fields) => {
@@ -309,7 +365,7 @@ impl<'a> Eval<'a> {
                     let val = self.eval(v).map_err(|e| e.at(k.as_str()).at("object"))?;
                     out.insert(k.clone(), val);
                 }
-                self.budget.charge(out.len() as u64 * 64)?;
+                self.mem_charge(out.len() as u64 * 64)?;
                 Ok(Value::Object(out))
             }
             Expr::Call(call) => {
@@ -498,7 +554,7 @@ impl<'a> Eval<'a> {
         let mem_mark = self.budget.used();
         let r = self.eval(&lam.body).and_then(|v| {
             self.budget.reset(mem_mark);
-            self.budget.charge(crate::budget::deep_size(&v))?;
+            self.mem_charge(crate::budget::deep_size(&v))?;
             Ok(v)
         });
         self.call_depth -= 1;

@@ -117,7 +117,7 @@ impl Parser<'_> {
             }
             Json::Object(map) => {
                 if let Some(v) = tally_value::wire_special(map).map_err(|e| invalid_expression(e.to_string()))? {
-                    return Ok(Expr::Lit(v));
+                    return Ok(crate::fns::selfref::literal_expr(v));
                 }
                 self.call(map)?
             }
@@ -141,7 +141,7 @@ impl Parser<'_> {
             let body = map.get("query").unwrap_or(&Json::Null);
             // Validate now so a malformed lambda fails where it is written.
             self.expr(body).map_err(|e| e.at("query"))?;
-            let v = from_json(body).map_err(|e| invalid_expression(e.to_string()))?;
+            let v = tally_value::query_body_from_json(body).map_err(|e| invalid_expression(e.to_string()))?;
             return Ok(Expr::Lit(Value::Query(Box::new(crate::fns::basic::with_api_version(v)))));
         }
         let mut args = Vec::with_capacity(map.len());

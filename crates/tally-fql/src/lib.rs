@@ -12,6 +12,7 @@
 //! randomness inside a write transaction.
 
 pub mod auth;
+pub mod authcache;
 pub mod budget;
 pub mod catalog;
 pub mod error;

@@ -334,6 +334,9 @@ pub struct Tx<'a> {
     /// Writes made so far (a rewrite of the same key counts again), for
     /// [`crate::limits::TXN_WRITES_MAX`].
     writes_count: u64,
+    /// Set when [`Tx::live_doc`] read a document that has a `ttl`: what was read can
+    /// change without a write (`crate::authcache` does not cache such an answer).
+    pub ttl_seen: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -348,6 +351,7 @@ impl<'a> Tx<'a> {
             bytes_read: 0,
             bytes_written: 0,
             writes_count: 0,
+            ttl_seen: false,
         }
     }
 
@@ -554,7 +558,11 @@ impl<'a> Tx<'a> {
 
     /// The live document (None if missing or deleted at `at`).
     pub fn live_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
-        Ok(self.get_doc(db, coll, id, at)?.filter(|d| d.live_at(at)))
+        let doc = self.get_doc(db, coll, id, at)?;
+        if doc.as_ref().is_some_and(|d| d.data.contains_key("ttl")) {
+            self.ttl_seen = true;
+        }
+        Ok(doc.filter(|d| d.live_at(at)))
     }
 
     pub fn put_doc(&mut self, db: DbId, coll: CollId, id: &str, deleted: bool, data: &Object) -> Result<()> {

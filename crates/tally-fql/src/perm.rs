@@ -10,8 +10,8 @@
 //!   `secret:@role/x`) grant actions per resource, `true` or a predicate lambda run
 //!   read-only with v4's arguments; they act only in their own database;
 //! - **members** (tokens, `secret:@doc/...`) hold every role whose `membership` admits
-//!   their identity document, plus reading their own credentials and reading and
-//!   deleting their own tokens;
+//!   their identity document, plus reading their own identity document and credentials
+//!   and reading and deleting their own tokens;
 //! - **JWT logins** hold the roles their access provider grants the token's claims
 //!   (`crate::jwt`), and nothing else.
 //!
@@ -303,12 +303,15 @@ impl<'a> Eval<'a> {
         Ok(docs.into_iter().map(|(_, d)| d.data).find(|d| internal_id(d) == Some(id)))
     }
 
-    /// Tokens and `@doc` secrets may always read their own credentials, and read and
-    /// delete their own tokens.
+    /// Tokens and `@doc` secrets may always read their own identity document and their
+    /// own credentials, and read and delete their own tokens.
     fn member_baseline(&mut self, db: DbId, res: Resource, action: Action, doc: Option<&Ref>) -> Result<bool> {
         let (Role::Member, Some(identity), Some(doc)) = (&self.auth.role, self.auth.identity.clone(), doc) else {
             return Ok(false);
         };
+        if action == Action::Read && db == self.auth.db && *doc == identity {
+            return Ok(true);
+        }
         let coll = match (res, action) {
             (Resource::Coll(native::CREDENTIALS), Action::Read) => native::CREDENTIALS,
             (Resource::Coll(native::TOKENS), Action::Read | Action::Delete) => native::TOKENS,

@@ -55,7 +55,10 @@ pub fn effect_of(name: &str) -> Effect {
         | "identify"
         | "current_identity"
         | "has_current_identity"
-        | "current_token" => Effect::Read,
+        | "current_token"
+        | "identity"
+        | "has_identity"
+        | "@self_ref" => Effect::Read,
         "create"
         | "create_class"
         | "create_collection"
@@ -100,6 +103,25 @@ fn walk(e: &Expr, worst: &mut (Effect, Option<&'static str>)) {
         Expr::Call(call) => {
             raise(worst, effect_of(call.name()), Some(call.name()));
             call.args.iter().for_each(|(_, a)| walk(a, worst));
+        }
+    }
+}
+
+/// Does `e` call a function that writes when it runs (`Create`, `Update`, `Login`, ...)
+/// anywhere but inside a quoted `Query` literal? Not `Call`: a user-defined function may
+/// only read. Not `NewId`: issuing an id is allowed in a read. Such a query is sent to
+/// the log at once: a read-only pass would stop at its first write and be thrown away.
+/// A query whose writes all sit in a branch it does not take then runs in the executor
+/// and writes nothing, with the answer the read would have had.
+pub fn writes_directly(e: &Expr) -> bool {
+    match e {
+        Expr::Lit(_) => false,
+        Expr::Array(items) => items.iter().any(writes_directly),
+        Expr::Object(fields) => fields.iter().any(|(_, v)| writes_directly(v)),
+        Expr::Call(call) => {
+            let name = call.name();
+            let writes = effect_of(name) == Effect::Write && !matches!(name, "call" | "new_id" | "next_id");
+            writes || call.args.iter().any(|(_, a)| writes_directly(a))
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Outcome {
     pub steps: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Whether evaluation stopped at `Limits::work_bytes_max` (see there).
+    pub work_stopped: bool,
     /// Heads of the secret placeholders the evaluation issued: the receiving node
     /// completes exactly these in the answer (`crate::secret::reveal`).
     pub secrets: Vec<String>,
@@ -70,6 +72,7 @@ pub fn evaluate(
     let ids_issued = ev.ids_issued();
     let bytes_read = ev.tx.bytes_read;
     let bytes_written = ev.tx.bytes_written;
+    let work_stopped = ev.work_stopped();
     let secrets = std::mem::take(&mut ev.secrets_issued);
     let mut writes = if result.is_ok() && mode == Mode::Write { ev.tx.into_writes() } else { Vec::new() };
     if crate::secret::stored_placeholder(&writes, &secrets) {
@@ -82,7 +85,7 @@ pub fn evaluate(
              and shows the secret once, in the answer. Store the key's or token's ref instead.",
         ));
     }
-    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written, secrets }
+    Outcome { result, writes, ids_issued, steps, bytes_read, bytes_written, work_stopped, secrets }
 }
 
 fn unauthorized() -> FqlError {
@@ -96,16 +99,33 @@ fn unauthorized() -> FqlError {
 /// `server-readonly`, `client`, `@role/name` or `@doc/collection/id`; and Tally's
 /// `secret:db/child` (keep the key's role, move to the child).
 pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
+    authenticate_cacheable(snap, ts, secret, root_key_hash).map(|(auth, _)| auth)
+}
+
+/// [`authenticate`], and whether its answer may be cached until the next change of a
+/// schema document or the registry (`crate::authcache`): a key's secret whose
+/// authentication read no document with a `ttl`; never a token or an `@doc` scope,
+/// which depend on an identity document.
+pub fn authenticate_cacheable(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<(Auth, bool)> {
     let (base, scope) = match secret.split_once(':') {
         Some((b, s)) => (b, Some(s)),
         None => (secret, None),
     };
-    let mut auth = authenticate_base(snap, ts, base, root_key_hash)?;
-    let Some(scope) = scope else { return Ok(auth) };
+    let mut tx = Tx::new(snap, ts);
+    let mut auth = authenticate_base(&mut tx, ts, base, root_key_hash)?;
+    let Some(scope) = scope else {
+        // A key's own ref (v4's `CurrentToken()` for keys) is as constant as the key.
+        let token_login = auth.token.as_ref().is_some_and(|t| t.native_parent() == Some("tokens"));
+        let cacheable = !token_login && !tx.ttl_seen;
+        return Ok((auth, cacheable));
+    };
     // Tokens ignore scopes, as in v4.
-    if auth.token.is_some() {
-        return Ok(auth);
+    if auth.token.as_ref().is_some_and(|t| t.native_parent() == Some("tokens")) {
+        return Ok((auth, false));
     }
+    // A scoped key acts somewhere (or as someone) other than its own database, where v4
+    // gives it no token metadata.
+    auth.token = None;
     let (path, role) = match scope.split_once(':') {
         Some((p, r)) => (p, Some(r)),
         None if Role::builtin(scope).is_some() || scope.starts_with('@') => ("", Some(scope)),
@@ -116,7 +136,6 @@ pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &s
     if !may_scope {
         return Err(unauthorized());
     }
-    let mut tx = Tx::new(snap, ts);
     for name in path.split('/').filter(|s| !s.is_empty()) {
         let d = tx.live_doc(auth.db, native::DATABASES, name, ts)?.ok_or_else(unauthorized)?;
         auth.db = crate::catalog::internal_id(&d.data).ok_or_else(unauthorized)?;
@@ -146,37 +165,40 @@ pub fn authenticate(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &s
         }
         Some(r) => auth.role = Role::builtin(r).ok_or_else(unauthorized)?,
     }
-    Ok(auth)
+    Ok((auth, !is_doc && !tx.ttl_seen))
 }
 
-fn authenticate_base(snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
+fn authenticate_base(tx: &mut Tx<'_>, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
     let h = hash_secret(secret);
     if !root_key_hash.is_empty() && bool::from(h.as_bytes().ct_eq(root_key_hash.as_bytes())) {
         return Ok(Auth::root_admin());
     }
-    let mut tx = Tx::new(snap, ts);
-    if let Some(auth) = token_auth(&mut tx, secret, ts)? {
+    if let Some(auth) = token_auth(tx, secret, ts)? {
         return Ok(auth);
     }
-    let (key_db, key_id, data) = find_key(&mut tx, secret, ts)?.ok_or_else(unauthorized)?;
-    let db = key_database(&mut tx, key_db, key_id, &data, ts)?;
+    let (key_db, key_id, data) = find_key(tx, secret, ts)?.ok_or_else(unauthorized)?;
+    let db = key_database(tx, key_db, key_id, &data, ts)?;
     // User-defined roles belong to the database the key opens.
     let role = match data.get("role") {
         Some(Value::String(r)) => match Role::builtin(r) {
             Some(role) => role,
-            None => custom_role(&mut tx, db, &[Value::String(r.clone())], ts)?,
+            None => custom_role(tx, db, &[Value::String(r.clone())], ts)?,
         },
-        Some(Value::Ref(r)) => custom_role(&mut tx, db, &[Value::Ref(r.clone())], ts)?,
-        Some(Value::Array(items)) => custom_role(&mut tx, db, items, ts)?,
+        Some(Value::Ref(r)) => custom_role(tx, db, &[Value::Ref(r.clone())], ts)?,
+        Some(Value::Array(items)) => custom_role(tx, db, items, ts)?,
         _ => return Err(unauthorized()),
     };
-    if !db_alive(&mut tx, db, ts)? {
+    if !db_alive(tx, db, ts)? {
         return Err(unauthorized());
     }
     let mut auth = Auth::new(db, role);
+    if db == key_db {
+        // v4's `CurrentToken()` for a key used in the database it lives in.
+        auth.token = Some(Ref::doc(Ref::native("keys"), key_id.to_string()));
+    }
     auth.priority = match data.get("priority") {
         Some(Value::Long(p)) => (*p).clamp(1, crate::auth::PRIORITY_MAX as i64) as u32,
-        _ => db_priority(&mut tx, db, ts)?,
+        _ => db_priority(tx, db, ts)?,
     };
     Ok(auth)
 }

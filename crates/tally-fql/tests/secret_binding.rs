@@ -5,12 +5,17 @@
 //! same identity incarnation — and never once that is gone.
 //!
 //! A model tracks what each secret was issued for; after every step every secret ever
-//! issued is authenticated against the real evaluator and store and compared with it.
+//! issued is authenticated against the real evaluator and store and compared with it,
+//! and through the cache of authenticated secrets (`tally_fql::authcache`, told of every
+//! write as the executor tells it), which must answer exactly as a fresh lookup does.
+//! Keys are also deleted and given another priority or role.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
 use tally_fql::auth::Auth;
+use tally_fql::authcache::{AuthCache, AuthChanges};
 use tally_fql::eval::{Limits, Mode};
 use tally_fql::run::{authenticate, evaluate};
 use tally_storage::{MemStore, Store};
@@ -44,12 +49,16 @@ struct World {
     ts: u64,
     seeds: u64,
     root_hash: String,
+    changes: Arc<AuthChanges>,
+    cache: AuthCache,
 }
 
 impl World {
     fn new() -> World {
         let root_hash = tally_fql::fns::schema::hash_secret(ROOT_SECRET);
-        World { store: MemStore::new(), ts: 1_000_000, seeds: 0, root_hash }
+        let changes = Arc::new(AuthChanges::new());
+        let cache = AuthCache::new(changes.clone());
+        World { store: MemStore::new(), ts: 1_000_000, seeds: 0, root_hash, changes, cache }
     }
 
     /// Run `q` as root in write mode, apply it, and answer with secrets revealed.
@@ -64,6 +73,8 @@ impl World {
         let out = evaluate(&*snap, self.ts, Mode::Write, Auth::root_admin(), &expr, entropy, Limits::default(), None);
         drop(snap);
         let v = out.result.map_err(|e| e.code.to_string())?;
+        // As the executor does: before the commit is visible.
+        self.changes.record(&out.writes, self.ts);
         let mut b = self.store.begin().unwrap();
         for w in &out.writes {
             match &w.value {
@@ -88,6 +99,12 @@ impl World {
         authenticate(&*snap, self.ts + 1, secret, &self.root_hash).ok()
     }
 
+    /// [`World::auth`] through the cache.
+    fn cached_auth(&self, secret: &str) -> Option<Auth> {
+        let snap = self.store.snapshot().unwrap();
+        self.cache.authenticate(&*snap, self.ts + 1, secret, &self.root_hash).ok()
+    }
+
     /// The internal id of top-level database `name` now (through a scoped root secret).
     fn db_id(&self, name: &str) -> u64 {
         self.auth(&format!("{ROOT_SECRET}:{name}:admin")).expect("database exists").db
@@ -103,6 +120,8 @@ struct Issued {
     identity: Option<(String, u64)>,
     alive: bool,
     token_ref: Option<Json>,
+    /// Keys: the key document's ref.
+    key_ref: Option<Json>,
 }
 
 #[derive(Default)]
@@ -120,7 +139,7 @@ fn user_ref(id: &str) -> Json {
 }
 
 fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
-    match rng.next() % 9 {
+    match rng.next() % 11 {
         0 => {
             let name = rng.pick(DB_NAMES);
             if !m.dbs.contains_key(name) {
@@ -152,7 +171,8 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
                 let role = rng.pick(&["admin", "server", "client"]);
                 let k = w.q(json!({"create_key": {"object": {"database": {"database": name}, "role": role}}}));
                 let secret = k["secret"].as_str().unwrap().to_string();
-                m.issued.push(Issued { secret, db: id, identity: None, alive: true, token_ref: None });
+                let key_ref = Some(k["ref"].clone());
+                m.issued.push(Issued { secret, db: id, identity: None, alive: true, token_ref: None, key_ref });
             }
         }
         5 => {
@@ -175,7 +195,8 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
                 let t = w.q(json!({"create": {"tokens": null}, "params": {"object": {"instance": user_ref(uid)}}}));
                 let secret = t["secret"].as_str().unwrap().to_string();
                 let token_ref = Some(t["ref"].clone());
-                m.issued.push(Issued { secret, db: 0, identity: Some((uid.into(), inc)), alive: true, token_ref });
+                let identity = Some((uid.into(), inc));
+                m.issued.push(Issued { secret, db: 0, identity, alive: true, token_ref, key_ref: None });
             }
         }
         7 | 8 => {
@@ -195,7 +216,34 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
                 w.q(json!({"replace": r, "params": {"object": {"data": {"object": {"n": 1}}}}}));
             }
         }
+        9 | 10 => key_step(w, m, rng),
         _ => unreachable!(),
+    }
+}
+
+/// Delete a random live key, change its priority or its role (keys hold no `ttl`).
+fn key_step(w: &mut World, m: &mut Model, rng: &mut Rng) {
+    let live: Vec<usize> =
+        (0..m.issued.len()).filter(|&i| m.issued[i].alive && m.issued[i].key_ref.is_some()).collect();
+    if live.is_empty() {
+        return;
+    }
+    let i = live[(rng.next() % live.len() as u64) as usize];
+    let r = m.issued[i].key_ref.clone().unwrap();
+    let set = |data: Json| json!({"update": r.clone(), "params": {"object": data}});
+    match rng.next() % 3 {
+        0 => {
+            w.q(json!({"delete": r}));
+            m.issued[i].alive = false;
+        }
+        1 => {
+            let priority = 1 + (rng.next() % 9) as i64;
+            w.q(set(json!({"priority": priority})));
+        }
+        _ => {
+            let role = rng.pick(&["admin", "server", "client"]);
+            w.q(set(json!({"role": role})));
+        }
     }
 }
 
@@ -205,6 +253,12 @@ fn check(w: &World, m: &Model, seed: u64, n: usize, found: &mut BTreeMap<&'stati
     for (k, i) in m.issued.iter().enumerate() {
         let got = w.auth(&i.secret);
         let at = format!("seed {seed} step {n} secret #{k}");
+        // Twice: the first may fill the cache, the second may answer from it.
+        for _ in 0..2 {
+            if !same_auth(&w.cached_auth(&i.secret), &got) {
+                found.entry("the cache answered otherwise than a fresh lookup").or_insert(at.clone());
+            }
+        }
         let violation = match &i.identity {
             None if i.alive => match &got {
                 None => Some("a live key stopped working"),
@@ -228,6 +282,16 @@ fn check(w: &World, m: &Model, seed: u64, n: usize, found: &mut BTreeMap<&'stati
         if let Some(v) = violation {
             found.entry(v).or_insert(at);
         }
+    }
+}
+
+fn same_auth(a: &Option<Auth>, b: &Option<Auth>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            (a.db, &a.role, &a.identity, &a.token, a.priority) == (b.db, &b.role, &b.identity, &b.token, b.priority)
+        }
+        _ => false,
     }
 }
 

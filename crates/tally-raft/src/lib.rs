@@ -21,8 +21,10 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod peer_port;
 pub mod runtime;
 pub mod state_machine;
+pub mod tls;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};

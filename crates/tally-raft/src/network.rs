@@ -1,6 +1,8 @@
 //! The peer transport: HTTP/1.1 POSTs between members' peer ports, JSON bodies (batches
-//! inside are base64), snapshots as raw bytes. Every request carries the cluster token
-//! (derived from the root key, which every member shares) and is bounded in time.
+//! inside are base64), snapshots as raw bytes. Every request is bounded in time and
+//! authenticated: by mutual TLS with per-member certificates when configured (see
+//! [`crate::tls`]; no secret on the wire), else by the cluster token (derived from the
+//! root key, which every member then shares) in a header.
 //!
 //! [`Faults`] injects per-peer latency (to emulate members 50–150 ms apart) and, for the
 //! fault tests, isolation of this member: while isolated it neither sends nor accepts peer
@@ -15,7 +17,6 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -26,6 +27,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::tls::{PeerConnector, PeerTls};
 use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Header carrying the cluster token on every peer request.
@@ -94,23 +96,52 @@ pub enum NetError {
     Decode(u64, String),
 }
 
-/// An HTTP client for peer ports; cheap to clone (one connection pool).
+type Http = Client<PeerConnector, Full<Bytes>>;
+
+fn http_client(conn: PeerConnector) -> Http {
+    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn)
+}
+
+/// An HTTP client for peer ports; cheap to clone (one connection pool, or with mutual
+/// TLS one per target member, whose connector checks that member's certificate).
 #[derive(Clone)]
 pub struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
-    token: Arc<str>,
+    http: Http,
+    /// Sent in [`TOKEN_HEADER`] when there is no mutual TLS.
+    token: Option<Arc<str>>,
+    tls: Option<Arc<PeerTls>>,
+    by_target: Arc<RwLock<BTreeMap<u64, Http>>>,
     pub faults: Arc<Faults>,
 }
 
 impl PeerClient {
+    /// Members authenticated by the shared cluster token.
     pub fn new(token: &str, faults: Arc<Faults>) -> PeerClient {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(conn);
-        PeerClient { http, token: token.into(), faults }
+        PeerClient::with_tls(token, None, faults)
+    }
+
+    /// With `tls`, members authenticate by certificate and `token` is never sent.
+    pub fn with_tls(token: &str, tls: Option<Arc<PeerTls>>, faults: Arc<Faults>) -> PeerClient {
+        PeerClient {
+            http: http_client(PeerConnector::plain()),
+            token: tls.is_none().then(|| token.into()),
+            tls,
+            by_target: Arc::default(),
+            faults,
+        }
+    }
+
+    fn http_for(&self, target: u64) -> Result<Http, NetError> {
+        let Some(tls) = &self.tls else { return Ok(self.http.clone()) };
+        if let Some(c) = self.by_target.read().ok().and_then(|m| m.get(&target).cloned()) {
+            return Ok(c);
+        }
+        let conn = tls.connector(target).map_err(|e| NetError::Unreachable(target, e.to_string()))?;
+        let c = http_client(conn);
+        if let Ok(mut m) = self.by_target.write() {
+            m.insert(target, c.clone());
+        }
+        Ok(c)
     }
 
     /// POST `body` to `http://{addr}{path}` with extra headers; the answer's bytes.
@@ -127,7 +158,11 @@ impl PeerClient {
             return Err(NetError::Unreachable(target, "this member is isolated (fault injection)".into()));
         }
         let delay = self.faults.latency_for(target);
-        let mut req = hyper::Request::post(format!("http://{addr}{path}")).header(TOKEN_HEADER, &*self.token);
+        let http = self.http_for(target)?;
+        let mut req = hyper::Request::post(format!("http://{addr}{path}"));
+        if let Some(token) = &self.token {
+            req = req.header(TOKEN_HEADER, &**token);
+        }
         for (k, v) in headers {
             req = req.header(*k, v);
         }
@@ -136,7 +171,7 @@ impl PeerClient {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let resp = self.http.request(req).await.map_err(|e| NetError::Unreachable(target, e.to_string()))?;
+            let resp = http.request(req).await.map_err(|e| NetError::Unreachable(target, e.to_string()))?;
             let status = resp.status().as_u16();
             let body =
                 resp.into_body().collect().await.map_err(|e| NetError::Unreachable(target, e.to_string()))?.to_bytes();

@@ -65,8 +65,10 @@ pub struct ClusterConfig {
     pub election_timeout_ms: (u64, u64),
     /// Build a snapshot (and allow purging the log before it) every this many entries.
     pub snapshot_logs: u64,
-    /// Secret shared by members, sent with every peer request.
+    /// Secret shared by members, sent with every peer request (unless `peer_tls`).
     pub token: String,
+    /// Mutual TLS with per-member certificates instead of the token (see `crate::tls`).
+    pub peer_tls: Option<Arc<crate::tls::PeerTls>>,
     /// The leader's clock for batch timestamps, in microseconds since the Unix epoch (the
     /// simulation replaces it with its virtual clock).
     pub clock: fn() -> u64,
@@ -94,6 +96,7 @@ impl ClusterConfig {
             election_timeout_ms: (election_min, election_min * 2),
             snapshot_logs: 5_000,
             token,
+            peer_tls: None,
             clock: now_micros,
         }
     }
@@ -142,6 +145,8 @@ pub struct RaftNode {
     /// Outputs released while entries are applied (see [`crate::early`]).
     early: Option<Arc<Early>>,
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
+    /// Peer requests refused by the peer API (logged, rate-limited).
+    pub refusals: crate::tls::RefusalLog,
 }
 
 /// Wall-clock microseconds since the Unix epoch.
@@ -164,7 +169,7 @@ impl RaftNode {
         faults: Arc<Faults>,
         last_ts: Arc<AtomicU64>,
     ) -> anyhow_like::Result<Arc<RaftNode>> {
-        let client = PeerClient::new(&cfg.token, faults);
+        let client = PeerClient::with_tls(&cfg.token, cfg.peer_tls.clone(), faults);
         let net = NetworkFactory { client: client.clone() };
         Self::start_with_network(cfg, log, machine, net, client, last_ts).await
     }
@@ -228,6 +233,7 @@ impl RaftNode {
             applied_notify,
             early: early.clone(),
             checkpoint,
+            refusals: Default::default(),
         });
         tokio::spawn(run_batcher(raft, cfg, inbox, last_ts, early));
         Ok(node)

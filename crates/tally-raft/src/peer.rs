@@ -3,8 +3,12 @@
 //! `POST /raft/{append,vote,pre-vote,transfer-leader,snapshot}` carry openraft's RPCs;
 //! `POST /tally/submit` (a forwarded write: the input as the body, its tenant in the
 //! `x-tally-tenant` header), `/tally/read-index` and `/tally/membership`
-//! are served by the leader for the other members. Every request must carry the cluster
-//! token; an isolated member (fault injection) refuses everything.
+//! are served by the leader for the other members. Every request must come from a member:
+//! with mutual TLS, one whose verified certificate names a member id in the Raft
+//! membership (any CA-signed id while this member has no membership yet, i.e. waits to
+//! be added), and a Raft message must be sent by the member it names as its sender;
+//! without, it must carry the cluster token. An isolated member (fault injection)
+//! refuses everything.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -20,12 +24,15 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use openraft::errors::RaftError;
-use openraft::raft::{SnapshotResponse, TransferLeaderResponse};
+use openraft::raft::{
+    AppendEntriesRequest, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::network::{parse_tenant, SNAPSHOT_HEADER, TENANT_HEADER, TOKEN_HEADER};
 use crate::node::{MembershipOp, RaftNode, SubmitError, SubmitOk};
+use crate::tls::PEER_MEMBER_HEADER;
 use crate::{SnapshotMeta, TypeConfig, Vote};
 
 /// Largest peer request body (a snapshot is sent whole).
@@ -45,18 +52,70 @@ pub fn router(node: Arc<RaftNode>) -> Router {
         .with_state(node)
 }
 
-/// Token and isolation checks shared by every peer route (also used by tally-server's
+/// Identity and isolation checks shared by every peer route (also used by tally-server's
 /// extra peer routes).
 #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
 pub fn admit(node: &RaftNode, headers: &HeaderMap) -> Result<(), Response> {
     if node.client.faults.isolated() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "isolated (fault injection)").into_response());
     }
+    if node.cfg.peer_tls.is_some() {
+        return admit_member(node, headers);
+    }
     let ok = headers.get(TOKEN_HEADER).map(|v| v.as_bytes() == node.cfg.token.as_bytes()).unwrap_or(false);
     if !ok {
         return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster token").into_response());
     }
     Ok(())
+}
+
+/// The member id of the request's verified certificate (set by the TLS peer port).
+fn cert_member(headers: &HeaderMap) -> Option<u64> {
+    headers.get(PEER_MEMBER_HEADER)?.to_str().ok()?.parse().ok()
+}
+
+#[allow(clippy::result_large_err)]
+fn refuse(node: &RaftNode, status: StatusCode, why: String) -> Result<(), Response> {
+    node.refusals.refuse(&why);
+    Err((status, why).into_response())
+}
+
+#[allow(clippy::result_large_err)]
+fn admit_member(node: &RaftNode, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(id) = cert_member(headers) else {
+        return refuse(node, StatusCode::UNAUTHORIZED, "a request without a verified member certificate".into());
+    };
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    if membership.nodes().next().is_some() && membership.get_node(&id).is_none() {
+        let why = format!("member {id}'s certificate is valid, but member {id} is not in this cluster's membership");
+        return refuse(node, StatusCode::FORBIDDEN, why);
+    }
+    Ok(())
+}
+
+/// With mutual TLS, a Raft message naming `claimed` as its sender (the candidate or
+/// leader in its vote) must come over a connection whose certificate is member `claimed`'s.
+#[allow(clippy::result_large_err)]
+pub fn check_sender(node: &RaftNode, headers: &HeaderMap, claimed: u64) -> Result<(), Response> {
+    if node.cfg.peer_tls.is_none() {
+        return Ok(());
+    }
+    match cert_member(headers) {
+        Some(id) if id == claimed => Ok(()),
+        Some(id) => refuse(
+            node,
+            StatusCode::FORBIDDEN,
+            format!("member {id}'s certificate sent a message claiming to be from member {claimed}"),
+        ),
+        None => refuse(node, StatusCode::UNAUTHORIZED, "a request without a verified member certificate".into()),
+    }
+}
+
+/// The member a vote names: the candidate (vote requests) or the leader (appends, snapshots).
+fn voter(v: &Vote) -> u64 {
+    use openraft::vote::RaftLeaderId;
+    *v.leader_id().node_id()
 }
 
 fn json<T: Serialize>(v: &T) -> Response {
@@ -81,25 +140,33 @@ macro_rules! guard {
             Err(r) => return r,
         }
     }};
+    // A Raft message: also check the sender it claims.
+    ($node:expr, $headers:expr, $body:expr, $sender:expr) => {{
+        let req = guard!($node, $headers, $body);
+        if let Err(r) = check_sender(&$node, &$headers, $sender(&req)) {
+            return r;
+        }
+        req
+    }};
 }
 
 async fn append(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = guard!(node, headers, body);
+    let req = guard!(node, headers, body, |r: &AppendEntriesRequest<TypeConfig>| voter(&r.vote));
     json(&node.raft.append_entries(req).await)
 }
 
 async fn vote(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = guard!(node, headers, body);
+    let req = guard!(node, headers, body, |r: &VoteRequest<TypeConfig>| voter(&r.vote));
     json(&node.raft.vote(req).await)
 }
 
 async fn pre_vote(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = guard!(node, headers, body);
+    let req = guard!(node, headers, body, |r: &VoteRequest<TypeConfig>| voter(&r.vote));
     json(&node.raft.pre_vote(req).await)
 }
 
 async fn transfer_leader(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = guard!(node, headers, body);
+    let req = guard!(node, headers, body, |r: &TransferLeaderRequest<TypeConfig>| voter(r.from_leader()));
     let r: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
         node.raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
     json(&r)
@@ -116,6 +183,9 @@ async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: B
     let Some((vote, meta)) = head else {
         return (StatusCode::BAD_REQUEST, "missing or unreadable snapshot header").into_response();
     };
+    if let Err(r) = check_sender(&node, &headers, voter(&vote)) {
+        return r;
+    }
     let snap = openraft::Snapshot { meta, snapshot: Cursor::new(body.to_vec()) };
     let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
         node.raft.install_full_snapshot(vote, snap).await.map_err(RaftError::Fatal);

@@ -111,6 +111,55 @@ fn parse_now(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), 
     Ok((json, expr))
 }
 
+/// Bytes of an answer encoded ahead of what its client has taken: one chunk being
+/// sent, [`STREAM_CHUNKS_AHEAD`] waiting.
+pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+const STREAM_CHUNKS_AHEAD: usize = 2;
+
+/// `{"resource": v}` as a body that is encoded as its client takes it, for answers
+/// larger than [`INLINE_BYTES_MAX`]. The encoding runs on the long pool's low-priority
+/// worker a chunk at a time ([`crate::longpool::spawn_async`]) and waits while
+/// [`STREAM_CHUNKS_AHEAD`] chunks are not yet taken, so an answer costs its value and a
+/// few chunks, never its whole encoding (and the JSON tree `to_json` would build), and
+/// no thread waits for a slow client. `room` (the answer's share of the in-flight
+/// budget) is held until the last chunk is encoded or the client goes away; a client
+/// that stops reading is cut off by the connection's answer timeout (conn.rs), which
+/// drops the body and so ends the encoding.
+pub fn stream_answer(v: tally_value::Value, room: crate::inflight::Reserved) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_CHUNKS_AHEAD);
+    crate::longpool::spawn_async(async move {
+        let _room = room;
+        let mut enc = tally_value::ChunkEncoder::new("{\"resource\":", &v, "}");
+        while !enc.is_done() {
+            let mut chunk = Vec::with_capacity(STREAM_CHUNK_BYTES + 1024);
+            enc.fill(&mut chunk, STREAM_CHUNK_BYTES);
+            if tx.send(Bytes::from(chunk)).await.is_err() {
+                return; // the client went away
+            }
+            // Other answers' chunks take turns on the worker.
+            tokio::task::yield_now().await;
+        }
+    });
+    Body::new(ChunkBody { rx })
+}
+
+/// The receiving end of [`stream_answer`].
+struct ChunkBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl axum::body::HttpBody for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
 /// `{"resource": v}` as bytes, off the async thread when large.
 pub async fn encode_answer(v: tally_value::Value) -> Vec<u8> {
     // The estimate walks the value once, cheap next to the encoding it decides about.

@@ -33,7 +33,7 @@ use tally_raft::{ClusterConfig, RaftNode, SubmitError};
 use tally_storage::Store;
 
 use crate::http::AppState;
-use crate::machine::{block_key, FqlMachine};
+use tally_exec::machine::{block_key, FqlMachine};
 
 /// How a member joins a cluster (`tally serve --node-id N --cluster …`).
 #[derive(Clone, Debug)]
@@ -52,6 +52,9 @@ pub struct ClusterOptions {
     pub write_timeout_ms: Option<u64>,
     /// `ClusterConfig::work_ahead`, when not the default.
     pub work_ahead_ms: Option<u64>,
+    /// Mutual TLS between members (`--peer-cert/--peer-key/--peer-ca`) instead of the
+    /// token derived from the root key.
+    pub peer_tls: Option<tally_raft::tls::PeerTlsFiles>,
 }
 
 /// Parse `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -116,6 +119,8 @@ pub struct Member {
     pub cluster: Arc<Cluster>,
     pub peer_addr: SocketAddr,
     pub peer_router: Router,
+    /// What the member's executor reports to the client port's cache of authenticated secrets.
+    pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
 }
 
 /// Open the Raft log and state machine in `data_dir` and start Raft.
@@ -149,11 +154,13 @@ pub async fn start_member(
     };
     let mut machine = FqlMachine::open(store.clone())?;
     machine.signer = Some(Arc::new(crate::datadir::member_key(data_dir)?));
+    machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     if opts.fault_injection {
         machine.diverge_at = std::env::var("TALLY_TEST_DIVERGE_AT").ok().and_then(|v| v.parse().ok());
     }
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let auth_changes = machine.auth_changes.clone();
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
     let sm =
@@ -176,10 +183,13 @@ pub async fn start_member(
     if let Some(ms) = opts.write_timeout_ms {
         cfg.write_timeout = Duration::from_millis(ms);
     }
+    if let Some(files) = &opts.peer_tls {
+        cfg.peer_tls = Some(Arc::new(tally_raft::tls::PeerTls::load(files, opts.node_id)?));
+    }
     let node = RaftNode::start(cfg, log, sm, faults.clone(), applied_ts.clone()).await?;
     let cluster = Arc::new(Cluster { node: node.clone(), faults, fault_injection: opts.fault_injection });
     let peer_router = tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store));
-    Ok((Member { cluster, peer_addr, peer_router }, applied_ts, head))
+    Ok((Member { cluster, peer_addr, peer_router, auth_changes }, applied_ts, head))
 }
 
 type Head = Arc<std::sync::Mutex<Option<tally_ledger::BlockHeader>>>;
@@ -368,7 +378,7 @@ async fn check_once(c: &Cluster, store: &dyn Store, data_dir: &Path) -> anyhow::
         .map(|(id, n)| (*id, n.addr.clone()))
         .collect();
     let members = peers.len() + 1;
-    let my_height = crate::machine::meta_height(store)?;
+    let my_height = tally_exec::machine::meta_height(store)?;
     for (id, addr) in &peers {
         let Ok(head) = peer_call(c, *id, addr, "/tally/head", json!(null)).await else { continue };
         let peer_height = head["height"].as_u64().unwrap_or(0);
@@ -428,10 +438,23 @@ pub async fn serve_member(
     root_hash: String,
 ) -> anyhow::Result<()> {
     let (member, applied_ts, head) = start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash).await?;
-    let Member { cluster, peer_addr, peer_router } = member;
+    let Member { cluster, peer_addr, peer_router, auth_changes } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
-    let peer_task = tokio::spawn(async move { axum::serve(peer_listener, peer_router).await });
+    // Mutual TLS when configured (its own connection cap and handshake timeout); plain
+    // HTTP otherwise, with the peer port's connection cap and timeouts.
+    let peer_tls = cluster.node.cfg.peer_tls.clone();
+    let peer_task = match peer_tls {
+        Some(tls) => tokio::spawn(async move {
+            if let Err(e) = tally_raft::tls::serve_peers(peer_listener, peer_router, Some(tls)).await {
+                tracing::error!(error = %e, "peer port stopped");
+            }
+        }),
+        None => {
+            let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
+            tokio::spawn(tally_raft::peer_port::serve(peer_listener, peer_router, cluster.node.clone(), peer_limits))
+        }
+    };
     let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -446,16 +469,20 @@ pub async fn serve_member(
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
+        auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),
     });
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    println!("tally member {} listening on {addr} (peer port {peer_addr})", opts.node_id);
+    let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
+    let scheme = if tls.is_some() { " (https)" } else { "" };
+    println!("tally member {} listening on {addr}{scheme} (peer port {peer_addr})", opts.node_id);
     let started = Instant::now();
     crate::inflight::spawn_trimmer(state.inflight.clone());
-    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), crate::node::shutdown_signal()).await?;
+    let shutdown = crate::node::shutdown_signal();
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), tls, shutdown).await?;
     peer_task.abort();
     cluster.node.shutdown().await;
     tracing::info!(uptime_s = started.elapsed().as_secs(), "member stopped");

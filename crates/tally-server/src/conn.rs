@@ -1,4 +1,5 @@
-//! Serving client connections with bounds (HTTP/1.1 and h2c on one port).
+//! Serving client connections with bounds (HTTP/1.1 and HTTP/2 on one port, over TLS
+//! with `--tls-cert`, see `crate::tls`, else in the clear).
 //!
 //! - at most `connections_max` open connections; past it a new connection is closed at
 //!   once, so file descriptors never run out (the default keeps headroom below
@@ -32,6 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::inflight::{InFlight, Reserved};
+use crate::tls::ClientTls;
 
 /// Bounds on client connections; see the module doc. All are `tally serve` flags.
 #[derive(Clone, Debug)]
@@ -100,6 +102,7 @@ pub async fn serve(
     app: Router,
     limits: ConnLimits,
     inflight: Arc<InFlight>,
+    tls: Option<Arc<ClientTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let fd_limit = raise_fd_limit();
@@ -129,8 +132,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (app, limits, inflight, stop) = (app.clone(), limits.clone(), inflight.clone(), stop_rx.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_one(stream, app, &limits, inflight, stop).await;
+            // The handshake (or the first byte) is bounded like a request's headers.
+            match tls {
+                Some(tls) => {
+                    if let Some(s) = tls.accept(stream, limits.header_read_timeout).await {
+                        serve_one(s, app, &limits, inflight, stop).await;
+                    }
+                }
+                None => {
+                    if crate::tls::plain_ok(&stream, limits.header_read_timeout).await {
+                        serve_one(stream, app, &limits, inflight, stop).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -171,8 +187,8 @@ impl ConnWatch {
     }
 }
 
-async fn serve_one(
-    stream: tokio::net::TcpStream,
+async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     app: Router,
     limits: &ConnLimits,
     inflight: Arc<InFlight>,

@@ -23,7 +23,7 @@ use tally_ledger::BlockHeader;
 use tally_storage::Store;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::machine::{TxnInput, TxnOutput};
+use tally_exec::machine::{TxnInput, TxnOutput};
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -43,6 +43,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// This member's tree-head signing key (`crate::datadir::member_key`).
     pub member_key: Arc<tally_ledger::sth::MemberKey>,
+    /// Authenticated key secrets, invalidated by the executor (`tally_fql::authcache`).
+    pub auth_cache: tally_fql::authcache::AuthCache,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -75,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(browser)
         .route("/ledger/head", get(ledger_head))
         .merge(crate::ledger_api::routes())
+        .merge(crate::console::routes())
         .merge(crate::cluster::client_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -124,32 +127,62 @@ fn ping_inner(p: PingParams) -> Response {
     (StatusCode::OK, axum::Json(json!({"resource": format!("Scope {scope} is OK")}))).into_response()
 }
 
-/// Limits on `x-fauna-tags`: at most 25 `key=value` pairs, keys up to 40 and values up to
-/// 80 word characters.
+/// `x-fauna-tags`, as v4 read it: `key=value` pairs joined by `,`, keys and values of
+/// ASCII letters, digits and `_`; at most 3,000 bytes, 25 pairs, keys of 40 and values
+/// of 80 bytes, no key twice. An empty header means no tags. The answer echoes them in
+/// v4's order, which is the reverse of the request's (v4 folded the pairs from the
+/// right), and a bad header is answered with v4's `Invalid header 'x-fauna-tags': …`.
+const TAGS_HEADER_MAX: usize = 3000;
 const TAGS_MAX: usize = 25;
+const TAG_KEY_MAX: usize = 40;
+const TAG_VALUE_MAX: usize = 80;
 
-fn check_tags(headers: &HeaderMap) -> Result<Option<String>, FqlError> {
+fn check_tags(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let Some(raw) = headers.get("x-fauna-tags") else {
         return Ok(None);
     };
-    let raw = raw.to_str().map_err(|_| bad_request("invalid tags: the x-fauna-tags header must be ASCII"))?;
-    let word = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    let pairs: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
+    let raw = raw.as_bytes();
+    if raw.len() > TAGS_HEADER_MAX {
+        return Err("header is too long");
+    }
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let word = |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let mut pairs = Vec::new();
+    for p in raw.split(|b| *b == b',') {
+        let mut kv = p.splitn(2, |b| *b == b'=');
+        match (kv.next(), kv.next()) {
+            (Some(k), Some(v)) if word(k) && word(v) => pairs.push((k, v)),
+            _ => return Err("invalid tags"),
+        }
+    }
     if pairs.len() > TAGS_MAX {
-        return Err(bad_request(format!("too many tags: at most {TAGS_MAX} are allowed")));
+        return Err("too many tags");
     }
-    for p in &pairs {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if !word(k, 40) {
-            return Err(bad_request(format!("invalid tags key {k:?}: use 1-40 letters, digits or _")));
+    let mut echoed: Vec<String> = Vec::with_capacity(pairs.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in pairs.iter().rev() {
+        if k.len() > TAG_KEY_MAX {
+            return Err("invalid key");
         }
-        if !word(v, 80) {
-            return Err(bad_request(format!("invalid tags value {v:?}: use 1-80 letters, digits or _")));
+        if v.len() > TAG_VALUE_MAX {
+            return Err("invalid value");
         }
+        if !seen.insert(*k) {
+            return Err("duplicate key");
+        }
+        // Only ASCII word characters got here.
+        echoed.push(format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)));
     }
-    Ok(Some(pairs.join(",")))
+    Ok(Some(echoed.join(",")))
+}
+
+/// v4's answer to a bad `x-fauna-tags` header (no `position`: there is no query yet).
+fn tags_refused(reason: &str) -> Response {
+    let desc = format!("Invalid header 'x-fauna-tags': {reason}");
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": [{"code": "bad request", "description": desc}]})))
+        .into_response()
 }
 
 /// W3C trace context: keep a valid incoming trace id, start a new span.
@@ -191,7 +224,7 @@ pub(crate) fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), 
     let root_admin = auth.db == tally_fql::model::ROOT_DB
         && auth.role == tally_fql::auth::Role::Admin
         && auth.identity.is_none()
-        && auth.token.is_none();
+        && auth.token.as_ref().is_none_or(|t| t.native_parent() != Some("tokens"));
     if root_admin {
         Ok(())
     } else {
@@ -220,6 +253,10 @@ pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // As v4: the drivers (and browsers) see a standard challenge.
+        set_header(r.headers_mut(), "www-authenticate", "Basic realm=\"Unauthorized\"".to_string());
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // Overload and unavailability pass: say when to come back.
@@ -325,7 +362,7 @@ async fn query_linearized(State(st): State<Arc<AppState>>, headers: HeaderMap, b
 async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized: bool) -> Response {
     let tp = traceparent(&headers);
     let (tags, mut resp) = match check_tags(&headers) {
-        Err(e) => (None, error_response(&e, 0)),
+        Err(reason) => (None, tags_refused(reason)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
             // The reservation is held until the answer exists (parsed query, queued input).
             Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
@@ -340,7 +377,7 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
     resp
 }
 
-async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linearized: bool) -> Response {
+pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linearized: bool) -> Response {
     let started = Instant::now();
     let Some(secret) = secret_of(headers) else {
         return error_response(
@@ -386,6 +423,17 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         }
     }
     wait_for_last_seen(&st, last_seen, Duration::from_millis(tmo.min(LAST_SEEN_WAIT_MAX_MS))).await;
+    if tally_fql::purity::writes_directly(&expr) {
+        // A read-only pass would stop at the first write and be thrown away: authenticate
+        // and log it at once.
+        return match authenticate_now(&st, &secret, jwt) {
+            Ok(auth) => {
+                drop(expr);
+                write_path(st, json, auth, tmo, started).await
+            }
+            Err(e) => error_response(&e, 0),
+        };
+    }
     let deadline = started + Duration::from_millis(tmo);
     // A short read runs right here, on the thread that parsed it: under a saturated CPU
     // each hand-off to another thread waits for the OS to schedule it, which was most of
@@ -415,9 +463,19 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
     };
     match out.result {
         Ok(v) => {
-            // An answer waits in memory until its client takes it: it needs room in flight,
-            // three times over while it is encoded (the value, its JSON tree, the bytes).
-            let Some(_room) = st.inflight.try_reserve(3 * tally_fql::budget::wire_len(&v)) else {
+            let wire_len = tally_fql::budget::wire_len(&v);
+            if wire_len > crate::body::INLINE_BYTES_MAX as u64 {
+                // A large answer is encoded as its client takes it (body.rs): it holds its
+                // value (about its wire size, twice for many small values) and a few chunks.
+                let Some(room) = st.inflight.try_reserve(2 * wire_len) else {
+                    return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
+                };
+                let body = crate::body::stream_answer(v, room);
+                return respond_body(200, body, ts, started, out.steps, out.bytes_read, 0);
+            }
+            // A small answer waits in memory until its client takes it: it needs room in
+            // flight, three times over while it is encoded (the value, its JSON tree, the bytes).
+            let Some(_room) = st.inflight.try_reserve(3 * wire_len) else {
                 return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
             };
             let body = crate::body::encode_answer(v).await;
@@ -436,12 +494,18 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
 /// Evaluation steps a read may take on the request's own thread (`run_read` inline);
 /// point reads and small index reads take tens to hundreds.
 const INLINE_STEPS_MAX: u64 = 1_000;
+/// Bytes of work (values built, bytes read) a read may do on the request's own thread:
+/// about a millisecond. A query of few steps can still be heavy (an `NGram` or `Repeat`
+/// of a long string, a page of large documents); past this it stops — before the
+/// function about to do the work, which announces it (`Eval::will_build`) — and runs
+/// again on the long pool.
+const INLINE_WORK_BYTES_MAX: u64 = 1 << 20;
 
 type ReadOutcome = Result<(tally_fql::auth::Auth, tally_fql::run::Outcome, u64), FqlError>;
 
 /// Authenticate and evaluate a query read-only at the latest applied ts. `inline`: only
 /// if a scheduler slot is free at once and the query finishes within
-/// [`INLINE_STEPS_MAX`] steps (None otherwise: run it again with `inline` false, on a
+/// [`INLINE_STEPS_MAX`] steps and [`INLINE_WORK_BYTES_MAX`] of work (None otherwise: run it again with `inline` false, on a
 /// thread that may block). The inline run never yields its slot (yielding could block
 /// an async worker), which is what the step bound is for.
 fn run_read(
@@ -458,11 +522,7 @@ fn run_read(
         Ok(s) => s,
         Err(e) => return Some(Err(FqlError::new("internal server error", format!("storage: {e}")))),
     };
-    let auth = match jwt {
-        Some(login) => tally_fql::jwt::authenticate(&*snap, ts, login),
-        None => tally_fql::run::authenticate(&*snap, ts, secret, &st.root_key_hash),
-    };
-    let auth = match auth {
+    let auth = match authenticate_at(st, &*snap, ts, secret, jwt) {
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
@@ -479,12 +539,39 @@ fn run_read(
             Err(_) => return Some(Err(waited_past_timeout())),
         }
     };
-    let limits = Limits { steps_max, ..Limits::default() };
+    let work_bytes_max = if inline { INLINE_WORK_BYTES_MAX } else { u64::MAX };
+    let limits = Limits { steps_max, work_bytes_max, ..Limits::default() };
     let out = tally_fql::run::evaluate(&*snap, ts, Mode::ReadOnly, auth.clone(), expr, [0; 32], limits, Some(deadline));
-    if steps_max < steps_full && out.steps > steps_max {
+    if (steps_max < steps_full && out.steps > steps_max) || out.work_stopped {
         return None;
     }
     Some(Ok((auth, out, ts)))
+}
+
+/// Who sends this query, at snapshot `snap` (read ts `ts`): a JWT login, else a secret
+/// (through the cache of authenticated key secrets).
+fn authenticate_at(
+    st: &AppState,
+    snap: &dyn tally_storage::Snapshot,
+    ts: u64,
+    secret: &str,
+    jwt: Option<tally_fql::jwt::JwtLogin>,
+) -> Result<tally_fql::auth::Auth, FqlError> {
+    match jwt {
+        Some(login) => tally_fql::jwt::authenticate(snap, ts, login),
+        None => st.auth_cache.authenticate(snap, ts, secret, &st.root_key_hash),
+    }
+}
+
+/// [`authenticate_at`] on the latest applied state.
+fn authenticate_now(
+    st: &AppState,
+    secret: &str,
+    jwt: Option<tally_fql::jwt::JwtLogin>,
+) -> Result<tally_fql::auth::Auth, FqlError> {
+    let ts = read_ts(st);
+    let snap = st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
+    authenticate_at(st, &*snap, ts, secret, jwt)
 }
 
 fn waited_past_timeout() -> FqlError {
@@ -559,13 +646,13 @@ async fn write_path(
         steps_max: tmo * STEPS_PER_MS,
         identity: as_json(&auth.identity),
         token: as_json(&auth.token),
-        jwt: auth.jwt.as_ref().map(|l| crate::machine::JwtInput {
+        jwt: auth.jwt.as_ref().map(|l| tally_exec::record::JwtInput {
             provider: l.provider.clone(),
             issuer: l.issuer.clone(),
             claims: l.claims.clone(),
         }),
     };
-    let bytes = match crate::record::encode_input(&input) {
+    let bytes = match tally_exec::record::encode_input(&input) {
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
@@ -633,6 +720,10 @@ fn respond_bytes(
     read: u64,
     written: u64,
 ) -> Response {
+    respond_body(status, Body::from(body), ts, started, steps, read, written)
+}
+
+fn respond_body(status: u16, body: Body, ts: u64, started: Instant, steps: u64, read: u64, written: u64) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
     let h = r.headers_mut();

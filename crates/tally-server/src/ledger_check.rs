@@ -216,7 +216,6 @@ fn replay(log_dir: &Path, headers: &[BlockHeader]) -> Result<u64, Finding> {
     let batches = log.read_after(0).map_err(|e| open_err(format!("reading the input log: {e}")))?;
     let mut m = FqlMachine::open(Arc::new(tally_storage::MemStore::new())).map_err(open_err)?;
     m.checkpoint_every_batches(u64::MAX);
-    m.release_early = false;
     let mut replayed = 0;
     for batch in batches {
         let height = batch.height;

@@ -5,11 +5,12 @@
 //! Data flow of one query: HTTP body -> JSON -> `Expr` -> authenticate -> evaluate
 //! read-only at the latest applied snapshot; if a write is reached, the query *input*
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
-//! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
+//! `tally_exec::FqlMachine` at its commit ts; the answer comes back to the handler.
 
 pub mod body;
 pub mod cluster;
 pub mod conn;
+pub mod console;
 pub mod datadir;
 pub mod http;
 pub mod inflight;
@@ -18,12 +19,16 @@ pub mod ledger_api;
 pub mod ledger_check;
 mod ledger_revision;
 pub mod longpool;
-pub mod machine;
 pub mod node;
-pub mod record;
+pub mod pace;
 pub mod scheduler;
-pub mod snapshot;
+pub mod tls;
+
+// The executor moved to tally-exec; these paths stay for the code that names them.
+pub use tally_exec::{machine, record, snapshot};
 
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;
 pub use node::{serve, ServeConfig};
+/// Mutual TLS between members (files, member names), for the CLI.
+pub use tally_raft::tls as peer_tls;

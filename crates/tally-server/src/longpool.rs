@@ -30,6 +30,29 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    match runtime() {
+        Some(rt) => rt.spawn_blocking(f),
+        None => tokio::task::spawn_blocking(f),
+    }
+}
+
+/// Run the task `fut` on this pool's one low-priority worker thread (on the caller's
+/// runtime if the pool could not be built). For work done in small pieces between
+/// awaits, such as encoding a large answer chunk by chunk as its client takes it: all
+/// such tasks share that one thread, so together they use at most one core, at low
+/// priority, and a task waiting for its client holds no thread.
+pub fn spawn_async<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match runtime() {
+        Some(rt) => rt.spawn(fut),
+        None => tokio::spawn(fut),
+    }
+}
+
+fn runtime() -> Option<&'static tokio::runtime::Runtime> {
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -42,10 +65,7 @@ where
             .map_err(|e| tracing::warn!(error = %e, "no low-priority pool; long reads use the blocking pool"))
             .ok()
     });
-    match rt {
-        Some(rt) => rt.spawn_blocking(f),
-        None => tokio::task::spawn_blocking(f),
-    }
+    rt.as_ref()
 }
 
 #[cfg(target_os = "linux")]
@@ -78,6 +98,10 @@ mod tests {
     #[tokio::test]
     async fn its_threads_run_at_lower_priority() {
         let rx = super::spawn(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) });
+        assert_eq!(rx.await.unwrap(), super::NICE);
+        let rx = super::spawn_async(async {
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        });
         assert_eq!(rx.await.unwrap(), super::NICE);
     }
 }

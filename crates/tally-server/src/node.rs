@@ -11,7 +11,7 @@ use tally_calvin::{Clock, FileLog, Sequencer, SequencerConfig};
 use tally_storage::{BehindLimits, RedbStore, Store};
 
 use crate::http::{router, AppState};
-use crate::machine::FqlMachine;
+use tally_exec::FqlMachine;
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub inflight_bytes_max: u64,
     /// Run as a member of a replicated cluster instead of a single node.
     pub cluster: Option<crate::cluster::ClusterOptions>,
+    /// Serve clients over TLS (`--tls-cert`/`--tls-key`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 const ROOT_HASH_FILE: &str = "root_key.sha256";
@@ -67,7 +69,10 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         RedbStore::open(path).and_then(|s| s.write_behind(BehindLimits::default())).map_err(|e| e.to_string())
     });
     let err = match opened {
-        Ok(Ok(store)) => return Ok(Arc::new(store)),
+        Ok(Ok(store)) => {
+            store.on_failure(state_store_failed);
+            return Ok(Arc::new(store));
+        }
         Ok(Err(e)) => e,
         Err(_) => "the store panicked while reading it (see above)".to_string(),
     };
@@ -82,6 +87,23 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
         path.display()
     )
+}
+
+/// Fail-stop when the state store's background writer fails (a full disk, an I/O
+/// error): from then on the store refuses every read and write, so the node could only
+/// answer errors. It stops at once instead, like the executor does for a failed apply:
+/// nothing acknowledged is lost, because every applied batch is in the input log and the
+/// state is replayed from the last durable checkpoint on restart.
+fn state_store_failed(reason: &str) {
+    tracing::error!(reason, "the state store failed to write; stopping the node");
+    eprintln!(
+        "tally: fatal: writing the state store failed: {reason}\n\
+         The node stops so that it does not go on answering from a store that can no longer \
+         write. Nothing acknowledged is lost: every applied batch is in the input log and is \
+         applied again on restart. Check the data directory's disk (free space, permissions, \
+         I/O errors in the system log), then restart the node."
+    );
+    std::process::exit(70);
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -99,12 +121,24 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let mut machine = FqlMachine::open(store.clone())?;
     let member_key = Arc::new(crate::datadir::member_key(&cfg.data_dir)?);
     machine.signer = Some(member_key.clone());
+    machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
+    let r = sequencer.replayed();
+    if r.batches > 0 {
+        // Said on every start that replays: how long a restart takes is an operator's figure.
+        let secs = r.elapsed.as_secs_f64();
+        let rate = r.inputs as f64 / secs.max(1e-9);
+        println!(
+            "tally replayed {} batches ({} inputs) from the input log in {secs:.2} s ({rate:.0} inputs/s)",
+            r.batches, r.inputs
+        );
+    }
     let state = Arc::new(AppState {
         store,
         sequencer: std::sync::Mutex::new(Some(sequencer)),
@@ -118,15 +152,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key,
+        auth_cache,
     });
     let app = router(state.clone());
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    println!("tally listening on {addr}");
+    let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
+    println!("tally listening on {addr}{}", if tls.is_some() { " (https)" } else { "" });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
     crate::inflight::spawn_trimmer(state.inflight.clone());
-    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), shutdown_signal()).await?;
+    crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), tls, shutdown_signal()).await?;
     // Stop accepting writes, then let the sequencer drain and exit.
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();

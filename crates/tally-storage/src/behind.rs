@@ -87,8 +87,14 @@ struct State {
     /// The last commit that must be written durably.
     durable_wanted: u64,
     failed: Option<String>,
+    /// Called once, from the flusher, when a backend write fails (see
+    /// [`WriteBehind::on_failure`]).
+    on_failure: Option<FailureHook>,
     closed: bool,
 }
+
+/// What to do when the store stops (see [`WriteBehind::on_failure`]).
+type FailureHook = Box<dyn FnOnce(&str) + Send>;
 
 struct Shared {
     state: Mutex<State>,
@@ -140,6 +146,7 @@ impl WriteBehind {
                 durable_seq: seq,
                 durable_wanted: seq,
                 failed: None,
+                on_failure: None,
                 closed: false,
             }),
             work: Condvar::new(),
@@ -174,6 +181,21 @@ impl WriteBehind {
             }
         }
         Ok(view)
+    }
+
+    /// Call `hook` with the reason as soon as a background write fails (at once if one
+    /// already has). Without it the failure surfaces only at the next commit, snapshot or
+    /// sync — reads then fail while nothing writes, for as long as nothing writes; a
+    /// server stops at once instead (the state is derived from its log).
+    pub fn on_failure(&self, hook: impl FnOnce(&str) + Send + 'static) {
+        let Ok(mut st) = self.shared.lock() else { return };
+        match st.failed.clone() {
+            Some(reason) => {
+                drop(st);
+                hook(&reason);
+            }
+            None => st.on_failure = Some(Box::new(hook)),
+        }
     }
 
     /// Commits queued and not yet written to the backend (for tests and metrics).
@@ -228,6 +250,7 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.write(&refs, durable)))
             .unwrap_or_else(|_| Err(StorageError::Backend("the backend panicked while writing".into())));
         let Ok(mut st) = shared.lock() else { return };
+        let mut hook = None;
         match written {
             Ok(()) => {
                 st.flushed_seq = last;
@@ -240,12 +263,18 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
                     }
                 }
             }
-            Err(e) => st.failed = Some(e.to_string()),
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                hook = st.on_failure.take().map(|h| (h, e.to_string()));
+            }
         }
         drop(st);
         // Drop the overlays outside the lock: freeing a large one takes a while.
         drop(group);
         shared.progress.notify_all();
+        if let Some((hook, reason)) = hook {
+            hook(&reason);
+        }
     }
 }
 
@@ -387,6 +416,21 @@ mod tests {
             assert!(store.snapshot().is_err());
             assert!(store.begin().is_err());
         }
+    }
+
+    /// The failure hook runs as soon as a background write fails, with no commit, read or
+    /// sync to notice it; one set after the failure runs at once.
+    #[test]
+    fn the_failure_hook_runs_when_the_write_fails() {
+        let store = WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        store.on_failure(move |why| tx.send(why.to_string()).unwrap());
+        commit(&store, 1, false);
+        let why = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(why.contains("disk full"), "{why}");
+        let (tx, rx) = mpsc::channel();
+        store.on_failure(move |why| tx.send(why.to_string()).unwrap());
+        assert!(rx.try_recv().unwrap().contains("disk full"));
     }
 
     #[test]

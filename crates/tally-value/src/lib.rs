@@ -10,14 +10,17 @@
 //! `BTreeMap`s, so keys always come out in one canonical (byte-wise) order.
 
 mod codec;
+pub mod legacy_ref;
 mod order;
 mod value;
 mod wire;
+mod wire_chunks;
 
 pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
 pub use order::{cmp_id, compare, numeric_id, type_rank};
 pub use value::{Object, Ref, Time, Value, NATIVE_COLLECTIONS};
 pub use wire::{
     decode_base64, encode_base64, format_time, from_json, from_json_str, json_depth, parse_date, parse_json_unbounded,
-    parse_time, special as wire_special, to_json, to_json_string, WireError, JSON_DEPTH_MAX,
+    parse_time, query_body_from_json, special as wire_special, to_json, to_json_string, WireError, JSON_DEPTH_MAX,
 };
+pub use wire_chunks::ChunkEncoder;

@@ -131,7 +131,7 @@ pub fn special(map: &Map<String, Json>) -> Result<Option<Value>, WireError> {
             Value::Bytes(decode_base64(s)?)
         }
         "@set" => Value::Set(Box::new(from_json(inner)?)),
-        "@query" => Value::Query(Box::new(from_json(inner)?)),
+        "@query" => Value::Query(Box::new(query_body_from_json(inner)?)),
         "@obj" => match inner {
             Json::Object(m) => Value::Object(plain_object(m)?),
             _ => return Err(bad("@obj", "expected an object")),
@@ -142,8 +142,11 @@ pub fn special(map: &Map<String, Json>) -> Result<Option<Value>, WireError> {
 }
 
 fn decode_ref(inner: &Json) -> Result<Ref, WireError> {
-    let Json::Object(m) = inner else {
-        return Err(bad("@ref", "expected an object"));
+    let m = match inner {
+        Json::Object(m) => m,
+        // The drivers' one-argument `Ref("collections/c/1")`.
+        Json::String(path) => return crate::legacy_ref::parse(path).map_err(|e| bad("@ref", e)),
+        _ => return Err(bad("@ref", "expected an object or a path string")),
     };
     let id = match m.get("id") {
         Some(Json::String(s)) => s.clone(),
@@ -206,7 +209,7 @@ pub fn to_json(v: &Value) -> Json {
         Value::Time(t) => tagged("@ts", Json::String(format_time(t))),
         Value::Ref(r) => ref_json(r),
         Value::Set(s) => tagged("@set", to_json(s)),
-        Value::Query(q) => tagged("@query", to_json(q)),
+        Value::Query(q) => tagged("@query", query_json(q)),
         Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
         Value::Object(o) => {
             let map: Map<String, Json> = o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
@@ -216,6 +219,113 @@ pub fn to_json(v: &Value) -> Json {
                 Json::Object(map)
             }
         }
+    }
+}
+
+/// A query held as data, in the shape v4 rendered it: a lambda's keys in the order
+/// `api_version`, `lambda`, `expr`, and `Let` bindings as one object in binding order
+/// (`{"let": {"a": 1, "b": 2}, "in": …}`), however the client spelled them. Stored
+/// bodies keep the array form (an [`Object`] is sorted, binding order is not); this is
+/// only how they are shown. [`query_body_from_json`] reads either form back.
+fn query_json(v: &Value) -> Json {
+    match v {
+        Value::Object(o) if o.contains_key("lambda") => {
+            let mut m = Map::new();
+            for k in ["api_version", "lambda", "expr"] {
+                if let Some(x) = o.get(k) {
+                    m.insert(k.to_string(), query_json(x));
+                }
+            }
+            for (k, x) in o.iter().filter(|(k, _)| !matches!(k.as_str(), "api_version" | "lambda" | "expr")) {
+                m.insert(k.clone(), query_json(x));
+            }
+            Json::Object(m)
+        }
+        Value::Object(o) if o.len() == 2 && o.contains_key("let") && o.contains_key("in") => {
+            let mut m = Map::new();
+            m.insert("let".into(), let_bindings_json(&o["let"]));
+            m.insert("in".into(), query_json(&o["in"]));
+            Json::Object(m)
+        }
+        // A literal object: its field names are data, its values expressions.
+        Value::Object(o) if o.len() == 1 && matches!(o.get("object"), Some(Value::Object(_))) => {
+            let Some(Value::Object(fields)) = o.get("object") else { return to_json(v) };
+            let inner: Map<String, Json> = fields.iter().map(|(k, x)| (k.clone(), query_json(x))).collect();
+            tagged(
+                "object",
+                if fields.keys().any(|k| k.starts_with('@')) {
+                    tagged("@obj", Json::Object(inner))
+                } else {
+                    Json::Object(inner)
+                },
+            )
+        }
+        Value::Object(o) if !o.keys().any(|k| k.starts_with('@')) => {
+            Json::Object(o.iter().map(|(k, x)| (k.clone(), query_json(x))).collect())
+        }
+        Value::Array(items) => Json::Array(items.iter().map(query_json).collect()),
+        other => to_json(other),
+    }
+}
+
+/// `[{"a": 1}, {"b": 2}]` as `{"a": 1, "b": 2}` (in order) when every binding has its
+/// own name; otherwise (a name bound twice) the array form, which alone can say that.
+fn let_bindings_json(v: &Value) -> Json {
+    let Value::Array(items) = v else { return query_json(v) };
+    let mut m = Map::new();
+    for item in items {
+        match item {
+            Value::Object(b) if b.len() == 1 => {
+                let Some((k, x)) = b.iter().next() else { return query_json(v) };
+                if m.insert(k.clone(), query_json(x)).is_some() {
+                    return query_json(v);
+                }
+            }
+            _ => return query_json(v),
+        }
+    }
+    Json::Object(m)
+}
+
+/// Read a query body (`@query`, `Query(…)`) sent by a client: as [`from_json`], except
+/// that `Let` bindings written as one object (v4's rendering, kept in order by the JSON
+/// parser) become the ordered array form, since an [`Object`] would sort them and
+/// change what each binding sees.
+pub fn query_body_from_json(json: &Json) -> Result<Value, WireError> {
+    from_json(&let_objects_as_arrays(json))
+}
+
+fn let_objects_as_arrays(json: &Json) -> Json {
+    match json {
+        Json::Object(m) if m.len() == 2 && m.contains_key("in") => match m.get("let") {
+            Some(Json::Object(bindings)) => {
+                let arr = bindings.iter().map(|(k, x)| {
+                    let mut one = Map::new();
+                    one.insert(k.clone(), let_objects_as_arrays(x));
+                    Json::Object(one)
+                });
+                let mut out = Map::new();
+                out.insert("let".into(), Json::Array(arr.collect()));
+                out.insert("in".into(), let_objects_as_arrays(&m["in"]));
+                Json::Object(out)
+            }
+            _ => Json::Object(m.iter().map(|(k, x)| (k.clone(), let_objects_as_arrays(x))).collect()),
+        },
+        // A literal object: its field names are data, its values expressions.
+        Json::Object(m) if m.len() == 1 && matches!(m.get("object"), Some(Json::Object(_))) => {
+            let Some(Json::Object(fields)) = m.get("object") else { return json.clone() };
+            let mut out = Map::new();
+            out.insert(
+                "object".into(),
+                Json::Object(fields.iter().map(|(k, x)| (k.clone(), let_objects_as_arrays(x))).collect()),
+            );
+            Json::Object(out)
+        }
+        // Special forms (`@ref`, `@obj`, …) are data; leave them as they are.
+        Json::Object(m) if m.keys().any(|k| k.starts_with('@')) => json.clone(),
+        Json::Object(m) => Json::Object(m.iter().map(|(k, x)| (k.clone(), let_objects_as_arrays(x))).collect()),
+        Json::Array(items) => Json::Array(items.iter().map(let_objects_as_arrays).collect()),
+        other => other.clone(),
     }
 }
 

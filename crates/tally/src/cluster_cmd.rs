@@ -35,6 +35,17 @@ pub struct ClusterFlags {
     /// latency, higher a flooding tenant's throughput. Default: 7 + 4 × the peer latency.
     #[arg(long)]
     pub work_ahead_ms: Option<u64>,
+    /// This member's certificate for mutual TLS with the other members (PEM; it must name
+    /// the member as the DNS name member-ID.tally.invalid, see `tally cluster init-certs`).
+    /// With --peer-key and --peer-ca; members then need no shared token.
+    #[arg(long, requires_all = ["peer_key", "peer_ca"])]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key of --peer-cert (PEM).
+    #[arg(long, requires = "peer_cert")]
+    pub peer_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    #[arg(long, requires = "peer_cert")]
+    pub peer_ca: Option<PathBuf>,
     /// Test-only: enables POST /admin/faults (isolate this member from its peers).
     #[arg(long, hide = true)]
     pub fault_injection: bool,
@@ -58,7 +69,15 @@ impl ClusterFlags {
             snapshot_logs: self.snapshot_logs,
             write_timeout_ms: self.write_timeout_ms,
             work_ahead_ms: self.work_ahead_ms,
+            peer_tls: self.peer_tls(),
         }))
+    }
+}
+
+impl ClusterFlags {
+    fn peer_tls(&self) -> Option<tally_server::peer_tls::PeerTlsFiles> {
+        let (cert, key, ca) = (self.peer_cert.clone()?, self.peer_key.clone()?, self.peer_ca.clone()?);
+        Some(tally_server::peer_tls::PeerTlsFiles { cert, key, ca })
     }
 }
 
@@ -80,6 +99,10 @@ pub struct DevClusterArgs {
     pub peer_latency_ms: u64,
     #[arg(long, default_value_t = 10)]
     pub epoch_ms: u64,
+    /// Members authenticate each other with the shared root-key token over plain HTTP
+    /// instead of mutual TLS with the certificates made in DATA_DIR/certs.
+    #[arg(long)]
+    pub plain_peers: bool,
 }
 
 pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
@@ -102,11 +125,21 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
     let client = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + i - 1);
     let list: Vec<String> = (1..=a.replicas).map(|i| format!("{i}={}", peer(i))).collect();
     let list = list.join(",");
+    let certs = a.data_dir.join("certs");
+    if !a.plain_peers {
+        dev_certs(&certs, a.replicas)?;
+    }
     let mut children: Vec<(u64, Child)> = Vec::new();
     for i in 1..=a.replicas {
         let dir = a.data_dir.join(format!("node{i}"));
-        let child = Command::new(&exe)
-            .args(["serve", "--node-id", &i.to_string(), "--cluster", &list, "--listen", &client(i)])
+        let mut cmd = Command::new(&exe);
+        cmd.args(["serve", "--node-id", &i.to_string(), "--cluster", &list, "--listen", &client(i)]);
+        if !a.plain_peers {
+            let f = |ext: &str| certs.join(format!("member-{i}.{ext}"));
+            cmd.arg("--peer-cert").arg(f("pem")).arg("--peer-key").arg(f("key"));
+            cmd.arg("--peer-ca").arg(certs.join("ca.pem"));
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&dir)
             .args(["--epoch-ms", &a.epoch_ms.to_string(), "--peer-latency-ms", &a.peer_latency_ms.to_string()])
@@ -118,6 +151,9 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
     }
     println!("tally dev-cluster: {} members, data in {}", a.replicas, a.data_dir.display());
     println!("root key: {root_key}");
+    if !a.plain_peers {
+        println!("members talk mutual TLS with the certificates in {}", certs.display());
+    }
     for i in 1..=a.replicas {
         println!("  member {i}: http://{}   (peer port {})", client(i), peer(i));
     }
@@ -163,6 +199,21 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CA and member certificates a dev cluster needs, made once.
+fn dev_certs(dir: &std::path::Path, replicas: u64) -> anyhow::Result<()> {
+    let missing: Vec<u64> = (1..=replicas).filter(|i| !dir.join(format!("member-{i}.pem")).exists()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::certs_cmd::init_certs(&crate::certs_cmd::InitCertsArgs {
+        members: missing,
+        out: dir.to_path_buf(),
+        hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        days: 825,
+        expired: false,
+    })
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -199,11 +250,15 @@ pub enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
+    /// Make a cluster CA and per-member certificates for mutual TLS (and a client-port
+    /// certificate), for a quick start.
+    InitCerts(crate::certs_cmd::InitCertsArgs),
 }
 
 pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let key = a.root_key.clone().unwrap_or_default();
     let (method, path, body) = match &a.cmd {
+        ClusterCmd::InitCerts(c) => return crate::certs_cmd::init_certs(c),
         ClusterCmd::Status => ("GET", "/cluster/status".to_string(), String::new()),
         ClusterCmd::Add { id, peer } => {
             ("POST", "/cluster/members".to_string(), format!("{{\"id\":{id},\"peer\":\"{peer}\"}}"))

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod certs_cmd;
 mod cluster_cmd;
+mod demo;
 mod verify;
 
 #[derive(Parser)]
@@ -61,6 +63,16 @@ enum Cmd {
         /// Concurrent streams per HTTP/2 connection.
         #[arg(long, default_value_t = 200)]
         h2_streams_max: u32,
+        /// Serve clients over TLS with this PEM certificate chain (with --tls-key);
+        /// reloaded on SIGHUP and when the file changes.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// How often to check --tls-cert/--tls-key for changes (0: only on SIGHUP).
+        #[arg(long, default_value_t = 1000, hide = true)]
+        tls_reload_poll_ms: u64,
         #[command(flatten)]
         cluster: cluster_cmd::ClusterFlags,
     },
@@ -72,6 +84,8 @@ enum Cmd {
     Bench(tally_bench::BenchArgs),
     /// Verify a ledger offline: a data directory from genesis, or a saved proof against a saved head.
     Verify(verify::VerifyArgs),
+    /// Provision a sample app on a running server and print its page's address.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +111,9 @@ fn main() -> anyhow::Result<()> {
             idle_timeout_ms,
             answer_send_timeout_ms,
             h2_streams_max,
+            tls_cert,
+            tls_key,
+            tls_reload_poll_ms,
             cluster,
         } => {
             let ms = std::time::Duration::from_millis;
@@ -122,9 +139,15 @@ fn main() -> anyhow::Result<()> {
                 conn,
                 inflight_bytes_max,
                 cluster,
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| tally_server::tls::TlsFiles {
+                    cert,
+                    key,
+                    reload_poll: (tls_reload_poll_ms > 0).then(|| ms(tls_reload_poll_ms)),
+                }),
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
+        Cmd::Demo(args) => demo::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
         Cmd::Verify(args) => verify::main(args),

@@ -5,11 +5,12 @@
 // A guard kills the server if its RSS passes --guard-mib (default 2560), so a build
 // without the bounds cannot take the machine down; the row then says so.
 //
-//   node tests/js/bench/resources.js [--bin path/to/tally] [--guard-mib 2560] [--only name]
+//   node tests/js/bench/resources.js [--bin path/to/tally] [--guard-mib 2560] [--only name,name]
 
 const fs = require('node:fs')
 const net = require('node:net')
 const path = require('node:path')
+const { Worker } = require('node:worker_threads')
 const { TallyServer, rawRequest, sleep, HOST, q } = require(path.join(__dirname, '..', 'helpers', 'server'))
 
 const MIB = 1024 * 1024
@@ -30,6 +31,31 @@ function rssOf(pid) {
   }
 }
 
+/** GET /ping every 100 ms until told to stop; posts the worst latency and failures. */
+const PROBER = `
+const { parentPort, workerData } = require('node:worker_threads')
+const http = require('node:http')
+let stop = false, pingMax = 0, pingFail = 0
+parentPort.on('message', () => { stop = true })
+const once = () => new Promise(resolve => {
+  const t0 = Date.now()
+  const done = ok => { if (!ok) pingFail++; pingMax = Math.max(pingMax, Date.now() - t0); resolve() }
+  const req = http.get({ host: workerData.host, port: workerData.port, path: '/ping', agent: false, timeout: 5000 }, res => {
+    res.resume()
+    res.on('end', () => done(res.statusCode === 200))
+  })
+  req.on('timeout', () => req.destroy(new Error('timeout')))
+  req.on('error', () => done(false))
+})
+;(async () => {
+  while (!stop) {
+    await once()
+    await new Promise(r => setTimeout(r, 100))
+  }
+  parentPort.postMessage({ pingMax, pingFail })
+})()
+`
+
 /** Sample RSS and /ping while `work` runs; kill the server past the guard. */
 async function measure(server, work) {
   const pid = server.proc.pid
@@ -49,19 +75,18 @@ async function measure(server, work) {
       await sleep(50)
     }
   })()
-  const pinger = (async () => {
-    while (running && !guardHit) {
-      const t0 = Date.now()
-      try {
-        await rawRequest(server.port, { method: 'GET', path: '/ping', timeoutMs: 5_000 })
-        pingMax = Math.max(pingMax, Date.now() - t0)
-      } catch (_) {
-        pingFail++
-        pingMax = Math.max(pingMax, Date.now() - t0)
-      }
-      await sleep(100)
-    }
-  })()
+  // The prober runs on a thread of its own: this one is busy with the attack's clients
+  // (reading forty 16 MiB answers stalls its event loop for seconds), which would be
+  // counted as the server's latency.
+  const prober = new Worker(PROBER, { eval: true, workerData: { host: HOST, port: server.port } })
+  const pinger = new Promise(resolve => {
+    prober.on('message', m => {
+      pingMax = m.pingMax
+      pingFail = m.pingFail
+      resolve()
+    })
+    prober.on('error', () => resolve())
+  })
   const t0 = Date.now()
   let result
   try {
@@ -71,7 +96,9 @@ async function measure(server, work) {
   }
   const ms = Date.now() - t0
   running = false
+  prober.postMessage('stop')
   await Promise.all([sampler, pinger])
+  await prober.terminate()
   return { peakMiB: Math.round(peak / MIB), pingMaxMs: pingMax, pingFail, guardHit, ms, ...result }
 }
 
@@ -152,6 +179,27 @@ const scenarios = {
     for (const s of socks) s.destroy()
     return { work: `3000 idle sockets, ${closed} closed by the server; a query then: ${r.status}` }
   },
+  // Eight clients run heavy queries of few steps back to back for 8 s: each step an
+  // NGram of a 300 KB string (600,000 strings, a few hundred ms). Run inline on an async
+  // thread, each stalls /ping for its whole evaluation.
+  async heavySteps(server) {
+    const big = q.Count(q.NGram(q.Repeat('a', 300000), 1, 2))
+    const statuses = []
+    const until = Date.now() + 8_000
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (Date.now() < until) statuses.push((await post(server, q.Add(big, big), 120_000)).status)
+      })
+    )
+    return { work: `heavy queries by status ${tally(statuses)}` }
+  },
+  // Forty clients at once ask for a 16 MiB answer each and read it.
+  async bigAnswers(server) {
+    const query = q.Map(q.NGram(q.Repeat('a', 16), 1, 1), q.Lambda('_', q.Repeat('b', MIB)))
+    const rs = await Promise.all(Array.from({ length: 40 }, () => post(server, query, 120_000)))
+    const whole = rs.filter(r => r.status === 200 && r.body.length > 16 * MIB).length
+    return { work: `16 MiB answers by status ${tally(rs.map(r => r.status))}, ${whole} read whole` }
+  },
   // Twenty documents of 4 MiB; a page of one ref, and a count.
   async listing(server) {
     await post(server, q.CreateCollection({ name: 'big' }))
@@ -173,7 +221,7 @@ const scenarios = {
 async function main() {
   const rows = []
   for (const [name, run] of Object.entries(scenarios)) {
-    if (ONLY && ONLY !== name) continue
+    if (ONLY && !ONLY.split(',').includes(name)) continue
     const server = new TallyServer({ bin: BIN })
     await server.start()
     const r = await measure(server, () => run(server))

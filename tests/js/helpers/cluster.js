@@ -3,7 +3,7 @@
 // loopback, fault injection on) for the cluster suites, and gives the tests the means to
 // kill -9, restart, isolate and inspect members.
 
-const { spawn } = require('node:child_process')
+const { spawn, execFileSync } = require('node:child_process')
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const os = require('node:os')
@@ -38,6 +38,10 @@ class Member {
       '--data-dir', this.dataDir, '--root-key', this.cluster.rootKey, '--fault-injection',
       '--write-timeout-ms', String(this.cluster.writeTimeoutMs), '--cluster', this.cluster.list()]
     if (!this.cluster.initial.includes(this.id)) a.push('--peer-listen', `${HOST}:${this.peerPort}`)
+    if (this.cluster.certs) {
+      const f = name => path.join(this.cluster.certs, name)
+      a.push('--peer-cert', f(`member-${this.id}.pem`), '--peer-key', f(`member-${this.id}.key`), '--peer-ca', f('ca.pem'))
+    }
     return a.concat(this.cluster.extraArgs, this.extraArgs)
   }
 
@@ -120,8 +124,15 @@ class Member {
 }
 
 class TallyCluster {
-  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000 } = {}) {
+  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000, peerTls = false } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-cluster-'))
+    // With peerTls, members talk mutual TLS with certificates from `tally cluster init-certs`.
+    this.certs = null
+    if (peerTls) {
+      this.certs = path.join(this.dir, 'certs')
+      const ids = Array.from({ length: replicas + spare }, (_, i) => i + 1).join(',')
+      execFileSync(BIN, ['cluster', 'init-certs', '--members', ids, '--out', this.certs], { stdio: 'ignore' })
+    }
     this.rootKey = 'tally-cluster-root-' + crypto.randomBytes(8).toString('hex')
     this.extraArgs = extraArgs
     this.writeTimeoutMs = writeTimeoutMs
@@ -202,4 +213,4 @@ class TallyCluster {
   }
 }
 
-module.exports = { TallyCluster, Member }
+module.exports = { TallyCluster, Member, BIN }

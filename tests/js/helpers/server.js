@@ -12,6 +12,7 @@ const { spawn } = require('node:child_process')
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const http = require('node:http')
+const https = require('node:https')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
@@ -85,6 +86,7 @@ function rawRequest(port, opts = {}) {
     headers = {},
     body,
     timeoutMs = 30_000,
+    ca, // PEM of a CA to trust: speak https
   } = opts
   return new Promise((resolve, reject) => {
     let settled = false
@@ -95,8 +97,8 @@ function rawRequest(port, opts = {}) {
         fn(v)
       }
     }
-    const req = http.request(
-      { host: HOST, port, method, path: reqPath, headers, agent: false },
+    const req = (ca ? https : http).request(
+      { host: HOST, port, method, path: reqPath, headers, agent: false, ...(ca ? { ca } : {}) },
       res => {
         const chunks = []
         res.on('data', c => chunks.push(c))
@@ -119,9 +121,9 @@ function rawRequest(port, opts = {}) {
   })
 }
 
-/** GET /ping; resolves the status code, or rejects. */
-async function ping(port, timeoutMs = 2_000) {
-  const res = await rawRequest(port, { method: 'GET', path: '/ping', timeoutMs })
+/** GET /ping (over https when `ca` is given); resolves the status code, or rejects. */
+async function ping(port, timeoutMs = 2_000, ca = undefined) {
+  const res = await rawRequest(port, { method: 'GET', path: '/ping', timeoutMs, ca })
   return res.status
 }
 
@@ -135,6 +137,10 @@ class TallyServer {
     this.ownsDataDir = !opts.dataDir
     // Extra `tally serve` flags (e.g. --jwks-allow-private for a loopback JWKS server).
     this.extraArgs = opts.extraArgs || []
+    // Serve https with these PEM files ({cert, key, ca: the CA file clients trust}).
+    this.tls = opts.tls || null
+    // Address to bind (clients still connect to HOST).
+    this.listenHost = opts.listenHost || HOST
     this.port = null
     this.proc = null
     this.output = ''
@@ -143,7 +149,12 @@ class TallyServer {
   }
 
   get url() {
-    return `http://${HOST}:${this.port}`
+    return `${this.tls ? 'https' : 'http'}://${HOST}:${this.port}`
+  }
+
+  /** The trusted CA's PEM when serving https. */
+  get caPem() {
+    return this.tls ? fs.readFileSync(this.tls.ca) : undefined
   }
 
   /** Last `n` characters of the server's combined stdout/stderr. */
@@ -159,7 +170,7 @@ class TallyServer {
       )
     }
     this.port = await freePort()
-    const listen = `${HOST}:${this.port}`
+    const listen = `${this.listenHost}:${this.port}`
     const args = [
       'serve',
       '--data-dir',
@@ -168,6 +179,7 @@ class TallyServer {
       listen,
       '--root-key',
       this.rootKey,
+      ...(this.tls ? ['--tls-cert', this.tls.cert, '--tls-key', this.tls.key] : []),
       ...this.extraArgs,
     ]
     this.exitInfo = null
@@ -207,7 +219,7 @@ class TallyServer {
       }
       if (sawListening) break
       try {
-        if ((await ping(this.port, 1_000)) === 200) break
+        if ((await ping(this.port, 1_000, this.caPem)) === 200) break
       } catch (_) {
         // not up yet
       }
@@ -223,7 +235,7 @@ class TallyServer {
     const pingDeadline = Date.now() + 10_000
     for (;;) {
       try {
-        const st = await ping(this.port, 1_000)
+        const st = await ping(this.port, 1_000, this.caPem)
         if (st === 200) break
         if (Date.now() > pingDeadline) throw new Error(`/ping answered ${st}`)
       } catch (e) {
@@ -276,6 +288,7 @@ class TallyServer {
       headers,
       body,
       timeoutMs: opts.timeoutMs,
+      ca: this.caPem,
     })
   }
 
@@ -354,6 +367,7 @@ function safeStringify(v) {
 
 module.exports = {
   REPO_ROOT,
+  tallyBin,
   HOST,
   TallyServer,
   startServer,

@@ -24,6 +24,9 @@ pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "identify", optional: &[], required: &["password"], handler: identify },
     FnSpec { name: "current_identity", optional: &[], required: &[], handler: current_identity },
     FnSpec { name: "has_current_identity", optional: &[], required: &[], handler: has_current_identity },
+    // v4's older names, still sent by the drivers' deprecated `Identity()` / `HasIdentity()`.
+    FnSpec { name: "identity", optional: &[], required: &[], handler: current_identity },
+    FnSpec { name: "has_identity", optional: &[], required: &[], handler: has_current_identity },
     FnSpec { name: "current_token", optional: &[], required: &[], handler: current_token },
     FnSpec { name: "has_current_token", optional: &[], required: &[], handler: has_current_token },
     FnSpec {
@@ -296,16 +299,19 @@ fn has_current_identity(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
     Ok(Value::Bool(has))
 }
 
-/// A token's ref, or (as in v4) a JWT's claims as an object.
+/// A token's ref, a key's ref (a key used in the database it lives in), or (as in v4) a
+/// JWT's claims as an object.
 fn current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {
     if let Some(login) = &ev.auth.jwt {
         return Ok(login.payload.clone());
     }
-    ev.auth
-        .token
-        .clone()
-        .map(Value::Ref)
-        .ok_or_else(|| FqlError::new(code::INVALID_TOKEN, "This query was not made with a token secret or a JWT."))
+    ev.auth.token.clone().map(Value::Ref).ok_or_else(|| {
+        FqlError::new(
+            code::INVALID_TOKEN,
+            "Token metadata is not accessible: this query was not made with a token, a JWT, or a key of the \
+             database it runs in (the root key, and keys made in a parent database, have none).",
+        )
+    })
 }
 
 fn has_current_token(ev: &mut Eval<'_>, _call: &Call) -> Result<Value> {

@@ -12,6 +12,7 @@ pub mod logic;
 pub mod math;
 pub mod schema;
 pub mod security;
+pub mod selfref;
 pub mod sets;
 pub mod string;
 pub mod time;

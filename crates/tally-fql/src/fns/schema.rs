@@ -83,32 +83,25 @@ fn native_ref(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 fn ref_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let base = ev.primary(call)?;
-    match (base, ev.opt_arg(call, "id")?) {
+    let r = match (base, ev.opt_arg(call, "id")?) {
         (Value::Ref(c), Some(id)) => {
             let id = match id {
                 Value::String(s) => s,
                 Value::Long(n) => n.to_string(),
                 other => return Err(wrong_type("String", &other).at("id")),
             };
-            Ok(Value::Ref(Ref::doc(c, id)))
+            Ref::doc(c, id)
         }
-        (Value::String(path), None) => parse_ref_path(&path).map(Value::Ref).ok_or_else(|| {
-            invalid_argument(format!("Cannot parse ref path {path:?}; use Ref(Collection(name), id).")).at("ref")
-        }),
-        (other, _) => Err(wrong_type("Ref", &other).at("ref")),
+        // The legacy path form: "collections/players/123", "indexes/x", "tokens/self".
+        (Value::String(path), None) => {
+            tally_value::legacy_ref::parse(&path).map_err(|e| invalid_argument(e).at("ref"))?
+        }
+        (other, _) => return Err(wrong_type("Ref", &other).at("ref")),
+    };
+    if crate::fns::selfref::is_self(&r) {
+        return crate::fns::selfref::resolve_self_ref(ev, &r).map(Value::Ref);
     }
-}
-
-/// The legacy string form: "collections/players", "classes/players/123", "indexes/x".
-fn parse_ref_path(p: &str) -> Option<Ref> {
-    let parts: Vec<&str> = p.split('/').collect();
-    let native_id = |s: &str| if s == "classes" { "collections".to_string() } else { s.to_string() };
-    match parts.as_slice() {
-        [n] if native::by_name(n).is_some() => Some(Ref::native(&native_id(n))),
-        [n, id] if native::by_name(n).is_some() => Some(Ref::doc(Ref::native(&native_id(n)), *id)),
-        ["classes" | "collections", c, id] => Some(Ref::doc(Ref::collection(c), *id)),
-        _ => None,
-    }
+    Ok(Value::Ref(r))
 }
 
 fn params_of(ev: &mut Eval<'_>, call: &Call) -> Result<Object> {

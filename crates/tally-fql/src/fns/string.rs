@@ -243,6 +243,9 @@ fn concat(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Some(Value::String(s)) => s,
         Some(other) => return Err(wrong_type("String", &other).at("separator")),
     };
+    // The result's size is known before it is built (`Eval::will_build`).
+    let total = parts.iter().map(|p| if let Value::String(s) = p { s.len() + sep.len() } else { 0 }).sum::<usize>();
+    ev.will_build(total as u64)?;
     let mut out = String::new();
     for (i, p) in parts.iter().enumerate() {
         let Value::String(s) = p else {
@@ -475,6 +478,10 @@ fn ngram(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             return Err(if literal { e.at(i).at("ngram") } else { e.at("ngram") });
         };
         let chars: Vec<char> = s.chars().collect();
+        // Each start position gives up to `max - min + 1` grams, each a slot and its text.
+        let per_start = (max - min).saturating_add(1).min(chars.len() as i64).max(0) as u64;
+        let gram_bytes = (s.len() as u64).saturating_mul(per_start).saturating_add(chars.len() as u64 * per_start * 32);
+        ev.will_build(gram_bytes)?;
         for start in 0..chars.len() {
             for n in min..=max {
                 let Ok(n) = usize::try_from(n) else { break };
@@ -518,6 +525,7 @@ fn repeat(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     }
     let n = usize::try_from(n).unwrap_or(usize::MAX);
     check_len("repeat", s.len().saturating_mul(n))?;
+    ev.will_build(s.len().saturating_mul(n) as u64)?;
     Ok(Value::String(s.repeat(n)))
 }
 
@@ -526,7 +534,9 @@ fn replace_str(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let find = ev.str_arg(call, "find")?;
     let rep = ev.str_arg(call, "replace")?;
     let occurrences = if find.is_empty() { cp_len(&s) + 1 } else { s.matches(&find).count() };
-    check_len("replacestr", s.len().saturating_add(occurrences.saturating_mul(rep.len())))?;
+    let len = s.len().saturating_add(occurrences.saturating_mul(rep.len()));
+    check_len("replacestr", len)?;
+    ev.will_build(len as u64)?;
     Ok(Value::String(s.replace(&find, &rep)))
 }
 
@@ -552,6 +562,9 @@ fn replace_str_regex(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
             }
         }
     }
+    // The result is at least the input's size (more with long replacements, checked as
+    // it grows against the string limit).
+    ev.will_build(s.len() as u64)?;
     let mut out = String::with_capacity(s.len());
     let mut last = 0;
     for caps in re.captures_iter(&s) {
@@ -661,6 +674,10 @@ fn format(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Some(_) => ev.varargs(call, "values")?,
         None => Vec::new(),
     };
+    // At most the format, its values and a capped width of padding per specifier.
+    let padding = fmt.matches('%').count() as u64 * FORMAT_WIDTH_MAX as u64;
+    let values = args.iter().map(crate::budget::deep_size).sum::<u64>();
+    ev.will_build((fmt.len() as u64).saturating_add(padding).saturating_add(values))?;
     let s = java_format(&fmt, &args).map_err(|e| e.at("format"))?;
     Ok(Value::String(s))
 }
@@ -679,6 +696,9 @@ struct Flags {
 fn fmt_err(msg: impl Into<String>) -> FqlError {
     invalid_argument(msg)
 }
+
+/// Widest field `Format` pads to.
+const FORMAT_WIDTH_MAX: usize = 4096;
 
 /// Java's `String.format` over FQL values: `%[index$][flags][width][.precision]conv`.
 pub(crate) fn java_format(fmt: &str, args: &[Value]) -> Result<String> {
@@ -750,7 +770,7 @@ pub(crate) fn java_format(fmt: &str, args: &[Value]) -> Result<String> {
             }
             precision = Some(p.min(340));
         }
-        let width = width.map(|w| w.min(4096));
+        let width = width.map(|w| w.min(FORMAT_WIDTH_MAX));
         let Some(&conv) = chars.get(i) else {
             return Err(fmt_err(format!(
                 "Incomplete format specifier {:?}; write %% for a literal percent sign.",
