@@ -65,8 +65,11 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 /// Open the state store. A damaged file (redb refuses it, or panics reading it) stops the
 /// node with what to do: the state is derived data, rebuilt from the log.
 fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let cache = state_cache_bytes();
     let opened = std::panic::catch_unwind(|| {
-        RedbStore::open(path).and_then(|s| s.write_behind(BehindLimits::default())).map_err(|e| e.to_string())
+        RedbStore::open_with_cache(path, cache)
+            .and_then(|s| s.write_behind(BehindLimits::default()))
+            .map_err(|e| e.to_string())
     });
     let err = match opened {
         Ok(Ok(store)) => {
@@ -87,6 +90,13 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
         path.display()
     )
+}
+
+/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: redb's 1 GiB).
+/// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
+fn state_cache_bytes() -> Option<usize> {
+    let mib = std::env::var("TALLY_STATE_CACHE_MIB").ok()?.trim().parse::<usize>().ok()?;
+    Some(mib.saturating_mul(1 << 20))
 }
 
 /// Fail-stop when the state store's background writer fails (a full disk, an I/O
