@@ -20,6 +20,6 @@ mod sequencer;
 
 pub use batch::{Batch, BatchError};
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
-pub use log::{FileLog, Log, LogError};
+pub use log::{read_log_dir, FileLog, Log, LogError};
 pub use replicated::{MachineError, ReplicatedMachine};
 pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};

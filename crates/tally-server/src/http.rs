@@ -41,6 +41,8 @@ pub struct AppState {
     pub inflight: Arc<crate::inflight::InFlight>,
     /// Longest a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// Counters and gauges for `/metrics` (see `crate::metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -73,9 +75,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(browser)
         .route("/ledger/head", get(ledger_head))
         .merge(crate::cluster::client_routes())
+        .merge(crate::health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::health::observe))
         .with_state(state)
 }
 
@@ -172,7 +176,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 /// May this request read the ledger (`/ledger/head`)? The ledger's heads move with
 /// every tenant's writes, so only the root database's administrators may watch them:
 /// the root key, or an admin key of the root database (not one scoped to a child).
-fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
+pub(crate) fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), FqlError> {
     let refused = || {
         FqlError::new(
             tally_fql::error::code::UNAUTHORIZED,
@@ -214,6 +218,7 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
 pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
+    r.extensions_mut().insert(crate::metrics::ErrorCode(err.code.to_string()));
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
     }
@@ -324,7 +329,12 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
         Err(e) => (None, error_response(&e, 0)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
             // The reservation is held until the answer exists (parsed query, queued input).
-            Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
+            Ok((body, _held)) => {
+                let bytes_in = crate::metrics::BytesIn(body.len() as u64);
+                let mut r = query_inner(st, &headers, body, linearized).await;
+                r.extensions_mut().insert(bytes_in);
+                (tags, r)
+            }
             Err(r) => (None, r),
         },
     };
@@ -409,7 +419,8 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Ok(Err(e)) => return error_response(&e, 0),
         Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
     };
-    match out.result {
+    let mut tag = crate::metrics::QueryTag { db: auth.db, write: false };
+    let mut resp = match out.result {
         Ok(v) => {
             // An answer waits in memory until its client takes it: it needs room in flight,
             // three times over while it is encoded (the value, its JSON tree, the bytes).
@@ -422,9 +433,12 @@ async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: Bytes, linear
         Err(e) if !e.needs_write => error_response(&e, ts),
         Err(_) => {
             drop(expr);
+            tag.write = true;
             write_path(st, json, auth, tmo, started).await
         }
-    }
+    };
+    resp.extensions_mut().insert(tag);
+    resp
 }
 
 /// The ts this node reads at: a member reads at what it has applied (later commits may
@@ -614,7 +628,12 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
     };
     match done {
         Ok((out, body)) => {
-            respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+            let code = (out.status >= 400).then(|| out.body["errors"][0]["code"].as_str().map(str::to_string));
+            let mut r = respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written);
+            if let Some(code) = code {
+                r.extensions_mut().insert(crate::metrics::ErrorCode(code.unwrap_or_else(|| "unknown".into())));
+            }
+            r
         }
         Err(e) => error_response(&e, 0),
     }

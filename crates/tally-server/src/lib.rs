@@ -7,15 +7,18 @@
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
 //! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
 
+pub mod backup;
 pub mod body;
 pub mod cluster;
 pub mod conn;
 pub mod datadir;
+pub mod health;
 pub mod http;
 pub mod inflight;
 pub mod jwt;
 pub mod longpool;
 pub mod machine;
+pub mod metrics;
 pub mod node;
 pub mod record;
 pub mod scheduler;
