@@ -50,8 +50,8 @@ fn dev_key_warning(cfg: &ServeConfig) {
              beyond loopback: anyone who can reach it is root. Give a long random --root-key outside development.",
             cfg.listen
         );
+        // On stderr whatever TALLY_LOG says: this must not be filtered out.
         eprintln!("{msg}");
-        tracing::warn!("{msg}");
     }
 }
 

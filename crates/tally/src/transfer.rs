@@ -241,10 +241,16 @@ impl<W: Write> Exporter<W> {
 
     async fn documents(&mut self, path: &str, coll: &str) -> anyhow::Result<()> {
         let ts = self.ts.clone();
-        let lambda = json!({ "lambda": "r", "expr": [
-            { "var": "r" },
-            { "paginate": { "events": { "var": "r" } }, "size": HISTORY_MAX }
-        ]});
+        // An update event carries only what changed; each version is read whole, at its ts.
+        let e = |field: &str| json!({ "select": field, "from": { "var": "e" } });
+        let version = json!({ "lambda": "e", "expr": { "object": {
+            "ts": e("ts"),
+            "action": e("action"),
+            "data": { "if": { "equals": [e("action"), "delete"] }, "then": null,
+                      "else": { "select": "data", "from": { "at": e("ts"), "expr": { "get": { "var": "r" } } } } }
+        }}});
+        let events = json!({ "paginate": { "events": { "var": "r" } }, "size": HISTORY_MAX });
+        let lambda = json!({ "lambda": "r", "expr": [{ "var": "r" }, { "map": version, "collection": events }] });
         let set = json!({ "documents": coll_ref(coll) });
         let rows = all_pages(&mut self.conns, path, &ts, set, lambda, EXPORT_PAGE).await?;
         for row in rows {
@@ -279,8 +285,14 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         let ts = conns.run(&path, &json!({ "to_micros": { "now": null } })).await?;
         let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let bar = indicatif::ProgressBar::new_spinner().with_message("documents exported");
-        let mut ex =
-            Exporter { conns, out: std::io::BufWriter::new(file), ts: ts.clone(), counts: BTreeMap::new(), bar };
+        let mut ex = Exporter {
+            conns,
+            root: path.clone(),
+            out: std::io::BufWriter::new(file),
+            ts: ts.clone(),
+            counts: BTreeMap::new(),
+            bar,
+        };
         let header = json!({ "tally_export": EXPORT_VERSION, "database": path, "snapshot_ts": ts });
         serde_json::to_writer(&mut ex.out, &header)?;
         ex.out.write_all(b"\n")?;
