@@ -105,6 +105,20 @@ impl Conn {
         bail!("the connection to {} keeps closing", self.addr)
     }
 
+    /// `GET path` with this connection's secret (a fresh connection: large answers).
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+        self.reconnect().await?;
+        let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
+        let req = Request::get(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", &self.auth)
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, body })
+    }
+
     pub async fn query_json(&mut self, q: &Value) -> anyhow::Result<Reply> {
         self.query(Bytes::from(serde_json::to_vec(q)?)).await
     }

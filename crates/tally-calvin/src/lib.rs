@@ -18,6 +18,6 @@ mod log;
 mod sequencer;
 
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
-pub use log::{FileLog, Log, LogError};
+pub use log::{read_log_dir, FileLog, Log, LogError};
 pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
 pub use tally_apply::{Batch, BatchError, MachineError, ReplicatedMachine, StateMachine};

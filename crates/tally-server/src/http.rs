@@ -45,6 +45,8 @@ pub struct AppState {
     pub member_key: Arc<tally_ledger::sth::MemberKey>,
     /// Authenticated key secrets, invalidated by the executor (`tally_fql::authcache`).
     pub auth_cache: tally_fql::authcache::AuthCache,
+    /// Counters and gauges for `/metrics` (see `crate::metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -79,9 +81,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::ledger_api::routes())
         .merge(crate::console::routes())
         .merge(crate::cluster::client_routes())
+        .merge(crate::health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::health::observe))
         .with_state(state)
 }
 
@@ -251,6 +255,7 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
 pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
+    r.extensions_mut().insert(crate::metrics::ErrorCode(err.code.to_string()));
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
     }
@@ -365,7 +370,12 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
         Err(reason) => (None, tags_refused(reason)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
             // The reservation is held until the answer exists (parsed query, queued input).
-            Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
+            Ok((body, _held)) => {
+                let bytes_in = crate::metrics::BytesIn(body.len() as u64);
+                let mut r = query_inner(st, &headers, body, linearized).await;
+                r.extensions_mut().insert(bytes_in);
+                (tags, r)
+            }
             Err(r) => (None, r),
         },
     };
@@ -461,7 +471,8 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Ok(Err(e)) => return error_response(&e, 0),
         Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
     };
-    match out.result {
+    let mut tag = crate::metrics::QueryTag { db: auth.db, write: false };
+    let mut resp = match out.result {
         Ok(v) => {
             let wire_len = tally_fql::budget::wire_len(&v);
             if wire_len > crate::body::INLINE_BYTES_MAX as u64 {
@@ -484,9 +495,12 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Err(e) if !e.needs_write => error_response(&e, ts),
         Err(_) => {
             drop(expr);
+            tag.write = true;
             write_path(st, json, auth, tmo, started).await
         }
-    }
+    };
+    resp.extensions_mut().insert(tag);
+    resp
 }
 
 /// The ts this node reads at: a member reads at what it has applied (later commits may
@@ -705,7 +719,12 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
     };
     match done {
         Ok((out, body)) => {
-            respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+            let code = (out.status >= 400).then(|| out.body["errors"][0]["code"].as_str().map(str::to_string));
+            let mut r = respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written);
+            if let Some(code) = code {
+                r.extensions_mut().insert(crate::metrics::ErrorCode(code.unwrap_or_else(|| "unknown".into())));
+            }
+            r
         }
         Err(e) => error_response(&e, 0),
     }

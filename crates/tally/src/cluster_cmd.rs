@@ -14,26 +14,26 @@ use clap::{Args, Subcommand};
 #[derive(Args, Clone, Debug, Default)]
 pub struct ClusterFlags {
     /// This member's id (with --cluster).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_NODE_ID")]
     pub node_id: Option<u64>,
     /// The members' peer addresses, `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`.
     /// Starting every listed member forms the cluster; restarts rejoin it.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_CLUSTER")]
     pub cluster: Option<String>,
     /// Peer address of a member that is not in --cluster (it waits for `tally cluster add`).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
     /// Milliseconds added to every message to and from a peer (each way), to emulate members far apart: one
     /// number for every peer, or per peer as `2=50,3=150`.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0", env = "TALLY_PEER_LATENCY_MS")]
     pub peer_latency_ms: String,
     /// Longest a write waits for a majority before answering 503 unavailable.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
     /// While tenants compete, the estimated apply work (ms) the leader keeps proposed ahead
     /// of its executor; more waits in the fair queue. Lower favours a quiet tenant's
     /// latency, higher a flooding tenant's throughput. Default: 7 + 4 × the peer latency.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_WORK_AHEAD_MS")]
     pub work_ahead_ms: Option<u64>,
     /// This member's certificate for mutual TLS with the other members (PEM; it must name
     /// the member as the DNS name member-ID.tally.invalid, see `tally cluster init-certs`).
