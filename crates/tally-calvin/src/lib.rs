@@ -9,17 +9,15 @@
 //! machine's last durable checkpoint rebuilds exactly the same state.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP, FQL or the storage
-//! engine; inputs and outputs are opaque bytes. [`ReplicatedMachine`] is the seam where the
+//! engine; inputs and outputs are opaque bytes. It drives the executor only through
+//! `tally-apply`'s traits (re-exported here); [`ReplicatedMachine`] is the seam where the
 //! replicated (openraft) log of `tally-raft` drives the same machine.
 
-mod batch;
 pub mod fair;
 mod log;
-mod replicated;
 mod sequencer;
 
-pub use batch::{Batch, BatchError};
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
 pub use log::{FileLog, Log, LogError};
-pub use replicated::{MachineError, ReplicatedMachine};
-pub use sequencer::{Clock, Sequencer, SequencerConfig, StateMachine, SubmitError, EXECUTOR_STACK_BYTES};
+pub use sequencer::{Clock, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
+pub use tally_apply::{Batch, BatchError, MachineError, ReplicatedMachine, StateMachine};

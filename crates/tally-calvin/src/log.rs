@@ -20,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::batch::Batch;
+use tally_apply::Batch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

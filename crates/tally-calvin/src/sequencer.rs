@@ -12,29 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use crate::batch::Batch;
 use crate::fair::{BatchLimits, FairInbox, Pushed, Tenant};
 use crate::log::Log;
-
-/// Applies batches deterministically. Implemented by the server over FQL + storage.
-pub trait StateMachine: Send {
-    /// Height of the last batch whose effects are applied.
-    fn applied_height(&self) -> u64;
-    /// Apply one batch; returns one output per input, in order.
-    fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>>;
-    /// Apply one batch, handing output `i` to `answer` as soon as it may be released: its
-    /// effects are visible to readers and nothing later in the batch can change them.
-    /// The sequencer answers clients through this (the batch is already in the log), so a
-    /// short input early in a long batch need not wait for the rest. Every output is
-    /// handed over exactly once, in order; by default all of them after the whole batch.
-    fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        for (i, out) in self.apply(batch).into_iter().enumerate() {
-            answer(i, out);
-        }
-    }
-    /// The commit ts of the last applied transaction.
-    fn last_commit_ts(&self) -> u64;
-}
+use tally_apply::{Batch, StateMachine};
 
 /// Stack of the sequencer thread, which runs the executor. Evaluation recurses (nested
 /// expressions, lambdas, user functions); the evaluator bounds that depth, and this

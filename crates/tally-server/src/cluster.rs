@@ -33,7 +33,7 @@ use tally_raft::{ClusterConfig, RaftNode, SubmitError};
 use tally_storage::Store;
 
 use crate::http::AppState;
-use crate::machine::{block_key, FqlMachine};
+use tally_exec::machine::{block_key, FqlMachine};
 
 /// How a member joins a cluster (`tally serve --node-id N --cluster …`).
 #[derive(Clone, Debug)]
@@ -150,6 +150,7 @@ pub async fn start_member(
         ),
     };
     let mut machine = FqlMachine::open(store.clone())?;
+    machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     if opts.fault_injection {
         machine.diverge_at = std::env::var("TALLY_TEST_DIVERGE_AT").ok().and_then(|v| v.parse().ok());
     }
@@ -370,7 +371,7 @@ async fn check_once(c: &Cluster, store: &dyn Store, data_dir: &Path) -> anyhow::
         .map(|(id, n)| (*id, n.addr.clone()))
         .collect();
     let members = peers.len() + 1;
-    let my_height = crate::machine::meta_height(store)?;
+    let my_height = tally_exec::machine::meta_height(store)?;
     for (id, addr) in &peers {
         let Ok(head) = peer_call(c, *id, addr, "/tally/head", json!(null)).await else { continue };
         let peer_height = head["height"].as_u64().unwrap_or(0);

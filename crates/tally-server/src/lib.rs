@@ -5,7 +5,7 @@
 //! Data flow of one query: HTTP body -> JSON -> `Expr` -> authenticate -> evaluate
 //! read-only at the latest applied snapshot; if a write is reached, the query *input*
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
-//! [`machine::FqlMachine`] at its commit ts; the answer comes back to the handler.
+//! `tally_exec::FqlMachine` at its commit ts; the answer comes back to the handler.
 
 pub mod body;
 pub mod cluster;
@@ -15,11 +15,12 @@ pub mod http;
 pub mod inflight;
 pub mod jwt;
 pub mod longpool;
-pub mod machine;
 pub mod node;
-pub mod record;
+pub mod pace;
 pub mod scheduler;
-pub mod snapshot;
+
+// The executor moved to tally-exec; these paths stay for the code that names them.
+pub use tally_exec::{machine, record, snapshot};
 
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;

@@ -11,7 +11,7 @@ use tally_calvin::{Clock, FileLog, Sequencer, SequencerConfig};
 use tally_storage::{BehindLimits, RedbStore, Store};
 
 use crate::http::{router, AppState};
-use crate::machine::FqlMachine;
+use tally_exec::FqlMachine;
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -96,7 +96,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
     let log_last_ts = tally_calvin::Log::last_ts(&log);
-    let machine = FqlMachine::open(store.clone())?;
+    let mut machine = FqlMachine::open(store.clone())?;
+    machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());

@@ -38,9 +38,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sha2::Digest;
 use tally_calvin::Tenant;
+use tally_exec::machine::{block_key, FqlMachine};
 use tally_raft::network::{Faults, PeerClient};
 use tally_raft::{ClusterConfig, LogStore, Machine, Raft, RaftNode, Snapshot, TypeConfig, Vote};
-use tally_server::machine::{block_key, FqlMachine};
 use tally_storage::{RedbStore, Store};
 
 const MEMBERS: u64 = 3;
@@ -195,7 +195,7 @@ async fn open(id: u64, dir: &Path, net: &Arc<Net>, knobs: Knobs) -> (Arc<RaftNod
 fn input(q: serde_json::Value, entropy: u64) -> Vec<u8> {
     let mut e = [0u8; 32];
     e[..8].copy_from_slice(&entropy.to_be_bytes());
-    let input = tally_server::record::TxnInput {
+    let input = tally_exec::record::TxnInput {
         q,
         db: 0,
         role: "admin".into(),
@@ -205,7 +205,7 @@ fn input(q: serde_json::Value, entropy: u64) -> Vec<u8> {
         token: None,
         jwt: None,
     };
-    tally_server::record::encode_input(&input).unwrap()
+    tally_exec::record::encode_input(&input).unwrap()
 }
 
 fn acct(i: u64) -> serde_json::Value {
@@ -296,7 +296,7 @@ impl World {
         for (id, m) in &self.members {
             match &m.node {
                 Some((n, s)) => {
-                    let h = tally_server::machine::meta_height(&**s).unwrap();
+                    let h = tally_exec::machine::meta_height(&**s).unwrap();
                     let head = s.snapshot().unwrap().meta("head").unwrap().unwrap_or_default();
                     let digest = hex::encode(&sha2::Sha256::digest(&head)[..6]);
                     let m = n.metrics();
@@ -314,8 +314,7 @@ impl World {
     fn check_headers(&self) {
         let stores: Vec<(u64, &Arc<dyn Store>)> =
             self.members.iter().filter_map(|(id, m)| m.node.as_ref().map(|(_, s)| (*id, s))).collect();
-        let heights: Vec<u64> =
-            stores.iter().map(|(_, s)| tally_server::machine::meta_height(&***s).unwrap()).collect();
+        let heights: Vec<u64> = stores.iter().map(|(_, s)| tally_exec::machine::meta_height(&***s).unwrap()).collect();
         let Some(&h) = heights.iter().min() else { return };
         if h == 0 {
             return;
@@ -466,7 +465,7 @@ async fn run_seed(seed: u64, steps: u64) -> Outcome {
         let (node, store) = m.node.as_ref().unwrap();
         let _ = node;
         let snap = store.snapshot().unwrap();
-        let ts = tally_server::machine::meta_last_ts(&**store).unwrap();
+        let ts = tally_exec::machine::meta_last_ts(&**store).unwrap();
         let auth = tally_fql::auth::Auth::new(0, tally_fql::auth::Role::Admin);
         let run = |q: serde_json::Value| {
             let e = tally_fql::expr::parse(&q).unwrap();

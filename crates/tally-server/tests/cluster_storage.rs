@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
+use tally_exec::machine::FqlMachine;
 use tally_raft::{LogStore, Machine, TypeConfig};
-use tally_server::machine::FqlMachine;
 use tally_storage::{RedbStore, Store};
 
 struct Builder;

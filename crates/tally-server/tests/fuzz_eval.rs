@@ -28,10 +28,10 @@ use fql_gen::{query, Sizes};
 use harness::{corpus, fuzz};
 use proptest::prelude::*;
 use serde_json::Value as Json;
-use tally_calvin::{Batch, StateMachine};
+use tally_apply::{Batch, StateMachine};
+use tally_exec::machine::{FqlMachine, TxnInput, TxnOutput};
 use tally_fql::auth::Auth;
 use tally_fql::eval::{Limits, Mode};
-use tally_server::machine::{FqlMachine, TxnInput, TxnOutput};
 use tally_storage::{MemStore, RedbStore, Store};
 
 const EVAL_CASES: u32 = 2_000;
@@ -105,7 +105,7 @@ fn input(q: &Json, seed: u8) -> Vec<u8> {
         token: None,
         jwt: None,
     };
-    tally_server::record::encode_input(&inp).expect("an input encodes")
+    tally_exec::record::encode_input(&inp).expect("an input encodes")
 }
 
 /// Where the child writes the batches it is about to apply, for the parent's report.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
-use tally_calvin::{Batch, StateMachine};
-use tally_server::machine::{FqlMachine, JwtInput, TxnInput};
+use tally_apply::{Batch, StateMachine};
+use tally_exec::machine::{FqlMachine, JwtInput, TxnInput};
 use tally_storage::{MemStore, Store};
 
 const ISSUER: &str = "https://idp.example.com/";
@@ -26,7 +26,7 @@ fn input(q: Json, role: &str, jwt: Option<JwtInput>, seed: u8) -> Vec<u8> {
         token: None,
         jwt,
     };
-    tally_server::record::encode_input(&inp).unwrap()
+    tally_exec::record::encode_input(&inp).unwrap()
 }
 
 fn login(issuer: &str, claims: Json) -> Option<JwtInput> {

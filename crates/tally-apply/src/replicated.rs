@@ -1,5 +1,5 @@
 //! What a state machine adds to be driven by a replicated log instead of the local
-//! [`FileLog`](crate::FileLog).
+//! `FileLog` of `tally-calvin`.
 //!
 //! With a replicated log (openraft, in `tally-raft`) the log decides what is applied, not
 //! the machine: the log's own position (an opaque byte string — a Raft log id and
@@ -9,7 +9,7 @@
 //! membership entries) only move the position; they never change the block height.
 
 use crate::batch::Batch;
-use crate::sequencer::StateMachine;
+use crate::StateMachine;
 
 #[derive(Debug, thiserror::Error)]
 #[error("state machine: {0}")]

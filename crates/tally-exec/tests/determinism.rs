@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tally_calvin::{Batch, StateMachine};
-use tally_server::machine::{FqlMachine, TxnInput};
+use tally_apply::{Batch, StateMachine};
+use tally_exec::machine::{FqlMachine, TxnInput};
 use tally_storage::{MemStore, Store};
 
 fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
@@ -20,7 +20,7 @@ fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
         token: None,
         jwt: None,
     };
-    tally_server::record::encode_input(&inp).unwrap()
+    tally_exec::record::encode_input(&inp).unwrap()
 }
 
 fn obj(v: serde_json::Value) -> serde_json::Value {
@@ -123,12 +123,25 @@ fn replay_after_a_restart_reaches_the_same_head() {
     assert_eq!(head_hash(&reopened), head_hash(&straight));
 }
 
+/// Releases after every input (a node's pacer releases on its clock instead).
+struct ReleaseEachInput;
+
+impl tally_exec::pace::Pacer for ReleaseEachInput {
+    fn release_due(&mut self) -> bool {
+        true
+    }
+    fn checkpoint_due(&mut self, batches_since: u64) -> bool {
+        batches_since >= 1
+    }
+}
+
 /// A long batch answers its inputs as it goes: a short write first in the batch is handed
 /// over before the batch ends (the block is not yet built), already visible to readers,
 /// and every output and block is the same as when the whole batch is answered at its end.
 #[test]
 fn a_long_batch_answers_early_inputs_early_with_the_same_results() {
     let (_s1, mut early) = machine();
+    early.set_pacer(Box::new(ReleaseEachInput));
     let (_s2, mut whole) = machine();
     let setup = batches().remove(0);
     early.apply(&setup);

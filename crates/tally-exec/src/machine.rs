@@ -9,16 +9,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tally_calvin::{Batch, MachineError, ReplicatedMachine, StateMachine};
+use tally_apply::{Batch, MachineError, ReplicatedMachine, StateMachine};
 use tally_fql::auth::{Auth, Role};
 use tally_fql::eval::{Limits, Mode};
 use tally_fql::model::Write;
 use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
 use tally_storage::{Space, Store};
 
+use crate::pace::Pacer;
 pub use crate::record::{JwtInput, TxnInput};
 
 /// The executor's answer for one input.
@@ -87,13 +87,8 @@ fn dispose(d: Decoded) {
     }
 }
 
-/// While applying a long batch, outputs are released (with an intermediate commit) at
-/// most this often: a short transaction early in the batch is answered within about this
-/// long of its turn instead of after the whole batch.
-pub const RELEASE_EVERY: Duration = Duration::from_millis(1);
-
-/// Durable storage commits happen at most this often (the log makes every batch durable).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Durable storage commits happen at least every this many batches (the log makes every
+/// batch durable; a node's pacer may checkpoint sooner, on its clock).
 pub const CHECKPOINT_BATCHES: u64 = 256;
 
 pub const META_APPLIED_HEIGHT: &str = "applied_height";
@@ -119,16 +114,13 @@ pub struct FqlMachine {
     /// Told of every transaction that changes what key authentication reads, before
     /// its commit is visible (the receiving node's `AuthCache` follows it).
     pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
-    last_checkpoint: Instant,
     batches_since_checkpoint: u64,
-    /// Make the store durable after this many batches, or after this long (if set).
-    checkpoint_batches: u64,
-    checkpoint_interval: Option<Duration>,
+    /// When to release answers early and when to make a commit durable: the only
+    /// decisions that follow a clock, and none of them changes a result.
+    pacer: Box<dyn Pacer>,
     /// Fault injection for the divergence tests only: at this height the header's effects
     /// root is computed over one extra leaf, as a nondeterministic executor would.
     pub diverge_at: Option<u64>,
-    /// Whether [`StateMachine::apply_answering`] releases outputs during a batch.
-    pub release_early: bool,
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -170,20 +162,23 @@ impl FqlMachine {
             applied_ts: Arc::new(AtomicU64::new(last_ts)),
             head: Arc::new(std::sync::Mutex::new(head)),
             auth_changes: Arc::new(tally_fql::authcache::AuthChanges::new()),
-            last_checkpoint: Instant::now(),
             batches_since_checkpoint: 0,
-            checkpoint_batches: CHECKPOINT_BATCHES,
-            checkpoint_interval: Some(CHECKPOINT_INTERVAL),
+            pacer: Box::new(crate::pace::EveryBatches(CHECKPOINT_BATCHES)),
             diverge_at: None,
-            release_early: true,
         })
     }
 
-    /// Checkpoint every `batches` batches only, never on the wall clock: what survives a
-    /// crash then depends on the input alone (the deterministic simulation).
+    /// Checkpoint every `batches` batches only, never on a clock, and release no answer
+    /// before its batch ends: what survives a crash then depends on the input alone (the
+    /// deterministic simulation). This is how a machine starts.
     pub fn checkpoint_every_batches(&mut self, batches: u64) {
-        self.checkpoint_batches = batches.max(1);
-        self.checkpoint_interval = None;
+        self.pacer = Box::new(crate::pace::EveryBatches(batches));
+    }
+
+    /// Take the release and checkpoint decisions from `pacer` (a node passes one that
+    /// follows its clock).
+    pub fn set_pacer(&mut self, pacer: Box<dyn Pacer>) {
+        self.pacer = pacer;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -290,8 +285,7 @@ impl FqlMachine {
     }
 
     /// Apply a batch; outputs go to `answer` (index, output), all after the final commit,
-    /// or, with `early`, also at intermediate commits made every [`RELEASE_EVERY`] of
-    /// execution. An intermediate commit carries whole inputs only and no block, height or
+    /// or, with `early`, also at intermediate commits made whenever the pacer says so. An intermediate commit carries whole inputs only and no block, height or
     /// position, and is never durable (durable commits happen at batch ends, and a crash
     /// replays the batch from the log onto the last durable batch end). Where the
     /// intermediate commits fall depends on timing, but not what any input reads or
@@ -316,7 +310,7 @@ impl FqlMachine {
         let mut ts = batch.ts.max(self.last_ts + 1);
         let first_ts = ts;
         let mut last_ts = self.last_ts;
-        let mut since_release = Instant::now();
+        self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
             builder.push_input(input)?;
             // A panic in evaluation is a bug, but it must not take the node down (a logged
@@ -347,14 +341,13 @@ impl FqlMachine {
             held.push((i, encode_output(&out)));
             last_ts = ts;
             ts += 1 + ids / 1000;
-            if early && i + 1 < batch.inputs.len() && since_release.elapsed() >= RELEASE_EVERY {
+            if early && i + 1 < batch.inputs.len() && self.pacer.release_due() {
                 b.commit(false)?;
                 b = self.store.begin()?;
                 self.applied_ts.store(last_ts, Ordering::Release);
                 for (j, out) in held.drain(..) {
                     answer(j, out);
                 }
-                since_release = Instant::now();
             }
         }
         if self.diverge_at == Some(batch.height) {
@@ -369,12 +362,11 @@ impl FqlMachine {
         b.set_meta(META_APPLIED_HEIGHT, &batch.height.to_be_bytes())?;
         b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
         self.batches_since_checkpoint += 1;
-        let durable = self.batches_since_checkpoint >= self.checkpoint_batches
-            || self.checkpoint_interval.is_some_and(|i| self.last_checkpoint.elapsed() >= i);
+        let durable = self.pacer.checkpoint_due(self.batches_since_checkpoint);
         b.commit(durable)?;
         if durable {
             self.batches_since_checkpoint = 0;
-            self.last_checkpoint = Instant::now();
+            self.pacer.checkpointed();
         }
         self.prev_hash = header.hash();
         self.applied_height = batch.height;
@@ -455,7 +447,7 @@ impl StateMachine for FqlMachine {
     }
 
     fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, None, self.release_early, answer);
+        let r = self.apply_inner(batch, None, true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 }
@@ -490,7 +482,7 @@ impl ReplicatedMachine for FqlMachine {
     }
 
     fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, Some(position), self.release_early, answer);
+        let r = self.apply_inner(batch, Some(position), true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 
@@ -507,7 +499,7 @@ impl ReplicatedMachine for FqlMachine {
     fn checkpoint(&mut self) -> Result<(), MachineError> {
         self.store.sync().map_err(machine_err)?;
         self.batches_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.pacer.checkpointed();
         Ok(())
     }
 
@@ -522,7 +514,7 @@ impl ReplicatedMachine for FqlMachine {
         // last commit: a member only installs a snapshot ahead of what it applied).
         self.auth_changes.reset(self.last_ts.saturating_add(1));
         self.batches_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.pacer.checkpointed();
         Ok(())
     }
 }

@@ -1,0 +1,34 @@
+//! tally-apply: the seam between a log and the executor — the epoch batch a log hands
+//! over ([`Batch`], its encoding) and the traits through which a log applies it
+//! ([`StateMachine`] for the local log's sequencer, [`ReplicatedMachine`] for Raft).
+//!
+//! Architecture invariant: no dependencies beyond `thiserror`. The executor
+//! (`tally-exec`) implements these traits and the write paths (`tally-calvin`,
+//! `tally-raft`) drive them, so neither side reaches the other's dependencies: the
+//! executor sees no tokio, no network and no clock.
+
+mod batch;
+mod replicated;
+
+pub use batch::{Batch, BatchError, BATCH_FORMAT};
+pub use replicated::{MachineError, ReplicatedMachine};
+
+/// Applies batches deterministically. Implemented by `tally-exec` over FQL + storage.
+pub trait StateMachine: Send {
+    /// Height of the last batch whose effects are applied.
+    fn applied_height(&self) -> u64;
+    /// Apply one batch; returns one output per input, in order.
+    fn apply(&mut self, batch: &Batch) -> Vec<Vec<u8>>;
+    /// Apply one batch, handing output `i` to `answer` as soon as it may be released: its
+    /// effects are visible to readers and nothing later in the batch can change them.
+    /// The sequencer answers clients through this (the batch is already in the log), so a
+    /// short input early in a long batch need not wait for the rest. Every output is
+    /// handed over exactly once, in order; by default all of them after the whole batch.
+    fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
+        for (i, out) in self.apply(batch).into_iter().enumerate() {
+            answer(i, out);
+        }
+    }
+    /// The commit ts of the last applied transaction.
+    fn last_commit_ts(&self) -> u64;
+}
