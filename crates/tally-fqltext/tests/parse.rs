@@ -94,6 +94,7 @@ fn golden_translations() {
             json!({"object": {"quoted key": true, "single": false, "$d": null}}),
         ),
         ("Do(Add(1, 2), 3,)", json!({"do": [{"add": [1, 2]}, 3]})),
+        ("Do(1)", json!({"do": [1]})),
         (
             "Paginate(Match(Index('i')), {size: 2, after: [1], events: true})",
             json!({"paginate": {"match": {"index": "i"}, "terms": []}, "size": 2, "after": [1], "events": true}),
@@ -131,7 +132,11 @@ fn strings_and_comments() {
 #[test]
 fn error_positions() {
     let cases: &[(&str, usize, usize, &str)] = &[
-        ("Foo(1)", 1, 1, "unknown function Foo"),
+        ("Foo(1)", 1, 1, "unknown function Foo of FQL v4"),
+        ("Colections()", 1, 1, "unknown function Colections; did you mean Collections?"),
+        ("Paginat(1)", 1, 1, "did you mean Paginate?"),
+        ("Ad(1)", 1, 1, "unknown function Ad; did you mean Add?"),
+        ("Xyzzy(1)", 1, 1, "unknown function Xyzzy of FQL v4"),
         ("Add(1,\n  paginate(x))", 2, 3, "did you mean Paginate?"),
         ("Get()", 1, 1, "Get takes 1 to 2 arguments, not 0"),
         ("q.Time(1, 2)", 1, 1, "Time takes 1 argument, not 2"),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod cluster_cmd;
+mod shell;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
@@ -69,6 +70,11 @@ enum Cmd {
     Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
+    /// Query a server in FQL as the JavaScript driver writes it: a REPL, or --eval / --file.
+    Shell(shell::ShellArgs),
+    /// Print the wire JSON of FQL text (what `tally shell` sends).
+    #[command(hide = true)]
+    FqlToJson(shell::FqlToJsonArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,5 +130,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => tally_bench::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
+        Cmd::Shell(args) => shell::shell(args),
+        Cmd::FqlToJson(args) => shell::fql_to_json(args),
     }
 }
