@@ -103,6 +103,14 @@ describe('tally shell', { timeout: 180_000 }, () => {
     assert.match(r.stderr, /line 2/)
     const exists = await server.adminClient().query(q.Exists(q.Collection('never')))
     assert.equal(exists, false, 'the expression after the error must not run')
+    // A failing function call shows the error inside it.
+    const call = shell(['--eval', 'Do(CreateFunction({name: "bad", body: Query(x => Abort("inner"))}), Call(Function("bad"), 1))'])
+    assert.equal(call.status, 1)
+    assert.match(call.stderr, /\[call error\][\s\S]*caused by: \[transaction aborted\] inner/)
+    // Validation failures list the fields.
+    const invalid = shell(['--eval', 'CreateCollection({name: 1})'])
+    assert.equal(invalid.status, 1)
+    assert.match(invalid.stderr, /\[validation failed\][\s\S]*field \["name"\]/)
   })
 
   it('a syntax error is reported with line, column and a caret; nothing is sent', () => {
@@ -138,7 +146,8 @@ describe('tally shell', { timeout: 180_000 }, () => {
     assert.match(none.stderr, /no secret/)
   })
 
-  it('REPL: prompt for the secret, multi-line input, .help, history without secrets', async () => {
+  const hasScript = spawnSync('script', ['--version']).status === 0
+  it('REPL: prompt for the secret, multi-line input, .help, history without secrets', { skip: hasScript ? false : 'needs util-linux script(1) for a pseudo-terminal' }, async () => {
     const history = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tally-hist-')), 'history')
     const cmd = [bin(), 'shell', '--endpoint', `http://127.0.0.1:${server.port}`].map(a => `'${a}'`).join(' ')
     // `script` runs the shell on a pseudo-terminal, as a person would.

@@ -216,3 +216,21 @@ fn scripts_and_continuation() {
     assert!(!needs_more_input("Add(1, 2))"));
     assert!(!needs_more_input("Foo("[..3].as_ref()));
 }
+
+/// The deepest text accepted, and the deepest answer printed, fit in a small thread stack
+/// (the server may run the parser on its async threads).
+#[test]
+fn deepest_input_fits_a_small_stack() {
+    let run = std::thread::Builder::new().stack_size(512 << 10).spawn(|| {
+        let n = NESTING_MAX - 3;
+        let src = format!("{}x => Add(x, 1){}", "Map([1], ".repeat(n), ")".repeat(n));
+        let wire = parse(&src).unwrap_or_else(|e| panic!("{e}"));
+        let printed = tally_fqltext::format(&serde_json::json!({ "@query": wire }));
+        assert!(printed.starts_with("Query(\n  Map(\n    [1],\n    Map("), "{printed}");
+        assert!(parse(&format!("{}x => Add(x, 1){}", "Map([1], ".repeat(n + 3), ")".repeat(n + 3))).is_err());
+        let objects = format!("{}1{}", "{a: [".repeat(NESTING_MAX / 2 - 1), "]}".repeat(NESTING_MAX / 2 - 1));
+        let wire = parse(&objects).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!tally_fqltext::format(&serde_json::json!({ "@query": wire })).is_empty());
+    });
+    run.unwrap().join().unwrap();
+}

@@ -206,30 +206,41 @@ pub(crate) fn describe_parse_error(src: &str, e: &tally_fqltext::ParseError) -> 
     format!("Syntax error: {e}\n  {shown}\n  {caret}^")
 }
 
-/// A refused query's errors: code, description, the position in the query, and any
-/// validation failures.
+/// A refused query's errors: code, description, the position in the query, validation
+/// failures, and (for a failing `Call`) the errors inside the function, indented.
 fn describe_errors(status: u16, errors: &Json, at: &str) -> String {
     let Some(list) = errors.as_array().filter(|l| !l.is_empty()) else {
         return format!("Error{at}: HTTP {status}");
     };
-    let mut out = Vec::new();
-    for e in list {
-        let code = e["code"].as_str().unwrap_or("error");
-        let desc = e["description"].as_str().unwrap_or_default();
-        let mut s = format!("Error{at}: [{code}] {desc}");
-        if let Some(pos) = e["position"].as_array().filter(|p| !p.is_empty()) {
-            let path: Vec<String> = pos.iter().map(|p| p.to_string()).collect();
-            s.push_str(&format!("\n  at position [{}]", path.join(", ")));
-        }
-        for f in e["failures"].as_array().into_iter().flatten() {
-            let field: Vec<String> = f["field"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
-            let (fc, fd) = (f["code"].as_str().unwrap_or_default(), f["description"].as_str().unwrap_or_default());
-            s.push_str(&format!("\n  field [{}]: [{fc}] {fd}", field.join(", ")));
-        }
-        if status == 401 {
-            s.push_str("\n  (check the secret: TALLY_SECRET, --secret, and --database)");
-        }
-        out.push(s);
+    let mut out: Vec<String> = list.iter().map(|e| describe_error(e, &format!("Error{at}: "), 0)).collect();
+    if status == 401 {
+        out.push("  (check the secret: TALLY_SECRET, --secret, and --database)".into());
     }
     out.join("\n")
+}
+
+/// Levels of `cause` shown (a UDF calling a UDF…).
+const CAUSE_DEPTH_MAX: usize = 8;
+
+fn describe_error(e: &Json, head: &str, depth: usize) -> String {
+    let pad = "  ".repeat(depth);
+    let code = e["code"].as_str().unwrap_or("error");
+    let desc = e["description"].as_str().unwrap_or_default();
+    let mut s = format!("{pad}{head}[{code}] {desc}");
+    if let Some(pos) = e["position"].as_array().filter(|p| !p.is_empty()) {
+        let path: Vec<String> = pos.iter().map(|p| p.to_string()).collect();
+        s.push_str(&format!("\n{pad}  at position [{}]", path.join(", ")));
+    }
+    for f in e["failures"].as_array().into_iter().flatten() {
+        let field: Vec<String> = f["field"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+        let (fc, fd) = (f["code"].as_str().unwrap_or_default(), f["description"].as_str().unwrap_or_default());
+        s.push_str(&format!("\n{pad}  field [{}]: [{fc}] {fd}", field.join(", ")));
+    }
+    if depth < CAUSE_DEPTH_MAX {
+        for c in e["cause"].as_array().into_iter().flatten() {
+            s.push('\n');
+            s.push_str(&describe_error(c, "caused by: ", depth + 1));
+        }
+    }
+    s
 }
