@@ -211,6 +211,9 @@ fn scripts_and_continuation() {
     assert!(needs_more_input("Paginate(Collections(),"));
     assert!(needs_more_input("Let({a: 1},\n"));
     assert!(needs_more_input("'abc"));
+    assert!(needs_more_input("`multi\nline"));
+    assert!(!needs_more_input("'abc\n'"), "a quoted string never continues on the next line");
+    assert!(parse("'abc\ndef'").unwrap_err().message.contains("ends at the end of its line"));
     assert!(needs_more_input("Add(1, /* "));
     assert!(!needs_more_input("Add(1, 2)"));
     assert!(!needs_more_input("Add(1, 2))"));

@@ -79,7 +79,8 @@ pub(crate) fn run(session: &mut Session, a: &ShellArgs) -> anyhow::Result<()> {
             continue;
         }
         remember(&mut ed, &mut disk, trimmed, path.as_ref());
-        if let Some(cmd) = trimmed.strip_prefix('.') {
+        // `.help` is a command; `.5` is a number.
+        if let Some(cmd) = trimmed.strip_prefix('.').filter(|c| c.starts_with(|ch: char| ch.is_ascii_alphabetic())) {
             if !command(session, cmd) {
                 break;
             }
