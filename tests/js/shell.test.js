@@ -146,6 +146,28 @@ describe('tally shell', { timeout: 180_000 }, () => {
     assert.match(none.stderr, /no secret/)
   })
 
+  it('Ctrl-C drops a query that does not answer; the script exits 1', async () => {
+    // A listener that accepts and never answers stands in for a long query.
+    const net = require('node:net')
+    const silent = net.createServer(() => {})
+    await new Promise(r => silent.listen(0, '127.0.0.1', r))
+    const child = spawn(bin(), ['shell', '--endpoint', `http://127.0.0.1:${silent.address().port}`, '--eval', 'Now()'], {
+      env: { PATH: process.env.PATH, HOME: os.tmpdir(), TALLY_SECRET: 'x' },
+    })
+    let err = ''
+    child.stderr.on('data', d => (err += d.toString()))
+    const exited = new Promise(r => child.on('exit', code => r(code)))
+    // Wait until the query is on the wire, then interrupt.
+    const connected = new Promise(r => silent.once('connection', r))
+    await connected
+    await sleep(200)
+    child.kill('SIGINT')
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'hung')])
+    silent.close()
+    assert.equal(code, 1, err)
+    assert.match(err, /interrupted/)
+  })
+
   const hasScript = spawnSync('script', ['--version']).status === 0
   it('REPL: prompt for the secret, multi-line input, .help, history without secrets', { skip: hasScript ? false : 'needs util-linux script(1) for a pseudo-terminal' }, async () => {
     const history = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tally-hist-')), 'history')

@@ -171,7 +171,18 @@ impl Session {
     }
 
     fn run(&mut self, expr: &Json, line: Option<usize>) -> bool {
-        let answer = self.rt.block_on(self.client.query(expr));
+        // Ctrl-C while a query runs drops it (the REPL lives on; a script stops there).
+        let client = &mut self.client;
+        let raced = self.rt.block_on(async {
+            tokio::select! {
+                r = client.query(expr) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let answer = raced.unwrap_or_else(|| {
+            self.client.disconnect();
+            Err(anyhow::anyhow!("interrupted; the server may still run the query"))
+        });
         let at = line.map(|l| format!(" (the expression on line {l})")).unwrap_or_default();
         match answer {
             Ok(Answer::Ok(v)) => {

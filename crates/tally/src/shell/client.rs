@@ -85,6 +85,11 @@ impl Client {
         Ok(())
     }
 
+    /// Drops the connection (after an interrupted query its answer would come next).
+    pub fn disconnect(&mut self) {
+        self.sender = None;
+    }
+
     /// Sends one query; reconnects once if the server had closed the idle connection.
     pub async fn query(&mut self, expr: &Json) -> anyhow::Result<Answer> {
         let body = Bytes::from(serde_json::to_vec(expr)?);
