@@ -11,6 +11,7 @@ mod cluster_cmd;
 mod config;
 mod demo;
 mod fauna;
+mod shell;
 mod transfer;
 mod verify;
 
@@ -113,6 +114,11 @@ enum Cmd {
     Backup(backup_cmd::BackupArgs),
     /// Make a data directory from a backup file.
     Restore(backup_cmd::RestoreArgs),
+    /// Query a server in FQL as the JavaScript driver writes it: a REPL, or --eval / --file.
+    Shell(shell::ShellArgs),
+    /// Print the wire JSON of FQL text (what `tally shell` sends).
+    #[command(hide = true)]
+    FqlToJson(shell::FqlToJsonArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -190,5 +196,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
         Cmd::Verify(args) => verify::main(args),
+        Cmd::Shell(args) => shell::shell(args),
+        Cmd::FqlToJson(args) => shell::fql_to_json(args),
     }
 }
