@@ -180,6 +180,7 @@ function start() {
 
 document.getElementById('signout').addEventListener('click', () => {
   session.clear()
+  sessionStorage.removeItem('tally.console.lastQuery')
   location.hash = ''
   signInView()
 })

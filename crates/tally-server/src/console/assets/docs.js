@@ -89,7 +89,7 @@ export async function documentView(path, coll, id) {
   const status = h('div', { role: 'status' })
   const [current, history] = await Promise.all([run(path, { if: { exists: ref }, then: { get: ref }, else: null }), historyOf(path, ref)])
   const [refText, currentText] = await format([{ '@ref': { id, collection: { '@ref': { id: coll, collection: { '@ref': { id: 'collections' } } } } } }, current ?? null])
-  const version = h('div', { role: 'region', 'aria-label': 'Version' })
+  const version = h('div', { role: 'region', 'aria-label': 'Old version' })
 
   // Diff every version against the one before it; print all values in one request.
   const values = []
@@ -142,7 +142,7 @@ export async function documentView(path, coll, id) {
     h('p', {}, h('a', { href: dbHref(path, 'collection', coll) }, `← Collection ${coll}`)),
     status,
     card('Current version', current ? h('pre', { class: 'answer' }, currentText) : h('p', { class: 'muted' }, 'This document does not exist now (deleted, or never created).'), form),
-    card(`History (${history.length} versions)`, history.length ? table('Every version, newest first', ['Time', 'Action', 'What changed', 'Version'], rows) : h('p', { class: 'muted' }, 'No history.'), version),
+    card(`History (${history.length} ${history.length === 1 ? 'version' : 'versions'})`, history.length ? table('Every version, newest first', ['Time', 'Action', 'What changed', 'Version'], rows) : h('p', { class: 'muted' }, 'No history.'), version),
   ]
 }
 
