@@ -71,6 +71,25 @@ export async function collectionView(path, coll) {
 
 // ----- one document -----
 
+const plain = v => v && typeof v === 'object' && !Array.isArray(v) && !Object.keys(v).some(k => k.startsWith('@'))
+
+/** An update event carries only what the update set (null removes a field), merged into
+ * objects the way Update merges; a create or replace carries the whole data. */
+function applyEvent(prev, ev) {
+  if (ev.action === 'delete') return null
+  if (ev.action !== 'update' || !prev) return ev.data || {}
+  const merge = (a, patch) => {
+    const out = { ...a }
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === null) delete out[k]
+      else if (plain(v) && plain(out[k])) out[k] = merge(out[k], v)
+      else out[k] = v
+    }
+    return out
+  }
+  return merge(prev, ev.data || {})
+}
+
 /** The changes from one version's data to the next: [{field, kind, before, after}]. */
 function changes(prevData, data, action) {
   const a = prevData || {}
@@ -96,8 +115,9 @@ export async function documentView(path, coll, id) {
   const slot = v => (values.push(v === undefined ? null : v), values.length - 1)
   let prevData = null
   const planned = history.map(ev => {
-    const cs = changes(prevData, ev.data, ev.action).map(c => ({ ...c, b: c.kind !== 'added' ? slot(c.before) : -1, a: c.kind !== 'removed' ? slot(c.after) : -1 }))
-    prevData = ev.action === 'delete' ? null : ev.data
+    const data = applyEvent(prevData, ev)
+    const cs = changes(prevData, data, ev.action).map(c => ({ ...c, b: c.kind !== 'added' ? slot(c.before) : -1, a: c.kind !== 'removed' ? slot(c.after) : -1 }))
+    prevData = data
     return { ev, cs }
   })
   const texts = await format(values)
