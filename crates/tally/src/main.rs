@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster_cmd;
 mod demo;
+mod shell;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
@@ -72,6 +73,11 @@ enum Cmd {
     Bench(tally_bench::BenchArgs),
     /// Provision a sample app on a running server and print its page's address.
     Demo(demo::DemoArgs),
+    /// Query a server in FQL as the JavaScript driver writes it: a REPL, or --eval / --file.
+    Shell(shell::ShellArgs),
+    /// Print the wire JSON of FQL text (what `tally shell` sends).
+    #[command(hide = true)]
+    FqlToJson(shell::FqlToJsonArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,5 +134,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::main(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
+        Cmd::Shell(args) => shell::shell(args),
+        Cmd::FqlToJson(args) => shell::fql_to_json(args),
     }
 }
