@@ -277,6 +277,8 @@ async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     s["head"] = json!({"height": head.map(|h| h.height).unwrap_or(0),
                        "hash": hex::encode(head.map(|h| h.hash()).unwrap_or([0; 32]))});
     s["isolated"] = json!(c.faults.isolated());
+    // This member's tree-head signing key (docs/ledger.md): pin it to check its signatures.
+    s["member_key"] = json!(hex::encode(st.member_key.public_key()));
     axum::Json(s).into_response()
 }
 
