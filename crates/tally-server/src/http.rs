@@ -733,7 +733,12 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
     };
     match done {
         Ok((out, body)) => {
-            let code = (out.status >= 400).then(|| out.body["errors"][0]["code"].as_str().map(str::to_string));
+            // An error answer is small: read its code back for the metrics.
+            let code = (out.status >= 400).then(|| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
+            });
             let mut r = respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written);
             if let Some(code) = code {
                 r.extensions_mut().insert(crate::metrics::ErrorCode(code.unwrap_or_else(|| "unknown".into())));
