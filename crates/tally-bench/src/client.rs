@@ -160,7 +160,7 @@ impl Conn {
         self.reconnect().await?;
         let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
         let req = Request::get(path)
-            .header("host", self.addr.to_string())
+            .header("host", self.ep.addr.to_string())
             .header("authorization", &self.auth)
             .body(Full::new(Bytes::new()))?;
         let resp = sender.send_request(req).await?;

@@ -33,7 +33,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reply = rt.block_on(async {
         let addr = tally_bench::client::parse_endpoint(&args.endpoint)?;
-        let mut conn = tally_bench::client::Conn::connect(addr, &args.root_key).await?;
+        let mut conn =
+            tally_bench::client::Conn::connect(tally_bench::client::Endpoint::plain(addr), &args.root_key).await?;
         conn.get("/admin/backup").await
     })?;
     if reply.status != 200 {

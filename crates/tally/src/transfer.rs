@@ -102,7 +102,8 @@ impl Conns {
     /// Like `run`, but an FQL error is returned as `(code, description)`.
     pub async fn try_run(&mut self, path: &str, q: &Value) -> anyhow::Result<Result<Value, (String, String)>> {
         if !self.by_path.contains_key(path) {
-            let c = Conn::connect(self.addr, &scoped(&self.root_key, path)).await?;
+            let c =
+                Conn::connect(tally_bench::client::Endpoint::plain(self.addr), &scoped(&self.root_key, path)).await?;
             self.by_path.insert(path.to_string(), c);
         }
         let conn = self.by_path.get_mut(path).context("connection")?;
