@@ -65,7 +65,7 @@ async function expectRefusal(dataDir, rootKey) {
   return s.output
 }
 
-describe('disk faults', { timeout: 300_000 }, () => {
+describe('disk faults', { timeout: 600_000 }, () => {
   it('a torn input-log tail after kill -9: every acknowledged write is there', async () => {
     const s = await nodeWithDocs(20)
     const before = await head(s)
