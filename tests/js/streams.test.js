@@ -223,11 +223,15 @@ describe('streams', { timeout: 120_000 }, () => {
   it('refuses what it cannot stream, and unknown fields, with a clear error', async () => {
     const bad = async (expr, opts) => {
       const events = await collect(admin.stream(expr, opts), evs => evs.some(e => e.type === 'error'), 10_000)
-      return events.find(e => e.type === 'error').data
+      const err = events.find(e => e.type === 'error').data
+      return err.requestResult.responseContent.errors[0]
     }
     const e1 = await bad(q.Add(1, 2))
-    assert.match(String(e1.message || e1.description), /document ref|Documents/)
+    assert.equal(e1.code, 'invalid argument')
+    assert.match(e1.description, /document ref, Documents\(collection\) or Match/)
     const e2 = await bad(q.Documents(q.Collection('things')), { fields: ['action', 'bogus'] })
-    assert.match(String(e2.message || e2.description), /Unknown stream field `bogus`/)
+    assert.match(e2.description, /Unknown stream field `bogus`/)
+    const e3 = await bad(q.Documents(q.Collection('nope')))
+    assert.equal(e3.code, 'invalid ref')
   })
 })
