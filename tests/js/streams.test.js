@@ -235,3 +235,57 @@ describe('streams', { timeout: 120_000 }, () => {
     assert.equal(e3.code, 'invalid ref')
   })
 })
+
+describe('stream limits', { timeout: 60_000 }, () => {
+  let small
+  before(async () => {
+    process.env.TALLY_STREAMS_MAX = '3'
+    small = new TallyServer()
+    try {
+      await small.start()
+    } finally {
+      delete process.env.TALLY_STREAMS_MAX
+    }
+    await small.adminClient().query(q.CreateCollection({ name: 'c' }))
+  })
+  after(() => small && small.stop())
+
+  it('a stream over the node limit gets a `too many streams` error, and room comes back on close', async () => {
+    const c = small.adminClient()
+    const set = q.Documents(q.Collection('c'))
+    const subs = []
+    const first = []
+    const seen = collect((subs[0] = c.stream(set)), evs => {
+      first.splice(0, first.length, ...evs)
+      return evs.some(x => x.type === 'set')
+    })
+    await waitStarted(first)
+    for (let i = 1; i < 3; i++) {
+      const sub = c.stream(set)
+      await collect(sub, evs => started(evs))
+      subs.push(sub)
+    }
+    const over = c.stream(set)
+    const evs = await collect(over, e => e.some(x => x.type === 'error'), 10_000)
+    const err = evs.find(e => e.type === 'error').data.requestResult
+    assert.equal(err.statusCode, 429)
+    assert.equal(err.responseContent.errors[0].code, 'too many streams')
+    assert.match(err.responseContent.errors[0].description, /at most 3 streams/)
+    // The open streams still work.
+    await c.query(q.Create(q.Collection('c'), { data: {} }))
+    await seen
+    subs[1].close()
+    let again
+    for (let i = 0; i < 100; i++) {
+      const sub = c.stream(set)
+      const e = await collect(sub, x => started(x) || x.some(y => y.type === 'error'))
+      if (started(e)) {
+        again = sub
+        break
+      }
+      await new Promise(r => setTimeout(r, 20)) // the closed stream's slot is freed asynchronously
+    }
+    assert.ok(again, 'a slot came back after a close')
+    for (const s of [subs[0], subs[2], again]) s.close()
+  })
+})

@@ -34,8 +34,16 @@ use events::{Fields, Watch};
 pub const HUB_BATCHES: usize = 4096;
 /// Events a stream holds for a client that does not read them, before it is closed.
 pub const EVENTS_BUFFERED: usize = 256;
-/// Open streams per node; one more is refused with `too many streams` (HTTP 429).
-pub const STREAMS_MAX: usize = 10_000;
+/// Open streams per node by default; one more is refused with `too many streams`
+/// (HTTP 429). `TALLY_STREAMS_MAX` sets another bound (read once, at the first stream).
+pub const STREAMS_MAX_DEFAULT: usize = 10_000;
+
+fn streams_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("TALLY_STREAMS_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(STREAMS_MAX_DEFAULT)
+    })
+}
 
 /// Where the executor publishes; one per process (a process runs one node).
 pub struct Hub {
@@ -63,7 +71,7 @@ pub fn hub() -> &'static Arc<Hub> {
     HUB.get_or_init(|| Arc::new(Hub { tx: broadcast::channel(HUB_BATCHES).0, open: AtomicUsize::new(0) }))
 }
 
-/// Counts an open stream for [`STREAMS_MAX`] while alive.
+/// Counts an open stream against the node's bound while alive.
 struct Slot;
 
 impl Slot {
@@ -71,7 +79,7 @@ impl Slot {
         let open = &hub().open;
         let mut n = open.load(Ordering::Relaxed);
         loop {
-            if n >= STREAMS_MAX {
+            if n >= streams_max() {
                 return None;
             }
             match open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
@@ -126,7 +134,7 @@ pub async fn stream(
     let Some(slot) = Slot::take() else {
         let e = FqlError::new(
             "too many streams",
-            format!("This node serves at most {STREAMS_MAX} streams at once; close some, or use another member."),
+            format!("This node serves at most {} streams at once; close some, or use another member.", streams_max()),
         );
         let mut r = error_response(&e, 0);
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
