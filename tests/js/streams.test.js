@@ -240,7 +240,9 @@ describe('stream limits', { timeout: 60_000 }, () => {
   let small
   before(async () => {
     process.env.TALLY_STREAMS_MAX = '3'
-    small = new TallyServer()
+    // A short answer-send deadline: streams must outlive it (they are not answers a
+    // client fails to read; they bound their own backlog).
+    small = new TallyServer({ extraArgs: ['--answer-send-timeout-ms', '300'] })
     try {
       await small.start()
     } finally {
@@ -287,5 +289,45 @@ describe('stream limits', { timeout: 60_000 }, () => {
     }
     assert.ok(again, 'a slot came back after a close')
     for (const s of [subs[0], subs[2], again]) s.close()
+  })
+
+  it('a quiet stream outlives the answer-send deadline and still gets events', async () => {
+    const c = small.adminClient()
+    const events = []
+    const got = collect(c.stream(q.Documents(q.Collection('c'))), evs => {
+      events.splice(0, events.length, ...evs)
+      return evs.some(e => e.type === 'set' || e.type === 'error')
+    })
+    await waitStarted(events)
+    await new Promise(r => setTimeout(r, 1500)) // five times the deadline, nothing sent
+    await c.query(q.Create(q.Collection('c'), { data: {} }))
+    const all = await got
+    assert.ok(all.some(e => e.type === 'set'), JSON.stringify(all))
+  })
+})
+
+describe('streams per connection', { timeout: 60_000 }, () => {
+  let srv
+  before(async () => {
+    srv = new TallyServer()
+    await srv.start()
+    await srv.adminClient().query(q.CreateCollection({ name: 'c' }))
+  })
+  after(() => srv && srv.stop())
+
+  it('the 101st stream on one connection gets `too many streams`; queries still pass', async () => {
+    const c = srv.adminClient()
+    const subs = []
+    for (let i = 0; i < 100; i++) {
+      const sub = c.stream(q.Documents(q.Collection('c')))
+      subs.push(sub)
+    }
+    await Promise.all(subs.map(s => collect(s, started)))
+    const evs = await collect(c.stream(q.Documents(q.Collection('c'))), e => e.some(x => x.type === 'error'), 10_000)
+    const res = evs.find(e => e.type === 'error').data.requestResult
+    assert.equal(res.statusCode, 429)
+    assert.match(res.responseContent.errors[0].description, /at most 100 streams/)
+    assert.equal(await c.query(q.Add(1, 2)), 3)
+    for (const s of subs) s.close()
   })
 })

@@ -34,6 +34,10 @@ use events::{Fields, Watch};
 pub const HUB_BATCHES: usize = 4096;
 /// Events a stream holds for a client that does not read them, before it is closed.
 pub const EVENTS_BUFFERED: usize = 256;
+/// Streams per client connection; one more is refused with `too many streams` (HTTP
+/// 429), well below the HTTP/2 stream limit so the connection still carries queries and
+/// a client learns of the bound instead of waiting for a free HTTP/2 stream.
+pub const STREAMS_PER_CONNECTION: usize = 100;
 /// Open streams per node by default; one more is refused with `too many streams`
 /// (HTTP 429). `TALLY_STREAMS_MAX` sets another bound (read once, at the first stream).
 pub const STREAMS_MAX_DEFAULT: usize = 10_000;
@@ -48,7 +52,7 @@ fn streams_max() -> usize {
 /// Where the executor publishes; one per process (a process runs one node).
 pub struct Hub {
     tx: broadcast::Sender<Arc<Vec<CommittedTxn>>>,
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
 }
 
 impl Publish for Hub {
@@ -68,32 +72,59 @@ impl Publish for Hub {
 
 pub fn hub() -> &'static Arc<Hub> {
     static HUB: OnceLock<Arc<Hub>> = OnceLock::new();
-    HUB.get_or_init(|| Arc::new(Hub { tx: broadcast::channel(HUB_BATCHES).0, open: AtomicUsize::new(0) }))
+    HUB.get_or_init(|| Arc::new(Hub { tx: broadcast::channel(HUB_BATCHES).0, open: Arc::new(AtomicUsize::new(0)) }))
 }
 
-/// Counts an open stream against the node's bound while alive.
-struct Slot;
+/// Counts an open stream against a bound while alive.
+struct Count(Arc<AtomicUsize>);
 
-impl Slot {
-    fn take() -> Option<Slot> {
-        let open = &hub().open;
-        let mut n = open.load(Ordering::Relaxed);
-        loop {
-            if n >= streams_max() {
-                return None;
-            }
-            match open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(Slot),
-                Err(now) => n = now,
-            }
+fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Count> {
+    let mut n = counter.load(Ordering::Relaxed);
+    loop {
+        if n >= max {
+            return None;
+        }
+        match counter.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some(Count(counter.clone())),
+            Err(now) => n = now,
         }
     }
 }
 
-impl Drop for Slot {
+impl Drop for Count {
     fn drop(&mut self) {
-        hub().open.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A stream's places in the node's and its connection's bounds.
+struct Slot {
+    _node: Count,
+    _conn: Option<Count>,
+}
+
+fn too_many(desc: String) -> Response {
+    let mut r = error_response(&FqlError::new("too many streams", desc), 0);
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    r
+}
+
+fn take_slot(conn: Option<&crate::conn::ConnStreams>) -> Result<Slot, Response> {
+    let conn = match conn {
+        Some(c) => Some(take(&c.0, STREAMS_PER_CONNECTION).ok_or_else(|| {
+            too_many(format!(
+                "A connection carries at most {STREAMS_PER_CONNECTION} streams; open another connection (another client)."
+            ))
+        })?),
+        None => None,
+    };
+    let node = take(&hub().open, streams_max()).ok_or_else(|| {
+        too_many(format!(
+            "This node serves at most {} streams at once; close some, or use another member.",
+            streams_max()
+        ))
+    })?;
+    Ok(Slot { _node: node, _conn: conn })
 }
 
 #[derive(serde::Deserialize)]
@@ -107,6 +138,7 @@ pub async fn stream(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     axum::extract::Query(p): axum::extract::Query<StreamParams>,
+    conn: Option<axum::Extension<crate::conn::ConnStreams>>,
     body: Body,
 ) -> Response {
     let fields = match Fields::parse(p.fields.as_deref()) {
@@ -131,14 +163,9 @@ pub async fn stream(
         Err(e) => return error_response(&e, 0),
     };
     drop(held);
-    let Some(slot) = Slot::take() else {
-        let e = FqlError::new(
-            "too many streams",
-            format!("This node serves at most {} streams at once; close some, or use another member.", streams_max()),
-        );
-        let mut r = error_response(&e, 0);
-        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return r;
+    let slot = match take_slot(conn.as_ref().map(|c| &c.0)) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     // Subscribe first, then fix the start: every commit after the start is received.
     let rx = hub().tx.subscribe();
@@ -154,6 +181,7 @@ pub async fn stream(
     let (tx, body_rx) = mpsc::channel::<Bytes>(EVENTS_BUFFERED);
     tokio::spawn(run(st, secret, watch, rx, tx, slot));
     let mut r = Body::new(LineBody { rx: body_rx }).into_response();
+    r.extensions_mut().insert(crate::conn::LongLived);
     r.headers_mut().insert("content-type", "application/json;charset=utf-8".parse().expect("static header"));
     r.headers_mut().insert("x-txn-time", start.to_string().parse().expect("digits"));
     r
