@@ -117,38 +117,36 @@ function unpackFixture() {
   return { dir, dataDir: path.join(dir, 'data') }
 }
 
-test('a data directory from an earlier build, with a poisoned log, opens', async t => {
-  // Made by the build before this fix (d063b95): a collection, an index, two documents
-  // (heights 1-4), a graceful stop (which checkpoints them durably), a restart, then a
-  // Create whose indexed field is 40,000 bytes long, which stopped that build at height 5,
-  // and again on every start. It has no format marker.
+test('a data directory from an earlier build (format 1) is refused with what to do, and left as it was', async t => {
+  // Made by the build before the executor's limits (d063b95): a collection, an index, two
+  // documents (heights 1-4), a graceful stop, a restart, then a Create whose indexed field
+  // is 40,000 bytes long, which stopped that build at height 5 and again on every start.
+  // It has no format marker: format 1. Its blocks predate the transparency log (block
+  // headers v1), which this build's headers commit to, so it is refused before anything
+  // is opened, with the way to move the data.
   const { dir, dataDir } = unpackFixture()
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   assert.ok(!fs.existsSync(path.join(dataDir, 'FORMAT')))
-  const s = new TallyServer({ dataDir, rootKey: 'fixture-root-key' })
-  await s.start()
-  t.after(() => s.stop())
-  // Heights 1-4 are the earlier build's blocks, unchanged (height 4's hash is the one that
-  // build reported): they were checkpointed, so only height 5 is replayed, and it holds
-  // the poisoned input as a failed transaction: one input, no effects (the effects root
-  // of an empty tree is SHA-256 of nothing).
-  const res = await rawRequest(s.port, { method: 'GET', path: '/ledger/head',
-    headers: { authorization: `Bearer ${s.rootKey}` } })
-  assert.equal(res.status, 200, res.body)
-  const head = JSON.parse(res.body)
-  assert.equal(head.height, 5)
-  assert.equal(head.header.prev_hash, '157e6538e26a408bc404ad7607a3cefeae8d1d74f6a261747749c61e3ecc1f37')
-  assert.equal(head.header.txn_count, 1)
-  assert.equal(head.header.effects_root, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
-  const c = s.adminClient()
-  const owners = await c.query(q.Map(q.Paginate(q.Documents(q.Collection('accounts'))),
-    q.Lambda('r', q.Select(['data', 'owner'], q.Get(q.Var('r'))))))
-  assert.deepEqual(owners.data.sort(), ['alice', 'bob'])
-  assert.equal(await c.query(q.Count(q.Match(q.Index('accounts_by_owner'), 'alice'))), 1)
-  assert.equal(fs.readFileSync(path.join(dataDir, 'FORMAT'), 'utf8'), 'tally data directory format 1\n')
-  await c.query(q.Create(q.Collection('accounts'), { data: { owner: 'carol' } }))
-  assert.equal(await c.query(q.Count(q.Documents(q.Collection('accounts')))), 3)
+  const before = fs.readdirSync(dataDir).sort()
+  const out = await runServe(dataDir)
+  assert.notEqual(out.code, 0, out.text)
+  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 2.*tally export/s)
+  assert.deepEqual(fs.readdirSync(dataDir).sort(), before, 'nothing was written into it')
 })
+
+/** Run `tally serve` on `dataDir` until it exits (or 20 s): its exit code and output. */
+function runServe(dataDir) {
+  const bin = new TallyServer().bin
+  return new Promise(resolve => {
+    const p = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--root-key', 'fixture-root-key'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_BACKTRACE: '0' } })
+    let text = ''
+    p.stdout.on('data', d => { text += d })
+    p.stderr.on('data', d => { text += d })
+    const timer = setTimeout(() => p.kill('SIGKILL'), 20_000)
+    p.on('exit', code => { clearTimeout(timer); resolve({ code, text }) })
+  })
+}
 
 test('a data directory of an unknown format is refused with a clear message', async t => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-format-'))
@@ -165,6 +163,6 @@ test('a data directory of an unknown format is refused with a clear message', as
     p.on('exit', code => { clearTimeout(timer); resolve({ code, text }) })
   })
   assert.notEqual(out.code, 0, out.text)
-  assert.match(out.text, /has format 9, and this build of tally reads format 1/)
+  assert.match(out.text, /has format 9, and this build of tally reads format 2/)
   assert.deepEqual(fs.readdirSync(dataDir), ['FORMAT'], 'nothing else was created')
 })

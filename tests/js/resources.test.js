@@ -9,6 +9,7 @@ const assert = require('node:assert/strict')
 const http2 = require('node:http2')
 const net = require('node:net')
 const { startServer, q, ping, sleep, HOST, expectFaunaError } = require('./helpers/server')
+const { TallyCluster } = require('./helpers/cluster')
 
 const MIB = 1024 * 1024
 
@@ -303,5 +304,34 @@ describe('cheap listings', () => {
     // Reading the documents themselves is what costs.
     const got = await readOps(q.Map(q.Paginate(q.Documents(q.Collection('big')), { size: 2 }), q.Lambda('r', q.Get(q.Var('r')))))
     assert.ok(got.ops >= 512, `two bodies read: ${got.ops} read ops`)
+  })
+})
+
+describe('the peer port', () => {
+  let cluster
+  before(async () => {
+    cluster = await new TallyCluster({ replicas: 1 }).start()
+  })
+  after(async () => cluster && (await cluster.stop()))
+
+  it('refuses a request without the cluster token before reading its body, and closes a silent head', async () => {
+    const port = cluster.members[0].peerPort
+    // A 1 GiB body announced, none sent: refused from the head alone (before, the body
+    // was read first, up to 4 GiB, by anyone who could reach the port).
+    const s = await connect(port)
+    let answer = ''
+    s.on('data', d => (answer += d.toString('latin1')))
+    s.write(`POST /raft/append HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${1024 * MIB}\r\n\r\n`)
+    const silent = await connect(port)
+    silent.write('POST /raft/vote HTTP/1.1\r\n') // and nothing more
+    for (let i = 0; i < 200 && !answer.includes('\r\n\r\n'); i++) await sleep(50)
+    assert.match(answer, /^HTTP\/1\.1 401/, `answer: ${answer.slice(0, 200)}`)
+    assert.match(answer, /cluster token/)
+    s.destroy()
+    // The head that never ends is cut off (10 s header timeout).
+    assert.equal(await closedWithin(silent, 30_000), 'closed')
+    silent.destroy()
+    // The member still works.
+    assert.equal(await cluster.members[0].client().query(q.Add(1, 2)), 3)
   })
 })

@@ -1,8 +1,11 @@
 //! A minimal FQL v4 HTTP client: one keep-alive HTTP/1.1 connection per simulated
 //! client, `POST /` with the JSON AST and `Authorization: Bearer <secret>`, as the
-//! Python driver and browsers do. Only loopback addresses are accepted.
+//! Python driver and browsers do, over TLS when the server serves https. Only loopback
+//! addresses are accepted.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -13,9 +16,63 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-/// Parse `http://127.0.0.1:8443` (or `127.0.0.1:8443`) into a loopback address.
+/// Where the benchmark sends its queries: a loopback address, over TLS trusting a CA
+/// when `tls` is set. Copy, so every simulated client takes its own; the TLS settings are
+/// made once per run and live as long as the process.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls: Option<&'static Arc<rustls::ClientConfig>>,
+}
+
+impl Endpoint {
+    pub fn plain(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, tls: None }
+    }
+
+    /// https to `addr`, trusting the CA certificates (PEM) in `ca`; HTTP/1.1 by ALPN.
+    pub fn https(addr: SocketAddr, ca: &Path) -> anyhow::Result<Endpoint> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in
+            rustls::pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Endpoint { addr, tls: Some(Box::leak(Box::new(Arc::new(cfg)))) })
+    }
+
+    /// A new HTTP/1.1 connection (TLS handshake included).
+    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        let Some(tls) = self.tls else { return handshake(TokioIo::new(stream)).await };
+        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, stream).await.context("TLS handshake")?;
+        handshake(TokioIo::new(s)).await
+    }
+}
+
+async fn handshake<T>(io: T) -> anyhow::Result<SendRequest<Full<Bytes>>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Parse `http://127.0.0.1:8443` or `https://…` (or `127.0.0.1:8443`) into a loopback address.
 pub fn parse_endpoint(s: &str) -> anyhow::Result<SocketAddr> {
-    let hostport = s.trim_start_matches("http://").trim_end_matches('/');
+    let hostport = s.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
     let addr: SocketAddr = hostport
         .replace("localhost", "127.0.0.1")
         .parse()
@@ -54,27 +111,20 @@ impl Reply {
 }
 
 pub struct Conn {
-    addr: SocketAddr,
+    ep: Endpoint,
     auth: String,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr, secret: &str) -> anyhow::Result<Conn> {
-        let mut c = Conn { addr, auth: format!("Bearer {secret}"), sender: None };
+    pub async fn connect(ep: Endpoint, secret: &str) -> anyhow::Result<Conn> {
+        let mut c = Conn { ep, auth: format!("Bearer {secret}"), sender: None };
         c.reconnect().await?;
         Ok(c)
     }
 
     async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
-        stream.set_nodelay(true)?;
-        let io = TokioIo::new(stream);
-        let (sender, conn) = http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        self.sender = Some(sender);
+        self.sender = Some(self.ep.open().await?);
         Ok(())
     }
 
@@ -87,7 +137,7 @@ impl Conn {
             let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
             sender.ready().await.ok();
             let req = Request::post("/")
-                .header("host", self.addr.to_string())
+                .header("host", self.ep.addr.to_string())
                 .header("authorization", &self.auth)
                 .header("content-type", "application/json")
                 .header("x-faunadb-api-version", "4")
@@ -102,7 +152,21 @@ impl Conn {
                 Err(e) => return Err(e.into()),
             }
         }
-        bail!("the connection to {} keeps closing", self.addr)
+        bail!("the connection to {} keeps closing", self.ep.addr)
+    }
+
+    /// `GET path` with this connection's secret (a fresh connection: large answers).
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+        self.reconnect().await?;
+        let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
+        let req = Request::get(path)
+            .header("host", self.ep.addr.to_string())
+            .header("authorization", &self.auth)
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, body })
     }
 
     pub async fn query_json(&mut self, q: &Value) -> anyhow::Result<Reply> {
@@ -111,22 +175,17 @@ impl Conn {
 }
 
 /// `GET /ping` until the server answers or `tries` run out (100 ms apart).
-pub async fn wait_ready(addr: SocketAddr, tries: u32) -> anyhow::Result<()> {
+pub async fn wait_ready(ep: Endpoint, tries: u32) -> anyhow::Result<()> {
     for _ in 0..tries {
-        if let Ok(stream) = TcpStream::connect(addr).await {
-            if let Ok((mut sender, conn)) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let req = Request::get("/ping?scope=node").header("host", addr.to_string()).body(Full::default())?;
-                if let Ok(r) = sender.send_request(req).await {
-                    if r.status().is_success() {
-                        return Ok(());
-                    }
+        if let Ok(mut sender) = ep.open().await {
+            let req = Request::get("/ping?scope=node").header("host", ep.addr.to_string()).body(Full::default())?;
+            if let Ok(r) = sender.send_request(req).await {
+                if r.status().is_success() {
+                    return Ok(());
                 }
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    bail!("no server answered /ping on {addr}")
+    bail!("no server answered /ping on {}", ep.addr)
 }

@@ -89,6 +89,13 @@ pub struct BenchArgs {
     /// Drive this running server (http://127.0.0.1:PORT) instead of starting one.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// Serve and drive Tally over https (TLS 1.3, HTTP/1.1): started servers get a
+    /// certificate from a CA made for the run; an https --endpoint needs --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA (PEM) to trust for an https --endpoint.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Root key of the `--endpoint` server.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: Option<String>,
@@ -268,7 +275,11 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     };
     let mut server = None;
     let addr = match &args.endpoint {
-        Some(e) => client::parse_endpoint(e)?,
+        Some(e) if e.starts_with("https://") => {
+            let ca = args.tls_ca.as_deref().context("an https --endpoint needs --tls-ca (the CA to trust)")?;
+            client::Endpoint::https(client::parse_endpoint(e)?, ca)?
+        }
+        Some(e) => client::Endpoint::plain(client::parse_endpoint(e)?),
         None => {
             let bin = match &args.tally_bin {
                 Some(b) => b.clone(),
@@ -276,13 +287,14 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
             };
             let dir = base.join(format!("tally-{}-{vname}-{accounts}-b{}", args.workload.name(), args.batch));
             tally::fresh_dir(&dir)?;
-            let s = server::Server::start(&bin, &dir, &root_key, args.epoch_ms).await?;
+            let s = server::Server::start(&bin, &dir, &root_key, args.epoch_ms, args.tls).await?;
             let a = s.addr;
             server = Some(s);
             a
         }
     };
-    let label = format!("tally {} {accounts}", args.workload.name());
+    let https = if addr.tls.is_some() { " (https)" } else { "" };
+    let label = format!("tally {} {accounts}{https}", args.workload.name());
     let app = format!("bench_{}_{accounts}_{:08x}", args.workload.name(), rand::random::<u32>());
     let secret = tally::create_app(addr, &root_key, &app).await?;
     eprintln!(

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 pub struct Server {
     child: Child,
-    pub addr: SocketAddr,
+    pub addr: crate::client::Endpoint,
     pub data_dir: PathBuf,
 }
 
@@ -22,9 +22,17 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Server {
     /// Start `bin serve` on a fresh port with `data_dir`; its stderr goes to `<data_dir>.log`.
-    pub async fn start(bin: &Path, data_dir: &Path, root_key: &str, epoch_ms: Option<u64>) -> anyhow::Result<Server> {
+    /// With `tls`, it serves https with a certificate from a CA made beside `data_dir`.
+    pub async fn start(
+        bin: &Path,
+        data_dir: &Path,
+        root_key: &str,
+        epoch_ms: Option<u64>,
+        tls: bool,
+    ) -> anyhow::Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let certs = data_dir.with_extension("certs");
         let log_path = data_dir.with_extension("log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
@@ -42,9 +50,21 @@ impl Server {
         if let Some(ms) = epoch_ms {
             cmd.arg("--epoch-ms").arg(ms.to_string());
         }
+        let ep = if tls {
+            let made = Command::new(bin)
+                .args(["cluster", "init-certs", "--out"])
+                .arg(&certs)
+                .stdout(Stdio::null())
+                .status()?;
+            anyhow::ensure!(made.success(), "tally cluster init-certs failed");
+            cmd.arg("--tls-cert").arg(certs.join("server.pem")).arg("--tls-key").arg(certs.join("server.key"));
+            crate::client::Endpoint::https(addr, &certs.join("ca.pem"))?
+        } else {
+            crate::client::Endpoint::plain(addr)
+        };
         let child = cmd.spawn().with_context(|| format!("starting {} serve", bin.display()))?;
-        let mut s = Server { child, addr, data_dir: data_dir.to_path_buf() };
-        if let Err(e) = crate::client::wait_ready(addr, 300).await {
+        let mut s = Server { child, addr: ep, data_dir: data_dir.to_path_buf() };
+        if let Err(e) = crate::client::wait_ready(ep, 300).await {
             s.stop();
             return Err(e.context(format!("tally serve did not come up; see {}", log_path.display())));
         }

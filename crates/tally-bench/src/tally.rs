@@ -1,7 +1,6 @@
 //! The Tally side: set up an application database, load it, and drive a workload with
 //! concurrent clients over HTTP exactly as an FQL v4 driver would.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::client::{Conn, Reply};
+use crate::client::{Conn, Endpoint, Reply};
 use crate::fql;
 use crate::stats::{Outcome, Recorder};
 use crate::{Variant, Workload};
@@ -254,7 +253,7 @@ pub async fn send(conn: &mut Conn, body: Bytes) -> anyhow::Result<(Reply, u64)> 
 }
 
 /// Create the application database and its server key with the root key; returns the key's secret.
-pub async fn create_app(addr: SocketAddr, root_key: &str, name: &str) -> anyhow::Result<String> {
+pub async fn create_app(addr: Endpoint, root_key: &str, name: &str) -> anyhow::Result<String> {
     let mut admin = Conn::connect(addr, root_key).await?;
     admin.query_json(&fql::create_database(name)).await?.resource().context("creating the bench database")?;
     let key = admin.query_json(&fql::create_server_key(name)).await?.resource().context("creating a server key")?;
@@ -263,7 +262,7 @@ pub async fn create_app(addr: SocketAddr, root_key: &str, name: &str) -> anyhow:
 
 /// Create the schema and documents of `workload` with `accounts` accounts (or players and items).
 pub async fn load(
-    addr: SocketAddr,
+    addr: Endpoint,
     secret: &str,
     workload: Workload,
     variant: Variant,
@@ -301,7 +300,7 @@ pub async fn load(
 /// at a time; each request is built only when a loader takes it, so memory stays flat
 /// whatever `n` is. `loaded` counts the documents created so far (for the progress line).
 async fn run_load(
-    addr: SocketAddr,
+    addr: Endpoint,
     secret: &str,
     n: u64,
     plan: LoadPlan,
@@ -337,7 +336,7 @@ async fn run_load(
 
 /// Drive `clients` connections until `deadline`, recording every request.
 pub async fn drive(
-    addr: SocketAddr,
+    addr: Endpoint,
     secret: &str,
     clients: usize,
     mk: impl Fn(u64) -> OpGen,

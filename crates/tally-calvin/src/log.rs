@@ -144,6 +144,22 @@ fn scan(
     Ok((pos as u64, last_height, last_ts))
 }
 
+/// The batches of the log in `dir` up to `height`, read without opening the log for
+/// writing: a running node may be appending (its torn tail is where reading stops, and
+/// nothing is truncated). For online backups.
+pub fn read_log_dir(dir: &Path, height: u64) -> Result<Vec<Batch>, LogError> {
+    let path = dir.join("input.log");
+    let mut file = File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+    let mut out = Vec::new();
+    scan(&mut file, &path, |b| {
+        if b.height <= height {
+            out.push(b);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Whether `rest` starts with a complete frame whose checksum holds (a torn append leaves
 /// nothing valid after it).
 fn frame_follows(rest: &[u8]) -> bool {

@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tally_apply::{Batch, MachineError, ReplicatedMachine, StateMachine};
 use tally_fql::auth::{Auth, Role};
 use tally_fql::eval::{Limits, Mode};
@@ -20,22 +19,7 @@ use tally_ledger::{BlockBuilder, BlockHeader, GENESIS_PREV_HASH};
 use tally_storage::{Space, Store};
 
 use crate::pace::Pacer;
-pub use crate::record::{JwtInput, TxnInput};
-
-/// The executor's answer for one input.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct TxnOutput {
-    pub status: u16,
-    pub body: serde_json::Value,
-    pub ts: u64,
-    pub steps: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    /// Heads of the secret placeholders this transaction issued; the receiving node
-    /// completes only these in `body` (see `tally_fql::secret::reveal`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
-}
+pub use crate::record::{JwtInput, TxnInput, TxnOutput};
 
 /// The space byte of a write's effect leaf (`tally_ledger::leaf`).
 fn effect_space(w: &Write) -> u8 {
@@ -224,19 +208,7 @@ impl FqlMachine {
         decoded: &mut Option<Decoded>,
     ) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
-            (
-                TxnOutput {
-                    status,
-                    body: serde_json::json!({"errors": [err.to_json()]}),
-                    ts,
-                    steps: 0,
-                    bytes_read: 0,
-                    bytes_written: 0,
-                    secrets: Vec::new(),
-                },
-                Vec::new(),
-                0,
-            )
+            (TxnOutput::json(status, &serde_json::json!({"errors": [err.to_json()]}), ts), Vec::new(), 0)
         };
         let inp = match crate::record::decode_input(input) {
             Ok(i) => i,
@@ -278,7 +250,7 @@ impl FqlMachine {
         (
             TxnOutput {
                 status,
-                body,
+                body: crate::record::encode_body(&body),
                 ts,
                 steps: out.steps,
                 bytes_read: out.bytes_read,
@@ -331,10 +303,7 @@ impl FqlMachine {
                     "internal server error",
                     "The query hit an internal error and was not applied.",
                 );
-                let body = serde_json::json!({"errors": [e.to_json()]});
-                let out =
-                    TxnOutput { status: 500, body, ts, steps: 0, bytes_read: 0, bytes_written: 0, secrets: Vec::new() };
-                (out, Vec::new(), 0)
+                (TxnOutput::json(500, &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new(), 0)
             });
             // The evaluator refuses every write the store would refuse (tally_fql::limits);
             // should one slip through all the same, it is this transaction's error, never
@@ -450,15 +419,7 @@ fn refused_output(ts: u64, e: &tally_storage::StorageError) -> TxnOutput {
         tally_fql::error::code::INVALID_ARGUMENT,
         format!("The transaction was not applied: {e}. Write smaller documents or index entries."),
     );
-    TxnOutput {
-        status: e.http_status(),
-        body: serde_json::json!({"errors": [e.to_json()]}),
-        ts,
-        steps: 0,
-        bytes_read: 0,
-        bytes_written: 0,
-        secrets: Vec::new(),
-    }
+    TxnOutput::json(e.http_status(), &serde_json::json!({"errors": [e.to_json()]}), ts)
 }
 
 fn apply_write(b: &mut dyn tally_storage::Batch, w: &Write) -> tally_storage::Result<()> {
@@ -474,12 +435,9 @@ fn machine_fault(height: u64, e: tally_storage::StorageError) -> anyhow::Error {
     anyhow::anyhow!("the state store failed while applying batch {height}: {e}")
 }
 
-/// An output as the sequencer hands it over. Encoding a `serde_json::Value` cannot fail;
-/// should it, the client gets an internal error rather than the node stopping.
+/// An output as the log hands it over: its output record.
 fn encode_output(out: &TxnOutput) -> Vec<u8> {
-    serde_json::to_vec(out).unwrap_or_else(|_| {
-        br#"{"status":500,"body":{"errors":[{"code":"internal server error","description":"The answer could not be encoded."}]},"ts":0,"steps":0,"bytes_read":0,"bytes_written":0}"#.to_vec()
-    })
+    crate::record::encode_output(out)
 }
 
 impl StateMachine for FqlMachine {

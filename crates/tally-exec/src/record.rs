@@ -2,7 +2,8 @@
 //! replayed and hashed (each input is a leaf of its block's inputs root).
 //!
 //! This module is the record's one owner: [`encode_input`] and [`decode_input`], and the
-//! byte layout below (also in `docs/record.md`). The decoder refuses anything it does not
+//! byte layout below (also in `docs/record.md`); the transaction's output record, what
+//! the executor answers, is in `output.rs` ([`encode_output`], [`decode_output`]). The decoder refuses anything it does not
 //! understand — an unknown version, a bad role, a malformed value, trailing bytes — with a
 //! [`RecordError`]; it never fills in a default.
 //!
@@ -127,6 +128,10 @@ pub enum RecordError {
     UnknownFlags(u8),
     #[error("a version 1 record carries no footprint")]
     FootprintNotEmpty,
+    #[error("status {0} is not an HTTP status")]
+    BadStatus(u16),
+    #[error("an output's body is not one JSON object")]
+    BadBody,
     #[error("version 0 record: {0}")]
     Legacy(String),
 }
@@ -410,6 +415,9 @@ impl<'a> Reader<'a> {
         })
     }
 }
+
+mod output;
+pub use output::{decode_output, encode_body, encode_output, TxnOutput};
 
 #[cfg(test)]
 mod tests;

@@ -57,12 +57,27 @@ fn all_versions(snap: &dyn Snapshot, space: Space, out: &mut Vec<u8>) -> Result<
 }
 
 pub fn export(store: &dyn Store, applied_height: u64) -> Result<Vec<u8>, SnapshotError> {
+    export_of(&*store.snapshot()?, applied_height)
+}
+
+/// The store as it is now, whatever a concurrent executor commits meanwhile: the height
+/// is read from the same point-in-time view as everything else (online backups).
+/// Returns the snapshot and its applied height.
+pub fn export_now(store: &dyn Store) -> Result<(Vec<u8>, u64), SnapshotError> {
     let snap = store.snapshot()?;
+    let height = match snap.meta(META_APPLIED_HEIGHT)? {
+        Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| SnapshotError::Malformed("applied height"))?),
+        None => 0,
+    };
+    Ok((export_of(&*snap, height)?, height))
+}
+
+fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, SnapshotError> {
     let mut out = Vec::with_capacity(1 << 16);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
-    all_versions(&*snap, Space::Docs, &mut out)?;
-    all_versions(&*snap, Space::Index, &mut out)?;
+    all_versions(snap, Space::Docs, &mut out)?;
+    all_versions(snap, Space::Index, &mut out)?;
     let fixed = [META_APPLIED_HEIGHT, META_LAST_TS, META_HEAD, META_POSITION].map(String::from);
     // The transparency log travels with the state (its member signatures do not: each
     // member signs for itself).

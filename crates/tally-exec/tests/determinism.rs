@@ -165,7 +165,7 @@ fn a_long_batch_answers_early_inputs_early_with_the_same_results() {
     early.apply_answering(&batch, &mut |i, out| {
         if i == 0 {
             let height = head.lock().unwrap().as_ref().map(|h| h.height);
-            let ts: u64 = serde_json::from_slice::<serde_json::Value>(&out).unwrap()["ts"].as_u64().unwrap();
+            let ts: u64 = tally_exec::record::decode_output(&out).unwrap().ts;
             assert!(applied_ts.load(std::sync::atomic::Ordering::Acquire) >= ts, "answered before readers can see it");
             // Readers at the published ts find the document.
             first_seen_early = Some((height, docs(ts)));
@@ -207,10 +207,10 @@ fn oversized_writes_fail_as_transactions_not_batches() {
     let oa = a.apply(&batch);
     assert_eq!(oa, b.apply(&batch));
     assert_eq!(head_hash(&a), head_hash(&b));
-    let status = |o: &Vec<u8>| serde_json::from_slice::<serde_json::Value>(o).unwrap()["status"].as_u64().unwrap();
+    let status = |o: &Vec<u8>| tally_exec::record::decode_output(o).unwrap().status;
     assert_eq!(oa.iter().map(status).collect::<Vec<_>>(), vec![200, 400, 400, 400, 200]);
     for o in &oa[1..4] {
-        let text = String::from_utf8_lossy(o);
+        let text = String::from_utf8(tally_exec::record::decode_output(o).unwrap().body).unwrap();
         assert!(text.contains("validation failed") && text.contains("at most"), "{text}");
     }
     assert_eq!(a.applied_height(), 2);

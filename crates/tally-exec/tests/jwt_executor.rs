@@ -79,8 +79,8 @@ fn machine() -> FqlMachine {
 }
 
 fn status(out: &[u8]) -> (u64, Json) {
-    let v: Json = serde_json::from_slice(out).unwrap();
-    (v["status"].as_u64().unwrap(), v["body"].clone())
+    let out = tally_exec::record::decode_output(out).unwrap();
+    (out.status as u64, serde_json::from_slice(&out.body).unwrap())
 }
 
 #[test]

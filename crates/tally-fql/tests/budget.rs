@@ -121,3 +121,28 @@ fn documents_read_are_charged() {
 fn coll_ref_of(name: &str) -> Json {
     json!({"collection": name})
 }
+
+/// The inline pass's work bound (`Limits::work_bytes_max`): an NGram that would build
+/// megabytes in one step stops before building them, and says so (`work_stopped`);
+/// without the bound (the default, and always in the executor) the same query answers.
+#[test]
+fn the_work_bound_stops_a_heavy_step_before_it_runs() {
+    let db = Db::new();
+    let q = json!({"count": {"ngram": repeat(300_000), "min": 1, "max": 2}});
+    let expr = tally_fql::expr::parse(&q).unwrap();
+    let snap = db.store.snapshot().unwrap();
+    let bounded = Limits { work_bytes_max: 1 << 20, ..Limits::default() };
+    let out = evaluate(&*snap, db.ts, Mode::ReadOnly, Auth::root_admin(), &expr, [0; 32], bounded, None);
+    assert!(out.work_stopped);
+    assert!(out.result.is_err());
+    // A small query under the same bound is not stopped.
+    let small = tally_fql::expr::parse(&json!({"count": {"ngram": repeat(300), "min": 1, "max": 2}})).unwrap();
+    let out = evaluate(&*snap, db.ts, Mode::ReadOnly, Auth::root_admin(), &small, [0; 32], bounded, None);
+    assert!(!out.work_stopped);
+    assert_eq!(out.result.unwrap(), tally_value::Value::Long(599));
+    for mode in [Mode::ReadOnly, Mode::Write] {
+        let out = evaluate(&*snap, db.ts, mode, Auth::root_admin(), &expr, [0; 32], Limits::default(), None);
+        assert!(!out.work_stopped);
+        assert_eq!(out.result.unwrap(), tally_value::Value::Long(599_999), "{mode:?}");
+    }
+}

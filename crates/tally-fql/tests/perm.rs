@@ -79,9 +79,11 @@ fn membership_predicates_pick_the_roles() {
     };
     assert!(db.both(&member("1"), json!({"get": coll_ref("notes", "10")})).is_ok());
     assert_eq!(db.both(&member("2"), json!({"get": coll_ref("notes", "10")})), Err("permission denied".into()));
-    // Members read their identity only through `self`.
-    assert_eq!(db.both(&member("2"), json!({"get": coll_ref("users", "2")})), Err("permission denied".into()));
+    // Members read their own identity document (by its ref or through `self`), and no
+    // other user's.
+    assert!(db.both(&member("2"), json!({"get": coll_ref("users", "2")})).is_ok());
     assert!(db.both(&member("2"), json!({"get": coll_ref("users", "self")})).is_ok());
+    assert_eq!(db.both(&member("2"), json!({"get": coll_ref("users", "1")})), Err("permission denied".into()));
 }
 
 #[test]

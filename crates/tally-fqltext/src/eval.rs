@@ -108,9 +108,15 @@ fn unknown_name(name: &str, pos: Pos) -> ParseError {
 }
 
 fn unknown_function(name: &str, pos: Pos) -> ParseError {
-    let near = spec::SPECS.iter().find(|s| s.name.eq_ignore_ascii_case(name));
+    // The closest name by edits, ignoring case, if it is close enough to be a typo.
+    let lower = name.to_lowercase();
+    let near = spec::SPECS
+        .iter()
+        .map(|s| (strsim::damerau_levenshtein(&lower, &s.name.to_lowercase()), s.name))
+        .filter(|(d, n)| *d <= 2.min(n.len() / 3).max(usize::from(n.eq_ignore_ascii_case(name))))
+        .min();
     let hint = match near {
-        Some(s) => format!("; did you mean {}?", s.name),
+        Some((_, n)) => format!("; did you mean {n}?"),
         None => " of FQL v4 (the JavaScript driver's names, such as Paginate or Match)".into(),
     };
     pos.error(format!("unknown function {name}{hint}"))
@@ -134,7 +140,7 @@ fn check_arity(spec: &Spec, n: usize, pos: Pos) -> Result<(), ParseError> {
 /// `: Get(ref, ts?)`, to show what goes where.
 fn signature(spec: &Spec) -> String {
     let names: Vec<String> = match spec.kind {
-        Kind::Varargs => vec!["…values".into()],
+        Kind::Varargs | Kind::ArrayArgs => vec!["…values".into()],
         Kind::LeadVarargs => vec![spec.args[0].0.into(), format!("…{}", spec.args[1].0)],
         Kind::Paginate => vec!["set".into(), "{size, after, before, ts, events, sources}?".into()],
         Kind::Lambda => vec!["params".into(), "expr".into()],
@@ -201,6 +207,7 @@ fn call(spec: &Spec, args: Vec<Val<'_>>, pos: Pos) -> Result<Json, ParseError> {
         Kind::Plain => plain(spec, args),
         Kind::Nullary => Ok(obj1(spec.key(), Json::Null)),
         Kind::Varargs => Ok(obj1(spec.key(), varargs(args)?)),
+        Kind::ArrayArgs => Ok(obj1(spec.key(), Json::Array(args.into_iter().map(wrap).collect::<Result<_, _>>()?))),
         Kind::LeadVarargs => {
             let mut args = args.into_iter();
             let first = args.next().map(wrap).transpose()?.unwrap_or(Json::Null);

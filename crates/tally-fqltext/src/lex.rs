@@ -214,8 +214,12 @@ impl Lexer {
                 Some('$') if quote == '`' && self.peek(0) == Some('{') => {
                     return Err(here.error("${…} in a template string is JavaScript; use Concat or Format instead"))
                 }
+                // Not "unterminated": more lines cannot fix it, so a REPL reports it at once.
                 Some(c) if quote != '`' && matches!(c, '\n' | '\r') => {
-                    return Err(pos.error(format!("{UNTERMINATED} string: add {quote} before the line ends")))
+                    let msg = format!(
+                        "a {quote}…{quote} string ends at the end of its line: close it, or write \\n or use `…`"
+                    );
+                    return Err(pos.error(msg));
                 }
                 Some(c) => s.push(c),
             }

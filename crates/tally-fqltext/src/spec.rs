@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     /// One or more arguments under one key: the argument itself when there is one, else an
     /// array (`Add(1)` is `{"add": 1}`, `Add(1, 2)` is `{"add": [1, 2]}`).
     Varargs,
+    /// One or more arguments under one key, always as an array (`Do(1)` is `{"do": [1]}`).
+    ArrayArgs,
     /// A first argument, then any number under a second key, as for `Varargs` but with no
     /// arguments an empty array (`Match(i)` is `{"match": i, "terms": []}`).
     LeadVarargs,
@@ -49,7 +51,7 @@ impl Spec {
     pub(crate) fn min(&self) -> usize {
         match self.kind {
             Kind::Nullary => 0,
-            Kind::Varargs | Kind::LeadVarargs | Kind::Ref | Kind::Lambda | Kind::Paginate => 1,
+            Kind::Varargs | Kind::ArrayArgs | Kind::LeadVarargs | Kind::Ref | Kind::Lambda | Kind::Paginate => 1,
             _ => self.args.iter().filter(|(_, m)| *m == Mode::Req).count(),
         }
     }
@@ -58,7 +60,7 @@ impl Spec {
     pub(crate) fn max(&self) -> Option<usize> {
         match self.kind {
             Kind::Nullary => Some(0),
-            Kind::Varargs | Kind::LeadVarargs => None,
+            Kind::Varargs | Kind::ArrayArgs | Kind::LeadVarargs => None,
             Kind::Ref | Kind::Lambda | Kind::Paginate => Some(2),
             _ => Some(self.args.len()),
         }
@@ -77,7 +79,7 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Spec> {
 /// The table entry whose wire form an object with these keys is, if any.
 pub(crate) fn by_keys<'k>(keys: impl Iterator<Item = &'k str> + Clone) -> Option<&'static Spec> {
     SPECS.iter().find(|s| {
-        matches!(s.kind, Kind::Plain | Kind::Nullary | Kind::Varargs | Kind::LeadVarargs)
+        matches!(s.kind, Kind::Plain | Kind::Nullary | Kind::Varargs | Kind::ArrayArgs | Kind::LeadVarargs)
             && keys.clone().any(|k| k == s.key())
             && keys.clone().all(|k| s.args.iter().any(|(a, _)| *a == k))
             && s.args.iter().all(|(a, m)| *m != Mode::Req || keys.clone().any(|k| k == *a))
@@ -119,7 +121,7 @@ pub(crate) static SPECS: &[Spec] = &[
     special("Let", Let, &[("let", Req), ("in", Req)]),
     one("Var", &[("var", Req)]),
     plain("If", &[("if", Req), ("then", Req), ("else", Req)]),
-    var("Do", &[("do", Req)]),
+    Spec { name: "Do", kind: ArrayArgs, args: &[("do", Req)], wire_first: 0 },
     special("Object", Object, &[("object", Req)]),
     special("Lambda", Lambda, &[("lambda", Req), ("expr", Req)]),
     Spec { name: "Call", kind: LeadVarargs, args: &[("call", Req), ("arguments", Req)], wire_first: 0 },

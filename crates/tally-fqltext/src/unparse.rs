@@ -93,7 +93,7 @@ fn args(s: &Spec, m: &Map<String, Json>, depth: usize) -> Vec<Doc> {
     let mut out = Vec::new();
     match s.kind {
         Kind::Nullary => {}
-        Kind::Varargs => spread(&m[s.key()], depth, &mut out),
+        Kind::Varargs | Kind::ArrayArgs => spread(&m[s.key()], depth, &mut out),
         Kind::LeadVarargs => {
             out.push(expr_doc(&m[s.args[0].0], depth + 1));
             match m.get(s.args[1].0) {

@@ -94,6 +94,7 @@ fn golden_translations() {
             json!({"object": {"quoted key": true, "single": false, "$d": null}}),
         ),
         ("Do(Add(1, 2), 3,)", json!({"do": [{"add": [1, 2]}, 3]})),
+        ("Do(1)", json!({"do": [1]})),
         (
             "Paginate(Match(Index('i')), {size: 2, after: [1], events: true})",
             json!({"paginate": {"match": {"index": "i"}, "terms": []}, "size": 2, "after": [1], "events": true}),
@@ -131,7 +132,11 @@ fn strings_and_comments() {
 #[test]
 fn error_positions() {
     let cases: &[(&str, usize, usize, &str)] = &[
-        ("Foo(1)", 1, 1, "unknown function Foo"),
+        ("Foo(1)", 1, 1, "unknown function Foo of FQL v4"),
+        ("Colections()", 1, 1, "unknown function Colections; did you mean Collections?"),
+        ("Paginat(1)", 1, 1, "did you mean Paginate?"),
+        ("Ad(1)", 1, 1, "unknown function Ad; did you mean Add?"),
+        ("Xyzzy(1)", 1, 1, "unknown function Xyzzy of FQL v4"),
         ("Add(1,\n  paginate(x))", 2, 3, "did you mean Paginate?"),
         ("Get()", 1, 1, "Get takes 1 to 2 arguments, not 0"),
         ("q.Time(1, 2)", 1, 1, "Time takes 1 argument, not 2"),
@@ -206,8 +211,29 @@ fn scripts_and_continuation() {
     assert!(needs_more_input("Paginate(Collections(),"));
     assert!(needs_more_input("Let({a: 1},\n"));
     assert!(needs_more_input("'abc"));
+    assert!(needs_more_input("`multi\nline"));
+    assert!(!needs_more_input("'abc\n'"), "a quoted string never continues on the next line");
+    assert!(parse("'abc\ndef'").unwrap_err().message.contains("ends at the end of its line"));
     assert!(needs_more_input("Add(1, /* "));
     assert!(!needs_more_input("Add(1, 2)"));
     assert!(!needs_more_input("Add(1, 2))"));
     assert!(!needs_more_input("Foo("[..3].as_ref()));
+}
+
+/// The deepest text accepted, and the deepest answer printed, fit in a small thread stack
+/// (the server may run the parser on its async threads).
+#[test]
+fn deepest_input_fits_a_small_stack() {
+    let run = std::thread::Builder::new().stack_size(512 << 10).spawn(|| {
+        let n = NESTING_MAX - 3;
+        let src = format!("{}x => Add(x, 1){}", "Map([1], ".repeat(n), ")".repeat(n));
+        let wire = parse(&src).unwrap_or_else(|e| panic!("{e}"));
+        let printed = tally_fqltext::format(&serde_json::json!({ "@query": wire }));
+        assert!(printed.starts_with("Query(\n  Map(\n    [1],\n    Map("), "{printed}");
+        assert!(parse(&format!("{}x => Add(x, 1){}", "Map([1], ".repeat(n + 3), ")".repeat(n + 3))).is_err());
+        let objects = format!("{}1{}", "{a: [".repeat(NESTING_MAX / 2 - 1), "]}".repeat(NESTING_MAX / 2 - 1));
+        let wire = parse(&objects).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!tally_fqltext::format(&serde_json::json!({ "@query": wire })).is_empty());
+    });
+    run.unwrap().join().unwrap();
 }

@@ -28,9 +28,10 @@ use crate::LedgerError;
 pub const TXN_LEAF_VERSION: u8 = 1;
 /// Length of an encoded [`TxnLeaf`].
 pub const TXN_LEAF_LEN: usize = 1 + 8 + 8 + 4 + 32 + 4 + 32;
-/// Most effects one transaction's stored leaf record may list (the store's value limit
-/// allows 16 MiB; a transaction's writes are bounded far below this by its own limits).
-pub const EFFECTS_MAX: usize = 1 << 19;
+/// Most effects one transaction's stored leaf record may list: above the evaluator's limit
+/// of 1,000,000 writes per transaction (`tally_fql::limits`), so every applied
+/// transaction's record decodes.
+pub const EFFECTS_MAX: usize = 1 << 20;
 
 /// `space` byte of an effect leaf.
 pub const SPACE_DOCS: u8 = 0;

@@ -25,6 +25,7 @@ pub mod peer_port;
 pub mod runtime;
 pub mod state_machine;
 pub mod tls;
+pub mod wire;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub use state_machine::Machine;
 /// One epoch batch as a Raft entry: the encoded [`tally_calvin::Batch`] with height 0.
 /// The height is assigned when the entry is applied (the machine's own batch counter),
 /// because Raft blank and membership entries are not batches.
+///
+/// In the log and on the wire it is bytes inside a Raft record ([`wire`]). The serde
+/// implementations below read the version 0 (JSON, base64) log of earlier builds.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct BatchRequest(pub Vec<u8>);
 
@@ -45,7 +49,7 @@ impl std::fmt::Display for BatchRequest {
     }
 }
 
-/// Serialized as base64 in JSON (the peer wire and the log both use JSON envelopes).
+/// Version 0: base64 in JSON.
 impl Serialize for BatchRequest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {

@@ -2,8 +2,11 @@
 //!
 //! | table  | key           | value                         |
 //! |--------|---------------|-------------------------------|
-//! | `log`  | index `u64`   | the entry, JSON (batches as base64) |
-//! | `meta` | `&str`        | `vote`, `committed`, `purged` (JSON) |
+//! | `log`  | index `u64`   | the entry (`wire::encode_entry`) |
+//! | `meta` | `&str`        | `vote` (`wire::encode_vote`), `committed`, `purged` (`wire::encode_log_id`) |
+//!
+//! The values are Raft records (`crate::wire`, docs/record.md); the JSON values of
+//! earlier builds are still read.
 //!
 //! Every append, vote and truncation is one redb write transaction with
 //! `Durability::Immediate` (fsync) — the entry a majority acknowledges is on disk. The
@@ -22,6 +25,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::wire::{decode_entry, decode_log_id, decode_vote, encode_entry, encode_log_id, encode_vote, WireError};
 use crate::{Entry, LogId, TypeConfig, Vote};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -50,11 +54,11 @@ impl LogStore {
         Ok(LogStore { db: Arc::new(db) })
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+    fn meta<T>(&self, key: &str, decode: fn(&[u8]) -> Result<T, WireError>) -> io::Result<Option<T>> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let t = txn.open_table(META).map_err(io_err)?;
         match t.get(key).map_err(io_err)? {
-            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(io_err),
+            Some(v) => decode(v.value()).map(Some).map_err(|e| io_err(format!("raft log meta {key:?}: {e}"))),
             None => Ok(None),
         }
     }
@@ -81,7 +85,7 @@ impl LogStore {
         let mut out = Vec::new();
         for item in t.range::<u64>((lo, hi)).map_err(io_err)? {
             let (_, v) = item.map_err(io_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+            out.push(decode_entry(v.value()).map_err(io_err)?);
         }
         Ok(out)
     }
@@ -91,7 +95,7 @@ impl LogStore {
         let t = txn.open_table(LOG).map_err(io_err)?;
         let last = t.last().map_err(io_err)?;
         let id = match last {
-            Some((_, v)) => Some(serde_json::from_slice::<Entry>(v.value()).map_err(io_err)?.log_id()),
+            Some((_, v)) => Some(decode_entry(v.value()).map_err(io_err)?.log_id()),
             None => None,
         };
         Ok(id)
@@ -112,7 +116,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.meta(META_VOTE)
+        self.meta(META_VOTE, decode_vote)
     }
 
     /// At most this many entries per read, so one append request stays bounded.
@@ -127,7 +131,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let purged: Option<LogId> = self.meta(META_PURGED)?;
+        let purged: Option<LogId> = self.meta(META_PURGED, decode_log_id)?.flatten();
         let last = self.last_entry_id()?.or(purged);
         Ok(LogState { last_purged_log_id: purged, last_log_id: last })
     }
@@ -137,7 +141,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let v = serde_json::to_vec(vote).map_err(io_err)?;
+        let v = encode_vote(vote);
         self.write(true, move |txn| {
             txn.open_table(META).map_err(io_err)?.insert(META_VOTE, v.as_slice()).map_err(io_err)?;
             Ok(())
@@ -146,7 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let v = serde_json::to_vec(&committed).map_err(io_err)?;
+        let v = encode_log_id(&committed);
         self.write(false, move |txn| {
             txn.open_table(META).map_err(io_err)?.insert(META_COMMITTED, v.as_slice()).map_err(io_err)?;
             Ok(())
@@ -155,7 +159,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.meta::<Option<LogId>>(META_COMMITTED)?.flatten())
+        Ok(self.meta(META_COMMITTED, decode_log_id)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -165,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for e in entries {
-            rows.push((e.index(), serde_json::to_vec(&e).map_err(io_err)?));
+            rows.push((e.index(), encode_entry(&e)));
         }
         let r = self
             .write(true, move |txn| {
@@ -199,7 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let v = serde_json::to_vec(&Some(log_id)).map_err(io_err)?;
+        let v = encode_log_id(&Some(log_id));
         let upto = log_id.index;
         self.write(true, move |txn| {
             txn.open_table(META).map_err(io_err)?.insert(META_PURGED, v.as_slice()).map_err(io_err)?;

@@ -1,6 +1,8 @@
-//! The peer transport: HTTP/1.1 POSTs between members' peer ports, JSON bodies (batches
-//! inside are base64), snapshots as raw bytes. Every request is bounded in time and
-//! authenticated: by mutual TLS with per-member certificates when configured (see
+//! The peer transport: HTTP/1.1 POSTs between members' peer ports. What replicates the
+//! log — append-entries, snapshots, forwarded writes and their answers — travels as Raft
+//! records (`crate::wire`, binary, versioned); elections, leader transfer, read index and
+//! membership calls (rare, small, no batches) as JSON. Every request is bounded in time
+//! and authenticated: by mutual TLS with per-member certificates when configured (see
 //! [`crate::tls`]; no secret on the wire), else by the cluster token (derived from the
 //! root key, which every member then shares) in a header.
 //!
@@ -14,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -32,8 +33,6 @@ use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Header carrying the cluster token on every peer request.
 pub const TOKEN_HEADER: &str = "x-tally-peer-token";
-/// Header carrying `{vote, meta}` (base64 JSON) of a snapshot sent as the raw body.
-pub const SNAPSHOT_HEADER: &str = "x-tally-snapshot";
 /// Header carrying the tenant of a forwarded write, `{database id}/{weight}` (see
 /// [`tenant_header`]), so the leader queues it in that tenant's lane.
 pub const TENANT_HEADER: &str = "x-tally-tenant";
@@ -249,7 +248,15 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc("/raft/append", &rpc, &option).await
+        let body = crate::wire::encode_append(&rpc);
+        let b = self
+            .client
+            .post_bytes(self.target, &self.addr, "/raft/append", &[], body, option.hard_ttl())
+            .await
+            .map_err(rpc_err)?;
+        let answer =
+            crate::wire::decode_append_answer(&b).map_err(|e| rpc_err(NetError::Decode(self.target, e.to_string())))?;
+        answer.map_err(|e| RPCError::Network(NetworkError::from_string(format!("peer {}: {e}", self.target))))
     }
 
     async fn vote(
@@ -283,17 +290,14 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let head = serde_json::to_vec(&(vote, &snapshot.meta))
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
-        let head = base64::engine::general_purpose::STANDARD.encode(head);
-        let data = snapshot.snapshot.into_inner();
-        let headers = [(SNAPSHOT_HEADER, head)];
+        let body = crate::wire::encode_snapshot_send(&vote, &snapshot.meta, snapshot.snapshot.get_ref());
+        drop(snapshot);
         let send = self.client.post_bytes(
             self.target,
             &self.addr,
             "/raft/snapshot",
-            &headers,
-            data,
+            &[],
+            body,
             option.hard_ttl().max(Duration::from_secs(60)),
         );
         tokio::pin!(cancel);
@@ -304,9 +308,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
                 other => StreamingError::Network(NetworkError::from_string(other)),
             })?,
         };
-        let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
-            serde_json::from_slice(&body).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
-        r.map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+        let r = crate::wire::decode_snapshot_answer(&body)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        r.map(|vote| SnapshotResponse { vote }).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
     }
 }
 

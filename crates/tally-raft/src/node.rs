@@ -49,6 +49,11 @@ pub struct ClusterConfig {
     pub queue_inputs_max: usize,
     /// Bytes of inputs waiting on the leader, at most (a lone input may be larger).
     pub queue_bytes_max: usize,
+    /// Longest an input may wait on the leader for its batch; past it, it is answered
+    /// `Overloaded` and never proposed (as on a single node). Below the write timeout, so
+    /// a submitter hears for certain that its write was not applied instead of timing out
+    /// with an ambiguous answer while the input may still be proposed.
+    pub queue_wait_max: Duration,
     /// Batches proposed and not yet applied, at most. The batcher takes a batch only when
     /// one may be proposed, so while the pipeline is full inputs keep waiting in the fair
     /// inbox, where a quiet tenant can still overtake a backlog.
@@ -80,6 +85,7 @@ impl ClusterConfig {
     /// must exceed a round trip with room to spare.
     pub fn new(node_id: u64, initial_members: BTreeMap<u64, String>, token: String, latency_ms: u64) -> Self {
         let election_min = 600.max(latency_ms * 16);
+        let write_timeout = Duration::from_millis(5_000.max(latency_ms * 40));
         ClusterConfig {
             node_id,
             initial_members,
@@ -89,9 +95,12 @@ impl ClusterConfig {
             queue_inputs_max: 65_536,
             // As on a single node: four full single-node batches.
             queue_bytes_max: 256 << 20,
+            // A single node's 10 s, or half the write timeout if that is shorter (2.5 s
+            // by default): the other half is for the commit and the answer.
+            queue_wait_max: (write_timeout / 2).min(Duration::from_secs(10)),
             batches_in_flight_max: 64,
             work_ahead: Duration::from_millis(7 + latency_ms * 4),
-            write_timeout: Duration::from_millis(5_000.max(latency_ms * 40)),
+            write_timeout,
             heartbeat_ms: 100.max(latency_ms * 4),
             election_timeout_ms: (election_min, election_min * 2),
             snapshot_logs: 5_000,
@@ -130,8 +139,8 @@ pub struct SubmitOk {
 }
 
 type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
-/// An input waiting on the leader, and where its answer goes.
-type Item = (Vec<u8>, Reply);
+/// An input waiting on the leader, where its answer goes, and when it was queued.
+type Item = (Vec<u8>, Reply, Instant);
 
 pub struct RaftNode {
     pub raft: Raft,
@@ -368,9 +377,9 @@ impl RaftNode {
     ) -> Result<SubmitOk, SubmitError> {
         let (otx, orx) = oneshot::channel();
         let bytes = input.len();
-        match self.inbox.push(tenant, (input, otx), bytes) {
+        match self.inbox.push(tenant, (input, otx, Instant::now()), bytes) {
             Pushed::Queued => {}
-            Pushed::Evicted((_, reply)) => {
+            Pushed::Evicted((_, reply, _)) => {
                 let _ = reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.is_closed() => return Err(unavailable("this member is shutting down")),
@@ -400,7 +409,7 @@ impl RaftNode {
         let headers = [(TENANT_HEADER, tenant_header(tenant))];
         let r: Result<Result<SubmitOk, SubmitError>, NetError> =
             match self.client.post_bytes(leader, &addr, "/tally/submit", &headers, input, left).await {
-                Ok(b) => serde_json::from_slice(&b).map_err(|e| NetError::Decode(leader, e.to_string())),
+                Ok(b) => crate::wire::decode_submit_answer(&b).map_err(|e| NetError::Decode(leader, e.to_string())),
                 Err(e) => Err(e),
             };
         let ok = match r {
@@ -549,6 +558,22 @@ const CONTENDED_WINDOW: Duration = Duration::from_secs(1);
 /// answers each input as the executor releases it (registered in `early`), or once the
 /// entry is applied (deterministic mode; or its fate is known otherwise). Runs until the inbox is closed and
 /// drained; on a follower the inbox stays empty.
+/// Inputs that waited longer than `wait_max` are answered `Overloaded` and never
+/// proposed: under a backlog the leader sheds its oldest work rather than doing what the
+/// submitter no longer waits for (as the single node's sequencer does).
+fn shed_stale(items: Vec<Item>, wait_max: Duration) -> Vec<(Vec<u8>, Reply)> {
+    items
+        .into_iter()
+        .filter_map(|(input, reply, queued)| {
+            if queued.elapsed() > wait_max {
+                let _ = reply.send(Err(SubmitError::Overloaded));
+                return None;
+            }
+            Some((input, reply))
+        })
+        .collect()
+}
+
 async fn run_batcher(
     raft: Raft,
     cfg: ClusterConfig,
@@ -584,6 +609,10 @@ async fn run_batcher(
             },
         };
         let Some(items) = inbox.next_batch_capped(cap).await else { return };
+        let items = shed_stale(items, cfg.queue_wait_max);
+        if items.is_empty() {
+            continue;
+        }
         let work = cost.unwrap_or(0).saturating_mul(items.len() as u64);
         ahead.fetch_add(work, Ordering::AcqRel);
         let (ahead2, moved2) = (ahead.clone(), ahead_moved.clone());
@@ -684,5 +713,23 @@ pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Error>;
     pub fn err(s: String) -> Error {
         Error(s)
+    }
+}
+
+/// A cluster member is the write path of its node: the same seam as a single node's
+/// sequencer, with the cluster's outcomes folded into the one error type.
+impl tally_calvin::WritePath for RaftNode {
+    fn submit(&self, tenant: Tenant, input: Vec<u8>) -> tally_calvin::WriteFuture<'_> {
+        use tally_calvin::WriteError;
+        Box::pin(async move {
+            match RaftNode::submit(self, tenant, input).await {
+                Ok(ok) => Ok(ok.output),
+                Err(SubmitError::Overloaded) => Err(WriteError::Overloaded),
+                Err(SubmitError::Ambiguous(m)) => Err(WriteError::Ambiguous(m)),
+                Err(e @ (SubmitError::Unavailable(_) | SubmitError::NotLeader(_) | SubmitError::Retry(_))) => {
+                    Err(WriteError::Unavailable(e.to_string()))
+                }
+            }
+        })
     }
 }

@@ -22,18 +22,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::Engine;
 use openraft::errors::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest,
+    SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::network::{parse_tenant, SNAPSHOT_HEADER, TENANT_HEADER, TOKEN_HEADER};
+use crate::network::{parse_tenant, TENANT_HEADER, TOKEN_HEADER};
 use crate::node::{MembershipOp, RaftNode, SubmitError, SubmitOk};
 use crate::tls::PEER_MEMBER_HEADER;
-use crate::{SnapshotMeta, TypeConfig, Vote};
+use crate::{TypeConfig, Vote};
 
 /// Largest peer request body (a snapshot is sent whole).
 pub const PEER_BODY_BYTES_MAX: usize = 4 << 30;
@@ -150,9 +149,30 @@ macro_rules! guard {
     }};
 }
 
+/// A Raft record as the answer.
+fn record(b: Vec<u8>) -> Response {
+    (StatusCode::OK, [("content-type", "application/octet-stream")], b).into_response()
+}
+
+/// A request body that is not the Raft record it should be: most likely a member of an
+/// earlier build (JSON), which a cluster must not mix with this one.
+fn unreadable(what: &str, e: crate::wire::WireError) -> Response {
+    let msg = format!("unreadable {what}: {e}; every member of a cluster must run the same Tally build");
+    (StatusCode::BAD_REQUEST, msg).into_response()
+}
+
 async fn append(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = guard!(node, headers, body, |r: &AppendEntriesRequest<TypeConfig>| voter(&r.vote));
-    json(&node.raft.append_entries(req).await)
+    if let Err(r) = admit(&node, &headers) {
+        return r;
+    }
+    let req = match crate::wire::decode_append(&body) {
+        Ok(r) => r,
+        Err(e) => return unreadable("append-entries request", e),
+    };
+    if let Err(r) = check_sender(&node, &headers, voter(&req.vote)) {
+        return r;
+    }
+    record(crate::wire::encode_append_answer(&node.raft.append_entries(req).await))
 }
 
 async fn vote(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -176,20 +196,16 @@ async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: B
     if let Err(r) = admit(&node, &headers) {
         return r;
     }
-    let head = headers
-        .get(SNAPSHOT_HEADER)
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok())
-        .and_then(|b| serde_json::from_slice::<(Vote, SnapshotMeta)>(&b).ok());
-    let Some((vote, meta)) = head else {
-        return (StatusCode::BAD_REQUEST, "missing or unreadable snapshot header").into_response();
+    let (vote, meta, at) = match crate::wire::decode_snapshot_send(&body) {
+        Ok(h) => h,
+        Err(e) => return unreadable("snapshot", e),
     };
     if let Err(r) = check_sender(&node, &headers, voter(&vote)) {
         return r;
     }
-    let snap = openraft::Snapshot { meta, snapshot: Cursor::new(body.to_vec()) };
-    let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
-        node.raft.install_full_snapshot(vote, snap).await.map_err(RaftError::Fatal);
-    json(&r)
+    let snap = openraft::Snapshot { meta, snapshot: Cursor::new(body[at..].to_vec()) };
+    let r = node.raft.install_full_snapshot(vote, snap).await.map(|r: SnapshotResponse<TypeConfig>| r.vote);
+    record(crate::wire::encode_snapshot_answer(&r))
 }
 
 /// A write forwarded by a member, queued in the lane of the tenant that member
@@ -211,7 +227,7 @@ async fn submit(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Byt
         Ok(false) => Err(SubmitError::NotLeader(node.metrics().current_leader)),
         Err(e) => Err(e),
     };
-    json(&r)
+    record(crate::wire::encode_submit_answer(&r))
 }
 
 async fn read_index(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {

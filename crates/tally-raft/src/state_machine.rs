@@ -95,10 +95,11 @@ pub struct Position {
 
 impl Position {
     fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::wire::encode_position(&self.log_id, &self.membership)
     }
     fn decode(b: &[u8]) -> io::Result<Position> {
-        serde_json::from_slice(b).map_err(io_err)
+        let (log_id, membership) = crate::wire::decode_position(b).map_err(io_err)?;
+        Ok(Position { log_id, membership })
     }
 }
 
@@ -254,20 +255,36 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-const SNAPSHOT_META: &str = "snapshot.meta.json";
+const SNAPSHOT_META: &str = "snapshot.meta";
+/// Where builds before the binary Raft records kept the meta (version 0, JSON).
+const SNAPSHOT_META_V0: &str = "snapshot.meta.json";
 const SNAPSHOT_DATA: &str = "snapshot.bin";
 
 /// Data first, then meta: the meta file names a complete data file.
 fn save_snapshot(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     write_atomic(dir, SNAPSHOT_DATA, data)?;
-    write_atomic(dir, SNAPSHOT_META, &serde_json::to_vec(meta).map_err(io_err)?)
+    write_atomic(dir, SNAPSHOT_META, &crate::wire::encode_snapshot_meta(meta))?;
+    // A meta file of an earlier build would name data that is gone.
+    match std::fs::remove_file(dir.join(SNAPSHOT_META_V0)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn load_snapshot(dir: &Path) -> io::Result<Option<Snapshot>> {
-    let meta = match std::fs::read(dir.join(SNAPSHOT_META)) {
-        Ok(b) => serde_json::from_slice::<SnapshotMeta>(&b).map_err(io_err)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let read = |name: &str| match std::fs::read(dir.join(name)) {
+        Ok(b) => crate::wire::decode_snapshot_meta(&b)
+            .map(Some)
+            .map_err(|e| io_err(format!("snapshot meta {}: {e}", dir.join(name).display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    let meta = match read(SNAPSHOT_META)? {
+        Some(m) => m,
+        None => match read(SNAPSHOT_META_V0)? {
+            Some(m) => m,
+            None => return Ok(None),
+        },
     };
     let data = std::fs::read(dir.join(SNAPSHOT_DATA))?;
     Ok(Some(Snapshot { meta, snapshot: Cursor::new(data) }))

@@ -164,3 +164,34 @@ async fn a_full_leader_queue_pushes_out_the_flood() {
     assert_eq!(outcomes[..3].iter().map(|o| *o.as_ref().unwrap()).collect::<Vec<_>>(), vec![2, 2, 2]);
     m.stop().await;
 }
+
+/// A write that waits on the leader longer than `queue_wait_max` (here behind a held
+/// batch) is answered `Overloaded` and never proposed, as on a single node: the next
+/// write lands at the height right after the held batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_too_long_is_refused_and_never_proposed() {
+    let (listener, addr) = peer_listener().await;
+    let (gate, machine_gate) = gate();
+    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
+    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, |cfg| {
+        configure(cfg);
+        cfg.queue_wait_max = Duration::from_millis(100);
+    })
+    .await;
+    let node = m.node.clone();
+    until("member 1 leads", || node.leader_with_quorum().unwrap_or(false)).await;
+
+    let first = submit(&node, FLOOD, 0);
+    entered(&gate).await;
+    let stale = submit(&node, QUIET, 1);
+    until("the input is queued", || node.queued() == 1).await;
+    // Past its wait bound while the first batch still holds the only proposal slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.open.send(()).unwrap();
+
+    assert_eq!(height(first).await, 1);
+    let refused = stale.await.unwrap();
+    assert!(matches!(refused, Err(SubmitError::Overloaded)), "{refused:?}");
+    assert_eq!(height(submit(&node, QUIET, 2)).await, 2, "the refused input was proposed after all");
+    m.stop().await;
+}

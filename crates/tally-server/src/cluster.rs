@@ -130,6 +130,7 @@ pub async fn start_member(
     epoch_ms: u64,
     store: Arc<dyn Store>,
     root_key_hash: &str,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(Member, Arc<std::sync::atomic::AtomicU64>, Head)> {
     if let Ok(msg) = std::fs::read_to_string(data_dir.join(DIVERGED_FILE)) {
         anyhow::bail!(
@@ -164,6 +165,7 @@ pub async fn start_member(
     let auth_changes = machine.auth_changes.clone();
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
+    let machine = crate::metrics::MeteredMachine::new(machine, metrics);
     let sm =
         tally_raft::Machine::open(machine, &raft_dir.join("snapshot")).context("opening the raft state machine")?;
     let log = tally_raft::LogStore::open(&raft_dir.join("log.redb")).context("opening the raft log")?;
@@ -276,6 +278,8 @@ async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     s["head"] = json!({"height": head.map(|h| h.height).unwrap_or(0),
                        "hash": hex::encode(head.map(|h| h.hash()).unwrap_or([0; 32]))});
     s["isolated"] = json!(c.faults.isolated());
+    // This member's tree-head signing key (docs/ledger.md): pin it to check its signatures.
+    s["member_key"] = json!(hex::encode(st.member_key.public_key()));
     axum::Json(s).into_response()
 }
 
@@ -437,8 +441,10 @@ pub async fn serve_member(
     opts: &ClusterOptions,
     store: Arc<dyn Store>,
     root_hash: String,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<()> {
-    let (member, applied_ts, head) = start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash).await?;
+    let (member, applied_ts, head) =
+        start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash, metrics.clone()).await?;
     let Member { cluster, peer_addr, peer_router, auth_changes } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -471,7 +477,9 @@ pub async fn serve_member(
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
         auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),
+        metrics,
     });
+    crate::node::spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());
     let listener =

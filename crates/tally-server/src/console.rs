@@ -64,7 +64,10 @@ fn asset(name: &str) -> Response {
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
     };
-    let mut r = (StatusCode::OK, *bytes).into_response();
+    let mut r = match from_dev_dir(name) {
+        Some(b) => (StatusCode::OK, b).into_response(),
+        None => (StatusCode::OK, *bytes).into_response(),
+    };
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -75,4 +78,13 @@ fn asset(name: &str) -> Response {
     // old page across an upgrade.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// For people working on the pages: with `TALLY_CONSOLE_DIR` set to
+/// `crates/tally-server/src/console/assets`, the files are read from there on every
+/// request, so a change shows on reload without rebuilding. Only the names in [`ASSETS`]
+/// are ever read.
+fn from_dev_dir(name: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var_os("TALLY_CONSOLE_DIR")?;
+    std::fs::read(std::path::Path::new(&dir).join(name)).ok()
 }

@@ -10,10 +10,14 @@
 //!
 //! | format | written by | layout |
 //! |---|---|---|
-//! | 1 | builds since the marker was introduced; also any directory without a marker | `state.redb` (store format 1), `log/input.log` (batch version 1) or `raft/` |
+//! | 1 | builds from the marker's introduction to the transparency log; also any non-empty directory without a marker | `state.redb` (store format 1, block headers v1), `log/input.log` (batch version 1) or `raft/` (JSON records) |
+//! | 2 | this build | as 1, with block headers v2 (committing to the transaction log, `docs/ledger.md`), the transaction log's `tlog/` meta, binary Raft records (`docs/record.md`) and `member.key` |
 //!
-//! Directories made before the marker existed have the layout of format 1; opening one
-//! writes the marker.
+//! A format-1 directory is refused with what to do (move the data with `tally export` /
+//! `tally import`, or `tally backup` / `restore`, using the build that wrote it): its
+//! blocks cannot gain the transaction log's commitments without changing their hashes.
+//! An empty directory (or one holding only a marker-less `member.key`) is new and gets
+//! the marker of format 2.
 //!
 //! The directory also holds `member.key`, this member's ed25519 signing key for tree
 //! heads (`docs/ledger.md`): the 32-byte RFC 8032 secret seed, raw, mode 0600, made on
@@ -25,9 +29,9 @@ use std::path::Path;
 use anyhow::Context;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The formats this build opens.
-pub const FORMATS_READ: &[u32] = &[1];
+pub const FORMATS_READ: &[u32] = &[2];
 /// The marker's file name, in the data directory.
 pub const MARKER_FILE: &str = "FORMAT";
 const MARKER_PREFIX: &str = "tally data directory format ";
@@ -59,14 +63,27 @@ pub fn check_or_init(dir: &Path) -> anyhow::Result<()> {
             if !FORMATS_READ.contains(&found) {
                 anyhow::bail!(
                     "the data directory {} has format {found}, and this build of tally reads format {}; \
-                     open it with a build that reads format {found}, or move the data with a matching build",
+                     open it with a build that reads format {found}, or move the data with that build \
+                     (`tally export` there, `tally import` here)",
                     dir.display(),
                     FORMATS_READ.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
                 );
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_marker(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Data without a marker was written before the marker existed: format 1.
+            let has_data = ["state.redb", "log", "raft"].iter().any(|f| dir.join(f).exists());
+            if has_data {
+                anyhow::bail!(
+                    "the data directory {} has format 1 (it has no {MARKER_FILE} marker: it was written by an \
+                     earlier build), and this build of tally reads format {FORMAT}; move the data with the build \
+                     that wrote it (`tally export` there, `tally import` here)",
+                    dir.display()
+                );
+            }
+            write_marker(dir)
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
@@ -153,11 +170,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         check_or_init(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
-        assert_eq!(text, "tally data directory format 1\n");
+        assert_eq!(text, "tally data directory format 2\n");
         check_or_init(dir.path()).unwrap();
-        std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 2\n").unwrap();
+        std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 1\n").unwrap();
         let e = check_or_init(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("has format 2") && e.contains("reads format 1"), "{e}");
+        assert!(e.contains("has format 1") && e.contains("reads format 2") && e.contains("tally export"), "{e}");
+        // Data without a marker is format 1, written before the marker existed.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("state.redb"), b"").unwrap();
+        let e = check_or_init(old.path()).unwrap_err().to_string();
+        assert!(e.contains("has format 1") && e.contains("no FORMAT marker"), "{e}");
+        assert!(!old.path().join(MARKER_FILE).exists());
         std::fs::write(dir.path().join(MARKER_FILE), "garbage").unwrap();
         let e = check_or_init(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a valid format marker"), "{e}");

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
-use tally_calvin::{Sequencer, SubmitError};
+use tally_calvin::{Sequencer, WriteError, WritePath};
 use tally_fql::eval::{Limits, Mode};
 use tally_fql::FqlError;
 use tally_ledger::BlockHeader;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub member_key: Arc<tally_ledger::sth::MemberKey>,
     /// Authenticated key secrets, invalidated by the executor (`tally_fql::authcache`).
     pub auth_cache: tally_fql::authcache::AuthCache,
+    /// Counters and gauges for `/metrics` (see `crate::metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Evaluation steps granted per millisecond of `X-Query-Timeout` (the executor's
@@ -80,9 +82,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::ledger_api::routes())
         .merge(crate::console::routes())
         .merge(crate::cluster::client_routes())
+        .merge(crate::health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::health::observe))
         .with_state(state)
 }
 
@@ -252,6 +256,7 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
 pub(crate) fn error_response(err: &FqlError, ts: u64) -> Response {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, axum::Json(json!({"errors": [err.to_json()]}))).into_response();
+    r.extensions_mut().insert(crate::metrics::ErrorCode(err.code.to_string()));
     if ts > 0 {
         set_header(r.headers_mut(), "x-txn-time", ts.to_string());
     }
@@ -366,7 +371,12 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
         Err(reason) => (None, tags_refused(reason)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
             // The reservation is held until the answer exists (parsed query, queued input).
-            Ok((body, _held)) => (tags, query_inner(st, &headers, body, linearized).await),
+            Ok((body, _held)) => {
+                let bytes_in = crate::metrics::BytesIn(body.len() as u64);
+                let mut r = query_inner(st, &headers, body, linearized).await;
+                r.extensions_mut().insert(bytes_in);
+                (tags, r)
+            }
             Err(r) => (None, r),
         },
     };
@@ -462,7 +472,8 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Ok(Err(e)) => return error_response(&e, 0),
         Err(e) => return error_response(&FqlError::new("internal server error", format!("query task failed: {e}")), 0),
     };
-    match out.result {
+    let mut tag = crate::metrics::QueryTag { db: auth.db, write: false };
+    let mut resp = match out.result {
         Ok(v) => {
             let wire_len = tally_fql::budget::wire_len(&v);
             if wire_len > crate::body::INLINE_BYTES_MAX as u64 {
@@ -485,9 +496,12 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Err(e) if !e.needs_write => error_response(&e, ts),
         Err(_) => {
             drop(expr);
+            tag.write = true;
             write_path(st, json, auth, tmo, started).await
         }
-    }
+    };
+    resp.extensions_mut().insert(tag);
+    resp
 }
 
 /// The ts this node reads at: a member reads at what it has applied (later commits may
@@ -653,31 +667,38 @@ async fn write_path(
             claims: l.claims.clone(),
         }),
     };
-    let bytes = match tally_exec::record::encode_input(&input) {
+    let bytes = tally_exec::record::encode_input(&input);
+    // Freed here, on the thread that built it, before the wait for the log, after which
+    // the task may resume on another worker: glibc frees another thread's memory through
+    // that arena's lock, which made dropping the query's JSON tree a tenth of a
+    // transfer's CPU.
+    drop(input);
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
     // Batches are composed fairly across tenant databases, weighted by priority (on a
     // single node and on a cluster's leader alike).
     let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
-    if let Some(c) = &st.cluster {
-        return match c.node.submit(tenant, bytes).await {
-            Ok(ok) => output_response(ok.output, started, seed).await,
-            Err(e) => error_response(&crate::cluster::submit_error(&e), 0),
-        };
-    }
+    // One seam to "logged and applied": the local log's sequencer, or Raft.
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
-    let Some(seq) = seq else {
-        return error_response(&FqlError::new("unavailable", "The node is shutting down; retry on another node."), 0);
-    };
-    let out = match seq.submit(tenant, bytes).await {
-        Ok(o) => o,
-        Err(SubmitError::Overloaded) => return error_response(&overloaded(), 0),
-        Err(SubmitError::Stopped(m)) => {
-            return error_response(&FqlError::new("unavailable", format!("The write path stopped: {m}")), 0)
+    let path: &dyn WritePath = match (&st.cluster, &seq) {
+        (Some(c), _) => &*c.node,
+        (None, Some(seq)) => seq,
+        (None, None) => {
+            return error_response(
+                &FqlError::new("unavailable", "The node is shutting down; retry on another node."),
+                0,
+            )
         }
     };
-    output_response(out, started, seed).await
+    match path.submit(tenant, bytes).await {
+        Ok(out) => output_response(out, started, seed).await,
+        Err(WriteError::Overloaded) => error_response(&overloaded(), 0),
+        Err(e @ (WriteError::Unavailable(_) | WriteError::Ambiguous(_))) => {
+            error_response(&FqlError::new("unavailable", e.to_string()), 0)
+        }
+    }
 }
 
 /// The answer to a write the fair queue pushed out or refused (single node or leader).
@@ -690,11 +711,18 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
     // large answer does it off the async threads.
     let large = out.len() > crate::body::INLINE_BYTES_MAX;
     let finish = move || {
-        let mut out: TxnOutput = tally_value::parse_json_unbounded(&out)
+        let mut out: TxnOutput = tally_exec::record::decode_output(&out)
             .map_err(|e| FqlError::new("internal server error", format!("bad executor output: {e}")))?;
-        tally_fql::secret::reveal(&mut out.body, &seed, &out.secrets);
-        let body = serde_json::to_vec(&out.body)
-            .map_err(|e| FqlError::new("internal server error", format!("cannot encode the answer: {e}")))?;
+        // The body is the JSON text the client gets; only an answer carrying new secrets
+        // is parsed, to complete them.
+        if !out.secrets.is_empty() {
+            let mut body: serde_json::Value = tally_value::parse_json_unbounded(&out.body)
+                .map_err(|e| FqlError::new("internal server error", format!("bad executor answer: {e}")))?;
+            tally_fql::secret::reveal(&mut body, &seed, &out.secrets);
+            out.body = serde_json::to_vec(&body)
+                .map_err(|e| FqlError::new("internal server error", format!("cannot encode the answer: {e}")))?;
+        }
+        let body = std::mem::take(&mut out.body);
         Ok::<_, FqlError>((out, body))
     };
     let done = if large {
@@ -706,7 +734,17 @@ async fn output_response(out: Vec<u8>, started: Instant, seed: [u8; 32]) -> Resp
     };
     match done {
         Ok((out, body)) => {
-            respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written)
+            // An error answer is small: read its code back for the metrics.
+            let code = (out.status >= 400).then(|| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
+            });
+            let mut r = respond_bytes(out.status, body, out.ts, started, out.steps, out.bytes_read, out.bytes_written);
+            if let Some(code) = code {
+                r.extensions_mut().insert(crate::metrics::ErrorCode(code.unwrap_or_else(|| "unknown".into())));
+            }
+            r
         }
         Err(e) => error_response(&e, 0),
     }

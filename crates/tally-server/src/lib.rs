@@ -7,11 +7,13 @@
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
 //! `tally_exec::FqlMachine` at its commit ts; the answer comes back to the handler.
 
+pub mod backup;
 pub mod body;
 pub mod cluster;
 pub mod conn;
 pub mod console;
 pub mod datadir;
+pub mod health;
 pub mod http;
 pub mod inflight;
 pub mod jwt;
@@ -19,6 +21,7 @@ pub mod ledger_api;
 pub mod ledger_check;
 mod ledger_revision;
 pub mod longpool;
+pub mod metrics;
 pub mod node;
 pub mod pace;
 pub mod scheduler;

@@ -31,9 +31,31 @@ pub struct ServeConfig {
     pub cluster: Option<crate::cluster::ClusterOptions>,
     /// Serve clients over TLS (`--tls-cert`/`--tls-key`).
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Also serve `/metrics` and `/health` here, without authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Tenants with a metrics label of their own (see `crate::metrics`).
+    pub metrics_tenants_max: usize,
 }
 
 const ROOT_HASH_FILE: &str = "root_key.sha256";
+
+/// The root key of Fauna's development image, accepted for the same use (local scripts
+/// and tests written against that image).
+pub const DEV_ROOT_KEY: &str = "secret";
+
+/// Anyone who can reach the port can guess the development key: say so when the node
+/// listens beyond loopback.
+fn dev_key_warning(cfg: &ServeConfig) {
+    if !cfg.listen.ip().is_loopback() {
+        let msg = format!(
+            "tally: WARNING: the root key is the development default `{DEV_ROOT_KEY}` and the node listens on {}, \
+             beyond loopback: anyone who can reach it is root. Give a long random --root-key outside development.",
+            cfg.listen
+        );
+        // On stderr whatever TALLY_LOG says: this must not be filtered out.
+        eprintln!("{msg}");
+    }
+}
 
 fn hash_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -44,8 +66,10 @@ fn hash_hex(s: &str) -> String {
 fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
     let path = cfg.data_dir.join(ROOT_HASH_FILE);
     if let Some(k) = &cfg.root_key {
-        if k.len() < 8 {
-            anyhow::bail!("the root key must be at least 8 characters");
+        if k == DEV_ROOT_KEY {
+            dev_key_warning(cfg);
+        } else if k.len() < 8 {
+            anyhow::bail!("the root key must be at least 8 characters (or `{DEV_ROOT_KEY}` for development)");
         }
         return Ok(hash_hex(k));
     }
@@ -65,8 +89,11 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
 /// Open the state store. A damaged file (redb refuses it, or panics reading it) stops the
 /// node with what to do: the state is derived data, rebuilt from the log.
 fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let cache = state_cache_bytes();
     let opened = std::panic::catch_unwind(|| {
-        RedbStore::open(path).and_then(|s| s.write_behind(BehindLimits::default())).map_err(|e| e.to_string())
+        RedbStore::open_with_cache(path, cache)
+            .and_then(|s| s.write_behind(BehindLimits::default()))
+            .map_err(|e| e.to_string())
     });
     let err = match opened {
         Ok(Ok(store)) => {
@@ -87,6 +114,13 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
         "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
         path.display()
     )
+}
+
+/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: redb's 1 GiB).
+/// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
+fn state_cache_bytes() -> Option<usize> {
+    let mib = std::env::var("TALLY_STATE_CACHE_MIB").ok()?.trim().parse::<usize>().ok()?;
+    Some(mib.saturating_mul(1 << 20))
 }
 
 /// Fail-stop when the state store's background writer fails (a full disk, an I/O
@@ -113,10 +147,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // Written behind: the executor applies a batch and goes on while a background thread
     // writes it to the file and makes it durable (the input log already is).
     let store = open_state(&cfg.data_dir.join("state.redb"), cfg.cluster.is_some())?;
+    let metrics = crate::metrics::Metrics::new(&cfg.data_dir, cfg.metrics_tenants_max);
     if let Some(opts) = &cfg.cluster {
-        return crate::cluster::serve_member(&cfg, opts, store, root_hash).await;
+        return crate::cluster::serve_member(&cfg, opts, store, root_hash, metrics).await;
     }
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
+    let log = crate::metrics::MeteredLog::new(log, metrics.clone());
     let log_last_ts = tally_calvin::Log::last_ts(&log);
     let mut machine = FqlMachine::open(store.clone())?;
     let member_key = Arc::new(crate::datadir::member_key(&cfg.data_dir)?);
@@ -128,6 +164,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
+    let machine = crate::metrics::MeteredMachine::new(machine, metrics.clone());
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
     let r = sequencer.replayed();
@@ -154,7 +191,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key,
         auth_cache,
+        metrics,
     });
+    spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     let app = router(state.clone());
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -171,6 +210,21 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     drop(state);
     let _ = tokio::task::spawn_blocking(move || seq_thread.join()).await;
     println!("tally stopped");
+    Ok(())
+}
+
+/// `--metrics-listen`: `/metrics` and `/health` without authentication, on their own port.
+pub(crate) async fn spawn_metrics_listener(addr: Option<SocketAddr>, state: &Arc<AppState>) -> anyhow::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
+    println!("tally metrics on {}", listener.local_addr()?);
+    let app = crate::health::metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics listener stopped");
+        }
+    });
     Ok(())
 }
 

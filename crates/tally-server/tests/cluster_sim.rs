@@ -229,8 +229,9 @@ fn transfer(id: &str, from: u64, to: u64, amount: i64) -> serde_json::Value {
 }
 
 fn resource(out: &[u8]) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_slice(out).unwrap();
-    v["body"]["resource"].clone()
+    let out = tally_exec::record::decode_output(out).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    body["resource"].clone()
 }
 
 #[derive(Clone, Copy)]

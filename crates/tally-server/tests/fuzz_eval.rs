@@ -130,9 +130,11 @@ fn apply_batches(batches: &[Vec<Json>]) -> Result<(), TestCaseError> {
         let head = |m: &FqlMachine| m.head.lock().ok().and_then(|h| h.map(|h| h.hash()));
         prop_assert_eq!(head(&a), head(&b), "heads differ at height {}", batch.height);
         for (o, q) in oa.iter().zip(queries) {
-            let out: TxnOutput = serde_json::from_slice(o).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let timed_out = out.body.to_string().contains("\"time out\"");
-            prop_assert!(out.status < 500 || timed_out, "{} answered {}: {}", q, out.status, out.body);
+            let out: TxnOutput =
+                tally_exec::record::decode_output(o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let body = String::from_utf8_lossy(&out.body);
+            let timed_out = body.contains("\"time out\"");
+            prop_assert!(out.status < 500 || timed_out, "{} answered {}: {}", q, out.status, body);
         }
     }
     Ok(())

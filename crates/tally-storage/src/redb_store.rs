@@ -50,7 +50,17 @@ impl RedbStore {
     /// Open the database at `path`, creating and initialising it if missing. Refuses files
     /// of another format version and redb files that are not Tally databases.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(redb_err)?;
+        Self::open_with_cache(path, None)
+    }
+
+    /// [`RedbStore::open`] with redb's page cache (pages read and written, kept until the
+    /// cache is full) bounded to `cache_bytes`; None keeps redb's default of 1 GiB.
+    pub fn open_with_cache(path: &Path, cache_bytes: Option<usize>) -> Result<Self> {
+        let mut builder = redb::Builder::new();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder.create(path).map_err(redb_err)?;
         init_or_check(&db)?;
         Ok(RedbStore { db: Arc::new(db), writer: WriterLock::default() })
     }

@@ -14,26 +14,26 @@ use clap::{Args, Subcommand};
 #[derive(Args, Clone, Debug, Default)]
 pub struct ClusterFlags {
     /// This member's id (with --cluster).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_NODE_ID")]
     pub node_id: Option<u64>,
     /// The members' peer addresses, `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`.
     /// Starting every listed member forms the cluster; restarts rejoin it.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_CLUSTER")]
     pub cluster: Option<String>,
     /// Peer address of a member that is not in --cluster (it waits for `tally cluster add`).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
     /// Milliseconds added to every message to and from a peer (each way), to emulate members far apart: one
     /// number for every peer, or per peer as `2=50,3=150`.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0", env = "TALLY_PEER_LATENCY_MS")]
     pub peer_latency_ms: String,
     /// Longest a write waits for a majority before answering 503 unavailable.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
     /// While tenants compete, the estimated apply work (ms) the leader keeps proposed ahead
     /// of its executor; more waits in the fair queue. Lower favours a quiet tenant's
     /// latency, higher a flooding tenant's throughput. Default: 7 + 4 × the peer latency.
-    #[arg(long)]
+    #[arg(long, env = "TALLY_WORK_AHEAD_MS")]
     pub work_ahead_ms: Option<u64>,
     /// This member's certificate for mutual TLS with the other members (PEM; it must name
     /// the member as the DNS name member-ID.tally.invalid, see `tally cluster init-certs`).
@@ -228,6 +228,9 @@ pub struct ClusterArgs {
     pub endpoint: String,
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true, global = true)]
     pub root_key: Option<String>,
+    /// The CA (PEM) to trust for an https:// --endpoint (e.g. ca.pem of init-certs).
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: ClusterCmd,
 }
@@ -265,26 +268,68 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         }
         ClusterCmd::Remove { id } => ("DELETE", format!("/cluster/members/{id}"), String::new()),
     };
-    let (status, body) = http(&a.endpoint, method, &path, &key, &body)?;
+    let (status, body) = http(&a.endpoint, a.ca.as_deref(), method, &path, &key, &body)?;
     println!("{body}");
     anyhow::ensure!(status == 200, "the member answered HTTP {status}");
     Ok(())
 }
 
-/// One HTTP/1.1 request over a plain TCP connection (no client library needed).
-fn http(endpoint: &str, method: &str, path: &str, key: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+/// Either end of what `http` talks over.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// One HTTP/1.1 request over a TCP connection, or TLS for an https:// endpoint (no client
+/// library needed).
+fn http(
+    endpoint: &str,
+    ca: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let tls = endpoint.starts_with("https://");
+    let host = endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
     s.set_read_timeout(Some(Duration::from_secs(180)))?;
+    let mut s: Box<dyn Stream> = if tls { Box::new(tls_stream(s, host, ca)?) } else { Box::new(s) };
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
+    let mut raw = Vec::new();
+    // A server may close without TLS close_notify; what arrived is the answer.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        anyhow::ensure!(!raw.is_empty(), "reading the answer: {e}");
+    }
+    let resp = String::from_utf8_lossy(&raw);
     let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
+}
+
+fn tls_stream(
+    tcp: TcpStream,
+    host: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let ca = ca.context("an https:// --endpoint needs --ca (the CA that signed the member's certificate)")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        rustls::pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
 }

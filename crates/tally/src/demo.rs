@@ -53,11 +53,11 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn provision(args: &ExchangeArgs, secret: &str) -> anyhow::Result<()> {
     let addr = resolve(&args.endpoint).await?;
-    let mut parent = Conn::connect(addr, secret).await?;
+    let mut parent = Conn::connect(tally_bench::client::Endpoint::plain(addr), secret).await?;
     let db = create_fresh_database(&mut parent, &args.database).await?;
     // A scoped secret acts as admin inside the new database; nothing else is created
     // with more authority than the page's key.
-    let mut admin = Conn::connect(addr, &format!("{secret}:{db}:admin")).await?;
+    let mut admin = Conn::connect(tally_bench::client::Endpoint::plain(addr), &format!("{secret}:{db}:admin")).await?;
     for (what, q) in schema() {
         run(&mut admin, &q).await.with_context(|| format!("creating {what}"))?;
     }

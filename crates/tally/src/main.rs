@@ -3,11 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+mod backup_cmd;
 mod certs_cmd;
 mod cluster_cmd;
+mod config;
 mod demo;
+mod fauna;
+mod shell;
+mod transfer;
 mod verify;
 
 #[derive(Parser)]
@@ -21,19 +26,26 @@ struct Cli {
 enum Cmd {
     /// Run a server on a local data directory: a single node, or with --node-id and
     /// --cluster a member of a replicated cluster.
+    ///
+    /// Every flag can also be set by its environment variable (shown below) or in the
+    /// TOML file named by --config (keys are the flag names: `epoch-ms = 5`); a flag
+    /// wins over the environment, which wins over the file.
     Serve {
-        #[arg(long, default_value = "./tally-data")]
+        /// TOML file of settings (keys: the flag names below).
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "./tally-data", env = "TALLY_DATA_DIR")]
         data_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8443")]
+        #[arg(long, default_value = "127.0.0.1:8443", env = "TALLY_LISTEN")]
         listen: SocketAddr,
         /// Secret of the root database's admin key (else TALLY_ROOT_KEY, else generated once).
         #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
         root_key: Option<String>,
         /// How long an epoch batch stays open after its first transaction.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, env = "TALLY_EPOCH_MS")]
         epoch_ms: u64,
         /// Largest request body accepted.
-        #[arg(long, default_value_t = 16 << 20)]
+        #[arg(long, default_value_t = 16 << 20, env = "TALLY_BODY_BYTES_MAX")]
         body_bytes_max: usize,
         /// Let access providers' `jwks_uri` reach loopback, private and link-local
         /// addresses, and plain http (tests, identity providers on a private network).
@@ -43,25 +55,25 @@ enum Cmd {
         jwks_allow_private: bool,
         /// Bytes of requests (×8, parsed) and answers in flight before new requests are
         /// refused with 503.
-        #[arg(long, default_value_t = tally_server::inflight::INFLIGHT_BYTES_DEFAULT)]
+        #[arg(long, default_value_t = tally_server::inflight::INFLIGHT_BYTES_DEFAULT, env = "TALLY_INFLIGHT_BYTES_MAX")]
         inflight_bytes_max: u64,
         /// Open client connections at most (0: the file-descriptor limit less 256).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, env = "TALLY_CONNECTIONS_MAX")]
         connections_max: usize,
         /// Longest a request's headers may take to arrive.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, env = "TALLY_HEADER_READ_TIMEOUT_MS")]
         header_read_timeout_ms: u64,
         /// Longest a request's body may take to arrive.
-        #[arg(long, default_value_t = 30_000)]
+        #[arg(long, default_value_t = 30_000, env = "TALLY_BODY_READ_TIMEOUT_MS")]
         body_read_timeout_ms: u64,
         /// A connection with nothing in progress for this long is closed.
-        #[arg(long, default_value_t = 120_000)]
+        #[arg(long, default_value_t = 120_000, env = "TALLY_IDLE_TIMEOUT_MS")]
         idle_timeout_ms: u64,
         /// A connection whose client has not taken an answer within this long is closed.
-        #[arg(long, default_value_t = 60_000)]
+        #[arg(long, default_value_t = 60_000, env = "TALLY_ANSWER_SEND_TIMEOUT_MS")]
         answer_send_timeout_ms: u64,
         /// Concurrent streams per HTTP/2 connection.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, env = "TALLY_H2_STREAMS_MAX")]
         h2_streams_max: u32,
         /// Serve clients over TLS with this PEM certificate chain (with --tls-key);
         /// reloaded on SIGHUP and when the file changes.
@@ -73,6 +85,13 @@ enum Cmd {
         /// How often to check --tls-cert/--tls-key for changes (0: only on SIGHUP).
         #[arg(long, default_value_t = 1000, hide = true)]
         tls_reload_poll_ms: u64,
+        /// Also serve GET /metrics and /health here, WITHOUT authentication (bind it to a
+        /// private address); on the client port they need the root key.
+        #[arg(long, env = "TALLY_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+        /// Tenant databases with a metrics label of their own; later ones count as "other".
+        #[arg(long, env = "TALLY_METRICS_TENANTS_MAX", default_value_t = tally_server::metrics::TENANTS_MAX_DEFAULT)]
+        metrics_tenants_max: usize,
         #[command(flatten)]
         cluster: cluster_cmd::ClusterFlags,
     },
@@ -86,9 +105,26 @@ enum Cmd {
     Verify(verify::VerifyArgs),
     /// Provision a sample app on a running server and print its page's address.
     Demo(demo::DemoArgs),
+    /// Write a database (children, schema, documents with their history; keys without
+    /// secrets) as JSON lines (docs/export.md).
+    Export(transfer::ExportArgs),
+    /// Load a `tally export` file, or a Fauna snapshot export, into a database.
+    Import(transfer::ImportArgs),
+    /// Take an online backup of a running single node (docs/backup.md).
+    Backup(backup_cmd::BackupArgs),
+    /// Make a data directory from a backup file.
+    Restore(backup_cmd::RestoreArgs),
+    /// Query a server in FQL as the JavaScript driver writes it: a REPL, or --eval / --file.
+    Shell(shell::ShellArgs),
+    /// Print the wire JSON of FQL text (what `tally shell` sends).
+    #[command(hide = true)]
+    FqlToJson(shell::FqlToJsonArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Some(serve) = Cli::command().find_subcommand("serve") {
+        config::apply(serve)?;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -98,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.cmd {
         Cmd::Serve {
+            config: _,
             data_dir,
             listen,
             root_key,
@@ -114,6 +151,8 @@ fn main() -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             tls_reload_poll_ms,
+            metrics_listen,
+            metrics_tenants_max,
             cluster,
         } => {
             let ms = std::time::Duration::from_millis;
@@ -144,12 +183,20 @@ fn main() -> anyhow::Result<()> {
                     key,
                     reload_poll: (tls_reload_poll_ms > 0).then(|| ms(tls_reload_poll_ms)),
                 }),
+                metrics_listen,
+                metrics_tenants_max,
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
         Cmd::Demo(args) => demo::main(args),
+        Cmd::Export(args) => transfer::export(args),
+        Cmd::Import(args) => transfer::import(args),
+        Cmd::Backup(args) => backup_cmd::backup(args),
+        Cmd::Restore(args) => backup_cmd::restore(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
         Cmd::Verify(args) => verify::main(args),
+        Cmd::Shell(args) => shell::shell(args),
+        Cmd::FqlToJson(args) => shell::fql_to_json(args),
     }
 }

@@ -71,14 +71,14 @@ function treeNode(path, name, depth) {
     class: 'twisty',
     'aria-expanded': 'false',
     'aria-label': `Expand ${label}`,
-    text: '▸',
+    text: '+',
   })
   let loaded = false
   const toggle = async () => {
     const open = twisty.getAttribute('aria-expanded') !== 'true'
     twisty.setAttribute('aria-expanded', String(open))
     twisty.setAttribute('aria-label', `${open ? 'Collapse' : 'Expand'} ${label}`)
-    twisty.textContent = open ? '▾' : '▸'
+    twisty.textContent = open ? '−' : '+'
     kids.hidden = !open
     if (open && !loaded) {
       loaded = true
@@ -86,6 +86,7 @@ function treeNode(path, name, depth) {
         const page = await run(path, listSchema('databases', 200))
         const names = page.data.map(d => d.name)
         mount(kids, names.length ? names.map(n => treeNode(path ? `${path}/${n}` : n, n, depth + 1)) : h('li', { class: 'muted' }, 'no child databases'))
+        markCurrent(parseHash().path ?? null)
       } catch (e) {
         mount(kids, h('li', { class: 'muted' }, e.status === 401 || e.status === 403 ? 'children need an admin key' : describe(e)))
       }
@@ -179,10 +180,16 @@ function start() {
 
 document.getElementById('signout').addEventListener('click', () => {
   session.clear()
+  sessionStorage.removeItem('tally.console.lastQuery')
   location.hash = ''
   signInView()
 })
 window.addEventListener('hashchange', route)
+// A database was created or deleted: the tree shows it at once.
+window.addEventListener('tally:databases', () => {
+  renderTree()
+  markCurrent(parseHash().path ?? null)
+})
 
 if (session.secret) start()
 else signInView()

@@ -71,6 +71,25 @@ export async function collectionView(path, coll) {
 
 // ----- one document -----
 
+const plain = v => v && typeof v === 'object' && !Array.isArray(v) && !Object.keys(v).some(k => k.startsWith('@'))
+
+/** An update event carries only what the update set (null removes a field), merged into
+ * objects the way Update merges; a create or replace carries the whole data. */
+function applyEvent(prev, ev) {
+  if (ev.action === 'delete') return null
+  if (ev.action !== 'update' || !prev) return ev.data || {}
+  const merge = (a, patch) => {
+    const out = { ...a }
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === null) delete out[k]
+      else if (plain(v) && plain(out[k])) out[k] = merge(out[k], v)
+      else out[k] = v
+    }
+    return out
+  }
+  return merge(prev, ev.data || {})
+}
+
 /** The changes from one version's data to the next: [{field, kind, before, after}]. */
 function changes(prevData, data, action) {
   const a = prevData || {}
@@ -89,15 +108,16 @@ export async function documentView(path, coll, id) {
   const status = h('div', { role: 'status' })
   const [current, history] = await Promise.all([run(path, { if: { exists: ref }, then: { get: ref }, else: null }), historyOf(path, ref)])
   const [refText, currentText] = await format([{ '@ref': { id, collection: { '@ref': { id: coll, collection: { '@ref': { id: 'collections' } } } } } }, current ?? null])
-  const version = h('div', { role: 'region', 'aria-label': 'Version' })
+  const version = h('div', { role: 'region', 'aria-label': 'Old version' })
 
   // Diff every version against the one before it; print all values in one request.
   const values = []
   const slot = v => (values.push(v === undefined ? null : v), values.length - 1)
   let prevData = null
   const planned = history.map(ev => {
-    const cs = changes(prevData, ev.data, ev.action).map(c => ({ ...c, b: c.kind !== 'added' ? slot(c.before) : -1, a: c.kind !== 'removed' ? slot(c.after) : -1 }))
-    prevData = ev.action === 'delete' ? null : ev.data
+    const data = applyEvent(prevData, ev)
+    const cs = changes(prevData, data, ev.action).map(c => ({ ...c, b: c.kind !== 'added' ? slot(c.before) : -1, a: c.kind !== 'removed' ? slot(c.after) : -1 }))
+    prevData = data
     return { ev, cs }
   })
   const texts = await format(values)
@@ -142,7 +162,7 @@ export async function documentView(path, coll, id) {
     h('p', {}, h('a', { href: dbHref(path, 'collection', coll) }, `← Collection ${coll}`)),
     status,
     card('Current version', current ? h('pre', { class: 'answer' }, currentText) : h('p', { class: 'muted' }, 'This document does not exist now (deleted, or never created).'), form),
-    card(`History (${history.length} versions)`, history.length ? table('Every version, newest first', ['Time', 'Action', 'What changed', 'Version'], rows) : h('p', { class: 'muted' }, 'No history.'), version),
+    card(`History (${history.length} ${history.length === 1 ? 'version' : 'versions'})`, history.length ? table('Every version, newest first', ['Time', 'Action', 'What changed', 'Version'], rows) : h('p', { class: 'muted' }, 'No history.'), version),
   ]
 }
 

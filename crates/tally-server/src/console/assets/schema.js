@@ -65,6 +65,7 @@ function deleteButton(ctx, what, name, ref) {
       guarded(ctx.status, async () => {
         if (!confirm(`Delete ${what} ${name}? This cannot be undone.`)) return
         await run(ctx.path, fql.remove(ref))
+        if (what === 'database') window.dispatchEvent(new Event('tally:databases'))
         refresh()
       }),
   })
@@ -78,7 +79,7 @@ function createForm(ctx, label, button, fields, make) {
     ev.preventDefault()
     guarded(out, async () => {
       const shown = await make()
-      if (shown) mount(out, shown)
+      if (shown instanceof Node) mount(out, shown)
       else refresh()
     })
   })
@@ -231,8 +232,9 @@ function databasesCard(ctx) {
   return card(
     'Child databases',
     listed(ctx.lists.databases, rows),
-    createForm(ctx, 'New database', 'Create database', [field('New database name', name)], () =>
-      run(ctx.path, { create_database: { object: { name: name.value.trim() } } })
-    )
+    createForm(ctx, 'New database', 'Create database', [field('New database name', name)], async () => {
+      await run(ctx.path, { create_database: { object: { name: name.value.trim() } } })
+      window.dispatchEvent(new Event('tally:databases'))
+    })
   )
 }

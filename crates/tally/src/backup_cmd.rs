@@ -1,0 +1,74 @@
+//! `tally backup` (an online backup of a running single node) and `tally restore` (a new
+//! data directory from a backup file). The format is `tally_server::backup`'s
+//! (docs/backup.md).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    /// The running node (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
+    pub endpoint: String,
+    /// The root key.
+    #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
+    pub root_key: String,
+    /// File to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// A file written by `tally backup`.
+    pub file: PathBuf,
+    /// The data directory to make (absent or empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reply = rt.block_on(async {
+        let addr = tally_bench::client::parse_endpoint(&args.endpoint)?;
+        let mut conn =
+            tally_bench::client::Conn::connect(tally_bench::client::Endpoint::plain(addr), &args.root_key).await?;
+        conn.get("/admin/backup").await
+    })?;
+    if reply.status != 200 {
+        bail!("the node refused the backup (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body));
+    }
+    // Checked before it is kept: a backup that does not read back is no backup.
+    let b = tally_server::backup::parse(&reply.body)?;
+    let tmp = args.out.with_extension("partial");
+    std::fs::write(&tmp, &reply.body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out)?;
+    println!(
+        "backup of height {} (head {}) written to {}: {} bytes in {:.2} s",
+        b.height,
+        hex(&b.head),
+        args.out.display(),
+        reply.body.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let data = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let (height, head) = tally_server::backup::restore(&data, &args.data_dir)?;
+    println!(
+        "restored height {height} (head {}) into {} in {:.2} s",
+        hex(&head),
+        args.data_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
