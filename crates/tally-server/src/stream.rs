@@ -109,20 +109,18 @@ fn too_many(desc: String) -> Response {
     r
 }
 
-fn take_slot(conn: Option<&crate::conn::ConnStreams>) -> Result<Slot, Response> {
+/// A place in both bounds, or the refusal's description.
+fn take_slot(conn: Option<&crate::conn::ConnStreams>) -> Result<Slot, String> {
     let conn = match conn {
         Some(c) => Some(take(&c.0, STREAMS_PER_CONNECTION).ok_or_else(|| {
-            too_many(format!(
+            format!(
                 "A connection carries at most {STREAMS_PER_CONNECTION} streams; open another connection (another client)."
-            ))
+            )
         })?),
         None => None,
     };
     let node = take(&hub().open, streams_max()).ok_or_else(|| {
-        too_many(format!(
-            "This node serves at most {} streams at once; close some, or use another member.",
-            streams_max()
-        ))
+        format!("This node serves at most {} streams at once; close some, or use another member.", streams_max())
     })?;
     Ok(Slot { _node: node, _conn: conn })
 }
@@ -165,7 +163,7 @@ pub async fn stream(
     drop(held);
     let slot = match take_slot(conn.as_ref().map(|c| &c.0)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(desc) => return too_many(desc),
     };
     // Subscribe first, then fix the start: every commit after the start is received.
     let rx = hub().tx.subscribe();
