@@ -440,7 +440,10 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         return match authenticate_now(&st, &secret, jwt) {
             Ok(auth) => {
                 drop(expr);
-                write_path(st, json, auth, tmo, started).await
+                let tag = crate::metrics::QueryTag { db: auth.db, write: true };
+                let mut resp = write_path(st, json, auth, tmo, started).await;
+                resp.extensions_mut().insert(tag);
+                resp
             }
             Err(e) => error_response(&e, 0),
         };
@@ -483,7 +486,9 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
                     return error_response(&crate::body::overloaded("too many answers waiting to be sent"), ts);
                 };
                 let body = crate::body::stream_answer(v, room);
-                return respond_body(200, body, ts, started, out.steps, out.bytes_read, 0);
+                let mut resp = respond_body(200, body, ts, started, out.steps, out.bytes_read, 0);
+                resp.extensions_mut().insert(tag);
+                return resp;
             }
             // A small answer waits in memory until its client takes it: it needs room in
             // flight, three times over while it is encoded (the value, its JSON tree, the bytes).

@@ -1,12 +1,13 @@
 // The ledger: the head and the newest blocks. Each block's hash is recomputed here, in
-// the browser, from its header fields (SHA-256 over "tally.block.v1\0" and the 125-byte
-// big-endian encoding, tally-ledger block.rs), and each block's prev_hash is checked
+// the browser, from its header fields (SHA-256 over "tally.block.v2\0" and the 165-byte
+// big-endian encoding, tally-ledger block.rs, docs/ledger.md), and each block's prev_hash is checked
 // against the hash of the block below it.
 
 import { ledger } from './api.js'
 import { h, mount, card, table, errorLine, isoTs, guarded } from './ui.js'
 
-const TAG = new TextEncoder().encode('tally.block.v1\0')
+const TAG = new TextEncoder().encode('tally.block.v2\0')
+const HEADER_LEN = 165
 const PAGE = 20
 
 function hexBytes(hex) {
@@ -16,7 +17,7 @@ function hexBytes(hex) {
 }
 
 function encodeHeader(hd) {
-  const buf = new Uint8Array(125)
+  const buf = new Uint8Array(HEADER_LEN)
   const dv = new DataView(buf.buffer)
   dv.setUint8(0, hd.version)
   dv.setBigUint64(1, BigInt(hd.height))
@@ -26,13 +27,15 @@ function encodeHeader(hd) {
   dv.setUint32(57, hd.txn_count)
   buf.set(hexBytes(hd.inputs_root), 61)
   buf.set(hexBytes(hd.effects_root), 93)
+  dv.setBigUint64(125, BigInt(hd.tree_size))
+  buf.set(hexBytes(hd.tree_root), 133)
   return buf
 }
 
 /** The header's hash as hex, or null where WebCrypto is missing (not a secure context). */
 async function headerHash(hd) {
   if (!globalThis.crypto || !crypto.subtle) return null
-  const bytes = new Uint8Array(TAG.length + 125)
+  const bytes = new Uint8Array(TAG.length + HEADER_LEN)
   bytes.set(TAG, 0)
   bytes.set(encodeHeader(hd), TAG.length)
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
