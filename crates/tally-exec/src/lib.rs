@@ -16,6 +16,7 @@
 
 pub mod machine;
 pub mod pace;
+pub mod publish;
 pub mod record;
 pub mod snapshot;
 

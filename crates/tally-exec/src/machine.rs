@@ -104,6 +104,8 @@ pub struct FqlMachine {
     tlog: LogWriter,
     /// This member's key: it signs every tree head it computes (node-local, not replicated).
     pub signer: Option<Arc<tally_ledger::sth::MemberKey>>,
+    /// Told of each transaction's writes once they are visible (change streams).
+    pub publish: Option<Arc<dyn crate::publish::Publish>>,
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -151,6 +153,7 @@ impl FqlMachine {
             diverge_at: None,
             tlog,
             signer: None,
+            publish: None,
         })
     }
 
@@ -284,6 +287,9 @@ impl FqlMachine {
         let mut held: Vec<(usize, Vec<u8>)> = Vec::with_capacity(batch.inputs.len());
         let mut ts = batch.ts.max(self.last_ts + 1);
         let first_ts = ts;
+        // Committed transactions not yet published (only when someone listens).
+        let publish = self.publish.clone().filter(|p| p.wanted());
+        let mut committed: Vec<crate::publish::CommittedTxn> = Vec::new();
         let mut last_ts = self.last_ts;
         self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
@@ -310,6 +316,9 @@ impl FqlMachine {
                 apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
                 builder.push_effect_hash(self.tlog.effect(effect_space(w), &w.key, w.ts, w.value.as_deref()));
             }
+            if publish.is_some() && !writes.is_empty() {
+                committed.push(crate::publish::CommittedTxn::of(ts, &writes));
+            }
             for (name, value) in self.tlog.finish_txn(ts, batch.height, i as u32, input) {
                 b.set_meta(&name, &value)?;
             }
@@ -320,6 +329,7 @@ impl FqlMachine {
                 b.commit(false)?;
                 b = self.store.begin()?;
                 self.applied_ts.store(last_ts, Ordering::Release);
+                publish_now(&publish, &mut committed);
                 for (j, out) in held.drain(..) {
                     answer(j, out);
                 }
@@ -355,6 +365,7 @@ impl FqlMachine {
         if let Ok(mut h) = self.head.lock() {
             *h = Some(header);
         }
+        publish_now(&publish, &mut committed);
         for (j, out) in held {
             answer(j, out);
         }
@@ -389,6 +400,15 @@ fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<tally_ledger::tlog:
 }
 
 /// Whether the store accepts `w` (its key and value sizes).
+/// Hand what was just committed to the stream hub (after `applied_ts` moved past it).
+fn publish_now(to: &Option<Arc<dyn crate::publish::Publish>>, committed: &mut Vec<crate::publish::CommittedTxn>) {
+    if let Some(p) = to {
+        if !committed.is_empty() {
+            p.publish(std::mem::take(committed));
+        }
+    }
+}
+
 fn store_accepts(w: &Write) -> Result<(), tally_storage::StorageError> {
     tally_storage::check_put(&w.key, w.value.as_deref().unwrap_or(&[]))
 }

@@ -155,6 +155,7 @@ pub async fn start_member(
     };
     let mut machine = FqlMachine::open(store.clone())?;
     machine.signer = Some(Arc::new(crate::datadir::member_key(data_dir)?));
+    machine.publish = Some(crate::stream::hub().clone());
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     if opts.fault_injection {
         machine.diverge_at = std::env::var("TALLY_TEST_DIVERGE_AT").ok().and_then(|v| v.parse().ok());

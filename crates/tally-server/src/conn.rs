@@ -201,15 +201,22 @@ async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sen
         answers: Mutex::new(Vec::new()),
         next_id: AtomicU64::new(0),
     });
+    let streams = ConnStreams::default();
     let svc = {
         let w = w.clone();
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let (app, w, inflight) = (app.clone(), w.clone(), inflight.clone());
+            req.extensions_mut().insert(streams.clone());
             async move {
                 w.active.fetch_add(1, Ordering::Relaxed);
                 w.touch();
                 let resp = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e: Infallible| match e {});
-                let guard = AnswerGuard::new(&w, &inflight, resp.body().size_hint().exact().unwrap_or(0));
+                let guard = if resp.extensions().get::<LongLived>().is_some() {
+                    w.active.fetch_add(1, Ordering::Relaxed);
+                    Guard::Long(LongGuard(w.clone()))
+                } else {
+                    Guard::Answer(AnswerGuard::new(&w, &inflight, resp.body().size_hint().exact().unwrap_or(0)))
+                };
                 w.active.fetch_sub(1, Ordering::Relaxed);
                 w.touch();
                 Ok::<_, Infallible>(resp.map(|b| AnswerBody { inner: b, pending: Bytes::new(), _guard: guard }))
@@ -240,6 +247,34 @@ async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sen
             }
         }
     }
+}
+
+/// Put in a response's extensions by a long-lived answer (`POST /stream`): it is not
+/// held to the answer-send deadline (a stream is quiet for as long as nothing changes;
+/// it bounds its own unread backlog, crate::stream), and while it is open its
+/// connection is not idle.
+#[derive(Clone, Copy, Debug)]
+pub struct LongLived;
+
+/// The streams open on one connection (crate::stream bounds them), in every request's
+/// extensions.
+#[derive(Clone, Debug, Default)]
+pub struct ConnStreams(pub Arc<AtomicUsize>);
+
+/// A long-lived answer's hold on its connection: counts as a request in progress.
+struct LongGuard(Arc<ConnWatch>);
+
+impl Drop for LongGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Held for its effect on drop only.
+enum Guard {
+    Answer(#[allow(dead_code)] AnswerGuard),
+    Long(#[allow(dead_code)] LongGuard),
 }
 
 /// Held by an answer's body while it is being sent: registers it with its connection's
@@ -274,7 +309,7 @@ impl Drop for AnswerGuard {
 struct AnswerBody {
     inner: Body,
     pending: Bytes,
-    _guard: AnswerGuard,
+    _guard: Guard,
 }
 
 impl HttpBody for AnswerBody {

@@ -74,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", post(query).options(preflight))
         .route("/linearized", post(query_linearized).options(preflight))
         .route("/ping", get(ping).options(preflight))
+        .route("/stream", post(crate::stream::stream).options(preflight))
         .layer(cors);
     Router::new()
         .merge(browser)

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod pace;
 pub mod scheduler;
+pub mod stream;
 pub mod tls;
 
 // The executor moved to tally-exec; these paths stay for the code that names them.

@@ -157,6 +157,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let mut machine = FqlMachine::open(store.clone())?;
     let member_key = Arc::new(crate::datadir::member_key(&cfg.data_dir)?);
     machine.signer = Some(member_key.clone());
+    machine.publish = Some(crate::stream::hub().clone());
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();

@@ -594,7 +594,7 @@ impl Stream for MatchLeaf {
     }
 }
 
-fn normalize_terms(nterms: usize, t: Option<&Value>) -> Vec<Value> {
+pub fn normalize_terms(nterms: usize, t: Option<&Value>) -> Vec<Value> {
     match t {
         None => Vec::new(),
         Some(Value::Array(a)) if nterms != 1 || a.len() == 1 => a.clone(),

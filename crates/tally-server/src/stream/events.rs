@@ -1,0 +1,360 @@
+//! What one stream watches, and the events a committed transaction makes for it.
+
+use serde_json::{json, Value as Json};
+use tally_exec::publish::CommittedTxn;
+use tally_fql::auth::Auth;
+use tally_fql::catalog::Target;
+use tally_fql::eval::{Eval, Limits, Mode};
+use tally_fql::model::{self, native, Tx};
+use tally_fql::FqlError;
+use tally_storage::Snapshot;
+use tally_value::{Object, Ref, Value};
+
+use crate::http::AppState;
+
+/// The `fields` a client asked for (v4's default: action and document).
+#[derive(Clone, Copy, Debug)]
+pub struct Fields {
+    action: bool,
+    document: bool,
+    diff: bool,
+    prev: bool,
+    index: bool,
+}
+
+impl Fields {
+    pub fn parse(p: Option<&str>) -> Result<Fields, FqlError> {
+        let Some(p) = p else {
+            return Ok(Fields { action: true, document: true, diff: false, prev: false, index: false });
+        };
+        let mut f = Fields { action: false, document: false, diff: false, prev: false, index: false };
+        for name in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "action" => f.action = true,
+                "document" => f.document = true,
+                "diff" => f.diff = true,
+                "prev" => f.prev = true,
+                "index" => f.index = true,
+                other => {
+                    return Err(crate::http::bad_request(format!(
+                        "Unknown stream field `{other}`; use action, document, diff, prev or index."
+                    )))
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+enum What {
+    /// One document: its storage key.
+    Doc { key: Vec<u8>, r: Ref },
+    /// `Documents(coll)`: the collection's key prefix and ref.
+    Docs { prefix: Vec<u8>, coll: Ref },
+    /// `Match(index, terms)`: the index entries' key prefix.
+    Match { prefix: Vec<u8>, terms: Value },
+}
+
+pub struct Watch {
+    pub start: u64,
+    /// The last commit ts this stream looked at.
+    pub last_txn: u64,
+    what: What,
+    fields: Fields,
+    /// A JWT login is not re-checked per commit (refused at open); keys and tokens are.
+    _auth: Auth,
+}
+
+/// The events of a run of commits, and whether the stream ends after them.
+pub struct Out {
+    pub events: Vec<(u64, Json)>,
+    pub end: bool,
+}
+
+fn storage(e: impl std::fmt::Display) -> FqlError {
+    FqlError::new("internal server error", format!("storage: {e}"))
+}
+
+fn unsupported() -> FqlError {
+    FqlError::new(
+        "invalid argument",
+        "Streams watch a document ref, Documents(collection) or Match(index, terms); this expression is none of them.",
+    )
+}
+
+/// Evaluate a query read-only at `ts` (the JSON of an FQL expression).
+fn eval(snap: &dyn Snapshot, ts: u64, auth: &Auth, q: &Json) -> Result<Value, FqlError> {
+    let expr = tally_fql::expr::parse(q)?;
+    tally_fql::run::evaluate(snap, ts, Mode::ReadOnly, auth.clone(), &expr, [0; 32], Limits::default(), None).result
+}
+
+/// `[the document at ts, the document just before ts]`, null where it does not exist;
+/// reading them is also the permission check.
+fn pair(snap: &dyn Snapshot, ts: u64, auth: &Auth, r: &Ref) -> Result<(Option<Object>, Option<Object>), FqlError> {
+    let rj = tally_value::to_json(&Value::Ref(r.clone()));
+    let read = json!({"if": {"exists": rj}, "then": {"get": rj}, "else": null});
+    let q = json!([read, {"at": {"epoch": ts.saturating_sub(1), "unit": "microseconds"}, "expr": read}]);
+    let v = eval(snap, ts, auth, &q)?;
+    let obj = |v: Option<&Value>| v.and_then(|v| v.as_object()).cloned();
+    match &v {
+        Value::Array(a) => Ok((obj(a.first()), obj(a.get(1)))),
+        _ => Ok((None, None)),
+    }
+}
+
+impl Watch {
+    /// Resolve what `expr` names at `start` with the caller's rights; an error is the
+    /// stream's answer (nothing is streamed).
+    pub fn open(
+        st: &AppState,
+        secret: &str,
+        expr: &tally_fql::expr::Expr,
+        start: u64,
+        fields: Fields,
+    ) -> Result<Watch, FqlError> {
+        let snap = st.store.snapshot().map_err(storage)?;
+        let auth = st.auth_cache.authenticate(&*snap, start, secret, &st.root_key_hash)?;
+        let v = tally_fql::run::evaluate(
+            &*snap,
+            start,
+            Mode::ReadOnly,
+            auth.clone(),
+            expr,
+            [0; 32],
+            Limits::default(),
+            None,
+        )
+        .result?;
+        let mut ev = Eval::new(Tx::new(&*snap, start), Mode::ReadOnly, auth.clone());
+        let what = match &v {
+            Value::Ref(r) => match ev.resolve(r)? {
+                Target::Doc { db, coll, id } => {
+                    pair(&*snap, start, &auth, r)?;
+                    What::Doc { key: model::doc_key(db, coll, &id), r: r.clone() }
+                }
+                Target::NativeColl { .. } => return Err(unsupported()),
+            },
+            Value::Set(inner) => {
+                let what = set_target(&mut ev, inner)?;
+                // The caller must be able to read the set now.
+                let q = json!({"paginate": tally_value::to_json(&v), "size": 1});
+                eval(&*snap, start, &auth, &q)?;
+                what
+            }
+            _ => return Err(unsupported()),
+        };
+        Ok(Watch { start, last_txn: start, what, fields, _auth: auth })
+    }
+
+    /// Whether any of these commits may concern this stream (cheap: key comparisons).
+    pub fn interested(&self, txns: &[CommittedTxn]) -> bool {
+        txns.iter().filter(|t| t.ts > self.last_txn).any(|t| match &self.what {
+            What::Doc { key, .. } => t.docs.iter().any(|(k, _)| k == key),
+            What::Docs { prefix, .. } => t.docs.iter().any(|(k, _)| k.starts_with(prefix)),
+            What::Match { prefix, .. } => t.entries.iter().any(|(k, _)| k.starts_with(prefix)),
+        })
+    }
+
+    /// The events of `txns` for this stream, in commit order.
+    pub fn events(&mut self, st: &AppState, secret: &str, txns: &[CommittedTxn]) -> Out {
+        let mut out = Out { events: Vec::new(), end: false };
+        let snap = match st.store.snapshot() {
+            Ok(s) => s,
+            Err(e) => return self.fail(out, &storage(e)),
+        };
+        for t in txns {
+            if t.ts <= self.last_txn {
+                continue;
+            }
+            let wanted = self.interested(std::slice::from_ref(t));
+            self.last_txn = t.ts;
+            if !wanted {
+                continue;
+            }
+            // The caller's rights as of this commit: a revoked key or token ends the stream.
+            let auth = match st.auth_cache.authenticate(&*snap, t.ts, secret, &st.root_key_hash) {
+                Ok(a) => a,
+                Err(e) => return self.fail(out, &e),
+            };
+            if let Err(e) = self.txn_events(&*snap, &auth, t, &mut out.events) {
+                return self.fail(out, &e);
+            }
+        }
+        out
+    }
+
+    fn fail(&self, mut out: Out, e: &FqlError) -> Out {
+        let ev =
+            json!({"type": "error", "txn": self.last_txn, "event": {"code": e.code, "description": e.description}});
+        out.events.push((self.last_txn, ev));
+        out.end = true;
+        out
+    }
+
+    fn txn_events(
+        &self,
+        snap: &dyn Snapshot,
+        auth: &Auth,
+        t: &CommittedTxn,
+        out: &mut Vec<(u64, Json)>,
+    ) -> Result<(), FqlError> {
+        let ts = t.ts;
+        match &self.what {
+            What::Doc { key, r } => {
+                if t.docs.iter().any(|(k, vts)| k == key && *vts == ts) {
+                    let (cur, prev) = pair(snap, ts, auth, r)?;
+                    if let Some(e) = self.version_event(ts, r, cur, prev) {
+                        out.push((ts, e));
+                    }
+                }
+            }
+            What::Docs { prefix, coll } => {
+                for (k, _) in t.docs.iter().filter(|(k, vts)| k.starts_with(prefix) && *vts == ts) {
+                    let id = model::id_from_doc_key(k)?;
+                    let r = Ref::doc(coll.clone(), id);
+                    let (cur, prev) = pair(snap, ts, auth, &r)?;
+                    let action = match (&cur, &prev) {
+                        (Some(_), None) => "add",
+                        (None, Some(_)) => "remove",
+                        _ => continue,
+                    };
+                    out.push((ts, self.set_event(ts, action, &r, None)));
+                }
+            }
+            What::Match { prefix, terms } => {
+                // Removals first: an update that moves a document within the set removes
+                // its old tuple and adds the new one.
+                let mut changes = Vec::new();
+                for (k, v) in t.entries.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                    let Some(v) = v else { continue };
+                    let version = tally_storage::Version { ts, value: v.clone() };
+                    let e = model::decode_entry(k.clone(), &version)?;
+                    changes.push(e);
+                }
+                changes.sort_by_key(|e| e.added);
+                for e in changes {
+                    if e.added {
+                        // Reading the document checks the caller may see it.
+                        pair(snap, ts, auth, &e.doc)?;
+                    }
+                    let index = json!({"terms": tally_value::to_json(terms), "values": e.values.iter().map(tally_value::to_json).collect::<Vec<_>>()});
+                    let action = if e.added { "add" } else { "remove" };
+                    out.push((ts, self.set_event(ts, action, &e.doc, Some(index))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_event(&self, ts: u64, action: &str, r: &Ref, index: Option<Json>) -> Json {
+        let mut ev = serde_json::Map::new();
+        if self.fields.action {
+            ev.insert("action".into(), json!(action));
+        }
+        if self.fields.document {
+            ev.insert("document".into(), json!({"ref": tally_value::to_json(&Value::Ref(r.clone())), "ts": ts}));
+        }
+        if let (true, Some(i)) = (self.fields.index, index) {
+            ev.insert("index".into(), i);
+        }
+        json!({"type": "set", "txn": ts, "event": ev})
+    }
+
+    fn version_event(&self, ts: u64, r: &Ref, cur: Option<Object>, prev: Option<Object>) -> Option<Json> {
+        let action = match (&cur, &prev) {
+            (Some(c), None) if ts_of(c) == Some(ts) => "create",
+            (Some(c), Some(_)) if ts_of(c) == Some(ts) => "update",
+            (None, Some(_)) => "delete",
+            _ => return None,
+        };
+        let data = |o: &Option<Object>| o.as_ref().and_then(|o| o.get("data")).cloned();
+        let base = |data: Option<Value>| {
+            let mut o = Object::new();
+            o.insert("ref".into(), Value::Ref(r.clone()));
+            o.insert("ts".into(), Value::Long(ts as i64));
+            if let Some(d) = data {
+                o.insert("data".into(), d);
+            }
+            tally_value::to_json(&Value::Object(o))
+        };
+        let mut ev = serde_json::Map::new();
+        if self.fields.action {
+            ev.insert("action".into(), json!(action));
+        }
+        if self.fields.document {
+            let doc = match (&cur, action) {
+                (Some(c), _) => tally_value::to_json(&Value::Object(c.clone())),
+                (None, _) => base(data(&prev)),
+            };
+            ev.insert("document".into(), doc);
+        }
+        if self.fields.diff {
+            let d = match action {
+                "delete" => None,
+                _ => Some(diff(data(&prev).as_ref(), data(&cur).as_ref())),
+            };
+            ev.insert("diff".into(), base(d));
+        }
+        if self.fields.prev {
+            ev.insert("prev".into(), base(data(&prev)));
+        }
+        Some(json!({"type": "version", "txn": ts, "event": ev}))
+    }
+}
+
+fn ts_of(o: &Object) -> Option<u64> {
+    match o.get("ts") {
+        Some(Value::Long(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// What changed from `old` to `new`: changed fields with their new value, removed ones
+/// as null, nested objects compared field by field.
+fn diff(old: Option<&Value>, new: Option<&Value>) -> Value {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let mut out = Object::new();
+            for (k, v) in b {
+                match a.get(k) {
+                    Some(o) if o == v => {}
+                    Some(o @ Value::Object(_)) if matches!(v, Value::Object(_)) => {
+                        out.insert(k.clone(), diff(Some(o), Some(v)));
+                    }
+                    _ => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in a.keys().filter(|k| !b.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        (_, Some(v)) => v.clone(),
+        (_, None) => Value::Object(Object::new()),
+    }
+}
+
+/// A set value's target: `Documents(coll)` or `Match(index, terms)`.
+fn set_target(ev: &mut Eval<'_>, inner: &Value) -> Result<What, FqlError> {
+    let Some(o) = inner.as_object() else { return Err(unsupported()) };
+    if let Some(Value::Ref(idx)) = o.get("match") {
+        let (db, def) = ev.index_def(idx)?;
+        let terms = tally_fql::fns::sets::normalize_terms(def.terms.len(), o.get("terms"));
+        let shown = o.get("terms").cloned().unwrap_or(Value::Array(Vec::new()));
+        return Ok(What::Match { prefix: model::index_prefix(db, def.id, &terms), terms: shown });
+    }
+    if let Some(Value::Ref(cr)) = o.get("documents") {
+        return match ev.resolve(cr)? {
+            Target::Doc { db, coll: native::COLLECTIONS, id } => {
+                let coll = ev
+                    .collection_id(db, &id)?
+                    .ok_or_else(|| FqlError::new("invalid ref", format!("Collection `{id}` does not exist.")))?;
+                Ok(What::Docs { prefix: model::doc_prefix(db, coll), coll: cr.clone() })
+            }
+            _ => Err(unsupported()),
+        };
+    }
+    Err(unsupported())
+}

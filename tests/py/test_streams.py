@@ -1,0 +1,79 @@
+"""Streams through the Python driver (httpx over h2c to POST /stream): a document
+stream sees create/update/delete in order with diff/prev, a set stream sees add and
+remove, and a stream of a bad expression gets an error event."""
+
+import threading
+
+from faunadb import query as q
+
+
+def _run(client, expr, options, until, writes, timeout=20):
+    """Start a stream on its own thread, do `writes()` once it started, and return the
+    events it saw when `until(events)` holds (the stream is closed then)."""
+    events = []
+    started = threading.Event()
+    done = threading.Event()
+    box = {}
+
+    def on(kind):
+        def handler(ev):
+            events.append((kind, ev))
+            if kind == "start":
+                started.set()
+            if kind == "error" or until(events):
+                done.set()
+                started.set()  # no more waiting for a start
+                box["sub"].close()
+        return handler
+
+    sub = client.stream(expr, options, on("start"), on("error"), on("version"), on("history_rewrite"), on("set"))
+    box["sub"] = sub
+    t = threading.Thread(target=sub.start, daemon=True)
+    t.start()
+    assert started.wait(timeout), "stream did not start: %r" % events
+    if not done.is_set():
+        writes()
+    assert done.wait(timeout), "stream did not end: %r" % events
+    return events
+
+
+def test_document_stream(admin):
+    admin.query(q.create_collection({"name": "py_stream_docs"}))
+    ref = q.ref(q.collection("py_stream_docs"), "7")
+
+    def writes():
+        admin.query(q.create(ref, {"data": {"n": 1}}))
+        admin.query(q.update(ref, {"data": {"n": 2}}))
+        admin.query(q.delete(ref))
+
+    events = _run(
+        admin, ref, {"fields": ["action", "document", "diff", "prev"]},
+        lambda evs: len([e for e in evs if e[0] == "version"]) >= 3, writes)
+    assert events[0][0] == "start"
+    versions = [e[1].event for e in events if e[0] == "version"]
+    assert [v["action"] for v in versions] == ["create", "update", "delete"]
+    assert versions[1]["document"]["data"] == {"n": 2}
+    assert versions[1]["diff"]["data"] == {"n": 2}
+    assert versions[1]["prev"]["data"] == {"n": 1}
+    txns = [e[1].txn for e in events if e[0] == "version"]
+    assert txns == sorted(txns) and len(set(txns)) == 3
+
+
+def test_set_stream(admin):
+    admin.query(q.create_collection({"name": "py_stream_set"}))
+
+    def writes():
+        doc = admin.query(q.create(q.collection("py_stream_set"), {"data": {}}))
+        admin.query(q.delete(doc["ref"]))
+
+    events = _run(
+        admin, q.documents(q.collection("py_stream_set")), None,
+        lambda evs: len([e for e in evs if e[0] == "set"]) >= 2, writes)
+    sets = [e[1].event for e in events if e[0] == "set"]
+    assert [s["action"] for s in sets] == ["add", "remove"]
+
+
+def test_unstreamable_expression_is_an_error(admin):
+    events = _run(admin, q.add(1, 2), None, lambda evs: False, lambda: None)
+    kinds = [e[0] for e in events]
+    assert kinds == ["error"], events
