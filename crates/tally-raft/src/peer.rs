@@ -23,9 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use openraft::errors::RaftError;
-use openraft::raft::{
-    SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest,
-};
+use openraft::raft::{SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -699,6 +699,12 @@ mod tests {
             assert_eq!(st.busy_by.get(&1), Some(&1));
             assert_eq!(st.busy_by.get(&2), Some(&1));
         }
+        // The flood query that stepped back gives up its slot before it queues again:
+        // give it a moment (bounded) to be counted as waiting.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.waiting() == 0 && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
         assert_eq!(s.waiting(), 1, "the flood's query waits for a slot");
         drop(quiet);
         while s.waiting() > 0 {
