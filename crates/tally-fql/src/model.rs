@@ -386,6 +386,27 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Did this transaction already write `key` (at its ts)?
+    pub fn wrote(&self, space: Space, key: &[u8]) -> bool {
+        self.overlay.contains_key(&(space, key.to_vec()))
+    }
+
+    /// The newest version of `key` before this transaction (its own writes left out).
+    pub fn before_txn(&mut self, space: Space, key: &[u8]) -> Result<Option<Version>> {
+        let Some(at) = self.ts.checked_sub(1) else { return Ok(None) };
+        let v = self.snap.get(space, key, at).map_err(storage_err)?;
+        if let Some(v) = &v {
+            self.bytes_read += (key.len() + v.value.len()) as u64;
+        }
+        Ok(v)
+    }
+
+    /// Withdraw this transaction's write of `key`: what stood before the transaction
+    /// stands again (the write already counted against the limits stays counted).
+    pub fn unput(&mut self, space: Space, key: &[u8]) {
+        self.overlay.remove(&(space, key.to_vec()));
+    }
+
     fn count_write(&mut self, kind: WriteKind<'_>, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         crate::limits::check_write(kind, space, key, value, self.writes_count, self.bytes_written)?;
         self.writes_count += 1;
@@ -576,7 +597,20 @@ impl<'a> Tx<'a> {
             self.schema_gen += 1;
         }
         let kind = WriteKind::Doc { named: native::is_named(coll) };
-        self.put_as(kind, Space::Docs, doc_key(db, coll, id), encode_doc(deleted, data))
+        let key = doc_key(db, coll, id);
+        if deleted && self.wrote(Space::Docs, &key) {
+            // Created and deleted by this one transaction: it leaves no version behind
+            // (its history shows its net change, like its index entries).
+            let absent_before = match self.before_txn(Space::Docs, &key)? {
+                None => true,
+                Some(v) => doc_header_deleted(&v.value)?,
+            };
+            if absent_before {
+                self.unput(Space::Docs, &key);
+                return Ok(());
+            }
+        }
+        self.put_as(kind, Space::Docs, key, encode_doc(deleted, data))
     }
 
     /// Live documents of a collection in id order, starting at `from_id` (inclusive).

@@ -165,6 +165,41 @@ fn set_events_add_and_remove() {
     assert_eq!(p["data"][2]["document"], r2);
 }
 
+/// A transaction that writes one document several times shows its net change only: a
+/// document moved out of a set and back in within one transaction has no event of that
+/// set, one moved in twice is added once, and a document created and deleted by the same
+/// transaction leaves no history at all. (Before, each write's index entry overwrote the
+/// previous one at the same ts, so the history showed an `add` of a document already in
+/// the set — a change feed then saw the same document added twice in a row.)
+#[test]
+fn one_transaction_shows_its_net_change() {
+    let mut db = setup();
+    let r = db.doc("things", json!({"n": 1, "v": 1}));
+    let before = db.q(pag(events(m("things_by_n", json!(1))), json!({})));
+    assert_eq!(actions(&before), ["add"]);
+    // Out of n=1 and back in, in one transaction: no event under n=1 or n=2.
+    db.q(json!({"do": [upd(&r, json!({"n": 2})), upd(&r, json!({"n": 1}))]}));
+    assert_eq!(db.q(pag(events(m("things_by_n", json!(1))), json!({}))), before);
+    assert_eq!(actions(&db.q(pag(events(m("things_by_n", json!(2))), json!({})))), Vec::<String>::new());
+    // Moved to n=3 by two writes of one transaction: one remove under n=1, one add under 3.
+    db.q(json!({"do": [upd(&r, json!({"n": 2})), upd(&r, json!({"n": 3}))]}));
+    let moved = db.ts;
+    assert_eq!(actions(&db.q(pag(events(m("things_by_n", json!(1))), json!({})))), ["add", "remove"]);
+    let p3 = db.q(pag(events(m("things_by_n", json!(3))), json!({})));
+    assert_eq!(p3["data"], json!([{"ts": moved, "action": "add", "document": r}]));
+    assert_eq!(actions(&db.q(pag(events(m("things_by_n", json!(2))), json!({})))), Vec::<String>::new());
+    // Created and deleted by one transaction: no event anywhere, no document history.
+    let docs = events(json!({"documents": {"collection": "things"}}));
+    let docs_before = db.q(pag(docs.clone(), json!({})));
+    let gone = db.q(json!({"let": [{"x": {"create": {"collection": "things"}, "params": {"object": {"data": lit(&json!({"n": 1}))}}}}],
+        "in": [{"delete": {"select": "ref", "from": {"var": "x"}}}, {"select": "ref", "from": {"var": "x"}}]}));
+    let gone_ref = gone[1].clone();
+    assert_eq!(db.q(pag(docs, json!({}))), docs_before);
+    assert_eq!(actions(&db.q(pag(events(m("things_by_n", json!(1))), json!({})))), ["add", "remove"]);
+    assert_eq!(actions(&db.q(pag(events(gone_ref.clone()), json!({})))), Vec::<String>::new());
+    assert_eq!(db.q(json!({"exists": gone_ref})), json!(false));
+}
+
 #[test]
 fn event_sets_combine_only_with_event_sets() {
     let mut db = setup();

@@ -410,13 +410,35 @@ fn entry_kind(def: &IndexDef) -> WriteKind<'_> {
     WriteKind::IndexEntry { index: &def.name }
 }
 
+/// Put one index entry (added or removed) at the transaction's ts. One transaction's
+/// entries say its net change: when an earlier write of the same transaction already put
+/// this entry (a document written twice, e.g. moved out of a set and back in) and the
+/// entry as it stood before the transaction says the same as this one, the transaction's
+/// write is withdrawn instead — a set's history never shows an add of a member that was
+/// already in it, or a remove of one that was not.
+fn put_entry(ev: &mut Eval<'_>, def: &IndexDef, key: Vec<u8>, added: bool, values: &[Value], r: &Ref) -> Result<()> {
+    let value = model::encode_entry(added, values, r);
+    let space = tally_storage::Space::Index;
+    if ev.tx.wrote(space, &key) {
+        let unchanged = match ev.tx.before_txn(space, &key)? {
+            Some(v) => v.value == value,
+            None => !added,
+        };
+        if unchanged {
+            ev.tx.unput(space, &key);
+            return Ok(());
+        }
+    }
+    ev.tx.put_as(entry_kind(def), space, key, value)
+}
+
 /// Put add/remove entries for rows that changed, and enforce uniqueness.
 pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, old: &[Row], new: &[Row]) -> Result<()> {
     let rev = def.reverse_flags();
     for row in old {
         if !new.contains(row) {
             let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
-            ev.tx.put_as(entry_kind(def), tally_storage::Space::Index, key, model::encode_entry(false, &row.1, r))?;
+            put_entry(ev, def, key, false, &row.1, r)?;
         }
     }
     for row in new {
@@ -439,7 +461,7 @@ pub fn apply_index_diff(ev: &mut Eval<'_>, db: DbId, def: &IndexDef, r: &Ref, ol
             }
         }
         let key = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
-        ev.tx.put_as(entry_kind(def), tally_storage::Space::Index, key, model::encode_entry(true, &row.1, r))?;
+        put_entry(ev, def, key, true, &row.1, r)?;
     }
     Ok(())
 }
