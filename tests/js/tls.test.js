@@ -188,3 +188,45 @@ test('SIGHUP reloads the certificate', { timeout: 60_000 }, async t => {
   await waitFor('the certificate after SIGHUP', async () => (await handshake(server.port, { ca })).fingerprint === fingerprint(b.cert))
   assert.match(server.output, /TLS certificate reloaded.*SIGHUP|SIGHUP.*TLS certificate reloaded/)
 })
+
+test('the operator tools reach an https server by name: shell, export, backup (trusting --ca; refusing without it)', { timeout: 120_000 }, async t => {
+  const certs = initCerts()
+  const server = await startServer({ tls: certs })
+  const out = tmp('tally-tls-tools-')
+  t.after(async () => {
+    await server.stop()
+    fs.rmSync(certs.dir, { recursive: true, force: true })
+    fs.rmSync(out, { recursive: true, force: true })
+  })
+  const env = { ...process.env, TALLY_SECRET: server.rootKey, TALLY_ROOT_KEY: server.rootKey }
+  const run = args =>
+    new Promise(resolve => {
+      execFile(tallyBin(), args, { env, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? err.code : 0, stdout, stderr })
+      )
+    })
+  // By host name: the certificate of init-certs names localhost.
+  const endpoint = `https://localhost:${server.port}`
+  const shell = await run(['shell', '--endpoint', endpoint, '--ca', certs.ca, '--eval',
+    'CreateCollection({name: "tools"}); Create(Collection("tools"), {data: {n: 7}}); Count(Documents(Collection("tools")))'])
+  assert.equal(shell.code, 0, shell.stderr)
+  assert.match(shell.stdout.trim().split('\n').pop(), /^1$/)
+
+  const exported = path.join(out, 'export.jsonl')
+  const ex = await run(['export', '--endpoint', endpoint, '--ca', certs.ca, '--out', exported])
+  assert.equal(ex.code, 0, ex.stderr)
+  assert.match(fs.readFileSync(exported, 'utf8'), /"n":7/)
+
+  const backup = path.join(out, 'node.backup')
+  const bk = await run(['backup', '--endpoint', endpoint, '--ca', certs.ca, '--out', backup])
+  assert.equal(bk.code, 0, bk.stderr)
+  assert.ok(fs.statSync(backup).size > 0)
+
+  // Verification is real: without --ca the public roots do not vouch for the test CA.
+  const untrusted = await run(['shell', '--endpoint', endpoint, '--eval', 'Add(1, 2)'])
+  assert.notEqual(untrusted.code, 0)
+  assert.match(untrusted.stderr, /TLS handshake with localhost:\d+[\s\S]*(certificate|UnknownIssuer)/i)
+  // Plain http to the TLS port is told what to use.
+  const plain = await run(['shell', '--endpoint', `http://localhost:${server.port}`, '--eval', 'Add(1, 2)'])
+  assert.notEqual(plain.code, 0)
+})

@@ -23,40 +23,115 @@ use tokio::net::TcpStream;
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub tls: Option<&'static Arc<rustls::ClientConfig>>,
+    /// The host name the endpoint was given by (the `Host` header and the name its TLS
+    /// certificate must carry); `None`: the address itself.
+    pub name: Option<&'static str>,
 }
 
 impl Endpoint {
     pub fn plain(addr: SocketAddr) -> Endpoint {
-        Endpoint { addr, tls: None }
+        Endpoint { addr, tls: None, name: None }
     }
 
     /// https to `addr`, trusting the CA certificates (PEM) in `ca`; HTTP/1.1 by ALPN.
     pub fn https(addr: SocketAddr, ca: &Path) -> anyhow::Result<Endpoint> {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in
-            rustls::pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
-        {
-            roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+        Ok(Endpoint { addr, tls: Some(tls_config(Some(ca))?), name: None })
+    }
+
+    /// Any server, as the operator tools (`tally shell`, `backup`, `export`, `import`,
+    /// `demo`) reach it: `http://HOST[:PORT]` or `https://HOST[:PORT]` (ports 80 and 443
+    /// by default; a bare `HOST:PORT` is http), the host a name or an address. Over https
+    /// the server's certificate must chain to `ca` (PEM) when given, else to the public
+    /// web PKI roots, and carry the host's name. Resolved once, here.
+    pub fn remote(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+        let (tls, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            Some((scheme, _)) => bail!("endpoint {url:?}: expected http:// or https://, not {scheme}://"),
+            None => (false, url),
+        };
+        let hostport = rest.split('/').next().unwrap_or_default();
+        if hostport.is_empty() {
+            bail!("endpoint {url:?}: expected http://HOST:PORT or https://HOST:PORT");
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Endpoint { addr, tls: Some(Box::leak(Box::new(Arc::new(cfg)))) })
+        let (host, port) = match hostport.rsplit_once(':') {
+            // `[::1]:8443`, `host:8443`; a bare IPv6 address has more than one colon.
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                let port = p.parse::<u16>().with_context(|| format!("endpoint {url:?}: port {p:?} is not a number"))?;
+                (h, port)
+            }
+            _ => (hostport, if tls { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if ca.is_some() && !tls {
+            bail!("endpoint {url:?}: --ca is for https:// endpoints");
+        }
+        use std::net::ToSocketAddrs;
+        let addr = (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("endpoint {url:?}: cannot resolve {host:?}"))?
+            .next()
+            .with_context(|| format!("endpoint {url:?}: {host:?} has no address"))?;
+        let name = match host.parse::<std::net::IpAddr>() {
+            Ok(_) => None,
+            Err(_) => Some(&*Box::leak(host.to_string().into_boxed_str())),
+        };
+        let tls = if tls { Some(tls_config(ca)?) } else { None };
+        Ok(Endpoint { addr, tls, name })
+    }
+
+    /// What the `Host` header says.
+    pub fn host_header(&self) -> String {
+        match self.name {
+            Some(n) => format!("{n}:{}", self.addr.port()),
+            None => self.addr.to_string(),
+        }
     }
 
     /// A new HTTP/1.1 connection (TLS handshake included).
-    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    pub async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
         let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true)?;
         let Some(tls) = self.tls else { return handshake(TokioIo::new(stream)).await };
-        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
-        let s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, stream).await.context("TLS handshake")?;
+        let name = match self.name {
+            Some(n) => rustls::pki_types::ServerName::try_from(n.to_string())
+                .with_context(|| format!("{n:?} is not a valid TLS server name"))?,
+            None => rustls::pki_types::ServerName::IpAddress(self.addr.ip().into()),
+        };
+        let s = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .with_context(|| format!("TLS handshake with {}", self.host_header()))?;
         handshake(TokioIo::new(s)).await
     }
+}
+
+/// A TLS client setting (HTTP/1.1 by ALPN) trusting the CA certificates (PEM) in `ca`, or
+/// the public web PKI roots; made once per process and kept for its life.
+fn tls_config(ca: Option<&Path>) -> anyhow::Result<&'static Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let roots = match ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading {}", ca.display()))?
+            {
+                roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+            }
+            if roots.is_empty() {
+                bail!("{}: no certificate in it", ca.display());
+            }
+            roots
+        }
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Box::leak(Box::new(Arc::new(cfg))))
 }
 
 async fn handshake<T>(io: T) -> anyhow::Result<SendRequest<Full<Bytes>>>
@@ -137,7 +212,7 @@ impl Conn {
             let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
             sender.ready().await.ok();
             let req = Request::post("/")
-                .header("host", self.ep.addr.to_string())
+                .header("host", self.ep.host_header())
                 .header("authorization", &self.auth)
                 .header("content-type", "application/json")
                 .header("x-faunadb-api-version", "4")
@@ -152,7 +227,7 @@ impl Conn {
                 Err(e) => return Err(e.into()),
             }
         }
-        bail!("the connection to {} keeps closing", self.ep.addr)
+        bail!("the connection to {} keeps closing", self.ep.host_header())
     }
 
     /// `GET path` with this connection's secret (a fresh connection: large answers).
@@ -160,7 +235,7 @@ impl Conn {
         self.reconnect().await?;
         let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
         let req = Request::get(path)
-            .header("host", self.ep.addr.to_string())
+            .header("host", self.ep.host_header())
             .header("authorization", &self.auth)
             .body(Full::new(Bytes::new()))?;
         let resp = sender.send_request(req).await?;
@@ -178,7 +253,7 @@ impl Conn {
 pub async fn wait_ready(ep: Endpoint, tries: u32) -> anyhow::Result<()> {
     for _ in 0..tries {
         if let Ok(mut sender) = ep.open().await {
-            let req = Request::get("/ping?scope=node").header("host", ep.addr.to_string()).body(Full::default())?;
+            let req = Request::get("/ping?scope=node").header("host", ep.host_header()).body(Full::default())?;
             if let Ok(r) = sender.send_request(req).await {
                 if r.status().is_success() {
                     return Ok(());

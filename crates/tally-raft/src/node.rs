@@ -14,8 +14,8 @@
 //! its own writes where it wrote).
 //!
 //! Availability: every wait is bounded by `write_timeout`. A leader that has not heard from
-//! a majority recently, or a follower that cannot reach a leader, answers
-//! [`SubmitError::Unavailable`] at once; a proposal whose fate is unknown when time runs
+//! a majority recently (and still has not after one more staleness window), or a follower
+//! that cannot reach a leader, answers [`SubmitError::Unavailable`]; a proposal whose fate is unknown when time runs
 //! out answers [`SubmitError::Ambiguous`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -343,13 +343,25 @@ impl RaftNode {
     /// Submit one input of `tenant` from a client of this member.
     pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
         let deadline = Instant::now() + self.cfg.write_timeout;
+        // A leader without recent acks from a majority gives them one more staleness window
+        // (a loaded machine can delay heartbeats that long) before it answers unavailable:
+        // a transient stall is waited out, a real partition still fails fast.
+        let mut quorum_grace: Option<Instant> = None;
         loop {
             let r = match self.leader_with_quorum() {
                 Ok(true) => self.submit_here(tenant, input.clone(), deadline).await,
                 Ok(false) => self.forward(tenant, input.clone(), deadline).await,
                 // Just elected: the first answers from the followers are on their way.
                 Err(e) if self.metrics().last_quorum_acked.is_none() => Err(SubmitError::Retry(e.to_string())),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let grace = *quorum_grace.get_or_insert_with(|| {
+                        Instant::now() + Duration::from_millis(self.cfg.election_timeout_ms.1 * 2)
+                    });
+                    if Instant::now() >= grace {
+                        return Err(e);
+                    }
+                    Err(SubmitError::Retry(e.to_string()))
+                }
             };
             // Not accepted anywhere (leadership moved, or the leader is unreachable while an
             // election may be under way): safe to try again until the deadline.

@@ -8,9 +8,13 @@ use anyhow::{bail, Context};
 
 #[derive(clap::Args)]
 pub struct BackupArgs {
-    /// The running node (loopback only).
+    /// The running node: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
     pub endpoint: String,
+    /// The CA certificate (PEM) to trust for an https:// endpoint (e.g. the ca.pem of
+    /// `tally init-certs`); without it, the public web PKI roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// The root key.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: String,
@@ -32,9 +36,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reply = rt.block_on(async {
-        let addr = tally_bench::client::parse_endpoint(&args.endpoint)?;
-        let mut conn =
-            tally_bench::client::Conn::connect(tally_bench::client::Endpoint::plain(addr), &args.root_key).await?;
+        let ep = tally_bench::client::Endpoint::remote(&args.endpoint, args.ca.as_deref())?;
+        let mut conn = tally_bench::client::Conn::connect(ep, &args.root_key).await?;
         conn.get("/admin/backup").await
     })?;
     if reply.status != 200 {

@@ -8,8 +8,6 @@
 //! write a document directly. The purchase is `tally_bench::fql::purchase`, the app's
 //! transaction verbatim.
 
-use std::net::SocketAddr;
-
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -29,9 +27,14 @@ enum Demo {
 
 #[derive(Args)]
 struct ExchangeArgs {
-    /// The Tally server to provision (it also serves the market page).
-    #[arg(long, default_value = "http://127.0.0.1:8443")]
+    /// The Tally server to provision (it also serves the market page): http://HOST:PORT
+    /// or https://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
     endpoint: String,
+    /// The CA certificate (PEM) to trust for an https:// endpoint (e.g. the ca.pem of
+    /// `tally init-certs`); without it, the public web PKI roots.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// Name of the new database (`_2`, `_3`, … is appended while the name is taken).
     #[arg(long, default_value = "animal_exchange")]
     database: String,
@@ -52,12 +55,12 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn provision(args: &ExchangeArgs, secret: &str) -> anyhow::Result<()> {
-    let addr = resolve(&args.endpoint).await?;
-    let mut parent = Conn::connect(tally_bench::client::Endpoint::plain(addr), secret).await?;
+    let ep = tally_bench::client::Endpoint::remote(&args.endpoint, args.ca.as_deref())?;
+    let mut parent = Conn::connect(ep, secret).await?;
     let db = create_fresh_database(&mut parent, &args.database).await?;
     // A scoped secret acts as admin inside the new database; nothing else is created
     // with more authority than the page's key.
-    let mut admin = Conn::connect(tally_bench::client::Endpoint::plain(addr), &format!("{secret}:{db}:admin")).await?;
+    let mut admin = Conn::connect(ep, &format!("{secret}:{db}:admin")).await?;
     for (what, q) in schema() {
         run(&mut admin, &q).await.with_context(|| format!("creating {what}"))?;
     }
@@ -68,15 +71,6 @@ async fn provision(args: &ExchangeArgs, secret: &str) -> anyhow::Result<()> {
     println!("Open the market: {base}/console/exchange#key={}", percent_encode(key));
     println!("(The page keeps only that key, which may call purchase and list_market, in the tab's session storage.)");
     Ok(())
-}
-
-async fn resolve(endpoint: &str) -> anyhow::Result<SocketAddr> {
-    let hostport = endpoint
-        .strip_prefix("http://")
-        .with_context(|| format!("endpoint {endpoint:?}: expected http://HOST:PORT (the demo speaks plain HTTP)"))?;
-    let hostport = hostport.trim_end_matches('/');
-    let mut addrs = tokio::net::lookup_host(hostport).await.with_context(|| format!("resolving {hostport:?}"))?;
-    addrs.next().with_context(|| format!("{hostport:?} resolves to no address"))
 }
 
 async fn run(conn: &mut Conn, q: &Value) -> anyhow::Result<Value> {

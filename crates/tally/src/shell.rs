@@ -18,9 +18,13 @@ use client::{Answer, Client};
 
 #[derive(Args, Debug)]
 pub struct ShellArgs {
-    /// Client endpoint of a Tally server.
-    #[arg(long, default_value = "http://127.0.0.1:8443")]
+    /// Client endpoint of a Tally server: http://HOST:PORT or https://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
     pub endpoint: String,
+    /// The CA certificate (PEM) to trust for an https:// endpoint (e.g. the ca.pem of
+    /// `tally init-certs`); without it, the public web PKI roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// The secret to run queries with. Prefer the environment (TALLY_SECRET, FAUNA_SECRET,
     /// TALLY_ROOT_KEY) or the prompt: a command line stays in your shell's history.
     #[arg(long)]
@@ -95,7 +99,7 @@ fn read_stdin() -> anyhow::Result<String> {
 
 pub fn shell(a: ShellArgs) -> anyhow::Result<()> {
     let secret = scoped_secret(&a)?;
-    let client = Client::new(&a.endpoint, &secret, Duration::from_millis(a.timeout_ms.max(1)))?;
+    let client = Client::new(&a.endpoint, a.ca.as_deref(), &secret, Duration::from_millis(a.timeout_ms.max(1)))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut session = Session { client, rt, json: a.json };
     let ok = if let Some(src) = &a.eval {

@@ -27,9 +27,13 @@ const IMPORT_BYTES_MAX: usize = 2 << 20;
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// The server (loopback only).
+    /// The server: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
     pub endpoint: String,
+    /// The CA certificate (PEM) to trust for an https:// endpoint (e.g. the ca.pem of
+    /// `tally init-certs`); without it, the public web PKI roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// The root key.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: String,
@@ -43,9 +47,13 @@ pub struct ExportArgs {
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// The server (loopback only).
+    /// The server: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:8443", env = "TALLY_ENDPOINT")]
     pub endpoint: String,
+    /// The CA certificate (PEM) to trust for an https:// endpoint (e.g. the ca.pem of
+    /// `tally init-certs`); without it, the public web PKI roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// The root key.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: String,
@@ -83,15 +91,15 @@ pub fn scoped(root_key: &str, path: &str) -> String {
 
 /// A connection per database path, made on first use.
 pub struct Conns {
-    addr: std::net::SocketAddr,
+    ep: tally_bench::client::Endpoint,
     root_key: String,
     by_path: BTreeMap<String, Conn>,
 }
 
 impl Conns {
-    pub fn new(endpoint: &str, root_key: &str) -> anyhow::Result<Conns> {
-        let addr = tally_bench::client::parse_endpoint(endpoint)?;
-        Ok(Conns { addr, root_key: root_key.to_string(), by_path: BTreeMap::new() })
+    pub fn new(endpoint: &str, ca: Option<&std::path::Path>, root_key: &str) -> anyhow::Result<Conns> {
+        let ep = tally_bench::client::Endpoint::remote(endpoint, ca)?;
+        Ok(Conns { ep, root_key: root_key.to_string(), by_path: BTreeMap::new() })
     }
 
     /// Run `q` in database `path`; the resource, or an error with the FQL error.
@@ -102,8 +110,7 @@ impl Conns {
     /// Like `run`, but an FQL error is returned as `(code, description)`.
     pub async fn try_run(&mut self, path: &str, q: &Value) -> anyhow::Result<Result<Value, (String, String)>> {
         if !self.by_path.contains_key(path) {
-            let c =
-                Conn::connect(tally_bench::client::Endpoint::plain(self.addr), &scoped(&self.root_key, path)).await?;
+            let c = Conn::connect(self.ep, &scoped(&self.root_key, path)).await?;
             self.by_path.insert(path.to_string(), c);
         }
         let conn = self.by_path.get_mut(path).context("connection")?;
@@ -280,7 +287,7 @@ impl<W: Write> Exporter<W> {
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let mut conns = Conns::new(&args.endpoint, &args.root_key)?;
+        let mut conns = Conns::new(&args.endpoint, args.ca.as_deref(), &args.root_key)?;
         let path = args.database.trim_matches('/').to_string();
         // The snapshot every read is made at: the export is one consistent state.
         let ts = conns.run(&path, &json!({ "to_micros": { "now": null } })).await?;
@@ -378,7 +385,7 @@ fn function_roles(lines: &[Value], base: &str) -> Vec<(String, Value)> {
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let conns = Conns::new(&args.endpoint, &args.root_key)?;
+        let conns = Conns::new(&args.endpoint, args.ca.as_deref(), &args.root_key)?;
         let base = args.database.trim_matches('/').to_string();
         let mut imp = Importer::new(conns, args.resume.clone())?;
         let started = std::time::Instant::now();

@@ -1,5 +1,5 @@
-//! The shell's FQL v4 client: `POST /` over one keep-alive HTTP/1.1 connection (hyper, as
-//! tally-bench uses), the secret as a Bearer token, `X-Last-Seen-Txn` carried from answer
+//! The shell's FQL v4 client: `POST /` over one keep-alive HTTP/1.1 connection, plain or
+//! TLS (hyper and rustls through tally-bench's [`Endpoint`]), the secret as a Bearer token, `X-Last-Seen-Txn` carried from answer
 //! to answer so a script reads its own writes, as the drivers do.
 
 use std::time::Duration;
@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
+use std::path::Path;
+
+use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::Value as Json;
-use tokio::net::TcpStream;
+use tally_bench::client::Endpoint;
 
 /// Largest answer the shell reads (the server's own answer limit).
 const ANSWER_BYTES_MAX: usize = 64 << 20;
@@ -29,7 +30,9 @@ pub enum Answer {
 }
 
 pub struct Client {
-    /// `host:port` to connect to.
+    /// Where the server is (http or https, resolved once).
+    endpoint: Endpoint,
+    /// `host:port`, for messages.
     authority: String,
     auth: String,
     /// A query's own deadline, sent as `X-Query-Timeout`; the shell waits 10 s more.
@@ -38,31 +41,14 @@ pub struct Client {
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
-/// `http://host:port` (path ignored) to `host:port`.
-pub fn authority(endpoint: &str) -> anyhow::Result<String> {
-    let rest = match endpoint.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some((scheme, _)) => bail!(
-            "endpoint {endpoint:?}: only http:// is supported (tally serve speaks plain HTTP; \
-             reach a TLS front end through a local tunnel), not {scheme}://"
-        ),
-        None => endpoint,
-    };
-    let hostport = rest.split('/').next().unwrap_or_default();
-    if hostport.is_empty() {
-        bail!("endpoint {endpoint:?}: expected http://HOST:PORT");
-    }
-    Ok(if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    })
-}
-
 impl Client {
-    pub fn new(endpoint: &str, secret: &str, timeout: Duration) -> anyhow::Result<Client> {
+    /// `endpoint`: `http://HOST:PORT` or `https://HOST:PORT` (see [`Endpoint::remote`]);
+    /// `ca`: the CA (PEM) to trust for https instead of the public web PKI.
+    pub fn new(endpoint: &str, ca: Option<&Path>, secret: &str, timeout: Duration) -> anyhow::Result<Client> {
+        let endpoint = Endpoint::remote(endpoint, ca)?;
         Ok(Client {
-            authority: authority(endpoint)?,
+            authority: endpoint.host_header(),
+            endpoint,
             auth: format!("Bearer {secret}"),
             timeout,
             last_txn: None,
@@ -71,16 +57,18 @@ impl Client {
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
-        let connecting = TcpStream::connect(&self.authority);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        let connecting = self.endpoint.open();
+        let sender = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .with_context(|| format!("connecting to {}: timed out", self.authority))?
-            .with_context(|| format!("connecting to {} (is `tally serve` running there?)", self.authority))?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+            .map_err(|e| {
+                // The hint fits a refused connection, not a certificate the shell refused.
+                if format!("{e:#}").contains("TLS handshake") {
+                    e
+                } else {
+                    e.context(format!("connecting to {} (is `tally serve` running there?)", self.authority))
+                }
+            })?;
         self.sender = Some(sender);
         Ok(())
     }
