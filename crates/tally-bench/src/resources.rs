@@ -44,6 +44,10 @@ pub struct ResourceArgs {
     /// Concurrent clients, each on its own keep-alive connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// replay: after the kill, move the state store aside so the restart replays the
+    /// whole input log (the longest tail there can be: a node rebuilding its state).
+    #[arg(long)]
+    pub from_genesis: bool,
     /// memory: big queries in the burst.
     #[arg(long, default_value_t = 64)]
     pub queries: usize,
@@ -85,7 +89,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-const EVENTS: &str = "events";
+const EVENTS: &str = "flood_events";
 
 async fn replay(args: &ResourceArgs, bin: &std::path::Path, dir: &std::path::Path, root: &str) -> anyhow::Result<()> {
     let mut server = Server::start(bin, dir, root, None, false).await?;
@@ -111,7 +115,11 @@ async fn replay(args: &ResourceArgs, bin: &std::path::Path, dir: &std::path::Pat
 
     server.kill9();
     println!("kill -9 right after the last acknowledgement");
-    let t1 = Instant::now();
+    if args.from_genesis {
+        let state = dir.join("state.redb");
+        std::fs::rename(&state, dir.join("state.redb.moved")).with_context(|| format!("moving {}", state.display()))?;
+        println!("state store moved aside: the restart replays the whole input log");
+    }
     let mut server = Server::spawn(bin, dir, root, None, false, None)?;
     let (ready, peak_sampled) = wait_ready_sampling(&mut server, Duration::from_secs(600)).await?;
     let (rss_ready, hwm) = rss_bytes(server.pid()).unwrap_or_default();
@@ -123,7 +131,6 @@ async fn replay(args: &ResourceArgs, bin: &std::path::Path, dir: &std::path::Pat
         mib(hwm),
         mib(peak_sampled)
     );
-    let _ = t1;
     let said = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
     if let Some(line) = said.lines().rev().find(|l| l.starts_with("tally replayed")) {
         println!("server: {line}");
