@@ -372,7 +372,8 @@ describe('the peer port under mutual TLS', () => {
     const stalled = await member(port)
     stalled.on('data', () => {})
     stalled.write(`POST /raft/append HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${MIB}\r\n\r\n0123456789`)
-    // A request answered, then nothing.
+    // A request answered, then nothing (closed by the head timeout waiting for the next
+    // request, or the idle timeout, whichever is shorter).
     const idle = await member(port)
     let answer = ''
     idle.on('data', d => (answer += d.toString('latin1')))
