@@ -134,4 +134,39 @@ describe('large answers', () => {
     session.close()
     assert.equal(body, res.body)
   })
+
+  it('of write transactions are exact through the driver and over HTTP/1.1', async () => {
+    const client = server.adminClient()
+    await client.query(q.CreateCollection({ name: 'w' }))
+    // A write (it goes through the log and the executor) answering about 8 MiB of
+    // escaped strings, tagged objects and refs (the executor writes its text with the
+    // streamed encoder the read path uses).
+    const s = 'é"\\\n'.repeat(2 * MIB / 4)
+    const query = q.Do(
+      q.Create(q.Collection('w'), { data: { n: 1 } }),
+      {
+        strings: q.Map(q.NGram(q.Repeat('a', 3), 1, 1), q.Lambda('_', q.Repeat('é"\\\n', 2 * MIB / 4))),
+        tagged: { '@weird': q.Repeat('x', 100_000), n: 1.5 },
+        refs: q.Map(q.NGram(q.Repeat('b', 1000), 1, 1), q.Lambda('_', q.Collection('w'))),
+        created: q.Select(['data'], q.Create(q.Collection('w'), { data: { '@weird': 'w', s: 'é' } })),
+      }
+    )
+    const v = await client.query(query)
+    assert.equal(v.strings.length, 3)
+    for (const x of v.strings) assert.equal(x, s)
+    assert.equal(v.tagged['@weird'], 'x'.repeat(100_000))
+    assert.equal(v.tagged.n, 1.5)
+    assert.equal(v.refs.length, 1000)
+    assert.equal(v.refs[999].id, 'w')
+    assert.deepEqual(v.created, { '@weird': 'w', s: 'é' })
+    assert.equal(await client.query(q.Count(q.Documents(q.Collection('w')))), 2)
+
+    const res = await server.raw(JSON.stringify(q.wrap(query)), { timeoutMs: 60_000 })
+    assert.equal(res.status, 200)
+    const raw = JSON.parse(res.body).resource
+    assert.equal(raw.strings[2], s)
+    assert.deepEqual(raw.tagged, { '@obj': { '@weird': 'x'.repeat(100_000), n: 1.5 } })
+    assert.deepEqual(raw.created, { '@obj': { '@weird': 'w', s: 'é' } })
+    assert.deepEqual(raw.refs[0], { '@ref': { id: 'w', collection: { '@ref': { id: 'collections' } } } })
+  })
 })

@@ -8,6 +8,9 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const http2 = require('node:http2')
 const net = require('node:net')
+const tls = require('node:tls')
+const fs = require('node:fs')
+const path = require('node:path')
 const { startServer, q, ping, sleep, HOST, expectFaunaError } = require('./helpers/server')
 const { TallyCluster } = require('./helpers/cluster')
 
@@ -333,5 +336,68 @@ describe('the peer port', () => {
     silent.destroy()
     // The member still works.
     assert.equal(await cluster.members[0].client().query(q.Add(1, 2)), 3)
+  })
+})
+
+describe('the peer port under mutual TLS', () => {
+  // Short bounds, set by flags, so the test waits seconds; each check allows 30 s, so
+  // a loaded machine is no failure, while an unbounded connection would stay open.
+  const BOUNDS = ['--peer-connections-max', '6', '--peer-header-read-timeout-ms', '2000',
+    '--peer-idle-timeout-ms', '5000', '--peer-body-stall-timeout-ms', '1000']
+  let cluster
+  before(async () => {
+    cluster = await new TallyCluster({ replicas: 1, peerTls: true, extraArgs: BOUNDS }).start()
+  })
+  after(async () => cluster && (await cluster.stop()))
+
+  /** A TLS connection to the peer port with member 1's certificate, handshake done. */
+  function member(port) {
+    const f = name => fs.readFileSync(path.join(cluster.certs, name))
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({
+        host: HOST, port, ca: f('ca.pem'), cert: f('member-1.pem'), key: f('member-1.key'),
+        servername: 'member-1.tally.invalid',
+      }, () => resolve(s))
+      s.once('error', reject)
+    })
+  }
+
+  it('closes a handshake that never comes, a silent head, a stalled body and an idle connection', async () => {
+    const port = cluster.members[0].peerPort
+    // TCP only, no TLS handshake.
+    const raw = await connect(port)
+    // Handshake done, no request head.
+    const silent = await member(port)
+    // A request announcing 1 MiB that sends 10 bytes and stops.
+    const stalled = await member(port)
+    stalled.on('data', () => {})
+    stalled.write(`POST /raft/append HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${MIB}\r\n\r\n0123456789`)
+    // A request answered, then nothing (closed by the head timeout waiting for the next
+    // request, or the idle timeout, whichever is shorter).
+    const idle = await member(port)
+    let answer = ''
+    idle.on('data', d => (answer += d.toString('latin1')))
+    idle.write(`GET /no-such-peer-route HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`)
+    for (let i = 0; i < 200 && !answer.includes('\r\n\r\n'); i++) await sleep(50)
+    assert.match(answer, /^HTTP\/1\.1 \d{3}/, `answer: ${answer.slice(0, 200)}`)
+    const closed = await Promise.all([raw, silent, stalled, idle].map(s => closedWithin(s, 30_000)))
+    assert.deepEqual(closed, ['closed', 'closed', 'closed', 'closed'])
+    for (const s of [raw, silent, stalled, idle]) s.destroy()
+    assert.equal(await cluster.members[0].client().query(q.Add(1, 2)), 3)
+  })
+
+  it('closes connections past --peer-connections-max at once', async () => {
+    const port = cluster.members[0].peerPort
+    const held = []
+    for (let i = 0; i < 6; i++) held.push(await member(port))
+    const extra = await connect(port)
+    // The held ones stay until their idle timeout (5 s); the one over the cap closes
+    // first, without a handshake.
+    const first = await Promise.race([
+      closedWithin(extra, 30_000).then(r => (r === 'closed' ? 'over the cap' : 'none')),
+      ...held.map(s => closedWithin(s, 30_000).then(() => 'a held one')),
+    ])
+    assert.equal(first, 'over the cap')
+    for (const s of [...held, extra]) s.destroy()
   })
 })

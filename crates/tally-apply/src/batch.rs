@@ -39,7 +39,25 @@ impl Batch {
     }
 
     pub fn decode(b: &[u8]) -> Result<Batch, BatchError> {
-        let take = |at: usize, n: usize| b.get(at..at + n).ok_or(BatchError::Truncated);
+        let mut inputs = Vec::new();
+        let (height, ts) = Batch::walk(b, |count, i| {
+            if inputs.is_empty() {
+                inputs.reserve_exact(count.min(1 << 16));
+            }
+            inputs.push(i.to_vec());
+        })?;
+        Ok(Batch { height, ts, inputs })
+    }
+
+    /// Check an encoded batch as [`Batch::decode`] would and return its (height, ts),
+    /// copying nothing: for a log scan that only needs to know the batch is whole.
+    pub fn check(b: &[u8]) -> Result<(u64, u64), BatchError> {
+        Batch::walk(b, |_, _| {})
+    }
+
+    /// Parse `b`, calling `input(count, bytes)` with each input in order.
+    fn walk(b: &[u8], mut input: impl FnMut(usize, &[u8])) -> Result<(u64, u64), BatchError> {
+        let take = |at: usize, n: usize| b.get(at..at.saturating_add(n)).ok_or(BatchError::Truncated);
         let v = *b.first().ok_or(BatchError::Truncated)?;
         if v != BATCH_FORMAT {
             return Err(BatchError::Format(v));
@@ -58,14 +76,13 @@ impl Batch {
         let ts = u64_at(9)?;
         let n = u32_at(17)? as usize;
         let mut pos = 21;
-        let mut inputs = Vec::with_capacity(n.min(1 << 16));
         for _ in 0..n {
             let len = u32_at(pos)? as usize;
             pos += 4;
-            inputs.push(take(pos, len)?.to_vec());
+            input(n, take(pos, len)?);
             pos += len;
         }
-        Ok(Batch { height, ts, inputs })
+        Ok((height, ts))
     }
 }
 
@@ -79,5 +96,7 @@ mod tests {
         assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
         let e = b.encode();
         assert_eq!(Batch::decode(&e[..e.len() - 1]), Err(BatchError::Truncated));
+        assert_eq!(Batch::check(&e), Ok((7, 123)));
+        assert_eq!(Batch::check(&e[..e.len() - 1]), Err(BatchError::Truncated));
     }
 }

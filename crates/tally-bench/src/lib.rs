@@ -21,6 +21,7 @@ pub mod client;
 pub mod fql;
 pub mod pg;
 pub mod plot;
+pub mod resources;
 pub mod server;
 pub mod stats;
 pub mod tally;

@@ -21,7 +21,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Server {
-    /// Start `bin serve` on a fresh port with `data_dir`; its stderr goes to `<data_dir>.log`.
+    /// Start `bin serve` on a fresh port with `data_dir`; its output goes to `<data_dir>.log`.
     /// With `tls`, it serves https with a certificate from a CA made beside `data_dir`.
     pub async fn start(
         bin: &Path,
@@ -30,11 +30,37 @@ impl Server {
         epoch_ms: Option<u64>,
         tls: bool,
     ) -> anyhow::Result<Server> {
-        let port = free_port()?;
+        let mut s = Server::spawn(bin, data_dir, root_key, epoch_ms, tls, None)?;
+        if let Err(e) = crate::client::wait_ready(s.addr, 300).await {
+            s.stop();
+            let log_path = data_dir.with_extension("log");
+            return Err(e.context(format!("tally serve did not come up; see {}", log_path.display())));
+        }
+        Ok(s)
+    }
+
+    /// Start `bin serve` as [`Server::start`] does (on `port`, or a fresh one), without
+    /// waiting for it to answer; its output is appended to `<data_dir>.log`.
+    pub fn spawn(
+        bin: &Path,
+        data_dir: &Path,
+        root_key: &str,
+        epoch_ms: Option<u64>,
+        tls: bool,
+        port: Option<u16>,
+    ) -> anyhow::Result<Server> {
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let certs = data_dir.with_extension("certs");
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -45,7 +71,7 @@ impl Server {
             .arg(root_key)
             .env_remove("TALLY_ROOT_KEY")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(ms) = epoch_ms {
             cmd.arg("--epoch-ms").arg(ms.to_string());
@@ -63,12 +89,18 @@ impl Server {
             crate::client::Endpoint::plain(addr)
         };
         let child = cmd.spawn().with_context(|| format!("starting {} serve", bin.display()))?;
-        let mut s = Server { child, addr: ep, data_dir: data_dir.to_path_buf() };
-        if let Err(e) = crate::client::wait_ready(ep, 300).await {
-            s.stop();
-            return Err(e.context(format!("tally serve did not come up; see {}", log_path.display())));
-        }
-        Ok(s)
+        Ok(Server { child, addr: ep, data_dir: data_dir.to_path_buf() })
+    }
+
+    /// SIGKILL: the process gets no chance to checkpoint or flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGTERM, then wait (bounded) for a clean stop; SIGKILL if it hangs.
@@ -96,6 +128,17 @@ impl Drop for Server {
             self.stop();
         }
     }
+}
+
+/// (resident, peak resident) set size of process `pid` in bytes, from /proc (`VmRSS`,
+/// `VmHWM`).
+pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Total size in bytes of the files under `path` (0 when missing).

@@ -160,16 +160,17 @@ impl Sequencer {
     ) -> Result<(Sequencer, std::thread::JoinHandle<()>), crate::log::LogError> {
         let started = std::time::Instant::now();
         let applied = machine.applied_height();
-        let replay = log.read_after(applied)?;
-        if !replay.is_empty() {
-            tracing::info!(from = applied + 1, batches = replay.len(), "replaying input log");
+        if log.last_height() > applied {
+            tracing::info!(from = applied + 1, to = log.last_height(), "replaying input log");
         }
-        let mut replayed = Replayed { batches: replay.len() as u64, ..Replayed::default() };
-        for b in &replay {
+        // Streamed: one batch in memory at a time, however long the tail is.
+        let mut replayed = Replayed::default();
+        log.replay_after(applied, &mut |b| {
+            replayed.batches += 1;
             replayed.inputs += b.inputs.len() as u64;
-            machine.apply(b);
-        }
-        drop(replay);
+            machine.apply(&b);
+            Ok(())
+        })?;
         replayed.elapsed = started.elapsed();
         let limits = BatchLimits {
             epoch: Duration::from_millis(config.epoch_ms),

@@ -244,13 +244,13 @@ impl FqlMachine {
         self.auth_changes.record(&out.writes, ts);
         *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {
-            Ok(v) => (200, serde_json::json!({"resource": tally_value::to_json(v)})),
-            Err(e) => (e.http_status(), serde_json::json!({"errors": [e.to_json()]})),
+            Ok(v) => (200, encode_resource(v)),
+            Err(e) => (e.http_status(), crate::record::encode_body(&serde_json::json!({"errors": [e.to_json()]}))),
         };
         (
             TxnOutput {
                 status,
-                body: crate::record::encode_body(&body),
+                body,
                 ts,
                 steps: out.steps,
                 bytes_read: out.bytes_read,
@@ -378,6 +378,19 @@ impl FqlMachine {
         self.apply_inner(batch, position, false, &mut |_, out| outputs.push(out))?;
         Ok(outputs)
     }
+}
+
+/// `{"resource": v}` as JSON text, written straight from the value by the streamed
+/// encoder the read path uses (tally_value::ChunkEncoder, byte for byte what `to_json`
+/// gives): a large write answer costs its text, never also the JSON tree `to_json`
+/// builds (several times the text for a big page).
+fn encode_resource(v: &tally_value::Value) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut enc = tally_value::ChunkEncoder::new("{\"resource\":", v, "}");
+    while !enc.is_done() {
+        enc.fill(&mut body, usize::MAX);
+    }
+    body
 }
 
 /// The transparency log's head after `header`'s block, as members sign it.

@@ -1,8 +1,11 @@
-//! The peer port's listener, with bounds like the client port's (tally-server conn.rs).
+//! The peer port's listener, with bounds like the client port's (tally-server conn.rs),
+//! the same in the clear and under mutual TLS (`crate::tls`).
 //!
 //! - at most [`PeerPortLimits::connections_max`] open connections (a follower's Raft
 //!   client opens one per concurrent request to a peer, so this is generous); past it a
 //!   new connection is closed at once;
+//! - under mutual TLS, the handshake must end within `header_read_timeout`, and a
+//!   connection whose certificate names no member is closed before any request;
 //! - a request head must arrive within `header_read_timeout`;
 //! - a connection with no request in progress for `idle_timeout` is closed;
 //! - a request is admitted (cluster token, isolation: [`crate::peer::admit`]) from its
@@ -11,6 +14,8 @@
 //! - a body that sends nothing for `body_stall_timeout` is dropped (a stalled upload).
 //!
 //! Serves HTTP/1.1, which is what the members' Raft client speaks (`crate::network`).
+//! The limits are `tally serve`'s `--peer-connections-max`, `--peer-header-read-timeout-ms`,
+//! `--peer-idle-timeout-ms` and `--peer-body-stall-timeout-ms`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,13 +54,15 @@ impl Default for PeerPortLimits {
     }
 }
 
-/// Serve the peer routes on `listener` with `limits` until the task is dropped.
+/// Serve the peer routes on `listener` with `limits` until the task is dropped: mutual
+/// TLS only when the node has peer TLS (`RaftConfig::peer_tls`), else in the clear.
 pub async fn serve(listener: TcpListener, router: Router, node: Arc<RaftNode>, limits: PeerPortLimits) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections_max.max(1)));
     let limits = Arc::new(limits);
+    let tls = node.cfg.peer_tls.as_ref().map(|t| crate::tls::PeerAcceptor::new(t));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.
                 tracing::warn!(error = %e, "peer accept failed");
@@ -68,9 +75,16 @@ pub async fn serve(listener: TcpListener, router: Router, node: Arc<RaftNode>, l
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (router, node, limits) = (router.clone(), node.clone(), limits.clone());
+        let (router, node, limits, tls) = (router.clone(), node.clone(), limits.clone(), tls.clone());
         tokio::spawn(async move {
-            serve_one(stream, router, node, &limits).await;
+            match tls {
+                None => serve_one(TokioIo::new(stream), None, router, node, &limits).await,
+                Some(tls) => {
+                    if let Some((stream, member)) = tls.accept(stream, addr, limits.header_read_timeout).await {
+                        serve_one(TokioIo::new(stream), Some(member), router, node, &limits).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -107,17 +121,32 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn serve_one(stream: tokio::net::TcpStream, router: Router, node: Arc<RaftNode>, limits: &PeerPortLimits) {
+/// Serve one connection. `member`: the member id its verified certificate names (mutual
+/// TLS); it replaces whatever [`crate::tls::PEER_MEMBER_HEADER`] a request carries, and
+/// in the clear that header is removed (only the TLS port may set it).
+async fn serve_one<I>(io: I, member: Option<u64>, router: Router, node: Arc<RaftNode>, limits: &PeerPortLimits)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let activity =
         Arc::new(Activity { started: Instant::now(), active: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
     let stall = limits.body_stall_timeout;
     let svc = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let (router, node, activity) = (router.clone(), node.clone(), activity.clone());
             async move {
                 activity.active.fetch_add(1, Ordering::Relaxed);
                 activity.touch();
+                match member {
+                    Some(id) => {
+                        let v = hyper::header::HeaderValue::from(id);
+                        req.headers_mut().insert(crate::tls::PEER_MEMBER_HEADER, v);
+                    }
+                    None => {
+                        req.headers_mut().remove(crate::tls::PEER_MEMBER_HEADER);
+                    }
+                }
                 let _active = ActiveGuard(activity);
                 if let Err(refused) = crate::peer::admit(&node, req.headers()) {
                     return Ok::<_, Infallible>(refused);
@@ -129,7 +158,7 @@ async fn serve_one(stream: tokio::net::TcpStream, router: Router, node: Arc<Raft
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut tick =
         tokio::time::interval((limits.idle_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));

@@ -5,7 +5,8 @@
 //! the name can never resolve: it names a member, not a host). Every member holds its own
 //! key and a certificate signed by the cluster CA; no secret is shared.
 //!
-//! - Accepting (the peer port): the handshake requires a client certificate that chains
+//! - Accepting (the peer port, served with its bounds by `crate::peer_port`): the
+//!   handshake, within the port's header timeout, requires a client certificate that chains
 //!   to the cluster CA and is within its validity period; the member id it names is then
 //!   handed to the peer API (in [`PEER_MEMBER_HEADER`], set here and never taken from the
 //!   client), which admits only ids in the Raft membership and checks the sender a Raft
@@ -24,23 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::Router;
-use hyper::body::Incoming;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
+use tokio::net::TcpStream;
 
 /// Set by the peer port from the verified client certificate: the sender's member id.
 pub const PEER_MEMBER_HEADER: &str = "x-tally-peer-member";
-/// Longest a peer's TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open peer connections at most (members hold one or two each; the rest is headroom).
-const PEER_CONNECTIONS_MAX: usize = 256;
 /// The same refusal reason is logged at most this often (a refused peer retries often).
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -297,59 +290,46 @@ fn handshake_refusal(e: &std::io::Error) -> String {
     format!("{why} ({err})")
 }
 
-/// Serve the peer API on `listener`: in the clear without `tls`, else mutual TLS only.
-pub async fn serve_peers(listener: TcpListener, router: Router, tls: Option<Arc<PeerTls>>) -> std::io::Result<()> {
-    let Some(tls) = tls else { return axum::serve(listener, router).await };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let permits = Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX));
-    let refusals = Arc::new(RefusalLog::default());
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "peer accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, router, refusals) = (acceptor.clone(), router.clone(), refusals.clone());
-        tokio::spawn(async move {
-            serve_peer(tcp, addr, acceptor, router, &refusals).await;
-            drop(permit);
-        });
-    }
+/// The accepting side of mutual TLS on the peer port (`crate::peer_port` serves what it
+/// accepts, with the port's bounds).
+#[derive(Clone)]
+pub struct PeerAcceptor {
+    acceptor: tokio_rustls::TlsAcceptor,
+    refusals: Arc<RefusalLog>,
 }
 
-async fn serve_peer(
-    tcp: TcpStream,
-    addr: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    refusals: &RefusalLog,
-) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refusals.refuse(&format!("a connection from {}: {}", addr.ip(), handshake_refusal(&e))),
-        Err(_) => return,
-    };
-    let id = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(cert_member_id);
-    let Some(id) = id else {
-        let why = format!(
-            "a connection from {}: its certificate names no member (one DNS name member-N.tally.invalid)",
-            addr.ip()
-        );
-        return refusals.refuse(&why);
-    };
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        // The verified id replaces whatever the client may have put there.
-        req.headers_mut().insert(PEER_MEMBER_HEADER, hyper::header::HeaderValue::from(id));
-        router.clone().oneshot(req.map(Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!(member = id, error = %e, "peer connection ended");
+/// A peer connection after its handshake.
+pub type PeerServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl PeerAcceptor {
+    pub fn new(tls: &PeerTls) -> PeerAcceptor {
+        PeerAcceptor {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+            refusals: Arc::new(RefusalLog::default()),
+        }
+    }
+
+    /// The handshake, within `timeout`, and the member id the client certificate names;
+    /// `None` (the refusal logged) when either fails.
+    pub async fn accept(&self, tcp: TcpStream, addr: SocketAddr, timeout: Duration) -> Option<(PeerServerStream, u64)> {
+        let stream = match tokio::time::timeout(timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.refusals.refuse(&format!("a connection from {}: {}", addr.ip(), handshake_refusal(&e)));
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let id = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(cert_member_id);
+        let Some(id) = id else {
+            let why = format!(
+                "a connection from {}: its certificate names no member (one DNS name member-N.tally.invalid)",
+                addr.ip()
+            );
+            self.refusals.refuse(&why);
+            return None;
+        };
+        Some((stream, id))
     }
 }
 

@@ -55,6 +55,8 @@ pub struct ClusterOptions {
     /// Mutual TLS between members (`--peer-cert/--peer-key/--peer-ca`) instead of the
     /// token derived from the root key.
     pub peer_tls: Option<tally_raft::tls::PeerTlsFiles>,
+    /// The peer port's connection cap and timeouts (`--peer-connections-max`, ...).
+    pub peer_limits: tally_raft::peer_port::PeerPortLimits,
 }
 
 /// Parse `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -448,20 +450,14 @@ pub async fn serve_member(
     let Member { cluster, peer_addr, peer_router, auth_changes } = member;
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
-    // Mutual TLS when configured (its own connection cap and handshake timeout); plain
-    // HTTP otherwise, with the peer port's connection cap and timeouts.
-    let peer_tls = cluster.node.cfg.peer_tls.clone();
-    let peer_task = match peer_tls {
-        Some(tls) => tokio::spawn(async move {
-            if let Err(e) = tally_raft::tls::serve_peers(peer_listener, peer_router, Some(tls)).await {
-                tracing::error!(error = %e, "peer port stopped");
-            }
-        }),
-        None => {
-            let peer_limits = tally_raft::peer_port::PeerPortLimits::default();
-            tokio::spawn(tally_raft::peer_port::serve(peer_listener, peer_router, cluster.node.clone(), peer_limits))
-        }
-    };
+    // Mutual TLS when configured (the node's peer TLS), plain HTTP otherwise; the same
+    // connection cap and timeouts either way.
+    let peer_task = tokio::spawn(tally_raft::peer_port::serve(
+        peer_listener,
+        peer_router,
+        cluster.node.clone(),
+        opts.peer_limits.clone(),
+    ));
     let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
     let state = Arc::new(AppState {
         store: store.clone(),

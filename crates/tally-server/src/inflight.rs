@@ -90,7 +90,15 @@ impl Drop for Reserved {
 }
 
 /// How often the trimmer looks for a quiet moment.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Allocations of at least this many bytes get pages of their own from the OS (glibc
+/// `mmap`), given back the moment they are freed. glibc's default threshold starts at
+/// 128 KiB but rises to the size of each large block freed (up to 32 MiB), after which
+/// big strings, pages and answer buffers come from the heap and stay resident after a
+/// burst of big queries; fixing it keeps them out (`tally bench-resources memory`,
+/// docs/benchmarks.md).
+const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;
 
 /// Give memory back to the OS after load: glibc keeps freed heap pages in its arenas (a
 /// write flood left gigabytes resident), so every [`TRIM_EVERY`] with nothing in flight
@@ -99,6 +107,11 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn spawn_trimmer(inflight: Arc<InFlight>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        // SAFETY: mallopt only sets the allocator's own tuning; it is called once at
+        // start, and a refusal (0) leaves glibc's default in place.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        }
         let _ = std::thread::Builder::new().name("tally-trim".into()).spawn(move || {
             let mut trimmed_at_zero = false;
             loop {

@@ -213,24 +213,35 @@ fn replay(log_dir: &Path, headers: &[BlockHeader]) -> Result<u64, Finding> {
         }
         other => open_err(format!("opening the input log: {other}")),
     })?;
-    let batches = log.read_after(0).map_err(|e| open_err(format!("reading the input log: {e}")))?;
     let mut m = FqlMachine::open(Arc::new(tally_storage::MemStore::new())).map_err(open_err)?;
     m.checkpoint_every_batches(u64::MAX);
     let mut replayed = 0;
-    for batch in batches {
+    // Streamed, one batch at a time; the first mismatch stops the replay (carried out of
+    // the callback, which can only return a log error).
+    let mut finding = None;
+    let read = log.replay_after(0, &mut |batch| {
         let height = batch.height;
-        let Some(stored) = headers.get((height as usize).wrapping_sub(1)) else { break };
+        let Some(stored) = headers.get((height as usize).wrapping_sub(1)) else { return Ok(()) };
+        if finding.is_some() {
+            return Ok(());
+        }
         m.apply(&batch);
         let got = m.head.lock().ok().and_then(|h| *h);
         if got != Some(*stored) {
-            return Err(Finding::Block {
+            finding = Some(Finding::Block {
                 height,
                 what: "replaying the input log gives another header (a transaction was changed, dropped or reordered)"
                     .into(),
             });
+            return Ok(());
         }
         replayed += 1;
+        Ok(())
+    });
+    if let Some(f) = finding {
+        return Err(f);
     }
+    read.map_err(|e| open_err(format!("reading the input log: {e}")))?;
     if replayed < headers.len() as u64 {
         return Err(Finding::Block { height: replayed + 1, what: "the input log ends before the stored chain".into() });
     }

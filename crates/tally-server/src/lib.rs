@@ -34,5 +34,6 @@ pub use tally_exec::{machine, record, snapshot};
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;
 pub use node::{serve, ServeConfig};
+pub use tally_raft::peer_port;
 /// Mutual TLS between members (files, member names), for the CLI.
 pub use tally_raft::tls as peer_tls;

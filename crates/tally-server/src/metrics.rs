@@ -311,8 +311,8 @@ impl<L: Log> Log for MeteredLog<L> {
         }
         r
     }
-    fn read_after(&mut self, height: u64) -> Result<Vec<Batch>, LogError> {
-        self.inner.read_after(height)
+    fn replay_after(&mut self, height: u64, f: &mut dyn FnMut(Batch) -> Result<(), LogError>) -> Result<(), LogError> {
+        self.inner.replay_after(height, f)
     }
     fn last_height(&self) -> u64 {
         self.inner.last_height()

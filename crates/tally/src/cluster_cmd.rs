@@ -46,6 +46,20 @@ pub struct ClusterFlags {
     /// The cluster CA (PEM): peers must present a certificate it signed.
     #[arg(long, requires = "peer_cert")]
     pub peer_ca: Option<PathBuf>,
+    /// Open peer-port connections at most (members hold a few each; the rest is
+    /// headroom); past it a new connection is closed at once.
+    #[arg(long, default_value_t = 4_096, env = "TALLY_PEER_CONNECTIONS_MAX")]
+    pub peer_connections_max: usize,
+    /// Longest a peer request's headers (and, with --peer-cert, the TLS handshake) may
+    /// take to arrive.
+    #[arg(long, default_value_t = 10_000, env = "TALLY_PEER_HEADER_READ_TIMEOUT_MS")]
+    pub peer_header_read_timeout_ms: u64,
+    /// A peer connection with no request in progress for this long is closed.
+    #[arg(long, default_value_t = 120_000, env = "TALLY_PEER_IDLE_TIMEOUT_MS")]
+    pub peer_idle_timeout_ms: u64,
+    /// A peer request body that sends nothing for this long is dropped.
+    #[arg(long, default_value_t = 30_000, env = "TALLY_PEER_BODY_STALL_TIMEOUT_MS")]
+    pub peer_body_stall_timeout_ms: u64,
     /// Test-only: enables POST /admin/faults (isolate this member from its peers).
     #[arg(long, hide = true)]
     pub fault_injection: bool,
@@ -70,11 +84,22 @@ impl ClusterFlags {
             write_timeout_ms: self.write_timeout_ms,
             work_ahead_ms: self.work_ahead_ms,
             peer_tls: self.peer_tls(),
+            peer_limits: self.peer_limits(),
         }))
     }
 }
 
 impl ClusterFlags {
+    fn peer_limits(&self) -> tally_server::peer_port::PeerPortLimits {
+        let ms = |v: u64| std::time::Duration::from_millis(v.max(1));
+        tally_server::peer_port::PeerPortLimits {
+            connections_max: self.peer_connections_max.max(1),
+            header_read_timeout: ms(self.peer_header_read_timeout_ms),
+            idle_timeout: ms(self.peer_idle_timeout_ms),
+            body_stall_timeout: ms(self.peer_body_stall_timeout_ms),
+        }
+    }
+
     fn peer_tls(&self) -> Option<tally_server::peer_tls::PeerTlsFiles> {
         let (cert, key, ca) = (self.peer_cert.clone()?, self.peer_key.clone()?, self.peer_ca.clone()?);
         Some(tally_server::peer_tls::PeerTlsFiles { cert, key, ca })

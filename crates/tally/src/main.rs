@@ -23,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; boxing the serve flags buys nothing
 enum Cmd {
     /// Run a server on a local data directory: a single node, or with --node-id and
     /// --cluster a member of a replicated cluster.
@@ -101,6 +102,9 @@ enum Cmd {
     Cluster(cluster_cmd::ClusterArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
+    /// Resource figures: restart replay after a write flood and kill -9 (`replay`), memory
+    /// given back after a burst of big answers (`memory`).
+    BenchResources(tally_bench::resources::ResourceArgs),
     /// Verify a ledger offline: a data directory from genesis, or a saved proof against a saved head.
     Verify(verify::VerifyArgs),
     /// Provision a sample app on a running server and print its page's address.
@@ -188,6 +192,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),
+        Cmd::BenchResources(args) => tally_bench::resources::main(args),
         Cmd::Demo(args) => demo::main(args),
         Cmd::Export(args) => transfer::export(args),
         Cmd::Import(args) => transfer::import(args),
