@@ -17,7 +17,7 @@ const path = require('node:path')
 const { TallyServer, q } = require(path.join(__dirname, '..', 'helpers', 'server'))
 
 function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`)
+  const i = process.argv.lastIndexOf(`--${name}`) // the last one wins (scripts/bench-streams passes defaults first)
   return i >= 0 ? Number(process.argv[i + 1]) : dflt
 }
 
