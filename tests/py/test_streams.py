@@ -49,7 +49,7 @@ def test_document_stream(admin):
     events = _run(
         admin, ref, {"fields": ["action", "document", "diff", "prev"]},
         lambda evs: len([e for e in evs if e[0] == "version"]) >= 3, writes)
-    assert events[0][0] == "start"
+    assert events[0][0] == "start", events
     versions = [e[1].event for e in events if e[0] == "version"]
     assert [v["action"] for v in versions] == ["create", "update", "delete"]
     assert versions[1]["document"]["data"] == {"n": 2}

@@ -105,7 +105,18 @@ fn pair_at(
     auth: &Auth,
     r: &Ref,
 ) -> Result<(Option<Object>, Option<Object>), FqlError> {
-    Ok((read_at(snap, now, ts, auth, r)?, read_at(snap, now, ts.saturating_sub(1), auth, r)?))
+    // A commit's own version is read as of its ts and the one before as of ts - 1 (a
+    // role's read predicate then sees the document as it was); a history edit's, at the
+    // commit (the edited ts may predate the schema that reads it).
+    let before = ts.saturating_sub(1);
+    let (at_now, before_now) = if now == ts { (ts, before) } else { (now, now) };
+    // Just before a collection's first commit the collection did not exist: nor did the
+    // document.
+    let prev = match read_at(snap, before_now, before, auth, r) {
+        Err(e) if e.code == code::INVALID_REF => None,
+        x => x?,
+    };
+    Ok((read_at(snap, at_now, ts, auth, r)?, prev))
 }
 
 /// Document `r` as of `at`, None where it does not exist; `permission denied` when it
