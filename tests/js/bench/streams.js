@@ -9,6 +9,8 @@
 //     --busy events.
 //
 //   node tests/js/bench/streams.js [--idle 2000] [--busy 200] [--writes 300]
+//   scripts/bench-streams  (10,000 idle, 1,000 busy, 200 writes: the figures in
+//                           docs/streams.md)
 //
 // Uses target/release/tally (or TALLY_BIN) through the official faunadb driver.
 
