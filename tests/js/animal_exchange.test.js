@@ -618,3 +618,110 @@ describe('Animal Exchange under concurrency', { timeout: 600_000 }, () => {
     assert.ok(successes >= 1, 'at least one purchase succeeded')
   })
 })
+
+// ---------------------------------------------------------------------------
+// The live purchase log (issue 15): a set stream on `purchases`, through the driver's
+// `client.stream(...)`, sees every purchase of a 200-purchase concurrent run exactly
+// once, in commit order. Completeness is checked by ids against the stored purchases,
+// and the end of the run by a sentinel purchase written after it (no sleeping).
+// ---------------------------------------------------------------------------
+
+const LOG_PLAYERS = Array.from({ length: 20 }, (_, i) => ({ name: `L${i}`, credits: 1_000_000 }))
+const LOG_PURCHASES = 200
+
+/** Subscribe `sub`; resolves with its events once `until(events)` holds. */
+function streamEvents(sub, until, ms = 120_000) {
+  const events = []
+  return {
+    events,
+    done: new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`stream timed out after ${events.length} events`)), ms)
+      for (const type of ['start', 'set', 'error']) {
+        sub.on(type, (data, raw) => {
+          events.push({ type, data, txn: raw && raw.txn })
+          if (type === 'error') {
+            clearTimeout(timer)
+            reject(new Error(`stream error: ${safeStringify(data)}`))
+          } else if (until(events)) {
+            clearTimeout(timer)
+            resolve(events)
+          }
+        })
+      }
+      sub.start()
+    }),
+  }
+}
+
+describe('Animal Exchange live purchase log', { timeout: 300_000 }, () => {
+  let server
+  let client
+  let players
+  let items
+
+  before(async () => {
+    server = await startServer()
+    const session = await setupSession(server, 'animal_exchange_log', LOG_PLAYERS, ps =>
+      Array.from({ length: LOG_PURCHASES }, (_, i) => ({
+        label: `log-${i}`,
+        for_sale: true,
+        owner: ps[i % ps.length].ref,
+        price: 10 + i,
+      }))
+    )
+    client = session.client
+    players = session.players
+    const page = await client.query(
+      q.Map(q.Paginate(q.Match(q.Index('items_for_sale'), true), { size: 1000 }), r => q.Get(r))
+    )
+    items = page.data
+    assert.equal(items.length, LOG_PURCHASES)
+  })
+
+  after(async () => {
+    if (server) await server.stop()
+  })
+
+  it('a set stream on purchases sees each of 200 concurrent purchases exactly once', async () => {
+    const sentinel = '999999999'
+    const sawSentinel = evs => evs.some(e => e.type === 'set' && e.data.document.ref.id === sentinel)
+    // The app's own index, and the collection: two live logs on one connection.
+    const byIndex = client.stream(q.Match(q.Index('purchases')), { fields: ['action', 'document'] })
+    const byColl = client.stream(q.Documents(q.Collection('purchases')))
+    const logs = [streamEvents(byIndex, sawSentinel), streamEvents(byColl, sawSentinel)]
+    for (const log of logs) {
+      for (let i = 0; i < 1000 && !log.events.some(e => e.type === 'start'); i++) await new Promise(r => setTimeout(r, 10))
+      assert.ok(log.events.some(e => e.type === 'start'), 'stream started')
+    }
+
+    // Every item bought once, concurrently, by a player other than its owner.
+    const results = await Promise.all(
+      items.map((item, i) => purchase(client, players[(i + 1) % players.length], item))
+    )
+    assert.deepEqual(new Set(results), new Set(['Purchase success!']))
+    await client.query(q.Create(q.Ref(q.Class('purchases'), sentinel), { data: { sentinel: true } }))
+    const all = await Promise.all(logs.map(l => l.done))
+    byIndex.close()
+    byColl.close()
+
+    const stored = (await allPurchaseDocs(client)).filter(d => !d.data.sentinel)
+    assert.equal(stored.length, LOG_PURCHASES)
+    assert.deepEqual(new Set(stored.map(d => refKey(d.data.item))).size, LOG_PURCHASES)
+    const storedTs = new Map(stored.map(d => [d.ref.id, d.ts]))
+    for (const events of all) {
+      const sets = events.filter(e => e.type === 'set' && e.data.document.ref.id !== sentinel)
+      const ids = sets.map(e => e.data.document.ref.id)
+      assert.equal(ids.length, LOG_PURCHASES, 'one event per purchase')
+      assert.equal(new Set(ids).size, LOG_PURCHASES, 'no purchase twice')
+      for (const e of sets) {
+        assert.equal(e.data.action, 'add')
+        assert.equal(e.data.document.ts, storedTs.get(e.data.document.ref.id), 'event ts is the purchase commit ts')
+        assert.equal(e.txn, e.data.document.ts)
+      }
+      const txns = sets.map(e => e.txn)
+      assert.deepEqual(txns, [...txns].sort((a, b) => a - b), 'in commit order')
+      // The sentinel came after every purchase.
+      assert.equal(events.filter(e => e.type === 'set').at(-1).data.document.ref.id, sentinel)
+    }
+  })
+})

@@ -17,6 +17,18 @@ test('a stream on a follower sees the leader’s writes in order', { timeout: 12
   const ref = q.Ref(q.Collection('things'), '1')
   await lc.query(q.Create(ref, { data: { seq: 0 } }))
   const fc = f1.client()
+  // The follower may not have applied the create yet; the driver's document stream
+  // reads a snapshot of the document after `start`, so wait (by txn time) until it has.
+  fc.syncLastTxnTime(lc.getLastTxnTime())
+  for (let i = 0; ; i++) {
+    try {
+      await fc.query(q.Get(ref))
+      break
+    } catch (e) {
+      if (e.name !== 'NotFound' || i >= 300) throw e
+      await new Promise(r => setTimeout(r, 20))
+    }
+  }
   const seqs = []
   let started
   const startedP = new Promise(r => (started = r))

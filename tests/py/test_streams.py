@@ -49,7 +49,7 @@ def test_document_stream(admin):
     events = _run(
         admin, ref, {"fields": ["action", "document", "diff", "prev"]},
         lambda evs: len([e for e in evs if e[0] == "version"]) >= 3, writes)
-    assert events[0][0] == "start"
+    assert events[0][0] == "start", events
     versions = [e[1].event for e in events if e[0] == "version"]
     assert [v["action"] for v in versions] == ["create", "update", "delete"]
     assert versions[1]["document"]["data"] == {"n": 2}
@@ -77,3 +77,34 @@ def test_unstreamable_expression_is_an_error(admin):
     events = _run(admin, q.add(1, 2), None, lambda evs: False, lambda: None)
     kinds = [e[0] for e in events]
     assert kinds == ["error"], events
+
+
+def test_history_rewrite_and_permission_loss(admin, server):
+    """Insert into a document's history makes a `history_rewrite` event; a key whose
+    role loses read access ends its stream with a `permission denied` error event."""
+    admin.query(q.create_collection({"name": "py_stream_hist"}))
+    admin.query(q.create_role({
+        "name": "py_hist_reader",
+        "privileges": [{"resource": q.collection("py_stream_hist"), "actions": {"read": True}}],
+    }))
+    ref = q.ref(q.collection("py_stream_hist"), "1")
+    created = admin.query(q.create(ref, {"data": {"v": 1}}))
+    past = created["ts"] - 1000
+    key = admin.query(q.create_key({"role": q.role("py_hist_reader")}))
+    client = server.client(key["secret"])
+
+    def writes():
+        admin.query(q.insert(ref, past, "create", {"data": {"v": 0}}))
+        admin.query(q.update(ref, {"data": {"v": 2}}))
+        admin.query(q.update(q.role("py_hist_reader"), {"privileges": []}))
+        admin.query(q.update(ref, {"data": {"v": 3}}))
+
+    events = _run(client, ref, None, lambda evs: False, writes)
+    kinds = [e[0] for e in events]
+    assert kinds == ["start", "history_rewrite", "version", "error"], events
+    rewrite = events[1][1].event
+    assert rewrite["action"] == "create"
+    assert rewrite["document"]["ts"] == past
+    assert rewrite["document"]["data"] == {"v": 0}
+    assert events[2][1].event["document"]["data"] == {"v": 2}
+    assert events[3][1].error["code"] == "permission denied"

@@ -312,12 +312,18 @@ impl FqlMachine {
                 Ok(()) => (out, writes),
                 Err(e) => (refused_output(ts, &e), Vec::new()),
             };
+            let mut removed = Vec::new();
             for w in &writes {
+                if publish.is_some() && w.value.is_none() && w.space == Space::Docs {
+                    removed.extend(removed_version(&*b, w));
+                }
                 apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
                 builder.push_effect_hash(self.tlog.effect(effect_space(w), &w.key, w.ts, w.value.as_deref()));
             }
             if publish.is_some() && !writes.is_empty() {
-                committed.push(crate::publish::CommittedTxn::of(ts, &writes));
+                let mut txn = crate::publish::CommittedTxn::of(ts, &writes);
+                txn.removed = removed;
+                committed.push(txn);
             }
             for (name, value) in self.tlog.finish_txn(ts, batch.height, i as u32, input) {
                 b.set_meta(&name, &value)?;
@@ -433,6 +439,17 @@ fn refused_output(ts: u64, e: &tally_storage::StorageError) -> TxnOutput {
         format!("The transaction was not applied: {e}. Write smaller documents or index entries."),
     );
     TxnOutput::json(e.http_status(), &serde_json::json!({"errors": [e.to_json()]}), ts)
+}
+
+/// For streams: the document version a history removal `w` takes away, as (key, ts,
+/// whether it was a deletion). Only published, never hashed or applied.
+fn removed_version(b: &dyn tally_storage::Batch, w: &Write) -> Option<(Vec<u8>, u64, bool)> {
+    let v = b.get(w.space, &w.key, w.ts).ok()??;
+    if v.ts != w.ts {
+        return None;
+    }
+    let deleted = tally_fql::model::decode_doc(&v).map(|d| d.deleted).unwrap_or(false);
+    Some((w.key.clone(), w.ts, deleted))
 }
 
 fn apply_write(b: &mut dyn tally_storage::Batch, w: &Write) -> tally_storage::Result<()> {

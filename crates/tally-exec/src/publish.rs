@@ -19,6 +19,10 @@ pub struct CommittedTxn {
     pub docs: Vec<(Vec<u8>, u64)>,
     /// Index entries written: (key, stored entry; None when a version was removed).
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Document versions a history edit (`Remove`) took away: (key, version ts, whether
+    /// it was a deletion). Read before the removal is applied, because afterwards the
+    /// store no longer has it and a stream's `history_rewrite` event names its action.
+    pub removed: Vec<(Vec<u8>, u64, bool)>,
 }
 
 impl CommittedTxn {
@@ -31,7 +35,7 @@ impl CommittedTxn {
                 Space::Index => entries.push((w.key.clone(), w.value.clone())),
             }
         }
-        CommittedTxn { ts, docs, entries }
+        CommittedTxn { ts, docs, entries, removed: Vec::new() }
     }
 }
 

@@ -9,6 +9,8 @@
 //     --busy events.
 //
 //   node tests/js/bench/streams.js [--idle 2000] [--busy 200] [--writes 300]
+//   scripts/bench-streams  (10,000 idle, 1,000 busy, 200 writes: the figures in
+//                           docs/streams.md)
 //
 // Uses target/release/tally (or TALLY_BIN) through the official faunadb driver.
 
@@ -17,7 +19,7 @@ const path = require('node:path')
 const { TallyServer, q } = require(path.join(__dirname, '..', 'helpers', 'server'))
 
 function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`)
+  const i = process.argv.lastIndexOf(`--${name}`) // the last one wins (scripts/bench-streams passes defaults first)
   return i >= 0 ? Number(process.argv[i + 1]) : dflt
 }
 

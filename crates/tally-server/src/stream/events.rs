@@ -3,9 +3,11 @@
 use serde_json::{json, Value as Json};
 use tally_exec::publish::CommittedTxn;
 use tally_fql::auth::Auth;
-use tally_fql::catalog::Target;
+use tally_fql::catalog::{IndexDef, Target};
+use tally_fql::error::code;
 use tally_fql::eval::{Eval, Limits, Mode};
-use tally_fql::model::{self, native, Tx};
+use tally_fql::model::{self, native, DbId, Tx};
+use tally_fql::perm::ReadFilter;
 use tally_fql::FqlError;
 use tally_storage::Snapshot;
 use tally_value::{Object, Ref, Value};
@@ -50,9 +52,9 @@ enum What {
     /// One document: its storage key.
     Doc { key: Vec<u8>, r: Ref },
     /// `Documents(coll)`: the collection's key prefix and ref.
-    Docs { prefix: Vec<u8>, coll: Ref },
+    Docs { prefix: Vec<u8>, coll: Ref, db: DbId, coll_id: u64 },
     /// `Match(index, terms)`: the index entries' key prefix.
-    Match { prefix: Vec<u8>, terms: Value },
+    Match { prefix: Vec<u8>, terms: Value, db: DbId, def: Box<IndexDef>, norm: Value },
 }
 
 pub struct Watch {
@@ -91,15 +93,48 @@ fn eval(snap: &dyn Snapshot, ts: u64, auth: &Auth, q: &Json) -> Result<Value, Fq
 /// `[the document at ts, the document just before ts]`, null where it does not exist;
 /// reading them is also the permission check.
 fn pair(snap: &dyn Snapshot, ts: u64, auth: &Auth, r: &Ref) -> Result<(Option<Object>, Option<Object>), FqlError> {
-    let rj = tally_value::to_json(&Value::Ref(r.clone()));
-    let read = json!({"if": {"exists": rj}, "then": {"get": rj}, "else": null});
-    let q = json!([read, {"at": {"epoch": ts.saturating_sub(1), "unit": "microseconds"}, "expr": read}]);
-    let v = eval(snap, ts, auth, &q)?;
-    let obj = |v: Option<&Value>| v.and_then(|v| v.as_object()).cloned();
-    match &v {
-        Value::Array(a) => Ok((obj(a.first()), obj(a.get(1)))),
-        _ => Ok((None, None)),
-    }
+    pair_at(snap, ts, ts, auth, r)
+}
+
+/// [`pair`] around `ts` (a version in the past, for history edits), read in a query
+/// evaluated at `now` (the schema as of the commit).
+fn pair_at(
+    snap: &dyn Snapshot,
+    now: u64,
+    ts: u64,
+    auth: &Auth,
+    r: &Ref,
+) -> Result<(Option<Object>, Option<Object>), FqlError> {
+    // A commit's own version is read as of its ts and the one before as of ts - 1 (a
+    // role's read predicate then sees the document as it was); a history edit's, at the
+    // commit (the edited ts may predate the schema that reads it).
+    let before = ts.saturating_sub(1);
+    let (at_now, before_now) = if now == ts { (ts, before) } else { (now, now) };
+    // Just before a collection's first commit the collection did not exist: nor did the
+    // document.
+    let prev = match read_at(snap, before_now, before, auth, r) {
+        Err(e) if e.code == code::INVALID_REF => None,
+        x => x?,
+    };
+    Ok((read_at(snap, at_now, ts, auth, r)?, prev))
+}
+
+/// Document `r` as of `at`, None where it does not exist; `permission denied` when it
+/// exists and the caller may not read it then (its role's predicate run at `at`). Unlike
+/// `Exists`, which hides a document the caller may not read, this tells the two apart.
+fn read_at(snap: &dyn Snapshot, now: u64, at: u64, auth: &Auth, r: &Ref) -> Result<Option<Object>, FqlError> {
+    let mut ev = Eval::new(Tx::new(snap, now), Mode::ReadOnly, auth.clone());
+    ev.with_read_ts(at, |ev| {
+        let Target::Doc { db, coll, id } = ev.resolve(r)? else { return Ok(None) };
+        let Some(d) = ev.tx.live_doc(db, coll, &id, at)? else { return Ok(None) };
+        if !ev.can_read(db, coll, r)? {
+            return Err(tally_fql::error::permission_denied());
+        }
+        match tally_fql::fns::docs::render(r, d.ts, &d.data) {
+            Value::Object(o) => Ok(Some(o)),
+            _ => Ok(None),
+        }
+    })
 }
 
 impl Watch {
@@ -139,6 +174,7 @@ impl Watch {
                 // The caller must be able to read the set now.
                 let q = json!({"paginate": tally_value::to_json(&v), "size": 1});
                 eval(&*snap, start, &auth, &q)?;
+                set_filter(&what, &*snap, start, &auth)?;
                 what
             }
             _ => return Err(unsupported()),
@@ -201,18 +237,27 @@ impl Watch {
         let ts = t.ts;
         match &self.what {
             What::Doc { key, r } => {
-                if t.docs.iter().any(|(k, vts)| k == key && *vts == ts) {
-                    let (cur, prev) = pair(snap, ts, auth, r)?;
-                    if let Some(e) = self.version_event(ts, r, cur, prev) {
-                        out.push((ts, e));
-                    }
+                for (_, vts) in t.docs.iter().filter(|(k, _)| k == key) {
+                    let vts = *vts;
+                    let kind = if vts == ts { "version" } else { "history_rewrite" };
+                    let (cur, prev) = pair_at(snap, ts, vts, auth, r)?;
+                    let removed = t.removed.iter().find(|(k, rts, _)| k == key && *rts == vts);
+                    let e = match removed {
+                        // `Remove` took the version at vts away: v4 names it by its ref,
+                        // ts and action (its data is gone).
+                        Some((_, _, deleted)) => Some(self.removed_event(ts, vts, r, *deleted, prev.is_some())),
+                        None => self.version_event(ts, vts, kind, r, cur, prev),
+                    };
+                    out.extend(e.map(|e| (ts, e)));
                 }
             }
-            What::Docs { prefix, coll } => {
+            What::Docs { prefix, coll, .. } => {
+                let per_doc = matches!(set_filter(&self.what, snap, ts, auth)?, ReadFilter::PerDoc);
                 for (k, _) in t.docs.iter().filter(|(k, vts)| k.starts_with(prefix) && *vts == ts) {
                     let id = model::id_from_doc_key(k)?;
                     let r = Ref::doc(coll.clone(), id);
-                    let (cur, prev) = pair(snap, ts, auth, &r)?;
+                    // A document the caller may not read makes no event (v4 hides it).
+                    let Some((cur, prev)) = readable(pair(snap, ts, auth, &r), per_doc)? else { continue };
                     let action = match (&cur, &prev) {
                         (Some(_), None) => "add",
                         (None, Some(_)) => "remove",
@@ -221,7 +266,8 @@ impl Watch {
                     out.push((ts, self.set_event(ts, action, &r, None)));
                 }
             }
-            What::Match { prefix, terms } => {
+            What::Match { prefix, terms, .. } => {
+                let per_doc = matches!(set_filter(&self.what, snap, ts, auth)?, ReadFilter::PerDoc);
                 // Removals first: an update that moves a document within the set removes
                 // its old tuple and adds the new one.
                 let mut changes = Vec::new();
@@ -233,9 +279,10 @@ impl Watch {
                 }
                 changes.sort_by_key(|e| e.added);
                 for e in changes {
-                    if e.added {
-                        // Reading the document checks the caller may see it.
-                        pair(snap, ts, auth, &e.doc)?;
+                    // Reading the document (at this commit and just before it) checks
+                    // the caller may see it; one it may not see makes no event.
+                    if readable(pair(snap, ts, auth, &e.doc), per_doc)?.is_none() {
+                        continue;
                     }
                     let index = json!({"terms": tally_value::to_json(terms), "values": e.values.iter().map(tally_value::to_json).collect::<Vec<_>>()});
                     let action = if e.added { "add" } else { "remove" };
@@ -260,7 +307,17 @@ impl Watch {
         json!({"type": "set", "txn": ts, "event": ev})
     }
 
-    fn version_event(&self, ts: u64, r: &Ref, cur: Option<Object>, prev: Option<Object>) -> Option<Json> {
+    /// A `version` event (a commit's own version, `ts` = `txn`) or a `history_rewrite`
+    /// one (a version `Insert` put at an earlier `ts`).
+    fn version_event(
+        &self,
+        txn: u64,
+        ts: u64,
+        kind: &str,
+        r: &Ref,
+        cur: Option<Object>,
+        prev: Option<Object>,
+    ) -> Option<Json> {
         let action = match (&cur, &prev) {
             (Some(c), None) if ts_of(c) == Some(ts) => "create",
             (Some(c), Some(_)) if ts_of(c) == Some(ts) => "update",
@@ -298,7 +355,24 @@ impl Watch {
         if self.fields.prev {
             ev.insert("prev".into(), base(data(&prev)));
         }
-        Some(json!({"type": "version", "txn": ts, "event": ev}))
+        Some(json!({"type": kind, "txn": txn, "event": ev}))
+    }
+
+    /// The `history_rewrite` event of a version `Remove` took away at `ts`.
+    fn removed_event(&self, txn: u64, ts: u64, r: &Ref, deleted: bool, live_before: bool) -> Json {
+        let action = match (deleted, live_before) {
+            (true, _) => "delete",
+            (false, true) => "update",
+            (false, false) => "create",
+        };
+        let mut ev = serde_json::Map::new();
+        if self.fields.action {
+            ev.insert("action".into(), json!(action));
+        }
+        if self.fields.document {
+            ev.insert("document".into(), json!({"ref": tally_value::to_json(&Value::Ref(r.clone())), "ts": ts}));
+        }
+        json!({"type": "history_rewrite", "txn": txn, "event": ev})
     }
 }
 
@@ -343,7 +417,8 @@ fn set_target(ev: &mut Eval<'_>, inner: &Value) -> Result<What, FqlError> {
         let (db, def) = ev.index_def(idx)?;
         let terms = tally_fql::fns::sets::normalize_terms(def.terms.len(), o.get("terms"));
         let shown = o.get("terms").cloned().unwrap_or(Value::Array(Vec::new()));
-        return Ok(What::Match { prefix: model::index_prefix(db, def.id, &terms), terms: shown });
+        let prefix = model::index_prefix(db, def.id, &terms);
+        return Ok(What::Match { prefix, terms: shown, db, def: Box::new(def), norm: Value::Array(terms) });
     }
     if let Some(Value::Ref(cr)) = o.get("documents") {
         return match ev.resolve(cr)? {
@@ -351,10 +426,40 @@ fn set_target(ev: &mut Eval<'_>, inner: &Value) -> Result<What, FqlError> {
                 let coll = ev
                     .collection_id(db, &id)?
                     .ok_or_else(|| FqlError::new("invalid ref", format!("Collection `{id}` does not exist.")))?;
-                Ok(What::Docs { prefix: model::doc_prefix(db, coll), coll: cr.clone() })
+                Ok(What::Docs { prefix: model::doc_prefix(db, coll), coll: cr.clone(), db, coll_id: coll })
             }
             _ => Err(unsupported()),
         };
     }
     Err(unsupported())
+}
+
+/// How the caller's role filters a set stream's elements at `ts` (v4's rules for reading
+/// the set: `unrestricted_read` sees all, a `read` predicate is asked per document). A
+/// set the caller can no longer read at all is `permission denied`, which ends the
+/// stream.
+fn set_filter(what: &What, snap: &dyn Snapshot, ts: u64, auth: &Auth) -> Result<ReadFilter, FqlError> {
+    let mut ev = Eval::new(Tx::new(snap, ts), Mode::ReadOnly, auth.clone());
+    let f = match what {
+        What::Docs { db, coll_id, .. } => ev.docs_filter(*db, *coll_id)?,
+        What::Match { db, def, norm, .. } => ev.index_filter(*db, def, norm)?,
+        What::Doc { .. } => ReadFilter::All,
+    };
+    match f {
+        ReadFilter::Nothing => Err(FqlError::new(
+            code::PERMISSION_DENIED,
+            "The stream's secret may no longer read this set; the stream was closed.",
+        )),
+        f => Ok(f),
+    }
+}
+
+/// A set element's reads, or None when its document is hidden from the caller (only
+/// when the caller's role decides per document).
+fn readable<T>(r: Result<T, FqlError>, per_doc: bool) -> Result<Option<T>, FqlError> {
+    match r {
+        Ok(x) => Ok(Some(x)),
+        Err(e) if per_doc && e.code == code::PERMISSION_DENIED => Ok(None),
+        Err(e) => Err(e),
+    }
 }
