@@ -24,13 +24,16 @@
 //! the removed versions in its snapshot; a later snapshot's floor is at or above the
 //! floor of the removal, so it never asks for them.
 //!
-//! Index entries are not removed (yet): index reads at or above the floor see the same
-//! entries as before, and an entry whose document was removed for its `ttl` is skipped
-//! like the entry of an expired document (`crate::fns::docs::expired_entry`).
+//! Index entries are removed only with a document removed for its `ttl` (nothing withdrew
+//! them when the `ttl` passed; a document written again after the floor keeps the ones its
+//! new version shares). Otherwise index entries stay: reads at or above the floor see the
+//! same entries as before, and an entry whose document is gone is skipped like the entry
+//! of an expired document (`crate::fns::docs::expired_entry`). Removing superseded index
+//! entry versions is not built yet.
 //!
-//! **`ttl_days`**: a document written without a `ttl` in a collection with `ttl_days = n
-//! > 0` gets `ttl = commit ts + n days` (each write moves it: "deleted n days after their
-//! last write").
+//! **`ttl_days`**: a document written without a `ttl` in a collection whose `ttl_days` is
+//! n (more than 0) gets `ttl = commit ts + n days` (each write moves it: "deleted n days
+//! after their last write").
 
 use tally_storage::{Snapshot, Space, Ts};
 use tally_value::{Object, Ref, Value};
@@ -261,7 +264,8 @@ pub fn sweep(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: SweepLim
     let mut ev = Eval::new(Tx::new(snap, now), Mode::Write, Auth::root_admin());
     let mut out = Sweep { next: from.map(<[u8]>::to_vec), ..Sweep::default() };
     let mut bytes = 0usize;
-    let mut floors: Vec<((DbId, CollId), Option<(Ts, String)>)> = Vec::new();
+    // Each collection's floor and name, once per call.
+    let mut floors: Vec<FloorOf> = Vec::new();
     'pages: loop {
         if out.keys >= limits.keys_max || out.removals.len() >= limits.removals_max || bytes >= limits.bytes_max {
             return Ok(out);
@@ -353,6 +357,9 @@ fn expired_entries(
     }
     Ok(out)
 }
+
+/// A collection's floor and name (None: it keeps everything).
+type FloorOf = ((DbId, CollId), Option<(Ts, String)>);
 
 /// Keys fetched per storage scan of a sweep.
 const SWEEP_PAGE_KEYS: usize = 64;

@@ -82,7 +82,7 @@ impl World {
             ttl_used: false,
         };
         let hd = history_days.map_or(Json::Null, |d| json!(d));
-        w.both(json!({"create_collection": {"object": {"name": "c", "history_days": hd}}}));
+        w.both(json!({"create_collection": {"object": {"name": "c", "history_days": hd}}})).unwrap();
         for db in [&mut w.swept, &mut w.twin] {
             db.index("by_x", "c", &["x"], &[]);
         }
@@ -180,8 +180,8 @@ impl World {
         }
         let floor = self.floor();
         let below = floor.is_some_and(|f| at < f);
-        for id in 0..IDS.len() {
-            let got = self.both(json!({"get": coll_ref("c", IDS[id]), "ts": at}));
+        for (id, name) in IDS.iter().enumerate() {
+            let got = self.both(json!({"get": coll_ref("c", name), "ts": at}));
             let want = if below {
                 Err("bad request".to_string())
             } else {
@@ -191,7 +191,7 @@ impl World {
                 }
             };
             let got = got.map(|d| d["data"]["x"].as_i64().unwrap());
-            assert_eq!(got, want, "Get of document {} at {at} (floor {floor:?})", IDS[id]);
+            assert_eq!(got, want, "Get of document {name} at {at} (floor {floor:?})");
         }
         for x in 0..3i64 {
             let q = json!({"paginate": {"match": {"index": "by_x"}, "terms": x}, "ts": at, "size": 100});
