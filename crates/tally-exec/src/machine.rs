@@ -79,6 +79,9 @@ pub const META_POSITION: &str = "raft_position";
 
 /// Where the next retention sweep starts (a document key; empty: at the beginning).
 pub const META_RETENTION_CURSOR: &str = "retention_cursor";
+/// Where the next retention sweep of index entries starts (an index key; empty: at the
+/// beginning).
+pub const META_RETENTION_INDEX_CURSOR: &str = "retention_index_cursor";
 
 /// Meta key of the removal record of the block at `height` (absent: it removed nothing).
 pub fn retention_key(height: u64) -> String {
@@ -394,23 +397,33 @@ impl FqlMachine {
         now: u64,
         builder: &mut BlockBuilder,
     ) -> anyhow::Result<()> {
-        let cursor = b.meta(META_RETENTION_CURSOR)?.filter(|c| !c.is_empty());
         let limits = tally_fql::retention::SweepLimits::default();
-        let swept = tally_fql::retention::sweep(&*b, now, cursor.as_deref(), limits)
-            .map_err(|e| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description))?;
-        let mut removals = Vec::with_capacity(swept.removals.len());
-        for w in &swept.removals {
-            apply_write(b, w).map_err(|e| machine_fault(height, e))?;
-            let r = tally_ledger::leaf::Removal { space: effect_space(w), key: w.key.clone(), ts: w.ts };
-            builder.push_effect_hash(r.effect_hash());
-            removals.push(r);
+        let failed =
+            |e: tally_fql::FqlError| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description);
+        let mut removals = Vec::new();
+        // Documents first, then index entries, each from its own cursor: the index sweep
+        // sees the document sweep's removals (it reads through the batch).
+        for (name, index) in [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)] {
+            let cursor = b.meta(name)?.filter(|c| !c.is_empty());
+            let swept = if index {
+                tally_fql::retention::sweep_index(&*b, now, cursor.as_deref(), limits)
+            } else {
+                tally_fql::retention::sweep(&*b, now, cursor.as_deref(), limits)
+            }
+            .map_err(failed)?;
+            for w in &swept.removals {
+                apply_write(b, w).map_err(|e| machine_fault(height, e))?;
+                let r = tally_ledger::leaf::Removal { space: effect_space(w), key: w.key.clone(), ts: w.ts };
+                builder.push_effect_hash(r.effect_hash());
+                removals.push(r);
+            }
+            if swept.next != cursor {
+                b.set_meta(name, swept.next.as_deref().unwrap_or(&[]))?;
+            }
         }
         if !removals.is_empty() {
             b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
             b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
-        }
-        if swept.next != cursor {
-            b.set_meta(META_RETENTION_CURSOR, swept.next.as_deref().unwrap_or(&[]))?;
         }
         Ok(())
     }

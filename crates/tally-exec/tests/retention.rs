@@ -146,6 +146,10 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
         }
     }
     assert_eq!(listed, before - after, "every removed version is in some block's removal record");
+    // The index entries' superseded versions went too: 60 × 19 adds and removes of old
+    // values, and the expired document's entry.
+    let entries = versions(&*sa, Space::Index);
+    assert_eq!(entries, 60, "one entry version per document is left, {entries} are");
     assert!(blocks >= 2, "a backlog of 1,140 removals takes more than one block ({blocks})");
     // The remaining state: the latest version of each document reads as before.
     let q = json!({"paginate": {"match": {"index": "by_n"}, "terms": 19}, "size": 100});

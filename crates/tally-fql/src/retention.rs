@@ -24,12 +24,14 @@
 //! the removed versions in its snapshot; a later snapshot's floor is at or above the
 //! floor of the removal, so it never asks for them.
 //!
-//! Index entries are removed only with a document removed for its `ttl` (nothing withdrew
-//! them when the `ttl` passed; a document written again after the floor keeps the ones its
-//! new version shares). Otherwise index entries stay: reads at or above the floor see the
-//! same entries as before, and an entry whose document is gone is skipped like the entry
-//! of an expired document (`crate::fns::docs::expired_entry`). Removing superseded index
-//! entry versions is not built yet.
+//! Index entries: [`sweep_index`] removes, under the floor of each entry's document's
+//! collection, the entry versions no read at or above the floor sees (the same rule as
+//! for documents: older than the newest one at or before the floor, and that one too when
+//! it is a remove). The entries of a document removed for its `ttl` go with it in
+//! [`sweep`] (nothing withdrew them when the `ttl` passed; a document written again after
+//! the floor keeps the ones its new version shares); until then an entry whose document
+//! is gone is skipped like the entry of an expired document
+//! (`crate::fns::docs::expired_entry`).
 //!
 //! **`ttl_days`**: a document written without a `ttl` in a collection whose `ttl_days` is
 //! n (more than 0) gets `ttl = commit ts + n days` (each write moves it: "deleted n days
@@ -361,11 +363,87 @@ fn expired_entries(
 /// A collection's floor and name (None: it keeps everything).
 type FloorOf = ((DbId, CollId), Option<(Ts, String)>);
 
+/// [`sweep`] for index entries: looks at up to `limits.keys_max` index keys from `from`
+/// on and removes, under the floor of each entry's document's collection, the entry
+/// versions older than the newest one at or before the floor, and that one too when it is
+/// a remove. Index reads at or above the floor see the same entries before and after, and
+/// so do index `Events` (which start at the floor the same way).
+pub fn sweep_index(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: SweepLimits) -> Result<Sweep> {
+    let mut ev = Eval::new(Tx::new(snap, now), Mode::Write, Auth::root_admin());
+    let mut out = Sweep { next: from.map(<[u8]>::to_vec), ..Sweep::default() };
+    let mut bytes = 0usize;
+    let mut floors: Vec<((DbId, CollId), Option<Ts>)> = Vec::new();
+    loop {
+        let page = keys_in(snap, Space::Index, out.next.as_deref(), SWEEP_PAGE_KEYS)?;
+        if page.is_empty() {
+            out.next = None;
+            return Ok(out);
+        }
+        for key in page {
+            if out.keys >= limits.keys_max || out.removals.len() >= limits.removals_max || bytes >= limits.bytes_max {
+                out.next = Some(key);
+                return Ok(out);
+            }
+            out.keys += 1;
+            out.next = Some(successor(&key));
+            let Some(f) = entry_floor(&mut ev, &key, now, &mut floors)? else { continue };
+            let room = limits.removals_max - out.removals.len();
+            let mut hist = snap.history(Space::Index, &key, 0, f, true).map_err(storage)?;
+            let Some(edge) = hist.next().transpose().map_err(storage)? else { continue };
+            let mut gone: Vec<Ts> = Vec::new();
+            for v in hist {
+                gone.push(v.map_err(storage)?.ts);
+            }
+            gone.reverse();
+            if !model::decode_entry(key.clone(), &edge)?.added {
+                gone.push(edge.ts);
+            }
+            let whole = gone.len() <= room;
+            for ts in gone.into_iter().take(room) {
+                bytes += key.len();
+                out.removals.push(Write { space: Space::Index, key: key.clone(), ts, value: None });
+            }
+            if !whole {
+                out.next = Some(key);
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// The floor of the collection of the document an index entry names (None: none, or the
+/// entry's document is not in a user collection of the index's database).
+fn entry_floor(
+    ev: &mut Eval<'_>,
+    key: &[u8],
+    now: Ts,
+    floors: &mut Vec<((DbId, CollId), Option<Ts>)>,
+) -> Result<Option<Ts>> {
+    let Some((db, _index)) = split_key(key) else { return Ok(None) };
+    let Some(newest) = ev.tx.snapshot().get(Space::Index, key, Ts::MAX).map_err(storage)? else { return Ok(None) };
+    let entry = model::decode_entry(key.to_vec(), &newest)?;
+    if entry.doc.database.is_some() || entry.doc.collection.as_ref().is_some_and(|c| c.database.is_some()) {
+        return Ok(None);
+    }
+    let Some(name) = entry.doc.user_collection_name() else { return Ok(None) };
+    let Some(coll) = ev.collection_id(db, name)? else { return Ok(None) };
+    if let Some(e) = floors.iter().find(|e| e.0 == (db, coll)) {
+        return Ok(e.1);
+    }
+    let f = config(&mut ev.tx, db, coll, now)?.and_then(|r| r.floor(now));
+    floors.push(((db, coll), f));
+    Ok(f)
+}
+
 /// Keys fetched per storage scan of a sweep.
 const SWEEP_PAGE_KEYS: usize = 64;
 
 fn keys_from(snap: &dyn Snapshot, from: Option<&[u8]>, n: usize) -> Result<Vec<Vec<u8>>> {
-    let it = snap.scan_heads(Space::Docs, &[], from, false, Ts::MAX, 0).map_err(storage)?;
+    keys_in(snap, Space::Docs, from, n)
+}
+
+fn keys_in(snap: &dyn Snapshot, space: Space, from: Option<&[u8]>, n: usize) -> Result<Vec<Vec<u8>>> {
+    let it = snap.scan_heads(space, &[], from, false, Ts::MAX, 0).map_err(storage)?;
     it.take(n).map(|r| r.map(|(k, _)| k).map_err(storage)).collect()
 }
 

@@ -9,7 +9,7 @@ mod common;
 use common::{coll_ref, Db};
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
-use tally_fql::retention::{sweep, SweepLimits, DAY_MICROS};
+use tally_fql::retention::{sweep, sweep_index, SweepLimits, DAY_MICROS};
 use tally_storage::Store;
 
 const HOUR: u64 = DAY_MICROS / 24;
@@ -59,6 +59,7 @@ struct World {
     history_days: Option<u64>,
     model: Vec<Vec<ModelVersion>>,
     cursor: Option<Vec<u8>>,
+    index_cursor: Option<Vec<u8>>,
     /// When the collection and index were created (reads before are `invalid ref`).
     born: u64,
     /// Whether any document had a `ttl`.
@@ -78,6 +79,7 @@ impl World {
             history_days,
             model: vec![Vec::new(); IDS.len()],
             cursor: None,
+            index_cursor: None,
             born: 0,
             ttl_used: false,
         };
@@ -165,6 +167,16 @@ impl World {
                 }
                 b.commit(false).unwrap();
                 self.cursor = out.next;
+                let snap = self.swept.store.snapshot().unwrap();
+                let out = sweep_index(&*snap, self.now(), self.index_cursor.as_deref(), limits).unwrap();
+                drop(snap);
+                assert!(out.keys <= keys && out.removals.len() <= removals, "an index sweep stays within its bounds");
+                let mut b = self.swept.store.begin().unwrap();
+                for w in &out.removals {
+                    assert!(b.remove(w.space, &w.key, w.ts).unwrap(), "a sweep removes only entries that exist");
+                }
+                b.commit(false).unwrap();
+                self.index_cursor = out.next;
             }
         }
     }
@@ -297,6 +309,17 @@ fn sweeps_remove_versions_and_expired_documents() {
     }
     assert!(calls >= 4, "30 removals at 8 a call take several calls, not {calls}");
     assert_eq!((versions(&w, "1"), versions(&w, "2"), versions(&w, "3")), (0, 0, 1));
+    for _ in 0..10 {
+        w.apply(&Op::Sweep { keys: 256, removals: 8 });
+    }
+    // The index keeps one entry version: document 3's add (document 1's entries ended in
+    // removes, document 2's went with it).
+    let snap = w.swept.store.snapshot().unwrap();
+    let keys: Vec<Vec<u8>> =
+        snap.scan(tally_storage::Space::Index, &[], None, false, u64::MAX).unwrap().map(|r| r.unwrap().0).collect();
+    let entries: usize =
+        keys.iter().map(|k| snap.history(tally_storage::Space::Index, k, 0, u64::MAX, true).unwrap().count()).sum();
+    assert_eq!(entries, 1);
     w.check_reads(w.now() + 1000);
     w.check_history();
 }
