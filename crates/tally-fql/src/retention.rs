@@ -33,6 +33,13 @@
 //! is gone is skipped like the entry of an expired document
 //! (`crate::fns::docs::expired_entry`).
 //!
+//! Removal follows batches, not time: a node that applies no batch removes nothing. A
+//! change stream reads each commit at its ts; once a sweep that removed something has
+//! moved the floor past that ts (more than `history_days` behind: with `history_days: 0`,
+//! any lag), the read is below the floor and the stream ends with the same `bad request`
+//! error. v4 kept a 15-minute grace below the floor for such readers (`MVTOffset`); Tally
+//! keeps none yet.
+//!
 //! **`ttl_days`**: a document written without a `ttl` in a collection whose `ttl_days` is
 //! n (more than 0) gets `ttl = commit ts + n days` (each write moves it: "deleted n days
 //! after their last write").
