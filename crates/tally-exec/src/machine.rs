@@ -77,6 +77,17 @@ pub const META_HEAD: &str = "head";
 /// the effects of the entry it names; absent on a single node.
 pub const META_POSITION: &str = "raft_position";
 
+/// Where the next retention sweep starts (a document key; empty: at the beginning).
+pub const META_RETENTION_CURSOR: &str = "retention_cursor";
+/// Where the next retention sweep of index entries starts (an index key; empty: at the
+/// beginning).
+pub const META_RETENTION_INDEX_CURSOR: &str = "retention_index_cursor";
+
+/// Meta key of the removal record of the block at `height` (absent: it removed nothing).
+pub fn retention_key(height: u64) -> String {
+    format!("retention/{height:016x}")
+}
+
 /// Meta key of the block header at `height`.
 pub fn block_key(height: u64) -> String {
     format!("block/{height:016x}")
@@ -341,6 +352,7 @@ impl FqlMachine {
                 }
             }
         }
+        self.sweep(&mut *b, batch.height, last_ts, &mut builder)?;
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
@@ -374,6 +386,50 @@ impl FqlMachine {
         publish_now(&publish, &mut committed);
         for (j, out) in held {
             answer(j, out);
+        }
+        Ok(())
+    }
+
+    /// Retention (`tally_fql::retention`): at the end of every batch, remove the next
+    /// bounded share of the versions retention hides at the batch's last commit ts,
+    /// resuming where the previous batch's sweep stopped (`META_RETENTION_CURSOR`). The
+    /// removals are effects of the block (op remove, after its transactions' effects)
+    /// and are listed in its removal record (`retention_key`). Deterministic: the same
+    /// state and ts on every member, never a clock.
+    fn sweep(
+        &mut self,
+        b: &mut dyn tally_storage::Batch,
+        height: u64,
+        now: u64,
+        builder: &mut BlockBuilder,
+    ) -> anyhow::Result<()> {
+        let limits = tally_fql::retention::SweepLimits::default();
+        let failed =
+            |e: tally_fql::FqlError| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description);
+        let mut removals = Vec::new();
+        // Documents first, then index entries, each from its own cursor: the index sweep
+        // sees the document sweep's removals (it reads through the batch).
+        for (name, index) in [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)] {
+            let cursor = b.meta(name)?.filter(|c| !c.is_empty());
+            let swept = if index {
+                tally_fql::retention::sweep_index(&*b, now, cursor.as_deref(), limits)
+            } else {
+                tally_fql::retention::sweep(&*b, now, cursor.as_deref(), limits)
+            }
+            .map_err(failed)?;
+            for w in &swept.removals {
+                apply_write(b, w).map_err(|e| machine_fault(height, e))?;
+                let r = tally_ledger::leaf::Removal { space: effect_space(w), key: w.key.clone(), ts: w.ts };
+                builder.push_effect_hash(r.effect_hash());
+                removals.push(r);
+            }
+            if swept.next != cursor {
+                b.set_meta(name, swept.next.as_deref().unwrap_or(&[]))?;
+            }
+        }
+        if !removals.is_empty() {
+            b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
+            b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
         }
         Ok(())
     }

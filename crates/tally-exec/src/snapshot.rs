@@ -12,7 +12,10 @@
 
 use tally_storage::{Snapshot, Space, Store, Ts};
 
-use crate::machine::{block_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION};
+use crate::machine::{
+    block_key, retention_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION, META_RETENTION_CURSOR,
+    META_RETENTION_INDEX_CURSOR,
+};
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
 const FORMAT: u8 = 1;
@@ -78,7 +81,18 @@ fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, Snapsh
     out.push(FORMAT);
     all_versions(snap, Space::Docs, &mut out)?;
     all_versions(snap, Space::Index, &mut out)?;
-    let fixed = [META_APPLIED_HEIGHT, META_LAST_TS, META_HEAD, META_POSITION].map(String::from);
+    // The retention cursor travels too: every member's next sweep must start at the same
+    // key, or their blocks would remove different versions.
+    let fixed = [
+        META_APPLIED_HEIGHT,
+        META_LAST_TS,
+        META_HEAD,
+        META_POSITION,
+        META_RETENTION_CURSOR,
+        META_RETENTION_INDEX_CURSOR,
+        tally_fql::retention::META_SWEEP_TS,
+    ]
+    .map(String::from);
     // The transparency log travels with the state (its member signatures do not: each
     // member signs for itself).
     let tree_size = match snap.meta(META_HEAD)? {
@@ -90,7 +104,8 @@ fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, Snapsh
     let tlog = tally_ledger::tlog::node_ids(tree_size)
         .map(tally_ledger::writer::node_key)
         .chain((0..tree_size).map(tally_ledger::writer::leaf_key));
-    for name in fixed.into_iter().chain((1..=applied_height).map(block_key)).chain(tlog) {
+    let blocks = (1..=applied_height).flat_map(|h| [block_key(h), retention_key(h)]);
+    for name in fixed.into_iter().chain(blocks).chain(tlog) {
         if let Some(v) = snap.meta(&name)? {
             out.push(TAG_META);
             put_bytes(&mut out, name.as_bytes());

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod model;
 pub mod perm;
 pub mod purity;
+pub mod retention;
 pub mod run;
 pub mod secret;
 

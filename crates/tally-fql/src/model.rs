@@ -92,7 +92,8 @@ pub const KEY_DATABASE_ID: &str = "__tally_database_id";
 /// issued to.
 pub const TOKEN_INSTANCE_ID: &str = "__tally_instance_id";
 /// Stored fields no client ever sees (rendering, predicates).
-pub const HIDDEN_FIELDS: &[&str] = &[INTERNAL_ID, KEY_DATABASE_ID, TOKEN_INSTANCE_ID, "credentials"];
+pub const HIDDEN_FIELDS: &[&str] =
+    &[INTERNAL_ID, KEY_DATABASE_ID, TOKEN_INSTANCE_ID, "credentials", crate::retention::MIN_VALID_FIELD];
 
 pub fn doc_prefix(db: DbId, coll: CollId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);
@@ -337,7 +338,15 @@ pub struct Tx<'a> {
     /// Set when [`Tx::live_doc`] read a document that has a `ttl`: what was read can
     /// change without a write (`crate::authcache` does not cache such an answer).
     pub ttl_seen: bool,
+    /// Collection retention settings read so far (`crate::retention::config`), by
+    /// (db, collection, read ts, schema generation).
+    pub(crate) retention_cache: Vec<RetentionCacheEntry>,
+    /// The ts of the latest retention sweep in the snapshot, once read
+    /// (`crate::retention::META_SWEEP_TS`).
+    pub(crate) sweep_ts: Option<Ts>,
 }
+
+pub(crate) type RetentionCacheEntry = ((DbId, CollId, Ts, u64), Option<crate::retention::Retention>);
 
 impl<'a> Tx<'a> {
     pub fn new(snap: &'a dyn Snapshot, ts: Ts) -> Tx<'a> {
@@ -352,6 +361,8 @@ impl<'a> Tx<'a> {
             bytes_written: 0,
             writes_count: 0,
             ttl_seen: false,
+            retention_cache: Vec::new(),
+            sweep_ts: None,
         }
     }
 

@@ -178,6 +178,80 @@ pub fn decode_record(b: &[u8]) -> Result<LeafRecord, LedgerError> {
     Ok(LeafRecord { leaf, effect_hashes, input: input.to_vec() })
 }
 
+/// Version byte of a block's [`Removal`] record.
+pub const REMOVALS_VERSION: u8 = 1;
+/// Most removals one record may list (the executor's sweep removes far fewer per block).
+pub const REMOVALS_MAX: usize = 1 << 20;
+
+/// One version removed by retention at the end of a block: which space, key and ts. Its
+/// effect leaf is [`effect_leaf`] with op remove (no value), and it follows the block's
+/// transactions' effects in the header's effects root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub space: u8,
+    pub key: Vec<u8>,
+    pub ts: u64,
+}
+
+impl Removal {
+    /// The effect leaf's hash, as the block's effects root holds it.
+    pub fn effect_hash(&self) -> Hash {
+        merkle::leaf_hash(&effect_leaf(self.space, &self.key, self.ts, None))
+    }
+}
+
+/// The removal record of one block (stored beside its header; `docs/ledger.md`):
+/// `version u8 (= 1) | count u32 | count × (space u8 | key length u32 | key | ts u64)`.
+pub fn encode_removals(removals: &[Removal]) -> Vec<u8> {
+    let bytes: usize = removals.iter().map(|r| 13 + r.key.len()).sum();
+    let mut out = Vec::with_capacity(5 + bytes);
+    out.push(REMOVALS_VERSION);
+    out.extend_from_slice(&(removals.len() as u32).to_be_bytes());
+    for r in removals {
+        out.push(r.space);
+        out.extend_from_slice(&(r.key.len() as u32).to_be_bytes());
+        out.extend_from_slice(&r.key);
+        out.extend_from_slice(&r.ts.to_be_bytes());
+    }
+    out
+}
+
+/// Parses [`encode_removals`]'s output; anything else is refused.
+pub fn decode_removals(b: &[u8]) -> Result<Vec<Removal>, LedgerError> {
+    let bad = |what: &str| LedgerError::Malformed(format!("removal record: {what}"));
+    match b.first() {
+        Some(&REMOVALS_VERSION) => {}
+        Some(&v) => return Err(LedgerError::Version { what: "removal record", found: v, supported: REMOVALS_VERSION }),
+        None => return Err(bad("empty")),
+    }
+    let mut at = 1;
+    let mut take = |n: usize| -> Result<&[u8], LedgerError> {
+        let s = b.get(at..at + n).ok_or_else(|| bad("cut short"))?;
+        at += n;
+        Ok(s)
+    };
+    let u32_of = |s: &[u8]| u32::from_be_bytes(s.try_into().unwrap_or_default()) as usize;
+    let count = u32_of(take(4)?);
+    if count > REMOVALS_MAX {
+        return Err(bad("too many removals"));
+    }
+    let mut out = Vec::with_capacity(count.min(4096));
+    for _ in 0..count {
+        let space = take(1)?[0];
+        if space != SPACE_DOCS && space != SPACE_INDEX {
+            return Err(bad("unknown space"));
+        }
+        let len = u32_of(take(4)?);
+        let key = take(len)?.to_vec();
+        let ts = u64::from_be_bytes(take(8)?.try_into().unwrap_or_default());
+        out.push(Removal { space, key, ts });
+    }
+    if at != b.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
 /// SHA-256 of arbitrary bytes (for callers that want the plain digest).
 pub fn sha256(b: &[u8]) -> Hash {
     Sha256::digest(b).into()
@@ -202,6 +276,25 @@ mod tests {
         assert_eq!(TxnLeaf::decode(&b), Ok(leaf));
         let e = effect_leaf(SPACE_INDEX, b"key", 5, None);
         assert_eq!(e, [&[1u8, 1, 0, 0, 0, 3][..], b"key", &5u64.to_be_bytes()].concat());
+    }
+
+    #[test]
+    fn removal_records_round_trip_and_refuse_garbage() {
+        let rs = vec![
+            Removal { space: SPACE_DOCS, key: b"doc".to_vec(), ts: 9 },
+            Removal { space: SPACE_INDEX, key: Vec::new(), ts: u64::MAX },
+        ];
+        let b = encode_removals(&rs);
+        assert_eq!(&b[..5], &[1, 0, 0, 0, 2]);
+        assert_eq!(&b[5..17], &[&[0u8, 0, 0, 0, 3][..], b"doc", &9u64.to_be_bytes()[..4]].concat()[..12]);
+        assert_eq!(decode_removals(&b), Ok(rs.clone()));
+        assert_eq!(decode_removals(&encode_removals(&[])), Ok(Vec::new()));
+        assert!(decode_removals(&b[..b.len() - 1]).is_err());
+        assert!(decode_removals(&[&b[..], &[0]].concat()).is_err());
+        assert!(matches!(decode_removals(&[2, 0, 0, 0, 0]), Err(LedgerError::Version { found: 2, .. })));
+        assert!(decode_removals(&[1, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_removals(&[1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert_eq!(rs[0].effect_hash(), merkle::leaf_hash(&effect_leaf(SPACE_DOCS, b"doc", 9, None)));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! 2. every leaf record decodes (its effect hashes match its effects root, its input its
 //!    input hash), names the block and position it sits in, and its transaction ts
 //!    increases; the tree recomputed from the leaves matches every stored subtree hash and
-//!    every header's `tree_size`/`tree_root`;
+//!    every header's `tree_size`/`tree_root`; every header's effects root is the root over
+//!    its leaves' effect hashes followed by its removal record's (retention);
 //! 3. every stored member signature verifies over its head;
 //! 4. every document version and index entry in the state is one some leaf committed to
-//!    (a changed byte in the state is an effect no leaf has);
+//!    (a changed byte in the state is an effect no leaf has; a version retention removed
+//!    is simply absent);
 //! 5. on a single node, the input log replayed by a fresh executor in memory yields the
 //!    very same headers (a dropped, reordered or altered transaction changes them).
 //!
@@ -26,7 +28,7 @@ use tally_ledger::tlog::Frontier;
 use tally_ledger::{writer, BlockHeader, Chain};
 use tally_storage::{RedbStore, Snapshot, Space, Store, Ts};
 
-use crate::machine::{block_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
+use crate::machine::{block_key, retention_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
 
 /// What a successful verification covered.
 #[derive(Debug, Default)]
@@ -116,6 +118,8 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
     let mut effects = HashSet::new();
     let mut last_ts = 0;
     for h in headers {
+        // The block's effects root: its transactions' effect leaves, then its removals.
+        let mut block_effects: Vec<Hash> = Vec::new();
         for position in 0..h.txn_count {
             let index = tree.size();
             let bad = |what: String| Finding::Leaf { index, what };
@@ -132,6 +136,7 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
             }
             last_ts = l.ts;
             effects.extend(rec.effect_hashes.iter().copied());
+            block_effects.extend(rec.effect_hashes.iter().copied());
             for (id, want) in tree.append(l.hash()) {
                 let stored = meta(snap, &writer::node_key(id))?;
                 if stored.as_deref() != Some(&want[..]) {
@@ -141,6 +146,15 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
                     )));
                 }
             }
+        }
+        if let Some(rec) = meta(snap, &retention_key(h.height))? {
+            let removals = leaf::decode_removals(&rec)
+                .map_err(|e| Finding::Block { height: h.height, what: format!("removal record: {e}") })?;
+            block_effects.extend(removals.iter().map(leaf::Removal::effect_hash));
+        }
+        if merkle::root_of_hashes(&block_effects) != h.effects_root {
+            let what = "its effects root is not the root over its transactions' effects and its removal record";
+            return Err(Finding::Block { height: h.height, what: what.into() });
         }
         if (tree.size(), tree.root()) != (h.tree_size, h.tree_root) {
             let what = format!("header says tree_size {} and a root that the leaves do not give", h.tree_size);

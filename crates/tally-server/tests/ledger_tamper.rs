@@ -193,3 +193,52 @@ fn a_dropped_reordered_or_changed_transaction_is_found_at_its_block() {
     let e = verify_dir(dir.path()).unwrap_err();
     assert!(matches!(e, Finding::Block { .. }), "{e}");
 }
+
+/// The tamper workload, then the accounts collection's history cut to 0 days and the
+/// accounts updated, then a quiet batch a day later: its sweep removes every superseded
+/// version.
+fn retention_batches() -> Vec<Batch> {
+    let mut all = batches();
+    let accounts = json!({"collection": "accounts"});
+    let mut next =
+        vec![input(json!({"update": {"collection": "accounts"}, "params": obj(json!({"history_days": 0}))}), 50)];
+    next.extend((1..=12u8).map(|i| {
+        let r = json!({"ref": accounts, "id": i.to_string()});
+        input(json!({"update": r, "params": obj(json!({"data": obj(json!({"n": 100}))}))}), 60 + i)
+    }));
+    let ts = all.last().unwrap().ts + 1000;
+    all.push(Batch { height: all.len() as u64 + 1, ts, inputs: next });
+    let quiet = vec![input(json!({"new_id": null}), 90)];
+    all.push(Batch { height: all.len() as u64 + 1, ts: ts + 86_400_000_000, inputs: quiet });
+    all
+}
+
+/// Retention removes versions (redaction): every old head still verifies, the block that
+/// removed them says so in its effects root, and its removal record cannot be changed or
+/// dropped unnoticed.
+#[test]
+fn a_directory_after_retention_verifies_and_its_removal_record_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = retention_batches();
+    make_dir(dir.path(), &all);
+    // With history_days 0 the block of the updates removes what they superseded.
+    let last = all.len() as u64 - 1;
+    let rec = meta(dir.path(), &tally_server::machine::retention_key(last));
+    let removed = tally_ledger::leaf::decode_removals(&rec).unwrap();
+    assert_eq!(removed.len(), 12, "the 12 superseded account versions are removed");
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!((r.blocks, r.leaves), (last + 1, 13 + 13 + 1));
+    for (at, what) in [(rec.len() - 1, "a changed ts"), (5, "a changed space")] {
+        let dir = tempfile::tempdir().unwrap();
+        make_dir(dir.path(), &all);
+        let changed = flip(rec.clone(), at);
+        edit(dir.path(), |b| b.set_meta(&tally_server::machine::retention_key(last), &changed).unwrap());
+        let e = verify_dir(dir.path()).unwrap_err();
+        assert!(matches!(e, Finding::Block { height, .. } if height == last), "{what}: {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_dir(dir.path(), &all);
+    edit(dir.path(), |b| b.set_meta(&tally_server::machine::retention_key(last), &[1, 0, 0, 0, 0]).unwrap());
+    let e = verify_dir(dir.path()).unwrap_err();
+    assert!(matches!(e, Finding::Block { height, .. } if height == last), "an emptied record: {e}");
+}

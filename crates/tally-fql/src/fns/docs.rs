@@ -69,6 +69,7 @@ pub fn read_doc(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, CollId, Stri
                 return Err(crate::error::permission_denied());
             }
             let at = ev.read_ts();
+            crate::retention::check_read(&mut ev.tx, db, &[coll], at)?;
             Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
         }
         Target::NativeColl { .. } => Ok(None),
@@ -81,6 +82,7 @@ pub fn read_doc_unchecked(ev: &mut Eval<'_>, r: &Ref) -> Result<Option<(DbId, Co
     match ev.resolve(r)? {
         Target::Doc { db, coll, id } => {
             let at = ev.read_ts();
+            crate::retention::check_read(&mut ev.tx, db, &[coll], at)?;
             Ok(ev.tx.live_doc(db, coll, &id, at)?.map(|d| (db, coll, id, d)))
         }
         Target::NativeColl { .. } => Ok(None),
@@ -224,6 +226,7 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
+    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, params.contains_key("ttl"), &mut fields)?;
     // A fresh id per incarnation: the document's generation as an identity.
     fields.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
     // A version past its `ttl` still has index entries (nothing was written when it
@@ -301,6 +304,8 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
         deep_merge(&mut base, &patch);
         base
     };
+    let mut new = new;
+    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, params.contains_key("ttl"), &mut new)?;
     ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
     Ok(render(&r, ts, &new))
@@ -396,11 +401,15 @@ pub fn may_expire(ev: &mut Eval<'_>, db: DbId, colls: &[CollId], at: u64) -> Res
     Ok(false)
 }
 
-/// Is the document of index entry `r` (in `db`) past its `ttl` at `at`?
+/// Is the document of index entry `r` (in `db`) past its `ttl` at `at`, or gone because
+/// retention removed it for its `ttl` (`crate::retention`: its index entries stay)?
 pub fn expired_entry(ev: &mut Eval<'_>, db: DbId, r: &Ref, at: u64) -> Result<bool> {
     let Some(coll) = r.user_collection_name() else { return Ok(false) };
     let Some(cid) = ev.collection_id(db, coll)? else { return Ok(false) };
-    Ok(ev.tx.get_doc(db, cid, &r.id, at)?.is_some_and(|d| !d.deleted && d.expired_at(at)))
+    Ok(match ev.tx.get_doc(db, cid, &r.id, at)? {
+        None => true,
+        Some(d) => !d.deleted && d.expired_at(at),
+    })
 }
 
 type Row = (Vec<Value>, Vec<Value>);

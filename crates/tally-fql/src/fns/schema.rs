@@ -489,6 +489,7 @@ pub fn modify_schema(
         native::DATABASES => check_database(&new)?,
         native::INDEXES => crate::purity::check_index_bindings(&new)?,
         native::TOKENS => check_ttl(&new)?,
+        native::COLLECTIONS => crate::retention::keep_min_valid(&old, &mut new, ev.txn_ts()),
         native::KEYS => {
             rebind_key(ev, &old, &mut new)?;
             let role = match new.get("role").cloned() {

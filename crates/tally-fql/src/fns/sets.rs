@@ -539,6 +539,7 @@ impl Stream for MatchLeaf {
                 return Ok(None);
             }
             let at = ev.read_ts();
+            crate::retention::check_read(&mut ev.tx, self.db, &self.colls, at)?;
             let expiring = match self.expiring {
                 Some(x) => x,
                 None => *self.expiring.insert(crate::fns::docs::may_expire(ev, self.db, &self.colls, at)?),
@@ -709,6 +710,7 @@ impl Stream for DocsLeaf {
                 return Ok(None);
             }
             let at = ev.read_ts();
+            crate::retention::check_read(&mut ev.tx, self.db, &[self.coll], at)?;
             let limit = self.chunk + self.resumed as usize;
             // Ids only: a listing never reads the bodies it does not return.
             let mut page = ev.tx.scan_doc_ids(self.db, self.coll, self.from.as_deref(), self.desc, at, limit)?;

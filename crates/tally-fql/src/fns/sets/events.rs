@@ -287,14 +287,21 @@ fn data_of(o: &Object) -> Object {
 fn doc_versions(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str) -> Result<Vec<(Action, model::DocVersion)>> {
     let key = model::doc_key(db, coll, id);
     let at = ev.read_ts();
+    crate::retention::check_read(&mut ev.tx, db, &[coll], at)?;
+    let floor = crate::retention::floor(&mut ev.tx, db, coll)?;
     let versions = ev.tx.history(Space::Docs, &key, 0, at, false, MATERIALIZE_MAX + 1)?;
     if versions.len() > MATERIALIZE_MAX {
         return Err(too_large());
     }
-    let mut out: Vec<(Action, model::DocVersion)> = Vec::with_capacity(versions.len());
+    let mut decoded = Vec::with_capacity(versions.len());
     for v in &versions {
         tick(ev)?;
-        let d = model::decode_doc(v)?;
+        decoded.push(model::decode_doc(v)?);
+    }
+    // History starts at the collection's retention floor (what removal keeps).
+    let decoded = crate::retention::retained_history(decoded, floor);
+    let mut out: Vec<(Action, model::DocVersion)> = Vec::with_capacity(decoded.len());
+    for d in decoded {
         let live_before = out.last().is_some_and(|(_, p)| !p.deleted);
         let action = match (d.deleted, live_before) {
             (true, _) => Action::Delete,
@@ -408,10 +415,22 @@ fn index_events(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, out: &mut
     }
     let has_values = !def.values.is_empty();
     let at = ev.read_ts();
+    let colls: Vec<CollId> = def.sources.iter().map(|s| s.coll).collect();
+    crate::retention::check_read(&mut ev.tx, db, &colls, at)?;
+    let mut floor: Option<u64> = None;
+    for &c in &colls {
+        floor = floor.max(crate::retention::floor(&mut ev.tx, db, c)?);
+    }
     for k in keys_under(ev, Space::Index, &model::index_prefix(db, def.id, &terms))? {
-        for v in ev.tx.history(Space::Index, &k, 0, at, false, MATERIALIZE_MAX + 1)? {
+        let versions = ev.tx.history(Space::Index, &k, 0, at, false, MATERIALIZE_MAX + 1)?;
+        // Of the versions at or before the floor only the newest is shown, if an add.
+        let edge = floor.map_or(0, |f| versions.partition_point(|v| v.ts <= f));
+        for (i, v) in versions.into_iter().enumerate() {
             tick(ev)?;
             let e = model::decode_entry(k.clone(), &v)?;
+            if i + 1 < edge || (i + 1 == edge && !(e.added && live_at_floor(ev, db, &e.doc, floor)?)) {
+                continue;
+            }
             // v4 leaves documents whose covered values are all null out of the index.
             if has_values && e.values.iter().all(|x| x.is_null()) {
                 continue;
@@ -428,6 +447,14 @@ fn index_events(ev: &mut Eval<'_>, index: &Ref, terms: Option<&Value>, out: &mut
         }
     }
     Ok(())
+}
+
+/// Is the document of an index entry live at the retention floor `f` (the entry of one
+/// removed or expired there is not shown at the floor, as retention removes it)?
+fn live_at_floor(ev: &mut Eval<'_>, db: DbId, r: &Ref, f: Option<u64>) -> Result<bool> {
+    let (Some(f), Some(coll)) = (f, r.user_collection_name()) else { return Ok(true) };
+    let Some(cid) = ev.collection_id(db, coll)? else { return Ok(true) };
+    Ok(ev.tx.get_doc(db, cid, &r.id, f)?.is_some_and(|d| d.live_at(f)))
 }
 
 /// A stream over the events of `x` (the argument of `Events`); `whole` is the event set
