@@ -5,7 +5,10 @@
 //! bad block height or leaf index. `tally verify --proof FILE --sth FILE` checks a saved
 //! `/ledger/v1/` proof (`get-proof-by-hash` with the leaf's `leaf_input` or `hash` added,
 //! `get-proof-by-revision`, or `get-sth-consistency` with `--old-sth`) against a saved
-//! `get-sth` answer, with no server at all.
+//! `get-sth` answer, with no server at all: every signature the head lists must verify,
+//! and with member keys pinned (`--key`, `--members` = a saved `/cluster/status`) a
+//! majority of them must have signed (a quorum certificate). Every refusal is one `bad: …`
+//! line naming the check that failed, exit status 1.
 
 use std::path::PathBuf;
 
