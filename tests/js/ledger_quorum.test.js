@@ -91,7 +91,14 @@ describe('quorum certificates on a 3-member cluster', { timeout: 300_000 }, () =
   it('get-sth from any member carries all three signatures over the same head', async () => {
     const heads = []
     for (const m of cluster.members) heads.push(await sthWith(m, 3))
+    // /ledger/head lists the same keys as `tally cluster status`.
+    const lh = await cluster.members[2].head()
+    assert.deepEqual(lh.body.member_keys, status.member_keys)
+    const keys = Object.values(status.member_keys)
     for (const h of heads) {
+      assert.equal(V.verifyQuorum(h, keys), 3)
+      assert.equal(V.verifyQuorum({ ...h, signatures: h.signatures.slice(1) }, keys), 2)
+      assert.throws(() => V.verifyQuorum({ ...h, signatures: h.signatures.slice(2) }, keys), /signed by 1 of 3 members: no majority/)
       assert.equal(h.members, 3)
       assert.equal(h.quorum, true)
       assert.deepEqual([...checkSignatures(h, status.member_keys)].sort(), [1, 2, 3], JSON.stringify(h.signatures))
