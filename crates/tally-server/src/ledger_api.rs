@@ -126,12 +126,12 @@ async fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
         root: merkle::empty_root(),
     });
     let key = &st.member_key;
-    let (sigs, members) = match &st.cluster {
+    let (sigs, members, quorum) = match &st.cluster {
         Some(c) => crate::quorum::collect(c, key, header.map_or(0, |h| h.height), &head).await,
         None => {
             let own =
                 crate::quorum::MemberSignature { member: 1, public_key: key.public_key(), signature: key.sign(&head) };
-            (vec![own], 1)
+            (vec![own], 1, true)
         }
     };
     let own_sig = tally_ledger::sth::digitally_signed(&key.sign(&head));
@@ -142,7 +142,7 @@ async fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
         "tree_head_signature": B64.encode(own_sig),
         "height": header.map_or(0, |h| h.height),
         "members": members,
-        "quorum": sigs.len() * 2 > members,
+        "quorum": quorum,
         "signatures": sigs.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
     })
 }

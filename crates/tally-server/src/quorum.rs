@@ -83,13 +83,22 @@ impl CertCache {
 }
 
 /// A member's signatures of `head` (the head after block `height`): its own, then every
-/// other voter's that verifies, by member id. Also the number of voters.
+/// other voter's that verifies, by member id; the number of voters; and whether a
+/// majority of the voters signed (a member that is not a voter yet, being added, lists
+/// its own signature but it does not count).
 pub async fn collect(
     cluster: &Cluster,
     own: &MemberKey,
     height: u64,
     head: &TreeHead,
-) -> (Vec<MemberSignature>, usize) {
+) -> (Vec<MemberSignature>, usize, bool) {
+    let (sigs, voters) = gather(cluster, own, height, head).await;
+    let signed = sigs.iter().filter(|s| voters.contains(&s.member)).count();
+    let quorum = signed * 2 > voters.len();
+    (sigs, voters.len(), quorum)
+}
+
+async fn gather(cluster: &Cluster, own: &MemberKey, height: u64, head: &TreeHead) -> (Vec<MemberSignature>, Vec<u64>) {
     let m = cluster.node.metrics();
     let membership = m.membership_config.membership();
     let voters: Vec<(u64, String)> = membership
@@ -98,8 +107,9 @@ pub async fn collect(
         .collect();
     let me = cluster.node.id;
     let mine = MemberSignature { member: me, public_key: own.public_key(), signature: own.sign(head) };
+    let voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
     if let Some(sigs) = cluster.certs.get(head) {
-        return (sigs, voters.len());
+        return (sigs, voter_ids);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (id, addr) in voters.iter().filter(|(id, _)| *id != me).cloned() {
@@ -124,7 +134,7 @@ pub async fn collect(
     if voters.iter().all(|(id, _)| sigs.iter().any(|s| s.member == *id)) {
         cluster.certs.put(*head, sigs.clone());
     }
-    (sigs, voters.len())
+    (sigs, voter_ids)
 }
 
 async fn ask(node: &RaftNode, id: u64, addr: &str, height: u64) -> anyhow::Result<Option<MemberSignature>> {
@@ -220,4 +230,35 @@ async fn peer_sth_signature(State(st): State<PeerState>, headers: HeaderMap, bod
         out["signature"] = json!(B64.encode(sig));
     }
     axum::Json(out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(size: u64, root: u8) -> TreeHead {
+        TreeHead { tree_size: size, timestamp_ms: size * 10, root: [root; 32] }
+    }
+
+    #[test]
+    fn the_cache_answers_only_the_same_head_and_keeps_the_newest() {
+        let key = MemberKey::from_seed(&[3; 32]).unwrap();
+        let sig =
+            |h: &TreeHead| vec![MemberSignature { member: 1, public_key: key.public_key(), signature: key.sign(h) }];
+        let cache = CertCache::default();
+        for size in 1..=(CACHE_HEADS as u64 + 4) {
+            cache.put(head(size, 1), sig(&head(size, 1)));
+        }
+        // The oldest heads are dropped first; the newest are kept.
+        assert!(cache.get(&head(1, 1)).is_none());
+        assert!(cache.get(&head(4, 1)).is_none());
+        let kept = cache.get(&head(5, 1)).unwrap();
+        assert!(sth::verify(&kept[0].public_key, &head(5, 1), &kept[0].signature));
+        // Another head of the same size (a diverged member's) is never answered from it.
+        assert!(cache.get(&head(5, 2)).is_none());
+        // The signature listing follows docs/ledger.md.
+        let j = kept[0].to_json();
+        assert_eq!(j["member"], 1);
+        assert_eq!(B64.decode(j["tree_head_signature"].as_str().unwrap()).unwrap().len(), 68);
+    }
 }
