@@ -1,7 +1,8 @@
 'use strict'
 // The web console at /console (docs/console.md), in a real browser (headless Chromium)
 // against a real server: sign in, the database tree, schema forms, documents with
-// paging, a document's history, the query console and the ledger view. Its routes are
+// paging, a document's history, the query console and the ledger view (block hashes, the
+// head's Ed25519 signature and an inclusion proof checked in the page). Its routes are
 // checked over plain HTTP too: security headers, no CORS, secrets only from
 // Authorization, bounded input, parse errors with line and column.
 // Screenshots: tests/js/artifacts/console-*.png.
@@ -246,7 +247,32 @@ describe('the console in a browser', { timeout: 180_000, ...skipUnlessBrowser() 
     const shown = await rows.count()
     assert.ok(shown >= 8, `${shown} blocks shown`)
     assert.equal(await page.getByRole('cell', { name: 'verified', exact: true }).count(), shown)
+    // The signed head's signature (Ed25519) and the newest transaction's inclusion proof
+    // (SHA-256, RFC 9162) are checked in the page.
+    const sth = JSON.parse(
+      (await rawRequest(server.port, { method: 'GET', path: '/ledger/v1/get-sth', headers: { authorization: `Bearer ${server.rootKey}` } })).body
+    )
+    assert.equal(Number(await page.getByLabel('Tree size').textContent()), sth.tree_size)
+    await page.getByLabel('Signatures').filter({ hasText: /^verified: 1 of 1 member signature/ }).waitFor()
+    const result = page.getByRole('status', { name: 'Proof result' })
+    await result.filter({ hasText: new RegExp(`^verified: transaction ${sth.tree_size - 1} .* is in the tree of ${sth.tree_size} transactions`) }).waitFor()
     await screenshot(page, 'console-6-ledger')
+    // Another transaction, then a proof the server spoiled: the page says it failed.
+    await page.getByLabel('Transaction number').fill('2')
+    await page.getByRole('button', { name: 'Check proof' }).click()
+    await result.filter({ hasText: /^verified: transaction 2 / }).waitFor()
+    await page.route('**/ledger/v1/get-proof-by-hash*', async route => {
+      const res = await route.fetch()
+      const body = await res.json()
+      const first = Buffer.from(body.audit_path[0], 'base64')
+      first[0] ^= 1
+      body.audit_path[0] = first.toString('base64')
+      await route.fulfill({ response: res, json: body })
+    })
+    await page.getByRole('button', { name: 'Check proof' }).click()
+    await result.filter({ hasText: /^failed: the audit path does not lead from leaf 2 to the head’s root/ }).waitFor()
+    await screenshot(page, 'console-7-proof-failed')
+    await page.unroute('**/ledger/v1/get-proof-by-hash*')
     // The refused secret (401) and the syntax error (400) above were provoked; nothing else.
     assert.deepEqual(errors.filter(e => !/Failed to load resource: .* (401|400)/.test(e)), [])
   })

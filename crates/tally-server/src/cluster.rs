@@ -6,7 +6,8 @@
 //! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
 //! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
 //!
-//! Peer port additions: `POST /tally/head` and `/tally/header {"height"}`, used by the
+//! Peer port additions: `POST /tally/sth-signature {"height"}` (`crate::quorum`), and
+//! `POST /tally/head` and `/tally/header {"height"}`, used by the
 //! divergence check: every second each member compares block headers with every peer at
 //! the highest height both have; on a mismatch it finds the first divergent height, and
 //! a member whose header disagrees with the majority stops at once, loudly, and leaves a
@@ -112,6 +113,8 @@ pub struct Cluster {
     pub node: Arc<RaftNode>,
     pub faults: Arc<Faults>,
     pub fault_injection: bool,
+    /// Complete quorum certificates of recent heads (`crate::quorum`).
+    pub certs: crate::quorum::CertCache,
 }
 
 const DIVERGED_FILE: &str = "DIVERGED";
@@ -156,7 +159,8 @@ pub async fn start_member(
         ),
     };
     let mut machine = FqlMachine::open(store.clone())?;
-    machine.signer = Some(Arc::new(crate::datadir::member_key(data_dir)?));
+    let member_key = Arc::new(crate::datadir::member_key(data_dir)?);
+    machine.signer = Some(member_key.clone());
     machine.publish = Some(crate::stream::hub().clone());
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     if opts.fault_injection {
@@ -192,8 +196,15 @@ pub async fn start_member(
         cfg.peer_tls = Some(Arc::new(tally_raft::tls::PeerTls::load(files, opts.node_id)?));
     }
     let node = RaftNode::start(cfg, log, sm, faults.clone(), applied_ts.clone()).await?;
-    let cluster = Arc::new(Cluster { node: node.clone(), faults, fault_injection: opts.fault_injection });
-    let peer_router = tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store));
+    let cluster = Arc::new(Cluster {
+        node: node.clone(),
+        faults,
+        fault_injection: opts.fault_injection,
+        certs: crate::quorum::CertCache::default(),
+    });
+    let signatures = crate::quorum::peer_routes(node.clone(), head.clone(), store.clone(), member_key);
+    let peer_router =
+        tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store)).merge(signatures);
     Ok((Member { cluster, peer_addr, peer_router, auth_changes }, applied_ts, head))
 }
 
@@ -280,8 +291,10 @@ async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     s["head"] = json!({"height": head.map(|h| h.height).unwrap_or(0),
                        "hash": hex::encode(head.map(|h| h.hash()).unwrap_or([0; 32]))});
     s["isolated"] = json!(c.faults.isolated());
-    // This member's tree-head signing key (docs/ledger.md): pin it to check its signatures.
+    // This member's tree-head signing key and every voter's (docs/ledger.md): pin them to
+    // check get-sth's signatures and count a majority.
     s["member_key"] = json!(hex::encode(st.member_key.public_key()));
+    s["member_keys"] = json!(crate::quorum::member_keys(c, &st.member_key).await);
     axum::Json(s).into_response()
 }
 

@@ -250,6 +250,10 @@ async fn ledger_head(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         None => json!({"height": 0, "hash": hex::encode([0u8; 32])}),
     };
     body["member_key"] = json!(hex::encode(st.member_key.public_key()));
+    if let Some(c) = &st.cluster {
+        // Every voter's key, to count a quorum certificate's signers (docs/ledger.md).
+        body["member_keys"] = json!(crate::quorum::member_keys(c, &st.member_key).await);
+    }
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 

@@ -116,36 +116,46 @@ pub(crate) fn size_param(name: &str, v: Option<u64>, size: u64) -> Result<u64, F
     }
 }
 
-/// The signed head JSON of `header`, with this member's signature.
-fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
+/// The signed head JSON of `header`: this member's signature, and on a cluster every
+/// other voter's that signed the same head (`crate::quorum`), with `members` (voters) and
+/// `quorum` (whether a majority signed).
+async fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
     let head = header.map(crate::machine::tree_head).unwrap_or(tally_ledger::sth::TreeHead {
         tree_size: 0,
         timestamp_ms: 0,
         root: merkle::empty_root(),
     });
     let key = &st.member_key;
-    let sig = tally_ledger::sth::digitally_signed(&key.sign(&head));
-    let public_key = key.public_key();
+    let (sigs, members, quorum) = match &st.cluster {
+        Some(c) => crate::quorum::collect(c, key, header.map_or(0, |h| h.height), &head).await,
+        None => {
+            let own =
+                crate::quorum::MemberSignature { member: 1, public_key: key.public_key(), signature: key.sign(&head) };
+            (vec![own], 1, true)
+        }
+    };
+    let own_sig = tally_ledger::sth::digitally_signed(&key.sign(&head));
     json!({
         "tree_size": head.tree_size,
         "timestamp": head.timestamp_ms,
         "sha256_root_hash": B64.encode(head.root),
-        "tree_head_signature": B64.encode(sig),
+        "tree_head_signature": B64.encode(own_sig),
         "height": header.map_or(0, |h| h.height),
-        "signatures": [{
-            "public_key": B64.encode(public_key),
-            "key_id": B64.encode(tally_ledger::sth::key_id(&public_key)),
-            "tree_head_signature": B64.encode(sig),
-        }],
+        "members": members,
+        "quorum": quorum,
+        "signatures": sigs.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
     })
 }
 
 async fn get_sth(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    answer((|| {
+    let head = (|| {
         let (snap, _) = authenticated(&st, &headers)?;
-        let head = stored_head(&*snap)?;
-        Ok(sth_json(&st, head.as_ref()))
-    })())
+        stored_head(&*snap)
+    })();
+    match head {
+        Ok(head) => answer(Ok(sth_json(&st, head.as_ref()).await)),
+        Err(e) => answer(Err(e)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -168,7 +178,7 @@ async fn get_sth_consistency(
             return Err(bad_request(format!("first ({}) must not be larger than second ({second})", p.first)));
         }
         let proof = tree_of(&*snap, size).consistency_proof(p.first, second).map_err(internal)?;
-        Ok(json!({"consistency": b64s(&proof)}))
+        Ok(json!({"consistency": b64s(&proof), "first": p.first, "second": second}))
     })())
 }
 
@@ -200,7 +210,7 @@ async fn get_proof_by_hash(
         let index =
             found.ok_or_else(|| not_found(format!("no leaf with this hash in the tree of {tree_size} leaves")))?;
         let proof = tree.inclusion_proof(index, tree_size).map_err(internal)?;
-        Ok(json!({"leaf_index": index, "audit_path": b64s(&proof)}))
+        Ok(json!({"leaf_index": index, "tree_size": tree_size, "audit_path": b64s(&proof)}))
     })())
 }
 

@@ -5,7 +5,10 @@
 //! bad block height or leaf index. `tally verify --proof FILE --sth FILE` checks a saved
 //! `/ledger/v1/` proof (`get-proof-by-hash` with the leaf's `leaf_input` or `hash` added,
 //! `get-proof-by-revision`, or `get-sth-consistency` with `--old-sth`) against a saved
-//! `get-sth` answer, with no server at all.
+//! `get-sth` answer, with no server at all: every signature the head lists must verify,
+//! and with member keys pinned (`--key`, `--members` = a saved `/cluster/status`) a
+//! majority of them must have signed (a quorum certificate). Every refusal is one `bad: …`
+//! line naming the check that failed, exit status 1.
 
 use std::path::PathBuf;
 
@@ -30,16 +33,33 @@ pub struct VerifyArgs {
     /// For a consistency proof: the older saved head.
     #[arg(long, requires = "proof")]
     old_sth: Option<PathBuf>,
-    /// Trust only signatures by this public key (base64, repeatable); by default every
-    /// signature the head lists must verify.
+    /// A member's public key (base64 or hex, repeatable): the head must then be signed by
+    /// a majority of the keys given (a quorum certificate). Without keys, every signature
+    /// the head lists must verify, but who signed is not checked.
     #[arg(long = "key")]
     keys: Vec<String>,
+    /// A saved `/cluster/status` answer: its `member_keys` are added to the `--key`s.
+    #[arg(long)]
+    members: Option<PathBuf>,
 }
 
 pub fn main(args: VerifyArgs) -> anyhow::Result<()> {
     match (&args.data_dir, &args.proof, &args.sth) {
         (Some(dir), _, _) => verify_dir(dir),
-        (None, Some(proof), Some(head)) => verify_proof(proof, head, args.old_sth.as_ref(), &args.keys),
+        (None, Some(proof), Some(head)) => {
+            let verdict = pinned_keys(&args.keys, args.members.as_ref())
+                .and_then(|keys| verify_proof(proof, head, args.old_sth.as_ref(), &keys));
+            match verdict {
+                Ok(what) => {
+                    println!("ok: {what}");
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("bad: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
         _ => bail!("give --data-dir DIR, or --proof FILE --sth FILE"),
     }
 }
@@ -100,56 +120,115 @@ fn hashes(v: &Value, field: &str) -> anyhow::Result<Vec<Hash>> {
         .collect()
 }
 
-/// The head in a saved get-sth answer, after checking its signatures.
-fn signed_head(sth_json: &Value, keys: &[String]) -> anyhow::Result<TreeHead> {
+/// The member keys to require a majority of: `--key`s (base64 or hex) and a saved
+/// `/cluster/status` answer's `member_keys`; none means no quorum is required.
+fn pinned_keys(keys: &[String], members: Option<&PathBuf>) -> anyhow::Result<Vec<[u8; 32]>> {
+    let mut texts: Vec<String> = keys.to_vec();
+    if let Some(path) = members {
+        let status = read_json(path)?;
+        let listed = status["member_keys"].as_object().with_context(|| {
+            format!("{} has no `member_keys`: save the answer of GET /cluster/status", path.display())
+        })?;
+        texts.extend(listed.values().filter_map(|v| v.as_str().map(String::from)));
+    }
+    let mut out: Vec<[u8; 32]> = Vec::new();
+    for k in &texts {
+        let raw = hex::decode(k).ok().filter(|b| b.len() == 32).or_else(|| B64.decode(k).ok());
+        let key: [u8; 32] = raw
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("member key `{k}` is not 32 bytes in hex or base64"))?;
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
+/// The head in a saved get-sth answer, after checking its signatures: every listed
+/// signature must verify over the head, and with pinned keys a majority of them must
+/// have signed.
+fn signed_head(sth_json: &Value, keys: &[[u8; 32]]) -> anyhow::Result<(TreeHead, String)> {
     let head = TreeHead {
         tree_size: number(sth_json, "tree_size")?,
         timestamp_ms: number(sth_json, "timestamp")?,
         root: hash(sth_json, "sha256_root_hash")?,
     };
     let sigs = sth_json["signatures"].as_array().context("the head lists no `signatures`")?;
-    let mut trusted = 0;
+    if sigs.len() > 1024 {
+        bail!("the head lists {} signatures; no cluster has that many members", sigs.len());
+    }
+    let mut signers: Vec<Vec<u8>> = Vec::new();
     for (i, s) in sigs.iter().enumerate() {
         let pk = bytes(s, "public_key")?;
-        let sig = sth::parse_digitally_signed(&bytes(s, "tree_head_signature")?)?;
+        let who = match s["member"].as_u64() {
+            Some(m) => format!("signature {i} (member {m}, key {})", B64.encode(&pk)),
+            None => format!("signature {i} (key {})", B64.encode(&pk)),
+        };
+        let sig = sth::parse_digitally_signed(&bytes(s, "tree_head_signature")?).with_context(|| who.clone())?;
         if !sth::verify(&pk, &head, &sig) {
-            bail!("signature {i} (key {}) does not verify over the head", B64.encode(&pk));
+            bail!(
+                "{who} does not verify over the head (tree_size {}, timestamp {}, root {}): forged, or for another head",
+                head.tree_size,
+                head.timestamp_ms,
+                B64.encode(head.root)
+            );
         }
-        if keys.is_empty() || keys.iter().any(|k| B64.decode(k).ok().as_deref() == Some(&pk[..])) {
-            trusted += 1;
+        if !signers.contains(&pk) {
+            signers.push(pk);
         }
     }
-    if trusted == 0 {
-        bail!("the head carries no signature by a trusted key");
+    if signers.is_empty() {
+        bail!("the head carries no signature");
     }
-    Ok(head)
+    if keys.is_empty() {
+        return Ok((
+            head,
+            format!("{} signature(s) verified; no member keys pinned (--key, --members)", signers.len()),
+        ));
+    }
+    let pinned = keys.iter().filter(|k| signers.iter().any(|s| s[..] == k[..])).count();
+    if pinned * 2 <= keys.len() {
+        bail!(
+            "the head is signed by {pinned} of the {} pinned member keys; a quorum certificate needs a majority ({})",
+            keys.len(),
+            keys.len() / 2 + 1
+        );
+    }
+    Ok((head, format!("signed by {pinned} of {} members (a majority)", keys.len())))
 }
 
-fn verify_proof(proof: &PathBuf, sth_path: &PathBuf, old: Option<&PathBuf>, keys: &[String]) -> anyhow::Result<()> {
+fn verify_proof(
+    proof: &PathBuf,
+    sth_path: &PathBuf,
+    old: Option<&PathBuf>,
+    keys: &[[u8; 32]],
+) -> anyhow::Result<String> {
     let p = read_json(proof)?;
-    let head = signed_head(&read_json(sth_path)?, keys)?;
-    let verdict = if let Some(old) = old {
-        let old_head = signed_head(&read_json(old)?, keys)?;
+    let (head, signed) = signed_head(&read_json(sth_path)?, keys).context("the head (--sth)")?;
+    let what = if let Some(old) = old {
+        let (old_head, _) = signed_head(&read_json(old)?, keys).context("the older head (--old-sth)")?;
+        for (field, want, name) in [("first", old_head.tree_size, "--old-sth"), ("second", head.tree_size, "--sth")] {
+            if let Some(n) = p[field].as_u64().filter(|&n| n != want) {
+                bail!("the consistency proof is from tree size {n} (`{field}`), but {name} has tree_size {want}");
+            }
+        }
         let proof = hashes(&p, "consistency")?;
-        merkle::verify_consistency(old_head.tree_size, head.tree_size, &old_head.root, &head.root, &proof)
-            .then(|| format!("tree {} is a prefix of tree {}", old_head.tree_size, head.tree_size))
+        if !merkle::verify_consistency(old_head.tree_size, head.tree_size, &old_head.root, &head.root, &proof) {
+            bail!(
+                "the consistency proof does not show that tree {} is a prefix of tree {}",
+                old_head.tree_size,
+                head.tree_size
+            );
+        }
+        format!("tree {} is a prefix of tree {}", old_head.tree_size, head.tree_size)
     } else {
         inclusion(&p, &head)?
     };
-    match verdict {
-        Some(what) => {
-            println!("ok: {what}");
-            Ok(())
-        }
-        None => {
-            println!("bad: the proof does not verify against the head");
-            std::process::exit(1);
-        }
-    }
+    Ok(format!("{what}; head {signed}"))
 }
 
 /// An inclusion proof (of a leaf, or of a document revision through its leaf).
-fn inclusion(p: &Value, head: &TreeHead) -> anyhow::Result<Option<String>> {
+fn inclusion(p: &Value, head: &TreeHead) -> anyhow::Result<String> {
     if let Some(size) = p["tree_size"].as_u64() {
         if size != head.tree_size {
             bail!("the proof is for a tree of {size} leaves, the head for {}", head.tree_size);
@@ -163,8 +242,10 @@ fn inclusion(p: &Value, head: &TreeHead) -> anyhow::Result<Option<String>> {
     } else {
         (hash(p, "hash")?, format!("leaf {index}"))
     };
-    let ok = merkle::verify_inclusion_of_hash(&leaf_hash, index, head.tree_size, &path, &head.root);
-    Ok(ok.then(|| format!("{what} is in the tree of {} leaves", head.tree_size)))
+    if !merkle::verify_inclusion_of_hash(&leaf_hash, index, head.tree_size, &path, &head.root) {
+        bail!("the audit path does not lead from leaf {index} to the head's root (tree of {} leaves)", head.tree_size);
+    }
+    Ok(format!("{what} is in the tree of {} leaves", head.tree_size))
 }
 
 /// For a get-proof-by-revision answer: the effect is in the leaf; else a plain leaf.

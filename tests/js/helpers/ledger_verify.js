@@ -140,6 +140,23 @@ function verifySthSignature(sth, publicKeyB64, signatureB64) {
 }
 
 /**
+ * A quorum certificate (docs/ledger.md): every signature the head lists verifies, and a
+ * majority of `memberKeysHex` (pinned, e.g. /cluster/status `member_keys`) signed it.
+ * Returns how many pinned keys signed; throws if that is no majority.
+ */
+function verifyQuorum(sth, memberKeysHex) {
+  const pinned = [...new Set(memberKeysHex.map(k => k.toLowerCase()))]
+  const signers = new Set()
+  for (const s of sth.signatures) {
+    if (!verifySthSignature(sth, s.public_key, s.tree_head_signature)) throw new Error(`signature of member ${s.member} does not verify`)
+    signers.add(b64(s.public_key).toString('hex'))
+  }
+  const count = pinned.filter(k => signers.has(k)).length
+  if (count * 2 <= pinned.length) throw new Error(`signed by ${count} of ${pinned.length} members: no majority`)
+  return count
+}
+
+/**
  * Checks a get-proof-by-revision answer against a head: the effect names the document
  * version (id, ts), the effect is in the leaf's effects tree, the leaf is in the head's tree.
  * Returns the parsed effect and leaf, or throws saying which check failed.
@@ -177,6 +194,7 @@ module.exports = {
   parseDocKey,
   treeHeadBytes,
   verifySthSignature,
+  verifyQuorum,
   verifyRevision,
   b64,
 }
