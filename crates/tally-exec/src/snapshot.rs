@@ -12,7 +12,7 @@
 
 use tally_storage::{Snapshot, Space, Store, Ts};
 
-use crate::machine::{block_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION};
+use crate::machine::{block_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION, META_ROOT_KEY};
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
 const FORMAT: u8 = 1;
@@ -78,7 +78,7 @@ fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, Snapsh
     out.push(FORMAT);
     all_versions(snap, Space::Docs, &mut out)?;
     all_versions(snap, Space::Index, &mut out)?;
-    let fixed = [META_APPLIED_HEIGHT, META_LAST_TS, META_HEAD, META_POSITION].map(String::from);
+    let fixed = [META_APPLIED_HEIGHT, META_LAST_TS, META_HEAD, META_POSITION, META_ROOT_KEY].map(String::from);
     // The transparency log travels with the state (its member signatures do not: each
     // member signs for itself).
     let tree_size = match snap.meta(META_HEAD)? {

@@ -24,6 +24,7 @@ pub mod longpool;
 pub mod metrics;
 pub mod node;
 pub mod pace;
+pub mod root_key;
 pub mod scheduler;
 pub mod stream;
 pub mod tls;
