@@ -78,7 +78,16 @@ fn warn_differs(node_id: u64) {
 /// Run on every member: bootstrap the root key from `flag` (this member's `--root-key`
 /// hash) if the cluster has none, and warn when the flag is not the cluster's key.
 pub async fn bootstrap(node: Arc<RaftNode>, replicated: Arc<RootKeyHash>, flag: Option<String>) {
-    let Some(flag) = flag else { return };
+    let Some(flag) = flag else {
+        if !replicated.is_set() {
+            println!(
+                "tally member {}: no --root-key; root requests wait for the cluster's root key, which this member \
+                 learns from the log (a member started with --root-key sets it when the cluster first starts)",
+                node.id
+            );
+        }
+        return;
+    };
     let Some(hash) = hash_bytes(&flag) else { return };
     let record = encode_root_key(&RootKeySet { expected: None, hash });
     let mut leader_since: Option<Instant> = None;
