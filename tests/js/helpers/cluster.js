@@ -160,7 +160,23 @@ class TallyCluster {
     for (const m of this.members.slice(0, this.replicas)) m.start()
     for (const m of this.members.slice(0, this.replicas)) await m.waitUp()
     await this.leader()
+    await this.rootKeyKnown()
     return this
+  }
+
+  /** Wait until every live member knows the cluster's root key (the bootstrap record,
+   *  logged by a member started with --root-key, reached it; docs/cluster.md). */
+  async rootKeyKnown(ms = 30_000) {
+    const deadline = Date.now() + ms
+    for (const m of this.alive()) {
+      for (;;) {
+        try {
+          if ((await m.status()).status === 200) break
+        } catch (_) {}
+        if (Date.now() > deadline) throw new Error(`member ${m.id} does not know the root key:\n${m.output.slice(-3000)}`)
+        await sleep(100)
+      }
+    }
   }
 
   member(id) { return this.members.find(m => m.id === id) }
