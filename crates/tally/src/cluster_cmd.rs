@@ -157,7 +157,13 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
         children.push((i, child));
     }
     println!("tally dev-cluster: {} members, data in {}", a.replicas, a.data_dir.display());
-    println!("root key: {root_key}");
+    if a.plain_peers {
+        println!("root key: {root_key}");
+    } else {
+        // The cluster's root key is replicated data: this is only member 1's bootstrap
+        // proposal, and stops being the root key after `tally root-key rotate`.
+        println!("root key: {root_key} (given to member 1 only; it sets the cluster's root key on first start)");
+    }
     if !a.plain_peers {
         println!("members talk mutual TLS with the certificates in {}", certs.display());
     }
