@@ -76,6 +76,9 @@ pub const META_HEAD: &str = "head";
 /// The replicated log's position (Raft log id + membership), written in the same commit as
 /// the effects of the entry it names; absent on a single node.
 pub const META_POSITION: &str = "raft_position";
+/// The root key's hash (32 bytes), as the last applied root key record set it; absent
+/// until the first (`crate::record::root_key`).
+pub const META_ROOT_KEY: &str = "root_key_hash";
 
 /// Where the next retention sweep starts (a document key; empty: at the beginning).
 pub const META_RETENTION_CURSOR: &str = "retention_cursor";
@@ -117,6 +120,19 @@ pub struct FqlMachine {
     pub signer: Option<Arc<tally_ledger::sth::MemberKey>>,
     /// Told of each transaction's writes once they are visible (change streams).
     pub publish: Option<Arc<dyn crate::publish::Publish>>,
+    /// The replicated root key hash (`META_ROOT_KEY`), for the client port of a cluster
+    /// member; set before any commit at or after the record's ts is visible to readers.
+    pub root_key: Arc<tally_fql::authcache::RootKeyHash>,
+}
+
+/// The root key hash recorded in the store, if any.
+pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
+    match store.snapshot()?.meta(META_ROOT_KEY)? {
+        None => Ok(None),
+        Some(b) => {
+            Ok(Some(b.as_slice().try_into().map_err(|_| anyhow::anyhow!("the stored root key hash is not 32 bytes"))?))
+        }
+    }
 }
 
 fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
@@ -151,6 +167,7 @@ impl FqlMachine {
         };
         let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
         let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
+        let root_key = meta_root_key(&*store)?.map(hex::encode).unwrap_or_default();
         Ok(FqlMachine {
             store,
             applied_height,
@@ -165,6 +182,7 @@ impl FqlMachine {
             tlog,
             signer: None,
             publish: None,
+            root_key: Arc::new(tally_fql::authcache::RootKeyHash::new(&root_key)),
         })
     }
 
@@ -192,6 +210,7 @@ impl FqlMachine {
         self.last_ts = fresh.last_ts;
         self.prev_hash = fresh.prev_hash;
         self.tlog = fresh.tlog;
+        self.root_key.set(&fresh.root_key.get());
         self.applied_ts.store(fresh.last_ts, Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
         if let Ok(mut h) = self.head.lock() {
@@ -308,7 +327,11 @@ impl FqlMachine {
             // A panic in evaluation is a bug, but it must not take the node down (a logged
             // input that panics would panic again on every replay). It is deterministic, so
             // every replica turns it into the same error.
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input)));
+            let run = if crate::record::root_key::is_root_key_record(input) {
+                Ok(self.apply_root_key(&mut *b, ts, input)?)
+            } else {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input)))
+            };
             let (out, writes, ids) = run.unwrap_or_else(|_| {
                 let e = tally_fql::FqlError::new(
                     "internal server error",
@@ -432,6 +455,45 @@ impl FqlMachine {
             b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
         }
         Ok(())
+    }
+
+    /// Apply a root key record (`crate::record::root_key`) at `ts`: a compare-and-set of
+    /// the root key hash. A record that is malformed or whose expected hash is not the
+    /// current one is that record's error and changes nothing.
+    fn apply_root_key(
+        &mut self,
+        b: &mut dyn tally_storage::Batch,
+        ts: u64,
+        input: &[u8],
+    ) -> anyhow::Result<(TxnOutput, Vec<Write>, u64)> {
+        use crate::record::root_key;
+        let fail = |status: u16, code: &'static str, msg: String| {
+            let e = tally_fql::FqlError::new(code, msg);
+            (TxnOutput::json(status, &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new(), 0)
+        };
+        let r = match root_key::decode_root_key(input) {
+            Ok(r) => r,
+            Err(e) => return Ok(fail(400, "bad request", format!("undecodable root key record: {e}"))),
+        };
+        let current = self.root_key_bytes();
+        let new = match root_key::apply(current, &r) {
+            Ok(h) => h,
+            Err(refusal) => return Ok(fail(409, "root key changed", refusal.description().to_string())),
+        };
+        if Some(new) != current {
+            b.set_meta(META_ROOT_KEY, &new)?;
+            // Cached authentications made with the old hash end here, before any reader
+            // can see this ts (tally_fql::authcache).
+            self.auth_changes.root_key_changed(ts);
+            self.root_key.set(&hex::encode(new));
+        }
+        let body =
+            serde_json::json!({"resource": {"root_key": if Some(new) == current { "unchanged" } else { "set" }}});
+        Ok((TxnOutput::json(200, &body, ts), Vec::new(), 0))
+    }
+
+    fn root_key_bytes(&self) -> Option<[u8; 32]> {
+        hex::decode(&*self.root_key.get()).ok().and_then(|b| b.try_into().ok())
     }
 
     /// [`Self::apply_inner`] answering only at the end, as a list.

@@ -7,6 +7,10 @@
 //! understand — an unknown version, a bad role, a malformed value, trailing bytes — with a
 //! [`RecordError`]; it never fills in a default.
 //!
+//! One other record shares the log with transaction inputs: the root key record (kind
+//! `R`, `root_key.rs`), which sets the cluster's root key hash. Both start with the
+//! version byte and then a kind byte, so the executor tells them apart by those two.
+//!
 //! # Layout, version 1
 //!
 //! Integers are big-endian; `varint` is unsigned LEB128 in its shortest form (at most 10
@@ -134,6 +138,8 @@ pub enum RecordError {
     BadBody,
     #[error("version 0 record: {0}")]
     Legacy(String),
+    #[error("a root key record sets an all-zero hash")]
+    ZeroRootKeyHash,
 }
 
 /// Encode `input` as a version 1 record. Fails only for a value nested deeper than
@@ -417,6 +423,7 @@ impl<'a> Reader<'a> {
 }
 
 mod output;
+pub mod root_key;
 pub use output::{decode_output, encode_body, encode_output, TxnOutput};
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tally_storage::{Snapshot, Space, Store, Ts};
 
 use crate::machine::{
     block_key, retention_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION, META_RETENTION_CURSOR,
-    META_RETENTION_INDEX_CURSOR,
+    META_RETENTION_INDEX_CURSOR, META_ROOT_KEY,
 };
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
@@ -91,6 +91,7 @@ fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, Snapsh
         META_RETENTION_CURSOR,
         META_RETENTION_INDEX_CURSOR,
         tally_fql::retention::META_SWEEP_TS,
+        META_ROOT_KEY,
     ]
     .map(String::from);
     // The transparency log travels with the state (its member signatures do not: each

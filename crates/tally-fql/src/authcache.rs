@@ -13,7 +13,8 @@
 //! to any reader, and a cached entry is used only while no such commit is newer than the
 //! read ts it was computed at. So an entry never outlives a change that a fresh
 //! authentication would see: a reader that can see the change also sees the newer
-//! change ts. Replacing the whole store (a snapshot install, which only moves a member
+//! change ts. A root key record (a rotation) counts as such a change
+//! ([`AuthChanges::root_key_changed`]). Replacing the whole store (a snapshot install, which only moves a member
 //! forward) calls [`AuthChanges::reset`] with a ts past everything read before it.
 
 use std::collections::HashMap;
@@ -48,6 +49,12 @@ impl AuthChanges {
         if touches_auth(writes) {
             self.changed_ts.fetch_max(ts, Ordering::AcqRel);
         }
+    }
+
+    /// The root key hash changed at commit ts `ts` (a root key record): the root key a
+    /// cached entry may have matched is no longer root. Call before the new hash is set.
+    pub fn root_key_changed(&self, ts: Ts) {
+        self.changed_ts.fetch_max(ts, Ordering::AcqRel);
     }
 
     /// Forget everything cached at a read ts before `ts`: the store's content was
@@ -114,5 +121,34 @@ impl AuthCache {
             }
         }
         Ok(auth)
+    }
+}
+
+/// The root key's hash (hex SHA-256; empty while there is none) that root requests are
+/// authenticated against: fixed on a single node (its `--root-key`), and on a cluster
+/// member the replicated one, which the executor sets when it applies a root key record.
+#[derive(Debug, Default)]
+pub struct RootKeyHash {
+    hex: std::sync::RwLock<std::sync::Arc<str>>,
+}
+
+impl RootKeyHash {
+    pub fn new(hex: &str) -> RootKeyHash {
+        RootKeyHash { hex: std::sync::RwLock::new(hex.into()) }
+    }
+
+    /// The current hash, hex (empty: no root key, so no secret is root).
+    pub fn get(&self) -> std::sync::Arc<str> {
+        self.hex.read().map(|h| h.clone()).unwrap_or_else(|_| "".into())
+    }
+
+    pub fn set(&self, hex: &str) {
+        if let Ok(mut h) = self.hex.write() {
+            *h = hex.into();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.get().is_empty()
     }
 }

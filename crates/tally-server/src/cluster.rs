@@ -3,7 +3,8 @@
 //!
 //! Client port additions (each needs the root key, as Bearer or Basic secret):
 //! `GET /cluster/status`, `POST /cluster/members {"id", "peer"}` (add a member),
-//! `DELETE /cluster/members/{id}`, and with `--fault-injection` only
+//! `DELETE /cluster/members/{id}`, `POST /cluster/root-key {"root_key"}` (rotate the
+//! cluster's root key, `crate::root_key`), and with `--fault-injection` only
 //! `POST /admin/faults {"isolate": bool, "latency_ms": n}`.
 //!
 //! Peer port additions: `POST /tally/sth-signature {"height"}` (`crate::quorum`), and
@@ -115,6 +116,10 @@ pub struct Cluster {
     pub fault_injection: bool,
     /// Complete quorum certificates of recent heads (`crate::quorum`).
     pub certs: crate::quorum::CertCache,
+    /// The hash of this member's `--root-key`, if it was given: only a bootstrap
+    /// proposal (and the plain-HTTP peer token's source), never what authenticates
+    /// (`crate::root_key`).
+    pub root_key_flag: Option<String>,
 }
 
 const DIVERGED_FILE: &str = "DIVERGED";
@@ -126,6 +131,8 @@ pub struct Member {
     pub peer_router: Router,
     /// What the member's executor reports to the client port's cache of authenticated secrets.
     pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
+    /// The replicated root key hash, kept by the member's executor.
+    pub root_key: Arc<tally_fql::authcache::RootKeyHash>,
 }
 
 /// Open the Raft log and state machine in `data_dir` and start Raft.
@@ -134,7 +141,7 @@ pub async fn start_member(
     opts: &ClusterOptions,
     epoch_ms: u64,
     store: Arc<dyn Store>,
-    root_key_hash: &str,
+    root_key_flag: Option<&str>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(Member, Arc<std::sync::atomic::AtomicU64>, Head)> {
     if let Ok(msg) = std::fs::read_to_string(data_dir.join(DIVERGED_FILE)) {
@@ -169,6 +176,7 @@ pub async fn start_member(
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
     let auth_changes = machine.auth_changes.clone();
+    let root_key = machine.root_key.clone();
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
     let machine = crate::metrics::MeteredMachine::new(machine, metrics);
@@ -181,7 +189,12 @@ pub async fn start_member(
         faults.set_peer_latency_ms(*peer, *ms);
     }
     let initial = if opts.members.contains_key(&opts.node_id) { opts.members.clone() } else { BTreeMap::new() };
-    let mut cfg = ClusterConfig::new(opts.node_id, initial, peer_token(root_key_hash), opts.peer_latency_ms.max_ms());
+    let mut cfg = ClusterConfig::new(
+        opts.node_id,
+        initial,
+        peer_token(root_key_flag.unwrap_or_default()),
+        opts.peer_latency_ms.max_ms(),
+    );
     cfg.epoch_ms = epoch_ms;
     if let Some(n) = opts.snapshot_logs {
         cfg.snapshot_logs = n.max(2);
@@ -201,11 +214,12 @@ pub async fn start_member(
         faults,
         fault_injection: opts.fault_injection,
         certs: crate::quorum::CertCache::default(),
+        root_key_flag: root_key_flag.map(String::from),
     });
     let signatures = crate::quorum::peer_routes(node.clone(), head.clone(), store.clone(), member_key);
     let peer_router =
         tally_raft::peer::router(node).merge(peer_routes(cluster.clone(), head.clone(), store)).merge(signatures);
-    Ok((Member { cluster, peer_addr, peer_router, auth_changes }, applied_ts, head))
+    Ok((Member { cluster, peer_addr, peer_router, auth_changes, root_key }, applied_ts, head))
 }
 
 type Head = Arc<std::sync::Mutex<Option<tally_ledger::BlockHeader>>>;
@@ -256,6 +270,7 @@ pub fn client_routes() -> Router<Arc<AppState>> {
         .route("/cluster/status", get(status))
         .route("/cluster/members", post(add_member))
         .route("/cluster/members/{id}", delete(remove_member))
+        .route("/cluster/root-key", post(crate::root_key::rotate))
         .route("/admin/faults", post(faults))
 }
 
@@ -274,10 +289,16 @@ fn err_json(status: StatusCode, code: &str, desc: impl Into<String>) -> Response
 
 /// The root key (Bearer or Basic) guards cluster administration and fault injection.
 fn is_root(st: &AppState, headers: &HeaderMap) -> bool {
-    let Some(secret) = crate::http::secret_of(headers) else { return false };
+    crate::http::secret_of(headers).is_some_and(|s| is_root_secret(st, &s))
+}
+
+/// Is `secret` the root key (on a member, the cluster's replicated one)?
+pub(crate) fn is_root_secret(st: &AppState, secret: &str) -> bool {
     let h = hex::encode(Sha256::digest(secret.as_bytes()));
     use subtle::ConstantTimeEq;
-    h.as_bytes().ct_eq(st.root_key_hash.as_bytes()).into()
+    let root = st.root_key_hash.get();
+    // No root key yet (a cluster before its bootstrap record applies): nobody is root.
+    !root.is_empty() && h.as_bytes().ct_eq(root.as_bytes()).into()
 }
 
 async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -295,6 +316,10 @@ async fn status(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     // check get-sth's signatures and count a majority.
     s["member_key"] = json!(hex::encode(st.member_key.public_key()));
     s["member_keys"] = json!(crate::quorum::member_keys(c, &st.member_key).await);
+    // Whether the cluster has a root key yet, and how this member's --root-key compares
+    // with it (`crate::root_key`); never the hash itself.
+    s["root_key"] = json!({"set": st.root_key_hash.is_set(),
+        "flag": crate::root_key::flag_state(&st.root_key_hash, c.root_key_flag.as_deref())});
     axum::Json(s).into_response()
 }
 
@@ -455,12 +480,14 @@ pub async fn serve_member(
     cfg: &crate::ServeConfig,
     opts: &ClusterOptions,
     store: Arc<dyn Store>,
-    root_hash: String,
+    root_key_flag: Option<String>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<()> {
     let (member, applied_ts, head) =
-        start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), &root_hash, metrics.clone()).await?;
-    let Member { cluster, peer_addr, peer_router, auth_changes } = member;
+        start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), root_key_flag.as_deref(), metrics.clone())
+            .await?;
+    let Member { cluster, peer_addr, peer_router, auth_changes, root_key } = member;
+    tokio::spawn(crate::root_key::bootstrap(cluster.node.clone(), root_key.clone(), root_key_flag));
     let peer_listener =
         tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
     // Mutual TLS when configured (the node's peer TLS), plain HTTP otherwise; the same
@@ -478,7 +505,7 @@ pub async fn serve_member(
         applied_ts,
         clock,
         head,
-        root_key_hash: root_hash,
+        root_key_hash: root_key,
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),

@@ -31,7 +31,9 @@ pub struct AppState {
     pub applied_ts: Arc<AtomicU64>,
     pub clock: Arc<tally_calvin::Clock>,
     pub head: Arc<Mutex<Option<BlockHeader>>>,
-    pub root_key_hash: String,
+    /// What root requests authenticate against: a single node's `--root-key`, or on a
+    /// cluster member the replicated hash its executor keeps (docs/cluster.md).
+    pub root_key_hash: Arc<tally_fql::authcache::RootKeyHash>,
     pub body_bytes_max: usize,
     /// Set when this server is a member of a replicated cluster (writes go through Raft).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -225,7 +227,8 @@ pub(crate) fn may_read_ledger(st: &AppState, headers: &HeaderMap) -> Result<(), 
         return Err(refused());
     }
     let snap = st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
-    let auth = tally_fql::run::authenticate(&*snap, read_ts(st), &secret, &st.root_key_hash).map_err(|_| refused())?;
+    let auth =
+        tally_fql::run::authenticate(&*snap, read_ts(st), &secret, &st.root_key_hash.get()).map_err(|_| refused())?;
     let root_admin = auth.db == tally_fql::model::ROOT_DB
         && auth.role == tally_fql::auth::Role::Admin
         && auth.identity.is_none()
@@ -583,7 +586,7 @@ fn authenticate_at(
 ) -> Result<tally_fql::auth::Auth, FqlError> {
     match jwt {
         Some(login) => tally_fql::jwt::authenticate(snap, ts, login),
-        None => st.auth_cache.authenticate(snap, ts, secret, &st.root_key_hash),
+        None => st.auth_cache.authenticate(snap, ts, secret, &st.root_key_hash.get()),
     }
 }
 

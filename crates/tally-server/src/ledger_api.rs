@@ -77,7 +77,7 @@ pub(crate) fn authenticated(
     }
     let snap = st.store.snapshot().map_err(internal)?;
     let ts = st.applied_ts.load(std::sync::atomic::Ordering::Acquire);
-    let auth = tally_fql::run::authenticate(&*snap, ts, &secret, &st.root_key_hash).map_err(|_| refused())?;
+    let auth = tally_fql::run::authenticate(&*snap, ts, &secret, &st.root_key_hash.get()).map_err(|_| refused())?;
     Ok((snap, auth))
 }
 

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod pace;
 pub mod quorum;
+pub mod root_key;
 pub mod scheduler;
 pub mod stream;
 pub mod tls;

@@ -57,7 +57,7 @@ fn dev_key_warning(cfg: &ServeConfig) {
     }
 }
 
-fn hash_hex(s: &str) -> String {
+pub(crate) fn hash_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
@@ -65,13 +65,8 @@ fn hash_hex(s: &str) -> String {
 /// generated secret (printed once; only its hash is kept).
 fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
     let path = cfg.data_dir.join(ROOT_HASH_FILE);
-    if let Some(k) = &cfg.root_key {
-        if k == DEV_ROOT_KEY {
-            dev_key_warning(cfg);
-        } else if k.len() < 8 {
-            anyhow::bail!("the root key must be at least 8 characters (or `{DEV_ROOT_KEY}` for development)");
-        }
-        return Ok(hash_hex(k));
+    if let Some(h) = flag_root_key_hash(cfg)? {
+        return Ok(h);
     }
     if let Ok(h) = std::fs::read_to_string(&path) {
         return Ok(h.trim().to_string());
@@ -84,6 +79,31 @@ fn root_key_hash(cfg: &ServeConfig) -> anyhow::Result<String> {
     std::fs::write(&path, &h).with_context(|| format!("writing {}", path.display()))?;
     println!("Generated root key (shown only once; store it safely): {secret}");
     Ok(h)
+}
+
+/// The hash of `--root-key`, checked (at least 8 characters, or the development key).
+fn flag_root_key_hash(cfg: &ServeConfig) -> anyhow::Result<Option<String>> {
+    let Some(k) = &cfg.root_key else { return Ok(None) };
+    if k == DEV_ROOT_KEY {
+        dev_key_warning(cfg);
+    } else if k.len() < 8 {
+        anyhow::bail!("the root key must be at least 8 characters (or `{DEV_ROOT_KEY}` for development)");
+    }
+    Ok(Some(hash_hex(k)))
+}
+
+/// A cluster member's `--root-key`: optional, because the root key is cluster data
+/// (docs/cluster.md). Given, it is this member's bootstrap proposal and, between members
+/// over plain HTTP, the source of their shared token, which is why plain peers need it.
+fn member_root_key_hash(cfg: &ServeConfig, opts: &crate::cluster::ClusterOptions) -> anyhow::Result<Option<String>> {
+    let hash = flag_root_key_hash(cfg)?;
+    anyhow::ensure!(
+        hash.is_some() || opts.peer_tls.is_some(),
+        "a cluster member without --root-key must talk mutual TLS with the others (--peer-cert, --peer-key, \
+         --peer-ca; see `tally cluster init-certs`): over plain HTTP the members' shared token derives from the \
+         root key, so give every member the same --root-key"
+    );
+    Ok(hash)
 }
 
 /// Open the state store. A damaged file (redb refuses it, or panics reading it) stops the
@@ -143,14 +163,17 @@ fn state_store_failed(reason: &str) {
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     crate::datadir::check_or_init(&cfg.data_dir)?;
+    if let Some(opts) = &cfg.cluster {
+        let flag_hash = member_root_key_hash(&cfg, opts)?;
+        let store = open_state(&cfg.data_dir.join("state.redb"), true)?;
+        let metrics = crate::metrics::Metrics::new(&cfg.data_dir, cfg.metrics_tenants_max);
+        return crate::cluster::serve_member(&cfg, opts, store, flag_hash, metrics).await;
+    }
     let root_hash = root_key_hash(&cfg)?;
     // Written behind: the executor applies a batch and goes on while a background thread
     // writes it to the file and makes it durable (the input log already is).
-    let store = open_state(&cfg.data_dir.join("state.redb"), cfg.cluster.is_some())?;
+    let store = open_state(&cfg.data_dir.join("state.redb"), false)?;
     let metrics = crate::metrics::Metrics::new(&cfg.data_dir, cfg.metrics_tenants_max);
-    if let Some(opts) = &cfg.cluster {
-        return crate::cluster::serve_member(&cfg, opts, store, root_hash, metrics).await;
-    }
     let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
     let log = crate::metrics::MeteredLog::new(log, metrics.clone());
     let log_last_ts = tally_calvin::Log::last_ts(&log);
@@ -183,7 +206,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         applied_ts,
         clock,
         head,
-        root_key_hash: root_hash,
+        root_key_hash: Arc::new(tally_fql::authcache::RootKeyHash::new(&root_hash)),
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),

@@ -164,18 +164,31 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
             cmd.arg("--peer-cert").arg(f("pem")).arg("--peer-key").arg(f("key"));
             cmd.arg("--peer-ca").arg(certs.join("ca.pem"));
         }
+        // The root key is cluster data: with mutual TLS only member 1 is given it, and
+        // logs it when the cluster first starts; the others never hold it. Plain peers
+        // derive their shared token from it, so there every member needs it.
+        if i == 1 || a.plain_peers {
+            cmd.env("TALLY_ROOT_KEY", &root_key);
+        } else {
+            cmd.env_remove("TALLY_ROOT_KEY");
+        }
         let child = cmd
             .arg("--data-dir")
             .arg(&dir)
             .args(["--epoch-ms", &a.epoch_ms.to_string(), "--peer-latency-ms", &a.peer_latency_ms.to_string()])
-            .env("TALLY_ROOT_KEY", &root_key)
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting member {i}"))?;
         children.push((i, child));
     }
     println!("tally dev-cluster: {} members, data in {}", a.replicas, a.data_dir.display());
-    println!("root key: {root_key}");
+    if a.plain_peers {
+        println!("root key: {root_key}");
+    } else {
+        // The cluster's root key is replicated data: this is only member 1's bootstrap
+        // proposal, and stops being the root key after `tally root-key rotate`.
+        println!("root key: {root_key} (given to member 1 only; it sets the cluster's root key on first start)");
+    }
     if !a.plain_peers {
         println!("members talk mutual TLS with the certificates in {}", certs.display());
     }
@@ -305,7 +318,7 @@ impl<T: Read + Write> Stream for T {}
 
 /// One HTTP/1.1 request over a TCP connection, or TLS for an https:// endpoint (no client
 /// library needed).
-fn http(
+pub(crate) fn http(
     endpoint: &str,
     ca: Option<&std::path::Path>,
     method: &str,

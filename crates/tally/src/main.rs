@@ -11,6 +11,7 @@ mod cluster_cmd;
 mod config;
 mod demo;
 mod fauna;
+mod root_key_cmd;
 mod shell;
 mod transfer;
 mod verify;
@@ -40,6 +41,8 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8443", env = "TALLY_LISTEN")]
         listen: SocketAddr,
         /// Secret of the root database's admin key (else TALLY_ROOT_KEY, else generated once).
+        /// On a cluster member it is optional (with mutual TLS between members): the root
+        /// key is cluster data, and this flag only proposes it when the cluster has none.
         #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
         root_key: Option<String>,
         /// How long an epoch batch stays open after its first transaction.
@@ -100,6 +103,8 @@ enum Cmd {
     DevCluster(cluster_cmd::DevClusterArgs),
     /// Inspect or change the membership of a running cluster.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Rotate a cluster's root key (a logged change every member applies).
+    RootKey(root_key_cmd::RootKeyArgs),
     /// Benchmark a workload against a Tally server (and PostgreSQL with --postgres).
     Bench(tally_bench::BenchArgs),
     /// Resource figures: restart replay after a write flood and kill -9 (`replay`), memory
@@ -200,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Restore(args) => backup_cmd::restore(args),
         Cmd::DevCluster(args) => cluster_cmd::dev_cluster(args),
         Cmd::Cluster(args) => cluster_cmd::cluster(args),
+        Cmd::RootKey(args) => root_key_cmd::root_key(args),
         Cmd::Verify(args) => verify::main(args),
         Cmd::Shell(args) => shell::shell(args),
         Cmd::FqlToJson(args) => shell::fql_to_json(args),

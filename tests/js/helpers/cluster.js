@@ -35,8 +35,10 @@ class Member {
 
   args() {
     const a = ['serve', '--node-id', String(this.id), '--listen', `${HOST}:${this.port}`,
-      '--data-dir', this.dataDir, '--root-key', this.cluster.rootKey, '--fault-injection',
+      '--data-dir', this.dataDir, '--fault-injection',
       '--write-timeout-ms', String(this.cluster.writeTimeoutMs), '--cluster', this.cluster.list()]
+    const keyMembers = this.cluster.rootKeyMembers
+    if (!keyMembers || keyMembers.includes(this.id)) a.push('--root-key', this.cluster.flagKey)
     if (!this.cluster.initial.includes(this.id)) a.push('--peer-listen', `${HOST}:${this.peerPort}`)
     if (this.cluster.certs) {
       const f = name => path.join(this.cluster.certs, name)
@@ -124,7 +126,7 @@ class Member {
 }
 
 class TallyCluster {
-  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000, peerTls = false } = {}) {
+  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000, peerTls = false, rootKeyMembers = null } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-cluster-'))
     // With peerTls, members talk mutual TLS with certificates from `tally cluster init-certs`.
     this.certs = null
@@ -133,7 +135,11 @@ class TallyCluster {
       const ids = Array.from({ length: replicas + spare }, (_, i) => i + 1).join(',')
       execFileSync(BIN, ['cluster', 'init-certs', '--members', ids, '--out', this.certs], { stdio: 'ignore' })
     }
+    // `rootKey` authenticates the helpers' requests (set it after a rotation);
+    // `flagKey` is the --root-key given to the members in `rootKeyMembers` (all if null).
     this.rootKey = 'tally-cluster-root-' + crypto.randomBytes(8).toString('hex')
+    this.flagKey = this.rootKey
+    this.rootKeyMembers = rootKeyMembers
     this.extraArgs = extraArgs
     this.writeTimeoutMs = writeTimeoutMs
     this.replicas = replicas
@@ -154,7 +160,23 @@ class TallyCluster {
     for (const m of this.members.slice(0, this.replicas)) m.start()
     for (const m of this.members.slice(0, this.replicas)) await m.waitUp()
     await this.leader()
+    await this.rootKeyKnown()
     return this
+  }
+
+  /** Wait until every live member knows the cluster's root key (the bootstrap record,
+   *  logged by a member started with --root-key, reached it; docs/cluster.md). */
+  async rootKeyKnown(ms = 30_000) {
+    const deadline = Date.now() + ms
+    for (const m of this.alive()) {
+      for (;;) {
+        try {
+          if ((await m.status()).status === 200) break
+        } catch (_) {}
+        if (Date.now() > deadline) throw new Error(`member ${m.id} does not know the root key:\n${m.output.slice(-3000)}`)
+        await sleep(100)
+      }
+    }
   }
 
   member(id) { return this.members.find(m => m.id === id) }

@@ -148,7 +148,7 @@ impl Watch {
         fields: Fields,
     ) -> Result<Watch, FqlError> {
         let snap = st.store.snapshot().map_err(storage)?;
-        let auth = st.auth_cache.authenticate(&*snap, start, secret, &st.root_key_hash)?;
+        let auth = st.auth_cache.authenticate(&*snap, start, secret, &st.root_key_hash.get())?;
         let v = tally_fql::run::evaluate(
             &*snap,
             start,
@@ -208,7 +208,7 @@ impl Watch {
                 continue;
             }
             // The caller's rights as of this commit: a revoked key or token ends the stream.
-            let auth = match st.auth_cache.authenticate(&*snap, t.ts, secret, &st.root_key_hash) {
+            let auth = match st.auth_cache.authenticate(&*snap, t.ts, secret, &st.root_key_hash.get()) {
                 Ok(a) => a,
                 Err(e) => return self.fail(out, &e),
             };
