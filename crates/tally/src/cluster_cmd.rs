@@ -140,7 +140,7 @@ pub fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<()> {
         None => match std::fs::read_to_string(&key_file) {
             Ok(k) => k.trim().to_string(),
             Err(_) => {
-                let k = format!("tally-dev-{:016x}{:016x}", rand_u64(), rand_u64());
+                let k = crate::root_key_cmd::generate("tally-dev-");
                 std::fs::write(&key_file, &k)?;
                 k
             }
@@ -252,23 +252,24 @@ fn dev_certs(dir: &std::path::Path, replicas: u64) -> anyhow::Result<()> {
     })
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}
-
+/// How a cluster command reaches a member (`tally cluster …`, `tally root-key …`).
 #[derive(Args, Debug)]
-pub struct ClusterArgs {
+pub struct MemberArgs {
     /// Client endpoint of any member, e.g. http://127.0.0.1:8441.
     #[arg(long, default_value = "http://127.0.0.1:8441", global = true)]
     pub endpoint: String,
+    /// The (current) root key.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true, global = true)]
     pub root_key: Option<String>,
     /// The CA (PEM) to trust for an https:// --endpoint (e.g. ca.pem of init-certs).
     #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub member: MemberArgs,
     #[command(subcommand)]
     pub cmd: ClusterCmd,
 }
@@ -297,7 +298,7 @@ pub enum ClusterCmd {
 }
 
 pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
-    let key = a.root_key.clone().unwrap_or_default();
+    let key = a.member.root_key.clone().unwrap_or_default();
     let (method, path, body) = match &a.cmd {
         ClusterCmd::InitCerts(c) => return crate::certs_cmd::init_certs(c),
         ClusterCmd::Status => ("GET", "/cluster/status".to_string(), String::new()),
@@ -306,7 +307,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         }
         ClusterCmd::Remove { id } => ("DELETE", format!("/cluster/members/{id}"), String::new()),
     };
-    let (status, body) = http(&a.endpoint, a.ca.as_deref(), method, &path, &key, &body)?;
+    let (status, body) = http(&a.member.endpoint, a.member.ca.as_deref(), method, &path, &key, &body)?;
     println!("{body}");
     anyhow::ensure!(status == 200, "the member answered HTTP {status}");
     Ok(())
