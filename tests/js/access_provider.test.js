@@ -242,6 +242,31 @@ describe('access providers: JWT logins on one node', { timeout: 300_000 }, () =>
     await admin.query(q.Delete(q.AccessProvider('idp')))
     await unauthorized(as(writer).query(q.Exists(q.Ref(q.Collection('notes'), '1'))))
   })
+
+  it('a provider grants the role it was given, not a new role under its name (issue 12)', async () => {
+    const issuer = 'https://visitors.tally.test/'
+    await admin.query(q.CreateRole({ name: 'visitor', privileges: [] }))
+    const p = await admin.query(
+      q.CreateAccessProvider({ name: 'visitors', issuer, jwks_uri: jwks.uri, roles: [q.Role('visitor')] })
+    )
+    const token = sign(key, { iss: issuer, aud: p.audience, sub: 'v', exp: now() + 300 })
+    tokens.push(token)
+    await denied(as(token).query(q.Get(q.Ref(q.Collection('notes'), '1'))))
+    // Renamed, the role is still granted (and now reads notes).
+    await admin.query(
+      q.Update(q.Role('visitor'), {
+        name: 'guest',
+        privileges: [{ resource: q.Collection('notes'), actions: { read: true } }],
+      })
+    )
+    assert.ok(await as(token).query(q.Exists(q.Ref(q.Collection('notes'), '1'))))
+    // Deleted, and another role made under the name the provider shows: not granted.
+    await admin.query(q.Delete(q.Role('guest')))
+    await admin.query(
+      q.CreateRole({ name: 'visitor', privileges: [{ resource: q.Collection('secrets'), actions: { read: true } }] })
+    )
+    await unauthorized(as(token).query(q.Get(q.Ref(q.Collection('secrets'), '1'))))
+  })
 })
 
 describe('access providers: JWT logins through a cluster follower', { timeout: 300_000 }, () => {

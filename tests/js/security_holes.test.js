@@ -5,7 +5,7 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { startServer, expectFaunaError, q, safeStringify } = require('./helpers/server')
+const { startServer, expectFaunaError, q, safeStringify, sleep } = require('./helpers/server')
 
 const unauthorized = p => expectFaunaError(p, 'Unauthorized', 'unauthorized')
 const notFound = p => expectFaunaError(p, 'NotFound', 'instance not found')
@@ -314,5 +314,153 @@ describe('tokens and their identity', { timeout: 120_000 }, () => {
     const before = await admin.query(q.At(live.ts, q.Get(live.ref)))
     assert.deepEqual(before.data, { x: 2 })
     assert.ok(expired.ttl)
+  })
+})
+
+describe('a key ends at its ttl', { timeout: 120_000 }, () => {
+  // v4 keys take a `ttl` like tokens; it used to be dropped from CreateKey and Update
+  // (answered 200 without it), so a key meant to expire kept working.
+  let server
+  let root
+
+  before(async () => {
+    server = await startServer()
+    root = server.adminClient()
+    await root.query(q.CreateDatabase({ name: 'kt' }))
+  })
+  after(async () => {
+    if (server) await server.stop()
+  })
+
+  const past = () => q.TimeSubtract(q.Now(), 1, 'minute')
+
+  it('a key created with a past ttl opens nothing and is gone', async () => {
+    const k = await root.query(q.CreateKey({ role: 'admin', ttl: past() }))
+    assert.ok(k.ttl, safeStringify(k))
+    await unauthorized(server.client(k.secret).query(q.Now()))
+    await notFound(root.query(q.Get(k.ref)))
+    const scoped = await root.query(q.CreateKey({ database: q.Database('kt'), role: 'admin', ttl: past() }))
+    await unauthorized(server.client(`${scoped.secret}:@role/x`).query(q.Now()))
+    await unauthorized(server.client(scoped.secret).query(q.Paginate(q.Collections())))
+    await expectFaunaError(root.query(q.KeyFromSecret(k.secret)), 'NotFound', 'instance not found')
+  })
+
+  it('Update of a key ttl into the past ends the key; ttl must be a time', async () => {
+    const k = await root.query(q.CreateKey({ database: q.Database('kt'), role: 'server' }))
+    const c = server.client(k.secret)
+    assert.deepEqual((await c.query(q.Paginate(q.Collections()))).data, [])
+    await expectFaunaError(root.query(q.Update(k.ref, { ttl: 'tomorrow' })), 'BadRequest', 'validation failed')
+    const upd = await root.query(q.Update(k.ref, { ttl: past() }))
+    assert.ok(upd.ttl, safeStringify(upd))
+    await unauthorized(c.query(q.Paginate(q.Collections())))
+    // A later ttl set by Update, and removed again by null, keeps the key.
+    const k2 = await root.query(q.CreateKey({ role: 'server', ttl: q.TimeAdd(q.Now(), 1, 'day') }))
+    assert.equal(typeof (await server.client(k2.secret).query(q.Now())).value, 'string')
+    const cleared = await root.query(q.Update(k2.ref, { ttl: null }))
+    assert.equal(cleared.ttl, undefined, safeStringify(cleared))
+    await server.client(k2.secret).query(q.Now())
+  })
+
+  it('a key stops working when its ttl passes, with no write in between', async () => {
+    const k = await root.query(q.CreateKey({ role: 'server', ttl: q.TimeAdd(q.Now(), 2, 'seconds') }))
+    const c = server.client(k.secret)
+    await c.query(q.Now()) // authenticated (and, were it cached, cached) before the ttl
+    await sleep(3_000)
+    await unauthorized(c.query(q.Now()))
+  })
+})
+
+describe('a role granted by a key, function or access provider is that role, not its name', { timeout: 120_000 }, () => {
+  // A key holding Role("x"), a function running as Role("x") and an access provider
+  // granting Role("x") named the role; deleting the role and creating another under the
+  // same name handed the new role's privileges to every old holder (as database names
+  // did for keys, issue 12 item 1).
+  let server
+  let admin
+  let secret
+
+  before(async () => {
+    server = await startServer()
+    const root = server.adminClient()
+    await root.query(q.CreateDatabase({ name: 'roles' }))
+    admin = server.client(`${server.rootKey}:roles:admin`)
+    await admin.query(q.CreateCollection({ name: 'vault' }))
+    secret = await admin.query(q.Create(q.Collection('vault'), { data: { code: '0000' } }))
+  })
+  after(async () => {
+    if (server) await server.stop()
+  })
+
+  const readVault = () => [{ resource: q.Collection('vault'), actions: { read: true } }]
+
+  it('a key whose role was deleted gets nothing from a new role with that name', async () => {
+    await admin.query(q.CreateRole({ name: 'temp', privileges: [] }))
+    const k = await admin.query(q.CreateKey({ role: q.Role('temp') }))
+    await admin.query(q.Delete(q.Role('temp')))
+    await admin.query(q.CreateRole({ name: 'temp', privileges: readVault() }))
+    await unauthorized(server.client(k.secret).query(q.Get(secret.ref)))
+    // A key given the new role reads; updating the old key's data does not re-bind it.
+    const k2 = await admin.query(q.CreateKey({ role: q.Role('temp') }))
+    assert.equal(await server.client(k2.secret).query(q.Select(['data', 'code'], q.Get(secret.ref))), '0000')
+    await admin.query(q.Update(k.ref, { data: { note: 'touched' } }))
+    await unauthorized(server.client(k.secret).query(q.Get(secret.ref)))
+    // Naming the role again in the key (an admin's explicit choice) binds it anew.
+    await admin.query(q.Update(k.ref, { role: [q.Role('temp')] }))
+    assert.equal(await server.client(k.secret).query(q.Select(['data', 'code'], q.Get(secret.ref))), '0000')
+  })
+
+  it('a key follows its role through updates and renames, never to a new role under the old name', async () => {
+    await admin.query(q.CreateRole({ name: 'steady', privileges: [] }))
+    const k = await admin.query(q.CreateKey({ role: q.Role('steady') }))
+    const c = server.client(k.secret)
+    await admin.query(q.Update(q.Role('steady'), { privileges: readVault() }))
+    assert.equal(await c.query(q.Select(['data', 'code'], q.Get(secret.ref))), '0000')
+    await admin.query(q.Update(q.Role('steady'), { name: 'steady_renamed' }))
+    assert.equal(await c.query(q.Select(['data', 'code'], q.Get(secret.ref))), '0000', 'renamed role kept')
+    await admin.query(q.CreateRole({ name: 'steady', privileges: readVault() }))
+    await admin.query(q.Update(q.Role('steady_renamed'), { privileges: [] }))
+    await expectFaunaError(c.query(q.Get(secret.ref)), 'PermissionDenied', 'permission denied')
+  })
+
+  it('a role’s privilege is for a collection, not for its name', async () => {
+    await admin.query(q.CreateCollection({ name: 'ledger' }))
+    await admin.query(
+      q.CreateRole({ name: 'auditor', privileges: [{ resource: q.Collection('ledger'), actions: { read: true } }] })
+    )
+    const c = server.client((await admin.query(q.CreateKey({ role: q.Role('auditor') }))).secret)
+    const first = await admin.query(q.Create(q.Collection('ledger'), { data: { n: 1 } }))
+    assert.equal(await c.query(q.Select(['data', 'n'], q.Get(first.ref))), 1)
+    // Renamed, the collection keeps the privilege.
+    await admin.query(q.Update(q.Collection('ledger'), { name: 'ledger_2025' }))
+    const renamed = q.Ref(q.Collection('ledger_2025'), first.ref.id)
+    assert.equal(await c.query(q.Select(['data', 'n'], q.Get(renamed))), 1)
+    // A new collection under the old name is not what the role was given.
+    await admin.query(q.CreateCollection({ name: 'ledger' }))
+    const payroll = await admin.query(q.Create(q.Collection('ledger'), { data: { salary: 1 } }))
+    await expectFaunaError(c.query(q.Get(payroll.ref)), 'PermissionDenied', 'permission denied')
+    // Deleted and created again: still not.
+    await admin.query(q.Delete(q.Collection('ledger_2025')))
+    await admin.query(q.CreateCollection({ name: 'ledger_2025' }))
+    const again = await admin.query(q.Create(q.Collection('ledger_2025'), { data: { n: 2 } }))
+    await expectFaunaError(c.query(q.Get(again.ref)), 'PermissionDenied', 'permission denied')
+  })
+
+  it('a function whose role was deleted runs with no privileges, not a new role’s', async () => {
+    await admin.query(q.CreateRole({ name: 'fnrole', privileges: [] }))
+    await admin.query(
+      q.CreateFunction({
+        name: 'peek',
+        role: q.Role('fnrole'),
+        body: q.Query(q.Lambda('x', q.Select(['data', 'code'], q.Get(secret.ref)))),
+        permissions: { call: 'public' },
+      })
+    )
+    await admin.query(q.Delete(q.Role('fnrole')))
+    await admin.query(q.CreateRole({ name: 'fnrole', privileges: readVault() }))
+    const client = server.client((await admin.query(q.CreateKey({ role: 'client' }))).secret)
+    await expectFaunaError(client.query(q.Call(q.Function('peek'), 0)), 'BadRequest', 'call error')
+    // Given the role again by an admin, it runs with it.
+    await admin.query(q.Update(q.Function('peek'), { role: q.Role('fnrole') }))
+    assert.equal(await client.query(q.Call(q.Function('peek'), 0)), '0000')
   })
 })

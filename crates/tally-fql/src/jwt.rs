@@ -204,15 +204,22 @@ impl Eval<'_> {
                 other => (Some(other.clone()), None),
             };
             let Some(Value::Ref(r)) = role else { continue };
-            if r.native_parent() != Some("roles") || self.tx.live_doc(login.db, native::ROLES, &r.id, at)?.is_none() {
+            if r.native_parent() != Some("roles") {
                 continue;
             }
+            // Only the role the provider was given, not one created since under its name.
+            let pid = crate::catalog::internal_id(&doc.data).unwrap_or(0);
+            let Some(current) =
+                crate::fns::security::bound_role_name(&mut self.tx, login.db, &doc.data, pid, &r.id, at)?
+            else {
+                continue;
+            };
             let admitted = match predicate {
                 None | Some(Value::Null) => true,
                 Some(p) => self.run_predicate(&p, &PredArgs::Value(&login.payload))?,
             };
             if admitted {
-                out.push(r.id.clone());
+                out.push(current);
             }
         }
         out.sort();

@@ -91,9 +91,27 @@ pub const KEY_DATABASE_ID: &str = "__tally_database_id";
 /// The hidden field of a token: the [`INTERNAL_ID`] of the identity incarnation it was
 /// issued to.
 pub const TOKEN_INSTANCE_ID: &str = "__tally_instance_id";
+/// The hidden field of a key, function or access provider naming user-defined roles: an
+/// object `{role name: internal id}` of the roles its `role`/`roles` named when written,
+/// so a role deleted (or renamed away) and created again under the same name is not the
+/// role it grants (see `fns::security::bind_roles`).
+pub const ROLE_IDS: &str = "__tally_role_ids";
+/// The hidden field of a role: `{privileges: [id or null, ...], membership: [...]}`, the
+/// internal id of the collection, index or function each entry's `resource` named when
+/// the role was written (null for native collections), so a privilege follows its
+/// resource through renames and never passes to one created later under the same name
+/// (see `fns::security::bind_role_resources`).
+pub const ROLE_RESOURCE_IDS: &str = "__tally_resource_ids";
 /// Stored fields no client ever sees (rendering, predicates).
-pub const HIDDEN_FIELDS: &[&str] =
-    &[INTERNAL_ID, KEY_DATABASE_ID, TOKEN_INSTANCE_ID, "credentials", crate::retention::MIN_VALID_FIELD];
+pub const HIDDEN_FIELDS: &[&str] = &[
+    INTERNAL_ID,
+    KEY_DATABASE_ID,
+    TOKEN_INSTANCE_ID,
+    ROLE_IDS,
+    ROLE_RESOURCE_IDS,
+    "credentials",
+    crate::retention::MIN_VALID_FIELD,
+];
 
 pub fn doc_prefix(db: DbId, coll: CollId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);

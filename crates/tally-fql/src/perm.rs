@@ -523,9 +523,9 @@ impl<'a> Eval<'a> {
         let mut out = Privileges::default();
         for name in names {
             let Some(role) = self.tx.live_doc(db, native::ROLES, name, at)? else { continue };
-            for p in listed(role.data.get("privileges")) {
+            for (i, p) in listed(role.data.get("privileges")).iter().enumerate() {
                 let Some(Value::Ref(r)) = p.get("resource") else { continue };
-                let Some(res) = self.resource_of(r)? else { continue };
+                let Some(res) = self.bound_resource(&role.data, "privileges", i, r)? else { continue };
                 let Some(Value::Object(actions)) = p.get("actions") else { continue };
                 for (k, v) in actions {
                     if let Some(a) = Action::parse(k) {
@@ -535,6 +535,41 @@ impl<'a> Eval<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The resource entry `i` of a role's `field` (`privileges` or `membership`) grants:
+    /// the collection, index or function it was bound to when the role was written,
+    /// whatever it is called now, and nothing once that is gone (a resource created
+    /// later under the same name is another one). Native collections (`Keys()`, ...) are
+    /// resolved by name; roles written before bindings existed resolve the name, but
+    /// only to a resource older than the role.
+    fn bound_resource(&mut self, role: &Object, field: &str, i: usize, r: &Ref) -> Result<Option<Resource>> {
+        let bound = match role.get(crate::model::ROLE_RESOURCE_IDS) {
+            Some(Value::Object(b)) => match b.get(field) {
+                Some(Value::Array(ids)) => Some(ids.get(i).cloned().unwrap_or(Value::Null)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let kind = |id: u64| match r.native_parent() {
+            Some("collections") => Some(Resource::Coll(id)),
+            Some("indexes") => Some(Resource::Index(id)),
+            Some("functions") => Some(Resource::Function(id)),
+            _ => None,
+        };
+        match bound {
+            Some(Value::Long(id)) => Ok(kind(id as u64)),
+            Some(_) => {
+                Ok(self.resource_of(r)?.filter(|res| matches!(res, Resource::Coll(c) if native::name(*c).is_some())))
+            }
+            None => {
+                let role_id = internal_id(role).unwrap_or(0);
+                Ok(self.resource_of(r)?.filter(|res| match res {
+                    Resource::Coll(c) if native::name(*c).is_some() => true,
+                    Resource::Coll(i) | Resource::Index(i) | Resource::Function(i) => *i < role_id,
+                }))
+            }
+        }
     }
 
     /// The resource a privilege's `resource` ref names in the query's database.
@@ -571,9 +606,9 @@ impl<'a> Eval<'a> {
         let roles = self.tx.scan_docs(db, native::ROLES, None, false, at, ROLES_SCAN_MAX)?;
         let mut out = Vec::new();
         for (name, role) in roles {
-            for m in listed(role.data.get("membership")) {
+            for (i, m) in listed(role.data.get("membership")).iter().enumerate() {
                 let Some(Value::Ref(r)) = m.get("resource") else { continue };
-                if self.resource_of(r)? != Some(Resource::Coll(cid)) {
+                if self.bound_resource(&role.data, "membership", i, r)? != Some(Resource::Coll(cid)) {
                     continue;
                 }
                 let admitted = match m.get("predicate") {

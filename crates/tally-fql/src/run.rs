@@ -182,10 +182,9 @@ fn authenticate_base(tx: &mut Tx<'_>, ts: Ts, secret: &str, root_key_hash: &str)
     let role = match data.get("role") {
         Some(Value::String(r)) => match Role::builtin(r) {
             Some(role) => role,
-            None => custom_role(tx, db, &[Value::String(r.clone())], ts)?,
+            None => custom_role(tx, db, &data, key_id, ts)?,
         },
-        Some(Value::Ref(r)) => custom_role(tx, db, &[Value::Ref(r.clone())], ts)?,
-        Some(Value::Array(items)) => custom_role(tx, db, items, ts)?,
+        Some(Value::Ref(_) | Value::Array(_)) => custom_role(tx, db, &data, key_id, ts)?,
         _ => return Err(unauthorized()),
     };
     if !db_alive(tx, db, ts)? {
@@ -228,18 +227,15 @@ fn key_database(tx: &mut Tx<'_>, key_db: DbId, key_id: u64, data: &Object, ts: T
     }
 }
 
-/// The user-defined roles a key names (refs or names); a key whose roles are all gone
+/// The user-defined roles a key (document `key`, id `key_id`) was given, under their
+/// current names: a role deleted and created again under the same name is not one of
+/// them (`fns::security::bound_role_name`). A key whose roles are all gone
 /// authenticates to nothing.
-fn custom_role(tx: &mut Tx<'_>, db: DbId, items: &[Value], ts: Ts) -> Result<Role> {
+fn custom_role(tx: &mut Tx<'_>, db: DbId, key: &Object, key_id: u64, ts: Ts) -> Result<Role> {
     let mut names = Vec::new();
-    for it in items {
-        let name = match it {
-            Value::Ref(r) if r.native_parent() == Some("roles") => r.id.clone(),
-            Value::String(s) => s.clone(),
-            _ => continue,
-        };
-        if tx.live_doc(db, native::ROLES, &name, ts)?.is_some() {
-            names.push(name);
+    for name in crate::fns::security::role_names(key.get("role")) {
+        if let Some(current) = crate::fns::security::bound_role_name(tx, db, key, key_id, &name, ts)? {
+            names.push(current);
         }
     }
     if names.is_empty() {

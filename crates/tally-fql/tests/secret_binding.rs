@@ -8,7 +8,9 @@
 //! issued is authenticated against the real evaluator and store and compared with it,
 //! and through the cache of authenticated secrets (`tally_fql::authcache`, told of every
 //! write as the executor tells it), which must answer exactly as a fresh lookup does.
-//! Keys are also deleted and given another priority or role.
+//! Keys are also deleted, given another priority or role, or a `ttl` in the past; keys
+//! given a user-defined role hold that role through its renames, and nothing once it is
+//! deleted, even when another role takes its name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tally_value::to_json;
 const ROOT_SECRET: &str = "root-secret-for-the-property-test";
 const DB_NAMES: &[&str] = &["a", "b", "c"];
 const USER_IDS: &[&str] = &["1", "2"];
+const ROLE_NAMES: &[&str] = &["r1", "r2"];
 const SEEDS: u64 = 24;
 const STEPS_PER_SEED: usize = 60;
 
@@ -122,6 +125,9 @@ struct Issued {
     token_ref: Option<Json>,
     /// Keys: the key document's ref.
     key_ref: Option<Json>,
+    /// Keys given a user-defined role (in the root database): the model's incarnation
+    /// number of that role.
+    role: Option<u64>,
 }
 
 #[derive(Default)]
@@ -131,6 +137,8 @@ struct Model {
     /// User id -> incarnation number (None: deleted or never created).
     users: BTreeMap<String, Option<u64>>,
     incarnations: u64,
+    /// Role name -> incarnation number of the role under that name.
+    roles: BTreeMap<String, u64>,
     issued: Vec<Issued>,
 }
 
@@ -139,7 +147,7 @@ fn user_ref(id: &str) -> Json {
 }
 
 fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
-    match rng.next() % 11 {
+    match rng.next() % 14 {
         0 => {
             let name = rng.pick(DB_NAMES);
             if !m.dbs.contains_key(name) {
@@ -172,7 +180,15 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
                 let k = w.q(json!({"create_key": {"object": {"database": {"database": name}, "role": role}}}));
                 let secret = k["secret"].as_str().unwrap().to_string();
                 let key_ref = Some(k["ref"].clone());
-                m.issued.push(Issued { secret, db: id, identity: None, alive: true, token_ref: None, key_ref });
+                m.issued.push(Issued {
+                    secret,
+                    db: id,
+                    identity: None,
+                    alive: true,
+                    token_ref: None,
+                    key_ref,
+                    role: None,
+                });
             }
         }
         5 => {
@@ -196,7 +212,7 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
                 let secret = t["secret"].as_str().unwrap().to_string();
                 let token_ref = Some(t["ref"].clone());
                 let identity = Some((uid.into(), inc));
-                m.issued.push(Issued { secret, db: 0, identity, alive: true, token_ref, key_ref: None });
+                m.issued.push(Issued { secret, db: 0, identity, alive: true, token_ref, key_ref: None, role: None });
             }
         }
         7 | 8 => {
@@ -217,11 +233,47 @@ fn step(w: &mut World, m: &mut Model, rng: &mut Rng) {
             }
         }
         9 | 10 => key_step(w, m, rng),
+        11 => {
+            let name = rng.pick(ROLE_NAMES);
+            if m.roles.remove(name).is_some() {
+                w.q(json!({"delete": {"role": name}}));
+            } else {
+                w.q(json!({"create_role": {"object": {"name": name, "privileges": []}}}));
+                m.incarnations += 1;
+                m.roles.insert(name.into(), m.incarnations);
+            }
+        }
+        12 => {
+            let (from, to) = (rng.pick(ROLE_NAMES), rng.pick(ROLE_NAMES));
+            if from != to && m.roles.contains_key(from) && !m.roles.contains_key(to) {
+                w.q(json!({"update": {"role": from}, "params": {"object": {"name": to}}}));
+                let inc = m.roles.remove(from).unwrap();
+                m.roles.insert(to.into(), inc);
+            }
+        }
+        13 => {
+            let name = rng.pick(ROLE_NAMES);
+            if let Some(&inc) = m.roles.get(name) {
+                let k = w.q(json!({"create_key": {"object": {"role": {"role": name}}}}));
+                let secret = k["secret"].as_str().unwrap().to_string();
+                let key_ref = Some(k["ref"].clone());
+                m.issued.push(Issued {
+                    secret,
+                    db: 0,
+                    identity: None,
+                    alive: true,
+                    token_ref: None,
+                    key_ref,
+                    role: Some(inc),
+                });
+            }
+        }
         _ => unreachable!(),
     }
 }
 
-/// Delete a random live key, change its priority or its role (keys hold no `ttl`).
+/// Delete a random live key, change its priority or its role, or end it by a `ttl` in the
+/// past.
 fn key_step(w: &mut World, m: &mut Model, rng: &mut Rng) {
     let live: Vec<usize> =
         (0..m.issued.len()).filter(|&i| m.issued[i].alive && m.issued[i].key_ref.is_some()).collect();
@@ -231,18 +283,30 @@ fn key_step(w: &mut World, m: &mut Model, rng: &mut Rng) {
     let i = live[(rng.next() % live.len() as u64) as usize];
     let r = m.issued[i].key_ref.clone().unwrap();
     let set = |data: Json| json!({"update": r.clone(), "params": {"object": data}});
-    match rng.next() % 3 {
+    match rng.next() % 4 {
         0 => {
             w.q(json!({"delete": r}));
             m.issued[i].alive = false;
         }
+        // An update that leaves `role` out is refused (`validation failed`) while the
+        // role the key names is gone or renamed: the admin must name a role again.
+        3 => {
+            let past = json!({"time_subtract": {"now": null}, "offset": 1, "unit": "second"});
+            match w.run(set(json!({"ttl": past}))) {
+                Ok(_) => m.issued[i].alive = false,
+                Err(e) => assert!(m.issued[i].role.is_some() && e == "validation failed", "{e}"),
+            }
+        }
         1 => {
             let priority = 1 + (rng.next() % 9) as i64;
-            w.q(set(json!({"priority": priority})));
+            if let Err(e) = w.run(set(json!({"priority": priority}))) {
+                assert!(m.issued[i].role.is_some() && e == "validation failed", "{e}");
+            }
         }
         _ => {
             let role = rng.pick(&["admin", "server", "client"]);
             w.q(set(json!({"role": role})));
+            m.issued[i].role = None;
         }
     }
 }
@@ -259,13 +323,23 @@ fn check(w: &World, m: &Model, seed: u64, n: usize, found: &mut BTreeMap<&'stati
                 found.entry("the cache answered otherwise than a fresh lookup").or_insert(at.clone());
             }
         }
+        // The name the key's role has now, if that role is still alive.
+        let role_now = i.role.map(|inc| m.roles.iter().find(|(_, v)| **v == inc).map(|(n, _)| n.clone()));
         let violation = match &i.identity {
+            None if i.alive && role_now.is_some() => match (&got, role_now.unwrap()) {
+                (Some(a), Some(name)) if a.role != tally_fql::auth::Role::custom(vec![name.clone()]) => {
+                    Some("a key held another role than the one it was given")
+                }
+                (None, Some(_)) => Some("a key stopped working while its role lives"),
+                (Some(_), None) => Some("a key whose role is gone authenticated"),
+                _ => None,
+            },
             None if i.alive => match &got {
                 None => Some("a live key stopped working"),
                 Some(a) if a.db != i.db => Some("a key opened another database"),
                 Some(_) => None,
             },
-            None => got.is_some().then_some("a key of a deleted database authenticated"),
+            None => got.is_some().then_some("a deleted or expired key, or a key of a deleted database, authenticated"),
             Some((uid, inc)) => {
                 let same_identity = m.users.get(uid).copied().flatten() == Some(*inc);
                 match &got {

@@ -142,7 +142,9 @@ fn schema_fields(coll: CollId, params: &Object) -> Object {
         native::FUNCTIONS => &["name", "body", "data", "role", "permissions"],
         native::ACCESS_PROVIDERS => &["name", "issuer", "jwks_uri", "roles", "data"],
         native::ROLES => &["name", "privileges", "membership", "data"],
-        native::KEYS => &["database", "role", "data", "priority"],
+        // A key's `ttl` ends it, as v4 documents (it used to be dropped: a key meant to
+        // expire kept working).
+        native::KEYS => &["database", "role", "data", "priority", "ttl"],
         // A token's `instance` is fixed when it is issued (moving a token to another
         // identity would hand that identity's rights to its holder).
         native::TOKENS => &["ttl", "data"],
@@ -235,8 +237,9 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
             Ok(render(&schema_ref(coll, &name), ts, &data))
         }
         native::FUNCTIONS => {
-            let (db, name, data) = create_named(ev, coll, params)?;
+            let (db, name, mut data) = create_named(ev, coll, params)?;
             crate::fns::security::check_function(ev, &data)?;
+            crate::fns::security::bind_roles(ev, db, "role", None, &mut data)?;
             ev.tx.put_doc(db, coll, &name, false, &data)?;
             let ts = ev.txn_ts();
             Ok(render(&schema_ref(coll, &name), ts, &data))
@@ -245,8 +248,10 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
             let (db, name, mut data) = create_named(ev, coll, params)?;
             if coll == native::ROLES {
                 crate::fns::security::check_role(ev, &name, &data)?;
+                crate::fns::security::bind_role_resources(ev, None, &mut data)?;
             } else {
                 crate::fns::security::check_access_provider(ev, &name, &data)?;
+                crate::fns::security::bind_roles(ev, db, "roles", None, &mut data)?;
                 // What a JWT's `aud` must name; derived, never set by the caller.
                 data.insert("audience".into(), Value::String(crate::jwt::audience(db)));
             }
@@ -275,10 +280,10 @@ pub fn create_native(ev: &mut Eval<'_>, native_name: &str, params: Object) -> Re
     }
 }
 
-/// A token's `ttl` is a Time (or absent).
+/// A token's or key's `ttl` is a Time (or absent).
 fn check_ttl(data: &Object) -> Result<()> {
     match data.get("ttl") {
-        None | Some(Value::Time(_)) => Ok(()),
+        None | Some(Value::Time(_) | Value::Null) => Ok(()),
         Some(other) => {
             Err(validation("ttl", "invalid type", &format!("Time expected, {} provided.", other.type_name())))
         }
@@ -375,6 +380,7 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
         return Err(validation("priority", "invalid value", "Priority must be an integer from 1 to 500."));
     }
     let fields = schema_fields(native::KEYS, &params);
+    check_ttl(&fields)?;
     ev.check_create(db, native::KEYS, &Ref::doc(Ref::native("keys"), "0"), &fields, false)?;
     crate::fns::security::check_role_assignment(ev, &role)?;
     let mut target = None;
@@ -399,6 +405,7 @@ fn create_key_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
     if let Some(t) = target {
         data.insert(KEY_DATABASE_ID.into(), Value::Long(t as i64));
     }
+    crate::fns::security::bind_roles(ev, target.unwrap_or(db), "role", None, &mut data)?;
     let sid = id.to_string();
     ev.tx.put_doc(db, native::KEYS, &sid, false, &data)?;
     let ts = ev.txn_ts();
@@ -483,14 +490,24 @@ pub fn modify_schema(
     };
     ev.check_write(db, coll, r, &old, &new)?;
     match coll {
-        native::FUNCTIONS => crate::fns::security::check_function(ev, &new)?,
-        native::ROLES => crate::fns::security::check_role(ev, &new_name, &new)?,
-        native::ACCESS_PROVIDERS => crate::fns::security::check_access_provider(ev, &new_name, &new)?,
+        native::FUNCTIONS => {
+            crate::fns::security::check_function(ev, &new)?;
+            crate::fns::security::bind_roles(ev, db, "role", Some((&old, db, patch.contains_key("role"))), &mut new)?;
+        }
+        native::ROLES => {
+            crate::fns::security::check_role(ev, &new_name, &new)?;
+            crate::fns::security::bind_role_resources(ev, Some((&old, &patch)), &mut new)?;
+        }
+        native::ACCESS_PROVIDERS => {
+            crate::fns::security::check_access_provider(ev, &new_name, &new)?;
+            crate::fns::security::bind_roles(ev, db, "roles", Some((&old, db, patch.contains_key("roles"))), &mut new)?;
+        }
         native::DATABASES => check_database(&new)?,
         native::INDEXES => crate::purity::check_index_bindings(&new)?,
         native::TOKENS => check_ttl(&new)?,
         native::COLLECTIONS => crate::retention::keep_min_valid(&old, &mut new, ev.txn_ts()),
         native::KEYS => {
+            check_ttl(&new)?;
             rebind_key(ev, &old, &mut new)?;
             let role = match new.get("role").cloned() {
                 Some(v) => {
@@ -503,6 +520,13 @@ pub fn modify_schema(
                 None => return Err(validation("role", "value required", "Value required.")),
             };
             crate::fns::security::check_role_assignment(ev, &role)?;
+            let target_of = |d: &Object| match d.get(KEY_DATABASE_ID) {
+                Some(Value::Long(t)) => *t as u64,
+                _ => db,
+            };
+            let (old_target, new_target) = (target_of(&old), target_of(&new));
+            let written = patch.contains_key("role");
+            crate::fns::security::bind_roles(ev, new_target, "role", Some((&old, old_target, written)), &mut new)?;
         }
         _ => {}
     }
@@ -630,7 +654,7 @@ fn call_fn(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     lam.literal = true;
     // The body runs in the function's database with the function's role (the caller's
     // when it has none); the caller's identity stays visible.
-    let role = crate::fns::security::function_role(&data);
+    let role = crate::fns::security::bound_function_role(&mut ev.tx, db, &data, now)?;
     let saved = ev.auth.clone();
     ev.auth.db = db;
     if let Some(role) = role {

@@ -66,6 +66,140 @@ pub fn parse_role_field(ev: &mut Eval<'_>, db: crate::model::DbId, v: &Value) ->
     Ok(Role::custom(names))
 }
 
+/// The user-defined role names a `role` field (keys, functions) or `roles` field (access
+/// providers: role refs or `{role, predicate}`) lists.
+pub fn role_names(v: Option<&Value>) -> Vec<String> {
+    let one = |v: &Value| match v {
+        Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+        Value::String(s) if Role::builtin(s).is_none() => Some(s.clone()),
+        Value::Object(o) => match o.get("role") {
+            Some(Value::Ref(r)) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match v {
+        Some(Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(v) => one(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Bind the user-defined roles that `new[field]` names (in database `db`) to their
+/// identity: [`ROLE_IDS`](crate::model::ROLE_IDS) records each one's internal id at the
+/// transaction ts. A write that does not name the field (and keeps `db`) keeps the
+/// binding it had, so updating a key's `data` never re-binds it to a role created since
+/// under the same name; writing the field is the writer's choice of the roles now so
+/// named. `old` is the previous version, its database, and whether this write names
+/// the field.
+pub fn bind_roles(
+    ev: &mut Eval<'_>,
+    db: crate::model::DbId,
+    field: &str,
+    old: Option<(&Object, crate::model::DbId, bool)>,
+    new: &mut Object,
+) -> Result<()> {
+    use crate::model::ROLE_IDS;
+    if let Some((old, old_db, written)) = old {
+        if !written && old_db == db && old.get(field) == new.get(field) {
+            match old.get(ROLE_IDS) {
+                Some(v) => new.insert(ROLE_IDS.into(), v.clone()),
+                None => new.remove(ROLE_IDS),
+            };
+            return Ok(());
+        }
+    }
+    new.remove(ROLE_IDS);
+    let names = role_names(new.get(field));
+    if names.is_empty() {
+        return Ok(());
+    }
+    let at = ev.txn_ts();
+    let mut ids = Object::new();
+    for name in names {
+        if let Some(d) = ev.tx.live_doc(db, native::ROLES, &name, at)? {
+            if let Some(id) = crate::catalog::internal_id(&d.data) {
+                ids.insert(name, Value::Long(id as i64));
+            }
+        }
+    }
+    new.insert(ROLE_IDS.into(), Value::Object(ids));
+    Ok(())
+}
+
+/// The current name of the role `name` that `holder` — a key, function or access
+/// provider whose own id is `holder_id` — was given, in database `db` at `at`, or None
+/// when that role is gone. A bound holder follows its role through renames and never
+/// reaches a role created later under the same name. One written before bindings
+/// existed resolves the name, but only to a role older than itself (internal ids grow
+/// with the commit ts).
+pub fn bound_role_name(
+    tx: &mut crate::model::Tx<'_>,
+    db: crate::model::DbId,
+    holder: &Object,
+    holder_id: u64,
+    name: &str,
+    at: u64,
+) -> Result<Option<String>> {
+    let live = tx.live_doc(db, native::ROLES, name, at)?.and_then(|d| crate::catalog::internal_id(&d.data));
+    let Some(Value::Object(ids)) = holder.get(crate::model::ROLE_IDS) else {
+        return Ok(live.filter(|l| *l < holder_id).map(|_| name.to_string()));
+    };
+    let Some(Value::Long(bound)) = ids.get(name) else { return Ok(None) };
+    let bound = *bound as u64;
+    if live == Some(bound) {
+        return Ok(Some(name.to_string()));
+    }
+    // Renamed since: find it by its id (bounded, as membership is).
+    for (other, d) in tx.scan_docs(db, native::ROLES, None, false, at, crate::perm::ROLES_SCAN_MAX)? {
+        if crate::catalog::internal_id(&d.data) == Some(bound) {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
+}
+
+/// Bind each `privileges` and `membership` entry of a role to the identity of the
+/// collection, index or function its `resource` names now
+/// ([`ROLE_RESOURCE_IDS`](crate::model::ROLE_RESOURCE_IDS)); a list the write does not
+/// name (`patch`) keeps the binding it had.
+pub fn bind_role_resources(ev: &mut Eval<'_>, old: Option<(&Object, &Object)>, new: &mut Object) -> Result<()> {
+    use crate::model::ROLE_RESOURCE_IDS;
+    let old_bound = old.and_then(|(o, _)| match o.get(ROLE_RESOURCE_IDS) {
+        Some(Value::Object(b)) => Some(b.clone()),
+        _ => None,
+    });
+    let mut bound = Object::new();
+    for field in ["privileges", "membership"] {
+        if let (Some((old, patch)), Some(ob)) = (old, &old_bound) {
+            if !patch.contains_key(field) && old.get(field) == new.get(field) {
+                if let Some(v) = ob.get(field) {
+                    bound.insert(field.into(), v.clone());
+                }
+                continue;
+            }
+        }
+        let mut ids = Vec::new();
+        for entry in listed(new.get(field)) {
+            let id = match &entry {
+                Value::Object(o) => match o.get("resource") {
+                    Some(Value::Ref(r)) => match ev.resource_of(r)? {
+                        Some(Resource::Coll(i)) if native::name(i).is_none() => Value::Long(i as i64),
+                        Some(Resource::Index(i) | Resource::Function(i)) => Value::Long(i as i64),
+                        _ => Value::Null,
+                    },
+                    _ => Value::Null,
+                },
+                _ => Value::Null,
+            };
+            ids.push(id);
+        }
+        bound.insert(field.into(), Value::Array(ids));
+    }
+    new.insert(ROLE_RESOURCE_IDS.into(), Value::Object(bound));
+    Ok(())
+}
+
 /// May the query's role give a key or function the role `target`?
 pub fn check_role_assignment(ev: &Eval<'_>, target: &Role) -> Result<()> {
     let caller = &ev.auth.role;
@@ -106,7 +240,30 @@ pub fn check_function(ev: &mut Eval<'_>, data: &Object) -> Result<()> {
     }
 }
 
-/// The role a stored function runs with (None: the caller's).
+/// The role a stored function runs with (None: the caller's), at `at` in its database
+/// `db`: the user-defined roles it was given, under their current names (a role deleted
+/// and created again under its name is not one of them); with none left it holds no
+/// privileges.
+pub fn bound_function_role(
+    tx: &mut crate::model::Tx<'_>,
+    db: crate::model::DbId,
+    data: &Object,
+    at: u64,
+) -> Result<Option<Role>> {
+    let Some(Role::Custom(names)) = function_role(data) else { return Ok(function_role(data)) };
+    let fid = crate::catalog::internal_id(data).unwrap_or(0);
+    let mut kept = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(current) = bound_role_name(tx, db, data, fid, &name, at)? {
+            kept.push(current);
+        }
+    }
+    kept.sort();
+    kept.dedup();
+    Ok(Some(Role::Custom(kept)))
+}
+
+/// The role a stored function's `role` field names (None: the caller's).
 pub fn function_role(data: &Object) -> Option<Role> {
     match data.get("role")? {
         Value::String(s) => Role::builtin(s).or_else(|| Some(Role::custom(vec![s.clone()]))),

@@ -51,6 +51,15 @@ fn v6_non_public(ip: Ipv6Addr) -> bool {
     if seg[..6] == [0; 6] || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0; 4]) {
         return ip.is_unspecified() || ip.is_loopback() || v4_non_public(low_v4);
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, SIIT) embeds one in the low 32 bits too.
+    if seg[..4] == [0; 4] && seg[4] == 0xffff && seg[5] == 0 {
+        return v4_non_public(low_v4);
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) translates into the operator's own
+    // network, whatever it embeds.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 0x0001 {
+        return true;
+    }
     if seg[0] == 0x2002 {
         let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
         return v4_non_public(v4);
@@ -129,6 +138,9 @@ mod tests {
             "::ffff:10.1.2.3",
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::808:808",
             "2002:7f00:1::",
             "fc00::1",
             "fd12:3456::1",
