@@ -126,6 +126,10 @@ describe('history edits of schema and security documents are refused', { timeout
     const key = await admin.query(q.CreateKey({ role: 'client' }))
     const user = await admin.query(q.Create(q.Collection('c'), { credentials: { password: 'pw-123456' } }))
     const tok = await admin.query(q.Create(q.Tokens(), { instance: user.ref }))
+    const cred = (await admin.query(q.Paginate(q.Credentials()))).data[0]
+    await admin.query(
+      q.CreateAccessProvider({ name: 'ap', issuer: 'https://idp.test/', jwks_uri: 'https://idp.test/jwks', roles: [q.Role('r')] })
+    )
     const refs = {
       collection: q.Collection('c'),
       index: q.Index('i'),
@@ -134,6 +138,8 @@ describe('history edits of schema and security documents are refused', { timeout
       database: q.Database('d'),
       key: key.ref,
       token: tok.ref,
+      credentials: cred,
+      'access provider': q.AccessProvider('ap'),
     }
     // Nor may Insert write a password into a user document's history (it would be
     // stored as written, unhashed).
