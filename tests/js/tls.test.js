@@ -1,6 +1,6 @@
 'use strict'
 // TLS on the client port (`tally serve --tls-cert/--tls-key`): the official driver over
-// https (HTTP/2 by ALPN) trusting a test CA made by `tally cluster init-certs`, HTTP/1.1
+// https (HTTP/2 by ALPN; queries and a document stream) trusting a test CA made by `tally cluster init-certs`, HTTP/1.1
 // on the same port, clear errors for a client with the wrong scheme, the warning for
 // plain HTTP beyond loopback, and certificate reload (file change and SIGHUP) with open
 // connections left alone.
@@ -97,6 +97,8 @@ test('the npm driver speaks https (HTTP/2 by ALPN) to a server whose CA it trust
   assert.equal(r.ok, true, JSON.stringify(r))
   assert.equal(r.n, 42)
   assert.deepEqual(r.ids, [r.id])
+  // Streams ride the same HTTP/2 connection over TLS.
+  assert.deepEqual(r.streamed, [43, 44])
 
   const ca = fs.readFileSync(certs.ca)
   assert.equal((await handshake(server.port, { ca })).alpn, 'h2')
