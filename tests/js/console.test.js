@@ -26,6 +26,8 @@ describe('console routes over HTTP', { timeout: 60_000 }, () => {
   })
 
   it('serves the pages with a strict content security policy and no CORS', async () => {
+    // A new user learns the address from `tally serve` itself.
+    assert.match(server.output, new RegExp(`web console: http://127\\.0\\.0\\.1:${server.port}/console/`))
     const page = await rawRequest(server.port, { method: 'GET', path: '/console/', headers: { origin: 'https://evil.example' } })
     assert.equal(page.status, 200)
     assert.match(page.body, /<title>Tally console<\/title>/)

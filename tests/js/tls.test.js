@@ -15,7 +15,7 @@ const os = require('node:os')
 const path = require('node:path')
 const tls = require('node:tls')
 
-const { HOST, startServer, rawRequest, sleep, tallyBin } = require('./helpers/server')
+const { HOST, startServer, rawRequest, sleep, tallyBin, faunadb } = require('./helpers/server')
 
 const tmp = prefix => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 
@@ -92,6 +92,7 @@ test('the npm driver speaks https (HTTP/2 by ALPN) to a server whose CA it trust
     fs.rmSync(certs.dir, { recursive: true, force: true })
   })
   assert.match(server.output, /listening on .* \(https\)/)
+  assert.match(server.output, new RegExp(`web console: https://127\\.0\\.0\\.1:${server.port}/console/`))
 
   const r = await runDriver(server.port, server.rootKey, 'tls_notes', certs.ca)
   assert.equal(r.ok, true, JSON.stringify(r))
@@ -126,6 +127,20 @@ test('a plain-HTTP client on the TLS port is told to use https; a TLS client on 
   const err = JSON.parse(r.body).errors[0]
   assert.equal(err.code, 'bad request')
   assert.match(err.description, /https/)
+
+  // The npm driver speaks cleartext HTTP/2 (h2c) to an http:// endpoint: it gets the same
+  // answer as a driver error, not a bare protocol error.
+  const driver = new faunadb.Client({ secret: tlsServer.rootKey, domain: HOST, port: tlsServer.port, scheme: 'http', timeout: 10, checkNewVersion: false })
+  try {
+    await assert.rejects(driver.query(faunadb.query.Add(1, 2)), e => {
+      assert.equal(e.name, 'BadRequest', `${e.name}: ${e.message}`)
+      assert.equal(e.requestResult.statusCode, 400)
+      assert.match(e.requestResult.responseContent.errors[0].description, /connect with https:\/\//)
+      return true
+    })
+  } finally {
+    await Promise.resolve(driver.close({ force: true })).catch(() => {})
+  }
 
   await assert.rejects(handshake(plain.port, { ca: fs.readFileSync(certs.ca) }))
   await waitFor('the plain server to log the TLS attempt', () => plain.output.includes('tried TLS (https) on this plain-HTTP port'))
