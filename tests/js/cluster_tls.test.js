@@ -1,10 +1,12 @@
 'use strict'
 // Members that talk mutual TLS (`--peer-cert/--peer-key/--peer-ca`, certificates from
-// `tally cluster init-certs`): the bank workload survives a leader kill and a partition
-// as over plain HTTP; the peer port takes neither plain HTTP nor the root-key token; a
-// peer whose certificate comes from another CA, has expired, names a member that is not
-// in the cluster, or names another member than the sender its message claims, is refused
-// and the refusal is logged with the reason. `tally dev-cluster` talks mutual TLS by
+// `tally cluster init-certs`): the bank workload survives kill -9 of the leader, of a
+// follower and of every member at once, and a partition, as over plain HTTP (the whole of
+// cluster.test.js also runs over mutual TLS with TALLY_TEST_PEER_TLS=1); the peer port
+// takes neither plain HTTP nor the root-key token; a peer whose certificate comes from
+// another CA, has expired, names a member that is not in the cluster, or names another
+// member than the sender its message claims, is refused and the refusal is logged with
+// the reason. `tally dev-cluster` talks mutual TLS by
 // default, as the README's one-command cluster promises.
 
 const test = require('node:test')
@@ -57,7 +59,7 @@ async function logged(member, text, ms = 10_000) {
   }
 }
 
-test('a mutual-TLS cluster keeps every acknowledged transfer through a leader kill and a partition', { timeout: 240_000 }, async t => {
+test('a mutual-TLS cluster keeps every acknowledged transfer through kills of the leader, a follower and every member, and a partition', { timeout: 240_000 }, async t => {
   const cluster = await new TallyCluster({ replicas: 3, peerTls: true }).start()
   t.after(() => cluster.stop())
   try {
@@ -85,12 +87,26 @@ test('a mutual-TLS cluster keeps every acknowledged transfer through a leader ki
       l.start()
       await l.waitUp()
     })
+    await phase('tls-kill-follower', 4000, async () => {
+      await sleep(1000)
+      const f = (await cluster.followers())[0]
+      await f.kill9()
+      await sleep(1500)
+      f.start()
+      await f.waitUp()
+    })
     await phase('tls-partition', 4000, async () => {
       await sleep(1000)
       const l = await cluster.leader()
       await l.isolate(true)
       await sleep(2500)
       await l.isolate(false)
+    })
+    await phase('tls-restart-all', 4000, async () => {
+      await sleep(1000)
+      await Promise.all(cluster.members.map(m => m.kill9()))
+      for (const m of cluster.members) m.start()
+      for (const m of cluster.members) await m.waitUp()
     })
   } catch (e) {
     t.diagnostic(cluster.logs())
