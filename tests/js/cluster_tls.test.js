@@ -1,20 +1,25 @@
 'use strict'
 // Members that talk mutual TLS (`--peer-cert/--peer-key/--peer-ca`, certificates from
-// `tally cluster init-certs`): the bank workload survives a leader kill and a partition
-// as over plain HTTP; the peer port takes neither plain HTTP nor the root-key token; a
-// peer whose certificate comes from another CA, has expired, names a member that is not
-// in the cluster, or names another member than the sender its message claims, is refused
-// and the refusal is logged with the reason.
+// `tally cluster init-certs`): the bank workload survives kill -9 of the leader, of a
+// follower and of every member at once, and a partition, as over plain HTTP (the whole of
+// cluster.test.js also runs over mutual TLS with TALLY_TEST_PEER_TLS=1); the peer port
+// takes neither plain HTTP nor the root-key token; a peer whose certificate comes from
+// another CA, has expired, names a member that is not in the cluster, or names another
+// member than the sender its message claims, is refused and the refusal is logged with
+// the reason. `tally dev-cluster` talks mutual TLS by
+// default, as the README's one-command cluster promises.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { execFileSync, spawnSync } = require('node:child_process')
+const { execFileSync, spawn, spawnSync } = require('node:child_process')
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const https = require('node:https')
+const net = require('node:net')
+const os = require('node:os')
 const path = require('node:path')
 
-const { HOST, sleep, rawRequest } = require('./helpers/server')
+const { HOST, sleep, rawRequest, faunadb } = require('./helpers/server')
 const { TallyCluster, BIN } = require('./helpers/cluster')
 const { setupBank, runLoad, verifyBank } = require('./helpers/bank')
 
@@ -54,7 +59,7 @@ async function logged(member, text, ms = 10_000) {
   }
 }
 
-test('a mutual-TLS cluster keeps every acknowledged transfer through a leader kill and a partition', { timeout: 240_000 }, async t => {
+test('a mutual-TLS cluster keeps every acknowledged transfer through kills of the leader, a follower and every member, and a partition', { timeout: 240_000 }, async t => {
   const cluster = await new TallyCluster({ replicas: 3, peerTls: true }).start()
   t.after(() => cluster.stop())
   try {
@@ -82,12 +87,26 @@ test('a mutual-TLS cluster keeps every acknowledged transfer through a leader ki
       l.start()
       await l.waitUp()
     })
+    await phase('tls-kill-follower', 4000, async () => {
+      await sleep(1000)
+      const f = (await cluster.followers())[0]
+      await f.kill9()
+      await sleep(1500)
+      f.start()
+      await f.waitUp()
+    })
     await phase('tls-partition', 4000, async () => {
       await sleep(1000)
       const l = await cluster.leader()
       await l.isolate(true)
       await sleep(2500)
       await l.isolate(false)
+    })
+    await phase('tls-restart-all', 4000, async () => {
+      await sleep(1000)
+      await Promise.all(cluster.members.map(m => m.kill9()))
+      for (const m of cluster.members) m.start()
+      for (const m of cluster.members) await m.waitUp()
     })
   } catch (e) {
     t.diagnostic(cluster.logs())
@@ -142,4 +161,81 @@ test('peers with a certificate from another CA, an expired one, or one for anoth
     t.diagnostic(cluster.logs())
     throw e
   }
+})
+
+/** Resolves whether `port` on loopback can be bound now. */
+const canBind = port =>
+  new Promise(resolve => {
+    const srv = net.createServer()
+    srv.once('error', () => resolve(false))
+    srv.listen(port, HOST, () => srv.close(() => resolve(true)))
+  })
+
+/** A base port B with B..B+n-1 (clients) and B+100..B+100+n-1 (peers) free, as dev-cluster lays them out. */
+async function devClusterBase(n) {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 11000)
+    const ports = []
+    for (let i = 0; i < n; i++) ports.push(base + i, base + 100 + i)
+    let free = true
+    for (const p of ports) free = free && (await canBind(p))
+    if (free) return base
+  }
+  throw new Error('no free port range for dev-cluster')
+}
+
+test('`tally dev-cluster` talks mutual TLS by default; a member started without the root key serves it', { timeout: 120_000 }, async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-devc-'))
+  const base = await devClusterBase(3)
+  const rootKey = 'tally-devc-' + crypto.randomBytes(8).toString('hex')
+  const proc = spawn(BIN, ['dev-cluster', '--replicas', '3', '--base-port', String(base), '--data-dir', dir, '--root-key', rootKey], {
+    env: { ...process.env, TALLY_ROOT_KEY: '' },
+  })
+  let out = ''
+  proc.stdout.on('data', d => (out += d))
+  proc.stderr.on('data', d => (out += d))
+  const exited = new Promise(r => proc.on('exit', code => r(code)))
+  t.after(async () => {
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  try {
+    for (let i = 0; i < 200 && !out.includes('Ctrl-C stops them all'); i++) await sleep(100)
+    assert.match(out, /members talk mutual TLS with the certificates in /)
+    assert.match(out, /given to member 1 only/)
+    for (const f of ['ca.pem', 'member-1.pem', 'member-2.key', 'member-3.pem']) assert.ok(fs.existsSync(path.join(dir, 'certs', f)), f)
+    const ca = path.join(dir, 'certs', 'ca.pem')
+    const own = id => ({ ca, cert: path.join(dir, 'certs', `member-${id}.pem`), key: path.join(dir, 'certs', `member-${id}.key`) })
+    // The peer port speaks mutual TLS only, and admits a member's certificate.
+    await assert.rejects(rawRequest(base + 100, { method: 'POST', path: '/tally/head', timeoutMs: 5000 }))
+    let head
+    for (let i = 0; i < 300; i++) {
+      head = await peerPost(base + 100, own(2), '/tally/head').catch(e => ({ status: 0, body: String(e) }))
+      if (head.status === 200) break
+      await sleep(100)
+    }
+    assert.equal(head.status, 200, head.body)
+    // The official driver writes through member 3 (never given the root key) and reads on member 2.
+    const q = faunadb.query
+    const client = port => new faunadb.Client({ secret: rootKey, domain: HOST, port, scheme: 'http', timeout: 15, checkNewVersion: false })
+    let made
+    for (let i = 0; i < 150 && !made; i++) {
+      made = await client(base + 2).query(q.CreateCollection({ name: 'dev' })).catch(() => null)
+      if (!made) await sleep(200)
+    }
+    assert.ok(made, `member 3 never accepted the root key's write:\n${out.slice(-3000)}`)
+    const doc = await client(base + 2).query(q.Create(q.Collection('dev'), { data: { n: 5 } }))
+    let read
+    for (let i = 0; i < 100 && !read; i++) {
+      read = await client(base + 1).query(q.Get(doc.ref)).catch(() => null)
+      if (!read) await sleep(100)
+    }
+    assert.equal(read.data.n, 5)
+  } catch (e) {
+    t.diagnostic(out.slice(-4000))
+    throw e
+  }
+  proc.kill('SIGTERM')
+  assert.equal(await Promise.race([exited, sleep(20_000).then(() => 'hung')]), 0)
+  assert.match(out, /tally dev-cluster: stopped/)
 })

@@ -26,6 +26,8 @@ describe('console routes over HTTP', { timeout: 60_000 }, () => {
   })
 
   it('serves the pages with a strict content security policy and no CORS', async () => {
+    // A new user learns the address from `tally serve` itself.
+    assert.match(server.output, new RegExp(`web console: http://127\\.0\\.0\\.1:${server.port}/console/`))
     const page = await rawRequest(server.port, { method: 'GET', path: '/console/', headers: { origin: 'https://evil.example' } })
     assert.equal(page.status, 200)
     assert.match(page.body, /<title>Tally console<\/title>/)
@@ -281,5 +283,36 @@ describe('the console in a browser', { timeout: 180_000, ...skipUnlessBrowser() 
     await page.getByRole('button', { name: 'Sign out' }).click()
     await page.getByLabel('Secret').waitFor()
     assert.equal(await page.evaluate(() => sessionStorage.length), 0)
+  })
+})
+
+describe('a new user’s first minute', { timeout: 120_000, ...skipUnlessBrowser() }, () => {
+  let server, browser
+
+  after(async () => {
+    if (browser) await browser.close()
+    if (server) await server.stop()
+  })
+
+  it('opens the address `tally serve` printed, signs in with the root key and sees the data', async () => {
+    server = await startServer()
+    const admin = server.adminClient()
+    await admin.query(q.CreateCollection({ name: 'players' }))
+    for (const name of ['Alice', 'Bob', 'Carol']) await admin.query(q.Create(q.Collection('players'), { data: { name } }))
+    const url = server.output.match(/web console: (\S+)/)[1]
+    let context
+    ;({ browser, context } = await launch())
+    const page = await context.newPage()
+    const errors = watchErrors(page)
+    await page.goto(url)
+    await page.getByLabel('Secret').fill(server.rootKey)
+    await page.getByRole('button', { name: 'Sign in' }).click()
+    await page.getByRole('link', { name: 'players' }).first().click()
+    const rows = page.getByRole('table', { name: 'Documents of players' }).locator('tbody tr')
+    await page.getByText('Page 1 · 3 documents').waitFor()
+    assert.equal(await rows.count(), 3)
+    assert.match(await rows.first().textContent(), /name: "(Alice|Bob|Carol)"/)
+    await screenshot(page, 'console-0-first-minute')
+    assert.deepEqual(errors, [])
   })
 })

@@ -1,8 +1,10 @@
 'use strict'
 // `tally demo animal-exchange` in a real browser (headless Chromium): the command
 // provisions the app on a running server and prints the market page's address; the page
-// holds only a key that may call `purchase` and `list_market`. Buying by click moves
-// credits and ownership and shows in the purchase log; a refused purchase shows why.
+// holds only a key that may call `purchase` and `list_market` and stream the purchase
+// index (refs and times, nothing of a purchase's content). Buying by click moves credits
+// and ownership and shows in the purchase log; a refused purchase shows why; another
+// tab's purchase arrives through the stream, with no polling in between.
 // Screenshots: tests/js/artifacts/demo-*.png.
 
 const { describe, it, before, after } = require('node:test')
@@ -10,7 +12,7 @@ const assert = require('node:assert/strict')
 const { execFile } = require('node:child_process')
 const { promisify } = require('node:util')
 
-const { startServer, q } = require('./helpers/server')
+const { startServer, q, sleep } = require('./helpers/server')
 const { skipUnlessBrowser, launch, screenshot, watchErrors } = require('./helpers/browser')
 
 const run = promisify(execFile)
@@ -48,13 +50,26 @@ describe('tally demo animal-exchange in a browser', { timeout: 120_000, ...skipU
     assert.deepEqual(dbs.data.map(r => r.id).sort(), ['animal_exchange', 'animal_exchange_2'])
   })
 
-  it('the key it hands the page may call the two functions and nothing else', async () => {
+  it('the key it hands the page may call the two functions, see when purchases happen, and nothing else', async () => {
     const key = decodeURIComponent(new URL(marketUrl).hash.replace(/^#key=/, ''))
     const client = server.client(key)
     assert.equal((await client.query(q.Call(q.Function('list_market')))).players.length, 3)
-    for (const query of [q.Get(q.Ref(q.Collection('items'), '1')), q.Paginate(q.Collections()), q.CreateKey({ role: 'admin' })]) {
-      await assert.rejects(client.query(query), e => e.requestResult.statusCode === 403, 'refused')
+    const refused = [
+      q.Get(q.Ref(q.Collection('items'), '1')),
+      q.Paginate(q.Collections()),
+      q.CreateKey({ role: 'admin' }),
+      q.Create(q.Collection('purchases'), { data: {} }),
+      q.Update(q.Ref(q.Collection('players'), '3'), { data: { credits: 1e6 } }),
+    ]
+    for (const query of refused) {
+      await assert.rejects(client.query(query), e => e.requestResult.statusCode === 403, `refused: ${query}`)
     }
+    // The purchase index, which the page streams, holds only [ts, ref] pairs; the
+    // purchases behind the refs stay unreadable.
+    const page = await client.query(q.Paginate(q.Match(q.Index('purchases_newest_first'))))
+    assert.deepEqual(page.data, [])
+    // v4 hides what a role may not read in Documents() rather than refusing the set.
+    assert.deepEqual((await client.query(q.Paginate(q.Documents(q.Collection('purchases'))))).data, [])
   })
 
   it('shows balances, animals and owners, and moves the key out of the address', async () => {
@@ -91,13 +106,31 @@ describe('tally demo animal-exchange in a browser', { timeout: 120_000, ...skipU
     await screenshot(page, 'demo-3-refused')
   })
 
-  it('another tab’s purchase reaches the log by polling', async () => {
+  it('another tab’s purchase reaches the log through the stream, with no polling meanwhile', async () => {
     const key = decodeURIComponent(new URL(marketUrl).hash.replace(/^#key=/, ''))
     const other = server.client(key)
-    const ans = await other.query(q.Call(q.Function('purchase'), q.Ref(q.Collection('items'), '5'), q.Ref(q.Collection('players'), '1')))
-    assert.equal(ans, 'Purchase success!')
+    const purchase = refs => other.query(q.Call(q.Function('purchase'), ...refs))
+    // The page keeps one stream open and asks for nothing while nothing happens.
+    const queries = []
+    const onRequest = r => {
+      if (r.method() === 'POST' && new URL(r.url()).pathname === '/') queries.push(r.url())
+    }
+    page.on('request', onRequest)
+    await sleep(2500)
+    assert.deepEqual(queries, [], 'no list_market calls while the market is quiet')
+    await page.getByRole('status', { name: 'Live updates' }).getByText('live: purchases arrive through a stream').waitFor()
+    assert.equal(await purchase([q.Ref(q.Collection('items'), '5'), q.Ref(q.Collection('players'), '1')]), 'Purchase success!')
     await page.getByRole('region', { name: 'Purchase log' }).getByText('Alice bought Chicken from Carol for 20').waitFor()
     assert.equal(await owner('Chicken').textContent(), 'Alice')
+    assert.equal(await credits('Carol').textContent(), '70')
+    assert.ok(queries.length >= 1 && queries.length <= 2, `one refresh per purchase event, got ${queries.length}`)
+    // What the key sees of the purchase: its time and ref from the index, not its content.
+    const [[ts, purchaseRef]] = (await other.query(q.Paginate(q.Match(q.Index('purchases_newest_first')), { size: 1 }))).data
+    assert.equal(typeof ts, 'number')
+    await assert.rejects(other.query(q.Get(purchaseRef)), e => e.requestResult.statusCode === 403)
+    assert.deepEqual((await other.query(q.Paginate(q.Documents(q.Collection('purchases'))))).data, [])
+    page.off('request', onRequest)
+    await screenshot(page, 'demo-4-streamed')
     assert.deepEqual(errors, [])
   })
 })

@@ -208,4 +208,33 @@ describe('tally shell', { timeout: 180_000 }, () => {
     assert.ok(!saved.includes(server.rootKey), 'no secret in the history file')
     assert.ok(!saved.includes('hunter2-pw'), 'no password in the history file')
   })
+
+  it('REPL: the history file is loaded, and Up recalls its last entry (secret from the environment, no prompt)', { skip: hasScript ? false : 'needs util-linux script(1) for a pseudo-terminal' }, async () => {
+    const history = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tally-hist-')), 'history')
+    fs.writeFileSync(history, 'Add(1, 2)\nMultiply(6, 7)\n')
+    const cmd = [bin(), 'shell', '--endpoint', `http://127.0.0.1:${server.port}`].map(a => `'${a}'`).join(' ')
+    // A terminal with line editing (TERM=dumb turns it off), as a person's would be.
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
+      env: { PATH: process.env.PATH, HOME: os.tmpdir(), TERM: 'xterm', TALLY_SHELL_HISTORY: history, TALLY_SECRET: server.rootKey },
+    })
+    let out = ''
+    child.stdout.on('data', d => (out += d.toString()))
+    child.stderr.on('data', d => (out += d.toString()))
+    const exited = new Promise(r => child.on('exit', code => r(code)))
+    const waitFor = async (re, from, what) => {
+      for (let i = 0; i < 300 && !re.test(out.slice(from)); i++) await sleep(50)
+      assert.match(out.slice(from), re, `waiting for ${what}: ${JSON.stringify(out)}`)
+    }
+    await waitFor(/tally> /, 0, 'the prompt, with no secret prompt before it')
+    assert.doesNotMatch(out, /Secret: /)
+    let mark = out.length
+    child.stdin.write('\x1b[A') // Up
+    await waitFor(/Multiply\(6, 7\)/, mark, 'the recalled entry')
+    mark = out.length
+    child.stdin.write('\r')
+    await waitFor(/42/, mark, 'its answer')
+    child.stdin.write('.exit\r')
+    assert.equal(await Promise.race([exited, sleep(10_000).then(() => 'hung')]), 0)
+    assert.ok(!fs.readFileSync(history, 'utf8').includes(server.rootKey), 'no secret in the history file')
+  })
 })

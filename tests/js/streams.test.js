@@ -332,6 +332,36 @@ describe('streams', { timeout: 120_000 }, () => {
     )
   })
 
+  it('`unrestricted_read` on an index streams its Match without reading the documents', async () => {
+    // v4: unrestricted_read reads the index's entries without the source documents'
+    // read checks (what `tally demo animal-exchange`'s page key does with the purchases).
+    await admin.query(q.CreateCollection({ name: 'sealed' }))
+    await admin.query(q.CreateIndex({ name: 'sealed_all', source: q.Collection('sealed'), values: [{ field: ['ts'] }, { field: ['ref'] }] }))
+    await admin.query(q.CreateRole({ name: 'sealed_watcher', privileges: [{ resource: q.Index('sealed_all'), actions: { unrestricted_read: true } }] }))
+    const key = await admin.query(q.CreateKey({ role: q.Role('sealed_watcher') }))
+    const watcher = server.client(key.secret)
+    await assert.rejects(watcher.query(q.Get(q.Ref(q.Collection('sealed'), '1'))), e => e.requestResult.statusCode === 403 || e.requestResult.statusCode === 404)
+    const sub = watcher.stream(q.Match(q.Index('sealed_all')), { fields: ['action', 'document', 'index'] })
+    const events = []
+    const got = collect(sub, evs => {
+      events.splice(0, events.length, ...evs)
+      return evs.some(e => e.type === 'error') || evs.filter(e => e.type === 'set').length >= 2
+    })
+    await waitStarted(events)
+    const doc = await admin.query(q.Create(q.Ref(q.Collection('sealed'), '1'), { data: { secret: 'x' } }))
+    await admin.query(q.Delete(doc.ref))
+    const all = await got
+    sub.close()
+    assert.deepEqual(
+      all.filter(e => e.type !== 'start').map(e => [e.type, e.data.action, e.data.document && e.data.document.ref.id]),
+      [['set', 'add', '1'], ['set', 'remove', '1']],
+      JSON.stringify(all)
+    )
+    // The index's values, nothing of the document's data.
+    assert.doesNotMatch(JSON.stringify(all), /secret/)
+    await assert.rejects(watcher.query(q.Get(doc.ref)), e => [403, 404].includes(e.requestResult.statusCode))
+  })
+
   it('Insert and Remove in a document history make `history_rewrite` events', async () => {
     const ref = q.Ref(q.Collection('things'), '400')
     const created = await admin.query(q.Create(ref, { data: { v: 1 } }))

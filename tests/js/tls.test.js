@@ -1,6 +1,6 @@
 'use strict'
 // TLS on the client port (`tally serve --tls-cert/--tls-key`): the official driver over
-// https (HTTP/2 by ALPN) trusting a test CA made by `tally cluster init-certs`, HTTP/1.1
+// https (HTTP/2 by ALPN; queries and a document stream) trusting a test CA made by `tally cluster init-certs`, HTTP/1.1
 // on the same port, clear errors for a client with the wrong scheme, the warning for
 // plain HTTP beyond loopback, and certificate reload (file change and SIGHUP) with open
 // connections left alone.
@@ -15,7 +15,7 @@ const os = require('node:os')
 const path = require('node:path')
 const tls = require('node:tls')
 
-const { HOST, startServer, rawRequest, sleep, tallyBin } = require('./helpers/server')
+const { HOST, startServer, rawRequest, sleep, tallyBin, faunadb } = require('./helpers/server')
 
 const tmp = prefix => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 
@@ -92,11 +92,14 @@ test('the npm driver speaks https (HTTP/2 by ALPN) to a server whose CA it trust
     fs.rmSync(certs.dir, { recursive: true, force: true })
   })
   assert.match(server.output, /listening on .* \(https\)/)
+  assert.match(server.output, new RegExp(`web console: https://127\\.0\\.0\\.1:${server.port}/console/`))
 
   const r = await runDriver(server.port, server.rootKey, 'tls_notes', certs.ca)
   assert.equal(r.ok, true, JSON.stringify(r))
   assert.equal(r.n, 42)
   assert.deepEqual(r.ids, [r.id])
+  // Streams ride the same HTTP/2 connection over TLS.
+  assert.deepEqual(r.streamed, [43, 44])
 
   const ca = fs.readFileSync(certs.ca)
   assert.equal((await handshake(server.port, { ca })).alpn, 'h2')
@@ -124,6 +127,20 @@ test('a plain-HTTP client on the TLS port is told to use https; a TLS client on 
   const err = JSON.parse(r.body).errors[0]
   assert.equal(err.code, 'bad request')
   assert.match(err.description, /https/)
+
+  // The npm driver speaks cleartext HTTP/2 (h2c) to an http:// endpoint: it gets the same
+  // answer as a driver error, not a bare protocol error.
+  const driver = new faunadb.Client({ secret: tlsServer.rootKey, domain: HOST, port: tlsServer.port, scheme: 'http', timeout: 10, checkNewVersion: false })
+  try {
+    await assert.rejects(driver.query(faunadb.query.Add(1, 2)), e => {
+      assert.equal(e.name, 'BadRequest', `${e.name}: ${e.message}`)
+      assert.equal(e.requestResult.statusCode, 400)
+      assert.match(e.requestResult.responseContent.errors[0].description, /connect with https:\/\//)
+      return true
+    })
+  } finally {
+    await Promise.resolve(driver.close({ force: true })).catch(() => {})
+  }
 
   await assert.rejects(handshake(plain.port, { ca: fs.readFileSync(certs.ca) }))
   await waitFor('the plain server to log the TLS attempt', () => plain.output.includes('tried TLS (https) on this plain-HTTP port'))

@@ -524,6 +524,7 @@ pub async fn serve_member(
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
     let scheme = if tls.is_some() { " (https)" } else { "" };
     println!("tally member {} listening on {addr}{scheme} (peer port {peer_addr})", opts.node_id);
+    println!("web console: {}", crate::console::url(addr, tls.is_some()));
     let started = Instant::now();
     crate::inflight::spawn_trimmer(state.inflight.clone());
     let shutdown = crate::node::shutdown_signal();

@@ -45,6 +45,20 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The console's address for the start-up message: an unspecified listen address
+/// (`0.0.0.0`, `::`) is shown as loopback, which a browser on the same machine can open.
+pub fn url(addr: std::net::SocketAddr, https: bool) -> String {
+    let mut shown = addr;
+    if addr.ip().is_unspecified() {
+        shown.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    format!("{}://{shown}/console/", if https { "https" } else { "http" })
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))

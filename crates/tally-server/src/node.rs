@@ -223,6 +223,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
     println!("tally listening on {addr}{}", if tls.is_some() { " (https)" } else { "" });
+    println!("web console: {} (sign in with the root key or a key's secret)", crate::console::url(addr, tls.is_some()));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "listening");
     crate::inflight::spawn_trimmer(state.inflight.clone());
     crate::conn::serve(listener, app, cfg.conn.clone(), state.inflight.clone(), tls, shutdown_signal()).await?;

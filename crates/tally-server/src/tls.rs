@@ -6,9 +6,10 @@
 //!   changes (checked every [`RELOAD_POLL_DEFAULT`]): new handshakes get the new certificate,
 //!   connections already open keep the session they have. A reload that fails (a file
 //!   half written, a key that does not match) keeps the previous certificate and says why;
-//! - a plain-HTTP request reaching the TLS port gets a plain-text `400` saying to use
-//!   https (rather than a dropped connection), and a TLS handshake reaching a plain-HTTP
-//!   port is logged as such and closed.
+//! - a plain-HTTP request reaching the TLS port, over HTTP/1.1 or cleartext HTTP/2 (the
+//!   npm driver with `scheme: 'http'`), gets a `400 bad request` FQL error saying to use
+//!   https (rather than a dropped connection or a bare protocol error), and a TLS
+//!   handshake reaching a plain-HTTP port is logged as such and closed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,13 +20,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How often the certificate files are checked for changes, by default.
 pub const RELOAD_POLL_DEFAULT: Duration = Duration::from_secs(1);
-/// Bytes of a plain-HTTP request read (and dropped) before answering it on the TLS port.
-const PLAIN_REQUEST_READ_BYTES: usize = 16 * 1024;
+/// How long a plain-HTTP client on the TLS port is served its `400` before the
+/// connection is closed (the connection cap bounds how many such clients there are).
+const PLAIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent HTTP/2 streams of a cleartext client on the TLS port.
+const PLAIN_H2_STREAMS_MAX: u32 = 8;
 /// First byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -175,13 +178,13 @@ impl ClientTls {
     /// handshake or a plain-HTTP client, which is told to use https first.
     pub async fn accept(
         &self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         timeout: Duration,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         let peer = stream.peer_addr().ok();
         let first = tokio::time::timeout(timeout, first_byte(&stream)).await.ok()??;
         if first != TLS_HANDSHAKE_RECORD {
-            let _ = tokio::time::timeout(Duration::from_secs(1), refuse_plain(&mut stream)).await;
+            refuse_plain(stream).await;
             return None;
         }
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
@@ -203,21 +206,32 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
     }
 }
 
-/// Answer a plain-HTTP request on the TLS port with what to change (HTTP/1.1; an h2c
-/// client reads it as a protocol error, which still fails fast instead of hanging).
-async fn refuse_plain(stream: &mut TcpStream) {
-    let mut buf = vec![0u8; PLAIN_REQUEST_READ_BYTES];
-    let _ = stream.read(&mut buf).await;
-    let body = r#"{"errors":[{"code":"bad request","description":"This port serves HTTPS (TLS) only; connect with https:// (the drivers' scheme: 'https')."}]}"#;
-    let head = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json;charset=utf-8\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
+/// Answer plain HTTP on the TLS port with what to change, in the protocol the client
+/// spoke: HTTP/1.1, or cleartext HTTP/2 with prior knowledge (h2c), which is how the npm
+/// driver reaches an `http://` endpoint. Every request on the connection gets the same
+/// `400 bad request` FQL error, which the drivers raise with its description; the
+/// connection is closed after one HTTP/1.1 answer, or after [`PLAIN_ANSWER_TIMEOUT`].
+async fn refuse_plain(stream: TcpStream) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let svc = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+        let mut resp =
+            hyper::Response::new(http_body_util::Full::new(axum::body::Bytes::from_static(USE_HTTPS_BODY.as_bytes())));
+        *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+        Ok::<_, std::convert::Infallible>(resp)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(PLAIN_ANSWER_TIMEOUT).keep_alive(false);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(PLAIN_H2_STREAMS_MAX);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let _ = tokio::time::timeout(PLAIN_ANSWER_TIMEOUT, conn).await;
 }
+
+/// The answer to plain HTTP on the TLS port (an FQL error, so drivers show its text).
+const USE_HTTPS_BODY: &str = r#"{"errors":[{"code":"bad request","description":"This port serves HTTPS (TLS) only; connect with https:// (the drivers' scheme: 'https')."}]}"#;
 
 /// On a plain-HTTP port: whether to serve the connection. False (close it) when nothing
 /// arrives within `timeout` (as hyper's header timeout would) or when the client opened

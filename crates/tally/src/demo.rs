@@ -3,9 +3,11 @@
 //! running server, and prints the address of its market page, which `tally serve`
 //! serves at `/console/exchange` (docs/console.md).
 //!
-//! The page holds one key, whose role may only call `purchase` and `list_market`; both
-//! functions run with their own role (`market`), so the browser can neither read nor
-//! write a document directly. The purchase is `tally_bench::fql::purchase`, the app's
+//! The page holds one key, whose role may only call `purchase` and `list_market` and
+//! stream the index `purchases_newest_first` (whose entries are a purchase's ts and ref,
+//! nothing of its content: the stream only says *that* a purchase happened, and the page
+//! then calls `list_market`); both functions run with their own role (`market`), so the
+//! browser can neither read nor write a document directly. The purchase is `tally_bench::fql::purchase`, the app's
 //! transaction verbatim.
 
 use anyhow::{bail, Context};
@@ -69,7 +71,9 @@ async fn provision(args: &ExchangeArgs, secret: &str) -> anyhow::Result<()> {
     let base = args.endpoint.trim_end_matches('/');
     println!("The Animal Exchange is ready in database {db:?}.");
     println!("Open the market: {base}/console/exchange#key={}", percent_encode(key));
-    println!("(The page keeps only that key, which may call purchase and list_market, in the tab's session storage.)");
+    println!(
+        "(The page keeps only that key, which may call purchase and list_market and stream the purchase index, in the tab's session storage.)"
+    );
     Ok(())
 }
 
@@ -165,9 +169,12 @@ fn schema() -> Vec<(&'static str, Value)> {
         privilege(json!({"index": "purchases_newest_first"}), json!({"read": true})),
     ]}}});
     let purchase = tally_bench::fql::purchase(var("buyer"), var("item"));
+    // `unrestricted_read` on the index, and no `read` on `purchases`: the index's entries
+    // ([ts, ref]) are readable and streamable, the purchases behind the refs are not.
     let page = json!({"create_role": {"object": {"name": "market_page", "privileges": [
         privilege(json!({"function": "purchase"}), json!({"call": true})),
         privilege(json!({"function": "list_market"}), json!({"call": true})),
+        privilege(json!({"index": "purchases_newest_first"}), json!({"unrestricted_read": true})),
     ]}}});
     vec![
         ("the collections", json!({"do": [coll("players"), coll("items"), coll("purchases")]})),

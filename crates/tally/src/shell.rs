@@ -197,7 +197,7 @@ impl Session {
                 eprintln!("{}", describe_errors(status, &errors, &at));
                 false
             }
-            Ok(Answer::Raw(status, body)) if status == 200 => {
+            Ok(Answer::Raw(200, body)) => {
                 println!("{body}");
                 true
             }

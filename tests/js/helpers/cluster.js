@@ -126,9 +126,10 @@ class Member {
 }
 
 class TallyCluster {
-  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000, peerTls = false, rootKeyMembers = null } = {}) {
+  constructor({ replicas = 3, spare = 0, extraArgs = [], writeTimeoutMs = 4000, peerTls = process.env.TALLY_TEST_PEER_TLS === '1', rootKeyMembers = null } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-cluster-'))
     // With peerTls, members talk mutual TLS with certificates from `tally cluster init-certs`.
+    // TALLY_TEST_PEER_TLS=1 makes it the default, to run every cluster test over mutual TLS.
     this.certs = null
     if (peerTls) {
       this.certs = path.join(this.dir, 'certs')

@@ -68,6 +68,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Text to wire JSON, or the `invalid expression` answer naming line and column.
+// The error is the handler's finished answer (axum's Response is large; it is built once,
+// on the error path only).
+#[allow(clippy::result_large_err)]
 fn parse_text(text: &str) -> Result<Value, Response> {
     tally_fqltext::parse(text).map_err(|e| {
         let body = json!({"errors": [{

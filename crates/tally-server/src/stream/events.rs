@@ -279,9 +279,12 @@ impl Watch {
                 }
                 changes.sort_by_key(|e| e.added);
                 for e in changes {
-                    // Reading the document (at this commit and just before it) checks
-                    // the caller may see it; one it may not see makes no event.
-                    if readable(pair(snap, ts, auth, &e.doc), per_doc)?.is_none() {
+                    // Where the role decides per document, reading it (at this commit
+                    // and just before it) checks the caller may see it; one it may not
+                    // see makes no event. Otherwise the entry alone is the event: with
+                    // `unrestricted_read` on the index the documents are never read (v4
+                    // reads such an index without the source documents' read checks).
+                    if per_doc && readable(pair(snap, ts, auth, &e.doc), per_doc)?.is_none() {
                         continue;
                     }
                     let index = json!({"terms": tally_value::to_json(terms), "values": e.values.iter().map(tally_value::to_json).collect::<Vec<_>>()});

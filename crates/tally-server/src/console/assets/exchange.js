@@ -1,11 +1,18 @@
 // The Animal Exchange market page (`tally demo animal-exchange`). It holds one key, which
-// may only call `purchase` and `list_market`; it arrives in the address's fragment
-// (never sent to a server), moves to this tab's session storage, and leaves the address.
+// may only call `purchase` and `list_market` and stream the purchase index; it arrives in
+// the address's fragment (never sent to a server), moves to this tab's session storage,
+// and leaves the address. The purchase log is live: a set stream (POST /stream) on
+// `Match(Index("purchases_newest_first"))` says when a purchase commits, in any tab, and
+// the page then calls `list_market` once; nothing is polled.
 
 import { h, mount, field, card, table, isoTs } from './ui.js'
 
 const KEY = 'tally.exchange.key'
-const POLL_MS = 1000
+// Reconnecting a stream that ended: the first wait, doubled up to the last.
+const RECONNECT_MS_MIN = 500
+const RECONNECT_MS_MAX = 30_000
+// The purchase index, as the driver writes Match(Index("purchases_newest_first")).
+const PURCHASES = { match: { index: 'purchases_newest_first' }, terms: [] }
 const main = document.getElementById('market')
 
 function takeKeyFromFragment() {
@@ -30,6 +37,24 @@ async function call(fn, args) {
 
 const refId = r => r['@ref'].id
 
+/** Reads a stream's newline-delimited events, calling `onEvent` for each; resolves at the end. */
+async function readEvents(res, onEvent) {
+  const reader = res.body.getReader()
+  const decoder = new TextDecoder()
+  let buffered = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) return
+    buffered += decoder.decode(value, { stream: true })
+    let nl
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim()
+      buffered = buffered.slice(nl + 1)
+      if (line) onEvent(JSON.parse(line))
+    }
+  }
+}
+
 function keyForm(message) {
   const key = h('input', { type: 'password', autocomplete: 'off', required: true })
   const form = h('form', { class: 'stack signin', 'aria-label': 'Market key' }, h('h1', {}, 'Animal Exchange'), h('p', { class: 'muted' }, message || 'Open the address `tally demo animal-exchange` printed, or paste the market key here.'), field('Market key', key), h('div', {}, h('button', { type: 'submit' }, 'Open the market')))
@@ -47,8 +72,9 @@ const players = h('div', {})
 const items = h('div', {})
 const log = h('div', {})
 const outcome = h('div', { role: 'status', 'aria-label': 'Last purchase', 'aria-live': 'polite', class: 'result' }, h('span', { class: 'muted' }, 'Choose a buyer, then buy an animal.'))
+const live = h('p', { role: 'status', 'aria-label': 'Live updates', class: 'muted' }, 'connecting the stream…')
 let market = null
-let timer = null
+let streaming = false
 
 function render() {
   const chosen = buyer.value
@@ -76,9 +102,66 @@ function render() {
   )
 }
 
+// One list_market call at a time; a purchase event during a call asks for one more.
+let refreshing = null
+let again = false
 async function refreshMarket() {
-  market = await call('list_market', [])
-  render()
+  if (refreshing) {
+    again = true
+    return refreshing
+  }
+  refreshing = (async () => {
+    try {
+      do {
+        again = false
+        market = await call('list_market', [])
+        render()
+      } while (again)
+    } finally {
+      refreshing = null
+    }
+  })()
+  return refreshing
+}
+
+/** Keeps a stream of the purchase index open for as long as the page is; refreshes on each purchase. */
+async function follow() {
+  if (streaming) return
+  streaming = true
+  let wait = RECONNECT_MS_MIN
+  for (;;) {
+    let why = 'the stream ended'
+    try {
+      const res = await fetch('/stream', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${sessionStorage.getItem(KEY)}`, 'content-type': 'application/json', 'x-faunadb-api-version': '4' },
+        body: JSON.stringify(PURCHASES),
+        credentials: 'omit',
+      })
+      if (!res.ok) {
+        const body = await res.json().catch(() => ({}))
+        why = body.errors && body.errors[0] ? `${body.errors[0].code}: ${body.errors[0].description}` : `HTTP ${res.status}`
+      } else {
+        await readEvents(res, ev => {
+          if (ev.type === 'start') {
+            wait = RECONNECT_MS_MIN
+            mount(live, 'live: purchases arrive through a stream')
+            // Whatever committed before the stream started.
+            refreshMarket().catch(() => {})
+          } else if (ev.type === 'set' && ev.event.action === 'add') {
+            refreshMarket().catch(() => {})
+          } else if (ev.type === 'error') {
+            why = `${ev.event.code}: ${ev.event.description}`
+          }
+        })
+      }
+    } catch (e) {
+      why = e.message
+    }
+    mount(live, `reconnecting (${why})…`)
+    await new Promise(r => setTimeout(r, wait))
+    wait = Math.min(wait * 2, RECONNECT_MS_MAX)
+  }
 }
 
 async function buy(item) {
@@ -104,11 +187,9 @@ async function start() {
   }
   mount(
     main,
-    h('div', { class: 'grid2' }, card('Buy', field('Buyer', buyer), outcome, items), h('div', {}, card('Players', players), card('Purchase log', log)))
+    h('div', { class: 'grid2' }, card('Buy', field('Buyer', buyer), outcome, items), h('div', {}, card('Players', players), card('Purchase log', live, log)))
   )
-  clearInterval(timer)
-  // Polling until streams exist: the log shows other tabs' purchases within a second.
-  timer = setInterval(() => refreshMarket().catch(() => {}), POLL_MS)
+  follow()
 }
 
 takeKeyFromFragment()

@@ -216,9 +216,9 @@ function keysCard(ctx, plan, t) {
       return h(
         'div',
         { class: 'once' },
-        h('p', {}, h('strong', {}, 'This secret is shown once; copy it now.')),
-        h('output', { 'aria-label': 'New key secret', class: 'mono' }, key.secret),
-        ' ',
+        h('p', {}, h('strong', {}, 'Key created. Its secret is shown once; copy it now.')),
+        h('output', { 'aria-label': 'New key secret', class: 'mono secret' }, key.secret),
+        h('p', { class: 'small muted' }, 'Done hides the secret and lists the new key.'),
         h('button', { type: 'button', class: 'quiet', onclick: refresh }, 'Done')
       )
     })
