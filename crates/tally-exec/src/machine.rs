@@ -722,7 +722,11 @@ mod tests {
         assert!(error_text(&out).contains("ledger record would be 16777248 bytes"), "{}", error_text(&out));
         let failed = TxnOutput::json(400, &serde_json::json!({"errors": []}), 5);
         let (out, _) = admit(5, INPUT_BYTES_MAX + 1, failed, Vec::new());
-        assert!(error_text(&out).contains("a transaction's input may be at most 16777127 bytes"), "{}", error_text(&out));
+        assert!(
+            error_text(&out).contains("a transaction's input may be at most 16777127 bytes"),
+            "{}",
+            error_text(&out)
+        );
         let (out, writes) = admit(5, 100, ok, vec![put(10, 10); 524_282]);
         assert_eq!((out.status, writes.len()), (200, 524_282));
     }

@@ -234,7 +234,8 @@ fn oversized_inputs_fail_as_transactions_not_batches() {
     a.apply(&setup);
     b.apply(&setup);
     let accounts = json!({"collection": "accounts"});
-    let create = |owner: &str| json!({"create": accounts, "params": obj(json!({"data": obj(json!({"owner": owner}))}))});
+    let create =
+        |owner: &str| json!({"create": accounts, "params": obj(json!({"data": obj(json!({"owner": owner}))}))});
     let with_junk = |junk_len: usize, creates: usize| {
         let each: Vec<_> = (0..creates).map(|i| create(&format!("j{junk_len}-{i}"))).collect();
         json!({"let": [{"junk": "j".repeat(junk_len)}], "in": {"do": each}})
