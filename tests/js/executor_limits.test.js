@@ -17,6 +17,15 @@ const { TallyServer, q, ping, rawRequest, expectFaunaError, REPO_ROOT } = requir
 const { TallyCluster } = require('./helpers/cluster')
 
 const LONG = 'n'.repeat(40_000)
+// A transaction's ledger leaf record (89 bytes, its input as logged, 32 bytes per write) is
+// one store value of at most 16 MiB; the input alone may be at most 16 MiB - 89 bytes.
+const INPUT_BYTES_MAX = 16 * 1024 * 1024 - 89
+
+/** A query of about `junkLen` bytes (a literal nobody stores) that creates `creates` documents. */
+function withJunk(junkLen, coll, creates) {
+  const xs = Array.from({ length: creates }, (_, i) => i)
+  return q.Let({ junk: 'j'.repeat(junkLen) }, q.Map(xs, q.Lambda('x', q.Create(q.Collection(coll), { data: { name: 'junk' } }))))
+}
 
 /** The poison queries of the issue, each with the error it must now answer. */
 function poisons() {
@@ -36,6 +45,10 @@ function poisons() {
       'validation failed', /entry of index `c_by_name`/],
     ['a document over 16 MiB', q.Create(q.Collection('plain'), { data: { s: q.Repeat('a', 8_400_000), t: q.Repeat('b', 8_400_000) } }),
       'validation failed', /a document may be at most 16777216 bytes/],
+    // Found by this audit: the build of 297127d logged this, then failed to store the
+    // transaction's ledger leaf record ("meta value of … bytes is too large") and exited.
+    ['an input and writes too large for their ledger record', withJunk(INPUT_BYTES_MAX - 911, 'c', 40),
+      'invalid argument', /ledger record would be \d+ bytes.*at most 16777216 bytes/],
   ]
 }
 
@@ -52,6 +65,16 @@ async function setupSchema(client) {
 /** Send every poison through `client`, checking each error; then a normal write must work. */
 async function sendPoisons(client, label) {
   for (const [what, expr, code, re] of poisons()) {
+    if (label !== 'single node' && what.startsWith('an input and writes')) {
+      // A 16 MiB Raft entry can take longer than the cluster's 5 s write timeout to reach
+      // a majority on a loaded machine: the answer may then be the ambiguous
+      // `unavailable` instead (it is applied all the same, as a failed transaction).
+      const r = await client.query(expr).then(() => 'applied', e => e)
+      assert.notEqual(r, 'applied', `${label}: ${what} was applied`)
+      const got = JSON.stringify(r.requestResult && r.requestResult.responseContent)
+      assert.ok(r.name === 'BadRequest' ? re.test(got) : /"code":"unavailable"/.test(got), `${label}: ${what}: ${got.slice(0, 400)}`)
+      continue
+    }
     const e = await expectFaunaError(client.query(expr), 'BadRequest', code)
     const detail = JSON.stringify(e.requestResult.responseContent.errors)
     assert.match(detail, re, `${label}: ${what}: ${detail.slice(0, 400)}`)
@@ -78,13 +101,29 @@ test('oversized writes are transaction errors; the node serves on and restarts',
   const results = await Promise.allSettled([c.query(good), c.query(poisons()[6][1]), c.query(good)])
   assert.deepEqual(results.map(r => r.status), ['fulfilled', 'rejected', 'fulfilled'])
   assert.equal(await c.query(q.Count(q.Match(q.Index('c_by_name'), 'two'))), 2)
-  // The node replays its log on restart, poisons included, and comes back with the same data.
-  await s.stop({ keepData: true })
+  // The node replays its log on restart (killed, so the tail after its last checkpoint is
+  // replayed, poisons included), and comes back with the same data.
+  s.proc.kill('SIGKILL')
+  await s.exited
   await s.start()
   const c2 = s.adminClient()
   assert.equal(await c2.query(q.Count(q.Match(q.Index('c_by_name'), 'two'))), 2)
   assert.equal(await c2.query(q.Count(q.Documents(q.Collection('c')))), 3)
   await c2.query(good)
+})
+
+test('a query too large for its ledger record is refused before it is logged', async t => {
+  // Only reachable with a body limit above 16 MiB: the input alone would not fit.
+  const s = new TallyServer({ extraArgs: ['--body-bytes-max', String(20 << 20)] })
+  await s.start()
+  t.after(() => s.stop())
+  const c = s.adminClient()
+  await c.query(q.CreateCollection({ name: 'c' }))
+  const e = await expectFaunaError(c.query(withJunk(INPUT_BYTES_MAX + 10, 'c', 1)), 'BadRequest', 'invalid argument')
+  assert.match(JSON.stringify(e.requestResult.responseContent.errors), /a transaction's input may be at most 16777127 bytes/)
+  assert.equal(await c.query(q.Count(q.Documents(q.Collection('c')))), 0)
+  await c.query(q.Create(q.Collection('c'), { data: { name: 'after' } }))
+  assert.ok(s.alive, s.logTail())
 })
 
 test('a 3-member cluster: every member answers the errors, stays up, and heads agree', async t => {
@@ -96,7 +135,8 @@ test('a 3-member cluster: every member answers the errors, stays up, and heads a
   const [follower] = await cluster.followers()
   await sendPoisons(leader.client(), 'leader')
   // Through a follower the writes are forwarded to the leader; the answers are the same.
-  for (const [what, expr, code] of poisons().slice(0, 3)) {
+  // Each reproduction of the issue: the five schema names, the two indexed Creates.
+  for (const [what, expr, code] of poisons().filter((_, i) => i <= 4 || i === 6 || i === 7)) {
     await expectFaunaError(follower.client().query(expr), 'BadRequest', code).catch(e => {
       throw new Error(`follower: ${what}: ${e.message}`)
     })
@@ -130,8 +170,42 @@ test('a data directory from an earlier build (format 1) is refused with what to 
   const before = fs.readdirSync(dataDir).sort()
   const out = await runServe(dataDir)
   assert.notEqual(out.code, 0, out.text)
-  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 2.*tally export/s)
+  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 2.*tally export.*commit bb86f26, the last build of format 1/s)
   assert.deepEqual(fs.readdirSync(dataDir).sort(), before, 'nothing was written into it')
+})
+
+test('a data directory of this format whose log holds an input that stopped an earlier build opens', async t => {
+  // Made by the build of main at 297127d (format 2): a collection `c`, an index
+  // `c_by_name`, documents c/1 `one` and c/2 `two` (heights 1-4), then a query of 16 MiB
+  // less 1,000 bytes that creates 40 documents: its ledger leaf record did not fit in the
+  // store ("meta value of 16779414 bytes is too large"), so that build exited at height 5
+  // and again on every start. This build replays the input as a failed transaction.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-fixture2-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  execFileSync('tar', ['xzf', path.join(REPO_ROOT, 'tests', 'fixtures', 'datadir-format2-poisoned.tgz'), '-C', dir])
+  const s = new TallyServer({ dataDir: path.join(dir, 'data'), rootKey: 'fixture-root-key' })
+  await s.start()
+  t.after(() => s.stop())
+  const head = async () => {
+    const r = await rawRequest(s.port, { method: 'GET', path: '/ledger/head', headers: { authorization: 'Bearer fixture-root-key' } })
+    assert.equal(r.status, 200, r.body)
+    return JSON.parse(r.body)
+  }
+  const c = s.adminClient()
+  assert.equal(await c.query(q.Count(q.Documents(q.Collection('c')))), 2)
+  assert.equal(await c.query(q.Count(q.Match(q.Index('c_by_name'), 'poison'))), 0)
+  assert.equal(await c.query(q.Select(['data', 'name'], q.Get(q.Ref(q.Collection('c'), '2')))), 'two')
+  const replayed = await head()
+  assert.equal(replayed.height, 5, JSON.stringify(replayed))
+  await c.query(q.Create(q.Collection('c'), { data: { name: 'after' } }))
+  const after = await head()
+  assert.equal(after.height, 6)
+  // Replayed again after a kill, the same blocks come out.
+  s.proc.kill('SIGKILL')
+  await s.exited
+  await s.start()
+  assert.deepEqual(await head(), after)
+  assert.equal(await s.adminClient().query(q.Count(q.Match(q.Index('c_by_name'), 'after'))), 1)
 })
 
 /** Run `tally serve` on `dataDir` until it exits (or 20 s): its exit code and output. */

@@ -339,13 +339,7 @@ impl FqlMachine {
                 );
                 (TxnOutput::json(500, &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new(), 0)
             });
-            // The evaluator refuses every write the store would refuse (tally_fql::limits);
-            // should one slip through all the same, it is this transaction's error, never
-            // the batch's: nothing of it is applied, the same way on every replica.
-            let (out, writes) = match writes.iter().try_for_each(store_accepts) {
-                Ok(()) => (out, writes),
-                Err(e) => (refused_output(ts, &e), Vec::new()),
-            };
+            let (out, writes) = admit(ts, input.len(), out, writes);
             let mut removed = Vec::new();
             for w in &writes {
                 if publish.is_some() && w.value.is_none() && w.space == Space::Docs {
@@ -536,7 +530,6 @@ fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<tally_ledger::tlog:
     Ok(tally_ledger::tlog::Frontier::load(size, read)?)
 }
 
-/// Whether the store accepts `w` (its key and value sizes).
 /// Hand what was just committed to the stream hub (after `applied_ts` moved past it).
 fn publish_now(to: &Option<Arc<dyn crate::publish::Publish>>, committed: &mut Vec<crate::publish::CommittedTxn>) {
     if let Some(p) = to {
@@ -546,17 +539,30 @@ fn publish_now(to: &Option<Arc<dyn crate::publish::Publish>>, committed: &mut Ve
     }
 }
 
-fn store_accepts(w: &Write) -> Result<(), tally_storage::StorageError> {
-    tally_storage::check_put(&w.key, w.value.as_deref().unwrap_or(&[]))
-}
+// The transaction's leaf record is stored as one value of the state store.
+const _: () = assert!(tally_ledger::leaf::RECORD_BYTES_MAX == tally_storage::VALUE_BYTES_MAX);
 
-/// The output of a transaction whose writes the store refused.
-fn refused_output(ts: u64, e: &tally_storage::StorageError) -> TxnOutput {
-    let e = tally_fql::FqlError::new(
-        tally_fql::error::code::INVALID_ARGUMENT,
-        format!("The transaction was not applied: {e}. Write smaller documents or index entries."),
-    );
-    TxnOutput::json(e.http_status(), &serde_json::json!({"errors": [e.to_json()]}), ts)
+/// What of an evaluated transaction (`out`, `writes`, its input record `input_len` bytes
+/// long) is applied. The evaluator refuses every write the store would refuse
+/// (`tally_fql::limits`); should one slip through all the same, or should the
+/// transaction's ledger record not fit in the store, it is this transaction's error,
+/// never the batch's: nothing of it is applied, the same way on every replica. What is
+/// admitted then cannot fail to apply for its content (only for a fault of the store).
+fn admit(ts: u64, input_len: usize, out: TxnOutput, writes: Vec<Write>) -> (TxnOutput, Vec<Write>) {
+    let refuse = |e: tally_fql::FqlError| {
+        (TxnOutput::json(e.http_status(), &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new())
+    };
+    if let Err(e) = writes.iter().try_for_each(|w| tally_storage::check_put(&w.key, w.value.as_deref().unwrap_or(&[])))
+    {
+        return refuse(tally_fql::FqlError::new(
+            tally_fql::error::code::INVALID_ARGUMENT,
+            format!("The transaction was not applied: {e}. Write smaller documents or index entries."),
+        ));
+    }
+    if let Err(e) = crate::record::check_record(input_len, writes.len()) {
+        return refuse(e);
+    }
+    (out, writes)
 }
 
 /// For streams: the document version a history removal `w` takes away, as (key, ts,
@@ -672,5 +678,56 @@ impl ReplicatedMachine for FqlMachine {
         self.batches_since_checkpoint = 0;
         self.pacer.checkpointed();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key_len: usize, value_len: usize) -> Write {
+        Write { space: Space::Index, key: vec![1; key_len], ts: 5, value: Some(vec![2; value_len]) }
+    }
+
+    fn error_text(out: &TxnOutput) -> String {
+        String::from_utf8(out.body.clone()).unwrap()
+    }
+
+    /// The executor's own guard, for writes the evaluator should have refused but did not
+    /// (a limit missed in some function): the transaction fails alone, with nothing to
+    /// apply, instead of making the batch fail in the store.
+    #[test]
+    fn a_write_the_store_refuses_is_the_transactions_error() {
+        let ok = TxnOutput::json(200, &serde_json::json!({"resource": 1}), 5);
+        let (out, writes) = admit(5, 100, ok.clone(), vec![put(10, 10), put(tally_storage::KEY_BYTES_MAX + 1, 1)]);
+        assert_eq!((out.status, writes.len()), (400, 0));
+        assert!(error_text(&out).contains("invalid argument") && error_text(&out).contains("exceeds the limit"));
+        let (out, writes) = admit(5, 100, ok.clone(), vec![put(10, tally_storage::VALUE_BYTES_MAX + 1)]);
+        assert_eq!((out.status, writes.len()), (400, 0));
+        let (out, writes) = admit(5, 100, ok, vec![put(10, 10), put(tally_storage::KEY_BYTES_MAX, 10)]);
+        assert_eq!((out.status, writes.len()), (200, 2));
+    }
+
+    /// The transaction's ledger leaf record must fit in one store value: an input and
+    /// writes that together would not fail the transaction, as an input alone over
+    /// `INPUT_BYTES_MAX` does (whatever its evaluation answered).
+    #[test]
+    fn a_transaction_whose_ledger_record_would_not_fit_fails_alone() {
+        use crate::record::INPUT_BYTES_MAX;
+        let ok = TxnOutput::json(200, &serde_json::json!({"resource": 1}), 5);
+        let (out, writes) = admit(5, INPUT_BYTES_MAX - 64, ok.clone(), vec![put(10, 10); 2]);
+        assert_eq!((out.status, writes.len()), (200, 2));
+        let (out, writes) = admit(5, INPUT_BYTES_MAX - 64, ok.clone(), vec![put(10, 10); 3]);
+        assert_eq!((out.status, writes.len()), (400, 0));
+        assert!(error_text(&out).contains("ledger record would be 16777248 bytes"), "{}", error_text(&out));
+        let failed = TxnOutput::json(400, &serde_json::json!({"errors": []}), 5);
+        let (out, _) = admit(5, INPUT_BYTES_MAX + 1, failed, Vec::new());
+        assert!(
+            error_text(&out).contains("a transaction's input may be at most 16777127 bytes"),
+            "{}",
+            error_text(&out)
+        );
+        let (out, writes) = admit(5, 100, ok, vec![put(10, 10); 524_282]);
+        assert_eq!((out.status, writes.len()), (200, 524_282));
     }
 }

@@ -71,6 +71,37 @@ const FLAG_IDENTITY: u8 = 1;
 const FLAG_TOKEN: u8 = 2;
 const FLAG_JWT: u8 = 4;
 
+/// Longest input record a receiving node logs: the transaction's ledger leaf record (89
+/// bytes, 32 per write, and the input record) is one value of the state store, at most
+/// 16 MiB, so a longer input could not be recorded even for a transaction that fails.
+pub const INPUT_BYTES_MAX: usize = tally_ledger::leaf::RECORD_BYTES_MAX - tally_ledger::leaf::TXN_LEAF_LEN;
+
+/// Refuse a transaction whose ledger leaf record (input record of `input_len` bytes,
+/// `writes` effects) would not fit in [`tally_ledger::leaf::RECORD_BYTES_MAX`]. The
+/// receiving node checks the input alone before logging (`writes` = 0); the executor
+/// checks input and writes after evaluating, on every replica alike.
+pub fn check_record(input_len: usize, writes: usize) -> Result<(), tally_fql::FqlError> {
+    use tally_ledger::leaf::{record_len, RECORD_BYTES_MAX};
+    let len = record_len(input_len, writes);
+    if len <= RECORD_BYTES_MAX {
+        return Ok(());
+    }
+    let what = if input_len > INPUT_BYTES_MAX {
+        format!(
+            "This query is {input_len} bytes as logged; a transaction's input may be at most {INPUT_BYTES_MAX} bytes \
+             (its ledger record must fit in {RECORD_BYTES_MAX} bytes). Send a smaller query: keep large values out \
+             of query literals, or split the work over several transactions."
+        )
+    } else {
+        format!(
+            "This transaction's ledger record would be {len} bytes (its input of {input_len} bytes as logged, 32 bytes \
+             for each of its {writes} writes, and 89); a ledger record may be at most {RECORD_BYTES_MAX} bytes. \
+             Send a smaller query or write less in one transaction."
+        )
+    };
+    Err(tally_fql::FqlError::new(tally_fql::error::code::INVALID_ARGUMENT, what))
+}
+
 /// One transaction input as it is logged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TxnInput {

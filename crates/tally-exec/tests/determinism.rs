@@ -217,3 +217,54 @@ fn oversized_writes_fail_as_transactions_not_batches() {
     let h = a.head.lock().unwrap().unwrap();
     assert_eq!(h.txn_count, 5);
 }
+
+/// A transaction whose ledger leaf record (89 bytes, its input as logged, 32 bytes per
+/// write) would not fit in one store value fails alone, between good ones in the same
+/// batch; an input too large even for a record without writes (a log written by an
+/// earlier build may hold one: the build of 297127d stopped on it, on every replay) fails
+/// too and its record is kept without its input. Two replicas agree on every output and
+/// on the block. (Before, applying the batch failed in the store — "meta value of …
+/// bytes is too large" — and the node exited, on every replay.)
+#[test]
+fn oversized_inputs_fail_as_transactions_not_batches() {
+    use tally_exec::record::INPUT_BYTES_MAX;
+    let (s1, mut a) = machine();
+    let (_s2, mut b) = machine();
+    let setup = batches().remove(0);
+    a.apply(&setup);
+    b.apply(&setup);
+    let accounts = json!({"collection": "accounts"});
+    let create =
+        |owner: &str| json!({"create": accounts, "params": obj(json!({"data": obj(json!({"owner": owner}))}))});
+    let with_junk = |junk_len: usize, creates: usize| {
+        let each: Vec<_> = (0..creates).map(|i| create(&format!("j{junk_len}-{i}"))).collect();
+        json!({"let": [{"junk": "j".repeat(junk_len)}], "in": {"do": each}})
+    };
+    // Just under the input limit, with 40 writes (a version and an index entry each).
+    let near = input(with_junk(INPUT_BYTES_MAX - 2000, 20), 2);
+    assert!(near.len() <= INPUT_BYTES_MAX);
+    let over = input(with_junk(INPUT_BYTES_MAX, 1), 3);
+    let inputs = vec![input(create("before"), 1), near, over, input(create("after"), 4)];
+    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, inputs };
+    let oa = a.apply(&batch);
+    assert_eq!(oa, b.apply(&batch));
+    assert_eq!(head_hash(&a), head_hash(&b));
+    let out = |o: &Vec<u8>| tally_exec::record::decode_output(o).unwrap();
+    assert_eq!(oa.iter().map(|o| out(o).status).collect::<Vec<_>>(), vec![200, 400, 400, 200]);
+    let text = |i: usize| String::from_utf8(out(&oa[i]).body).unwrap();
+    assert!(text(1).contains("invalid argument") && text(1).contains("ledger record would be"), "{}", text(1));
+    assert!(text(2).contains("a transaction's input may be at most"), "{}", text(2));
+    let h = a.head.lock().unwrap().unwrap();
+    assert_eq!((h.height, h.txn_count), (2, 4));
+    // The over-long input's leaf record is stored without the input, under its hash.
+    let snap = s1.snapshot().unwrap();
+    let leaf = |i: u64| {
+        let b = snap.meta(&tally_ledger::writer::leaf_key(i)).unwrap().unwrap();
+        tally_ledger::leaf::decode_record(&b).unwrap()
+    };
+    let first = h.tree_size - 4;
+    assert_eq!(leaf(first + 1).input.len(), batch.inputs[1].len());
+    assert!(leaf(first + 2).input.is_empty());
+    assert_eq!(leaf(first + 2).leaf.input_hash, tally_ledger::merkle::leaf_hash(&batch.inputs[2]));
+    assert_eq!(leaf(first + 3).leaf.effect_count, 2);
+}

@@ -13,8 +13,13 @@
 //! | [`NAME_BYTES_MAX`] | 1,024 bytes | the name of a collection, index, function, role, database or access provider |
 //! | [`DOC_BYTES_MAX`] | 16 MiB | one document version, encoded |
 //! | [`INDEX_ENTRY_BYTES_MAX`] | 32 KiB | one index entry's key: its terms, values and the document's ref, encoded |
-//! | [`TXN_WRITES_MAX`] | 1,000,000 | document versions and index entries one transaction writes |
+//! | [`TXN_WRITES_MAX`] | 500,000 | document versions and index entries one transaction writes |
 //! | [`TXN_WRITE_BYTES_MAX`] | 128 MiB | the bytes of those writes |
+//!
+//! One more bound is the executor's, as it needs the logged input: a transaction's ledger
+//! leaf record (89 bytes, 32 per write, and the input record) is one store value, so it
+//! may be at most 16 MiB (`tally_exec::record::check_record`; with a small query about
+//! 524,000 writes, hence [`TXN_WRITES_MAX`]).
 
 use tally_storage::Space;
 
@@ -27,8 +32,9 @@ pub const NAME_BYTES_MAX: usize = 1024;
 pub const DOC_BYTES_MAX: usize = tally_storage::VALUE_BYTES_MAX;
 /// Largest encoded index entry key: the store's key limit.
 pub const INDEX_ENTRY_BYTES_MAX: usize = tally_storage::KEY_BYTES_MAX;
-/// Most writes (document versions and index entries, history edits included) in one transaction.
-pub const TXN_WRITES_MAX: u64 = 1_000_000;
+/// Most writes (document versions and index entries, history edits included) in one
+/// transaction: below the 524,285 effects a ledger leaf record of 16 MiB can list.
+pub const TXN_WRITES_MAX: u64 = 500_000;
 /// Most bytes (keys and values) one transaction writes.
 pub const TXN_WRITE_BYTES_MAX: u64 = 128 << 20;
 

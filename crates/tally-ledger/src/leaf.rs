@@ -28,10 +28,22 @@ use crate::LedgerError;
 pub const TXN_LEAF_VERSION: u8 = 1;
 /// Length of an encoded [`TxnLeaf`].
 pub const TXN_LEAF_LEN: usize = 1 + 8 + 8 + 4 + 32 + 4 + 32;
-/// Most effects one transaction's stored leaf record may list: above the evaluator's limit
-/// of 1,000,000 writes per transaction (`tally_fql::limits`), so every applied
-/// transaction's record decodes.
+/// Most effects one transaction's stored leaf record may list: above what fits in
+/// [`RECORD_BYTES_MAX`] (and the evaluator's limit of 500,000 writes per transaction,
+/// `tally_fql::limits`), so every applied transaction's record decodes.
 pub const EFFECTS_MAX: usize = 1 << 20;
+/// Largest stored leaf record: the state store's value limit (16 MiB; `tally-exec` checks
+/// that the two agree). The executor keeps every record within it: a transaction whose
+/// record would be larger fails without effects (`tally_exec::machine`), and an input
+/// record too large for a record of its own (logged by an earlier build) is stored
+/// redacted (see [`encode_record`]).
+pub const RECORD_BYTES_MAX: usize = 16 << 20;
+
+/// The length of the leaf record of a transaction whose input record has `input_len`
+/// bytes and which made `effects` effects.
+pub const fn record_len(input_len: usize, effects: usize) -> usize {
+    TXN_LEAF_LEN + 32 * effects + input_len
+}
 
 /// `space` byte of an effect leaf.
 pub const SPACE_DOCS: u8 = 0;
@@ -137,7 +149,12 @@ pub fn effect_leaf(space: u8, key: &[u8], ts: u64, value: Option<&[u8]>) -> Vec<
 /// then needs no re-execution, and `get-entries` needs no log. Decoding checks the
 /// hashes against the leaf's effects root and the input against its input hash, so a
 /// damaged record is reported, never served.
+///
+/// An input so large that the record would exceed [`RECORD_BYTES_MAX`] is left out (the
+/// record is redacted: its input is empty, the leaf keeps the input's hash). This build's
+/// receiving nodes log no such input; a log written by an earlier one may hold one.
 pub fn encode_record(leaf: &TxnLeaf, effect_hashes: &[Hash], input: &[u8]) -> Vec<u8> {
+    let input = if record_len(input.len(), effect_hashes.len()) > RECORD_BYTES_MAX { &[][..] } else { input };
     let mut out = Vec::with_capacity(TXN_LEAF_LEN + 32 * effect_hashes.len() + input.len());
     out.extend_from_slice(&leaf.to_bytes());
     for h in effect_hashes {
@@ -172,7 +189,8 @@ pub fn decode_record(b: &[u8]) -> Result<LeafRecord, LedgerError> {
     if merkle::root_of_hashes(&effect_hashes) != leaf.effects_root {
         return Err(LedgerError::Malformed("leaf record's effect hashes do not match its effects root".into()));
     }
-    if merkle::leaf_hash(input) != leaf.input_hash {
+    // An empty input is a redacted one (a logged input record is never empty).
+    if !input.is_empty() && merkle::leaf_hash(input) != leaf.input_hash {
         return Err(LedgerError::Malformed("leaf record's input does not match its input hash".into()));
     }
     Ok(LeafRecord { leaf, effect_hashes, input: input.to_vec() })
@@ -299,21 +317,40 @@ mod tests {
 
     #[test]
     fn decoders_refuse_what_they_do_not_understand() {
-        let leaf = TxnLeaf::new(1, 1, 0, b"x", &[[7; 32], [8; 32]]);
+        let leaf = TxnLeaf::new(1, 1, 0, b"xz", &[[7; 32], [8; 32]]);
         assert_eq!(leaf.effect_count, 2);
         let mut b = leaf.to_bytes().to_vec();
         assert!(matches!(TxnLeaf::decode(&b[..88]), Err(LedgerError::Length { actual: 88, .. })));
         assert!(TxnLeaf::decode(&[]).is_err());
         b[0] = 2;
         assert!(matches!(TxnLeaf::decode(&b), Err(LedgerError::Version { found: 2, .. })));
-        let rec = encode_record(&leaf, &[[7; 32], [8; 32]], b"x");
+        let rec = encode_record(&leaf, &[[7; 32], [8; 32]], b"xz");
         let decoded = decode_record(&rec).unwrap();
-        assert_eq!((decoded.effect_hashes, decoded.input), (vec![[7; 32], [8; 32]], b"x".to_vec()));
+        assert_eq!((decoded.effect_hashes, decoded.input), (vec![[7; 32], [8; 32]], b"xz".to_vec()));
         assert!(decode_record(&rec[..rec.len() - 1]).is_err());
         assert!(decode_record(&rec[..TXN_LEAF_LEN + 40]).is_err());
-        let swapped = encode_record(&leaf, &[[8; 32], [7; 32]], b"x");
+        let swapped = encode_record(&leaf, &[[8; 32], [7; 32]], b"xz");
         assert!(decode_record(&swapped).is_err());
-        let other_input = encode_record(&leaf, &[[7; 32], [8; 32]], b"y");
+        let other_input = encode_record(&leaf, &[[7; 32], [8; 32]], b"yz");
         assert!(decode_record(&other_input).is_err());
+    }
+
+    /// An input too large for a record of its own (a log from an earlier build may hold
+    /// one) is stored redacted: the record fits the store, the leaf keeps its hash, and
+    /// the record decodes with an empty input.
+    #[test]
+    fn records_over_the_limit_are_stored_without_their_input() {
+        let fits = vec![b'a'; RECORD_BYTES_MAX - TXN_LEAF_LEN - 32];
+        let leaf = TxnLeaf::new(1, 1, 0, &fits, &[[7; 32]]);
+        let rec = encode_record(&leaf, &[[7; 32]], &fits);
+        assert_eq!(rec.len(), RECORD_BYTES_MAX);
+        assert_eq!(decode_record(&rec).unwrap().input, fits);
+        let over = vec![b'a'; fits.len() + 1];
+        let leaf = TxnLeaf::new(1, 1, 0, &over, &[[7; 32]]);
+        let rec = encode_record(&leaf, &[[7; 32]], &over);
+        assert_eq!(rec.len(), record_len(0, 1));
+        let decoded = decode_record(&rec).unwrap();
+        assert!(decoded.input.is_empty());
+        assert_eq!(decoded.leaf.input_hash, merkle::leaf_hash(&over));
     }
 }

@@ -32,6 +32,9 @@ use anyhow::Context;
 pub const FORMAT: u32 = 2;
 /// The formats this build opens.
 pub const FORMATS_READ: &[u32] = &[2];
+/// The last commit whose build writes format 1: it has the executor's limits (issue 11),
+/// so it opens a format-1 directory that stopped earlier builds, for `tally export`.
+const LAST_FORMAT_1_BUILD: &str = "commit bb86f26";
 /// The marker's file name, in the data directory.
 pub const MARKER_FILE: &str = "FORMAT";
 const MARKER_PREFIX: &str = "tally data directory format ";
@@ -78,7 +81,9 @@ pub fn check_or_init(dir: &Path) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "the data directory {} has format 1 (it has no {MARKER_FILE} marker: it was written by an \
                      earlier build), and this build of tally reads format {FORMAT}; move the data with the build \
-                     that wrote it (`tally export` there, `tally import` here)",
+                     that wrote it (`tally export` there, `tally import` here). If that build stops on the directory \
+                     (a transaction that broke the store's limits), use {LAST_FORMAT_1_BUILD}, the last build of \
+                     format 1, which replays such a transaction as a failed one",
                     dir.display()
                 );
             }

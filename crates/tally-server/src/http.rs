@@ -689,6 +689,11 @@ async fn write_path(
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
+    // An input too large for its ledger record is refused before it is logged; the
+    // executor applies the same rule (with the writes counted) to everything logged.
+    if let Err(e) = tally_exec::record::check_record(bytes.len(), 0) {
+        return error_response(&e, 0);
+    }
     // Batches are composed fairly across tenant databases, weighted by priority (on a
     // single node and on a cluster's leader alike).
     let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
