@@ -72,6 +72,11 @@ describe('transparency log API', { timeout: 120_000 }, () => {
     assert.equal(h.body.member_key, V.b64(pk).toString('hex'))
     assert.equal(h.body.header.tree_size, head.tree_size)
     assert.equal(Buffer.from(h.body.header.tree_root, 'hex').toString('base64'), head.sha256_root_hash)
+    // The header hashes as docs/ledger.md lays it out, and the head's timestamp is its
+    // last commit ts in ms.
+    assert.equal(h.body.header.height, head.height)
+    assert.equal(V.blockHeaderHash(h.body.header).toString('hex'), h.body.hash)
+    assert.equal(head.timestamp, Math.floor(h.body.header.last_ts / 1000))
   })
 
   it('every leaf and the root are recomputed from get-entries', async () => {

@@ -146,6 +146,25 @@ fn a_changed_state_version_is_found() {
 
 #[test]
 fn forged_and_swapped_signatures_are_found() {
+    // Block 3 without its signature record, after a signed block 2.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = FileLog::open(&dir.path().join("log")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+    let mut m = FqlMachine::open(store).unwrap();
+    m.checkpoint_every_batches(1);
+    let key = Arc::new(tally_server::datadir::member_key(dir.path()).unwrap());
+    for b in batches() {
+        m.signer = (b.height != 3).then(|| key.clone());
+        log.append(&b).unwrap();
+        m.apply(&b);
+    }
+    drop((m, log));
+    let e = verify_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(&e, Finding::Block { height: 3, what } if what.contains("signature of the block is missing")),
+        "{e}"
+    );
+
     let dir = fresh();
     let sig = flip(meta(dir.path(), &writer::sig_key(2)), 40);
     edit(dir.path(), |b| b.set_meta(&writer::sig_key(2), &sig).unwrap());
@@ -318,11 +337,24 @@ fn flip_each_byte(dir: &Path, file: &Path, start: usize, stride: usize, base: &[
             match now {
                 Ok(Ok(c)) if c == base => {}
                 Ok(Ok(c)) => {
-                    let first = c.iter().zip(base).find(|(a, b)| a != b).map(|(a, _)| a.0.clone());
-                    missed.push(format!(
-                        "byte {at}: accepted, but {}",
-                        first.unwrap_or_else(|| "entries added or lost".into())
-                    ));
+                    let old: std::collections::BTreeMap<_, _> = base.iter().cloned().collect();
+                    let new: std::collections::BTreeMap<_, _> = c.into_iter().collect();
+                    let changed: Vec<String> = old
+                        .keys()
+                        .chain(new.keys())
+                        .filter(|k| old.get(*k) != new.get(*k))
+                        .map(|k| match (old.get(k), new.get(k)) {
+                            (Some(_), None) => format!("{k} lost"),
+                            (None, Some(_)) => format!("{k} added"),
+                            _ => format!("{k} changed"),
+                        })
+                        .collect();
+                    // A lost signature record of the first blocks is indistinguishable from
+                    // a member that installed a snapshot there (docs/ledger.md says so);
+                    // any later one is found (`forged_and_swapped_signatures_are_found`).
+                    if !changed.iter().all(|c| c.starts_with("tlog/s/") && c.ends_with(" lost")) {
+                        missed.push(format!("byte {at}: accepted, but {}", changed.join(", ")));
+                    }
                 }
                 other => missed.push(format!("byte {at}: accepted, but the store does not read back: {other:?}")),
             }
@@ -349,4 +381,25 @@ fn a_byte_flipped_anywhere_in_the_state_or_log_file_is_found_or_harmless() {
     let mut missed = flip_each_byte(dir.path(), &log, start % 7, 7.min(stride), &base);
     missed.extend(flip_each_byte(dir.path(), &dir.path().join("state.redb"), start, stride, &base));
     assert!(missed.is_empty(), "start {start}, stride {stride}:\n{}", missed.join("\n"));
+}
+
+/// A member that installs a Raft snapshot (or a node restored from a backup, which
+/// carries one) gets the tree and the leaf records; it must also be able to find each
+/// leaf by its hash (`get-proof-by-hash`), and its directory must verify.
+#[test]
+fn a_directory_installed_from_a_snapshot_verifies_and_finds_leaves_by_hash() {
+    let dir = fresh();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let (snapshot, height) = tally_server::snapshot::export_now(&store).unwrap();
+    assert_eq!(height, 4);
+    drop(store);
+    let other = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&other.path().join("state.redb")).unwrap();
+    tally_server::snapshot::import(&store, &snapshot).unwrap();
+    let rec = store.snapshot().unwrap().meta(&writer::leaf_key(6)).unwrap().unwrap();
+    let hash = tally_ledger::leaf::decode_record(&rec).unwrap().leaf.hash();
+    assert_eq!(store.snapshot().unwrap().meta(&writer::hash_key(&hash)).unwrap(), Some(6u64.to_be_bytes().to_vec()));
+    drop(store);
+    let r = verify_dir(other.path()).unwrap();
+    assert_eq!((r.blocks, r.leaves, r.signed_blocks), (4, 13, 0));
 }

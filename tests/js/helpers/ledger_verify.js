@@ -138,6 +138,26 @@ function parseDocKey(key) {
   return { db, collection, id }
 }
 
+/**
+ * A block header (version 2, 165 bytes) from its JSON form (`/ledger/head` `header`:
+ * numbers, hashes in hex), and its hash `SHA-256("tally.block.v2\0" ‖ header)`.
+ */
+function blockHeaderBytes(hd) {
+  const b = Buffer.alloc(165)
+  b[0] = 2
+  b.writeBigUInt64BE(BigInt(hd.height), 1)
+  Buffer.from(hd.prev_hash, 'hex').copy(b, 9)
+  b.writeBigUInt64BE(BigInt(hd.first_ts), 41)
+  b.writeBigUInt64BE(BigInt(hd.last_ts), 49)
+  b.writeUInt32BE(hd.txn_count, 57)
+  Buffer.from(hd.inputs_root, 'hex').copy(b, 61)
+  Buffer.from(hd.effects_root, 'hex').copy(b, 93)
+  b.writeBigUInt64BE(BigInt(hd.tree_size), 125)
+  Buffer.from(hd.tree_root, 'hex').copy(b, 133)
+  return b
+}
+const blockHeaderHash = hd => sha256(Buffer.from('tally.block.v2\0', 'latin1'), blockHeaderBytes(hd))
+
 /** The RFC 6962 TreeHeadSignature bytes of a head. */
 function treeHeadBytes(sth) {
   const b = Buffer.alloc(50)
@@ -224,6 +244,8 @@ module.exports = {
   parseEffect,
   parseDocKey,
   treeHeadBytes,
+  blockHeaderBytes,
+  blockHeaderHash,
   verifySthSignature,
   verifyQuorum,
   verifyRevision,
