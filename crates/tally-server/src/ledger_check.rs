@@ -337,8 +337,11 @@ fn same_state(stored: &dyn Snapshot, replayed: &dyn Snapshot, headers: &[BlockHe
     Ok(())
 }
 
+/// A stored version: key, ts, value.
+type StoredVersion = (Vec<u8>, Ts, Vec<u8>);
+
 /// Every version of `space`, in key then ts order.
-fn versions(snap: &dyn Snapshot, space: Space) -> Result<Vec<(Vec<u8>, Ts, Vec<u8>)>, Finding> {
+fn versions(snap: &dyn Snapshot, space: Space) -> Result<Vec<StoredVersion>, Finding> {
     let err = |e: tally_storage::StorageError| Finding::State { what: e.to_string() };
     let mut out = Vec::new();
     for item in snap.scan(space, &[], None, false, Ts::MAX).map_err(err)? {
