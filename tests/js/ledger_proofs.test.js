@@ -9,6 +9,20 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { startServer, q, rawRequest } = require('./helpers/server')
 const V = require('./helpers/ledger_verify')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+const { tallyBin } = require('./helpers/server')
+
+/** RFC 9162 §2.1.3.1 PATH(m, D[n]) over leaf hashes. */
+function inclusionPath(hashes, m) {
+  if (hashes.length <= 1) return []
+  let k = 1
+  while (k * 2 < hashes.length) k *= 2
+  if (m < k) return [...inclusionPath(hashes.slice(0, k), m), V.rootOf(hashes.slice(k))]
+  return [...inclusionPath(hashes.slice(k), m - k), V.rootOf(hashes.slice(0, k))]
+}
 
 describe('transparency log API', { timeout: 120_000 }, () => {
   let server
@@ -58,6 +72,11 @@ describe('transparency log API', { timeout: 120_000 }, () => {
     assert.equal(h.body.member_key, V.b64(pk).toString('hex'))
     assert.equal(h.body.header.tree_size, head.tree_size)
     assert.equal(Buffer.from(h.body.header.tree_root, 'hex').toString('base64'), head.sha256_root_hash)
+    // The header hashes as docs/ledger.md lays it out, and the head's timestamp is its
+    // last commit ts in ms.
+    assert.equal(h.body.header.height, head.height)
+    assert.equal(V.blockHeaderHash(h.body.header).toString('hex'), h.body.hash)
+    assert.equal(head.timestamp, Math.floor(h.body.header.last_ts / 1000))
   })
 
   it('every leaf and the root are recomputed from get-entries', async () => {
@@ -149,6 +168,27 @@ describe('transparency log API', { timeout: 120_000 }, () => {
     const theirs = await get(`/ledger/v1/get-proof-by-revision?ref=accounts/1&ts=${parentDoc.ts}`, readOnly.secret)
     assert.equal(theirs.status, 400, JSON.stringify(theirs.body))
     assert.equal(theirs.body.errors[0].code, 'invalid ref')
+    // The answer names the tenant's database, not the root's.
+    const rootProof = await get(`/ledger/v1/get-proof-by-revision?ref=accounts/1&ts=${parentDoc.ts}`)
+    assert.equal(rootProof.status, 200, JSON.stringify(rootProof.body))
+    assert.notEqual(String(mine.body.revision.db), String(rootProof.body.revision.db))
+    V.verifyRevision(rootProof.body, await sth(), { id: '1', ts: parentDoc.ts })
+    // A sibling tenant's key never gets the tenant's version, even for the same ref and ts.
+    await c.query(q.CreateDatabase({ name: 'sibling' }))
+    const siblingKey = await c.query(q.CreateKey({ database: q.Database('sibling'), role: 'server' }))
+    await server.client(siblingKey.secret).query(q.CreateCollection({ name: 'accounts' }))
+    await server.client(siblingKey.secret).query(q.Create(q.Ref(q.Collection('accounts'), '1'), { data: { owner: 'sibling' } }))
+    const crossed = await get(`/ledger/v1/get-proof-by-revision?ref=accounts/1&ts=${own.ts}`, siblingKey.secret)
+    assert.ok([400, 404].includes(crossed.status), JSON.stringify(crossed.body))
+    // A read-only key reads every kind of proof: by hash and consistency too.
+    const later = await sth(readOnly.secret)
+    const leafHash = V.leafHash(V.b64(mine.body.leaf_input)).toString('base64')
+    const byHash = await get(`/ledger/v1/get-proof-by-hash?hash=${encodeURIComponent(leafHash)}&tree_size=${later.tree_size}`, readOnly.secret)
+    assert.equal(byHash.status, 200, JSON.stringify(byHash.body))
+    assert.ok(V.verifyInclusion(V.b64(leafHash), byHash.body.leaf_index, later.tree_size, byHash.body.audit_path.map(V.b64), V.b64(later.sha256_root_hash)))
+    const cons = await get(`/ledger/v1/get-sth-consistency?first=${head.tree_size}&second=${later.tree_size}`, readOnly.secret)
+    assert.equal(cons.status, 200, JSON.stringify(cons.body))
+    assert.ok(V.verifyConsistency(head.tree_size, later.tree_size, V.b64(head.sha256_root_hash), V.b64(later.sha256_root_hash), cons.body.consistency.map(V.b64)))
     // A client key without a role reads nothing, so it proves nothing.
     const client = await c.query(q.CreateKey({ database: q.Database('tenant'), role: 'client' }))
     const denied = await get(`/ledger/v1/get-proof-by-revision?ref=accounts/1&ts=${own.ts}`, client.secret)
@@ -158,6 +198,69 @@ describe('transparency log API', { timeout: 120_000 }, () => {
     assert.equal(entries.status, 403, JSON.stringify(entries.body))
     const anon = await get('/ledger/v1/get-sth', null)
     assert.equal(anon.status, 401)
+  })
+
+  it("an admin's Remove redacts a version: old heads and proofs still verify, the removal is an effect", async () => {
+    const ref = q.Ref(q.Collection('accounts'), '20')
+    const created = await c.query(q.Create(ref, { data: { owner: 'gone', balance: 1 } }))
+    await c.query(q.Update(ref, { data: { balance: 2 } }))
+    const before = await sth()
+    const proof = (await get(`/ledger/v1/get-proof-by-revision?ref=accounts/20&ts=${created.ts}&tree_size=${before.tree_size}`)).body
+    V.verifyRevision(proof, before, { id: '20', ts: created.ts })
+    await c.query(q.Remove(ref, created.ts, 'create'))
+    const after = await sth()
+    assert.equal(after.tree_size, before.tree_size + 1, 'the Remove is one more leaf')
+    // The version is gone: no proof can be served for it any more...
+    const gone = await get(`/ledger/v1/get-proof-by-revision?ref=accounts/20&ts=${created.ts}`)
+    assert.equal(gone.status, 404, JSON.stringify(gone.body))
+    // ...but nothing was rewritten: the new head extends the old one, the old proof
+    // still holds against the old head, and its leaf is in the new tree unchanged.
+    const cons = await get(`/ledger/v1/get-sth-consistency?first=${before.tree_size}&second=${after.tree_size}`)
+    const [r1, r2] = [V.b64(before.sha256_root_hash), V.b64(after.sha256_root_hash)]
+    assert.ok(V.verifyConsistency(before.tree_size, after.tree_size, r1, r2, cons.body.consistency.map(V.b64)))
+    V.verifyRevision(proof, before, { id: '20', ts: created.ts })
+    const leafHash = V.leafHash(V.b64(proof.leaf_input))
+    const byHash = await get(`/ledger/v1/get-proof-by-hash?hash=${encodeURIComponent(leafHash.toString('base64'))}&tree_size=${after.tree_size}`)
+    assert.equal(byHash.status, 200, JSON.stringify(byHash.body))
+    assert.equal(byHash.body.leaf_index, proof.leaf_index)
+    assert.ok(V.verifyInclusion(leafHash, proof.leaf_index, after.tree_size, byHash.body.audit_path.map(V.b64), r2))
+    // The Remove's own leaf commits to the removal: an effect leaf (space 0, op 1, the
+    // version's key and ts, no value), built here from the documented layout.
+    const entry = (await get(`/ledger/v1/get-entries?start=${after.tree_size - 1}&end=${after.tree_size - 1}`)).body.entries[0]
+    const key = V.b64(proof.revision.key)
+    const removal = Buffer.alloc(14 + key.length)
+    removal[0] = 0
+    removal[1] = 1
+    removal.writeUInt32BE(key.length, 2)
+    key.copy(removal, 6)
+    removal.writeBigUInt64BE(BigInt(created.ts), 6 + key.length)
+    const fx = entry.effect_hashes.map(V.b64)
+    assert.ok(fx.some(h => h.equals(V.leafHash(removal))), 'the removal is one of its effects')
+    assert.ok(V.rootOf(fx).equals(V.parseLeaf(V.b64(entry.leaf_input)).effectsRoot))
+    // A server that passes the removal off as the version (same key, same ts, every path
+    // genuine) is caught by the stdlib verifier and by `tally verify --proof`.
+    const at = fx.findIndex(h => h.equals(V.leafHash(removal)))
+    const removeLeafHash = V.leafHash(V.b64(entry.leaf_input)).toString('base64')
+    const removeProof = (await get(`/ledger/v1/get-proof-by-hash?hash=${encodeURIComponent(removeLeafHash)}&tree_size=${after.tree_size}`)).body
+    const forged = {
+      ...proof,
+      tree_size: after.tree_size,
+      leaf_index: after.tree_size - 1,
+      leaf_input: entry.leaf_input,
+      audit_path: removeProof.audit_path,
+      effect: { leaf: removal.toString('base64'), index: at, count: fx.length, audit_path: inclusionPath(fx, at).map(b => b.toString('base64')) },
+    }
+    assert.throws(() => V.verifyRevision(forged, after, { id: '20', ts: created.ts }), /not a document version/)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-forged-'))
+    try {
+      fs.writeFileSync(path.join(dir, 'proof.json'), JSON.stringify(forged))
+      fs.writeFileSync(path.join(dir, 'sth.json'), JSON.stringify(after))
+      const r = spawnSync(tallyBin(), ['verify', '--proof', path.join(dir, 'proof.json'), '--sth', path.join(dir, 'sth.json')], { encoding: 'utf8' })
+      assert.equal(r.status, 1, r.stdout + r.stderr)
+      assert.match(r.stdout, /^bad: .*the effect is not a document version written/)
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('refuses malformed and out-of-range requests with a clear error', async () => {

@@ -112,9 +112,23 @@ describe('quorum certificates on a 3-member cluster', { timeout: 300_000 }, () =
   it('a proof from one member verifies offline against a head from another, by a majority of pinned keys', async () => {
     const leader = await cluster.leader()
     const [f1, f2] = await cluster.followers()
-    await leader.client().query(q.Update(q.Ref(q.Collection('accounts'), '1'), { data: { n: 10 } }))
+    const older = await sthWith(f2, 3)
+    const updated = await leader.client().query(q.Update(q.Ref(q.Collection('accounts'), '1'), { data: { n: 10 } }))
     const head = await sthWith(f1, 3)
     assert.equal(head.signatures.length, 3, JSON.stringify(head))
+    // The stdlib verifier (docs/ledger.md only): a head from f1, certified by all three
+    // pinned keys; a revision proof from f2 and a consistency proof from the leader
+    // against it and an older head from f2.
+    assert.equal(V.verifyQuorum(head, Object.values(status.member_keys)), 3)
+    assert.equal(V.verifyQuorum(older, Object.values(status.member_keys)), 3)
+    await cluster.converge()
+    const rev = await f2.get(`/ledger/v1/get-proof-by-revision?ref=accounts/1&ts=${updated.ts}&tree_size=${head.tree_size}`)
+    assert.equal(rev.status, 200, JSON.stringify(rev.body))
+    V.verifyRevision(rev.body, head, { id: '1', ts: updated.ts })
+    const cons = await leader.get(`/ledger/v1/get-sth-consistency?first=${older.tree_size}&second=${head.tree_size}`)
+    assert.equal(cons.status, 200, JSON.stringify(cons.body))
+    const [r1, r2] = [V.b64(older.sha256_root_hash), V.b64(head.sha256_root_hash)]
+    assert.ok(V.verifyConsistency(older.tree_size, head.tree_size, r1, r2, cons.body.consistency.map(V.b64)), 'consistency across members')
     const entries = (await leader.get(`/ledger/v1/get-entries?start=${head.tree_size - 1}&end=${head.tree_size - 1}`)).body
     const leaf = entries.entries[0].leaf_input
     const hash = V.leafHash(V.b64(leaf)).toString('base64')

@@ -4,7 +4,21 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { startServer, q, rawRequest, expectFaunaError } = require('./helpers/server')
+const fs = require('node:fs')
+const path = require('node:path')
+const { execFileSync } = require('node:child_process')
+const { startServer, q, rawRequest, expectFaunaError, tallyBin } = require('./helpers/server')
+const V = require('./helpers/ledger_verify')
+
+async function sth(server) {
+  const res = await rawRequest(server.port, {
+    method: 'GET',
+    path: '/ledger/v1/get-sth',
+    headers: { authorization: `Bearer ${server.rootKey}` },
+  })
+  assert.equal(res.status, 200, res.body)
+  return JSON.parse(res.body)
+}
 
 async function head(server) {
   const res = await rawRequest(server.port, {
@@ -83,5 +97,36 @@ describe('ledger and robustness', { timeout: 120_000 }, () => {
     await c.query(q.Create(q.Collection('entries'), { data: { n: 4 } }))
     const next = await head(server)
     assert.equal(next.header.prev_hash, after.hash)
+  })
+
+  it('key rotation as docs/ledger.md says: old heads keep their signatures, new ones use the new key', async () => {
+    const old = await sth(server)
+    const oldKey = old.signatures[0].public_key
+    // Stop, move member.key aside, start: a new key is made.
+    await server.stop({ keepData: true })
+    fs.renameSync(path.join(server.dataDir, 'member.key'), path.join(server.dataDir, 'member.key.old'))
+    await server.start()
+    c = server.adminClient()
+    await c.query(q.Create(q.Collection('entries'), { data: { n: 5 } }))
+    const now = await sth(server)
+    const newKey = now.signatures[0].public_key
+    assert.notEqual(newKey, oldKey)
+    assert.ok(V.verifySthSignature(now, newKey, now.signatures[0].tree_head_signature))
+    assert.ok(V.verifySthSignature(old, oldKey, old.signatures[0].tree_head_signature), 'the old head keeps its signature')
+    assert.equal((await head(server)).member_key, V.b64(newKey).toString('hex'), '/ledger/head publishes the new key')
+    // The new head extends the old one: rotation rewrote nothing.
+    const cons = await rawRequest(server.port, {
+      method: 'GET',
+      path: `/ledger/v1/get-sth-consistency?first=${old.tree_size}&second=${now.tree_size}`,
+      headers: { authorization: `Bearer ${server.rootKey}` },
+    })
+    const proof = JSON.parse(cons.body).consistency.map(V.b64)
+    assert.ok(V.verifyConsistency(old.tree_size, now.tree_size, V.b64(old.sha256_root_hash), V.b64(now.sha256_root_hash), proof))
+    // Offline, every stored signature still verifies, and both keys are reported.
+    await server.stop({ keepData: true })
+    const out = execFileSync(tallyBin(), ['verify', '--data-dir', server.dataDir], { encoding: 'utf8' })
+    assert.match(out, /^ok: .* member signatures by 2 key\(s\)/)
+    await server.start()
+    c = server.adminClient()
   })
 })

@@ -129,6 +129,16 @@ describe('tally verify --proof --sth, offline', { timeout: 120_000 }, () => {
     const garbage = save('garbage.json', '{"leaf_index": 2, "audit_path": ["not base64!"], "hash": "AAAA"}')
     refused(['--proof', garbage, '--sth', files.head], /audit_path`\[0\] is not base64/)
     refused(['--proof', save('not-json.json', 'proof?'), '--sth', files.head], /is not JSON/)
+    // Malformed at the byte level: a path element or a root of the wrong length.
+    const short = JSON.parse(fs.readFileSync(files.byHash, 'utf8'))
+    short.audit_path[0] = V.b64(short.audit_path[0]).subarray(1).toString('base64')
+    refused(['--proof', save('short-element.json', short), '--sth', files.head], /audit_path`\[0\] is not 32 bytes/)
+    const long = JSON.parse(fs.readFileSync(files.consistency, 'utf8'))
+    long.consistency[0] = Buffer.concat([V.b64(long.consistency[0]), Buffer.alloc(1)]).toString('base64')
+    refused(['--proof', save('long-element.json', long), '--sth', files.head, '--old-sth', files.older], /consistency`\[0\] is not 32 bytes/)
+    const head = JSON.parse(fs.readFileSync(files.head, 'utf8'))
+    head.sha256_root_hash = V.b64(head.sha256_root_hash).subarray(2).toString('base64')
+    refused(['--proof', files.byHash, '--sth', save('short-root.json', head)], /sha256_root_hash` must be 32 bytes, got 30/)
   })
 
   it('refuses a proof for another tree size', () => {

@@ -12,13 +12,16 @@
 //!   in FQL (`Let`/`If`/`Update`/`Create`), or through a UDF with `--udf`; `--batch N`
 //!   sends N transfers per request (`Map` over rows), as TigerBeetle clients batch;
 //! - `purchase`: the Animal Exchange purchase transaction, verbatim from the app;
-//! - `read`: point `Get`s and index page reads (9:1).
+//! - `read`: point `Get`s and index page reads (9:1);
+//! - `ledger`: no server: the transparency log's own cost per transaction (CPU and bytes),
+//!   the same blocks applied to a redb store without and with it ([`ledger`]).
 //!
 //! What it must not do: talk to anything but loopback, or assert thresholds (figures
 //! depend on the machine; CI only checks that the command runs).
 
 pub mod client;
 pub mod fql;
+pub mod ledger;
 pub mod pg;
 pub mod plot;
 pub mod resources;
@@ -40,6 +43,7 @@ pub enum Workload {
     Transfer,
     Purchase,
     Read,
+    Ledger,
 }
 
 impl Workload {
@@ -48,6 +52,7 @@ impl Workload {
             Workload::Transfer => "transfer",
             Workload::Purchase => "purchase",
             Workload::Read => "read",
+            Workload::Ledger => "ledger",
         }
     }
 }
@@ -64,7 +69,8 @@ pub enum Variant {
 /// `tally bench` options.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// transfer, purchase or read.
+    /// transfer, purchase, read, or ledger (the transparency log's cost per transaction,
+    /// in process: no server).
     #[arg(value_enum)]
     pub workload: Workload,
     /// Accounts (players and items for `purchase`); a comma list runs each in turn.
@@ -125,6 +131,24 @@ pub struct BenchArgs {
     /// Epoch length of the started servers (`tally serve --epoch-ms`).
     #[arg(long)]
     pub epoch_ms: Option<u64>,
+    /// ledger: transactions applied per pass.
+    #[arg(long, default_value_t = 50_000)]
+    pub txns: u64,
+    /// ledger: transactions per block (one commit and one head signature each).
+    #[arg(long, default_value_t = 16)]
+    pub txns_per_block: u64,
+    /// ledger: document versions each transaction writes (a transfer: 3).
+    #[arg(long, default_value_t = 3)]
+    pub doc_writes: u64,
+    /// ledger: index entries each transaction writes (a transfer: none).
+    #[arg(long, default_value_t = 0)]
+    pub index_writes: u64,
+    /// ledger: bytes of each stored version or entry (a transfer's: about 80).
+    #[arg(long, default_value_t = 80)]
+    pub value_bytes: usize,
+    /// ledger: bytes of each transaction's logged input record (a transfer's: 1,016).
+    #[arg(long, default_value_t = 1016)]
+    pub input_bytes: usize,
     /// The tally binary to start (default: this one).
     #[arg(long, hide = true)]
     pub tally_bin: Option<PathBuf>,
@@ -175,6 +199,17 @@ fn self_cpu() -> Option<f64> {
 
 /// Run everything `args` asks for; prints the table (stdout) and writes JSON and plot.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.workload == Workload::Ledger {
+        let shape = ledger::Shape {
+            txns: args.txns,
+            txns_per_block: args.txns_per_block,
+            doc_writes: args.doc_writes,
+            index_writes: args.index_writes,
+            value_bytes: args.value_bytes.max(8),
+            input_bytes: args.input_bytes.max(8),
+        };
+        return ledger::run(&shape).map(drop);
+    }
     if args.clients == 0 || args.batch == 0 || args.duration == 0 || args.accounts.is_empty() {
         bail!("--clients, --batch, --duration and --accounts must be positive");
     }

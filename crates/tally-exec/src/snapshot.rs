@@ -200,7 +200,17 @@ pub fn import(store: &dyn Store, data: &[u8]) -> Result<(), SnapshotError> {
     for r in records {
         match r {
             Record::Version(space, key, ts, value) => b.put(space, key, ts, value)?,
-            Record::Meta(name, value) => b.set_meta(name, value)?,
+            Record::Meta(name, value) => {
+                b.set_meta(name, value)?;
+                // The leaf-hash lookup (get-proof-by-hash) is derived from the leaf
+                // records, so it is rebuilt here rather than carried.
+                if let Some(index) = name.strip_prefix("tlog/l/") {
+                    let index = u64::from_str_radix(index, 16).map_err(|_| SnapshotError::Malformed("leaf name"))?;
+                    let rec = tally_ledger::leaf::decode_record(value)
+                        .map_err(|_| SnapshotError::Malformed("leaf record"))?;
+                    b.set_meta(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
+                }
+            }
         }
     }
     b.commit(true)?;

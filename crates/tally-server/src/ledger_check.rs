@@ -3,19 +3,25 @@
 //! In order, stopping at the first failure and naming its block height or leaf index:
 //! 1. every block header decodes and extends the chain (height, `prev_hash`, ts order);
 //! 2. every leaf record decodes (its effect hashes match its effects root, its input its
-//!    input hash), names the block and position it sits in, and its transaction ts
-//!    increases; the tree recomputed from the leaves matches every stored subtree hash and
+//!    input hash), names the block and position it sits in, its transaction ts
+//!    increases, and its hash lookup entry names it; the tree recomputed from the leaves matches every stored subtree hash and
 //!    every header's `tree_size`/`tree_root`; every header's effects root is the root over
 //!    its leaves' effect hashes followed by its removal record's (retention);
-//! 3. every stored member signature verifies over its head;
+//! 3. every stored member signature verifies over its head, and every block after the
+//!    first one signed has one (blocks installed from a snapshot come unsigned, so only a
+//!    missing signature *before* every stored one goes unnoticed);
 //! 4. every document version and index entry in the state is one some leaf committed to
 //!    (a changed byte in the state is an effect no leaf has; a version retention removed
 //!    is simply absent);
 //! 5. on a single node, the input log replayed by a fresh executor in memory yields the
-//!    very same headers (a dropped, reordered or altered transaction changes them).
+//!    very same headers (a dropped, reordered or altered transaction changes them), and
+//!    the very same state: every document and index version, and the executor's own
+//!    meta entries (last ts, root key hash, retention cursors), so a byte changed or a
+//!    version dropped anywhere in them is found too.
 //!
-//! The store is opened read-write (redb has no read-only open) but nothing is written;
-//! the server must be stopped.
+//! A state file so damaged that the storage engine panics reading it is reported as
+//! such (`Finding::Open`), not as a crash. The store is opened read-write (redb has no
+//! read-only open) but nothing is written; the server must be stopped.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -61,6 +67,18 @@ fn open_err(e: impl std::fmt::Display) -> Finding {
 
 /// Verifies the ledger of the data directory `dir`.
 pub fn verify_dir(dir: &Path) -> Result<Report, Finding> {
+    // redb trusts its own pages: a flipped length in one can make it index out of bounds.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_dir_inner(dir))).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(Finding::Open(format!("the state or log file is corrupt: reading it failed ({why})")))
+    })
+}
+
+fn verify_dir_inner(dir: &Path) -> Result<Report, Finding> {
     let store =
         RedbStore::open(&dir.join("state.redb")).map_err(|e| open_err(format!("opening the state store: {e}")))?;
     let snap = store.snapshot().map_err(open_err)?;
@@ -74,7 +92,11 @@ pub fn verify_dir(dir: &Path) -> Result<Report, Finding> {
     drop(store);
     let log_dir = dir.join("log");
     if log_dir.join("input.log").exists() {
-        report.replayed = replay(&log_dir, &headers)?;
+        let replayed = Arc::new(tally_storage::MemStore::new());
+        report.replayed = replay(&log_dir, &headers, replayed.clone())?;
+        let store = RedbStore::open(&dir.join("state.redb")).map_err(open_err)?;
+        let (stored, replayed) = (store.snapshot().map_err(open_err)?, replayed.snapshot().map_err(open_err)?);
+        same_state(&*stored, &*replayed, &headers)?;
     }
     Ok(report)
 }
@@ -135,6 +157,10 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
                 return Err(bad(format!("ts {} out of order or outside its block's range", l.ts)));
             }
             last_ts = l.ts;
+            let lookup = meta(snap, &writer::hash_key(&l.hash()))?;
+            if lookup.as_deref() != Some(&index.to_be_bytes()[..]) {
+                return Err(bad("its hash lookup entry (get-proof-by-hash) is wrong or missing".into()));
+            }
             effects.extend(rec.effect_hashes.iter().copied());
             block_effects.extend(rec.effect_hashes.iter().copied());
             for (id, want) in tree.append(l.hash()) {
@@ -172,9 +198,19 @@ fn leaf_record(snap: &dyn Snapshot, index: u64) -> Result<LeafRecord, String> {
 
 /// Step 3: the member signatures kept with each block.
 fn check_signatures(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report) -> Result<(), Finding> {
+    // A member signs every block it applies itself; blocks it received in a snapshot (or
+    // a backup) come unsigned. So the signed blocks are a suffix: an unsigned block after
+    // a signed one lost its signature.
+    let mut signing = false;
     for h in headers {
-        let Some(b) = meta(snap, &writer::sig_key(h.height))? else { continue };
         let bad = |what: &str| Finding::Block { height: h.height, what: what.to_string() };
+        let Some(b) = meta(snap, &writer::sig_key(h.height))? else {
+            if signing {
+                return Err(bad("this member's signature of the block is missing, though it signed the block before"));
+            }
+            continue;
+        };
+        signing = true;
         let (pk, sig) = b.split_at(b.len().min(32));
         if !tally_ledger::sth::verify(pk, &tree_head(h), sig) {
             return Err(bad("the member signature does not verify over this block's tree head"));
@@ -220,14 +256,14 @@ fn check_state(snap: &dyn Snapshot, effects: &HashSet<Hash>, headers: &[BlockHea
 }
 
 /// Step 5: replay the input log into a fresh executor; its headers must be the stored ones.
-fn replay(log_dir: &Path, headers: &[BlockHeader]) -> Result<u64, Finding> {
+fn replay(log_dir: &Path, headers: &[BlockHeader], into: Arc<tally_storage::MemStore>) -> Result<u64, Finding> {
     let mut log = tally_calvin::FileLog::open(log_dir).map_err(|e| match e {
         tally_calvin::LogError::Corrupt { height, detail } => {
             Finding::Block { height, what: format!("input log: {detail}") }
         }
         other => open_err(format!("opening the input log: {other}")),
     })?;
-    let mut m = FqlMachine::open(Arc::new(tally_storage::MemStore::new())).map_err(open_err)?;
+    let mut m = FqlMachine::open(into).map_err(open_err)?;
     m.checkpoint_every_batches(u64::MAX);
     let mut replayed = 0;
     // Streamed, one batch at a time; the first mismatch stops the replay (carried out of
@@ -260,4 +296,60 @@ fn replay(log_dir: &Path, headers: &[BlockHeader]) -> Result<u64, Finding> {
         return Err(Finding::Block { height: replayed + 1, what: "the input log ends before the stored chain".into() });
     }
     Ok(replayed)
+}
+
+/// The executor's own meta entries: written by transactions and sweeps, not effects of
+/// any leaf, so only a replay can vouch for them.
+const EXECUTOR_META: [&str; 6] = [
+    META_HEAD,
+    crate::machine::META_LAST_TS,
+    crate::machine::META_ROOT_KEY,
+    crate::machine::META_RETENTION_CURSOR,
+    crate::machine::META_RETENTION_INDEX_CURSOR,
+    tally_fql::retention::META_SWEEP_TS,
+];
+
+/// Step 5, continued: the state the replay built is the stored state, version for
+/// version, and so are the executor's meta entries.
+fn same_state(stored: &dyn Snapshot, replayed: &dyn Snapshot, headers: &[BlockHeader]) -> Result<(), Finding> {
+    let last = headers.last().map_or(0, |h| h.height);
+    for name in EXECUTOR_META {
+        if meta(stored, name)? != meta(replayed, name)? {
+            let what = format!("the executor's `{name}` is not what replaying the input log gives");
+            return Err(Finding::Block { height: last, what });
+        }
+    }
+    for space in [Space::Docs, Space::Index] {
+        let (a, b) = (versions(stored, space)?, versions(replayed, space)?);
+        if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+            let (key, ts) = a.get(i).or(b.get(i)).map(|(k, ts, _)| (k.clone(), *ts)).unwrap_or_default();
+            let block = headers.iter().find(|b| b.first_ts <= ts && ts <= b.last_ts).map(|b| b.height);
+            return Err(Finding::State {
+                what: format!(
+                    "the {space:?} version of key {} at ts {ts} (block {}) differs from what replaying the input log gives \
+                     (changed, dropped or added)",
+                    hex::encode(&key),
+                    block.map_or("?".into(), |b| b.to_string())
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A stored version: key, ts, value.
+type StoredVersion = (Vec<u8>, Ts, Vec<u8>);
+
+/// Every version of `space`, in key then ts order.
+fn versions(snap: &dyn Snapshot, space: Space) -> Result<Vec<StoredVersion>, Finding> {
+    let err = |e: tally_storage::StorageError| Finding::State { what: e.to_string() };
+    let mut out = Vec::new();
+    for item in snap.scan(space, &[], None, false, Ts::MAX).map_err(err)? {
+        let (key, _) = item.map_err(err)?;
+        for v in snap.history(space, &key, 0, Ts::MAX, false).map_err(err)? {
+            let v = v.map_err(err)?;
+            out.push((key.clone(), v.ts, v.value));
+        }
+    }
+    Ok(out)
 }

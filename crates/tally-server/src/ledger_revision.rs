@@ -76,7 +76,16 @@ pub(crate) async fn get_proof_by_revision(
                 "count": record.effect_hashes.len(),
                 "audit_path": b64s(&effect_path),
             },
-            "revision": {"db": auth.db, "collection": coll, "id": id, "ts": p.ts, "key": B64.encode(&key)},
+            // Internal ids are u64s past 2^53: decimal strings, so that JavaScript's
+            // JSON.parse keeps them exact.
+            "revision": {
+                "db": auth.db.to_string(),
+                "collection": coll,
+                "collection_id": collection_id(&key).to_string(),
+                "id": id,
+                "ts": p.ts,
+                "key": B64.encode(&key),
+            },
         }))
     })())
 }
@@ -104,6 +113,11 @@ fn doc_key(snap: &dyn Snapshot, read_ts: u64, db: u64, coll: &str, id: &str) -> 
     let coll_id = doc.and_then(|d| tally_fql::catalog::internal_id(&d.data));
     let coll_id = coll_id.ok_or_else(|| not_found(format!("collection `{coll}` does not exist")))?;
     Ok(tally_fql::model::doc_key(db, coll_id, id))
+}
+
+/// The collection's internal id, bytes 8..16 of a document key (`docs/ledger.md`).
+fn collection_id(key: &[u8]) -> u64 {
+    key.get(8..16).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
 /// The stored bytes of the version of `key` at exactly `ts`.

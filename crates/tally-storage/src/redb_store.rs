@@ -65,6 +65,16 @@ impl RedbStore {
         Ok(RedbStore { db: Arc::new(db), writer: WriterLock::default() })
     }
 
+    /// Bytes of the pages redb has allocated (data, its B-tree branches and its own
+    /// tables): what the data occupies, without the file's preallocated growth. Opens
+    /// (and drops) a write transaction, so call it with no batch open.
+    pub fn allocated_bytes(&self) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(redb_err)?;
+        let stats = txn.stats().map_err(redb_err)?;
+        txn.abort().map_err(redb_err)?;
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
     /// This store behind a write-behind queue: commits return once visible, and a
     /// background thread writes them to the file (see [`WriteBehind`]).
     pub fn write_behind(self, limits: BehindLimits) -> Result<WriteBehind> {

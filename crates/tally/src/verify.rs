@@ -259,6 +259,11 @@ fn revision(p: &Value, leaf: &[u8]) -> anyhow::Result<String> {
     if !merkle::verify_inclusion_of_hash(&fx_hash, index, leaf.effect_count.into(), &path, &leaf.effects_root) {
         bail!("the effect is not in the leaf's effects tree");
     }
+    // A document version, written (space 0, op 0, with a value): not a removal's effect
+    // leaf, which names the same key and ts but says the version was deleted.
+    if fx.len() < 6 || fx[0] != tally_ledger::leaf::SPACE_DOCS || fx[1] != 0 {
+        bail!("the effect is not a document version written (space {:?}, op {:?})", fx.first(), fx.get(1));
+    }
     let rev = &p["revision"];
     // The effect must name the claimed version: its key and its ts.
     let key = bytes(rev, "key")?;
@@ -268,6 +273,9 @@ fn revision(p: &Value, leaf: &[u8]) -> anyhow::Result<String> {
         && fx[6 + key.len()..14 + key.len()] == number(rev, "ts")?.to_be_bytes();
     if !named {
         bail!("the effect does not name the version the proof claims (key or ts differ)");
+    }
+    if fx.len() == 14 + key.len() {
+        bail!("the effect carries no stored value: it is not a version written");
     }
     Ok(format!(
         "the version of {} at ts {} (transaction ts {})",

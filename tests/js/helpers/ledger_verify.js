@@ -13,6 +13,7 @@ const sha256 = (...parts) => {
 const leafHash = leaf => sha256(Buffer.from([0]), leaf)
 const nodeHash = (l, r) => sha256(Buffer.from([1]), l, r)
 const b64 = s => Buffer.from(s, 'base64')
+const is32 = h => Buffer.isBuffer(h) && h.length === 32
 
 /** RFC 9162 §2.1.1: MTH over leaf hashes. */
 function rootOf(hashes) {
@@ -25,6 +26,7 @@ function rootOf(hashes) {
 
 /** RFC 9162 §2.1.3.2, with BigInt so sizes past 2^53 are exact. */
 function verifyInclusion(leafHashBuf, index, size, path, root) {
+  if (![leafHashBuf, root, ...path].every(is32)) return false
   let fn = BigInt(index)
   let sn = BigInt(size) - 1n
   if (fn > sn) return false
@@ -48,6 +50,7 @@ function verifyInclusion(leafHashBuf, index, size, path, root) {
 
 /** RFC 9162 §2.1.4.2. */
 function verifyConsistency(first, second, firstRoot, secondRoot, proof) {
+  if (![firstRoot, secondRoot, ...proof].every(is32)) return false
   let m = BigInt(first)
   const n = BigInt(second)
   if (m > n) return false
@@ -96,26 +99,64 @@ function parseLeaf(buf) {
   }
 }
 
-/** An effect leaf: space, op, key, ts, value. */
+/** An effect leaf (docs/ledger.md): space, op, key length, key, ts, value. */
 function parseEffect(buf) {
+  if (buf.length < 14) throw new Error(`not an effect leaf (${buf.length} bytes)`)
   const keyLen = buf.readUInt32BE(2)
+  if (buf.length < 14 + keyLen) throw new Error(`not an effect leaf (key of ${keyLen} bytes in ${buf.length})`)
+  if (buf[0] > 1 || buf[1] > 1) throw new Error(`not an effect leaf (space ${buf[0]}, op ${buf[1]})`)
   const key = buf.subarray(6, 6 + keyLen)
-  return {
-    space: buf[0],
-    op: buf[1],
-    key,
-    ts: buf.readBigUInt64BE(6 + keyLen),
-    value: buf.subarray(14 + keyLen),
-  }
+  const value = buf.subarray(14 + keyLen)
+  if (buf[1] === 1 && value.length > 0) throw new Error('not an effect leaf (a remove with a value)')
+  return { space: buf[0], op: buf[1], key, ts: buf.readBigUInt64BE(6 + keyLen), value }
 }
 
-/** A document key: db u64 | collection u64 | 0x01 numeric id u64 (or 0x02 string id). */
+/**
+ * A document key: database u64 ‖ collection u64 ‖ id, the id `0x01 ‖ u64` (numeric) or
+ * `0x02 ‖ UTF-8 with each 0x00 followed by 0xFF ‖ 0x00 0x01` (named).
+ */
 function parseDocKey(key) {
+  if (key.length < 17) throw new Error(`not a document key (${key.length} bytes)`)
   const db = key.readBigUInt64BE(0)
   const collection = key.readBigUInt64BE(8)
-  const id = key[16] === 1 ? key.readBigUInt64BE(17).toString() : null
+  let id
+  if (key[16] === 1 && key.length === 25) {
+    id = key.readBigUInt64BE(17).toString()
+  } else if (key[16] === 2 && key.length >= 19 && key[key.length - 2] === 0 && key[key.length - 1] === 1) {
+    const bytes = []
+    for (let i = 17; i < key.length - 2; i++) {
+      bytes.push(key[i])
+      if (key[i] === 0) {
+        if (key[i + 1] !== 0xff) throw new Error('not a document key (a 0x00 in a named id not followed by 0xFF)')
+        i++
+      }
+    }
+    id = Buffer.from(bytes).toString('utf8')
+  } else {
+    throw new Error('not a document key (unknown id form)')
+  }
   return { db, collection, id }
 }
+
+/**
+ * A block header (version 2, 165 bytes) from its JSON form (`/ledger/head` `header`:
+ * numbers, hashes in hex), and its hash `SHA-256("tally.block.v2\0" ‖ header)`.
+ */
+function blockHeaderBytes(hd) {
+  const b = Buffer.alloc(165)
+  b[0] = 2
+  b.writeBigUInt64BE(BigInt(hd.height), 1)
+  Buffer.from(hd.prev_hash, 'hex').copy(b, 9)
+  b.writeBigUInt64BE(BigInt(hd.first_ts), 41)
+  b.writeBigUInt64BE(BigInt(hd.last_ts), 49)
+  b.writeUInt32BE(hd.txn_count, 57)
+  Buffer.from(hd.inputs_root, 'hex').copy(b, 61)
+  Buffer.from(hd.effects_root, 'hex').copy(b, 93)
+  b.writeBigUInt64BE(BigInt(hd.tree_size), 125)
+  Buffer.from(hd.tree_root, 'hex').copy(b, 133)
+  return b
+}
+const blockHeaderHash = hd => sha256(Buffer.from('tally.block.v2\0', 'latin1'), blockHeaderBytes(hd))
 
 /** The RFC 6962 TreeHeadSignature bytes of a head. */
 function treeHeadBytes(sth) {
@@ -157,9 +198,11 @@ function verifyQuorum(sth, memberKeysHex) {
 }
 
 /**
- * Checks a get-proof-by-revision answer against a head: the effect names the document
- * version (id, ts), the effect is in the leaf's effects tree, the leaf is in the head's tree.
- * Returns the parsed effect and leaf, or throws saying which check failed.
+ * Checks a get-proof-by-revision answer against a head: the effect leaf is the version the
+ * answer's `revision` names (its storage key, database and collection ids, id and ts) and
+ * the one `expect` asks for ({id, ts}), the effect is in the leaf's effects tree, and the
+ * leaf is in the head's tree. Returns the parsed effect, leaf and key, or throws saying
+ * which check failed.
  */
 function verifyRevision(proof, sth, expect) {
   if (BigInt(proof.tree_size) !== BigInt(sth.tree_size)) throw new Error('proof is for another tree size')
@@ -167,11 +210,19 @@ function verifyRevision(proof, sth, expect) {
   const leaf = parseLeaf(leafBuf)
   const effectBuf = b64(proof.effect.leaf)
   const effect = parseEffect(effectBuf)
-  const doc = parseDocKey(effect.key)
   if (effect.space !== 0 || effect.op !== 0) throw new Error('effect is not a document version')
+  const doc = parseDocKey(effect.key)
+  const rev = proof.revision
+  if (!effect.key.equals(b64(rev.key))) throw new Error('effect names another storage key than `revision.key`')
+  if (doc.db !== BigInt(rev.db) || doc.collection !== BigInt(rev.collection_id)) {
+    throw new Error(`effect names database ${doc.db} collection ${doc.collection}, the answer ${rev.db} ${rev.collection_id}`)
+  }
+  if (doc.id !== String(rev.id) || effect.ts !== BigInt(rev.ts)) throw new Error('effect is not the version `revision` names')
   if (doc.id !== expect.id) throw new Error(`effect names document ${doc.id}, not ${expect.id}`)
   if (effect.ts !== BigInt(expect.ts)) throw new Error(`effect ts ${effect.ts} is not ${expect.ts}`)
+  if (effect.value.length === 0) throw new Error('effect carries no stored value')
   const effectPath = proof.effect.audit_path.map(b64)
+  if (BigInt(proof.effect.count) !== BigInt(leaf.effectCount)) throw new Error("effect count is not the leaf's")
   if (!verifyInclusion(leafHash(effectBuf), proof.effect.index, leaf.effectCount, effectPath, leaf.effectsRoot)) {
     throw new Error("effect is not in the leaf's effects tree")
   }
@@ -193,6 +244,8 @@ module.exports = {
   parseEffect,
   parseDocKey,
   treeHeadBytes,
+  blockHeaderBytes,
+  blockHeaderHash,
   verifySthSignature,
   verifyQuorum,
   verifyRevision,
