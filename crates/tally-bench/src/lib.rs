@@ -18,6 +18,7 @@
 //! depend on the machine; CI only checks that the command runs).
 
 pub mod client;
+pub mod disk;
 pub mod fql;
 pub mod pg;
 pub mod plot;
