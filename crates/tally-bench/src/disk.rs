@@ -70,7 +70,10 @@ pub async fn run(args: &ResourceArgs, bin: &Path, dir: &Path, root: &str) -> any
         args.history_days.map(|d| format!(", history_days {d}")).unwrap_or_default()
     );
     println!("after loading: log {:.1} MiB, state {:.1} MiB", mib(log0), mib(state0));
-    println!("{:>8} {:>12} {:>10} {:>10} {:>9} {:>11} {:>11}", "s", "transfers", "per s", "log MiB", "segments", "state MiB", "total MiB");
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>9} {:>11} {:>11}",
+        "s", "transfers", "per s", "log MiB", "segments", "state MiB", "total MiB"
+    );
 
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));

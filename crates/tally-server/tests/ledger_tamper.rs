@@ -175,7 +175,8 @@ fn rewrite_log(dir: &Path, batches: &[Batch]) {
 fn a_retired_log_skips_the_replay_and_an_archive_brings_it_back() {
     let dir = fresh();
     std::fs::remove_dir_all(dir.path().join("log")).unwrap();
-    let mut log = FileLog::open_with(&dir.path().join("log"), tally_calvin::LogOptions { segment_bytes_max: 1 }).unwrap();
+    let mut log =
+        FileLog::open_with(&dir.path().join("log"), tally_calvin::LogOptions { segment_bytes_max: 1 }).unwrap();
     for b in batches() {
         log.append(&b).unwrap();
     }
