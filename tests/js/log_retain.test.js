@@ -132,6 +132,15 @@ describe('input log segments and retention', { timeout: 300_000 }, () => {
     assert.equal(v.status, 0, v.stdout + v.stderr)
     assert.match(v.stdout, /note: the input log starts at batch \d+ .*--log-retain/)
     assert.match(v.stdout, /^ok: \d+ blocks/m)
+    // The state can no longer be rebuilt from the log alone: moved aside, the node refuses
+    // to start and says why.
+    const state = path.join(s2.dataDir, 'state.redb')
+    fs.renameSync(state, state + '.aside')
+    const refused = spawnSync(s2.bin, ['serve', '--data-dir', s2.dataDir, '--listen', '127.0.0.1:0', '--root-key', s2.rootKey,
+      ...retaining().extraArgs], { encoding: 'utf8', timeout: 60_000 })
+    assert.notEqual(refused.status, 0)
+    assert.match(refused.stderr + refused.stdout, /batch 1 is no longer in the input log .*--log-retain/s)
+    fs.renameSync(state + '.aside', state)
 
     // Nothing was written between the backup and `headNow`: the restored node has that
     // head, and its log starts where the original's did (the retired batches stay gone).

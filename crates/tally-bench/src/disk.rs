@@ -115,6 +115,10 @@ pub async fn run(args: &ResourceArgs, bin: &Path, dir: &Path, root: &str) -> any
     };
     while !tasks.iter().all(|t| t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        // The largest the log gets falls between two printed lines (just before a retirement).
+        let (log, segs, _) = disk(dir);
+        log_max = log_max.max(log);
+        segments_max = segments_max.max(segs);
         if t0.elapsed().as_secs() >= next_sample {
             sample(t0, done.load(Ordering::Relaxed), &mut log_max, &mut segments_max);
             next_sample += args.sample_seconds.max(1);
@@ -138,5 +142,13 @@ pub async fn run(args: &ResourceArgs, bin: &Path, dir: &Path, root: &str) -> any
         state.saturating_sub(state0) as f64 / (total.max(1)) as f64
     );
     server.stop();
+    let (log, _, state) = disk(dir);
+    println!(
+        "after a graceful stop: input log {:.1} MiB, state {:.1} MiB ({:.0} bytes per transfer; while running, redb's \
+         file grows ahead of its content in doubling steps)",
+        mib(log),
+        mib(state),
+        state.saturating_sub(state0) as f64 / (total.max(1)) as f64
+    );
     Ok(())
 }
