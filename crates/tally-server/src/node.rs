@@ -199,13 +199,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let checkpointed = machine.checkpointed_height.clone();
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let machine = crate::metrics::MeteredMachine::new(machine, metrics.clone());
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
-    crate::log_retain::spawn(&store, head.clone(), log_dir, cfg.log.retain.clone())
+    crate::log_retain::spawn(&store, checkpointed, log_dir, cfg.log.retain.clone())
         .context("starting the input log's retirement thread")?;
     let r = sequencer.replayed();
     if r.batches > 0 {
