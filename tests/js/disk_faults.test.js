@@ -15,6 +15,8 @@ const path = require('node:path')
 const { TallyServer, q, rawRequest } = require('./helpers/server')
 
 const servers = []
+/** The input log's one segment at this size (docs/record.md, "Input log segments"). */
+const FIRST_SEGMENT = '00000000000000000001.seg'
 const mounts = []
 
 after(async () => {
@@ -85,7 +87,7 @@ describe('disk faults', { timeout: 600_000 }, () => {
     const before = await head(s)
     await kill9(s)
     // A crash mid-append: a frame header promising more bytes than follow.
-    fs.appendFileSync(path.join(s.dataDir, 'log', 'input.log'), Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]))
+    fs.appendFileSync(path.join(s.dataDir, 'log', FIRST_SEGMENT), Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]))
     const s2 = await start({ dataDir: s.dataDir, rootKey: s.rootKey })
     assert.equal(await countDocs(s2), 20)
     assert.deepEqual(await head(s2), before)
@@ -96,9 +98,9 @@ describe('disk faults', { timeout: 600_000 }, () => {
   it('a damaged acknowledged log frame: the node refuses to open and says what to do', async () => {
     const s = await nodeWithDocs(10)
     await kill9(s)
-    const log = path.join(s.dataDir, 'log', 'input.log')
+    const log = path.join(s.dataDir, 'log', FIRST_SEGMENT)
     const bytes = fs.readFileSync(log)
-    bytes[20] ^= 0x40 // inside the first batch, which later batches follow
+    bytes[32 + 20] ^= 0x40 // inside the first batch (after the 32-byte segment header), which later batches follow
     fs.writeFileSync(log, bytes)
     const out = await expectRefusal(s.dataDir, s.rootKey)
     assert.match(out, /input log/)

@@ -20,6 +20,7 @@
 //! depend on the machine; CI only checks that the command runs).
 
 pub mod client;
+pub mod disk;
 pub mod fql;
 pub mod ledger;
 pub mod pg;

@@ -27,6 +27,9 @@ pub enum Mode {
     Replay,
     /// Burst of big answers, then how much memory the idle server gives back.
     Memory,
+    /// A long run of transfers with `--log-retain`: disk use of the input log and the
+    /// state over time.
+    Disk,
 }
 
 /// `tally bench-resources` options.
@@ -54,6 +57,28 @@ pub struct ResourceArgs {
     /// memory: size of each big answer in MiB (a string of this many bytes).
     #[arg(long, default_value_t = 16)]
     pub answer_mib: u64,
+    /// disk: transfers to run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub transfers: u64,
+    /// disk: accounts the transfers move money between.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: u64,
+    /// disk: transfers per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// disk: seconds between two lines of figures.
+    #[arg(long, default_value_t = 30)]
+    pub sample_seconds: u64,
+    /// disk: the server's `--log-retain`.
+    #[arg(long, default_value = "checkpoint")]
+    pub log_retain: String,
+    /// disk: the server's `--log-segment-mib`.
+    #[arg(long, default_value_t = 64)]
+    pub log_segment_mib: u64,
+    /// disk: set the accounts' and transfers' `history_days` (retention sweeps the
+    /// superseded versions older than that).
+    #[arg(long)]
+    pub history_days: Option<u64>,
     /// Where the server keeps its data (default: a temporary directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -76,12 +101,14 @@ pub fn main(args: ResourceArgs) -> anyhow::Result<()> {
     let dir = base.join(match args.mode {
         Mode::Replay => "replay",
         Mode::Memory => "memory",
+        Mode::Disk => "disk",
     });
     crate::tally::fresh_dir(&dir)?;
     let root_key = format!("bench-root-{:016x}", rand::random::<u64>());
     match args.mode {
         Mode::Replay => rt.block_on(replay(&args, &bin, &dir, &root_key)),
         Mode::Memory => rt.block_on(memory(&args, &bin, &dir, &root_key)),
+        Mode::Disk => rt.block_on(crate::disk::run(&args, &bin, &dir, &root_key)),
     }
 }
 

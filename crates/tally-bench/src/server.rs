@@ -49,6 +49,19 @@ impl Server {
         tls: bool,
         port: Option<u16>,
     ) -> anyhow::Result<Server> {
+        Server::spawn_with(bin, data_dir, root_key, epoch_ms, tls, port, &[])
+    }
+
+    /// [`Server::spawn`] with more `serve` flags.
+    pub fn spawn_with(
+        bin: &Path,
+        data_dir: &Path,
+        root_key: &str,
+        epoch_ms: Option<u64>,
+        tls: bool,
+        port: Option<u16>,
+        extra: &[String],
+    ) -> anyhow::Result<Server> {
         let port = match port {
             Some(p) => p,
             None => free_port()?,
@@ -76,6 +89,7 @@ impl Server {
         if let Some(ms) = epoch_ms {
             cmd.arg("--epoch-ms").arg(ms.to_string());
         }
+        cmd.args(extra);
         let ep = if tls {
             let made = Command::new(bin)
                 .args(["cluster", "init-certs", "--out"])
@@ -153,9 +167,9 @@ pub fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-/// Size of Tally's input log under a data directory.
+/// Size of Tally's input log (every segment) under a data directory.
 pub fn log_bytes(data_dir: &Path) -> u64 {
-    std::fs::metadata(data_dir.join("log").join("input.log")).map(|m| m.len()).unwrap_or(0)
+    dir_bytes(&data_dir.join("log"))
 }
 
 /// CPU time (user + system, seconds) a process has used so far, from /proc.

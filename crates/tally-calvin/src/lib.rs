@@ -15,11 +15,18 @@
 
 pub mod fair;
 mod log;
+mod retain;
+mod segment;
 mod sequencer;
 mod write;
 
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
-pub use log::{read_log_dir, FileLog, Log, LogError};
+pub use log::{
+    migrate_single_file, read_log_dir, replay_dirs, FileLog, Log, LogError, LogOptions, FRAME_BYTES_MAX,
+    SEGMENT_BYTES_DEFAULT,
+};
+pub use retain::{retirable, retire_segments, Retain, Retired};
+pub use segment::{list_segments, segment_name, Segment, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_VERSION};
 pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
 pub use tally_apply::{Batch, BatchError, MachineError, ReplicatedMachine, StateMachine};
 pub use write::{WriteError, WriteFuture, WritePath};

@@ -1,30 +1,49 @@
 //! The durable input log.
 //!
-//! [`FileLog`] is the single-node implementation: one append-only file of frames
-//! `len u32 | crc32 u32 | batch bytes`, fsynced after every append. On open, frames are
-//! read and checked; a torn or corrupt tail (a crash mid-append, never acknowledged) is
-//! truncated away. Everything before it was fsynced before any client heard of it.
+//! [`FileLog`] is the single-node implementation: a directory of segment files
+//! (`segment.rs`: named by their first height, each with a versioned header), each an
+//! append-only run of frames `len u32 | crc32 u32 | batch bytes`, fsynced after every
+//! append. A segment is closed once it holds `segment_bytes_max` bytes (a batch larger
+//! than that gets a segment of its own) and the next batch starts a new one, so whole
+//! closed segments can be retired (`retain.rs`, `--log-retain`) once the state store has
+//! made everything in them durable.
 //!
-//! Reading is streamed: one frame at a time through a fixed buffer, so opening and
-//! replaying a log holds at most one batch (at most [`FRAME_BYTES_MAX`]) in memory
-//! however long the log or its unapplied tail is ([`Log::replay_after`]).
+//! Opening reads the header of every segment but scans only the last one's frames: a torn
+//! or corrupt tail there (a crash mid-append, never acknowledged) is truncated away.
+//! Everything before it was fsynced before any client heard of it. A crash while a new
+//! segment was being made leaves a last segment with an incomplete header and nothing
+//! after it; it held nothing acknowledged and is removed.
+//!
+//! Reading is streamed: one frame at a time through a fixed buffer, so replaying a log
+//! holds at most one batch (at most [`FRAME_BYTES_MAX`]) in memory however long the log or
+//! its unapplied tail is ([`Log::replay_after`]). Replay opens only the segments that hold
+//! batches after the asked height.
 //!
 //! A frame that fails its check while complete frames follow it is not a torn tail: those
 //! later frames were appended only after it was fsynced, so it was acknowledged and has
 //! since been damaged. Opening such a log fails ([`LogError::Corrupt`]) instead of
-//! truncating acknowledged batches away.
+//! truncating acknowledged batches away. A closed segment was complete when the next one
+//! was made, so any damaged, missing or short frame in it is [`LogError::Corrupt`] when
+//! replay reaches it.
 //!
-//! An append that fails (a full disk, a failing `fsync`) is rolled back: the file is cut
+//! An append that fails (a full disk, a failing `fsync`) is rolled back: the segment is cut
 //! back to its length before the append, so the batch is not in the log and its
 //! submitters are told it was not committed. After a failed append the log accepts no
 //! more appends ([`LogError::Stopped`]): the node stops taking writes until it is
 //! restarted once the fault is fixed. Fault tests: `tests/disk_faults.rs`.
+//!
+//! A data directory of format 2 kept the log as one file, `input.log` (the frames without
+//! a header); opening converts it into the first segment ([`migrate_single_file`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tally_apply::Batch;
+
+use crate::segment::{
+    create_segment, list_segments, read_header, segment_name, sync_dir, Segment, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -41,6 +60,12 @@ pub enum LogError {
     AppendFailed { height: u64, path: PathBuf, source: std::io::Error, rolled_back: bool },
     #[error("the input log {path} stopped taking appends after an earlier failure; fix the disk and restart the node")]
     Stopped { path: PathBuf },
+    #[error(
+        "batch {height} is no longer in the input log {}: the log starts at batch {first}, the segments before it \
+         were retired by --log-retain (removed, or moved to the archive directory of `--log-retain archive:DIR`)",
+        dir.display()
+    )]
+    Retired { height: u64, first: u64, dir: PathBuf },
 }
 
 /// A durable, ordered log of batches.
@@ -70,10 +95,33 @@ pub trait Log: Send {
 /// Largest frame accepted when reading the log back.
 pub const FRAME_BYTES_MAX: usize = 256 << 20;
 
+/// Default size at which a segment is closed (`tally serve --log-segment-mib`): large
+/// enough that a busy node makes a new file every few seconds at most, small enough that
+/// retiring whole segments keeps the log within a few of them.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// How a [`FileLog`] is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct LogOptions {
+    /// A segment holding at least one frame is closed before an append would take it past
+    /// this many bytes.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { segment_bytes_max: SEGMENT_BYTES_DEFAULT }
+    }
+}
+
 pub struct FileLog {
+    dir: PathBuf,
+    options: LogOptions,
+    /// The segment appends go to (the last one).
     path: PathBuf,
     file: File,
-    /// Bytes of valid frames: where the next append starts.
+    active_first: u64,
+    /// Bytes of the active segment's header and valid frames: where the next append starts.
     len: u64,
     last_height: u64,
     last_ts: u64,
@@ -81,34 +129,152 @@ pub struct FileLog {
     stopped: bool,
 }
 
+fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError {
+    let path = path.to_path_buf();
+    move |source| LogError::Io { path: path.clone(), source }
+}
+
 impl FileLog {
-    /// Open (or create) the log at `dir/input.log`, truncating a torn tail.
+    /// Open (or create) the log in `dir` with the default options.
     pub fn open(dir: &Path) -> Result<FileLog, LogError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LogError::Io { path: path.clone(), source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join("input.log");
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
-        let (valid_len, last_height, last_ts) = scan(&mut file, &path, u64::MAX, |_| Ok(()))?;
-        let len = file.metadata().map_err(io(&path))?.len();
-        if valid_len < len {
-            tracing::warn!(valid_len, len, "truncating torn tail of the input log");
-            file.set_len(valid_len).map_err(io(&path))?;
-            file.sync_all().map_err(io(&path))?;
-        }
-        // Make the directory entry durable too.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(FileLog { path, file, len: valid_len, last_height, last_ts, stopped: false })
+        FileLog::open_with(dir, LogOptions::default())
     }
 
-    /// Cut the file back to `len` after a failed append; true if that is durable.
+    /// Open (or create, starting at height 1) the log in `dir`: converts a format-2
+    /// `input.log`, drops a segment whose making was cut short, truncates a torn tail of
+    /// the last segment.
+    pub fn open_with(dir: &Path, options: LogOptions) -> Result<FileLog, LogError> {
+        FileLog::open_or_start(dir, options, SegmentHeader { first_height: 1, prev_ts: 0 })
+    }
+
+    /// Make a new log in `dir` (which must hold no segment) whose first batch will have
+    /// height `first` (a restored backup whose earlier batches were retired).
+    pub fn create_at(dir: &Path, options: LogOptions, first: u64, prev_ts: u64) -> Result<FileLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if !list_segments(dir)?.is_empty() || dir.join(LEGACY_FILE).exists() {
+            return Err(LogError::Corrupt { height: first, detail: format!("{} already holds a log", dir.display()) });
+        }
+        FileLog::open_or_start(dir, options, SegmentHeader { first_height: first.max(1), prev_ts })
+    }
+
+    fn open_or_start(dir: &Path, options: LogOptions, start: SegmentHeader) -> Result<FileLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        migrate_single_file(dir)?;
+        let mut segments = list_segments(dir)?;
+        if segments.is_empty() {
+            create_segment(dir, start)?;
+            segments = list_segments(dir)?;
+        }
+        // Every header is checked (one small read each); only the last segment's frames are.
+        let mut header = None;
+        while let Some(last) = segments.last().cloned() {
+            let mut file = OpenOptions::new().read(true).append(true).open(&last.path).map_err(io(&last.path))?;
+            match read_header(&mut file, &last) {
+                Ok(h) => {
+                    header = Some((last, file, h));
+                    break;
+                }
+                Err(e) => {
+                    let len = file.metadata().map_err(io(&last.path))?.len();
+                    if len > SEGMENT_HEADER_BYTES {
+                        return Err(e);
+                    }
+                    // Cut short while being made: nothing was ever appended to it.
+                    drop(file);
+                    tracing::warn!(path = %last.path.display(), "removing an input log segment whose making was cut short");
+                    std::fs::remove_file(&last.path).map_err(io(&last.path))?;
+                    sync_dir(dir)?;
+                    segments.pop();
+                    if segments.is_empty() {
+                        create_segment(dir, SegmentHeader { first_height: last.first_height, prev_ts: 0 })?;
+                        segments = list_segments(dir)?;
+                    }
+                }
+            }
+        }
+        let Some((last, mut file, h)) = header else { unreachable!("a segment exists") };
+        for seg in &segments[..segments.len() - 1] {
+            let mut f = File::open(&seg.path).map_err(io(&seg.path))?;
+            read_header(&mut f, seg)?;
+        }
+        let end = scan(&mut file, &last, h, false, u64::MAX, |_| Ok(()))?;
+        let len = file.metadata().map_err(io(&last.path))?.len();
+        if end.valid_len < len {
+            tracing::warn!(valid_len = end.valid_len, len, "truncating torn tail of the input log");
+            file.set_len(end.valid_len).map_err(io(&last.path))?;
+            file.sync_all().map_err(io(&last.path))?;
+        }
+        sync_dir(dir)?;
+        Ok(FileLog {
+            dir: dir.to_path_buf(),
+            options,
+            path: last.path,
+            file,
+            active_first: last.first_height,
+            len: end.valid_len,
+            last_height: end.last_height,
+            last_ts: end.last_ts,
+            stopped: false,
+        })
+    }
+
+    /// Height of the first batch still in the log (the one the next append gets when the
+    /// log holds none).
+    pub fn first_height(&self) -> Result<u64, LogError> {
+        Ok(list_segments(&self.dir)?.first().map_or(self.active_first, |s| s.first_height))
+    }
+
+    /// The directory the segments are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Cut the active segment back to `len` after a failed append; true if that is durable.
     fn roll_back(&mut self) -> bool {
         self.file.set_len(self.len).and_then(|()| self.file.sync_all()).is_ok()
     }
+
+    /// Close the active segment and start the one whose first batch is `height`.
+    fn roll(&mut self, height: u64) -> Result<(), LogError> {
+        let (file, path) = create_segment(&self.dir, SegmentHeader { first_height: height, prev_ts: self.last_ts })?;
+        self.file = file;
+        self.path = path;
+        self.active_first = height;
+        self.len = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+}
+
+/// The single file of a format-2 data directory's log.
+const LEGACY_FILE: &str = "input.log";
+
+/// Convert a format-2 log (`dir/input.log`: frames from height 1, no header) into the
+/// segment `00000000000000000001.seg`, safely against a crash at any point: the segment is
+/// written under a temporary name, fsynced and renamed (the commit point), and only then
+/// is `input.log` removed. Run again after a crash, it finishes what was left: a segment
+/// present means the copy completed. Leftover temporary files are removed.
+pub fn migrate_single_file(dir: &Path) -> Result<(), LogError> {
+    let legacy = dir.join(LEGACY_FILE);
+    let tmp = dir.join(format!("{}.tmp", segment_name(1)));
+    if legacy.exists() {
+        if list_segments(dir)?.is_empty() {
+            tracing::info!(path = %legacy.display(), "converting the single-file input log into segments");
+            let _ = std::fs::remove_file(&tmp);
+            let mut src = File::open(&legacy).map_err(io(&legacy))?;
+            let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io(&tmp))?;
+            out.write_all(&SegmentHeader { first_height: 1, prev_ts: 0 }.encode()).map_err(io(&tmp))?;
+            std::io::copy(&mut src, &mut out).map_err(io(&tmp))?;
+            out.sync_all().map_err(io(&tmp))?;
+            drop(out);
+            std::fs::rename(&tmp, dir.join(segment_name(1))).map_err(io(&tmp))?;
+            sync_dir(dir)?;
+        }
+        std::fs::remove_file(&legacy).map_err(io(&legacy))?;
+        sync_dir(dir)?;
+    } else if tmp.exists() {
+        std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+    }
+    Ok(())
 }
 
 /// Read buffer of the streamed scan: large enough that reading is sequential I/O in big
@@ -119,23 +285,43 @@ const SCAN_BUFFER_BYTES: usize = 1 << 20;
 /// rather than kept for the rest of the scan.
 const BODY_KEEP_BYTES: usize = 8 << 20;
 
-/// Read every valid frame, calling `f` with each batch of height > `after` (frames at or
-/// below it are checked but not decoded); returns (valid length, last height, last ts).
-/// Streams: memory is the read buffer and one frame, whatever the file's length.
+/// Where a segment's valid frames end.
+struct ScanEnd {
+    valid_len: u64,
+    last_height: u64,
+    last_ts: u64,
+}
+
+/// Read the valid frames of the segment `seg` (open as `file`, header `header`), calling
+/// `f` with each batch of height > `after` (frames at or below it are checked but not
+/// decoded). In the last segment a torn tail ends the scan; in a `closed` one everything up
+/// to the end of the file must be intact frames. Streams: memory is the read buffer and
+/// one frame, whatever the file's length.
 fn scan(
     file: &mut File,
-    path: &Path,
+    seg: &Segment,
+    header: SegmentHeader,
+    closed: bool,
     after: u64,
     mut f: impl FnMut(Batch) -> Result<(), LogError>,
-) -> Result<(u64, u64, u64), LogError> {
+) -> Result<ScanEnd, LogError> {
+    let path = &seg.path;
     let io = |source| LogError::Io { path: path.to_path_buf(), source };
     let file_len = file.metadata().map_err(io)?.len();
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES)).map_err(io)?;
     let mut r = BufReader::with_capacity(SCAN_BUFFER_BYTES, &mut *file);
     let mut body = Vec::new();
-    let mut pos = 0u64;
-    let mut last_height = 0;
-    let mut last_ts = 0;
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut last_height = header.first_height - 1;
+    let mut last_ts = header.prev_ts;
+    let damaged = |pos: u64, last_height: u64, why: &str| LogError::Corrupt {
+        height: last_height + 1,
+        detail: format!(
+            "the frame at byte {pos} of {} {why}, so it was acknowledged and has since been damaged; restore the \
+             data directory from a backup or another replica (the log is left as it is)",
+            path.display()
+        ),
+    };
     while pos + 8 <= file_len {
         let mut head = [0u8; 8];
         r.read_exact(&mut head).map_err(io)?;
@@ -149,21 +335,19 @@ fn scan(
         let next = pos + 8 + len as u64;
         let frame = if crc32fast::hash(&body) == crc { read_frame(&body, after) } else { None };
         let Some((height, ts, batch)) = frame else {
+            if closed {
+                return Err(damaged(pos, last_height, "fails its check in a closed segment"));
+            }
             if frame_follows(&mut r, file_len - next).map_err(io)? {
-                return Err(LogError::Corrupt {
-                    height: last_height + 1,
-                    detail: format!(
-                        "the frame at byte {pos} of {} fails its check but intact frames follow it, so it was \
-                         acknowledged and has since been damaged; restore the data directory from a backup or \
-                         another replica (the log is left as it is)",
-                        path.display()
-                    ),
-                });
+                return Err(damaged(pos, last_height, "fails its check but intact frames follow it"));
             }
             break;
         };
         if height != last_height + 1 {
-            return Err(LogError::Corrupt { height, detail: format!("expected height {}", last_height + 1) });
+            return Err(LogError::Corrupt {
+                height,
+                detail: format!("expected height {} in {}", last_height + 1, path.display()),
+            });
         }
         last_height = height;
         last_ts = ts;
@@ -175,7 +359,83 @@ fn scan(
         }
         pos = next;
     }
-    Ok((pos, last_height, last_ts))
+    if closed && pos != file_len {
+        return Err(damaged(pos, last_height, "is cut short in a closed segment"));
+    }
+    Ok(ScanEnd { valid_len: pos, last_height, last_ts })
+}
+
+/// Call `f` with every batch of height > `after` in the segments of `dir`, stopping after
+/// `upto`. A segment before the last must end right before the next one starts. Fails
+/// with [`LogError::Retired`] when batch `after + 1` is no longer in the log.
+fn replay_dir(
+    dir: &Path,
+    after: u64,
+    upto: u64,
+    f: &mut dyn FnMut(Batch) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    replay_segments(dir, list_segments(dir)?, after, upto, f)
+}
+
+/// [`replay_dir`] over the segments of several directories taken as one log (an archive
+/// of `--log-retain archive:DIR` and the log itself); a segment in more than one is read
+/// from the first directory that has it. For `tally verify`.
+pub fn replay_dirs(
+    dirs: &[PathBuf],
+    after: u64,
+    f: &mut dyn FnMut(Batch) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for dir in dirs {
+        for seg in list_segments(dir)? {
+            if !segments.iter().any(|s| s.first_height == seg.first_height) {
+                segments.push(seg);
+            }
+        }
+    }
+    segments.sort_by_key(|s| s.first_height);
+    let dir = dirs.last().cloned().unwrap_or_default();
+    replay_segments(&dir, segments, after, u64::MAX, f)
+}
+
+fn replay_segments(
+    dir: &Path,
+    segments: Vec<Segment>,
+    after: u64,
+    upto: u64,
+    f: &mut dyn FnMut(Batch) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let Some(first) = segments.first() else { return Ok(()) };
+    if after + 1 < first.first_height {
+        return Err(LogError::Retired { height: after + 1, first: first.first_height, dir: dir.to_path_buf() });
+    }
+    for (i, seg) in segments.iter().enumerate() {
+        let next_first = segments.get(i + 1).map(|s| s.first_height);
+        if next_first.is_some_and(|n| n <= after + 1) || seg.first_height > upto {
+            continue;
+        }
+        let mut file = File::open(&seg.path).map_err(io(&seg.path))?;
+        let header = read_header(&mut file, seg)?;
+        let end = scan(&mut file, seg, header, next_first.is_some(), after, |b| {
+            if b.height <= upto {
+                f(b)?;
+            }
+            Ok(())
+        })?;
+        if let Some(n) = next_first {
+            if end.last_height + 1 != n {
+                return Err(LogError::Corrupt {
+                    height: end.last_height + 1,
+                    detail: format!(
+                        "segment {} ends at height {} but the next segment starts at {n}",
+                        seg.path.display(),
+                        end.last_height
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A checksummed frame body's (height, ts, batch), the batch decoded only when its height
@@ -196,20 +456,29 @@ fn frame_head(head: &[u8; 8]) -> (usize, u32) {
     (len, crc)
 }
 
-/// The batches of the log in `dir` up to `height`, read without opening the log for
-/// writing: a running node may be appending (its torn tail is where reading stops, and
-/// nothing is truncated). For online backups.
+/// The batches of the log in `dir` from the first one still there (earlier ones may have
+/// been retired) up to `height`, read without opening the log for writing: a running
+/// node may be appending (its torn tail is where reading stops, and nothing is truncated)
+/// and retiring segments (one that goes while this reads is skipped when nothing was read
+/// from it yet, so the batches returned are always consecutive and end at `height` if the
+/// log reaches it). For online backups.
 pub fn read_log_dir(dir: &Path, height: u64) -> Result<Vec<Batch>, LogError> {
-    let path = dir.join("input.log");
-    let mut file = File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
-    let mut out = Vec::new();
-    scan(&mut file, &path, 0, |b| {
-        if b.height <= height {
+    // A segment retired between listing and opening: list again (retirement only ever
+    // takes the oldest segments, so this ends).
+    for _ in 0..8 {
+        let first = list_segments(dir)?.first().map_or(1, |s| s.first_height);
+        let mut out = Vec::new();
+        match replay_dir(dir, first - 1, height, &mut |b| {
             out.push(b);
+            Ok(())
+        }) {
+            Ok(()) => return Ok(out),
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && out.is_empty() => {}
+            Err(LogError::Retired { .. }) => {}
+            Err(e) => return Err(e),
         }
-        Ok(())
-    })?;
-    Ok(out)
+    }
+    Err(LogError::Corrupt { height, detail: format!("the segments of {} kept changing while read", dir.display()) })
 }
 
 /// Whether the next `rest` bytes of `r` start with a complete frame whose checksum holds
@@ -242,6 +511,22 @@ impl Log for FileLog {
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         frame.extend_from_slice(&body);
+        if self.len > SEGMENT_HEADER_BYTES && self.len + frame.len() as u64 > self.options.segment_bytes_max {
+            if let Err(e) = self.roll(batch.height) {
+                // Nothing of this batch was written; the log stays as it was.
+                self.stopped = true;
+                let source = match e {
+                    LogError::Io { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                };
+                return Err(LogError::AppendFailed {
+                    height: batch.height,
+                    path: self.dir.join(segment_name(batch.height)),
+                    source,
+                    rolled_back: true,
+                });
+            }
+        }
         if let Err(source) = self.file.write_all(&frame).and_then(|()| self.file.sync_data()) {
             self.stopped = true;
             let rolled_back = self.roll_back();
@@ -254,9 +539,10 @@ impl Log for FileLog {
     }
 
     fn replay_after(&mut self, height: u64, f: &mut dyn FnMut(Batch) -> Result<(), LogError>) -> Result<(), LogError> {
-        let path = self.path.clone();
-        scan(&mut self.file, &path, height, f)?;
-        Ok(())
+        if height >= self.last_height {
+            return Ok(());
+        }
+        replay_dir(&self.dir, height, self.last_height, f)
     }
 
     fn last_height(&self) -> u64 {
@@ -283,7 +569,7 @@ mod tests {
             assert!(log.append(&Batch { height: 9, ts: 0, inputs: vec![] }).is_err());
         }
         // Simulate a torn append.
-        let p = dir.path().join("input.log");
+        let p = dir.path().join(segment_name(1));
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[0, 0, 0, 50, 1, 2]).unwrap();
         drop(f);

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use tally_calvin::{
-    Batch, Clock, FileLog, Log, LogError, Sequencer, SequencerConfig, StateMachine, SubmitError, Tenant,
+    segment_name, Batch, Clock, FileLog, Log, LogError, Sequencer, SequencerConfig, StateMachine, SubmitError, Tenant,
+    SEGMENT_HEADER_BYTES,
 };
 
 fn batch(height: u64, bytes: usize) -> Batch {
@@ -58,7 +59,7 @@ impl Drop for SmallDisk {
 }
 
 fn log_len(dir: &Path) -> u64 {
-    std::fs::metadata(dir.join("input.log")).map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata(dir.join(segment_name(1))).map(|m| m.len()).unwrap_or(0)
 }
 
 #[test]
@@ -167,7 +168,7 @@ fn write_three(dir: &Path) -> PathBuf {
     for h in 1..=3 {
         log.append(&batch(h, 100)).unwrap();
     }
-    dir.join("input.log")
+    dir.join(segment_name(1))
 }
 
 #[test]
@@ -175,7 +176,7 @@ fn a_damaged_frame_before_intact_ones_refuses_to_open_and_keeps_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_three(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    let frame = bytes.len() / 3;
+    let frame = SEGMENT_HEADER_BYTES as usize + (bytes.len() - SEGMENT_HEADER_BYTES as usize) / 3;
     bytes[frame + 20] ^= 0x40; // inside batch 2's body
     std::fs::write(&path, &bytes).unwrap();
     let err = FileLog::open(dir.path()).err().expect("a damaged acknowledged frame is refused");

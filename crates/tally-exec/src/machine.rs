@@ -104,6 +104,11 @@ pub struct FqlMachine {
     /// Latest commit ts visible to readers.
     pub applied_ts: Arc<AtomicU64>,
     pub head: Arc<std::sync::Mutex<Option<BlockHeader>>>,
+    /// Height of the last batch end committed with `durable = true` (or found on open, or
+    /// made durable by `checkpoint`/`import`): durable once the store's
+    /// `wait_requested_durable` returns. What a single node's input log may retire up to
+    /// (`--log-retain`): durable commits are only ever batch ends.
+    pub checkpointed_height: Arc<AtomicU64>,
     /// Told of every transaction that changes what key authentication reads, before
     /// its commit is visible (the receiving node's `AuthCache` follows it).
     pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
@@ -175,6 +180,7 @@ impl FqlMachine {
             prev_hash,
             applied_ts: Arc::new(AtomicU64::new(last_ts)),
             head: Arc::new(std::sync::Mutex::new(head)),
+            checkpointed_height: Arc::new(AtomicU64::new(applied_height)),
             auth_changes: Arc::new(tally_fql::authcache::AuthChanges::new()),
             batches_since_checkpoint: 0,
             pacer: Box::new(crate::pace::EveryBatches(CHECKPOINT_BATCHES)),
@@ -212,6 +218,7 @@ impl FqlMachine {
         self.tlog = fresh.tlog;
         self.root_key.set(&fresh.root_key.get());
         self.applied_ts.store(fresh.last_ts, Ordering::Release);
+        self.checkpointed_height.store(fresh.applied_height, Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
         if let Ok(mut h) = self.head.lock() {
             *h = head;
@@ -392,6 +399,7 @@ impl FqlMachine {
         if durable {
             self.batches_since_checkpoint = 0;
             self.pacer.checkpointed();
+            self.checkpointed_height.store(batch.height, Ordering::Release);
         }
         self.prev_hash = header.hash();
         self.applied_height = batch.height;
@@ -662,6 +670,7 @@ impl ReplicatedMachine for FqlMachine {
         self.store.sync().map_err(machine_err)?;
         self.batches_since_checkpoint = 0;
         self.pacer.checkpointed();
+        self.checkpointed_height.store(self.applied_height, Ordering::Release);
         Ok(())
     }
 

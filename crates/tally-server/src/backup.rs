@@ -2,14 +2,17 @@
 //!
 //! `GET /admin/backup` (root key) answers the backup file: the state store at one point in
 //! time (the Raft snapshot format of `snapshot.rs`, which carries the applied height,
-//! the head and every block header), plus the input log's batches up to that height, so
-//! the restored node has the log its blocks were computed from (a single node's log is
-//! never purged: it is what rebuilds the state).
+//! the head and every block header), plus the input log's batches up to that height that
+//! are still in the log (all of them under `--log-retain all`; from the first segment left
+//! otherwise), so the restored node has the log its blocks were computed from as far as the
+//! node had it.
 //!
-//! Format (version 1, big-endian; docs/backup.md):
+//! Format (version 2, big-endian; docs/backup.md):
 //! `"TALLYBAK" | version u8 | height u64 | head hash [32] | snapshot len u64 | snapshot |
-//! batch count u64 | (batch len u32 | batch)* | sha256 [32]`, the digest covering every
-//! byte before it. A reader refuses another magic, version, digest or trailing bytes.
+//! first height u64 | batch count u64 | (batch len u32 | batch)* | sha256 [32]`, the digest
+//! covering every byte before it; the batches are `first ..= height`. Version 1 (written
+//! before the log was segmented) has no first height: its batches start at 1. A reader
+//! refuses another magic, version, digest, count or trailing bytes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,13 +22,15 @@ use tally_calvin::{Batch, Log};
 use tally_storage::Store;
 
 const MAGIC: &[u8; 8] = b"TALLYBAK";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Version 1: every batch from height 1, no first-height field.
+const VERSION_WHOLE_LOG: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("the backup file is malformed: {0}")]
     Malformed(&'static str),
-    #[error("the backup file is format version {0}; this build reads version {VERSION}")]
+    #[error("the backup file is format version {0}; this build reads versions {VERSION_WHOLE_LOG} and {VERSION}")]
     Version(u8),
     #[error("the backup file fails its SHA-256 check: it is damaged or incomplete")]
     Digest,
@@ -42,6 +47,8 @@ pub struct Backup {
     pub height: u64,
     pub head: [u8; 32],
     pub snapshot: Vec<u8>,
+    /// Height of the first batch in `batches` (`height + 1` when there are none).
+    pub first: u64,
     pub batches: Vec<Batch>,
 }
 
@@ -65,10 +72,10 @@ pub fn take(store: &dyn Store, log_dir: &Path) -> Result<Vec<u8>, BackupError> {
     // is the same as reading it from the snapshot's.
     let head = head_hash(store, height)?;
     let batches = tally_calvin::read_log_dir(log_dir, height)?;
-    if batches.len() as u64 != height {
+    let first = batches.first().map_or(height + 1, |b| b.height);
+    if batches.last().map_or(first - 1, |b| b.height) != height {
         return Err(BackupError::Other(format!(
-            "the input log holds {} batches up to height {height}; a backup needs all of them",
-            batches.len()
+            "the input log ends before height {height}, the state's; a backup needs the log up to the state"
         )));
     }
     let mut out = Vec::with_capacity(snapshot.len() + 64);
@@ -78,6 +85,7 @@ pub fn take(store: &dyn Store, log_dir: &Path) -> Result<Vec<u8>, BackupError> {
     out.extend_from_slice(&head);
     out.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
     out.extend_from_slice(&snapshot);
+    out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&(batches.len() as u64).to_be_bytes());
     for b in &batches {
         let enc = b.encode();
@@ -114,8 +122,9 @@ pub fn parse(data: &[u8]) -> Result<Backup, BackupError> {
     if data.len() < MAGIC.len() + 1 + 32 || &data[..8] != MAGIC {
         return Err(BackupError::Malformed("not a Tally backup (no TALLYBAK header)"));
     }
-    if data[8] != VERSION {
-        return Err(BackupError::Version(data[8]));
+    let version = data[8];
+    if version != VERSION && version != VERSION_WHOLE_LOG {
+        return Err(BackupError::Version(version));
     }
     let (body, digest) = data.split_at(data.len() - 32);
     if Sha256::digest(body).as_slice() != digest {
@@ -126,20 +135,24 @@ pub fn parse(data: &[u8]) -> Result<Backup, BackupError> {
     let head: [u8; 32] = r.take(32)?.try_into().map_err(|_| BackupError::Malformed("head"))?;
     let n = r.u64()? as usize;
     let snapshot = r.take(n)?.to_vec();
+    let first = if version == VERSION_WHOLE_LOG { 1 } else { r.u64()? };
     let count = r.u64()?;
-    if count != height {
-        return Err(BackupError::Malformed("batch count differs from the height"));
+    if first == 0 || first.checked_add(count) != height.checked_add(1) {
+        return Err(BackupError::Malformed("the batches do not end at the backup's height"));
     }
     let mut batches = Vec::new();
-    for _ in 0..count {
+    for i in 0..count {
         let len = r.u32()? as usize;
         let b = Batch::decode(r.take(len)?).map_err(|_| BackupError::Malformed("a batch does not decode"))?;
+        if b.height != first + i {
+            return Err(BackupError::Malformed("the batches are not consecutive"));
+        }
         batches.push(b);
     }
     if r.pos != body.len() {
         return Err(BackupError::Malformed("bytes after the last batch"));
     }
-    Ok(Backup { height, head, snapshot, batches })
+    Ok(Backup { height, head, snapshot, first, batches })
 }
 
 /// Make `dir` (absent or empty) a data directory holding the backup; returns its height
@@ -154,7 +167,9 @@ pub fn restore(data: &[u8], dir: &Path) -> anyhow::Result<(u64, [u8; 32])> {
     crate::datadir::check_or_init(dir)?;
     let store: Arc<dyn Store> = Arc::new(tally_storage::RedbStore::open(&dir.join("state.redb"))?);
     crate::snapshot::import(&*store, &b.snapshot)?;
-    let mut log = tally_calvin::FileLog::open(&dir.join("log"))?;
+    // Batches before `first` were retired on the node the backup came from; the restored
+    // log starts where its log did.
+    let mut log = tally_calvin::FileLog::create_at(&dir.join("log"), Default::default(), b.first, 0)?;
     for batch in &b.batches {
         log.append(batch)?;
     }

@@ -136,6 +136,16 @@ pub struct Member {
 }
 
 /// Open the Raft log and state machine in `data_dir` and start Raft.
+/// Whether `log_dir` holds a single node's logged batches (a format-2 `input.log`, or a
+/// segment with more than its header).
+fn single_log_has_batches(log_dir: &Path) -> bool {
+    let legacy = std::fs::metadata(log_dir.join("input.log")).is_ok_and(|m| m.len() > 0);
+    legacy
+        || tally_calvin::list_segments(log_dir).is_ok_and(|segs| {
+            segs.iter().any(|s| std::fs::metadata(&s.path).is_ok_and(|m| m.len() > tally_calvin::SEGMENT_HEADER_BYTES))
+        })
+}
+
 pub async fn start_member(
     data_dir: &Path,
     opts: &ClusterOptions,
@@ -150,8 +160,7 @@ pub async fn start_member(
              start it from an empty data directory so it catches up from the others."
         );
     }
-    let single_log = data_dir.join("log").join("input.log");
-    if std::fs::metadata(&single_log).map(|m| m.len() > 0).unwrap_or(false) {
+    if single_log_has_batches(&data_dir.join("log")) {
         anyhow::bail!(
             "{} holds a single-node input log; a cluster member must start from an empty data directory",
             data_dir.display()

@@ -11,13 +11,21 @@
 //! | format | written by | layout |
 //! |---|---|---|
 //! | 1 | builds from the marker's introduction to the transparency log; also any non-empty directory without a marker | `state.redb` (store format 1, block headers v1), `log/input.log` (batch version 1) or `raft/` (JSON records) |
-//! | 2 | this build | as 1, with block headers v2 (committing to the transaction log, `docs/ledger.md`), the transaction log's `tlog/` meta, binary Raft records (`docs/record.md`) and `member.key` |
+//! | 2 | builds from the transaction log to the segmented input log | as 1, with block headers v2 (committing to the transaction log, `docs/ledger.md`), the transaction log's `tlog/` meta, binary Raft records (`docs/record.md`) and `member.key` |
+//! | 3 | this build | as 2, with the single node's input log in segment files `log/<first height, 20 digits>.seg` (`docs/record.md`, "Input log segments") instead of `log/input.log` |
+//!
+//! A format-2 directory is upgraded in place: the marker is rewritten to 3 first (so no
+//! format-2 build opens it afterwards), then opening the input log converts `input.log`
+//! into the first segment (`tally_calvin::migrate_single_file`: copied under a temporary
+//! name, fsynced, renamed, and only then is `input.log` removed; a crash at any point is
+//! finished by the next open). A cluster member's directory has no input log; only its
+//! marker changes.
 //!
 //! A format-1 directory is refused with what to do (move the data with `tally export` /
 //! `tally import`, or `tally backup` / `restore`, using the build that wrote it): its
 //! blocks cannot gain the transaction log's commitments without changing their hashes.
 //! An empty directory (or one holding only a marker-less `member.key`) is new and gets
-//! the marker of format 2.
+//! the marker of format 3.
 //!
 //! The directory also holds `member.key`, this member's ed25519 signing key for tree
 //! heads (`docs/ledger.md`): the 32-byte RFC 8032 secret seed, raw, mode 0600, made on
@@ -29,9 +37,9 @@ use std::path::Path;
 use anyhow::Context;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 2;
-/// The formats this build opens.
-pub const FORMATS_READ: &[u32] = &[2];
+pub const FORMAT: u32 = 3;
+/// The formats this build opens (2 is upgraded to 3 on open).
+pub const FORMATS_READ: &[u32] = &[2, 3];
 /// The last commit whose build writes format 1: it has the executor's limits (issue 11),
 /// so it opens a format-1 directory that stopped earlier builds, for `tally export`.
 const LAST_FORMAT_1_BUILD: &str = "commit bb86f26";
@@ -71,6 +79,10 @@ pub fn check_or_init(dir: &Path) -> anyhow::Result<()> {
                     dir.display(),
                     FORMATS_READ.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
                 );
+            }
+            if found < FORMAT {
+                tracing::info!(from = found, to = FORMAT, dir = %dir.display(), "upgrading the data directory's format");
+                write_marker(dir)?;
             }
             Ok(())
         }
@@ -175,11 +187,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         check_or_init(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
-        assert_eq!(text, "tally data directory format 2\n");
+        assert_eq!(text, "tally data directory format 3\n");
         check_or_init(dir.path()).unwrap();
+        // Format 2 is upgraded: its marker says 3 afterwards (the log converts on open).
+        std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 2\n").unwrap();
+        check_or_init(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+        assert_eq!(text, "tally data directory format 3\n");
         std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 1\n").unwrap();
         let e = check_or_init(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("has format 1") && e.contains("reads format 2") && e.contains("tally export"), "{e}");
+        assert!(e.contains("has format 1") && e.contains("reads format 2, 3") && e.contains("tally export"), "{e}");
         // Data without a marker is format 1, written before the marker existed.
         let old = tempfile::tempdir().unwrap();
         std::fs::write(old.path().join("state.redb"), b"").unwrap();

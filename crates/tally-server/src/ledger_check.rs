@@ -17,7 +17,11 @@
 //!    very same headers (a dropped, reordered or altered transaction changes them), and
 //!    the very same state: every document and index version, and the executor's own
 //!    meta entries (last ts, root key hash, retention cursors), so a byte changed or a
-//!    version dropped anywhere in them is found too.
+//!    version dropped anywhere in them is found too. When `--log-retain` retired the
+//!    log's first segments this step needs them back: with the archive directory of
+//!    `archive:DIR` (`--log-archive DIR`) it replays from genesis as before; without, it
+//!    is skipped and the report says from which height the log starts (steps 1–4 do not
+//!    read the log and are unchanged).
 //!
 //! A state file so damaged that the storage engine panics reading it is reported as
 //! such (`Finding::Open`), not as a crash. The store is opened read-write (redb has no
@@ -27,7 +31,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use tally_calvin::{Log, StateMachine};
+use tally_calvin::StateMachine;
 use tally_ledger::leaf::{self, LeafRecord};
 use tally_ledger::merkle::{self, Hash};
 use tally_ledger::tlog::Frontier;
@@ -46,6 +50,9 @@ pub struct Report {
     pub versions_checked: u64,
     /// Batches replayed from the input log (0 on a cluster member: its log is Raft's).
     pub replayed: u64,
+    /// The replay was skipped: the log (with the archive, if given) starts at this height,
+    /// the batches before it retired by `--log-retain`.
+    pub replay_skipped_from: Option<u64>,
 }
 
 /// The first thing found wrong.
@@ -67,8 +74,13 @@ fn open_err(e: impl std::fmt::Display) -> Finding {
 
 /// Verifies the ledger of the data directory `dir`.
 pub fn verify_dir(dir: &Path) -> Result<Report, Finding> {
+    verify_dir_with(dir, None)
+}
+
+/// [`verify_dir`], reading input log segments retired into `archive` too.
+pub fn verify_dir_with(dir: &Path, archive: Option<&Path>) -> Result<Report, Finding> {
     // redb trusts its own pages: a flipped length in one can make it index out of bounds.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_dir_inner(dir))).unwrap_or_else(|p| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_dir_inner(dir, archive))).unwrap_or_else(|p| {
         let why = p
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -78,7 +90,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, Finding> {
     })
 }
 
-fn verify_dir_inner(dir: &Path) -> Result<Report, Finding> {
+fn verify_dir_inner(dir: &Path, archive: Option<&Path>) -> Result<Report, Finding> {
     let store =
         RedbStore::open(&dir.join("state.redb")).map_err(|e| open_err(format!("opening the state store: {e}")))?;
     let snap = store.snapshot().map_err(open_err)?;
@@ -91,12 +103,30 @@ fn verify_dir_inner(dir: &Path) -> Result<Report, Finding> {
     drop(snap);
     drop(store);
     let log_dir = dir.join("log");
-    if log_dir.join("input.log").exists() {
-        let replayed = Arc::new(tally_storage::MemStore::new());
-        report.replayed = replay(&log_dir, &headers, replayed.clone())?;
-        let store = RedbStore::open(&dir.join("state.redb")).map_err(open_err)?;
-        let (stored, replayed) = (store.snapshot().map_err(open_err)?, replayed.snapshot().map_err(open_err)?);
-        same_state(&*stored, &*replayed, &headers)?;
+    if log_dir.exists() {
+        // Converts a format-2 `input.log` (as opening the node would) and truncates a torn tail.
+        tally_calvin::FileLog::open(&log_dir).map_err(|e| match e {
+            tally_calvin::LogError::Corrupt { height, detail } => {
+                Finding::Block { height, what: format!("input log: {detail}") }
+            }
+            other => open_err(format!("opening the input log: {other}")),
+        })?;
+        let mut dirs: Vec<std::path::PathBuf> = archive.map(Path::to_path_buf).into_iter().collect();
+        dirs.push(log_dir);
+        let first = dirs
+            .iter()
+            .filter_map(|d| tally_calvin::list_segments(d).ok()?.first().map(|s| s.first_height))
+            .min()
+            .unwrap_or(1);
+        if first > 1 {
+            report.replay_skipped_from = Some(first);
+        } else {
+            let replayed = Arc::new(tally_storage::MemStore::new());
+            report.replayed = replay(&dirs, &headers, replayed.clone())?;
+            let store = RedbStore::open(&dir.join("state.redb")).map_err(open_err)?;
+            let (stored, replayed) = (store.snapshot().map_err(open_err)?, replayed.snapshot().map_err(open_err)?);
+            same_state(&*stored, &*replayed, &headers)?;
+        }
     }
     Ok(report)
 }
@@ -255,21 +285,20 @@ fn check_state(snap: &dyn Snapshot, effects: &HashSet<Hash>, headers: &[BlockHea
     Ok(checked)
 }
 
-/// Step 5: replay the input log into a fresh executor; its headers must be the stored ones.
-fn replay(log_dir: &Path, headers: &[BlockHeader], into: Arc<tally_storage::MemStore>) -> Result<u64, Finding> {
-    let mut log = tally_calvin::FileLog::open(log_dir).map_err(|e| match e {
-        tally_calvin::LogError::Corrupt { height, detail } => {
-            Finding::Block { height, what: format!("input log: {detail}") }
-        }
-        other => open_err(format!("opening the input log: {other}")),
-    })?;
+/// Step 5: replay the input log (the segments of `dirs` as one log) into a fresh executor;
+/// its headers must be the stored ones.
+fn replay(
+    dirs: &[std::path::PathBuf],
+    headers: &[BlockHeader],
+    into: Arc<tally_storage::MemStore>,
+) -> Result<u64, Finding> {
     let mut m = FqlMachine::open(into).map_err(open_err)?;
     m.checkpoint_every_batches(u64::MAX);
     let mut replayed = 0;
     // Streamed, one batch at a time; the first mismatch stops the replay (carried out of
     // the callback, which can only return a log error).
     let mut finding = None;
-    let read = log.replay_after(0, &mut |batch| {
+    let read = tally_calvin::replay_dirs(dirs, 0, &mut |batch| {
         let height = batch.height;
         let Some(stored) = headers.get((height as usize).wrapping_sub(1)) else { return Ok(()) };
         if finding.is_some() {
@@ -291,7 +320,12 @@ fn replay(log_dir: &Path, headers: &[BlockHeader], into: Arc<tally_storage::MemS
     if let Some(f) = finding {
         return Err(f);
     }
-    read.map_err(|e| open_err(format!("reading the input log: {e}")))?;
+    read.map_err(|e| match e {
+        tally_calvin::LogError::Corrupt { height, detail } => {
+            Finding::Block { height, what: format!("input log: {detail}") }
+        }
+        other => open_err(format!("reading the input log: {other}")),
+    })?;
     if replayed < headers.len() as u64 {
         return Err(Finding::Block { height: replayed + 1, what: "the input log ends before the stored chain".into() });
     }

@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod ledger_api;
 pub mod ledger_check;
 mod ledger_revision;
+mod log_retain;
 pub mod longpool;
 pub mod metrics;
 pub mod node;
@@ -35,7 +36,8 @@ pub use tally_exec::{machine, record, snapshot};
 
 pub use cluster::{ClusterOptions, PeerLatency};
 pub use conn::ConnLimits;
-pub use node::{serve, ServeConfig};
+pub use node::{serve, LogConfig, ServeConfig};
+pub use tally_calvin::{Retain, SEGMENT_BYTES_DEFAULT};
 pub use tally_raft::peer_port;
 /// Mutual TLS between members (files, member names), for the CLI.
 pub use tally_raft::tls as peer_tls;

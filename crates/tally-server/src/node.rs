@@ -35,6 +35,16 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Tenants with a metrics label of their own (see `crate::metrics`).
     pub metrics_tenants_max: usize,
+    /// How the single node's input log is kept.
+    pub log: LogConfig,
+}
+
+/// How a single node keeps its input log (`--log-retain`, `--log-segment-mib`).
+#[derive(Clone, Debug, Default)]
+pub struct LogConfig {
+    pub retain: tally_calvin::Retain,
+    /// Size at which a segment is closed (0: the default).
+    pub segment_bytes_max: u64,
 }
 
 const ROOT_HASH_FILE: &str = "root_key.sha256";
@@ -128,7 +138,8 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
          copies the state from the others"
     } else {
         "move it aside (e.g. `mv state.redb state.redb.damaged`) and start again: the node rebuilds the state by \
-         replaying its input log, which holds every batch"
+         replaying its input log, if that holds every batch since the first (with --log-retain checkpoint or \
+         archive it does not, and the state comes back from a backup instead: `tally restore`)"
     };
     anyhow::bail!(
         "the state store {} cannot be opened: {err}. It is damaged or not a Tally store; {remedy}.",
@@ -174,7 +185,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // writes it to the file and makes it durable (the input log already is).
     let store = open_state(&cfg.data_dir.join("state.redb"), false)?;
     let metrics = crate::metrics::Metrics::new(&cfg.data_dir, cfg.metrics_tenants_max);
-    let log = FileLog::open(&cfg.data_dir.join("log")).context("opening the input log")?;
+    let log_dir = cfg.data_dir.join("log");
+    let segment_bytes_max =
+        if cfg.log.segment_bytes_max == 0 { tally_calvin::SEGMENT_BYTES_DEFAULT } else { cfg.log.segment_bytes_max };
+    let log = FileLog::open_with(&log_dir, tally_calvin::LogOptions { segment_bytes_max })
+        .context("opening the input log")?;
     let log = crate::metrics::MeteredLog::new(log, metrics.clone());
     let log_last_ts = tally_calvin::Log::last_ts(&log);
     let mut machine = FqlMachine::open(store.clone())?;
@@ -184,12 +199,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     machine.set_pacer(Box::new(crate::pace::WallPacer::default()));
     let applied_ts = machine.applied_ts.clone();
     let head = machine.head.clone();
+    let checkpointed = machine.checkpointed_height.clone();
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
     let machine = crate::metrics::MeteredMachine::new(machine, metrics.clone());
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
+    crate::log_retain::spawn(&store, checkpointed, log_dir, cfg.log.retain.clone())
+        .context("starting the input log's retirement thread")?;
     let r = sequencer.replayed();
     if r.batches > 0 {
         // Said on every start that replays: how long a restart takes is an operator's figure.

@@ -10,7 +10,7 @@ use serde_json::json;
 use tally_calvin::{Batch, FileLog, Log, StateMachine};
 use tally_ledger::tlog::NodeId;
 use tally_ledger::writer;
-use tally_server::ledger_check::{verify_dir, Finding};
+use tally_server::ledger_check::{verify_dir, verify_dir_with, Finding};
 use tally_server::machine::{block_key, FqlMachine, TxnInput};
 use tally_storage::{RedbStore, Space, Store, Ts};
 
@@ -187,6 +187,41 @@ fn rewrite_log(dir: &Path, batches: &[Batch]) {
     }
 }
 
+/// With the log's first segments retired (`--log-retain checkpoint`), the chain, leaves,
+/// signatures and state still verify and the replay is reported skipped; with the archive
+/// of `archive:DIR` the replay runs from genesis again, and still finds a changed input.
+#[test]
+fn a_retired_log_skips_the_replay_and_an_archive_brings_it_back() {
+    let dir = fresh();
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    let mut log =
+        FileLog::open_with(&dir.path().join("log"), tally_calvin::LogOptions { segment_bytes_max: 1 }).unwrap();
+    for b in batches() {
+        log.append(&b).unwrap();
+    }
+    drop(log);
+    let archive = tempfile::tempdir().unwrap();
+    let policy = tally_calvin::Retain::Archive(archive.path().to_path_buf());
+    let r = tally_calvin::retire_segments(&dir.path().join("log"), 4, &policy).unwrap();
+    assert_eq!((r.segments, r.first_height), (3, 4));
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!((r.blocks, r.leaves, r.replayed, r.replay_skipped_from), (4, 13, 0, Some(4)));
+    let r = verify_dir_with(dir.path(), Some(archive.path())).unwrap();
+    assert_eq!((r.replayed, r.replay_skipped_from), (4, None));
+    // An archived batch changed: the replay finds it.
+    let mut changed = batches();
+    changed[1].inputs.swap(0, 1);
+    let seg = archive.path().join(tally_calvin::segment_name(2));
+    std::fs::remove_file(&seg).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut log = FileLog::create_at(scratch.path(), tally_calvin::LogOptions { segment_bytes_max: 1 }, 2, 0).unwrap();
+    log.append(&changed[1]).unwrap();
+    drop(log);
+    std::fs::rename(scratch.path().join(tally_calvin::segment_name(2)), &seg).unwrap();
+    let e = verify_dir_with(dir.path(), Some(archive.path())).unwrap_err();
+    assert!(matches!(e, Finding::Block { height: 2, .. }), "{e}");
+}
+
 #[test]
 fn a_dropped_reordered_or_changed_transaction_is_found_at_its_block() {
     let dir = fresh();
@@ -204,7 +239,7 @@ fn a_dropped_reordered_or_changed_transaction_is_found_at_its_block() {
 
     // One byte of the log file itself: the frame's checksum catches it.
     rewrite_log(dir.path(), &batches());
-    let path = dir.path().join("log").join("input.log");
+    let path = dir.path().join("log").join(tally_calvin::segment_name(1));
     let mut raw = std::fs::read(&path).unwrap();
     let mid = raw.len() / 3;
     raw[mid] ^= 0x10;
@@ -377,7 +412,7 @@ fn a_byte_flipped_anywhere_in_the_state_or_log_file_is_found_or_harmless() {
     assert!(base.len() > 60, "{}", base.len());
     let stride: usize = std::env::var("TALLY_TAMPER_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(97);
     let start: usize = std::env::var("TALLY_TAMPER_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0) % stride;
-    let log = dir.path().join("log").join("input.log");
+    let log = tally_calvin::list_segments(&dir.path().join("log")).unwrap()[0].path.clone();
     let mut missed = flip_each_byte(dir.path(), &log, start % 7, 7.min(stride), &base);
     missed.extend(flip_each_byte(dir.path(), &dir.path().join("state.redb"), start, stride, &base));
     assert!(missed.is_empty(), "start {start}, stride {stride}:\n{}", missed.join("\n"));

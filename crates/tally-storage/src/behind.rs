@@ -336,6 +336,27 @@ impl Store for WriteBehind {
         }
         Ok(())
     }
+
+    fn wait_requested_durable(&self) -> Result<()> {
+        self.wait_durable_wanted()
+    }
+}
+
+impl WriteBehind {
+    /// [`Store::wait_requested_durable`]: waits for the durable write the last
+    /// `commit(durable = true)` asked for, never asking for one itself.
+    fn wait_durable_wanted(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut st = shared.lock()?;
+        let target = st.durable_wanted;
+        while st.durable_seq < target {
+            if let Some(reason) = &st.failed {
+                return Err(failed(reason));
+            }
+            st = shared.progress.wait(st).map_err(|_| failed("lock poisoned"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for WriteBehind {
@@ -469,5 +490,37 @@ mod tests {
         assert_eq!(order, [0, 1, 2, 3, 4], "every commit written once, in order: {writes:?}");
         store.sync().unwrap();
         assert_eq!(rec.writes.lock().unwrap().last().map(|w| w.1), Some(true), "sync wrote durably");
+    }
+
+    /// `wait_requested_durable` waits for the durable write a commit asked for and makes
+    /// no later commit durable (a mid-unit commit stays non-durable).
+    #[test]
+    fn waiting_for_the_requested_durable_write_asks_for_no_other() {
+        let (open, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let rec = Arc::new(Recorder {
+            inner: MemStore::new(),
+            writes: Mutex::new(Vec::new()),
+            gate: Mutex::new(Some((entered_tx, gate))),
+        });
+        let store = Arc::new(WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap());
+        store.wait_requested_durable().unwrap();
+        commit(&store, 0, false);
+        entered.recv().unwrap();
+        commit(&store, 1, true);
+        commit(&store, 2, false);
+        let waiter = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.wait_requested_durable())
+        };
+        open.send(()).unwrap();
+        waiter.join().unwrap().unwrap();
+        while store.queued() > 0 {
+            std::thread::yield_now();
+        }
+        let writes = rec.writes.lock().unwrap().clone();
+        let durable: Vec<u8> = writes.iter().filter(|(_, d)| *d).flat_map(|(ns, _)| ns.clone()).collect();
+        assert_eq!(durable.last(), Some(&1), "the durable write ends at commit 1: {writes:?}");
+        assert!(writes.iter().all(|(ns, d)| !ns.contains(&2) || !*d), "commit 2 is not durable: {writes:?}");
     }
 }

@@ -198,4 +198,12 @@ pub trait Store: Send + Sync + 'static {
     fn sync(&self) -> Result<()> {
         self.begin()?.commit(true)
     }
+    /// Return once every commit made so far with `durable = true` is durable, without
+    /// making any other commit durable (unlike [`Store::sync`], which would make a commit
+    /// that ends no unit of work durable, e.g. the executor's mid-batch commits). Safe from
+    /// any thread. A store whose durable commits return only once durable (the default)
+    /// has nothing to wait for.
+    fn wait_requested_durable(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -93,6 +93,19 @@ enum Cmd {
         /// private address); on the client port they need the root key.
         #[arg(long, env = "TALLY_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// What becomes of input log segments once the state store has made every batch in
+        /// them durable (single node): `all` keeps them (the whole history `tally verify`
+        /// replays), `checkpoint` removes them, `archive:DIR` moves them into DIR. A cluster
+        /// member's Raft log is purged after each snapshot whatever this says.
+        #[arg(long, default_value = "all", env = "TALLY_LOG_RETAIN")]
+        log_retain: tally_server::Retain,
+        /// Size at which an input log segment is closed and the next one begun, in MiB.
+        #[arg(long, default_value_t = tally_server::SEGMENT_BYTES_DEFAULT >> 20, env = "TALLY_LOG_SEGMENT_MIB",
+              value_parser = clap::value_parser!(u64).range(1..=4096))]
+        log_segment_mib: u64,
+        /// Input log segment size in bytes, overriding --log-segment-mib (tests).
+        #[arg(long, hide = true)]
+        log_segment_bytes: Option<u64>,
         /// Tenant databases with a metrics label of their own; later ones count as "other".
         #[arg(long, env = "TALLY_METRICS_TENANTS_MAX", default_value_t = tally_server::metrics::TENANTS_MAX_DEFAULT)]
         metrics_tenants_max: usize,
@@ -162,6 +175,9 @@ fn main() -> anyhow::Result<()> {
             tls_reload_poll_ms,
             metrics_listen,
             metrics_tenants_max,
+            log_retain,
+            log_segment_mib,
+            log_segment_bytes,
             cluster,
         } => {
             let ms = std::time::Duration::from_millis;
@@ -194,6 +210,10 @@ fn main() -> anyhow::Result<()> {
                 }),
                 metrics_listen,
                 metrics_tenants_max,
+                log: tally_server::LogConfig {
+                    retain: log_retain,
+                    segment_bytes_max: log_segment_bytes.unwrap_or(log_segment_mib << 20).max(1),
+                },
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),

@@ -24,6 +24,10 @@ pub struct VerifyArgs {
     /// Data directory to verify offline (the server must be stopped).
     #[arg(long, conflicts_with_all = ["proof", "sth"])]
     data_dir: Option<PathBuf>,
+    /// With --data-dir: the directory `--log-retain archive:DIR` moved retired input log
+    /// segments into, so the replay check runs from genesis.
+    #[arg(long, requires = "data_dir")]
+    log_archive: Option<PathBuf>,
     /// A saved proof (JSON answer of /ledger/v1/get-proof-by-hash, -by-revision or get-sth-consistency).
     #[arg(long, requires = "sth")]
     proof: Option<PathBuf>,
@@ -45,7 +49,7 @@ pub struct VerifyArgs {
 
 pub fn main(args: VerifyArgs) -> anyhow::Result<()> {
     match (&args.data_dir, &args.proof, &args.sth) {
-        (Some(dir), _, _) => verify_dir(dir),
+        (Some(dir), _, _) => verify_dir(dir, args.log_archive.as_deref()),
         (None, Some(proof), Some(head)) => {
             let verdict = pinned_keys(&args.keys, args.members.as_ref())
                 .and_then(|keys| verify_proof(proof, head, args.old_sth.as_ref(), &keys));
@@ -64,9 +68,16 @@ pub fn main(args: VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
-fn verify_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    match tally_server::ledger_check::verify_dir(dir) {
+fn verify_dir(dir: &std::path::Path, archive: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match tally_server::ledger_check::verify_dir_with(dir, archive) {
         Ok(r) => {
+            if let Some(first) = r.replay_skipped_from {
+                println!(
+                    "note: the input log starts at batch {first} (the batches before it were retired by --log-retain); \
+                     the chain, leaves, signatures and state were checked, the replay of the log was not \
+                     (give --log-archive DIR to replay archived segments)"
+                );
+            }
             println!(
                 "ok: {} blocks, {} leaves, {} member signatures by {} key(s), {} stored versions, {} batches replayed",
                 r.blocks,
