@@ -21,5 +21,5 @@ mod write;
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
 pub use log::{read_log_dir, FileLog, Log, LogError};
 pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
-pub use tally_apply::{Batch, BatchError, MachineError, ReplicatedMachine, StateMachine};
+pub use tally_apply::{Batch, BatchError, Decoded, MachineError, ReplicatedMachine, StateMachine};
 pub use write::{WriteError, WriteFuture, WritePath};

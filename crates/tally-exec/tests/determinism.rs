@@ -217,3 +217,38 @@ fn oversized_writes_fail_as_transactions_not_batches() {
     let h = a.head.lock().unwrap().unwrap();
     assert_eq!(h.txn_count, 5);
 }
+
+/// On a single node the receiving node hands its executor what it decoded from each
+/// input (`record::Predecoded`) beside the bytes; the executor must answer and build
+/// blocks exactly as a replica that decodes the bytes (and ignore a hint it does not
+/// know).
+#[test]
+fn predecoded_inputs_apply_exactly_as_their_bytes() {
+    let (_s1, mut bytes_only) = machine();
+    let (_s2, mut hinted) = machine();
+    for batch in batches() {
+        let mut hints: Vec<Option<tally_apply::Decoded>> = batch
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                if i % 3 == 2 {
+                    // Not a Predecoded: decoded from the bytes.
+                    return Some(Box::new(7u32) as tally_apply::Decoded);
+                }
+                let inp = tally_exec::record::decode_input(bytes).unwrap();
+                let expr = Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
+                let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+                assert_eq!(&again, bytes, "the record is the same either way");
+                assert_eq!(pre.input.q, serde_json::Value::Null, "the query tree is freed by the encoder");
+                Some(Box::new(pre) as tally_apply::Decoded)
+            })
+            .collect();
+        let expected = bytes_only.apply(&batch);
+        let mut got = vec![Vec::new(); batch.inputs.len()];
+        hinted.apply_decoded(&batch, &mut hints, &mut |i, out| got[i] = out);
+        assert_eq!(got, expected, "outputs differ at height {}", batch.height);
+        assert_eq!(head_hash(&hinted), head_hash(&bytes_only), "block differs at height {}", batch.height);
+        assert!(hints.iter().all(Option::is_none), "every hint was taken");
+    }
+}
