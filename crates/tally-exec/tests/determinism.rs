@@ -239,6 +239,7 @@ fn predecoded_inputs_apply_exactly_as_their_bytes() {
                 let inp = tally_exec::record::decode_input(bytes).unwrap();
                 let expr = Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
                 let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+                let pre = pre.expect("a decodable input has its Predecoded");
                 assert_eq!(&again, bytes, "the record is the same either way");
                 assert_eq!(pre.input.q, serde_json::Value::Null, "the query tree is freed by the encoder");
                 Some(Box::new(pre) as tally_apply::Decoded)
@@ -251,4 +252,25 @@ fn predecoded_inputs_apply_exactly_as_their_bytes() {
         assert_eq!(head_hash(&hinted), head_hash(&bytes_only), "block differs at height {}", batch.height);
         assert!(hints.iter().all(Option::is_none), "every hint was taken");
     }
+}
+
+/// A role the decoder would refuse gets no `Predecoded`: the executor refuses the input
+/// from its bytes, as every replica does, instead of running what the hint says.
+#[test]
+fn an_input_the_decoder_refuses_gets_no_predecoded() {
+    let q = json!({"add": [1, 2]});
+    let expr = Arc::new(tally_fql::expr::parse(&q).unwrap());
+    let inp = TxnInput {
+        q,
+        db: 0,
+        role: "@role/b/a".into(), // not the canonical (sorted) spelling
+        entropy: [1; 32],
+        steps_max: 1_000,
+        identity: None,
+        token: None,
+        jwt: None,
+    };
+    let (bytes, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+    assert!(pre.is_none());
+    assert!(tally_exec::record::decode_input(&bytes).is_err());
 }

@@ -688,7 +688,7 @@ async fn write_path(
     // transfer's CPU.
     let encoded = match expr {
         Some(expr) => tally_exec::record::encode_input_predecoded(input, expr)
-            .map(|(b, pre)| (b, Some(Box::new(pre) as tally_calvin::Decoded))),
+            .map(|(b, pre)| (b, pre.map(|p| Box::new(p) as tally_calvin::Decoded))),
         None => {
             let bytes = tally_exec::record::encode_input(&input);
             drop(input);
