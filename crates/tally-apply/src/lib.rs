@@ -13,6 +13,14 @@ mod replicated;
 pub use batch::{Batch, BatchError, BATCH_FORMAT};
 pub use replicated::{MachineError, ReplicatedMachine};
 
+/// What the node that received an input already decoded from its bytes, handed to the
+/// executor beside them so it need not decode them again (the local log only: nothing of
+/// it is logged or replicated). Opaque here; the machine that defines it knows its type
+/// and ignores anything else. A machine must produce exactly what it would from the
+/// bytes alone: a hint saves work, it never changes a result (replay and every other
+/// replica see the bytes only).
+pub type Decoded = Box<dyn std::any::Any + Send>;
+
 /// Applies batches deterministically. Implemented by `tally-exec` over FQL + storage.
 pub trait StateMachine: Send {
     /// Height of the last batch whose effects are applied.
@@ -28,6 +36,18 @@ pub trait StateMachine: Send {
         for (i, out) in self.apply(batch).into_iter().enumerate() {
             answer(i, out);
         }
+    }
+    /// [`StateMachine::apply_answering`], with `decoded[i]` (when present) what the
+    /// receiving node already decoded from input `i` (see [`Decoded`]). By default the
+    /// hints are dropped and the inputs decoded from their bytes.
+    fn apply_decoded(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        let _ = decoded;
+        self.apply_answering(batch, answer)
     }
     /// The commit ts of the last applied transaction.
     fn last_commit_ts(&self) -> u64;

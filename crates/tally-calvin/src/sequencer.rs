@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::fair::{BatchLimits, FairInbox, Pushed, Tenant};
 use crate::log::Log;
-use tally_apply::{Batch, StateMachine};
+use tally_apply::{Batch, Decoded, StateMachine};
 
 /// Stack of the sequencer thread, which runs the executor. Evaluation recurses (nested
 /// expressions, lambdas, user functions); the evaluator bounds that depth, and this
@@ -58,8 +58,9 @@ pub enum SubmitError {
     Stopped(String),
 }
 
-/// An input, where its answer goes, and when it was queued.
-type Item = (Vec<u8>, oneshot::Sender<Result<Vec<u8>, SubmitError>>, std::time::Instant);
+/// An input, what the receiving node decoded from it, where its answer goes, and when it
+/// was queued.
+type Item = (Vec<u8>, Option<Decoded>, oneshot::Sender<Result<Vec<u8>, SubmitError>>, std::time::Instant);
 
 /// Hands out timestamps: one per batch, and read timestamps for the read-only path.
 ///
@@ -204,11 +205,22 @@ impl Sequencer {
     /// Submit one input of `tenant`; resolves with the machine's output once its batch
     /// is applied.
     pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
+        self.submit_with(tenant, input, None).await
+    }
+
+    /// [`Sequencer::submit`], with what the receiving node already decoded from `input`
+    /// for the executor ([`StateMachine::apply_decoded`]); only `input` is logged.
+    pub async fn submit_with(
+        &self,
+        tenant: Tenant,
+        input: Vec<u8>,
+        decoded: Option<Decoded>,
+    ) -> Result<Vec<u8>, SubmitError> {
         let (otx, orx) = oneshot::channel();
         let bytes = input.len();
-        match self.inbox.0.push(tenant, (input, otx, std::time::Instant::now()), bytes) {
+        match self.inbox.0.push(tenant, (input, decoded, otx, std::time::Instant::now()), bytes) {
             Pushed::Queued => {}
-            Pushed::Evicted((_, reply, _)) => {
+            Pushed::Evicted((_, _, reply, _)) => {
                 let _ = reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.0.is_closed() => {
@@ -236,16 +248,18 @@ fn run<L: Log, M: StateMachine>(
     while let Some(items) = inbox.next_batch_blocking() {
         // Inputs that waited too long are answered now and never logged: under a backlog
         // the queue sheds its oldest work rather than doing what nobody waits for.
-        let (inputs, replies): (Vec<Vec<u8>>, Vec<_>) = items
-            .into_iter()
-            .filter_map(|(input, reply, queued)| {
-                if queued.elapsed() > wait_max {
-                    let _ = reply.send(Err(SubmitError::Overloaded));
-                    return None;
-                }
-                Some((input, reply))
-            })
-            .unzip();
+        let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+        let mut decoded: Vec<Option<Decoded>> = Vec::with_capacity(items.len());
+        let mut replies = Vec::with_capacity(items.len());
+        for (input, hint, reply, queued) in items {
+            if queued.elapsed() > wait_max {
+                let _ = reply.send(Err(SubmitError::Overloaded));
+                continue;
+            }
+            inputs.push(input);
+            decoded.push(hint);
+            replies.push(reply);
+        }
         if inputs.is_empty() {
             continue;
         }
@@ -269,14 +283,14 @@ fn run<L: Log, M: StateMachine>(
             }
             inbox.close();
             while let Some(rest) = inbox.next_batch_blocking() {
-                for (_, r, _) in rest {
+                for (_, _, r, _) in rest {
                     let _ = r.send(Err(SubmitError::Stopped(later.clone())));
                 }
             }
             return;
         }
         let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
-        machine.apply_answering(&batch, &mut |i, out| {
+        machine.apply_decoded(&batch, &mut decoded, &mut |i, out| {
             if let Some(r) = replies.get_mut(i).and_then(Option::take) {
                 let _ = r.send(Ok(out));
             }

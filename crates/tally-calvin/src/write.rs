@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::fair::Tenant;
+use tally_apply::Decoded;
 
 /// Why a write got no output. Each variant says whether the write may have been applied,
 /// which is what a client must know to retry safely.
@@ -32,12 +33,30 @@ pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, WriteErro
 /// tenants), applies it through the executor, and resolves with its output.
 pub trait WritePath: Send + Sync {
     fn submit(&self, tenant: Tenant, input: Vec<u8>) -> WriteFuture<'_>;
+    /// [`WritePath::submit`], with what the receiving node already decoded from `input`
+    /// ([`Decoded`]), for the executor to use instead of decoding the bytes again where
+    /// it runs in this process. By default (Raft: the executor that applies the input
+    /// first may be another member's) the hint is dropped.
+    fn submit_decoded(&self, tenant: Tenant, input: Vec<u8>, decoded: Decoded) -> WriteFuture<'_> {
+        drop(decoded);
+        self.submit(tenant, input)
+    }
 }
 
 impl WritePath for crate::Sequencer {
     fn submit(&self, tenant: Tenant, input: Vec<u8>) -> WriteFuture<'_> {
+        self.submit_inner(tenant, input, None)
+    }
+
+    fn submit_decoded(&self, tenant: Tenant, input: Vec<u8>, decoded: Decoded) -> WriteFuture<'_> {
+        self.submit_inner(tenant, input, Some(decoded))
+    }
+}
+
+impl crate::Sequencer {
+    fn submit_inner(&self, tenant: Tenant, input: Vec<u8>, decoded: Option<Decoded>) -> WriteFuture<'_> {
         Box::pin(async move {
-            crate::Sequencer::submit(self, tenant, input).await.map_err(|e| match e {
+            self.submit_with(tenant, input, decoded).await.map_err(|e| match e {
                 crate::SubmitError::Overloaded => WriteError::Overloaded,
                 crate::SubmitError::Stopped(m) => WriteError::Unavailable(format!("The write path stopped: {m}")),
             })

@@ -33,7 +33,7 @@ fn effect_space(w: &Write) -> u8 {
 /// thousands of small allocations for a bulk `Do` of `Create`s.
 struct Decoded {
     _input: TxnInput,
-    _expr: tally_fql::expr::Expr,
+    _expr: Arc<tally_fql::expr::Expr>,
 }
 
 /// Inputs smaller than this are freed in place: waking the disposal thread costs more
@@ -226,39 +226,53 @@ impl FqlMachine {
         Ok(())
     }
 
-    fn run_input(&self, snap: &dyn tally_storage::Snapshot, ts: u64, input: &[u8]) -> (TxnOutput, Vec<Write>, u64) {
+    fn run_input(
+        &self,
+        snap: &dyn tally_storage::Snapshot,
+        ts: u64,
+        input: &[u8],
+        hint: Option<tally_apply::Decoded>,
+    ) -> (TxnOutput, Vec<Write>, u64) {
         let mut decoded = None;
-        let out = self.run_decoded(snap, ts, input, &mut decoded);
+        let out = self.run_decoded(snap, ts, input, hint, &mut decoded);
         if let Some(d) = decoded.filter(|_| input.len() >= DISPOSE_INPUT_BYTES_MIN) {
             dispose(d);
         }
         out
     }
 
-    /// Evaluate one logged input; its decoded form (JSON tree and expression) is left in
-    /// `decoded` for the caller to dispose of.
+    /// Evaluate one logged input, decoded from its bytes or taken from `hint` (what the
+    /// receiving node decoded from them, `crate::record::Predecoded`); its decoded form
+    /// (input and expression) is left in `decoded` for the caller to dispose of.
     fn run_decoded(
         &self,
         snap: &dyn tally_storage::Snapshot,
         ts: u64,
         input: &[u8],
+        hint: Option<tally_apply::Decoded>,
         decoded: &mut Option<Decoded>,
     ) -> (TxnOutput, Vec<Write>, u64) {
         let fail = |status: u16, err: tally_fql::FqlError| {
             (TxnOutput::json(status, &serde_json::json!({"errors": [err.to_json()]}), ts), Vec::new(), 0)
         };
-        let inp = match crate::record::decode_input(input) {
-            Ok(i) => i,
-            Err(e) => {
-                return fail(
-                    400,
-                    tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}")),
-                )
+        let pre = hint.and_then(|h| h.downcast::<crate::record::Predecoded>().ok());
+        let (inp, expr) = match pre {
+            Some(p) => (p.input, p.expr),
+            None => {
+                let inp = match crate::record::decode_input(input) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        return fail(
+                            400,
+                            tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}")),
+                        )
+                    }
+                };
+                match tally_fql::expr::parse(&inp.q) {
+                    Ok(e) => (inp, Arc::new(e)),
+                    Err(e) => return fail(e.http_status(), e),
+                }
             }
-        };
-        let expr = match tally_fql::expr::parse(&inp.q) {
-            Ok(e) => e,
-            Err(e) => return fail(e.http_status(), e),
         };
         // The record's decoder refused any role this build does not know.
         let Some(role) = Role::parse(&inp.role) else {
@@ -310,6 +324,7 @@ impl FqlMachine {
         batch: &Batch,
         position: Option<&[u8]>,
         early: bool,
+        decoded: &mut [Option<tally_apply::Decoded>],
         answer: &mut dyn FnMut(usize, Vec<u8>),
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -331,13 +346,14 @@ impl FqlMachine {
         self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
             builder.push_input(input)?;
+            let hint = decoded.get_mut(i).and_then(Option::take);
             // A panic in evaluation is a bug, but it must not take the node down (a logged
             // input that panics would panic again on every replay). It is deterministic, so
             // every replica turns it into the same error.
             let run = if crate::record::root_key::is_root_key_record(input) {
                 Ok(self.apply_root_key(&mut *b, ts, input)?)
             } else {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input)))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input, hint)))
             };
             let (out, writes, ids) = run.unwrap_or_else(|_| {
                 let e = tally_fql::FqlError::new(
@@ -501,7 +517,7 @@ impl FqlMachine {
     /// [`Self::apply_inner`] answering only at the end, as a list.
     fn apply_collect(&mut self, batch: &Batch, position: Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut outputs = Vec::with_capacity(batch.inputs.len());
-        self.apply_inner(batch, position, false, &mut |_, out| outputs.push(out))?;
+        self.apply_inner(batch, position, false, &mut [], &mut |_, out| outputs.push(out))?;
         Ok(outputs)
     }
 }
@@ -617,7 +633,17 @@ impl StateMachine for FqlMachine {
     }
 
     fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, None, true, answer);
+        let r = self.apply_inner(batch, None, true, &mut [], answer);
+        fail_stop(r.map(|()| Vec::new()), batch.height);
+    }
+
+    fn apply_decoded(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<tally_apply::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        let r = self.apply_inner(batch, None, true, decoded, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 }
@@ -652,7 +678,7 @@ impl ReplicatedMachine for FqlMachine {
     }
 
     fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, Some(position), true, answer);
+        let r = self.apply_inner(batch, Some(position), true, &mut [], answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 

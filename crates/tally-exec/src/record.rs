@@ -203,6 +203,39 @@ pub fn encode_input(input: &TxnInput) -> Result<Vec<u8>, RecordError> {
     Ok(out)
 }
 
+/// What the receiving node decoded from an input record it encoded itself: the input (its
+/// query tree already freed) and the query's expression. It travels beside the record to
+/// the executor of the same process (`tally_apply::Decoded`), which then neither decodes
+/// the record nor parses the query again; it is never logged or sent (replay and the
+/// other replicas decode the record), so it must be exactly what decoding would give.
+pub struct Predecoded {
+    pub input: TxnInput,
+    pub expr: std::sync::Arc<tally_fql::expr::Expr>,
+}
+
+/// [`encode_input`], also keeping what the executor needs of `input` as a [`Predecoded`].
+/// `expr` must be what `tally_fql::expr::parse(&input.q)` gives (checked in debug
+/// builds): a record's decoded tree is the tree it was encoded from (the round-trip
+/// tests), so the executor sees the same expression either way. The one field the
+/// encoder takes that the decoder may still refuse is the role (a name not in its
+/// canonical spelling); such an input gets no `Predecoded`, so the executor refuses it
+/// from its bytes as every replica does. The query tree is freed here, on the caller's
+/// thread.
+pub fn encode_input_predecoded(
+    mut input: TxnInput,
+    expr: std::sync::Arc<tally_fql::expr::Expr>,
+) -> Result<(Vec<u8>, Option<Predecoded>), RecordError> {
+    debug_assert_eq!(
+        tally_fql::expr::parse(&input.q).map(|e| format!("{e:?}")).ok(),
+        Some(format!("{expr:?}")),
+        "a Predecoded's expression must be its query's"
+    );
+    let bytes = encode_input(&input)?;
+    input.q = Json::Null;
+    let decodable = tally_fql::auth::Role::parse(&input.role).is_some_and(|r| r.name() == input.role);
+    Ok((bytes, decodable.then_some(Predecoded { input, expr })))
+}
+
 /// Decode a record of version 1, or of version 0 (JSON text, from earlier builds' logs).
 pub fn decode_input(bytes: &[u8]) -> Result<TxnInput, RecordError> {
     match bytes.first() {

@@ -268,3 +268,60 @@ fn oversized_inputs_fail_as_transactions_not_batches() {
     assert_eq!(leaf(first + 2).leaf.input_hash, tally_ledger::merkle::leaf_hash(&batch.inputs[2]));
     assert_eq!(leaf(first + 3).leaf.effect_count, 2);
 }
+
+/// On a single node the receiving node hands its executor what it decoded from each
+/// input (`record::Predecoded`) beside the bytes; the executor must answer and build
+/// blocks exactly as a replica that decodes the bytes (and ignore a hint it does not
+/// know).
+#[test]
+fn predecoded_inputs_apply_exactly_as_their_bytes() {
+    let (_s1, mut bytes_only) = machine();
+    let (_s2, mut hinted) = machine();
+    for batch in batches() {
+        let mut hints: Vec<Option<tally_apply::Decoded>> = batch
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                if i % 3 == 2 {
+                    // Not a Predecoded: decoded from the bytes.
+                    return Some(Box::new(7u32) as tally_apply::Decoded);
+                }
+                let inp = tally_exec::record::decode_input(bytes).unwrap();
+                let expr = Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
+                let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+                let pre = pre.expect("a decodable input has its Predecoded");
+                assert_eq!(&again, bytes, "the record is the same either way");
+                assert_eq!(pre.input.q, serde_json::Value::Null, "the query tree is freed by the encoder");
+                Some(Box::new(pre) as tally_apply::Decoded)
+            })
+            .collect();
+        let expected = bytes_only.apply(&batch);
+        let mut got = vec![Vec::new(); batch.inputs.len()];
+        hinted.apply_decoded(&batch, &mut hints, &mut |i, out| got[i] = out);
+        assert_eq!(got, expected, "outputs differ at height {}", batch.height);
+        assert_eq!(head_hash(&hinted), head_hash(&bytes_only), "block differs at height {}", batch.height);
+        assert!(hints.iter().all(Option::is_none), "every hint was taken");
+    }
+}
+
+/// A role the decoder would refuse gets no `Predecoded`: the executor refuses the input
+/// from its bytes, as every replica does, instead of running what the hint says.
+#[test]
+fn an_input_the_decoder_refuses_gets_no_predecoded() {
+    let q = json!({"add": [1, 2]});
+    let expr = Arc::new(tally_fql::expr::parse(&q).unwrap());
+    let inp = TxnInput {
+        q,
+        db: 0,
+        role: "@role/b/a".into(), // not the canonical (sorted) spelling
+        entropy: [1; 32],
+        steps_max: 1_000,
+        identity: None,
+        token: None,
+        jwt: None,
+    };
+    let (bytes, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+    assert!(pre.is_none());
+    assert!(tally_exec::record::decode_input(&bytes).is_err());
+}

@@ -305,10 +305,14 @@ fn literal_string(v: &serde_json::Value) -> Option<String> {
 /// variable, a read, a function of anything but literals) stays as it is written, and
 /// so does anything inside a `Query` body (stored functions and role predicates keep
 /// their body as written, in the database itself).
-pub fn redact_passwords(q: &mut serde_json::Value, entropy: &[u8; 32]) {
+///
+/// Returns how many passwords it replaced (a query parsed before has changed when any).
+pub fn redact_passwords(q: &mut serde_json::Value, entropy: &[u8; 32]) -> usize {
     use serde_json::Value as J;
+    let replaced = std::cell::Cell::new(0usize);
     let digest_call = |v: &mut J| {
         let Some(pw) = literal_string(v).filter(|p| !p.is_empty() && p.len() <= PASSWORD_BYTES_MAX) else { return };
+        replaced.set(replaced.get() + 1);
         let digest = password_digest(&pw);
         *v = serde_json::json!({
             PASSWORD_DIGEST_FN: hex(&digest),
@@ -367,6 +371,7 @@ pub fn redact_passwords(q: &mut serde_json::Value, entropy: &[u8; 32]) {
         }
     }
     walk(q, &digest_call);
+    replaced.get()
 }
 
 #[cfg(test)]
@@ -454,7 +459,7 @@ mod tests {
             {"identify": {"@ref": {"id": "1"}}, "password": {"var": "pw"}},
             {"identify": {"@ref": {"id": "1"}}, "password": ""}
         ]});
-        redact_passwords(&mut q, &entropy);
+        assert_eq!(redact_passwords(&mut q, &entropy), 4, "it counts what it replaced");
         let text = q.to_string();
         assert!(!text.contains("hunter2") && !text.contains("\"hun\""), "{text}");
         assert!(text.contains("not a credential"), "user data is left alone: {text}");
@@ -477,7 +482,7 @@ mod tests {
         let mut q = serde_json::json!({"create_function": {"object": {"name": "f", "body": {"query":
             {"lambda": "r", "expr": {"login": {"var": "r"}, "params": {"object": {"password": "pw"}}}}}}}});
         let before = q.clone();
-        redact_passwords(&mut q, &[1; 32]);
+        assert_eq!(redact_passwords(&mut q, &[1; 32]), 0);
         assert_eq!(q, before);
     }
 

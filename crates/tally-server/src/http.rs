@@ -446,9 +446,8 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         // and log it at once.
         return match authenticate_now(&st, &secret, jwt) {
             Ok(auth) => {
-                drop(expr);
                 let tag = crate::metrics::QueryTag { db: auth.db, write: true };
-                let mut resp = write_path(st, json, auth, tmo, started).await;
+                let mut resp = write_path(st, json, expr, auth, tmo, started).await;
                 resp.extensions_mut().insert(tag);
                 resp
             }
@@ -507,9 +506,8 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         }
         Err(e) if !e.needs_write => error_response(&e, ts),
         Err(_) => {
-            drop(expr);
             tag.write = true;
-            write_path(st, json, auth, tmo, started).await
+            write_path(st, json, expr, auth, tmo, started).await
         }
     };
     resp.extensions_mut().insert(tag);
@@ -649,6 +647,7 @@ async fn verify_jwt(st: &Arc<AppState>, token: &str) -> Result<tally_fql::jwt::J
 async fn write_path(
     st: Arc<AppState>,
     q: serde_json::Value,
+    expr: Arc<tally_fql::expr::Expr>,
     auth: tally_fql::auth::Auth,
     tmo: u64,
     started: Instant,
@@ -663,7 +662,9 @@ async fn write_path(
     // input alone. This is the only place inputs are built (a cluster member builds them
     // here too, then forwards the bytes to the leader).
     let mut q = q;
-    tally_fql::secret::redact_passwords(&mut q, &entropy);
+    // The expression parsed from the body is the logged query's unless a password was
+    // replaced: then the executor parses the logged query itself.
+    let expr = (tally_fql::secret::redact_passwords(&mut q, &entropy) == 0).then_some(expr);
     let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
     let input = TxnInput {
         q,
@@ -679,13 +680,22 @@ async fn write_path(
             claims: l.claims.clone(),
         }),
     };
-    let bytes = tally_exec::record::encode_input(&input);
-    // Freed here, on the thread that built it, before the wait for the log, after which
-    // the task may resume on another worker: glibc frees another thread's memory through
-    // that arena's lock, which made dropping the query's JSON tree a tenth of a
+    // The record, and for this node's executor what it would decode from it (a single
+    // node's sequencer runs it in this process; Raft drops it). The query's JSON tree is
+    // freed in there, on the thread that built it, before the wait for the log, after
+    // which the task may resume on another worker: glibc frees another thread's memory
+    // through that arena's lock, which made dropping the query's JSON tree a tenth of a
     // transfer's CPU.
-    drop(input);
-    let bytes = match bytes {
+    let encoded = match expr {
+        Some(expr) => tally_exec::record::encode_input_predecoded(input, expr)
+            .map(|(b, pre)| (b, pre.map(|p| Box::new(p) as tally_calvin::Decoded))),
+        None => {
+            let bytes = tally_exec::record::encode_input(&input);
+            drop(input);
+            bytes.map(|b| (b, None))
+        }
+    };
+    let (bytes, decoded) = match encoded {
         Ok(b) => b,
         Err(e) => return error_response(&bad_request(format!("cannot encode transaction: {e}")), 0),
     };
@@ -709,7 +719,11 @@ async fn write_path(
             )
         }
     };
-    match path.submit(tenant, bytes).await {
+    let submitted = match decoded {
+        Some(d) => path.submit_decoded(tenant, bytes, d),
+        None => path.submit(tenant, bytes),
+    };
+    match submitted.await {
         Ok(out) => output_response(out, started, seed).await,
         Err(WriteError::Overloaded) => error_response(&overloaded(), 0),
         Err(e @ (WriteError::Unavailable(_) | WriteError::Ambiguous(_))) => {

@@ -354,6 +354,14 @@ impl<M: StateMachine> StateMachine for MeteredMachine<M> {
     fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
         self.timed(batch, |m| m.apply_answering(batch, answer))
     }
+    fn apply_decoded(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<tally_apply::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        self.timed(batch, |m| m.apply_decoded(batch, decoded, answer))
+    }
     fn last_commit_ts(&self) -> u64 {
         self.inner.last_commit_ts()
     }
