@@ -509,7 +509,7 @@ pub async fn serve_member(
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
-        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        inflight: crate::inflight::InFlight::with_requests_max(cfg.inflight_bytes_max, cfg.conn.requests_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
         auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),

@@ -46,6 +46,9 @@ pub struct ConnLimits {
     pub answer_send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_streams_max: u32,
+    /// FQL requests in progress server-wide (`crate::inflight::REQUESTS_DEFAULT_MAX`);
+    /// past it a request is answered `503` at once.
+    pub requests_max: usize,
 }
 
 impl Default for ConnLimits {
@@ -57,6 +60,7 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(120),
             answer_send_timeout: Duration::from_secs(60),
             h2_streams_max: 200,
+            requests_max: crate::inflight::REQUESTS_DEFAULT_MAX,
         }
     }
 }

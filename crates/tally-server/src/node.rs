@@ -136,10 +136,19 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
     )
 }
 
-/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: redb's 1 GiB).
-/// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
+/// The state store's page cache by default: half of redb's own default (1 GiB), so that
+/// the node's bounds add up to its documented 2 GiB ceiling (ARCHITECTURE.md, Limits).
+/// Pages it drops are still in the OS page cache; a miss costs a read call, not the disk.
+const STATE_CACHE_DEFAULT_MIB: usize = 512;
+
+/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default
+/// [`STATE_CACHE_DEFAULT_MIB`]). After a write flood it is most of what the process keeps
+/// resident (docs/benchmarks.md).
 fn state_cache_bytes() -> Option<usize> {
-    let mib = std::env::var("TALLY_STATE_CACHE_MIB").ok()?.trim().parse::<usize>().ok()?;
+    let mib = std::env::var("TALLY_STATE_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(STATE_CACHE_DEFAULT_MIB);
     Some(mib.saturating_mul(1 << 20))
 }
 
@@ -210,7 +219,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
-        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        inflight: crate::inflight::InFlight::with_requests_max(cfg.inflight_bytes_max, cfg.conn.requests_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key,
         auth_cache,
