@@ -209,4 +209,19 @@ mod tests {
         assert!(pool.try_reserve(1).is_none());
         drop(big);
     }
+
+    #[test]
+    fn requests_in_progress_are_capped_and_given_back() {
+        let pool = InFlight::with_requests_max(100, 2);
+        let a = pool.try_enter_request().unwrap();
+        let b = pool.try_enter_request().unwrap();
+        assert!(pool.try_enter_request().is_none());
+        assert_eq!(pool.requests(), 2);
+        drop(a);
+        let c = pool.try_enter_request().unwrap();
+        drop((b, c));
+        assert_eq!(pool.requests(), 0);
+        // The byte budget is separate.
+        assert!(pool.try_reserve(100).is_some());
+    }
 }

@@ -227,8 +227,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     });
     spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     let app = router(state.clone());
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = crate::conn::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
     println!("tally listening on {addr}{}", if tls.is_some() { " (https)" } else { "" });

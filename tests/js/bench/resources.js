@@ -405,8 +405,8 @@ const scenarios = {
             headers: { authorization: `Bearer ${server.rootKey}`, 'content-type': 'application/json' },
             body,
             timeoutMs: 120_000,
-          }).catch(e => ({ status: null, body: e.message }))
-          statuses.push(r.status)
+          }).catch(e => ({ status: null, body: e.code || e.message }))
+          statuses.push(r.status === null ? `error ${r.body}` : r.status)
           if (r.status !== 200 && r.status !== 201) await sleep(200)
         }
       })
