@@ -223,6 +223,64 @@ describe('in-flight memory budget', () => {
   })
 })
 
+describe('refusals a client can read', () => {
+  let server
+  before(async () => {
+    // 1 MiB in flight, and at most 8 requests in progress.
+    server = await startServer({ extraArgs: ['--inflight-bytes-max', String(MIB), '--requests-max', '8'] })
+  })
+  after(async () => server && (await server.stop()))
+
+  it('an HTTP/1.1 upload refused before its body is read still gets its 503, not a reset', async () => {
+    // Hold the budget with an upload that announces 1 MiB and sends nothing.
+    const s = await connect(server.port)
+    s.on('error', () => {})
+    s.write(postHead(server.rootKey, MIB))
+    await sleep(300)
+    // Each 4 MiB upload is refused from its head; the server reads the rest and drops
+    // it, so the client can finish sending and read the answer (before: EPIPE).
+    const body = JSON.stringify({ add: [1, 'x'.repeat(4 * MIB)] })
+    for (let i = 0; i < 3; i++) {
+      const r = await server.raw(body, { timeoutMs: 20_000 })
+      assert.equal(r.status, 503, r.body.slice(0, 200))
+      assert.equal(r.headers['retry-after'], '1')
+      assert.equal(JSON.parse(r.body).errors[0].code, 'unavailable')
+    }
+    s.destroy()
+  })
+
+  it('a burst beyond the requests in progress is refused at once; what was acknowledged is there', async () => {
+    const client = server.adminClient()
+    await client.query(q.CreateCollection({ name: 'burst' }))
+    // Two hundred writes at once over the driver's one HTTP/2 connection: each holds
+    // its request slot until its batch is applied, so most find the 8 slots taken.
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        client.query(q.Create(q.Collection('burst'), { data: { i } })).then(
+          () => 'ok',
+          e => e
+        )
+      )
+    )
+    const ok = results.filter(r => r === 'ok').length
+    const refused = results.filter(r => r !== 'ok')
+    assert.ok(refused.length > 0, 'some writes were refused')
+    assert.ok(ok > 0, 'some writes were let in')
+    for (const e of refused) {
+      assert.equal(e.name, 'UnavailableError', `${e.name}: ${e.message}`)
+      assert.equal(e.requestResult.statusCode, 503)
+      assert.equal(e.requestResult.responseHeaders['retry-after'], '1')
+      const err = e.requestResult.responseContent.errors[0]
+      assert.equal(err.code, 'unavailable')
+      assert.match(err.description, /too many requests in progress/)
+    }
+    assert.equal(await client.query(q.Count(q.Documents(q.Collection('burst')))), ok)
+    // The slots are free again.
+    assert.equal(await client.query(q.Add(1, 2)), 3)
+    assert.equal(await ping(server.port, 2_000), 200)
+  })
+})
+
 describe('admission of long work', () => {
   let server
   before(async () => {

@@ -201,6 +201,7 @@ impl<'a> Eval<'a> {
     /// Set the limits (the memory budget's included).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        self.tx.read_bytes_max = limits.work_bytes_max;
         self.budget = crate::budget::Budget::new(limits.value_bytes_max);
     }
 
@@ -238,7 +239,7 @@ impl<'a> Eval<'a> {
         Ok(())
     }
 
-    fn check_work(&mut self) -> Result<()> {
+    pub(crate) fn check_work(&mut self) -> Result<()> {
         if self.work() > self.limits.work_bytes_max {
             self.work_stopped = true;
             return Err(Self::work_exceeded(self.limits.work_bytes_max));
@@ -248,7 +249,7 @@ impl<'a> Eval<'a> {
 
     /// Whether evaluation stopped at `Limits::work_bytes_max`.
     pub fn work_stopped(&self) -> bool {
-        self.work_stopped
+        self.work_stopped || self.tx.read_stopped
     }
 
     /// The error of an evaluation stopped at `Limits::work_bytes_max` (only a server's

@@ -362,6 +362,12 @@ pub struct Tx<'a> {
     /// The ts of the latest retention sweep in the snapshot, once read
     /// (`crate::retention::META_SWEEP_TS`).
     pub(crate) sweep_ts: Option<Ts>,
+    /// The inline pass's work bound (`Limits::work_bytes_max`, set by
+    /// `Eval::set_limits`): a document read past it is not decoded (see [`Tx::get_doc`]).
+    /// `u64::MAX` everywhere else, so no result depends on it.
+    pub(crate) read_bytes_max: u64,
+    /// Set when a read stopped at `read_bytes_max`.
+    pub(crate) read_stopped: bool,
 }
 
 pub(crate) type RetentionCacheEntry = ((DbId, CollId, Ts, u64), Option<crate::retention::Retention>);
@@ -381,6 +387,8 @@ impl<'a> Tx<'a> {
             ttl_seen: false,
             retention_cache: Vec::new(),
             sweep_ts: None,
+            read_bytes_max: u64::MAX,
+            read_stopped: false,
         }
     }
 
@@ -601,6 +609,12 @@ impl<'a> Tx<'a> {
 
     pub fn get_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
         match self.get(Space::Docs, &doc_key(db, coll, id), at)? {
+            // Decoding a large document is the heavy part of reading it (a 16 MiB one
+            // takes tens of ms): the inline pass stops before it (issue 13 item 4).
+            Some(_) if self.bytes_read > self.read_bytes_max => {
+                self.read_stopped = true;
+                Err(crate::eval::Eval::work_exceeded(self.read_bytes_max))
+            }
             Some(v) => Ok(Some(decode_doc(&v)?)),
             None => Ok(None),
         }

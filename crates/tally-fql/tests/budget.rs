@@ -146,3 +146,34 @@ fn the_work_bound_stops_a_heavy_step_before_it_runs() {
         assert_eq!(out.result.unwrap(), tally_value::Value::Long(599_999), "{mode:?}");
     }
 }
+
+/// The work bound also stops a read before the heavy part of it: a document past the
+/// bound is not decoded, and a set walked in one step (`Count(Documents(c))`) stops
+/// partway. Without the bound both answer, so no result depends on it.
+#[test]
+fn the_work_bound_stops_large_documents_and_long_walks() {
+    let mut db = Db::new();
+    db.collection("big");
+    let d =
+        db.q(json!({"create": coll_ref_of("big"), "params": {"object": {"data": {"object": {"s": repeat(2 * MIB)}}}}}));
+    db.collection("many");
+    let creates: Vec<Json> = (0..2_000)
+        .map(|i| json!({"create": coll_ref_of("many"), "params": {"object": {"data": {"object": {"i": i}}}}}))
+        .collect();
+    db.q(json!({"do": creates}));
+    let snap = db.store.snapshot().unwrap();
+    // Smaller than the server's 1 MiB, so that a few thousand keys walked pass it.
+    let bounded = Limits { work_bytes_max: 16 << 10, ..Limits::default() };
+    let get = tally_fql::expr::parse(&json!({"get": lit(&d["ref"])})).unwrap();
+    let count = tally_fql::expr::parse(&json!({"count": {"documents": coll_ref_of("many")}})).unwrap();
+    for (what, expr) in [("get", &get), ("count", &count)] {
+        let out = evaluate(&*snap, db.ts, Mode::ReadOnly, Auth::root_admin(), expr, [0; 32], bounded, None);
+        assert!(out.work_stopped, "{what}");
+        assert!(out.result.is_err(), "{what}");
+        let out = evaluate(&*snap, db.ts, Mode::ReadOnly, Auth::root_admin(), expr, [0; 32], Limits::default(), None);
+        assert!(!out.work_stopped, "{what}");
+        assert!(out.result.is_ok(), "{what}");
+    }
+    let out = evaluate(&*snap, db.ts, Mode::ReadOnly, Auth::root_admin(), &count, [0; 32], Limits::default(), None);
+    assert_eq!(out.result.unwrap(), tally_value::Value::Long(2_000));
+}

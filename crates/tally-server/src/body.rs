@@ -47,15 +47,15 @@ pub async fn read(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Byt
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let deadline = Instant::now() + st.body_read_timeout;
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
+        return Err(refuse_unread(body, deadline, max, too_large()));
     }
     let busy = || error_response(&overloaded("too many bytes of requests and answers in flight"), 0);
     let mut reserved = declared.unwrap_or(0).saturating_mul(BODY_COST_FACTOR);
     let Some(mut held) = st.inflight.try_reserve(reserved) else {
-        return Err(busy());
+        return Err(refuse_unread(body, deadline, max, busy()));
     };
-    let deadline = Instant::now() + st.body_read_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
     let mut body = body;
     loop {
@@ -76,18 +76,45 @@ pub async fn read(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Byt
         };
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > max {
-            return Err(too_large());
+            return Err(refuse_unread(body, deadline, max, too_large()));
         }
         let needed = (buf.len() + data.len()) as u64 * BODY_COST_FACTOR;
         if needed > reserved {
             if !held.try_grow(needed - reserved) {
-                return Err(busy());
+                drop(held);
+                drop(buf);
+                return Err(refuse_unread(body, deadline, max, busy()));
             }
             reserved = needed;
         }
         buf.extend_from_slice(&data);
     }
     Ok((Bytes::from(buf), held))
+}
+
+/// Answer `refusal` to a request whose body is not read, and read the rest of the body
+/// in the background, throwing it away (at most `bytes_max` bytes, until `deadline`).
+///
+/// Why: an HTTP/1.1 server that answers and closes while its client is still sending
+/// makes the kernel reset the connection, and the client then sees `EPIPE`/`ECONNRESET`
+/// instead of the answer (measured: 3 of 4 refused 8 MiB uploads). Reading on lets the
+/// client finish sending and read the `503`/`413` (RFC 9112 §9.6, "lingering close").
+/// It holds no memory beyond one frame and no share of the in-flight budget; the
+/// connection stays bounded by the body deadline and the connection cap.
+pub fn refuse_unread(body: Body, deadline: Instant, bytes_max: usize, refusal: Response) -> Response {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > bytes_max {
+                    break;
+                }
+            }
+        }
+    });
+    refusal
 }
 
 /// Parse a query body (JSON, then the expression), off the async thread when large.

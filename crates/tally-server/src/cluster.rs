@@ -497,8 +497,7 @@ pub async fn serve_member(
             .await?;
     let Member { cluster, peer_addr, peer_router, auth_changes, root_key } = member;
     tokio::spawn(crate::root_key::bootstrap(cluster.node.clone(), root_key.clone(), root_key_flag));
-    let peer_listener =
-        tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("binding the peer port {peer_addr}"))?;
+    let peer_listener = crate::conn::bind(peer_addr).with_context(|| format!("binding the peer port {peer_addr}"))?;
     // Mutual TLS when configured (the node's peer TLS), plain HTTP otherwise; the same
     // connection cap and timeouts either way.
     let peer_task = tokio::spawn(tally_raft::peer_port::serve(
@@ -518,7 +517,7 @@ pub async fn serve_member(
         body_bytes_max: cfg.body_bytes_max,
         cluster: Some(cluster.clone()),
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
-        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        inflight: crate::inflight::InFlight::with_requests_max(cfg.inflight_bytes_max, cfg.conn.requests_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
         auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),
@@ -527,8 +526,7 @@ pub async fn serve_member(
     crate::node::spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
     let app = crate::http::router(state.clone());
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = crate::conn::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
     let scheme = if tls.is_some() { " (https)" } else { "" };

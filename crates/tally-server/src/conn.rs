@@ -46,6 +46,9 @@ pub struct ConnLimits {
     pub answer_send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_streams_max: u32,
+    /// FQL requests in progress server-wide (`crate::inflight::REQUESTS_DEFAULT_MAX`);
+    /// past it a request is answered `503` at once.
+    pub requests_max: usize,
 }
 
 impl Default for ConnLimits {
@@ -57,6 +60,7 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(120),
             answer_send_timeout: Duration::from_secs(60),
             h2_streams_max: 200,
+            requests_max: crate::inflight::REQUESTS_DEFAULT_MAX,
         }
     }
 }
@@ -68,6 +72,24 @@ const FD_HEADROOM: u64 = 256;
 const CONNECTIONS_DEFAULT_MAX: u64 = 50_000;
 /// Frame size answers are sent in (see the module doc).
 const ANSWER_FRAME_BYTES: usize = 64 * 1024;
+
+/// Connections the kernel may hold completed but not yet accepted (the kernel clamps it
+/// to `net.core.somaxconn`, 4,096 on current Linux). Tokio's `TcpListener::bind` asks
+/// for 1,024: a burst of connections (2,000 slowloris heads at once, or sockets opened
+/// faster than a loaded accept loop takes them) filled that queue, new SYNs were
+/// dropped, and `/ping`'s connection waited for the client's 1 s SYN retransmit
+/// (worst `/ping` 1.0–2.1 s in the benchmark's connection floods).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Bind a client or peer listener with the deep accept queue ([`LISTEN_BACKLOG`]).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's own bind: a restarted node can take its port at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; the soft limit after that.
 pub fn raise_fd_limit() -> u64 {

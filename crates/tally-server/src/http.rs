@@ -374,6 +374,13 @@ async fn query_linearized(State(st): State<Arc<AppState>>, headers: HeaderMap, b
 
 async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized: bool) -> Response {
     let tp = traceparent(&headers);
+    // Held until the answer exists: a burst of requests beyond the cap is refused here,
+    // before any of its work, instead of waiting in the runtime (inflight.rs).
+    let Some(_slot) = st.inflight.try_enter_request() else {
+        let busy = error_response(&crate::body::overloaded("too many requests in progress"), 0);
+        let deadline = Instant::now() + st.body_read_timeout;
+        return crate::body::refuse_unread(body, deadline, st.body_bytes_max, busy);
+    };
     let (tags, mut resp) = match check_tags(&headers) {
         Err(reason) => (None, tags_refused(reason)),
         Ok(tags) => match crate::body::read(&st, &headers, body).await {
@@ -411,6 +418,8 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Ok(x) => x,
         Err(e) => return error_response(&e, 0),
     };
+    // A large query is turned into its logged input off the async threads (write_path).
+    let large = body.len() > crate::body::INLINE_BYTES_MAX;
     let (json, expr) = match crate::body::parse_query(body).await {
         Ok((json, expr)) => (json, Arc::new(expr)),
         Err(e) => return error_response(&e, 0),
@@ -447,7 +456,7 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         return match authenticate_now(&st, &secret, jwt) {
             Ok(auth) => {
                 let tag = crate::metrics::QueryTag { db: auth.db, write: true };
-                let mut resp = write_path(st, json, expr, auth, tmo, started).await;
+                let mut resp = write_path(st, json, expr, auth, tmo, started, large).await;
                 resp.extensions_mut().insert(tag);
                 resp
             }
@@ -507,7 +516,7 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
         Err(e) if !e.needs_write => error_response(&e, ts),
         Err(_) => {
             tag.write = true;
-            write_path(st, json, expr, auth, tmo, started).await
+            write_path(st, json, expr, auth, tmo, started, large).await
         }
     };
     resp.extensions_mut().insert(tag);
@@ -644,6 +653,16 @@ async fn verify_jwt(st: &Arc<AppState>, token: &str) -> Result<tally_fql::jwt::J
     tally_fql::jwt::JwtLogin::new(db, provider.name, issuer, jwt.claims).ok_or_else(|| refused(JwtError::Malformed))
 }
 
+/// Drop a parsed query; a large one on the long-work pool (freeing a tree of a 16 MiB
+/// query takes milliseconds an async thread owes to `/ping` and small queries).
+fn drop_off_thread<T: Send + 'static>(v: T, large: bool) {
+    if large {
+        drop(crate::longpool::spawn(move || drop(v)));
+    } else {
+        drop(v);
+    }
+}
+
 async fn write_path(
     st: Arc<AppState>,
     q: serde_json::Value,
@@ -651,6 +670,7 @@ async fn write_path(
     auth: tally_fql::auth::Auth,
     tmo: u64,
     started: Instant,
+    large: bool,
 ) -> Response {
     use rand::RngCore;
     // Secrets issued by this write come from `seed`, which is never logged; the log
@@ -658,42 +678,66 @@ async fn write_path(
     let mut seed = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut seed);
     let entropy = tally_fql::secret::entropy_for_seed(&seed);
-    // Literal passwords never reach the log: only their digests do, tagged for this
-    // input alone. This is the only place inputs are built (a cluster member builds them
-    // here too, then forwards the bytes to the leader).
-    let mut q = q;
-    // The expression parsed from the body is the logged query's unless a password was
-    // replaced: then the executor parses the logged query itself.
-    let expr = (tally_fql::secret::redact_passwords(&mut q, &entropy) == 0).then_some(expr);
-    let as_json = |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
-    let input = TxnInput {
-        q,
-        db: auth.db,
-        role: auth.role.name().to_string(),
-        entropy,
-        steps_max: tmo * STEPS_PER_MS,
-        identity: as_json(&auth.identity),
-        token: as_json(&auth.token),
-        jwt: auth.jwt.as_ref().map(|l| tally_exec::record::JwtInput {
-            provider: l.provider.clone(),
-            issuer: l.issuer.clone(),
-            claims: l.claims.clone(),
-        }),
+    let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
+    // A large query's expression is freed on the long-work pool, and the executor parses
+    // the logged query itself; a small one's travels beside the record (parse once).
+    let expr = if large {
+        drop_off_thread(expr, true);
+        None
+    } else {
+        Some(expr)
     };
-    // The record, and for this node's executor what it would decode from it (a single
-    // node's sequencer runs it in this process; Raft drops it). The query's JSON tree is
-    // freed in there, on the thread that built it, before the wait for the log, after
-    // which the task may resume on another worker: glibc frees another thread's memory
-    // through that arena's lock, which made dropping the query's JSON tree a tenth of a
-    // transfer's CPU.
-    let encoded = match expr {
-        Some(expr) => tally_exec::record::encode_input_predecoded(input, expr)
-            .map(|(b, pre)| (b, pre.map(|p| Box::new(p) as tally_calvin::Decoded))),
-        None => {
-            let bytes = tally_exec::record::encode_input(&input);
-            drop(input);
-            bytes.map(|b| (b, None))
+    let build = move || {
+        // Literal passwords never reach the log: only their digests do, tagged for this
+        // input alone. This is the only place inputs are built (a cluster member builds
+        // them here too, then forwards the bytes to the leader).
+        let mut q = q;
+        // The expression parsed from the body is the logged query's unless a password
+        // was replaced: then the executor parses the logged query itself.
+        let expr = expr.filter(|_| tally_fql::secret::redact_passwords(&mut q, &entropy) == 0);
+        let as_json =
+            |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
+        let input = TxnInput {
+            q,
+            db: auth.db,
+            role: auth.role.name().to_string(),
+            entropy,
+            steps_max: tmo * STEPS_PER_MS,
+            identity: as_json(&auth.identity),
+            token: as_json(&auth.token),
+            jwt: auth.jwt.as_ref().map(|l| tally_exec::record::JwtInput {
+                provider: l.provider.clone(),
+                issuer: l.issuer.clone(),
+                claims: l.claims.clone(),
+            }),
+        };
+        // The record, and for this node's executor what it would decode from it (a single
+        // node's sequencer runs it in this process; Raft drops it). The query's JSON tree
+        // is freed in here, on the thread that built it, before the wait for the log,
+        // after which the task may resume on another worker: glibc frees another thread's
+        // memory through that arena's lock, which made dropping the query's JSON tree a
+        // tenth of a transfer's CPU.
+        match expr {
+            Some(expr) => tally_exec::record::encode_input_predecoded(input, expr)
+                .map(|(b, pre)| (b, pre.map(|p| Box::new(p) as tally_calvin::Decoded))),
+            None => {
+                let bytes = tally_exec::record::encode_input(&input);
+                drop(input);
+                bytes.map(|b| (b, None))
+            }
         }
+    };
+    // A large query's redaction walk, encoding and freeing cost milliseconds: on the
+    // long-work pool, so they do not stall the async threads (issue 13 item 4).
+    let encoded = if large {
+        match crate::longpool::spawn(build).await {
+            Ok(b) => b,
+            Err(e) => {
+                return error_response(&FqlError::new("internal server error", format!("input task failed: {e}")), 0)
+            }
+        }
+    } else {
+        build()
     };
     let (bytes, decoded) = match encoded {
         Ok(b) => b,
@@ -705,8 +749,7 @@ async fn write_path(
         return error_response(&e, 0);
     }
     // Batches are composed fairly across tenant databases, weighted by priority (on a
-    // single node and on a cluster's leader alike).
-    let tenant = tally_calvin::Tenant { id: auth.db, weight: auth.priority };
+    // single node and on a cluster's leader alike): `tenant` above.
     // One seam to "logged and applied": the local log's sequencer, or Raft.
     let seq = st.sequencer.lock().ok().and_then(|s| s.clone());
     let path: &dyn WritePath = match (&st.cluster, &seq) {

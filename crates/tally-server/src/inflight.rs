@@ -1,11 +1,12 @@
 //! The server-wide budget for bytes in flight: request bodies being read and the work
 //! they become (parsed queries, queued write inputs), and answers waiting for their
 //! client to read them. Past it, new work is refused at once (`503` with `Retry-After`)
-//! rather than queued: memory stays bounded whatever the clients do.
+//! rather than queued: memory stays bounded whatever the clients do. The number of FQL
+//! requests in progress is capped the same way ([`InFlight::try_enter_request`]).
 //!
 //! A reservation is a [`Reserved`] guard; dropping it gives the bytes back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Default bytes in flight. With the per-query evaluation budget (128 MiB × one per
@@ -18,15 +19,55 @@ pub const INFLIGHT_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// a `Do` of small `Create`s; 8× leaves headroom.
 pub const BODY_COST_FACTOR: u64 = 8;
 
+/// Default FQL requests in progress at once (read, being worked on, or waiting for the
+/// log), server-wide. A burst beyond it is refused at once with `503` instead of being
+/// queued in the async runtime: 80,000 concurrent small writes (400 HTTP/2 connections
+/// of 200 streams) were all accepted and waited up to 36 s, the runtime's run queue
+/// that long, and `/ping` waited 2–5 s behind them (docs/benchmarks.md). 8,192 is about
+/// three seconds of the executor's small writes on two cores, and four times the 2,000
+/// concurrent writers the issue saw served without errors.
+pub const REQUESTS_DEFAULT_MAX: usize = 8_192;
+
 #[derive(Debug)]
 pub struct InFlight {
     used: AtomicU64,
     max: u64,
+    requests: AtomicUsize,
+    requests_max: usize,
 }
 
 impl InFlight {
     pub fn new(max: u64) -> Arc<InFlight> {
-        Arc::new(InFlight { used: AtomicU64::new(0), max: max.max(1) })
+        InFlight::with_requests_max(max, REQUESTS_DEFAULT_MAX)
+    }
+
+    /// A budget of `max` bytes and `requests_max` requests in progress.
+    pub fn with_requests_max(max: u64, requests_max: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            used: AtomicU64::new(0),
+            max: max.max(1),
+            requests: AtomicUsize::new(0),
+            requests_max: requests_max.max(1),
+        })
+    }
+
+    /// Enter one request, or None when `requests_max` are already in progress.
+    pub fn try_enter_request(self: &Arc<Self>) -> Option<RequestSlot> {
+        let mut cur = self.requests.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.requests_max {
+                return None;
+            }
+            match self.requests.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(RequestSlot { pool: self.clone() }),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Requests in progress now.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn max(&self) -> u64 {
@@ -59,6 +100,18 @@ impl InFlight {
     pub fn reserve(self: &Arc<Self>, bytes: u64) -> Reserved {
         self.used.fetch_add(bytes, Ordering::AcqRel);
         Reserved { pool: self.clone(), bytes }
+    }
+}
+
+/// One request in progress until dropped ([`InFlight::try_enter_request`]).
+#[derive(Debug)]
+pub struct RequestSlot {
+    pool: Arc<InFlight>,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.pool.requests.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -155,5 +208,20 @@ mod tests {
         let big = pool.try_reserve(500).unwrap();
         assert!(pool.try_reserve(1).is_none());
         drop(big);
+    }
+
+    #[test]
+    fn requests_in_progress_are_capped_and_given_back() {
+        let pool = InFlight::with_requests_max(100, 2);
+        let a = pool.try_enter_request().unwrap();
+        let b = pool.try_enter_request().unwrap();
+        assert!(pool.try_enter_request().is_none());
+        assert_eq!(pool.requests(), 2);
+        drop(a);
+        let c = pool.try_enter_request().unwrap();
+        drop((b, c));
+        assert_eq!(pool.requests(), 0);
+        // The byte budget is separate.
+        assert!(pool.try_reserve(100).is_some());
     }
 }

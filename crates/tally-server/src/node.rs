@@ -149,6 +149,9 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
 
 /// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: redb's 1 GiB).
 /// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
+/// Not lowered to fit the 2 GiB total: at 512 MiB, with more data written than the cache
+/// holds (64 documents of 16 MiB), a page of one ref took 0.5 s instead of 0.06 s and
+/// `/ping` stalled 0.9–1.9 s (docs/benchmarks.md, "The attacks at the issue's own scale").
 fn state_cache_bytes() -> Option<usize> {
     let mib = std::env::var("TALLY_STATE_CACHE_MIB").ok()?.trim().parse::<usize>().ok()?;
     Some(mib.saturating_mul(1 << 20))
@@ -228,7 +231,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         body_bytes_max: cfg.body_bytes_max,
         cluster: None,
         jwks: Arc::new(crate::jwt::JwksCache::new(cfg.jwks_allow_private)?),
-        inflight: crate::inflight::InFlight::new(cfg.inflight_bytes_max),
+        inflight: crate::inflight::InFlight::with_requests_max(cfg.inflight_bytes_max, cfg.conn.requests_max),
         body_read_timeout: cfg.conn.body_read_timeout,
         member_key,
         auth_cache,
@@ -236,8 +239,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     });
     spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     let app = router(state.clone());
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = crate::conn::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
     println!("tally listening on {addr}{}", if tls.is_some() { " (https)" } else { "" });

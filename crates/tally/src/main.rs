@@ -61,6 +61,10 @@ enum Cmd {
         /// refused with 503.
         #[arg(long, default_value_t = tally_server::inflight::INFLIGHT_BYTES_DEFAULT, env = "TALLY_INFLIGHT_BYTES_MAX")]
         inflight_bytes_max: u64,
+        /// FQL requests in progress at once, server-wide (read, evaluated or waiting for
+        /// the log); past it a request is answered 503 at once.
+        #[arg(long, default_value_t = tally_server::inflight::REQUESTS_DEFAULT_MAX, env = "TALLY_REQUESTS_MAX")]
+        requests_max: usize,
         /// Open client connections at most (0: the file-descriptor limit less 256).
         #[arg(long, default_value_t = 0, env = "TALLY_CONNECTIONS_MAX")]
         connections_max: usize,
@@ -164,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             body_bytes_max,
             jwks_allow_private,
             inflight_bytes_max,
+            requests_max,
             connections_max,
             header_read_timeout_ms,
             body_read_timeout_ms,
@@ -188,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                 idle_timeout: ms(idle_timeout_ms.max(1)),
                 answer_send_timeout: ms(answer_send_timeout_ms.max(1)),
                 h2_streams_max: h2_streams_max.max(1),
+                requests_max: requests_max.max(1),
             };
             let cluster = cluster.options()?;
             // Read-only queries evaluate on blocking threads; give them the executor's
