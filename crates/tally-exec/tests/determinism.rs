@@ -2,30 +2,15 @@
 //! the same outputs and the same block hashes, batch after batch; and a machine rebuilt
 //! from a checkpoint plus replay reaches the same head as one that never stopped.
 
+mod common;
+use common::{input, obj};
+
 use std::sync::Arc;
 
 use serde_json::json;
 use tally_apply::{Batch, StateMachine};
 use tally_exec::machine::{FqlMachine, TxnInput};
 use tally_storage::{MemStore, Store};
-
-fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
-    let inp = TxnInput {
-        q,
-        db: 0,
-        role: "admin".into(),
-        entropy: [seed; 32],
-        steps_max: 1_000_000,
-        identity: None,
-        token: None,
-        jwt: None,
-    };
-    tally_exec::record::encode_input(&inp).unwrap()
-}
-
-fn obj(v: serde_json::Value) -> serde_json::Value {
-    json!({ "object": v })
-}
 
 /// A small ledger workload: schema, accounts, transfers, a key, a failing transaction.
 fn batches() -> Vec<Batch> {

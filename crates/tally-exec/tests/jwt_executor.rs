@@ -2,32 +2,17 @@
 //! claims (never the token), and the executor works out the roles from them alone at the
 //! commit ts — deterministically, so two replicas agree on every answer and block.
 
+mod common;
+use common::{input_as as input, obj};
+
 use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
 use tally_apply::{Batch, StateMachine};
-use tally_exec::machine::{FqlMachine, JwtInput, TxnInput};
+use tally_exec::machine::{FqlMachine, JwtInput};
 use tally_storage::{MemStore, Store};
 
 const ISSUER: &str = "https://idp.example.com/";
-
-fn obj(v: Json) -> Json {
-    json!({ "object": v })
-}
-
-fn input(q: Json, role: &str, jwt: Option<JwtInput>, seed: u8) -> Vec<u8> {
-    let inp = TxnInput {
-        q,
-        db: 0,
-        role: role.into(),
-        entropy: [seed; 32],
-        steps_max: 1_000_000,
-        identity: None,
-        token: None,
-        jwt,
-    };
-    tally_exec::record::encode_input(&inp).unwrap()
-}
 
 fn login(issuer: &str, claims: Json) -> Option<JwtInput> {
     Some(JwtInput { provider: "idp".into(), issuer: issuer.into(), claims })

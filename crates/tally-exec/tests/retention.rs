@@ -4,34 +4,19 @@
 //! effect leaves the block's effects root covers — and a replica rebuilt from a snapshot
 //! or a restart goes on removing exactly as the others do.
 
+mod common;
+use common::{input, obj};
+
 use std::sync::Arc;
 
 use serde_json::json;
 use tally_apply::{Batch, ReplicatedMachine, StateMachine};
-use tally_exec::machine::{retention_key, FqlMachine, TxnInput};
+use tally_exec::machine::{retention_key, FqlMachine};
 use tally_ledger::leaf::{decode_removals, SPACE_DOCS};
 use tally_storage::{MemStore, Space, Store};
 
 const DAY: u64 = 86_400_000_000;
 const T0: u64 = 1_800_000_000_000_000;
-
-fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
-    let inp = TxnInput {
-        q,
-        db: 0,
-        role: "admin".into(),
-        entropy: [seed; 32],
-        steps_max: 1_000_000,
-        identity: None,
-        token: None,
-        jwt: None,
-    };
-    tally_exec::record::encode_input(&inp).unwrap()
-}
-
-fn obj(v: serde_json::Value) -> serde_json::Value {
-    json!({ "object": v })
-}
 
 /// Two collections (history kept 1 day; forever) and an index; 60 documents updated 20
 /// times each in the first; documents with a `ttl` of one hour; then, days later, small
