@@ -49,6 +49,23 @@ async function waitStarted(events) {
   assert.ok(started(events), 'stream started')
 }
 
+// Streams `ref` through `sub` across a loss of access: v2 is written, `revoke` runs, v3
+// is written; answers every event up to the stream's error (the stream is closed).
+async function streamAcrossRevocation(admin, sub, ref, revoke) {
+  const events = []
+  const got = collect(sub, evs => {
+    events.splice(0, events.length, ...evs)
+    return evs.some(e => e.type === 'error')
+  })
+  await waitStarted(events)
+  await admin.query(q.Update(ref, { data: { v: 2 } }))
+  await admin.query(revoke)
+  await admin.query(q.Update(ref, { data: { v: 3 } }))
+  const all = await got
+  sub.close()
+  return all
+}
+
 describe('streams', { timeout: 120_000 }, () => {
   before(async () => {
     server = new TallyServer()
@@ -200,17 +217,7 @@ describe('streams', { timeout: 120_000 }, () => {
     const key = await admin.query(q.CreateKey({ role: 'server' }))
     const c = server.client(key.secret)
     const sub = c.stream.document(ref)
-    const events = []
-    const got = collect(sub, evs => {
-      events.splice(0, events.length, ...evs)
-      return evs.some(e => e.type === 'error')
-    })
-    await waitStarted(events)
-    await admin.query(q.Update(ref, { data: { v: 2 } }))
-    await admin.query(q.Delete(key.ref))
-    await admin.query(q.Update(ref, { data: { v: 3 } }))
-    const all = await got
-    sub.close()
+    const all = await streamAcrossRevocation(admin, sub, ref, q.Delete(key.ref))
     const versions = all.filter(e => e.type === 'version')
     assert.deepEqual(
       versions.map(e => e.data.document.data.v),
@@ -230,17 +237,7 @@ describe('streams', { timeout: 120_000 }, () => {
     await admin.query(q.Create(ref, { data: { v: 1 } }))
     const key = await admin.query(q.CreateKey({ role: q.Role('vault_reader') }))
     const sub = server.client(key.secret).stream.document(ref)
-    const events = []
-    const got = collect(sub, evs => {
-      events.splice(0, events.length, ...evs)
-      return evs.some(e => e.type === 'error')
-    })
-    await waitStarted(events)
-    await admin.query(q.Update(ref, { data: { v: 2 } }))
-    await admin.query(q.Update(q.Role('vault_reader'), { privileges: [] }))
-    await admin.query(q.Update(ref, { data: { v: 3 } }))
-    const all = await got
-    sub.close()
+    const all = await streamAcrossRevocation(admin, sub, ref, q.Update(q.Role('vault_reader'), { privileges: [] }))
     assert.deepEqual(
       all.filter(e => e.type === 'version').map(e => e.data.document.data.v),
       [2]
@@ -268,17 +265,7 @@ describe('streams', { timeout: 120_000 }, () => {
     await admin.query(q.Create(ref, { data: { v: 1 } }))
     const tok = await admin.query(q.Create(q.Tokens(), { instance: user.ref }))
     const sub = server.client(tok.secret).stream(ref)
-    const events = []
-    const got = collect(sub, evs => {
-      events.splice(0, events.length, ...evs)
-      return evs.some(e => e.type === 'error')
-    })
-    await waitStarted(events)
-    await admin.query(q.Update(ref, { data: { v: 2 } }))
-    await admin.query(q.Update(user.ref, { data: { active: false } }))
-    await admin.query(q.Update(ref, { data: { v: 3 } }))
-    const all = await got
-    sub.close()
+    const all = await streamAcrossRevocation(admin, sub, ref, q.Update(user.ref, { data: { active: false } }))
     assert.deepEqual(
       all.filter(e => e.type === 'version').map(e => e.data.document.data.v),
       [2]
