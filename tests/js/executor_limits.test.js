@@ -179,11 +179,18 @@ test('a data directory of this format whose log holds an input that stopped an e
   // `c_by_name`, documents c/1 `one` and c/2 `two` (heights 1-4), then a query of 16 MiB
   // less 1,000 bytes that creates 40 documents: its ledger leaf record did not fit in the
   // store ("meta value of 16779414 bytes is too large"), so that build exited at height 5
-  // and again on every start. This build replays the input as a failed transaction.
+  // and again on every start. Its batches carry no executor rules: this build stops before
+  // applying batch 5 and says what to do; with --apply-other-rules it replays the input as
+  // a failed transaction.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-fixture2-'))
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   execFileSync('tar', ['xzf', path.join(REPO_ROOT, 'tests', 'fixtures', 'datadir-format2-poisoned.tgz'), '-C', dir])
-  const s = new TallyServer({ dataDir: path.join(dir, 'data'), rootKey: 'fixture-root-key' })
+  const refused = await runServe(path.join(dir, 'data'))
+  assert.equal(refused.code, 72, refused.text)
+  assert.match(refused.text, /batch \d was sequenced by a build from before batches carried executor rules/)
+  assert.match(refused.text, /stop it gracefully/)
+  assert.match(refused.text, /--apply-other-rules/)
+  const s = new TallyServer({ dataDir: path.join(dir, 'data'), rootKey: 'fixture-root-key', extraArgs: ['--apply-other-rules'] })
   await s.start()
   t.after(() => s.stop())
   const head = async () => {

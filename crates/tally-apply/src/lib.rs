@@ -10,7 +10,7 @@
 mod batch;
 mod replicated;
 
-pub use batch::{Batch, BatchError, BATCH_FORMAT};
+pub use batch::{Batch, BatchError, BatchHead, BATCH_FORMAT, BATCH_FORMAT_UNSTAMPED};
 pub use replicated::{MachineError, ReplicatedMachine};
 
 /// What the node that received an input already decoded from its bytes, handed to the
@@ -51,4 +51,10 @@ pub trait StateMachine: Send {
     }
     /// The commit ts of the last applied transaction.
     fn last_commit_ts(&self) -> u64;
+    /// The executor rules this machine applies batches under: the log stamps each batch it
+    /// closes with it ([`Batch::rules`]), so every replica and every replay applies the
+    /// batch under the rules it was acknowledged under (a machine refuses a batch stamped
+    /// with other rules). A wrapper passes its inner machine's on; a test machine that
+    /// cares for no rules may answer [`Batch::UNSTAMPED`].
+    fn rules(&self) -> u16;
 }

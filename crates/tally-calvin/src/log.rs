@@ -442,7 +442,7 @@ fn replay_segments(
 /// is above `after` (an applied frame is checked without copying its inputs); `None` when
 /// it is not a well-formed batch.
 fn read_frame(body: &[u8], after: u64) -> Option<(u64, u64, Option<Batch>)> {
-    let (height, ts) = Batch::check(body).ok()?;
+    let tally_apply::BatchHead { height, ts, .. } = Batch::check(body).ok()?;
     if height <= after {
         return Some((height, ts, None));
     }
@@ -564,9 +564,9 @@ mod tests {
         {
             let mut log = FileLog::open(dir.path()).unwrap();
             for h in 1..=3 {
-                log.append(&Batch { height: h, ts: h * 10, inputs: vec![vec![h as u8; 5]] }).unwrap();
+                log.append(&Batch { height: h, ts: h * 10, rules: 1, inputs: vec![vec![h as u8; 5]] }).unwrap();
             }
-            assert!(log.append(&Batch { height: 9, ts: 0, inputs: vec![] }).is_err());
+            assert!(log.append(&Batch { height: 9, ts: 0, rules: 1, inputs: vec![] }).is_err());
         }
         // Simulate a torn append.
         let p = dir.path().join(segment_name(1));
@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(log.last_ts(), 30);
         let after = log.read_after(1).unwrap();
         assert_eq!(after.iter().map(|b| b.height).collect::<Vec<_>>(), vec![2, 3]);
-        log.append(&Batch { height: 4, ts: 40, inputs: vec![] }).unwrap();
+        log.append(&Batch { height: 4, ts: 40, rules: 1, inputs: vec![] }).unwrap();
         assert_eq!(FileLog::open(dir.path()).unwrap().last_height(), 4);
     }
 
@@ -591,7 +591,7 @@ mod tests {
         let input = |h: u64| vec![h as u8; SCAN_BUFFER_BYTES / 3 + h as usize];
         let mut log = FileLog::open(dir.path()).unwrap();
         for h in 1..=10 {
-            log.append(&Batch { height: h, ts: h, inputs: vec![input(h), vec![7]] }).unwrap();
+            log.append(&Batch { height: h, ts: h, rules: 1, inputs: vec![input(h), vec![7]] }).unwrap();
         }
         let mut log = FileLog::open(dir.path()).unwrap();
         assert_eq!(log.last_height(), 10);

@@ -265,7 +265,7 @@ fn run<L: Log, M: StateMachine>(
         }
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
-        let batch = Batch { height: log.last_height() + 1, ts, inputs };
+        let batch = Batch { height: log.last_height() + 1, ts, rules: machine.rules(), inputs };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
             // write is a log we cannot trust to be complete.
@@ -318,6 +318,9 @@ mod tests {
         }
         fn last_commit_ts(&self) -> u64 {
             0
+        }
+        fn rules(&self) -> u16 {
+            Batch::UNSTAMPED
         }
         fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
             self.height = b.height;
@@ -377,6 +380,9 @@ mod tests {
         }
         fn last_commit_ts(&self) -> u64 {
             0
+        }
+        fn rules(&self) -> u16 {
+            Batch::UNSTAMPED
         }
         fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
             if let Some(gate) = self.gate.take() {

@@ -14,7 +14,7 @@ use tally_calvin::{
 };
 
 fn batch(height: u64, bytes: usize) -> Batch {
-    Batch { height, ts: height * 10, inputs: vec![vec![height as u8; bytes]] }
+    Batch { height, ts: height * 10, rules: 1, inputs: vec![vec![height as u8; bytes]] }
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
@@ -113,6 +113,9 @@ impl StateMachine for Counter {
     }
     fn last_commit_ts(&self) -> u64 {
         0
+    }
+    fn rules(&self) -> u16 {
+        Batch::UNSTAMPED
     }
     fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
         self.height = b.height;

@@ -10,7 +10,7 @@ use tally_calvin::{
 };
 
 fn batch(height: u64) -> Batch {
-    Batch { height, ts: height * 10, inputs: vec![vec![height as u8; 40]] }
+    Batch { height, ts: height * 10, rules: 1, inputs: vec![vec![height as u8; 40]] }
 }
 
 /// Segments of about four batches each.
@@ -51,7 +51,7 @@ fn appends_roll_into_segments_that_reopen_and_replay_in_order() {
     assert_eq!((log.last_height(), log.last_ts()), (30, 300));
     assert_eq!(heights(&mut log, 17), (18..=30).collect::<Vec<_>>());
     // A batch larger than a segment gets one of its own.
-    log.append(&Batch { height: 31, ts: 310, inputs: vec![vec![1; 1000]] }).unwrap();
+    log.append(&Batch { height: 31, ts: 310, rules: 1, inputs: vec![vec![1; 1000]] }).unwrap();
     log.append(&batch(32)).unwrap();
     let segs = firsts(dir.path());
     assert_eq!(&segs[segs.len() - 2..], &[31, 32]);

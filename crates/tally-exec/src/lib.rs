@@ -20,4 +20,4 @@ pub mod publish;
 pub mod record;
 pub mod snapshot;
 
-pub use machine::FqlMachine;
+pub use machine::{FqlMachine, RULES};

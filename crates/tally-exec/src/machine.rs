@@ -128,7 +128,21 @@ pub struct FqlMachine {
     /// The replicated root key hash (`META_ROOT_KEY`), for the client port of a cluster
     /// member; set before any commit at or after the record's ts is visible to readers.
     pub root_key: Arc<tally_fql::authcache::RootKeyHash>,
+    /// Apply batches stamped with other executor rules than [`RULES`] (and unstamped ones)
+    /// under these rules instead of stopping (`tally serve --apply-other-rules`): for a log
+    /// tail no build of its own rules can apply. Its blocks may then differ from what the
+    /// build that sequenced them acknowledged.
+    pub apply_other_rules: bool,
 }
+
+/// The version of the executor's rules: what a batch's inputs compute, the blocks and the
+/// retention sweeps included. The log stamps every batch with it ([`Batch::rules`]), and
+/// this machine applies only batches of these rules, so a replay can never compute other
+/// results than the ones acknowledged. Bump it with every change to what an applied batch
+/// computes (a limit, a write rule, retention, an error), and say what changed here:
+///
+/// 1. the rules as of batch format 2 (the first stamped batches).
+pub const RULES: u16 = 1;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
@@ -189,6 +203,7 @@ impl FqlMachine {
             signer: None,
             publish: None,
             root_key: Arc::new(tally_fql::authcache::RootKeyHash::new(&root_key)),
+            apply_other_rules: false,
         })
     }
 
@@ -333,6 +348,9 @@ impl FqlMachine {
             batch.height,
             self.applied_height
         );
+        if batch.rules != RULES && !self.apply_other_rules {
+            return Err(OtherRules(other_rules(batch)).into());
+        }
         let mut b = self.store.begin()?;
         let mut builder = BlockBuilder::new();
         // Outputs not yet handed over: (index, output).
@@ -618,9 +636,38 @@ fn encode_output(out: &TxnOutput) -> Vec<u8> {
     crate::record::encode_output(out)
 }
 
+/// A batch of other executor rules than this build's: not applied (see [`RULES`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OtherRules(pub String);
+
+/// The exit code of a node that stopped at a batch of other executor rules.
+pub const EXIT_OTHER_RULES: i32 = 72;
+
+/// Why a batch of other rules is not applied, and what to do.
+pub fn other_rules(batch: &Batch) -> String {
+    let sequenced = if batch.rules == Batch::UNSTAMPED {
+        "was sequenced by a build from before batches carried executor rules".to_string()
+    } else {
+        format!("was sequenced under executor rules {}", batch.rules)
+    };
+    format!(
+        "batch {} {sequenced}, and this build applies rules {RULES}: applying it here could compute other \
+         results than the ones acknowledged. Start the build that sequenced it, stop it gracefully \
+         (SIGTERM, so that everything is applied and checkpointed), then start this build; in a cluster, \
+         every member runs the same build. If no such build can apply it, `tally serve --apply-other-rules` \
+         applies the log under this build's rules",
+        batch.height
+    )
+}
+
 impl StateMachine for FqlMachine {
     fn applied_height(&self) -> u64 {
         self.applied_height
+    }
+
+    fn rules(&self) -> u16 {
+        RULES
     }
 
     fn last_commit_ts(&self) -> u64 {
@@ -653,6 +700,11 @@ impl StateMachine for FqlMachine {
 fn fail_stop(r: anyhow::Result<Vec<Vec<u8>>>, height: u64) -> Vec<Vec<u8>> {
     match r {
         Ok(o) => o,
+        Err(e) if e.is::<OtherRules>() => {
+            tracing::error!(error = %e, height, "a batch of other executor rules; stopping the node");
+            eprintln!("tally: fatal: {e:#}\nNothing was applied from batch {height} on; the log is unchanged.");
+            std::process::exit(EXIT_OTHER_RULES);
+        }
         Err(e) => {
             tracing::error!(error = %e, height, "applying a batch failed; stopping the node");
             eprintln!(
@@ -764,5 +816,28 @@ mod tests {
         );
         let (out, writes) = admit(5, 100, ok, vec![put(10, 10); 524_282]);
         assert_eq!((out.status, writes.len()), (200, 524_282));
+    }
+
+    /// A batch of other executor rules, or an unstamped one, is not applied: the machine
+    /// refuses it before touching the store (the node then stops with this text), unless
+    /// told to apply other rules.
+    #[test]
+    fn batches_of_other_rules_are_refused_before_anything_is_applied() {
+        let store: Arc<dyn Store> = Arc::new(tally_storage::MemStore::new());
+        let mut m = FqlMachine::open(store.clone()).unwrap();
+        for rules in [Batch::UNSTAMPED, RULES + 1] {
+            let b = Batch { height: 1, ts: 1_000_000, rules, inputs: Vec::new() };
+            let e = m.apply_collect(&b, None).unwrap_err().to_string();
+            assert!(e.contains("batch 1 ") && e.contains(&format!("this build applies rules {RULES}")), "{e}");
+            assert!(e.contains("stop it gracefully") && e.contains("--apply-other-rules"), "{e}");
+            assert_eq!((m.applied_height, meta_height(&*store).unwrap()), (0, 0));
+        }
+        let ok = Batch { height: 1, ts: 1_000_000, rules: RULES, inputs: Vec::new() };
+        m.apply_collect(&ok, None).unwrap();
+        assert_eq!(m.applied_height, 1);
+        m.apply_other_rules = true;
+        let other = Batch { height: 2, ts: 2_000_000, rules: Batch::UNSTAMPED, inputs: Vec::new() };
+        m.apply_collect(&other, None).unwrap();
+        assert_eq!(m.applied_height, 2);
     }
 }

@@ -53,7 +53,12 @@ fn batches() -> Vec<Batch> {
     }
     out.into_iter()
         .enumerate()
-        .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: 1_800_000_000_000_000 + i as u64 * 1000, inputs })
+        .map(|(i, inputs)| Batch {
+            height: i as u64 + 1,
+            ts: 1_800_000_000_000_000 + i as u64 * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        })
         .collect()
 }
 
@@ -139,7 +144,7 @@ fn a_long_batch_answers_early_inputs_early_with_the_same_results() {
         let many: Vec<_> = (0..150).map(|j| create(format!("bulk-{i}-{j}"))).collect();
         inputs.push(input(json!({ "do": many }), 2 + i as u8));
     }
-    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, inputs };
+    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, rules: tally_exec::RULES, inputs };
 
     let mut handed: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut first_seen_early = None;
@@ -188,7 +193,7 @@ fn oversized_writes_fail_as_transactions_not_batches() {
         input(json!({"create_database": obj(json!({"name": long}))}), 4),
         input(create("after"), 5),
     ];
-    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, inputs };
+    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, rules: tally_exec::RULES, inputs };
     let oa = a.apply(&batch);
     assert_eq!(oa, b.apply(&batch));
     assert_eq!(head_hash(&a), head_hash(&b));
@@ -230,7 +235,7 @@ fn oversized_inputs_fail_as_transactions_not_batches() {
     assert!(near.len() <= INPUT_BYTES_MAX);
     let over = input(with_junk(INPUT_BYTES_MAX, 1), 3);
     let inputs = vec![input(create("before"), 1), near, over, input(create("after"), 4)];
-    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, inputs };
+    let batch = Batch { height: 2, ts: 1_900_000_000_000_000, rules: tally_exec::RULES, inputs };
     let oa = a.apply(&batch);
     assert_eq!(oa, b.apply(&batch));
     assert_eq!(head_hash(&a), head_hash(&b));

@@ -54,7 +54,12 @@ fn batches() -> Vec<Batch> {
     [schema, jwt_writes]
         .into_iter()
         .enumerate()
-        .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: 1_800_000_000_000_000 + i as u64 * 1000, inputs })
+        .map(|(i, inputs)| Batch {
+            height: i as u64 + 1,
+            ts: 1_800_000_000_000_000 + i as u64 * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        })
         .collect()
 }
 

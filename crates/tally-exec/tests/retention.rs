@@ -58,12 +58,17 @@ fn batches() -> Vec<Batch> {
     let mut batches: Vec<Batch> = out
         .into_iter()
         .enumerate()
-        .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: T0 + i as u64 * 1000, inputs })
+        .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: T0 + i as u64 * 1000, rules: tally_exec::RULES, inputs })
         .collect();
     // Three days later: quiet batches, one read each.
     for i in 0..12u64 {
         let height = batches.len() as u64 + 1;
-        batches.push(Batch { height, ts: T0 + 3 * DAY + i * 1000, inputs: vec![input(json!({"new_id": null}), 99)] });
+        batches.push(Batch {
+            height,
+            ts: T0 + 3 * DAY + i * 1000,
+            rules: tally_exec::RULES,
+            inputs: vec![input(json!({"new_id": null}), 99)],
+        });
     }
     batches
 }
@@ -138,7 +143,12 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
     assert!(blocks >= 2, "a backlog of 1,140 removals takes more than one block ({blocks})");
     // The remaining state: the latest version of each document reads as before.
     let q = json!({"paginate": {"match": {"index": "by_n"}, "terms": 19}, "size": 100});
-    let out = a.apply(&Batch { height: all.len() as u64 + 1, ts: T0 + 4 * DAY, inputs: vec![input(q, 1)] });
+    let out = a.apply(&Batch {
+        height: all.len() as u64 + 1,
+        ts: T0 + 4 * DAY,
+        rules: tally_exec::RULES,
+        inputs: vec![input(q, 1)],
+    });
     let out = String::from_utf8(tally_exec::record::decode_output(&out[0]).unwrap().body).unwrap();
     assert_eq!(out.matches("\"@ref\"").count() / 3, 60, "every document is still found: {out}");
 }

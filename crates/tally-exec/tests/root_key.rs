@@ -21,7 +21,10 @@ fn status(out: &[u8]) -> (u16, String) {
 }
 
 fn run(m: &mut FqlMachine, height: u64, inputs: Vec<Vec<u8>>) -> Vec<(u16, String)> {
-    m.apply(&Batch { height, ts: 1_000_000 * height, inputs }).iter().map(|o| status(o)).collect()
+    m.apply(&Batch { height, ts: 1_000_000 * height, rules: tally_exec::RULES, inputs })
+        .iter()
+        .map(|o| status(o))
+        .collect()
 }
 
 fn boot(key: &str) -> Vec<u8> {

@@ -214,6 +214,7 @@ impl RaftNode {
         machine.node_id = Some(cfg.node_id);
         let early = machine.early.clone();
         let checkpoint = Box::new(machine.checkpoint_handle());
+        let rules = machine.rules;
         let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
             .await
             .map_err(|e| anyhow_like::err(format!("starting raft: {e}")))?;
@@ -244,7 +245,7 @@ impl RaftNode {
             checkpoint,
             refusals: Default::default(),
         });
-        tokio::spawn(run_batcher(raft, cfg, inbox, last_ts, early));
+        tokio::spawn(run_batcher(raft, cfg, inbox, last_ts, early, rules));
         Ok(node)
     }
 
@@ -592,6 +593,7 @@ async fn run_batcher(
     inbox: Arc<FairInbox<Item>>,
     last_ts: Arc<AtomicU64>,
     early: Option<Arc<Early>>,
+    rules: u16,
 ) {
     let in_flight = Arc::new(Semaphore::new(cfg.batches_in_flight_max.max(1)));
     // Estimated nanoseconds of apply work cut into batches and not yet applied.
@@ -659,7 +661,7 @@ async fn run_batcher(
         let take_all = |replies: &std::sync::Mutex<Vec<Option<Reply>>>| -> Vec<Option<Reply>> {
             std::mem::take(&mut *replies.lock().unwrap_or_else(|p| p.into_inner()))
         };
-        let req = BatchRequest(Batch { height: 0, ts, inputs }.encode());
+        let req = BatchRequest(Batch { height: 0, ts, rules, inputs }.encode());
         let (responder, done) = ProgressResponder::complete_only();
         if let Err(e) = raft.write(req).responder(responder).await {
             if let Some(early) = &early {

@@ -213,6 +213,9 @@ pub struct Machine {
     pub applied_index: Arc<AtomicU64>,
     /// Woken whenever `applied_index` moves.
     pub applied_notify: Arc<tokio::sync::Notify>,
+    /// The executor rules of the machine inside ([`tally_calvin::StateMachine::rules`]): the
+    /// leader stamps the batches it proposes with them.
+    pub rules: u16,
 }
 
 impl Machine {
@@ -224,7 +227,9 @@ impl Machine {
             None => Position::default(),
         };
         let applied = position.log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        let rules = machine.rules();
         Ok(Machine {
+            rules,
             engine: Arc::new(Executor::start(machine)?),
             position,
             snapshot_dir: snapshot_dir.to_path_buf(),

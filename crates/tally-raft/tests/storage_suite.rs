@@ -31,6 +31,9 @@ impl StateMachine for Counter {
     fn last_commit_ts(&self) -> u64 {
         0
     }
+    fn rules(&self) -> u16 {
+        Batch::UNSTAMPED
+    }
 }
 
 impl ReplicatedMachine for Counter {

@@ -153,6 +153,7 @@ pub async fn start_member(
     store: Arc<dyn Store>,
     root_key_flag: Option<&str>,
     metrics: Arc<crate::metrics::Metrics>,
+    apply_other_rules: bool,
 ) -> anyhow::Result<(Member, Arc<std::sync::atomic::AtomicU64>, Head)> {
     if let Ok(msg) = std::fs::read_to_string(data_dir.join(DIVERGED_FILE)) {
         anyhow::bail!(
@@ -175,6 +176,7 @@ pub async fn start_member(
         ),
     };
     let mut machine = FqlMachine::open(store.clone())?;
+    machine.apply_other_rules = apply_other_rules;
     let member_key = Arc::new(crate::datadir::member_key(data_dir)?);
     machine.signer = Some(member_key.clone());
     machine.publish = Some(crate::stream::hub().clone());
@@ -492,9 +494,16 @@ pub async fn serve_member(
     root_key_flag: Option<String>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<()> {
-    let (member, applied_ts, head) =
-        start_member(&cfg.data_dir, opts, cfg.epoch_ms, store.clone(), root_key_flag.as_deref(), metrics.clone())
-            .await?;
+    let (member, applied_ts, head) = start_member(
+        &cfg.data_dir,
+        opts,
+        cfg.epoch_ms,
+        store.clone(),
+        root_key_flag.as_deref(),
+        metrics.clone(),
+        cfg.apply_other_rules,
+    )
+    .await?;
     let Member { cluster, peer_addr, peer_router, auth_changes, root_key } = member;
     tokio::spawn(crate::root_key::bootstrap(cluster.node.clone(), root_key.clone(), root_key_flag));
     let peer_listener = crate::conn::bind(peer_addr).with_context(|| format!("binding the peer port {peer_addr}"))?;

@@ -53,6 +53,10 @@ pub struct Report {
     /// The replay was skipped: the log (with the archive, if given) starts at this height,
     /// the batches before it retired by `--log-retain`.
     pub replay_skipped_from: Option<u64>,
+    /// The replay stopped before this batch (height, its executor rules): it was sequenced
+    /// under other rules than this build's (`tally_exec::RULES`), so this build cannot
+    /// recompute its block; the batches before it were replayed and checked.
+    pub replay_stopped_at: Option<(u64, u16)>,
 }
 
 /// The first thing found wrong.
@@ -122,7 +126,10 @@ fn verify_dir_inner(dir: &Path, archive: Option<&Path>) -> Result<Report, Findin
             report.replay_skipped_from = Some(first);
         } else {
             let replayed = Arc::new(tally_storage::MemStore::new());
-            report.replayed = replay(&dirs, &headers, replayed.clone())?;
+            (report.replayed, report.replay_stopped_at) = replay(&dirs, &headers, replayed.clone())?;
+            if report.replay_stopped_at.is_some() {
+                return Ok(report);
+            }
             let store = RedbStore::open(&dir.join("state.redb")).map_err(open_err)?;
             let (stored, replayed) = (store.snapshot().map_err(open_err)?, replayed.snapshot().map_err(open_err)?);
             same_state(&*stored, &*replayed, &headers)?;
@@ -291,17 +298,22 @@ fn replay(
     dirs: &[std::path::PathBuf],
     headers: &[BlockHeader],
     into: Arc<tally_storage::MemStore>,
-) -> Result<u64, Finding> {
+) -> Result<(u64, Option<(u64, u16)>), Finding> {
     let mut m = FqlMachine::open(into).map_err(open_err)?;
     m.checkpoint_every_batches(u64::MAX);
     let mut replayed = 0;
     // Streamed, one batch at a time; the first mismatch stops the replay (carried out of
     // the callback, which can only return a log error).
     let mut finding = None;
+    let mut stopped = None;
     let read = tally_calvin::replay_dirs(dirs, 0, &mut |batch| {
         let height = batch.height;
         let Some(stored) = headers.get((height as usize).wrapping_sub(1)) else { return Ok(()) };
-        if finding.is_some() {
+        if finding.is_some() || stopped.is_some() {
+            return Ok(());
+        }
+        if batch.rules != tally_exec::RULES {
+            stopped = Some((height, batch.rules));
             return Ok(());
         }
         m.apply(&batch);
@@ -326,10 +338,10 @@ fn replay(
         }
         other => open_err(format!("reading the input log: {other}")),
     })?;
-    if replayed < headers.len() as u64 {
+    if stopped.is_none() && replayed < headers.len() as u64 {
         return Err(Finding::Block { height: replayed + 1, what: "the input log ends before the stored chain".into() });
     }
-    Ok(replayed)
+    Ok((replayed, stopped))
 }
 
 /// The executor's own meta entries: written by transactions and sweeps, not effects of

@@ -365,6 +365,9 @@ impl<M: StateMachine> StateMachine for MeteredMachine<M> {
     fn last_commit_ts(&self) -> u64 {
         self.inner.last_commit_ts()
     }
+    fn rules(&self) -> u16 {
+        self.inner.rules()
+    }
 }
 
 impl<M: tally_calvin::ReplicatedMachine> tally_calvin::ReplicatedMachine for MeteredMachine<M> {

@@ -37,6 +37,9 @@ pub struct ServeConfig {
     pub metrics_tenants_max: usize,
     /// How the single node's input log is kept.
     pub log: LogConfig,
+    /// Apply logged batches of other executor rules under this build's
+    /// (`--apply-other-rules`; see `tally_exec::machine::RULES`).
+    pub apply_other_rules: bool,
 }
 
 /// How a single node keeps its input log (`--log-retain`, `--log-segment-mib`).
@@ -196,6 +199,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let log = crate::metrics::MeteredLog::new(log, metrics.clone());
     let log_last_ts = tally_calvin::Log::last_ts(&log);
     let mut machine = FqlMachine::open(store.clone())?;
+    machine.apply_other_rules = cfg.apply_other_rules;
     let member_key = Arc::new(crate::datadir::member_key(&cfg.data_dir)?);
     machine.signer = Some(member_key.clone());
     machine.publish = Some(crate::stream::hub().clone());

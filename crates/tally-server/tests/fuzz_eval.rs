@@ -124,7 +124,12 @@ fn apply_batches(batches: &[Vec<Json>]) -> Result<(), TestCaseError> {
     let (mut a, mut b) = (open("a.redb")?, open("b.redb")?);
     for (h, queries) in batches.iter().enumerate() {
         let inputs = queries.iter().enumerate().map(|(i, q)| input(q, i as u8)).collect();
-        let batch = Batch { height: h as u64 + 1, ts: 1_800_000_000_000_000 + h as u64 * 1000, inputs };
+        let batch = Batch {
+            height: h as u64 + 1,
+            ts: 1_800_000_000_000_000 + h as u64 * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        };
         let (oa, ob) = (a.apply(&batch), b.apply(&batch));
         prop_assert_eq!(&oa, &ob, "outputs differ at height {}", batch.height);
         let head = |m: &FqlMachine| m.head.lock().ok().and_then(|h| h.map(|h| h.hash()));

@@ -50,7 +50,12 @@ fn batches() -> Vec<Batch> {
     }
     out.into_iter()
         .enumerate()
-        .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: 1_800_000_000_000_000 + i as u64 * 1000, inputs })
+        .map(|(i, inputs)| Batch {
+            height: i as u64 + 1,
+            ts: 1_800_000_000_000_000 + i as u64 * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        })
         .collect()
 }
 
@@ -222,6 +227,25 @@ fn a_retired_log_skips_the_replay_and_an_archive_brings_it_back() {
     assert!(matches!(e, Finding::Block { height: 2, .. }), "{e}");
 }
 
+/// A log whose tail was sequenced under other executor rules (here: unstamped, as builds
+/// before the stamp wrote it) is replayed up to that batch, which is reported instead of
+/// being recomputed under this build's rules and called tampered.
+#[test]
+fn the_replay_stops_at_a_batch_of_other_rules() {
+    let dir = fresh();
+    let mut other = batches();
+    for b in &mut other[2..] {
+        b.rules = Batch::UNSTAMPED;
+    }
+    rewrite_log(dir.path(), &other);
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!((r.blocks, r.replayed, r.replay_stopped_at), (4, 2, Some((3, Batch::UNSTAMPED))));
+    // Its own rules everywhere: the whole log is replayed.
+    rewrite_log(dir.path(), &batches());
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!((r.replayed, r.replay_stopped_at), (4, None));
+}
+
 #[test]
 fn a_dropped_reordered_or_changed_transaction_is_found_at_its_block() {
     let dir = fresh();
@@ -261,9 +285,9 @@ fn retention_batches() -> Vec<Batch> {
         input(json!({"update": r, "params": obj(json!({"data": obj(json!({"n": 100}))}))}), 60 + i)
     }));
     let ts = all.last().unwrap().ts + 1000;
-    all.push(Batch { height: all.len() as u64 + 1, ts, inputs: next });
+    all.push(Batch { height: all.len() as u64 + 1, ts, rules: tally_exec::RULES, inputs: next });
     let quiet = vec![input(json!({"new_id": null}), 90)];
-    all.push(Batch { height: all.len() as u64 + 1, ts: ts + 86_400_000_000, inputs: quiet });
+    all.push(Batch { height: all.len() as u64 + 1, ts: ts + 86_400_000_000, rules: tally_exec::RULES, inputs: quiet });
     all
 }
 

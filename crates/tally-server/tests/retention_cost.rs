@@ -48,7 +48,12 @@ fn sweep_cost_per_batch() {
         batches.push(vec![input(json!({"do": creates}))]);
     }
     for (i, inputs) in batches.into_iter().enumerate() {
-        m.apply(&Batch { height: i as u64 + 1, ts: 1_800_000_000_000_000 + i as u64 * 1000, inputs });
+        m.apply(&Batch {
+            height: i as u64 + 1,
+            ts: 1_800_000_000_000_000 + i as u64 * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        });
     }
     let snap = store.snapshot().unwrap();
     let now = 1_800_000_100_000_000;

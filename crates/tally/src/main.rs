@@ -110,6 +110,12 @@ enum Cmd {
         /// Input log segment size in bytes, overriding --log-segment-mib (tests).
         #[arg(long, hide = true)]
         log_segment_bytes: Option<u64>,
+        /// Apply logged batches that another build sequenced (under other executor rules)
+        /// with this build's rules, instead of stopping with what to do. Only for a log tail
+        /// that no build of its own rules can apply: its results may differ from the ones
+        /// that build acknowledged. Every member of a cluster must then use it alike.
+        #[arg(long)]
+        apply_other_rules: bool,
         /// Tenant databases with a metrics label of their own; later ones count as "other".
         #[arg(long, env = "TALLY_METRICS_TENANTS_MAX", default_value_t = tally_server::metrics::TENANTS_MAX_DEFAULT)]
         metrics_tenants_max: usize,
@@ -183,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             log_retain,
             log_segment_mib,
             log_segment_bytes,
+            apply_other_rules,
             cluster,
         } => {
             let ms = std::time::Duration::from_millis;
@@ -220,6 +227,7 @@ fn main() -> anyhow::Result<()> {
                     retain: log_retain,
                     segment_bytes_max: log_segment_bytes.unwrap_or(log_segment_mib << 20).max(1),
                 },
+                apply_other_rules,
             }))
         }
         Cmd::Bench(args) => tally_bench::main(args),

@@ -78,6 +78,19 @@ fn verify_dir(dir: &std::path::Path, archive: Option<&std::path::Path>) -> anyho
                      (give --log-archive DIR to replay archived segments)"
                 );
             }
+            if let Some((height, rules)) = r.replay_stopped_at {
+                let by = if rules == 0 {
+                    "a build from before batches carried executor rules".to_string()
+                } else {
+                    format!("executor rules {rules}")
+                };
+                println!(
+                    "note: the replay stopped before batch {height}, sequenced under {by}; this build applies rules {} \
+                     and cannot recompute that batch's block (the chain, leaves, signatures and state were checked; \
+                     run `tally verify` of the build that sequenced it to replay the rest)",
+                    tally_server::machine::RULES
+                );
+            }
             println!(
                 "ok: {} blocks, {} leaves, {} member signatures by {} key(s), {} stored versions, {} batches replayed",
                 r.blocks,

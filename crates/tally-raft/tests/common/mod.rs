@@ -60,6 +60,9 @@ impl StateMachine for Held {
     fn last_commit_ts(&self) -> u64 {
         0
     }
+    fn rules(&self) -> u16 {
+        Batch::UNSTAMPED
+    }
 }
 
 impl ReplicatedMachine for Held {
