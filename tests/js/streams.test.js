@@ -228,7 +228,9 @@ describe('streams', { timeout: 120_000 }, () => {
     )
     const err = all.find(e => e.type === 'error')
     assert.ok(err, 'error event')
-    assert.match(JSON.stringify(err.data.event || err.data), /unauthorized/i)
+    // v4's answer to a lost authorization (StreamSpec), with what was lost after it.
+    assert.equal(err.data.code, 'permission denied', JSON.stringify(err.data))
+    assert.match(err.data.description, /^Authorization lost during stream evaluation\. .*(secret|key)/i)
   })
 
   it('a role that loses read access ends a document stream with `permission denied`', async () => {
@@ -249,6 +251,7 @@ describe('streams', { timeout: 120_000 }, () => {
     const err = all.find(e => e.type === 'error')
     assert.ok(err, JSON.stringify(all))
     assert.equal(err.data.code, 'permission denied', JSON.stringify(all))
+    assert.match(err.data.description, /^Authorization lost during stream evaluation\./)
   })
 
   it('a token whose membership predicate stops holding ends its stream with `permission denied`', async () => {

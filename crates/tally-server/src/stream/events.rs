@@ -259,8 +259,15 @@ impl Watch {
     }
 
     fn fail(&self, mut out: Out, e: &FqlError) -> Out {
-        let ev =
-            json!({"type": "error", "txn": self.last_txn, "event": {"code": e.code, "description": e.description}});
+        // A revoked secret or a lost privilege is v4's `StreamError.PermissionDenied`,
+        // with what was lost after it.
+        let (code, description) = match e.code {
+            code::UNAUTHORIZED | code::PERMISSION_DENIED | code::INVALID_TOKEN => {
+                (code::PERMISSION_DENIED, format!("Authorization lost during stream evaluation. {}", e.description))
+            }
+            c => (c, e.description.clone()),
+        };
+        let ev = json!({"type": "error", "txn": self.last_txn, "event": {"code": code, "description": description}});
         out.events.push((self.last_txn, ev));
         out.end = true;
         out
