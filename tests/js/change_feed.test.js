@@ -38,6 +38,68 @@ describe('change feeds', { timeout: 300_000 }, () => {
   })
   after(() => server && server.stop())
 
+  it('300 events of one transaction page with size 7 exactly once, forwards and backwards, across writes and a restart', async () => {
+    let c = server.adminClient()
+    await c.query(q.CreateCollection({ name: 'bulk' }))
+    await c.query(q.CreateIndex({ name: 'bulk_by_tag', source: q.Collection('bulk'), terms: [{ field: ['data', 'tag'] }], values: [{ field: ['data', 'n'] }, { field: ['ref'] }] }))
+    // One transaction adds 300 documents to both sets: 300 events at one ts.
+    const ids = Array.from({ length: 300 }, (_, i) => String(1000 + i))
+    await c.query(q.Foreach(ids, q.Lambda('id', q.Create(q.Ref(q.Collection('bulk'), q.Var('id')), { data: { tag: 't', n: q.ToNumber(q.Var('id')) } }))))
+    const restart = async () => {
+      const { dataDir, rootKey } = server
+      server.proc.kill('SIGKILL')
+      await server.exited
+      const old = server
+      server = new TallyServer({ dataDir, rootKey })
+      await server.start()
+      old.ownsDataDir = false
+      server.ownsDataDir = true
+      c = server.adminClient()
+    }
+    const ev = e => `${e.ts}/${e.action}/${e.document.id}`
+    let extra = 0
+    // Between pages another transaction adds a document (a later ts) to the sets.
+    const write = () => c.query(q.Create(q.Ref(q.Collection('bulk'), String(5000 + ++extra)), { data: { tag: 't', n: 5000 + extra } }))
+    for (const feed of [q.Events(q.Documents(q.Collection('bulk'))), q.Events(q.Match(q.Index('bulk_by_tag'), 't'))]) {
+      const whole = async () => (await c.query(q.Paginate(feed, { size: 10_000 }))).data.map(ev)
+      // Forwards: each page's `after`, until a page has none.
+      const fwd = []
+      let after
+      for (let page = 0; ; page++) {
+        const p = await c.query(q.Paginate(feed, after ? { size: 7, after } : { size: 7 }))
+        assert.ok(p.data.length <= 7)
+        fwd.push(...p.data.map(ev))
+        if (page === 20) await restart() // the cursor is data: it outlives the process
+        if (page % 5 === 0) await write()
+        if (!p.after) break
+        after = p.after
+      }
+      // Backwards from the end: each page's `before`, until a page has none; pages come
+      // newest first, each in ascending order.
+      const back = []
+      let before = null
+      for (let page = 0; ; page++) {
+        const p = await c.query(q.Paginate(feed, { size: 7, before }))
+        assert.ok(p.data.length <= 7)
+        back.unshift(...p.data.map(ev))
+        if (page === 20) await restart()
+        if (!p.before) break
+        before = p.before
+      }
+      const all = await whole()
+      assert.equal(new Set(fwd).size, fwd.length, 'forwards: no event twice')
+      assert.equal(new Set(back).size, back.length, 'backwards: no event twice')
+      // Forwards saw the writes made while it paged (they land after its cursor);
+      // backwards started after them all.
+      assert.deepEqual(fwd, all.slice(0, fwd.length))
+      assert.ok(fwd.length >= 300)
+      assert.deepEqual(back, all)
+      const bulk = all.filter(k => Number(k.split('/')[2]) < 5000)
+      assert.equal(bulk.length, 300, 'the 300 events of one ts, once each')
+      assert.equal(new Set(bulk.map(k => k.split('/')[0])).size, 1)
+    }
+  })
+
   it('a consumer sees every event of a set exactly once, in order, through concurrent writes and a kill -9', async () => {
     const r = rng(SEED)
     const feed = q.Events(q.Match(q.Index('orders_by_state'), 'open'))

@@ -163,7 +163,10 @@ describe('streams', { timeout: 120_000 }, () => {
         ['remove', doc.ref.id],
       ]
     )
-    assert.deepEqual(sets[0].index.terms, 'yellow')
+    // v4's `index` field: the index's ref, the entry's terms (an array) and values.
+    assert.deepEqual(sets[0].index.terms, ['yellow'])
+    assert.equal(sets[0].index.ref.id, 'things_by_color')
+    assert.deepEqual(sets[0].index.values, [])
   })
 
   it('under concurrent writes every version arrives once, in order', async () => {
@@ -225,7 +228,9 @@ describe('streams', { timeout: 120_000 }, () => {
     )
     const err = all.find(e => e.type === 'error')
     assert.ok(err, 'error event')
-    assert.match(JSON.stringify(err.data.event || err.data), /unauthorized/i)
+    // v4's answer to a lost authorization (StreamSpec), with what was lost after it.
+    assert.equal(err.data.code, 'permission denied', JSON.stringify(err.data))
+    assert.match(err.data.description, /^Authorization lost during stream evaluation\. .*(secret|key)/i)
   })
 
   it('a role that loses read access ends a document stream with `permission denied`', async () => {
@@ -246,6 +251,7 @@ describe('streams', { timeout: 120_000 }, () => {
     const err = all.find(e => e.type === 'error')
     assert.ok(err, JSON.stringify(all))
     assert.equal(err.data.code, 'permission denied', JSON.stringify(all))
+    assert.match(err.data.description, /^Authorization lost during stream evaluation\./)
   })
 
   it('a token whose membership predicate stops holding ends its stream with `permission denied`', async () => {
@@ -379,6 +385,81 @@ describe('streams', { timeout: 120_000 }, () => {
     assert.ok(all[0].txn > past)
   })
 
+  it('history edits make `set` events on Documents(c) and Match streams, at the edited ts (v4)', async () => {
+    // v4 turns every index write of a transaction into a `set` event, whatever its valid
+    // ts: `document.ts` is the edited ts, `txn` the edit's commit. A row the edit takes
+    // away (v4's SetRemove) is shown with that row's action, so undoing an `add` shows
+    // `add`. The version after an edited one is revised (it now follows another one),
+    // and its rows change with it.
+    await admin.query(q.CreateCollection({ name: 'hist' }))
+    await admin.query(
+      q.CreateIndex({ name: 'hist_by_color', source: q.Collection('hist'), terms: [{ field: ['data', 'color'] }] })
+    )
+    const a = await admin.query(q.Create(q.Ref(q.Collection('hist'), '1'), { data: { color: 'blue' } }))
+    const t0 = a.ts
+    const past1 = t0 - 1000
+    const past2 = t0 - 500
+    const fields = { fields: ['action', 'document', 'index'] }
+    const subs = [admin.stream(q.Documents(q.Collection('hist')), fields), admin.stream(q.Match(q.Index('hist_by_color'), 'blue'), fields)]
+    const evs = [[], []]
+    const sentinel = e => e.type === 'set' && e.data.document.ref.id === '3'
+    const got = subs.map((sub, i) =>
+      collect(sub, all => {
+        evs[i].splice(0, evs[i].length, ...all)
+        return all.some(e => e.type === 'error' || sentinel(e))
+      })
+    )
+    for (const e of evs) await waitStarted(e)
+    const commits = []
+    const run = async expr => commits.push(await admin.query(q.Let({ r: expr }, q.ToMicros(q.Now()))))
+    // 1. An earlier create of an existing document: it enters the set at past1, no
+    //    longer at t0 (its version at t0 is an update now).
+    await run(q.Insert(a.ref, past1, 'create', { data: { color: 'blue' } }))
+    // 2. Removing that version again: back as it was.
+    await run(q.Remove(a.ref, past1, 'create'))
+    // 3. A document created in the past by Insert.
+    await run(q.Insert(q.Ref(q.Collection('hist'), '2'), past2, 'create', { data: { color: 'blue' } }))
+    // 4. An update version just after t0 that moves document 1 out of `blue` (it stays
+    //    in the collection: no Documents event).
+    await run(q.Insert(a.ref, t0 + 1, 'update', { data: { color: 'red' } }))
+    const c = await admin.query(q.Create(q.Ref(q.Collection('hist'), '3'), { data: { color: 'blue' } }))
+    const all = await Promise.all(got)
+    for (const sub of subs) sub.close()
+    const view = e => [e.data.action, e.data.document.ref.id, e.data.document.ts, e.txn]
+    const expectedDocs = [
+      ['add', '1', t0, 1],
+      ['add', '1', past1, 1],
+      ['add', '1', past1, 2],
+      ['add', '1', t0, 2],
+      ['add', '2', past2, 3],
+      ['add', '3', c.ts, 5],
+    ]
+    const expectedBlue = [...expectedDocs.slice(0, 5), ['remove', '1', t0 + 1, 4], ['add', '3', c.ts, 5]]
+    const txns = [null, ...commits, c.ts]
+    const check = (events, expected, what) => {
+      const sets = events.filter(e => e.type !== 'start')
+      assert.deepEqual(
+        sets.map(view),
+        expected.map(([action, id, ts, n]) => [action, id, ts, txns[n]]),
+        `${what}: ${JSON.stringify(sets)}`
+      )
+    }
+    check(all[0], expectedDocs, 'Documents(hist)')
+    check(all[1], expectedBlue, 'Match(hist_by_color, blue)')
+    assert.equal(all[1].find(e => e.type === 'set').data.index.ref.id, 'hist_by_color')
+    // The change feed of the index says the same as the documents' history.
+    const feed = await admin.query(q.Paginate(q.Events(q.Match(q.Index('hist_by_color'), 'blue')), { size: 100 }))
+    assert.deepEqual(
+      feed.data.map(e => [e.action, e.document.id, e.ts]),
+      [
+        ['add', '2', past2],
+        ['add', '1', t0],
+        ['remove', '1', t0 + 1],
+        ['add', '3', c.ts],
+      ]
+    )
+  })
+
   it('a client that stops reading gets `stream overflow`; another subscriber of the set sees every event', async () => {
     await admin.query(q.CreateCollection({ name: 'flood' }))
     const set = q.Documents(q.Collection('flood'))
@@ -456,13 +537,55 @@ describe('streams', { timeout: 120_000 }, () => {
       const err = events.find(e => e.type === 'error').data
       return err.requestResult.responseContent.errors[0]
     }
+    // v4's answers (StreamSpec): what is not a document, a version or an index set.
     const e1 = await bad(q.Add(1, 2))
     assert.equal(e1.code, 'invalid argument')
-    assert.match(e1.description, /document ref, Documents\(collection\) or Match/)
+    assert.equal(e1.description, 'Expected a Document Ref or Version, or a Set Ref, got Integer.')
     const e2 = await bad(q.Documents(q.Collection('things')), { fields: ['action', 'bogus'] })
-    assert.match(e2.description, /Unknown stream field `bogus`/)
+    assert.equal(e2.code, 'invalid url parameter')
+    assert.match(e2.description, /^Invalid url parameter fields. Invalid field name 'bogus'./)
     const e3 = await bad(q.Documents(q.Collection('nope')))
     assert.equal(e3.code, 'invalid ref')
+    // Schema documents are not streamed; nor are sets other than Documents and Match
+    // (v4 streamed index sets only: no Union, Intersection, Difference, Singleton, Events).
+    const e4 = await bad(q.Collection('things'))
+    assert.equal(e4.description, 'Expected a Document Ref or Version, or a Set Ref, got Collection Ref.')
+    for (const set of [
+      q.Union(q.Match(q.Index('things_by_color'), 'a'), q.Match(q.Index('things_by_color'), 'b')),
+      q.Intersection(q.Match(q.Index('things_by_color'), 'a'), q.Match(q.Index('things_by_color'), 'b')),
+      q.Difference(q.Match(q.Index('things_by_color'), 'a'), q.Match(q.Index('things_by_color'), 'b')),
+      q.Singleton(q.Ref(q.Collection('things'), '1')),
+      q.Events(q.Documents(q.Collection('things'))),
+    ]) {
+      const e = await bad(set)
+      assert.equal(e.code, 'invalid argument')
+      assert.match(e.description, /got Set\. Of sets, Documents\(collection\) and Match\(index, terms\) can be streamed\./)
+    }
+    // A write is refused before anything is written.
+    const e5 = await bad(q.Create(q.Collection('things'), { data: { streamed: true } }))
+    assert.equal(e5.code, 'invalid expression')
+    assert.equal(e5.description, 'Call performs a write, which is not allowed in stream requests.')
+    assert.equal(await admin.query(q.IsEmpty(q.Filter(q.Paginate(q.Documents(q.Collection('things')), { size: 1000 }), r => q.Select(['data', 'streamed'], q.Get(r), false)))), true)
+  })
+
+  it('a version (what Get answers) and a path-string ref stream their document, as in v4', async () => {
+    const ref = q.Ref(q.Collection('things'), '500')
+    await admin.query(q.Create(ref, { data: { v: 0 } }))
+    for (const [i, expr] of [q.Get(ref), q.Ref('collections/things/500')].entries()) {
+      const sub = admin.stream(expr)
+      const events = []
+      const got = collect(sub, evs => {
+        events.splice(0, events.length, ...evs)
+        return evs.some(e => e.type === 'error' || e.type === 'version')
+      })
+      await waitStarted(events)
+      await admin.query(q.Update(ref, { data: { v: i + 1 } }))
+      const v = (await got).find(e => e.type === 'version')
+      sub.close()
+      assert.ok(v, JSON.stringify(events))
+      assert.equal(v.data.action, 'update')
+      assert.deepEqual(v.data.document.data, { v: i + 1 })
+    }
   })
 })
 
@@ -571,5 +694,99 @@ describe('streams per connection', { timeout: 60_000 }, () => {
     assert.match(res.responseContent.errors[0].description, /at most 100 streams/)
     assert.equal(await c.query(q.Add(1, 2)), 3)
     for (const s of subs) s.close()
+  })
+})
+
+describe('a stream that falls behind the commit rate', { timeout: 180_000 }, () => {
+  // TALLY_STREAM_LAG_MAX (testing only; it can only lower the 4,096 default) makes the
+  // bound small enough to reach in a test. The slow stream's role asks a read predicate
+  // per document that sums a 40,000-number array (tens of ms of evaluation), read for
+  // every commit; writers commit faster than that. Nothing here measures time: writers
+  // keep committing until the slow stream reports its overflow.
+  const LAG = 16
+  let srv
+  before(async () => {
+    process.env.TALLY_STREAM_LAG_MAX = String(LAG)
+    srv = new TallyServer()
+    try {
+      await srv.start()
+    } finally {
+      delete process.env.TALLY_STREAM_LAG_MAX
+    }
+    const c = srv.adminClient()
+    await c.query(q.CreateCollection({ name: 'lagged' }))
+    await c.query(q.CreateCollection({ name: 'ballast' }))
+    await c.query(q.Create(q.Ref(q.Collection('ballast'), '1'), { data: { xs: Array.from({ length: 40_000 }, () => 1) } }))
+    const heavy = q.Query(
+      q.Lambda(
+        'r',
+        q.GTE(
+          q.Reduce(
+            q.Lambda(['acc', 'x'], q.Add(q.Var('acc'), q.Var('x'))),
+            0,
+            q.Select(['data', 'xs'], q.Get(q.Ref(q.Collection('ballast'), '1')))
+          ),
+          0
+        )
+      )
+    )
+    await c.query(
+      q.CreateRole({
+        name: 'slow_reader',
+        privileges: [
+          { resource: q.Collection('lagged'), actions: { read: heavy } },
+          { resource: q.Collection('ballast'), actions: { read: true } },
+        ],
+      })
+    )
+  })
+  after(() => srv && srv.stop())
+
+  it('gets `stream overflow` and closes; another subscriber of the set sees every event', async () => {
+    const admin = srv.adminClient()
+    const key = await admin.query(q.CreateKey({ role: q.Role('slow_reader') }))
+    const set = q.Documents(q.Collection('lagged'))
+    const slowEvents = []
+    const slow = collect(srv.client(key.secret).stream(set), evs => {
+      slowEvents.splice(0, slowEvents.length, ...evs)
+      return evs.some(e => e.type === 'error')
+    }, 150_000)
+    const fastEvents = []
+    const fastSub = admin.stream(set)
+    const fast = collect(fastSub, evs => {
+      fastEvents.splice(0, fastEvents.length, ...evs)
+      return evs.some(e => e.type === 'error' || (e.type === 'set' && e.data.document.ref.id === '999999'))
+    }, 150_000)
+    await waitStarted(slowEvents)
+    await waitStarted(fastEvents)
+    // Eight writers, one document per commit, until the slow stream gave up (at most
+    // 4,000 commits: far more than the bound).
+    let n = 0
+    const writer = async () => {
+      while (n < 4000 && !slowEvents.some(e => e.type === 'error')) {
+        const id = String(++n)
+        await admin.query(q.Create(q.Ref(q.Collection('lagged'), id), { data: {} }))
+      }
+    }
+    await Promise.all(Array.from({ length: 8 }, writer))
+    const slowAll = await slow
+    const err = slowAll.find(e => e.type === 'error')
+    assert.equal(err.data.code, 'stream overflow', JSON.stringify(err.data))
+    assert.match(err.data.description, new RegExp(`more than ${LAG} commits behind`))
+    // What the slow stream got before the error came in order, each document once.
+    const slowIds = slowAll.filter(e => e.type === 'set').map(e => e.data.document.ref.id)
+    assert.equal(new Set(slowIds).size, slowIds.length)
+    // The other subscriber gets every commit, once, in commit order.
+    await admin.query(q.Create(q.Ref(q.Collection('lagged'), '999999'), { data: {} }))
+    const fastAll = await fast
+    fastSub.close()
+    const fastSets = fastAll.filter(e => e.type === 'set')
+    assert.ok(!fastAll.some(e => e.type === 'error'), JSON.stringify(fastAll.find(e => e.type === 'error')))
+    assert.equal(fastSets.length, n + 1)
+    assert.equal(new Set(fastSets.map(e => e.data.document.ref.id)).size, n + 1)
+    const txns = fastSets.map(e => e.txn)
+    assert.deepEqual(txns, [...txns].sort((x, y) => x - y), 'commit order')
+    // The database kept committing, and the server still serves streams.
+    assert.equal(await admin.query(q.Count(set)), n + 1)
   })
 })

@@ -108,3 +108,67 @@ def test_history_rewrite_and_permission_loss(admin, server):
     assert rewrite["document"]["data"] == {"v": 0}
     assert events[2][1].event["document"]["data"] == {"v": 2}
     assert events[3][1].error["code"] == "permission denied"
+
+
+def test_history_edits_on_set_streams(admin):
+    """v4 makes a `set` event of every index write, whatever its valid ts: an Insert of
+    a new document at a past ts is an `add` whose document.ts is that ts (txn: the edit's
+    commit); its Remove takes that row away, shown (as v4 does) with the row's action."""
+    admin.query(q.create_collection({"name": "py_stream_sethist"}))
+    admin.query(q.create_index({
+        "name": "py_sethist_by_color", "source": q.collection("py_stream_sethist"),
+        "terms": [{"field": ["data", "color"]}]}))
+    anchor = admin.query(q.create(q.collection("py_stream_sethist"), {"data": {"color": "none"}}))
+    past = anchor["ts"] - 1000
+    ref = q.ref(q.collection("py_stream_sethist"), "42")
+    commits = []
+
+    def writes():
+        commits.append(admin.query(q.let({"r": q.insert(ref, past, "create", {"data": {"color": "blue"}})},
+                                         q.to_micros(q.now()))))
+        commits.append(admin.query(q.let({"r": q.remove(ref, past, "create")}, q.to_micros(q.now()))))
+
+    for expr in (q.documents(q.collection("py_stream_sethist")), q.match(q.index("py_sethist_by_color"), "blue")):
+        del commits[:]
+        events = _run(admin, expr, {"fields": ["action", "document"]},
+                      lambda evs: len([e for e in evs if e[0] == "set"]) >= 2, writes)
+        sets = [e[1] for e in events if e[0] == "set"]
+        assert [s.event["action"] for s in sets] == ["add", "add"], events
+        assert [s.event["document"]["ts"] for s in sets] == [past, past]
+        assert [s.event["document"]["ref"].id() for s in sets] == ["42", "42"]
+        assert [s.txn for s in sets] == commits
+    assert admin.query(q.paginate(q.events(q.match(q.index("py_sethist_by_color"), "blue"))))["data"] == []
+
+
+def test_change_feed_pages_one_transaction(admin):
+    """120 events at one ts, paged with size 7 forwards (`after`) and backwards
+    (`before`): every event exactly once, in the order of one big page."""
+    admin.query(q.create_collection({"name": "py_feed_bulk"}))
+    ids = [str(2000 + i) for i in range(120)]
+    admin.query(q.foreach(q.lambda_("id", q.create(q.ref(q.collection("py_feed_bulk"), q.var("id")), {"data": {}})),
+                          ids))
+    feed = q.events(q.documents(q.collection("py_feed_bulk")))
+
+    def key(e):
+        return (e["ts"], e["action"], e["document"].id())
+
+    whole = [key(e) for e in admin.query(q.paginate(feed, size=1000))["data"]]
+    assert len(whole) == 120 and len(set(whole)) == 120
+    fwd, after = [], None
+    while True:
+        page = admin.query(q.paginate(feed, size=7, after=after) if after else q.paginate(feed, size=7))
+        assert len(page["data"]) <= 7
+        fwd += [key(e) for e in page["data"]]
+        after = page.get("after")
+        if not after:
+            break
+    # The driver leaves out a null `before`; a bare ts after every event starts at the end.
+    back, before = [], whole[-1][0] + 1
+    while True:
+        page = admin.query(q.paginate(feed, size=7, before=before))
+        back = [key(e) for e in page["data"]] + back
+        before = page.get("before")
+        if not before:
+            break
+    assert fwd == whole
+    assert back == whole

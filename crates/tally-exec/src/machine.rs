@@ -382,9 +382,13 @@ impl FqlMachine {
             });
             let (out, writes) = admit(ts, input.len(), out, writes);
             let mut removed = Vec::new();
+            let mut removed_entries = Vec::new();
             for w in &writes {
-                if publish.is_some() && w.value.is_none() && w.space == Space::Docs {
-                    removed.extend(removed_version(&*b, w));
+                if publish.is_some() && w.value.is_none() {
+                    match w.space {
+                        Space::Docs => removed.extend(removed_version(&*b, w)),
+                        Space::Index => removed_entries.extend(removed_entry(&*b, w)),
+                    }
                 }
                 apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
                 builder.push_effect_hash(self.tlog.effect(effect_space(w), &w.key, w.ts, w.value.as_deref()));
@@ -392,6 +396,7 @@ impl FqlMachine {
             if publish.is_some() && !writes.is_empty() {
                 let mut txn = crate::publish::CommittedTxn::of(ts, &writes);
                 txn.removed = removed;
+                txn.removed_entries = removed_entries;
                 committed.push(txn);
             }
             for (name, value) in self.tlog.finish_txn(ts, batch.height, i as u32, input) {
@@ -616,6 +621,13 @@ fn removed_version(b: &dyn tally_storage::Batch, w: &Write) -> Option<(Vec<u8>, 
     }
     let deleted = tally_fql::model::decode_doc(&v).map(|d| d.deleted).unwrap_or(false);
     Some((w.key.clone(), w.ts, deleted))
+}
+
+/// For streams: the index entry version a history removal `w` takes away, as (key, ts,
+/// the stored entry). Only published, never hashed or applied.
+fn removed_entry(b: &dyn tally_storage::Batch, w: &Write) -> Option<(Vec<u8>, u64, Vec<u8>)> {
+    let v = b.get(w.space, &w.key, w.ts).ok()??;
+    (v.ts == w.ts).then(|| (w.key.clone(), w.ts, v.value))
 }
 
 fn apply_write(b: &mut dyn tally_storage::Batch, w: &Write) -> tally_storage::Result<()> {

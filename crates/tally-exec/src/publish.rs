@@ -17,12 +17,18 @@ pub struct CommittedTxn {
     /// history edit. Document bodies are left out (they can be 16 MiB; a subscriber
     /// reads what it needs from the store, with its own permissions).
     pub docs: Vec<(Vec<u8>, u64)>,
-    /// Index entries written: (key, stored entry; None when a version was removed).
-    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Index entries written: (key, version ts, stored entry; None when a history edit
+    /// removed the entry's version at that ts). A version ts other than `ts` is a
+    /// history edit (`Insert`/`Remove` at a past ts).
+    pub entries: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>,
     /// Document versions a history edit (`Remove`) took away: (key, version ts, whether
     /// it was a deletion). Read before the removal is applied, because afterwards the
     /// store no longer has it and a stream's `history_rewrite` event names its action.
     pub removed: Vec<(Vec<u8>, u64, bool)>,
+    /// Index entry versions a history edit took away: (key, version ts, the stored entry
+    /// it removed). Read before the removal, for the same reason as `removed`: a set
+    /// stream names the removed entry's action (v4's `set` event of a `SetRemove`).
+    pub removed_entries: Vec<(Vec<u8>, u64, Vec<u8>)>,
 }
 
 impl CommittedTxn {
@@ -32,10 +38,10 @@ impl CommittedTxn {
         for w in writes {
             match w.space {
                 Space::Docs => docs.push((w.key.clone(), w.ts)),
-                Space::Index => entries.push((w.key.clone(), w.value.clone())),
+                Space::Index => entries.push((w.key.clone(), w.ts, w.value.clone())),
             }
         }
-        CommittedTxn { ts, docs, entries, removed: Vec::new() }
+        CommittedTxn { ts, docs, entries, removed: Vec::new(), removed_entries: Vec::new() }
     }
 }
 

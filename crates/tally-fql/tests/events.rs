@@ -238,3 +238,45 @@ fn event_sets_combine_only_with_event_sets() {
     let e = db.err(events(json!(1)));
     assert_eq!((e.code, pos(&e)), ("invalid argument", vec![json!("events")]));
 }
+
+/// History edits keep an index's events what the document's history says: an edit
+/// writes the entries of the edited version and revises those of the version after it
+/// (it now follows another version), as v4 does.
+#[test]
+fn history_edits_revise_the_next_versions_index_entries() {
+    let mut db = setup();
+    let c = db.q(json!({"create": {"collection": "things"}, "params": {"object": {"data": lit(&json!({"n": 1}))}}}));
+    let r = c["ref"].clone();
+    let t0 = c["ts"].as_i64().unwrap();
+    let t1 = db.q(upd(&r, json!({"x": 1})))["ts"].as_i64().unwrap(); // still n = 1
+    let mid = t0 + (t1 - t0) / 2;
+    let feed = |db: &mut Db, n: i64| -> Vec<(String, i64)> {
+        let p = db.q(pag(events(m("things_by_n", json!(n))), json!({})));
+        p["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["action"].as_str().unwrap().to_string(), e["ts"].as_i64().unwrap()))
+            .collect()
+    };
+    let ev = |a: &str, ts: i64| (a.to_string(), ts);
+    // An update in between that moves the document to n = 2: it leaves 1 at `mid` and
+    // comes back at t1 (the version at t1 now follows one with n = 2).
+    db.q(json!({"insert": r, "ts": mid, "action": "update", "params": {"object": {"data": lit(&json!({"n": 2}))}}}));
+    assert_eq!(feed(&mut db, 1), vec![ev("add", t0), ev("remove", mid), ev("add", t1)]);
+    assert_eq!(feed(&mut db, 2), vec![ev("add", mid), ev("remove", t1)]);
+    // Removing it again restores the index as it was.
+    db.q(json!({"remove": r, "ts": mid, "action": "update"}));
+    assert_eq!(feed(&mut db, 1), vec![ev("add", t0)]);
+    assert_eq!(feed(&mut db, 2), vec![]);
+    // An earlier create: the document enters the set then, no longer at t0 (an update).
+    db.q(
+        json!({"insert": r, "ts": t0 - 500, "action": "create", "params": {"object": {"data": lit(&json!({"n": 1}))}}}),
+    );
+    assert_eq!(feed(&mut db, 1), vec![ev("add", t0 - 500)]);
+    // Reads at every ts agree with the documents.
+    for (ts, n1) in [(t0 - 600, 0), (t0 - 500, 1), (t0, 1), (mid, 1), (t1, 1)] {
+        let at = db.q(json!({"at": ts, "expr": {"count": m("things_by_n", json!(1))}}));
+        assert_eq!(at, json!(n1), "members of n = 1 at {ts}");
+    }
+}

@@ -32,6 +32,8 @@ use events::{Fields, Watch};
 
 /// Publications (one per executor commit) a stream may fall behind before it is closed.
 pub const HUB_BATCHES: usize = 4096;
+/// Smallest bound `TALLY_STREAM_LAG_MAX` may set.
+const HUB_BATCHES_MIN: usize = 2;
 /// Events a stream holds for a client that does not read them, before it is closed.
 pub const EVENTS_BUFFERED: usize = 256;
 /// Streams per client connection; one more is refused with `too many streams` (HTTP
@@ -70,9 +72,24 @@ impl Publish for Hub {
     }
 }
 
+/// Publications a stream may fall behind: [`HUB_BATCHES`], or for tests only a lower
+/// bound from `TALLY_STREAM_LAG_MAX` (clamped to 2..=4,096 and rounded up to a power of
+/// two as the broadcast channel rounds its capacity; read once, at the first
+/// stream), so a test can make a stream overflow without 4,096 commits. It can only
+/// lower the bound: a stream never buffers more than it would by default.
+fn lag_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("TALLY_STREAM_LAG_MAX")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(HUB_BATCHES, |n| n.clamp(HUB_BATCHES_MIN, HUB_BATCHES).next_power_of_two())
+    })
+}
+
 pub fn hub() -> &'static Arc<Hub> {
     static HUB: OnceLock<Arc<Hub>> = OnceLock::new();
-    HUB.get_or_init(|| Arc::new(Hub { tx: broadcast::channel(HUB_BATCHES).0, open: Arc::new(AtomicUsize::new(0)) }))
+    HUB.get_or_init(|| Arc::new(Hub { tx: broadcast::channel(lag_max()).0, open: Arc::new(AtomicUsize::new(0)) }))
 }
 
 /// Counts an open stream against a bound while alive.
@@ -232,7 +249,8 @@ async fn run(
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 let last = watch.last_txn;
                 let desc = format!(
-                    "The stream fell more than {HUB_BATCHES} commits behind the database and was closed; reopen it."
+                    "The stream fell more than {} commits behind the database and was closed; reopen it.",
+                    lag_max()
                 );
                 let _ = tx.try_send(line(&error_event(last, "stream overflow", &desc)));
                 return;

@@ -646,6 +646,87 @@ fn refuse_schema_history(coll: CollId, what: &'static str) -> Result<()> {
     }
 }
 
+/// A version's index rows (none for a deletion or nothing).
+fn rows_of(
+    ev: &mut Eval<'_>,
+    def: &IndexDef,
+    coll: CollId,
+    r: &Ref,
+    v: Option<&model::DocVersion>,
+) -> Result<Vec<Row>> {
+    match v {
+        Some(v) if !v.deleted => index_rows(ev, def, coll, r, v.ts, &v.data),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The entries a version with rows `cur` writes after one with rows `prev`: the rows it
+/// leaves (removed) and the rows it enters (added).
+fn entries_between(prev: &[Row], cur: &[Row]) -> Vec<(Row, bool)> {
+    let mut out: Vec<(Row, bool)> = prev.iter().filter(|x| !cur.contains(x)).map(|x| (x.clone(), false)).collect();
+    out.extend(cur.iter().filter(|x| !prev.contains(x)).map(|x| (x.clone(), true)));
+    out
+}
+
+/// Make the entries of `def` for document `r` at `ts` go from `old` to `new` (history
+/// edits): entries no longer written are removed, new or changed ones put.
+fn rewrite_entries(
+    ev: &mut Eval<'_>,
+    db: DbId,
+    def: &IndexDef,
+    r: &Ref,
+    ts: u64,
+    old: &[(Row, bool)],
+    new: &[(Row, bool)],
+) -> Result<()> {
+    let rev = def.reverse_flags();
+    for (row, _) in old.iter().filter(|(row, _)| !new.iter().any(|(n, _)| n == row)) {
+        let k = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
+        ev.tx.edit_history(entry_kind(def), tally_storage::Space::Index, k, ts, None)?;
+    }
+    for (row, added) in new.iter().filter(|e| !old.contains(e)) {
+        let k = model::index_key(db, def.id, &row.0, &row.1, &rev, r);
+        let entry = Some(model::encode_entry(*added, &row.1, r));
+        ev.tx.edit_history(entry_kind(def), tally_storage::Space::Index, k, ts, entry)?;
+    }
+    Ok(())
+}
+
+/// A history edit at `ts` changes which version the next one (the first after `ts`,
+/// before this transaction) follows, from `was` to `now`: rewrite that version's index
+/// entries so the index says at every ts what the document's history says (v4 revises
+/// the next version the same way, which its set streams show as `set` events).
+#[allow(clippy::too_many_arguments)]
+fn revise_next(
+    ev: &mut Eval<'_>,
+    db: DbId,
+    coll: CollId,
+    id: &str,
+    r: &Ref,
+    ts: u64,
+    was: Option<&model::DocVersion>,
+    now: Option<&model::DocVersion>,
+) -> Result<()> {
+    let key = model::doc_key(db, coll, id);
+    // Versions this transaction writes at its own ts index themselves against what
+    // they read; only earlier history is revised.
+    let hi = ev.tx.ts.saturating_sub(1);
+    if ts >= hi {
+        return Ok(());
+    }
+    let Some(next) = ev.tx.history(tally_storage::Space::Docs, &key, ts + 1, hi, false, 1)?.into_iter().next() else {
+        return Ok(());
+    };
+    let next = model::decode_doc(&next)?;
+    for def in ev.indexes_on(db, coll)? {
+        let rows_next = rows_of(ev, &def, coll, r, Some(&next))?;
+        let old = entries_between(&rows_of(ev, &def, coll, r, was)?, &rows_next);
+        let new = entries_between(&rows_of(ev, &def, coll, r, now)?, &rows_next);
+        rewrite_entries(ev, db, &def, r, next.ts, &old, &new)?;
+    }
+    Ok(())
+}
+
 /// `Insert(ref, ts, action, params)`: add an event to a document's history.
 fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let r = ref_arg(ev, call, "insert")?;
@@ -684,26 +765,24 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     }
     let key = model::doc_key(db, coll, &id);
     let kind = WriteKind::Doc { named: native::is_named(coll) };
+    // The version after the inserted one now follows it: its index entries are revised
+    // (history edits are not visible to this transaction's reads, so this is the
+    // history as it was).
+    let before = version_before(ev, db, coll, &id, ts)?;
+    let existing = ev.tx.get_doc(db, coll, &id, ts)?.filter(|v| v.ts == ts);
+    let inserted = model::DocVersion { ts, deleted, data: data.clone() };
+    revise_next(ev, db, coll, &id, &r, ts, existing.as_ref().or(before.as_ref()), Some(&inserted))?;
     ev.tx.edit_history(kind, tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)))?;
-    // Index entries at `ts`, relative to the version before it.
-    let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
+    // Index entries at `ts`, relative to the version before it (replacing those of a
+    // version this one overwrites).
     for def in ev.indexes_on(db, coll)? {
-        let old_rows = match &prev {
-            Some(p) => index_rows(ev, &def, coll, &r, p.ts, &p.data)?,
+        let rows_before = rows_of(ev, &def, coll, &r, before.as_ref())?;
+        let old = match &existing {
+            Some(x) => entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(x))?),
             None => Vec::new(),
         };
-        let new_rows = if deleted { Vec::new() } else { index_rows(ev, &def, coll, &r, ts, &data)? };
-        let rev = def.reverse_flags();
-        for row in old_rows.iter().filter(|x| !new_rows.contains(x)) {
-            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            let entry = Some(model::encode_entry(false, &row.1, &r));
-            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, entry)?;
-        }
-        for row in new_rows.iter().filter(|x| !old_rows.contains(x)) {
-            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            let entry = Some(model::encode_entry(true, &row.1, &r));
-            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, entry)?;
-        }
+        let new = entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(&inserted))?);
+        rewrite_entries(ev, db, &def, &r, ts, &old, &new)?;
     }
     let mut o = Object::new();
     o.insert("ts".into(), Value::Long(ts as i64));
@@ -728,22 +807,15 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         return Ok(Value::Null);
     };
     let kind = WriteKind::Doc { named: native::is_named(coll) };
+    // The version after the removed one now follows the one before it.
+    let before = version_before(ev, db, coll, &id, ts)?;
+    revise_next(ev, db, coll, &id, &r, ts, Some(&version), before.as_ref())?;
     ev.tx.edit_history(kind, tally_storage::Space::Docs, model::doc_key(db, coll, &id), ts, None)?;
     // Undo the index entries that version wrote at `ts`.
-    let prev = version_before(ev, db, coll, &id, ts)?.filter(|d| !d.deleted);
     for def in ev.indexes_on(db, coll)? {
-        let old_rows = match &prev {
-            Some(p) => index_rows(ev, &def, coll, &r, p.ts, &p.data)?,
-            None => Vec::new(),
-        };
-        let new_rows = if version.deleted { Vec::new() } else { index_rows(ev, &def, coll, &r, ts, &version.data)? };
-        let rev = def.reverse_flags();
-        for row in
-            old_rows.iter().filter(|x| !new_rows.contains(x)).chain(new_rows.iter().filter(|x| !old_rows.contains(x)))
-        {
-            let k = model::index_key(db, def.id, &row.0, &row.1, &rev, &r);
-            ev.tx.edit_history(entry_kind(&def), tally_storage::Space::Index, k, ts, None)?;
-        }
+        let rows_before = rows_of(ev, &def, coll, &r, before.as_ref())?;
+        let old = entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(&version))?);
+        rewrite_entries(ev, db, &def, &r, ts, &old, &[])?;
     }
     Ok(Value::Null)
 }

@@ -38,9 +38,13 @@ impl Fields {
                 "prev" => f.prev = true,
                 "index" => f.index = true,
                 other => {
-                    return Err(crate::http::bad_request(format!(
-                        "Unknown stream field `{other}`; use action, document, diff, prev or index."
-                    )))
+                    // v4's `InvalidURLParam`.
+                    return Err(FqlError::new(
+                        "invalid url parameter",
+                        format!(
+                            "Invalid url parameter fields. Invalid field name '{other}'. Use action, document, diff, prev or index."
+                        ),
+                    ));
                 }
             }
         }
@@ -54,7 +58,7 @@ enum What {
     /// `Documents(coll)`: the collection's key prefix and ref.
     Docs { prefix: Vec<u8>, coll: Ref, db: DbId, coll_id: u64 },
     /// `Match(index, terms)`: the index entries' key prefix.
-    Match { prefix: Vec<u8>, terms: Value, db: DbId, def: Box<IndexDef>, norm: Value },
+    Match { prefix: Vec<u8>, index: Ref, db: DbId, def: Box<IndexDef>, norm: Value },
 }
 
 pub struct Watch {
@@ -77,11 +81,28 @@ fn storage(e: impl std::fmt::Display) -> FqlError {
     FqlError::new("internal server error", format!("storage: {e}"))
 }
 
-fn unsupported() -> FqlError {
-    FqlError::new(
-        "invalid argument",
-        "Streams watch a document ref, Documents(collection) or Match(index, terms); this expression is none of them.",
-    )
+/// v4's refusal of a value that is not a document, a version or an index set
+/// (`NonStreamableType`), with what Tally streams of sets.
+fn unsupported(got: &str) -> FqlError {
+    let hint =
+        if got == "Set" { " Of sets, Documents(collection) and Match(index, terms) can be streamed." } else { "" };
+    FqlError::new("invalid argument", format!("Expected a Document Ref or Version, or a Set Ref, got {got}.{hint}"))
+}
+
+/// v4's type name of a ref to a schema or security document.
+fn native_ref_type(coll: u64) -> &'static str {
+    match native::name(coll) {
+        Some("collections") => "Collection Ref",
+        Some("indexes") => "Index Ref",
+        Some("databases") => "Database Ref",
+        Some("keys") => "Key Ref",
+        Some("functions") => "Function Ref",
+        Some("roles") => "Role Ref",
+        Some("tokens") => "Token Ref",
+        Some("credentials") => "Credentials Ref",
+        Some("access_providers") => "AccessProvider Ref",
+        _ => "Ref",
+    }
 }
 
 /// Evaluate a query read-only at `ts` (the JSON of an FQL expression).
@@ -159,15 +180,33 @@ impl Watch {
             Limits::default(),
             None,
         )
-        .result?;
+        .result
+        .map_err(|e| {
+            if e.needs_write {
+                FqlError::new("invalid expression", "Call performs a write, which is not allowed in stream requests.")
+            } else {
+                e
+            }
+        })?;
         let mut ev = Eval::new(Tx::new(&*snap, start), Mode::ReadOnly, auth.clone());
+        // A version (what `Get` answers) streams its document, as in v4.
+        let v = match v {
+            Value::Object(o) if matches!(o.get("ref"), Some(Value::Ref(_))) && o.contains_key("ts") => {
+                o.get("ref").cloned().unwrap_or(Value::Null)
+            }
+            v => v,
+        };
         let what = match &v {
             Value::Ref(r) => match ev.resolve(r)? {
+                // Schema and security documents are not streamed (v4: user documents only).
+                Target::Doc { coll, .. } if native::name(coll).is_some() => {
+                    return Err(unsupported(native_ref_type(coll)))
+                }
                 Target::Doc { db, coll, id } => {
                     pair(&*snap, start, &auth, r)?;
                     What::Doc { key: model::doc_key(db, coll, &id), r: r.clone() }
                 }
-                Target::NativeColl { .. } => return Err(unsupported()),
+                Target::NativeColl { .. } => return Err(unsupported("Ref")),
             },
             Value::Set(inner) => {
                 let what = set_target(&mut ev, inner)?;
@@ -177,7 +216,7 @@ impl Watch {
                 set_filter(&what, &*snap, start, &auth)?;
                 what
             }
-            _ => return Err(unsupported()),
+            other => return Err(unsupported(other.type_name())),
         };
         Ok(Watch { start, last_txn: start, what, fields, _auth: auth })
     }
@@ -187,7 +226,7 @@ impl Watch {
         txns.iter().filter(|t| t.ts > self.last_txn).any(|t| match &self.what {
             What::Doc { key, .. } => t.docs.iter().any(|(k, _)| k == key),
             What::Docs { prefix, .. } => t.docs.iter().any(|(k, _)| k.starts_with(prefix)),
-            What::Match { prefix, .. } => t.entries.iter().any(|(k, _)| k.starts_with(prefix)),
+            What::Match { prefix, .. } => t.entries.iter().any(|(k, _, _)| k.starts_with(prefix)),
         })
     }
 
@@ -220,8 +259,15 @@ impl Watch {
     }
 
     fn fail(&self, mut out: Out, e: &FqlError) -> Out {
-        let ev =
-            json!({"type": "error", "txn": self.last_txn, "event": {"code": e.code, "description": e.description}});
+        // A revoked secret or a lost privilege is v4's `StreamError.PermissionDenied`,
+        // with what was lost after it.
+        let (code, description) = match e.code {
+            code::UNAUTHORIZED | code::PERMISSION_DENIED | code::INVALID_TOKEN => {
+                (code::PERMISSION_DENIED, format!("Authorization lost during stream evaluation. {}", e.description))
+            }
+            c => (c, e.description.clone()),
+        };
+        let ev = json!({"type": "error", "txn": self.last_txn, "event": {"code": code, "description": description}});
         out.events.push((self.last_txn, ev));
         out.end = true;
         out
@@ -253,9 +299,20 @@ impl Watch {
             }
             What::Docs { prefix, coll, .. } => {
                 let per_doc = matches!(set_filter(&self.what, snap, ts, auth)?, ReadFilter::PerDoc);
-                for (k, _) in t.docs.iter().filter(|(k, vts)| k.starts_with(prefix) && *vts == ts) {
+                for (k, vts) in t.docs.iter().filter(|(k, _)| k.starts_with(prefix)) {
                     let id = model::id_from_doc_key(k)?;
                     let r = Ref::doc(coll.clone(), id);
+                    if *vts != ts {
+                        // A history edit: the membership events it adds and takes away.
+                        if per_doc && readable(pair_at(snap, ts, *vts, auth, &r), per_doc)?.is_none() {
+                            continue;
+                        }
+                        let removed = t.removed.iter().find(|(rk, rts, _)| rk == k && rts == vts).map(|x| x.2);
+                        for (vts, action) in membership_edits(snap, ts, k, *vts, removed)? {
+                            out.push((ts, self.set_event(ts, vts, action, &r, None)));
+                        }
+                        continue;
+                    }
                     // A document the caller may not read makes no event (v4 hides it).
                     let Some((cur, prev)) = readable(pair(snap, ts, auth, &r), per_doc)? else { continue };
                     let action = match (&cur, &prev) {
@@ -263,40 +320,56 @@ impl Watch {
                         (None, Some(_)) => "remove",
                         _ => continue,
                     };
-                    out.push((ts, self.set_event(ts, action, &r, None)));
+                    out.push((ts, self.set_event(ts, ts, action, &r, None)));
                 }
             }
-            What::Match { prefix, terms, .. } => {
+            What::Match { prefix, index, norm, .. } => {
                 let per_doc = matches!(set_filter(&self.what, snap, ts, auth)?, ReadFilter::PerDoc);
-                // Removals first: an update that moves a document within the set removes
-                // its old tuple and adds the new one.
+                // v4 makes a `set` event of every index write, whatever its valid ts: an
+                // entry written (an add or remove row, at the commit or, by a history
+                // edit, in the past) and an entry a history edit took away (v4's
+                // `SetRemove`, shown with the action of the row it removed). Removed
+                // rows first, then written removals, then additions: an update that
+                // moves a document within the set removes its old tuple and adds the
+                // new one.
                 let mut changes = Vec::new();
-                for (k, v) in t.entries.iter().filter(|(k, _)| k.starts_with(prefix)) {
-                    let Some(v) = v else { continue };
-                    let version = tally_storage::Version { ts, value: v.clone() };
-                    let e = model::decode_entry(k.clone(), &version)?;
-                    changes.push(e);
+                for (k, ets, v) in t.entries.iter().filter(|(k, _, _)| k.starts_with(prefix)) {
+                    let (v, undone) = match v {
+                        Some(v) => (v, false),
+                        None => match t.removed_entries.iter().find(|(rk, rts, _)| rk == k && rts == ets) {
+                            Some((_, _, old)) => (old, true),
+                            None => continue,
+                        },
+                    };
+                    let version = tally_storage::Version { ts: *ets, value: v.clone() };
+                    changes.push((undone, model::decode_entry(k.clone(), &version)?));
                 }
-                changes.sort_by_key(|e| e.added);
-                for e in changes {
+                changes.sort_by_key(|(undone, e)| (!undone, e.added));
+                for (_, e) in changes {
                     // Where the role decides per document, reading it (at this commit
                     // and just before it) checks the caller may see it; one it may not
                     // see makes no event. Otherwise the entry alone is the event: with
                     // `unrestricted_read` on the index the documents are never read (v4
                     // reads such an index without the source documents' read checks).
-                    if per_doc && readable(pair(snap, ts, auth, &e.doc), per_doc)?.is_none() {
+                    if per_doc && readable(pair_at(snap, ts, e.ts, auth, &e.doc), per_doc)?.is_none() {
                         continue;
                     }
-                    let index = json!({"terms": tally_value::to_json(terms), "values": e.values.iter().map(tally_value::to_json).collect::<Vec<_>>()});
+                    let index = json!({
+                        "ref": tally_value::to_json(&Value::Ref(index.clone())),
+                        "terms": tally_value::to_json(norm),
+                        "values": e.values.iter().map(tally_value::to_json).collect::<Vec<_>>(),
+                    });
                     let action = if e.added { "add" } else { "remove" };
-                    out.push((ts, self.set_event(ts, action, &e.doc, Some(index))));
+                    out.push((ts, self.set_event(ts, e.ts, action, &e.doc, Some(index))));
                 }
             }
         }
         Ok(())
     }
 
-    fn set_event(&self, ts: u64, action: &str, r: &Ref, index: Option<Json>) -> Json {
+    /// A `set` event of commit `txn` for an element change at valid ts `ts` (`txn`
+    /// itself unless a history edit put it in the past; v4 shows the entry's valid ts).
+    fn set_event(&self, txn: u64, ts: u64, action: &str, r: &Ref, index: Option<Json>) -> Json {
         let mut ev = serde_json::Map::new();
         if self.fields.action {
             ev.insert("action".into(), json!(action));
@@ -307,7 +380,7 @@ impl Watch {
         if let (true, Some(i)) = (self.fields.index, index) {
             ev.insert("index".into(), i);
         }
-        json!({"type": "set", "txn": ts, "event": ev})
+        json!({"type": "set", "txn": txn, "event": ev})
     }
 
     /// A `version` event (a commit's own version, `ts` = `txn`) or a `history_rewrite`
@@ -379,6 +452,67 @@ impl Watch {
     }
 }
 
+/// The `Documents(coll)` events a history edit of document `key` at `vts` makes, as of
+/// commit `txn`: an element enters the set at a version that is live after a missing or
+/// deleted one, and leaves it at a deletion after a live one, so an edit changes the
+/// event of the edited version and that of the version after it. v4 (whose `Documents`
+/// is an index) sends a `set` event for each index row the edit writes or takes away,
+/// with the row's action and valid ts; these are the same rows. `removed`: the edit was
+/// a `Remove` of a version (whether it was a deletion); otherwise it inserted one.
+fn membership_edits(
+    snap: &dyn Snapshot,
+    txn: u64,
+    key: &[u8],
+    vts: u64,
+    removed: Option<bool>,
+) -> Result<Vec<(u64, &'static str)>, FqlError> {
+    let mut tx = Tx::new(snap, txn);
+    let live = |v: Option<&tally_storage::Version>| -> Result<bool, FqlError> {
+        match v {
+            Some(v) => Ok(!model::decode_doc(v)?.deleted),
+            None => Ok(false),
+        }
+    };
+    let entered = |before: bool, after: bool| match (before, after) {
+        (false, true) => Some("add"),
+        (true, false) => Some("remove"),
+        _ => None,
+    };
+    let before = match vts.checked_sub(1) {
+        Some(b) => tx.history(tally_storage::Space::Docs, key, 0, b, true, 1)?.into_iter().next(),
+        None => None,
+    };
+    let prev_live = live(before.as_ref())?;
+    let next = tx.history(tally_storage::Space::Docs, key, vts.saturating_add(1), txn, false, 1)?.into_iter().next();
+    let next = match &next {
+        Some(n) => Some((n.ts, live(Some(n))?)),
+        None => None,
+    };
+    // The edited version's liveness, and the events of the history without and with it.
+    let (edited_live, had_it) = match removed {
+        Some(deleted) => (!deleted, true),
+        None => {
+            let at = tx.history(tally_storage::Space::Docs, key, vts, vts, false, 1)?.into_iter().next();
+            match at {
+                Some(v) if v.ts == vts => (live(Some(&v))?, false),
+                _ => return Ok(Vec::new()),
+            }
+        }
+    };
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    with.extend(entered(prev_live, edited_live).map(|a| (vts, a)));
+    if let Some((nts, nlive)) = next {
+        without.extend(entered(prev_live, nlive).map(|a| (nts, a)));
+        with.extend(entered(edited_live, nlive).map(|a| (nts, a)));
+    }
+    let (old, new) = if had_it { (with, without) } else { (without, with) };
+    // Rows taken away first, then rows written (v4's order: removes, then adds).
+    let mut out: Vec<(u64, &'static str)> = old.iter().filter(|e| !new.contains(e)).copied().collect();
+    out.extend(new.iter().filter(|e| !old.contains(e)).copied());
+    Ok(out)
+}
+
 fn ts_of(o: &Object) -> Option<u64> {
     match o.get("ts") {
         Some(Value::Long(n)) => u64::try_from(*n).ok(),
@@ -415,13 +549,12 @@ fn diff(old: Option<&Value>, new: Option<&Value>) -> Value {
 
 /// A set value's target: `Documents(coll)` or `Match(index, terms)`.
 fn set_target(ev: &mut Eval<'_>, inner: &Value) -> Result<What, FqlError> {
-    let Some(o) = inner.as_object() else { return Err(unsupported()) };
+    let Some(o) = inner.as_object() else { return Err(unsupported("Set")) };
     if let Some(Value::Ref(idx)) = o.get("match") {
         let (db, def) = ev.index_def(idx)?;
         let terms = tally_fql::fns::sets::normalize_terms(def.terms.len(), o.get("terms"));
-        let shown = o.get("terms").cloned().unwrap_or(Value::Array(Vec::new()));
         let prefix = model::index_prefix(db, def.id, &terms);
-        return Ok(What::Match { prefix, terms: shown, db, def: Box::new(def), norm: Value::Array(terms) });
+        return Ok(What::Match { prefix, index: idx.clone(), db, def: Box::new(def), norm: Value::Array(terms) });
     }
     if let Some(Value::Ref(cr)) = o.get("documents") {
         return match ev.resolve(cr)? {
@@ -431,10 +564,10 @@ fn set_target(ev: &mut Eval<'_>, inner: &Value) -> Result<What, FqlError> {
                     .ok_or_else(|| FqlError::new("invalid ref", format!("Collection `{id}` does not exist.")))?;
                 Ok(What::Docs { prefix: model::doc_prefix(db, coll), coll: cr.clone(), db, coll_id: coll })
             }
-            _ => Err(unsupported()),
+            _ => Err(unsupported("Set")),
         };
     }
-    Err(unsupported())
+    Err(unsupported("Set"))
 }
 
 /// How the caller's role filters a set stream's elements at `ts` (v4's rules for reading
