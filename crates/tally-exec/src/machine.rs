@@ -142,7 +142,9 @@ pub struct FqlMachine {
 /// computes (a limit, a write rule, retention, an error), and say what changed here:
 ///
 /// 1. the rules as of batch format 2 (the first stamped batches).
-pub const RULES: u16 = 1;
+/// 2. `Insert`/`Remove` at a past ts revise the index entries of the document's next
+///    version (streams, issue 15).
+pub const RULES: u16 = 2;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
