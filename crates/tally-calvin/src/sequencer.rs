@@ -185,11 +185,23 @@ impl Sequencer {
         let stopped = Arc::new(std::sync::Mutex::new(None));
         let reason = stopped.clone();
         let wait_max = config.queue_wait_max;
+        let (tx, logged) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
+        let logger = {
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name("tally-logger".into())
+                .spawn(move || log_batches(log, &rx, &clock, &reason, wait_max, &tx))
+                .map_err(|source| crate::log::LogError::Io { path: "logger thread".into(), source })?
+        };
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || run(log, machine, rx, clock, reason, wait_max))
-            .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
+            .spawn(move || execute(machine, logged, logger, clock))
+            .map_err(|source| {
+                // Nobody can submit yet; closing the inbox lets the logger end.
+                inbox.close();
+                crate::log::LogError::Io { path: "sequencer thread".into(), source }
+            })?;
         Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped, replayed }, handle))
     }
 
@@ -253,35 +265,19 @@ struct Logged {
 /// across tenants or shed when it waited too long.
 const LOGGED_BUFFER: usize = 1;
 
-/// The sequencer's two stages, each on its own thread and both in height order: the
-/// logger closes a batch, appends it and waits for its fsync; the executor (this thread,
-/// with the large stack) applies logged batches and answers. So a batch's fsync overlaps
-/// the previous batch's evaluation instead of following it, and nothing is answered
-/// before its batch is durable. The executor sees the same batches in the same order as
-/// a replay would: the log decides what it applies, never timing.
-fn run<L: Log + 'static, M: StateMachine>(
-    log: L,
+/// The sequencer's executor stage (the other is [`log_batches`]), each on its own thread
+/// and both in height order: the logger closes a batch, appends it and waits for its
+/// fsync; the executor (this thread, with the large stack) applies logged batches and
+/// answers. So a batch's fsync overlaps the previous batch's evaluation instead of
+/// following it, and nothing is answered before its batch is durable. The executor sees
+/// the same batches in the same order as a replay would: the log decides what it
+/// applies, never timing.
+fn execute<M: StateMachine>(
     mut machine: M,
-    inbox: Arc<FairInbox<Item>>,
+    rx: std::sync::mpsc::Receiver<Logged>,
+    logger: std::thread::JoinHandle<()>,
     clock: Arc<Clock>,
-    stopped: Arc<std::sync::Mutex<Option<String>>>,
-    wait_max: Duration,
 ) {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
-    let logger = {
-        let clock = clock.clone();
-        std::thread::Builder::new()
-            .name("tally-logger".into())
-            .spawn(move || log_batches(log, &inbox, &clock, &stopped, wait_max, &tx))
-    };
-    let logger = match logger {
-        Ok(h) => h,
-        Err(e) => {
-            // Nothing was logged or answered yet; every submitter learns the node is down.
-            tracing::error!(error = %e, "could not start the logger thread");
-            return;
-        }
-    };
     // Ends when the logger stops (inbox closed and drained, or a failed append) and has
     // handed over every batch it logged.
     for Logged { batch, mut decoded, replies } in rx {
@@ -299,7 +295,7 @@ fn run<L: Log + 'static, M: StateMachine>(
     let _ = logger.join();
 }
 
-/// The logger stage of [`run`]: closes epoch batches, appends each durably, and hands it
+/// The logger stage (see [`execute`]): closes epoch batches, appends each durably, and hands it
 /// to the executor.
 fn log_batches<L: Log>(
     mut log: L,
