@@ -1,8 +1,9 @@
 //! The sequencer: gathers submitted inputs into epoch batches, logs each batch durably,
 //! applies it through the state machine, and answers every submitter with its output.
 //!
-//! It runs on one dedicated OS thread, so batches are logged and applied strictly in
-//! height order. Submitted inputs wait in a [`FairInbox`]: batches are composed fairly
+//! It runs on two dedicated OS threads, a logger and the executor, handing batches from
+//! one to the other in height order: batch N+1 is appended and synced while batch N is
+//! applied, and a batch is applied (and answered) only once it is in the log. Submitted inputs wait in a [`FairInbox`]: batches are composed fairly
 //! across tenants by priority (see [`crate::fair`]). The queue is bounded
 //! (`queue_inputs_max`): when full, `submit` fails at once with `Overloaded` instead of
 //! letting memory grow (or pushes out a newer input of a tenant with a longer backlog).
@@ -184,11 +185,23 @@ impl Sequencer {
         let stopped = Arc::new(std::sync::Mutex::new(None));
         let reason = stopped.clone();
         let wait_max = config.queue_wait_max;
+        let (tx, logged) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
+        let logger = {
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name("tally-logger".into())
+                .spawn(move || log_batches(log, &rx, &clock, &reason, wait_max, &tx))
+                .map_err(|source| crate::log::LogError::Io { path: "logger thread".into(), source })?
+        };
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || run(log, machine, rx, clock, &reason, wait_max))
-            .map_err(|source| crate::log::LogError::Io { path: "sequencer thread".into(), source })?;
+            .spawn(move || execute(machine, logged, logger, clock))
+            .map_err(|source| {
+                // Nobody can submit yet; closing the inbox lets the logger end.
+                inbox.close();
+                crate::log::LogError::Io { path: "sequencer thread".into(), source }
+            })?;
         Ok((Sequencer { inbox: Arc::new(Closer(inbox)), stopped, replayed }, handle))
     }
 
@@ -237,13 +250,60 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn run<L: Log, M: StateMachine>(
-    mut log: L,
+/// A batch that is in the log, on its way to the executor: what the receiving node
+/// decoded for each input, and where each answer goes.
+struct Logged {
+    batch: Batch,
+    decoded: Vec<Option<Decoded>>,
+    replies: Vec<oneshot::Sender<Result<Vec<u8>, SubmitError>>>,
+}
+
+/// Logged batches handed over and not yet taken by the executor, at most. With one, the
+/// logger appends and syncs the next batch while the executor applies the current one,
+/// and may log one more before it waits: at most two logged batches wait for the
+/// executor. Everything else stays in the fair queue, where it can still be reordered
+/// across tenants or shed when it waited too long.
+const LOGGED_BUFFER: usize = 1;
+
+/// The sequencer's executor stage (the other is [`log_batches`]), each on its own thread
+/// and both in height order: the logger closes a batch, appends it and waits for its
+/// fsync; the executor (this thread, with the large stack) applies logged batches and
+/// answers. So a batch's fsync overlaps the previous batch's evaluation instead of
+/// following it, and nothing is answered before its batch is durable. The executor sees
+/// the same batches in the same order as a replay would: the log decides what it
+/// applies, never timing.
+fn execute<M: StateMachine>(
     mut machine: M,
-    inbox: Arc<FairInbox<Item>>,
+    rx: std::sync::mpsc::Receiver<Logged>,
+    logger: std::thread::JoinHandle<()>,
     clock: Arc<Clock>,
+) {
+    // Ends when the logger stops (inbox closed and drained, or a failed append) and has
+    // handed over every batch it logged.
+    for Logged { batch, mut decoded, replies } in rx {
+        let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
+        machine.apply_decoded(&batch, &mut decoded, &mut |i, out| {
+            if let Some(r) = replies.get_mut(i).and_then(Option::take) {
+                let _ = r.send(Ok(out));
+            }
+        });
+        clock.batch_done(machine.last_commit_ts());
+        for r in replies.into_iter().flatten() {
+            let _ = r.send(Err(SubmitError::Stopped("no output for input".into())));
+        }
+    }
+    let _ = logger.join();
+}
+
+/// The logger stage (see [`execute`]): closes epoch batches, appends each durably, and hands it
+/// to the executor.
+fn log_batches<L: Log>(
+    mut log: L,
+    inbox: &FairInbox<Item>,
+    clock: &Clock,
     stopped: &std::sync::Mutex<Option<String>>,
     wait_max: Duration,
+    logged: &std::sync::mpsc::SyncSender<Logged>,
 ) {
     while let Some(items) = inbox.next_batch_blocking() {
         // Inputs that waited too long are answered now and never logged: under a backlog
@@ -268,7 +328,8 @@ fn run<L: Log, M: StateMachine>(
         let batch = Batch { height: log.last_height() + 1, ts, rules: machine.rules(), inputs };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
-            // write is a log we cannot trust to be complete.
+            // write is a log we cannot trust to be complete. Batches logged before it
+            // are still applied and answered (they are durable).
             tracing::error!(error = %e, "input log append failed; the sequencer stops");
             let later = format!(
                 "this node takes no more writes since appending to its input log failed ({e}); \
@@ -289,15 +350,13 @@ fn run<L: Log, M: StateMachine>(
             }
             return;
         }
-        let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
-        machine.apply_decoded(&batch, &mut decoded, &mut |i, out| {
-            if let Some(r) = replies.get_mut(i).and_then(Option::take) {
-                let _ = r.send(Ok(out));
+        if let Err(std::sync::mpsc::SendError(l)) = logged.send(Logged { batch, decoded, replies }) {
+            // The executor is gone (it only stops when this thread does, or by a fail-stop
+            // exit), so nobody will apply this batch here; a restart replays it.
+            for r in l.replies {
+                let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
             }
-        });
-        clock.batch_done(machine.last_commit_ts());
-        for r in replies.into_iter().flatten() {
-            let _ = r.send(Err(SubmitError::Stopped("no output for input".into())));
+            return;
         }
     }
 }
@@ -394,37 +453,87 @@ mod tests {
         }
     }
 
+    /// A [`FileLog`] that reports the height of every batch it appended.
+    struct Reporting {
+        log: FileLog,
+        appended: std::sync::mpsc::Sender<u64>,
+    }
+    impl Log for Reporting {
+        fn append(&mut self, batch: &Batch) -> Result<(), crate::log::LogError> {
+            self.log.append(batch)?;
+            let _ = self.appended.send(batch.height);
+            Ok(())
+        }
+        fn replay_after(
+            &mut self,
+            height: u64,
+            f: &mut dyn FnMut(Batch) -> Result<(), crate::log::LogError>,
+        ) -> Result<(), crate::log::LogError> {
+            self.log.replay_after(height, f)
+        }
+        fn last_height(&self) -> u64 {
+            self.log.last_height()
+        }
+        fn last_ts(&self) -> u64 {
+            self.log.last_ts()
+        }
+    }
+
+    type Answer = tokio::task::JoinHandle<Result<Vec<u8>, SubmitError>>;
+
+    /// A sequencer whose first batch is held in `apply` until `open` is sent, and whose
+    /// log reports each append; returns once batch 1 is being applied and batches 2 and 3
+    /// (one input each, answered later with their heights) are logged and wait for the
+    /// executor. From then on the logger takes nothing more, so whatever is submitted
+    /// stays queued.
+    fn stalled(
+        cfg: SequencerConfig,
+        dir: &std::path::Path,
+        rt: &tokio::runtime::Runtime,
+    ) -> (Sequencer, std::sync::mpsc::Sender<()>, Vec<Answer>) {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let (appended_tx, appended) = std::sync::mpsc::channel();
+        let machine = Gated { height: 0, entered: entered_tx, gate: Some(gate) };
+        let log = Reporting { log: FileLog::open(dir).unwrap(), appended: appended_tx };
+        let (seq, _h) = Sequencer::start(log, machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        let submit = |i: u8| {
+            let seq = seq.clone();
+            rt.spawn(async move { seq.submit(Tenant::DEFAULT, vec![i]).await })
+        };
+        let first = submit(0);
+        entered.recv().unwrap();
+        assert_eq!(appended.recv().unwrap(), 1);
+        let second = submit(0);
+        assert_eq!(appended.recv().unwrap(), 2, "the logger runs ahead of the executor");
+        let third = submit(0);
+        assert_eq!(appended.recv().unwrap(), 3, "one batch handed over, one held");
+        (seq, open, vec![first, second, third])
+    }
+
     /// Inputs that waited longer than `queue_wait_max` are answered `Overloaded` and never
-    /// logged; the one being applied when they queued is answered normally.
+    /// logged; those already logged when they queued (the batch being applied, and those
+    /// the logger has ready) are answered normally.
     #[test]
     fn inputs_that_wait_too_long_are_shed() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (open, gate) = std::sync::mpsc::channel();
-        let machine = Gated { height: 0, entered: entered_tx, gate: Some(gate) };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
         let cfg = SequencerConfig { epoch_ms: 1, queue_wait_max: Duration::from_millis(50), ..Default::default() };
-        let (seq, _h) =
-            Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        let (seq, open, logged) = stalled(cfg, dir.path(), &rt);
         rt.block_on(async {
-            let first = tokio::spawn({
-                let seq = seq.clone();
-                async move { seq.submit(Tenant::DEFAULT, vec![0]).await }
-            });
-            while entered.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
             let late = tokio::spawn({
                 let seq = seq.clone();
                 async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
             });
             tokio::time::sleep(Duration::from_millis(100)).await;
             open.send(()).unwrap();
-            assert!(first.await.unwrap().is_ok());
+            for l in logged {
+                assert!(l.await.unwrap().is_ok());
+            }
             assert_eq!(late.await.unwrap(), Err(SubmitError::Overloaded));
-            // A fresh input goes through, in batch 2: the shed one was never logged.
+            // A fresh input goes through, in batch 4: the shed one was never logged.
             let o = seq.submit(Tenant::DEFAULT, vec![2]).await.unwrap();
-            assert_eq!(u64::from_be_bytes(o.try_into().unwrap()), 2);
+            assert_eq!(u64::from_be_bytes(o.try_into().unwrap()), 4);
         });
     }
 
@@ -433,31 +542,23 @@ mod tests {
     #[test]
     fn batches_are_composed_fairly_across_tenants() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (open, gate) = std::sync::mpsc::channel();
-        let machine = Gated { height: 0, entered: entered_tx, gate: Some(gate) };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
         let cfg = SequencerConfig { epoch_ms: 1, batch_inputs_max: 10, ..Default::default() };
-        let (seq, _h) =
-            Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        // Batch 1 is being applied and batches 2 and 3 are logged; the rest waits queued.
+        let (seq, open, logged) = stalled(cfg, dir.path(), &rt);
         let (flood, quiet) = (Tenant { id: 1, weight: 1 }, Tenant { id: 2, weight: 1 });
         let height = |o: Result<Vec<u8>, SubmitError>| u64::from_be_bytes(o.unwrap().try_into().unwrap());
         rt.block_on(async {
-            let first = tokio::spawn({
-                let seq = seq.clone();
-                async move { seq.submit(flood, vec![0]).await }
-            });
-            // Wait until the first batch is being applied, then queue 100 flood inputs
-            // and one quiet input behind them.
-            while entered.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            // Queue 100 flood inputs and one quiet input behind them.
             let backlog: Vec<_> = (0..100)
                 .map(|i| {
                     let seq = seq.clone();
                     tokio::spawn(async move { seq.submit(flood, vec![i]).await })
                 })
                 .collect();
+            while seq.queued() < 100 {
+                tokio::task::yield_now().await;
+            }
             let q = tokio::spawn({
                 let seq = seq.clone();
                 async move { seq.submit(quiet, vec![7]).await }
@@ -466,14 +567,23 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             open.send(()).unwrap();
-            assert_eq!(height(first.await.unwrap()), 1);
-            assert_eq!(height(q.await.unwrap()), 2, "the quiet input makes the next batch");
+            let ahead: Vec<u64> = futures_heights(logged, height).await;
+            assert_eq!(ahead, vec![1, 2, 3]);
+            assert_eq!(height(q.await.unwrap()), 4, "the quiet input makes the next batch");
             let mut heights = Vec::new();
             for b in backlog {
                 heights.push(height(b.await.unwrap()));
             }
             assert!(heights.windows(2).all(|w| w[0] <= w[1]), "the backlog stays in order: {heights:?}");
-            assert_eq!(heights.last(), Some(&12), "100 flood inputs take ten batches after the first");
+            assert_eq!(heights.last(), Some(&14), "100 flood inputs take ten batches after the first three");
         });
+    }
+
+    async fn futures_heights(handles: Vec<Answer>, height: impl Fn(Result<Vec<u8>, SubmitError>) -> u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(height(h.await.unwrap()));
+        }
+        out
     }
 }
