@@ -185,12 +185,13 @@ impl Sequencer {
         let stopped = Arc::new(std::sync::Mutex::new(None));
         let reason = stopped.clone();
         let wait_max = config.queue_wait_max;
+        let rules = machine.rules();
         let (tx, logged) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
         let logger = {
             let clock = clock.clone();
             std::thread::Builder::new()
                 .name("tally-logger".into())
-                .spawn(move || log_batches(log, &rx, &clock, &reason, wait_max, &tx))
+                .spawn(move || log_batches(log, rules, &rx, &clock, &reason, wait_max, &tx))
                 .map_err(|source| crate::log::LogError::Io { path: "logger thread".into(), source })?
         };
         let handle = std::thread::Builder::new()
@@ -299,6 +300,7 @@ fn execute<M: StateMachine>(
 /// to the executor.
 fn log_batches<L: Log>(
     mut log: L,
+    rules: u16,
     inbox: &FairInbox<Item>,
     clock: &Clock,
     stopped: &std::sync::Mutex<Option<String>>,
@@ -325,7 +327,7 @@ fn log_batches<L: Log>(
         }
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
-        let batch = Batch { height: log.last_height() + 1, ts, rules: machine.rules(), inputs };
+        let batch = Batch { height: log.last_height() + 1, ts, rules, inputs };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
             // write is a log we cannot trust to be complete. Batches logged before it
