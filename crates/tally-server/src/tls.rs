@@ -237,7 +237,10 @@ const USE_HTTPS_BODY: &str = r#"{"errors":[{"code":"bad request","description":"
 /// reach it, so that is logged instead (the accept thread then closes the connection).
 pub(crate) fn warn_tls_on_plain_port(stream: &TcpStream) {
     let peer = stream.peer_addr().ok();
-    tracing::warn!(?peer, "a client tried TLS (https) on this plain-HTTP port; start with --tls-cert/--tls-key to serve https");
+    tracing::warn!(
+        ?peer,
+        "a client tried TLS (https) on this plain-HTTP port; start with --tls-cert/--tls-key to serve https"
+    );
 }
 
 /// Plain HTTP beyond loopback sends secrets in the clear: say so at start.
