@@ -11,7 +11,7 @@ const net = require('node:net')
 const tls = require('node:tls')
 const fs = require('node:fs')
 const path = require('node:path')
-const { startServer, q, ping, sleep, HOST, expectFaunaError } = require('./helpers/server')
+const { startServer, q, ping, rawRequest, sleep, HOST, expectFaunaError } = require('./helpers/server')
 const { TallyCluster } = require('./helpers/cluster')
 
 const MIB = 1024 * 1024
@@ -173,6 +173,40 @@ describe('connections', () => {
     session.destroy()
     assert.equal(state, 'closed')
     assert.equal(await ping(server.port, 2_000), 200)
+  })
+})
+
+describe('health probes', () => {
+  let server
+  before(async () => {
+    server = await startServer({ extraArgs: ['--connections-max', '4'] })
+  })
+  after(async () => server && (await server.stop()))
+
+  it('/ping and /health are answered while silent sockets hold every connection slot; a query over the cap is closed', async () => {
+    // Silent sockets hold their slots until the head timeout (10 s by default).
+    const held = []
+    for (let i = 0; i < 4; i++) held.push(await connect(server.port))
+    assert.equal(await ping(server.port, 5_000), 200)
+    const health = await rawRequest(server.port, {
+      method: 'GET',
+      path: '/health',
+      headers: { authorization: `Bearer ${server.rootKey}` },
+      timeoutMs: 5_000,
+    })
+    assert.equal(health.status, 200)
+    assert.equal(JSON.parse(health.body).writes, true)
+    // Anything but a probe over the cap is closed unanswered.
+    const s = await connect(server.port)
+    let got = ''
+    s.on('data', d => (got += d.toString('latin1')))
+    s.write(postHead(server.rootKey, 2) + '{}')
+    assert.equal(await closedWithin(s, 5_000), 'closed')
+    assert.equal(got, '')
+    // Once the slots are given back, queries are served again.
+    for (const h of held) h.destroy()
+    await sleep(200)
+    assert.equal(await server.adminClient().query(q.Add(1, 2)), 3)
   })
 })
 

@@ -41,10 +41,12 @@ impl Default for SequencerConfig {
         SequencerConfig {
             epoch_ms: 10,
             batch_inputs_max: 8192,
-            batch_bytes_max: 64 << 20,
+            // As on a cluster: a 16 MiB write and more fit, and the executor holds half
+            // what 64 MiB let it (the node's bounds add up to under 2 GiB).
+            batch_bytes_max: 32 << 20,
             queue_inputs_max: 65_536,
             // Four full batches.
-            queue_bytes_max: 256 << 20,
+            queue_bytes_max: 128 << 20,
             // Well inside the drivers' default 60 s query timeout.
             queue_wait_max: Duration::from_secs(10),
         }

@@ -2,7 +2,8 @@
 //! with `--tls-cert`, see `crate::tls`, else in the clear).
 //!
 //! - at most `connections_max` open connections; past it a new connection is closed at
-//!   once, so file descriptors never run out (the default keeps headroom below
+//!   once (but for a health probe, see `crate::accept`, whose thread accepts them all),
+//!   so file descriptors never run out (the default keeps headroom below
 //!   `RLIMIT_NOFILE`, whose soft limit is raised to the hard one at start);
 //! - a connection with no request in progress and no answer being sent for
 //!   `idle_timeout` is closed (keep-alive idleness, a silent socket, and headers that
@@ -118,7 +119,9 @@ pub fn default_connections_max(fd_limit: u64) -> usize {
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then finish the connections'
-/// requests (bounded by the idle and answer timeouts) and return.
+/// requests (bounded by the idle and answer timeouts) and return. Connections are
+/// accepted on a thread of their own (`crate::accept`), which answers health probes
+/// itself and hands the rest to this runtime.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -133,46 +136,20 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Arc::new(limits);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Over the cap: close at once (the client sees a reset and may retry).
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (app, limits, inflight, stop) = (app.clone(), limits.clone(), inflight.clone(), stop_rx.clone());
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            // The handshake (or the first byte) is bounded like a request's headers.
-            match tls {
-                Some(tls) => {
-                    if let Some(s) = tls.accept(stream, limits.header_read_timeout).await {
-                        serve_one(s, app, &limits, inflight, stop).await;
-                    }
-                }
-                None => {
-                    if crate::tls::plain_ok(&stream, limits.header_read_timeout).await {
-                        serve_one(stream, app, &limits, inflight, stop).await;
-                    }
-                }
-            }
-            drop(permit);
-        });
-    }
+    let ctx = crate::accept::Ctx {
+        app,
+        limits: limits.clone(),
+        inflight,
+        tls,
+        permits: permits.clone(),
+        stop: stop_rx,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let acceptor = crate::accept::spawn(listener.into_std()?, ctx)?;
+    shutdown.await;
     let _ = stop_tx.send(true);
+    // The port closes when the accept thread has returned.
+    let _ = tokio::task::spawn_blocking(move || acceptor.join()).await;
     // Wait for the connections to finish what they were doing, within bounds.
     let grace = limits.answer_send_timeout.max(limits.idle_timeout).min(Duration::from_secs(30));
     let _ = tokio::time::timeout(grace, permits.acquire_many(max as u32)).await;
@@ -209,7 +186,7 @@ impl ConnWatch {
     }
 }
 
-async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     app: Router,
     limits: &ConnLimits,

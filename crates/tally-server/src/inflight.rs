@@ -9,10 +9,12 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Default bytes in flight. With the per-query evaluation budget (128 MiB × one per
-/// scheduler slot and the executor) this keeps a node near its documented 2 GiB
-/// ceiling on a small machine.
-pub const INFLIGHT_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+/// Default bytes in flight: two 16 MiB writes (a body costs [`BODY_COST_FACTOR`] times
+/// its size), or eight 16 MiB answers being sent. With the per-query evaluation budget
+/// (128 MiB × one per scheduler slot), the executor's, its batch, the write-behind queue
+/// and the state store's page cache, the node's bounds add up to 2,036 MiB on two cores
+/// (ARCHITECTURE.md, Limits); 512 MiB made that 2.5 GiB, over the 2 GiB asked for.
+pub const INFLIGHT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
 /// What a request body of `n` bytes costs once read, parsed (serde_json values, the
 /// expression tree) and, for a write, encoded as a logged input: measured about 5× for

@@ -7,6 +7,7 @@
 //! is submitted to the sequencer, logged durably in an epoch batch, and executed by
 //! `tally_exec::FqlMachine` at its commit ts; the answer comes back to the handler.
 
+pub mod accept;
 pub mod backup;
 pub mod body;
 pub mod cluster;

@@ -30,7 +30,7 @@ const PLAIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent HTTP/2 streams of a cleartext client on the TLS port.
 const PLAIN_H2_STREAMS_MAX: u32 = 8;
 /// First byte of a TLS record carrying a handshake (a ClientHello).
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -233,22 +233,14 @@ async fn refuse_plain(stream: TcpStream) {
 /// The answer to plain HTTP on the TLS port (an FQL error, so drivers show its text).
 const USE_HTTPS_BODY: &str = r#"{"errors":[{"code":"bad request","description":"This port serves HTTPS (TLS) only; connect with https:// (the drivers' scheme: 'https')."}]}"#;
 
-/// On a plain-HTTP port: whether to serve the connection. False (close it) when nothing
-/// arrives within `timeout` (as hyper's header timeout would) or when the client opened
-/// with a TLS handshake: no HTTP answer can reach a TLS client, so that is logged instead.
-pub async fn plain_ok(stream: &TcpStream, timeout: Duration) -> bool {
-    match tokio::time::timeout(timeout, first_byte(stream)).await.ok().flatten() {
-        Some(TLS_HANDSHAKE_RECORD) => {
-            let peer = stream.peer_addr().ok();
-            tracing::warn!(
-                ?peer,
-                "a client tried TLS (https) on this plain-HTTP port; start with --tls-cert/--tls-key to serve https"
-            );
-            false
-        }
-        Some(_) => true,
-        None => false,
-    }
+/// On a plain-HTTP port, a client that opened with a TLS handshake: no HTTP answer can
+/// reach it, so that is logged instead (the accept thread then closes the connection).
+pub(crate) fn warn_tls_on_plain_port(stream: &TcpStream) {
+    let peer = stream.peer_addr().ok();
+    tracing::warn!(
+        ?peer,
+        "a client tried TLS (https) on this plain-HTTP port; start with --tls-cert/--tls-key to serve https"
+    );
 }
 
 /// Plain HTTP beyond loopback sends secrets in the clear: say so at start.

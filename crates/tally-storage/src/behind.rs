@@ -67,7 +67,9 @@ pub struct BehindLimits {
 
 impl Default for BehindLimits {
     fn default() -> Self {
-        BehindLimits { commits_max: 256, bytes_max: 256 << 20, flush_bytes_max: 64 << 20 }
+        // 64 MiB: a flush's worth ahead of the flusher, and a lone larger commit is queued
+        // alone; with 256 MiB the node's bounds added up to more than 2 GiB.
+        BehindLimits { commits_max: 256, bytes_max: 64 << 20, flush_bytes_max: 64 << 20 }
     }
 }
 
