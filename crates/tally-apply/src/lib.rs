@@ -8,9 +8,11 @@
 //! executor sees no tokio, no network and no clock.
 
 mod batch;
+mod idle;
 mod replicated;
 
 pub use batch::{Batch, BatchError, BATCH_FORMAT};
+pub use idle::{IdleSweep, IDLE_SWEEP_EVERY};
 pub use replicated::{MachineError, ReplicatedMachine};
 
 /// What the node that received an input already decoded from its bytes, handed to the
