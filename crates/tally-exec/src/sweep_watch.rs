@@ -128,7 +128,7 @@ mod tests {
         let b = w.encode();
         assert_eq!(b.len(), WATCH_BYTES);
         assert_eq!(SweepWatch::decode(&b).map(|d| d.encode()), Some(b.clone()));
-        assert_eq!(SweepWatch::decode(&b).unwrap().due([false, false]), NEVER.min(7));
+        assert_eq!(SweepWatch::decode(&b).unwrap().due([false, false]), 7);
         let mut bad = b.clone();
         bad[0] = 2;
         assert!(SweepWatch::decode(&bad).is_none(), "another format");
