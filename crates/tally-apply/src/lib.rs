@@ -8,9 +8,11 @@
 //! executor sees no tokio, no network and no clock.
 
 mod batch;
+mod idle;
 mod replicated;
 
 pub use batch::{Batch, BatchError, BatchHead, BATCH_FORMAT, BATCH_FORMAT_UNSTAMPED};
+pub use idle::{IdleSweep, IDLE_SWEEP_EVERY};
 pub use replicated::{MachineError, ReplicatedMachine};
 
 /// What the node that received an input already decoded from its bytes, handed to the

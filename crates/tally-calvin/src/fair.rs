@@ -390,12 +390,28 @@ impl<T> FairInbox<T> {
     /// Block until a batch closes (an epoch after its oldest input arrived, or full) and
     /// take it; None once the inbox is closed and drained.
     pub fn next_batch_blocking(&self) -> Option<Vec<T>> {
+        self.next_batch_or_idle(None).map(|b| b.unwrap_or_default())
+    }
+
+    /// [`Self::next_batch_blocking`], or `Some(None)` once the inbox has been empty for
+    /// `idle` (when given): the consumer's turn to do idle work (`tally_apply::IdleSweep`).
+    pub fn next_batch_or_idle(&self, idle: Option<Duration>) -> Option<Option<Vec<T>>> {
+        let idle_until = idle.map(|d| Instant::now() + d);
         let mut s = self.lock();
         while s.queue.is_empty() {
             if s.closed {
                 return None;
             }
-            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = match idle_until {
+                None => self.ready.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Some(None);
+                    }
+                    self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
         }
         let deadline = self.deadline(&s);
         while !self.batch_full(&s) {
@@ -405,7 +421,7 @@ impl<T> FairInbox<T> {
             }
             s = self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        Some(self.take_batch(&mut s, self.limits.inputs_max))
+        Some(Some(self.take_batch(&mut s, self.limits.inputs_max)))
     }
 
     /// [`Self::next_batch_blocking`] for a task.

@@ -34,6 +34,9 @@ pub struct SequencerConfig {
     /// Longest an input may wait for its batch; past it, it is answered `Overloaded`
     /// instead of being logged (its client has likely given up; the queue is behind).
     pub queue_wait_max: Duration,
+    /// Log an empty batch for the executor's retention sweep when the inbox has been idle
+    /// this long and the executor says a sweep could remove something (None: never).
+    pub idle_sweep: Option<tally_apply::IdleSweep>,
 }
 
 impl Default for SequencerConfig {
@@ -49,6 +52,7 @@ impl Default for SequencerConfig {
             queue_bytes_max: 128 << 20,
             // Well inside the drivers' default 60 s query timeout.
             queue_wait_max: Duration::from_secs(10),
+            idle_sweep: None,
         }
     }
 }
@@ -188,12 +192,13 @@ impl Sequencer {
         let reason = stopped.clone();
         let wait_max = config.queue_wait_max;
         let rules = machine.rules();
+        let idle = config.idle_sweep;
         let (tx, logged) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
         let logger = {
             let clock = clock.clone();
             std::thread::Builder::new()
                 .name("tally-logger".into())
-                .spawn(move || log_batches(log, rules, &rx, &clock, &reason, wait_max, &tx))
+                .spawn(move || log_batches(log, rules, &rx, &clock, &reason, wait_max, &tx, idle))
                 .map_err(|source| crate::log::LogError::Io { path: "logger thread".into(), source })?
         };
         let handle = std::thread::Builder::new()
@@ -300,6 +305,7 @@ fn execute<M: StateMachine>(
 
 /// The logger stage (see [`execute`]): closes epoch batches, appends each durably, and hands it
 /// to the executor.
+#[allow(clippy::too_many_arguments)]
 fn log_batches<L: Log>(
     mut log: L,
     rules: u16,
@@ -308,8 +314,14 @@ fn log_batches<L: Log>(
     stopped: &std::sync::Mutex<Option<String>>,
     wait_max: Duration,
     logged: &std::sync::mpsc::SyncSender<Logged>,
+    idle: Option<tally_apply::IdleSweep>,
 ) {
-    while let Some(items) = inbox.next_batch_blocking() {
+    while let Some(next) = inbox.next_batch_or_idle(idle.as_ref().map(|i| i.every)) {
+        // Idle: an empty batch when a retention sweep could remove something.
+        let Some(items) = next.or_else(|| idle.as_ref().filter(|i| i.wanted(now_micros())).map(|_| Vec::new())) else {
+            continue;
+        };
+        let sweep_only = items.is_empty();
         // Inputs that waited too long are answered now and never logged: under a backlog
         // the queue sheds its oldest work rather than doing what nobody waits for.
         let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(items.len());
@@ -324,7 +336,7 @@ fn log_batches<L: Log>(
             decoded.push(hint);
             replies.push(reply);
         }
-        if inputs.is_empty() {
+        if inputs.is_empty() && !sweep_only {
             continue;
         }
         // The batch ts never goes backwards, even if the wall clock does.
@@ -429,6 +441,58 @@ mod tests {
         }
         assert_eq!(m.total, 15);
         assert_eq!(m.height, log2.last_height());
+    }
+
+    /// Records each applied batch's input count.
+    struct Recorder {
+        height: u64,
+        seen: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+    impl StateMachine for Recorder {
+        fn applied_height(&self) -> u64 {
+            self.height
+        }
+        fn last_commit_ts(&self) -> u64 {
+            0
+        }
+        fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
+            self.height = b.height;
+            self.seen.lock().unwrap().push(b.inputs.len());
+            b.inputs.iter().map(|_| Vec::new()).collect()
+        }
+    }
+
+    /// An idle sequencer logs an empty batch only while the executor says a sweep is
+    /// due; it is logged like any other batch (a restart replays it).
+    #[test]
+    fn an_idle_sequencer_logs_empty_batches_only_when_a_sweep_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let due = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let idle = tally_apply::IdleSweep { due: due.clone(), every: Duration::from_millis(20) };
+        let cfg = SequencerConfig { epoch_ms: 1, idle_sweep: Some(idle), ..Default::default() };
+        let machine = Recorder { height: 0, seen: seen.clone() };
+        let (seq, _h) =
+            Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(seq.submit(Tenant::DEFAULT, vec![1])).unwrap();
+        // Not due: idle periods pass without a batch.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(*seen.lock().unwrap(), vec![1], "nothing due: no empty batch");
+        // Due: empty batches come (polled, bounded).
+        due.store(0, std::sync::atomic::Ordering::Release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        due.store(u64::MAX, std::sync::atomic::Ordering::Release);
+        let applied = seen.lock().unwrap().clone();
+        assert!(applied.len() >= 2 && applied[1..].iter().all(|&n| n == 0), "empty batches: {applied:?}");
+        drop(seq);
+        drop(_h.join());
+        let mut log = FileLog::open(dir.path()).unwrap();
+        let logged: Vec<usize> = log.read_after(0).unwrap().iter().map(|b| b.inputs.len()).collect();
+        assert_eq!(logged[..applied.len()], applied[..], "every applied batch is in the log");
     }
 
     /// Answers each input with its batch height; the first batch waits for `gate`.

@@ -19,5 +19,6 @@ pub mod pace;
 pub mod publish;
 pub mod record;
 pub mod snapshot;
+pub mod sweep_watch;
 
 pub use machine::{FqlMachine, RULES};

@@ -86,6 +86,11 @@ pub const META_RETENTION_CURSOR: &str = "retention_cursor";
 /// beginning).
 pub const META_RETENTION_INDEX_CURSOR: &str = "retention_index_cursor";
 
+/// An empty batch's sweep looks at this many times the keys of a batch's (finding nothing
+/// in 128 keys costs ≈ 0.4 ms, so ≈ 3.5 ms for 1,024: an idle node works through a large
+/// store in fewer empty blocks).
+pub const IDLE_SWEEP_KEYS_FACTOR: usize = 8;
+
 /// Meta key of the removal record of the block at `height` (absent: it removed nothing).
 pub fn retention_key(height: u64) -> String {
     format!("retention/{height:016x}")
@@ -133,6 +138,14 @@ pub struct FqlMachine {
     /// tail no build of its own rules can apply. Its blocks may then differ from what the
     /// build that sequenced them acknowledged.
     pub apply_other_rules: bool,
+    /// The commit ts from which a retention sweep could remove something (0: now or
+    /// unknown; `u64::MAX`: not as time alone passes), for the log of an idle node
+    /// (`tally_apply::IdleSweep`): node-local, recomputed by the sweeps (`crate::sweep_watch`).
+    pub retention_due: Arc<AtomicU64>,
+    /// Versions (documents and index entries) retention sweeps removed since this
+    /// machine opened (node-local, for metrics).
+    pub retention_removed: Arc<AtomicU64>,
+    sweep_watch: crate::sweep_watch::SweepWatch,
 }
 
 /// The version of the executor's rules: what a batch's inputs compute, the blocks and the
@@ -144,7 +157,10 @@ pub struct FqlMachine {
 /// 1. the rules as of batch format 2 (the first stamped batches).
 /// 2. `Insert`/`Remove` at a past ts revise the index entries of the document's next
 ///    version (streams, issue 15).
-pub const RULES: u16 = 2;
+/// 3. Retention floors 15 minutes lower (v4's `MVTOffset`), documents hidden at their
+///    `ttl`, empty batches (idle sweeps: a block of no transactions whose sweep looks at
+///    more keys), index entries swept under their own database's collection floor.
+pub const RULES: u16 = 3;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
@@ -162,6 +178,22 @@ fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
         Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
         _ => 0,
     })
+}
+
+/// The persisted sweep watch (`crate::sweep_watch`) and the due ts it gives with the
+/// stored cursors; nothing known when absent or unreadable.
+fn load_sweep_watch(store: &dyn Store) -> anyhow::Result<(crate::sweep_watch::SweepWatch, u64)> {
+    let snap = store.snapshot()?;
+    let watch = snap
+        .meta(crate::sweep_watch::META_SWEEP_WATCH)?
+        .and_then(|b| crate::sweep_watch::SweepWatch::decode(&b))
+        .unwrap_or_default();
+    let mut running = [false; 2];
+    for (k, name) in [META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR].into_iter().enumerate() {
+        running[k] = snap.meta(name)?.is_some_and(|c| !c.is_empty());
+    }
+    let due = watch.due(running);
+    Ok((watch, due))
 }
 
 /// The last commit ts recorded in the store.
@@ -189,6 +221,7 @@ impl FqlMachine {
         let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
         let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
         let root_key = meta_root_key(&*store)?.map(hex::encode).unwrap_or_default();
+        let watch = load_sweep_watch(&*store)?;
         Ok(FqlMachine {
             store,
             applied_height,
@@ -206,6 +239,9 @@ impl FqlMachine {
             publish: None,
             root_key: Arc::new(tally_fql::authcache::RootKeyHash::new(&root_key)),
             apply_other_rules: false,
+            retention_due: Arc::new(AtomicU64::new(watch.1)),
+            retention_removed: Arc::new(AtomicU64::new(0)),
+            sweep_watch: watch.0,
         })
     }
 
@@ -236,6 +272,9 @@ impl FqlMachine {
         self.root_key.set(&fresh.root_key.get());
         self.applied_ts.store(fresh.last_ts, Ordering::Release);
         self.checkpointed_height.store(fresh.applied_height, Ordering::Release);
+        // What the sweeps knew is about the replaced state.
+        self.sweep_watch = fresh.sweep_watch;
+        self.retention_due.store(fresh.retention_due.load(Ordering::Acquire), Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
         if let Ok(mut h) = self.head.lock() {
             *h = head;
@@ -363,6 +402,8 @@ impl FqlMachine {
         let publish = self.publish.clone().filter(|p| p.wanted());
         let mut committed: Vec<crate::publish::CommittedTxn> = Vec::new();
         let mut last_ts = self.last_ts;
+        // Did any transaction of the batch write (for `crate::sweep_watch`)?
+        let mut wrote = false;
         self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
             builder.push_input(input)?;
@@ -383,6 +424,7 @@ impl FqlMachine {
                 (TxnOutput::json(500, &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new(), 0)
             });
             let (out, writes) = admit(ts, input.len(), out, writes);
+            wrote |= !writes.is_empty();
             let mut removed = Vec::new();
             let mut removed_entries = Vec::new();
             for w in &writes {
@@ -417,7 +459,12 @@ impl FqlMachine {
                 }
             }
         }
-        self.sweep(&mut *b, batch.height, last_ts, &mut builder)?;
+        if batch.inputs.is_empty() {
+            // An empty batch (an idle log's, `tally_apply::IdleSweep`) commits at its own
+            // ts: its sweep runs there, and the next batch's ts is above it.
+            last_ts = first_ts;
+        }
+        self.sweep(&mut *b, batch.height, last_ts, wrote, batch.inputs.is_empty(), &mut builder)?;
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
@@ -461,22 +508,32 @@ impl FqlMachine {
     /// resuming where the previous batch's sweep stopped (`META_RETENTION_CURSOR`). The
     /// removals are effects of the block (op remove, after its transactions' effects)
     /// and are listed in its removal record (`retention_key`). Deterministic: the same
-    /// state and ts on every member, never a clock.
+    /// state and ts on every member, never a clock. An empty batch (`idle`) exists only
+    /// for its sweep, which may look at [`IDLE_SWEEP_KEYS_FACTOR`] times as many keys.
     fn sweep(
         &mut self,
         b: &mut dyn tally_storage::Batch,
         height: u64,
         now: u64,
+        wrote: bool,
+        idle: bool,
         builder: &mut BlockBuilder,
     ) -> anyhow::Result<()> {
-        let limits = tally_fql::retention::SweepLimits::default();
+        let mut limits = tally_fql::retention::SweepLimits::default();
+        if idle {
+            limits.keys_max *= IDLE_SWEEP_KEYS_FACTOR;
+        }
+        let mut running = [false; 2];
         let failed =
             |e: tally_fql::FqlError| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description);
         let mut removals = Vec::new();
         // Documents first, then index entries, each from its own cursor: the index sweep
         // sees the document sweep's removals (it reads through the batch).
-        for (name, index) in [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)] {
+        for (kind, (name, index)) in
+            [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)].into_iter().enumerate()
+        {
             let cursor = b.meta(name)?.filter(|c| !c.is_empty());
+            self.sweep_watch.before(kind, cursor.is_none(), wrote);
             let swept = if index {
                 tally_fql::retention::sweep_index(&*b, now, cursor.as_deref(), limits)
             } else {
@@ -489,11 +546,16 @@ impl FqlMachine {
                 builder.push_effect_hash(r.effect_hash());
                 removals.push(r);
             }
+            self.sweep_watch.after(kind, swept.due, swept.next.is_none());
+            running[kind] = swept.next.is_some();
             if swept.next != cursor {
                 b.set_meta(name, swept.next.as_deref().unwrap_or(&[]))?;
             }
         }
+        b.set_meta(crate::sweep_watch::META_SWEEP_WATCH, &self.sweep_watch.encode())?;
+        self.retention_due.store(self.sweep_watch.due(running), Ordering::Release);
         if !removals.is_empty() {
+            self.retention_removed.fetch_add(removals.len() as u64, Ordering::Relaxed);
             b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
             b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
         }

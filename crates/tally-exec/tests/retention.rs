@@ -152,3 +152,73 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
     let out = String::from_utf8(tally_exec::record::decode_output(&out[0]).unwrap().body).unwrap();
     assert_eq!(out.matches("\"@ref\"").count() / 3, 60, "every document is still found: {out}");
 }
+
+/// An empty batch (an idle log's, `tally_apply::IdleSweep`) is a block of its own with no
+/// transactions whose sweep runs at its ts; `retention_due` says when one is worth
+/// logging (nothing on a fresh store, v4's 15 minutes after a superseding write, never
+/// once nothing is left to go as time passes), the same on every replica and across a
+/// restart.
+#[test]
+fn empty_batches_sweep_and_retention_due_says_when() {
+    use std::sync::atomic::Ordering;
+    const OFFSET: u64 = tally_fql::retention::MVT_OFFSET_MICROS;
+    let (store, mut a) = machine();
+    let (_sb, mut b) = machine();
+    assert_eq!(a.retention_due.load(Ordering::Acquire), u64::MAX, "a fresh store has nothing to remove");
+    let doc = json!({"ref": {"collection": "short"}, "id": "1"});
+    let mut all = vec![
+        Batch {
+            height: 1,
+            ts: T0,
+            rules: tally_exec::RULES,
+            inputs: vec![input(json!({"create_collection": obj(json!({"name": "short", "history_days": 0}))}), 1)],
+        },
+        Batch {
+            height: 2,
+            ts: T0 + 1000,
+            rules: tally_exec::RULES,
+            inputs: vec![input(json!({"create": doc, "params": obj(json!({"data": obj(json!({"n": 1}))}))}), 2)],
+        },
+        Batch {
+            height: 3,
+            ts: T0 + 2000,
+            rules: tally_exec::RULES,
+            inputs: vec![input(json!({"update": doc, "params": obj(json!({"data": obj(json!({"n": 2}))}))}), 3)],
+        },
+    ];
+    let due = T0 + 2000 + OFFSET;
+    // Empty batches: one before the update's version is 15 minutes old, one at it.
+    all.push(Batch { height: 4, ts: due - 1, rules: tally_exec::RULES, inputs: Vec::new() });
+    all.push(Batch { height: 5, ts: due, rules: tally_exec::RULES, inputs: Vec::new() });
+    for batch in &all {
+        let out = a.apply(batch);
+        assert_eq!(out, b.apply(batch));
+        assert_eq!(out.len(), batch.inputs.len());
+        assert_eq!(head(&a), head(&b), "block hash differs at height {}", batch.height);
+        let want = match batch.height {
+            1 | 2 => u64::MAX,
+            3 | 4 => due,
+            _ => u64::MAX,
+        };
+        assert_eq!(a.retention_due.load(Ordering::Acquire), want, "retention_due after height {}", batch.height);
+        assert_eq!(b.retention_due.load(Ordering::Acquire), want);
+    }
+    let snap = store.snapshot().unwrap();
+    assert!(snap.meta(&retention_key(4)).unwrap().is_none(), "a minute early: nothing goes");
+    let removed = decode_removals(&snap.meta(&retention_key(5)).unwrap().unwrap()).unwrap();
+    assert_eq!(removed.iter().filter(|r| r.space == SPACE_DOCS).count(), 1, "the superseded version goes: {removed:?}");
+    let h = a.head.lock().unwrap().unwrap();
+    assert_eq!((h.height, h.txn_count, h.first_ts, h.last_ts), (5, 0, due, due), "an empty block at its own ts");
+    assert_eq!(a.last_commit_ts(), due, "the next batch commits above it");
+    drop(snap);
+    // A restart knows what the sweeps knew.
+    let reopened = FqlMachine::open(store.clone()).unwrap();
+    assert_eq!(reopened.retention_due.load(Ordering::Acquire), u64::MAX);
+    drop(reopened);
+    // A write after the empty batch commits above its ts, and the next due follows it.
+    let later =
+        Batch { height: 6, ts: due - 5, rules: tally_exec::RULES, inputs: vec![input(json!({"delete": doc}), 4)] };
+    a.apply(&later);
+    assert_eq!(a.head.lock().unwrap().unwrap().first_ts, due + 1);
+    assert_eq!(a.retention_due.load(Ordering::Acquire), due + 1 + OFFSET);
+}

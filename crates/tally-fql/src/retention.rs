@@ -3,16 +3,25 @@
 //!
 //! **The floor.** A user collection with `history_days = d` keeps history for `d` days: at
 //! a transaction or snapshot ts `T` its floor (v4's "minimum valid time") is
-//! `max(T − d days, min_valid)`, where `min_valid` is a hidden field of the collection's
-//! schema document that only grows (raised whenever `history_days` changes, so lowering
-//! and then raising it never brings removed history back). `history_days: null` keeps
-//! history forever (no floor, unless `min_valid` says otherwise).
+//! `max(T − d days, min_valid) − 15 minutes`, clamped at the epoch, where `min_valid` is
+//! a hidden field of the collection's schema document that only grows (raised whenever
+//! `history_days` changes, so lowering and then raising it never brings removed history
+//! back), and the 15 minutes are v4's `MVTOffset` ([`MVT_OFFSET_MICROS`], fauna/faunadb
+//! `Collection.deriveMinValidTime`): with `history_days: 0` a read 5 minutes in the past
+//! still answers. `history_days: null` keeps history forever (no floor, unless
+//! `min_valid` says otherwise). The same floor governs reads, `Events`, streams and
+//! removal, and follows only the transaction's or snapshot's ts, never a clock.
 //!
 //! **Reads.** A read at a ts below the floor is refused as v4 refused it: `bad request`,
 //! "Requested timestamp … less than minimum allowed timestamp …." (fauna/faunadb
-//! `ReadValidTimeBelowMVT`; v4 adds a 15-minute grace for v10 cursors, Tally none).
-//! History reads (`Events`) start at the floor: of the versions at or before it only the
-//! newest is shown, as a create, and only when it is live there (v4's `rewriteGCEdge`).
+//! `ReadValidTimeBelowMVT`). History reads (`Events`) start at the floor: of the versions
+//! at or before it only the newest is shown, as a create, and only when it is live there
+//! (v4's `rewriteGCEdge`). A document's `ttl` is not offset: it stops being visible at
+//! its `ttl` (reads at an earlier ts, through `At`, still see it), and is removed once
+//! the floor passes its `ttl` — 15 minutes and `history_days` later (v4's GC keeps an
+//! edge version while `ttl >= MVT`; Tally removes it once it is not live at the floor,
+//! `ttl <= floor`, which differs only at the single microsecond `ttl == floor`, where
+//! v4's kept version is invisible to every read anyway).
 //!
 //! **Removal.** [`sweep`] removes exactly what no read at or above the floor can see:
 //! the versions older than the newest one at or before the floor, and that one too when
@@ -33,12 +42,13 @@
 //! is gone is skipped like the entry of an expired document
 //! (`crate::fns::docs::expired_entry`).
 //!
-//! Removal follows batches, not time: a node that applies no batch removes nothing. A
-//! change stream reads each commit at its ts; once a sweep that removed something has
-//! moved the floor past that ts (more than `history_days` behind: with `history_days: 0`,
-//! any lag), the read is below the floor and the stream ends with the same `bad request`
-//! error. v4 kept a 15-minute grace below the floor for such readers (`MVTOffset`); Tally
-//! keeps none yet.
+//! Removal follows batches, not time: a node removes only while it applies batches. An
+//! idle node's sequencer logs an empty batch for the sweep when [`Sweep::due`] says a
+//! sweep could remove something (`tally_exec::machine::FqlMachine::retention_due`), so
+//! expired documents go without a further write. A change stream reads each commit at its
+//! ts; once a sweep that removed something has moved the floor past that ts (more than
+//! `history_days` and 15 minutes behind), the read is below the floor and the stream ends
+//! with the same `bad request` error.
 //!
 //! **`ttl_days`**: a document written without a `ttl` in a collection whose `ttl_days` is
 //! n (more than 0) gets `ttl = commit ts + n days` (each write moves it: "deleted n days
@@ -94,7 +104,15 @@ impl Retention {
     }
 
     /// The floor at `now`: reads below it are refused, versions it hides are removed.
+    /// v4's `Collection.deriveMinValidTime`: the retention window's edge, then
+    /// [`MVT_OFFSET_MICROS`] lower, clamped at the epoch.
     pub fn floor(&self, now: Ts) -> Option<Ts> {
+        self.window_edge(now).map(|f| f.saturating_sub(MVT_OFFSET_MICROS))
+    }
+
+    /// The retention window's edge at `now`, without the offset (v4's
+    /// `deriveMinValidTimeNoOffset`): what [`MIN_VALID_FIELD`] keeps.
+    fn window_edge(&self, now: Ts) -> Option<Ts> {
         let by_history = self.history_micros.map(|h| now.saturating_sub(h));
         match (by_history, self.min_valid) {
             (Some(f), m) => Some(f.max(m)),
@@ -102,7 +120,23 @@ impl Retention {
             (None, m) => Some(m),
         }
     }
+
+    /// The earliest `now` at which [`Retention::floor`] reaches `floor` (None: never; a
+    /// floor held by [`MIN_VALID_FIELD`] alone does not move with time).
+    pub fn due_at(&self, floor: Ts) -> Option<Ts> {
+        let edge = floor.checked_add(MVT_OFFSET_MICROS)?;
+        if edge <= self.min_valid {
+            return Some(0);
+        }
+        edge.checked_add(self.history_micros?)
+    }
 }
+
+/// v4's `Collection.MVTOffset`: the floor stays 15 minutes below the retention window, so
+/// that with `history_days: 0` a read (a cursor, a stream, an `At`) up to 15 minutes in
+/// the past still answers, and nothing is removed until it is 15 minutes below the
+/// window. It must never shrink: a smaller offset would raise every floor at once.
+pub const MVT_OFFSET_MICROS: u64 = 15 * 60 * 1_000_000;
 
 /// Only user collections have retention (schema documents and the registry keep their
 /// history).
@@ -214,7 +248,7 @@ pub fn retained_history(versions: Vec<DocVersion>, floor: Option<Ts>) -> Vec<Doc
 /// than before, and at least the floor the old `history_days` gave at `now`.
 pub fn keep_min_valid(old: &Object, new: &mut Object, now: Ts) {
     let before = Retention::of(old);
-    let keep = before.floor(now).unwrap_or(0).max(before.min_valid);
+    let keep = before.window_edge(now).unwrap_or(0).max(before.min_valid);
     new.remove(MIN_VALID_FIELD);
     if keep > 0 {
         new.insert(MIN_VALID_FIELD.into(), Value::Long(keep.min(i64::MAX as u64) as i64));
@@ -266,6 +300,18 @@ pub struct Sweep {
     pub next: Option<Vec<u8>>,
     /// Document keys looked at.
     pub keys: usize,
+    /// The earliest `now` at which a key this call looked at has more to remove (None:
+    /// none of them will, as time alone passes). What an idle node's sequencer waits for
+    /// before it logs an empty batch to sweep at (`tally_exec::machine`).
+    pub due: Option<Ts>,
+}
+
+impl Sweep {
+    fn due_by(&mut self, at: Option<Ts>) {
+        if let Some(t) = at {
+            self.due = Some(self.due.map_or(t, |d| d.min(t)));
+        }
+    }
 }
 
 /// Looks at up to `limits.keys_max` document keys from `from` on and returns the removals
@@ -275,7 +321,7 @@ pub fn sweep(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: SweepLim
     let mut ev = Eval::new(Tx::new(snap, now), Mode::Write, Auth::root_admin());
     let mut out = Sweep { next: from.map(<[u8]>::to_vec), ..Sweep::default() };
     let mut bytes = 0usize;
-    // Each collection's floor and name, once per call.
+    // Each collection's floor and settings, once per call.
     let mut floors: Vec<FloorOf> = Vec::new();
     'pages: loop {
         if out.keys >= limits.keys_max || out.removals.len() >= limits.removals_max || bytes >= limits.bytes_max {
@@ -300,12 +346,12 @@ pub fn sweep(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: SweepLim
                 Some(e) => e.1.clone(),
                 None => {
                     let c = config(&mut ev.tx, db, coll, now)?;
-                    let f = c.and_then(|r| Some((r.floor(now)?, r.name)));
+                    let f = c.and_then(|r| Some((r.floor(now)?, r)));
                     floors.push(((db, coll), f.clone()));
                     f
                 }
             };
-            let Some((f, coll_name)) = f else {
+            let Some((f, settings)) = f else {
                 // Nothing of this collection goes: skip all its documents.
                 out.next = collection_end(db, coll);
                 if out.next.is_none() {
@@ -314,13 +360,14 @@ pub fn sweep(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: SweepLim
                 continue 'pages;
             };
             let room = limits.removals_max - out.removals.len();
-            let (gone, expired) = removable(snap, &key, f)?;
+            let (gone, expired, next) = removable(snap, &key, f)?;
+            out.due_by(next.and_then(|t| settings.due_at(t)));
             // The index entries of a document removed for its `ttl` go with it (nothing
             // withdrew them when the `ttl` passed); they are few, so they are not counted.
             let mut entries = Vec::new();
             let whole = gone.len() <= room;
             if let (Some(edge), true) = (expired, whole) {
-                let r = doc_ref(&coll_name, &key)?;
+                let r = doc_ref(&settings.name, &key)?;
                 entries = expired_entries(&mut ev, db, coll, &r, &edge, f)?;
             }
             for ts in gone.into_iter().take(room) {
@@ -369,8 +416,8 @@ fn expired_entries(
     Ok(out)
 }
 
-/// A collection's floor and name (None: it keeps everything).
-type FloorOf = ((DbId, CollId), Option<(Ts, String)>);
+/// A collection's floor and settings (None: it keeps everything).
+type FloorOf = ((DbId, CollId), Option<(Ts, Retention)>);
 
 /// [`sweep`] for index entries: looks at up to `limits.keys_max` index keys from `from`
 /// on and removes, under the floor of each entry's document's collection, the entry
@@ -381,7 +428,7 @@ pub fn sweep_index(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: Sw
     let mut ev = Eval::new(Tx::new(snap, now), Mode::Write, Auth::root_admin());
     let mut out = Sweep { next: from.map(<[u8]>::to_vec), ..Sweep::default() };
     let mut bytes = 0usize;
-    let mut floors: Vec<((DbId, CollId), Option<Ts>)> = Vec::new();
+    let mut floors: Vec<FloorOf> = Vec::new();
     loop {
         let page = keys_in(snap, Space::Index, out.next.as_deref(), SWEEP_PAGE_KEYS)?;
         if page.is_empty() {
@@ -395,7 +442,7 @@ pub fn sweep_index(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: Sw
             }
             out.keys += 1;
             out.next = Some(successor(&key));
-            let Some(f) = entry_floor(&mut ev, &key, now, &mut floors)? else { continue };
+            let Some((f, settings)) = entry_floor(&mut ev, &key, now, &mut floors)? else { continue };
             let room = limits.removals_max - out.removals.len();
             let mut hist = snap.history(Space::Index, &key, 0, f, true).map_err(storage)?;
             let Some(edge) = hist.next().transpose().map_err(storage)? else { continue };
@@ -404,9 +451,11 @@ pub fn sweep_index(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: Sw
                 gone.push(v.map_err(storage)?.ts);
             }
             gone.reverse();
-            if !model::decode_entry(key.clone(), &edge)?.added {
+            let edge_kept = model::decode_entry(key.clone(), &edge)?.added;
+            if !edge_kept {
                 gone.push(edge.ts);
             }
+            out.due_by(next_entry_removal(snap, &key, f, edge_kept)?.and_then(|t| settings.due_at(t)));
             let whole = gone.len() <= room;
             for ts in gone.into_iter().take(room) {
                 bytes += key.len();
@@ -420,28 +469,49 @@ pub fn sweep_index(snap: &dyn Snapshot, now: Ts, from: Option<&[u8]>, limits: Sw
     }
 }
 
-/// The floor of the collection of the document an index entry names (None: none, or the
-/// entry's document is not in a user collection of the index's database).
-fn entry_floor(
-    ev: &mut Eval<'_>,
-    key: &[u8],
-    now: Ts,
-    floors: &mut Vec<((DbId, CollId), Option<Ts>)>,
-) -> Result<Option<Ts>> {
+/// The floor and settings of the collection of the document an index entry names (None:
+/// it has none, or the entry does not name a user document).
+///
+/// The collection is looked up by name in the database the entry is stored under: an
+/// index's entries live in its own database, and (as in v4, where an index's sources are
+/// collections of its own scope and `MVTProvider` derives their floors there) they only
+/// ever name documents of that database — a child database's documents are indexed by
+/// the child's indexes, under the child's id, and swept under the child's collections'
+/// floors like any other. A ref stored with a database qualifier (written relative to an
+/// ancestor's scope) still names a collection of the entry's database, so the qualifier
+/// is not consulted.
+fn entry_floor(ev: &mut Eval<'_>, key: &[u8], now: Ts, floors: &mut Vec<FloorOf>) -> Result<Option<(Ts, Retention)>> {
     let Some((db, _index)) = split_key(key) else { return Ok(None) };
     let Some(newest) = ev.tx.snapshot().get(Space::Index, key, Ts::MAX).map_err(storage)? else { return Ok(None) };
     let entry = model::decode_entry(key.to_vec(), &newest)?;
-    if entry.doc.database.is_some() || entry.doc.collection.as_ref().is_some_and(|c| c.database.is_some()) {
+    if entry.doc.database.is_some() {
+        // A database-scoped schema ref (a native document), never a user document.
         return Ok(None);
     }
     let Some(name) = entry.doc.user_collection_name() else { return Ok(None) };
     let Some(coll) = ev.collection_id(db, name)? else { return Ok(None) };
     if let Some(e) = floors.iter().find(|e| e.0 == (db, coll)) {
-        return Ok(e.1);
+        return Ok(e.1.clone());
     }
-    let f = config(&mut ev.tx, db, coll, now)?.and_then(|r| r.floor(now));
-    floors.push(((db, coll), f));
+    let f = config(&mut ev.tx, db, coll, now)?.and_then(|r| Some((r.floor(now)?, r)));
+    floors.push(((db, coll), f.clone()));
     Ok(f)
+}
+
+/// The lowest floor above `f` at which index entry `key` has a version more to remove
+/// (the one before a later version, or a remove), given whether a version at or before
+/// `f` stays (`edge_kept`). None: never, as time alone passes.
+fn next_entry_removal(snap: &dyn Snapshot, key: &[u8], f: Ts, edge_kept: bool) -> Result<Option<Ts>> {
+    let mut has_prev = edge_kept;
+    for v in snap.history(Space::Index, key, f.saturating_add(1), Ts::MAX, false).map_err(storage)? {
+        let v = v.map_err(storage)?;
+        // Ascending: the first one that qualifies is the lowest.
+        if has_prev || !model::decode_entry(key.to_vec(), &v)?.added {
+            return Ok(Some(v.ts));
+        }
+        has_prev = true;
+    }
+    Ok(None)
 }
 
 /// Keys fetched per storage scan of a sweep.
@@ -482,11 +552,14 @@ fn collection_end(db: DbId, coll: CollId) -> Option<Vec<u8>> {
     Some(model::doc_prefix(db, coll))
 }
 
-/// The versions of `key` to remove under floor `f`, oldest first, and the newest one at
-/// or before `f` when it goes because it is past its `ttl` there.
-fn removable(snap: &dyn Snapshot, key: &[u8], f: Ts) -> Result<(Vec<Ts>, Option<DocVersion>)> {
+/// The versions of `key` to remove under floor `f`, oldest first; the newest one at or
+/// before `f` when it goes because it is past its `ttl` there; and the lowest floor above
+/// `f` at which more of `key` goes ([`next_doc_removal`]).
+fn removable(snap: &dyn Snapshot, key: &[u8], f: Ts) -> Result<(Vec<Ts>, Option<DocVersion>, Option<Ts>)> {
     let mut hist = snap.history(Space::Docs, key, 0, f, true).map_err(storage)?;
-    let Some(edge) = hist.next().transpose().map_err(storage)? else { return Ok((Vec::new(), None)) };
+    let Some(edge) = hist.next().transpose().map_err(storage)? else {
+        return Ok((Vec::new(), None, next_doc_removal(snap, key, f, None)?));
+    };
     let mut gone: Vec<Ts> = Vec::new();
     for v in hist {
         gone.push(v.map_err(storage)?.ts);
@@ -494,12 +567,40 @@ fn removable(snap: &dyn Snapshot, key: &[u8], f: Ts) -> Result<(Vec<Ts>, Option<
     gone.reverse();
     let edge = model::decode_doc(&edge)?;
     if edge.live_at(f) {
-        return Ok((gone, None));
+        let next = next_doc_removal(snap, key, f, Some(&edge))?;
+        return Ok((gone, None, next));
     }
     gone.push(edge.ts);
     // A document written again after the floor shares index entries with its expired
     // version (the new write kept the rows both have and withdrew the others): those
     // entries stay. Otherwise they go with the document.
+    let next = next_doc_removal(snap, key, f, None)?;
     let later = snap.history(Space::Docs, key, f.saturating_add(1), Ts::MAX, false).map_err(storage)?.next().is_some();
-    Ok((gone, Some(edge).filter(|e| !e.deleted && !later)))
+    Ok((gone, Some(edge).filter(|e| !e.deleted && !later), next))
+}
+
+/// The lowest floor above `f` at which document `key` has a version more to remove: the
+/// one before a later version, a deletion, or one past its `ttl`; `kept` is the version
+/// at or before `f` that stays (live there). None: never, as time alone passes.
+fn next_doc_removal(snap: &dyn Snapshot, key: &[u8], f: Ts, kept: Option<&DocVersion>) -> Result<Option<Ts>> {
+    let ttl_of = |d: &DocVersion| match d.data.get("ttl") {
+        Some(Value::Time(t)) => Some(t.timestamp_micros().max(0) as u64),
+        _ => None,
+    };
+    let mut best: Option<Ts> = kept.and_then(ttl_of).filter(|&t| t > f);
+    let mut has_prev = kept.is_some();
+    for v in snap.history(Space::Docs, key, f.saturating_add(1), Ts::MAX, false).map_err(storage)? {
+        let v = v.map_err(storage)?;
+        if best.is_some_and(|b| v.ts >= b) {
+            // Ascending: nothing from here on comes earlier.
+            break;
+        }
+        let d = model::decode_doc(&v)?;
+        let at = if has_prev || d.deleted { Some(d.ts) } else { ttl_of(&d).map(|t| t.max(d.ts)) };
+        if let Some(t) = at {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
+        has_prev = true;
+    }
+    Ok(best)
 }

@@ -1,7 +1,8 @@
 //! Retention (`history_days`, document `ttl`), property-tested: for random histories of a
 //! few documents, with retention sweeps at random points and random sweep bounds,
 //! `Get(ref, ts)` and `Paginate(Match(index, x), {ts})` equal a simple model (the whole
-//! history, read at `ts`, refused below the floor), and every read — `Events` and
+//! history, read at `ts`, refused below the floor: `history_days` and v4's 15 minutes
+//! back), and every read — `Events` and
 //! `Documents` included — answers the same as on a twin store that is never swept.
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 use common::{coll_ref, Db};
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
-use tally_fql::retention::{sweep, sweep_index, SweepLimits, DAY_MICROS};
+use tally_fql::retention::{sweep, sweep_index, SweepLimits, DAY_MICROS, MVT_OFFSET_MICROS};
 use tally_storage::Store;
 
 const HOUR: u64 = DAY_MICROS / 24;
@@ -181,9 +182,10 @@ impl World {
         }
     }
 
-    /// The floor the next read (at `now() + 1000`) runs under.
+    /// The floor the next read (at `now() + 1000`) runs under: v4's, the history window's
+    /// edge 15 minutes lower.
     fn floor(&self) -> Option<u64> {
-        self.history_days.map(|d| (self.now() + 1000).saturating_sub(d * DAY_MICROS))
+        self.history_days.map(|d| (self.now() + 1000).saturating_sub(d * DAY_MICROS + MVT_OFFSET_MICROS))
     }
 
     fn check_reads(&mut self, at: u64) {
@@ -330,4 +332,168 @@ fn doc_coll(w: &World) -> u64 {
     let v = snap.get(tally_storage::Space::Docs, &key, u64::MAX).unwrap().unwrap();
     let d = tally_fql::model::decode_doc(&v).unwrap();
     tally_fql::catalog::internal_id(&d.data).unwrap()
+}
+
+/// A sweep over the whole store at `now` (every key, no bound): its removals and `due`.
+fn sweep_all(db: &Db, now: u64) -> (Vec<tally_fql::model::Write>, Option<u64>) {
+    let limits = SweepLimits { keys_max: usize::MAX, removals_max: usize::MAX, bytes_max: usize::MAX };
+    let snap = db.store.snapshot().unwrap();
+    let docs = sweep(&*snap, now, None, limits).unwrap();
+    let index = sweep_index(&*snap, now, None, limits).unwrap();
+    assert!(docs.next.is_none() && index.next.is_none(), "an unbounded sweep is a whole pass");
+    let due = [docs.due, index.due].into_iter().flatten().min();
+    (docs.removals.into_iter().chain(index.removals).collect(), due)
+}
+
+fn apply_removals(db: &Db, removals: &[tally_fql::model::Write]) {
+    let mut b = db.store.begin().unwrap();
+    for w in removals {
+        assert!(b.remove(w.space, &w.key, w.ts).unwrap());
+    }
+    b.commit(false).unwrap();
+}
+
+const MINUTE: u64 = 60_000_000;
+
+/// v4's `MVTOffset`: with `history_days: 0` the floor is 15 minutes behind the read's ts,
+/// for reads and for removal alike; a sweep's `due` says when the next removal becomes
+/// possible, and nothing goes before it.
+#[test]
+fn history_days_0_keeps_fifteen_minutes_and_sweeps_say_when_more_goes() {
+    let mut w = World::new(Some(0));
+    w.apply(&Op::Create { id: 0, x: 0, ttl_hours: None });
+    let t0 = w.now();
+    w.advance(10 * MINUTE);
+    w.apply(&Op::Update { id: 0, x: 1 });
+    let t1 = w.now();
+    w.advance(MINUTE);
+    // Eleven minutes later the first version still reads, and nothing goes yet.
+    let get = |w: &mut World, at: u64| w.both(json!({"get": coll_ref("c", "1"), "ts": at}));
+    assert_eq!(get(&mut w, t0).unwrap()["data"]["x"], 0);
+    let (removals, due) = sweep_all(&w.swept, w.now());
+    assert!(removals.is_empty(), "nothing is 15 minutes below the window: {removals:?}");
+    // The first version goes once the floor reaches the second: 15 minutes after it.
+    assert_eq!(due, Some(t1 + MVT_OFFSET_MICROS));
+    let (removals, _) = sweep_all(&w.swept, t1 + MVT_OFFSET_MICROS - 1);
+    assert!(removals.is_empty(), "not a microsecond early");
+    w.swept.ts = t1 + MVT_OFFSET_MICROS - 1000;
+    w.twin.ts = w.swept.ts;
+    let (removals, due) = sweep_all(&w.swept, t1 + MVT_OFFSET_MICROS);
+    assert_eq!(removals.len(), 3, "the first version and its index entry's add and remove: {removals:?}");
+    assert_eq!(due, None, "a lone live version never goes as time passes");
+    apply_removals(&w.swept, &removals);
+    // (Each read runs 1 ms after the previous one: the first one's floor is exactly t1.)
+    assert_eq!(get(&mut w, t1).unwrap()["data"]["x"], 1);
+    assert_eq!(get(&mut w, t0), Err("bad request".into()));
+    w.check_reads(w.now() + 1000);
+}
+
+/// A document's `ttl` is not offset: it stops being visible at its `ttl`, and is removed
+/// (with its index entries) once the floor passes it, 15 minutes later with
+/// `history_days: 0`, which the sweep's `due` says in advance.
+#[test]
+fn an_expired_document_reads_gone_at_its_ttl_and_goes_fifteen_minutes_later() {
+    let mut w = World::new(Some(0));
+    w.apply(&Op::Create { id: 0, x: 5, ttl_hours: Some(1) });
+    let ttl = w.model[0][0].1.unwrap().1.unwrap();
+    let created = w.now();
+    let (removals, due) = sweep_all(&w.swept, w.now());
+    assert!(removals.is_empty());
+    assert_eq!(due, Some(ttl + MVT_OFFSET_MICROS));
+    w.swept.ts = ttl;
+    w.twin.ts = ttl;
+    assert_eq!(w.both(json!({"exists": coll_ref("c", "1")})).unwrap(), json!(false));
+    // A read just before the ttl (within the 15 minutes) still sees it.
+    assert_eq!(w.both(json!({"get": coll_ref("c", "1"), "ts": ttl - 1})).unwrap()["data"]["x"], 5);
+    assert_eq!(w.both(json!({"get": coll_ref("c", "1"), "ts": created})), Err("bad request".into()));
+    let (removals, _) = sweep_all(&w.swept, ttl + MVT_OFFSET_MICROS - 1);
+    assert!(removals.is_empty(), "not before the floor passes the ttl");
+    let (removals, due) = sweep_all(&w.swept, ttl + MVT_OFFSET_MICROS);
+    assert_eq!(removals.len(), 2, "the document and its index entry: {removals:?}");
+    assert_eq!(due, None);
+}
+
+/// Index entries of documents in a child database live under the child's id and are
+/// swept under the child's collection's floor; an entry whose stored ref carries a
+/// database qualifier is still its database's own document's and goes the same way.
+#[test]
+fn index_entries_in_a_child_database_are_swept_under_its_floor() {
+    use tally_fql::auth::{Auth, Role};
+    use tally_storage::Space;
+    let mut db = Db::new();
+    db.q(json!({"create_database": {"object": {"name": "child"}}}));
+    let child = {
+        let snap = db.store.snapshot().unwrap();
+        let key = tally_fql::model::doc_key(0, tally_fql::model::native::DATABASES, "child");
+        let v = snap.get(Space::Docs, &key, u64::MAX).unwrap().unwrap();
+        tally_fql::catalog::internal_id(&tally_fql::model::decode_doc(&v).unwrap().data).unwrap()
+    };
+    let run = |db: &mut Db, q: Json| {
+        let expr = tally_fql::expr::parse(&q).unwrap();
+        db.ts += 1000;
+        let snap = db.store.snapshot().unwrap();
+        let auth = Auth::new(child, Role::Admin);
+        let out = tally_fql::run::evaluate(
+            &*snap,
+            db.ts,
+            tally_fql::eval::Mode::Write,
+            auth,
+            &expr,
+            [0; 32],
+            Default::default(),
+            None,
+        );
+        drop(snap);
+        out.result.unwrap_or_else(|e| panic!("{q}: {}", e.to_json()));
+        let mut b = db.store.begin().unwrap();
+        for w in &out.writes {
+            match &w.value {
+                Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
+                None => drop(b.remove(w.space, &w.key, w.ts).unwrap()),
+            }
+        }
+        b.commit(false).unwrap();
+    };
+    run(&mut db, json!({"create_collection": {"object": {"name": "c", "history_days": 0}}}));
+    let terms = json!([{"object": {"field": ["data", "x"]}}]);
+    run(&mut db, json!({"create_index": {"object": {"name": "by_x", "source": {"collection": "c"}, "terms": terms}}}));
+    run(&mut db, json!({"create": coll_ref("c", "1"), "params": {"object": {"data": {"object": {"x": 1}}}}}));
+    run(&mut db, json!({"update": coll_ref("c", "1"), "params": {"object": {"data": {"object": {"x": 2}}}}}));
+    // The same entry key shape with a database-qualified ref, written directly (no query
+    // writes one today: writes below one's own database are refused), added then removed.
+    let snap = db.store.snapshot().unwrap();
+    let (key, v) = snap.scan(Space::Index, &[], None, false, u64::MAX).unwrap().next().unwrap().unwrap();
+    let entry = tally_fql::model::decode_entry(key.clone(), &v).unwrap();
+    drop(snap);
+    let mut qualified = entry.doc.clone();
+    if let Some(c) = qualified.collection.as_mut() {
+        c.database = Some(Box::new(tally_value::Ref::doc(tally_value::Ref::native("databases"), "child")));
+    }
+    let qkey = tally_fql::model::index_key(
+        child,
+        u64::from_be_bytes(key[8..16].try_into().unwrap()),
+        &[tally_value::Value::Long(9)],
+        &[],
+        &[],
+        &qualified,
+    );
+    let mut b = db.store.begin().unwrap();
+    b.put(Space::Index, &qkey, db.ts + 1, &tally_fql::model::encode_entry(true, &[], &qualified)).unwrap();
+    b.put(Space::Index, &qkey, db.ts + 2, &tally_fql::model::encode_entry(false, &[], &qualified)).unwrap();
+    b.commit(false).unwrap();
+    let entry_versions = |db: &Db| {
+        let snap = db.store.snapshot().unwrap();
+        let keys: Vec<Vec<u8>> =
+            snap.scan(Space::Index, &[], None, false, u64::MAX).unwrap().map(|r| r.unwrap().0).collect();
+        keys.iter()
+            .filter(|k| k[..8] == child.to_be_bytes())
+            .map(|k| snap.history(Space::Index, k, 0, u64::MAX, true).unwrap().count())
+            .sum::<usize>()
+    };
+    // x=1: add, remove; x=2: add; the qualified key: add, remove.
+    assert_eq!(entry_versions(&db), 5);
+    let (removals, _) = sweep_all(&db, db.ts + DAY_MICROS);
+    apply_removals(&db, &removals);
+    // Left: the add of x=2, the only entry a read at or above the floor sees.
+    assert_eq!(entry_versions(&db), 1, "removed {removals:?}");
 }

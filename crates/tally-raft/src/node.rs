@@ -77,6 +77,10 @@ pub struct ClusterConfig {
     /// The leader's clock for batch timestamps, in microseconds since the Unix epoch (the
     /// simulation replaces it with its virtual clock).
     pub clock: fn() -> u64,
+    /// The leader proposes an empty batch for the executor's retention sweep when its
+    /// inbox has been idle this long and the executor says a sweep could remove something
+    /// (None: never). The same rule as a single node's sequencer.
+    pub idle_sweep: Option<tally_calvin::IdleSweep>,
 }
 
 impl ClusterConfig {
@@ -107,6 +111,7 @@ impl ClusterConfig {
             token,
             peer_tls: None,
             clock: now_micros,
+            idle_sweep: None,
         }
     }
 }
@@ -622,9 +627,26 @@ async fn run_batcher(
                 moved.await;
             },
         };
-        let Some(items) = inbox.next_batch_capped(cap).await else { return };
+        let next = match &cfg.idle_sweep {
+            None => inbox.next_batch_capped(cap).await,
+            // Cancel-safe: nothing leaves the inbox until a batch is taken whole.
+            Some(idle) => match tokio::time::timeout(idle.every, inbox.next_batch_capped(cap)).await {
+                Ok(next) => next,
+                Err(_) => {
+                    use openraft::type_config::async_runtime::watch::WatchReceiver;
+                    let leader = raft.metrics().borrow_watched().current_leader == Some(cfg.node_id);
+                    if !(leader && idle.wanted((cfg.clock)())) {
+                        continue;
+                    }
+                    // Idle: an empty batch, for the retention sweep.
+                    Some(Vec::new())
+                }
+            },
+        };
+        let Some(items) = next else { return };
+        let sweep_only = items.is_empty();
         let items = shed_stale(items, cfg.queue_wait_max);
-        if items.is_empty() {
+        if items.is_empty() && !sweep_only {
             continue;
         }
         let work = cost.unwrap_or(0).saturating_mul(items.len() as u64);
@@ -634,7 +656,7 @@ async fn run_batcher(
             ahead2.fetch_sub(work, Ordering::AcqRel);
             moved2.notify_waiters();
         };
-        debug_assert!(!items.is_empty() && items.len() <= cfg.batch_inputs_max.max(1));
+        debug_assert!((sweep_only || !items.is_empty()) && items.len() <= cfg.batch_inputs_max.max(1));
         // Never backwards, even across leader changes: above every applied commit.
         let ts = (cfg.clock)().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
         issued = ts;

@@ -188,6 +188,8 @@ pub async fn start_member(
     let head = machine.head.clone();
     let auth_changes = machine.auth_changes.clone();
     let root_key = machine.root_key.clone();
+    let retention_due = machine.retention_due.clone();
+    metrics.follow_retention(machine.retention_removed.clone());
     let raft_dir = data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir)?;
     let machine = crate::metrics::MeteredMachine::new(machine, metrics);
@@ -207,6 +209,7 @@ pub async fn start_member(
         opts.peer_latency_ms.max_ms(),
     );
     cfg.epoch_ms = epoch_ms;
+    cfg.idle_sweep = Some(tally_apply::IdleSweep::new(retention_due));
     if let Some(n) = opts.snapshot_logs {
         cfg.snapshot_logs = n.max(2);
     }

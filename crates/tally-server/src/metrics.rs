@@ -118,6 +118,11 @@ pub struct Metrics {
     log_failed: AtomicBool,
     /// Height of the last batch applied (the machine's own count).
     applied: AtomicU64,
+    retention_removed: Counter,
+    /// The executor's count of versions retention removed (`FqlMachine::retention_removed`)
+    /// and how much of it `retention_removed` has counted.
+    retention_source: Mutex<Option<Arc<AtomicU64>>>,
+    retention_counted: AtomicU64,
 }
 
 #[derive(Default)]
@@ -153,6 +158,9 @@ impl Metrics {
             data_dir: data_dir.to_path_buf(),
             log_failed: AtomicBool::new(false),
             applied: AtomicU64::new(0),
+            retention_removed: Counter::default(),
+            retention_source: Mutex::new(None),
+            retention_counted: AtomicU64::new(0),
         };
         m.register();
         Arc::new(m)
@@ -188,6 +196,11 @@ impl Metrics {
         r.register("inflight_bytes", "Bytes of requests and answers in flight", self.inflight_bytes.clone());
         r.register("storage_bytes", "Bytes on disk: state store, input log, Raft log", self.storage_bytes.clone());
         r.register("applied_height", "Height of the last block applied", self.applied_height.clone());
+        r.register(
+            "retention_removed_versions",
+            "Document versions and index entry versions removed by retention sweeps since this node started",
+            self.retention_removed.clone(),
+        );
         let g = &self.raft;
         r.register("raft_term", "Current Raft term", g.term.clone());
         r.register("raft_leader", "Node id of the known leader (-1: none)", g.leader.clone());
@@ -230,6 +243,13 @@ impl Metrics {
         &self.data_dir
     }
 
+    /// Count what the executor's retention sweeps remove (its `retention_removed`).
+    pub fn follow_retention(&self, removed: Arc<AtomicU64>) {
+        if let Ok(mut s) = self.retention_source.lock() {
+            *s = Some(removed);
+        }
+    }
+
     pub fn log_failed(&self) -> bool {
         self.log_failed.load(Ordering::Relaxed)
     }
@@ -255,6 +275,11 @@ impl Metrics {
             (None, None) => 0,
         };
         self.queue_inputs.set(queued as i64);
+        if let Some(src) = self.retention_source.lock().ok().and_then(|s| s.clone()) {
+            let now = src.load(Ordering::Relaxed);
+            let before = self.retention_counted.swap(now, Ordering::Relaxed);
+            self.retention_removed.inc_by(now.saturating_sub(before));
+        }
         if let Some(c) = &st.cluster {
             self.read_raft(&c.node);
         }

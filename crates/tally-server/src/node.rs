@@ -208,8 +208,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let head = machine.head.clone();
     let checkpointed = machine.checkpointed_height.clone();
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
-    let seq_cfg = SequencerConfig { epoch_ms: cfg.epoch_ms, ..Default::default() };
+    let seq_cfg = SequencerConfig {
+        epoch_ms: cfg.epoch_ms,
+        idle_sweep: Some(tally_apply::IdleSweep::new(machine.retention_due.clone())),
+        ..Default::default()
+    };
     let clock = Arc::new(Clock::new(machine.last_ts().max(log_last_ts)));
+    metrics.follow_retention(machine.retention_removed.clone());
     let machine = crate::metrics::MeteredMachine::new(machine, metrics.clone());
     let (sequencer, seq_thread) =
         Sequencer::start(log, machine, seq_cfg, clock.clone()).context("starting the sequencer")?;
