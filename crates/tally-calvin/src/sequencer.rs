@@ -455,6 +455,9 @@ mod tests {
         fn last_commit_ts(&self) -> u64 {
             0
         }
+        fn rules(&self) -> u16 {
+            Batch::UNSTAMPED
+        }
         fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
             self.height = b.height;
             self.seen.lock().unwrap().push(b.inputs.len());
