@@ -43,6 +43,9 @@ const VERSION_WHOLE_LOG: u8 = 1;
 const SIGNED_HEAD_BYTES_MAX: usize = 1 << 20;
 /// The longest batch a reader accepts (the log's own frame limit).
 const BATCH_BYTES_MAX: usize = tally_calvin::FRAME_BYTES_MAX;
+/// redb's page cache while restoring: the store is written once, in key order, so a
+/// large cache buys little and would set the command's memory (redb's default is 1 GiB).
+const RESTORE_CACHE_BYTES: usize = 64 << 20;
 /// What the writer hands to the network at a time.
 pub const CHUNK_BYTES: usize = 256 << 10;
 
@@ -235,6 +238,12 @@ fn check_digest(path: &Path) -> Result<u64, BackupError> {
 /// Read the backup at `path` through `v`: first its SHA-256 (so a damaged file is named
 /// as such before anything else is read), then every part in order, each checked.
 pub fn walk(path: &Path, v: &mut dyn Visitor) -> Result<Contents, BackupError> {
+    walk_checked(path, v, true)
+}
+
+/// [`walk`], with the SHA-256 pass left out when `digest` is false (the file was checked
+/// a moment ago).
+fn walk_checked(path: &Path, v: &mut dyn Visitor, digest: bool) -> Result<Contents, BackupError> {
     let magic_checked = {
         let mut f = File::open(path)?;
         let mut m = [0u8; 9];
@@ -243,7 +252,7 @@ pub fn walk(path: &Path, v: &mut dyn Visitor) -> Result<Contents, BackupError> {
     if !magic_checked {
         return Err(BackupError::Malformed("not a Tally backup (no TALLYBAK header)"));
     }
-    let len = check_digest(path)?;
+    let len = if digest { check_digest(path)? } else { std::fs::metadata(path)?.len().max(32) };
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut body = file.take(len - 32);
     let r: &mut dyn Read = &mut body;
@@ -354,9 +363,10 @@ pub fn restore(path: &Path, dir: &Path) -> anyhow::Result<Restored> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let made = (|| -> anyhow::Result<Restored> {
         crate::datadir::check_or_init(dir)?;
-        let store: Arc<dyn Store> = Arc::new(tally_storage::RedbStore::open(&dir.join("state.redb"))?);
+        let store: Arc<dyn Store> =
+            Arc::new(tally_storage::RedbStore::open_with_cache(&dir.join("state.redb"), Some(RESTORE_CACHE_BYTES))?);
         let mut loader = Loader { store: store.clone(), log_dir: dir.join("log"), log: None };
-        walk(path, &mut loader)?;
+        walk_checked(path, &mut loader, false)?;
         // Batches before `first` were retired on the node the backup came from (or are
         // a member's Raft log): the restored log starts after the last one it has.
         if loader.log.is_none() {
@@ -414,4 +424,77 @@ pub fn check_signed_head(sth: &[u8], head: &tally_ledger::sth::TreeHead) -> anyh
 /// and tests).
 pub fn file_writer(path: &Path) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 20, File::create(path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_storage::{MemStore, Space};
+
+    fn store() -> MemStore {
+        let s = MemStore::new();
+        let mut b = s.begin().unwrap();
+        b.put(Space::Docs, b"k1", 5, b"v5").unwrap();
+        b.put(Space::Index, b"i", 7, b"x").unwrap();
+        b.commit(true).unwrap();
+        s
+    }
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A version 2 file of the same content: a snapshot length, no signed head.
+    fn version_2(snapshot: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(2);
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&[0; 32]);
+        out.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
+        out.extend_from_slice(snapshot);
+        out.extend_from_slice(&1u64.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        let d = Sha256::digest(&out);
+        out.extend_from_slice(&d);
+        out
+    }
+
+    #[test]
+    fn streamed_backup_reads_back_and_refuses_damage_and_other_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store();
+        let mut bytes = Vec::new();
+        let n = write(&*s.snapshot().unwrap(), 0, br#"{"tree_size":0}"#, None, &mut bytes).unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        let c = verify(&file(tmp.path(), "ok", &bytes)).unwrap();
+        assert_eq!((c.version, c.height, c.first, c.batches, c.bytes), (3, 0, 1, 0, n));
+        assert_eq!(c.signed_head.as_deref(), Some(&br#"{"tree_size":0}"#[..]));
+
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 1;
+        assert!(matches!(verify(&file(tmp.path(), "flipped", &flipped)), Err(BackupError::Digest)));
+        assert!(verify(&file(tmp.path(), "short", &bytes[..bytes.len() - 1])).is_err());
+        let mut v9 = bytes.clone();
+        v9[8] = 9;
+        let d = Sha256::digest(&v9[..v9.len() - 32]);
+        let at = v9.len() - 32;
+        v9[at..].copy_from_slice(&d);
+        assert!(matches!(verify(&file(tmp.path(), "v9", &v9)), Err(BackupError::Version(9))));
+
+        // Version 2 is still read, and restores the same store.
+        let snapshot = crate::snapshot::export(&s, 0).unwrap();
+        let v2 = file(tmp.path(), "v2", &version_2(&snapshot));
+        assert_eq!(verify(&v2).unwrap().version, 2);
+        let restored = restore(&v2, &tmp.path().join("d2")).unwrap();
+        assert_eq!((restored.height, restored.head), (0, [0; 32]));
+        let again = tally_storage::RedbStore::open(&tmp.path().join("d2/state.redb")).unwrap();
+        assert_eq!(crate::snapshot::export(&again, 0).unwrap(), snapshot);
+
+        // A failed restore leaves no directory behind.
+        assert!(restore(&file(tmp.path(), "bad", &flipped), &tmp.path().join("d3")).is_err());
+        assert!(!tmp.path().join("d3").exists());
+    }
 }
