@@ -244,6 +244,33 @@ impl Conn {
         Ok(Reply { status, body })
     }
 
+    /// `GET path`, writing a 200 answer's body to `out` as it arrives (a large body is
+    /// never held whole); any other answer is returned whole, with nothing written.
+    /// Returns the reply (with the body of a refusal) and the bytes written.
+    pub async fn get_to(&mut self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<(Reply, u64)> {
+        self.reconnect().await?;
+        let Some(sender) = self.sender.as_mut() else { bail!("not connected") };
+        let req = Request::get(path)
+            .header("host", self.ep.host_header())
+            .header("authorization", &self.auth)
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status != 200 {
+            let body = body.collect().await?.to_bytes();
+            return Ok((Reply { status, body }, 0));
+        }
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data)?;
+                written += data.len() as u64;
+            }
+        }
+        Ok((Reply { status, body: Bytes::new() }, written))
+    }
+
     pub async fn query_json(&mut self, q: &Value) -> anyhow::Result<Reply> {
         self.query(Bytes::from(serde_json::to_vec(q)?)).await
     }

@@ -22,8 +22,8 @@ mod write;
 
 pub use fair::{BatchLimits, FairInbox, FairQueue, Pushed, Tenant};
 pub use log::{
-    migrate_single_file, read_log_dir, replay_dirs, FileLog, Log, LogError, LogOptions, FRAME_BYTES_MAX,
-    SEGMENT_BYTES_DEFAULT,
+    migrate_single_file, read_log_dir, replay_dirs, stream_log_dir, FileLog, Log, LogError, LogOptions,
+    FRAME_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
 };
 pub use retain::{retirable, retire_segments, Retain, Retired};
 pub use segment::{list_segments, segment_name, Segment, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_VERSION};

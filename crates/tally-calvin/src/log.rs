@@ -463,18 +463,33 @@ fn frame_head(head: &[u8; 8]) -> (usize, u32) {
 /// from it yet, so the batches returned are always consecutive and end at `height` if the
 /// log reaches it). For online backups.
 pub fn read_log_dir(dir: &Path, height: u64) -> Result<Vec<Batch>, LogError> {
-    // A segment retired between listing and opening: list again (retirement only ever
-    // takes the oldest segments, so this ends).
+    let mut out = Vec::new();
+    stream_log_dir(dir, height, &mut |b| {
+        out.push(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`read_log_dir`] one batch at a time, in height order, without holding them (online
+/// backups stream the log). A segment retired between listing and opening is skipped if
+/// nothing was handed to `f` yet (retirement only ever takes the oldest segments, so
+/// this ends); once a batch was handed over, a retirement under the reader is an error.
+pub fn stream_log_dir(
+    dir: &Path,
+    height: u64,
+    f: &mut dyn FnMut(Batch) -> Result<(), LogError>,
+) -> Result<(), LogError> {
     for _ in 0..8 {
         let first = list_segments(dir)?.first().map_or(1, |s| s.first_height);
-        let mut out = Vec::new();
+        let mut handed = false;
         match replay_dir(dir, first - 1, height, &mut |b| {
-            out.push(b);
-            Ok(())
+            handed = true;
+            f(b)
         }) {
-            Ok(()) => return Ok(out),
-            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && out.is_empty() => {}
-            Err(LogError::Retired { .. }) => {}
+            Ok(()) => return Ok(()),
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !handed => {}
+            Err(LogError::Retired { .. }) if !handed => {}
             Err(e) => return Err(e),
         }
     }

@@ -6,9 +6,13 @@
 //! - `0x01` document version / `0x02` index version: `key len u32 | key | ts u64 | value len u32 | value`
 //! - `0x03` meta value: `name len u32 | name (UTF-8) | value len u32 | value`
 //!
-//! The whole snapshot is held in memory (both when built and when installed); that bounds
-//! the store size a cluster can ship this way, and is the first thing to stream when
-//! stores grow past a few GiB.
+//! The snapshot ends itself (the end tag, then the crc), so it can be written to and read
+//! from a stream: online backups do both ([`export_to`], [`SnapshotReader`],
+//! [`import_fresh`]) with memory bounded by one record. Raft snapshots are still built and
+//! installed whole in memory ([`export`], [`import`]); that bounds the store size a
+//! cluster can ship that way.
+
+use std::io::{Read, Write};
 
 use tally_storage::{Snapshot, Space, Store, Ts};
 
@@ -30,11 +34,29 @@ pub enum SnapshotError {
     Storage(#[from] tally_storage::StorageError),
     #[error("snapshot is malformed: {0}")]
     Malformed(&'static str),
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
+/// The longest key or value a streamed snapshot record may declare: a damaged length
+/// must not make the reader allocate gigabytes (a stored version is far below this).
+pub const RECORD_BYTES_MAX: usize = 256 << 20;
+
+/// Writes through to `w`, keeping the CRC-32 of everything written.
+struct CrcWriter<'a> {
+    w: &'a mut dyn Write,
+    crc: crc32fast::Hasher,
+}
+
+impl CrcWriter<'_> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc.update(b);
+        self.w.write_all(b)
+    }
+    fn put_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.put(&(b.len() as u32).to_be_bytes())?;
+        self.put(b)
+    }
 }
 
 fn space_tag(space: Space) -> u8 {
@@ -44,16 +66,16 @@ fn space_tag(space: Space) -> u8 {
     }
 }
 
-/// Every version of every key, and the meta values the machine keeps.
-fn all_versions(snap: &dyn Snapshot, space: Space, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+/// Every version of every key in `space`.
+fn all_versions(snap: &dyn Snapshot, space: Space, out: &mut CrcWriter) -> Result<(), SnapshotError> {
     for item in snap.scan(space, &[], None, false, Ts::MAX)? {
         let (key, _) = item?;
         for v in snap.history(space, &key, 0, Ts::MAX, false)? {
             let v = v?;
-            out.push(space_tag(space));
-            put_bytes(out, &key);
-            out.extend_from_slice(&v.ts.to_be_bytes());
-            put_bytes(out, &v.value);
+            out.put(&[space_tag(space)])?;
+            out.put_bytes(&key)?;
+            out.put(&v.ts.to_be_bytes())?;
+            out.put_bytes(&v.value)?;
         }
     }
     Ok(())
@@ -68,17 +90,30 @@ pub fn export(store: &dyn Store, applied_height: u64) -> Result<Vec<u8>, Snapsho
 /// Returns the snapshot and its applied height.
 pub fn export_now(store: &dyn Store) -> Result<(Vec<u8>, u64), SnapshotError> {
     let snap = store.snapshot()?;
-    let height = match snap.meta(META_APPLIED_HEIGHT)? {
-        Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| SnapshotError::Malformed("applied height"))?),
-        None => 0,
-    };
+    let height = applied_height(&*snap)?;
     Ok((export_of(&*snap, height)?, height))
 }
 
 fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, SnapshotError> {
     let mut out = Vec::with_capacity(1 << 16);
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT);
+    export_to(snap, applied_height, &mut out)?;
+    Ok(out)
+}
+
+/// The applied height recorded in `snap` (0 for a store that applied nothing).
+pub fn applied_height(snap: &dyn Snapshot) -> Result<u64, SnapshotError> {
+    Ok(match snap.meta(META_APPLIED_HEIGHT)? {
+        Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| SnapshotError::Malformed("applied height"))?),
+        None => 0,
+    })
+}
+
+/// Write the snapshot of `snap` to `w` as it is read: memory stays at one record
+/// whatever the store's size (online backups).
+pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) -> Result<(), SnapshotError> {
+    let mut out = CrcWriter { w, crc: crc32fast::Hasher::new() };
+    out.put(MAGIC)?;
+    out.put(&[FORMAT])?;
     all_versions(snap, Space::Docs, &mut out)?;
     all_versions(snap, Space::Index, &mut out)?;
     // The retention cursor travels too: every member's next sweep must start at the same
@@ -108,15 +143,151 @@ fn export_of(snap: &dyn Snapshot, applied_height: u64) -> Result<Vec<u8>, Snapsh
     let blocks = (1..=applied_height).flat_map(|h| [block_key(h), retention_key(h)]);
     for name in fixed.into_iter().chain(blocks).chain(tlog) {
         if let Some(v) = snap.meta(&name)? {
-            out.push(TAG_META);
-            put_bytes(&mut out, name.as_bytes());
-            put_bytes(&mut out, &v);
+            out.put(&[TAG_META])?;
+            out.put_bytes(name.as_bytes())?;
+            out.put_bytes(&v)?;
         }
     }
-    out.push(TAG_END);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    out.put(&[TAG_END])?;
+    let crc = out.crc.clone().finalize();
+    out.w.write_all(&crc.to_be_bytes())?;
+    Ok(())
+}
+
+/// One record of a streamed snapshot.
+pub enum OwnedRecord {
+    Version(Space, Vec<u8>, Ts, Vec<u8>),
+    Meta(String, Vec<u8>),
+}
+
+/// Reads a snapshot record by record from a stream, checking its format version, every
+/// record and, at the end tag, its CRC-32 ([`SnapshotReader::next_record`] answers `None`
+/// only after the CRC held). Reads nothing past the CRC.
+pub struct SnapshotReader<R: Read> {
+    r: R,
+    crc: crc32fast::Hasher,
+    done: bool,
+}
+
+impl<R: Read> SnapshotReader<R> {
+    pub fn new(mut r: R) -> Result<SnapshotReader<R>, SnapshotError> {
+        let mut head = [0u8; 9];
+        r.read_exact(&mut head).map_err(|_| SnapshotError::Malformed("not a Tally snapshot"))?;
+        if &head[..8] != MAGIC {
+            return Err(SnapshotError::Malformed("not a Tally snapshot"));
+        }
+        if head[8] != FORMAT {
+            return Err(SnapshotError::Malformed("unknown snapshot format version"));
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        Ok(SnapshotReader { r, crc, done: false })
+    }
+
+    fn take(&mut self, n: usize) -> Result<Vec<u8>, SnapshotError> {
+        if n > RECORD_BYTES_MAX {
+            return Err(SnapshotError::Malformed("a record is longer than the limit"));
+        }
+        let mut b = Vec::with_capacity(n.min(1 << 16));
+        (&mut self.r).take(n as u64).read_to_end(&mut b)?;
+        if b.len() != n {
+            return Err(SnapshotError::Malformed("truncated"));
+        }
+        self.crc.update(&b);
+        Ok(b)
+    }
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| SnapshotError::Malformed("u32"))?))
+    }
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| SnapshotError::Malformed("u64"))?))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    /// The next record, or `None` once the end tag and a matching CRC were read.
+    pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, SnapshotError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.take(1)?[0] {
+            TAG_END => {
+                let want = self.crc.clone().finalize();
+                let mut got = [0u8; 4];
+                self.r.read_exact(&mut got).map_err(|_| SnapshotError::Malformed("truncated"))?;
+                if u32::from_be_bytes(got) != want {
+                    return Err(SnapshotError::Malformed("checksum mismatch"));
+                }
+                self.done = true;
+                Ok(None)
+            }
+            t @ (TAG_DOC | TAG_INDEX) => {
+                let space = if t == TAG_DOC { Space::Docs } else { Space::Index };
+                let key = self.bytes()?;
+                let ts = self.u64()?;
+                Ok(Some(OwnedRecord::Version(space, key, ts, self.bytes()?)))
+            }
+            TAG_META => {
+                let name = String::from_utf8(self.bytes()?).map_err(|_| SnapshotError::Malformed("meta name"))?;
+                Ok(Some(OwnedRecord::Meta(name, self.bytes()?)))
+            }
+            _ => Err(SnapshotError::Malformed("unknown record tag")),
+        }
+    }
+
+    /// The underlying reader (after the CRC once `next_record` answered `None`).
+    pub fn into_inner(self) -> R {
+        self.r
+    }
+}
+
+/// Bytes of records a streamed import writes per storage commit: keeps the write
+/// transaction's memory bounded on a store of any size.
+const IMPORT_COMMIT_BYTES: usize = 64 << 20;
+
+/// Load a streamed snapshot into an **empty** store (a restore into a new data
+/// directory), committing every [`IMPORT_COMMIT_BYTES`] and durably at the end. The
+/// caller checks the stream beforehand (backups carry a SHA-256 of the whole file): a
+/// failure part-way leaves a partly filled store, which the caller discards.
+pub fn import_fresh<R: Read>(store: &dyn Store, reader: &mut SnapshotReader<R>) -> Result<u64, SnapshotError> {
+    let mut records = 0u64;
+    let mut b = store.begin()?;
+    let mut pending = 0usize;
+    while let Some(r) = reader.next_record()? {
+        records += 1;
+        match r {
+            OwnedRecord::Version(space, key, ts, value) => {
+                pending += key.len() + value.len();
+                b.put(space, &key, ts, &value)?;
+            }
+            OwnedRecord::Meta(name, value) => {
+                pending += name.len() + value.len();
+                put_meta(&mut *b, &name, &value)?;
+            }
+        }
+        if pending >= IMPORT_COMMIT_BYTES {
+            b.commit(false)?;
+            b = store.begin()?;
+            pending = 0;
+        }
+    }
+    b.commit(true)?;
+    store.sync()?;
+    Ok(records)
+}
+
+fn put_meta(b: &mut dyn tally_storage::Batch, name: &str, value: &[u8]) -> Result<(), SnapshotError> {
+    b.set_meta(name, value)?;
+    // The leaf-hash lookup (get-proof-by-hash) is derived from the leaf records, so it is
+    // rebuilt here rather than carried.
+    if let Some(index) = name.strip_prefix("tlog/l/") {
+        let index = u64::from_str_radix(index, 16).map_err(|_| SnapshotError::Malformed("leaf name"))?;
+        let rec = tally_ledger::leaf::decode_record(value).map_err(|_| SnapshotError::Malformed("leaf record"))?;
+        b.set_meta(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
+    }
+    Ok(())
 }
 
 enum Record<'a> {
@@ -200,17 +371,7 @@ pub fn import(store: &dyn Store, data: &[u8]) -> Result<(), SnapshotError> {
     for r in records {
         match r {
             Record::Version(space, key, ts, value) => b.put(space, key, ts, value)?,
-            Record::Meta(name, value) => {
-                b.set_meta(name, value)?;
-                // The leaf-hash lookup (get-proof-by-hash) is derived from the leaf
-                // records, so it is rebuilt here rather than carried.
-                if let Some(index) = name.strip_prefix("tlog/l/") {
-                    let index = u64::from_str_radix(index, 16).map_err(|_| SnapshotError::Malformed("leaf name"))?;
-                    let rec = tally_ledger::leaf::decode_record(value)
-                        .map_err(|_| SnapshotError::Malformed("leaf record"))?;
-                    b.set_meta(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
-                }
-            }
+            Record::Meta(name, value) => put_meta(&mut *b, name, value)?,
         }
     }
     b.commit(true)?;
@@ -253,5 +414,49 @@ mod tests {
         let mut bad = snap.clone();
         bad[12] ^= 1;
         assert!(import(&c, &bad).is_err());
+    }
+
+    #[test]
+    fn streamed_snapshot_reads_back_and_refuses_damage() {
+        let a = MemStore::new();
+        let mut b = a.begin().unwrap();
+        b.put(Space::Docs, b"k1", 5, b"v5").unwrap();
+        b.put(Space::Index, b"i", 7, b"x").unwrap();
+        b.set_meta(META_APPLIED_HEIGHT, &1u64.to_be_bytes()).unwrap();
+        b.set_meta(&block_key(1), b"hdr").unwrap();
+        b.commit(true).unwrap();
+        let mut streamed = Vec::new();
+        export_to(&*a.snapshot().unwrap(), 1, &mut streamed).unwrap();
+        assert_eq!(streamed, export(&a, 1).unwrap());
+
+        // Trailing bytes are the caller's: the reader stops at the CRC.
+        let mut with_tail = streamed.clone();
+        with_tail.extend_from_slice(b"tail");
+        let mut r = SnapshotReader::new(std::io::Cursor::new(&with_tail)).unwrap();
+        let c = MemStore::new();
+        assert_eq!(import_fresh(&c, &mut r).unwrap(), 4);
+        assert_eq!(r.into_inner().position() as usize, streamed.len());
+        assert_eq!(export(&c, 1).unwrap(), streamed);
+
+        for (at, what) in [(12, "checksum"), (streamed.len() - 1, "checksum")] {
+            let mut bad = streamed.clone();
+            bad[at] ^= 1;
+            let mut r = SnapshotReader::new(std::io::Cursor::new(bad)).unwrap();
+            let err = loop {
+                match r.next_record() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("damage at {at} not seen"),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            assert!(err.contains(what) || err.contains("malformed"), "{err}");
+        }
+        let mut r = SnapshotReader::new(std::io::Cursor::new(&streamed[..streamed.len() - 3])).unwrap();
+        assert!(std::iter::from_fn(|| match r.next_record() {
+            Ok(Some(_)) => Some(false),
+            Ok(None) => None,
+            Err(_) => Some(true),
+        })
+        .any(|e| e));
     }
 }

@@ -42,6 +42,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Bytes of entries appended since the store was opened (the node snapshots, and so
+    /// lets the log be purged, every `ClusterConfig::snapshot_log_bytes` of them).
+    appended_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogStore {
@@ -51,7 +54,12 @@ impl LogStore {
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore { db: Arc::new(db), appended_bytes: Default::default() })
+    }
+
+    /// The count of bytes appended since open, shared with the store's clones.
+    pub fn appended_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     fn meta<T>(&self, key: &str, decode: fn(&[u8]) -> Result<T, WireError>) -> io::Result<Option<T>> {
@@ -171,6 +179,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             rows.push((e.index(), encode_entry(&e)));
         }
+        let bytes: usize = rows.iter().map(|(_, v)| v.len()).sum();
+        self.appended_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let r = self
             .write(true, move |txn| {
                 let mut t = txn.open_table(LOG).map_err(io_err)?;

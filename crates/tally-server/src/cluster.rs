@@ -51,6 +51,8 @@ pub struct ClusterOptions {
     /// Enables `POST /admin/faults` and `TALLY_TEST_DIVERGE_AT` (tests only).
     pub fault_injection: bool,
     pub snapshot_logs: Option<u64>,
+    /// Snapshot every this many bytes of Raft log appended (`ClusterConfig::snapshot_log_bytes`).
+    pub snapshot_log_bytes: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     /// `ClusterConfig::work_ahead`, when not the default.
     pub work_ahead_ms: Option<u64>,
@@ -212,6 +214,9 @@ pub async fn start_member(
     cfg.idle_sweep = Some(tally_apply::IdleSweep::new(retention_due));
     if let Some(n) = opts.snapshot_logs {
         cfg.snapshot_logs = n.max(2);
+    }
+    if let Some(n) = opts.snapshot_log_bytes {
+        cfg.snapshot_log_bytes = n;
     }
     if let Some(ms) = opts.work_ahead_ms {
         cfg.work_ahead = Duration::from_millis(ms.max(1));

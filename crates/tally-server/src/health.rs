@@ -28,26 +28,74 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/backup", get(backup))
 }
 
-/// `GET /admin/backup`: an online backup of this single node (see `crate::backup`).
+/// `GET /admin/backup`: an online backup of this node or cluster member (see
+/// `crate::backup`), streamed: one storage read transaction is held while a blocking
+/// thread writes the file into a channel of at most [`BACKUP_CHUNKS_QUEUED`] chunks that
+/// the response body drains, so the node's memory does not grow with the store. An error
+/// part-way aborts the response; the client then has a file that fails its digest.
 async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = crate::http::may_read_ledger(&st, &headers) {
         return crate::http::error_response(&e, 0);
     }
-    if st.cluster.is_some() {
-        let e = tally_fql::FqlError::new(
-            "invalid argument",
-            "Backups are taken from single nodes; a cluster member is restored by adding it again (it copies a snapshot).",
-        );
-        return crate::http::error_response(&e, 0);
+    let internal = |e: String| crate::http::error_response(&tally_fql::FqlError::new("internal server error", e), 0);
+    let store = st.store.clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, crate::backup::BackupError> {
+        let snap = store.snapshot().map_err(|e| crate::backup::BackupError::Other(e.to_string()))?;
+        let height = crate::snapshot::applied_height(&*snap)?;
+        let (_, header) = crate::backup::head_at(&*snap, height)?;
+        Ok((snap, height, header))
+    })
+    .await;
+    let (snap, height, header) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return internal(e.to_string()),
+        Err(e) => return internal(e.to_string()),
+    };
+    // The head at the backup's height, signed (on a cluster: by every voter that signed
+    // it), travels in the file so a restore can check it.
+    let signed_head = crate::ledger_api::sth_json(&st, header.as_ref()).await.to_string();
+    // A member's log is its Raft log: the restored member gets it from the cluster again.
+    let log_dir = st.cluster.is_none().then(|| st.metrics.data_dir().join("log"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(BACKUP_CHUNKS_QUEUED);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(crate::backup::CHUNK_BYTES) };
+        let written = crate::backup::write(&*snap, height, signed_head.as_bytes(), log_dir.as_deref(), &mut w);
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "the backup stopped part-way");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], axum::body::Body::from_stream(body))
+        .into_response()
+}
+
+/// Chunks of a backup queued between the thread that reads the store and the response.
+const BACKUP_CHUNKS_QUEUED: usize = 4;
+
+/// Hands [`crate::backup::CHUNK_BYTES`] at a time to the response body, waiting while the
+/// queue is full (the client's pace sets the reader's).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= crate::backup::CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(b.len())
     }
-    let st2 = st.clone();
-    let taken =
-        tokio::task::spawn_blocking(move || crate::backup::take(&*st2.store, &st2.metrics.data_dir().join("log")))
-            .await;
-    match taken {
-        Ok(Ok(bytes)) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Ok(Err(e)) => crate::http::error_response(&tally_fql::FqlError::new("internal server error", e.to_string()), 0),
-        Err(e) => crate::http::error_response(&tally_fql::FqlError::new("internal server error", e.to_string()), 0),
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(crate::backup::CHUNK_BYTES));
+        self.tx
+            .blocking_send(Ok(chunk.into()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
 

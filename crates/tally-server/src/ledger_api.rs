@@ -119,7 +119,7 @@ pub(crate) fn size_param(name: &str, v: Option<u64>, size: u64) -> Result<u64, F
 /// The signed head JSON of `header`: this member's signature, and on a cluster every
 /// other voter's that signed the same head (`crate::quorum`), with `members` (voters) and
 /// `quorum` (whether a majority signed).
-async fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
+pub(crate) async fn sth_json(st: &AppState, header: Option<&BlockHeader>) -> Json {
     let head = header.map(crate::machine::tree_head).unwrap_or(tally_ledger::sth::TreeHead {
         tree_size: 0,
         timestamp_ms: 0,

@@ -1,4 +1,4 @@
-//! `tally backup` (an online backup of a running single node) and `tally restore` (a new
+//! `tally backup` (an online backup of a running single node or cluster member) and `tally restore` (a new
 //! data directory from a backup file). The format is `tally_server::backup`'s
 //! (docs/backup.md).
 
@@ -34,26 +34,37 @@ pub struct RestoreArgs {
 
 pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let tmp = args.out.with_extension("partial");
+    let mut file = tally_server::backup::file_writer(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let reply = rt.block_on(async {
+    // The body goes to the file as it arrives: memory stays flat whatever the backup's size.
+    let got = rt.block_on(async {
         let ep = tally_bench::client::Endpoint::remote(&args.endpoint, args.ca.as_deref())?;
         let mut conn = tally_bench::client::Conn::connect(ep, &args.root_key).await?;
-        conn.get("/admin/backup").await
-    })?;
-    if reply.status != 200 {
-        bail!("the node refused the backup (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body));
-    }
-    // Checked before it is kept: a backup that does not read back is no backup.
-    let b = tally_server::backup::parse(&reply.body)?;
-    let tmp = args.out.with_extension("partial");
-    std::fs::write(&tmp, &reply.body).with_context(|| format!("writing {}", tmp.display()))?;
+        conn.get_to("/admin/backup", &mut file).await
+    });
+    let finished = got.and_then(|(reply, _)| {
+        if reply.status != 200 {
+            bail!("the node refused the backup (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body));
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        // Checked before it is kept: a backup that does not read back is no backup.
+        Ok(tally_server::backup::verify(&tmp)?)
+    });
+    let b = match finished {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, &args.out)?;
     println!(
         "backup of height {} (head {}) written to {}: {} bytes in {:.2} s",
         b.height,
         hex(&b.head),
         args.out.display(),
-        reply.body.len(),
+        b.bytes,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -61,11 +72,14 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let data = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let (height, head) = tally_server::backup::restore(&data, &args.data_dir)?;
+    let r = tally_server::backup::restore(&args.file, &args.data_dir)
+        .with_context(|| format!("restoring {}", args.file.display()))?;
+    let signed =
+        if r.members > 0 { format!(", signed by member(s) {:?} of {}", r.signed_by, r.members) } else { String::new() };
     println!(
-        "restored height {height} (head {}) into {} in {:.2} s",
-        hex(&head),
+        "restored height {} (head {}{signed}) into {} in {:.2} s",
+        r.height,
+        hex(&r.head),
         args.data_dir.display(),
         started.elapsed().as_secs_f64()
     );

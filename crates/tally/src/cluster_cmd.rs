@@ -66,6 +66,10 @@ pub struct ClusterFlags {
     /// Build a Raft snapshot every this many log entries.
     #[arg(long, hide = true)]
     pub snapshot_logs: Option<u64>,
+    /// Build a Raft snapshot (and let the log before it be purged) every this many MiB of
+    /// log entries appended (default 256; docs/operations.md).
+    #[arg(long, env = "TALLY_SNAPSHOT_LOG_MIB")]
+    pub snapshot_log_mib: Option<u64>,
 }
 
 impl ClusterFlags {
@@ -81,6 +85,7 @@ impl ClusterFlags {
             peer_latency_ms: tally_server::cluster::parse_latency(&self.peer_latency_ms)?,
             fault_injection: self.fault_injection,
             snapshot_logs: self.snapshot_logs,
+            snapshot_log_bytes: self.snapshot_log_mib.map(|m| m.max(1) << 20),
             write_timeout_ms: self.write_timeout_ms,
             work_ahead_ms: self.work_ahead_ms,
             peer_tls: self.peer_tls(),

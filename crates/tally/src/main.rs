@@ -142,7 +142,7 @@ enum Cmd {
     Export(transfer::ExportArgs),
     /// Load a `tally export` file, or a Fauna snapshot export, into a database.
     Import(transfer::ImportArgs),
-    /// Take an online backup of a running single node (docs/backup.md).
+    /// Take an online backup of a running single node or cluster member (docs/backup.md).
     Backup(backup_cmd::BackupArgs),
     /// Make a data directory from a backup file.
     Restore(backup_cmd::RestoreArgs),
