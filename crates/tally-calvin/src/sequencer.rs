@@ -620,15 +620,16 @@ mod tests {
         let (flood, quiet) = (Tenant { id: 1, weight: 1 }, Tenant { id: 2, weight: 1 });
         let height = |o: Result<Vec<u8>, SubmitError>| u64::from_be_bytes(o.unwrap().try_into().unwrap());
         rt.block_on(async {
-            // Queue 100 flood inputs and one quiet input behind them.
-            let backlog: Vec<_> = (0..100)
-                .map(|i| {
-                    let seq = seq.clone();
-                    tokio::spawn(async move { seq.submit(flood, vec![i]).await })
-                })
-                .collect();
-            while seq.queued() < 100 {
-                tokio::task::yield_now().await;
+            // Queue 100 flood inputs, one at a time so that the queue holds them in this
+            // order (spawned at once, the runtime may poll them in another), and one quiet
+            // input behind them.
+            let mut backlog = Vec::new();
+            for i in 0..100u8 {
+                let seq2 = seq.clone();
+                backlog.push(tokio::spawn(async move { seq2.submit(flood, vec![i]).await }));
+                while seq.queued() < usize::from(i) + 1 {
+                    tokio::task::yield_now().await;
+                }
             }
             let q = tokio::spawn({
                 let seq = seq.clone();
