@@ -103,7 +103,10 @@ describe('backup of a cluster member', { timeout: 300_000 }, () => {
     lost.start()
     await lost.waitUp()
     await cluster.leader().then(l => l.client().query(q.Create(q.Collection('acct'), { data: { after: true } })))
-    const now = await cluster.converge()
+    // Catching up may wait out the leader's backoff towards the member that was down.
+    const now = await cluster.converge(120_000).catch(e => {
+      throw new Error(`${e.message}\n${cluster.logs()}`)
+    })
     assert.ok(now.height > height)
     assert.deepEqual(await allDocs(lost.client()), await allDocs(cluster.member(1).client()))
     assert.doesNotMatch(lost.output, /diverge/i)
