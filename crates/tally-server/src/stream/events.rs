@@ -30,7 +30,13 @@ impl Fields {
             return Ok(Fields { action: true, document: true, diff: false, prev: false, index: false });
         };
         let mut f = Fields { action: false, document: false, diff: false, prev: false, index: false };
-        for name in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // As v4 split the parameter (Java's `split`): empty names at the end are dropped,
+        // any other empty name (`fields=`, `a,,b`, `,a`) is an invalid field name.
+        let mut names: Vec<&str> = p.split(',').collect();
+        while names.len() > 1 && names.last() == Some(&"") {
+            names.pop();
+        }
+        for name in names.into_iter().map(str::trim) {
             match name {
                 "action" => f.action = true,
                 "document" => f.document = true,
