@@ -5,31 +5,14 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { startServer, rawRequest, q } = require('./helpers/server')
+const { startServer, q } = require('./helpers/server')
+const { tallyCli, head, allDocs } = require('./helpers/backup')
 
 function tally(server, args) {
-  const r = spawnSync(server.bin, args, {
-    encoding: 'utf8',
-    env: { ...process.env, TALLY_ROOT_KEY: server.rootKey, TALLY_ENDPOINT: server.url },
-    timeout: 120_000,
-  })
-  return r
-}
-
-async function head(server) {
-  const r = await rawRequest(server.port, { method: 'GET', path: '/ledger/head', headers: { authorization: `Bearer ${server.rootKey}` } })
-  assert.equal(r.status, 200)
-  return JSON.parse(r.body.toString('utf8'))
-}
-
-async function allDocs(c, ts) {
-  const set = q.Map(q.Paginate(q.Documents(q.Collection('acct')), { size: 10000 }), q.Lambda('r', q.Get(q.Var('r'))))
-  const page = await c.query(ts === undefined ? set : q.At(ts, set))
-  return page.data.map(d => ({ id: d.ref.id, ts: d.ts, data: d.data }))
+  return tallyCli(server.bin, server.rootKey, server.url, args)
 }
 
 describe('online backup and restore', { timeout: 180_000 }, () => {

@@ -8,30 +8,14 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
-const { startServer, rawRequest, q, HOST } = require('./helpers/server')
+const { startServer, q, HOST } = require('./helpers/server')
+const { tallyCli, head, allDocs } = require('./helpers/backup')
 const { TallyCluster, BIN } = require('./helpers/cluster')
 
 function tally(cluster, member, args) {
-  return spawnSync(BIN, args, {
-    encoding: 'utf8',
-    env: { ...process.env, TALLY_ROOT_KEY: cluster.rootKey, TALLY_ENDPOINT: `http://${HOST}:${member.port}` },
-    timeout: 120_000,
-  })
-}
-
-async function head(server) {
-  const r = await rawRequest(server.port, { method: 'GET', path: '/ledger/head', headers: { authorization: `Bearer ${server.rootKey}` } })
-  assert.equal(r.status, 200)
-  return JSON.parse(r.body.toString('utf8'))
-}
-
-async function allDocs(c, ts) {
-  const set = q.Map(q.Paginate(q.Documents(q.Collection('acct')), { size: 10000 }), q.Lambda('r', q.Get(q.Var('r'))))
-  const page = await c.query(ts === undefined ? set : q.At(ts, set))
-  return page.data.map(d => ({ id: d.ref.id, ts: d.ts, data: d.data }))
+  return tallyCli(BIN, cluster.rootKey, `http://${HOST}:${member.port}`, args)
 }
 
 describe('backup of a cluster member', { timeout: 300_000 }, () => {
