@@ -25,6 +25,18 @@ const key = e => `${e.ts}/${e.action}/${e.document.id}`
 
 let server
 
+/** kill -9 the server and start a new one on the same data directory (which it then owns). */
+async function killAndRestart() {
+  const { dataDir, rootKey } = server
+  server.proc.kill('SIGKILL')
+  await server.exited
+  const old = server
+  server = new TallyServer({ dataDir, rootKey })
+  await server.start()
+  old.ownsDataDir = false
+  server.ownsDataDir = true
+}
+
 describe('change feeds', { timeout: 300_000 }, () => {
   before(async () => {
     server = new TallyServer()
@@ -46,14 +58,7 @@ describe('change feeds', { timeout: 300_000 }, () => {
     const ids = Array.from({ length: 300 }, (_, i) => String(1000 + i))
     await c.query(q.Foreach(ids, q.Lambda('id', q.Create(q.Ref(q.Collection('bulk'), q.Var('id')), { data: { tag: 't', n: q.ToNumber(q.Var('id')) } }))))
     const restart = async () => {
-      const { dataDir, rootKey } = server
-      server.proc.kill('SIGKILL')
-      await server.exited
-      const old = server
-      server = new TallyServer({ dataDir, rootKey })
-      await server.start()
-      old.ownsDataDir = false
-      server.ownsDataDir = true
+      await killAndRestart()
       c = server.adminClient()
     }
     const ev = e => `${e.ts}/${e.action}/${e.document.id}`
@@ -158,14 +163,7 @@ describe('change feeds', { timeout: 300_000 }, () => {
       await created()
       if (round === 20) {
         // kill -9 and restart on the same data; the consumer keeps its cursor.
-        const { dataDir, rootKey } = server
-        server.proc.kill('SIGKILL')
-        await server.exited
-        const old = server
-        server = new TallyServer({ dataDir, rootKey })
-        await server.start()
-        old.ownsDataDir = false
-        server.ownsDataDir = true
+        await killAndRestart()
         c = server.adminClient()
       }
     }
