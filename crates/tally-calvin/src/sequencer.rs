@@ -383,9 +383,13 @@ mod tests {
     use crate::fair::Tenant;
     use crate::log::FileLog;
 
+    /// Sums the first byte of each input (answering the running total) and records each
+    /// applied batch's input count in `seen`.
+    #[derive(Default)]
     struct Counter {
         height: u64,
         total: u64,
+        seen: Arc<std::sync::Mutex<Vec<usize>>>,
     }
     impl StateMachine for Counter {
         fn applied_height(&self) -> u64 {
@@ -399,6 +403,7 @@ mod tests {
         }
         fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
             self.height = b.height;
+            self.seen.lock().unwrap().push(b.inputs.len());
             b.inputs
                 .iter()
                 .map(|i| {
@@ -417,7 +422,7 @@ mod tests {
             let log = FileLog::open(dir.path()).unwrap();
             let (seq, _h) = Sequencer::start(
                 log,
-                Counter { height: 0, total: 0 },
+                Counter::default(),
                 SequencerConfig { epoch_ms: 2, ..Default::default() },
                 std::sync::Arc::new(Clock::new(0)),
             )
@@ -434,35 +439,13 @@ mod tests {
         }
         // A fresh machine replays the whole log to the same state.
         let log = FileLog::open(dir.path()).unwrap();
-        let mut m = Counter { height: 0, total: 0 };
+        let mut m = Counter::default();
         let mut log2 = log;
         for b in log2.read_after(0).unwrap() {
             m.apply(&b);
         }
         assert_eq!(m.total, 15);
         assert_eq!(m.height, log2.last_height());
-    }
-
-    /// Records each applied batch's input count.
-    struct Recorder {
-        height: u64,
-        seen: Arc<std::sync::Mutex<Vec<usize>>>,
-    }
-    impl StateMachine for Recorder {
-        fn applied_height(&self) -> u64 {
-            self.height
-        }
-        fn last_commit_ts(&self) -> u64 {
-            0
-        }
-        fn rules(&self) -> u16 {
-            Batch::UNSTAMPED
-        }
-        fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
-            self.height = b.height;
-            self.seen.lock().unwrap().push(b.inputs.len());
-            b.inputs.iter().map(|_| Vec::new()).collect()
-        }
     }
 
     /// An idle sequencer logs an empty batch only while the executor says a sweep is
@@ -474,7 +457,7 @@ mod tests {
         let due = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
         let idle = tally_apply::IdleSweep { due: due.clone(), every: Duration::from_millis(20) };
         let cfg = SequencerConfig { epoch_ms: 1, idle_sweep: Some(idle), ..Default::default() };
-        let machine = Recorder { height: 0, seen: seen.clone() };
+        let machine = Counter { seen: seen.clone(), ..Default::default() };
         let (seq, _h) =
             Sequencer::start(FileLog::open(dir.path()).unwrap(), machine, cfg, Arc::new(Clock::new(0))).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
