@@ -117,6 +117,9 @@ pub struct FqlMachine {
     /// Told of every transaction that changes what key authentication reads, before
     /// its commit is visible (the receiving node's `AuthCache` follows it).
     pub auth_changes: Arc<tally_fql::authcache::AuthChanges>,
+    /// Collection ids, index definitions and retention settings, cached across
+    /// transactions while no schema document changes (`tally_fql::schema_cache`).
+    schema_cache: tally_fql::schema_cache::SchemaCache,
     batches_since_checkpoint: u64,
     /// When to release answers early and when to make a commit durable: the only
     /// decisions that follow a clock, and none of them changes a result.
@@ -231,6 +234,7 @@ impl FqlMachine {
             head: Arc::new(std::sync::Mutex::new(head)),
             checkpointed_height: Arc::new(AtomicU64::new(applied_height)),
             auth_changes: Arc::new(tally_fql::authcache::AuthChanges::new()),
+            schema_cache: tally_fql::schema_cache::SchemaCache::new(last_ts),
             batches_since_checkpoint: 0,
             pacer: Box::new(crate::pace::EveryBatches(CHECKPOINT_BATCHES)),
             diverge_at: None,
@@ -267,6 +271,7 @@ impl FqlMachine {
         let fresh = FqlMachine::open(self.store.clone())?;
         self.applied_height = fresh.applied_height;
         self.last_ts = fresh.last_ts;
+        self.schema_cache.reset(fresh.last_ts);
         self.prev_hash = fresh.prev_hash;
         self.tlog = fresh.tlog;
         self.root_key.set(&fresh.root_key.get());
@@ -347,8 +352,10 @@ impl FqlMachine {
             let login = tally_fql::jwt::JwtLogin::new(inp.db, j.provider.clone(), j.issuer.clone(), j.claims.clone());
             login.map(Arc::new)
         });
-        let out = tally_fql::run::evaluate(snap, ts, Mode::Write, auth, &expr, entropy, limits, None);
+        let cache = Some(&self.schema_cache);
+        let out = tally_fql::run::evaluate_cached(snap, ts, Mode::Write, auth, &expr, entropy, limits, None, cache);
         self.auth_changes.record(&out.writes, ts);
+        self.schema_cache.record(&out.writes, ts);
         *decoded = Some(Decoded { _input: inp, _expr: expr });
         let (status, body) = match &out.result {
             Ok(v) => (200, encode_resource(v)),
@@ -376,6 +383,23 @@ impl FqlMachine {
     /// intermediate commits fall depends on timing, but not what any input reads or
     /// writes: each input runs on the state every earlier input left, committed or not.
     fn apply_inner(
+        &mut self,
+        batch: &Batch,
+        position: Option<&[u8]>,
+        early: bool,
+        decoded: &mut [Option<tally_apply::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) -> anyhow::Result<()> {
+        let r = self.apply_batch(batch, position, early, decoded, answer);
+        if r.is_err() {
+            // The batch was not committed: what its transactions cached may describe
+            // schema writes the store does not have.
+            self.schema_cache.reset(self.last_ts);
+        }
+        r
+    }
+
+    fn apply_batch(
         &mut self,
         batch: &Batch,
         position: Option<&[u8]>,

@@ -315,3 +315,80 @@ fn an_input_the_decoder_refuses_gets_no_predecoded() {
     assert!(pre.is_none());
     assert!(tally_exec::record::decode_input(&bytes).is_err());
 }
+
+/// The executor's catalog cache (`tally_fql::schema_cache`) changes no output and no block:
+/// a machine that keeps it warm across every batch and one reopened before every batch (a
+/// cold cache each time, as a restarted member has) agree byte for byte, through schema
+/// changes between and within batches (outputs carry the bytes read, so a lookup answered
+/// from the cache must charge what reading would have).
+#[test]
+fn a_warm_catalog_cache_changes_no_output_or_block() {
+    let accounts = json!({"collection": "accounts"});
+    let mut all = batches();
+    let create = |owner: &str| json!({"create": accounts, "params": obj(json!({"data": obj(json!({"owner": owner, "balance": 1}))}))});
+    let more = vec![
+        // A second index on accounts, then writes that must maintain both.
+        vec![
+            input(
+                json!({"create_index": obj(json!({"name": "by_balance", "source": accounts, "terms": [obj(json!({"field": ["data", "balance"]}))]}))}),
+                70,
+            ),
+            input(create("p1"), 71),
+            input(create("p2"), 72),
+        ],
+        vec![input(create("p3"), 73), input(json!({"paginate": {"match": {"index": "by_balance"}, "terms": 1}}), 74)],
+        // Renamed, used under the new name, the old one refused; then retention set.
+        vec![
+            input(json!({"update": {"collection": "accounts"}, "params": obj(json!({"name": "acc"}))}), 75),
+            input(
+                json!({"create": {"collection": "acc"}, "params": obj(json!({"data": obj(json!({"owner": "q1", "balance": 1}))}))}),
+                76,
+            ),
+            input(create("q2"), 77),
+        ],
+        vec![
+            input(json!({"update": {"collection": "acc"}, "params": obj(json!({"ttl_days": 2}))}), 78),
+            input(
+                json!({"create": {"collection": "acc"}, "params": obj(json!({"data": obj(json!({"owner": "q3", "balance": 1}))}))}),
+                79,
+            ),
+            input(json!({"delete": {"index": "by_balance"}}), 80),
+            input(
+                json!({"create": {"collection": "acc"}, "params": obj(json!({"data": obj(json!({"owner": "q4", "balance": 1}))}))}),
+                81,
+            ),
+        ],
+        vec![input(
+            json!({"create": {"collection": "acc"}, "params": obj(json!({"data": obj(json!({"owner": "q5", "balance": 1}))}))}),
+            82,
+        )],
+    ];
+    let next = all.len() as u64;
+    for (i, inputs) in more.into_iter().enumerate() {
+        let h = next + i as u64;
+        all.push(Batch { height: h + 1, ts: 1_800_000_000_000_000 + h * 1000, rules: tally_exec::RULES, inputs });
+    }
+    let (_s, mut warm) = machine();
+    let (cold_store, cold) = machine();
+    let mut cold = Some(cold);
+    for batch in &all {
+        drop(cold.take());
+        let mut m = FqlMachine::open(cold_store.clone()).unwrap();
+        let oc = m.apply(batch);
+        cold = Some(m);
+        let ow = warm.apply(batch);
+        assert_eq!(ow, oc, "outputs differ at height {}", batch.height);
+        assert_eq!(head_hash(&warm), head_hash(cold.as_ref().unwrap()), "block differs at height {}", batch.height);
+    }
+    let statuses: Vec<u16> = warm
+        .apply(&Batch {
+            height: all.len() as u64 + 1,
+            ts: 1_900_000_000_000_000,
+            rules: tally_exec::RULES,
+            inputs: vec![input(json!({"create": accounts}), 90)],
+        })
+        .iter()
+        .map(|o| tally_exec::record::decode_output(o).unwrap().status)
+        .collect();
+    assert_eq!(statuses, vec![400], "the old name is gone");
+}

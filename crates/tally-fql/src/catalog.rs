@@ -78,12 +78,33 @@ impl<'a> Eval<'a> {
     pub fn collection_id(&mut self, db: DbId, name: &str) -> Result<Option<CollId>> {
         let at = self.read_ts();
         let gen = self.tx.schema_gen;
+        if let Some(log) = self.lookup_log.as_mut() {
+            log.push(name.to_string());
+        }
         let hit = self.coll_cache.iter().find(|e| e.db == db && e.at == at && e.gen == gen && e.name == name);
         if let Some(e) = hit {
             return Ok(e.id);
         }
-        let doc = self.tx.live_doc(db, native::COLLECTIONS, name, at)?;
-        let id = doc.and_then(|d| internal_id(&d.data));
+        let shared = self.tx.shared_schema();
+        let id = match shared.and_then(|c| c.coll(at, db, name)) {
+            // What the read below would have charged, charged again (crate::schema_cache).
+            Some((id, bytes)) => {
+                self.tx.bytes_read += bytes;
+                id
+            }
+            None => {
+                let (before, ttl_before) = (self.tx.bytes_read, self.tx.ttl_seen);
+                self.tx.ttl_seen = false;
+                let doc = self.tx.live_doc(db, native::COLLECTIONS, name, at);
+                let ttl = self.tx.ttl_seen;
+                self.tx.ttl_seen |= ttl_before;
+                let id = doc?.and_then(|d| internal_id(&d.data));
+                if let (Some(c), false) = (shared, ttl) {
+                    c.put_coll(at, db, name, (id, self.tx.bytes_read - before));
+                }
+                id
+            }
+        };
         if self.coll_cache.len() >= COLL_CACHE_ENTRIES_MAX {
             self.coll_cache.clear();
         }
@@ -209,21 +230,59 @@ impl<'a> Eval<'a> {
                 return Ok(defs.clone());
             }
         }
-        let defs = self.indexes_on_uncached(db, coll, at)?;
+        let shared = self.tx.shared_schema();
+        let defs = match shared.and_then(|c| c.indexes(at, db, coll)) {
+            Some(hit) => {
+                // The scan's charge and the collection lookups a miss makes, made again
+                // (crate::schema_cache): the transaction ends up as after a miss.
+                self.tx.bytes_read += hit.scan_bytes;
+                for name in &hit.lookups {
+                    self.collection_id(db, name)?;
+                }
+                hit.defs.clone()
+            }
+            None => {
+                let (found, cacheable) = self.indexes_on_uncached(db, coll, at)?;
+                let defs = found.defs.clone();
+                if let (Some(c), true) = (shared, cacheable) {
+                    c.put_indexes(at, db, coll, std::sync::Arc::new(found));
+                }
+                defs
+            }
+        };
         self.index_cache.insert((db, coll), (gen, at, defs.clone()));
         Ok(defs)
     }
 
-    fn indexes_on_uncached(&mut self, db: DbId, coll: CollId, at: u64) -> Result<Vec<IndexDef>> {
+    /// [`Eval::indexes_on`] read from the store, with what it cost, and whether it may be
+    /// cached across transactions (no index document has a `ttl`).
+    fn indexes_on_uncached(
+        &mut self,
+        db: DbId,
+        coll: CollId,
+        at: u64,
+    ) -> Result<(crate::schema_cache::IndexesOn, bool)> {
+        let before = self.tx.bytes_read;
         let docs = self.tx.scan_docs(db, native::INDEXES, None, false, at, usize::MAX)?;
-        let mut out = Vec::new();
-        for (_, d) in docs {
-            let def = self.parse_index(db, &d.data)?;
-            if def.sources.iter().any(|s| s.coll == coll) {
-                out.push(def);
+        let scan_bytes = self.tx.bytes_read - before;
+        let cacheable = !docs.iter().any(|(_, d)| d.data.contains_key("ttl"));
+        let outer = self.lookup_log.replace(Vec::new());
+        let mut parse = || -> Result<Vec<IndexDef>> {
+            let mut out = Vec::new();
+            for (_, d) in &docs {
+                let def = self.parse_index(db, &d.data)?;
+                if def.sources.iter().any(|s| s.coll == coll) {
+                    out.push(def);
+                }
             }
+            Ok(out)
+        };
+        let defs = parse();
+        let lookups = std::mem::replace(&mut self.lookup_log, outer).unwrap_or_default();
+        if let Some(log) = self.lookup_log.as_mut() {
+            log.extend(lookups.iter().cloned());
         }
-        Ok(out)
+        Ok((crate::schema_cache::IndexesOn { defs: defs?, scan_bytes, lookups }, cacheable))
     }
 }
 

@@ -126,6 +126,9 @@ pub struct Eval<'a> {
     /// unchanged (see [`crate::catalog`]). Lookup only; a short list because a transaction
     /// names few collections.
     pub(crate) coll_cache: Vec<crate::catalog::CollCacheEntry>,
+    /// While `Eval::indexes_on` parses index documents: the collection names looked up,
+    /// in order (what a hit in [`crate::schema_cache`] must look up again).
+    pub(crate) lookup_log: Option<Vec<String>>,
     /// Resolved privileges of user-defined roles (see [`crate::perm`]). Lookup only.
     pub(crate) priv_cache: crate::perm::PrivCache,
     /// How many role predicates are running: inside one, nothing may write.
@@ -157,6 +160,7 @@ impl<'a> Eval<'a> {
             at_stack: Vec::new(),
             index_cache: std::collections::HashMap::new(),
             coll_cache: Vec::new(),
+            lookup_log: None,
             priv_cache: crate::perm::PrivCache::new(),
             pred_depth: 0,
             binding_depth: 0,

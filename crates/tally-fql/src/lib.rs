@@ -26,6 +26,7 @@ pub mod perm;
 pub mod purity;
 pub mod retention;
 pub mod run;
+pub mod schema_cache;
 pub mod secret;
 
 pub use error::{FqlError, Result};

@@ -368,6 +368,9 @@ pub struct Tx<'a> {
     pub(crate) read_bytes_max: u64,
     /// Set when a read stopped at `read_bytes_max`.
     pub(crate) read_stopped: bool,
+    /// The executor's catalog cache, shared across transactions (see
+    /// [`crate::schema_cache`]); None everywhere else.
+    pub(crate) schema_cache: Option<&'a crate::schema_cache::SchemaCache>,
 }
 
 pub(crate) type RetentionCacheEntry = ((DbId, CollId, Ts, u64), Option<crate::retention::Retention>);
@@ -389,6 +392,25 @@ impl<'a> Tx<'a> {
             sweep_ts: None,
             read_bytes_max: u64::MAX,
             read_stopped: false,
+            schema_cache: None,
+        }
+    }
+
+    /// Use `cache` for catalog lookups (the executor's, see [`crate::schema_cache`]).
+    pub fn with_schema_cache(mut self, cache: Option<&'a crate::schema_cache::SchemaCache>) -> Tx<'a> {
+        self.schema_cache = cache;
+        self
+    }
+
+    /// The shared catalog cache, when this transaction may use it: it has written no
+    /// schema document (its own writes are not in the store) and reads are not bounded
+    /// (only the inline pass bounds them, and it has no cache). The read ts is checked by
+    /// the cache itself.
+    pub(crate) fn shared_schema(&self) -> Option<&'a crate::schema_cache::SchemaCache> {
+        if self.schema_gen == 0 && self.read_bytes_max == u64::MAX {
+            self.schema_cache
+        } else {
+            None
         }
     }
 

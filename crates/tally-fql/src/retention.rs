@@ -153,13 +153,31 @@ pub fn config(tx: &mut Tx<'_>, db: DbId, coll: CollId, at: Ts) -> Result<Option<
     if let Some(hit) = tx.retention_cache.iter().find(|e| e.0 == (db, coll, at, tx.schema_gen)) {
         return Ok(hit.1.clone());
     }
-    let mut found = None;
-    for (name, d) in tx.scan_docs(db, native::COLLECTIONS, None, false, at, usize::MAX)? {
-        if internal_id(&d.data) == Some(coll) {
-            found = Some(Retention { name, ..Retention::of(&d.data) });
-            break;
+    let shared = tx.shared_schema();
+    let found = match shared.and_then(|c| c.retention(at, db, coll)) {
+        // What the scan below would have charged, charged again (crate::schema_cache).
+        Some((found, bytes)) => {
+            tx.bytes_read += bytes;
+            found
         }
-    }
+        None => {
+            let before = tx.bytes_read;
+            let docs = tx.scan_docs(db, native::COLLECTIONS, None, false, at, usize::MAX)?;
+            let bytes = tx.bytes_read - before;
+            let cacheable = !docs.iter().any(|(_, d)| d.data.contains_key("ttl"));
+            let mut found = None;
+            for (name, d) in docs {
+                if internal_id(&d.data) == Some(coll) {
+                    found = Some(Retention { name, ..Retention::of(&d.data) });
+                    break;
+                }
+            }
+            if let (Some(c), true) = (shared, cacheable) {
+                c.put_retention(at, db, coll, (found.clone(), bytes));
+            }
+            found
+        }
+    };
     if tx.retention_cache.len() >= CACHE_ENTRIES_MAX {
         tx.retention_cache.clear();
     }
