@@ -241,6 +241,16 @@ impl RaftNode {
             max_payload_entries: 64,
             install_snapshot_timeout: 60_000,
             enable_pre_vote: Some(true),
+            // A member's log may go back: one restored from a backup (docs/backup.md) or
+            // started on an emptied data directory comes back behind what the leader last
+            // saw it match. Without this the leader keeps its old `matching` for it,
+            // re-sends the same append-entries after it, gets the same conflict, forever
+            // (debug builds assert instead), and the member never catches up. With it the
+            // leader starts that member's progress over: it searches for the last matching
+            // entry again (or sends a snapshot when its log no longer reaches back), and
+            // what a quorum already accepted is never withdrawn (openraft's
+            // `reset_entry_with`). tests/restored_member.rs.
+            allow_log_reversion: Some(true),
             ..Default::default()
         };
         let rcfg = Arc::new(rcfg.validate().map_err(|e| anyhow_like::err(format!("raft config: {e}")))?);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tally_calvin::{Batch, MachineError, ReplicatedMachine, StateMachine};
@@ -22,6 +22,10 @@ pub enum HoldAt {
     AfterFirstOutput,
 }
 
+/// A machine's height and Raft position as it last recorded them: what a backup of it
+/// taken now would hold.
+pub type Recorded = Arc<Mutex<(u64, Option<Vec<u8>>)>>;
+
 /// Echoes each input as its output and takes `per_input` for each; with a gate, holds
 /// once where `hold_at` says, after telling the test on `held`.
 pub struct Held {
@@ -30,11 +34,30 @@ pub struct Held {
     gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
     hold_at: HoldAt,
     per_input: Duration,
+    recorded: Option<Recorded>,
 }
 
 impl Held {
     pub fn new(gate: Option<MachineGate>, hold_at: HoldAt, per_input: Duration) -> Held {
-        Held { height: 0, position: None, gate: gate.map(|g| (g.held, g.open)), hold_at, per_input }
+        Held { height: 0, position: None, gate: gate.map(|g| (g.held, g.open)), hold_at, per_input, recorded: None }
+    }
+
+    /// A machine restored from a backup: it starts at `height` with that `position`.
+    pub fn restored(height: u64, position: Vec<u8>) -> Held {
+        Held { height, position: Some(position), ..Held::new(None, HoldAt::FirstBatch, Duration::ZERO) }
+    }
+
+    /// Keep `recorded` up to date with this machine's height and position.
+    pub fn recording(mut self, recorded: Recorded) -> Held {
+        *recorded.lock().unwrap() = (self.height, self.position.clone());
+        self.recorded = Some(recorded);
+        self
+    }
+
+    fn record(&self) {
+        if let Some(r) = &self.recorded {
+            *r.lock().unwrap() = (self.height, self.position.clone());
+        }
     }
 
     fn hold(&mut self) {
@@ -68,7 +91,9 @@ impl StateMachine for Held {
 impl ReplicatedMachine for Held {
     fn apply_at(&mut self, b: &Batch, position: &[u8]) -> Vec<Vec<u8>> {
         self.position = Some(position.to_vec());
-        self.apply(b)
+        let outputs = self.apply(b);
+        self.record();
+        outputs
     }
     fn apply_at_answering(&mut self, b: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
         let mut outputs = self.apply_at(b, position).into_iter().enumerate();
@@ -83,6 +108,7 @@ impl ReplicatedMachine for Held {
     }
     fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError> {
         self.position = Some(position.to_vec());
+        self.record();
         Ok(())
     }
     fn position(&self) -> Result<Option<Vec<u8>>, MachineError> {
