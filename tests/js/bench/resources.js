@@ -58,30 +58,47 @@ const { parentPort, workerData } = require('node:worker_threads')
 const http = require('node:http')
 let stop = false, pingFail = 0
 const probes = []
+const failures = []
+const slow = []
 const start = Date.now()
 parentPort.on('message', () => { stop = true })
 const once = () => new Promise(resolve => {
   const t0 = Date.now()
   let connectMs = null
-  const done = ok => {
-    if (!ok) pingFail++
-    probes.push({ at: t0 - start, ms: Date.now() - t0, connectMs })
+  let finished = false
+  let localPort = null
+  const done = (ok, why) => {
+    if (finished) return
+    finished = true
+    const ms = Date.now() - t0
+    if (!ok) {
+      pingFail++
+      failures.push({ at: t0 - start, ms, connectMs, why })
+    }
+    // The slow and the failed ones in detail (wall clock and local port), to be found in
+    // a packet capture of the run (tcpdump -tt).
+    if (!ok || ms > 100) slow.push({ t0, ms, connectMs, localPort, why: ok ? 'slow' : why })
+    probes.push({ at: t0 - start, ms, connectMs })
     resolve()
   }
   const req = http.get({ host: workerData.host, port: workerData.port, path: '/ping', agent: false, timeout: 5000 }, res => {
     res.resume()
-    res.on('end', () => done(res.statusCode === 200))
+    res.on('end', () => done(res.statusCode === 200, 'status ' + res.statusCode))
+    res.on('error', e => done(false, 'answer ' + (e.code || e.message)))
   })
-  req.on('socket', s => s.on('connect', () => (connectMs = Date.now() - t0)))
+  req.on('socket', s => s.on('connect', () => {
+    connectMs = Date.now() - t0
+    localPort = s.localPort
+  }))
   req.on('timeout', () => req.destroy(new Error('timeout')))
-  req.on('error', () => done(false))
+  req.on('error', e => done(false, (connectMs === null ? 'connect ' : 'request ') + (e.code || e.message)))
 })
 ;(async () => {
   while (!stop) {
     await once()
     await new Promise(r => setTimeout(r, 100))
   }
-  parentPort.postMessage({ probes, pingFail })
+  parentPort.postMessage({ probes, pingFail, failures, slow })
 })()
 `
 
@@ -142,6 +159,8 @@ async function measure(server, work) {
   let queueMax = 0
   let probes = []
   let pingFail = 0
+  let failures = []
+  let slowProbes = []
   let guardHit = false
   let running = true
   const drops0 = listenDrops()
@@ -166,6 +185,8 @@ async function measure(server, work) {
     prober.on('message', m => {
       probes = m.probes
       pingFail = m.pingFail
+      failures = m.failures
+      slowProbes = m.slow
       resolve()
     })
     prober.on('error', () => resolve())
@@ -197,6 +218,8 @@ async function measure(server, work) {
     pingOver100: lat.filter(x => x > 100).length,
     pingConnectOver100: probes.filter(p => p.connectMs > 100).length,
     pingFail,
+    pingFailures: tallyFailures(failures),
+    slowProbes,
     acceptQueueMax: queueMax,
     listenDrops: listenDrops() - drops0,
     load: `${load0.toFixed(1)}–${load1.toFixed(1)}`,
@@ -206,6 +229,19 @@ async function measure(server, work) {
     ms,
     ...result,
   }
+}
+
+/** Failed probes by reason, with when (ms into the run) the first and last of each
+ *  were sent: "request ECONNRESET ×11 (at 636–7,120 ms)". */
+function tallyFailures(failures) {
+  const by = new Map()
+  for (const f of failures) {
+    const o = by.get(f.why) || { n: 0, first: f.at, last: f.at }
+    o.n++
+    o.last = f.at
+    by.set(f.why, o)
+  }
+  return [...by].map(([why, o]) => `${why} ×${o.n} (at ${o.first}–${o.last} ms)`).join('; ')
 }
 
 const post = (server, query, timeoutMs = 60_000) =>
@@ -567,14 +603,16 @@ const scenarios = {
   // Where this process may not open that many (its hard RLIMIT_NOFILE), both are scaled
   // down (CONN_FLOOD), keeping more sockets than the server's cap.
   async issueConnFlood(server) {
+    const t = Date.now()
     const st = await openSockets(server.port, CONN_FLOOD.sockets)
+    const openMs = Date.now() - t
     await sleep(3_000)
     const t0 = Date.now()
     const r = await post(server, q.Add(1, 2), 10_000)
     const qms = Date.now() - t0
     const open = st.socks.length - st.closed
     for (const s of st.socks) s.destroy()
-    return { work: `${CONN_FLOOD.sockets} sockets against ${CONN_FLOOD.serverFds} descriptors (${st.failed} failed to connect), ${st.closed} closed by the server, ${open} open; a query then: ${r.status} in ${qms} ms` }
+    return { work: `${CONN_FLOOD.sockets} sockets against ${CONN_FLOOD.serverFds} descriptors (${st.failed} failed to connect; opened in ${openMs} ms), ${st.closed} closed by the server, ${open} open; a query then: ${r.status} in ${qms} ms` }
   },
   // Two thousand slowloris heads (a header line a second), then a query.
   async issueSlowloris(server) {
@@ -680,7 +718,7 @@ async function main() {
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of rows) {
     console.log(
-      `| ${r.name} | ${r.peakMiB} | ${r.pingMaxMs} (${r.pingMaxAtMs}; ${r.pingMaxConnectMs}) | ${r.pingP99Ms} / ${r.pingP50Ms} | ${r.pingOver100} (${r.pingConnectOver100}) of ${r.pings} | ${r.pingFail} | ${r.acceptQueueMax}, ${r.listenDrops} | ${r.load} | ${r.guardHit ? 'yes' : 'no'} | ${r.ms} | ${r.work || r.error} | ${r.acceptThread}; ${r.runtimeThreads} |`
+      `| ${r.name} | ${r.peakMiB} | ${r.pingMaxMs} (${r.pingMaxAtMs}; ${r.pingMaxConnectMs}) | ${r.pingP99Ms} / ${r.pingP50Ms} | ${r.pingOver100} (${r.pingConnectOver100}) of ${r.pings} | ${r.pingFail}${r.pingFailures ? ` (${r.pingFailures})` : ''} | ${r.acceptQueueMax}, ${r.listenDrops} | ${r.load} | ${r.guardHit ? 'yes' : 'no'} | ${r.ms} | ${r.work || r.error} | ${r.acceptThread}; ${r.runtimeThreads} |`
     )
   }
 }
