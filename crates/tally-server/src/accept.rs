@@ -16,7 +16,8 @@
 //!   accepted and are not a probe, it is closed at once; otherwise it is held (at most
 //!   [`OVER_CAP_PROBES_MAX`] such at once, [`OVER_CAP_SNIFF`] each for its first bytes,
 //!   [`OVER_CAP_SERVE`] for a probe's answer) and a newcomer past that bound takes the
-//!   place of the oldest one not yet known to be a probe (else of the oldest). So a flood
+//!   place of the oldest one not yet known to be a probe (else of the oldest; each looked
+//!   at again, without waiting, before it is pushed out). So a flood
 //!   of silent sockets over the cap cannot keep a probe out: a probe sends its request as
 //!   soon as it connects and is answered within a millisecond or so, while a silent
 //!   socket is pushed out by the ones after it. (Before, each over-cap socket kept its
@@ -30,7 +31,7 @@
 //!   by the runtime like any request.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,8 +124,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
             // client sees a reset and may retry).
             Err(_) if ctx.tls.is_some() => drop(stream),
             Err(_) => {
+                let fd = stream.as_raw_fd();
                 let mut head = [0u8; SNIFF_BYTES];
-                let n = peek_now(&stream, &mut head);
+                let n = peek_fd(fd, &mut head);
                 let probe = match probe_line(&head[..n]) {
                     _ if n == 0 => false,
                     Some(true) => true,
@@ -142,7 +144,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
                 });
                 // This thread's runtime runs one task at a time and the task above cannot
                 // start before this loop next waits: it is held before it can remove itself.
-                over_cap.hold(id, task.abort_handle(), probe);
+                over_cap.hold(id, task.abort_handle(), probe, fd);
             }
         }
     }
@@ -160,6 +162,9 @@ struct Held {
     task: AbortHandle,
     /// Its first bytes are a probe's.
     probe: bool,
+    /// Its socket: open while it is held (the task removes it, with no wait between, when
+    /// it drops its stream; one pushed out is removed before its task is stopped).
+    fd: RawFd,
 }
 
 impl OverCap {
@@ -168,17 +173,30 @@ impl OverCap {
     }
 
     /// Hold a new connection; past [`OVER_CAP_PROBES_MAX`] close the oldest one not known
-    /// to be a probe, or the oldest if all are.
-    fn hold(&self, id: u64, task: AbortHandle, probe: bool) {
+    /// to be a probe, or the oldest if all are. A held one whose task has not looked yet is
+    /// looked at here: a probe whose request came in after its accept (its task not yet
+    /// woken, as when this loop takes a burst of connections at once) is kept.
+    fn hold(&self, id: u64, task: AbortHandle, probe: bool, fd: RawFd) {
         let Ok(mut held) = self.held.lock() else { return task.abort() };
         if held.len() >= OVER_CAP_PROBES_MAX {
-            let i = held.iter().position(|h| !h.probe).unwrap_or(0);
-            if let Some(out) = held.remove(i) {
+            let mut out = 0;
+            for (i, h) in held.iter_mut().enumerate() {
+                if !h.probe {
+                    let mut head = [0u8; SNIFF_BYTES];
+                    let n = peek_fd(h.fd, &mut head);
+                    if n == 0 || probe_line(&head[..n]) == Some(false) {
+                        out = i;
+                        break;
+                    }
+                    h.probe = true;
+                }
+            }
+            if let Some(out) = held.remove(out) {
                 // Dropping the task drops (closes) its connection.
                 out.task.abort();
             }
         }
-        held.push_back(Held { id, task, probe });
+        held.push_back(Held { id, task, probe, fd });
     }
 
     /// Mark `id` a probe; false if it was pushed out meanwhile.
@@ -200,14 +218,12 @@ impl OverCap {
     }
 }
 
-/// The bytes already received on `stream`, without waiting (0 if none).
-fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> usize {
-    // SAFETY: recv writes at most buf.len() bytes into buf, which outlives the call; the
-    // descriptor is the stream's own, open while we hold it. MSG_PEEK leaves the bytes
-    // for the reader, MSG_DONTWAIT returns at once.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
+/// The bytes already received on socket `fd`, without waiting (0 if none).
+fn peek_fd(fd: RawFd, buf: &mut [u8]) -> usize {
+    // SAFETY: recv writes at most buf.len() bytes into buf, which outlives the call; `fd`
+    // is a socket we hold open (see `Held::fd`; on any other descriptor recv only fails).
+    // MSG_PEEK leaves the bytes for the reader, MSG_DONTWAIT returns at once.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     usize::try_from(n).unwrap_or(0)
 }
 
@@ -348,34 +364,46 @@ mod tests {
 
     #[tokio::test]
     async fn over_cap_newcomers_push_out_the_oldest_not_known_to_be_a_probe() {
+        use std::io::Write;
         let pool = OverCap::default();
         let tasks: Vec<_> =
             (0..OVER_CAP_PROBES_MAX as u64 + 3).map(|_| tokio::spawn(std::future::pending::<()>())).collect();
+        // Connection 2 sent a probe's request line after its accept, unseen by its task.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.write_all(b"GET /ping HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // No socket (-1): peeks nothing, as a silent one.
+        let silent = -1;
         // The first two are probes (one seen at accept, one marked once its bytes came).
-        pool.hold(0, tasks[0].abort_handle(), true);
-        pool.hold(1, tasks[1].abort_handle(), false);
+        pool.hold(0, tasks[0].abort_handle(), true, silent);
+        pool.hold(1, tasks[1].abort_handle(), false, silent);
         assert!(pool.mark_probe(1));
-        for id in 2..OVER_CAP_PROBES_MAX as u64 {
-            pool.hold(id, tasks[id as usize].abort_handle(), false);
+        pool.hold(2, tasks[2].abort_handle(), false, server.as_raw_fd());
+        for id in 3..OVER_CAP_PROBES_MAX as u64 {
+            pool.hold(id, tasks[id as usize].abort_handle(), false, silent);
         }
         let n = OVER_CAP_PROBES_MAX as u64;
-        pool.hold(n, tasks[n as usize].abort_handle(), false);
-        pool.hold(n + 1, tasks[n as usize + 1].abort_handle(), false);
+        pool.hold(n, tasks[n as usize].abort_handle(), false, silent);
+        pool.hold(n + 1, tasks[n as usize + 1].abort_handle(), false, silent);
         tokio::task::yield_now().await;
-        // The two oldest silent ones went; the probes stay.
-        assert!(tasks[2].is_finished() && tasks[3].is_finished());
-        assert!(!tasks[0].is_finished() && !tasks[1].is_finished() && !tasks[4].is_finished());
-        assert!(!pool.mark_probe(2), "a connection pushed out is not served");
+        // The two oldest silent ones went; the probes, and the one with a probe's bytes, stay.
+        assert!(tasks[3].is_finished() && tasks[4].is_finished());
+        assert!(!tasks[0].is_finished() && !tasks[1].is_finished() && !tasks[2].is_finished());
+        assert!(!tasks[5].is_finished());
+        assert!(!pool.mark_probe(3), "a connection pushed out is not served");
         // When every one held is a probe, the oldest goes.
         let held: Vec<u64> = pool.held.lock().unwrap().iter().map(|h| h.id).collect();
         for id in &held {
             assert!(pool.mark_probe(*id));
         }
-        pool.hold(n + 2, tasks[n as usize + 2].abort_handle(), false);
+        pool.hold(n + 2, tasks[n as usize + 2].abort_handle(), false, silent);
         tokio::task::yield_now().await;
         assert!(tasks[0].is_finished());
         assert!(!tasks[1].is_finished());
         pool.remove(1);
         assert_eq!(pool.held.lock().unwrap().len(), OVER_CAP_PROBES_MAX - 1);
+        drop(server);
     }
 }
