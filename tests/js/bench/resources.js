@@ -17,7 +17,9 @@
 // both counts are scaled down to it (CONN_FLOOD).
 //
 // Per scenario: peak RSS; every /ping probe's latency (worst, p99, p50, how many over
-// 100 ms) with its TCP connect time apart; the deepest accept queue and the kernel's
+// 100 ms; probed from a process of its own) with its TCP connect time apart; failed
+// probes by reason, and in the JSON line each slow or failed probe's wall clock and
+// local port (to find it in a packet capture); the deepest accept queue and the kernel's
 // listen drops; the load average; CPU and wait for a core of the server's accept and
 // runtime threads.
 
