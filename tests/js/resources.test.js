@@ -208,6 +208,45 @@ describe('health probes', () => {
     await sleep(200)
     assert.equal(await server.adminClient().query(q.Add(1, 2)), 3)
   })
+
+  it('/ping is answered while a flood of silent sockets keeps arriving over the cap', async () => {
+    const held = []
+    for (let i = 0; i < 4; i++) held.push(await connect(server.port))
+    // Over the cap, 20 silent sockets every 10 ms (2,000 a second, as a flood opens
+    // them): far more than the over-cap connections the server looks at for a probe at
+    // once, and fewer per turn of this event loop than it holds (64), so a probe's own
+    // request, written as it connects, is not outrun by newer sockets from this process. Each is dropped by this side after 300 ms if the server has not
+    // closed it. Before, each held one of 64 slots for 250 ms and a probe that found them
+    // full was closed unanswered; now a newcomer takes the oldest silent one's slot, so a
+    // probe, whose request follows its connect at once, is seen and answered.
+    const flood = new Set()
+    let opened = 0
+    const timer = setInterval(() => {
+      for (let i = 0; i < 20; i++) {
+        const s = net.connect({ host: HOST, port: server.port })
+        opened++
+        s.on('error', () => {})
+        s.on('close', () => flood.delete(s))
+        s.setTimeout(300, () => s.destroy())
+        flood.add(s)
+      }
+    }, 10)
+    try {
+      await sleep(300)
+      const statuses = []
+      for (let i = 0; i < 10; i++) {
+        statuses.push(await rawRequest(server.port, { method: 'GET', path: '/ping', timeoutMs: 5_000 }).then(r => r.status, e => e.code || e.message))
+        await sleep(20)
+      }
+      assert.deepEqual(statuses, Array(10).fill(200), `${opened} flood sockets opened`)
+    } finally {
+      clearInterval(timer)
+      for (const s of flood) s.destroy()
+      for (const h of held) h.destroy()
+    }
+    await sleep(200)
+    assert.equal(await server.adminClient().query(q.Add(1, 2)), 3)
+  })
 })
 
 describe('in-flight memory budget', () => {

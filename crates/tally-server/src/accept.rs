@@ -11,11 +11,18 @@
 //! connection (accept, wait for its first bytes, look at them), so it keeps up with
 //! floods, and a load balancer's probe is answered here without waiting for the runtime.
 //!
-//! - A connection counts against `connections_max` from its accept; one over the cap is
-//!   closed at once, unless fewer than [`OVER_CAP_PROBES_MAX`] such are being looked at:
-//!   then it is closed as soon as its first bytes are not a health probe, or after
-//!   [`OVER_CAP_SNIFF`] without any (so a probe is answered even while a flood holds
-//!   every slot).
+//! - A connection counts against `connections_max` from its accept. One over the cap is
+//!   only ever a health probe or closed: if its first bytes are already there when it is
+//!   accepted and are not a probe, it is closed at once; otherwise it is held (at most
+//!   [`OVER_CAP_PROBES_MAX`] such at once, [`OVER_CAP_SNIFF`] each for its first bytes,
+//!   [`OVER_CAP_SERVE`] for a probe's answer) and a newcomer past that bound takes the
+//!   place of the oldest one not yet known to be a probe (else of the oldest; each looked
+//!   at again, without waiting, before it is pushed out). So a flood
+//!   of silent sockets over the cap cannot keep a probe out: a probe sends its request as
+//!   soon as it connects and is answered within a millisecond or so, while a silent
+//!   socket is pushed out by the ones after it. (Before, each over-cap socket kept its
+//!   place for the whole 250 ms and a newcomer that found the places full was closed: a
+//!   flood of 19,000 sockets made 11 of 135 probes fail, docs/benchmarks.md.)
 //! - A connection that sends nothing within `header_read_timeout` is closed here: idle
 //!   floods never reach the runtime.
 //! - A probe is one HTTP/1.1 request on a fresh connection (as load balancers send them),
@@ -23,7 +30,9 @@
 //!   over TLS (`--tls-cert`) cannot be recognised before the handshake, so it is served
 //!   by the runtime like any request.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -34,6 +43,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -41,10 +51,13 @@ use crate::conn::ConnLimits;
 use crate::inflight::InFlight;
 use crate::tls::ClientTls;
 
-/// Over-cap connections looked at for a health probe at once (see the module doc).
+/// Over-cap connections held at once, looked at for a health probe or a probe being
+/// answered (see the module doc); within the descriptors kept free below the cap.
 pub const OVER_CAP_PROBES_MAX: usize = 64;
 /// How long an over-cap connection may take to show it is a health probe.
 pub const OVER_CAP_SNIFF: Duration = Duration::from_millis(250);
+/// How long an over-cap probe may take to send the rest of its request and take its answer.
+pub const OVER_CAP_SERVE: Duration = Duration::from_secs(1);
 /// The request lines answered on this thread (HTTP/1.x, path then a space or a query).
 const PROBE_LINES: [&[u8]; 4] = [b"GET /ping ", b"GET /ping?", b"GET /health ", b"GET /health?"];
 /// Bytes looked at: the longest probe line.
@@ -72,6 +85,7 @@ pub fn spawn(listener: std::net::TcpListener, ctx: Ctx) -> std::io::Result<std::
     listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("tally-accept".into()).spawn(move || {
+        raise_priority();
         rt.block_on(async move {
             match TcpListener::from_std(listener) {
                 Ok(l) => accept_loop(l, Arc::new(ctx)).await,
@@ -82,7 +96,7 @@ pub fn spawn(listener: std::net::TcpListener, ctx: Ctx) -> std::io::Result<std::
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
-    let over_cap = Arc::new(Semaphore::new(OVER_CAP_PROBES_MAX));
+    let over_cap = Arc::new(OverCap::default());
     let mut stop = ctx.stop.clone();
     loop {
         let stream = tokio::select! {
@@ -103,24 +117,136 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
             Ok(permit) => {
                 tokio::spawn(async move {
                     let deadline = Instant::now() + ctx.limits.header_read_timeout;
-                    route(stream, deadline, Some(permit), &ctx).await;
+                    route(stream, deadline, permit, &ctx).await;
                 });
             }
             // Over the cap, and the probe check is plain HTTP only: close at once (the
             // client sees a reset and may retry).
             Err(_) if ctx.tls.is_some() => drop(stream),
-            Err(_) => match over_cap.clone().try_acquire_owned() {
-                Ok(looking) => {
-                    tokio::spawn(async move {
-                        route(stream, Instant::now() + OVER_CAP_SNIFF, None, &ctx).await;
-                        drop(looking);
-                    });
-                }
-                Err(_) => drop(stream),
-            },
+            Err(_) => {
+                let fd = stream.as_raw_fd();
+                let mut head = [0u8; SNIFF_BYTES];
+                let n = peek_fd(fd, &mut head);
+                let probe = match probe_line(&head[..n]) {
+                    _ if n == 0 => false,
+                    Some(true) => true,
+                    None => false,
+                    Some(false) => continue, // not a probe: closed here (dropped)
+                };
+                let id = over_cap.next_id();
+                let pool = over_cap.clone();
+                let task = tokio::spawn(async move {
+                    let probe = probe || sniff(&stream, Instant::now() + OVER_CAP_SNIFF, true).await == First::Probe;
+                    if probe && pool.mark_probe(id) {
+                        let _ = tokio::time::timeout(OVER_CAP_SERVE, serve_probe(stream, &ctx)).await;
+                    }
+                    pool.remove(id);
+                });
+                // This thread's runtime runs one task at a time and the task above cannot
+                // start before this loop next waits: it is held before it can remove itself.
+                over_cap.hold(id, task.abort_handle(), probe, fd);
+            }
         }
     }
 }
+
+/// The over-cap connections being held (see the module doc): oldest first.
+#[derive(Default)]
+struct OverCap {
+    next: std::sync::atomic::AtomicU64,
+    held: Mutex<VecDeque<Held>>,
+}
+
+struct Held {
+    id: u64,
+    task: AbortHandle,
+    /// Its first bytes are a probe's.
+    probe: bool,
+    /// Its socket: open while it is held (the task removes it, with no wait between, when
+    /// it drops its stream; one pushed out is removed before its task is stopped).
+    fd: RawFd,
+}
+
+impl OverCap {
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hold a new connection; past [`OVER_CAP_PROBES_MAX`] close the oldest one not known
+    /// to be a probe, or the oldest if all are. A held one whose task has not looked yet is
+    /// looked at here: a probe whose request came in after its accept (its task not yet
+    /// woken, as when this loop takes a burst of connections at once) is kept.
+    fn hold(&self, id: u64, task: AbortHandle, probe: bool, fd: RawFd) {
+        let Ok(mut held) = self.held.lock() else { return task.abort() };
+        if held.len() >= OVER_CAP_PROBES_MAX {
+            let mut out = 0;
+            for (i, h) in held.iter_mut().enumerate() {
+                if !h.probe {
+                    let mut head = [0u8; SNIFF_BYTES];
+                    let n = peek_fd(h.fd, &mut head);
+                    if n == 0 || probe_line(&head[..n]) == Some(false) {
+                        out = i;
+                        break;
+                    }
+                    h.probe = true;
+                }
+            }
+            if let Some(out) = held.remove(out) {
+                // Dropping the task drops (closes) its connection.
+                out.task.abort();
+            }
+        }
+        held.push_back(Held { id, task, probe, fd });
+    }
+
+    /// Mark `id` a probe; false if it was pushed out meanwhile.
+    fn mark_probe(&self, id: u64) -> bool {
+        let Ok(mut held) = self.held.lock() else { return false };
+        match held.iter_mut().find(|h| h.id == id) {
+            Some(h) => {
+                h.probe = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut held) = self.held.lock() {
+            held.retain(|h| h.id != id);
+        }
+    }
+}
+
+/// The bytes already received on socket `fd`, without waiting (0 if none).
+fn peek_fd(fd: RawFd, buf: &mut [u8]) -> usize {
+    // SAFETY: recv writes at most buf.len() bytes into buf, which outlives the call; `fd`
+    // is a socket we hold open (see `Held::fd`; on any other descriptor recv only fails).
+    // MSG_PEEK leaves the bytes for the reader, MSG_DONTWAIT returns at once.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Niceness this thread asks for (0 is normal, -20 the highest priority): when the OS
+/// allows it (root, `CAP_SYS_NICE`, or an `RLIMIT_NICE` that permits it), the accept
+/// thread is woken ahead of the server's busy threads (async workers, executor, store
+/// flusher) instead of queueing behind them for a core. A packet capture of the issue's
+/// attacks put the server's whole share of a slow probe in that wait (request to answer
+/// up to 31 ms, and 115–154 ms with a CPU hog beside it, while this thread's longest run
+/// was 2 ms). Without the privilege it stays at 0, as before. Its work per connection is
+/// bounded and small (accept, a peek, a probe's answer), so it cannot starve the rest.
+const ACCEPT_NICE: i32 = -5;
+
+#[cfg(target_os = "linux")]
+fn raise_priority() {
+    // SAFETY: setpriority and gettid take plain integers and touch no memory of ours; on
+    // Linux PRIO_PROCESS with a thread id sets that thread's niceness only.
+    let ok = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, ACCEPT_NICE) == 0 };
+    tracing::debug!(nice = if ok { ACCEPT_NICE } else { 0 }, "accept thread priority");
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_priority() {}
 
 /// What a connection's first bytes say.
 #[derive(Debug, PartialEq)]
@@ -134,15 +260,13 @@ enum First {
 }
 
 /// Serve a probe here, hand anything else to the runtime (`permit`: its slot under the
-/// connection cap; None over the cap, where only a probe is served).
-async fn route(stream: TcpStream, deadline: Instant, permit: Option<OwnedSemaphorePermit>, ctx: &Ctx) {
-    let first = sniff(&stream, deadline, ctx.tls.is_none()).await;
-    match (first, permit) {
-        (First::Silent, _) => {}
-        (First::Probe, _) => serve_probe(stream, ctx).await,
-        (First::Tls, Some(_)) if ctx.tls.is_none() => crate::tls::warn_tls_on_plain_port(&stream),
-        (_, Some(permit)) => hand_off(stream, permit, ctx),
-        (_, None) => {}
+/// connection cap).
+async fn route(stream: TcpStream, deadline: Instant, permit: OwnedSemaphorePermit, ctx: &Ctx) {
+    match sniff(&stream, deadline, ctx.tls.is_none()).await {
+        First::Silent => {}
+        First::Probe => serve_probe(stream, ctx).await,
+        First::Tls if ctx.tls.is_none() => crate::tls::warn_tls_on_plain_port(&stream),
+        _ => hand_off(stream, permit, ctx),
     }
 }
 
@@ -236,5 +360,50 @@ mod tests {
         assert_eq!(probe_line(b"POST / HTTP/1.1\r\n"), Some(false));
         assert_eq!(probe_line(b"PRI * HTTP/2.0\r\n"), Some(false));
         assert_eq!(probe_line(b"GET /ledger/head"), Some(false));
+    }
+
+    #[tokio::test]
+    async fn over_cap_newcomers_push_out_the_oldest_not_known_to_be_a_probe() {
+        use std::io::Write;
+        let pool = OverCap::default();
+        let tasks: Vec<_> =
+            (0..OVER_CAP_PROBES_MAX as u64 + 3).map(|_| tokio::spawn(std::future::pending::<()>())).collect();
+        // Connection 2 sent a probe's request line after its accept, unseen by its task.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.write_all(b"GET /ping HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // No socket (-1): peeks nothing, as a silent one.
+        let silent = -1;
+        // The first two are probes (one seen at accept, one marked once its bytes came).
+        pool.hold(0, tasks[0].abort_handle(), true, silent);
+        pool.hold(1, tasks[1].abort_handle(), false, silent);
+        assert!(pool.mark_probe(1));
+        pool.hold(2, tasks[2].abort_handle(), false, server.as_raw_fd());
+        for id in 3..OVER_CAP_PROBES_MAX as u64 {
+            pool.hold(id, tasks[id as usize].abort_handle(), false, silent);
+        }
+        let n = OVER_CAP_PROBES_MAX as u64;
+        pool.hold(n, tasks[n as usize].abort_handle(), false, silent);
+        pool.hold(n + 1, tasks[n as usize + 1].abort_handle(), false, silent);
+        tokio::task::yield_now().await;
+        // The two oldest silent ones went; the probes, and the one with a probe's bytes, stay.
+        assert!(tasks[3].is_finished() && tasks[4].is_finished());
+        assert!(!tasks[0].is_finished() && !tasks[1].is_finished() && !tasks[2].is_finished());
+        assert!(!tasks[5].is_finished());
+        assert!(!pool.mark_probe(3), "a connection pushed out is not served");
+        // When every one held is a probe, the oldest goes.
+        let held: Vec<u64> = pool.held.lock().unwrap().iter().map(|h| h.id).collect();
+        for id in &held {
+            assert!(pool.mark_probe(*id));
+        }
+        pool.hold(n + 2, tasks[n as usize + 2].abort_handle(), false, silent);
+        tokio::task::yield_now().await;
+        assert!(tasks[0].is_finished());
+        assert!(!tasks[1].is_finished());
+        pool.remove(1);
+        assert_eq!(pool.held.lock().unwrap().len(), OVER_CAP_PROBES_MAX - 1);
+        drop(server);
     }
 }

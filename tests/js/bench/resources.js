@@ -17,7 +17,9 @@
 // both counts are scaled down to it (CONN_FLOOD).
 //
 // Per scenario: peak RSS; every /ping probe's latency (worst, p99, p50, how many over
-// 100 ms) with its TCP connect time apart; the deepest accept queue and the kernel's
+// 100 ms; probed from a process of its own) with its TCP connect time apart; failed
+// probes by reason, and in the JSON line each slow or failed probe's wall clock and
+// local port (to find it in a packet capture); the deepest accept queue and the kernel's
 // listen drops; the load average; CPU and wait for a core of the server's accept and
 // runtime threads.
 
@@ -26,7 +28,7 @@ const http2 = require('node:http2')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { Worker } = require('node:worker_threads')
+const { spawn } = require('node:child_process')
 const { TallyServer, rawRequest, sleep, HOST, q } = require(path.join(__dirname, '..', 'helpers', 'server'))
 
 const MIB = 1024 * 1024
@@ -50,38 +52,66 @@ function rssOf(pid) {
 }
 
 /** GET /ping every 100 ms on a fresh connection (as a load balancer probes) until told
- *  to stop; posts every probe's latency split into connect (the TCP handshake, which only
- *  waits if the kernel's accept queue dropped the SYN) and the rest (accept, reading the
- *  request, answering), and failures. */
+ *  to stop; sends back every probe's latency split into connect (the TCP handshake, which
+ *  only waits if the kernel's accept queue dropped the SYN, or if this process did not
+ *  get a core to send it) and the rest (accept, reading the request, answering), and
+ *  failures with their reasons.
+ *
+ *  It runs as a process of its own, at nice -5 where it may (as root): as a worker thread
+ *  of the benchmark, a packet capture of the issue's attacks (tcpdump on lo) showed the
+ *  probes' slow "connects" (80–280 ms) were the probe's SYN leaving that late after the
+ *  probe started — the benchmark process, busy with the attack's clients, not the server
+ *  (which answered those probes within 1–7 ms of their request arriving). */
 const PROBER = `
-const { parentPort, workerData } = require('node:worker_threads')
 const http = require('node:http')
+const os = require('node:os')
+const workerData = JSON.parse(process.argv[1])
+let nice = 0
+try { os.setPriority(-5); nice = -5 } catch (_) {}
+const parentPort = { postMessage: m => process.send({ ...m, nice }, () => process.exit(0)) }
 let stop = false, pingFail = 0
 const probes = []
+const failures = []
+const slow = []
 const start = Date.now()
-parentPort.on('message', () => { stop = true })
+process.on('message', () => { stop = true })
 const once = () => new Promise(resolve => {
   const t0 = Date.now()
   let connectMs = null
-  const done = ok => {
-    if (!ok) pingFail++
-    probes.push({ at: t0 - start, ms: Date.now() - t0, connectMs })
+  let finished = false
+  let localPort = null
+  const done = (ok, why) => {
+    if (finished) return
+    finished = true
+    const ms = Date.now() - t0
+    if (!ok) {
+      pingFail++
+      failures.push({ at: t0 - start, ms, connectMs, why })
+    }
+    // The slow and the failed ones in detail (wall clock and local port), to be found in
+    // a packet capture of the run (tcpdump -tt).
+    if (!ok || ms > 100) slow.push({ t0, ms, connectMs, localPort, why: ok ? 'slow' : why })
+    probes.push({ at: t0 - start, ms, connectMs })
     resolve()
   }
   const req = http.get({ host: workerData.host, port: workerData.port, path: '/ping', agent: false, timeout: 5000 }, res => {
     res.resume()
-    res.on('end', () => done(res.statusCode === 200))
+    res.on('end', () => done(res.statusCode === 200, 'status ' + res.statusCode))
+    res.on('error', e => done(false, 'answer ' + (e.code || e.message)))
   })
-  req.on('socket', s => s.on('connect', () => (connectMs = Date.now() - t0)))
+  req.on('socket', s => s.on('connect', () => {
+    connectMs = Date.now() - t0
+    localPort = s.localPort
+  }))
   req.on('timeout', () => req.destroy(new Error('timeout')))
-  req.on('error', () => done(false))
+  req.on('error', e => done(false, (connectMs === null ? 'connect ' : 'request ') + (e.code || e.message)))
 })
 ;(async () => {
   while (!stop) {
     await once()
     await new Promise(r => setTimeout(r, 100))
   }
-  parentPort.postMessage({ probes, pingFail })
+  parentPort.postMessage({ probes, pingFail, failures, slow })
 })()
 `
 
@@ -142,6 +172,8 @@ async function measure(server, work) {
   let queueMax = 0
   let probes = []
   let pingFail = 0
+  let failures = []
+  let slowProbes = []
   let guardHit = false
   let running = true
   const drops0 = listenDrops()
@@ -158,18 +190,27 @@ async function measure(server, work) {
       await sleep(50)
     }
   })()
-  // The prober runs on a thread of its own: this one is busy with the attack's clients
-  // (reading forty 16 MiB answers stalls its event loop for seconds), which would be
-  // counted as the server's latency.
-  const prober = new Worker(PROBER, { eval: true, workerData: { host: HOST, port: server.port } })
+  // The prober is a process of its own (see PROBER): this one is busy with the attack's
+  // clients (reading forty 16 MiB answers stalls its event loop for seconds; as a worker
+  // thread here the probes still left late), which would be counted as the server's.
+  const prober = spawn(process.execPath, ['-e', PROBER, JSON.stringify({ host: HOST, port: server.port })], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  let proberNice = null
   const pinger = new Promise(resolve => {
     prober.on('message', m => {
       probes = m.probes
       pingFail = m.pingFail
+      failures = m.failures
+      slowProbes = m.slow
+      proberNice = m.nice
       resolve()
     })
+    prober.on('exit', () => resolve())
     prober.on('error', () => resolve())
   })
+  // Its first probe once it runs (node's start-up is not a probe's latency).
+  await new Promise(r => prober.once('spawn', r))
   const t0 = Date.now()
   let result
   try {
@@ -180,9 +221,9 @@ async function measure(server, work) {
   const ms = Date.now() - t0
   const sched = threadSched(pid)
   running = false
-  prober.postMessage('stop')
+  prober.send('stop')
   await Promise.all([sampler, pinger])
-  await prober.terminate()
+  prober.kill()
   const load1 = os.loadavg()[0]
   const worst = probes.reduce((w, p) => (!w || p.ms > w.ms ? p : w), null) || { ms: 0, at: 0, connectMs: null }
   const lat = probes.map(p => p.ms)
@@ -197,6 +238,9 @@ async function measure(server, work) {
     pingOver100: lat.filter(x => x > 100).length,
     pingConnectOver100: probes.filter(p => p.connectMs > 100).length,
     pingFail,
+    pingFailures: tallyFailures(failures),
+    proberNice,
+    slowProbes,
     acceptQueueMax: queueMax,
     listenDrops: listenDrops() - drops0,
     load: `${load0.toFixed(1)}–${load1.toFixed(1)}`,
@@ -206,6 +250,19 @@ async function measure(server, work) {
     ms,
     ...result,
   }
+}
+
+/** Failed probes by reason, with when (ms into the run) the first and last of each
+ *  were sent: "request ECONNRESET ×11 (at 636–7,120 ms)". */
+function tallyFailures(failures) {
+  const by = new Map()
+  for (const f of failures) {
+    const o = by.get(f.why) || { n: 0, first: f.at, last: f.at }
+    o.n++
+    o.last = f.at
+    by.set(f.why, o)
+  }
+  return [...by].map(([why, o]) => `${why} ×${o.n} (at ${o.first}–${o.last} ms)`).join('; ')
 }
 
 const post = (server, query, timeoutMs = 60_000) =>
@@ -567,14 +624,16 @@ const scenarios = {
   // Where this process may not open that many (its hard RLIMIT_NOFILE), both are scaled
   // down (CONN_FLOOD), keeping more sockets than the server's cap.
   async issueConnFlood(server) {
+    const t = Date.now()
     const st = await openSockets(server.port, CONN_FLOOD.sockets)
+    const openMs = Date.now() - t
     await sleep(3_000)
     const t0 = Date.now()
     const r = await post(server, q.Add(1, 2), 10_000)
     const qms = Date.now() - t0
     const open = st.socks.length - st.closed
     for (const s of st.socks) s.destroy()
-    return { work: `${CONN_FLOOD.sockets} sockets against ${CONN_FLOOD.serverFds} descriptors (${st.failed} failed to connect), ${st.closed} closed by the server, ${open} open; a query then: ${r.status} in ${qms} ms` }
+    return { work: `${CONN_FLOOD.sockets} sockets against ${CONN_FLOOD.serverFds} descriptors (${st.failed} failed to connect; opened in ${openMs} ms), ${st.closed} closed by the server, ${open} open; a query then: ${r.status} in ${qms} ms` }
   },
   // Two thousand slowloris heads (a header line a second), then a query.
   async issueSlowloris(server) {
@@ -680,7 +739,7 @@ async function main() {
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of rows) {
     console.log(
-      `| ${r.name} | ${r.peakMiB} | ${r.pingMaxMs} (${r.pingMaxAtMs}; ${r.pingMaxConnectMs}) | ${r.pingP99Ms} / ${r.pingP50Ms} | ${r.pingOver100} (${r.pingConnectOver100}) of ${r.pings} | ${r.pingFail} | ${r.acceptQueueMax}, ${r.listenDrops} | ${r.load} | ${r.guardHit ? 'yes' : 'no'} | ${r.ms} | ${r.work || r.error} | ${r.acceptThread}; ${r.runtimeThreads} |`
+      `| ${r.name} | ${r.peakMiB} | ${r.pingMaxMs} (${r.pingMaxAtMs}; ${r.pingMaxConnectMs}) | ${r.pingP99Ms} / ${r.pingP50Ms} | ${r.pingOver100} (${r.pingConnectOver100}) of ${r.pings} | ${r.pingFail}${r.pingFailures ? ` (${r.pingFailures})` : ''} | ${r.acceptQueueMax}, ${r.listenDrops} | ${r.load} | ${r.guardHit ? 'yes' : 'no'} | ${r.ms} | ${r.work || r.error} | ${r.acceptThread}; ${r.runtimeThreads} |`
     )
   }
 }
