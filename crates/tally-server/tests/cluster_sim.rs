@@ -96,7 +96,7 @@ fn net_err(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for SimConn {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = tally_raft::SnapshotData;
 
     async fn append_entries(
         &mut self,
