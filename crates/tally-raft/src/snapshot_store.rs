@@ -161,6 +161,14 @@ impl SnapshotDir {
     pub fn save(&self, meta: &SnapshotMeta, mut data: SnapshotFile) -> io::Result<SnapshotFile> {
         let current = self.dir.join(SNAPSHOT_DATA);
         let _g = self.locked()?;
+        // A build that ran while a newer snapshot was installed must not replace it.
+        if let Some(newer) = self.read_meta()?.filter(|m| m.last_log_id > meta.last_log_id) {
+            if self.is_temp(&data.path) {
+                std::fs::remove_file(&data.path)?;
+            }
+            tracing::info!(kept = ?newer.last_log_id, older = ?meta.last_log_id, "kept the newer snapshot");
+            return SnapshotFile::open(&current);
+        }
         if data.path != current {
             let from = if self.is_temp(&data.path) {
                 data.path.clone()
@@ -187,6 +195,13 @@ impl SnapshotDir {
     /// The current snapshot, if any. Blocking.
     pub fn load(&self) -> io::Result<Option<Snapshot>> {
         let _g = self.locked()?;
+        let Some(meta) = self.read_meta()? else { return Ok(None) };
+        let data = SnapshotFile::open(&self.dir.join(SNAPSHOT_DATA))?;
+        Ok(Some(Snapshot { meta, snapshot: data }))
+    }
+
+    /// The current snapshot's meta (call with the lock held).
+    fn read_meta(&self) -> io::Result<Option<SnapshotMeta>> {
         let read = |name: &str| match std::fs::read(self.dir.join(name)) {
             Ok(b) => crate::wire::decode_snapshot_meta(&b)
                 .map(Some)
@@ -194,14 +209,9 @@ impl SnapshotDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         };
-        let meta = match read(SNAPSHOT_META)? {
-            Some(m) => m,
-            None => match read(SNAPSHOT_META_V0)? {
-                Some(m) => m,
-                None => return Ok(None),
-            },
-        };
-        let data = SnapshotFile::open(&self.dir.join(SNAPSHOT_DATA))?;
-        Ok(Some(Snapshot { meta, snapshot: data }))
+        match read(SNAPSHOT_META)? {
+            Some(m) => Ok(Some(m)),
+            None => read(SNAPSHOT_META_V0),
+        }
     }
 }
