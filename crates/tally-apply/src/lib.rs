@@ -13,7 +13,7 @@ mod replicated;
 
 pub use batch::{Batch, BatchError, BatchHead, BATCH_FORMAT, BATCH_FORMAT_UNSTAMPED};
 pub use idle::{IdleSweep, IDLE_SWEEP_EVERY};
-pub use replicated::{MachineError, ReplicatedMachine};
+pub use replicated::{ExportWriter, MachineError, ReplicatedMachine};
 
 /// What the node that received an input already decoded from its bytes, handed to the
 /// executor beside them so it need not decode them again (the local log only: nothing of

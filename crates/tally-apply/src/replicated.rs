@@ -15,6 +15,10 @@ use crate::StateMachine;
 #[error("state machine: {0}")]
 pub struct MachineError(pub String);
 
+/// Writes a state exported by [`ReplicatedMachine::export_view`] to a stream; runs off
+/// the machine's thread, while the machine goes on applying.
+pub type ExportWriter = Box<dyn FnOnce(&mut dyn std::io::Write) -> Result<(), MachineError> + Send>;
+
 /// A [`StateMachine`] that a replicated log can drive, checkpoint and snapshot.
 pub trait ReplicatedMachine: StateMachine {
     /// Apply `batch` (its height must be `applied_height() + 1`) and record `position`
@@ -38,4 +42,21 @@ pub trait ReplicatedMachine: StateMachine {
     fn export(&self) -> Result<Vec<u8>, MachineError>;
     /// Replace the whole state with an [`export`](Self::export)ed one, durably.
     fn import(&mut self, data: &[u8]) -> Result<(), MachineError>;
+    /// The state as it is now (call after `checkpoint`), to be written later by the
+    /// returned writer on another thread while this machine applies more batches: the
+    /// same bytes [`export`](Self::export) gives now. A machine over a store takes a
+    /// read view here and streams it in the writer, holding one record at a time; the
+    /// default exports whole, here.
+    fn export_view(&self) -> Result<ExportWriter, MachineError> {
+        let data = self.export()?;
+        Ok(Box::new(move |w: &mut dyn std::io::Write| w.write_all(&data).map_err(|e| MachineError(e.to_string()))))
+    }
+    /// [`import`](Self::import) from a stream: a machine over a store loads it record by
+    /// record as one commit (a damaged or truncated stream leaves the state as it was);
+    /// the default reads it whole first.
+    fn import_from(&mut self, r: &mut dyn std::io::Read) -> Result<(), MachineError> {
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).map_err(|e| MachineError(e.to_string()))?;
+        self.import(&data)
+    }
 }

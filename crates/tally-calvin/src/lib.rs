@@ -29,6 +29,7 @@ pub use retain::{retirable, retire_segments, Retain, Retired};
 pub use segment::{list_segments, segment_name, Segment, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_VERSION};
 pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
 pub use tally_apply::{
-    Batch, BatchError, Decoded, IdleSweep, MachineError, ReplicatedMachine, StateMachine, IDLE_SWEEP_EVERY,
+    Batch, BatchError, Decoded, ExportWriter, IdleSweep, MachineError, ReplicatedMachine, StateMachine,
+    IDLE_SWEEP_EVERY,
 };
 pub use write::{WriteError, WriteFuture, WritePath};

@@ -858,6 +858,28 @@ impl ReplicatedMachine for FqlMachine {
 
     fn import(&mut self, data: &[u8]) -> Result<(), MachineError> {
         crate::snapshot::import(&*self.store, data).map_err(machine_err)?;
+        self.after_import()
+    }
+
+    /// A read view of the store now; the writer streams it (`snapshot::export_to`).
+    fn export_view(&self) -> Result<tally_apply::ExportWriter, MachineError> {
+        let snap = self.store.snapshot().map_err(machine_err)?;
+        let height = self.applied_height;
+        Ok(Box::new(move |w: &mut dyn std::io::Write| {
+            crate::snapshot::export_to(&*snap, height, w).map_err(machine_err)
+        }))
+    }
+
+    fn import_from(&mut self, r: &mut dyn std::io::Read) -> Result<(), MachineError> {
+        let mut reader = crate::snapshot::SnapshotReader::new(r).map_err(machine_err)?;
+        crate::snapshot::import_replacing(&*self.store, &mut reader).map_err(machine_err)?;
+        self.after_import()
+    }
+}
+
+impl FqlMachine {
+    /// After the store's content was replaced by a snapshot.
+    fn after_import(&mut self) -> Result<(), MachineError> {
         self.reload().map_err(machine_err)?;
         // Anything cached was read from the replaced state (at or before the new one's
         // last commit: a member only installs a snapshot ahead of what it applied).

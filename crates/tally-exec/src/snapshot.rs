@@ -7,10 +7,10 @@
 //! - `0x03` meta value: `name len u32 | name (UTF-8) | value len u32 | value`
 //!
 //! The snapshot ends itself (the end tag, then the crc), so it can be written to and read
-//! from a stream: online backups do both ([`export_to`], [`SnapshotReader`],
-//! [`import_fresh`]) with memory bounded by one record. Raft snapshots are still built and
-//! installed whole in memory ([`export`], [`import`]); that bounds the store size a
-//! cluster can ship that way.
+//! from a stream with memory bounded by one record: online backups do both ([`export_to`],
+//! [`SnapshotReader`], [`import_fresh`]), and so do Raft snapshots ([`export_to`] from a
+//! view taken on the executor, [`import_replacing`] into the live store as one commit).
+//! [`export`] and [`import`] (whole, in memory) remain for tests and small tools.
 
 use std::io::{Read, Write};
 
@@ -278,14 +278,76 @@ pub fn import_fresh<R: Read>(store: &dyn Store, reader: &mut SnapshotReader<R>) 
     Ok(records)
 }
 
-fn put_meta(b: &mut dyn tally_storage::Batch, name: &str, value: &[u8]) -> Result<(), SnapshotError> {
-    b.set_meta(name, value)?;
+/// Replace the live store's content with a streamed snapshot, as one durable commit
+/// ([`Store::replace`]): readers see the old state or the new, and a snapshot that turns
+/// out damaged or truncated (its CRC is checked at its end, before the commit) leaves the
+/// old state untouched. Memory: one record, plus what the store's commit holds (a redb
+/// store writes it through its page cache). Meta values the snapshot does not carry are
+/// kept, as [`import`] keeps them. Returns the records read.
+pub fn import_replacing<R: Read>(store: &dyn Store, reader: &mut SnapshotReader<R>) -> Result<u64, SnapshotError> {
+    let mut records = 0u64;
+    // The reader's own error, which `replace` can only carry as a storage error.
+    let mut failure = None;
+    let r = store.replace(&mut |load| {
+        load_records(reader, load, &mut records).map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            tally_storage::StorageError::Invalid(msg)
+        })
+    });
+    match (r, failure) {
+        (Ok(()), _) => Ok(records),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+fn load_records<R: Read>(
+    reader: &mut SnapshotReader<R>,
+    load: &mut dyn tally_storage::Load,
+    records: &mut u64,
+) -> Result<(), SnapshotError> {
+    while let Some(r) = reader.next_record()? {
+        *records += 1;
+        match r {
+            OwnedRecord::Version(space, key, ts, value) => load.put(space, &key, ts, &value)?,
+            OwnedRecord::Meta(name, value) => put_meta(&mut MetaOf(&mut *load), &name, &value)?,
+        }
+    }
+    // A whole snapshot is one stream: anything after its CRC is damage.
+    match reader.r.read(&mut [0u8; 1])? {
+        0 => Ok(()),
+        _ => Err(SnapshotError::Malformed("bytes after the end")),
+    }
+}
+
+/// Where [`put_meta`] sets a value: a batch or a [`Store::replace`] load.
+trait SetMeta {
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), tally_storage::StorageError>;
+}
+
+impl SetMeta for dyn tally_storage::Batch + '_ {
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), tally_storage::StorageError> {
+        self.set_meta(name, value)
+    }
+}
+
+struct MetaOf<'a>(&'a mut dyn tally_storage::Load);
+
+impl SetMeta for MetaOf<'_> {
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), tally_storage::StorageError> {
+        self.0.set_meta(name, value)
+    }
+}
+
+fn put_meta(b: &mut (impl SetMeta + ?Sized), name: &str, value: &[u8]) -> Result<(), SnapshotError> {
+    b.set(name, value)?;
     // The leaf-hash lookup (get-proof-by-hash) is derived from the leaf records, so it is
     // rebuilt here rather than carried.
     if let Some(index) = name.strip_prefix("tlog/l/") {
         let index = u64::from_str_radix(index, 16).map_err(|_| SnapshotError::Malformed("leaf name"))?;
         let rec = tally_ledger::leaf::decode_record(value).map_err(|_| SnapshotError::Malformed("leaf record"))?;
-        b.set_meta(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
+        b.set(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
     }
     Ok(())
 }
@@ -458,5 +520,37 @@ mod tests {
             Err(_) => Some(true),
         })
         .any(|e| e));
+    }
+
+    /// A streamed snapshot replaces the live store's content as one commit; a truncated,
+    /// damaged or overlong one is refused and leaves the store as it was.
+    #[test]
+    fn a_streamed_import_replaces_whole_or_not_at_all() {
+        let a = MemStore::new();
+        let mut b = a.begin().unwrap();
+        b.put(Space::Docs, b"k1", 5, b"v5").unwrap();
+        b.put(Space::Index, b"i", 7, b"x").unwrap();
+        b.set_meta(META_APPLIED_HEIGHT, &1u64.to_be_bytes()).unwrap();
+        b.commit(true).unwrap();
+        let mut streamed = Vec::new();
+        export_to(&*a.snapshot().unwrap(), 1, &mut streamed).unwrap();
+
+        let c = MemStore::new();
+        let mut b = c.begin().unwrap();
+        b.put(Space::Docs, b"old", 3, b"gone").unwrap();
+        b.commit(true).unwrap();
+        let old = export(&c, 0).unwrap();
+        let mut overlong = streamed.clone();
+        overlong.push(0);
+        let mut flipped = streamed.clone();
+        flipped[12] ^= 1;
+        for bad in [&streamed[..streamed.len() - 3], &streamed[..20], &flipped[..], &overlong[..]] {
+            let mut r = SnapshotReader::new(bad).unwrap();
+            assert!(import_replacing(&c, &mut r).is_err());
+            assert_eq!(export(&c, 0).unwrap(), old, "a refused snapshot changed nothing");
+        }
+        let mut r = SnapshotReader::new(&streamed[..]).unwrap();
+        assert_eq!(import_replacing(&c, &mut r).unwrap(), 3);
+        assert_eq!(export(&c, 1).unwrap(), streamed);
     }
 }

@@ -28,6 +28,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::snapshot_stream::PeerBody;
 use crate::tls::{PeerConnector, PeerTls};
 use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
 
@@ -95,7 +96,7 @@ pub enum NetError {
     Decode(u64, String),
 }
 
-type Http = Client<PeerConnector, Full<Bytes>>;
+type Http = Client<PeerConnector, PeerBody>;
 
 fn http_client(conn: PeerConnector) -> Http {
     Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn)
@@ -153,6 +154,20 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, NetError> {
+        let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
+        self.post_body(target, addr, path, headers, body, timeout).await
+    }
+
+    /// [`post_bytes`](Self::post_bytes) with a body that may stream.
+    pub async fn post_body(
+        &self,
+        target: u64,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: PeerBody,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
         if self.faults.isolated() {
             return Err(NetError::Unreachable(target, "this member is isolated (fault injection)".into()));
         }
@@ -165,7 +180,7 @@ impl PeerClient {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| NetError::Unreachable(target, e.to_string()))?;
+        let req = req.body(body).map_err(|e| NetError::Unreachable(target, e.to_string()))?;
         let call = async {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -290,16 +305,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let body = crate::wire::encode_snapshot_send(&vote, &snapshot.meta, snapshot.snapshot.get_ref());
-        drop(snapshot);
-        let send = self.client.post_bytes(
-            self.target,
-            &self.addr,
-            "/raft/snapshot",
-            &[],
-            body,
-            option.hard_ttl().max(Duration::from_secs(60)),
-        );
+        let timeout = snapshot_timeout(snapshot.snapshot.len()).max(option.hard_ttl());
+        let body = crate::snapshot_stream::send_body(&vote, &snapshot.meta, snapshot.snapshot);
+        let send = self.client.post_body(self.target, &self.addr, "/raft/snapshot", &[], body, timeout);
         tokio::pin!(cancel);
         let body = tokio::select! {
             closed = &mut cancel => return Err(StreamingError::Closed(closed)),
@@ -312,6 +320,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         r.map(|vote| SnapshotResponse { vote }).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
     }
+}
+
+/// How long sending a snapshot of `bytes` may take: a minute, plus a second for every
+/// 8 MiB (a slow 64 Mbit/s link), so that a large snapshot is not cut off half-way and
+/// sent again forever.
+pub fn snapshot_timeout(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / (8 << 20))
 }
 
 #[cfg(test)]

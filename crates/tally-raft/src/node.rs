@@ -166,6 +166,8 @@ pub struct RaftNode {
     checkpoint: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<()>> + Send + Sync>,
     /// Peer requests refused by the peer API (logged, rate-limited).
     pub refusals: crate::tls::RefusalLog,
+    /// The state machine's snapshot directory (received snapshots are streamed there).
+    pub snapshots: Arc<crate::snapshot_store::SnapshotDir>,
 }
 
 /// Default of [`ClusterConfig::snapshot_log_bytes`]. Measured (docs/operations.md): 380k
@@ -259,6 +261,7 @@ impl RaftNode {
         machine.node_id = Some(cfg.node_id);
         let early = machine.early.clone();
         let checkpoint = Box::new(machine.checkpoint_handle());
+        let snapshots = machine.snapshots();
         let rules = machine.rules;
         let appended = log.appended_bytes();
         let raft = Raft::new(cfg.node_id, rcfg, net, log, machine)
@@ -290,6 +293,7 @@ impl RaftNode {
             early: early.clone(),
             checkpoint,
             refusals: Default::default(),
+            snapshots,
         });
         if !crate::runtime::is_deterministic() {
             tokio::spawn(snapshot_by_bytes(raft.clone(), appended, cfg.snapshot_log_bytes));

@@ -10,7 +10,6 @@
 //! without, it must carry the cluster token. An isolated member (fault injection)
 //! refuses everything.
 
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,9 @@ use crate::node::{MembershipOp, RaftNode, SubmitError, SubmitOk};
 use crate::tls::PEER_MEMBER_HEADER;
 use crate::{TypeConfig, Vote};
 
-/// Largest peer request body (a snapshot is sent whole).
+/// Largest peer request body read whole (append-entries: up to 64 entries of up to
+/// 32 MiB). A snapshot is not read whole: its route streams it to a file, under
+/// [`crate::snapshot_stream::SNAPSHOT_DATA_BYTES_MAX`].
 pub const PEER_BODY_BYTES_MAX: usize = 4 << 30;
 
 pub fn router(node: Arc<RaftNode>) -> Router {
@@ -190,19 +191,40 @@ async fn transfer_leader(State(node): State<Arc<RaftNode>>, headers: HeaderMap, 
     json(&r)
 }
 
-async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A snapshot from the leader: its head is read and its sender checked, then its data is
+/// streamed to a temporary file and checked (length, CRC-32, nothing after) before Raft
+/// installs it; a cut or damaged one is refused (400) and the leader sends it again.
+async fn snapshot(State(node): State<Arc<RaftNode>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    use crate::snapshot_stream::{ReceiveError, Receiver};
     if let Err(r) = admit(&node, &headers) {
         return r;
     }
-    let (vote, meta, at) = match crate::wire::decode_snapshot_send(&body) {
+    let mut rx = Receiver::new(body.into_data_stream());
+    let (vote, meta, len) = match rx.read_head().await {
         Ok(h) => h,
-        Err(e) => return unreadable("snapshot", e),
+        Err(ReceiveError::Head(e)) => return unreadable("snapshot", e),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("snapshot refused: {e}")).into_response(),
     };
     if let Err(r) = check_sender(&node, &headers, voter(&vote)) {
         return r;
     }
-    let snap = openraft::Snapshot { meta, snapshot: Cursor::new(body[at..].to_vec()) };
+    let data = match rx.read_data(&node.snapshots, len).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = len, "refused a snapshot from the leader");
+            return (StatusCode::BAD_REQUEST, format!("snapshot refused: {e}")).into_response();
+        }
+    };
+    let path = data.path().to_path_buf();
+    let snap = openraft::Snapshot { meta, snapshot: data };
     let r = node.raft.install_full_snapshot(vote, snap).await.map(|r: SnapshotResponse<TypeConfig>| r.vote);
+    // Installed, the file was renamed to the current snapshot; otherwise it is dropped.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(error = %e, path = %path.display(), "removing a received snapshot file")
+        }
+        _ => {}
+    }
     record(crate::wire::encode_snapshot_answer(&r))
 }
 

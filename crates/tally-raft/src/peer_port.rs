@@ -10,7 +10,7 @@
 //! - a connection with no request in progress for `idle_timeout` is closed;
 //! - a request is admitted (cluster token, isolation: [`crate::peer::admit`]) from its
 //!   head, *before* its body is read, so only a member can make this node hold a body
-//!   (up to [`crate::peer::PEER_BODY_BYTES_MAX`], a snapshot being sent whole);
+//!   (up to [`crate::peer::PEER_BODY_BYTES_MAX`]; a snapshot is streamed to a file);
 //! - a body that sends nothing for `body_stall_timeout` is dropped (a stalled upload).
 //!
 //! Serves HTTP/1.1, which is what the members' Raft client speaks (`crate::network`).

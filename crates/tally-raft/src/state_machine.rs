@@ -8,11 +8,14 @@
 //! checkpoint first, so the entries after the durable checkpoint are always still in the
 //! log.
 //!
-//! Snapshots are the machine's full export, kept as two files in the snapshot directory
-//! (`snapshot.meta.json`, `snapshot.bin`), written to temporary names and renamed.
+//! Snapshots are the machine's full export, kept as files in the snapshot directory
+//! ([`crate::snapshot_store`]) and never held in memory: building one takes a read view
+//! on the executor (after a durable checkpoint) and streams it to the file on a blocking
+//! thread while the executor goes on applying; installing one streams the received file
+//! into the store as one commit (a damaged one changes nothing).
 
-use std::io::{self, Cursor};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -22,10 +25,11 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderId;
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
-use tally_calvin::{Batch, ReplicatedMachine};
+use tally_calvin::{Batch, ExportWriter, ReplicatedMachine};
 use tokio::sync::oneshot;
 
 use crate::early::{Early, Sink};
+use crate::snapshot_store::{SnapshotDir, SnapshotFile, SNAPSHOT_IO_BUFFER_BYTES};
 use crate::{BatchResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Stack of the executor thread (evaluation recurses; the evaluator bounds the depth).
@@ -105,8 +109,10 @@ impl Position {
 
 /// Type-erased view of the executor for the snapshot builder and the node.
 trait Engine: Send + Sync {
-    fn checkpoint_and_export(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, Vec<u8>)>>;
-    fn import(&self, data: Vec<u8>, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
+    /// A durable checkpoint, then the position and a writer of the state at it.
+    fn checkpoint_and_view(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, ExportWriter)>>;
+    /// Replace the state with the export read from `data`, and record `pos`, durably.
+    fn import(&self, data: std::fs::File, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>>;
     fn apply(
         &self,
         batch: Batch,
@@ -118,23 +124,24 @@ trait Engine: Send + Sync {
 }
 
 impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
-    fn checkpoint_and_export(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, Vec<u8>)>> {
+    fn checkpoint_and_view(&self) -> futures_util::future::BoxFuture<'static, io::Result<(Vec<u8>, ExportWriter)>> {
         let ex = self.clone();
         Box::pin(async move {
-            ex.call(|m| -> io::Result<(Vec<u8>, Vec<u8>)> {
+            ex.call(|m| -> io::Result<(Vec<u8>, ExportWriter)> {
                 m.checkpoint().map_err(io_err)?;
                 let pos = m.position().map_err(io_err)?.unwrap_or_default();
-                Ok((pos, m.export().map_err(io_err)?))
+                Ok((pos, m.export_view().map_err(io_err)?))
             })
             .await?
         })
     }
 
-    fn import(&self, data: Vec<u8>, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>> {
+    fn import(&self, data: std::fs::File, pos: Vec<u8>) -> futures_util::future::BoxFuture<'static, io::Result<()>> {
         let ex = self.clone();
         Box::pin(async move {
             ex.call(move |m| -> io::Result<()> {
-                m.import(&data).map_err(io_err)?;
+                let mut r = io::BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, data);
+                m.import_from(&mut r).map_err(io_err)?;
                 m.set_position(&pos).map_err(io_err)?;
                 m.checkpoint().map_err(io_err)
             })
@@ -202,7 +209,7 @@ struct Released {
 pub struct Machine {
     engine: Arc<dyn Engine>,
     position: Position,
-    snapshot_dir: PathBuf,
+    snapshots: Arc<SnapshotDir>,
     /// Outputs released during an apply; `None` in deterministic mode, where intermediate
     /// commits would depend on the wall clock.
     pub(crate) early: Option<Arc<Early>>,
@@ -221,7 +228,7 @@ pub struct Machine {
 impl Machine {
     /// Start the executor thread over `machine`; snapshots live in `snapshot_dir`.
     pub fn open<M: ReplicatedMachine + 'static>(machine: M, snapshot_dir: &Path) -> io::Result<Machine> {
-        std::fs::create_dir_all(snapshot_dir)?;
+        let snapshots = SnapshotDir::open(snapshot_dir)?;
         let position = match machine.position().map_err(io_err)? {
             Some(b) => Position::decode(&b)?,
             None => Position::default(),
@@ -232,12 +239,18 @@ impl Machine {
             rules,
             engine: Arc::new(Executor::start(machine)?),
             position,
-            snapshot_dir: snapshot_dir.to_path_buf(),
+            snapshots,
             applied_index: Arc::new(AtomicU64::new(applied)),
             applied_notify: Arc::new(tokio::sync::Notify::new()),
             early: (!crate::runtime::is_deterministic()).then(|| Arc::new(Early::default())),
             node_id: None,
         })
+    }
+
+    /// The snapshot directory (a member receiving a snapshot streams it into a temporary
+    /// file there).
+    pub fn snapshots(&self) -> Arc<SnapshotDir> {
+        self.snapshots.clone()
     }
 
     /// A durable checkpoint now (clean shutdown).
@@ -247,77 +260,34 @@ impl Machine {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-const SNAPSHOT_META: &str = "snapshot.meta";
-/// Where builds before the binary Raft records kept the meta (version 0, JSON).
-const SNAPSHOT_META_V0: &str = "snapshot.meta.json";
-const SNAPSHOT_DATA: &str = "snapshot.bin";
-
-/// Data first, then meta: the meta file names a complete data file.
-fn save_snapshot(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    write_atomic(dir, SNAPSHOT_DATA, data)?;
-    write_atomic(dir, SNAPSHOT_META, &crate::wire::encode_snapshot_meta(meta))?;
-    // A meta file of an earlier build would name data that is gone.
-    match std::fs::remove_file(dir.join(SNAPSHOT_META_V0)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn load_snapshot(dir: &Path) -> io::Result<Option<Snapshot>> {
-    let read = |name: &str| match std::fs::read(dir.join(name)) {
-        Ok(b) => crate::wire::decode_snapshot_meta(&b)
-            .map(Some)
-            .map_err(|e| io_err(format!("snapshot meta {}: {e}", dir.join(name).display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    };
-    let meta = match read(SNAPSHOT_META)? {
-        Some(m) => m,
-        None => match read(SNAPSHOT_META_V0)? {
-            Some(m) => m,
-            None => return Ok(None),
-        },
-    };
-    let data = std::fs::read(dir.join(SNAPSHOT_DATA))?;
-    Ok(Some(Snapshot { meta, snapshot: Cursor::new(data) }))
-}
-
 pub struct SnapshotBuilder {
     engine: Arc<dyn Engine>,
-    dir: PathBuf,
+    snapshots: Arc<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotFile;
 
+    /// openraft runs this in a task of its own; the executor is held only for the
+    /// checkpoint and the read view, and goes on applying while the file is written.
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Position and data come from one executor call: no entry is applied in between.
-        let (pos, data) = self.engine.checkpoint_and_export().await?;
+        // Position and view come from one executor call: no entry is applied in between.
+        let (pos, writer) = self.engine.checkpoint_and_view().await?;
         let pos = if pos.is_empty() { Position::default() } else { Position::decode(&pos)? };
         let meta = SnapshotMeta { last_log_id: pos.log_id, last_membership: pos.membership };
-        let dir = self.dir.clone();
-        let (m2, d2) = (meta.clone(), data.clone());
-        crate::runtime::blocking(move || save_snapshot(&dir, &m2, &d2)).await??;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
-        Ok(Snapshot { meta, snapshot: Cursor::new(data) })
+        let (snapshots, m2) = (self.snapshots.clone(), meta.clone());
+        let started = std::time::Instant::now();
+        let data = crate::runtime::blocking(move || snapshots.build(&m2, |w| writer(w).map_err(io_err))).await??;
+        tracing::info!(
+            last_log_id = ?meta.last_log_id, bytes = data.len(), ms = started.elapsed().as_millis() as u64,
+            "built a snapshot"
+        );
+        Ok(Snapshot { meta, snapshot: data })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for Machine {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -367,25 +337,30 @@ impl RaftStateMachine<TypeConfig> for Machine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { engine: self.engine.clone(), dir: self.snapshot_dir.clone() }
+        SnapshotBuilder { engine: self.engine.clone(), snapshots: self.snapshots.clone() }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
+    /// The data is a file (received from the leader, or this member's own snapshot on a
+    /// restart): the machine reads it as a stream, then it becomes the current snapshot.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
         let pos = Position { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
-        self.engine.import(data.clone(), pos.encode()).await?;
-        let dir = self.snapshot_dir.clone();
+        let started = std::time::Instant::now();
+        let bytes = snapshot.len();
+        self.engine.import(snapshot.reader()?, pos.encode()).await?;
+        let snapshots = self.snapshots.clone();
         let m2 = meta.clone();
-        crate::runtime::blocking(move || save_snapshot(&dir, &m2, &data)).await??;
+        crate::runtime::blocking(move || snapshots.save(&m2, snapshot)).await??;
         self.applied_index.store(pos.log_id.as_ref().map(|l| l.index).unwrap_or(0), Ordering::Release);
         self.applied_notify.notify_waiters();
         self.position = pos;
-        tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
+        tracing::info!(
+            last_log_id = ?meta.last_log_id, bytes, ms = started.elapsed().as_millis() as u64, "installed a snapshot"
+        );
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let dir = self.snapshot_dir.clone();
-        crate::runtime::blocking(move || load_snapshot(&dir)).await?
+        let snapshots = self.snapshots.clone();
+        crate::runtime::blocking(move || snapshots.load()).await?
     }
 }

@@ -31,7 +31,9 @@ const KIND_ENTRY: u8 = b'E';
 const KIND_VOTE: u8 = b'V';
 const KIND_LOG_ID: u8 = b'L';
 const KIND_POSITION: u8 = b'P';
-const KIND_SNAPSHOT_HEAD: u8 = b'H';
+/// `H` (0x48) was the head of a snapshot sent whole, without its length or a checksum;
+/// no longer written nor read.
+const KIND_SNAPSHOT_HEAD: u8 = b'T';
 const KIND_APPEND: u8 = b'A';
 const KIND_APPEND_ANSWER: u8 = b'a';
 const KIND_SNAPSHOT_ANSWER: u8 = b's';
@@ -377,29 +379,36 @@ pub fn decode_snapshot_meta(b: &[u8]) -> Result<SnapshotMeta, WireError> {
     Ok(SnapshotMeta { last_log_id, last_membership })
 }
 
-/// The body of a snapshot sent to a member: `head record length u64 | head | data`,
-/// the head holding the sender's vote and the snapshot's meta.
-pub fn encode_snapshot_send(vote: &Vote, meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let mut head = header(KIND_SNAPSHOT_HEAD, 160);
+/// The longest snapshot head a member accepts (it holds a vote and a membership).
+pub const SNAPSHOT_HEAD_BYTES_MAX: u64 = 1 << 20;
+
+/// The start of a snapshot sent to a member (`POST /raft/snapshot`), before its data:
+/// `head record length u64 | head`, the head holding the sender's vote, the snapshot's
+/// meta and the data's length. The body goes on with exactly that many bytes of data,
+/// then the CRC-32 (IEEE) of the data as a big-endian `u32`, then ends: so the receiver,
+/// which streams the data to a file, can tell a complete snapshot from a cut or damaged
+/// one before installing it.
+pub fn encode_snapshot_head(vote: &Vote, meta: &SnapshotMeta, data_len: u64) -> Vec<u8> {
+    let mut head = header(KIND_SNAPSHOT_HEAD, 168);
     put_vote(&mut head, vote);
     put_opt_log_id(&mut head, &meta.last_log_id);
     put_stored_membership(&mut head, &meta.last_membership);
-    let mut b = Vec::with_capacity(head.len() + data.len() + 8);
+    put_u64(&mut head, data_len);
+    let mut b = Vec::with_capacity(head.len() + 8);
     put_bytes(&mut b, &head);
-    b.extend_from_slice(data);
     b
 }
 
-/// The sender's vote, the meta, and where the data starts in `b`.
-pub fn decode_snapshot_send(b: &[u8]) -> Result<(Vote, SnapshotMeta, usize), WireError> {
-    let mut outer = Reader { bytes: b, pos: 0 };
-    let head = outer.bytes()?;
+/// The sender's vote, the meta and the data's length, from the head record (what follows
+/// its length).
+pub fn decode_snapshot_head(head: &[u8]) -> Result<(Vote, SnapshotMeta, u64), WireError> {
     let mut r = Reader::open(head, KIND_SNAPSHOT_HEAD)?;
     let vote = r.vote()?;
     let last_log_id = r.opt_log_id()?;
     let last_membership = r.stored_membership()?;
+    let data_len = r.u64()?;
     r.done()?;
-    Ok((vote, SnapshotMeta { last_log_id, last_membership }, outer.pos))
+    Ok((vote, SnapshotMeta { last_log_id, last_membership }, data_len))
 }
 
 /// An append-entries request.

@@ -417,4 +417,10 @@ impl<M: tally_calvin::ReplicatedMachine> tally_calvin::ReplicatedMachine for Met
     fn import(&mut self, data: &[u8]) -> Result<(), tally_calvin::MachineError> {
         self.inner.import(data)
     }
+    fn export_view(&self) -> Result<tally_calvin::ExportWriter, tally_calvin::MachineError> {
+        self.inner.export_view()
+    }
+    fn import_from(&mut self, r: &mut dyn std::io::Read) -> Result<(), tally_calvin::MachineError> {
+        self.inner.import_from(r)
+    }
 }

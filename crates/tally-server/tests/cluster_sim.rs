@@ -23,7 +23,6 @@
 //! prints each run's trace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,7 +95,7 @@ fn net_err(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for SimConn {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = tally_raft::SnapshotData;
 
     async fn append_entries(
         &mut self,

@@ -52,6 +52,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn view(&self) -> Result<Box<dyn Snapshot>>;
     /// Write the overlays, in order, atomically.
     fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()>;
+    /// [`Store::replace`] on the backend, recording `seq` as [`META_BEHIND_SEQ`] in the
+    /// same durable transaction. By default as one overlay (in memory).
+    fn replace(&self, fill: crate::Fill<'_>, seq: u64) -> Result<()> {
+        let mut o = crate::replace::overlay_replacing(&*self.view()?, fill)?;
+        o.meta.insert(META_BEHIND_SEQ.to_owned(), seq.to_be_bytes().to_vec());
+        self.write(&[&o], true)
+    }
 }
 
 /// Bounds of the write-behind queue.
@@ -341,6 +348,23 @@ impl Store for WriteBehind {
 
     fn wait_requested_durable(&self) -> Result<()> {
         self.wait_durable_wanted()
+    }
+
+    /// Holds the writer (no commit can be queued meanwhile), waits until every queued
+    /// commit is durably in the backend, then replaces the backend's content in one
+    /// transaction. A snapshot taken meanwhile has no queued overlay to stack, so it is
+    /// the backend's view before or after that transaction.
+    fn replace(&self, fill: crate::Fill<'_>) -> Result<()> {
+        let _writer = self.writer.acquire()?;
+        self.sync()?;
+        let seq = {
+            let st = self.shared.lock()?;
+            if !st.queue.is_empty() {
+                return Err(StorageError::Backend("commits were queued while the writer was held".into()));
+            }
+            st.last_seq
+        };
+        self.backend.replace(fill, seq)
     }
 }
 

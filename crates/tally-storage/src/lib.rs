@@ -61,10 +61,12 @@ mod behind;
 mod mem;
 mod read;
 mod redb_store;
+mod replace;
 
 pub use behind::{BehindLimits, WriteBehind, META_BEHIND_SEQ};
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
+pub use replace::{Fill, Load};
 
 /// Commit timestamp, microseconds since the Unix epoch.
 pub type Ts = u64;
@@ -205,5 +207,15 @@ pub trait Store: Send + Sync + 'static {
     /// has nothing to wait for.
     fn wait_requested_durable(&self) -> Result<()> {
         Ok(())
+    }
+    /// Replace every version of both spaces with what `fill` loads, as one durable
+    /// commit; meta values `fill` sets are set, the others kept. Readers see the old
+    /// content or the new, never a mix; a crash keeps one or the other; an error from
+    /// `fill` (or the store) leaves the old. Fails with [`StorageError::WriterBusy`] while
+    /// a batch is alive. [`RedbStore`] (and [`WriteBehind`] over it) writes the versions
+    /// straight into one redb transaction, in memory bounded by its page cache; the
+    /// default goes through one [`Batch`], in memory (see `replace.rs`).
+    fn replace(&self, fill: Fill<'_>) -> Result<()> {
+        replace::replace_via_batch(self, fill)
     }
 }

@@ -246,6 +246,52 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
     txn.commit().map_err(redb_err)
 }
 
+/// [`Store::replace`] as one durable redb transaction: both version tables dropped and
+/// refilled as `fill` goes, `extra` meta values set last. redb writes dirty pages out to
+/// the file once its cache is full, so memory stays at the cache's size; dropping the
+/// transaction on an error aborts it.
+fn replace_tables(db: &Database, fill: crate::Fill<'_>, extra: Option<(&str, &[u8])>) -> Result<()> {
+    let mut txn = db.begin_write().map_err(redb_err)?;
+    txn.set_durability(Durability::Immediate).map_err(redb_err)?;
+    txn.set_quick_repair(true);
+    for def in [DOCS, INDEX] {
+        txn.delete_table(def).map_err(redb_err)?;
+    }
+    {
+        let mut load = RedbLoad {
+            docs: txn.open_table(DOCS).map_err(redb_err)?,
+            index: txn.open_table(INDEX).map_err(redb_err)?,
+            meta: txn.open_table(META).map_err(redb_err)?,
+        };
+        fill(&mut load)?;
+        if let Some((k, v)) = extra {
+            load.meta.insert(k, v).map_err(redb_err)?;
+        }
+    }
+    txn.commit().map_err(redb_err)
+}
+
+struct RedbLoad<'t> {
+    docs: redb::Table<'t, VersionKey, &'static [u8]>,
+    index: redb::Table<'t, VersionKey, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl crate::Load for RedbLoad<'_> {
+    fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()> {
+        crate::check_put(key, value)?;
+        let table = match space {
+            Space::Docs => &mut self.docs,
+            Space::Index => &mut self.index,
+        };
+        table.insert((key, inv(ts)), value).map(drop).map_err(redb_err)
+    }
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        crate::replace::check_meta(key, value)?;
+        self.meta.insert(key, value).map(drop).map_err(redb_err)
+    }
+}
+
 struct RedbSink(Arc<Database>);
 
 impl Sink for RedbSink {
@@ -261,6 +307,10 @@ impl Backend for RedbStore {
 
     fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()> {
         write_overlays(&self.db, overlays, durable)
+    }
+
+    fn replace(&self, fill: crate::Fill<'_>, seq: u64) -> Result<()> {
+        replace_tables(&self.db, fill, Some((crate::META_BEHIND_SEQ, &seq.to_be_bytes())))
     }
 }
 
@@ -281,5 +331,10 @@ impl Store for RedbStore {
         let guard = self.writer.acquire()?;
         let base = Box::new(self.read_view()?);
         Ok(Box::new(OverlayBatch::new(base, Box::new(RedbSink(Arc::clone(&self.db))), guard)))
+    }
+
+    fn replace(&self, fill: crate::Fill<'_>) -> Result<()> {
+        let _writer = self.writer.acquire()?;
+        replace_tables(&self.db, fill, None)
     }
 }

@@ -364,3 +364,76 @@ fn redb_persists_and_checks_format_version() {
     }
     assert!(matches!(RedbStore::open(&other), Err(StorageError::FormatVersion { .. })));
 }
+
+/// `Store::replace`: the old versions of both spaces are gone, the loaded ones there, meta
+/// values not loaded kept; a snapshot taken before sees the old content whole; a fill that
+/// fails leaves the old content and the store writable; an open batch makes it refuse.
+fn check_replace(store: &dyn Store) {
+    let mut b = store.begin().unwrap();
+    b.put(Space::Docs, b"old", 3, b"o3").unwrap();
+    b.put(Space::Docs, b"k", 4, b"old k").unwrap();
+    b.put(Space::Index, b"i-old", 5, b"x").unwrap();
+    b.set_meta("kept", b"yes").unwrap();
+    b.set_meta("replaced", b"before").unwrap();
+    b.commit(false).unwrap();
+    let before = store.snapshot().unwrap();
+
+    let failed = store.replace(&mut |l| {
+        l.put(Space::Docs, b"new", 1, b"n1")?;
+        Err(StorageError::Invalid("a damaged snapshot".into()))
+    });
+    assert!(failed.unwrap_err().to_string().contains("damaged"));
+    let s = store.snapshot().unwrap();
+    assert_eq!(scan(&*s, b"", None, false, Ts::MAX), kts(&[(b"k", 4), (b"old", 3)]));
+    assert!(s.get(Space::Docs, b"new", Ts::MAX).unwrap().is_none());
+    drop(s);
+
+    let open = store.begin().unwrap();
+    assert!(matches!(store.replace(&mut |_| Ok(())), Err(StorageError::WriterBusy)));
+    drop(open);
+
+    store
+        .replace(&mut |l| {
+            l.put(Space::Docs, b"new", 1, b"n1")?;
+            l.put(Space::Docs, b"new", 2, b"n2")?;
+            l.put(Space::Docs, b"k", 9, b"new k")?;
+            l.put(Space::Index, b"i-new", 6, b"y")?;
+            assert!(l.set_meta("format_version", b"x").is_err(), "reserved meta refused");
+            l.set_meta("replaced", b"after")
+        })
+        .unwrap();
+    let s = store.snapshot().unwrap();
+    assert_eq!(scan(&*s, b"", None, false, Ts::MAX), kts(&[(b"k", 9), (b"new", 2)]));
+    assert_eq!(hist(&*s, b"new", 0, Ts::MAX, false), vec![1, 2]);
+    assert_eq!(hist(&*s, b"k", 0, Ts::MAX, false), vec![9]);
+    assert!(s.get(Space::Index, b"i-old", Ts::MAX).unwrap().is_none());
+    assert_eq!(s.get(Space::Index, b"i-new", Ts::MAX).unwrap(), Some(v(6, "y")));
+    assert_eq!(s.meta("kept").unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(s.meta("replaced").unwrap().as_deref(), Some(&b"after"[..]));
+    assert_eq!(scan(&*before, b"", None, false, Ts::MAX), kts(&[(b"k", 4), (b"old", 3)]));
+    assert_eq!(before.meta("replaced").unwrap().as_deref(), Some(&b"before"[..]));
+    drop((s, before));
+
+    // Still writable, and a later commit lands on the new content.
+    let mut b = store.begin().unwrap();
+    b.put(Space::Docs, b"after", 10, b"a").unwrap();
+    b.commit(true).unwrap();
+    store.sync().unwrap();
+    let s = store.snapshot().unwrap();
+    assert_eq!(scan(&*s, b"", None, false, Ts::MAX), kts(&[(b"after", 10), (b"k", 9), (b"new", 2)]));
+}
+
+#[test]
+fn every_store_replaces_its_content_whole() {
+    check_replace(&MemStore::new());
+    check_replace(&MemStore::new().write_behind(BehindLimits::default()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    check_replace(&RedbStore::open(&dir.path().join("a.redb")).unwrap());
+    let tiny = BehindLimits { commits_max: 3, bytes_max: 1 << 20, flush_bytes_max: 200 };
+    let path = dir.path().join("b.redb");
+    check_replace(&RedbStore::open(&path).unwrap().write_behind(tiny).unwrap());
+    // The replaced content is what the file holds once reopened.
+    let reopened = RedbStore::open(&path).unwrap();
+    let s = reopened.snapshot().unwrap();
+    assert_eq!(scan(&*s, b"", None, false, Ts::MAX), kts(&[(b"after", 10), (b"k", 9), (b"new", 2)]));
+}

@@ -73,9 +73,17 @@ fn every_record_round_trips() {
     assert_eq!(decode_position(&encode_position(&None, &empty)).unwrap(), (None, empty));
     let meta = SnapshotMeta { last_log_id: Some(log_id(4, 1, 10)), last_membership: sm };
     assert_eq!(decode_snapshot_meta(&encode_snapshot_meta(&meta)).unwrap(), meta);
-    let sent = encode_snapshot_send(&vote, &meta, b"DATA");
-    let (v, m, at) = decode_snapshot_send(&sent).unwrap();
-    assert_eq!((v, m, &sent[at..]), (vote, meta, &b"DATA"[..]));
+    let sent = encode_snapshot_head(&vote, &meta, 1 << 40);
+    let len = u64::from_be_bytes(sent[..8].try_into().unwrap()) as usize;
+    assert_eq!(len, sent.len() - 8);
+    assert_eq!(decode_snapshot_head(&sent[8..]).unwrap(), (vote, meta.clone(), 1 << 40));
+    for cut in 0..sent.len() - 8 {
+        assert!(decode_snapshot_head(&sent[8..8 + cut]).is_err(), "a head cut at {cut} was read");
+    }
+    // The head of a snapshot sent whole (kind `H`, earlier builds) is refused.
+    let mut old = sent[8..].to_vec();
+    old[1] = b'H';
+    assert!(matches!(decode_snapshot_head(&old), Err(WireError::WrongKind { .. })));
 
     let req = AppendEntriesRequest::<TypeConfig> {
         vote,
