@@ -163,6 +163,13 @@ async fn write(node: &RaftNode, input: &[u8]) -> u64 {
     u64::from_be_bytes(ok.output.try_into().unwrap())
 }
 
+/// The data file the member's snapshot meta names.
+fn data_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let meta = std::fs::read(dir.join("snapshot/snapshot.meta")).unwrap();
+    let meta = tally_raft::wire::decode_snapshot_meta(&meta).unwrap();
+    dir.join("snapshot").join(tally_raft::snapshot_store::data_file_name(&meta))
+}
+
 fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshot"))
         .unwrap()
@@ -187,7 +194,7 @@ async fn a_member_behind_the_purged_log_installs_a_streamed_snapshot_and_converg
         m.purged.is_some_and(|p| p.index > 5) && m.snapshot.is_some()
     })
     .await;
-    let snap_len = std::fs::metadata(m1.dir.path().join("snapshot/snapshot.bin")).unwrap().len();
+    let snap_len = std::fs::metadata(data_file(m1.dir.path())).unwrap().len();
     assert_eq!(snap_len, 16 + BLOB_BYTES);
 
     // A new member lacks the purged entries: only a snapshot brings it up to date.
@@ -204,12 +211,14 @@ async fn a_member_behind_the_purged_log_installs_a_streamed_snapshot_and_converg
         expected = expected.wrapping_mul(1_000_003).wrapping_add(x as u64);
     }
     assert_eq!(via_follower, expected);
-    assert_eq!(snapshot_files(m2.dir.path()), ["snapshot.bin", "snapshot.meta"], "no temporary left");
-    assert_eq!(std::fs::metadata(m2.dir.path().join("snapshot/snapshot.bin")).unwrap().len(), snap_len);
+    let m2_data = data_file(m2.dir.path());
+    let m2_name = m2_data.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(snapshot_files(m2.dir.path()), [m2_name.as_str(), "snapshot.meta"], "no temporary left");
+    assert_eq!(std::fs::metadata(&m2_data).unwrap().len(), snap_len);
 
     // A snapshot cut short, or whose data does not match its checksum, is refused
     // before Raft sees it.
-    let body = std::fs::read(m1.dir.path().join("snapshot/snapshot.bin")).unwrap();
+    let body = std::fs::read(data_file(m1.dir.path())).unwrap();
     let vote = m1.node.metrics().vote;
     let meta = std::fs::read(m1.dir.path().join("snapshot/snapshot.meta")).unwrap();
     let meta = tally_raft::wire::decode_snapshot_meta(&meta).unwrap();
@@ -231,7 +240,7 @@ async fn a_member_behind_the_purged_log_installs_a_streamed_snapshot_and_converg
         let err = send(bad).await.unwrap_err().to_string();
         assert!(err.contains("400") && err.contains(why), "{err}");
     }
-    assert_eq!(snapshot_files(m2.dir.path()), ["snapshot.bin", "snapshot.meta"], "refused files removed");
+    assert_eq!(snapshot_files(m2.dir.path()), [m2_name.as_str(), "snapshot.meta"], "refused files removed");
     assert_eq!(m2.node.applied_index(), applied);
 
     for m in [m2, m1] {
