@@ -80,17 +80,8 @@ impl Twin {
         let auth = Auth::root_admin();
         let out = evaluate_cached(&*snap, ts, Mode::Write, auth, expr, [0; 32], Limits::default(), None, cache);
         drop(snap);
-        if out.result.is_ok() && !out.writes.is_empty() {
-            let mut b = store.begin().unwrap();
-            for w in &out.writes {
-                match &w.value {
-                    Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
-                    None => {
-                        b.remove(w.space, &w.key, w.ts).unwrap();
-                    }
-                }
-            }
-            b.commit(false).unwrap();
+        if out.result.is_ok() {
+            commit_writes(store, &out.writes);
         }
         out
     }

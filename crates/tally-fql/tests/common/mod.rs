@@ -10,6 +10,23 @@ use tally_fql::run::evaluate;
 use tally_storage::{MemStore, Store};
 use tally_value::{to_json, Value};
 
+/// Apply a transaction's writes to `store` in one commit, as the executor does.
+pub fn commit_writes(store: &MemStore, writes: &[tally_fql::model::Write]) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut b = store.begin().unwrap();
+    for w in writes {
+        match &w.value {
+            Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
+            None => {
+                b.remove(w.space, &w.key, w.ts).unwrap();
+            }
+        }
+    }
+    b.commit(false).unwrap();
+}
+
 pub struct Db {
     pub store: MemStore,
     pub ts: u64,
@@ -26,17 +43,8 @@ impl Db {
         let snap = self.store.snapshot().unwrap();
         let out = evaluate(&*snap, self.ts, Mode::Write, Auth::root_admin(), &expr, [0; 32], Limits::default(), None);
         drop(snap);
-        if out.result.is_ok() && !out.writes.is_empty() {
-            let mut b = self.store.begin().unwrap();
-            for w in &out.writes {
-                match &w.value {
-                    Some(v) => b.put(w.space, &w.key, w.ts, v).unwrap(),
-                    None => {
-                        b.remove(w.space, &w.key, w.ts).unwrap();
-                    }
-                }
-            }
-            b.commit(false).unwrap();
+        if out.result.is_ok() {
+            commit_writes(&self.store, &out.writes);
         }
         out.result
     }
