@@ -42,7 +42,7 @@ pub fn string(sizes: Sizes) -> BoxedStrategy<String> {
     prop_oneof![
         3 => short,
         1 => (prop::sample::select(lens), prop::sample::select(vec!['x', 'é', '\u{1F600}']))
-            .prop_map(|(n, c)| std::iter::repeat(c).take(n / c.len_utf8()).collect::<String>()),
+            .prop_map(|(n, c)| std::iter::repeat_n(c, n / c.len_utf8()).collect::<String>()),
     ]
     .boxed()
 }

@@ -158,7 +158,7 @@ impl<F: Fn(NodeId) -> Result<Option<Hash>, LedgerError>> RangeRoots for StoredTr
         if len == 0 {
             return Ok(merkle::empty_root());
         }
-        if len.is_power_of_two() && start % len == 0 {
+        if len.is_power_of_two() && start & (len - 1) == 0 {
             return self.node(NodeId::new(len.trailing_zeros() as u8, start >> len.trailing_zeros()));
         }
         // Not one complete subtree: split as MTH does; the left part is complete and

@@ -124,6 +124,9 @@ struct Ask {
 #[error("the query waited for an evaluation slot past its deadline")]
 pub struct WaitedPastDeadline;
 
+/// One tenant's waiters, each by its order within the tenant ([`Waiter::order`]) and key.
+type TenantWaiters = BTreeSet<((bool, u64), Key)>;
+
 #[derive(Default)]
 struct State {
     /// Running queries, and how many of them each tenant runs.
@@ -139,7 +142,7 @@ struct State {
     /// Waiting queries by (start tag, arrival).
     queue: BTreeMap<Key, Arc<Waiter>>,
     /// The same waiters by tenant, in their order within it ([`Waiter::order`]).
-    by_tenant: HashMap<u64, BTreeSet<((bool, u64), Key)>>,
+    by_tenant: HashMap<u64, TenantWaiters>,
     arrivals: u64,
 }
 

@@ -92,8 +92,7 @@ fn meta(dir: &Path, name: &str) -> Vec<u8> {
 
 fn meta_opt(dir: &Path, name: &str) -> Option<Vec<u8>> {
     let store = RedbStore::open(&dir.join("state.redb")).unwrap();
-    let v = store.snapshot().unwrap().meta(name).unwrap();
-    v
+    store.snapshot().unwrap().meta(name).unwrap()
 }
 
 fn flip(mut v: Vec<u8>, at: usize) -> Vec<u8> {

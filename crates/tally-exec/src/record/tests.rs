@@ -189,10 +189,10 @@ fn nesting_is_bounded_on_both_sides() {
     }
     let i = TxnInput { q: deep, ..sample() };
     assert_eq!(encode_input(&i), Err(RecordError::TooDeep));
-    let mut q = vec![0x07, 0x01].repeat(TREE_DEPTH_MAX);
+    let mut q = [0x07, 0x01].repeat(TREE_DEPTH_MAX);
     q.push(0x00);
     assert_eq!(decode_input(&with_query(0, &[0], &q)), Err(RecordError::TooDeep));
-    let mut q = vec![0x07, 0x01].repeat(TREE_DEPTH_MAX - 1);
+    let mut q = [0x07, 0x01].repeat(TREE_DEPTH_MAX - 1);
     q.push(0x00);
     assert!(decode_input(&with_query(0, &[0], &q)).is_ok());
 }

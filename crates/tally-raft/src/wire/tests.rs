@@ -132,7 +132,8 @@ fn truncations_and_trailing_bytes_are_refused() {
         entries: entries(),
         leader_commit: Some(log_id(1, 1, 1)),
     };
-    let records: Vec<(Vec<u8>, fn(&[u8]) -> bool)> = vec![
+    type Decodes = fn(&[u8]) -> bool;
+    let records: Vec<(Vec<u8>, Decodes)> = vec![
         (encode_append(&req), |b| decode_append(b).is_ok()),
         (encode_entry(&entries()[2]), |b| decode_entry(b).is_ok()),
         (encode_position(&Some(log_id(1, 1, 1)), &StoredMembership::new(None, membership())), |b| {
