@@ -225,6 +225,8 @@ async fn a_member_behind_the_purged_log_installs_a_streamed_snapshot_and_converg
     let head = tally_raft::wire::encode_snapshot_head(&vote, &meta, body.len() as u64);
     let crc = crc32(&body);
     let client = PeerClient::new("snapshot-test-token", Arc::new(Faults::default()));
+    // The write through the follower may be answered before the follower applied it.
+    until("member 2 applied all the leader did", || m2.node.applied_index() >= m1.node.applied_index()).await;
     let applied = m2.node.applied_index();
     let send = |b: Vec<u8>| {
         let (client, addr) = (client.clone(), m2.addr.clone());
