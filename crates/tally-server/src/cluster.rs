@@ -126,6 +126,10 @@ pub struct Cluster {
 
 const DIVERGED_FILE: &str = "DIVERGED";
 
+/// A cluster member's default epoch (`--epoch-ms`): the leader's batcher holds a batch
+/// open this long after its first input, one Raft entry per batch.
+pub const MEMBER_EPOCH_MS: u64 = 10;
+
 /// Everything `serve` needs to run a member.
 pub struct Member {
     pub cluster: Arc<Cluster>,
@@ -505,7 +509,7 @@ pub async fn serve_member(
     let (member, applied_ts, head) = start_member(
         &cfg.data_dir,
         opts,
-        cfg.epoch_ms,
+        cfg.epoch_ms.unwrap_or(MEMBER_EPOCH_MS),
         store.clone(),
         root_key_flag.as_deref(),
         metrics.clone(),

@@ -13,12 +13,21 @@ use tally_storage::{BehindLimits, RedbStore, Store};
 use crate::http::{router, AppState};
 use tally_exec::FqlMachine;
 
+/// A single node's default epoch: 0, group commit. The logger takes what is queued as soon
+/// as its previous append is synced, so a lone write waits for one fsync instead of an
+/// epoch, and under load the batch is everything that arrived during the last append.
+/// (Measured in docs/benchmarks.md, "Group commit on a single node".)
+pub const SINGLE_NODE_EPOCH_MS: u64 = 0;
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub root_key: Option<String>,
-    pub epoch_ms: u64,
+    /// How long a batch stays open after its first input (`--epoch-ms`); None: the
+    /// default of a single node ([`SINGLE_NODE_EPOCH_MS`]) or a cluster member
+    /// ([`crate::cluster::MEMBER_EPOCH_MS`]).
+    pub epoch_ms: Option<u64>,
     pub body_bytes_max: usize,
     /// Fetch access providers' keys from loopback, private and link-local addresses,
     /// and over plain http (`--jwks-allow-private`; off by default, see `crate::jwt::addr`).
@@ -209,7 +218,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let checkpointed = machine.checkpointed_height.clone();
     let auth_cache = tally_fql::authcache::AuthCache::new(machine.auth_changes.clone());
     let seq_cfg = SequencerConfig {
-        epoch_ms: cfg.epoch_ms,
+        epoch_ms: cfg.epoch_ms.unwrap_or(SINGLE_NODE_EPOCH_MS),
         idle_sweep: Some(tally_apply::IdleSweep::new(machine.retention_due.clone())),
         ..Default::default()
     };

@@ -45,9 +45,12 @@ enum Cmd {
         /// key is cluster data, and this flag only proposes it when the cluster has none.
         #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
         root_key: Option<String>,
-        /// How long an epoch batch stays open after its first transaction.
-        #[arg(long, default_value_t = 10, env = "TALLY_EPOCH_MS")]
-        epoch_ms: u64,
+        /// How long an epoch batch stays open after its first transaction, to gather more.
+        /// Default: 0 on a single node (group commit: a batch closes as soon as the input
+        /// log is free, so the inputs that arrived during one append form the next batch),
+        /// 10 on a cluster member.
+        #[arg(long, env = "TALLY_EPOCH_MS")]
+        epoch_ms: Option<u64>,
         /// Largest request body accepted.
         #[arg(long, default_value_t = 16 << 20, env = "TALLY_BODY_BYTES_MAX")]
         body_bytes_max: usize,
