@@ -430,7 +430,7 @@ impl FqlMachine {
         let mut wrote = false;
         self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
-            builder.push_input(input)?;
+            let input_hash = builder.push_input(input)?;
             let hint = decoded.get_mut(i).and_then(Option::take);
             // A panic in evaluation is a bug, but it must not take the node down (a logged
             // input that panics would panic again on every replay). It is deterministic, so
@@ -467,7 +467,7 @@ impl FqlMachine {
                 txn.removed_entries = removed_entries;
                 committed.push(txn);
             }
-            for (name, value) in self.tlog.finish_txn(ts, batch.height, i as u32, input) {
+            for (name, value) in self.tlog.finish_txn_hashed(ts, batch.height, i as u32, input, input_hash) {
                 b.set_meta(&name, &value)?;
             }
             held.push((i, encode_output(&out)));

@@ -249,6 +249,20 @@ pub fn decode_doc(v: &Version) -> Result<DocVersion> {
     Ok(DocVersion { ts: v.ts, deleted: bytes[1] == 1, data })
 }
 
+/// Of a stored document version, whether it is a deletion and its `ttl` field, refused
+/// exactly as [`decode_doc`] refuses it, without building the rest of the document (what
+/// a retention sweep asks of every version it looks at).
+pub fn decode_doc_ttl(v: &Version) -> Result<(bool, Option<Value>)> {
+    let bytes = &v.value;
+    if bytes.len() < 2 || bytes[0] != FORMAT {
+        return Err(corrupt("unknown document format"));
+    }
+    match tally_value::decode_field(&bytes[2..], "ttl").map_err(|e| corrupt(&e.to_string()))? {
+        Some(ttl) => Ok((bytes[1] == 1, ttl)),
+        None => Err(corrupt("document is not an object")),
+    }
+}
+
 /// One index entry as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexEntry {

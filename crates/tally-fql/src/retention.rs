@@ -574,47 +574,62 @@ fn collection_end(db: DbId, coll: CollId) -> Option<Vec<u8>> {
 /// before `f` when it goes because it is past its `ttl` there; and the lowest floor above
 /// `f` at which more of `key` goes ([`next_doc_removal`]).
 fn removable(snap: &dyn Snapshot, key: &[u8], f: Ts) -> Result<(Vec<Ts>, Option<DocVersion>, Option<Ts>)> {
-    let mut hist = snap.history(Space::Docs, key, 0, f, true).map_err(storage)?;
-    let Some(edge) = hist.next().transpose().map_err(storage)? else {
-        return Ok((Vec::new(), None, next_doc_removal(snap, key, f, None)?));
-    };
+    // One pass over the key's versions, oldest first: those at or before the floor, then
+    // (where `next_doc_removal` reads on) those after it. (Two reads, one down from the
+    // floor and one up from it, cost a sweep a storage seek more for every key.)
+    let mut hist = snap.history(Space::Docs, key, 0, Ts::MAX, false).map_err(storage)?.peekable();
     let mut gone: Vec<Ts> = Vec::new();
-    for v in hist {
-        gone.push(v.map_err(storage)?.ts);
+    let mut edge = None;
+    while let Some(v) = hist.next_if(|v| v.as_ref().map_or(true, |v| v.ts <= f)) {
+        if let Some(older) = edge.replace(v.map_err(storage)?) {
+            gone.push(older.ts);
+        }
     }
-    gone.reverse();
+    let Some(edge) = edge else {
+        return Ok((gone, None, next_doc_removal(hist, f, None)?));
+    };
     let edge = model::decode_doc(&edge)?;
     if edge.live_at(f) {
-        let next = next_doc_removal(snap, key, f, Some(&edge))?;
+        let next = next_doc_removal(hist, f, Some(&edge))?;
         return Ok((gone, None, next));
     }
     gone.push(edge.ts);
     // A document written again after the floor shares index entries with its expired
     // version (the new write kept the rows both have and withdrew the others): those
     // entries stay. Otherwise they go with the document.
-    let next = next_doc_removal(snap, key, f, None)?;
-    let later = snap.history(Space::Docs, key, f.saturating_add(1), Ts::MAX, false).map_err(storage)?.next().is_some();
+    let later = hist.peek().is_some();
+    let next = next_doc_removal(hist, f, None)?;
     Ok((gone, Some(edge).filter(|e| !e.deleted && !later), next))
 }
 
-/// The lowest floor above `f` at which document `key` has a version more to remove: the
-/// one before a later version, a deletion, or one past its `ttl`; `kept` is the version
-/// at or before `f` that stays (live there). None: never, as time alone passes.
-fn next_doc_removal(snap: &dyn Snapshot, key: &[u8], f: Ts, kept: Option<&DocVersion>) -> Result<Option<Ts>> {
+/// The lowest floor above `f` at which a document has a version more to remove: the
+/// one before a later version, a deletion, or one past its `ttl`; `after` are its
+/// versions above `f`, oldest first; `kept` is the version at or before `f` that stays
+/// (live there). None: never, as time alone passes.
+fn next_doc_removal(
+    after: impl Iterator<Item = tally_storage::Result<tally_storage::Version>>,
+    f: Ts,
+    kept: Option<&DocVersion>,
+) -> Result<Option<Ts>> {
     let ttl_of = |d: &DocVersion| match d.data.get("ttl") {
         Some(Value::Time(t)) => Some(t.timestamp_micros().max(0) as u64),
         _ => None,
     };
     let mut best: Option<Ts> = kept.and_then(ttl_of).filter(|&t| t > f);
     let mut has_prev = kept.is_some();
-    for v in snap.history(Space::Docs, key, f.saturating_add(1), Ts::MAX, false).map_err(storage)? {
+    for v in after {
         let v = v.map_err(storage)?;
         if best.is_some_and(|b| v.ts >= b) {
             // Ascending: nothing from here on comes earlier.
             break;
         }
-        let d = model::decode_doc(&v)?;
-        let at = if has_prev || d.deleted { Some(d.ts) } else { ttl_of(&d).map(|t| t.max(d.ts)) };
+        // Only the deletion flag and the `ttl` (most versions of a key are looked at here).
+        let (deleted, ttl) = model::decode_doc_ttl(&v)?;
+        let ttl = match ttl {
+            Some(Value::Time(t)) => Some(t.timestamp_micros().max(0) as u64),
+            _ => None,
+        };
+        let at = if has_prev || deleted { Some(v.ts) } else { ttl.map(|t| t.max(v.ts)) };
         if let Some(t) = at {
             best = Some(best.map_or(t, |b| b.min(t)));
         }

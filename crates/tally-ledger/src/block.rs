@@ -347,13 +347,16 @@ impl BlockBuilder {
         Self::default()
     }
 
-    /// Adds one transaction's input (its canonical encoding) as the next inputs leaf.
-    pub fn push_input(&mut self, input: &[u8]) -> Result<(), LedgerError> {
+    /// Adds one transaction's input (its canonical encoding) as the next inputs leaf, and
+    /// returns that leaf's hash (`merkle::leaf_hash(input)`, which the transaction's
+    /// transparency log leaf holds too: `LogWriter::finish_txn_hashed`).
+    pub fn push_input(&mut self, input: &[u8]) -> Result<Hash, LedgerError> {
         if self.inputs.len() >= Self::TXNS_MAX as usize {
             return Err(LedgerError::TooManyTransactions { max: Self::TXNS_MAX });
         }
-        self.inputs.push(merkle::leaf_hash(input));
-        Ok(())
+        let hash = merkle::leaf_hash(input);
+        self.inputs.push(hash);
+        Ok(hash)
     }
 
     /// Adds one written version or index entry (its canonical encoding) as the next effects leaf.

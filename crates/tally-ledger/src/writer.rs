@@ -88,7 +88,20 @@ impl LogWriter {
     /// Ends the current transaction: appends its leaf and returns the meta values to
     /// store, (name, value).
     pub fn finish_txn(&mut self, ts: u64, height: u64, position: u32, input: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let leaf = TxnLeaf::new(ts, height, position, input, &self.effects);
+        self.finish_txn_hashed(ts, height, position, input, merkle::leaf_hash(input))
+    }
+
+    /// [`Self::finish_txn`] with the input already hashed (`merkle::leaf_hash(input)`, as
+    /// `BlockBuilder::push_input` returns it): the executor hashes each input once.
+    pub fn finish_txn_hashed(
+        &mut self,
+        ts: u64,
+        height: u64,
+        position: u32,
+        input: &[u8],
+        input_hash: Hash,
+    ) -> Vec<(String, Vec<u8>)> {
+        let leaf = TxnLeaf::from_input_hash(ts, height, position, input_hash, &self.effects);
         let index = self.tree.size();
         let mut out = Vec::with_capacity(4);
         let hash = leaf.hash();

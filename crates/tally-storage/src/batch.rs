@@ -43,7 +43,23 @@ impl Overlay {
 
     /// Whether any version of `key` is buffered.
     fn touches(&self, space: Space, key: &[u8]) -> bool {
-        map_range(self.space(space), Included((key, Ts::MAX)), Included((key, 0))).next().is_some()
+        self.versions_at(space, key, Ts::MAX).next().is_some()
+    }
+
+    /// The buffered versions of `key` at or before `at`, newest first. One bound is
+    /// built (the map's keys are owned, so a bound is a copy of `key`): every read of a
+    /// write-behind snapshot asks this of every layer in its stack.
+    fn versions_at<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+        at: Ts,
+    ) -> impl Iterator<Item = (Ts, Option<&'a [u8]>)> + 'a {
+        let from = (key.to_vec(), std::cmp::Reverse(at));
+        self.space(space)
+            .range((Included(from), std::ops::Bound::Unbounded))
+            .take_while(move |((k, _), _)| k.as_slice() == key)
+            .map(|((_, ts), v)| (ts.0, v.as_deref()))
     }
 }
 
@@ -87,12 +103,30 @@ pub(crate) struct Layer<O> {
 
 impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
-        // Most keys are not in a given overlay: then the base answers alone, without
-        // building a merge (cheap for a deep stack of layers).
-        if !self.overlay.borrow().touches(space, key) {
-            return self.base.get(space, key, at);
+        // The first version `history(0, at, desc)` merges (`MergeHistory`), found with
+        // the base's `get` instead of a merge of the whole stack's histories: a hot key is
+        // in every layer, and each merge built one more level of boxed iterators. Most
+        // keys are in no given overlay: then the base answers alone.
+        let mut over = self.overlay.borrow().versions_at(space, key, at);
+        let mut base = self.base.get(space, key, at)?;
+        loop {
+            let Some((over_ts, value)) = over.next() else { return Ok(base) };
+            if base.as_ref().is_some_and(|b| b.ts > over_ts) {
+                return Ok(base);
+            }
+            // The overlay wins at equal ts; a removal hides the base's version there (the
+            // base is asked again below it) and the search goes on.
+            match value {
+                Some(v) => return Ok(Some(Version { ts: over_ts, value: v.to_vec() })),
+                None if base.as_ref().is_some_and(|b| b.ts == over_ts) => {
+                    base = match over_ts.checked_sub(1) {
+                        Some(below) => self.base.get(space, key, below)?,
+                        None => None,
+                    };
+                }
+                None => {}
+            }
         }
-        self.history(space, key, 0, at, true)?.next().transpose()
     }
 
     fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {

@@ -221,6 +221,119 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, CodecError> {
         String::from_utf8(self.unescape()?).map_err(|_| CodecError::Malformed("invalid UTF-8"))
     }
+    /// Past an escaped byte string, refusing what [`Reader::unescape`] (and, with `utf8`,
+    /// [`Reader::string`]) refuses, with the same error; nothing is copied. Returns the
+    /// escaped bytes before the terminator and whether any 0x00 was escaped in them.
+    fn skip_escaped(&mut self, utf8: bool) -> Result<(&'a [u8], bool), CodecError> {
+        let start = self.pos;
+        // UTF-8 is checked a run between two escaped 0x00s at a time: 0x00 is a character
+        // of its own, so no character spans one, and the whole string is valid exactly
+        // when every run is.
+        let mut run = start;
+        let mut valid = true;
+        let mut escaped = false;
+        loop {
+            if self.byte()? != 0 {
+                continue;
+            }
+            let end = self.pos - 1;
+            valid &= !utf8 || std::str::from_utf8(&self.buf[run..end]).is_ok();
+            match self.byte()? {
+                0xFF => {
+                    escaped = true;
+                    run = self.pos;
+                }
+                // As `string`: the escapes are checked to the end before the UTF-8 is.
+                0x01 if !valid => return Err(CodecError::Malformed("invalid UTF-8")),
+                0x01 => return Ok((&self.buf[start..end], escaped)),
+                _ => return Err(CodecError::Malformed("bad escape")),
+            }
+        }
+    }
+    /// Past one value, refusing exactly what [`Reader::value`] refuses, with the same
+    /// error, without building it.
+    fn skip(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > DECODE_DEPTH_MAX {
+            return Err(CodecError::Malformed("nesting too deep"));
+        }
+        match self.byte()? {
+            T_NUM => {
+                self.take::<8>()?;
+                match self.byte()? {
+                    0x01 => {
+                        self.take::<8>()?;
+                    }
+                    0x02 => {}
+                    _ => return Err(CodecError::Malformed("bad number kind")),
+                }
+            }
+            T_BYTES => {
+                self.skip_escaped(false)?;
+            }
+            T_STR => {
+                self.skip_escaped(true)?;
+            }
+            T_ARR => {
+                while self.buf.get(self.pos) != Some(&0) {
+                    self.skip(depth + 1)?;
+                }
+                self.pos += 1;
+            }
+            T_OBJ => loop {
+                match self.byte()? {
+                    0x00 => break,
+                    0x01 => {
+                        self.skip_escaped(true)?;
+                        self.skip(depth + 1)?;
+                    }
+                    _ => return Err(CodecError::Malformed("bad object entry")),
+                }
+            },
+            T_REF => self.skip_reference(depth)?,
+            T_SET | T_QUERY => self.skip(depth + 1)?,
+            T_TIME => {
+                let secs = (u64::from_be_bytes(self.take::<8>()?) ^ (1 << 63)) as i64;
+                let nanos = u32::from_be_bytes(self.take::<4>()?);
+                Utc.timestamp_opt(secs, nanos).single().ok_or(CodecError::Malformed("time out of range"))?;
+            }
+            T_DATE => {
+                let days = (u32::from_be_bytes(self.take::<4>()?) ^ (1 << 31)) as i32;
+                NaiveDate::from_num_days_from_ce_opt(days).ok_or(CodecError::Malformed("date out of range"))?;
+            }
+            T_BOOL => {
+                self.byte()?;
+            }
+            T_NULL => {}
+            other => return Err(CodecError::BadTag(other)),
+        }
+        Ok(())
+    }
+    /// [`Reader::reference`], skipped.
+    fn skip_reference(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > 64 {
+            return Err(CodecError::Malformed("ref nesting too deep"));
+        }
+        match self.byte()? {
+            0x00 => {}
+            0x01 => self.skip_reference(depth + 1)?,
+            _ => return Err(CodecError::Malformed("bad ref collection")),
+        }
+        match self.byte()? {
+            0x01 => {
+                self.take::<8>()?;
+            }
+            0x02 => {
+                self.skip_escaped(true)?;
+            }
+            _ => return Err(CodecError::Malformed("bad ref id")),
+        }
+        match self.byte()? {
+            0x00 => {}
+            0x01 => self.skip_reference(depth + 1)?,
+            _ => return Err(CodecError::Malformed("bad ref database")),
+        }
+        Ok(())
+    }
     fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
         if depth > DECODE_DEPTH_MAX {
             return Err(CodecError::Malformed("nesting too deep"));
@@ -313,6 +426,42 @@ pub fn decode(buf: &[u8]) -> Result<Value, CodecError> {
     Ok(v)
 }
 
+/// The field `key` of the object `buf` encodes, as `decode(buf)` would give it: the same
+/// error for anything `decode` refuses, `Ok(None)` when the value is not an object, else
+/// `Ok(Some(field))`. Only that field is built; the others are checked and skipped, so
+/// reading one field of a stored document costs no allocation for the rest.
+pub fn decode_field(buf: &[u8], key: &str) -> Result<Option<Option<Value>>, CodecError> {
+    if buf.first() != Some(&T_OBJ) || key.as_bytes().contains(&0) {
+        // Not an object (or a key with a 0x00, which the scan below cannot compare).
+        return Ok(match decode(buf)? {
+            Value::Object(mut o) => Some(o.remove(key)),
+            _ => None,
+        });
+    }
+    let mut r = Reader { buf, pos: 1 };
+    let mut found = None;
+    loop {
+        match r.byte()? {
+            0x00 => break,
+            0x01 => {
+                // A key without escapes is its own bytes; `key` has none to escape.
+                let (name, escaped) = r.skip_escaped(true)?;
+                if !escaped && name == key.as_bytes() {
+                    // A repeated key: the last one wins, as in `decode`'s map.
+                    found = Some(r.value(1)?);
+                } else {
+                    r.skip(1)?;
+                }
+            }
+            _ => return Err(CodecError::Malformed("bad object entry")),
+        }
+    }
+    if r.pos != buf.len() {
+        return Err(CodecError::Malformed("trailing bytes"));
+    }
+    Ok(Some(found))
+}
+
 /// Decode a concatenation of encoded values (an index key tuple).
 pub fn decode_key_tuple(buf: &[u8]) -> Result<Vec<Value>, CodecError> {
     let mut r = Reader { buf, pos: 0 };
@@ -388,5 +537,68 @@ mod tests {
         encode_into(&mut buf, &Value::Long(3));
         assert_eq!(decode_key_tuple(&buf).unwrap(), vec![Value::String("x".into()), Value::Long(3)]);
         assert!(decode(&buf[..buf.len() - 1]).is_err());
+    }
+
+    /// `decode_field` as `decode` then a lookup: the same field, and the same error for
+    /// every truncation and every single-byte change of the encodings.
+    #[test]
+    fn decode_field_agrees_with_decode() {
+        let by_decode = |buf: &[u8], key: &str| {
+            decode(buf).map(|v| match v {
+                Value::Object(o) => Some(o.get(key).cloned()),
+                _ => None,
+            })
+        };
+        let mut docs: Vec<Value> = samples();
+        for v in samples() {
+            docs.push(Value::object([("ttl", v.clone())]));
+            docs.push(Value::object([("data", Value::object([("ttl", v.clone())])), ("ttl", v.clone())]));
+            docs.push(Value::object([("a\0b", v.clone()), ("tt", Value::Long(1)), ("ttla", v.clone())]));
+            docs.push(Value::object([("data", Value::Array(vec![v.clone(), Value::Set(Box::new(v))]))]));
+        }
+        let mut encodings: Vec<Vec<u8>> = docs.iter().map(encode).collect();
+        // A repeated key (no encoder writes one): the last one wins in both.
+        let mut twice = vec![T_OBJ];
+        for n in [1i64, 2] {
+            twice.push(0x01);
+            twice.extend_from_slice(b"ttl\0\x01");
+            encode_into(&mut twice, &Value::Long(n));
+        }
+        twice.push(0);
+        encodings.push(twice);
+        // Invalid UTF-8 in a key and in a string value, before and after an escaped 0x00.
+        for bad in [&b"\xff"[..], b"a\0\xff\xc3", b"\xc3\0\xffa"] {
+            let mut o = vec![T_OBJ, 0x01];
+            o.extend_from_slice(bad);
+            o.extend_from_slice(b"\0\x01");
+            encode_into(&mut o, &Value::Null);
+            o.push(0);
+            encodings.push(o);
+            let mut o = vec![T_OBJ, 0x01, b'k', 0, 1, T_STR];
+            o.extend_from_slice(bad);
+            o.extend_from_slice(b"\0\x01\0");
+            encodings.push(o);
+        }
+        for buf in encodings {
+            let mut variants = vec![buf.clone()];
+            for n in 0..buf.len() {
+                variants.push(buf[..n].to_vec());
+                for b in [0x00, 0x01, 0x02, 0x30, 0x50, 0x90, 0xff, buf[n] ^ 0x80] {
+                    let mut m = buf.clone();
+                    m[n] = b;
+                    variants.push(m);
+                }
+            }
+            let mut longer = buf.clone();
+            longer.push(0);
+            variants.push(longer);
+            for v in variants {
+                for key in ["ttl", "data", "a\0b"] {
+                    // Compared as text: a NaN is not equal to itself.
+                    let (got, want) = (decode_field(&v, key), by_decode(&v, key));
+                    assert_eq!(format!("{got:?}"), format!("{want:?}"), "{v:02x?} {key}");
+                }
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ mod value;
 mod wire;
 mod wire_chunks;
 
-pub use codec::{decode, decode_key_tuple, encode, encode_into, CodecError};
+pub use codec::{decode, decode_field, decode_key_tuple, encode, encode_into, CodecError};
 pub use order::{cmp_id, compare, numeric_id, type_rank};
 pub use value::{Object, Ref, Time, Value, NATIVE_COLLECTIONS};
 pub use wire::{

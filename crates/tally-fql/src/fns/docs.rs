@@ -37,6 +37,20 @@ pub fn render(r: &Ref, ts: u64, data: &Object) -> Value {
     Value::Object(o)
 }
 
+/// [`render`] of a version the caller owns: the same object, built from `data` itself
+/// instead of a copy of every field (a stored field named `ref` or `ts` wins over the
+/// version's own, as in [`render`], where it is inserted after them).
+pub fn render_owned(r: &Ref, ts: u64, mut data: Object) -> Value {
+    data.retain(|k, _| !HIDDEN.contains(&k.as_str()));
+    if !data.contains_key("ref") {
+        data.insert("ref".into(), Value::Ref(r.clone()));
+    }
+    if !data.contains_key("ts") {
+        data.insert("ts".into(), Value::Long(ts as i64));
+    }
+    Value::Object(data)
+}
+
 fn ref_arg(ev: &mut Eval<'_>, call: &Call, key: &str) -> Result<Ref> {
     match ev.arg(call, key)? {
         Value::Ref(r) => Ok(r),
@@ -100,7 +114,7 @@ fn get(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let found = ev.with_read_ts(at, |ev| read_doc(ev, &r))?;
     let r = crate::fns::identity::resolve_self(ev, &r).unwrap_or(r);
     match found {
-        Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
+        Some((_, _, _, d)) => Ok(render_owned(&r, d.ts, d.data)),
         None => Err(not_found("Document not found.")),
     }
 }
@@ -232,7 +246,7 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
     // A version past its `ttl` still has index entries (nothing was written when it
     // expired); the new document replaces them.
     write_doc(ev, db, coll, r, prior.as_ref().map(|d| &d.data), Some(&fields))?;
-    Ok(render(r, ts, &fields))
+    Ok(render_owned(r, ts, fields))
 }
 
 /// Deep merge `patch` into `base`: objects merge recursively, `null` removes a field.
@@ -308,7 +322,7 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     crate::retention::apply_ttl_days(&mut ev.tx, db, coll, params.contains_key("ttl"), &mut new)?;
     ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
-    Ok(render(&r, ts, &new))
+    Ok(render_owned(&r, ts, new))
 }
 
 fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
@@ -485,15 +499,20 @@ pub fn index_rows(
     ts: u64,
     data: &Object,
 ) -> Result<Vec<Row>> {
-    let doc = render(r, ts, data);
+    // The rendered document, built only for a binding: a path reads the stored fields
+    // in place (`select_doc_path`), so a plain index copies no document.
+    let mut doc: Option<Value> = None;
     let source = def.sources.iter().find(|s| s.coll == coll);
-    let field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
+    let mut field_value = |ev: &mut Eval<'_>, f: &IndexField| -> Result<Vec<Value>> {
         let v = match f {
-            IndexField::Path(p) => select_path(&doc, p),
+            IndexField::Path(p) => select_doc_path(r, ts, data, p),
             IndexField::Binding(name) => {
                 let lam = source.and_then(|s| s.bindings.iter().find(|(n, _)| n == name)).map(|(_, l)| l.clone());
                 match lam {
-                    Some(l) => ev.eval_binding(&l, doc.clone())?,
+                    Some(l) => {
+                        let d = doc.get_or_insert_with(|| render(r, ts, data)).clone();
+                        ev.eval_binding(&l, d)?
+                    }
                     None => None,
                 }
             }
@@ -566,21 +585,44 @@ fn cross(acc: Vec<Vec<Value>>, vals: &[Value]) -> Vec<Vec<Value>> {
 
 /// Follow a path of keys/indexes through objects, arrays and refs.
 pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
-    let mut cur = v.clone();
-    for seg in path {
-        cur = match (seg, &cur) {
-            (Value::String(k), Value::Object(o)) => o.get(k)?.clone(),
-            (Value::Long(i), Value::Array(a)) => a.get(usize::try_from(*i).ok()?)?.clone(),
-            (Value::String(k), Value::Ref(r)) => match k.as_str() {
-                "id" => Value::String(r.id.clone()),
-                "collection" | "class" => Value::Ref(*r.collection.clone()?),
-                "database" => Value::Ref(*r.database.clone()?),
-                _ => return None,
-            },
+    // Walked by reference; only what is found is copied (and the fields of a ref, which
+    // are not values until they are taken out of it).
+    let mut cur = v;
+    for (i, seg) in path.iter().enumerate() {
+        cur = match (seg, cur) {
+            (Value::String(k), Value::Object(o)) => o.get(k)?,
+            (Value::Long(n), Value::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
+            (Value::String(k), Value::Ref(r)) => {
+                let field = match k.as_str() {
+                    "id" => Value::String(r.id.clone()),
+                    "collection" | "class" => Value::Ref(*r.collection.clone()?),
+                    "database" => Value::Ref(*r.database.clone()?),
+                    _ => return None,
+                };
+                // A ref's nesting is shallow, and so is this recursion.
+                return select_path(&field, &path[i + 1..]);
+            }
             _ => return None,
         };
     }
-    Some(cur)
+    Some(cur.clone())
+}
+
+/// `select_path(&render(r, ts, data), path)` without rendering the document.
+pub fn select_doc_path(r: &Ref, ts: u64, data: &Object, path: &[Value]) -> Option<Value> {
+    let Some((Value::String(k), rest)) = path.split_first() else {
+        // The whole document, or a segment a document object has nothing under.
+        return if path.is_empty() { Some(render(r, ts, data)) } else { None };
+    };
+    // What `render` puts under `k`: a shown stored field, else the ref or the ts.
+    match data.get(k).filter(|_| !HIDDEN.contains(&k.as_str())) {
+        Some(v) => select_path(v, rest),
+        None => match k.as_str() {
+            "ref" => select_path(&Value::Ref(r.clone()), rest),
+            "ts" => select_path(&Value::Long(ts as i64), rest),
+            _ => None,
+        },
+    }
 }
 
 /// `Get(set)`: the document of the set's first element (which must be a ref).
@@ -588,7 +630,7 @@ pub fn first_of_set(ev: &mut Eval<'_>, set: &Value) -> Result<Value> {
     let mut it = crate::fns::sets::iter(ev, set)?;
     match it.next(ev)? {
         Some(Value::Ref(r)) => match read_doc(ev, &r)? {
-            Some((_, _, _, d)) => Ok(render(&r, d.ts, &d.data)),
+            Some((_, _, _, d)) => Ok(render_owned(&r, d.ts, d.data)),
             None => Err(not_found("Set not found.")),
         },
         Some(other) => Err(invalid_argument(format!(
