@@ -117,21 +117,47 @@ pub fn refuse_unread(body: Body, deadline: Instant, bytes_max: usize, refusal: R
     refusal
 }
 
+/// A parsed query body: its expression, and the query as the write path logs it.
+pub struct Parsed {
+    pub expr: tally_fql::expr::Expr,
+    pub query: QueryJson,
+}
+
+/// The query's JSON, for the logged record.
+pub enum QueryJson {
+    /// The body's text: it was parsed straight to the expression (no JSON tree built).
+    Text(Bytes),
+    /// The body's JSON tree, when the expression was parsed from it.
+    Tree(serde_json::Value),
+}
+
 /// Parse a query body (JSON, then the expression), off the async thread when large.
-pub async fn parse_query(body: Bytes) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
+pub async fn parse_query(body: Bytes) -> Result<Parsed, FqlError> {
     if body.len() <= INLINE_BYTES_MAX {
-        return parse_now(&body);
+        return parse_now(body);
     }
-    crate::longpool::spawn(move || parse_now(&body))
+    crate::longpool::spawn(move || parse_now(body))
         .await
         .unwrap_or_else(|e| Err(FqlError::new(code::INTERNAL_ERROR, format!("parse task failed: {e}"))))
 }
 
-fn parse_now(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
-    if tally_value::json_depth(body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
+fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
+    if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
         let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
         return Err(FqlError::new(code::INVALID_EXPRESSION, msg));
     }
+    // Straight from the text when it can (`expr::from_text`); it declines anything it
+    // cannot build exactly as the tree parser would, errors included, and the tree
+    // parser below then gives the same answer as it always did.
+    if let Some(expr) = tally_fql::expr::from_text(&body) {
+        return Ok(Parsed { expr, query: QueryJson::Text(body) });
+    }
+    let (json, expr) = parse_tree(&body)?;
+    Ok(Parsed { expr, query: QueryJson::Tree(json) })
+}
+
+/// The body's JSON tree and its expression.
+pub fn parse_tree(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
     let json: serde_json::Value = tally_value::parse_json_unbounded(body)
         .map_err(|e| FqlError::new(code::INVALID_EXPRESSION, format!("Request body is not valid JSON: {e}.")))?;
     let expr = tally_fql::expr::parse(&json)?;

@@ -1,0 +1,190 @@
+//! A query's JSON text straight to the record's `tree` encoding, without a
+//! `serde_json::Value` tree: the receiving node encodes the logged query from the request
+//! body it already holds (docs/record.md: the query is "the query's JSON AST").
+//!
+//! The bytes must be exactly what `put_tree` writes for the text's JSON tree, so
+//! [`QueryTree::from_text`] declines (`None`) what it cannot write the same way: malformed JSON,
+//! an object with a repeated key (the tree keeps the last value in the first one's
+//! place), nesting past serde_json's 128 levels. The caller then builds the tree.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use super::{put_str, put_tree, put_varint};
+
+/// A query in the record's `tree` encoding, ready to follow the record's other fields
+/// (`super::encode_input_with_tree`).
+pub struct QueryTree(pub(super) Vec<u8>);
+
+impl QueryTree {
+    /// The `tree` encoding of the JSON `text`, or `None` (see the module doc).
+    pub fn from_text(text: &[u8]) -> Option<QueryTree> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let mut enc = Enc { out: Vec::with_capacity(text.len()), counts: Vec::new() };
+        Node { enc: &mut enc }.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let tree = enc.finish();
+        debug_assert_eq!(Some(&tree), QueryTree::from_json_text_via_tree(text).as_ref());
+        Some(QueryTree(tree))
+    }
+
+    /// The encoding of the JSON tree of `text`, the way the tree path writes it (tests).
+    fn from_json_text_via_tree(text: &[u8]) -> Option<Vec<u8>> {
+        let json: serde_json::Value = tally_value::parse_json_unbounded(text).ok()?;
+        let mut out = Vec::new();
+        put_tree(&mut out, &json, 0).ok()?;
+        Some(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The tree being written. A container's count comes before its elements but is known
+/// only after them: `counts` holds (position, count) for every array and object in the
+/// order they start, and [`Enc::finish`] writes the counts in while copying once.
+struct Enc {
+    out: Vec<u8>,
+    counts: Vec<(usize, u64)>,
+}
+
+impl Enc {
+    fn finish(self) -> Vec<u8> {
+        if self.counts.is_empty() {
+            return self.out;
+        }
+        let mut done = Vec::with_capacity(self.out.len() + 2 * self.counts.len());
+        let mut from = 0;
+        for (pos, n) in self.counts {
+            done.extend_from_slice(&self.out[from..pos]);
+            put_varint(&mut done, n);
+            from = pos;
+        }
+        done.extend_from_slice(&self.out[from..]);
+        done
+    }
+
+    /// Start a container with tag `tag`; its count goes in at the returned slot.
+    fn open(&mut self, tag: u8) -> usize {
+        self.out.push(tag);
+        self.counts.push((self.out.len(), 0));
+        self.counts.len() - 1
+    }
+}
+
+fn decline<E: de::Error>() -> E {
+    E::custom("declined")
+}
+
+struct Node<'e> {
+    enc: &'e mut Enc,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.enc.out.push(0x00);
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.enc.out.push(0x01 + b as u8);
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.enc.out.push(0x03);
+        self.enc.out.extend_from_slice(&n.to_be_bytes());
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        match i64::try_from(n) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) => {
+                self.enc.out.push(0x04);
+                self.enc.out.extend_from_slice(&n.to_be_bytes());
+                Ok(())
+            }
+        }
+    }
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<(), E> {
+        // A JSON tree holds a non-finite float as null; serde_json never reads one.
+        if !f.is_finite() {
+            return Err(decline());
+        }
+        self.enc.out.push(0x05);
+        self.enc.out.extend_from_slice(&f.to_bits().to_be_bytes());
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.enc.out.push(0x06);
+        put_str(&mut self.enc.out, s);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let slot = self.enc.open(0x07);
+        let mut n = 0u64;
+        while seq.next_element_seed(Node { enc: &mut *self.enc })?.is_some() {
+            n += 1;
+        }
+        self.enc.counts[slot].1 = n;
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let slot = self.enc.open(0x08);
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(k) = map.next_key_seed(KeySeed)? {
+            put_str(&mut self.enc.out, &k);
+            map.next_value_seed(Node { enc: &mut *self.enc })?;
+            keys.push(k);
+        }
+        if !distinct(&mut keys) {
+            return Err(decline());
+        }
+        self.enc.counts[slot].1 = keys.len() as u64;
+        Ok(())
+    }
+}
+
+fn distinct(keys: &mut [Cow<'_, str>]) -> bool {
+    if keys.len() <= 16 {
+        return keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+    }
+    keys.sort_unstable();
+    keys.windows(2).all(|w| w[0] != w[1])
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+}
