@@ -188,3 +188,71 @@ impl<'de> Visitor<'de> for KeySeed {
         Ok(Cow::Owned(s.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decode_input, encode_input, encode_input_with_tree, TxnInput};
+    use super::QueryTree;
+
+    fn input(q: serde_json::Value) -> TxnInput {
+        TxnInput {
+            q,
+            db: 7,
+            role: "server".into(),
+            entropy: [3; 32],
+            steps_max: 1000,
+            identity: Some(serde_json::json!({"@ref": {"id": "1"}})),
+            token: None,
+            jwt: None,
+        }
+    }
+
+    /// The record from the text is the record from the text's JSON tree, byte for byte,
+    /// and decodes to that tree; `false` when the text path declined.
+    fn same_record(text: &str) -> bool {
+        let Some(tree) = QueryTree::from_text(text.as_bytes()) else { return false };
+        let q: serde_json::Value = tally_value::parse_json_unbounded(text.as_bytes()).expect("taken text is JSON");
+        let via_tree = encode_input(&input(q.clone())).expect("encodes");
+        let via_text = encode_input_with_tree(&input(serde_json::Value::Null), &tree).expect("encodes");
+        assert_eq!(via_text, via_tree, "{text}");
+        assert_eq!(decode_input(&via_text).map(|i| i.q), Ok(q), "{text}");
+        true
+    }
+
+    #[test]
+    fn records_from_text_are_the_records_from_trees() {
+        let many = format!("[{}]", (0..300).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        let wide = format!(
+            "{{{}}}",
+            (0..200).map(|i| format!("\"k{i}\":[{i},{{\"n\":{many}}}]")).collect::<Vec<_>>().join(",")
+        );
+        let taken = [
+            "null",
+            "true",
+            "[false]",
+            "[1,-1,0,-0,1.0,1e3,-1.5e300,9223372036854775807,9223372036854775808,18446744073709551615]",
+            "[18446744073709551616,-9223372036854775808,-9223372036854775809,0.1,5e-324]",
+            r#""\u00e9\n\"\\ \ud83d\ude00""#,
+            r#"{"g\u0065t":{"@ref":{"id":"1","collection":{"@ref":{"id":"c"}}}},"b":{}}"#,
+            r#"{"let":[{"a":1},{"b":[]}],"in":{"object":{"password2":"x"}}}"#,
+            " [ 1 , { \"a\" : 2 } ] ",
+            &many,
+            &wide,
+            &format!("{}1{}", "[".repeat(127), "]".repeat(127)),
+            &format!("{}{}", "{\"a\":".repeat(100), "1".to_string() + &"}".repeat(100)),
+        ];
+        for text in taken {
+            assert!(same_record(text), "declined {text}");
+        }
+    }
+
+    #[test]
+    fn texts_whose_record_it_cannot_write_alike_are_declined() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let many_dups = format!("{{{}}}", (0..40).map(|i| format!("\"k{}\":{i}", i % 39)).collect::<Vec<_>>().join(","));
+        for text in ["", "{", "[1,]", "1 x", "1e400", r#"{"a":1,"a":2}"#, r#"[{"a":{"b":1,"b":1}}]"#, &deep, &many_dups]
+        {
+            assert!(!same_record(text), "took {text}");
+        }
+    }
+}

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 use tally_value::{Ref, Value};
 
@@ -387,7 +387,9 @@ impl<'de> Visitor<'de> for RefSeed {
                 "collection" => collection = map.next_value_seed(SubRefSeed)?,
                 "database" => database = map.next_value_seed(SubRefSeed)?,
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    // Read whole, not skipped: serde_json's skipping accepts strings its
+                    // parser refuses (a lone surrogate escape), and the tree path parses it.
+                    map.next_value::<Json>()?;
                     continue;
                 }
             }
