@@ -227,7 +227,11 @@ pub fn encode_input_with_tree_predecoded(
     expr: std::sync::Arc<tally_fql::expr::Expr>,
 ) -> Result<(Vec<u8>, Option<Predecoded>), RecordError> {
     debug_assert_eq!(
-        Reader { bytes: &query.0, pos: 0 }.tree(0).ok().and_then(|q| tally_fql::expr::parse(&q).ok()).map(|e| format!("{e:?}")),
+        Reader { bytes: &query.0, pos: 0 }
+            .tree(0)
+            .ok()
+            .and_then(|q| tally_fql::expr::parse(&q).ok())
+            .map(|e| format!("{e:?}")),
         Some(format!("{expr:?}")),
         "a Predecoded's expression must be its query's"
     );
@@ -523,8 +527,8 @@ impl<'a> Reader<'a> {
 mod output;
 pub mod root_key;
 mod text;
-pub use text::QueryTree;
 pub use output::{decode_output, encode_body, encode_output, TxnOutput};
+pub use text::QueryTree;
 
 #[cfg(test)]
 mod tests;

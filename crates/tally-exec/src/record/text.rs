@@ -249,7 +249,8 @@ mod tests {
     #[test]
     fn texts_whose_record_it_cannot_write_alike_are_declined() {
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        let many_dups = format!("{{{}}}", (0..40).map(|i| format!("\"k{}\":{i}", i % 39)).collect::<Vec<_>>().join(","));
+        let many_dups =
+            format!("{{{}}}", (0..40).map(|i| format!("\"k{}\":{i}", i % 39)).collect::<Vec<_>>().join(","));
         for text in ["", "{", "[1,]", "1 x", "1e400", r#"{"a":1,"a":2}"#, r#"[{"a":{"b":1,"b":1}}]"#, &deep, &many_dups]
         {
             assert!(!same_record(text), "took {text}");
