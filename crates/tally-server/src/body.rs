@@ -142,15 +142,16 @@ pub async fn parse_query(body: Bytes) -> Result<Parsed, FqlError> {
 }
 
 fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
+    // Straight from the text when it can (`expr::from_text`); it declines anything it
+    // cannot build exactly as the tree parser would, errors included, and the tree
+    // parser below then gives the same answer as it always did. What it takes is at
+    // most 128 levels deep (serde_json's limit), so the depth check below would pass.
+    if let Some(expr) = tally_fql::expr::from_text(&body) {
+        return Ok(Parsed { expr, query: QueryJson::Text(body) });
+    }
     if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
         let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
         return Err(FqlError::new(code::INVALID_EXPRESSION, msg));
-    }
-    // Straight from the text when it can (`expr::from_text`); it declines anything it
-    // cannot build exactly as the tree parser would, errors included, and the tree
-    // parser below then gives the same answer as it always did.
-    if let Some(expr) = tally_fql::expr::from_text(&body) {
-        return Ok(Parsed { expr, query: QueryJson::Text(body) });
     }
     let (json, expr) = parse_tree(&body)?;
     Ok(Parsed { expr, query: QueryJson::Tree(json) })

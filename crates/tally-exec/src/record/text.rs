@@ -22,7 +22,7 @@ impl QueryTree {
     /// The `tree` encoding of the JSON `text`, or `None` (see the module doc).
     pub fn from_text(text: &[u8]) -> Option<QueryTree> {
         let mut de = serde_json::Deserializer::from_slice(text);
-        let mut enc = Enc { out: Vec::with_capacity(text.len()), counts: Vec::new() };
+        let mut enc = Enc { out: Vec::with_capacity(text.len()), counts: Vec::new(), keys: Vec::new() };
         Node { enc: &mut enc }.deserialize(&mut de).ok()?;
         de.end().ok()?;
         let tree = enc.finish();
@@ -49,9 +49,24 @@ impl QueryTree {
 struct Enc {
     out: Vec<u8>,
     counts: Vec<(usize, u64)>,
+    /// Where in `out` the keys of the objects being written are, innermost object's
+    /// last: one stack for all objects rather than a list per object.
+    keys: Vec<(usize, usize)>,
 }
 
 impl Enc {
+    /// Are the keys from `keys[base..]` (one object's) distinct?
+    fn distinct(&self, base: usize) -> bool {
+        let keys = &self.keys[base..];
+        let key = |&(from, to): &(usize, usize)| &self.out[from..to];
+        if keys.len() <= 16 {
+            return keys.iter().enumerate().all(|(i, k)| keys[..i].iter().all(|x| key(x) != key(k)));
+        }
+        let mut sorted: Vec<&[u8]> = keys.iter().map(key).collect();
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] != w[1])
+    }
+
     fn finish(self) -> Vec<u8> {
         if self.counts.is_empty() {
             return self.out;
@@ -144,26 +159,20 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let slot = self.enc.open(0x08);
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let base = self.enc.keys.len();
         while let Some(k) = map.next_key_seed(KeySeed)? {
             put_str(&mut self.enc.out, &k);
+            let end = self.enc.out.len();
+            self.enc.keys.push((end - k.len(), end));
             map.next_value_seed(Node { enc: &mut *self.enc })?;
-            keys.push(k);
         }
-        if !distinct(&mut keys) {
+        if !self.enc.distinct(base) {
             return Err(decline());
         }
-        self.enc.counts[slot].1 = keys.len() as u64;
+        self.enc.counts[slot].1 = (self.enc.keys.len() - base) as u64;
+        self.enc.keys.truncate(base);
         Ok(())
     }
-}
-
-fn distinct(keys: &mut [Cow<'_, str>]) -> bool {
-    if keys.len() <= 16 {
-        return keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
-    }
-    keys.sort_unstable();
-    keys.windows(2).all(|w| w[0] != w[1])
 }
 
 struct KeySeed;

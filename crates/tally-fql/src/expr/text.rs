@@ -176,8 +176,11 @@ fn object<'de, A: MapAccess<'de>>(first: Cow<'de, str>, mut map: A, nodes: &mut 
         let Some((_, Pending::Fields(fields))) = entries.pop() else { return Err(decline()) };
         return Ok(Expr::Object(fields));
     }
-    let keys: Vec<&str> = entries.iter().map(|(k, _)| &**k).collect();
-    let spec = resolve_keys(&keys).map_err(|_| decline())?;
+    let mut keys = [""; CALL_KEYS_MAX];
+    for (slot, (k, _)) in keys.iter_mut().zip(&entries) {
+        *slot = k;
+    }
+    let spec = resolve_keys(&keys[..entries.len()]).map_err(|_| decline())?;
     if spec.name == "query" {
         // As `Parser::call`: validated as an expression, kept as data.
         let Some((_, Pending::Json(body))) = entries.pop() else { return Err(decline()) };
