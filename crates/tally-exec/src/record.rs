@@ -176,6 +176,13 @@ pub enum RecordError {
 /// Encode `input` as a version 1 record. Fails only for a value nested deeper than
 /// [`TREE_DEPTH_MAX`] or a float that is not finite (neither comes out of HTTP JSON).
 pub fn encode_input(input: &TxnInput) -> Result<Vec<u8>, RecordError> {
+    let mut out = encode_head(input)?;
+    put_tree(&mut out, &input.q, 0)?;
+    Ok(out)
+}
+
+/// Every field of `input` but the query, which follows it last.
+fn encode_head(input: &TxnInput) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::with_capacity(64);
     out.push(VERSION);
     out.push(KIND_INPUT);
@@ -199,8 +206,39 @@ pub fn encode_input(input: &TxnInput) -> Result<Vec<u8>, RecordError> {
         put_tree(&mut out, &j.claims, 0)?;
     }
     put_varint(&mut out, 0); // footprint
-    put_tree(&mut out, &input.q, 0)?;
     Ok(out)
+}
+
+/// [`encode_input`] for an input whose query is already in its `tree` encoding
+/// (`input.q` is ignored): the receiving node writes it from the request body's text
+/// ([`QueryTree::from_text`]) without building the JSON tree.
+pub fn encode_input_with_tree(input: &TxnInput, query: &QueryTree) -> Result<Vec<u8>, RecordError> {
+    let mut out = encode_head(input)?;
+    out.extend_from_slice(&query.0);
+    Ok(out)
+}
+
+/// [`encode_input_predecoded`] for a query in its `tree` encoding
+/// ([`encode_input_with_tree`]); `expr` must be what `tally_fql::expr::parse` gives for
+/// that tree (checked in debug builds).
+pub fn encode_input_with_tree_predecoded(
+    mut input: TxnInput,
+    query: &QueryTree,
+    expr: std::sync::Arc<tally_fql::expr::Expr>,
+) -> Result<(Vec<u8>, Option<Predecoded>), RecordError> {
+    debug_assert_eq!(
+        Reader { bytes: &query.0, pos: 0 }
+            .tree(0)
+            .ok()
+            .and_then(|q| tally_fql::expr::parse(&q).ok())
+            .map(|e| format!("{e:?}")),
+        Some(format!("{expr:?}")),
+        "a Predecoded's expression must be its query's"
+    );
+    input.q = Json::Null;
+    let bytes = encode_input_with_tree(&input, query)?;
+    let decodable = tally_fql::auth::Role::parse(&input.role).is_some_and(|r| r.name() == input.role);
+    Ok((bytes, decodable.then_some(Predecoded { input, expr })))
 }
 
 /// What the receiving node decoded from an input record it encoded itself: the input (its
@@ -488,7 +526,9 @@ impl<'a> Reader<'a> {
 
 mod output;
 pub mod root_key;
+mod text;
 pub use output::{decode_output, encode_body, encode_output, TxnOutput};
+pub use text::QueryTree;
 
 #[cfg(test)]
 mod tests;

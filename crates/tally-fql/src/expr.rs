@@ -85,6 +85,9 @@ pub fn is_function(name: &str) -> bool {
     registry().contains_key(name)
 }
 
+mod text;
+pub use text::from_text;
+
 pub fn parse(json: &Json) -> Result<Expr> {
     let mut nodes = 0usize;
     Parser { nodes: &mut nodes }.expr(json)
@@ -209,15 +212,19 @@ fn key_of(spec: &'static FnSpec, k: &str) -> &'static str {
 }
 
 fn resolve(map: &serde_json::Map<String, Json>) -> Result<&'static FnSpec> {
+    let keys: Vec<&str> = map.keys().map(|s| s.as_str()).collect();
+    resolve_keys(&keys)
+}
+
+/// The function an object with these keys (distinct, in the object's order) calls.
+fn resolve_keys(keys: &[&str]) -> Result<&'static FnSpec> {
     let reg = registry();
     let mut best: Option<&'static FnSpec> = None;
-    for k in map.keys() {
-        let Some(specs) = reg.get(k.as_str()) else { continue };
+    for k in keys {
+        let Some(specs) = reg.get(k) else { continue };
         for spec in specs {
-            let fits = map
-                .keys()
-                .all(|x| x == spec.name || spec.optional.contains(&x.as_str()) || spec.required.contains(&x.as_str()))
-                && spec.required.iter().all(|r| map.contains_key(*r));
+            let fits = keys.iter().all(|x| *x == spec.name || spec.optional.contains(x) || spec.required.contains(x))
+                && spec.required.iter().all(|r| keys.contains(r));
             if fits
                 && best.is_none_or(|b| spec.optional.len() + spec.required.len() > b.optional.len() + b.required.len())
             {
@@ -226,7 +233,6 @@ fn resolve(map: &serde_json::Map<String, Json>) -> Result<&'static FnSpec> {
         }
     }
     best.ok_or_else(|| {
-        let keys: Vec<&str> = map.keys().map(|s| s.as_str()).collect();
         let known: Vec<&&str> = keys.iter().filter(|k| reg.contains_key(**k)).collect();
         if let Some(k) = known.first() {
             invalid_expression(format!(

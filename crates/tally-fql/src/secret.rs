@@ -300,6 +300,14 @@ fn literal_string(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Could [`redact_passwords`] replace anything in the JSON tree of `text`? It replaces
+/// only values under a key `password`, and a decoded key can be `password` only where
+/// the text spells it out or writes a letter as a `\u` escape; `false` when it has
+/// neither, so the query can be logged from its text as it is.
+pub fn may_hold_password(text: &[u8]) -> bool {
+    text.windows(8).any(|w| w == b"password") || text.windows(2).any(|w| w == b"\\u")
+}
+
 /// Replace literal passwords in a write's query (JSON wire form) by digests tagged for
 /// the input with `entropy`. A password that is only known once the query runs (a
 /// variable, a read, a function of anything but literals) stays as it is written, and

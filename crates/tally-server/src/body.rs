@@ -117,21 +117,48 @@ pub fn refuse_unread(body: Body, deadline: Instant, bytes_max: usize, refusal: R
     refusal
 }
 
+/// A parsed query body: its expression, and the query as the write path logs it.
+pub struct Parsed {
+    pub expr: tally_fql::expr::Expr,
+    pub query: QueryJson,
+}
+
+/// The query's JSON, for the logged record.
+pub enum QueryJson {
+    /// The body's text: it was parsed straight to the expression (no JSON tree built).
+    Text(Bytes),
+    /// The body's JSON tree, when the expression was parsed from it.
+    Tree(serde_json::Value),
+}
+
 /// Parse a query body (JSON, then the expression), off the async thread when large.
-pub async fn parse_query(body: Bytes) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
+pub async fn parse_query(body: Bytes) -> Result<Parsed, FqlError> {
     if body.len() <= INLINE_BYTES_MAX {
-        return parse_now(&body);
+        return parse_now(body);
     }
-    crate::longpool::spawn(move || parse_now(&body))
+    crate::longpool::spawn(move || parse_now(body))
         .await
         .unwrap_or_else(|e| Err(FqlError::new(code::INTERNAL_ERROR, format!("parse task failed: {e}"))))
 }
 
-fn parse_now(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
-    if tally_value::json_depth(body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
+fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
+    // Straight from the text when it can (`expr::from_text`); it declines anything it
+    // cannot build exactly as the tree parser would, errors included, and the tree
+    // parser below then gives the same answer as it always did. What it takes is at
+    // most 128 levels deep (serde_json's limit), so the depth check below would pass.
+    if let Some(expr) = tally_fql::expr::from_text(&body) {
+        return Ok(Parsed { expr, query: QueryJson::Text(body) });
+    }
+    if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
         let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
         return Err(FqlError::new(code::INVALID_EXPRESSION, msg));
     }
+    let (json, expr) = parse_tree(&body)?;
+    Ok(Parsed { expr, query: QueryJson::Tree(json) })
+}
+
+/// The body's JSON tree and its expression.
+pub fn parse_tree(body: &[u8]) -> Result<(serde_json::Value, tally_fql::expr::Expr), FqlError> {
     let json: serde_json::Value = tally_value::parse_json_unbounded(body)
         .map_err(|e| FqlError::new(code::INVALID_EXPRESSION, format!("Request body is not valid JSON: {e}.")))?;
     let expr = tally_fql::expr::parse(&json)?;
@@ -199,4 +226,73 @@ pub async fn encode_answer(v: tally_value::Value) -> Vec<u8> {
         return crate::longpool::spawn(encode).await.unwrap_or_default();
     }
     encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request path before the text path existed: depth check, JSON tree, expression.
+    fn tree_path(body: &[u8]) -> Result<String, FqlError> {
+        if tally_value::json_depth(body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
+            let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
+            return Err(FqlError::new(code::INVALID_EXPRESSION, msg));
+        }
+        parse_tree(body).map(|(_, e)| format!("{e:?}"))
+    }
+
+    /// The request path now; and whether it took the text path.
+    fn now(body: &[u8]) -> (Result<String, FqlError>, bool) {
+        match parse_now(Bytes::copy_from_slice(body)) {
+            Ok(p) => (Ok(format!("{:?}", p.expr)), matches!(p.query, QueryJson::Text(_))),
+            Err(e) => (Err(e), false),
+        }
+    }
+
+    #[test]
+    fn bodies_parse_to_the_same_expression_or_the_same_error() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let deep_calls = |n: usize| format!("{}1{}", "{\"add\":[".repeat(n), "]}".repeat(n));
+        let bodies: Vec<(String, bool)> = vec![
+            (r#"{"add":[1,2]}"#.into(), true),
+            (r#"{"let":[{"a":{"get":{"@ref":{"id":"1","collection":{"@ref":{"id":"c","collection":{"@ref":{"id":"collections"}}}}}}}}],"in":{"var":"a"}}"#.into(), true),
+            (r#"{"create":{"collection":"c"},"params":{"object":{"data":{"object":{"n":1}}}}}"#.into(), true),
+            (deep(100), true),
+            (deep_calls(60), true),
+            (deep(500), false),
+            (deep(1000), false),
+            (deep(1001), false),
+            (deep_calls(600), false),
+            ("".into(), false),
+            ("{\"add\":".into(), false),
+            ("[1,2".into(), false),
+            ("{\"add\":[1,2]} trailing".into(), false),
+            ("{\"add\":[1,2],\"add\":[3]}".into(), false),
+            ("{}".into(), false),
+            ("{\"nope\":1}".into(), false),
+            ("{\"select\":1}".into(), false),
+            ("{\"@ref\":{\"id\":5}}".into(), false),
+            ("{\"@ts\":\"not a time\"}".into(), false),
+            ("{\"@foo\":1}".into(), false),
+            ("9223372036854775808".into(), false),
+            ("1e400".into(), false),
+            ("{\"let\":[1],\"in\":1}".into(), false),
+            ("{\"object\":{\"@obj\":{\"@x\":{\"add\":[1]}}}}".into(), false),
+            ("\u{feff}1".into(), false),
+            ("[\"\\ud800\"]".into(), false),
+        ];
+        // Deep bodies recurse in both paths: on a stack like the server's threads'.
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                for (body, text_path) in bodies {
+                    let (got, took) = now(body.as_bytes());
+                    assert_eq!(got, tree_path(body.as_bytes()), "{body}");
+                    assert_eq!(took, text_path, "{body}");
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("no failure");
+    }
 }

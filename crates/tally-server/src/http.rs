@@ -421,7 +421,7 @@ pub(crate) async fn query_inner(st: Arc<AppState>, headers: &HeaderMap, body: By
     // A large query is turned into its logged input off the async threads (write_path).
     let large = body.len() > crate::body::INLINE_BYTES_MAX;
     let (json, expr) = match crate::body::parse_query(body).await {
-        Ok((json, expr)) => (json, Arc::new(expr)),
+        Ok(parsed) => (parsed.query, Arc::new(parsed.expr)),
         Err(e) => return error_response(&e, 0),
     };
     // A JWT is verified here, off the executor (clock, network); what it proves then
@@ -663,9 +663,34 @@ fn drop_off_thread<T: Send + 'static>(v: T, large: bool) {
     }
 }
 
+/// The record of `input` (its query from `tree` when given, else `input.q`), and for this
+/// node's executor what it would decode from it (a single node's sequencer runs it in
+/// this process; Raft drops it). The query's JSON tree, if any, is freed in here, on the
+/// thread that built it, before the wait for the log, after which the task may resume on
+/// another worker: glibc frees another thread's memory through that arena's lock, which
+/// made dropping the query's JSON tree a tenth of a transfer's CPU.
+fn encode_record(
+    input: TxnInput,
+    tree: Option<&tally_exec::record::QueryTree>,
+    expr: Option<Arc<tally_fql::expr::Expr>>,
+) -> Result<(Vec<u8>, Option<tally_calvin::Decoded>), tally_exec::record::RecordError> {
+    use tally_exec::record as r;
+    let boxed = |pre: Option<r::Predecoded>| pre.map(|p| Box::new(p) as tally_calvin::Decoded);
+    match (tree, expr) {
+        (Some(tree), Some(expr)) => r::encode_input_with_tree_predecoded(input, tree, expr).map(|(b, p)| (b, boxed(p))),
+        (Some(tree), None) => r::encode_input_with_tree(&input, tree).map(|b| (b, None)),
+        (None, Some(expr)) => r::encode_input_predecoded(input, expr).map(|(b, p)| (b, boxed(p))),
+        (None, None) => {
+            let bytes = r::encode_input(&input);
+            drop(input);
+            bytes.map(|b| (b, None))
+        }
+    }
+}
+
 async fn write_path(
     st: Arc<AppState>,
-    q: serde_json::Value,
+    query: crate::body::QueryJson,
     expr: Arc<tally_fql::expr::Expr>,
     auth: tally_fql::auth::Auth,
     tmo: u64,
@@ -688,17 +713,10 @@ async fn write_path(
         Some(expr)
     };
     let build = move || {
-        // Literal passwords never reach the log: only their digests do, tagged for this
-        // input alone. This is the only place inputs are built (a cluster member builds
-        // them here too, then forwards the bytes to the leader).
-        let mut q = q;
-        // The expression parsed from the body is the logged query's unless a password
-        // was replaced: then the executor parses the logged query itself.
-        let expr = expr.filter(|_| tally_fql::secret::redact_passwords(&mut q, &entropy) == 0);
         let as_json =
             |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
         let input = TxnInput {
-            q,
+            q: serde_json::Value::Null,
             db: auth.db,
             role: auth.role.name().to_string(),
             entropy,
@@ -711,21 +729,33 @@ async fn write_path(
                 claims: l.claims.clone(),
             }),
         };
-        // The record, and for this node's executor what it would decode from it (a single
-        // node's sequencer runs it in this process; Raft drops it). The query's JSON tree
-        // is freed in here, on the thread that built it, before the wait for the log,
-        // after which the task may resume on another worker: glibc frees another thread's
-        // memory through that arena's lock, which made dropping the query's JSON tree a
-        // tenth of a transfer's CPU.
-        match expr {
-            Some(expr) => tally_exec::record::encode_input_predecoded(input, expr)
-                .map(|(b, pre)| (b, pre.map(|p| Box::new(p) as tally_calvin::Decoded))),
-            None => {
-                let bytes = tally_exec::record::encode_input(&input);
-                drop(input);
-                bytes.map(|b| (b, None))
+        let q = match query {
+            crate::body::QueryJson::Tree(q) => q,
+            crate::body::QueryJson::Text(text) => {
+                // The query was parsed straight from the body's text: when nothing in it
+                // can need redacting, its record is written from the text too (the same
+                // bytes as from its JSON tree, docs/record.md), and no tree is built.
+                let tree = (!tally_fql::secret::may_hold_password(&text))
+                    .then(|| tally_exec::record::QueryTree::from_text(&text))
+                    .flatten();
+                match tree {
+                    Some(tree) => return encode_record(input, Some(&tree), expr).map_err(|e| e.to_string()),
+                    // A parsed body is valid JSON.
+                    None => match tally_value::parse_json_unbounded(&text) {
+                        Ok(q) => q,
+                        Err(e) => return Err(format!("the query is not JSON: {e}")),
+                    },
+                }
             }
-        }
+        };
+        // Literal passwords never reach the log: only their digests do, tagged for this
+        // input alone. This is the only place inputs are built (a cluster member builds
+        // them here too, then forwards the bytes to the leader).
+        let mut input = TxnInput { q, ..input };
+        // The expression parsed from the body is the logged query's unless a password
+        // was replaced: then the executor parses the logged query itself.
+        let expr = expr.filter(|_| tally_fql::secret::redact_passwords(&mut input.q, &entropy) == 0);
+        encode_record(input, None, expr).map_err(|e| e.to_string())
     };
     // A large query's redaction walk, encoding and freeing cost milliseconds: on the
     // long-work pool, so they do not stall the async threads (issue 13 item 4).

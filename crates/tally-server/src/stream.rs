@@ -174,7 +174,7 @@ pub async fn stream(
         Err(r) => return r,
     };
     let expr = match crate::body::parse_query(bytes).await {
-        Ok((_, expr)) => expr,
+        Ok(parsed) => parsed.expr,
         Err(e) => return error_response(&e, 0),
     };
     drop(held);

@@ -1,0 +1,113 @@
+//! CPU of turning a request body into its expression and its logged record, the tree way
+//! (JSON text -> `serde_json::Value` -> `Expr`; redact, encode the tree, free it) against
+//! the text way (`expr::from_text`, `QueryTree::from_text`). Not a test: a benchmark that
+//! prints its figures (docs/benchmarks.md), run with
+//! `cargo test --release -p tally-exec --test parse_cost -- --ignored --nocapture`.
+
+use std::time::Instant;
+
+use tally_exec::record::{encode_input, encode_input_with_tree, QueryTree, TxnInput};
+
+fn r(id: &str) -> String {
+    format!(
+        r#"{{"@ref":{{"id":"{id}","collection":{{"@ref":{{"id":"accounts","collection":{{"@ref":{{"id":"collections"}}}}}}}}}}}}"#
+    )
+}
+
+/// The shape of `tally bench transfer`'s body (one transfer).
+fn transfer() -> String {
+    let (a, b) = (r("17"), r("4242"));
+    format!(
+        r#"{{"let":[{{"a":{{"get":{a}}}}},{{"b":{{"get":{b}}}}}],"in":{{"if":{{"lt":[{{"select":["data","balance"],"from":{{"var":"a"}}}},5]}},"then":{{"abort":"insufficient funds"}},"else":{{"do":[{{"update":{a},"params":{{"object":{{"data":{{"object":{{"balance":{{"subtract":[{{"select":["data","balance"],"from":{{"var":"a"}}}},5]}}}}}}}}}}}},{{"update":{b},"params":{{"object":{{"data":{{"object":{{"balance":{{"add":[{{"select":["data","balance"],"from":{{"var":"b"}}}},5]}}}}}}}}}}}},{{"create":{{"collection":"transfers"}},"params":{{"object":{{"data":{{"object":{{"from":{a},"to":{b},"amount":5}}}}}}}}}}]}}}}}}"#
+    )
+}
+
+fn input() -> TxnInput {
+    TxnInput {
+        q: serde_json::Value::Null,
+        db: 1,
+        role: "server".into(),
+        entropy: [7; 32],
+        steps_max: 1_000_000,
+        identity: None,
+        token: None,
+        jwt: None,
+    }
+}
+
+fn tree_way(text: &[u8]) -> usize {
+    let q: serde_json::Value = tally_value::parse_json_unbounded(text).expect("json");
+    let expr = tally_fql::expr::parse(&q).expect("expr");
+    let mut inp = TxnInput { q, ..input() };
+    tally_fql::secret::redact_passwords(&mut inp.q, &inp.entropy.clone());
+    let n = encode_input(&inp).expect("record").len();
+    drop((inp, expr));
+    n
+}
+
+fn text_way(text: &[u8]) -> usize {
+    let expr = tally_fql::expr::from_text(text).expect("taken");
+    assert!(!tally_fql::secret::may_hold_password(text));
+    let tree = QueryTree::from_text(text).expect("taken");
+    let n = encode_input_with_tree(&input(), &tree).expect("record").len();
+    drop(expr);
+    n
+}
+
+#[test]
+#[ignore = "a benchmark: prints figures"]
+fn parse_cost() {
+    let body = transfer();
+    let text = body.as_bytes();
+    assert_eq!(tree_way(text), text_way(text));
+    const ROUNDS: u32 = 20_000;
+    for round in 0..3 {
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            std::hint::black_box(tree_way(std::hint::black_box(text)));
+        }
+        let tree_us = t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            std::hint::black_box(text_way(std::hint::black_box(text)));
+        }
+        let text_us = t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
+        println!(
+            "round {round}: transfer body of {} bytes: tree way {tree_us:.2} us, text way {text_us:.2} us ({:.0} %)",
+            text.len(),
+            100.0 * text_us / tree_us
+        );
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: prints figures"]
+fn parse_cost_parts() {
+    let body = transfer();
+    let text = body.as_bytes();
+    const ROUNDS: u32 = 20_000;
+    let time = |what: &str, f: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            f();
+        }
+        println!("{what}: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64);
+    };
+    time("serde_json tree", &|| {
+        drop(std::hint::black_box(tally_value::parse_json_unbounded::<serde_json::Value>(text)))
+    });
+    let q: serde_json::Value = tally_value::parse_json_unbounded(text).unwrap();
+    time("expr::parse of the tree", &|| drop(std::hint::black_box(tally_fql::expr::parse(&q))));
+    time("expr::from_text", &|| drop(std::hint::black_box(tally_fql::expr::from_text(text))));
+    time("QueryTree::from_text", &|| drop(std::hint::black_box(QueryTree::from_text(text))));
+    time("may_hold_password", &|| {
+        std::hint::black_box(tally_fql::secret::may_hold_password(text));
+    });
+    time("json_depth", &|| {
+        std::hint::black_box(tally_value::json_depth(text, 1000));
+    });
+    time("serde IgnoredAny pass", &|| {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        drop(std::hint::black_box(<serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de)));
+    });
+}
