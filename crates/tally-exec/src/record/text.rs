@@ -7,12 +7,12 @@
 //! an object with a repeated key (the tree keeps the last value in the first one's
 //! place), nesting past serde_json's 128 levels. The caller then builds the tree.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::{put_str, put_tree, put_varint};
+use tally_fql::expr::KeySeed;
 
 /// A query in the record's `tree` encoding, ready to follow the record's other fields
 /// (`super::encode_input_with_tree`).
@@ -172,29 +172,6 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.enc.counts[slot].1 = (self.enc.keys.len() - base) as u64;
         self.enc.keys.truncate(base);
         Ok(())
-    }
-}
-
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
     }
 }
 

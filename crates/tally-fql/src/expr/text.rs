@@ -334,8 +334,9 @@ impl<'de> Visitor<'de> for BindingSeed<'_> {
     }
 }
 
-/// An object key, borrowed from the text when it has no escapes.
-struct KeySeed;
+/// An object key, borrowed from the text when it has no escapes (also used by the logged
+/// record's writer, `tally_exec::record`, which reads the same text).
+pub struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
