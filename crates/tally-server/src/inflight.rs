@@ -155,10 +155,22 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// docs/benchmarks.md).
 const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;
 
-/// Give memory back to the OS after load: glibc keeps freed heap pages in its arenas (a
-/// write flood left gigabytes resident), so every [`TRIM_EVERY`] with nothing in flight
-/// a thread asks it to release them (`malloc_trim`, which also returns free pages in the
-/// middle of each arena). Elsewhere nothing to do.
+/// What gives freed memory back to the OS, set by the binary that chose the process's
+/// allocator (the `tally` binary: jemalloc's purge of every arena); unset, glibc's `malloc_trim`.
+static RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets how the trimmer gives memory back ([`spawn_trimmer`]): for a binary whose
+/// `#[global_allocator]` is not glibc's malloc. The first call wins.
+pub fn set_memory_release(release: fn()) {
+    let _ = RELEASE.set(release);
+}
+
+/// Give memory back to the OS after load: an allocator keeps freed pages for reuse (glibc
+/// in its arenas, where a write flood left gigabytes resident; jemalloc until an arena's
+/// decay runs, which happens only as the arena is used again), so every
+/// [`TRIM_EVERY`] with nothing in flight a thread asks it to release them, once per quiet
+/// spell ([`set_memory_release`], else `malloc_trim`, which also returns free pages in
+/// the middle of each arena).
 pub fn spawn_trimmer(inflight: Arc<InFlight>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -167,27 +179,36 @@ pub fn spawn_trimmer(inflight: Arc<InFlight>) {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
         }
-        let _ = std::thread::Builder::new().name("tally-trim".into()).spawn(move || {
-            let mut trimmed_at_zero = false;
-            loop {
-                std::thread::sleep(TRIM_EVERY);
-                if inflight.used() > 0 {
-                    trimmed_at_zero = false;
-                    continue;
-                }
-                // Once per quiet spell: a trim walks every arena under its lock.
-                if !trimmed_at_zero {
-                    // SAFETY: malloc_trim only touches the allocator's own state.
-                    unsafe {
-                        libc::malloc_trim(0);
-                    }
-                    trimmed_at_zero = true;
-                }
-            }
-        });
     }
+    let release = RELEASE.get().copied();
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = inflight;
+    if release.is_none() {
+        return;
+    }
+    let _ = std::thread::Builder::new().name("tally-trim".into()).spawn(move || {
+        let mut trimmed_at_zero = false;
+        loop {
+            std::thread::sleep(TRIM_EVERY);
+            if inflight.used() > 0 {
+                trimmed_at_zero = false;
+                continue;
+            }
+            // Once per quiet spell: a trim walks every arena under its lock.
+            if !trimmed_at_zero {
+                match release {
+                    Some(release) => release(),
+                    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                    // SAFETY: malloc_trim only touches the allocator's own state.
+                    None => unsafe {
+                        libc::malloc_trim(0);
+                    },
+                    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+                    None => {}
+                }
+                trimmed_at_zero = true;
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -16,6 +16,45 @@ mod shell;
 mod transfer;
 mod verify;
 
+/// jemalloc instead of glibc's malloc: under 64 clients glibc's free lists (`_int_free`,
+/// `malloc_consolidate`) took about a fifth of the server's CPU (docs/benchmarks.md, "The
+/// allocator under group commit"; mimalloc was as fast but kept up to three times the
+/// memory under the resource attacks). The server's trimmer gives freed pages back when
+/// quiet ([`release_memory`]).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc returns a freed page to the OS only some seconds later, as the arena that
+/// holds it is used again (its decay), and an idle server's arenas are not: after a burst
+/// of big answers the memory stayed resident. Purging every arena gives it back at once.
+fn release_memory() {
+    // A refusal leaves the pages resident, no worse than before (the test below checks
+    // jemalloc accepts the control).
+    let _ = purge_every_arena();
+}
+
+/// jemalloc's `arena.<MALLCTL_ARENAS_ALL>.purge`, a control that takes and gives nothing;
+/// its status (0: done).
+fn purge_every_arena() -> i32 {
+    let name = b"arena.4096.purge\0";
+    // SAFETY: the name is NUL-terminated, and a control without value is called with null
+    // pointers and length 0, as jemalloc's mallctl documents; a purge only touches
+    // jemalloc's own unused pages.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(name.as_ptr().cast(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0)
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    #[test]
+    fn jemalloc_accepts_the_purge_of_every_arena() {
+        let big = vec![1u8; 64 << 20];
+        drop(big);
+        assert_eq!(super::purge_every_arena(), 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: a serverless distributed ledger database speaking FQL v4")]
 struct Cli {
@@ -157,6 +196,7 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    tally_server::inflight::set_memory_release(release_memory);
     if let Some(serve) = Cli::command().find_subcommand("serve") {
         config::apply(serve)?;
     }
