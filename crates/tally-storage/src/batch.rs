@@ -219,7 +219,100 @@ pub(crate) struct OverlayBatch {
 
 impl OverlayBatch {
     pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
+        let base = Box::new(NewestMemo::new(base));
         OverlayBatch { layer: Layer { base, overlay: Overlay::default() }, sink, writer }
+    }
+}
+
+/// Keys a batch remembers its base's newest version of ([`NewestMemo`]).
+const MEMO_KEYS_MAX: usize = 4096;
+/// Largest value remembered, and all of them together.
+const MEMO_VALUE_BYTES_MAX: usize = 64 << 10;
+const MEMO_BYTES_MAX: usize = 16 << 20;
+
+/// A batch's base with each key's newest version remembered once read. The base is a
+/// snapshot, which never changes, so its answer for `get(key, at)` is its newest version
+/// of `key` whenever that version's ts is at or before `at`. A batch reads the same hot
+/// keys transaction after transaction, each at its own ts, at or after every version its
+/// base holds; each such read went down the whole write-behind stack to redb, about a
+/// quarter of a transfer's evaluation (docs/benchmarks.md). Bounded by key count and
+/// bytes; a key not remembered is read from the base as before.
+struct NewestMemo {
+    base: Box<dyn Snapshot>,
+    /// Per space, the base's newest version of each key read (None: the key has none).
+    newest: std::cell::RefCell<[std::collections::HashMap<Vec<u8>, Option<Version>>; 2]>,
+    bytes: std::cell::Cell<usize>,
+}
+
+impl NewestMemo {
+    fn new(base: Box<dyn Snapshot>) -> Self {
+        NewestMemo { base, newest: Default::default(), bytes: std::cell::Cell::new(0) }
+    }
+
+    fn slot(space: Space) -> usize {
+        match space {
+            Space::Docs => 0,
+            Space::Index => 1,
+        }
+    }
+}
+
+impl Snapshot for NewestMemo {
+    fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        let slot = Self::slot(space);
+        if let Some(newest) = self.newest.borrow()[slot].get(key) {
+            return match newest {
+                None => Ok(None),
+                Some(v) if v.ts <= at => Ok(Some(v.clone())),
+                Some(_) => self.base.get(space, key, at),
+            };
+        }
+        let newest = self.base.get(space, key, Ts::MAX)?;
+        let answer = match &newest {
+            Some(v) if v.ts > at => self.base.get(space, key, at)?,
+            other => other.clone(),
+        };
+        let size = key.len() + newest.as_ref().map_or(0, |v| v.value.len());
+        let mut memo = self.newest.borrow_mut();
+        let fits = memo[0].len() + memo[1].len() < MEMO_KEYS_MAX
+            && newest.as_ref().is_none_or(|v| v.value.len() <= MEMO_VALUE_BYTES_MAX)
+            && self.bytes.get() + size <= MEMO_BYTES_MAX;
+        if fits {
+            memo[slot].insert(key.to_vec(), newest);
+            self.bytes.set(self.bytes.get() + size);
+        }
+        Ok(answer)
+    }
+
+    fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>> {
+        self.base.history(space, key, lo, hi, desc)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+    ) -> Result<ScanIter<'a>> {
+        self.base.scan(space, prefix, from, desc, at)
+    }
+
+    fn scan_heads<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: Ts,
+        head: usize,
+    ) -> Result<ScanIter<'a>> {
+        self.base.scan_heads(space, prefix, from, desc, at, head)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.base.meta(key)
     }
 }
 

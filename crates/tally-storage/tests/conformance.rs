@@ -206,6 +206,10 @@ fn check_random(store: &dyn Store, seed: u64) {
     for round in 0..25 {
         let mut b = store.begin().unwrap();
         for _ in 0..40 {
+            // Reads between the writes: a batch remembers its base's newest version of
+            // each key it reads, whatever it writes afterwards.
+            let (probe, at) = (rng.key(3), rng.next(60));
+            assert_eq!(b.get(Space::Docs, &probe, at).unwrap(), model_get(&model, &probe, at), "get {probe:?} at {at}");
             let (key, ts) = (rng.key(3), rng.next(60));
             if rng.next(4) == 0 {
                 let existed = model.remove(&(key.clone(), ts)).is_some();
