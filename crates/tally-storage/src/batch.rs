@@ -170,6 +170,19 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
         Ok(crate::cut_values(self.merge_scan(base, space, prefix, from, desc, at)?, head))
     }
 
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+        let base = self.base.versions_from(space, from)?;
+        let lo = match from {
+            Some(f) => Included((f, Ts::MAX)),
+            None => std::ops::Bound::Unbounded,
+        };
+        let over = map_range(self.overlay.borrow().space(space), lo, std::ops::Bound::Unbounded);
+        if over.clone().next().is_none() {
+            return Ok(base);
+        }
+        Ok(Box::new(MergeVersions { base: base.peekable(), over: over.peekable() }))
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.overlay.borrow().meta.get(key) {
             Some(v) => Ok(Some(v.clone())),
@@ -348,6 +361,10 @@ impl Snapshot for OverlayBatch {
         self.layer.scan_heads(space, prefix, from, desc, at, head)
     }
 
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+        self.layer.versions_from(space, from)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.layer.meta(key)
     }
@@ -430,6 +447,42 @@ impl Iterator for MergeHistory<'_> {
             }
             if let Some((ts, Some(value))) = self.over.next() {
                 return Some(Ok(Version { ts, value: value.to_vec() }));
+            }
+        }
+    }
+}
+
+/// Merges the stored versions with the overlay's, both in storage order; the overlay
+/// wins at an equal (key, ts) (and hides the stored version when it is a removal).
+struct MergeVersions<'a> {
+    base: Peekable<ScanIter<'a>>,
+    over: Peekable<OverlayRange<'a>>,
+}
+
+type OverlayRange<'a> = std::collections::btree_map::Range<'a, (Vec<u8>, std::cmp::Reverse<Ts>), Option<Vec<u8>>>;
+
+impl Iterator for MergeVersions<'_> {
+    type Item = Result<(Vec<u8>, Version)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let Some(&((ref over_key, over_ts), _)) = self.over.peek() else {
+                return self.base.next();
+            };
+            let order = match self.base.peek() {
+                Some(Ok((k, v))) => Some(read::pos_cmp((k, v.ts), (over_key, over_ts.0))),
+                Some(Err(_)) => return self.base.next(),
+                None => None,
+            };
+            match order {
+                Some(std::cmp::Ordering::Less) => return self.base.next(),
+                Some(std::cmp::Ordering::Equal) => {
+                    self.base.next();
+                }
+                _ => {}
+            }
+            if let Some(((k, ts), Some(value))) = self.over.next() {
+                return Some(Ok((k.clone(), Version { ts: ts.0, value: value.clone() })));
             }
         }
     }

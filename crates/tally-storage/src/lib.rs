@@ -171,6 +171,12 @@ pub trait Snapshot: Send {
     ) -> Result<ScanIter<'a>> {
         Ok(cut_values(self.scan(space, prefix, from, desc, at)?, head))
     }
+    /// Every version of every key of `space` from key `from` on (inclusive; None: the
+    /// first key), in storage order: keys ascending, each key's versions newest first. For
+    /// a walk that looks at the versions of many consecutive keys (the retention sweeps),
+    /// where one ordered pass replaces a seek per key. Lazy: the cost is proportional to
+    /// what the caller consumes.
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>>;
     /// Small named metadata values (e.g. "applied_height").
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }

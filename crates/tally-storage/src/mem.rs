@@ -168,6 +168,10 @@ impl Snapshot for MemSnapshot {
         read::scan(self.0.table(space), prefix, from, desc, at, Some(head))
     }
 
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+        read::versions_from(self.0.table(space), from)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.0.meta.get(key).cloned())
     }

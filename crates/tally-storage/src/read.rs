@@ -43,7 +43,7 @@ fn version_head<E: VersionEntry>(e: &E, head: Option<usize>) -> Version {
 }
 
 /// Storage order of positions: key ascending, ts descending.
-fn pos_cmp(a: PosRef<'_>, b: PosRef<'_>) -> std::cmp::Ordering {
+pub(crate) fn pos_cmp(a: PosRef<'_>, b: PosRef<'_>) -> std::cmp::Ordering {
     a.0.cmp(b.0).then(b.1.cmp(&a.1))
 }
 
@@ -86,6 +86,16 @@ pub(crate) fn history<'a, T: VersionTable>(t: &'a T, key: &[u8], lo: Ts, hi: Ts,
     let it = t.range(Included((key, hi)), Included((key, lo)))?;
     let it = it.map(|e| e.map(|e| version(&e)));
     Ok(if desc { Box::new(it) } else { Box::new(it.rev()) })
+}
+
+/// `Snapshot::versions_from`: one forward range from the first version of `from`.
+pub(crate) fn versions_from<'a, T: VersionTable>(t: &'a T, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+    let lo = match from {
+        Some(f) => Included((f, Ts::MAX)),
+        None => Unbounded,
+    };
+    let it = t.range(lo, Unbounded)?;
+    Ok(Box::new(it.map(|e| e.map(|e| (e.key().to_vec(), version(&e))))))
 }
 
 /// The smallest key greater than every key starting with `prefix`; None if unbounded.

@@ -202,6 +202,10 @@ impl Snapshot for RedbSnapshot {
         read::scan(self.table(space), prefix, from, desc, at, Some(head))
     }
 
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+        read::versions_from(self.table(space), from)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(key).map_err(redb_err)?.map(|g| g.value().to_vec()))
     }

@@ -54,6 +54,15 @@ fn check_reads(s: &dyn Snapshot) {
     assert_eq!(s.get(Space::Index, b"a", 10).unwrap(), Some(v(10, "idx")));
     assert_eq!(s.get(Space::Index, b"ab", 99).unwrap(), None, "spaces are separate");
 
+    let walk = |from: Option<&[u8]>| -> Vec<(Vec<u8>, Ts)> {
+        s.versions_from(Space::Docs, from).unwrap().map(|r| r.map(|(k, v)| (k, v.ts)).unwrap()).collect()
+    };
+    assert_eq!(
+        walk(Some(b"ab")),
+        kts(&[(b"ab", 15), (b"abc", 25), (b"abc", 5), (b"a\xff", 10), (b"b", 40), (b"\xff\xff", 10)])
+    );
+    assert_eq!(walk(None).len(), 9);
+    assert_eq!(walk(Some(b"\xff\xff\x00")), kts(&[]));
     assert_eq!(hist(s, b"a", 0, Ts::MAX, false), [10, 20, 30]);
     assert_eq!(hist(s, b"a", 0, Ts::MAX, true), [30, 20, 10]);
     assert_eq!(hist(s, b"a", 11, 30, false), [20, 30]);
@@ -194,6 +203,15 @@ fn check_model(s: &dyn Snapshot, m: &Model, rng: &mut Lcg) {
             })
             .collect();
         assert_eq!(got, want, "scan_heads {prefix:?} from {from:?} desc={desc} at={at} head={head}");
+        // Every version from a key on, in storage order (keys ascending, newest first).
+        let got: Vec<_> = s.versions_from(Space::Docs, from.as_deref()).unwrap().map(Result::unwrap).collect();
+        let mut want: Vec<_> = m
+            .iter()
+            .filter(|((k, _), _)| from.as_deref().is_none_or(|f| k.as_slice() >= f))
+            .map(|((k, ts), val)| (k.clone(), Version { ts: *ts, value: val.clone() }))
+            .collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.ts.cmp(&a.1.ts)));
+        assert_eq!(got, want, "versions_from {from:?}");
     }
 }
 

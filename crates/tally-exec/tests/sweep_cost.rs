@@ -1,0 +1,123 @@
+//! What the per-batch retention sweep costs the executor under the transfer benchmark's
+//! shape (prints figures; not run by CI):
+//! `cargo test --release -p tally-exec --test sweep_cost -- --ignored --nocapture`.
+//!
+//! The store is the server's (redb behind the write-behind queue); the schema is
+//! `tally bench transfer`'s (accounts and transfers keeping the default 30 days of
+//! history, an index on the accounts' bucket). Batches of transfers (two account updates
+//! and one new transfer document each) are applied by the machine; after each, both
+//! sweeps run once more on a write batch of the store, from the cursors the machine left,
+//! exactly as the machine's next sweep would (same view kind, same limits), and are timed.
+//! Nothing is old enough to remove: the steady cost every batch of a busy store pays.
+
+mod common;
+use common::{input, obj};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tally_apply::{Batch, StateMachine};
+use tally_exec::machine::{FqlMachine, META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR};
+use tally_fql::retention::{sweep, sweep_index, SweepLimits};
+use tally_storage::{BehindLimits, RedbStore, Store};
+
+const T0: u64 = 1_800_000_000_000_000;
+
+fn account(id: u64) -> serde_json::Value {
+    json!({"ref": {"collection": "accounts"}, "id": id.to_string()})
+}
+
+fn transfer(from: u64, to: u64) -> serde_json::Value {
+    let bal = |v: &str| json!({"select": ["data", "balance"], "from": {"var": v}});
+    json!({
+        "let": [{"a": {"get": account(from)}}, {"b": {"get": account(to)}}],
+        "in": {"do": [
+            {"update": account(from), "params": obj(json!({"data": obj(json!({"balance": {"subtract": [bal("a"), 1]}}))}))},
+            {"update": account(to), "params": obj(json!({"data": obj(json!({"balance": {"add": [bal("b"), 1]}}))}))},
+            {"create": {"collection": "transfers"}, "params": obj(json!({"data": obj(json!({"from": from, "to": to, "amount": 1}))}))},
+            "ok"
+        ]}
+    })
+}
+
+fn run(accounts: u64, batches: u64, per_batch: u64) {
+    let dir = std::env::temp_dir().join(format!("tally-sweep-cost-{}-{accounts}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let redb = RedbStore::open(&dir.join("state.redb")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(redb.write_behind(BehindLimits::default()).unwrap());
+    let mut m = FqlMachine::open(store.clone()).unwrap();
+    let mut height = 0;
+    let mut apply = |m: &mut FqlMachine, inputs: Vec<Vec<u8>>| {
+        height += 1;
+        m.apply(&Batch { height, ts: T0 + height * 1000, rules: tally_exec::RULES, inputs });
+    };
+    let schema = vec![
+        input(json!({"create_collection": obj(json!({"name": "accounts"}))}), 1),
+        input(json!({"create_collection": obj(json!({"name": "transfers"}))}), 2),
+        input(
+            json!({"create_index": obj(json!({"name": "accounts_by_bucket", "source": {"collection": "accounts"},
+                "terms": [obj(json!({"field": ["data", "bucket"]}))]}))}),
+            3,
+        ),
+    ];
+    apply(&mut m, schema);
+    for chunk in (1..=accounts).collect::<Vec<_>>().chunks(1000) {
+        let creates: Vec<_> = chunk
+            .iter()
+            .map(|&id| {
+                json!({"create": account(id), "params": obj(json!({"data": obj(json!({"balance": 1_000_000, "bucket": id % 100}))}))})
+            })
+            .collect();
+        apply(&mut m, vec![input(json!({"do": creates}), 4)]);
+    }
+    let limits = SweepLimits::default();
+    let (mut docs, mut index, mut keys) = (Duration::ZERO, Duration::ZERO, [0usize; 2]);
+    let mut x = 12345u64;
+    for _ in 0..batches {
+        let inputs = (0..per_batch)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let from = (x >> 33) % accounts + 1;
+                let to = (from + 1 + (x >> 13) % (accounts - 1)) % accounts + 1;
+                input(transfer(from, to), i as u8)
+            })
+            .collect();
+        apply(&mut m, inputs);
+        let b = store.begin().unwrap();
+        let now = m.last_commit_ts();
+        let cursor = b.meta(META_RETENTION_CURSOR).unwrap().filter(|c| !c.is_empty());
+        let t = Instant::now();
+        let s = sweep(&*b, now, cursor.as_deref(), limits).unwrap();
+        docs += t.elapsed();
+        keys[0] += s.keys;
+        assert!(s.removals.is_empty());
+        let cursor = b.meta(META_RETENTION_INDEX_CURSOR).unwrap().filter(|c| !c.is_empty());
+        let t = Instant::now();
+        let s = sweep_index(&*b, now, cursor.as_deref(), limits).unwrap();
+        index += t.elapsed();
+        keys[1] += s.keys;
+        assert!(s.removals.is_empty());
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / batches as f64;
+    println!(
+        "{accounts} accounts, {per_batch} transfers per batch: documents {:.0} µs per batch ({} keys), \
+         index entries {:.0} µs ({} keys); {:.2} µs per transfer",
+        per(docs),
+        keys[0] as u64 / batches,
+        per(index),
+        keys[1] as u64 / batches,
+        (per(docs) + per(index)) / per_batch as f64
+    );
+    drop(m);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore]
+fn sweep_cost_under_transfers() {
+    run(10, 1500, 40);
+    run(100_000, 1500, 40);
+}
