@@ -324,6 +324,10 @@ impl Snapshot for NewestMemo {
         self.base.scan_heads(space, prefix, from, desc, at, head)
     }
 
+    fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>> {
+        self.base.versions_from(space, from)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.base.meta(key)
     }
