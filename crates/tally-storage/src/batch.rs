@@ -254,12 +254,14 @@ struct NewestMemo {
     base: Box<dyn Snapshot>,
     /// Per space, the base's newest version of each key read (None: the key has none).
     newest: std::cell::RefCell<[std::collections::HashMap<Vec<u8>, Option<Version>>; 2]>,
+    /// The base's meta values read (None: absent).
+    meta: std::cell::RefCell<std::collections::HashMap<String, Option<Vec<u8>>>>,
     bytes: std::cell::Cell<usize>,
 }
 
 impl NewestMemo {
     fn new(base: Box<dyn Snapshot>) -> Self {
-        NewestMemo { base, newest: Default::default(), bytes: std::cell::Cell::new(0) }
+        NewestMemo { base, newest: Default::default(), meta: Default::default(), bytes: std::cell::Cell::new(0) }
     }
 
     fn slot(space: Space) -> usize {
@@ -287,7 +289,7 @@ impl Snapshot for NewestMemo {
         };
         let size = key.len() + newest.as_ref().map_or(0, |v| v.value.len());
         let mut memo = self.newest.borrow_mut();
-        let fits = memo[0].len() + memo[1].len() < MEMO_KEYS_MAX
+        let fits = memo[0].len() + memo[1].len() + self.meta.borrow().len() < MEMO_KEYS_MAX
             && newest.as_ref().is_none_or(|v| v.value.len() <= MEMO_VALUE_BYTES_MAX)
             && self.bytes.get() + size <= MEMO_BYTES_MAX;
         if fits {
@@ -328,8 +330,21 @@ impl Snapshot for NewestMemo {
         self.base.versions_from(space, from)
     }
 
+    /// Remembered too (every transaction reads a few meta values, each through every
+    /// write-behind layer): values up to [`MEMO_VALUE_BYTES_MAX`], within the same bounds.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.base.meta(key)
+        if let Some(v) = self.meta.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.base.meta(key)?;
+        let size = key.len() + v.as_ref().map_or(0, Vec::len);
+        let mut memo = self.meta.borrow_mut();
+        let keys = memo.len() + self.newest.borrow().iter().map(|m| m.len()).sum::<usize>();
+        if keys < MEMO_KEYS_MAX && size <= MEMO_VALUE_BYTES_MAX && self.bytes.get() + size <= MEMO_BYTES_MAX {
+            memo.insert(key.to_owned(), v.clone());
+            self.bytes.set(self.bytes.get() + size);
+        }
+        Ok(v)
     }
 }
 

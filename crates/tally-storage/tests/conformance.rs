@@ -221,6 +221,7 @@ fn check_model(s: &dyn Snapshot, m: &Model, rng: &mut Lcg) {
 fn check_random(store: &dyn Store, seed: u64) {
     let mut rng = Lcg(seed);
     let mut model = Model::new();
+    let mut meta: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for round in 0..25 {
         let mut b = store.begin().unwrap();
         for _ in 0..40 {
@@ -228,6 +229,15 @@ fn check_random(store: &dyn Store, seed: u64) {
             // each key it reads, whatever it writes afterwards.
             let (probe, at) = (rng.key(3), rng.next(60));
             assert_eq!(b.get(Space::Docs, &probe, at).unwrap(), model_get(&model, &probe, at), "get {probe:?} at {at}");
+            // Meta values likewise: read, sometimes set, read again.
+            let name = format!("m{}", rng.next(4));
+            assert_eq!(b.meta(&name).unwrap(), meta.get(&name).cloned(), "meta {name}");
+            if rng.next(3) == 0 {
+                let value = format!("{round}-{}", rng.next(100)).into_bytes();
+                b.set_meta(&name, &value).unwrap();
+                meta.insert(name.clone(), value);
+                assert_eq!(b.meta(&name).unwrap(), meta.get(&name).cloned(), "meta {name} after set");
+            }
             let (key, ts) = (rng.key(3), rng.next(60));
             if rng.next(4) == 0 {
                 let existed = model.remove(&(key.clone(), ts)).is_some();
