@@ -127,7 +127,8 @@ pub struct DevClusterArgs {
     /// Milliseconds added to every message between members, each way.
     #[arg(long, default_value_t = 0)]
     pub peer_latency_ms: u64,
-    #[arg(long, default_value_t = 10)]
+    /// Each member's epoch (`tally serve --epoch-ms`).
+    #[arg(long, default_value_t = tally_server::cluster::MEMBER_EPOCH_MS)]
     pub epoch_ms: u64,
     /// Members authenticate each other with the shared root-key token over plain HTTP
     /// instead of mutual TLS with the certificates made in DATA_DIR/certs.
