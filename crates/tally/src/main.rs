@@ -41,7 +41,13 @@ fn purge_every_arena() -> i32 {
     // pointers and length 0, as jemalloc's mallctl documents; a purge only touches
     // jemalloc's own unused pages.
     unsafe {
-        tikv_jemalloc_sys::mallctl(name.as_ptr().cast(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0)
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
     }
 }
 
