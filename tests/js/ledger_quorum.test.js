@@ -42,12 +42,14 @@ function checkSignatures(sth, memberKeys) {
  * get-sth from `member` until it carries at least `want` signatures (a peer busy under
  * load may miss one 2 s answer; bounded, then the last answer is returned as it is).
  */
-async function sthWith(member, want) {
+// The member's signed head once it carries `want` signatures and at least `minSize` leaves
+// (a follower applies a committed write a moment after the leader answered it).
+async function sthWith(member, want, minSize = 0) {
   let r
   for (let i = 0; i < 10; i++) {
     r = await member.get('/ledger/v1/get-sth', 15_000)
     assert.equal(r.status, 200, JSON.stringify(r.body))
-    if (r.body.signatures.length >= want) break
+    if (r.body.signatures.length >= want && r.body.tree_size >= minSize) break
     await new Promise(res => setTimeout(res, 300))
   }
   return r.body
@@ -114,8 +116,9 @@ describe('quorum certificates on a 3-member cluster', { timeout: 300_000 }, () =
     const [f1, f2] = await cluster.followers()
     const older = await sthWith(f2, 3)
     const updated = await leader.client().query(q.Update(q.Ref(q.Collection('accounts'), '1'), { data: { n: 10 } }))
-    const head = await sthWith(f1, 3)
+    const head = await sthWith(f1, 3, older.tree_size + 1)
     assert.equal(head.signatures.length, 3, JSON.stringify(head))
+    assert.ok(head.tree_size > older.tree_size, `f1's head holds the update: ${JSON.stringify(head)}`)
     // The stdlib verifier (docs/ledger.md only): a head from f1, certified by all three
     // pinned keys; a revision proof from f2 and a consistency proof from the leader
     // against it and an older head from f2.
