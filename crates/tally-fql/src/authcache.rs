@@ -102,6 +102,18 @@ impl AuthCache {
 
     /// [`crate::run::authenticate`], from the cache when an entry is still valid at `ts`.
     pub fn authenticate(&self, snap: &dyn Snapshot, ts: Ts, secret: &str, root_key_hash: &str) -> Result<Auth> {
+        self.authenticate_opening(ts, secret, root_key_hash, || Ok(Snap::Borrowed(snap)))
+    }
+
+    /// [`Self::authenticate`] with the snapshot opened by `open` only when the cache cannot
+    /// answer: opening one is most of what a cached authentication would cost.
+    pub fn authenticate_opening<'a>(
+        &self,
+        ts: Ts,
+        secret: &str,
+        root_key_hash: &str,
+        open: impl FnOnce() -> Result<Snap<'a>>,
+    ) -> Result<Auth> {
         let id: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let changed = self.changes.changed_ts();
         if let Ok(entries) = self.entries.lock() {
@@ -111,7 +123,8 @@ impl AuthCache {
                 return Ok(e.auth.clone());
             }
         }
-        let (auth, cacheable) = crate::run::authenticate_cacheable(snap, ts, secret, root_key_hash)?;
+        let snap = open()?;
+        let (auth, cacheable) = crate::run::authenticate_cacheable(snap.get(), ts, secret, root_key_hash)?;
         if cacheable {
             if let Ok(mut entries) = self.entries.lock() {
                 if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
@@ -121,6 +134,22 @@ impl AuthCache {
             }
         }
         Ok(auth)
+    }
+}
+
+/// The snapshot [`AuthCache::authenticate_opening`] authenticates on: one the caller
+/// holds, or one opened for the purpose.
+pub enum Snap<'a> {
+    Borrowed(&'a dyn Snapshot),
+    Owned(Box<dyn Snapshot>),
+}
+
+impl Snap<'_> {
+    fn get(&self) -> &dyn Snapshot {
+        match self {
+            Snap::Borrowed(s) => *s,
+            Snap::Owned(s) => &**s,
+        }
     }
 }
 

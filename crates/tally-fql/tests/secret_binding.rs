@@ -103,9 +103,10 @@ impl World {
     }
 
     /// [`World::auth`] through the cache.
+    /// The snapshot is opened only when the cache cannot answer (as the server does).
     fn cached_auth(&self, secret: &str) -> Option<Auth> {
-        let snap = self.store.snapshot().unwrap();
-        self.cache.authenticate(&*snap, self.ts + 1, secret, &self.root_hash).ok()
+        let open = || Ok(tally_fql::authcache::Snap::Owned(self.store.snapshot().unwrap()));
+        self.cache.authenticate_opening(self.ts + 1, secret, &self.root_hash, open).ok()
     }
 
     /// The internal id of top-level database `name` now (through a scoped root secret).
@@ -383,4 +384,30 @@ fn secrets_authenticate_only_into_what_they_were_issued_for() {
         }
     }
     assert!(found.is_empty(), "violations: {found:#?}");
+}
+
+/// A key the cache holds is answered without opening a snapshot; once anything it may
+/// have read changes, the next authentication opens one again.
+#[test]
+fn a_cached_key_opens_no_snapshot() {
+    let mut w = World::new();
+    let k = w.q(json!({"create_key": {"object": {"role": "server"}}}));
+    let secret = k["secret"].as_str().expect("a key's secret").to_string();
+    let opened = std::cell::Cell::new(0);
+    let auth = |w: &World| {
+        let open = || {
+            opened.set(opened.get() + 1);
+            Ok(tally_fql::authcache::Snap::Owned(w.store.snapshot().unwrap()))
+        };
+        w.cache.authenticate_opening(w.ts + 1, &secret, &w.root_hash, open).expect("the key authenticates")
+    };
+    let first = auth(&w);
+    assert_eq!(opened.get(), 1);
+    let again = auth(&w);
+    assert_eq!(opened.get(), 1, "a cached key must not open a snapshot");
+    assert!(same_auth(&Some(first), &Some(again)));
+    // Any write to a native collection invalidates: the next lookup reads the store.
+    w.q(json!({"create_role": {"object": {"name": "r", "privileges": []}}}));
+    auth(&w);
+    assert_eq!(opened.get(), 2, "after a schema write the key is looked up again");
 }

@@ -604,8 +604,14 @@ fn authenticate_now(
     jwt: Option<tally_fql::jwt::JwtLogin>,
 ) -> Result<tally_fql::auth::Auth, FqlError> {
     let ts = read_ts(st);
-    let snap = st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")))?;
-    authenticate_at(st, &*snap, ts, secret, jwt)
+    let open = || st.store.snapshot().map_err(|e| FqlError::new("internal server error", format!("storage: {e}")));
+    match jwt {
+        Some(login) => tally_fql::jwt::authenticate(&*open()?, ts, login),
+        // A cached key needs no snapshot.
+        None => st.auth_cache.authenticate_opening(ts, secret, &st.root_key_hash.get(), || {
+            open().map(tally_fql::authcache::Snap::Owned)
+        }),
+    }
 }
 
 fn waited_past_timeout() -> FqlError {
