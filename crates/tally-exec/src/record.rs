@@ -528,7 +528,7 @@ mod output;
 pub mod root_key;
 mod text;
 pub use output::{decode_output, encode_body, encode_output, TxnOutput};
-pub use text::QueryTree;
+pub use text::{read_text, QueryTree};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,13 @@
 //! CPU of turning a request body into its expression and its logged record, the tree way
 //! (JSON text -> `serde_json::Value` -> `Expr`; redact, encode the tree, free it) against
-//! the text way (`expr::from_text`, `QueryTree::from_text`). Not a test: a benchmark that
+//! the text way (`expr::from_text`, `QueryTree::from_text`), and parsing once
+//! (`record::read_text`, what the server does now). Not a test: a benchmark that
 //! prints its figures (docs/benchmarks.md), run with
 //! `cargo test --release -p tally-exec --test parse_cost -- --ignored --nocapture`.
 
 use std::time::Instant;
 
-use tally_exec::record::{encode_input, encode_input_with_tree, QueryTree, TxnInput};
+use tally_exec::record::{decode_input, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput};
 
 fn r(id: &str) -> String {
     format!(
@@ -52,6 +53,77 @@ fn text_way(text: &[u8]) -> usize {
     let n = encode_input_with_tree(&input(), &tree).expect("record").len();
     drop(expr);
     n
+}
+
+/// Parse once: one serde pass gives the expression and the record's tree.
+fn once_way(text: &[u8]) -> usize {
+    assert!(!tally_fql::secret::may_hold_password(text));
+    let (expr, tree) = read_text(text, tally_fql::expr::QuerySeed).expect("taken");
+    let n = encode_input_with_tree(&input(), &tree.expect("encoded")).expect("record").len();
+    drop(expr);
+    n
+}
+
+/// Option (a) of "parse once": the text to the tree bytes, then the expression from
+/// those bytes the way every other replica gets it (`decode_input`, then `expr::parse`
+/// of the decoded JSON tree).
+fn via_record_way(text: &[u8]) -> usize {
+    assert!(!tally_fql::secret::may_hold_password(text));
+    let tree = QueryTree::from_text(text).expect("taken");
+    let bytes = encode_input_with_tree(&input(), &tree).expect("record");
+    let inp = decode_input(&bytes).expect("decodes");
+    let expr = tally_fql::expr::parse(&inp.q).expect("expr");
+    drop((inp, expr));
+    bytes.len()
+}
+
+#[test]
+#[ignore = "a benchmark: prints figures"]
+fn parse_once_cost() {
+    let body = transfer();
+    let text = body.as_bytes();
+    assert_eq!(text_way(text), once_way(text));
+    assert_eq!(text_way(text), via_record_way(text));
+    const ROUNDS: u32 = 20_000;
+    let time = |f: &dyn Fn(&[u8]) -> usize| {
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            std::hint::black_box(f(std::hint::black_box(text)));
+        }
+        t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64
+    };
+    for round in 0..3 {
+        let two = time(&text_way);
+        let once = time(&once_way);
+        let via_record = time(&via_record_way);
+        let alone = time(&|t| tally_fql::expr::from_text(t).map_or(0, |_| 1));
+        println!(
+            "round {round}: transfer body of {} bytes: two passes {two:.2} us, (b) once {once:.2} us ({:.0} %), \
+             (a) via the record {via_record:.2} us ({:.0} %); expression alone {alone:.2} us",
+            text.len(),
+            100.0 * once / two,
+            100.0 * via_record / two,
+        );
+    }
+    // A read pays for the encoding too (the server cannot tell a write before running it).
+    let get = format!(r#"{{"get":{}}}"#, r("17"));
+    let get = get.as_bytes();
+    for round in 0..3 {
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            drop(std::hint::black_box(tally_fql::expr::from_text(std::hint::black_box(get))));
+        }
+        let alone = t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            drop(std::hint::black_box(read_text(std::hint::black_box(get), tally_fql::expr::QuerySeed)));
+        }
+        let once = t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
+        println!(
+            "round {round}: point read body of {} bytes: expression alone {alone:.2} us, with its tree {once:.2} us",
+            get.len()
+        );
+    }
 }
 
 #[test]

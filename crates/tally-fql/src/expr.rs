@@ -86,7 +86,7 @@ pub fn is_function(name: &str) -> bool {
 }
 
 mod text;
-pub use text::{from_text, KeySeed};
+pub use text::{from_text, KeySeed, QuerySeed};
 
 pub fn parse(json: &Json) -> Result<Expr> {
     let mut nodes = 0usize;

@@ -304,8 +304,14 @@ fn literal_string(v: &serde_json::Value) -> Option<String> {
 /// only values under a key `password`, and a decoded key can be `password` only where
 /// the text spells it out or writes a letter as a `\u` escape; `false` when it has
 /// neither, so the query can be logged from its text as it is.
+///
+/// One pass: `memchr2` finds the next `p` or backslash (vectorized), and only there is the
+/// text compared; the receiving node scans every query body with it.
 pub fn may_hold_password(text: &[u8]) -> bool {
-    text.windows(8).any(|w| w == b"password") || text.windows(2).any(|w| w == b"\\u")
+    memchr::memchr2_iter(b'p', b'\\', text).any(|i| {
+        let rest = &text[i..];
+        rest.starts_with(b"password") || rest.starts_with(b"\\u")
+    })
 }
 
 /// Replace literal passwords in a write's query (JSON wire form) by digests tagged for
@@ -452,6 +458,39 @@ mod tests {
         assert!(!stored_placeholder(&[write(doc("plain"))], issued));
         let other = issue(&[1; 32], KIND_TOKEN, 2, 4);
         assert!(!stored_placeholder(&[write(doc(&other.placeholder))], issued));
+    }
+
+    #[test]
+    fn may_hold_password_finds_what_a_byte_window_scan_finds() {
+        let naive = |t: &[u8]| t.windows(8).any(|w| w == b"password") || t.windows(2).any(|w| w == b"\\u");
+        let texts: &[&[u8]] = &[
+            b"",
+            b"p",
+            b"\\",
+            b"\\u",
+            b"password",
+            b"passwor",
+            b"ppassword",
+            b"pppp\\\\u",
+            br#"{"object":{"password":"x"}}"#,
+            br#"{"object":{"pass\u0077ord":"x"}}"#,
+            br#"{"params":{"object":{"data":{"object":{"p":"\\n"}}}}}"#,
+            br#"{"update":{"@ref":{"id":"1"}},"params":{"object":{"data":{"object":{"passwor":1}}}}}"#,
+            "é passwordé".as_bytes(),
+            b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxpassword",
+            b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxpasswor",
+            b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\",
+        ];
+        for t in texts {
+            assert_eq!(may_hold_password(t), naive(t), "{}", String::from_utf8_lossy(t));
+        }
+        // Every split of a long text, so each match lands on each side of a vector block.
+        let long = [b"xp\\".repeat(40), b"password".to_vec(), b"p\\x".repeat(40)].concat();
+        for from in 0..long.len() {
+            for to in [from, (from + 9).min(long.len()), long.len()] {
+                assert_eq!(may_hold_password(&long[from..to]), naive(&long[from..to]), "{from}..{to}");
+            }
+        }
     }
 
     #[test]

@@ -125,7 +125,12 @@ pub struct Parsed {
 
 /// The query's JSON, for the logged record.
 pub enum QueryJson {
-    /// The body's text: it was parsed straight to the expression (no JSON tree built).
+    /// The query in the record's `tree` encoding, written as the body's text was read for
+    /// the expression (`tally_exec::record::read_text`): a write's record is these bytes
+    /// behind its other fields, and no JSON tree is built.
+    Encoded(tally_exec::record::QueryTree),
+    /// The body's text, parsed straight to the expression, whose record is written from
+    /// its JSON tree: it may hold a password to redact, or repeats a key.
     Text(Bytes),
     /// The body's JSON tree, when the expression was parsed from it.
     Tree(serde_json::Value),
@@ -146,8 +151,23 @@ fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
     // cannot build exactly as the tree parser would, errors included, and the tree
     // parser below then gives the same answer as it always did. What it takes is at
     // most 128 levels deep (serde_json's limit), so the depth check below would pass.
-    if let Some(expr) = tally_fql::expr::from_text(&body) {
-        return Ok(Parsed { expr, query: QueryJson::Text(body) });
+    //
+    // Parse once: the same read also writes the query's record encoding, which a write
+    // logs (the body is not tokenized again; ~4 % of a transfer's CPU). A body that may
+    // hold a password is logged from its JSON tree, redacted, so only its expression is
+    // read here. Reads pay the encoding too (≈ 0.2 µs for a point read; a buffer of the
+    // text's size, while the body's own is freed once read, within the
+    // `BODY_COST_FACTOR` a write's encoding was already counted in), docs/benchmarks.md.
+    if tally_fql::secret::may_hold_password(&body) {
+        if let Some(expr) = tally_fql::expr::from_text(&body) {
+            return Ok(Parsed { expr, query: QueryJson::Text(body) });
+        }
+    } else if let Some((expr, tree)) = tally_exec::record::read_text(&body, tally_fql::expr::QuerySeed) {
+        let query = match tree {
+            Some(tree) => QueryJson::Encoded(tree),
+            None => QueryJson::Text(body),
+        };
+        return Ok(Parsed { expr, query });
     }
     if tally_value::json_depth(&body, tally_value::JSON_DEPTH_MAX) > tally_value::JSON_DEPTH_MAX {
         let msg = format!("Query is nested more than {} levels deep; flatten it.", tally_value::JSON_DEPTH_MAX);
@@ -241,10 +261,34 @@ mod tests {
         parse_tree(body).map(|(_, e)| format!("{e:?}"))
     }
 
-    /// The request path now; and whether it took the text path.
+    /// The request path now; and whether it took the text path. A query encoded as it
+    /// was read must be logged as the record of its JSON tree, byte for byte.
     fn now(body: &[u8]) -> (Result<String, FqlError>, bool) {
         match parse_now(Bytes::copy_from_slice(body)) {
-            Ok(p) => (Ok(format!("{:?}", p.expr)), matches!(p.query, QueryJson::Text(_))),
+            Ok(p) => {
+                if let QueryJson::Encoded(tree) = &p.query {
+                    use tally_exec::record::{encode_input, encode_input_with_tree, TxnInput};
+                    let input = |q| TxnInput {
+                        q,
+                        db: 1,
+                        role: "admin".into(),
+                        entropy: [1; 32],
+                        steps_max: 10,
+                        identity: None,
+                        token: None,
+                        jwt: None,
+                    };
+                    let q: serde_json::Value = tally_value::parse_json_unbounded(body).expect("JSON");
+                    assert!(!tally_fql::secret::may_hold_password(body));
+                    assert_eq!(
+                        encode_input_with_tree(&input(serde_json::Value::Null), tree),
+                        encode_input(&input(q)),
+                        "{}",
+                        String::from_utf8_lossy(body)
+                    );
+                }
+                (Ok(format!("{:?}", p.expr)), matches!(p.query, QueryJson::Encoded(_) | QueryJson::Text(_)))
+            }
             Err(e) => (Err(e), false),
         }
     }
@@ -257,6 +301,9 @@ mod tests {
             (r#"{"add":[1,2]}"#.into(), true),
             (r#"{"let":[{"a":{"get":{"@ref":{"id":"1","collection":{"@ref":{"id":"c","collection":{"@ref":{"id":"collections"}}}}}}}}],"in":{"var":"a"}}"#.into(), true),
             (r#"{"create":{"collection":"c"},"params":{"object":{"data":{"object":{"n":1}}}}}"#.into(), true),
+            (r#"{"create":{"collection":"users"},"params":{"object":{"credentials":{"object":{"password":"x"}}}}}"#.into(), true),
+            (r#"{"object":{"p\u0061ssword":"x"}}"#.into(), true),
+            (r#"{"@ref":{"id":"1","x":1,"x":2}}"#.into(), true),
             (deep(100), true),
             (deep_calls(60), true),
             (deep(500), false),
@@ -294,5 +341,24 @@ mod tests {
             .expect("spawn")
             .join()
             .expect("no failure");
+    }
+
+    #[test]
+    fn a_query_is_encoded_as_it_is_read_unless_its_record_needs_its_tree() {
+        let kind = |body: &str| match parse_now(Bytes::copy_from_slice(body.as_bytes())).map(|p| p.query) {
+            Ok(QueryJson::Encoded(_)) => "encoded",
+            Ok(QueryJson::Text(_)) => "text",
+            Ok(QueryJson::Tree(_)) => "tree",
+            Err(_) => "error",
+        };
+        assert_eq!(kind(r#"{"add":[1,2]}"#), "encoded");
+        // May hold a password to redact: logged from its JSON tree.
+        assert_eq!(kind(r#"{"login":{"@ref":{"id":"1"}},"params":{"object":{"password":"x"}}}"#), "text");
+        assert_eq!(kind(r#"{"object":{"p\u0061ssword":"x"}}"#), "text");
+        // A repeated key the expression reader ignores: the tree keeps one.
+        assert_eq!(kind(r#"{"@ref":{"id":"1","x":1,"x":2}}"#), "text");
+        // Declined by the text reader (a repeated call key): the tree parser's answer.
+        assert_eq!(kind(r#"{"add":[1],"add":[2]}"#), "tree");
+        assert_eq!(kind(r#"{"nope":1}"#), "error");
     }
 }

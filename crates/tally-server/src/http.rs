@@ -737,22 +737,16 @@ async fn write_path(
         };
         let q = match query {
             crate::body::QueryJson::Tree(q) => q,
-            crate::body::QueryJson::Text(text) => {
-                // The query was parsed straight from the body's text: when nothing in it
-                // can need redacting, its record is written from the text too (the same
-                // bytes as from its JSON tree, docs/record.md), and no tree is built.
-                let tree = (!tally_fql::secret::may_hold_password(&text))
-                    .then(|| tally_exec::record::QueryTree::from_text(&text))
-                    .flatten();
-                match tree {
-                    Some(tree) => return encode_record(input, Some(&tree), expr).map_err(|e| e.to_string()),
-                    // A parsed body is valid JSON.
-                    None => match tally_value::parse_json_unbounded(&text) {
-                        Ok(q) => q,
-                        Err(e) => return Err(format!("the query is not JSON: {e}")),
-                    },
-                }
+            // Written as the body was parsed, when nothing in it can need redacting (the
+            // same bytes as from its JSON tree, docs/record.md).
+            crate::body::QueryJson::Encoded(tree) => {
+                return encode_record(input, Some(&tree), expr).map_err(|e| e.to_string())
             }
+            // A parsed body is valid JSON.
+            crate::body::QueryJson::Text(text) => match tally_value::parse_json_unbounded(&text) {
+                Ok(q) => q,
+                Err(e) => return Err(format!("the query is not JSON: {e}")),
+            },
         };
         // Literal passwords never reach the log: only their digests do, tagged for this
         // input alone. This is the only place inputs are built (a cluster member builds

@@ -35,10 +35,25 @@ const CALL_KEYS_MAX: usize = 32;
 pub fn from_text(text: &[u8]) -> Option<Expr> {
     // serde_json's own recursion limit (128) stays on: deeper text takes the tree path.
     let mut de = serde_json::Deserializer::from_slice(text);
-    let mut nodes = 0usize;
-    let e = ExprSeed { nodes: &mut nodes }.deserialize(&mut de).ok()?;
+    let e = QuerySeed.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(e)
+}
+
+/// [`from_text`] as a seed, for a caller that reads the text through a deserializer of
+/// its own: the receiving node reads a write's body once, through a reader that also
+/// writes the logged record's `tree` encoding (`tally_exec::record::read_text`). An
+/// `Err` of any kind means "take the tree path", as `None` does for [`from_text`]; the
+/// deserializer must be serde_json's over the whole text (or pass on exactly what it
+/// reads), with its recursion limit on.
+pub struct QuerySeed;
+
+impl<'de> DeserializeSeed<'de> for QuerySeed {
+    type Value = Expr;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Expr, D::Error> {
+        let mut nodes = 0usize;
+        ExprSeed { nodes: &mut nodes }.deserialize(d)
+    }
 }
 
 /// The one error of this module: "take the tree path".

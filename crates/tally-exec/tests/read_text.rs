@@ -1,0 +1,332 @@
+//! Parse once (`record::read_text` with `expr::QuerySeed`) against the two-pass path it
+//! replaced on the receiving node (`expr::from_text`, then `QueryTree::from_text` over the
+//! same text): the same expression or the same "take the tree path", and the same record
+//! bytes, which are also the bytes of the text's JSON tree (`encode_input`, what every
+//! replica decodes).
+
+use serde_json::Value as Json;
+use tally_exec::record::{decode_input, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput};
+use tally_fql::expr::{from_text, QuerySeed, EXPR_NODES_MAX};
+
+fn input(q: Json) -> TxnInput {
+    TxnInput {
+        q,
+        db: 3,
+        role: "server".into(),
+        entropy: [9; 32],
+        steps_max: 5_000,
+        identity: None,
+        token: Some(serde_json::json!({"@ref": {"id": "7"}})),
+        jwt: None,
+    }
+}
+
+/// What the two paths did with `text`.
+#[derive(Debug, PartialEq)]
+enum Took {
+    /// Neither gave an expression: the server parses the JSON tree (unchanged).
+    Declined,
+    /// An expression, and a record written from the text.
+    Encoded,
+    /// An expression, but the record must come from the JSON tree (a repeated key).
+    TreeRecord,
+}
+
+/// Compare the paths on `text` (panics on any difference) and say which case it was.
+fn same(text: &str) -> Took {
+    let bytes = text.as_bytes();
+    let new = read_text(bytes, QuerySeed);
+    let old_expr = from_text(bytes);
+    assert_eq!(
+        new.as_ref().map(|(e, _)| format!("{e:?}")),
+        old_expr.as_ref().map(|e| format!("{e:?}")),
+        "expression of {text}"
+    );
+    let Some((_, tree)) = new else { return Took::Declined };
+    // The old path wrote its record from the text too whenever its tree reader took it.
+    let old_tree = QueryTree::from_text(bytes);
+    assert_eq!(tree.as_ref().map(QueryTree::as_bytes), old_tree.as_ref().map(QueryTree::as_bytes), "tree of {text}");
+    let Some(tree) = tree else { return Took::TreeRecord };
+    // And both are the record of the text's JSON tree, which decodes back to that tree.
+    let q: Json = tally_value::parse_json_unbounded(bytes).expect("a taken text is JSON");
+    let via_tree = encode_input(&input(q.clone())).expect("encodes");
+    let via_text = encode_input_with_tree(&input(Json::Null), &tree).expect("encodes");
+    assert_eq!(via_text, via_tree, "record of {text}");
+    assert_eq!(decode_input(&via_text).map(|i| i.q), Ok(q), "decoded {text}");
+    Took::Encoded
+}
+
+fn r(id: &str, coll: &str) -> String {
+    format!(
+        r#"{{"@ref":{{"id":"{id}","collection":{{"@ref":{{"id":"{coll}","collection":{{"@ref":{{"id":"collections"}}}}}}}}}}}}"#
+    )
+}
+
+/// The shape of `tally bench transfer`'s body (one transfer).
+fn transfer() -> String {
+    let (a, b) = (r("17", "accounts"), r("4242", "accounts"));
+    format!(
+        r#"{{"let":[{{"a":{{"get":{a}}}}},{{"b":{{"get":{b}}}}}],"in":{{"if":{{"lt":[{{"select":["data","balance"],"from":{{"var":"a"}}}},5]}},"then":{{"abort":"insufficient funds"}},"else":{{"do":[{{"update":{a},"params":{{"object":{{"data":{{"object":{{"balance":{{"subtract":[{{"select":["data","balance"],"from":{{"var":"a"}}}},5]}}}}}}}}}}}},{{"update":{b},"params":{{"object":{{"data":{{"object":{{"balance":{{"add":[{{"select":["data","balance"],"from":{{"var":"b"}}}},5]}}}}}}}}}}}},{{"create":{{"collection":"transfers"}},"params":{{"object":{{"data":{{"object":{{"from":{a},"to":{b},"amount":5}}}}}}}}}}]}}}}}}"#
+    )
+}
+
+fn encoded() -> Vec<String> {
+    let deep_arrays = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let deep_calls = |n: usize| format!("{}1{}", r#"{"add":["#.repeat(n), "]}".repeat(n));
+    let deep_lets = |n: usize| format!("{}{{\"var\":\"x\"}}{}", r#"{"let":[{"x":1}],"in":"#.repeat(n), "}".repeat(n));
+    let wide = format!(
+        r#"{{"object":{{{}}}}}"#,
+        (0..100).map(|i| format!(r#""k{i}":[{i},{{"object":{{"n":{i}.5}}}}]"#)).collect::<Vec<_>>().join(",")
+    );
+    vec![
+        transfer(),
+        format!(r#"{{"get":{}}}"#, r("1", "accounts")),
+        r#"{"let":[{"a":1},{"b":{"lambda":"x","expr":{"let":[{"c":{"var":"x"}}],"in":{"add":[{"var":"c"},{"var":"a"}]}}}}],"in":{"call":{"var":"b"},"arguments":[2]}}"#.into(),
+        r#"{"map":{"paginate":{"documents":{"collection":"c"}}},"collection":{"lambda":["x","y"],"expr":{"get":{"var":"x"}}}}"#.into(),
+        r#"{"let":{"x":1,"y":{"var":"x"}},"in":{"add":[{"var":"x"},{"var":"y"}]}}"#.into(),
+        r#"{"query":{"lambda":"x","expr":{"let":{"a":1,"b":2},"in":{"var":"a"}}}}"#.into(),
+        r#"{"object":{}}"#.into(),
+        // Object literals with odd keys: empty, spaces, escapes, unicode, what looks like a call.
+        r#"{"object":{"":1," ":2,"a b":3,"\"q\"":4,"\\":5,"é":6,"😀":7,"\u00e9x":8,"add":9,"let":10,"object":11}}"#.into(),
+        r#"{"object":{"@x":1,"password2":"y","\n\t\r\b\f":null}}"#.into(),
+        // Escapes and unicode in strings.
+        r#"["\u00e9\n\"\\ \ud83d\ude00","\/","\u0000","é","日本語","\u2028\u2029"]"#.into(),
+        r#"{"concat":["a","\u00e9\n\"",{"to_string":1}],"separator":"-"}"#.into(),
+        // Numbers of every kind.
+        "[1,-1,0,-0,1.0,-0.0,1e3,1E3,1e+3,1e-3,-1.5e300,2.2250738585072014e-308,5e-324,1.7976931348623157e308]".into(),
+        "[9223372036854775807,-9223372036854775808,-9223372036854775809,18446744073709551616,0.1,123456789012345678901234567890]".into(),
+        "[0.30000000000000004,3.141592653589793,100000000000000000000,1e22,1e23]".into(),
+        // Special forms.
+        r#"{"@ref":{"id":"self","collection":{"@ref":{"id":"users","collection":{"@ref":{"id":"collections"}}}}}}"#.into(),
+        r#"{"@ref":{"id":"1","collection":null,"database":null,"extra":[1,{"x":2}]}}"#.into(),
+        r#"{"@ts":"2020-01-01T00:00:00Z"}"#.into(),
+        r#"{"@date":"2020-01-01"}"#.into(),
+        r#"{"@bytes":"AQID"}"#.into(),
+        r#"{"@set":{"match":{"@ref":{"id":"i","collection":{"@ref":{"id":"indexes"}}}}}}"#.into(),
+        r#"{"@query":{"lambda":"x","expr":{"var":"x"}}}"#.into(),
+        r#"{"@obj":{"@a":1}}"#.into(),
+        r#"{"g\u0065t":{"collection":"c"}}"#.into(),
+        " \n\t{ \"add\" : [ 1 , 2 ] } \r\n".into(),
+        "null".into(),
+        "true".into(),
+        // Past u64: serde_json reads it as a float.
+        "18446744073709551616".into(),
+        "\"just a string\"".into(),
+        "[]".into(),
+        wide,
+        // Nesting near serde_json's limit: 127 levels are read, 128 are not.
+        deep_arrays(127),
+        deep_calls(63),
+        deep_lets(42),
+    ]
+}
+
+/// The expression is taken, but the record comes from the JSON tree.
+fn tree_record() -> Vec<String> {
+    vec![
+        // Ignored keys of a ref are not checked for repeats by the expression reader.
+        r#"{"@ref":{"id":"1","x":1,"x":2}}"#.into(),
+        r#"{"@ref":{"id":"1","extra":{"a":1,"a":[2]}}}"#.into(),
+    ]
+}
+
+fn declined() -> Vec<String> {
+    let deep_arrays = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let deep_calls = |n: usize| format!("{}1{}", r#"{"add":["#.repeat(n), "]}".repeat(n));
+    vec![
+        "".into(),
+        " ".into(),
+        "{".into(),
+        "[1,]".into(),
+        "[1 2]".into(),
+        "nul".into(),
+        "\"abc".into(),
+        "'a'".into(),
+        "01".into(),
+        "1.".into(),
+        "NaN".into(),
+        "\u{feff}1".into(),
+        r#"{"get":1} x"#.into(),
+        "{\"add\":[1,2]}{}".into(),
+        "{}".into(),
+        "1e400".into(),
+        "-1e400".into(),
+        "9223372036854775808".into(),
+        r#"{"get":1,"get":2}"#.into(),
+        r#"{"object":{"a":1,"a":2}}"#.into(),
+        r#"{"object":{"@obj":{"@x":1}}}"#.into(),
+        r#"{"let":[{"x":1,"x":2}],"in":1}"#.into(),
+        r#"{"let":[1],"in":1}"#.into(),
+        r#"{"let":[]}"#.into(),
+        r#"{"@ref":{"id":1}}"#.into(),
+        r#"{"@ref":"collections/c/1"}"#.into(),
+        r#"{"@ref":{"id":"1","id":"2"}}"#.into(),
+        r#"{"@ref":{"id":"1","x":"\ud800"}}"#.into(),
+        r#"["\ud800"]"#.into(),
+        r#"["\udc00\ud800"]"#.into(),
+        "[\"\\x\"]".into(),
+        "[\"a\u{1}\"]".into(),
+        r#"{"@ts":"yesterday"}"#.into(),
+        r#"{"@foo":1}"#.into(),
+        r#"{"nope":1}"#.into(),
+        r#"{"select":["a"]}"#.into(),
+        r#"{"add":[1],"nope":2}"#.into(),
+        deep_arrays(128),
+        deep_arrays(129),
+        deep_arrays(1000),
+        deep_calls(64),
+        deep_calls(600),
+    ]
+}
+
+/// Deep bodies recurse in both paths: run on a stack like the server's threads'.
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(64 << 20).spawn(f).expect("spawn").join().expect("no failure");
+}
+
+#[test]
+fn the_corpus_parses_once_as_it_did_twice() {
+    on_big_stack(|| {
+        for text in encoded() {
+            assert_eq!(same(&text), Took::Encoded, "{text}");
+        }
+        for text in tree_record() {
+            assert_eq!(same(&text), Took::TreeRecord, "{text}");
+        }
+        for text in declined() {
+            assert_eq!(same(&text), Took::Declined, "{text}");
+        }
+    });
+}
+
+#[test]
+fn the_expression_count_limit_is_the_same() {
+    // An array of n literals is n + 1 expressions.
+    for n in [EXPR_NODES_MAX - 1, EXPR_NODES_MAX] {
+        let text = format!("[{}0]", "0,".repeat(n - 1));
+        let want = if n < EXPR_NODES_MAX { Took::Encoded } else { Took::Declined };
+        assert_eq!(same(&text), want, "n = {n}");
+    }
+}
+
+/// A small deterministic generator of JSON texts over FQL's keys, repeated keys included.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+    fn text(&mut self, depth: u32, out: &mut String) {
+        const KEYS: &[&str] = &[
+            "let",
+            "in",
+            "var",
+            "object",
+            "query",
+            "lambda",
+            "expr",
+            "get",
+            "select",
+            "from",
+            "add",
+            "if",
+            "then",
+            "else",
+            "do",
+            "map",
+            "collection",
+            "ref",
+            "id",
+            "database",
+            "@ref",
+            "@obj",
+            "@ts",
+            "@set",
+            "@query",
+            "x",
+            "y",
+            "create",
+            "params",
+            "data",
+            "update",
+            "\\u0040ref",
+            "l\\u0065t",
+            "é",
+            "",
+        ];
+        const LEAVES: &[&str] = &[
+            "1",
+            "-2",
+            "0",
+            "-0",
+            "2.5",
+            "-0.0",
+            "1e2",
+            "1e-7",
+            "null",
+            "true",
+            "false",
+            "\"x\"",
+            "\"collections\"",
+            "\"self\"",
+            "\"2020-01-01T00:00:00Z\"",
+            "\"AQID\"",
+            "[]",
+            "{}",
+            "9223372036854775808",
+            "\"\\u0040ref\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\n\"",
+        ];
+        let roll = self.next() % 10;
+        if depth == 0 || roll < 3 {
+            out.push_str(self.pick(LEAVES));
+        } else if roll < 5 {
+            out.push('[');
+            for i in 0..self.next() % 4 {
+                if i > 0 {
+                    out.push(',');
+                }
+                self.text(depth - 1, out);
+            }
+            out.push(']');
+        } else {
+            out.push('{');
+            for i in 0..1 + self.next() % 3 {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('"');
+                out.push_str(self.pick(KEYS));
+                out.push_str("\":");
+                self.text(depth - 1, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+#[test]
+fn random_documents_parse_once_as_they_did_twice() {
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let mut seen = [0u32; 3];
+    for _ in 0..30_000 {
+        let mut text = String::new();
+        g.text(6, &mut text);
+        let i = match same(&text) {
+            Took::Declined => 0,
+            Took::Encoded => 1,
+            Took::TreeRecord => 2,
+        };
+        seen[i] += 1;
+    }
+    println!("cases seen (declined, encoded, tree record): {seen:?}");
+    // Most random documents are errors; some must be taken, or this tests nothing.
+    assert!(seen[1] > 300, "cases seen (declined, encoded, tree record): {seen:?}");
+}
