@@ -21,10 +21,20 @@ let server
 let admin
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-retention-'))
 
-/** A few small writes: each is a batch, and every batch ends with a retention sweep. */
+/**
+ * A few small writes, each a batch that ends with a retention sweep: a batch sweeps when
+ * its commit ts is at least 10 ms past the last sweep's (executor rules 4,
+ * tally-exec sweep_spacing.rs), so each write waits that long after the one before.
+ */
 async function nudge(n = 3) {
-  for (let i = 0; i < n; i++) await admin.query(q.Create(q.Collection('noise'), { data: { i } }))
+  for (let i = 0; i < n; i++) {
+    await sleep(SWEEP_SPACING_MS + 5)
+    await admin.query(q.Create(q.Collection('noise'), { data: { i } }))
+  }
 }
+
+/** Commit ts between two batches that sweep (`SWEEP_SPACING_MICROS`). */
+const SWEEP_SPACING_MS = 10
 
 const MINUTE = 60_000_000
 

@@ -86,10 +86,7 @@ pub const META_RETENTION_CURSOR: &str = "retention_cursor";
 /// beginning).
 pub const META_RETENTION_INDEX_CURSOR: &str = "retention_index_cursor";
 
-/// An empty batch's sweep looks at this many times the keys of a batch's (finding nothing
-/// in 128 keys costs ≈ 0.1 ms, so ≈ 1 ms for 1,024: an idle node works through a large
-/// store in fewer empty blocks).
-pub const IDLE_SWEEP_KEYS_FACTOR: usize = 8;
+pub use crate::sweep_spacing::{IDLE_SWEEP_KEYS_FACTOR, META_RETENTION_SWEPT_TS};
 
 /// Meta key of the removal record of the block at `height` (absent: it removed nothing).
 pub fn retention_key(height: u64) -> String {
@@ -149,6 +146,11 @@ pub struct FqlMachine {
     /// machine opened (node-local, for metrics).
     pub retention_removed: Arc<AtomicU64>,
     sweep_watch: crate::sweep_watch::SweepWatch,
+    /// The stored [`META_RETENTION_SWEPT_TS`] (None: absent), read on open and after a
+    /// snapshot install and kept equal to it by every commit that writes it: the
+    /// replicated value the sweep spacing decides on (`crate::sweep_spacing`), held here
+    /// so that a batch that skips its sweeps reads nothing.
+    swept_ts: Option<u64>,
 }
 
 /// The version of the executor's rules: what a batch's inputs compute, the blocks and the
@@ -163,7 +165,13 @@ pub struct FqlMachine {
 /// 3. Retention floors 15 minutes lower (v4's `MVTOffset`), documents hidden at their
 ///    `ttl`, empty batches (idle sweeps: a block of no transactions whose sweep looks at
 ///    more keys), index entries swept under their own database's collection floor.
-pub const RULES: u16 = 3;
+/// 4. Retention sweeps at a commit-ts cadence instead of every batch
+///    (`crate::sweep_spacing`): a batch with inputs sweeps only when its last commit ts is
+///    at least 10 ms past that of the last batch that swept (meta `retention_swept_ts`,
+///    replicated, in snapshots), with a budget of 128 keys, 1,024 versions and 1 MiB per
+///    10 ms since then, up to 4×; empty batches sweep as under rules 3. Blocks remove other
+///    versions at other heights than under rules 3.
+pub const RULES: u16 = 4;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
@@ -199,6 +207,16 @@ fn load_sweep_watch(store: &dyn Store) -> anyhow::Result<(crate::sweep_watch::Sw
     Ok((watch, due))
 }
 
+/// The stored [`META_RETENTION_SWEPT_TS`] (None: absent); an error if it is not 8 bytes.
+fn load_swept_ts(store: &dyn Store) -> anyhow::Result<Option<u64>> {
+    match store.snapshot()?.meta(META_RETENTION_SWEPT_TS)? {
+        None => Ok(None),
+        Some(b) => crate::sweep_spacing::decode_swept_ts(&b)
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("the stored {META_RETENTION_SWEPT_TS} is {} bytes, not 8", b.len())),
+    }
+}
+
 /// The last commit ts recorded in the store.
 pub fn meta_last_ts(store: &dyn Store) -> anyhow::Result<u64> {
     meta_u64(store, META_LAST_TS)
@@ -225,6 +243,7 @@ impl FqlMachine {
         let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
         let root_key = meta_root_key(&*store)?.map(hex::encode).unwrap_or_default();
         let watch = load_sweep_watch(&*store)?;
+        let swept_ts = load_swept_ts(&*store)?;
         Ok(FqlMachine {
             store,
             applied_height,
@@ -246,6 +265,7 @@ impl FqlMachine {
             retention_due: Arc::new(AtomicU64::new(watch.1)),
             retention_removed: Arc::new(AtomicU64::new(0)),
             sweep_watch: watch.0,
+            swept_ts,
         })
     }
 
@@ -279,6 +299,7 @@ impl FqlMachine {
         self.checkpointed_height.store(fresh.applied_height, Ordering::Release);
         // What the sweeps knew is about the replaced state.
         self.sweep_watch = fresh.sweep_watch;
+        self.swept_ts = fresh.swept_ts;
         self.retention_due.store(fresh.retention_due.load(Ordering::Acquire), Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
         if let Ok(mut h) = self.head.lock() {
@@ -488,7 +509,7 @@ impl FqlMachine {
             // ts: its sweep runs there, and the next batch's ts is above it.
             last_ts = first_ts;
         }
-        self.sweep(&mut *b, batch.height, last_ts, wrote, batch.inputs.is_empty(), &mut builder)?;
+        let swept = self.sweep(&mut *b, batch.height, last_ts, wrote, batch.inputs.is_empty(), &mut builder)?;
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
@@ -516,6 +537,9 @@ impl FqlMachine {
         self.prev_hash = header.hash();
         self.applied_height = batch.height;
         self.last_ts = last_ts;
+        if swept {
+            self.swept_ts = Some(last_ts);
+        }
         self.applied_ts.store(last_ts, Ordering::Release);
         if let Ok(mut h) = self.head.lock() {
             *h = Some(header);
@@ -527,13 +551,16 @@ impl FqlMachine {
         Ok(())
     }
 
-    /// Retention (`tally_fql::retention`): at the end of every batch, remove the next
+    /// Retention (`tally_fql::retention`): at the end of a batch, remove the next
     /// bounded share of the versions retention hides at the batch's last commit ts,
     /// resuming where the previous batch's sweep stopped (`META_RETENTION_CURSOR`). The
     /// removals are effects of the block (op remove, after its transactions' effects)
     /// and are listed in its removal record (`retention_key`). Deterministic: the same
-    /// state and ts on every member, never a clock. An empty batch (`idle`) exists only
-    /// for its sweep, which may look at [`IDLE_SWEEP_KEYS_FACTOR`] times as many keys.
+    /// state and ts on every member, never a clock. Whether the batch sweeps and how far
+    /// is `crate::sweep_spacing`'s: a batch with inputs within 10 ms of commit ts of the
+    /// last sweep skips it; an empty batch (`idle`) exists only for its sweep, which may
+    /// look at [`IDLE_SWEEP_KEYS_FACTOR`] times as many keys. Returns whether it swept
+    /// (then [`META_RETENTION_SWEPT_TS`] is `now` in the batch).
     fn sweep(
         &mut self,
         b: &mut dyn tally_storage::Batch,
@@ -542,11 +569,22 @@ impl FqlMachine {
         wrote: bool,
         idle: bool,
         builder: &mut BlockBuilder,
-    ) -> anyhow::Result<()> {
-        let mut limits = tally_fql::retention::SweepLimits::default();
-        if idle {
-            limits.keys_max *= IDLE_SWEEP_KEYS_FACTOR;
-        }
+    ) -> anyhow::Result<bool> {
+        let Some(limits) = crate::sweep_spacing::limits(idle, self.swept_ts, now) else {
+            if wrote {
+                // Nothing looked at this batch's writes: a sweep is due now (an idle node
+                // gets an empty batch for it). Written only when that changes the watch.
+                let before = self.sweep_watch.encode();
+                self.sweep_watch.skipped_write();
+                let after = self.sweep_watch.encode();
+                if after != before {
+                    b.set_meta(crate::sweep_watch::META_SWEEP_WATCH, &after)?;
+                }
+                self.retention_due.store(0, Ordering::Release);
+            }
+            return Ok(false);
+        };
+        b.set_meta(META_RETENTION_SWEPT_TS, &now.to_be_bytes())?;
         let mut running = [false; 2];
         let failed =
             |e: tally_fql::FqlError| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description);
@@ -583,7 +621,7 @@ impl FqlMachine {
             b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
             b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Apply a root key record (`crate::record::root_key`) at `ts`: a compare-and-set of

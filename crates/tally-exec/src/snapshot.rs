@@ -18,7 +18,7 @@ use tally_storage::{Snapshot, Space, Store, Ts};
 
 use crate::machine::{
     block_key, retention_key, META_APPLIED_HEIGHT, META_HEAD, META_LAST_TS, META_POSITION, META_RETENTION_CURSOR,
-    META_RETENTION_INDEX_CURSOR, META_ROOT_KEY,
+    META_RETENTION_INDEX_CURSOR, META_RETENTION_SWEPT_TS, META_ROOT_KEY,
 };
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
@@ -116,8 +116,9 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
     out.put(&[FORMAT])?;
     all_versions(snap, Space::Docs, &mut out)?;
     all_versions(snap, Space::Index, &mut out)?;
-    // The retention cursor travels too: every member's next sweep must start at the same
-    // key, or their blocks would remove different versions.
+    // The retention cursors travel too: every member's next sweep must start at the same
+    // key, or their blocks would remove different versions; and so does the last sweep's
+    // ts, which decides whether the next batch sweeps (`crate::sweep_spacing`).
     let fixed = [
         META_APPLIED_HEIGHT,
         META_LAST_TS,
@@ -125,6 +126,7 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
         META_POSITION,
         META_RETENTION_CURSOR,
         META_RETENTION_INDEX_CURSOR,
+        META_RETENTION_SWEPT_TS,
         tally_fql::retention::META_SWEEP_TS,
         META_ROOT_KEY,
     ]

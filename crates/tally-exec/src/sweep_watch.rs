@@ -11,6 +11,10 @@
 //! something behind the pass's cursor while it ran, in which case another pass is due
 //! now.
 //!
+//! A batch that skips its sweeps (executor rules 4, `crate::sweep_spacing`) but wrote
+//! makes a sweep due now ([`SweepWatch::skipped_write`]): nothing has looked at its
+//! writes, so an idle node gets an empty batch (2 s later) whose sweep does.
+//!
 //! The state is kept in the store beside the sweep cursors (meta [`META_SWEEP_WATCH`],
 //! written with each batch), so a restart knows what it knew. Where it is absent (a store
 //! an earlier build wrote, a snapshot install) nothing is known: no sweep is due until the
@@ -100,6 +104,19 @@ impl SweepWatch {
         }
     }
 
+    /// A batch that did not sweep (`crate::sweep_spacing`) wrote: no pass has seen its
+    /// writes, so a sweep is due now. A pass under way ends asking for another (it may
+    /// have passed their keys); with none under way the next pass starts from the
+    /// beginning and sees them, and until it ends a sweep is due now. Whether a pass is
+    /// under way need not be known (it is in the cursors, not read by a skipped batch):
+    /// a starting pass clears `dirty`, and a pass under way reports due now anyway.
+    pub fn skipped_write(&mut self) {
+        for p in &mut self.passes {
+            p.dirty = true;
+            p.settled = 0;
+        }
+    }
+
     /// After sweep `kind` ran: what it said was due, and whether its pass ended.
     pub fn after(&mut self, kind: usize, due: Option<u64>, ended: bool) {
         let p = &mut self.passes[kind];
@@ -169,5 +186,38 @@ mod tests {
         w.before(0, true, false);
         w.after(0, None, true);
         assert_eq!(w.due([false, false]), NEVER);
+    }
+
+    /// A batch that skipped its sweeps but wrote: due now, whether a pass was under way
+    /// (it ends asking for another) or not (the next pass, which sees the writes, settles).
+    #[test]
+    fn a_write_no_sweep_saw_makes_a_sweep_due_now() {
+        let mut w = SweepWatch::default();
+        for k in 0..2 {
+            w.before(k, true, false);
+            w.after(k, Some(900), true);
+        }
+        assert_eq!(w.due([false, false]), 900);
+        w.skipped_write();
+        assert_eq!(w.due([false, false]), 0, "no pass under way: the next one is due now");
+        // Documents: a pass starts (seeing the writes) and ends clean in one batch.
+        w.before(0, true, false);
+        w.after(0, Some(700), true);
+        assert_eq!(w.due([false, false]), 0, "the index entries' pass has not seen them yet");
+        // Index entries: a pass under way over two batches, a skipped write between.
+        w.before(1, true, false);
+        w.after(1, Some(800), false);
+        w.skipped_write();
+        w.before(1, false, false);
+        w.after(1, None, true);
+        assert_eq!(w.due([false, false]), 0, "a pass the write may have passed asks for another");
+        // Both passes again, nothing written: they settle on what they saw.
+        for k in 0..2 {
+            w.before(k, true, false);
+            w.after(k, Some(600 + k as u64), true);
+        }
+        assert_eq!(w.due([false, false]), 600);
+        let restored = SweepWatch::decode(&w.encode()).unwrap();
+        assert_eq!(restored.due([false, false]), 600);
     }
 }

@@ -1,8 +1,10 @@
 //! Retention in the executor: versions past `history_days` and documents past their `ttl`
 //! are removed as part of applying batches — the same ones at the same height on every
-//! replica, a bounded share per batch, listed in each block's removal record whose
+//! replica, a bounded share per sweep, listed in each block's removal record whose
 //! effect leaves the block's effects root covers — and a replica rebuilt from a snapshot
-//! or a restart goes on removing exactly as the others do.
+//! or a restart goes on removing exactly as the others do. Batches with inputs sweep at a
+//! commit-ts cadence (`tally_exec::sweep_spacing`, rules 4): which batches sweep is part
+//! of what every replica, restart and replay must compute alike.
 
 mod common;
 use common::{input, obj};
@@ -11,16 +13,22 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tally_apply::{Batch, ReplicatedMachine, StateMachine};
-use tally_exec::machine::{retention_key, FqlMachine};
+use tally_exec::machine::{retention_key, FqlMachine, META_RETENTION_SWEPT_TS};
+use tally_exec::sweep_spacing::{SWEEP_CREDIT_SPACINGS_MAX, SWEEP_SPACING_MICROS};
 use tally_ledger::leaf::{decode_removals, SPACE_DOCS};
 use tally_storage::{MemStore, Space, Store};
 
 const DAY: u64 = 86_400_000_000;
 const T0: u64 = 1_800_000_000_000_000;
 
+/// Quiet batches (one read each) at the end of [`batches`], 6 ms of commit ts apart: every
+/// other one sweeps (`SWEEP_SPACING_MICROS` is 10 ms).
+const QUIET: u64 = 24;
+const QUIET_APART: u64 = 6_000;
+
 /// Two collections (history kept 1 day; forever) and an index; 60 documents updated 20
-/// times each in the first; documents with a `ttl` of one hour; then, days later, small
-/// batches that give the sweeps their turns.
+/// times each in the first (batches 1 ms apart: one in ten sweeps); documents with a
+/// `ttl` of one hour; then, days later, small batches that give the sweeps their turns.
 fn batches() -> Vec<Batch> {
     let short = json!({"collection": "short"});
     let mut out = vec![vec![
@@ -61,11 +69,11 @@ fn batches() -> Vec<Batch> {
         .map(|(i, inputs)| Batch { height: i as u64 + 1, ts: T0 + i as u64 * 1000, rules: tally_exec::RULES, inputs })
         .collect();
     // Three days later: quiet batches, one read each.
-    for i in 0..12u64 {
+    for i in 0..QUIET {
         let height = batches.len() as u64 + 1;
         batches.push(Batch {
             height,
-            ts: T0 + 3 * DAY + i * 1000,
+            ts: T0 + 3 * DAY + i * QUIET_APART,
             rules: tally_exec::RULES,
             inputs: vec![input(json!({"new_id": null}), 99)],
         });
@@ -79,8 +87,17 @@ fn machine() -> (Arc<dyn Store>, FqlMachine) {
     (store, m)
 }
 
+fn swept_ts(store: &dyn Store) -> Option<u64> {
+    let b = store.snapshot().unwrap().meta(META_RETENTION_SWEPT_TS).unwrap()?;
+    Some(u64::from_be_bytes(b.as_slice().try_into().unwrap()))
+}
+
 fn head(m: &FqlMachine) -> [u8; 32] {
     m.head.lock().unwrap().as_ref().map(|h| h.hash()).unwrap()
+}
+
+fn snap_has_no_removals(store: &dyn Store, height: u64) -> bool {
+    store.snapshot().unwrap().meta(&retention_key(height)).unwrap().is_none()
 }
 
 fn versions(store: &dyn Store, space: Space) -> usize {
@@ -95,42 +112,69 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
     let (sa, mut a) = machine();
     let (_sb, mut b) = machine();
     let (sc, mut c) = machine();
-    // Replica c stops halfway through the quiet batches and restarts from its store.
-    let restart_at = all.len() - 6;
-    // Replica d joins from a's snapshot after the writes, before the sweeps.
+    // Replica c stops halfway through the quiet batches and restarts from its store, after
+    // a batch that swept (the next one does not).
+    let restart_at = all.len() - 7;
+    // Replica d joins from a's snapshot after the writes, before the sweeps; replica e
+    // joins halfway through the quiet batches, after a batch that swept.
     let (_sd, mut d) = machine();
-    let joins_at = all.len() - 12;
+    let (_se, mut e) = machine();
+    let joins_at = all.len() - QUIET as usize;
+    let e_joins_at = all.len() - 9;
     let mut before = 0;
+    // Heights whose batch swept (it wrote the swept ts), on a.
+    let mut swept = Vec::new();
     for (i, batch) in all.iter().enumerate() {
         if i == joins_at {
             before = versions(&*sa, Space::Docs);
             d.import(&a.export().unwrap()).unwrap();
         }
+        if i == e_joins_at {
+            e.import(&a.export().unwrap()).unwrap();
+        }
         if i == restart_at {
             drop(std::mem::replace(&mut c, FqlMachine::open(sc.clone()).unwrap()));
         }
+        let last = swept_ts(&*sa);
         let out = a.apply(batch);
+        if swept_ts(&*sa) != last {
+            assert_eq!(swept_ts(&*sa), Some(a.last_commit_ts()));
+            swept.push(batch.height);
+        } else {
+            assert!(snap_has_no_removals(&*sa, batch.height), "a batch that did not sweep removed something");
+        }
         assert_eq!(out, b.apply(batch), "outputs differ at height {}", batch.height);
         assert_eq!(out, c.apply(batch), "outputs differ at height {}", batch.height);
         if i >= joins_at {
             assert_eq!(out, d.apply(batch));
             assert_eq!(head(&a), head(&d), "a member from a snapshot differs at height {}", batch.height);
         }
+        if i >= e_joins_at {
+            assert_eq!(out, e.apply(batch));
+            assert_eq!(head(&a), head(&e), "a member from a later snapshot differs at height {}", batch.height);
+        }
         assert_eq!(head(&a), head(&b), "block hash differs at height {}", batch.height);
         assert_eq!(head(&a), head(&c), "block hash differs at height {}", batch.height);
     }
+    // The 22 write batches 1 ms apart: the first and every tenth after it swept. The quiet
+    // batches 6 ms apart: the first (days after the last sweep) and every other one.
+    let quiet0 = all.len() as u64 - QUIET + 1;
+    let want: Vec<u64> = [1, 11, 21].into_iter().chain((0..QUIET).step_by(2).map(|i| quiet0 + i)).collect::<Vec<_>>();
+    assert_eq!(swept, want, "the heights that swept");
+    assert_eq!(all[restart_at - 1].height, *swept.iter().rev().nth(3).unwrap(), "c restarts after a sweep");
+    assert_eq!(all[e_joins_at - 1].height, *swept.iter().rev().nth(4).unwrap(), "e joins after a sweep");
     let after = versions(&*sa, Space::Docs);
     // 60 documents × 20 versions: each keeps only its newest; the expired document goes.
     assert!(before - after > 60 * 19, "removed {} of {before} versions", before - after);
-    // The removals are spread over several blocks (1,024 a block), each listed in its
-    // block's removal record.
+    // The removals are spread over several blocks (1,024 for each 10 ms of commit ts since
+    // the last sweep, at most 4,096 a block), each listed in its block's removal record.
     let snap = sa.snapshot().unwrap();
     let mut listed = 0;
     let mut blocks = 0;
     for h in 1..=all.len() as u64 {
         if let Some(rec) = snap.meta(&retention_key(h)).unwrap() {
             let rs = decode_removals(&rec).unwrap();
-            assert!(rs.iter().filter(|r| r.space == SPACE_DOCS).count() <= 1024);
+            assert!(rs.iter().filter(|r| r.space == SPACE_DOCS).count() <= 1024 * SWEEP_CREDIT_SPACINGS_MAX as usize);
             listed += rs.iter().filter(|r| r.space == SPACE_DOCS).count();
             blocks += 1;
         }
@@ -140,7 +184,7 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
     // values, and the expired document's entry.
     let entries = versions(&*sa, Space::Index);
     assert_eq!(entries, 60, "one entry version per document is left, {entries} are");
-    assert!(blocks >= 2, "a backlog of 1,140 removals takes more than one block ({blocks})");
+    assert!(blocks >= 2, "the index entries' backlog (60 × 19 adds and removes) takes more than one block ({blocks})");
     // The remaining state: the latest version of each document reads as before.
     let q = json!({"paginate": {"match": {"index": "by_n"}, "terms": 19}, "size": 100});
     let out = a.apply(&Batch {
@@ -173,20 +217,21 @@ fn empty_batches_sweep_and_retention_due_says_when() {
             rules: tally_exec::RULES,
             inputs: vec![input(json!({"create_collection": obj(json!({"name": "short", "history_days": 0}))}), 1)],
         },
+        // The batches with inputs 10 ms apart: each sweeps (`SWEEP_SPACING_MICROS`).
         Batch {
             height: 2,
-            ts: T0 + 1000,
+            ts: T0 + SWEEP_SPACING_MICROS,
             rules: tally_exec::RULES,
             inputs: vec![input(json!({"create": doc, "params": obj(json!({"data": obj(json!({"n": 1}))}))}), 2)],
         },
         Batch {
             height: 3,
-            ts: T0 + 2000,
+            ts: T0 + 2 * SWEEP_SPACING_MICROS,
             rules: tally_exec::RULES,
             inputs: vec![input(json!({"update": doc, "params": obj(json!({"data": obj(json!({"n": 2}))}))}), 3)],
         },
     ];
-    let due = T0 + 2000 + OFFSET;
+    let due = T0 + 2 * SWEEP_SPACING_MICROS + OFFSET;
     // Empty batches: one before the update's version is 15 minutes old, one at it.
     all.push(Batch { height: 4, ts: due - 1, rules: tally_exec::RULES, inputs: Vec::new() });
     all.push(Batch { height: 5, ts: due, rules: tally_exec::RULES, inputs: Vec::new() });
@@ -215,10 +260,115 @@ fn empty_batches_sweep_and_retention_due_says_when() {
     let reopened = FqlMachine::open(store.clone()).unwrap();
     assert_eq!(reopened.retention_due.load(Ordering::Acquire), u64::MAX);
     drop(reopened);
-    // A write after the empty batch commits above its ts, and the next due follows it.
+    // A write after the empty batch commits above its ts, 1 µs after its sweep: it does not
+    // sweep, so a sweep is due now (nothing has looked at the write).
     let later =
         Batch { height: 6, ts: due - 5, rules: tally_exec::RULES, inputs: vec![input(json!({"delete": doc}), 4)] };
     a.apply(&later);
     assert_eq!(a.head.lock().unwrap().unwrap().first_ts, due + 1);
+    assert_eq!(swept_ts(&*store), Some(due), "the write did not sweep");
+    assert_eq!(a.retention_due.load(Ordering::Acquire), 0, "an unseen write: due now");
+    assert_eq!(FqlMachine::open(store.clone()).unwrap().retention_due.load(Ordering::Acquire), 0, "across a restart");
+    // The empty batch an idle node then logs sweeps whatever the spacing, and the next due
+    // follows the write.
+    a.apply(&Batch { height: 7, ts: due + 2, rules: tally_exec::RULES, inputs: Vec::new() });
+    assert_eq!(swept_ts(&*store), Some(due + 2));
     assert_eq!(a.retention_due.load(Ordering::Acquire), due + 1 + OFFSET);
+}
+
+/// Executor rules 4: a batch with inputs sweeps only when its last commit ts is at least
+/// `SWEEP_SPACING_MICROS` past the last sweep's (meta `retention_swept_ts`); one closer
+/// removes nothing even when something is removable, and the next one past the spacing
+/// removes it. A restart, a member installed from a snapshot and a replay of the log on a
+/// fresh store decide the same way at every height (same blocks, same removal records).
+#[test]
+fn batches_closer_than_the_spacing_do_not_sweep_and_replays_agree() {
+    use std::sync::atomic::Ordering;
+    const HOUR: u64 = 3_600_000_000;
+    let t1 = T0 + 2 * HOUR;
+    let doc = |id: &str| json!({"ref": {"collection": "short"}, "id": id});
+    // Two versions an hour old (under the floor of `history_days: 0`, 15 minutes): the
+    // first is removable as soon as the second is written.
+    let past_pair = |id: &str, seed: u8| {
+        vec![
+            input(
+                json!({"insert": doc(id), "ts": {"@ts": "2027-01-15T09:00:00Z"}, "action": "create", "params": obj(json!({"data": obj(json!({"n": 1}))}))}),
+                seed,
+            ),
+            input(
+                json!({"insert": doc(id), "ts": {"@ts": "2027-01-15T09:00:01Z"}, "action": "update", "params": obj(json!({"data": obj(json!({"n": 2}))}))}),
+                seed + 1,
+            ),
+        ]
+    };
+    let noise = |seed: u8| vec![input(json!({"new_id": null}), seed)];
+    let mut all = Vec::new();
+    let mut push = |ts: u64, inputs: Vec<Vec<u8>>| {
+        all.push(Batch { height: all.len() as u64 + 1, ts, rules: tally_exec::RULES, inputs });
+    };
+    push(T0, vec![input(json!({"create_collection": obj(json!({"name": "short", "history_days": 0}))}), 1)]);
+    push(t1, noise(2)); // 2: two hours since the last sweep: sweeps
+    push(t1 + 1, past_pair("1", 3)); // 3: 1 µs later: does not sweep
+    push(t1 + SWEEP_SPACING_MICROS - 1, noise(5)); // 4: still within the spacing
+    push(t1 + SWEEP_SPACING_MICROS, noise(6)); // 5: 10 ms after 2: sweeps, removes doc 1's create
+    push(t1 + SWEEP_SPACING_MICROS + 1, past_pair("2", 7)); // 6: does not sweep
+    push(t1 + 2 * SWEEP_SPACING_MICROS - 1, noise(9)); // 7: does not
+    push(t1 + 2 * SWEEP_SPACING_MICROS + 5, Vec::new()); // 8: an empty batch always sweeps
+    push(t1 + 2 * SWEEP_SPACING_MICROS + 6, past_pair("3", 10)); // 9: 1 µs after 8: does not
+    push(t1 + 3 * SWEEP_SPACING_MICROS + 6, noise(12)); // 10: sweeps
+    let (sa, mut a) = machine();
+    let mut swept = Vec::new();
+    let mut heads = Vec::new();
+    for batch in &all {
+        let last = swept_ts(&*sa);
+        a.apply(batch);
+        if swept_ts(&*sa) != last {
+            swept.push(batch.height);
+        }
+        heads.push(head(&a));
+        if batch.height == 3 || batch.height == 6 {
+            assert_eq!(a.retention_due.load(Ordering::Acquire), 0, "a write no sweep saw: due now");
+        }
+    }
+    assert_eq!(swept, vec![1, 2, 5, 8, 10]);
+    assert_eq!(swept_ts(&*sa), Some(t1 + 3 * SWEEP_SPACING_MICROS + 6));
+    let snap = sa.snapshot().unwrap();
+    let removed_at = |h: u64| match snap.meta(&retention_key(h)).unwrap() {
+        None => 0,
+        Some(rec) => decode_removals(&rec).unwrap().iter().filter(|r| r.space == SPACE_DOCS).count(),
+    };
+    let removed: Vec<usize> = (1..=all.len() as u64).map(removed_at).collect();
+    assert_eq!(removed, vec![0, 0, 0, 0, 1, 0, 0, 1, 0, 1], "each superseded create goes at the next sweep");
+    drop(snap);
+    // A replay of the whole log on a fresh store; a machine reopened before every batch;
+    // members installed from a snapshot after each height: the same block at every height.
+    let (_sr, mut replay) = machine();
+    let (sc, mut cold) = machine();
+    for (i, batch) in all.iter().enumerate() {
+        replay.apply(batch);
+        assert_eq!(head(&replay), heads[i], "a replay differs at height {}", batch.height);
+        cold = {
+            drop(cold);
+            FqlMachine::open(sc.clone()).unwrap()
+        };
+        cold.apply(batch);
+        assert_eq!(head(&cold), heads[i], "a reopened machine differs at height {}", batch.height);
+    }
+    for at in 1..all.len() {
+        let (_sj, mut joined) = machine();
+        let (_sp, mut source) = machine();
+        for batch in &all[..at] {
+            source.apply(batch);
+        }
+        joined.import(&source.export().unwrap()).unwrap();
+        for (i, batch) in all.iter().enumerate().skip(at) {
+            joined.apply(batch);
+            assert_eq!(
+                head(&joined),
+                heads[i],
+                "a member from the snapshot at {at} differs at height {}",
+                batch.height
+            );
+        }
+    }
 }

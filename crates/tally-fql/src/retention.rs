@@ -27,9 +27,10 @@
 //! the versions older than the newest one at or before the floor, and that one too when
 //! it is a deletion or past its `ttl` at the floor. So removal never changes an answer;
 //! it only frees storage. It is deterministic (the floor follows the batch's ts, never a
-//! clock) and bounded per call ([`SweepLimits`]); the executor calls it once per batch,
-//! resuming where the previous call stopped (`tally_exec::machine`), so a backlog is
-//! worked off over several batches. A reader whose snapshot predates a removal still has
+//! clock) and bounded per call ([`SweepLimits`]); the executor calls it at the end of a
+//! batch at least 10 ms of commit ts after the last batch that did, with bounds that grow
+//! with that interval (`tally_exec::sweep_spacing`), resuming where the previous call
+//! stopped (`tally_exec::machine`), so a backlog is worked off over several batches. A reader whose snapshot predates a removal still has
 //! the removed versions in its snapshot; a later snapshot's floor is at or above the
 //! floor of the removal, so it never asks for them.
 //!

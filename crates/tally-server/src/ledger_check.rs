@@ -16,7 +16,7 @@
 //! 5. on a single node, the input log replayed by a fresh executor in memory yields the
 //!    very same headers (a dropped, reordered or altered transaction changes them), and
 //!    the very same state: every document and index version, and the executor's own
-//!    meta entries (last ts, root key hash, retention cursors), so a byte changed or a
+//!    meta entries (last ts, root key hash, retention cursors and sweep ts), so a byte changed or a
 //!    version dropped anywhere in them is found too. When `--log-retain` retired the
 //!    log's first segments this step needs them back: with the archive directory of
 //!    `archive:DIR` (`--log-archive DIR`) it replays from genesis as before; without, it
@@ -346,12 +346,13 @@ fn replay(
 
 /// The executor's own meta entries: written by transactions and sweeps, not effects of
 /// any leaf, so only a replay can vouch for them.
-const EXECUTOR_META: [&str; 6] = [
+const EXECUTOR_META: [&str; 7] = [
     META_HEAD,
     crate::machine::META_LAST_TS,
     crate::machine::META_ROOT_KEY,
     crate::machine::META_RETENTION_CURSOR,
     crate::machine::META_RETENTION_INDEX_CURSOR,
+    crate::machine::META_RETENTION_SWEPT_TS,
     tally_fql::retention::META_SWEEP_TS,
 ];
 

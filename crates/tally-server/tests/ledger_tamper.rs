@@ -329,6 +329,15 @@ fn a_directory_after_retention_verifies_and_its_removal_record_is_checked() {
     edit(dir.path(), |b| b.set_meta(&tally_server::machine::retention_key(last), &[1, 0, 0, 0, 0]).unwrap());
     let e = verify_dir(dir.path()).unwrap_err();
     assert!(matches!(e, Finding::Block { height, .. } if height == last), "an emptied record: {e}");
+    // The last sweep's ts decides which later batches sweep (executor rules 4): only a
+    // replay vouches for it, and a changed one is found.
+    let dir = tempfile::tempdir().unwrap();
+    make_dir(dir.path(), &all);
+    let swept = meta(dir.path(), tally_server::machine::META_RETENTION_SWEPT_TS);
+    assert_eq!(swept, all[last as usize - 1].ts.to_be_bytes(), "the empty batch swept last");
+    edit(dir.path(), |b| b.set_meta(tally_server::machine::META_RETENTION_SWEPT_TS, &flip(swept, 7)).unwrap());
+    let e = verify_dir(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("retention_swept_ts"), "a changed sweep ts: {e}");
 }
 
 /// Everything in a state store that `tally verify` or the server reads, as one comparable
@@ -361,6 +370,7 @@ fn content(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
         tally_server::machine::META_ROOT_KEY,
         tally_server::machine::META_RETENTION_CURSOR,
         tally_server::machine::META_RETENTION_INDEX_CURSOR,
+        tally_server::machine::META_RETENTION_SWEPT_TS,
         tally_fql::retention::META_SWEEP_TS,
     ]
     .iter()

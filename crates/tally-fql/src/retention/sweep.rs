@@ -36,10 +36,12 @@ pub struct SweepLimits {
 }
 
 impl Default for SweepLimits {
-    /// Per batch, each of [`sweep`] and [`sweep_index`]: looking at 128 keys and finding
+    /// Per sweep, each of [`sweep`] and [`sweep_index`]: looking at 128 keys and finding
     /// nothing costs 42 µs and 63 µs on redb (`tally-server/tests/retention_cost.rs`,
     /// 20,000 documents; 100 and 183 µs before the sweeps walked the store in one pass);
-    /// a backlog of 100,000 removable versions is gone after about 100 batches.
+    /// a backlog of 100,000 removable versions is gone after about 100 sweeps. The
+    /// executor grants these bounds per 10 ms of commit ts since its last sweep, up to
+    /// 4× (`tally_exec::sweep_spacing`): the backlog goes within ≈ 1 s of commit ts.
     fn default() -> Self {
         SweepLimits { keys_max: 128, removals_max: 1024, bytes_max: 1 << 20 }
     }
