@@ -264,6 +264,18 @@ impl NewestMemo {
         NewestMemo { base, newest: Default::default(), meta: Default::default(), bytes: std::cell::Cell::new(0) }
     }
 
+    /// Whether an entry may be remembered, with `keys` remembered so far, a value of
+    /// `value_len` bytes (as the bound counts it) and `size` bytes in all; if so, its size
+    /// is counted against [`MEMO_BYTES_MAX`].
+    fn admit(&self, keys: usize, value_len: usize, size: usize) -> bool {
+        let fits =
+            keys < MEMO_KEYS_MAX && value_len <= MEMO_VALUE_BYTES_MAX && self.bytes.get() + size <= MEMO_BYTES_MAX;
+        if fits {
+            self.bytes.set(self.bytes.get() + size);
+        }
+        fits
+    }
+
     fn slot(space: Space) -> usize {
         match space {
             Space::Docs => 0,
@@ -287,14 +299,11 @@ impl Snapshot for NewestMemo {
             Some(v) if v.ts > at => self.base.get(space, key, at)?,
             other => other.clone(),
         };
-        let size = key.len() + newest.as_ref().map_or(0, |v| v.value.len());
+        let value_len = newest.as_ref().map_or(0, |v| v.value.len());
         let mut memo = self.newest.borrow_mut();
-        let fits = memo[0].len() + memo[1].len() + self.meta.borrow().len() < MEMO_KEYS_MAX
-            && newest.as_ref().is_none_or(|v| v.value.len() <= MEMO_VALUE_BYTES_MAX)
-            && self.bytes.get() + size <= MEMO_BYTES_MAX;
-        if fits {
+        let keys = memo[0].len() + memo[1].len() + self.meta.borrow().len();
+        if self.admit(keys, value_len, key.len() + value_len) {
             memo[slot].insert(key.to_vec(), newest);
-            self.bytes.set(self.bytes.get() + size);
         }
         Ok(answer)
     }
@@ -340,9 +349,8 @@ impl Snapshot for NewestMemo {
         let size = key.len() + v.as_ref().map_or(0, Vec::len);
         let mut memo = self.meta.borrow_mut();
         let keys = memo.len() + self.newest.borrow().iter().map(|m| m.len()).sum::<usize>();
-        if keys < MEMO_KEYS_MAX && size <= MEMO_VALUE_BYTES_MAX && self.bytes.get() + size <= MEMO_BYTES_MAX {
+        if self.admit(keys, size, size) {
             memo.insert(key.to_owned(), v.clone());
-            self.bytes.set(self.bytes.get() + size);
         }
         Ok(v)
     }
