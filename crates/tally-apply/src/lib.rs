@@ -51,6 +51,31 @@ pub trait StateMachine: Send {
         let _ = decoded;
         self.apply_answering(batch, answer)
     }
+    /// [`StateMachine::apply_decoded`] for a batch handed over while the log is still
+    /// making it durable, so that evaluation overlaps the log's sync. `logged()` blocks
+    /// until the batch is durable in the log and says whether it is: `false` means its
+    /// append failed, so the batch will never be applied anywhere.
+    ///
+    /// The machine may evaluate the batch before calling `logged()`, but must call it
+    /// before anything of the batch is seen outside the executor: a commit readers or the
+    /// store's flusher see, an answer, a published change, a shared value such as the
+    /// root key. Nothing the machine computes may depend on when `logged()` returns.
+    /// When it returns `false`, the machine makes nothing of the batch visible, hands
+    /// over no output and returns `false`; its driver then applies nothing more with it
+    /// (the log has stopped). By default the machine waits first, then applies.
+    fn apply_logging(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<Decoded>],
+        logged: &mut dyn FnMut() -> bool,
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) -> bool {
+        if !logged() {
+            return false;
+        }
+        self.apply_decoded(batch, decoded, answer);
+        true
+    }
     /// The commit ts of the last applied transaction.
     fn last_commit_ts(&self) -> u64;
     /// The executor rules this machine applies batches under: the log stamps each batch it

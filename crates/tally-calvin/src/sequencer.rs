@@ -2,8 +2,9 @@
 //! applies it through the state machine, and answers every submitter with its output.
 //!
 //! It runs on two dedicated OS threads, a logger and the executor, handing batches from
-//! one to the other in height order: batch N+1 is appended and synced while batch N is
-//! applied, and a batch is applied (and answered) only once it is in the log. Submitted inputs wait in a [`FairInbox`]: batches are composed fairly
+//! one to the other in height order: the executor evaluates batch N while the logger
+//! appends and syncs it, and commits and answers it only once it is in the log (see
+//! [`execute`]). Submitted inputs wait in a [`FairInbox`]: batches are composed fairly
 //! across tenants by priority (see [`crate::fair`]). The queue is bounded
 //! (`queue_inputs_max`): when full, `submit` fails at once with `Overloaded` instead of
 //! letting memory grow (or pushes out a newer input of a tenant with a longer backlog).
@@ -194,17 +195,20 @@ impl Sequencer {
         let rules = machine.rules();
         let idle = config.idle_sweep;
         let (tx, logged) = std::sync::mpsc::sync_channel::<Logged>(LOGGED_BUFFER);
+        let durable = Arc::new(Durable::default());
+        durable.synced(log.last_height());
         let logger = {
             let clock = clock.clone();
+            let durable = durable.clone();
             std::thread::Builder::new()
                 .name("tally-logger".into())
-                .spawn(move || log_batches(log, rules, &rx, &clock, &reason, wait_max, &tx, idle))
+                .spawn(move || log_batches(log, rules, &rx, &clock, &reason, wait_max, &tx, &durable, idle))
                 .map_err(|source| crate::log::LogError::Io { path: "logger thread".into(), source })?
         };
         let handle = std::thread::Builder::new()
             .name("tally-sequencer".into())
             .stack_size(EXECUTOR_STACK_BYTES)
-            .spawn(move || execute(machine, logged, logger, clock))
+            .spawn(move || execute(machine, logged, logger, clock, &durable))
             .map_err(|source| {
                 // Nobody can submit yet; closing the inbox lets the logger end.
                 inbox.close();
@@ -258,46 +262,116 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-/// A batch that is in the log, on its way to the executor: what the receiving node
-/// decoded for each input, and where each answer goes.
+/// A batch on its way to the executor, in the log or being appended to it: what the
+/// receiving node decoded for each input, and where each answer goes.
 struct Logged {
-    batch: Batch,
+    batch: Arc<Batch>,
     decoded: Vec<Option<Decoded>>,
     replies: Vec<oneshot::Sender<Result<Vec<u8>, SubmitError>>>,
 }
 
-/// Logged batches handed over and not yet taken by the executor, at most. With one, the
-/// logger appends and syncs the next batch while the executor applies the current one,
-/// and may log one more before it waits: at most two logged batches wait for the
-/// executor. Everything else stays in the fair queue, where it can still be reordered
-/// across tenants or shed when it waited too long.
+/// Batches handed over and not yet taken by the executor, at most. With one, the
+/// executor evaluates a batch while the logger syncs it, and the logger closes the next
+/// batch as soon as that sync ends; when the executor is behind, the logger appends a
+/// batch first and then waits to hand it over. Everything else stays in the fair queue,
+/// where it can still be reordered across tenants or shed when it waited too long.
 const LOGGED_BUFFER: usize = 1;
 
+/// How far the log is durable, shared by the logger (which advances it after each
+/// append's sync) and the executor (which waits on it before a batch is seen).
+#[derive(Default)]
+struct Durable {
+    state: std::sync::Mutex<DurableState>,
+    advanced: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct DurableState {
+    /// Height of the last batch whose append is synced.
+    height: u64,
+    /// Set when an append failed: no batch from there on will be durable.
+    failed: Option<String>,
+}
+
+impl Durable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DurableState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn synced(&self, height: u64) {
+        self.lock().height = height;
+        self.advanced.notify_all();
+    }
+
+    fn failed(&self, why: String) {
+        self.lock().failed = Some(why);
+        self.advanced.notify_all();
+    }
+
+    /// Wait until batch `height` is durable: `Ok`, or `Err(why)` once it never will be.
+    fn wait(&self, height: u64) -> Result<(), String> {
+        let mut s = self.lock();
+        loop {
+            if s.height >= height {
+                return Ok(());
+            }
+            if let Some(why) = &s.failed {
+                return Err(why.clone());
+            }
+            s = self.advanced.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// The sequencer's executor stage (the other is [`log_batches`]), each on its own thread
-/// and both in height order: the logger closes a batch, appends it and waits for its
-/// fsync; the executor (this thread, with the large stack) applies logged batches and
-/// answers. So a batch's fsync overlaps the previous batch's evaluation instead of
-/// following it, and nothing is answered before its batch is durable. The executor sees
-/// the same batches in the same order as a replay would: the log decides what it
-/// applies, never timing.
+/// and both in height order: the logger closes a batch, hands it over and appends it,
+/// waiting for its fsync; the executor (this thread, with the large stack) evaluates the
+/// batch meanwhile, and commits and answers once the append is synced
+/// ([`StateMachine::apply_logging`]). So a batch's fsync overlaps its own evaluation
+/// instead of preceding it, and nothing of a batch is seen (answers, reads, streams, the
+/// store's flushes) before it is durable. The executor sees the same batches in the same
+/// order as a replay would: the log decides what it applies, never timing.
 fn execute<M: StateMachine>(
     mut machine: M,
     rx: std::sync::mpsc::Receiver<Logged>,
     logger: std::thread::JoinHandle<()>,
     clock: Arc<Clock>,
+    durable: &Durable,
 ) {
     // Ends when the logger stops (inbox closed and drained, or a failed append) and has
-    // handed over every batch it logged.
+    // handed over every batch it took.
+    let mut stopped: Option<String> = None;
     for Logged { batch, mut decoded, replies } in rx {
-        let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
-        machine.apply_decoded(&batch, &mut decoded, &mut |i, out| {
-            if let Some(r) = replies.get_mut(i).and_then(Option::take) {
-                let _ = r.send(Ok(out));
+        if let Some(why) = &stopped {
+            for r in replies {
+                let _ = r.send(Err(SubmitError::Stopped(why.clone())));
             }
-        });
-        clock.batch_done(machine.last_commit_ts());
+            continue;
+        }
+        let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
+        let height = batch.height;
+        let applied = machine.apply_logging(
+            &batch,
+            &mut decoded,
+            &mut || match durable.wait(height) {
+                Ok(()) => true,
+                Err(why) => {
+                    stopped = Some(why);
+                    false
+                }
+            },
+            &mut |i, out| {
+                if let Some(r) = replies.get_mut(i).and_then(Option::take) {
+                    let _ = r.send(Ok(out));
+                }
+            },
+        );
+        if applied {
+            clock.batch_done(machine.last_commit_ts());
+        }
+        let why = stopped.clone().unwrap_or_else(|| "no output for input".into());
         for r in replies.into_iter().flatten() {
-            let _ = r.send(Err(SubmitError::Stopped("no output for input".into())));
+            let _ = r.send(Err(SubmitError::Stopped(why.clone())));
         }
     }
     let _ = logger.join();
@@ -314,6 +388,7 @@ fn log_batches<L: Log>(
     stopped: &std::sync::Mutex<Option<String>>,
     wait_max: Duration,
     logged: &std::sync::mpsc::SyncSender<Logged>,
+    durable: &Durable,
     idle: Option<tally_apply::IdleSweep>,
 ) {
     while let Some(next) = inbox.next_batch_or_idle(idle.as_ref().map(|i| i.every)) {
@@ -341,7 +416,21 @@ fn log_batches<L: Log>(
         }
         // The batch ts never goes backwards, even if the wall clock does.
         let ts = clock.next_batch_ts();
-        let batch = Batch { height: log.last_height() + 1, ts, rules, inputs };
+        let batch = Arc::new(Batch { height: log.last_height() + 1, ts, rules, inputs });
+        // Handed over before the append when the executor has room, so it evaluates the
+        // batch while the append syncs; otherwise appended first and handed over after.
+        let mut waiting = match logged.try_send(Logged { batch: batch.clone(), decoded, replies }) {
+            Ok(()) => None,
+            Err(std::sync::mpsc::TrySendError::Full(l)) => Some(l),
+            Err(std::sync::mpsc::TrySendError::Disconnected(l)) => {
+                // The executor is gone (it only stops when this thread does, or by a
+                // fail-stop exit), so nobody will apply this batch here.
+                for r in l.replies {
+                    let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
+                }
+                return;
+            }
+        };
         if let Err(e) = log.append(&batch) {
             // Fail-stop: nothing in this batch was acknowledged, and a log we cannot
             // write is a log we cannot trust to be complete. Batches logged before it
@@ -355,8 +444,13 @@ fn log_batches<L: Log>(
                 *s = Some(later.clone());
             }
             eprintln!("tally: {later}");
-            for r in replies {
-                let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+            // The executor holds back everything of this batch, answers its inputs
+            // with this error, and applies nothing more.
+            durable.failed(e.to_string());
+            if let Some(l) = waiting.take() {
+                for r in l.replies {
+                    let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+                }
             }
             inbox.close();
             while let Some(rest) = inbox.next_batch_blocking() {
@@ -366,13 +460,16 @@ fn log_batches<L: Log>(
             }
             return;
         }
-        if let Err(std::sync::mpsc::SendError(l)) = logged.send(Logged { batch, decoded, replies }) {
-            // The executor is gone (it only stops when this thread does, or by a fail-stop
-            // exit), so nobody will apply this batch here; a restart replays it.
-            for r in l.replies {
-                let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
+        durable.synced(batch.height);
+        if let Some(l) = waiting.take() {
+            if let Err(std::sync::mpsc::SendError(l)) = logged.send(l) {
+                // The executor is gone, so nobody will apply this batch here; a restart
+                // replays it.
+                for r in l.replies {
+                    let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
+                }
+                return;
             }
-            return;
         }
     }
 }
@@ -640,5 +737,136 @@ mod tests {
             out.push(height(h.await.unwrap()));
         }
         out
+    }
+
+    /// Evaluates a batch before asking whether it is logged, and commits (counts the
+    /// batch, answers with its height) only if it is. Reports each step.
+    struct Eager {
+        height: u64,
+        events: std::sync::mpsc::Sender<String>,
+    }
+    impl StateMachine for Eager {
+        fn applied_height(&self) -> u64 {
+            self.height
+        }
+        fn last_commit_ts(&self) -> u64 {
+            0
+        }
+        fn rules(&self) -> u16 {
+            Batch::UNSTAMPED
+        }
+        fn apply(&mut self, b: &Batch) -> Vec<Vec<u8>> {
+            self.height = b.height;
+            b.inputs.iter().map(|_| b.height.to_be_bytes().to_vec()).collect()
+        }
+        fn apply_logging(
+            &mut self,
+            b: &Batch,
+            _: &mut [Option<Decoded>],
+            logged: &mut dyn FnMut() -> bool,
+            answer: &mut dyn FnMut(usize, Vec<u8>),
+        ) -> bool {
+            let _ = self.events.send(format!("evaluated {}", b.height));
+            if !logged() {
+                let _ = self.events.send(format!("refused {}", b.height));
+                return false;
+            }
+            let _ = self.events.send(format!("committed {}", b.height));
+            for (i, out) in self.apply(b).into_iter().enumerate() {
+                answer(i, out);
+            }
+            true
+        }
+    }
+
+    /// A [`FileLog`] whose appends each wait for a word on `release`: `true` appends,
+    /// `false` fails as a full disk would.
+    struct Held {
+        log: FileLog,
+        release: std::sync::mpsc::Receiver<bool>,
+    }
+    impl Log for Held {
+        fn append(&mut self, batch: &Batch) -> Result<(), crate::log::LogError> {
+            if self.release.recv().unwrap_or(false) {
+                self.log.append(batch)
+            } else {
+                Err(crate::log::LogError::Io { path: "held".into(), source: std::io::Error::other("disk full") })
+            }
+        }
+        fn replay_after(
+            &mut self,
+            height: u64,
+            f: &mut dyn FnMut(Batch) -> Result<(), crate::log::LogError>,
+        ) -> Result<(), crate::log::LogError> {
+            self.log.replay_after(height, f)
+        }
+        fn last_height(&self) -> u64 {
+            self.log.last_height()
+        }
+        fn last_ts(&self) -> u64 {
+            self.log.last_ts()
+        }
+    }
+
+    /// The executor evaluates a batch while its append is still being synced, and
+    /// nothing of it is committed or answered until the append is done.
+    #[test]
+    fn a_batch_is_evaluated_during_its_append_and_answered_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel();
+        let log = Held { log: FileLog::open(dir.path()).unwrap(), release: held };
+        let machine = Eager { height: 0, events: events_tx };
+        let (seq, h) = Sequencer::start(log, machine, SequencerConfig::default(), Arc::new(Clock::new(0))).unwrap();
+        let answer = rt.spawn({
+            let seq = seq.clone();
+            async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
+        });
+        // The append of batch 1 is held, and the executor has evaluated it already.
+        assert_eq!(events.recv().unwrap(), "evaluated 1");
+        assert!(events.try_recv().is_err(), "nothing committed before the append is done");
+        assert!(!answer.is_finished(), "nothing answered before the append is done");
+        release.send(true).unwrap();
+        assert_eq!(events.recv().unwrap(), "committed 1");
+        let out = rt.block_on(answer).unwrap().unwrap();
+        assert_eq!(u64::from_be_bytes(out.try_into().unwrap()), 1);
+        drop(seq);
+        drop(release);
+        h.join().unwrap();
+        assert_eq!(FileLog::open(dir.path()).unwrap().last_height(), 1);
+    }
+
+    /// When the append of a batch the executor has already evaluated fails, nothing of
+    /// the batch is committed or answered with an output, its submitters and every later
+    /// one hear why the node stopped, and the executor applies nothing more.
+    #[test]
+    fn a_batch_whose_append_fails_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel();
+        let log = Held { log: FileLog::open(dir.path()).unwrap(), release: held };
+        let machine = Eager { height: 0, events: events_tx };
+        let (seq, h) = Sequencer::start(log, machine, SequencerConfig::default(), Arc::new(Clock::new(0))).unwrap();
+        let answer = rt.spawn({
+            let seq = seq.clone();
+            async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
+        });
+        assert_eq!(events.recv().unwrap(), "evaluated 1");
+        release.send(false).unwrap();
+        assert_eq!(events.recv().unwrap(), "refused 1");
+        match rt.block_on(answer).unwrap() {
+            Err(SubmitError::Stopped(why)) => assert!(why.contains("disk full"), "{why}"),
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+        match rt.block_on(seq.submit(Tenant::DEFAULT, vec![2])) {
+            Err(SubmitError::Stopped(why)) => assert!(why.contains("takes no more writes"), "{why}"),
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+        drop(seq);
+        h.join().unwrap();
+        assert!(events.try_recv().is_err(), "nothing else was evaluated or committed");
+        assert_eq!(FileLog::open(dir.path()).unwrap().last_height(), 0);
     }
 }

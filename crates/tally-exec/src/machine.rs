@@ -409,9 +409,11 @@ impl FqlMachine {
         position: Option<&[u8]>,
         early: bool,
         decoded: &mut [Option<tally_apply::Decoded>],
+        logged: &mut dyn FnMut() -> bool,
         answer: &mut dyn FnMut(usize, Vec<u8>),
     ) -> anyhow::Result<()> {
-        let r = self.apply_batch(batch, position, early, decoded, answer);
+        let mut logged = InLog { logged, known: false };
+        let r = self.apply_batch(batch, position, early, decoded, &mut logged, answer);
         if r.is_err() {
             // The batch was not committed: what its transactions cached may describe
             // schema writes the store does not have.
@@ -426,6 +428,7 @@ impl FqlMachine {
         position: Option<&[u8]>,
         early: bool,
         decoded: &mut [Option<tally_apply::Decoded>],
+        logged: &mut InLog<'_>,
         answer: &mut dyn FnMut(usize, Vec<u8>),
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -457,6 +460,8 @@ impl FqlMachine {
             // input that panics would panic again on every replay). It is deterministic, so
             // every replica turns it into the same error.
             let run = if crate::record::root_key::is_root_key_record(input) {
+                // It sets the node's root key in memory at once: only once it is logged.
+                logged.wait()?;
                 Ok(self.apply_root_key(&mut *b, ts, input)?)
             } else {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_input(&*b, ts, input, hint)))
@@ -495,6 +500,7 @@ impl FqlMachine {
             last_ts = ts;
             ts += 1 + ids / 1000;
             if early && i + 1 < batch.inputs.len() && self.pacer.release_due() {
+                logged.wait()?;
                 b.commit(false)?;
                 b = self.store.begin()?;
                 self.applied_ts.store(last_ts, Ordering::Release);
@@ -528,6 +534,9 @@ impl FqlMachine {
         b.set_meta(META_LAST_TS, &last_ts.to_be_bytes())?;
         self.batches_since_checkpoint += 1;
         let durable = self.pacer.checkpoint_due(self.batches_since_checkpoint);
+        // Everything above is evaluation, which may overlap the log's sync; from the
+        // commit on, the batch is seen outside the executor.
+        logged.wait()?;
         b.commit(durable)?;
         if durable {
             self.batches_since_checkpoint = 0;
@@ -666,7 +675,7 @@ impl FqlMachine {
     /// [`Self::apply_inner`] answering only at the end, as a list.
     fn apply_collect(&mut self, batch: &Batch, position: Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut outputs = Vec::with_capacity(batch.inputs.len());
-        self.apply_inner(batch, position, false, &mut [], &mut |_, out| outputs.push(out))?;
+        self.apply_inner(batch, position, false, &mut [], &mut || true, &mut |_, out| outputs.push(out))?;
         Ok(outputs)
     }
 }
@@ -774,6 +783,30 @@ fn encode_output(out: &TxnOutput) -> Vec<u8> {
     crate::record::encode_output(out)
 }
 
+/// The log could not make the batch being applied durable (`StateMachine::apply_logging`).
+#[derive(Debug, thiserror::Error)]
+#[error("the batch is not in the input log: its append failed")]
+struct NotLogged;
+
+/// Whether the batch being applied is durable in the log: asked (and waited for) once,
+/// before the first thing of the batch is seen outside the executor.
+struct InLog<'a> {
+    logged: &'a mut dyn FnMut() -> bool,
+    known: bool,
+}
+
+impl InLog<'_> {
+    fn wait(&mut self) -> Result<(), NotLogged> {
+        if !self.known {
+            if !(self.logged)() {
+                return Err(NotLogged);
+            }
+            self.known = true;
+        }
+        Ok(())
+    }
+}
+
 /// A batch of other executor rules than this build's: not applied (see [`RULES`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -818,7 +851,7 @@ impl StateMachine for FqlMachine {
     }
 
     fn apply_answering(&mut self, batch: &Batch, answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, None, true, &mut [], answer);
+        let r = self.apply_inner(batch, None, true, &mut [], &mut || true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 
@@ -828,8 +861,27 @@ impl StateMachine for FqlMachine {
         decoded: &mut [Option<tally_apply::Decoded>],
         answer: &mut dyn FnMut(usize, Vec<u8>),
     ) {
-        let r = self.apply_inner(batch, None, true, decoded, answer);
+        let r = self.apply_inner(batch, None, true, decoded, &mut || true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
+    }
+
+    fn apply_logging(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<tally_apply::Decoded>],
+        logged: &mut dyn FnMut() -> bool,
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) -> bool {
+        match self.apply_inner(batch, None, true, decoded, logged, answer) {
+            // Nothing of the batch was committed or answered; its driver stops (see
+            // `StateMachine::apply_logging`), so what evaluation left in memory (the
+            // transparency log's right edge) is never used.
+            Err(e) if e.is::<NotLogged>() => false,
+            r => {
+                fail_stop(r.map(|()| Vec::new()), batch.height);
+                true
+            }
+        }
     }
 }
 
@@ -868,7 +920,7 @@ impl ReplicatedMachine for FqlMachine {
     }
 
     fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, Some(position), true, &mut [], answer);
+        let r = self.apply_inner(batch, Some(position), true, &mut [], &mut || true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 

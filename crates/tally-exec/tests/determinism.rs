@@ -392,3 +392,54 @@ fn a_warm_catalog_cache_changes_no_output_or_block() {
         .collect();
     assert_eq!(statuses, vec![400], "the old name is gone");
 }
+
+/// On a single node the executor gets each batch while the log is still syncing it
+/// (`StateMachine::apply_logging`): it may evaluate, but nothing of the batch is
+/// committed, visible or answered before the log says the batch is durable, the outputs
+/// and blocks are those of a plain apply, and a batch the log failed to write leaves
+/// nothing behind.
+#[test]
+fn a_batch_is_seen_only_once_the_log_has_it() {
+    let (_s1, mut reference) = machine();
+    let (store, mut m) = machine();
+    let applied_ts = m.applied_ts.clone();
+    let all = batches();
+    let (last, rest) = all.split_last().unwrap();
+    for batch in rest {
+        let expected = reference.apply(batch);
+        let before_ts = applied_ts.load(std::sync::atomic::Ordering::Acquire);
+        let mut asked = 0;
+        let answered = std::cell::Cell::new(0);
+        let mut got = vec![Vec::new(); batch.inputs.len()];
+        let applied = m.apply_logging(
+            batch,
+            &mut [],
+            &mut || {
+                asked += 1;
+                assert_eq!(tally_exec::machine::meta_height(&*store).unwrap(), batch.height - 1, "committed before logged");
+                assert_eq!(applied_ts.load(std::sync::atomic::Ordering::Acquire), before_ts, "visible before logged");
+                assert_eq!(answered.get(), 0, "answered before logged");
+                true
+            },
+            &mut |i, out| {
+                answered.set(answered.get() + 1);
+                got[i] = out;
+            },
+        );
+        assert!(applied);
+        assert_eq!(asked, 1, "asked once per batch at height {}", batch.height);
+        assert_eq!(got, expected, "outputs differ at height {}", batch.height);
+        assert_eq!(head_hash(&m), head_hash(&reference), "block differs at height {}", batch.height);
+        assert_eq!(tally_exec::machine::meta_height(&*store).unwrap(), batch.height);
+    }
+    // The log failed to write the last batch: nothing of it is committed or answered.
+    let (height, head, ts) = (m.applied_height(), head_hash(&m), applied_ts.load(std::sync::atomic::Ordering::Acquire));
+    let mut answers = 0;
+    let applied = m.apply_logging(last, &mut [], &mut || false, &mut |_, _| answers += 1);
+    assert!(!applied);
+    assert_eq!(answers, 0);
+    assert_eq!(m.applied_height(), height);
+    assert_eq!(tally_exec::machine::meta_height(&*store).unwrap(), height);
+    assert_eq!(head_hash(&m), head);
+    assert_eq!(applied_ts.load(std::sync::atomic::Ordering::Acquire), ts);
+}

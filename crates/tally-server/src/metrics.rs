@@ -387,6 +387,17 @@ impl<M: StateMachine> StateMachine for MeteredMachine<M> {
     ) {
         self.timed(batch, |m| m.apply_decoded(batch, decoded, answer))
     }
+    /// Timed from the handover: when the log's sync takes longer than evaluation, the
+    /// figure includes the wait for it.
+    fn apply_logging(
+        &mut self,
+        batch: &Batch,
+        decoded: &mut [Option<tally_apply::Decoded>],
+        logged: &mut dyn FnMut() -> bool,
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) -> bool {
+        self.timed(batch, |m| m.apply_logging(batch, decoded, logged, answer))
+    }
     fn last_commit_ts(&self) -> u64 {
         self.inner.last_commit_ts()
     }
