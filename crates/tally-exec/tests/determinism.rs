@@ -416,7 +416,11 @@ fn a_batch_is_seen_only_once_the_log_has_it() {
             &mut [],
             &mut || {
                 asked += 1;
-                assert_eq!(tally_exec::machine::meta_height(&*store).unwrap(), batch.height - 1, "committed before logged");
+                assert_eq!(
+                    tally_exec::machine::meta_height(&*store).unwrap(),
+                    batch.height - 1,
+                    "committed before logged"
+                );
                 assert_eq!(applied_ts.load(std::sync::atomic::Ordering::Acquire), before_ts, "visible before logged");
                 assert_eq!(answered.get(), 0, "answered before logged");
                 true
