@@ -808,10 +808,19 @@ mod tests {
         }
     }
 
-    /// The executor evaluates a batch while its append is still being synced, and
-    /// nothing of it is committed or answered until the append is done.
-    #[test]
-    fn a_batch_is_evaluated_during_its_append_and_answered_after_it() {
+    /// A sequencer over an [`Eager`] machine and a [`Held`] log, with one input submitted
+    /// (its batch is handed over; its append waits for `release`).
+    struct HeldRun {
+        dir: tempfile::TempDir,
+        rt: tokio::runtime::Runtime,
+        seq: Sequencer,
+        h: std::thread::JoinHandle<()>,
+        events: std::sync::mpsc::Receiver<String>,
+        release: std::sync::mpsc::Sender<bool>,
+        answer: Answer,
+    }
+
+    fn held_run() -> HeldRun {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
         let (events_tx, events) = std::sync::mpsc::channel();
@@ -823,6 +832,14 @@ mod tests {
             let seq = seq.clone();
             async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
         });
+        HeldRun { dir, rt, seq, h, events, release, answer }
+    }
+
+    /// The executor evaluates a batch while its append is still being synced, and
+    /// nothing of it is committed or answered until the append is done.
+    #[test]
+    fn a_batch_is_evaluated_during_its_append_and_answered_after_it() {
+        let HeldRun { dir, rt, seq, h, events, release, answer } = held_run();
         // The append of batch 1 is held, and the executor has evaluated it already.
         assert_eq!(events.recv().unwrap(), "evaluated 1");
         assert!(events.try_recv().is_err(), "nothing committed before the append is done");
@@ -842,17 +859,7 @@ mod tests {
     /// one hear why the node stopped, and the executor applies nothing more.
     #[test]
     fn a_batch_whose_append_fails_is_never_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
-        let (events_tx, events) = std::sync::mpsc::channel();
-        let (release, held) = std::sync::mpsc::channel();
-        let log = Held { log: FileLog::open(dir.path()).unwrap(), release: held };
-        let machine = Eager { height: 0, events: events_tx };
-        let (seq, h) = Sequencer::start(log, machine, SequencerConfig::default(), Arc::new(Clock::new(0))).unwrap();
-        let answer = rt.spawn({
-            let seq = seq.clone();
-            async move { seq.submit(Tenant::DEFAULT, vec![1]).await }
-        });
+        let HeldRun { dir, rt, seq, h, events, release, answer } = held_run();
         assert_eq!(events.recv().unwrap(), "evaluated 1");
         release.send(false).unwrap();
         assert_eq!(events.recv().unwrap(), "refused 1");
