@@ -54,7 +54,8 @@ pub trait StateMachine: Send {
     /// [`StateMachine::apply_decoded`] for a batch handed over while the log is still
     /// making it durable, so that evaluation overlaps the log's sync. `logged()` blocks
     /// until the batch is durable in the log and says whether it is: `false` means its
-    /// append failed, so the batch will never be applied anywhere.
+    /// append failed, so the batch will never be applied anywhere. Asked again, it answers
+    /// the same at once.
     ///
     /// The machine may evaluate the batch before calling `logged()`, but must call it
     /// before anything of the batch is seen outside the executor: a commit readers or the

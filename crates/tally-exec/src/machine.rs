@@ -877,6 +877,15 @@ impl StateMachine for FqlMachine {
             // `StateMachine::apply_logging`), so what evaluation left in memory (the
             // transparency log's right edge) is never used.
             Err(e) if e.is::<NotLogged>() => false,
+            // A machine fault (say, the store stopped after a failed background write)
+            // while the batch's append was still under way: if the append failed too, the
+            // batch is not in the log and nothing of it was committed, so this is the log's
+            // failure, which the sequencer reports; `fail_stop` would say the batch is in
+            // the log and is applied again on restart. (`logged()` answers the same again.)
+            Err(e) if !logged() => {
+                tracing::error!(error = %e, height = batch.height, "applying a batch the log failed to write failed too; nothing of it was committed");
+                false
+            }
             r => {
                 fail_stop(r.map(|()| Vec::new()), batch.height);
                 true

@@ -207,6 +207,10 @@ impl WriteBehind {
     /// already has). Without it the failure surfaces only at the next commit, snapshot or
     /// sync — reads then fail while nothing writes, for as long as nothing writes; a
     /// server stops at once instead (the state is derived from its log).
+    ///
+    /// The hook runs with the store locked, before any commit, snapshot or sync can
+    /// return the failure, so it must not use the store. A hook that ends the process
+    /// is thus the failure's only report.
     pub fn on_failure(&self, hook: impl FnOnce(&str) + Send + 'static) {
         let Ok(mut st) = self.shared.lock() else { return };
         match st.failed.clone() {
@@ -291,7 +295,6 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.write(&refs, durable)))
             .unwrap_or_else(|_| Err(StorageError::Backend("the backend panicked while writing".into())));
         let Ok(mut st) = shared.lock() else { return };
-        let mut hook = None;
         match written {
             Ok(()) => {
                 st.flushed_seq = last;
@@ -305,17 +308,21 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
                 }
             }
             Err(e) => {
-                st.failed = Some(e.to_string());
-                hook = st.on_failure.take().map(|h| (h, e.to_string()));
+                let reason = e.to_string();
+                // The hook runs before anyone can see the store stopped: the lock is held
+                // until it returns, so a server's hook (which stops the process) is the
+                // only one to report the failure, not raced by a commit or read that met
+                // the stopped store and reports it differently.
+                if let Some(hook) = st.on_failure.take() {
+                    hook(&reason);
+                }
+                st.failed = Some(reason);
             }
         }
         drop(st);
         // Drop the overlays outside the lock: freeing a large one takes a while.
         drop(group);
         shared.progress.notify_all();
-        if let Some((hook, reason)) = hook {
-            hook(&reason);
-        }
     }
 }
 
@@ -510,6 +517,32 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         store.on_failure(move |why| tx.send(why.to_string()).unwrap());
         assert!(rx.try_recv().unwrap().contains("disk full"));
+    }
+
+    /// While the hook runs, no commit, read or sync returns the failure: a server's hook
+    /// ends the process and must be the failure's only report.
+    #[test]
+    fn nothing_sees_the_failure_before_the_hook_returns() {
+        let store =
+            Arc::new(WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default()).unwrap());
+        let (entered_tx, entered) = mpsc::channel();
+        let (open, gate) = mpsc::channel::<()>();
+        store.on_failure(move |_| {
+            entered_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        commit(&store, 1, false);
+        entered.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let (seen_tx, seen) = mpsc::channel();
+        let s2 = Arc::clone(&store);
+        let reader = std::thread::spawn(move || seen_tx.send(s2.snapshot().is_err()).unwrap());
+        assert!(
+            seen.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "a read saw the failure during the hook"
+        );
+        open.send(()).unwrap();
+        assert!(seen.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), "after the hook the read fails");
+        reader.join().unwrap();
     }
 
     #[test]
