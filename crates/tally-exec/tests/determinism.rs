@@ -447,3 +447,58 @@ fn a_batch_is_seen_only_once_the_log_has_it() {
     assert_eq!(head_hash(&m), head);
     assert_eq!(applied_ts.load(std::sync::atomic::Ordering::Acquire), ts);
 }
+
+/// A store that can be stopped, as a write-behind store is after a failed background
+/// write: every read and write then fails.
+struct Stoppable {
+    inner: MemStore,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Stoppable {
+    fn check(&self) -> tally_storage::Result<()> {
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(tally_storage::StorageError::Io("the store is stopped (test)".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for Stoppable {
+    fn snapshot(&self) -> tally_storage::Result<Box<dyn tally_storage::Snapshot>> {
+        self.check()?;
+        self.inner.snapshot()
+    }
+    fn begin(&self) -> tally_storage::Result<Box<dyn tally_storage::Batch>> {
+        self.check()?;
+        self.inner.begin()
+    }
+}
+
+/// A machine fault on a batch whose append failed as well (a full disk stops both the
+/// log and the store) is the log's failure: `apply_logging` says the batch was not
+/// applied, and the node does not stop claiming the batch is in the log (the executor's
+/// fail-stop would end this test's process).
+#[test]
+fn a_fault_on_a_batch_the_log_failed_to_write_is_the_logs_failure() {
+    let store = Arc::new(Stoppable { inner: MemStore::new(), stopped: false.into() });
+    let mut m = FqlMachine::open(store.clone()).unwrap();
+    let all = batches();
+    assert!(m.apply_logging(&all[0], &mut [], &mut || true, &mut |_, _| {}));
+    store.stopped.store(true, std::sync::atomic::Ordering::Release);
+    let mut asked = 0;
+    let mut answers = 0;
+    let applied = m.apply_logging(
+        &all[1],
+        &mut [],
+        &mut || {
+            asked += 1;
+            false
+        },
+        &mut |_, _| answers += 1,
+    );
+    assert!(!applied);
+    assert!(asked >= 1);
+    assert_eq!(answers, 0);
+    assert_eq!(m.applied_height(), all[0].height);
+}
