@@ -197,7 +197,7 @@ impl WriteBehind {
         let written = seq_of(&*view)?;
         for (seq, overlay) in queued {
             if seq > written {
-                view = Box::new(Layer { base: view, overlay });
+                view = Box::new(Layer::new(view, overlay));
             }
         }
         Ok(view)

@@ -25,7 +25,7 @@
 //! [`MemStore`] snapshot makes the next commit copy the tables it touches. Hold one per
 //! query, not indefinitely.
 //!
-//! # On-disk format (`RedbStore`, format version 1)
+//! # On-disk format (`RedbStore`, format version 2)
 //!
 //! One redb file with three tables:
 //!
@@ -38,9 +38,20 @@
 //! In `docs`/`index` the tuple is `(user key, u64::MAX - ts)`: redb compares tuples element by
 //! element (so user keys need not be prefix-free) and the inverted timestamp sorts the versions
 //! of one key newest first, so "newest version <= T" is one seek to `(key, MAX - T)`.
-//! `meta["format_version"]` is the single byte `1`; [`RedbStore::open`] refuses any other
-//! value, and a file whose `meta` table lacks it, with [`StorageError::FormatVersion`]. A file
-//! without a `meta` table is treated as new and initialised.
+//! `meta["format_version"]` is the single byte `2`; [`RedbStore::open`] refuses any other
+//! value but `1`, and a file whose `meta` table lacks it, with
+//! [`StorageError::FormatVersion`]. A file without a `meta` table is treated as new and
+//! initialised.
+//!
+//! `meta["max_version_ts"]` ([`META_MAX_TS`], 8 bytes, big-endian) is at or after the ts
+//! of every version and removal ever written to `docs` and `index`: every write
+//! transaction raises it to the greatest ts it writes, a replace sets it to the greatest
+//! ts it loads. It is only an upper bound (a removal or an older version leaves it). A
+//! read view uses it as its [`Snapshot::ts_bound`]; a value of any other length is
+//! refused as corruption. Version 1 lacks it: opening a version 1 file computes it with
+//! one pass over both tables and writes it with `format_version` 2, in one durable
+//! transaction (a build that reads only version 1 then refuses the file, so none can
+//! write a version the bound does not cover).
 //!
 //! # Crash argument
 //!
@@ -89,10 +100,18 @@ pub fn check_put(key: &[u8], value: &[u8]) -> Result<()> {
     }
     Ok(())
 }
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The on-disk format this build reads and writes (it upgrades version 1 on open).
+pub const FORMAT_VERSION: u8 = 2;
 /// Meta key holding [`FORMAT_VERSION`]; reserved, [`Batch::set_meta`] refuses it.
 pub const META_FORMAT_VERSION: &str = "format_version";
+/// Meta key of a [`RedbStore`] holding a ts at or after every version and removal ever
+/// written to its `docs` and `index` tables (8 bytes, big-endian); reserved.
+pub const META_MAX_TS: &str = "max_version_ts";
+
+/// Whether `key` is a meta key only the store itself writes.
+pub(crate) fn reserved_meta(key: &str) -> bool {
+    key == META_FORMAT_VERSION || key == META_MAX_TS || key == behind::META_BEHIND_SEQ
+}
 
 /// One of the two independent keyspaces (separate redb tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -179,6 +198,12 @@ pub trait Snapshot: Send {
     fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>>;
     /// Small named metadata values (e.g. "applied_height").
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// A ts no version in this view is newer than ([`Ts::MAX`]: the view cannot tell).
+    /// A view stacked on this one answers [`Snapshot::get`] from its own writes alone when
+    /// its newest version of the key is at or after it (see `Layer`).
+    fn ts_bound(&self) -> Ts {
+        Ts::MAX
+    }
 }
 
 /// A write batch: reads see the batch's own uncommitted writes. Dropping it without

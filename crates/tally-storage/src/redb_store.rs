@@ -4,14 +4,16 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
+use redb::{
+    AccessGuard, Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+};
 
 use crate::batch::{Overlay, OverlayBatch, Sink, WriterLock};
 use crate::behind::{Backend, BehindLimits, WriteBehind};
 use crate::read::{self, PosRef, VersionEntry, VersionTable};
 use crate::{
     Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Store, Ts, Version, FORMAT_VERSION,
-    META_FORMAT_VERSION,
+    META_FORMAT_VERSION, META_MAX_TS,
 };
 
 /// `(user key, u64::MAX - ts)`: a key's versions sort newest first.
@@ -99,13 +101,22 @@ fn init_or_check(db: &Database) -> Result<()> {
         Err(e) => return Err(redb_err(e)),
     };
     let found = meta.get(META_FORMAT_VERSION).map_err(redb_err)?.map(|g| g.value().to_vec());
-    if found.as_deref() != Some(&[FORMAT_VERSION][..]) {
-        let found = found.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"));
-        return Err(StorageError::FormatVersion { found, expected: FORMAT_VERSION });
-    }
+    let upgrade = match found.as_deref() {
+        Some([FORMAT_VERSION]) => false,
+        Some([1]) => true,
+        _ => {
+            let found = found.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"));
+            return Err(StorageError::FormatVersion { found, expected: FORMAT_VERSION });
+        }
+    };
     for def in [DOCS, INDEX] {
         rtxn.open_table(def).map_err(|e| StorageError::Corrupt(format!("table missing or unreadable: {e}")))?;
     }
+    if upgrade {
+        drop((meta, rtxn));
+        return upgrade_from_1(db);
+    }
+    max_ts_of(&meta)?;
     Ok(())
 }
 
@@ -113,8 +124,40 @@ fn init(db: &Database) -> Result<()> {
     let txn = db.begin_write().map_err(redb_err)?;
     txn.open_table(DOCS).map_err(redb_err)?;
     txn.open_table(INDEX).map_err(redb_err)?;
-    txn.open_table(META).map_err(redb_err)?.insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..]).map_err(redb_err)?;
+    let mut meta = txn.open_table(META).map_err(redb_err)?;
+    meta.insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..]).map_err(redb_err)?;
+    meta.insert(META_MAX_TS, &0u64.to_be_bytes()[..]).map_err(redb_err)?;
+    drop(meta);
     txn.commit().map_err(redb_err)
+}
+
+/// Version 1 to 2: [`META_MAX_TS`] from one pass over both version tables, written with the
+/// new version in one durable transaction (see the crate doc).
+fn upgrade_from_1(db: &Database) -> Result<()> {
+    let mut txn = db.begin_write().map_err(redb_err)?;
+    txn.set_durability(Durability::Immediate).map_err(redb_err)?;
+    let mut max = 0;
+    for def in [DOCS, INDEX] {
+        let table = txn.open_table(def).map_err(redb_err)?;
+        for entry in table.iter().map_err(redb_err)? {
+            let (k, _) = entry.map_err(redb_err)?;
+            max = max.max(u64::MAX - k.value().1);
+        }
+    }
+    let mut meta = txn.open_table(META).map_err(redb_err)?;
+    meta.insert(META_MAX_TS, &max.to_be_bytes()[..]).map_err(redb_err)?;
+    meta.insert(META_FORMAT_VERSION, &[FORMAT_VERSION][..]).map_err(redb_err)?;
+    drop(meta);
+    txn.commit().map_err(redb_err)
+}
+
+/// [`META_MAX_TS`] of a version 2 file: missing or not 8 bytes is corruption.
+fn max_ts_of(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Ts> {
+    let v = meta.get(META_MAX_TS).map_err(redb_err)?;
+    let bytes: Option<[u8; 8]> = v.as_ref().and_then(|g| g.value().try_into().ok());
+    bytes
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::Corrupt(format!("meta value {META_MAX_TS:?} is missing or not 8 bytes")))
 }
 
 struct RedbEntry(AccessGuard<'static, VersionKey>, AccessGuard<'static, &'static [u8]>);
@@ -159,6 +202,8 @@ struct RedbSnapshot {
     docs: RedbTable,
     index: RedbTable,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    /// [`META_MAX_TS`] as this view has it.
+    ts_bound: Ts,
 }
 
 impl RedbSnapshot {
@@ -209,6 +254,10 @@ impl Snapshot for RedbSnapshot {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(key).map_err(redb_err)?.map(|g| g.value().to_vec()))
     }
+
+    fn ts_bound(&self) -> Ts {
+        self.ts_bound
+    }
 }
 
 /// Write `overlays`, in order, as one redb transaction (all or nothing).
@@ -245,6 +294,10 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
                 meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
             }
         }
+        let max = overlays.iter().map(|o| o.max_ts).max().unwrap_or(0);
+        if max > max_ts_of(&meta)? {
+            meta.insert(META_MAX_TS, &max.to_be_bytes()[..]).map_err(redb_err)?;
+        }
     }
     // Dropping `txn` on any error above aborts it: a commit is all or nothing.
     txn.commit().map_err(redb_err)
@@ -266,11 +319,13 @@ fn replace_tables(db: &Database, fill: crate::Fill<'_>, extra: Option<(&str, &[u
             docs: txn.open_table(DOCS).map_err(redb_err)?,
             index: txn.open_table(INDEX).map_err(redb_err)?,
             meta: txn.open_table(META).map_err(redb_err)?,
+            max_ts: 0,
         };
         fill(&mut load)?;
         if let Some((k, v)) = extra {
             load.meta.insert(k, v).map_err(redb_err)?;
         }
+        load.meta.insert(META_MAX_TS, &load.max_ts.to_be_bytes()[..]).map_err(redb_err)?;
     }
     txn.commit().map_err(redb_err)
 }
@@ -279,6 +334,8 @@ struct RedbLoad<'t> {
     docs: redb::Table<'t, VersionKey, &'static [u8]>,
     index: redb::Table<'t, VersionKey, &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
+    /// The greatest ts put so far.
+    max_ts: Ts,
 }
 
 impl crate::Load for RedbLoad<'_> {
@@ -288,6 +345,7 @@ impl crate::Load for RedbLoad<'_> {
             Space::Docs => &mut self.docs,
             Space::Index => &mut self.index,
         };
+        self.max_ts = self.max_ts.max(ts);
         table.insert((key, inv(ts)), value).map(drop).map_err(redb_err)
     }
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
@@ -322,7 +380,9 @@ impl RedbStore {
     fn read_view(&self) -> Result<RedbSnapshot> {
         let txn = self.db.begin_read().map_err(redb_err)?;
         let open = |def| txn.open_table(def).map(RedbTable).map_err(redb_err);
-        Ok(RedbSnapshot { docs: open(DOCS)?, index: open(INDEX)?, meta: txn.open_table(META).map_err(redb_err)? })
+        let meta = txn.open_table(META).map_err(redb_err)?;
+        let ts_bound = max_ts_of(&meta)?;
+        Ok(RedbSnapshot { docs: open(DOCS)?, index: open(INDEX)?, meta, ts_bound })
     }
 }
 

@@ -10,11 +10,8 @@
 //! keep the old content until the commit, a crash keeps the old content, and a `fill`
 //! that fails (a damaged snapshot) aborts the transaction.
 
-use std::cmp::Reverse;
-
 use crate::batch::Overlay;
-use crate::behind::META_BEHIND_SEQ;
-use crate::{Batch, Result, Snapshot, Space, StorageError, Store, Ts, META_FORMAT_VERSION, VALUE_BYTES_MAX};
+use crate::{Batch, Result, Snapshot, Space, StorageError, Store, Ts, VALUE_BYTES_MAX};
 
 /// Where [`Store::replace`] puts the new content.
 pub trait Load {
@@ -29,7 +26,7 @@ pub type Fill<'a> = &'a mut dyn FnMut(&mut dyn Load) -> Result<()>;
 
 /// The rule every [`Load::set_meta`] applies.
 pub(crate) fn check_meta(key: &str, value: &[u8]) -> Result<()> {
-    if key == META_FORMAT_VERSION || key == META_BEHIND_SEQ {
+    if crate::reserved_meta(key) {
         return Err(StorageError::Invalid(format!("meta key {key:?} is reserved")));
     }
     if value.len() > VALUE_BYTES_MAX {
@@ -84,19 +81,12 @@ pub(crate) fn overlay_replacing(view: &dyn Snapshot, fill: Fill<'_>) -> Result<O
     let mut o = Overlay::default();
     for space in [Space::Docs, Space::Index] {
         each_version(view, space, &mut |key, ts| {
-            space_of(&mut o, space).insert((key.to_vec(), Reverse(ts)), None);
+            o.insert(space, key, ts, None);
             Ok(())
         })?;
     }
     fill(&mut OverlayLoad(&mut o))?;
     Ok(o)
-}
-
-fn space_of(o: &mut Overlay, space: Space) -> &mut crate::mem::VersionMap<Option<Vec<u8>>> {
-    match space {
-        Space::Docs => &mut o.docs,
-        Space::Index => &mut o.index,
-    }
 }
 
 struct OverlayLoad<'a>(&'a mut Overlay);
@@ -105,7 +95,7 @@ impl Load for OverlayLoad<'_> {
     fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()> {
         crate::check_put(key, value)?;
         self.0.bytes += key.len() + value.len();
-        space_of(self.0, space).insert((key.to_vec(), Reverse(ts)), Some(value.to_vec()));
+        self.0.insert(space, key, ts, Some(value.to_vec()));
         Ok(())
     }
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {

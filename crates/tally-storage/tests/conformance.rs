@@ -105,6 +105,7 @@ fn check_batch(store: &dyn Store) {
     b.put(Space::Docs, b"abc", 25, b"abc25-new").unwrap();
     b.set_meta("applied_height", b"8").unwrap();
     assert!(matches!(b.set_meta("format_version", b"9"), Err(StorageError::Invalid(_))));
+    assert!(matches!(b.set_meta("max_version_ts", b"12345678"), Err(StorageError::Invalid(_))));
 
     let check_new = |s: &dyn Snapshot| {
         assert_eq!(s.get(Space::Docs, b"a", Ts::MAX).unwrap(), Some(v(35, "a35")));
@@ -378,12 +379,12 @@ fn redb_persists_and_checks_format_version() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-        txn.open_table(meta).unwrap().insert("format_version", &[2u8][..]).unwrap();
+        txn.open_table(meta).unwrap().insert("format_version", &[3u8][..]).unwrap();
         txn.commit().unwrap();
     }
-    let err = RedbStore::open(&path).err().expect("format 2 must be refused");
+    let err = RedbStore::open(&path).err().expect("format 3 must be refused");
     assert!(matches!(err, StorageError::FormatVersion { .. }), "{err}");
-    assert!(err.to_string().contains("version [2]"), "{err}");
+    assert!(err.to_string().contains("version [3]"), "{err}");
 
     // A redb file that is not a Tally database is refused rather than adopted.
     let other = dir.path().join("other.redb");
@@ -395,6 +396,59 @@ fn redb_persists_and_checks_format_version() {
         txn.commit().unwrap();
     }
     assert!(matches!(RedbStore::open(&other), Err(StorageError::FormatVersion { .. })));
+}
+
+/// A version 1 file (no `max_version_ts`) is upgraded on open: the bound is the newest ts
+/// in either table, written with version 2; the data reads the same. A bound that is not
+/// 8 bytes is refused as corruption.
+#[test]
+fn redb_upgrades_format_1_and_keeps_the_ts_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.snapshot().unwrap().ts_bound(), 0, "a new store holds no version");
+        fixture(&store);
+        let mut b = store.begin().unwrap();
+        b.put(Space::Index, b"z", 77, b"newest, in the index").unwrap();
+        b.commit(true).unwrap();
+        assert_eq!(store.snapshot().unwrap().ts_bound(), 77);
+        // A history edit below the newest leaves the bound.
+        let mut b = store.begin().unwrap();
+        b.put(Space::Index, b"z", 1, b"old").unwrap();
+        b.commit(true).unwrap();
+        assert_eq!(store.snapshot().unwrap().ts_bound(), 77);
+    }
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut t = txn.open_table(meta).unwrap();
+        t.insert("format_version", &[1u8][..]).unwrap();
+        t.remove("max_version_ts").unwrap();
+        drop(t);
+        txn.commit().unwrap();
+    }
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.ts_bound(), 77, "computed from the tables");
+        check_reads(&*snap);
+    }
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let rtxn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let t = rtxn.open_table(meta).unwrap();
+        assert_eq!(t.get("format_version").unwrap().unwrap().value(), &[2u8][..]);
+        assert_eq!(t.get("max_version_ts").unwrap().unwrap().value(), &77u64.to_be_bytes()[..]);
+        drop((t, rtxn));
+        let txn = db.begin_write().unwrap();
+        txn.open_table(meta).unwrap().insert("max_version_ts", &[1u8, 2][..]).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&path).err().expect("a damaged bound must be refused");
+    assert!(matches!(err, StorageError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("max_version_ts"), "{err}");
 }
 
 /// `Store::replace`: the old versions of both spaces are gone, the loaded ones there, meta
@@ -431,6 +485,7 @@ fn check_replace(store: &dyn Store) {
             l.put(Space::Docs, b"k", 9, b"new k")?;
             l.put(Space::Index, b"i-new", 6, b"y")?;
             assert!(l.set_meta("format_version", b"x").is_err(), "reserved meta refused");
+            assert!(l.set_meta("max_version_ts", &[0; 8]).is_err(), "reserved meta refused");
             l.set_meta("replaced", b"after")
         })
         .unwrap();
@@ -444,6 +499,7 @@ fn check_replace(store: &dyn Store) {
     assert_eq!(s.meta("replaced").unwrap().as_deref(), Some(&b"after"[..]));
     assert_eq!(scan(&*before, b"", None, false, Ts::MAX), kts(&[(b"k", 4), (b"old", 3)]));
     assert_eq!(before.meta("replaced").unwrap().as_deref(), Some(&b"before"[..]));
+    assert!(s.ts_bound() >= 9 && before.ts_bound() >= 5, "{} {}", s.ts_bound(), before.ts_bound());
     drop((s, before));
 
     // Still writable, and a later commit lands on the new content.
@@ -453,6 +509,7 @@ fn check_replace(store: &dyn Store) {
     store.sync().unwrap();
     let s = store.snapshot().unwrap();
     assert_eq!(scan(&*s, b"", None, false, Ts::MAX), kts(&[(b"after", 10), (b"k", 9), (b"new", 2)]));
+    assert!(s.ts_bound() >= 10, "{}", s.ts_bound());
 }
 
 #[test]
