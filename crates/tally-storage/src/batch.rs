@@ -24,6 +24,34 @@ pub(crate) struct Overlay {
     pub bytes: usize,
     /// The greatest ts buffered (a version or a removal); 0 when none is.
     pub max_ts: Ts,
+    /// The keys buffered, as a Bloom filter: a read of a key this overlay does not hold
+    /// (most keys, in most layers of a write-behind stack) goes to the base after one
+    /// hash instead of a copy of the key and a search of the map.
+    keys: KeyFilter,
+}
+
+/// A 1024-bit Bloom filter of keys with two probes. At a batch's ~100 keys about 3 % of
+/// absent keys pass; at thousands it passes nearly everything, and reads search the map
+/// as before. The hash has a fixed seed: the storage layer has no randomness.
+#[derive(Default)]
+struct KeyFilter([u64; 16]);
+
+impl KeyFilter {
+    fn probes(key: &[u8]) -> [usize; 2] {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
+        [(h & 1023) as usize, ((h >> 32) & 1023) as usize]
+    }
+
+    fn add(&mut self, key: &[u8]) {
+        for p in Self::probes(key) {
+            self.0[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn may_hold(&self, key: &[u8]) -> bool {
+        Self::probes(key).iter().all(|&p| self.0[p / 64] & (1 << (p % 64)) != 0)
+    }
 }
 
 impl Overlay {
@@ -38,6 +66,7 @@ impl Overlay {
     /// there. The one way versions enter an overlay, so that [`Overlay::max_ts`] holds.
     pub fn insert(&mut self, space: Space, key: &[u8], ts: Ts, value: Option<Vec<u8>>) {
         self.max_ts = self.max_ts.max(ts);
+        self.keys.add(key);
         let map = match space {
             Space::Docs => &mut self.docs,
             Space::Index => &mut self.index,
@@ -47,7 +76,7 @@ impl Overlay {
 
     /// Whether any version of `key` is buffered.
     fn touches(&self, space: Space, key: &[u8]) -> bool {
-        self.versions_at(space, key, Ts::MAX).next().is_some()
+        self.keys.may_hold(key) && self.versions_at(space, key, Ts::MAX).next().is_some()
     }
 
     /// The buffered versions of `key` at or before `at`, newest first. One bound is
@@ -124,7 +153,11 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
         // the base's `get` instead of a merge of the whole stack's histories: a hot key is
         // in every layer, and each merge built one more level of boxed iterators. Most
         // keys are in no given overlay: then the base answers alone.
-        let mut over = self.overlay.borrow().versions_at(space, key, at).peekable();
+        let overlay = self.overlay.borrow();
+        if !overlay.keys.may_hold(key) {
+            return self.base.get(space, key, at);
+        }
+        let mut over = overlay.versions_at(space, key, at).peekable();
         // A version here at or after every version of the base is the answer, without
         // asking the base: a hot key is in the top layers of a write-behind stack, and
         // going down the whole stack to the backend for it was a fifth of the executor's
@@ -684,6 +717,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The key filter never misses a key it holds, and lets few absent keys through at a
+    /// batch's size.
+    #[test]
+    fn the_key_filter_holds_every_key_and_few_others() {
+        let mut f = KeyFilter::default();
+        let held: Vec<Vec<u8>> = (0..100u32).map(|i| format!("docs/accounts/{i}").into_bytes()).collect();
+        for k in &held {
+            f.add(k);
+        }
+        assert!(held.iter().all(|k| f.may_hold(k)));
+        let passed = (0..10_000u32).filter(|i| f.may_hold(format!("docs/other/{i}").as_bytes())).count();
+        assert!(passed < 800, "{passed} of 10,000 absent keys passed");
     }
 
     /// The case the bound exists for, and the one it must not shortcut: a version written
