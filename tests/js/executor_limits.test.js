@@ -170,7 +170,7 @@ test('a data directory from an earlier build (format 1) is refused with what to 
   const before = fs.readdirSync(dataDir).sort()
   const out = await runServe(dataDir)
   assert.notEqual(out.code, 0, out.text)
-  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 3.*tally export.*commit bb86f26, the last build of format 1/s)
+  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 4.*tally export.*commit bb86f26, the last build of format 1/s)
   assert.deepEqual(fs.readdirSync(dataDir).sort(), before, 'nothing was written into it')
 })
 
@@ -244,6 +244,6 @@ test('a data directory of an unknown format is refused with a clear message', as
     p.on('exit', code => { clearTimeout(timer); resolve({ code, text }) })
   })
   assert.notEqual(out.code, 0, out.text)
-  assert.match(out.text, /has format 9, and this build of tally reads format 2, 3/)
+  assert.match(out.text, /has format 9, and this build of tally reads format 2, 3, 4/)
   assert.deepEqual(fs.readdirSync(dataDir), ['FORMAT'], 'nothing else was created')
 })

@@ -343,14 +343,11 @@ impl SetMeta for MetaOf<'_> {
 }
 
 fn put_meta(b: &mut (impl SetMeta + ?Sized), name: &str, value: &[u8]) -> Result<(), SnapshotError> {
-    b.set(name, value)?;
-    // The leaf-hash lookup (get-proof-by-hash) is derived from the leaf records, so it is
-    // rebuilt here rather than carried.
-    if let Some(index) = name.strip_prefix("tlog/l/") {
-        let index = u64::from_str_radix(index, 16).map_err(|_| SnapshotError::Malformed("leaf name"))?;
-        let rec = tally_ledger::leaf::decode_record(value).map_err(|_| SnapshotError::Malformed("leaf record"))?;
-        b.set(&tally_ledger::writer::hash_key(&rec.leaf.hash()), &index.to_be_bytes())?;
+    // A leaf record must decode: a member installs a snapshot only as proofs can use it.
+    if name.starts_with("tlog/l/") {
+        tally_ledger::leaf::decode_record(value).map_err(|_| SnapshotError::Malformed("leaf record"))?;
     }
+    b.set(name, value)?;
     Ok(())
 }
 

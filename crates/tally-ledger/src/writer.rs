@@ -9,11 +9,14 @@
 //! |------|-------|
 //! | `tlog/n/LLIIIIIIIIIIIIIIII` | 32-byte hash of complete subtree (level `LL`, index `I…`); level 0 = leaf hashes |
 //! | `tlog/l/IIIIIIIIIIIIIIII` | the leaf record of leaf `I…` ([`crate::leaf::encode_record`]) |
-//! | `tlog/h/XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX` | leaf index (u64 big-endian) of the leaf whose hash starts with the 16 bytes `X…` (for `get-proof-by-hash`) |
 //! | `tlog/s/HHHHHHHHHHHHHHHH` | this member's signature of the head after block `H…`: public key (32) ‖ signature (64) |
 //!
 //! The tree's size is the block header's `tree_size`. Nothing under `tlog/` is ever
 //! rewritten or removed except a leaf record's input, by redaction (`docs/ledger.md`).
+//!
+//! Builds up to data directory format 3 also stored `tlog/h/<first 16 bytes of the leaf
+//! hash, hex>` → leaf index here, for `get-proof-by-hash`. That lookup is now node-local
+//! (tally-server `leaf_index`); such entries left in a store are never read.
 
 use crate::leaf::{self, TxnLeaf};
 use crate::merkle::{self, Hash};
@@ -28,12 +31,6 @@ pub fn node_key(id: NodeId) -> String {
 /// Meta name of a leaf record.
 pub fn leaf_key(index: u64) -> String {
     format!("tlog/l/{index:016x}")
-}
-
-/// Meta name of the leaf-hash lookup entry of `leaf_hash` (its first 16 bytes: the
-/// caller confirms the whole hash against the stored leaf).
-pub fn hash_key(leaf_hash: &Hash) -> String {
-    format!("tlog/h/{}", hex::encode(&leaf_hash[..16]))
 }
 
 /// Meta name of this member's signature of the head after block `height`.
@@ -103,10 +100,9 @@ impl LogWriter {
     ) -> Vec<(String, Vec<u8>)> {
         let leaf = TxnLeaf::from_input_hash(ts, height, position, input_hash, &self.effects);
         let index = self.tree.size();
-        let mut out = Vec::with_capacity(4);
+        let mut out = Vec::with_capacity(3);
         let hash = leaf.hash();
         out.push((leaf_key(index), leaf::encode_record(&leaf, &self.effects, input)));
-        out.push((hash_key(&hash), index.to_be_bytes().to_vec()));
         for (id, hash) in self.tree.append(hash) {
             out.push((node_key(id), hash.to_vec()));
         }

@@ -531,6 +531,8 @@ pub async fn serve_member(
         opts.peer_limits.clone(),
     ));
     let clock = Arc::new(tally_calvin::Clock::new(applied_ts.load(Ordering::Acquire)));
+    let leaf_index = crate::leaf_index::LeafIndex::open(&cfg.data_dir)?;
+    leaf_index.spawn(&store).context("starting the leaf-hash index's thread")?;
     let state = Arc::new(AppState {
         store: store.clone(),
         sequencer: std::sync::Mutex::new(None),
@@ -546,6 +548,7 @@ pub async fn serve_member(
         member_key: Arc::new(crate::datadir::member_key(&cfg.data_dir)?),
         auth_cache: tally_fql::authcache::AuthCache::new(auth_changes),
         metrics,
+        leaf_index,
     });
     crate::node::spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));

@@ -47,6 +47,8 @@ pub struct AppState {
     pub member_key: Arc<tally_ledger::sth::MemberKey>,
     /// Authenticated key secrets, invalidated by the executor (`tally_fql::authcache`).
     pub auth_cache: tally_fql::authcache::AuthCache,
+    /// The leaf-hash lookup for `get-proof-by-hash` (`crate::leaf_index`).
+    pub leaf_index: Arc<crate::leaf_index::LeafIndex>,
     /// Counters and gauges for `/metrics` (see `crate::metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -203,12 +203,10 @@ async fn get_proof_by_hash(
         let (snap, _) = authenticated(&st, &headers)?;
         let size = stored_head(&*snap)?.map_or(0, |h| h.tree_size);
         let tree_size = size_param("tree_size", p.tree_size, size)?;
-        let index = snap.meta(&writer::hash_key(&hash)).map_err(internal)?;
-        let index = index.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-        let tree = tree_of(&*snap, size);
-        let found = index.filter(|&i| i < tree_size && tree.leaf_hash(i).ok() == Some(hash));
+        let found = st.leaf_index.find(&*snap, &hash, tree_size)?;
         let index =
             found.ok_or_else(|| not_found(format!("no leaf with this hash in the tree of {tree_size} leaves")))?;
+        let tree = tree_of(&*snap, size);
         let proof = tree.inclusion_proof(index, tree_size).map_err(internal)?;
         Ok(json!({"leaf_index": index, "tree_size": tree_size, "audit_path": b64s(&proof)}))
     })())

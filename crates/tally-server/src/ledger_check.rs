@@ -194,10 +194,6 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
                 return Err(bad(format!("ts {} out of order or outside its block's range", l.ts)));
             }
             last_ts = l.ts;
-            let lookup = meta(snap, &writer::hash_key(&l.hash()))?;
-            if lookup.as_deref() != Some(&index.to_be_bytes()[..]) {
-                return Err(bad("its hash lookup entry (get-proof-by-hash) is wrong or missing".into()));
-            }
             effects.extend(rec.effect_hashes.iter().copied());
             block_effects.extend(rec.effect_hashes.iter().copied());
             for (id, want) in tree.append(l.hash()) {

@@ -69,7 +69,7 @@ fn runtime() -> Option<&'static tokio::runtime::Runtime> {
 }
 
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: setpriority and gettid take plain integers and touch no memory of ours; on
     // Linux PRIO_PROCESS with a thread id sets that thread's niceness only.
     unsafe {
@@ -79,7 +79,7 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+pub(crate) fn lower_priority() {}
 
 #[cfg(test)]
 mod tests {

@@ -110,6 +110,7 @@ pub struct Metrics {
     inflight_bytes: Gauge,
     storage_bytes: Family<FileLabels, Gauge>,
     applied_height: Gauge,
+    leaf_index_leaves: Gauge,
     raft: RaftGauges,
     tenants: Mutex<BTreeSet<u64>>,
     tenants_max: usize,
@@ -152,6 +153,7 @@ impl Metrics {
             inflight_bytes: Gauge::default(),
             storage_bytes: Family::default(),
             applied_height: Gauge::default(),
+            leaf_index_leaves: Gauge::default(),
             raft: RaftGauges::default(),
             tenants: Mutex::new(BTreeSet::new()),
             tenants_max,
@@ -196,6 +198,12 @@ impl Metrics {
         r.register("inflight_bytes", "Bytes of requests and answers in flight", self.inflight_bytes.clone());
         r.register("storage_bytes", "Bytes on disk: state store, input log, Raft log", self.storage_bytes.clone());
         r.register("applied_height", "Height of the last block applied", self.applied_height.clone());
+        r.register(
+            "leaf_index_leaves",
+            "Leaves of the transaction log in this member's leaf-hash index (get-proof-by-hash); \
+             the tree's size when it has caught up",
+            self.leaf_index_leaves.clone(),
+        );
         r.register(
             "retention_removed_versions",
             "Document versions and index entry versions removed by retention sweeps since this node started",
@@ -266,7 +274,13 @@ impl Metrics {
         self.inflight_bytes.set(st.inflight.used() as i64);
         let head = st.head.lock().ok().and_then(|h| *h).map_or(0, |h| h.height);
         self.applied_height.set(head.max(self.applied.load(Ordering::Relaxed)) as i64);
-        for (file, path) in [("state", "state.redb"), ("input_log", "log"), ("raft_log", "raft")] {
+        self.leaf_index_leaves.set(st.leaf_index.indexed() as i64);
+        for (file, path) in [
+            ("state", "state.redb"),
+            ("input_log", "log"),
+            ("raft_log", "raft"),
+            ("leaf_index", crate::leaf_index::FILE),
+        ] {
             self.storage_bytes.get_or_create(&FileLabels { file }).set(path_bytes(&self.data_dir.join(path)) as i64);
         }
         let queued = match (&st.cluster, st.sequencer.lock().ok().and_then(|s| s.clone())) {

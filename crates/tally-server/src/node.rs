@@ -239,6 +239,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             r.batches, r.inputs
         );
     }
+    let leaf_index = crate::leaf_index::LeafIndex::open(&cfg.data_dir)?;
+    leaf_index.spawn(&store).context("starting the leaf-hash index's thread")?;
     let state = Arc::new(AppState {
         store,
         sequencer: std::sync::Mutex::new(Some(sequencer)),
@@ -254,6 +256,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         member_key,
         auth_cache,
         metrics,
+        leaf_index,
     });
     spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     let app = router(state.clone());
@@ -269,6 +272,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Ok(mut s) = state.sequencer.lock() {
         s.take();
     }
+    state.leaf_index.stop();
     drop(state);
     let _ = tokio::task::spawn_blocking(move || seq_thread.join()).await;
     println!("tally stopped");

@@ -10,6 +10,7 @@ use serde_json::json;
 use tally_calvin::{Batch, FileLog, Log, StateMachine};
 use tally_ledger::tlog::NodeId;
 use tally_ledger::writer;
+use tally_server::leaf_index::LeafIndex;
 use tally_server::ledger_check::{verify_dir, verify_dir_with, Finding};
 use tally_server::machine::{block_key, FqlMachine, TxnInput};
 use tally_storage::{RedbStore, Space, Store, Ts};
@@ -388,13 +389,6 @@ fn content(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
             out.push((name, v));
         }
     }
-    // The leaf-hash lookup entries, found through the leaves.
-    for index in 0..32 {
-        let Some(rec) = snap.meta(&writer::leaf_key(index)).map_err(|e| e.to_string())? else { break };
-        let rec = tally_ledger::leaf::decode_record(&rec).map_err(|e| e.to_string())?;
-        let name = writer::hash_key(&rec.leaf.hash());
-        out.push((name.clone(), snap.meta(&name).map_err(|e| e.to_string())?.unwrap_or_default()));
-    }
     Ok(out)
 }
 
@@ -475,10 +469,124 @@ fn a_directory_installed_from_a_snapshot_verifies_and_finds_leaves_by_hash() {
     let other = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&other.path().join("state.redb")).unwrap();
     tally_server::snapshot::import(&store, &snapshot).unwrap();
-    let rec = store.snapshot().unwrap().meta(&writer::leaf_key(6)).unwrap().unwrap();
-    let hash = tally_ledger::leaf::decode_record(&rec).unwrap().leaf.hash();
-    assert_eq!(store.snapshot().unwrap().meta(&writer::hash_key(&hash)).unwrap(), Some(6u64.to_be_bytes().to_vec()));
-    drop(store);
+    let snap = store.snapshot().unwrap();
+    let hash = leaf_hash(&*snap, 6);
+    let index = LeafIndex::open(other.path()).unwrap();
+    assert_eq!(index.find(&*snap, &hash, 13).unwrap(), Some(6), "found in the unindexed tail");
+    while index.step(&*snap).unwrap() {}
+    assert_eq!(index.indexed(), 13);
+    assert_eq!(index.find(&*snap, &hash, 13).unwrap(), Some(6), "found through the index");
+    drop((snap, store, index));
     let r = verify_dir(other.path()).unwrap();
     assert_eq!((r.blocks, r.leaves, r.signed_blocks), (4, 13, 0));
+}
+
+fn leaf_hash(snap: &dyn tally_storage::Snapshot, index: u64) -> tally_ledger::merkle::Hash {
+    let rec = snap.meta(&writer::leaf_key(index)).unwrap().unwrap();
+    tally_ledger::leaf::decode_record(&rec).unwrap().leaf.hash()
+}
+
+/// The leaf-hash lookup (`get-proof-by-hash`) is node-local and derived: every leaf is
+/// found by its hash before and after it is indexed, a hash the tree does not hold (or
+/// holds past the asked size) is not, and an index of another history (a restored or
+/// replaced state) is never believed: it is rebuilt, and lookups meanwhile search the state.
+#[test]
+fn the_leaf_hash_index_finds_every_leaf_and_follows_the_state_it_serves() {
+    let dir = fresh();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let snap = store.snapshot().unwrap();
+    let hashes: Vec<_> = (0..13).map(|i| leaf_hash(&*snap, i)).collect();
+    let index = LeafIndex::open(dir.path()).unwrap();
+    for round in 0..2 {
+        for (i, h) in hashes.iter().enumerate() {
+            assert_eq!(index.find(&*snap, h, 13).unwrap(), Some(i as u64), "round {round}, leaf {i}");
+            assert_eq!(index.find(&*snap, h, i as u64).unwrap(), None, "leaf {i} is not among the first {i}");
+        }
+        assert_eq!(index.find(&*snap, &[7u8; 32], 13).unwrap(), None);
+        assert!(!index.step(&*snap).unwrap(), "13 leaves take one step");
+        assert_eq!(index.indexed(), 13);
+    }
+    drop((snap, store, index));
+    // The same file next to a state with another, shorter history.
+    let other = tempfile::tempdir().unwrap();
+    make_dir(other.path(), &batches()[..2]);
+    std::fs::copy(dir.path().join(tally_server::leaf_index::FILE), other.path().join(tally_server::leaf_index::FILE))
+        .unwrap();
+    let store = RedbStore::open(&other.path().join("state.redb")).unwrap();
+    let snap = store.snapshot().unwrap();
+    let index = LeafIndex::open(other.path()).unwrap();
+    assert_eq!(index.indexed(), 13, "the copied file is read as it is");
+    let short: Vec<_> =
+        (0..).map_while(|i| snap.meta(&writer::leaf_key(i)).unwrap().map(|_| leaf_hash(&*snap, i))).collect();
+    assert!(!short.is_empty() && short.len() < 13, "{}", short.len());
+    let n = short.len() as u64;
+    for (i, h) in short.iter().enumerate() {
+        assert_eq!(index.find(&*snap, h, n).unwrap(), Some(i as u64), "before the rebuild, leaf {i}");
+    }
+    for h in &hashes[short.len()..] {
+        assert_eq!(index.find(&*snap, h, n).unwrap(), None, "a leaf of the other history");
+    }
+    assert!(!index.step(&*snap).unwrap());
+    assert_eq!(index.indexed(), n, "rebuilt from this state's tree");
+    for (i, h) in short.iter().enumerate() {
+        assert_eq!(index.find(&*snap, h, n).unwrap(), Some(i as u64), "after the rebuild, leaf {i}");
+    }
+    drop((snap, store, index));
+    // A damaged file is replaced by an empty one, and the leaves are still found.
+    std::fs::write(other.path().join(tally_server::leaf_index::FILE), b"not a redb file").unwrap();
+    let store = RedbStore::open(&other.path().join("state.redb")).unwrap();
+    let snap = store.snapshot().unwrap();
+    let index = LeafIndex::open(other.path()).unwrap();
+    assert_eq!(index.indexed(), 0);
+    assert_eq!(index.find(&*snap, &short[0], n).unwrap(), Some(0));
+    // Past the bound of leaves a lookup searches one by one, it answers `unavailable` with
+    // how far the index got, until the index has the leaves.
+    index.set_tail_scan_max(n - 1);
+    let e = index.find(&*snap, &short[0], n).unwrap_err();
+    assert_eq!(e.code, tally_fql::error::code::UNAVAILABLE);
+    assert!(e.description.contains(&format!("being built (0 of {n} leaves")), "{}", e.description);
+    assert_eq!(index.find(&*snap, &short[0], n - 1).unwrap(), Some(0), "a smaller tree size is within the bound");
+    assert!(!index.step(&*snap).unwrap());
+    assert_eq!(index.find(&*snap, &short[0], n).unwrap(), Some(0));
+    assert_eq!(index.find(&*snap, &[7u8; 32], n).unwrap(), None);
+}
+
+/// An index of a history with as many leaves as the state's, but other ones (every batch
+/// one microsecond later): its root tells them apart.
+#[test]
+fn a_leaf_hash_index_of_another_history_of_the_same_size_is_not_believed() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_dir(a.path(), &batches());
+    let mut later = batches();
+    for batch in &mut later {
+        batch.ts += 1;
+    }
+    make_dir(b.path(), &later);
+    let hashes = |dir: &Path| -> Vec<_> {
+        let store = RedbStore::open(&dir.join("state.redb")).unwrap();
+        let snap = store.snapshot().unwrap();
+        (0..13).map(|i| leaf_hash(&*snap, i)).collect()
+    };
+    let (ha, hb) = (hashes(a.path()), hashes(b.path()));
+    assert!(ha.iter().zip(&hb).all(|(x, y)| x != y), "every leaf differs");
+    {
+        let store = RedbStore::open(&a.path().join("state.redb")).unwrap();
+        let index = LeafIndex::open(a.path()).unwrap();
+        assert!(!index.step(&*store.snapshot().unwrap()).unwrap());
+        assert_eq!(index.indexed(), 13);
+    }
+    let file = tally_server::leaf_index::FILE;
+    std::fs::copy(a.path().join(file), b.path().join(file)).unwrap();
+    let store = RedbStore::open(&b.path().join("state.redb")).unwrap();
+    let snap = store.snapshot().unwrap();
+    let index = LeafIndex::open(b.path()).unwrap();
+    assert_eq!(index.indexed(), 13);
+    for round in ["before the rebuild", "after"] {
+        for i in 0..13 {
+            assert_eq!(index.find(&*snap, &hb[i], 13).unwrap(), Some(i as u64), "{round}: leaf {i}");
+            assert_eq!(index.find(&*snap, &ha[i], 13).unwrap(), None, "{round}: the other history's leaf {i}");
+        }
+        assert!(!index.step(&*snap).unwrap());
+        assert_eq!(index.indexed(), 13);
+    }
 }
