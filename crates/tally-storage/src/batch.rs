@@ -19,7 +19,9 @@ use crate::{Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts
 pub(crate) struct Overlay {
     pub docs: VersionMap<Option<Vec<u8>>>,
     pub index: VersionMap<Option<Vec<u8>>>,
-    pub meta: BTreeMap<String, Vec<u8>>,
+    /// Meta values set; written only through [`Overlay::set_meta`], which keeps
+    /// `meta_keys` in step.
+    meta: BTreeMap<String, Vec<u8>>,
     /// Roughly the memory the writes hold (keys and values), for the write-behind bound.
     pub bytes: usize,
     /// The greatest ts buffered (a version or a removal); 0 when none is.
@@ -28,6 +30,9 @@ pub(crate) struct Overlay {
     /// (most keys, in most layers of a write-behind stack) goes to the base after one
     /// hash instead of a copy of the key and a search of the map.
     keys: KeyFilter,
+    /// The meta names set, likewise (a write-behind layer holds a few dozen, and most meta
+    /// reads are of names it does not hold).
+    meta_keys: KeyFilter,
 }
 
 /// A 1024-bit Bloom filter of keys with two probes. At a batch's ~100 keys about 3 % of
@@ -72,6 +77,25 @@ impl Overlay {
             Space::Index => &mut self.index,
         };
         map.insert((key.to_vec(), std::cmp::Reverse(ts)), value);
+    }
+
+    /// Set the meta value `key`. The one way meta values enter an overlay.
+    pub fn set_meta(&mut self, key: &str, value: Vec<u8>) {
+        self.meta_keys.add(key.as_bytes());
+        self.meta.insert(key.to_owned(), value);
+    }
+
+    /// The meta values set, by name.
+    pub fn meta(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.meta
+    }
+
+    /// The meta value `key`, if this overlay set it.
+    fn meta_of(&self, key: &str) -> Option<&Vec<u8>> {
+        if !self.meta_keys.may_hold(key.as_bytes()) {
+            return None;
+        }
+        self.meta.get(key)
     }
 
     /// Whether any version of `key` is buffered.
@@ -244,7 +268,7 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self.overlay.borrow().meta.get(key) {
+        match self.overlay.borrow().meta_of(key) {
             Some(v) => Ok(Some(v.clone())),
             None => self.base.meta(key),
         }
@@ -497,7 +521,7 @@ impl Batch for OverlayBatch {
             return Err(StorageError::Invalid(format!("meta value of {} bytes is too large", value.len())));
         }
         self.layer.overlay.bytes += key.len() + value.len() + VERSION_OVERHEAD_BYTES;
-        self.layer.overlay.meta.insert(key.to_owned(), value.to_vec());
+        self.layer.overlay.set_meta(key, value.to_vec());
         Ok(())
     }
 
@@ -731,6 +755,35 @@ mod tests {
         assert!(held.iter().all(|k| f.may_hold(k)));
         let passed = (0..10_000u32).filter(|i| f.may_hold(format!("docs/other/{i}").as_bytes())).count();
         assert!(passed < 800, "{passed} of 10,000 absent keys passed");
+    }
+
+    /// Meta reads through a stack of layers: each name is answered by the newest layer that
+    /// set it, whatever the filters let through, and a name no layer set by the base.
+    #[test]
+    fn meta_through_layers_is_the_newest_set() {
+        let store = MemStore::new();
+        let mut b = store.begin().unwrap();
+        for i in 0..300u32 {
+            b.set_meta(&format!("base/{i}"), &i.to_be_bytes()).unwrap();
+        }
+        b.commit(false).unwrap();
+        let mut snap: Box<dyn Snapshot> = store.snapshot().unwrap();
+        for layer in 0..8u32 {
+            let mut o = Overlay::default();
+            // Overlapping names: layer L sets i in L*40..L*40+100, so most are set again above.
+            for i in layer * 40..layer * 40 + 100 {
+                o.set_meta(&format!("base/{i}"), format!("{layer}").into_bytes());
+            }
+            snap = Box::new(Layer::new(snap, o));
+        }
+        for i in 0..500u32 {
+            let want = match (0..8u32).rev().find(|l| (l * 40..l * 40 + 100).contains(&i)) {
+                Some(l) => Some(format!("{l}").into_bytes()),
+                None if i < 300 => Some(i.to_be_bytes().to_vec()),
+                None => None,
+            };
+            assert_eq!(snap.meta(&format!("base/{i}")).unwrap(), want, "base/{i}");
+        }
     }
 
     /// The case the bound exists for, and the one it must not shortcut: a version written

@@ -64,7 +64,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// same durable transaction. By default as one overlay (in memory).
     fn replace(&self, fill: crate::Fill<'_>, seq: u64) -> Result<()> {
         let mut o = crate::replace::overlay_replacing(&*self.view()?, fill)?;
-        o.meta.insert(META_BEHIND_SEQ.to_owned(), seq.to_be_bytes().to_vec());
+        o.set_meta(META_BEHIND_SEQ, seq.to_be_bytes().to_vec());
         self.write(&[&o], true)
     }
 }
@@ -288,7 +288,7 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
             (group, last, durable)
         };
         let mut mark = Overlay::default();
-        mark.meta.insert(META_BEHIND_SEQ.to_owned(), last.to_be_bytes().to_vec());
+        mark.set_meta(META_BEHIND_SEQ, last.to_be_bytes().to_vec());
         let mut refs: Vec<&Overlay> = group.iter().map(|o| &**o).collect();
         refs.push(&mark);
         // A panic in the backend must not leave `sync` waiting for a thread that is gone.
@@ -462,7 +462,7 @@ mod tests {
                 let _ = entered.send(());
                 let _ = gate.recv();
             }
-            let ns = overlays.iter().filter_map(|o| o.meta.get("n").map(|v| v[0])).collect();
+            let ns = overlays.iter().filter_map(|o| o.meta().get("n").map(|v| v[0])).collect();
             self.writes.lock().unwrap().push((ns, durable));
             self.inner.write(overlays, durable)
         }

@@ -101,7 +101,7 @@ impl MemState {
                 };
             }
         }
-        self.meta.extend(overlay.meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.meta.extend(overlay.meta().iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
 

@@ -290,7 +290,7 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
     {
         let mut meta = txn.open_table(META).map_err(redb_err)?;
         for overlay in overlays {
-            for (k, v) in &overlay.meta {
+            for (k, v) in overlay.meta() {
                 meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
             }
         }

@@ -100,7 +100,7 @@ impl Load for OverlayLoad<'_> {
     }
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
         check_meta(key, value)?;
-        self.0.meta.insert(key.to_owned(), value.to_vec());
+        self.0.set_meta(key, value.to_vec());
         Ok(())
     }
 }
