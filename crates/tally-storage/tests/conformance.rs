@@ -224,6 +224,10 @@ fn check_random(store: &dyn Store, seed: u64) {
     let mut model = Model::new();
     let mut meta: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for round in 0..25 {
+        // Now and then a batch is dropped without committing (the executor abandons one
+        // when its log append fails): nothing of it may be seen afterwards.
+        let abandon = round % 7 == 3;
+        let (model_before, meta_before) = (model.clone(), meta.clone());
         let mut b = store.begin().unwrap();
         for _ in 0..40 {
             // Reads between the writes: a batch remembers its base's newest version of
@@ -250,7 +254,12 @@ fn check_random(store: &dyn Store, seed: u64) {
             }
         }
         check_model(&*b, &model, &mut rng);
-        b.commit(round % 5 == 0).unwrap();
+        if abandon {
+            drop(b);
+            (model, meta) = (model_before, meta_before);
+        } else {
+            b.commit(round % 5 == 0).unwrap();
+        }
         check_model(&*store.snapshot().unwrap(), &model, &mut rng);
     }
 }
