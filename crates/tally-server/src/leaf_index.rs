@@ -42,7 +42,7 @@
 //! answers `unavailable` (503) with how far the index has got, rather than scanning for
 //! seconds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -50,6 +50,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tally_fql::error::FqlError;
 use tally_ledger::merkle::Hash;
+use tally_ledger::tlog::{NodeId, StoredTree};
 use tally_storage::{Snapshot, Store};
 
 use crate::ledger_api::{internal, stored_head, tree_of};
@@ -177,7 +178,7 @@ impl LeafIndex {
         let size = stored_head(snap).map_err(|e| io(e.description))?.map_or(0, |h| h.tree_size);
         let tree = tree_of(snap, size);
         let (mut indexed, root) = read_info(&self.db)?;
-        let same_history = indexed <= size && (indexed == 0 || tree.root_at(indexed).map_err(io)? == root);
+        let same_history = of_history(&tree, indexed, &root).map_err(io)?;
         let mut txn = self.db.begin_write().map_err(io)?;
         if !same_history {
             tracing::info!(indexed, tree_size = size, "the leaf-hash index is of another history; rebuilding it");
@@ -234,7 +235,7 @@ impl LeafIndex {
         }
         // The leaves the index does not have yet: those past `indexed`, or all of them when
         // the index is of another history (the thread is about to rebuild it).
-        let ours = indexed <= size && (indexed == 0 || tree.root_at(indexed).map_err(internal)? == root);
+        let ours = of_history(&tree, indexed, &root).map_err(internal)?;
         let from = if ours { indexed } else { 0 };
         let to = tree_size.min(size);
         if to.saturating_sub(from) > self.tail_scan_max.load(Ordering::Relaxed) {
@@ -256,7 +257,16 @@ impl LeafIndex {
     }
 }
 
-fn open_checked(path: &PathBuf) -> anyhow::Result<Database> {
+/// Whether an index of the first `indexed` leaves whose tree hash is `root` was built from
+/// `tree`'s history (the same leaves, so the same hash at that size).
+fn of_history<F>(tree: &StoredTree<F>, indexed: u64, root: &Hash) -> Result<bool, tally_ledger::LedgerError>
+where
+    F: Fn(NodeId) -> Result<Option<Hash>, tally_ledger::LedgerError>,
+{
+    Ok(indexed <= tree.size() && (indexed == 0 || tree.root_at(indexed)? == *root))
+}
+
+fn open_checked(path: &Path) -> anyhow::Result<Database> {
     let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(io)?;
     let txn = db.begin_write().map_err(io)?;
     {
