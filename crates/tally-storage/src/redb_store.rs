@@ -1,5 +1,6 @@
 //! [`RedbStore`]: the on-disk store. The format and the crash argument are in the crate doc.
 
+use std::collections::BTreeMap;
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::path::Path;
 use std::sync::Arc;
@@ -270,29 +271,28 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
     } else {
         txn.set_durability(Durability::None).map_err(redb_err)?;
     }
+    // Each table's writes in key order, a key written by several overlays once (its
+    // newest value): consecutive inserts share pages, and the names every batch sets
+    // (the applied height, the head, the last ts) are written once per group.
     for space in [Space::Docs, Space::Index] {
         let mut table = txn.open_table(definition(space)).map_err(redb_err)?;
-        for overlay in overlays {
-            let writes = match space {
-                Space::Docs => &overlay.docs,
-                Space::Index => &overlay.index,
-            };
-            for ((key, ts), value) in writes {
-                let k = (key.as_slice(), inv(ts.0));
-                match value {
-                    Some(v) => table.insert(k, v.as_slice()).map(drop),
-                    None => table.remove(k).map(drop),
-                }
-                .map_err(redb_err)?;
+        let writes = in_key_order(overlays.iter().map(|o| match space {
+            Space::Docs => &o.docs,
+            Space::Index => &o.index,
+        }));
+        for ((key, ts), value) in writes {
+            let k = (key.as_slice(), inv(ts.0));
+            match value {
+                Some(v) => table.insert(k, v.as_slice()).map(drop),
+                None => table.remove(k).map(drop),
             }
+            .map_err(redb_err)?;
         }
     }
     {
         let mut meta = txn.open_table(META).map_err(redb_err)?;
-        for overlay in overlays {
-            for (k, v) in overlay.meta() {
-                meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
-            }
+        for (k, v) in in_key_order(overlays.iter().map(|o| o.meta())) {
+            meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
         }
         let max = overlays.iter().map(|o| o.max_ts).max().unwrap_or(0);
         if max > max_ts_of(&meta)? {
@@ -301,6 +301,28 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
     }
     // Dropping `txn` on any error above aborts it: a commit is all or nothing.
     txn.commit().map_err(redb_err)
+}
+
+/// The entries of sorted maps given oldest first, as one sequence in key order with each
+/// key once, holding the newest map's value for it: what writing the maps one after
+/// another would leave.
+fn in_key_order<'a, K: Ord, V>(maps: impl Iterator<Item = &'a BTreeMap<K, V>>) -> Vec<(&'a K, &'a V)> {
+    let maps: Vec<_> = maps.collect();
+    if let [one] = maps[..] {
+        return one.iter().collect();
+    }
+    let mut all: Vec<(&K, usize, &V)> =
+        maps.iter().enumerate().flat_map(|(i, m)| m.iter().map(move |(k, v)| (k, i, v))).collect();
+    // The map's position breaks ties, so the last of a run of equal keys is the newest.
+    all.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<(&K, &V)> = Vec::with_capacity(all.len());
+    for (k, _, v) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == k => last.1 = v,
+            _ => out.push((k, v)),
+        }
+    }
+    out
 }
 
 /// [`Store::replace`] as one durable redb transaction: both version tables dropped and
@@ -400,5 +422,57 @@ impl Store for RedbStore {
     fn replace(&self, fill: crate::Fill<'_>) -> Result<()> {
         let _writer = self.writer.acquire()?;
         replace_tables(&self.db, fill, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_in_key_order_keep_each_keys_newest_value() {
+        let a = BTreeMap::from([(1, "a1"), (3, "a3"), (5, "a5")]);
+        let b = BTreeMap::from([(2, "b2"), (3, "b3")]);
+        let c = BTreeMap::from([(3, "c3"), (6, "c6"), (1, "c1")]);
+        let got: Vec<_> = in_key_order([&a, &b, &c].into_iter()).into_iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(got, [(1, "c1"), (2, "b2"), (3, "c3"), (5, "a5"), (6, "c6")]);
+        // Given in the other order, the other map is the newest.
+        let got: Vec<_> = in_key_order([&c, &b, &a].into_iter()).into_iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(got, [(1, "a1"), (2, "b2"), (3, "a3"), (5, "a5"), (6, "c6")]);
+        assert_eq!(in_key_order([&a].into_iter()).len(), 3);
+        assert!(in_key_order(std::iter::empty::<&BTreeMap<u8, u8>>()).is_empty());
+    }
+
+    /// One write of several overlays leaves what writing them one by one leaves: a version
+    /// removed by a later overlay is gone, a meta name set by several holds the last value.
+    #[test]
+    fn a_group_of_overlays_is_written_as_if_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let mut older = Overlay::default();
+        older.insert(Space::Docs, b"k", 10, Some(b"v10".to_vec()));
+        older.insert(Space::Docs, b"z", 10, Some(b"z10".to_vec()));
+        older.insert(Space::Index, b"i", 10, Some(b"i10".to_vec()));
+        older.set_meta("applied_height", b"1".to_vec());
+        older.set_meta("block/1", b"b1".to_vec());
+        let mut newer = Overlay::default();
+        newer.insert(Space::Docs, b"k", 10, None);
+        newer.insert(Space::Docs, b"k", 20, Some(b"v20".to_vec()));
+        newer.insert(Space::Docs, b"a", 20, Some(b"a20".to_vec()));
+        newer.set_meta("applied_height", b"2".to_vec());
+        newer.set_meta("block/2", b"b2".to_vec());
+        store.write(&[&older, &newer], false).unwrap();
+        let snap = store.view().unwrap();
+        let history = |key: &[u8]| -> Vec<(Ts, Vec<u8>)> {
+            let versions = snap.history(Space::Docs, key, 0, u64::MAX, false).unwrap();
+            versions.map(|v| v.map(|v| (v.ts, v.value)).unwrap()).collect()
+        };
+        assert_eq!(history(b"k"), [(20, b"v20".to_vec())]);
+        assert_eq!(history(b"z"), [(10, b"z10".to_vec())]);
+        assert_eq!(history(b"a"), [(20, b"a20".to_vec())]);
+        assert_eq!(snap.get(Space::Index, b"i", 10).unwrap().map(|v| v.value), Some(b"i10".to_vec()));
+        assert_eq!(snap.meta("applied_height").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(snap.meta("block/1").unwrap(), Some(b"b1".to_vec()));
+        assert_eq!(snap.meta("block/2").unwrap(), Some(b"b2".to_vec()));
     }
 }
