@@ -19,6 +19,12 @@
 //! second, then drops the overlays the view already contains (sequence ≤ its recorded one),
 //! so every commit is seen exactly once and the view is a prefix of the commits.
 //!
+//! A backend view that can be shared ([`Backend::shared_view`]: redb's read transactions)
+//! is opened once per backend write, not once per snapshot: `State::written` counts the
+//! backend writes that have completed, and a view opened while it was `n` is the backend's
+//! current content for as long as it is still `n` (the overlays of writes that completed
+//! later but not yet counted are still queued, above the view's recorded sequence).
+//!
 //! # Durability
 //!
 //! `commit(durable=false)` and `commit(durable=true)` both return once the commit is queued
@@ -58,6 +64,10 @@ pub const META_BEHIND_SEQ: &str = "write_behind_seq";
 /// What the flusher writes into.
 pub(crate) trait Backend: Send + Sync + 'static {
     fn view(&self) -> Result<Box<dyn Snapshot>>;
+    /// [`Backend::view`] as a view several snapshots may share, if this backend has one.
+    fn shared_view(&self) -> Result<Option<Arc<dyn Snapshot + Sync>>> {
+        Ok(None)
+    }
     /// Write the overlays, in order, atomically.
     fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()>;
     /// [`Store::replace`] on the backend, recording `seq` as [`META_BEHIND_SEQ`] in the
@@ -103,6 +113,8 @@ struct State {
     durable_seq: u64,
     /// The last commit that must be written durably.
     durable_wanted: u64,
+    /// Backend writes completed (flushes and replacements); see "How reads stay exact".
+    written: u64,
     failed: Option<String>,
     /// Called once, from the flusher, when a backend write fails (see
     /// [`WriteBehind::on_failure`]).
@@ -138,6 +150,66 @@ pub struct WriteBehind {
     shared: Arc<Shared>,
     writer: WriterLock,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The last shared backend view opened, for the snapshots taken until the next
+    /// backend write.
+    base: Mutex<Option<Base>>,
+}
+
+/// A shared backend view: opened when `State::written` was `written`; `seq` is the last
+/// commit it holds (its [`META_BEHIND_SEQ`]).
+struct Base {
+    written: u64,
+    seq: u64,
+    view: Arc<dyn Snapshot + Sync>,
+}
+
+/// A snapshot reading a shared backend view.
+struct SharedView(Arc<dyn Snapshot + Sync>);
+
+impl Snapshot for SharedView {
+    fn get(&self, space: crate::Space, key: &[u8], at: crate::Ts) -> Result<Option<crate::Version>> {
+        self.0.get(space, key, at)
+    }
+    fn history<'a>(
+        &'a self,
+        space: crate::Space,
+        key: &[u8],
+        lo: crate::Ts,
+        hi: crate::Ts,
+        desc: bool,
+    ) -> Result<crate::HistIter<'a>> {
+        self.0.history(space, key, lo, hi, desc)
+    }
+    fn scan<'a>(
+        &'a self,
+        space: crate::Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: crate::Ts,
+    ) -> Result<crate::ScanIter<'a>> {
+        self.0.scan(space, prefix, from, desc, at)
+    }
+    fn scan_heads<'a>(
+        &'a self,
+        space: crate::Space,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        desc: bool,
+        at: crate::Ts,
+        head: usize,
+    ) -> Result<crate::ScanIter<'a>> {
+        self.0.scan_heads(space, prefix, from, desc, at, head)
+    }
+    fn versions_from<'a>(&'a self, space: crate::Space, from: Option<&[u8]>) -> Result<crate::ScanIter<'a>> {
+        self.0.versions_from(space, from)
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0.meta(key)
+    }
+    fn ts_bound(&self) -> crate::Ts {
+        self.0.ts_bound()
+    }
 }
 
 fn seq_of(view: &dyn Snapshot) -> Result<u64> {
@@ -162,6 +234,7 @@ impl WriteBehind {
                 flushed_seq: seq,
                 durable_seq: seq,
                 durable_wanted: seq,
+                written: 0,
                 failed: None,
                 on_failure: None,
                 closed: false,
@@ -178,29 +251,55 @@ impl WriteBehind {
                 flush_loop(&*b, &s)
             })
             .map_err(|e| StorageError::Io(format!("starting the store's flush thread: {e}")))?;
-        Ok(WriteBehind { backend, shared, writer: WriterLock::default(), flusher: Mutex::new(Some(flusher)) })
+        Ok(WriteBehind {
+            backend,
+            shared,
+            writer: WriterLock::default(),
+            flusher: Mutex::new(Some(flusher)),
+            base: Mutex::new(None),
+        })
     }
 
     fn view(&self) -> Result<Box<dyn Snapshot>> {
         // Queue first, backend second: see "How reads stay exact".
-        let queued: Vec<(u64, Arc<Overlay>)> = {
+        let (queued, written): (Vec<(u64, Arc<Overlay>)>, u64) = {
             let st = self.shared.lock()?;
             if let Some(reason) = &st.failed {
                 return Err(failed(reason));
             }
-            st.queue.iter().map(|q| (q.seq, Arc::clone(&q.overlay))).collect()
+            (st.queue.iter().map(|q| (q.seq, Arc::clone(&q.overlay))).collect(), st.written)
         };
-        let mut view = self.backend.view()?;
-        if queued.is_empty() {
-            return Ok(view);
-        }
-        let written = seq_of(&*view)?;
+        let (mut view, written): (Box<dyn Snapshot>, u64) = match self.shared_base(written)? {
+            Some((view, seq)) => (Box::new(SharedView(view)), seq),
+            None => {
+                let view = self.backend.view()?;
+                if queued.is_empty() {
+                    return Ok(view);
+                }
+                let seq = seq_of(&*view)?;
+                (view, seq)
+            }
+        };
         for (seq, overlay) in queued {
             if seq > written {
                 view = Box::new(Layer::new(view, overlay));
             }
         }
         Ok(view)
+    }
+
+    /// The shared backend view for `written` completed backend writes, and the last
+    /// commit it holds: the one opened before if no write completed since, else a new one.
+    /// None if the backend has no shared views.
+    fn shared_base(&self, written: u64) -> Result<Option<(Arc<dyn Snapshot + Sync>, u64)>> {
+        let mut base = self.base.lock().map_err(|_| failed("lock poisoned"))?;
+        if let Some(b) = base.as_ref().filter(|b| b.written == written) {
+            return Ok(Some((Arc::clone(&b.view), b.seq)));
+        }
+        let Some(view) = self.backend.shared_view()? else { return Ok(None) };
+        let seq = seq_of(&*view)?;
+        *base = Some(Base { written, seq, view: Arc::clone(&view) });
+        Ok(Some((view, seq)))
     }
 
     /// Call `hook` with the reason as soon as a background write fails (at once if one
@@ -297,6 +396,7 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
         let Ok(mut st) = shared.lock() else { return };
         match written {
             Ok(()) => {
+                st.written += 1;
                 st.flushed_seq = last;
                 if durable {
                     st.durable_seq = last;
@@ -403,7 +503,10 @@ impl Store for WriteBehind {
             }
             st.last_seq
         };
-        self.backend.replace(fill, seq)
+        let replaced = self.backend.replace(fill, seq);
+        // Counted even if it failed: the backend may hold part of it.
+        self.shared.lock()?.written += 1;
+        replaced
     }
 }
 
@@ -427,6 +530,9 @@ impl WriteBehind {
 impl Drop for WriteBehind {
     /// Writes out what is queued, durably, and stops the flusher.
     fn drop(&mut self) {
+        if let Ok(mut base) = self.base.lock() {
+            base.take();
+        }
         let _ = self.sync();
         if let Ok(mut st) = self.shared.lock() {
             st.closed = true;

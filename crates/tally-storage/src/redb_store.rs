@@ -389,6 +389,10 @@ impl Backend for RedbStore {
         Ok(Box::new(self.read_view()?))
     }
 
+    fn shared_view(&self) -> Result<Option<Arc<dyn Snapshot + Sync>>> {
+        Ok(Some(Arc::new(self.read_view()?)))
+    }
+
     fn write(&self, overlays: &[&Overlay], durable: bool) -> Result<()> {
         write_overlays(&self.db, overlays, durable)
     }
