@@ -385,7 +385,18 @@ pub struct Tx<'a> {
     /// The executor's catalog cache, shared across transactions (see
     /// [`crate::schema_cache`]); None everywhere else.
     pub(crate) schema_cache: Option<&'a crate::schema_cache::SchemaCache>,
+    /// The first [`READS_KEPT`] snapshot reads of [`Tx::get`], by (space, key, read ts):
+    /// a transaction that reads a document and then updates it (the usual shape) walks
+    /// the store's layers for it once. The snapshot does not change while the
+    /// transaction runs, and a repeated read charges `bytes_read` as the first did, so
+    /// every answer and limit is as without it.
+    reads: Vec<(Space, Vec<u8>, Ts, Option<Version>)>,
 }
+
+/// How many snapshot reads a transaction keeps for reading again (a linear search), and
+/// the largest value kept (a large document is decoded for longer than it is found).
+const READS_KEPT: usize = 8;
+const READ_KEPT_BYTES_MAX: usize = 4096;
 
 pub(crate) type RetentionCacheEntry = ((DbId, CollId, Ts, u64), Option<crate::retention::Retention>);
 
@@ -407,6 +418,7 @@ impl<'a> Tx<'a> {
             read_bytes_max: u64::MAX,
             read_stopped: false,
             schema_cache: None,
+            reads: Vec::new(),
         }
     }
 
@@ -439,9 +451,19 @@ impl<'a> Tx<'a> {
                 return Ok(Some(Version { ts: self.ts, value: v.clone() }));
             }
         }
+        if let Some((.., v)) = self.reads.iter().find(|(s, k, t, _)| *s == space && *t == at && k == key) {
+            let v = v.clone();
+            if let Some(v) = &v {
+                self.bytes_read += (key.len() + v.value.len()) as u64;
+            }
+            return Ok(v);
+        }
         let v = self.snap.get(space, key, at).map_err(storage_err)?;
         if let Some(v) = &v {
             self.bytes_read += (key.len() + v.value.len()) as u64;
+        }
+        if self.reads.len() < READS_KEPT && v.as_ref().is_none_or(|v| v.value.len() <= READ_KEPT_BYTES_MAX) {
+            self.reads.push((space, key.to_vec(), at, v.clone()));
         }
         Ok(v)
     }
