@@ -127,11 +127,12 @@ pub struct Cluster {
 const DIVERGED_FILE: &str = "DIVERGED";
 
 /// A cluster member's default epoch (`--epoch-ms`): the leader's batcher holds a batch
-/// open this long after its first input, one Raft entry per batch. 5 ms, measured against
-/// 10 on a local 3-member cluster (docs/benchmarks.md, "A cluster's epoch"): 1.3–1.4× the
-/// transfers at 64 clients and p50 8.7 against 13.8 ms for one client, 5 % fewer at 100
-/// transfers per request; 0 makes many small entries and was slower.
-pub const MEMBER_EPOCH_MS: u64 = 5;
+/// open this long after its first input, one Raft entry per batch. 3 ms, measured against
+/// 4 and 5 on a local 3-member cluster once the Raft log stopped holding up openraft's
+/// core for each fsync (docs/benchmarks.md, "A cluster's epoch: 5 → 3 ms"): 1.2× the
+/// transfers at 64 clients, about 5 % fewer at 100 transfers per request. (5 ms had
+/// replaced 10 for the same reason earlier; 0 makes many small entries and was slower.)
+pub const MEMBER_EPOCH_MS: u64 = 3;
 
 /// Everything `serve` needs to run a member.
 pub struct Member {
