@@ -435,6 +435,13 @@ impl<T> FairInbox<T> {
     /// epoch, not a stream of small ones. Left-over inputs stay queued, where a tenant
     /// with nothing queued still goes ahead of them into the next batch.
     pub async fn next_batch_capped(&self, cap: usize) -> Option<Vec<T>> {
+        self.next_batch_capped_within(cap, || self.limits.epoch).await
+    }
+
+    /// [`Self::next_batch_capped`] with the batch held open `epoch()` after its oldest
+    /// input instead of the inbox's epoch (zero: taken at once), asked once there is an
+    /// input: a consumer whose pipeline is idle need not hold a lone input an epoch.
+    pub async fn next_batch_capped_within(&self, cap: usize, epoch: impl Fn() -> Duration) -> Option<Vec<T>> {
         let take_max = self.limits.inputs_max.min(cap).max(1);
         loop {
             let notified = self.ready_async.notified();
@@ -449,7 +456,7 @@ impl<T> FairInbox<T> {
             }
             notified.await;
         }
-        let deadline = self.deadline(&self.lock());
+        let deadline = self.lock().opened.unwrap_or_else(Instant::now) + epoch();
         loop {
             let notified = self.ready_async.notified();
             if self.batch_full(&self.lock()) {
@@ -689,6 +696,39 @@ mod tests {
             assert_eq!(cut.elapsed(), Duration::from_millis(10), "the left-over inputs waited a new epoch");
             assert_eq!(inbox.next_batch_capped(0).await, Some(vec![3]), "a cap of 0 still takes one");
             assert_eq!(inbox.next_batch().await, Some(vec![4, 5]), "uncapped takes the rest");
+        });
+    }
+
+    /// The epoch a consumer asks for is asked once an input is there: zero takes it at
+    /// once, and a consumer that is busy again by the next input gets the full epoch.
+    #[test]
+    fn a_consumer_may_shorten_the_epoch_when_its_pipeline_is_idle() {
+        let (rt, inbox) = paused_inbox(Duration::from_millis(10));
+        rt.block_on(async {
+            let idle = std::sync::atomic::AtomicBool::new(false);
+            let epoch = || {
+                if idle.load(std::sync::atomic::Ordering::Relaxed) {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(10)
+                }
+            };
+            let inbox = &inbox;
+            let taker = async { inbox.next_batch_capped_within(usize::MAX, epoch).await };
+            let pusher = async {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                idle.store(true, std::sync::atomic::Ordering::Relaxed);
+                inbox.push(t(1, 1), 7, 1);
+            };
+            let started = Instant::now();
+            let (batch, ()) = tokio::join!(taker, pusher);
+            assert_eq!(batch, Some(vec![7]));
+            assert_eq!(started.elapsed(), Duration::from_millis(3), "taken as it arrived, not an epoch later");
+            idle.store(false, std::sync::atomic::Ordering::Relaxed);
+            inbox.push(t(1, 1), 8, 1);
+            let cut = Instant::now();
+            assert_eq!(inbox.next_batch_capped_within(usize::MAX, epoch).await, Some(vec![8]));
+            assert_eq!(cut.elapsed(), Duration::from_millis(10), "a busy consumer holds it the epoch");
         });
     }
 

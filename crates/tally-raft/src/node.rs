@@ -58,6 +58,10 @@ pub struct ClusterConfig {
     /// one may be proposed, so while the pipeline is full inputs keep waiting in the fair
     /// inbox, where a quiet tenant can still overtake a backlog.
     pub batches_in_flight_max: usize,
+    /// An input that arrives while no batch is in flight is proposed at once rather than
+    /// held its epoch (the epoch gathers inputs only while the pipeline is busy). Off,
+    /// every batch waits its epoch (tests that need inputs to share a batch).
+    pub idle_at_once: bool,
     /// While tenants compete, the estimated apply work the leader keeps cut into batches
     /// and not yet applied, at most (costs measured on the leader; at least one input per
     /// batch). The rest waits in the fair inbox, where a tenant with nothing queued still
@@ -107,6 +111,7 @@ impl ClusterConfig {
             // by default): the other half is for the commit and the answer.
             queue_wait_max: (write_timeout / 2).min(Duration::from_secs(10)),
             batches_in_flight_max: 64,
+            idle_at_once: true,
             work_ahead: Duration::from_millis(7 + latency_ms * 4),
             write_timeout,
             heartbeat_ms: 100.max(latency_ms * 4),
@@ -675,10 +680,18 @@ async fn run_batcher(
                 moved.await;
             },
         };
+        // A lone input that finds no batch in flight (ours holds the only permit taken) is
+        // proposed at once: an epoch gathers inputs only while the pipeline is busy, so a
+        // write on a quiet cluster does not wait for one.
+        let epoch = Duration::from_millis(cfg.epoch_ms);
+        let idle_pipeline = cfg.batches_in_flight_max.max(1) - 1;
+        let epoch_now =
+            || if cfg.idle_at_once && in_flight.available_permits() >= idle_pipeline { Duration::ZERO } else { epoch };
+        let take = inbox.next_batch_capped_within(cap, epoch_now);
         let next = match &cfg.idle_sweep {
-            None => inbox.next_batch_capped(cap).await,
+            None => take.await,
             // Cancel-safe: nothing leaves the inbox until a batch is taken whole.
-            Some(idle) => match tokio::time::timeout(idle.every, inbox.next_batch_capped(cap)).await {
+            Some(idle) => match tokio::time::timeout(idle.every, take).await {
                 Ok(next) => next,
                 Err(_) => {
                     use openraft::type_config::async_runtime::watch::WatchReceiver;

@@ -28,8 +28,13 @@ const OTHER: Tenant = Tenant { id: 2, weight: 1 };
 async fn start(id: u64, initial: BTreeMap<u64, String>, listener: tokio::net::TcpListener) -> (Member, Gate) {
     let (gate, machine_gate) = gate();
     let machine = Held::new(Some(machine_gate), HoldAt::AfterFirstOutput, Duration::ZERO);
-    // An epoch long enough that the two inputs submitted back to back share a batch.
-    let m = common::start(id, initial, listener, machine, |cfg| cfg.epoch_ms = 300).await;
+    // An epoch long enough that the two inputs submitted back to back share a batch, the
+    // first not proposed alone for finding the pipeline idle.
+    let m = common::start(id, initial, listener, machine, |cfg| {
+        cfg.epoch_ms = 300;
+        cfg.idle_at_once = false;
+    })
+    .await;
     (m, gate)
 }
 

@@ -195,3 +195,32 @@ async fn a_write_queued_too_long_is_refused_and_never_proposed() {
     assert_eq!(height(submit(&node, QUIET, 2)).await, 2, "the refused input was proposed after all");
     m.stop().await;
 }
+
+/// An epoch gathers inputs only while the pipeline is busy: with a 10-minute epoch, a
+/// lone write on an idle leader is proposed at once and answered, and a write that
+/// arrives while a batch is in flight waits for its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_leader_proposes_a_lone_write_at_once() {
+    let (listener, addr) = peer_listener().await;
+    let (gate, machine_gate) = gate();
+    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
+    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, |cfg| {
+        cfg.epoch_ms = 600_000;
+        cfg.batches_in_flight_max = 2;
+    })
+    .await;
+    until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
+    let first = submit(&m.node, QUIET, 1);
+    // Proposed without waiting for the epoch: its batch reaches the machine.
+    entered(&gate).await;
+    // Behind the held batch, the next write waits for its epoch.
+    let second = submit(&m.node, QUIET, 2);
+    until("the second write is queued", || m.node.queued() == 1).await;
+    gate.open.send(()).unwrap();
+    let ok = tokio::time::timeout(Duration::from_secs(30), first).await.expect("the lone write is answered").unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a write that found a batch in flight is held its epoch");
+    assert_eq!(m.node.queued(), 1);
+    m.stop().await;
+}

@@ -129,7 +129,7 @@ const DIVERGED_FILE: &str = "DIVERGED";
 /// A cluster member's default epoch (`--epoch-ms`): the leader's batcher holds a batch
 /// open this long after its first input, one Raft entry per batch. 3 ms, measured against
 /// 4 and 5 on a local 3-member cluster once the Raft log stopped holding up openraft's
-/// core for each fsync (docs/benchmarks.md, "A cluster's epoch: 5 → 3 ms"): 1.2× the
+/// core for each fsync (docs/benchmarks.md, "The Raft log no longer holds up openraft's core; a cluster's epoch: 5 → 3 ms"): 1.2× the
 /// transfers at 64 clients, about 5 % fewer at 100 transfers per request. (5 ms had
 /// replaced 10 for the same reason earlier; 0 makes many small entries and was slower.)
 pub const MEMBER_EPOCH_MS: u64 = 3;
