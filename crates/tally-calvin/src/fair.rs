@@ -375,8 +375,8 @@ impl<T> FairInbox<T> {
     /// When the open batch closes: an epoch after its oldest input arrived. Inputs that
     /// queued while the consumer was busy with the previous batch have waited already,
     /// so under load a batch closes as soon as the consumer is free.
-    fn deadline(&self, s: &InboxState<T>) -> Instant {
-        s.opened.unwrap_or_else(Instant::now) + self.limits.epoch
+    fn deadline(&self, s: &InboxState<T>, epoch: Duration) -> Instant {
+        s.opened.unwrap_or_else(Instant::now) + epoch
     }
 
     fn take_batch(&self, s: &mut InboxState<T>, inputs_max: usize) -> Vec<T> {
@@ -413,7 +413,7 @@ impl<T> FairInbox<T> {
                 }
             };
         }
-        let deadline = self.deadline(&s);
+        let deadline = self.deadline(&s, self.limits.epoch);
         while !self.batch_full(&s) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -456,7 +456,7 @@ impl<T> FairInbox<T> {
             }
             notified.await;
         }
-        let deadline = self.lock().opened.unwrap_or_else(Instant::now) + epoch();
+        let deadline = self.deadline(&self.lock(), epoch());
         loop {
             let notified = self.ready_async.notified();
             if self.batch_full(&self.lock()) {
