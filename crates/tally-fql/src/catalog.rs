@@ -221,8 +221,9 @@ impl<'a> Eval<'a> {
         Ok(IndexDef { id, name, sources, terms, values, unique })
     }
 
-    /// Every index of `db` that has `coll` as a source.
-    pub fn indexes_on(&mut self, db: DbId, coll: CollId) -> Result<Vec<IndexDef>> {
+    /// Every index of `db` that has `coll` as a source (shared: a write looks them up for
+    /// every document it writes).
+    pub fn indexes_on(&mut self, db: DbId, coll: CollId) -> Result<std::sync::Arc<[IndexDef]>> {
         let at = self.read_ts();
         let gen = self.tx.schema_gen;
         if let Some((g, t, defs)) = self.index_cache.get(&(db, coll)) {
@@ -282,7 +283,7 @@ impl<'a> Eval<'a> {
         if let Some(log) = self.lookup_log.as_mut() {
             log.extend(lookups.iter().cloned());
         }
-        Ok((crate::schema_cache::IndexesOn { defs: defs?, scan_bytes, lookups }, cacheable))
+        Ok((crate::schema_cache::IndexesOn { defs: defs?.into(), scan_bytes, lookups }, cacheable))
     }
 }
 

@@ -95,6 +95,10 @@ impl Params {
     }
 }
 
+/// [`Eval::indexes_on`]'s cache entry: the schema generation and read ts it holds for,
+/// and the definitions.
+pub(crate) type CachedIndexes = (u64, u64, std::sync::Arc<[crate::catalog::IndexDef]>);
+
 pub struct Eval<'a> {
     pub tx: Tx<'a>,
     pub mode: Mode,
@@ -121,7 +125,7 @@ pub struct Eval<'a> {
     at_stack: Vec<u64>,
     /// Index definitions by source collection, valid while `tx.schema_gen` and the read
     /// ts are unchanged. Lookup only; never iterated into a result.
-    pub(crate) index_cache: std::collections::HashMap<(u64, u64), (u64, u64, Vec<crate::catalog::IndexDef>)>,
+    pub(crate) index_cache: std::collections::HashMap<(u64, u64), CachedIndexes>,
     /// Collection ids by (database, name), valid while `tx.schema_gen` and the read ts are
     /// unchanged (see [`crate::catalog`]). Lookup only; a short list because a transaction
     /// names few collections.
@@ -391,6 +395,45 @@ impl<'a> Eval<'a> {
         }
     }
 
+    /// Argument `key` seen in place by `f` when it is written as a literal or a variable
+    /// with a literal name (`Select`'s path, `{"var": "doc"}`): the same steps, charges and
+    /// errors as [`Eval::arg`] without copying the value (a variable often holds a whole
+    /// document). Any other expression is evaluated as [`Eval::arg`] evaluates it.
+    pub fn with_arg<T>(&mut self, call: &Call, key: &str, f: impl FnOnce(&Value) -> T) -> Result<T> {
+        match call.get(key) {
+            Some(Expr::Lit(v)) => {
+                // As `eval` of a literal: a step, then the copy it would make charged.
+                self.step()
+                    .and_then(|()| self.mem_charge(crate::budget::deep_size(v)))
+                    .map_err(|err| err.at(key_static(call, key)))?;
+                Ok(f(v))
+            }
+            Some(Expr::Call(c)) if c.spec.name == "var" => match c.primary() {
+                Expr::Lit(Value::String(name)) => {
+                    let at = self.var_in_place(name).map_err(|err| err.at(key_static(call, key)))?;
+                    Ok(f(&self.env[at].1))
+                }
+                _ => self.arg(call, key).map(|v| f(&v)),
+            },
+            _ => self.arg(call, key).map(|v| f(&v)),
+        }
+    }
+
+    /// `eval` of `{"var": name}` up to its result, which stays in the environment: the
+    /// call's step, the lookup (and its error), then the charge `charge_result` makes for
+    /// a `var`. Returns the variable's position in the environment.
+    fn var_in_place(&mut self, name: &str) -> Result<usize> {
+        self.step()?;
+        let at = self
+            .env
+            .iter()
+            .rposition(|(k, _)| k == name)
+            .ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")))?;
+        self.read_charged = self.tx.bytes_read;
+        self.mem_charge(crate::budget::deep_size(&self.env[at].1))?;
+        Ok(at)
+    }
+
     /// Evaluate the optional argument `key`.
     pub fn opt_arg(&mut self, call: &Call, key: &str) -> Result<Option<Value>> {
         match call.get(key) {
@@ -607,4 +650,60 @@ pub fn lambda_from_call(c: &Call) -> Result<Lambda> {
     };
     let body = c.get("expr").cloned().ok_or_else(|| invalid_expression("Lambda requires `expr`."))?;
     Ok(Lambda { params, body: Rc::new(body), literal: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tally_storage::{MemStore, Store};
+
+    use super::*;
+
+    /// What an evaluation has charged, for comparing two evaluations.
+    fn charged(ev: &Eval<'_>) -> (u64, u64, u64, u64, bool) {
+        (ev.steps, ev.built, ev.read_charged, ev.budget.used(), ev.work_stopped)
+    }
+
+    /// [`Eval::with_arg`] against [`Eval::arg`] on the same state: the same value or
+    /// error (with its position), the same steps and charges, at every step limit and
+    /// memory budget around what the argument needs, for literals, variables (a whole
+    /// document, a missing one) and other expressions.
+    #[test]
+    fn an_argument_seen_in_place_costs_what_evaluating_it_costs() {
+        let store = MemStore::new();
+        let snap = store.snapshot().unwrap();
+        let doc = tally_value::from_json(&json!({"data": {"balance": 10, "note": "x".repeat(300)}, "ts": 1})).unwrap();
+        let calls = [
+            json!({"select": ["data", "balance"], "from": {"var": "doc"}}),
+            json!({"select": ["data"], "from": {"var": "missing"}}),
+            json!({"select": "balance", "from": {"object": {"balance": 3}}}),
+            json!({"select": ["data", 0], "from": ["a", "b"]}),
+            json!({"select": ["a"], "from": {"add": [1, 2]}}),
+            json!({"select": ["a"], "from": {"var": {"concat": ["d", "oc"]}}}),
+        ];
+        for q in calls {
+            let Expr::Call(call) = crate::expr::parse(&q).unwrap() else { panic!("{q}") };
+            for key in ["select", "from"] {
+                for steps_max in [0, 1, 2, 3, 4, 100] {
+                    for bytes_max in [0, 8, 64, 300, 400, 1 << 20] {
+                        let fresh = || {
+                            let mut ev = Eval::new(Tx::new(&*snap, 1), Mode::Write, Auth::root_admin());
+                            ev.limits.steps_max = steps_max;
+                            ev.budget = crate::budget::Budget::new(bytes_max);
+                            ev.env.push(("doc".into(), doc.clone()));
+                            // Reads since the last charge: a `var` result settles them.
+                            ev.tx.bytes_read = 40;
+                            ev
+                        };
+                        let (mut seen, mut evaluated) = (fresh(), fresh());
+                        let got = seen.with_arg(&call, key, |v| v.clone());
+                        let want = evaluated.arg(&call, key);
+                        let case = format!("{q} {key} steps {steps_max} bytes {bytes_max}");
+                        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{case}");
+                        assert_eq!(charged(&seen), charged(&evaluated), "{case}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -43,7 +43,7 @@ pub const SCHEMA_CACHE_ENTRIES_MAX: usize = 4096;
 /// What [`crate::eval::Eval::indexes_on`] found, and what finding it cost.
 #[derive(Debug)]
 pub(crate) struct IndexesOn {
-    pub defs: Vec<IndexDef>,
+    pub defs: Arc<[IndexDef]>,
     /// `bytes_read` of the scan of the index documents.
     pub scan_bytes: u64,
     /// The collection names `parse_index` looked up, in order (the lookups are made

@@ -35,27 +35,73 @@ pub(crate) struct Overlay {
     meta_keys: KeyFilter,
 }
 
-/// A 1024-bit Bloom filter of keys with two probes. At a batch's ~100 keys about 3 % of
-/// absent keys pass; at thousands it passes nearly everything, and reads search the map
-/// as before. The hash has a fixed seed: the storage layer has no randomness.
-#[derive(Default)]
-struct KeyFilter([u64; 16]);
+/// A Bloom filter of keys with two probes, [`FILTER_BITS_PER_KEY`] bits per distinct key
+/// (from 1,024 bits, grown by its overlay as keys come, up to [`FILTER_BITS_MAX`]): about
+/// 1.5 % of absent keys pass at any size up to 262,144 keys. A fixed 1,024 bits let
+/// nearly every key through an overlay of a few thousand keys (a batch of batched
+/// requests), and each read of a key no layer held then searched every layer's map. The
+/// hash has a fixed seed: the storage layer has no randomness.
+struct KeyFilter {
+    /// A power of two of bits, at least [`FILTER_BITS_MIN`].
+    bits: Vec<u64>,
+    /// Keys added that the filter did not already hold (about the distinct keys).
+    held: usize,
+}
+
+const FILTER_BITS_MIN: usize = 1024;
+const FILTER_BITS_MAX: usize = 1 << 22;
+const FILTER_BITS_PER_KEY: usize = 16;
+
+impl Default for KeyFilter {
+    fn default() -> Self {
+        KeyFilter { bits: vec![0; FILTER_BITS_MIN / 64], held: 0 }
+    }
+}
 
 impl KeyFilter {
-    fn probes(key: &[u8]) -> [usize; 2] {
-        use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
-        [(h & 1023) as usize, ((h >> 32) & 1023) as usize]
+    /// An empty filter sized for `keys` distinct keys.
+    fn sized_for(keys: usize) -> Self {
+        let bits = keys.saturating_mul(FILTER_BITS_PER_KEY).next_power_of_two().clamp(FILTER_BITS_MIN, FILTER_BITS_MAX);
+        KeyFilter { bits: vec![0; bits / 64], held: 0 }
     }
 
-    fn add(&mut self, key: &[u8]) {
-        for p in Self::probes(key) {
-            self.0[p / 64] |= 1 << (p % 64);
+    /// A filter of `keys`, sized for `count` of them (repeats allowed).
+    fn of<'k>(count: usize, keys: impl Iterator<Item = &'k [u8]>) -> Self {
+        let mut f = KeyFilter::sized_for(count);
+        for k in keys {
+            f.add(k);
         }
+        f
+    }
+
+    fn probes(&self, key: &[u8]) -> [usize; 2] {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
+        // Two independent halves of the hash; the filter has at most 2^22 bits.
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        [(h & mask) as usize, ((h >> 32) & mask) as usize]
+    }
+
+    /// Add `key`. Returns whether the filter now holds more keys than its size serves
+    /// (the owner then builds a larger one from its keys).
+    fn add(&mut self, key: &[u8]) -> bool {
+        let probes = self.probes(key);
+        if !self.holds(probes) {
+            self.held += 1;
+            for p in probes {
+                self.bits[p / 64] |= 1 << (p % 64);
+            }
+        }
+        let size = self.bits.len() * 64;
+        self.held * FILTER_BITS_PER_KEY > size && size < FILTER_BITS_MAX
+    }
+
+    fn holds(&self, probes: [usize; 2]) -> bool {
+        probes.iter().all(|&p| self.bits[p / 64] & (1 << (p % 64)) != 0)
     }
 
     fn may_hold(&self, key: &[u8]) -> bool {
-        Self::probes(key).iter().all(|&p| self.0[p / 64] & (1 << (p % 64)) != 0)
+        self.holds(self.probes(key))
     }
 }
 
@@ -71,18 +117,24 @@ impl Overlay {
     /// there. The one way versions enter an overlay, so that [`Overlay::max_ts`] holds.
     pub fn insert(&mut self, space: Space, key: &[u8], ts: Ts, value: Option<Vec<u8>>) {
         self.max_ts = self.max_ts.max(ts);
-        self.keys.add(key);
         let map = match space {
             Space::Docs => &mut self.docs,
             Space::Index => &mut self.index,
         };
         map.insert((key.to_vec(), std::cmp::Reverse(ts)), value);
+        if self.keys.add(key) {
+            let versions = self.docs.len() + self.index.len();
+            let keys = self.docs.keys().chain(self.index.keys()).map(|(k, _)| k.as_slice());
+            self.keys = KeyFilter::of(self.keys.held.max(versions / 2), keys);
+        }
     }
 
     /// Set the meta value `key`. The one way meta values enter an overlay.
     pub fn set_meta(&mut self, key: &str, value: Vec<u8>) {
-        self.meta_keys.add(key.as_bytes());
         self.meta.insert(key.to_owned(), value);
+        if self.meta_keys.add(key.as_bytes()) {
+            self.meta_keys = KeyFilter::of(self.meta.len(), self.meta.keys().map(|k| k.as_bytes()));
+        }
     }
 
     /// The meta values set, by name.
@@ -743,18 +795,34 @@ mod tests {
         }
     }
 
-    /// The key filter never misses a key it holds, and lets few absent keys through at a
-    /// batch's size.
+    /// An overlay's key filter never misses a key it holds, and lets few absent keys
+    /// through at any size: a batch's hundred keys, or the thousands of a batch of
+    /// batched requests (the filter grows with them), written more than once or not.
     #[test]
     fn the_key_filter_holds_every_key_and_few_others() {
-        let mut f = KeyFilter::default();
-        let held: Vec<Vec<u8>> = (0..100u32).map(|i| format!("docs/accounts/{i}").into_bytes()).collect();
-        for k in &held {
-            f.add(k);
+        for n in [100u32, 3_000, 40_000] {
+            let mut o = Overlay::default();
+            let held: Vec<Vec<u8>> = (0..n).map(|i| format!("docs/accounts/{i}").into_bytes()).collect();
+            for (i, k) in held.iter().enumerate() {
+                o.insert(Space::Docs, k, 1, Some(vec![1]));
+                // Hot keys: written again, in both spaces.
+                if i % 3 == 0 {
+                    o.insert(Space::Docs, k, 2, Some(vec![2]));
+                    o.insert(Space::Index, k, 2, None);
+                }
+            }
+            assert!(held.iter().all(|k| o.keys.may_hold(k)), "{n} keys");
+            let passed = (0..10_000u32).filter(|i| o.keys.may_hold(format!("docs/other/{i}").as_bytes())).count();
+            assert!(passed < 400, "{n} keys: {passed} of 10,000 absent keys passed");
         }
-        assert!(held.iter().all(|k| f.may_hold(k)));
-        let passed = (0..10_000u32).filter(|i| f.may_hold(format!("docs/other/{i}").as_bytes())).count();
-        assert!(passed < 800, "{passed} of 10,000 absent keys passed");
+        let mut o = Overlay::default();
+        let names: Vec<String> = (0..2_000u32).map(|i| format!("block/{i}")).collect();
+        for name in &names {
+            o.set_meta(name, vec![1]);
+        }
+        assert!(names.iter().all(|k| o.meta_keys.may_hold(k.as_bytes())));
+        let passed = (0..10_000u32).filter(|i| o.meta_keys.may_hold(format!("other/{i}").as_bytes())).count();
+        assert!(passed < 400, "meta: {passed} of 10,000 absent names passed");
     }
 
     /// Meta reads through a stack of layers: each name is answered by the newest layer that

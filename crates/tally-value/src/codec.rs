@@ -81,12 +81,15 @@ fn f64_from_order(b: [u8; 8]) -> f64 {
 }
 
 fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
-        }
+    // Whole runs between 0x00 bytes are copied at once: most strings have none.
+    out.reserve(bytes.len() + 2);
+    let mut rest = bytes;
+    while let Some(i) = memchr::memchr(0, rest) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xFF);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0x00, 0x01]);
 }
 
@@ -204,17 +207,23 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
     fn unescape(&mut self) -> Result<Vec<u8>, CodecError> {
+        // The first run is usually the whole string: it is sized before anything is copied.
         let mut out = Vec::new();
         loop {
-            let b = self.byte()?;
-            if b == 0 {
-                match self.byte()? {
-                    0xFF => out.push(0),
-                    0x01 => return Ok(out),
-                    _ => return Err(CodecError::Malformed("bad escape")),
-                }
-            } else {
-                out.push(b);
+            let rest = &self.buf[self.pos..];
+            let Some(i) = memchr::memchr(0, rest) else {
+                self.pos = self.buf.len();
+                return Err(CodecError::Truncated);
+            };
+            if out.is_empty() {
+                out.reserve_exact(i);
+            }
+            out.extend_from_slice(&rest[..i]);
+            self.pos += i + 1;
+            match self.byte()? {
+                0xFF => out.push(0),
+                0x01 => return Ok(out),
+                _ => return Err(CodecError::Malformed("bad escape")),
             }
         }
     }
@@ -233,9 +242,11 @@ impl<'a> Reader<'a> {
         let mut valid = true;
         let mut escaped = false;
         loop {
-            if self.byte()? != 0 {
-                continue;
-            }
+            let Some(i) = memchr::memchr(0, &self.buf[self.pos..]) else {
+                self.pos = self.buf.len();
+                return Err(CodecError::Truncated);
+            };
+            self.pos += i + 1;
             let end = self.pos - 1;
             valid &= !utf8 || std::str::from_utf8(&self.buf[run..end]).is_ok();
             match self.byte()? {
@@ -537,6 +548,80 @@ mod tests {
         encode_into(&mut buf, &Value::Long(3));
         assert_eq!(decode_key_tuple(&buf).unwrap(), vec![Value::String("x".into()), Value::Long(3)]);
         assert!(decode(&buf[..buf.len() - 1]).is_err());
+    }
+
+    /// The escaping copies runs between 0x00 bytes at once; what it writes and what
+    /// unescaping accepts, returns and refuses are those of the byte-at-a-time definition
+    /// (every 0x00 becomes 0x00 0xFF, then 0x00 0x01), for every truncation and every
+    /// single-byte change.
+    #[test]
+    fn escaping_is_the_byte_at_a_time_definition() {
+        fn escaped_ref(bytes: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for &b in bytes {
+                out.push(b);
+                if b == 0 {
+                    out.push(0xFF);
+                }
+            }
+            out.extend_from_slice(&[0x00, 0x01]);
+            out
+        }
+        fn unescape_ref(buf: &[u8]) -> (Result<Vec<u8>, CodecError>, usize) {
+            let mut out = Vec::new();
+            let mut pos = 0;
+            loop {
+                let Some(&b) = buf.get(pos) else { return (Err(CodecError::Truncated), pos) };
+                pos += 1;
+                if b != 0 {
+                    out.push(b);
+                    continue;
+                }
+                let Some(&e) = buf.get(pos) else { return (Err(CodecError::Truncated), pos) };
+                pos += 1;
+                match e {
+                    0xFF => out.push(0),
+                    0x01 => return (Ok(out), pos),
+                    _ => return (Err(CodecError::Malformed("bad escape")), pos),
+                }
+            }
+        }
+        let inputs: [&[u8]; 8] =
+            [b"", b"\0", b"\0\0", b"a\0", b"\0a", b"ab\0\0cd\0", b"plain text", b"\xff\0\x01\0\xff"];
+        for input in inputs {
+            let mut out = vec![7];
+            escaped(&mut out, input);
+            assert_eq!(&out[1..], &escaped_ref(input)[..], "{input:02x?}");
+            let enc = escaped_ref(input);
+            let mut variants = vec![enc.clone()];
+            for n in 0..enc.len() {
+                variants.push(enc[..n].to_vec());
+                for b in [0x00, 0x01, 0x02, 0xfe, 0xff] {
+                    let mut m = enc.clone();
+                    m[n] = b;
+                    variants.push(m);
+                }
+            }
+            for v in variants {
+                let mut r = Reader { buf: &v, pos: 0 };
+                let got = r.unescape();
+                let (want, _) = unescape_ref(&v);
+                assert_eq!(got, want, "{v:02x?}");
+                if got.is_ok() {
+                    assert_eq!(r.pos, unescape_ref(&v).1, "{v:02x?}");
+                }
+                let mut r = Reader { buf: &v, pos: 0 };
+                let skipped = r.skip_escaped(false).map(|(raw, esc)| (raw.to_vec(), esc));
+                match &want {
+                    Ok(bytes) => {
+                        let (raw, esc) = skipped.unwrap();
+                        assert_eq!(esc, bytes.contains(&0), "{v:02x?}");
+                        assert_eq!(raw, v[..unescape_ref(&v).1 - 2].to_vec(), "{v:02x?}");
+                    }
+                    Err(e) => assert_eq!(&skipped.unwrap_err(), e, "{v:02x?}"),
+                }
+            }
+        }
     }
 
     /// `decode_field` as `decode` then a lookup: the same field, and the same error for

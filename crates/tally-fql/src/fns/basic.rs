@@ -39,14 +39,14 @@ fn let_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 fn var(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
-    let name = match call.primary() {
-        Expr::Lit(Value::String(s)) => s.clone(),
-        _ => match ev.primary(call)? {
-            Value::String(s) => s,
-            other => return Err(wrong_type("String", &other).at("var")),
-        },
-    };
-    ev.lookup(&name).cloned().ok_or_else(|| invalid_expression(format!("Variable '{name}' is not defined.")))
+    let undefined = |name: &str| invalid_expression(format!("Variable '{name}' is not defined."));
+    if let Expr::Lit(Value::String(name)) = call.primary() {
+        return ev.lookup(name).cloned().ok_or_else(|| undefined(name));
+    }
+    match ev.primary(call)? {
+        Value::String(name) => ev.lookup(&name).cloned().ok_or_else(|| undefined(&name)),
+        other => Err(wrong_type("String", &other).at("var")),
+    }
 }
 
 fn if_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {

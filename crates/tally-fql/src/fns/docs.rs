@@ -371,18 +371,35 @@ pub fn write_doc(
         return Ok(());
     }
     let defs = ev.indexes_on(db, coll)?;
-    for def in defs {
+    for def in defs.iter() {
+        if let (Some(o), Some(n)) = (old, new) {
+            if same_index_fields(def, r, ts, o, n) {
+                // Equal rows: the diff below would write nothing and read nothing.
+                continue;
+            }
+        }
         let old_rows = match old {
-            Some(o) => index_rows(ev, &def, coll, r, ts, o)?,
+            Some(o) => index_rows(ev, def, coll, r, ts, o)?,
             None => Vec::new(),
         };
         let new_rows = match new {
-            Some(n) => index_rows(ev, &def, coll, r, ts, n)?,
+            Some(n) => index_rows(ev, def, coll, r, ts, n)?,
             None => Vec::new(),
         };
-        apply_index_diff(ev, db, &def, r, &old_rows, &new_rows)?;
+        apply_index_diff(ev, db, def, r, &old_rows, &new_rows)?;
     }
     Ok(())
+}
+
+/// Whether two versions of a document (same ref, same ts) give `def` the same rows: every
+/// term and value is a path (a binding runs a lambda, so it is always recomputed) and
+/// selects equal values from both. An update that leaves an index's fields alone then
+/// skips building both versions' rows to find no difference.
+fn same_index_fields(def: &IndexDef, r: &Ref, ts: u64, old: &Object, new: &Object) -> bool {
+    def.terms.iter().chain(def.values.iter().map(|(f, _)| f)).all(|f| match f {
+        IndexField::Path(p) => select_doc_path(r, ts, old, p) == select_doc_path(r, ts, new, p),
+        IndexField::Binding(_) => false,
+    })
 }
 
 /// Where the collections that ever held a document with a `ttl` are marked:
@@ -760,11 +777,11 @@ fn revise_next(
         return Ok(());
     };
     let next = model::decode_doc(&next)?;
-    for def in ev.indexes_on(db, coll)? {
-        let rows_next = rows_of(ev, &def, coll, r, Some(&next))?;
-        let old = entries_between(&rows_of(ev, &def, coll, r, was)?, &rows_next);
-        let new = entries_between(&rows_of(ev, &def, coll, r, now)?, &rows_next);
-        rewrite_entries(ev, db, &def, r, next.ts, &old, &new)?;
+    for def in ev.indexes_on(db, coll)?.iter() {
+        let rows_next = rows_of(ev, def, coll, r, Some(&next))?;
+        let old = entries_between(&rows_of(ev, def, coll, r, was)?, &rows_next);
+        let new = entries_between(&rows_of(ev, def, coll, r, now)?, &rows_next);
+        rewrite_entries(ev, db, def, r, next.ts, &old, &new)?;
     }
     Ok(())
 }
@@ -817,14 +834,14 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     ev.tx.edit_history(kind, tally_storage::Space::Docs, key, ts, Some(model::encode_doc(deleted, &data)))?;
     // Index entries at `ts`, relative to the version before it (replacing those of a
     // version this one overwrites).
-    for def in ev.indexes_on(db, coll)? {
-        let rows_before = rows_of(ev, &def, coll, &r, before.as_ref())?;
+    for def in ev.indexes_on(db, coll)?.iter() {
+        let rows_before = rows_of(ev, def, coll, &r, before.as_ref())?;
         let old = match &existing {
-            Some(x) => entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(x))?),
+            Some(x) => entries_between(&rows_before, &rows_of(ev, def, coll, &r, Some(x))?),
             None => Vec::new(),
         };
-        let new = entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(&inserted))?);
-        rewrite_entries(ev, db, &def, &r, ts, &old, &new)?;
+        let new = entries_between(&rows_before, &rows_of(ev, def, coll, &r, Some(&inserted))?);
+        rewrite_entries(ev, db, def, &r, ts, &old, &new)?;
     }
     let mut o = Object::new();
     o.insert("ts".into(), Value::Long(ts as i64));
@@ -854,10 +871,10 @@ fn remove(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     revise_next(ev, db, coll, &id, &r, ts, Some(&version), before.as_ref())?;
     ev.tx.edit_history(kind, tally_storage::Space::Docs, model::doc_key(db, coll, &id), ts, None)?;
     // Undo the index entries that version wrote at `ts`.
-    for def in ev.indexes_on(db, coll)? {
-        let rows_before = rows_of(ev, &def, coll, &r, before.as_ref())?;
-        let old = entries_between(&rows_before, &rows_of(ev, &def, coll, &r, Some(&version))?);
-        rewrite_entries(ev, db, &def, &r, ts, &old, &[])?;
+    for def in ev.indexes_on(db, coll)?.iter() {
+        let rows_before = rows_of(ev, def, coll, &r, before.as_ref())?;
+        let old = entries_between(&rows_before, &rows_of(ev, def, coll, &r, Some(&version))?);
+        rewrite_entries(ev, db, def, &r, ts, &old, &[])?;
     }
     Ok(Value::Null)
 }

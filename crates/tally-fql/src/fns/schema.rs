@@ -565,7 +565,7 @@ pub fn delete_schema(ev: &mut Eval<'_>, db: DbId, coll: CollId, id: &str, old: &
     if coll == native::COLLECTIONS {
         if let Some(cid) = internal_id(old) {
             // Indexes over a deleted collection go with it.
-            for d in ev.indexes_on(db, cid)? {
+            for d in ev.indexes_on(db, cid)?.iter() {
                 let ts = ev.txn_ts();
                 if let Some(doc) = ev.tx.live_doc(db, native::INDEXES, &d.name, ts)? {
                     ev.tx.put_doc(db, native::INDEXES, &d.name, true, &doc.data)?;

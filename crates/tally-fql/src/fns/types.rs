@@ -370,15 +370,14 @@ fn path_text(path: &[PathSeg]) -> String {
 
 fn path_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Vec<PathSeg>> {
     let name = call.name();
-    let v = ev.primary(call)?;
-    parse_path(&v).map_err(|e| e.at(name))
+    ev.with_arg(call, name, parse_path)?.map_err(|e| e.at(name))
 }
 
-/// `Select(path, from, default?)`.
+/// `Select(path, from, default?)`. `from` is looked into in place when it is a variable:
+/// only the selected value is copied.
 fn select(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let path = path_arg(ev, call)?;
-    let from = ev.arg(call, "from")?;
-    if let Some(v) = select_path(&from, &path) {
+    if let Some(v) = ev.with_arg(call, "from", |from| select_path(from, &path))? {
         return Ok(v);
     }
     match call.get("default") {
@@ -394,9 +393,9 @@ fn select(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// each of its elements, and every value found is collected.
 fn select_all(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let path = path_arg(ev, call)?;
-    let from = ev.arg(call, "from")?;
+    let max = ev.limits.array_len_max;
     let mut out = Vec::new();
-    collect_all(&from, &path, &mut out, ev.limits.array_len_max)?;
+    ev.with_arg(call, "from", |from| collect_all(from, &path, &mut out, max))??;
     Ok(Value::Array(out))
 }
 

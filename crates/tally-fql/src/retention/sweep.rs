@@ -175,9 +175,9 @@ pub(super) fn expired_entries(
     f: Ts,
 ) -> Result<Vec<(Vec<u8>, Ts)>> {
     let mut out = Vec::new();
-    for def in ev.indexes_on(db, coll)? {
+    for def in ev.indexes_on(db, coll)?.iter() {
         let rev = def.reverse_flags();
-        for (terms, values) in crate::fns::docs::index_rows(ev, &def, coll, r, edge.ts, &edge.data)? {
+        for (terms, values) in crate::fns::docs::index_rows(ev, def, coll, r, edge.ts, &edge.data)? {
             let k = model::index_key(db, def.id, &terms, &values, &rev, r);
             for v in ev.tx.snapshot().history(Space::Index, &k, 0, f, false).map_err(storage)? {
                 out.push((k.clone(), v.map_err(storage)?.ts));
