@@ -74,9 +74,18 @@ impl KeyFilter {
         f
     }
 
-    fn probes(&self, key: &[u8]) -> [usize; 2] {
+    /// The hash every filter probes with ([`Snapshot::get_hashed`] carries it down a stack
+    /// of layers, so a read hashes its key once).
+    pub(crate) fn hash(key: &[u8]) -> u64 {
         use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
+        foldhash::fast::FixedState::with_seed(0).hash_one(key)
+    }
+
+    fn probes(&self, key: &[u8]) -> [usize; 2] {
+        self.probes_of(Self::hash(key))
+    }
+
+    fn probes_of(&self, h: u64) -> [usize; 2] {
         // Two independent halves of the hash; the filter has at most 2^22 bits.
         let mask = (self.bits.len() * 64 - 1) as u64;
         [(h & mask) as usize, ((h >> 32) & mask) as usize]
@@ -102,6 +111,10 @@ impl KeyFilter {
 
     fn may_hold(&self, key: &[u8]) -> bool {
         self.holds(self.probes(key))
+    }
+
+    fn may_hold_hash(&self, h: u64) -> bool {
+        self.holds(self.probes_of(h))
     }
 }
 
@@ -225,13 +238,17 @@ impl<O: Borrow<Overlay>> Layer<O> {
 
 impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
+        self.get_hashed(space, key, KeyFilter::hash(key), at)
+    }
+
+    fn get_hashed(&self, space: Space, key: &[u8], hash: u64, at: Ts) -> Result<Option<Version>> {
         // The first version `history(0, at, desc)` merges (`MergeHistory`), found with
         // the base's `get` instead of a merge of the whole stack's histories: a hot key is
         // in every layer, and each merge built one more level of boxed iterators. Most
         // keys are in no given overlay: then the base answers alone.
         let overlay = self.overlay.borrow();
-        if !overlay.keys.may_hold(key) {
-            return self.base.get(space, key, at);
+        if !overlay.keys.may_hold_hash(hash) {
+            return self.base.get_hashed(space, key, hash, at);
         }
         let mut over = overlay.versions_at(space, key, at).peekable();
         // A version here at or after every version of the base is the answer, without
@@ -244,7 +261,7 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
                 return Ok(Some(Version { ts: over_ts, value: value.to_vec() }));
             }
         }
-        let mut base = self.base.get(space, key, at)?;
+        let mut base = self.base.get_hashed(space, key, hash, at)?;
         loop {
             let Some((over_ts, value)) = over.next() else { return Ok(base) };
             if base.as_ref().is_some_and(|b| b.ts > over_ts) {
@@ -256,7 +273,7 @@ impl<O: Borrow<Overlay> + Send> Snapshot for Layer<O> {
                 Some(v) => return Ok(Some(Version { ts: over_ts, value: v.to_vec() })),
                 None if base.as_ref().is_some_and(|b| b.ts == over_ts) => {
                     base = match over_ts.checked_sub(1) {
-                        Some(below) => self.base.get(space, key, below)?,
+                        Some(below) => self.base.get_hashed(space, key, hash, below)?,
                         None => None,
                     };
                 }

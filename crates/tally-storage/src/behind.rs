@@ -170,6 +170,9 @@ impl Snapshot for SharedView {
     fn get(&self, space: crate::Space, key: &[u8], at: crate::Ts) -> Result<Option<crate::Version>> {
         self.0.get(space, key, at)
     }
+    fn get_hashed(&self, space: crate::Space, key: &[u8], hash: u64, at: crate::Ts) -> Result<Option<crate::Version>> {
+        self.0.get_hashed(space, key, hash, at)
+    }
     fn history<'a>(
         &'a self,
         space: crate::Space,

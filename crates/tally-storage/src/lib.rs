@@ -167,6 +167,13 @@ pub fn cut_values(it: ScanIter<'_>, head: usize) -> ScanIter<'_> {
 pub trait Snapshot: Send {
     /// Newest version of `key` whose ts <= at.
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>>;
+    /// [`Snapshot::get`], given the hash the store's key filters probe with, computed by
+    /// a layer above (a stack of write-behind layers then hashes a read's key once). Only
+    /// the store's own layers call it; a snapshot without filters answers as `get`.
+    fn get_hashed(&self, space: Space, key: &[u8], hash: u64, at: Ts) -> Result<Option<Version>> {
+        let _ = hash;
+        self.get(space, key, at)
+    }
     /// Versions of exactly `key` with lo <= ts <= hi; newest first if `desc`, else oldest first.
     fn history<'a>(&'a self, space: Space, key: &[u8], lo: Ts, hi: Ts, desc: bool) -> Result<HistIter<'a>>;
     /// Distinct keys that start with `prefix`, ascending by bytes (descending if `desc`),
