@@ -356,12 +356,45 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
+/// A transaction's writes at its ts, one map per [`Space`]: looked up by the key's bytes
+/// without building an owned (space, key) pair, and iterated in (space, key) order.
+#[derive(Default)]
+struct Writes([BTreeMap<Vec<u8>, Vec<u8>>; 2]);
+
+impl Writes {
+    const SPACES: [Space; 2] = [Space::Docs, Space::Index];
+
+    fn slot(space: Space) -> usize {
+        match space {
+            Space::Docs => 0,
+            Space::Index => 1,
+        }
+    }
+
+    fn space(&self, space: Space) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.0[Self::slot(space)]
+    }
+
+    fn space_mut(&mut self, space: Space) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
+        &mut self.0[Self::slot(space)]
+    }
+
+    /// Every write in (space, key) order.
+    fn iter(&self) -> impl Iterator<Item = (&Space, &Vec<u8>, &Vec<u8>)> {
+        Self::SPACES.iter().zip(&self.0).flat_map(|(s, m)| m.iter().map(move |(k, v)| (s, k, v)))
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (Space, Vec<u8>, Vec<u8>)> {
+        Self::SPACES.into_iter().zip(self.0).flat_map(|(s, m)| m.into_iter().map(move |(k, v)| (s, k, v)))
+    }
+}
+
 /// A snapshot plus this transaction's writes (all at `ts`).
 pub struct Tx<'a> {
     snap: &'a dyn Snapshot,
     /// Commit ts (write mode) or snapshot ts (read mode).
     pub ts: Ts,
-    overlay: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    overlay: Writes,
     /// History edits at explicit timestamps: `Some(value)` puts, `None` removes a version.
     history_edits: Vec<Write>,
     /// Bumped by every write to a native (schema) collection.
@@ -411,7 +444,7 @@ impl<'a> Tx<'a> {
         Tx {
             snap,
             ts,
-            overlay: BTreeMap::new(),
+            overlay: Writes::default(),
             history_edits: Vec::new(),
             schema_gen: 0,
             too_deep: false,
@@ -453,7 +486,7 @@ impl<'a> Tx<'a> {
     /// Newest version of `key` at or before `at`, this transaction's writes included.
     pub fn get(&mut self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
         if at >= self.ts {
-            if let Some(v) = self.overlay.get(&(space, key.to_vec())) {
+            if let Some(v) = self.overlay.space(space).get(key) {
                 return Ok(Some(Version { ts: self.ts, value: v.clone() }));
             }
         }
@@ -483,13 +516,13 @@ impl<'a> Tx<'a> {
     /// [`Tx::put`], saying what the write is for the error message.
     pub fn put_as(&mut self, kind: WriteKind<'_>, space: Space, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.count_write(kind, space, &key, Some(&value))?;
-        self.overlay.insert((space, key), value);
+        self.overlay.space_mut(space).insert(key, value);
         Ok(())
     }
 
     /// Did this transaction already write `key` (at its ts)?
     pub fn wrote(&self, space: Space, key: &[u8]) -> bool {
-        self.overlay.contains_key(&(space, key.to_vec()))
+        self.overlay.space(space).contains_key(key)
     }
 
     /// The newest version of `key` before this transaction (its own writes left out).
@@ -505,7 +538,7 @@ impl<'a> Tx<'a> {
     /// Withdraw this transaction's write of `key`: what stood before the transaction
     /// stands again (the write already counted against the limits stays counted).
     pub fn unput(&mut self, space: Space, key: &[u8]) {
-        self.overlay.remove(&(space, key.to_vec()));
+        self.overlay.space_mut(space).remove(key);
     }
 
     fn count_write(&mut self, kind: WriteKind<'_>, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
@@ -516,7 +549,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn has_writes(&self) -> bool {
-        !self.overlay.is_empty() || !self.history_edits.is_empty()
+        self.overlay.0.iter().any(|m| !m.is_empty()) || !self.history_edits.is_empty()
     }
 
     /// Edit history: write `value` at `ts` (`None` removes the version at `ts`).
@@ -538,13 +571,13 @@ impl<'a> Tx<'a> {
     pub fn into_writes(self) -> Vec<Write> {
         let ts = self.ts;
         let mut out: Vec<Write> =
-            self.overlay.into_iter().map(|((space, key), v)| Write { space, key, ts, value: Some(v) }).collect();
+            self.overlay.into_iter().map(|(space, key, v)| Write { space, key, ts, value: Some(v) }).collect();
         out.extend(self.history_edits);
         out
     }
 
     pub fn writes(&self) -> impl Iterator<Item = (&Space, &Vec<u8>, &Vec<u8>)> {
-        self.overlay.iter().map(|((s, k), v)| (s, k, v))
+        self.overlay.iter()
     }
 
     /// Up to `limit` distinct keys under `prefix`, starting at `from` (inclusive), each
@@ -583,9 +616,8 @@ impl<'a> Tx<'a> {
         // Overlay entries in range, in scan order.
         let mut ov: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if at >= self.ts {
-            let lo = (space, prefix.to_vec());
-            for ((s, k), v) in self.overlay.range((Bound::Included(lo), Bound::Unbounded)) {
-                if *s != space || !k.starts_with(prefix) {
+            for (k, v) in self.overlay.space(space).range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded)) {
+                if !k.starts_with(prefix) {
                     break;
                 }
                 let in_range = match from {
@@ -647,7 +679,7 @@ impl<'a> Tx<'a> {
         limit: usize,
     ) -> Result<Vec<Version>> {
         let mut out = Vec::new();
-        let own = if hi >= self.ts { self.overlay.get(&(space, key.to_vec())).cloned() } else { None };
+        let own = if hi >= self.ts { self.overlay.space(space).get(key).cloned() } else { None };
         if let (Some(v), true) = (&own, desc) {
             out.push(Version { ts: self.ts, value: v.clone() });
         }
