@@ -55,7 +55,10 @@ impl Call {
     }
     /// The expression passed under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Expr> {
-        self.args.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
+        // Keys are the spec's own `&'static str`s, and callers mostly pass those same
+        // strings: the pointer settles most comparisons before the bytes are compared.
+        let same = |k: &str| std::ptr::eq(k, key) || k == key;
+        self.args.iter().find(|(k, _)| same(k)).map(|(_, e)| e)
     }
     /// The primary argument (the one keyed by the function's own name).
     pub fn primary(&self) -> &Expr {
@@ -69,10 +72,14 @@ static NULL_EXPR: Expr = Expr::Lit(Value::Null);
 /// Parse limits: the JSON parser already bounds nesting (128 levels); this bounds size.
 pub const EXPR_NODES_MAX: usize = 1_000_000;
 
-fn registry() -> &'static HashMap<&'static str, Vec<&'static FnSpec>> {
-    static REG: OnceLock<HashMap<&'static str, Vec<&'static FnSpec>>> = OnceLock::new();
+/// Function specs by key, hashed with foldhash (fixed seed): every object of every query
+/// body is looked up here, and SipHash was most of that lookup.
+type Registry = HashMap<&'static str, Vec<&'static FnSpec>, foldhash::fast::FixedState>;
+
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
     REG.get_or_init(|| {
-        let mut m: HashMap<&'static str, Vec<&'static FnSpec>> = HashMap::new();
+        let mut m = Registry::with_hasher(foldhash::fast::FixedState::with_seed(0));
         for spec in crate::fns::all_specs() {
             m.entry(spec.name).or_default().push(spec);
         }
