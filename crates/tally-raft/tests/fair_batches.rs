@@ -42,6 +42,17 @@ async fn start(
     common::start(id, initial, listener, Held::new(gate, HoldAt::FirstBatch, Duration::ZERO), configure).await
 }
 
+/// A one-member cluster, configured by `tune`, whose first batch waits for the returned
+/// gate, once it leads.
+async fn held_leader(tune: impl FnOnce(&mut ClusterConfig)) -> (Member, Gate) {
+    let (listener, addr) = peer_listener().await;
+    let (gate, machine_gate) = gate();
+    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
+    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, tune).await;
+    until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
+    (m, gate)
+}
+
 async fn entered(gate: &Gate) {
     until("the first batch is being applied", || gate.held.try_recv().is_ok()).await;
 }
@@ -127,16 +138,12 @@ async fn forwarded_writes_keep_their_tenant() {
 /// quiet tenant's input, and refuses the flood's next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_leader_queue_pushes_out_the_flood() {
-    let (listener, addr) = peer_listener().await;
-    let (gate, machine_gate) = gate();
-    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
-    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, |cfg| {
+    let (m, gate) = held_leader(|cfg| {
         configure(cfg);
         cfg.queue_inputs_max = 4;
     })
     .await;
     let node = m.node.clone();
-    until("member 1 leads", || node.leader_with_quorum().unwrap_or(false)).await;
 
     let first = submit(&node, FLOOD, 0);
     entered(&gate).await;
@@ -170,16 +177,12 @@ async fn a_full_leader_queue_pushes_out_the_flood() {
 /// write lands at the height right after the held batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_queued_too_long_is_refused_and_never_proposed() {
-    let (listener, addr) = peer_listener().await;
-    let (gate, machine_gate) = gate();
-    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
-    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, |cfg| {
+    let (m, gate) = held_leader(|cfg| {
         configure(cfg);
         cfg.queue_wait_max = Duration::from_millis(100);
     })
     .await;
     let node = m.node.clone();
-    until("member 1 leads", || node.leader_with_quorum().unwrap_or(false)).await;
 
     let first = submit(&node, FLOOD, 0);
     entered(&gate).await;
@@ -201,15 +204,11 @@ async fn a_write_queued_too_long_is_refused_and_never_proposed() {
 /// arrives while a batch is in flight waits for its epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_leader_proposes_a_lone_write_at_once() {
-    let (listener, addr) = peer_listener().await;
-    let (gate, machine_gate) = gate();
-    let machine = Held::new(Some(machine_gate), HoldAt::FirstBatch, Duration::ZERO);
-    let m = common::start(1, BTreeMap::from([(1, addr)]), listener, machine, |cfg| {
+    let (m, gate) = held_leader(|cfg| {
         cfg.epoch_ms = 600_000;
         cfg.batches_in_flight_max = 2;
     })
     .await;
-    until("member 1 leads", || m.node.leader_with_quorum().unwrap_or(false)).await;
     let first = submit(&m.node, QUIET, 1);
     // Proposed without waiting for the epoch: its batch reaches the machine.
     entered(&gate).await;
