@@ -108,6 +108,11 @@ pub fn transfer(from: Value, to: Value, amount: Value) -> Value {
 pub fn transfer_batch(items: &[(u64, u64, i64)]) -> Value {
     let rows: Vec<Value> =
         items.iter().map(|&(f, t, n)| json!([doc_ref(ACCOUNTS, f), doc_ref(ACCOUNTS, t), n])).collect();
+    transfer_map(Value::Array(rows))
+}
+
+/// [`transfer_batch`] over `rows`, an array of `[from, to, amount]` (or a template hole).
+pub fn transfer_map(rows: Value) -> Value {
     json!({
         "map": {"lambda": ["f", "t", "n"], "expr": transfer_body(var("f"), var("t"), var("n"), json!(INSUFFICIENT))},
         "collection": rows
