@@ -214,7 +214,7 @@ impl OpGen {
     /// variant), written from the templates.
     fn batch_body(&self, items: &[(u64, u64, i64)]) -> Bytes {
         let mut out = String::with_capacity(64 + items.len() * 256);
-        let mut joined = |out: &mut String, one: &dyn Fn(&mut String, &str, &str, &str)| {
+        let joined = |out: &mut String, one: &dyn Fn(&mut String, &str, &str, &str)| {
             for (i, &(f, t, n)) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
