@@ -467,7 +467,8 @@ fn index_entries_in_a_child_database_are_swept_under_its_floor() {
     drop(snap);
     let mut qualified = entry.doc.clone();
     if let Some(c) = qualified.collection.as_mut() {
-        c.database = Some(Box::new(tally_value::Ref::doc(tally_value::Ref::native("databases"), "child")));
+        std::sync::Arc::make_mut(c).database =
+            Some(std::sync::Arc::new(tally_value::Ref::doc(tally_value::Ref::native("databases"), "child")));
     }
     let qkey = tally_fql::model::index_key(
         child,

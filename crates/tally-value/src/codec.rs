@@ -24,6 +24,8 @@
 //! "Escaped" = every 0x00 byte becomes 0x00 0xFF, terminated by 0x00 0x01. "Order bytes"
 //! = big-endian with the sign bit flipped (for f64: all bits flipped when negative).
 
+use std::sync::Arc;
+
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 
 use crate::order::numeric_id;
@@ -410,7 +412,7 @@ impl<'a> Reader<'a> {
         }
         let collection = match self.byte()? {
             0x00 => None,
-            0x01 => Some(Box::new(self.reference(depth + 1)?)),
+            0x01 => Some(Arc::new(self.reference(depth + 1)?)),
             _ => return Err(CodecError::Malformed("bad ref collection")),
         };
         let id = match self.byte()? {
@@ -420,7 +422,7 @@ impl<'a> Reader<'a> {
         };
         let database = match self.byte()? {
             0x00 => None,
-            0x01 => Some(Box::new(self.reference(depth + 1)?)),
+            0x01 => Some(Arc::new(self.reference(depth + 1)?)),
             _ => return Err(CodecError::Malformed("bad ref database")),
         };
         Ok(Ref { id, collection, database })

@@ -8,6 +8,7 @@
 //! preserves exactly this order; a test there checks it.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use crate::value::{Ref, Value};
 
@@ -87,7 +88,7 @@ pub fn numeric_id(id: &str) -> Option<u64> {
 }
 
 pub fn cmp_ref(a: &Ref, b: &Ref) -> Ordering {
-    let opt = |x: &Option<Box<Ref>>, y: &Option<Box<Ref>>| match (x, y) {
+    let opt = |x: &Option<Arc<Ref>>, y: &Option<Arc<Ref>>| match (x, y) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,

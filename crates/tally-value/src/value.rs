@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -42,8 +43,8 @@ pub enum Value {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ref {
     pub id: String,
-    pub collection: Option<Box<Ref>>,
-    pub database: Option<Box<Ref>>,
+    pub collection: Option<Arc<Ref>>,
+    pub database: Option<Arc<Ref>>,
 }
 
 pub const NATIVE_COLLECTIONS: &[&str] =
@@ -57,7 +58,7 @@ impl Ref {
 
     /// A ref to the document `id` of the collection `collection`.
     pub fn doc(collection: Ref, id: impl Into<String>) -> Ref {
-        Ref { id: id.into(), collection: Some(Box::new(collection)), database: None }
+        Ref { id: id.into(), collection: Some(Arc::new(collection)), database: None }
     }
 
     /// `Collection(name)`.
@@ -66,7 +67,7 @@ impl Ref {
     }
 
     pub fn with_database(mut self, db: Option<Ref>) -> Ref {
-        self.database = db.map(Box::new);
+        self.database = db.map(Arc::new);
         self
     }
 

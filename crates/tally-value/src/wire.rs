@@ -8,6 +8,8 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
+use std::sync::Arc;
+
 use chrono::{NaiveDate, SecondsFormat};
 use serde_json::{Map, Number, Value as Json};
 
@@ -153,11 +155,11 @@ fn decode_ref(inner: &Json) -> Result<Ref, WireError> {
         Some(Json::Number(n)) => n.to_string(),
         _ => return Err(bad("@ref", "missing string \"id\"")),
     };
-    let sub = |k: &str| -> Result<Option<Box<Ref>>, WireError> {
+    let sub = |k: &str| -> Result<Option<Arc<Ref>>, WireError> {
         match m.get(k) {
             None | Some(Json::Null) => Ok(None),
             Some(Json::Object(o)) => match o.get("@ref") {
-                Some(r) if o.len() == 1 => Ok(Some(Box::new(decode_ref(r)?))),
+                Some(r) if o.len() == 1 => Ok(Some(Arc::new(decode_ref(r)?))),
                 _ => Err(bad("@ref", format!("\"{k}\" must be a ref"))),
             },
             Some(_) => Err(bad("@ref", format!("\"{k}\" must be a ref"))),

@@ -179,7 +179,7 @@ mod tests {
 
     fn sample() -> Value {
         let coll = Ref { id: "c".into(), collection: None, database: None };
-        let r = Ref { id: "1".into(), collection: Some(Box::new(coll)), database: None };
+        let r = Ref { id: "1".into(), collection: Some(std::sync::Arc::new(coll)), database: None };
         let mut tagged = Object::new();
         tagged.insert("@name".into(), Value::Long(1));
         tagged.insert("plain".into(), Value::String("x\"y\\z\n\u{1}é😀".repeat(3000)));

@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
@@ -446,14 +447,14 @@ impl<'de> Visitor<'de> for IdSeed {
 struct SubRefSeed;
 
 impl<'de> DeserializeSeed<'de> for SubRefSeed {
-    type Value = Option<Box<Ref>>;
+    type Value = Option<Arc<Ref>>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for SubRefSeed {
-    type Value = Option<Box<Ref>>;
+    type Value = Option<Arc<Ref>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("null or a ref")
@@ -470,6 +471,6 @@ impl<'de> Visitor<'de> for SubRefSeed {
         if map.next_key_seed(KeySeed)?.is_some() {
             return Err(decline());
         }
-        Ok(Some(Box::new(r)))
+        Ok(Some(Arc::new(r)))
     }
 }

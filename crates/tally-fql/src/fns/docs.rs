@@ -612,8 +612,8 @@ pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
             (Value::String(k), Value::Ref(r)) => {
                 let field = match k.as_str() {
                     "id" => Value::String(r.id.clone()),
-                    "collection" | "class" => Value::Ref(*r.collection.clone()?),
-                    "database" => Value::Ref(*r.database.clone()?),
+                    "collection" | "class" => Value::Ref(Ref::clone(r.collection.as_deref()?)),
+                    "database" => Value::Ref(Ref::clone(r.database.as_deref()?)),
                     _ => return None,
                 };
                 // A ref's nesting is shallow, and so is this recursion.

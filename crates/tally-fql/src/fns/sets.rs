@@ -14,6 +14,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use tally_value::{encode_into, Object, Ref, Value};
 
@@ -680,7 +681,7 @@ struct DocsLeaf {
     coll: CollId,
     /// The collection ref each document ref is built on.
     parent: Ref,
-    database: Option<Box<Ref>>,
+    database: Option<Arc<Ref>>,
     /// The set value reported as the elements' source (when sources are wanted).
     source: Option<Value>,
     bounds: Bounds,
@@ -760,7 +761,7 @@ fn open_docs(
     db: DbId,
     coll: CollId,
     parent: Ref,
-    database: Option<Box<Ref>>,
+    database: Option<Arc<Ref>>,
     ctx: &Ctx,
     source: &Value,
 ) -> Result<BoxStream> {

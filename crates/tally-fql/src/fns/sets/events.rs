@@ -29,6 +29,7 @@
 //! no time-ordered index to seek in.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tally_storage::Space;
 use tally_value::{encode_into, Object, Ref, Value};
@@ -383,7 +384,7 @@ fn collection_events(
     db: DbId,
     coll: CollId,
     parent: &Ref,
-    database: Option<Box<Ref>>,
+    database: Option<Arc<Ref>>,
     out: &mut Vec<Event>,
 ) -> Result<()> {
     let filter = if native::name(coll).is_some() { ev.native_set_filter(db, coll)? } else { ev.docs_filter(db, coll)? };
