@@ -129,7 +129,7 @@ impl<'a> Eval<'a> {
                     if let Some(coll) = native::by_name(&c.id) {
                         let cdb = self.resolve_scope(c.database.as_deref())?;
                         let db = if r.database.is_some() { db } else { cdb };
-                        return Ok(Target::Doc { db, coll, id: r.id.clone() });
+                        return Ok(Target::Doc { db, coll, id: r.id.to_string() });
                     }
                     return Err(FqlError::new(code::INVALID_REF, format!("Ref `{c}` does not name a collection.")));
                 }
@@ -139,7 +139,7 @@ impl<'a> Eval<'a> {
                 let coll = self.collection_id(db, &c.id)?.ok_or_else(|| {
                     FqlError::new(code::INVALID_REF, format!("Collection `{}` does not exist.", c.id))
                 })?;
-                Ok(Target::Doc { db, coll, id: r.id.clone() })
+                Ok(Target::Doc { db, coll, id: r.id.to_string() })
             }
         }
     }

@@ -345,7 +345,11 @@ fn check(w: &World, m: &Model, seed: u64, n: usize, found: &mut BTreeMap<&'stati
                 let same_identity = m.users.get(uid).copied().flatten() == Some(*inc);
                 match &got {
                     None if i.alive && same_identity => Some("a live token stopped working"),
-                    Some(a) if i.alive && same_identity && a.identity.as_ref().map(|r| &r.id) != Some(uid) => {
+                    Some(a)
+                        if i.alive
+                            && same_identity
+                            && a.identity.as_ref().map(|r| r.id.as_str()) != Some(uid.as_str()) =>
+                    {
                         Some("a token authenticated as another identity")
                     }
                     Some(_) if !same_identity => Some("a token outlived its identity"),

@@ -27,6 +27,7 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+use compact_str::{CompactString, ToCompactString};
 
 use crate::order::numeric_id;
 use crate::value::{Object, Ref, Value};
@@ -232,6 +233,18 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, CodecError> {
         String::from_utf8(self.unescape()?).map_err(|_| CodecError::Malformed("invalid UTF-8"))
     }
+    /// [`Reader::string`] as a ref id: a short one is held inline, with no allocation.
+    fn ref_id(&mut self) -> Result<CompactString, CodecError> {
+        let start = self.pos;
+        let (bytes, escaped) = self.skip_escaped(true)?;
+        if !escaped {
+            // Checked as UTF-8 by `skip_escaped`.
+            let text = std::str::from_utf8(bytes).map_err(|_| CodecError::Malformed("invalid UTF-8"))?;
+            return Ok(CompactString::new(text));
+        }
+        self.pos = start;
+        self.string().map(CompactString::from)
+    }
     /// Past an escaped byte string, refusing what [`Reader::unescape`] (and, with `utf8`,
     /// [`Reader::string`]) refuses, with the same error; nothing is copied. Returns the
     /// escaped bytes before the terminator and whether any 0x00 was escaped in them.
@@ -416,8 +429,8 @@ impl<'a> Reader<'a> {
             _ => return Err(CodecError::Malformed("bad ref collection")),
         };
         let id = match self.byte()? {
-            0x01 => u64::from_be_bytes(self.take::<8>()?).to_string(),
-            0x02 => self.string()?,
+            0x01 => u64::from_be_bytes(self.take::<8>()?).to_compact_string(),
+            0x02 => self.ref_id()?,
             _ => return Err(CodecError::Malformed("bad ref id")),
         };
         let database = match self.byte()? {
@@ -541,6 +554,27 @@ mod tests {
             for b in &s {
                 assert_eq!(encode(a).cmp(&encode(b)), compare(a, b), "{a:?} vs {b:?}");
             }
+        }
+    }
+
+    /// A ref's id is read inline when short and unescaped, and through the string path
+    /// otherwise; every way gives the id back, and bad UTF-8 is refused either way.
+    #[test]
+    fn ref_ids_decode_by_every_path() {
+        let coll = Ref::collection("accounts");
+        let long = "an id longer than twenty-four bytes, held on the heap";
+        let ids = ["1", "18446744073709551615", "x", "", "naïve ☃", "a\0b", "\0", long, &format!("{long}\0")];
+        for id in ids {
+            let r = Value::Ref(Ref::doc(coll.clone(), id));
+            assert_eq!(decode(&encode(&r)).unwrap(), r, "{id:?}");
+        }
+        // "é" is C3 A9; C3 C3 is no character. The collection names are ASCII, so the pair
+        // is found in the id only: short, escaped and long ids.
+        for id in ["é", "é\0", "\0é", &format!("{long}é"), &format!("{long}\0é")] {
+            let mut bad = encode(&Value::Ref(Ref::doc(coll.clone(), id)));
+            let at = bad.windows(2).position(|w| w == [0xC3, 0xA9]).unwrap();
+            bad[at + 1] = 0xC3;
+            assert_eq!(decode(&bad), Err(CodecError::Malformed("invalid UTF-8")), "{id:?}");
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use compact_str::CompactString;
 
 /// A point in time with nanosecond precision (FQL `Time`).
 pub type Time = DateTime<Utc>;
@@ -42,7 +43,7 @@ pub enum Value {
 /// `database` scopes a ref to a child database of the one the query runs in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ref {
-    pub id: String,
+    pub id: CompactString,
     pub collection: Option<Arc<Ref>>,
     pub database: Option<Arc<Ref>>,
 }
@@ -53,11 +54,11 @@ pub const NATIVE_COLLECTIONS: &[&str] =
 impl Ref {
     /// A native collection such as `collections` or `keys`.
     pub fn native(id: &str) -> Ref {
-        Ref { id: id.to_string(), collection: None, database: None }
+        Ref { id: CompactString::new(id), collection: None, database: None }
     }
 
     /// A ref to the document `id` of the collection `collection`.
-    pub fn doc(collection: Ref, id: impl Into<String>) -> Ref {
+    pub fn doc(collection: Ref, id: impl Into<CompactString>) -> Ref {
         Ref { id: id.into(), collection: Some(Arc::new(collection)), database: None }
     }
 

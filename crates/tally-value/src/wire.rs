@@ -165,7 +165,7 @@ fn decode_ref(inner: &Json) -> Result<Ref, WireError> {
             Some(_) => Err(bad("@ref", format!("\"{k}\" must be a ref"))),
         }
     };
-    Ok(Ref { id, collection: sub("collection")?, database: sub("database")? })
+    Ok(Ref { id: id.into(), collection: sub("collection")?, database: sub("database")? })
 }
 
 pub fn decode_base64(s: &str) -> Result<Vec<u8>, WireError> {
@@ -344,7 +344,7 @@ fn tagged(tag: &str, inner: Json) -> Json {
 
 fn ref_json(r: &Ref) -> Json {
     let mut m = Map::new();
-    m.insert("id".into(), Json::String(r.id.clone()));
+    m.insert("id".into(), Json::String(r.id.to_string()));
     if let Some(c) = &r.collection {
         m.insert("collection".into(), ref_json(c));
     }

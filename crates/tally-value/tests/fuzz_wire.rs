@@ -32,7 +32,7 @@ fn any_ref() -> impl Strategy<Value = Ref> {
     ];
     leaf.prop_recursive(3, 8, 2, |inner| {
         (any_id(), inner.clone(), prop::option::of(inner)).prop_map(|(id, c, d)| Ref {
-            id,
+            id: id.into(),
             collection: Some(std::sync::Arc::new(c)),
             database: d.map(std::sync::Arc::new),
         })

@@ -416,7 +416,7 @@ impl<'de> Visitor<'de> for RefSeed {
             seen.push(k);
         }
         let id = id.ok_or_else(decline)?;
-        Ok(Ref { id, collection, database })
+        Ok(Ref { id: id.into(), collection, database })
     }
 }
 

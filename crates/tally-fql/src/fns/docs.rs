@@ -611,7 +611,7 @@ pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
             (Value::Long(n), Value::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
             (Value::String(k), Value::Ref(r)) => {
                 let field = match k.as_str() {
-                    "id" => Value::String(r.id.clone()),
+                    "id" => Value::String(r.id.to_string()),
                     "collection" | "class" => Value::Ref(Ref::clone(r.collection.as_deref()?)),
                     "database" => Value::Ref(Ref::clone(r.database.as_deref()?)),
                     _ => return None,

@@ -148,7 +148,7 @@ fn contains_value(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Value::Object(o) => o.values().any(eq),
         Value::Array(items) => items.iter().any(eq),
         Value::Ref(r) => {
-            eq(&Value::String(r.id.clone()))
+            eq(&Value::String(r.id.to_string()))
                 || r.collection.as_deref().is_some_and(|c| eq(&Value::Ref(c.clone())))
                 || r.database.as_deref().is_some_and(|d| eq(&Value::Ref(d.clone())))
         }

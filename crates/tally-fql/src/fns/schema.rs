@@ -486,7 +486,7 @@ pub fn modify_schema(
     let old_name = r.id.clone();
     let new_name = match new.get("name") {
         Some(Value::String(s)) => s.clone(),
-        _ => old_name.clone(),
+        _ => old_name.to_string(),
     };
     ev.check_write(db, coll, r, &old, &new)?;
     match coll {
@@ -549,7 +549,7 @@ pub fn modify_schema(
             crate::run::register_db(&mut ev.tx, id, db, &new_name, &new)?;
         }
     }
-    let out_ref = Ref { id: new_name, ..r.clone() };
+    let out_ref = Ref { id: new_name.into(), ..r.clone() };
     Ok(render(&out_ref, ts, &new))
 }
 

@@ -47,7 +47,7 @@ pub fn parse_role_field(ev: &mut Eval<'_>, db: crate::model::DbId, v: &Value) ->
     let mut names = Vec::with_capacity(items.len());
     for it in items {
         let name = match it {
-            Value::Ref(r) if r.native_parent() == Some("roles") && r.database.is_none() => r.id.clone(),
+            Value::Ref(r) if r.native_parent() == Some("roles") && r.database.is_none() => r.id.to_string(),
             Value::String(s) if Role::builtin(&s).is_none() => s,
             _ => {
                 return Err(validation(
@@ -70,10 +70,10 @@ pub fn parse_role_field(ev: &mut Eval<'_>, db: crate::model::DbId, v: &Value) ->
 /// providers: role refs or `{role, predicate}`) lists.
 pub fn role_names(v: Option<&Value>) -> Vec<String> {
     let one = |v: &Value| match v {
-        Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+        Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.to_string()),
         Value::String(s) if Role::builtin(s).is_none() => Some(s.clone()),
         Value::Object(o) => match o.get("role") {
-            Some(Value::Ref(r)) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+            Some(Value::Ref(r)) if r.native_parent() == Some("roles") => Some(r.id.to_string()),
             _ => None,
         },
         _ => None,
@@ -267,12 +267,12 @@ pub fn bound_function_role(
 pub fn function_role(data: &Object) -> Option<Role> {
     match data.get("role")? {
         Value::String(s) => Role::builtin(s).or_else(|| Some(Role::custom(vec![s.clone()]))),
-        Value::Ref(r) if r.native_parent() == Some("roles") => Some(Role::custom(vec![r.id.clone()])),
+        Value::Ref(r) if r.native_parent() == Some("roles") => Some(Role::custom(vec![r.id.to_string()])),
         Value::Array(items) => {
             let names: Vec<String> = items
                 .iter()
                 .filter_map(|v| match v {
-                    Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.clone()),
+                    Value::Ref(r) if r.native_parent() == Some("roles") => Some(r.id.to_string()),
                     Value::String(s) => Some(s.clone()),
                     _ => None,
                 })

@@ -813,7 +813,7 @@ fn open_docs(
             best = Some(r);
         }
     }
-    leaf.from = best.map(|r| r.id);
+    leaf.from = best.map(|r| r.id.to_string());
     Ok(filtered(Box::new(leaf), filter, Some((db, coll))))
 }
 

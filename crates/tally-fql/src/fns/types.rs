@@ -342,7 +342,7 @@ fn step<'v>(v: &'v Value, seg: &PathSeg) -> Option<std::borrow::Cow<'v, Value>> 
         },
         (Value::Array(a), PathSeg::Index(i)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
         (Value::Ref(r), PathSeg::Key(k)) => match k.as_str() {
-            "id" => Some(Cow::Owned(Value::String(r.id.clone()))),
+            "id" => Some(Cow::Owned(Value::String(r.id.to_string()))),
             "collection" | "class" => r.collection.as_deref().map(|c| Cow::Owned(Value::Ref(c.clone()))),
             "database" => r.database.as_deref().map(|d| Cow::Owned(Value::Ref(d.clone()))),
             _ => None,
