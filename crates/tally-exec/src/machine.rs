@@ -340,21 +340,26 @@ impl FqlMachine {
         let pre = hint.and_then(|h| h.downcast::<crate::record::Predecoded>().ok());
         let (inp, expr) = match pre {
             Some(p) => (p.input, p.expr),
-            None => {
-                let inp = match crate::record::decode_input(input) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        return fail(
-                            400,
-                            tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}")),
-                        )
+            // The query read from the record straight into an expression; where that
+            // declines, the reference path below decides, with its own error.
+            None => match crate::record::decode_input_expr(input) {
+                Some((inp, expr)) => (inp, Arc::new(expr)),
+                None => {
+                    let inp = match crate::record::decode_input(input) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            return fail(
+                                400,
+                                tally_fql::FqlError::new("bad request", format!("undecodable transaction input: {e}")),
+                            )
+                        }
+                    };
+                    match tally_fql::expr::parse(&inp.q) {
+                        Ok(e) => (inp, Arc::new(e)),
+                        Err(e) => return fail(e.http_status(), e),
                     }
-                };
-                match tally_fql::expr::parse(&inp.q) {
-                    Ok(e) => (inp, Arc::new(e)),
-                    Err(e) => return fail(e.http_status(), e),
                 }
-            }
+            },
         };
         // The record's decoder refused any role this build does not know.
         let Some(role) = Role::parse(&inp.role) else {

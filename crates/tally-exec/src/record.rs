@@ -286,6 +286,18 @@ pub fn decode_input(bytes: &[u8]) -> Result<TxnInput, RecordError> {
 
 fn decode_v1(bytes: &[u8]) -> Result<TxnInput, RecordError> {
     let mut r = Reader { bytes, pos: 1 };
+    let mut input = decode_v1_head(&mut r)?;
+    input.q = r.tree(0)?;
+    let rest = bytes.len() - r.pos;
+    if rest != 0 {
+        return Err(RecordError::TrailingBytes(rest));
+    }
+    Ok(input)
+}
+
+/// A version 1 record's fields before the query (the query left `Null`), the reader left
+/// at the query's tree.
+fn decode_v1_head(r: &mut Reader<'_>) -> Result<TxnInput, RecordError> {
     let kind = r.u8()?;
     if kind != KIND_INPUT {
         return Err(RecordError::WrongKind(kind));
@@ -308,12 +320,28 @@ fn decode_v1(bytes: &[u8]) -> Result<TxnInput, RecordError> {
     if r.len()? as usize > FOOTPRINT_BYTES_MAX {
         return Err(RecordError::FootprintNotEmpty);
     }
-    let q = r.tree(0)?;
-    let rest = bytes.len() - r.pos;
-    if rest != 0 {
-        return Err(RecordError::TrailingBytes(rest));
+    Ok(TxnInput { q: Json::Null, db, role, entropy, steps_max, identity, token, jwt })
+}
+
+/// What a replica (or a replay) needs of a record: the input, and its query read from the
+/// tree encoding straight into an expression by `tally_fql::expr::QuerySeed`, without the
+/// JSON tree that [`decode_input`] builds and `tally_fql::expr::parse` walks (on a cluster
+/// that was a fifth of each member's executor). The input's `q` is left `Null`.
+///
+/// `None` whenever the reference path must decide: a record that is not version 1, any
+/// malformed byte, anything the seed declines. The caller then takes
+/// [`decode_input`] and `parse`, which give the same error they always did; where this
+/// gives an expression, it is the one they give (`tests/read_text.rs` compares them over a
+/// corpus, random documents and every truncation and byte change of a record).
+pub fn decode_input_expr(bytes: &[u8]) -> Option<(TxnInput, tally_fql::expr::Expr)> {
+    use serde::de::DeserializeSeed;
+    if bytes.first() != Some(&VERSION) {
+        return None;
     }
-    Ok(TxnInput { q, db, role, entropy, steps_max, identity, token, jwt })
+    let mut r = Reader { bytes, pos: 1 };
+    let input = decode_v1_head(&mut r).ok()?;
+    let expr = tally_fql::expr::QuerySeed.deserialize(tree_de::TreeDe::new(&mut r)).ok()?;
+    (r.pos == bytes.len()).then_some((input, expr))
 }
 
 fn checked_role(role: String) -> Result<String, RecordError> {
@@ -470,9 +498,13 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Result<String, RecordError> {
+        self.borrowed_str().map(str::to_string)
+    }
+
+    fn borrowed_str(&mut self) -> Result<&'a str, RecordError> {
         let n = self.len()? as usize;
         let b = self.take(n)?;
-        std::str::from_utf8(b).map(str::to_string).map_err(|_| RecordError::BadUtf8)
+        std::str::from_utf8(b).map_err(|_| RecordError::BadUtf8)
     }
 
     fn tree(&mut self, depth: usize) -> Result<Json, RecordError> {
@@ -527,6 +559,7 @@ impl<'a> Reader<'a> {
 mod output;
 pub mod root_key;
 mod text;
+mod tree_de;
 pub use output::{decode_output, encode_body, encode_output, TxnOutput};
 pub use text::{read_text, QueryTree};
 

@@ -2,10 +2,13 @@
 //! replaced on the receiving node (`expr::from_text`, then `QueryTree::from_text` over the
 //! same text): the same expression or the same "take the tree path", and the same record
 //! bytes, which are also the bytes of the text's JSON tree (`encode_input`, what every
-//! replica decodes).
+//! replica decodes). And, on the replica's side, the record read straight into an
+//! expression (`decode_input_expr`) against `decode_input` and `parse`.
 
 use serde_json::Value as Json;
-use tally_exec::record::{decode_input, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput};
+use tally_exec::record::{
+    decode_input, decode_input_expr, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput,
+};
 use tally_fql::expr::{from_text, QuerySeed, EXPR_NODES_MAX};
 
 fn input(q: Json) -> TxnInput {
@@ -32,8 +35,39 @@ enum Took {
     TreeRecord,
 }
 
+/// Whether a replica read `record` straight into an expression; panics unless that is
+/// what `decode_input` and `parse` give (the input and the expression).
+fn replica_took(record: &[u8]) -> bool {
+    let Some((input, expr)) = decode_input_expr(record) else { return false };
+    let mut want = decode_input(record).expect("the reference decodes what the fast path took");
+    let want_expr = tally_fql::expr::parse(&want.q).expect("the reference parses what the fast path took");
+    want.q = Json::Null;
+    assert_eq!(input, want);
+    assert_eq!(format!("{expr:?}"), format!("{want_expr:?}"));
+    true
+}
+
+/// The replica's paths on the record of `text`'s JSON tree, when it has one: true if the
+/// fast one took it.
+fn replica_same(text: &str) -> bool {
+    let Ok(q) = tally_value::parse_json_unbounded::<Json>(text.as_bytes()) else { return false };
+    let Ok(record) = encode_input(&input(q)) else { return false };
+    replica_took(&record)
+}
+
 /// Compare the paths on `text` (panics on any difference) and say which case it was.
 fn same(text: &str) -> Took {
+    let replica = replica_same(text);
+    let took = same_on_the_receiving_node(text);
+    // A text the receiving node reads into an expression is read so from its record too
+    // (the record's reader declines deeper trees than serde_json reads, as it does).
+    if took != Took::Declined {
+        assert!(replica, "the replica's fast path declined {text}");
+    }
+    took
+}
+
+fn same_on_the_receiving_node(text: &str) -> Took {
     let bytes = text.as_bytes();
     let new = read_text(bytes, QuerySeed);
     let old_expr = from_text(bytes);
@@ -329,4 +363,58 @@ fn random_documents_parse_once_as_they_did_twice() {
     println!("cases seen (declined, encoded, tree record): {seen:?}");
     // Most random documents are errors; some must be taken, or this tests nothing.
     assert!(seen[1] > 300, "cases seen (declined, encoded, tree record): {seen:?}");
+}
+
+/// Every truncation and every single-byte change of transfer records (one transfer, and
+/// three as one `Map`): the fast path takes exactly what the reference takes, alike.
+#[test]
+fn a_damaged_record_is_read_as_the_reference_reads_it() {
+    let batch = format!(
+        r#"{{"map":{{"lambda":["f","t","n"],"expr":{{"add":[{{"var":"n"}},1]}}}},"collection":[{}]}}"#,
+        (0..3)
+            .map(|i| format!("[{},{},{i}]", r(&i.to_string(), "accounts"), r("7", "accounts")))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for text in [transfer(), batch] {
+        let q: Json = serde_json::from_str(&text).unwrap();
+        let record = encode_input(&input(q)).unwrap();
+        assert!(replica_took(&record), "{text}");
+        let (mut taken, mut changes) = (0, 0);
+        for n in 0..record.len() {
+            assert!(!replica_took(&record[..n]), "a truncation to {n} bytes");
+        }
+        // Every position, with values that hit the tags, lengths and characters.
+        for at in 1..record.len() {
+            for b in [0x00, 0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x41, 0x7f, 0x80, 0xc3, 0xff] {
+                if record[at] == b {
+                    continue;
+                }
+                let mut bad = record.clone();
+                bad[at] = b;
+                changes += 1;
+                taken += replica_took(&bad) as u32;
+            }
+        }
+        // Some changes are still records (another id, another key): those are taken.
+        assert!(taken > 0 && taken < changes, "{taken} of {changes} taken");
+        // A byte after the query.
+        let mut longer = record.clone();
+        longer.push(0x00);
+        assert!(!replica_took(&longer));
+    }
+    // A key made the same as one before it: refused by the reference, declined here. In
+    // an object literal, and inside a `query` argument (which the seed keeps as a JSON
+    // tree, where a repeated key would silently keep the last value).
+    for (q, key) in [
+        (serde_json::json!({"object": {"ab": 1, "ac": 2}}), "ac"),
+        (serde_json::json!({"query": {"lambda": "x", "expr": {"var": "x"}, "expq": 1}}), "expq"),
+    ] {
+        let record = encode_input(&input(q)).unwrap();
+        let at = record.windows(key.len()).position(|w| w == key.as_bytes()).unwrap();
+        let mut repeated = record.clone();
+        repeated[at + key.len() - 1] = if key == "ac" { b'b' } else { b'r' };
+        assert!(decode_input(&repeated).is_err(), "{key}");
+        assert!(!replica_took(&repeated), "{key}");
+    }
 }
