@@ -235,10 +235,11 @@ impl<'a> Reader<'a> {
     }
     /// [`Reader::string`] as a ref id: a short one is held inline, with no allocation.
     fn ref_id(&mut self) -> Result<CompactString, CodecError> {
+        // Found without checking, then checked once as [`Reader::string`] checks: an
+        // unescaped id is its own bytes; an escaped one (rare) is unescaped again.
         let start = self.pos;
-        let (bytes, escaped) = self.skip_escaped(true)?;
+        let (bytes, escaped) = self.skip_escaped(false)?;
         if !escaped {
-            // Checked as UTF-8 by `skip_escaped`.
             let text = std::str::from_utf8(bytes).map_err(|_| CodecError::Malformed("invalid UTF-8"))?;
             return Ok(CompactString::new(text));
         }
