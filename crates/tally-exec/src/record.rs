@@ -386,6 +386,18 @@ fn decode_legacy(bytes: &[u8]) -> Result<TxnInput, RecordError> {
     })
 }
 
+/// Whether no two of `items` have the same key: the tree refuses an object with a
+/// repeated key, and both readers of a query's text or tree that write or read it without
+/// building the tree check it with this. A few keys are compared pairwise, more sorted.
+fn all_distinct<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> bool {
+    if items.len() <= 16 {
+        return items.iter().enumerate().all(|(i, k)| items[..i].iter().all(|x| key(x) != key(k)));
+    }
+    let mut sorted: Vec<K> = items.iter().map(key).collect();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[0] != w[1])
+}
+
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let b = (n & 0x7f) as u8;

@@ -83,14 +83,7 @@ impl Enc {
 
     /// Are the keys from `keys[base..]` (one object's) distinct?
     fn distinct(&self, base: usize) -> bool {
-        let keys = &self.keys[base..];
-        let key = |&(from, to): &(usize, usize)| &self.out[from..to];
-        if keys.len() <= 16 {
-            return keys.iter().enumerate().all(|(i, k)| keys[..i].iter().all(|x| key(x) != key(k)));
-        }
-        let mut sorted: Vec<&[u8]> = keys.iter().map(key).collect();
-        sorted.sort_unstable();
-        sorted.windows(2).all(|w| w[0] != w[1])
+        super::all_distinct(&self.keys[base..], |&(from, to)| &self.out[from..to])
     }
 
     fn finish(self) -> Vec<u8> {

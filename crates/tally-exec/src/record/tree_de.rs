@@ -13,7 +13,6 @@
 //! refusal is the one error [`Declined`]: the caller then takes the reference path, which
 //! reports the record's own error.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -57,10 +56,6 @@ impl<'r, 'de> TreeDe<'r, 'de> {
     }
 }
 
-/// Objects up to this many keys look for a repeated key by comparing with each earlier
-/// one; larger ones keep a set.
-const KEYS_SCANNED_MAX: usize = 16;
-
 impl<'de> Deserializer<'de> for TreeDe<'_, 'de> {
     type Error = Declined;
 
@@ -101,9 +96,11 @@ impl<'de> Deserializer<'de> for TreeDe<'_, 'de> {
             }
             0x08 => {
                 let left = r.len().map_err(|_| Declined)? as usize;
-                let mut map = Map { r, depth: self.depth + 1, left, keys: Keys::default(), value_due: false };
+                let mut map = Map { r, depth: self.depth + 1, left, keys: Vec::new(), value_due: false };
                 let out = visitor.visit_map(&mut map)?;
-                if map.left != 0 || map.value_due {
+                // A repeated key is found once the object is read: what the visitor built
+                // from it is thrown away with the rest of this path's work.
+                if map.left != 0 || map.value_due || !super::all_distinct(&map.keys, |k| *k) {
                     return Err(Declined);
                 }
                 Ok(out)
@@ -141,35 +138,12 @@ impl<'de> SeqAccess<'de> for Seq<'_, 'de> {
     }
 }
 
-/// The keys of one object read so far.
-#[derive(Default)]
-struct Keys<'de> {
-    few: Vec<&'de str>,
-    many: Option<BTreeSet<&'de str>>,
-}
-
-impl<'de> Keys<'de> {
-    /// False if `k` was already there.
-    fn insert(&mut self, k: &'de str) -> bool {
-        if let Some(set) = &mut self.many {
-            return set.insert(k);
-        }
-        if self.few.contains(&k) {
-            return false;
-        }
-        self.few.push(k);
-        if self.few.len() > KEYS_SCANNED_MAX {
-            self.many = Some(self.few.drain(..).collect());
-        }
-        true
-    }
-}
-
 struct Map<'r, 'de> {
     r: &'r mut Reader<'de>,
     depth: usize,
     left: usize,
-    keys: Keys<'de>,
+    /// The keys read so far.
+    keys: Vec<&'de str>,
     /// A key was read and its value not yet.
     value_due: bool,
 }
@@ -186,9 +160,7 @@ impl<'de> MapAccess<'de> for Map<'_, 'de> {
         }
         self.left -= 1;
         let k = self.r.borrowed_str().map_err(|_| Declined)?;
-        if !self.keys.insert(k) {
-            return Err(Declined);
-        }
+        self.keys.push(k);
         self.value_due = true;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(k)).map(Some)
     }
