@@ -396,6 +396,22 @@ impl OverlayBatch {
 
 /// Keys a batch remembers its base's newest version of ([`NewestMemo`]).
 const MEMO_KEYS_MAX: usize = 4096;
+/// Gaps a batch remembers per space, and the longest key a gap starts or ends at.
+const MEMO_GAPS_MAX: usize = 16;
+const MEMO_GAP_KEY_BYTES_MAX: usize = 1024;
+
+/// Keys from `from` (inclusive) up to `until` (exclusive; None: every key after `from`),
+/// of which a [`NewestMemo`]'s base holds no version.
+struct Gap {
+    from: Vec<u8>,
+    until: Option<Vec<u8>>,
+}
+
+impl Gap {
+    fn holds(&self, key: &[u8]) -> bool {
+        key >= self.from.as_slice() && self.until.as_deref().is_none_or(|u| key < u)
+    }
+}
 /// Largest value remembered, and all of them together.
 const MEMO_VALUE_BYTES_MAX: usize = 64 << 10;
 const MEMO_BYTES_MAX: usize = 16 << 20;
@@ -407,10 +423,19 @@ const MEMO_BYTES_MAX: usize = 16 << 20;
 /// base holds; each such read went down the whole write-behind stack to redb, about a
 /// quarter of a transfer's evaluation (docs/benchmarks.md). Bounded by key count and
 /// bytes; a key not remembered is read from the base as before.
+///
+/// It also remembers where the base holds nothing ([`Gap`]): a read that finds a key
+/// absent asks the base for the next key it holds, and a later read of an absent key
+/// between the two is answered at once. A transaction that creates a document first
+/// checks its new id is free, and ids grow with the commit ts, so a batch's creates in a
+/// collection all read past the collection's last document: each such read went down the
+/// whole stack to redb, a tenth of a batched transfer's evaluation (docs/benchmarks.md).
 struct NewestMemo {
     base: Box<dyn Snapshot>,
     /// Per space, the base's newest version of each key read (None: the key has none).
     newest: std::cell::RefCell<[std::collections::HashMap<Vec<u8>, Option<Version>>; 2]>,
+    /// Per space, key ranges the base holds no version in, most recently learned last.
+    gaps: std::cell::RefCell<[Vec<Gap>; 2]>,
     /// The base's meta values read (None: absent).
     meta: std::cell::RefCell<std::collections::HashMap<String, Option<Vec<u8>>>>,
     bytes: std::cell::Cell<usize>,
@@ -418,7 +443,44 @@ struct NewestMemo {
 
 impl NewestMemo {
     fn new(base: Box<dyn Snapshot>) -> Self {
-        NewestMemo { base, newest: Default::default(), meta: Default::default(), bytes: std::cell::Cell::new(0) }
+        NewestMemo {
+            base,
+            newest: Default::default(),
+            gaps: Default::default(),
+            meta: Default::default(),
+            bytes: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Whether a remembered [`Gap`] holds `key`.
+    fn in_gap(&self, slot: usize, key: &[u8]) -> bool {
+        self.gaps.borrow()[slot].iter().any(|g| g.holds(key))
+    }
+
+    /// After the base answered that it holds no version of `key`: remember the gap from
+    /// `key` up to the next key it holds (the first its scan from `key` gives). At most
+    /// [`MEMO_GAPS_MAX`] per space, the oldest forgotten first; a gap whose end is longer
+    /// than [`MEMO_GAP_KEY_BYTES_MAX`] is not kept.
+    fn learn_gap(&self, space: Space, slot: usize, key: &[u8]) -> Result<()> {
+        if key.len() > MEMO_GAP_KEY_BYTES_MAX {
+            return Ok(());
+        }
+        let next = match self.base.scan(space, &[], Some(key), false, Ts::MAX)?.next() {
+            None => None,
+            Some(item) => Some(item?.0),
+        };
+        // The scan starts at `key` itself; it cannot give it back (the base has no
+        // version of it), but a view that did would simply get no gap.
+        if next.as_deref().is_some_and(|n| n <= key || n.len() > MEMO_GAP_KEY_BYTES_MAX) {
+            return Ok(());
+        }
+        let mut gaps = self.gaps.borrow_mut();
+        let gaps = &mut gaps[slot];
+        if gaps.len() == MEMO_GAPS_MAX {
+            gaps.remove(0);
+        }
+        gaps.push(Gap { from: key.to_vec(), until: next });
+        Ok(())
     }
 
     /// Whether an entry may be remembered, with `keys` remembered so far, a value of
@@ -451,7 +513,13 @@ impl Snapshot for NewestMemo {
                 Some(_) => self.base.get(space, key, at),
             };
         }
+        if self.in_gap(slot, key) {
+            return Ok(None);
+        }
         let newest = self.base.get(space, key, Ts::MAX)?;
+        if newest.is_none() {
+            self.learn_gap(space, slot, key)?;
+        }
         let answer = match &newest {
             Some(v) if v.ts > at => self.base.get(space, key, at)?,
             other => other.clone(),
@@ -868,6 +936,59 @@ mod tests {
                 None => None,
             };
             assert_eq!(snap.meta(&format!("base/{i}")).unwrap(), want, "base/{i}");
+        }
+    }
+
+    /// A batch's reads through its [`NewestMemo`] answer as its base does, for keys the
+    /// base holds and keys it does not, in and around the gaps the memo learns (keys
+    /// whose every version a layer removed included), in both spaces and at any ts; and
+    /// the memo does learn gaps: after the first absent key past the last one held, the
+    /// next reads of absent keys there go no further than the memo.
+    #[test]
+    fn absent_keys_are_answered_as_the_base_answers() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let key = |i: u64| format!("k{i:02}").into_bytes();
+        for round in 0..300 {
+            let store = MemStore::new();
+            let mut b = store.begin().unwrap();
+            for _ in 0..rng.below(20) {
+                let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+                b.put(space, &key(rng.below(30)), 1 + rng.below(20), b"base").unwrap();
+            }
+            b.commit(false).unwrap();
+            // Layers above, as the write-behind queue stacks them: writes and removals.
+            let mut snap: Box<dyn Snapshot> = store.snapshot().unwrap();
+            for _ in 0..rng.below(4) {
+                let mut o = Overlay::default();
+                for _ in 0..rng.below(8) {
+                    let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+                    let value = (rng.below(3) > 0).then(|| b"over".to_vec());
+                    o.insert(space, &key(rng.below(30)), 1 + rng.below(20), value);
+                }
+                snap = Box::new(Layer::new(snap, o));
+            }
+            let reference: Vec<Vec<Option<Version>>> = [Space::Docs, Space::Index]
+                .iter()
+                .map(|&space| (0..32 * 22).map(|n| snap.get(space, &key(n / 22), n % 22).unwrap()).collect::<Vec<_>>())
+                .collect();
+            let memo = NewestMemo::new(snap);
+            for _ in 0..200 {
+                let (slot, space) = if rng.below(4) == 0 { (1, Space::Index) } else { (0, Space::Docs) };
+                let (k, at) = (rng.below(32), rng.below(22));
+                let got = memo.get(space, &key(k), at).unwrap();
+                assert_eq!(got, reference[slot][(k * 22 + at) as usize], "round {round}, {space:?} key {k} at {at}");
+            }
+            // Keys past every key held: one gap to the end, learned at the first of them.
+            let past = |i: u64| format!("z{i}").into_bytes();
+            assert_eq!(memo.get(Space::Docs, &past(1), Ts::MAX).unwrap(), None);
+            assert!(memo.in_gap(0, &past(2)) && memo.in_gap(0, b"zz"), "round {round}");
+            // No gap the memo learned holds a key the base holds.
+            for (slot, space) in [(0, Space::Docs), (1, Space::Index)] {
+                for k in 0..32 {
+                    let held = reference[slot][(k * 22 + 21) as usize].is_some();
+                    assert!(!(held && memo.in_gap(slot, &key(k))), "round {round}, {space:?} key {k}");
+                }
+            }
         }
     }
 
