@@ -145,14 +145,15 @@ fn exists(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     }
 }
 
-/// Validate and pick the writable fields of a user document's params.
-fn user_fields(params: &Object) -> Result<Object> {
+/// Validate and pick the writable fields of a user document's params (taken, not copied:
+/// the params are built for this one write).
+fn user_fields(params: Object) -> Result<Object> {
     let mut out = Object::new();
     for (k, v) in params {
         match k.as_str() {
             "data" => match v {
                 Value::Object(_) | Value::Null => {
-                    out.insert(k.clone(), v.clone());
+                    out.insert(k, v);
                 }
                 other => {
                     return Err(validation(
@@ -163,7 +164,7 @@ fn user_fields(params: &Object) -> Result<Object> {
                 }
             },
             "credentials" | "ttl" | "delegates" => {
-                out.insert(k.clone(), v.clone());
+                out.insert(k, v);
             }
             _ => {}
         }
@@ -207,7 +208,7 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     if r.native_parent() == Some("collections") {
         let coll_ref = r.clone();
         let doc_ref = Ref::doc(coll_ref, ev.new_id().to_string());
-        return create_doc(ev, &doc_ref, &params, false).map_err(|e| at_if_denied(e, "create"));
+        return create_doc(ev, &doc_ref, params, false).map_err(|e| at_if_denied(e, "create"));
     }
     if r.is_native_collection() {
         return crate::fns::schema::create_native(ev, &r.id, params).map_err(|e| e.at("create"));
@@ -216,7 +217,7 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         if tally_value::numeric_id(&r.id).is_none() {
             return Err(invalid_argument("Document ids must be numbers (as strings) that fit in 64 bits.").at("create"));
         }
-        return create_doc(ev, &r, &params, true).map_err(|e| {
+        return create_doc(ev, &r, params, true).map_err(|e| {
             if e.code == code::INSTANCE_ALREADY_EXISTS || e.code == code::PERMISSION_DENIED {
                 e.at("create")
             } else {
@@ -228,11 +229,12 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 /// Create user document `r` (`with_id` when the caller chose the id).
-pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) -> Result<Value> {
+pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: Object, with_id: bool) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(r)? else {
         return Err(invalid_argument("Document ref expected."));
     };
     let ts = ev.txn_ts();
+    let ttl_given = params.contains_key("ttl");
     let mut fields = user_fields(params)?;
     ev.check_create(db, coll, r, &fields, with_id)?;
     let prior = ev.tx.get_doc(db, coll, &id, ts)?.filter(|d| !d.deleted);
@@ -240,7 +242,7 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
         return Err(FqlError::new(code::INSTANCE_ALREADY_EXISTS, "Document already exists."));
     }
     crate::fns::identity::hash_credentials(ev, r, &mut fields)?;
-    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, params.contains_key("ttl"), &mut fields)?;
+    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, ttl_given, &mut fields)?;
     // A fresh id per incarnation: the document's generation as an identity.
     fields.insert(INTERNAL_ID.into(), Value::Long(ev.new_id() as i64));
     // A version past its `ttl` still has index entries (nothing was written when it
@@ -251,21 +253,26 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: &Object, with_id: bool) ->
 
 /// Deep merge `patch` into `base`: objects merge recursively, `null` removes a field.
 pub fn deep_merge(base: &mut Object, patch: &Object) {
+    deep_merge_owned(base, patch.clone());
+}
+
+/// [`deep_merge`] of a patch the caller gives up: its values move into `base`.
+fn deep_merge_owned(base: &mut Object, patch: Object) {
     for (k, v) in patch {
         match v {
             Value::Null => {
-                base.remove(k);
+                base.remove(&k);
             }
-            Value::Object(p) => match base.get_mut(k) {
-                Some(Value::Object(b)) => deep_merge(b, p),
+            Value::Object(p) => match base.get_mut(&k) {
+                Some(Value::Object(b)) => deep_merge_owned(b, p),
                 _ => {
                     let mut fresh = Object::new();
-                    deep_merge(&mut fresh, p);
-                    base.insert(k.clone(), Value::Object(fresh));
+                    deep_merge_owned(&mut fresh, p);
+                    base.insert(k, Value::Object(fresh));
                 }
             },
             other => {
-                base.insert(k.clone(), other.clone());
+                base.insert(k, other);
             }
         }
     }
@@ -295,6 +302,7 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
         return crate::fns::schema::modify_schema(ev, db, coll, &r, old.data, params, replace)
             .map_err(|e| at_if_denied(e, key));
     }
+    let ttl_given = params.contains_key("ttl");
     let new = if replace {
         let mut base = Object::new();
         // Replace keeps what clients cannot see or set through `data`.
@@ -304,22 +312,22 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
             }
         }
         let mut f = Object::new();
-        let mut patch = user_fields(&params)?;
+        let mut patch = user_fields(params)?;
         crate::fns::identity::hash_credentials(ev, &r, &mut patch)?;
-        deep_merge(&mut f, &patch);
+        deep_merge_owned(&mut f, patch);
         for (k, v) in f {
             base.insert(k, v);
         }
         base
     } else {
         let mut base = old.data.clone();
-        let mut patch = user_fields(&params)?;
+        let mut patch = user_fields(params)?;
         crate::fns::identity::hash_credentials(ev, &r, &mut patch)?;
-        deep_merge(&mut base, &patch);
+        deep_merge_owned(&mut base, patch);
         base
     };
     let mut new = new;
-    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, params.contains_key("ttl"), &mut new)?;
+    crate::retention::apply_ttl_days(&mut ev.tx, db, coll, ttl_given, &mut new)?;
     ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
     Ok(render_owned(&r, ts, new))
@@ -798,7 +806,7 @@ fn insert(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         return Err(invalid_argument("Insert needs a document ref.").at("insert"));
     };
     refuse_schema_history(coll, "insert")?;
-    let mut data = user_fields(&params)?;
+    let mut data = user_fields(params)?;
     if data.get("credentials").is_some_and(|c| !c.is_null()) {
         // A password goes through `Create`/`Update`/`Replace` (hashed, kept out of the
         // log); an inserted version would hold it as written.
