@@ -941,15 +941,22 @@ mod tests {
 
     /// A batch's reads through its [`NewestMemo`] answer as its base does, for keys the
     /// base holds and keys it does not, in and around the gaps the memo learns (keys
-    /// whose every version a layer removed included), in both spaces and at any ts; and
+    /// whose every version a layer removed included), in both spaces and at any ts, over a
+    /// MemStore and over redb; and
     /// the memo does learn gaps: after the first absent key past the last one held, the
     /// next reads of absent keys there go no further than the memo.
     #[test]
     fn absent_keys_are_answered_as_the_base_answers() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let key = |i: u64| format!("k{i:02}").into_bytes();
-        for round in 0..300 {
-            let store = MemStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..360 {
+            // Most rounds over a MemStore; every sixth over redb, as a node runs.
+            let store: Box<dyn Store> = if round % 6 == 5 {
+                Box::new(crate::RedbStore::open(&dir.path().join(format!("{round}.redb"))).unwrap())
+            } else {
+                Box::new(MemStore::new())
+            };
             let mut b = store.begin().unwrap();
             for _ in 0..rng.below(20) {
                 let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
