@@ -396,9 +396,16 @@ impl OverlayBatch {
 
 /// Keys a batch remembers its base's newest version of ([`NewestMemo`]).
 const MEMO_KEYS_MAX: usize = 4096;
-/// Gaps a batch remembers per space, and the longest key a gap starts or ends at.
+/// Largest value remembered, and all of them together.
+const MEMO_VALUE_BYTES_MAX: usize = 64 << 10;
+const MEMO_BYTES_MAX: usize = 16 << 20;
+/// [`Gap`]s a batch remembers per space.
 const MEMO_GAPS_MAX: usize = 16;
+/// The longest key a [`Gap`] starts or ends at.
 const MEMO_GAP_KEY_BYTES_MAX: usize = 1024;
+/// Scans a batch makes to learn [`Gap`]s: a batch that reads many absent keys at random
+/// places pays at most this many scans on top of its reads.
+const MEMO_GAP_SCANS_MAX: usize = 64;
 
 /// Keys from `from` (inclusive) up to `until` (exclusive; None: every key after `from`),
 /// of which a [`NewestMemo`]'s base holds no version.
@@ -412,9 +419,6 @@ impl Gap {
         key >= self.from.as_slice() && self.until.as_deref().is_none_or(|u| key < u)
     }
 }
-/// Largest value remembered, and all of them together.
-const MEMO_VALUE_BYTES_MAX: usize = 64 << 10;
-const MEMO_BYTES_MAX: usize = 16 << 20;
 
 /// A batch's base with each key's newest version remembered once read. The base is a
 /// snapshot, which never changes, so its answer for `get(key, at)` is its newest version
@@ -436,6 +440,8 @@ struct NewestMemo {
     newest: std::cell::RefCell<[std::collections::HashMap<Vec<u8>, Option<Version>>; 2]>,
     /// Per space, key ranges the base holds no version in, most recently learned last.
     gaps: std::cell::RefCell<[Vec<Gap>; 2]>,
+    /// Scans left to learn gaps with ([`MEMO_GAP_SCANS_MAX`]).
+    gap_scans: std::cell::Cell<usize>,
     /// The base's meta values read (None: absent).
     meta: std::cell::RefCell<std::collections::HashMap<String, Option<Vec<u8>>>>,
     bytes: std::cell::Cell<usize>,
@@ -447,6 +453,7 @@ impl NewestMemo {
             base,
             newest: Default::default(),
             gaps: Default::default(),
+            gap_scans: std::cell::Cell::new(MEMO_GAP_SCANS_MAX),
             meta: Default::default(),
             bytes: std::cell::Cell::new(0),
         }
@@ -459,12 +466,14 @@ impl NewestMemo {
 
     /// After the base answered that it holds no version of `key`: remember the gap from
     /// `key` up to the next key it holds (the first its scan from `key` gives). At most
-    /// [`MEMO_GAPS_MAX`] per space, the oldest forgotten first; a gap whose end is longer
-    /// than [`MEMO_GAP_KEY_BYTES_MAX`] is not kept.
+    /// [`MEMO_GAPS_MAX`] per space, the oldest forgotten first, and at most
+    /// [`MEMO_GAP_SCANS_MAX`] scans; a gap whose end is longer than
+    /// [`MEMO_GAP_KEY_BYTES_MAX`] is not kept.
     fn learn_gap(&self, space: Space, slot: usize, key: &[u8]) -> Result<()> {
-        if key.len() > MEMO_GAP_KEY_BYTES_MAX {
+        if key.len() > MEMO_GAP_KEY_BYTES_MAX || self.gap_scans.get() == 0 {
             return Ok(());
         }
+        self.gap_scans.set(self.gap_scans.get() - 1);
         let next = match self.base.scan(space, &[], Some(key), false, Ts::MAX)?.next() {
             None => None,
             Some(item) => Some(item?.0),
@@ -941,10 +950,10 @@ mod tests {
 
     /// A batch's reads through its [`NewestMemo`] answer as its base does, for keys the
     /// base holds and keys it does not, in and around the gaps the memo learns (keys
-    /// whose every version a layer removed included), in both spaces and at any ts, over a
-    /// MemStore and over redb; and
-    /// the memo does learn gaps: after the first absent key past the last one held, the
-    /// next reads of absent keys there go no further than the memo.
+    /// whose every version a layer removed included), in both spaces and at any ts, over
+    /// a MemStore and over redb; and the memo does learn gaps: after the first absent key
+    /// past the last one held, the next reads of absent keys there go no further than the
+    /// memo.
     #[test]
     fn absent_keys_are_answered_as_the_base_answers() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -979,16 +988,16 @@ mod tests {
                 .map(|&space| (0..32 * 22).map(|n| snap.get(space, &key(n / 22), n % 22).unwrap()).collect::<Vec<_>>())
                 .collect();
             let memo = NewestMemo::new(snap);
+            // Keys past every key held: one gap to the end, learned at the first of them.
+            let past = |i: u64| format!("z{i}").into_bytes();
+            assert_eq!(memo.get(Space::Docs, &past(1), Ts::MAX).unwrap(), None);
+            assert!(memo.in_gap(0, &past(2)) && memo.in_gap(0, b"zz"), "round {round}");
             for _ in 0..200 {
                 let (slot, space) = if rng.below(4) == 0 { (1, Space::Index) } else { (0, Space::Docs) };
                 let (k, at) = (rng.below(32), rng.below(22));
                 let got = memo.get(space, &key(k), at).unwrap();
                 assert_eq!(got, reference[slot][(k * 22 + at) as usize], "round {round}, {space:?} key {k} at {at}");
             }
-            // Keys past every key held: one gap to the end, learned at the first of them.
-            let past = |i: u64| format!("z{i}").into_bytes();
-            assert_eq!(memo.get(Space::Docs, &past(1), Ts::MAX).unwrap(), None);
-            assert!(memo.in_gap(0, &past(2)) && memo.in_gap(0, b"zz"), "round {round}");
             // No gap the memo learned holds a key the base holds.
             for (slot, space) in [(0, Space::Docs), (1, Space::Index)] {
                 for k in 0..32 {
@@ -997,6 +1006,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Absent keys read at random places cost a batch at most [`MEMO_GAP_SCANS_MAX`] scans
+    /// and [`MEMO_GAPS_MAX`] remembered gaps per space, and are still answered right once
+    /// the scans are spent.
+    #[test]
+    fn learning_gaps_is_bounded() {
+        let store = MemStore::new();
+        let mut b = store.begin().unwrap();
+        for i in (0..400u32).step_by(2) {
+            b.put(Space::Docs, format!("k{i:03}").as_bytes(), 1, b"v").unwrap();
+        }
+        b.commit(false).unwrap();
+        let memo = NewestMemo::new(store.snapshot().unwrap());
+        for i in (1..400u32).step_by(2) {
+            assert_eq!(memo.get(Space::Docs, format!("k{i:03}").as_bytes(), Ts::MAX).unwrap(), None, "k{i:03}");
+            assert!(memo.gaps.borrow()[0].len() <= MEMO_GAPS_MAX);
+        }
+        assert_eq!(memo.gap_scans.get(), 0);
+        assert!(memo.get(Space::Docs, b"k398", Ts::MAX).unwrap().is_some());
     }
 
     /// The case the bound exists for, and the one it must not shortcut: a version written
