@@ -66,8 +66,10 @@ fn dispose(d: Decoded) {
     }
 }
 
-/// Durable storage commits happen at least every this many batches (the log makes every
-/// batch durable; a node's pacer may checkpoint sooner, on its clock).
+/// Durable storage commits of a machine left with its clock-free default pacer
+/// (`crate::pace::EveryBatches`: the simulation, tests and tools) happen every this many
+/// batches; the log makes every batch durable. A node sets its own pacer, which
+/// checkpoints on its clock alone (`tally-server` `pace.rs`).
 pub const CHECKPOINT_BATCHES: u64 = 256;
 
 pub const META_APPLIED_HEIGHT: &str = "applied_height";
