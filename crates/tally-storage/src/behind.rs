@@ -11,8 +11,9 @@
 //!
 //! # How reads stay exact
 //!
-//! A commit is queued as an immutable overlay with a sequence number. A snapshot is the
-//! backend's view with the queued overlays stacked on top ([`Layer`]), oldest at the bottom.
+//! A commit is queued as an overlay with a sequence number (or merged into the newest one,
+//! see "Few layers"). A snapshot is the backend's view with the queued overlays stacked on
+//! top ([`Layer`]), oldest at the bottom.
 //! The flusher records the last sequence number it wrote in the backend's meta value
 //! [`META_BEHIND_SEQ`], in the same backend transaction, and removes the overlays from the
 //! queue only afterwards. A snapshot copies the queue first and opens the backend view
@@ -24,6 +25,28 @@
 //! backend writes that have completed, and a view opened while it was `n` is the backend's
 //! current content for as long as it is still `n` (the overlays of writes that completed
 //! later but not yet counted are still queued, above the view's recorded sequence).
+//!
+//! # Few layers
+//!
+//! Every read goes down the stack, so its depth is a cost on every read. Under 64 clients
+//! of one-transfer requests the executor commits about 1,500 times a second (a batch, and
+//! an early release within one), the flusher runs at a lower priority and writes in bursts,
+//! and the stack was about 100 layers deep: reads, the search for a free id and the
+//! retention sweep's walk went through every one. So a small commit (at most
+//! [`MERGE_COMMIT_BYTES_MAX`] counted bytes) is merged into the newest queued entry
+//! (`Overlay::absorb`, newer versions replacing older ones at the same key and ts, as the
+//! top layer wins there), when three things hold:
+//!
+//! - no one else holds that entry: no snapshot and no flush (`Arc::get_mut`). An entry a
+//!   reader can see never changes; the executor's own batch has let go of its view before
+//!   it commits.
+//! - the entry does not end at a commit that must be durable (a durable write ends exactly
+//!   there, see below).
+//! - the entry stays within [`MERGED_BYTES_MAX`] and one flush's bytes.
+//!
+//! An entry then holds consecutive commits and its sequence number is the last one's, so
+//! the flusher writes and the views drop whole entries as before. The stack is a few
+//! entries deep: what the flusher is writing, and the entry the executor commits into.
 //!
 //! # Durability
 //!
@@ -45,8 +68,9 @@
 //!
 //! # Bounds
 //!
-//! The queue holds at most [`BehindLimits::commits_max`] commits and about
-//! [`BehindLimits::bytes_max`] bytes; a commit beyond either waits for the flusher. A backend
+//! The queue holds at most [`BehindLimits::commits_max`] entries (commits, or merged runs
+//! of them) and about [`BehindLimits::bytes_max`] bytes; a commit beyond either waits for
+//! the flusher. A backend
 //! write that fails stops the store: every later commit, snapshot and sync fails with that
 //! error (the caller replays its log after a restart).
 
@@ -82,7 +106,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// Bounds of the write-behind queue.
 #[derive(Clone, Copy, Debug)]
 pub struct BehindLimits {
-    /// Queued commits (each is one layer every read walks through).
+    /// Queued entries (each is one layer every read walks through; merged commits are one).
     pub commits_max: usize,
     /// Approximate bytes of queued writes.
     pub bytes_max: usize,
@@ -98,10 +122,21 @@ impl Default for BehindLimits {
     }
 }
 
+/// One entry of the queue: one commit, or consecutive commits merged into one overlay
+/// (see "Few layers"); `seq` is the last commit it holds.
 struct Queued {
     seq: u64,
     overlay: Arc<Overlay>,
 }
+
+/// A commit whose overlay counts at most this many bytes is merged into the newest queued
+/// entry when it can be (see "Few layers"). A one-transfer batch counts a few kilobytes;
+/// a commit of 100-transfer requests (≈ 90 KiB) stays a layer of its own: those are few,
+/// and merging them would cost the executor about what it saves.
+pub const MERGE_COMMIT_BYTES_MAX: usize = 32 << 10;
+
+/// The bytes a merged entry grows to at most (and at most [`BehindLimits::flush_bytes_max`]).
+pub const MERGED_BYTES_MAX: usize = 4 << 20;
 
 struct State {
     queue: VecDeque<Queued>,
@@ -206,6 +241,9 @@ impl Snapshot for SharedView {
     }
     fn versions_from<'a>(&'a self, space: crate::Space, from: Option<&[u8]>) -> Result<crate::ScanIter<'a>> {
         self.0.versions_from(space, from)
+    }
+    fn next_key_bound(&self, space: crate::Space, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.next_key_bound(space, from)
     }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.0.meta(key)
@@ -324,7 +362,8 @@ impl WriteBehind {
         }
     }
 
-    /// Commits queued and not yet written to the backend (for tests and metrics).
+    /// Entries queued and not yet written to the backend (a merged run of commits counts once;
+    /// for tests and metrics).
     pub fn queued(&self) -> usize {
         self.shared.lock().map(|st| st.queue.len()).unwrap_or(0)
     }
@@ -372,6 +411,7 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
             }
             let mut bytes = 0;
             let mut group = Vec::new();
+            let mut last = st.flushed_seq;
             let durable_due = st.durable_wanted > st.durable_seq;
             for q in &st.queue {
                 if !group.is_empty() && bytes + q.overlay.bytes > shared.limits.flush_bytes_max {
@@ -379,13 +419,13 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
                 }
                 bytes += q.overlay.bytes;
                 group.push(Arc::clone(&q.overlay));
+                last = q.seq;
                 // A durable write ends exactly at the commit that asked for it: the commits
                 // after it may be parts of a larger unit the caller has not finished.
                 if durable_due && q.seq == st.durable_wanted {
                     break;
                 }
             }
-            let last = st.flushed_seq + group.len() as u64;
             let durable = st.durable_wanted > st.durable_seq && st.durable_wanted <= last;
             (group, last, durable)
         };
@@ -449,7 +489,25 @@ impl Sink for BehindSink {
         st.last_seq += 1;
         let seq = st.last_seq;
         st.queued_bytes += overlay.bytes;
-        st.queue.push_back(Queued { seq, overlay: Arc::new(overlay) });
+        // Into the newest entry when it is nobody else's (no snapshot or flush holds it, so
+        // no reader can see it change) and does not end at a commit that must be durable
+        // (a durable write ends exactly there).
+        let cap = MERGED_BYTES_MAX.min(shared.limits.flush_bytes_max);
+        let durable_wanted = st.durable_wanted;
+        let newest = st.queue.back_mut().filter(|q| {
+            overlay.bytes <= MERGE_COMMIT_BYTES_MAX && q.seq != durable_wanted && q.overlay.bytes + overlay.bytes <= cap
+        });
+        let newest = newest.and_then(|q| {
+            let Queued { seq: last, overlay: o } = q;
+            Arc::get_mut(o).map(|o| (last, o))
+        });
+        match newest {
+            Some((last, o)) => {
+                o.absorb(overlay);
+                *last = seq;
+            }
+            None => st.queue.push_back(Queued { seq, overlay: Arc::new(overlay) }),
+        }
         if durable {
             st.durable_wanted = seq;
         }
@@ -571,7 +629,8 @@ mod tests {
                 let _ = entered.send(());
                 let _ = gate.recv();
             }
-            let ns = overlays.iter().filter_map(|o| o.meta().get("n").map(|v| v[0])).collect();
+            // The commits' own keys: merged commits write theirs in one overlay.
+            let ns = overlays.iter().flat_map(|o| o.docs.keys().map(|(k, _)| k[0])).collect();
             self.writes.lock().unwrap().push((ns, durable));
             self.inner.write(overlays, durable)
         }
@@ -690,6 +749,64 @@ mod tests {
         assert_eq!(order, [0, 1, 2, 3, 4], "every commit written once, in order: {writes:?}");
         store.sync().unwrap();
         assert_eq!(rec.writes.lock().unwrap().last().map(|w| w.1), Some(true), "sync wrote durably");
+    }
+
+    /// Small commits merge into the newest queued entry, except into one a snapshot or
+    /// the flusher holds (so no reader sees an entry change) or one that ends at a commit
+    /// that must be durable; a large commit is an entry of its own. Reads and writes are
+    /// as if each commit were its own layer.
+    #[test]
+    fn small_commits_merge_into_the_newest_entry_nobody_holds() {
+        let (open, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let rec = Arc::new(Recorder {
+            inner: MemStore::new(),
+            writes: Mutex::new(Vec::new()),
+            gate: Mutex::new(Some((entered_tx, gate))),
+        });
+        let store = WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap();
+        // Dropped before the store if an assertion fails, so the held flusher goes on.
+        let open = open;
+        commit(&store, 0, false);
+        entered.recv().unwrap();
+        // The flusher holds 0; 1 and 2 become one entry.
+        commit(&store, 1, false);
+        commit(&store, 2, false);
+        assert_eq!(store.queued(), 2);
+        // A snapshot holds that entry: 3 starts another, which the snapshot never sees.
+        let snap = store.snapshot().unwrap();
+        commit(&store, 3, false);
+        assert_eq!(store.queued(), 3);
+        assert_eq!(snap.get(Space::Docs, &[2], 1).unwrap().map(|v| v.value), Some(vec![2]));
+        assert_eq!(snap.get(Space::Docs, &[3], 1).unwrap(), None);
+        assert_eq!(snap.meta("n").unwrap(), Some(vec![2]));
+        drop(snap);
+        // 4 asks for durability: it joins 3, and the entry ends there.
+        commit(&store, 4, true);
+        commit(&store, 5, false);
+        assert_eq!(store.queued(), 4);
+        // A large commit is a layer of its own; a small one may join it.
+        let mut b = store.begin().unwrap();
+        b.put(Space::Docs, &[6], 1, &vec![6; MERGE_COMMIT_BYTES_MAX + 1]).unwrap();
+        b.commit(false).unwrap();
+        assert_eq!(store.queued(), 5);
+        commit(&store, 7, false);
+        assert_eq!(store.queued(), 5);
+        let snap = store.snapshot().unwrap();
+        for n in [0u8, 1, 2, 3, 4, 5, 7] {
+            assert_eq!(snap.get(Space::Docs, &[n], 1).unwrap().map(|v| v.value), Some(vec![n]));
+        }
+        assert_eq!(snap.meta("n").unwrap(), Some(vec![7]));
+        drop(snap);
+        open.send(()).unwrap();
+        while store.queued() > 0 {
+            std::thread::yield_now();
+        }
+        let writes = rec.writes.lock().unwrap().clone();
+        assert_eq!(writes[..2], [(vec![0], false), (vec![1, 2, 3, 4], true)], "{writes:?}");
+        let order: Vec<u8> = writes.iter().flat_map(|(ns, _)| ns.clone()).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4, 5, 6, 7], "every commit written once, in order: {writes:?}");
+        assert!(writes[2..].iter().all(|w| !w.1), "{writes:?}");
     }
 
     /// `wait_requested_durable` waits for the durable write a commit asked for and makes

@@ -203,6 +203,17 @@ pub trait Snapshot: Send {
     /// where one ordered pass replaces a seek per key. Lazy: the cost is proportional to
     /// what the caller consumes.
     fn versions_from<'a>(&'a self, space: Space, from: Option<&[u8]>) -> Result<ScanIter<'a>>;
+    /// A key at or after `from` such that no key from `from` up to it (exclusive) has a
+    /// version in this view; None: no key at or after `from` has one. The first key
+    /// holding a version is such a key, and so is any key between `from` and it: a stack
+    /// of layers answers with the least key any of them holds an entry for, a removal
+    /// included, without merging their versions (`NewestMemo`'s absent ranges).
+    fn next_key_bound(&self, space: Space, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.versions_from(space, Some(from))?.next() {
+            None => Ok(None),
+            Some(item) => Ok(Some(item?.0)),
+        }
+    }
     /// Small named metadata values (e.g. "applied_height").
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// A ts no version in this view is newer than ([`Ts::MAX`]: the view cannot tell).

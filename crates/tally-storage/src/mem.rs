@@ -172,6 +172,10 @@ impl Snapshot for MemSnapshot {
         read::versions_from(self.0.table(space), from)
     }
 
+    fn next_key_bound(&self, space: Space, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        read::next_key(self.0.table(space), from)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.0.meta.get(key).cloned())
     }

@@ -98,6 +98,15 @@ pub(crate) fn versions_from<'a, T: VersionTable>(t: &'a T, from: Option<&[u8]>) 
     Ok(Box::new(it.map(|e| e.map(|e| (e.key().to_vec(), version(&e))))))
 }
 
+/// The first key at or after `from` holding a version ([`crate::Snapshot::next_key_bound`],
+/// exactly), without copying its value.
+pub(crate) fn next_key<T: VersionTable>(t: &T, from: &[u8]) -> Result<Option<Vec<u8>>> {
+    match t.range(Included((from, Ts::MAX)), Unbounded)?.next() {
+        None => Ok(None),
+        Some(e) => Ok(Some(e?.key().to_vec())),
+    }
+}
+
 /// The smallest key greater than every key starting with `prefix`; None if unbounded.
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
