@@ -720,6 +720,11 @@ async fn write_path(
     } else {
         Some(expr)
     };
+    // Held until the answer is in, so the expression is freed here, on the thread that
+    // built it, and not by the executor, the one serial stage of the write path (5 % of
+    // its time for one-transfer requests, most of it handing jemalloc memory of another
+    // thread back); the executor's copy only drops a count.
+    let _freed_here = expr.clone();
     let build = move || {
         let as_json =
             |r: &Option<tally_value::Ref>| r.clone().map(|r| tally_value::to_json(&tally_value::Value::Ref(r)));
