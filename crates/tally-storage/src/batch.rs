@@ -998,6 +998,43 @@ mod tests {
         }
     }
 
+    /// A store for round `round` of a random test (most over a MemStore, every sixth over
+    /// redb in `dir`, as a node runs) holding up to 20 versions of keys `key(0..30)`.
+    fn random_base(rng: &mut Rng, round: u64, dir: &std::path::Path, key: impl Fn(u64) -> Vec<u8>) -> Box<dyn Store> {
+        let store: Box<dyn Store> = if round % 6 == 5 {
+            Box::new(crate::RedbStore::open(&dir.join(format!("{round}.redb"))).unwrap())
+        } else {
+            Box::new(MemStore::new())
+        };
+        let mut b = store.begin().unwrap();
+        for _ in 0..rng.below(20) {
+            let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+            b.put(space, &key(rng.below(30)), 1 + rng.below(20), b"base").unwrap();
+        }
+        b.commit(false).unwrap();
+        store
+    }
+
+    /// `layers` overlays on `snap`, as the write-behind queue stacks them: up to 8 writes
+    /// and removals each.
+    fn random_layers(
+        rng: &mut Rng,
+        mut snap: Box<dyn Snapshot>,
+        layers: u64,
+        key: impl Fn(u64) -> Vec<u8>,
+    ) -> Box<dyn Snapshot> {
+        for _ in 0..layers {
+            let mut o = Overlay::default();
+            for _ in 0..rng.below(8) {
+                let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+                let value = (rng.below(3) > 0).then(|| b"over".to_vec());
+                o.insert(space, &key(rng.below(30)), 1 + rng.below(20), value);
+            }
+            snap = Box::new(Layer::new(snap, o));
+        }
+        snap
+    }
+
     /// A batch's reads through its [`NewestMemo`] answer as its base does, for keys the
     /// base holds and keys it does not, in and around the gaps the memo learns (keys
     /// whose every version a layer removed included), in both spaces and at any ts, over
@@ -1010,29 +1047,9 @@ mod tests {
         let key = |i: u64| format!("k{i:02}").into_bytes();
         let dir = tempfile::tempdir().unwrap();
         for round in 0..360 {
-            // Most rounds over a MemStore; every sixth over redb, as a node runs.
-            let store: Box<dyn Store> = if round % 6 == 5 {
-                Box::new(crate::RedbStore::open(&dir.path().join(format!("{round}.redb"))).unwrap())
-            } else {
-                Box::new(MemStore::new())
-            };
-            let mut b = store.begin().unwrap();
-            for _ in 0..rng.below(20) {
-                let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
-                b.put(space, &key(rng.below(30)), 1 + rng.below(20), b"base").unwrap();
-            }
-            b.commit(false).unwrap();
-            // Layers above, as the write-behind queue stacks them: writes and removals.
-            let mut snap: Box<dyn Snapshot> = store.snapshot().unwrap();
-            for _ in 0..rng.below(4) {
-                let mut o = Overlay::default();
-                for _ in 0..rng.below(8) {
-                    let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
-                    let value = (rng.below(3) > 0).then(|| b"over".to_vec());
-                    o.insert(space, &key(rng.below(30)), 1 + rng.below(20), value);
-                }
-                snap = Box::new(Layer::new(snap, o));
-            }
+            let store = random_base(&mut rng, round, dir.path(), key);
+            let layers = rng.below(4);
+            let snap = random_layers(&mut rng, store.snapshot().unwrap(), layers, key);
             let reference: Vec<Vec<Option<Version>>> = [Space::Docs, Space::Index]
                 .iter()
                 .map(|&space| (0..32 * 22).map(|n| snap.get(space, &key(n / 22), n % 22).unwrap()).collect::<Vec<_>>())
@@ -1071,17 +1088,7 @@ mod tests {
             snap.versions_from(space, Some(from)).unwrap().next().map(|item| item.unwrap().0)
         };
         for round in 0..240 {
-            let store: Box<dyn Store> = if round % 6 == 5 {
-                Box::new(crate::RedbStore::open(&dir.path().join(format!("{round}.redb"))).unwrap())
-            } else {
-                Box::new(MemStore::new())
-            };
-            let mut b = store.begin().unwrap();
-            for _ in 0..rng.below(20) {
-                let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
-                b.put(space, &key(rng.below(30)), 1 + rng.below(20), b"base").unwrap();
-            }
-            b.commit(false).unwrap();
+            let store = random_base(&mut rng, round, dir.path(), key);
             let base = store.snapshot().unwrap();
             for space in [Space::Docs, Space::Index] {
                 for n in 0..32 {
@@ -1093,16 +1100,8 @@ mod tests {
                     );
                 }
             }
-            let mut snap: Box<dyn Snapshot> = base;
-            for _ in 0..1 + rng.below(4) {
-                let mut o = Overlay::default();
-                for _ in 0..rng.below(8) {
-                    let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
-                    let value = (rng.below(3) > 0).then(|| b"over".to_vec());
-                    o.insert(space, &key(rng.below(30)), 1 + rng.below(20), value);
-                }
-                snap = Box::new(Layer::new(snap, o));
-            }
+            let layers = 1 + rng.below(4);
+            let snap = random_layers(&mut rng, base, layers, key);
             for space in [Space::Docs, Space::Index] {
                 for n in 0..32 {
                     let from = key(n);

@@ -639,6 +639,18 @@ mod tests {
         }
     }
 
+    /// A recorder whose first write waits: it says so on `entered`, then waits for `open`.
+    fn gated_recorder() -> (Arc<Recorder>, mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let (open, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let rec = Arc::new(Recorder {
+            inner: MemStore::new(),
+            writes: Mutex::new(Vec::new()),
+            gate: Mutex::new(Some((entered_tx, gate))),
+        });
+        (rec, open, entered)
+    }
+
     fn commit(store: &WriteBehind, n: u8, durable: bool) {
         let mut b = store.begin().unwrap();
         b.put(Space::Docs, &[n], 1, &[n]).unwrap();
@@ -718,13 +730,7 @@ mod tests {
 
     #[test]
     fn a_durable_write_ends_at_the_commit_that_asked_for_it() {
-        let (open, gate) = mpsc::channel();
-        let (entered_tx, entered) = mpsc::channel();
-        let rec = Arc::new(Recorder {
-            inner: MemStore::new(),
-            writes: Mutex::new(Vec::new()),
-            gate: Mutex::new(Some((entered_tx, gate))),
-        });
+        let (rec, open, entered) = gated_recorder();
         let store = WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap();
         commit(&store, 0, false);
         // The flusher is now held in its first write; these queue behind it.
@@ -760,13 +766,7 @@ mod tests {
     /// as if each commit were its own layer.
     #[test]
     fn small_commits_merge_into_the_newest_entry_nobody_holds() {
-        let (open, gate) = mpsc::channel();
-        let (entered_tx, entered) = mpsc::channel();
-        let rec = Arc::new(Recorder {
-            inner: MemStore::new(),
-            writes: Mutex::new(Vec::new()),
-            gate: Mutex::new(Some((entered_tx, gate))),
-        });
+        let (rec, open, entered) = gated_recorder();
         let store = WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap();
         // Dropped before the store if an assertion fails, so the held flusher goes on.
         let open = open;
@@ -816,13 +816,7 @@ mod tests {
     /// no later commit durable (a mid-unit commit stays non-durable).
     #[test]
     fn waiting_for_the_requested_durable_write_asks_for_no_other() {
-        let (open, gate) = mpsc::channel();
-        let (entered_tx, entered) = mpsc::channel();
-        let rec = Arc::new(Recorder {
-            inner: MemStore::new(),
-            writes: Mutex::new(Vec::new()),
-            gate: Mutex::new(Some((entered_tx, gate))),
-        });
+        let (rec, open, entered) = gated_recorder();
         let store = Arc::new(WriteBehind::start(Box::new(Arc::clone(&rec)), BehindLimits::default()).unwrap());
         store.wait_requested_durable().unwrap();
         commit(&store, 0, false);
