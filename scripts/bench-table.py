@@ -6,7 +6,8 @@ ROW.LABEL.I.json with ROW = WORKLOAD-ACCOUNTS-CLIENTS-BATCH and LABEL one of bef
 after, postgres, cluster-before, cluster-after, and prints one Markdown table: each
 build's range over its runs, the ratio of the medians, the server's and the load
 generator's CPU per transfer, Tally after / PostgreSQL's faster mode, and a cluster's
-throughput as a share of the same build's one node.
+throughput as a share of the same build's one node; then the server's CPU per transfer by
+thread (http, executor, flusher, log, ...), for builds whose `tally bench` reports it.
 
 Usage: bench-table.py RUNS_DIR BEFORE_BIN AFTER_BIN
 """
@@ -47,6 +48,43 @@ def cpu(reports, key):
     return [r["cpu"][key] for r in reports if r.get("cpu") and r["cpu"].get(key) is not None]
 
 
+def server_cpu(reports):
+    """Server µs per transfer where it was measured (a cluster's members only by builds
+    that take `--server-pid`)."""
+    return [v for v in cpu(reports, "server_us_per_transfer") if v > 0]
+
+
+def threads(reports, role):
+    """Server µs per transfer of one thread role (`tally bench`'s per-thread split)."""
+    return [
+        r["cpu"]["server_threads_us_per_transfer"].get(role, 0.0)
+        for r in reports
+        if r.get("cpu") and r["cpu"].get("server_threads_us_per_transfer")
+    ]
+
+
+ROLES = ["http", "executor", "flusher", "log", "leaf index", "long queries", "other"]
+
+
+def thread_table(data, rows):
+    """Each row's server CPU per transfer by thread role, before → after (builds whose
+    `tally bench` reports no split are left out)."""
+    shown = [row for row in rows if threads(data.get((row, "after"), []), "http")
+             or threads(data.get((row, "before"), []), "http")]
+    if not shown:
+        return
+    roles = [r for r in ROLES if any(threads(data.get((row, lab), []), r) and max(threads(data.get((row, lab), []), r)) >= 0.5
+                                     for row in shown for lab in ("before", "after"))]
+    print("\nServer CPU per transfer by thread (µs, before → after):\n")
+    print("| workload | accounts | clients | per request | " + " | ".join(roles) + " |")
+    print("|---|---:|---:|---:|" + "---|" * len(roles))
+    for row in shown:
+        wl, acc, cl, b = row.split("-")
+        before, after = data.get((row, "before"), []), data.get((row, "after"), [])
+        cells = [f"{rng(threads(before, r))} → {rng(threads(after, r))}" for r in roles]
+        print(f"| {wl} | {int(acc):,} | {cl} | {b} | " + " | ".join(cells) + " |")
+
+
 def main():
     runs, before_bin, after_bin = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     data = load(runs)
@@ -78,19 +116,25 @@ def main():
             f"| {rng(cpu(before, 'client_us_per_transfer'))} → {rng(cpu(after, 'client_us_per_transfer'))} "
             f"| {pg_cell} |"
         )
+    thread_table(data, rows)
     cluster_rows = [row for row in rows if data.get((row, "cluster-after")) or data.get((row, "cluster-before"))]
     if cluster_rows:
-        print("\n| 3-member cluster, through the leader | before /s | after /s | share of one node, before → after |")
-        print("|---|---:|---:|---|")
+        print("\n| 3-member cluster, through the leader | before /s | after /s | share of one node, before → after "
+              "| members' CPU µs/op before → after (by thread, after) |")
+        print("|---|---:|---:|---|---|")
         for row in cluster_rows:
             wl, acc, cl, b = row.split("-")
             bt = [r["transfers_per_s"] for r in data.get((row, "cluster-before"), [])]
             at = [r["transfers_per_s"] for r in data.get((row, "cluster-after"), [])]
             nb, na = one_node.get(row, (None, None))
             share = lambda c, n: f"{100 * c / n:.0f} %" if c and n else "–"
+            cb, ca = data.get((row, "cluster-before"), []), data.get((row, "cluster-after"), [])
+            split = ", ".join(f"{r} {rng(threads(ca, r))}" for r in ROLES if threads(ca, r) and max(threads(ca, r)) >= 0.5)
             print(
                 f"| {wl}, {int(acc):,} accounts, {cl} clients, {b} per request | {rng(bt)} | {rng(at)} "
-                f"| {share(med(bt), nb)} → {share(med(at), na)} |"
+                f"| {share(med(bt), nb)} → {share(med(at), na)} "
+                f"| {rng(server_cpu(cb))} → {rng(server_cpu(ca))}"
+                f"{f' ({split})' if split else ''} |"
             )
 
 

@@ -107,6 +107,11 @@ pub struct BenchArgs {
     /// Root key of the `--endpoint` server.
     #[arg(long, env = "TALLY_ROOT_KEY", hide_env_values = true)]
     pub root_key: Option<String>,
+    /// With `--endpoint`: the process id of the server (repeat it for every member of a
+    /// cluster on this machine), so its CPU per transfer is measured and split by thread,
+    /// as for a server this command starts.
+    #[arg(long = "server-pid", requires = "endpoint")]
+    pub server_pids: Vec<u32>,
     /// Run the transfer as a user-defined function (`CreateFunction` once, then `Call`).
     #[arg(long)]
     pub udf: bool,
@@ -233,7 +238,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     println!("{}", stats::table(&reports));
     for r in reports.iter().filter(|r| r.transfers > 0) {
         if let Some(cpu) = r.cpu.as_ref() {
-            let server = if cpu.server_us_per_transfer > 0.0 {
+            let server = if cpu.server_us_per_transfer > 0.0 && !cpu.server_threads_us_per_transfer.is_empty() {
+                format!("server CPU {:.0} us/transfer ({}), ", cpu.server_us_per_transfer, cpu.threads_line())
+            } else if cpu.server_us_per_transfer > 0.0 {
                 format!("server CPU {:.0} us/transfer, ", cpu.server_us_per_transfer)
             } else {
                 String::new()
@@ -342,15 +349,20 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     let docs = if args.workload == Workload::Purchase { 2 * accounts } else { accounts };
     let loaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop_load_progress = stats::spawn_load_progress(label.clone(), loaded.clone(), docs, data_dir.clone());
-    let server_pid = server.as_ref().map(|s| s.pid());
-    let load_cpu0 = server_pid.and_then(|p| Some((server::cpu_seconds(p)?, server::executor_cpu_seconds(p)?)));
+    let server_pids: Vec<u32> = match &server {
+        Some(s) => vec![s.pid()],
+        None => args.server_pids.clone(),
+    };
+    let pids = server_pids.clone();
+    let server_cpu = move || server::cpu_seconds_of(&pids);
+    let load_cpu0 = server_cpu().zip(server::executor_cpu_seconds_of(&server_pids));
     let t0 = Instant::now();
     let plan = tally::LoadPlan { per_request: args.load_batch, in_flight: args.load_in_flight };
     let result = tally::load(addr, &secret, args.workload, variant, accounts, plan, loaded).await;
     let load_s = t0.elapsed().as_secs_f64();
     let load_curve = stop_load_progress();
     result?;
-    let load_cpu1 = server_pid.and_then(|p| Some((server::cpu_seconds(p)?, server::executor_cpu_seconds(p)?)));
+    let load_cpu1 = server_cpu().zip(server::executor_cpu_seconds_of(&server_pids));
     let load_cpu_us = load_cpu0.zip(load_cpu1).map(|((s0, e0), (s1, e1))| {
         let per = |a: f64, b: f64| (b - a) * 1e6 / docs.max(1) as f64;
         (per(s0, s1), per(e0, e1))
@@ -371,11 +383,12 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     let before = {
         let rec = rec.clone();
         let data_dir = data_dir.clone();
+        let pids = server_pids.clone();
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             rec.start_measuring(duration);
             let sizes = data_dir.as_deref().map(|d| (server::log_bytes(d), server::dir_bytes(d)));
-            (sizes, server_pid.and_then(server::cpu_seconds), self_cpu())
+            (sizes, server::cpu_seconds_of(&pids), self_cpu(), server::ThreadCpu::read_all(&pids))
         })
     };
     let stop_progress = stats::spawn_progress(label, rec.clone(), warmup, duration);
@@ -391,9 +404,10 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     .await;
     stop_progress();
     result?;
-    let (sizes0, scpu0, ccpu0) = before.await?;
+    let (sizes0, scpu0, ccpu0, threads0) = before.await?;
     let sizes1 = data_dir.as_deref().map(|d| (server::log_bytes(d), server::dir_bytes(d)));
-    let (scpu1, ccpu1) = (server_pid.and_then(server::cpu_seconds), self_cpu());
+    let (scpu1, ccpu1) = (server_cpu(), self_cpu());
+    let threads1 = server::ThreadCpu::read_all(&server_pids);
     let mut report = rec.finish(head(args, "tally", vname, accounts), duration.as_secs_f64());
     let (log, store) = match (sizes0, sizes1) {
         (Some((l0, d0)), Some((l1, d1))) => (Some(l1 - l0), Some((d1 - l1) as i64 - (d0 - l0) as i64)),
@@ -406,6 +420,9 @@ async fn run_tally(args: &BenchArgs, accounts: u64, base: &std::path::Path) -> a
     report.storage.load_executor_cpu_us_per_doc = load_cpu_us.map(|c| c.1);
     if let (Some(s0), Some(s1), Some(c0), Some(c1)) = (scpu0, scpu1, ccpu0, ccpu1) {
         report.set_cpu(s1 - s0, c1 - c0);
+        if let (Some(t0), Some(t1)) = (&threads0, &threads1) {
+            report.set_server_threads(t0, t1);
+        }
     }
     if let Some(mut s) = server {
         s.stop();

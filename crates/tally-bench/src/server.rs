@@ -177,17 +177,117 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU time (seconds) of the server's executor thread (`tally-sequencer`): every write
-/// is applied there one after another, so its CPU per document bounds the write rate.
+/// CPU time (seconds) of processes `pids` together (the members of a cluster); None when
+/// there are none or one cannot be read.
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+/// [`executor_cpu_seconds`] of processes `pids` together.
+pub fn executor_cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| executor_cpu_seconds(p)).sum()
+}
+
+/// CPU time (seconds) of the server's executor thread (`tally-sequencer`, or
+/// `tally-executor` in a cluster): every write is applied there one after another, so its
+/// CPU per document bounds the write rate.
 pub fn executor_cpu_seconds(pid: u32) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     tasks.flatten().find_map(|t| {
         let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        if comm.trim() != "tally-sequencer" {
+        if thread_role(comm.trim_end()) != "executor" {
             return None;
         }
         stat_cpu_seconds(&t.path().join("stat").to_string_lossy())
     })
+}
+
+/// What a thread of `tally serve` does, from its name (`/proc/…/comm`, at most 15 bytes):
+/// the part of the server its CPU is reported under (see [`ThreadCpu`]).
+pub fn thread_role(comm: &str) -> &'static str {
+    match comm {
+        // Request threads: HTTP, the body's parse, authentication, answers; in a cluster
+        // also the Raft network. Blocking-pool threads have the same name; `tally-accept`
+        // takes connections (and answers probes).
+        "tokio-rt-worker" | "tally-accept" => "http",
+        // The executor: one thread applies every write, one after another.
+        "tally-sequencer" | "tally-executor" => "executor",
+        // The write-behind flusher: queued commits into redb.
+        "tally-store-flu" => "flusher",
+        // The input log's appends and syncs (one node) or the Raft log's (a cluster).
+        "tally-logger" | "tally-raftlog" => "log",
+        "tally-leafhash" => "leaf index",
+        "tally-long" => "long queries",
+        _ => "other",
+    }
+}
+
+/// CPU seconds a server's threads have used so far, summed by [`thread_role`], with the
+/// whole process's beside them (a thread that ended is in the total, not in a role).
+#[derive(Clone, Debug, Default)]
+pub struct ThreadCpu {
+    pub total: f64,
+    pub by_role: std::collections::BTreeMap<&'static str, f64>,
+}
+
+impl ThreadCpu {
+    /// The threads of process `pid`, from /proc. The total is read last: a thread's CPU
+    /// only grows, so the roles never add up to more than it.
+    pub fn read(pid: u32) -> Option<ThreadCpu> {
+        let mut by_role = std::collections::BTreeMap::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            // A thread may end between the listing and the read: it is then left out.
+            let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else { continue };
+            let Some(s) = stat_cpu_seconds(&t.path().join("stat").to_string_lossy()) else { continue };
+            *by_role.entry(thread_role(comm.trim_end())).or_insert(0.0) += s;
+        }
+        Some(ThreadCpu { total: cpu_seconds(pid)?, by_role })
+    }
+
+    /// [`ThreadCpu::read`] of processes `pids` together, role by role (the members of a
+    /// cluster); None when there are none or one cannot be read.
+    pub fn read_all(pids: &[u32]) -> Option<ThreadCpu> {
+        if pids.is_empty() {
+            return None;
+        }
+        let mut all = ThreadCpu::default();
+        for &p in pids {
+            let one = ThreadCpu::read(p)?;
+            all.total += one.total;
+            for (role, s) in one.by_role {
+                *all.by_role.entry(role).or_insert(0.0) += s;
+            }
+        }
+        Some(all)
+    }
+
+    /// Microseconds per operation of each role between `self` (before) and `after`, over
+    /// `ops` operations, largest first. What no live thread accounts for (threads that
+    /// ended, or were started, within the window) goes to "other", so the parts add up to
+    /// the process's CPU.
+    pub fn per_op(&self, after: &ThreadCpu, ops: u64) -> Vec<(String, f64)> {
+        let n = ops.max(1) as f64;
+        let mut parts: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+        for (role, s1) in &after.by_role {
+            let d = s1 - self.by_role.get(role).copied().unwrap_or(0.0);
+            *parts.entry(role).or_insert(0.0) += d.max(0.0);
+        }
+        let roles: f64 = parts.values().sum();
+        // Half a clock tick (/proc counts in 10 ms ticks) is rounding, not a thread.
+        let rest = (after.total - self.total) - roles;
+        if rest > 0.005 {
+            *parts.entry("other").or_insert(0.0) += rest;
+        }
+        let mut out: Vec<(String, f64)> = parts.into_iter().map(|(r, s)| (r.to_string(), s * 1e6 / n)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
 }
 
 fn stat_cpu_seconds(path: &str) -> Option<f64> {
@@ -225,4 +325,69 @@ pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
         }
     }
     Some(ticks / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(total: f64, roles: &[(&'static str, f64)]) -> ThreadCpu {
+        ThreadCpu { total, by_role: roles.iter().copied().collect() }
+    }
+
+    /// Each role's growth per operation, largest first; CPU no live thread accounts for
+    /// (a thread that ended in the window) is "other", so the parts add up to the total.
+    #[test]
+    fn per_op_splits_the_process_cpu_by_role_and_adds_up() {
+        let before = cpu(10.0, &[("http", 4.0), ("executor", 3.0), ("other", 1.0)]);
+        let after = cpu(13.0, &[("http", 5.5), ("executor", 4.0), ("flusher", 0.25), ("other", 1.0)]);
+        let parts = per_op_map(&before.per_op(&after, 1000));
+        assert_eq!(parts["http"], 1500.0);
+        assert_eq!(parts["executor"], 1000.0);
+        assert_eq!(parts["flusher"], 250.0);
+        // 3 s in all, 2.75 s in live threads' roles: 0.25 s from a thread that ended.
+        assert_eq!(parts["other"], 250.0);
+        let sum: f64 = parts.values().sum();
+        assert!((sum - 3000.0).abs() < 1e-6, "{parts:?}");
+        let order: Vec<String> = before.per_op(&after, 1000).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(order, ["http", "executor", "flusher", "other"]);
+    }
+
+    fn per_op_map(v: &[(String, f64)]) -> std::collections::BTreeMap<String, f64> {
+        v.iter().cloned().collect()
+    }
+
+    /// The server's thread names map to their parts; anything else is "other".
+    #[test]
+    fn thread_names_map_to_roles() {
+        assert_eq!(thread_role("tokio-rt-worker"), "http");
+        assert_eq!(thread_role("tally-sequencer"), "executor");
+        assert_eq!(thread_role("tally-executor"), "executor");
+        assert_eq!(thread_role("tally-store-flu"), "flusher");
+        assert_eq!(thread_role("tally-raftlog"), "log");
+        assert_eq!(thread_role("tally"), "other");
+    }
+
+    /// Reading a live process (this test's own) finds its threads, and they never add up
+    /// to more than the process.
+    #[test]
+    fn reads_a_live_process_threads() {
+        let busy = std::thread::Builder::new()
+            .name("tally-sequencer".into())
+            .spawn(|| {
+                let t = std::time::Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(60) {
+                    x = x.wrapping_mul(31).wrapping_add(7);
+                }
+                std::hint::black_box(x);
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let cpu = ThreadCpu::read(std::process::id()).expect("/proc readable");
+        busy.join().unwrap();
+        assert!(cpu.by_role.contains_key("executor"), "{cpu:?}");
+        let roles: f64 = cpu.by_role.values().sum();
+        assert!(roles <= cpu.total + 0.011, "{cpu:?}");
+    }
 }

@@ -355,6 +355,22 @@ pub struct Cpu {
     pub server_us_per_transfer: f64,
     /// This load generator.
     pub client_us_per_transfer: f64,
+    /// The server's CPU per transfer by what its threads do (`server::thread_role`:
+    /// http, executor, flusher, log, leaf index, long queries, other), adding up to
+    /// `server_us_per_transfer`; empty when not measured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_threads_us_per_transfer: BTreeMap<String, f64>,
+}
+
+impl Cpu {
+    /// The server's CPU by thread role, largest first: `http 31, executor 22, …` (parts
+    /// under half a microsecond left out).
+    pub fn threads_line(&self) -> String {
+        let mut parts: Vec<(&String, &f64)> = self.server_threads_us_per_transfer.iter().collect();
+        parts.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        // Parts under half a microsecond would print as 0.
+        parts.iter().filter(|(_, us)| **us >= 0.5).map(|(r, us)| format!("{r} {us:.0}")).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl Report {
@@ -375,7 +391,19 @@ impl Report {
 impl Report {
     pub fn set_cpu(&mut self, server_s: f64, client_s: f64) {
         let n = self.transfers.max(1) as f64;
-        self.cpu = Some(Cpu { server_us_per_transfer: server_s * 1e6 / n, client_us_per_transfer: client_s * 1e6 / n });
+        self.cpu = Some(Cpu {
+            server_us_per_transfer: server_s * 1e6 / n,
+            client_us_per_transfer: client_s * 1e6 / n,
+            server_threads_us_per_transfer: BTreeMap::new(),
+        });
+    }
+
+    /// The server's CPU by thread role between two readings (after [`Report::set_cpu`]).
+    pub fn set_server_threads(&mut self, before: &crate::server::ThreadCpu, after: &crate::server::ThreadCpu) {
+        let n = self.transfers;
+        if let Some(cpu) = self.cpu.as_mut() {
+            cpu.server_threads_us_per_transfer = before.per_op(after, n).into_iter().collect();
+        }
     }
 
     pub fn set_client_cpu(&mut self, client_s: f64) {
