@@ -269,8 +269,8 @@ impl ThreadCpu {
 
     /// Microseconds per operation of each role between `self` (before) and `after`, over
     /// `ops` operations, largest first. What no live thread accounts for (threads that
-    /// ended, or were started, within the window) goes to "other", so the parts add up to
-    /// the process's CPU.
+    /// ended within the window) goes to "other", so the parts add up to the process's CPU
+    /// (to within the ticks that pass between the readings of one moment).
     pub fn per_op(&self, after: &ThreadCpu, ops: u64) -> Vec<(String, f64)> {
         let n = ops.max(1) as f64;
         let mut parts: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
@@ -365,6 +365,8 @@ mod tests {
         assert_eq!(thread_role("tally-executor"), "executor");
         assert_eq!(thread_role("tally-store-flu"), "flusher");
         assert_eq!(thread_role("tally-raftlog"), "log");
+        assert_eq!(thread_role("tally-logger"), "log");
+        assert_eq!(thread_role("tally-accept"), "http");
         assert_eq!(thread_role("tally"), "other");
     }
 
