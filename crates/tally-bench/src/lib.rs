@@ -110,7 +110,7 @@ pub struct BenchArgs {
     /// With `--endpoint`: the process id of the server (repeat it for every member of a
     /// cluster on this machine), so its CPU per transfer is measured and split by thread,
     /// as for a server this command starts.
-    #[arg(long = "server-pid", requires = "endpoint")]
+    #[arg(long = "server-pid", value_name = "PID", requires = "endpoint")]
     pub server_pids: Vec<u32>,
     /// Run the transfer as a user-defined function (`CreateFunction` once, then `Call`).
     #[arg(long)]
@@ -221,6 +221,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.load_batch == 0 || args.load_in_flight == 0 {
         bail!("--load-batch and --load-in-flight must be positive");
+    }
+    if let Some(pid) = args.server_pids.iter().find(|&&p| server::cpu_seconds(p).is_none()) {
+        bail!("--server-pid {pid}: no such process on this machine (give the pid of the server --endpoint reaches)");
     }
     if args.accounts.iter().any(|&a| a < 2) {
         bail!("--accounts must be at least 2 (a transfer needs two accounts)");
