@@ -5,6 +5,10 @@
 //! replica decodes). And, on the replica's side, the record read straight into an
 //! expression (`decode_input_expr`) against `decode_input` and `parse`.
 
+#[path = "../../tally-fql/tests/common/json_gen.rs"]
+mod json_gen;
+use json_gen::JsonGen;
+
 use serde_json::Value as Json;
 use tally_exec::record::{
     decode_input, decode_input_expr, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput,
@@ -243,112 +247,74 @@ fn the_expression_count_limit_is_the_same() {
     }
 }
 
-/// A small deterministic generator of JSON texts over FQL's keys, repeated keys included.
-struct Gen(u64);
+/// Object keys of the random documents: FQL's, and escaped ones.
+const KEYS: &[&str] = &[
+    "let",
+    "in",
+    "var",
+    "object",
+    "query",
+    "lambda",
+    "expr",
+    "get",
+    "select",
+    "from",
+    "add",
+    "if",
+    "then",
+    "else",
+    "do",
+    "map",
+    "collection",
+    "ref",
+    "id",
+    "database",
+    "@ref",
+    "@obj",
+    "@ts",
+    "@set",
+    "@query",
+    "x",
+    "y",
+    "create",
+    "params",
+    "data",
+    "update",
+    "\\u0040ref",
+    "l\\u0065t",
+    "é",
+    "",
+];
 
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    fn text(&mut self, depth: u32, out: &mut String) {
-        const KEYS: &[&str] = &[
-            "let",
-            "in",
-            "var",
-            "object",
-            "query",
-            "lambda",
-            "expr",
-            "get",
-            "select",
-            "from",
-            "add",
-            "if",
-            "then",
-            "else",
-            "do",
-            "map",
-            "collection",
-            "ref",
-            "id",
-            "database",
-            "@ref",
-            "@obj",
-            "@ts",
-            "@set",
-            "@query",
-            "x",
-            "y",
-            "create",
-            "params",
-            "data",
-            "update",
-            "\\u0040ref",
-            "l\\u0065t",
-            "é",
-            "",
-        ];
-        const LEAVES: &[&str] = &[
-            "1",
-            "-2",
-            "0",
-            "-0",
-            "2.5",
-            "-0.0",
-            "1e2",
-            "1e-7",
-            "null",
-            "true",
-            "false",
-            "\"x\"",
-            "\"collections\"",
-            "\"self\"",
-            "\"2020-01-01T00:00:00Z\"",
-            "\"AQID\"",
-            "[]",
-            "{}",
-            "9223372036854775808",
-            "\"\\u0040ref\"",
-            "\"\\ud83d\\ude00\"",
-            "\"\\n\"",
-        ];
-        let roll = self.next() % 10;
-        if depth == 0 || roll < 3 {
-            out.push_str(self.pick(LEAVES));
-        } else if roll < 5 {
-            out.push('[');
-            for i in 0..self.next() % 4 {
-                if i > 0 {
-                    out.push(',');
-                }
-                self.text(depth - 1, out);
-            }
-            out.push(']');
-        } else {
-            out.push('{');
-            for i in 0..1 + self.next() % 3 {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push('"');
-                out.push_str(self.pick(KEYS));
-                out.push_str("\":");
-                self.text(depth - 1, out);
-            }
-            out.push('}');
-        }
-    }
-}
+/// Leaf texts of the random documents.
+const LEAVES: &[&str] = &[
+    "1",
+    "-2",
+    "0",
+    "-0",
+    "2.5",
+    "-0.0",
+    "1e2",
+    "1e-7",
+    "null",
+    "true",
+    "false",
+    "\"x\"",
+    "\"collections\"",
+    "\"self\"",
+    "\"2020-01-01T00:00:00Z\"",
+    "\"AQID\"",
+    "[]",
+    "{}",
+    "9223372036854775808",
+    "\"\\u0040ref\"",
+    "\"\\ud83d\\ude00\"",
+    "\"\\n\"",
+];
 
 #[test]
 fn random_documents_parse_once_as_they_did_twice() {
-    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let mut g = JsonGen::new(0x2545_f491_4f6c_dd1d, KEYS, LEAVES);
     let mut seen = [0u32; 3];
     for _ in 0..30_000 {
         let mut text = String::new();

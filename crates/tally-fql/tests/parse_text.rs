@@ -3,6 +3,10 @@
 //! the tree path gives the same one; and the text path does take the shapes real
 //! queries have, so the request path really skips the tree.
 
+#[path = "common/json_gen.rs"]
+mod json_gen;
+use json_gen::JsonGen;
+
 use serde_json::Value as Json;
 use tally_fql::expr::{from_text, parse, EXPR_NODES_MAX};
 
@@ -146,121 +150,83 @@ fn the_expression_count_limit_is_the_same() {
     assert!(via_tree(&text).is_err());
 }
 
-/// A small deterministic generator of JSON texts over FQL's keys, repeated keys included.
-struct Gen(u64);
+/// Object keys of the random documents: FQL's, and escaped ones.
+const KEYS: &[&str] = &[
+    "let",
+    "in",
+    "var",
+    "object",
+    "query",
+    "lambda",
+    "expr",
+    "get",
+    "select",
+    "from",
+    "default",
+    "add",
+    "if",
+    "then",
+    "else",
+    "do",
+    "map",
+    "collection",
+    "ref",
+    "id",
+    "database",
+    "@ref",
+    "@obj",
+    "@ts",
+    "@set",
+    "@query",
+    "@date",
+    "x",
+    "y",
+    "abort",
+    "concat",
+    "separator",
+    "paginate",
+    "size",
+    "match",
+    "index",
+    "terms",
+    "create",
+    "params",
+    "data",
+    "update",
+    "password",
+    "exists",
+    "filter",
+    "\\u0040ref",
+    "l\\u0065t",
+];
 
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    fn text(&mut self, depth: u32, out: &mut String) {
-        const KEYS: &[&str] = &[
-            "let",
-            "in",
-            "var",
-            "object",
-            "query",
-            "lambda",
-            "expr",
-            "get",
-            "select",
-            "from",
-            "default",
-            "add",
-            "if",
-            "then",
-            "else",
-            "do",
-            "map",
-            "collection",
-            "ref",
-            "id",
-            "database",
-            "@ref",
-            "@obj",
-            "@ts",
-            "@set",
-            "@query",
-            "@date",
-            "x",
-            "y",
-            "abort",
-            "concat",
-            "separator",
-            "paginate",
-            "size",
-            "match",
-            "index",
-            "terms",
-            "create",
-            "params",
-            "data",
-            "update",
-            "password",
-            "exists",
-            "filter",
-            "\\u0040ref",
-            "l\\u0065t",
-        ];
-        const LEAVES: &[&str] = &[
-            "1",
-            "-2",
-            "0",
-            "-0",
-            "2.5",
-            "1e2",
-            "null",
-            "true",
-            "false",
-            "\"x\"",
-            "\"collections\"",
-            "\"self\"",
-            "\"a\"",
-            "\"2020-01-01T00:00:00Z\"",
-            "\"2020-01-01\"",
-            "\"AQID\"",
-            "[]",
-            "{}",
-            "9223372036854775808",
-            "\"\\u0040ref\"",
-        ];
-        let roll = self.next() % 10;
-        if depth == 0 || roll < 3 {
-            out.push_str(self.pick(LEAVES));
-        } else if roll < 5 {
-            out.push('[');
-            for i in 0..self.next() % 4 {
-                if i > 0 {
-                    out.push(',');
-                }
-                self.text(depth - 1, out);
-            }
-            out.push(']');
-        } else {
-            out.push('{');
-            for i in 0..1 + self.next() % 3 {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push('"');
-                out.push_str(self.pick(KEYS));
-                out.push_str("\":");
-                self.text(depth - 1, out);
-            }
-            out.push('}');
-        }
-    }
-}
+/// Leaf texts of the random documents.
+const LEAVES: &[&str] = &[
+    "1",
+    "-2",
+    "0",
+    "-0",
+    "2.5",
+    "1e2",
+    "null",
+    "true",
+    "false",
+    "\"x\"",
+    "\"collections\"",
+    "\"self\"",
+    "\"a\"",
+    "\"2020-01-01T00:00:00Z\"",
+    "\"2020-01-01\"",
+    "\"AQID\"",
+    "[]",
+    "{}",
+    "9223372036854775808",
+    "\"\\u0040ref\"",
+];
 
 #[test]
 fn random_documents_agree() {
-    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    let mut g = JsonGen::new(0x9e37_79b9_7f4a_7c15, KEYS, LEAVES);
     let (mut took, mut total) = (0, 0);
     for _ in 0..50_000 {
         let mut text = String::new();
