@@ -66,6 +66,11 @@ def threads(reports, role):
 ROLES = ["http", "executor", "flusher", "log", "leaf index", "long queries", "other"]
 
 
+def shows(reports, role):
+    """Whether a role took at least half a µs per transfer in any of `reports`."""
+    return max(threads(reports, role), default=0.0) >= 0.5
+
+
 def thread_table(data, rows):
     """Each row's server CPU per transfer by thread role, before → after (builds whose
     `tally bench` reports no split are left out)."""
@@ -73,8 +78,8 @@ def thread_table(data, rows):
              or threads(data.get((row, "before"), []), "http")]
     if not shown:
         return
-    roles = [r for r in ROLES if any(threads(data.get((row, lab), []), r) and max(threads(data.get((row, lab), []), r)) >= 0.5
-                                     for row in shown for lab in ("before", "after"))]
+    runs = [data.get((row, lab), []) for row in shown for lab in ("before", "after")]
+    roles = [r for r in ROLES if any(shows(reports, r) for reports in runs)]
     print("\nServer CPU per transfer by thread (µs, before → after):\n")
     print("| workload | accounts | clients | per request | " + " | ".join(roles) + " |")
     print("|---|---:|---:|---:|" + "---|" * len(roles))
@@ -129,7 +134,7 @@ def main():
             nb, na = one_node.get(row, (None, None))
             share = lambda c, n: f"{100 * c / n:.0f} %" if c and n else "–"
             cb, ca = data.get((row, "cluster-before"), []), data.get((row, "cluster-after"), [])
-            split = ", ".join(f"{r} {rng(threads(ca, r))}" for r in ROLES if threads(ca, r) and max(threads(ca, r)) >= 0.5)
+            split = ", ".join(f"{r} {rng(threads(ca, r))}" for r in ROLES if shows(ca, r))
             print(
                 f"| {wl}, {int(acc):,} accounts, {cl} clients, {b} per request | {rng(bt)} | {rng(at)} "
                 f"| {share(med(bt), nb)} → {share(med(at), na)} "
