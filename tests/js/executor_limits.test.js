@@ -170,7 +170,7 @@ test('a data directory from an earlier build (format 1) is refused with what to 
   const before = fs.readdirSync(dataDir).sort()
   const out = await runServe(dataDir)
   assert.notEqual(out.code, 0, out.text)
-  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 4.*tally export.*commit bb86f26, the last build of format 1/s)
+  assert.match(out.text, /has format 1 .*no FORMAT marker.*reads format 5.*tally export.*commit bb86f26, the last build of format 1/s)
   assert.deepEqual(fs.readdirSync(dataDir).sort(), before, 'nothing was written into it')
 })
 

@@ -94,7 +94,7 @@ describe('leaf-hash index', { timeout: 120_000 }, () => {
       await server.stop({ keepData: true })
       spoil()
       await server.start()
-      assert.equal(fs.readFileSync(marker, 'utf8'), 'tally data directory format 4\n')
+      assert.equal(fs.readFileSync(marker, 'utf8'), 'tally data directory format 5\n')
       assert.equal(await allFound(), size)
       await caughtUp(size)
       assert.equal(await allFound(), size)

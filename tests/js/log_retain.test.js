@@ -192,7 +192,7 @@ describe('input log segments and retention', { timeout: 300_000 }, () => {
     const s2 = await start({ dataDir: s.dataDir, rootKey: s.rootKey })
     assert.deepEqual((await get(s2, '/ledger/head')).body, head)
     assert.equal(await s2.adminClient().query(q.Count(q.Documents(q.Collection('c')))), 5)
-    assert.equal(fs.readFileSync(path.join(s.dataDir, 'FORMAT'), 'utf8'), 'tally data directory format 4\n')
+    assert.equal(fs.readFileSync(path.join(s.dataDir, 'FORMAT'), 'utf8'), 'tally data directory format 5\n')
     assert.deepEqual(fs.readdirSync(path.join(s.dataDir, 'log')), [FIRST_SEGMENT])
   })
 })

@@ -26,7 +26,10 @@ pub use log::{
     FRAME_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
 };
 pub use retain::{retirable, retire_segments, Retain, Retired};
-pub use segment::{list_segments, segment_name, Segment, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_VERSION};
+pub use segment::{
+    list_segments, segment_holds_frames, segment_name, Segment, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_VERSION,
+    SEGMENT_VERSIONS_READ,
+};
 pub use sequencer::{Clock, Replayed, Sequencer, SequencerConfig, SubmitError, EXECUTOR_STACK_BYTES};
 pub use tally_apply::{
     Batch, BatchError, Decoded, ExportWriter, IdleSweep, MachineError, ReplicatedMachine, StateMachine,

@@ -9,13 +9,20 @@
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `TALLYSEG` |
-//! | 1 | version, `0x01` |
+//! | 1 | version, `0x02` (this build writes 2 and reads 1 and 2) |
 //! | 7 | reserved, zero |
 //! | 8 | first height: the height of the segment's first batch (equal to its name) |
 //! | 8 | previous ts: the `ts` of the batch before it (0 for height 1 or when unknown) |
 //!
-//! The decoder refuses another magic, version, non-zero reserved bytes, and a first height
-//! that disagrees with the file name.
+//! The versions differ only in how the last segment ends. In version 1 its frames run to
+//! the end of the file. In version 2 the file may go on past the last frame with zeros
+//! written ahead of the appends (so that a sync of an append need not also write the
+//! file's new length), and a frame header of eight zero bytes marks the end of the frames:
+//! a frame is never empty, so no frame starts with one. A closed segment of either version
+//! ends at its last frame (`log.rs` cuts the zeros off before it makes the next segment).
+//!
+//! The decoder refuses another magic, a version it does not read, non-zero reserved bytes,
+//! and a first height that disagrees with the file name.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -26,23 +33,39 @@ use crate::log::LogError;
 /// Length of a segment header.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 const MAGIC: &[u8; 8] = b"TALLYSEG";
-/// The segment format this build writes and reads.
-pub const SEGMENT_VERSION: u8 = 1;
+/// The segment format this build writes.
+pub const SEGMENT_VERSION: u8 = 2;
+/// The segment formats this build reads: version 1 segments (frames to the end of the
+/// file) are read, and appended to when last, as they are, and never pre-zeroed.
+pub const SEGMENT_VERSIONS_READ: [u8; 2] = [1, 2];
 const SUFFIX: &str = ".seg";
 const NAME_DIGITS: usize = 20;
 
 /// A segment's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The segment's format version, one of [`SEGMENT_VERSIONS_READ`].
+    pub version: u8,
     pub first_height: u64,
     pub prev_ts: u64,
 }
 
 impl SegmentHeader {
+    /// The header of a new segment, in the version this build writes.
+    pub fn new(first_height: u64, prev_ts: u64) -> SegmentHeader {
+        SegmentHeader { version: SEGMENT_VERSION, first_height, prev_ts }
+    }
+
+    /// Whether the file may go on past the last frame with zeros that end the frames
+    /// (version 2 and later).
+    pub fn zeros_end_frames(&self) -> bool {
+        self.version >= 2
+    }
+
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
         let mut out = [0u8; SEGMENT_HEADER_BYTES as usize];
         out[..8].copy_from_slice(MAGIC);
-        out[8] = SEGMENT_VERSION;
+        out[8] = self.version;
         out[16..24].copy_from_slice(&self.first_height.to_be_bytes());
         out[24..32].copy_from_slice(&self.prev_ts.to_be_bytes());
         out
@@ -56,9 +79,9 @@ impl SegmentHeader {
         if &b[..8] != MAGIC {
             return Err("no TALLYSEG magic: not an input log segment".into());
         }
-        if b[8] != SEGMENT_VERSION {
+        if !SEGMENT_VERSIONS_READ.contains(&b[8]) {
             return Err(format!(
-                "segment format version {} (this build reads version {SEGMENT_VERSION}); open it with the build that wrote it",
+                "segment format version {} (this build reads versions 1 and 2); open it with the build that wrote it",
                 b[8]
             ));
         }
@@ -66,7 +89,7 @@ impl SegmentHeader {
             return Err("reserved header bytes are not zero".into());
         }
         let u = |r: std::ops::Range<usize>| u64::from_be_bytes(b[r].try_into().unwrap_or([0; 8]));
-        Ok(SegmentHeader { first_height: u(16..24), prev_ts: u(24..32) })
+        Ok(SegmentHeader { version: b[8], first_height: u(16..24), prev_ts: u(24..32) })
     }
 }
 
@@ -130,12 +153,22 @@ pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
+/// Whether the segment file at `path` holds a frame: more than its header, and not zeros
+/// where the first frame would start (a version-2 segment may hold zeros written ahead).
+pub fn segment_holds_frames(path: &Path) -> Result<bool, LogError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize + 8);
+    Read::by_ref(&mut file).take(SEGMENT_HEADER_BYTES + 8).read_to_end(&mut head).map_err(io_err(path))?;
+    Ok(head.len() > SEGMENT_HEADER_BYTES as usize && head[SEGMENT_HEADER_BYTES as usize..].iter().any(|&b| b != 0))
+}
+
 /// Create the segment starting at `header.first_height` in `dir`: the header written and
-/// fsynced, the directory entry fsynced. Fails if it exists.
+/// fsynced, the directory entry fsynced. Fails if it exists. The file is opened for
+/// positioned writes (not `O_APPEND`): a version-2 segment's appends go before its zeros.
 pub fn create_segment(dir: &Path, header: SegmentHeader) -> Result<(File, PathBuf), LogError> {
     let path = dir.join(segment_name(header.first_height));
     let mut file =
-        std::fs::OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err(&path))?;
     let written = file.write_all(&header.encode()).and_then(|()| file.sync_all());
     if let Err(e) = written.map_err(io_err(&path)).and_then(|()| sync_dir(dir)) {
         drop(file);
@@ -152,17 +185,27 @@ mod tests {
     /// The header's bytes are fixed: a change here is a format change.
     #[test]
     fn golden_header_bytes() {
-        let h = SegmentHeader { first_height: 0x0102, prev_ts: 0x0a0b };
+        let h = SegmentHeader::new(0x0102, 0x0a0b);
         let b = h.encode();
         assert_eq!(&b[..8], b"TALLYSEG");
-        assert_eq!(b[8], 1);
+        assert_eq!(b[8], 2);
         assert_eq!(&b[9..16], &[0; 7]);
         assert_eq!(&b[16..24], &[0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(&b[24..32], &[0, 0, 0, 0, 0, 0, 0x0a, 0x0b]);
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
-        let mut v2 = b;
-        v2[8] = 2;
-        assert!(SegmentHeader::decode(&v2).unwrap_err().contains("version 2"));
+        assert!(h.zeros_end_frames());
+        // Version 1 is still read, and its frames run to the end of the file.
+        let mut v1 = b;
+        v1[8] = 1;
+        let old = SegmentHeader::decode(&v1).unwrap();
+        assert_eq!((old.version, old.first_height, old.prev_ts), (1, 0x0102, 0x0a0b));
+        assert!(!old.zeros_end_frames());
+        assert_eq!(old.encode(), v1);
+        for unknown in [0, 3, 0xff] {
+            let mut v = b;
+            v[8] = unknown;
+            assert!(SegmentHeader::decode(&v).unwrap_err().contains(&format!("version {unknown} ")));
+        }
         let mut reserved = b;
         reserved[12] = 1;
         assert!(SegmentHeader::decode(&reserved).is_err());

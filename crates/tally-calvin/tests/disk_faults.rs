@@ -9,9 +9,12 @@ use std::process::Command;
 use std::sync::Arc;
 
 use tally_calvin::{
-    segment_name, Batch, Clock, FileLog, Log, LogError, Sequencer, SequencerConfig, StateMachine, SubmitError, Tenant,
-    SEGMENT_HEADER_BYTES,
+    segment_name, Batch, Clock, FileLog, Log, LogError, LogOptions, Sequencer, SequencerConfig, StateMachine,
+    SubmitError, Tenant,
 };
+
+mod common;
+use common::{file_len, frame_starts, frames_end};
 
 fn batch(height: u64, bytes: usize) -> Batch {
     Batch { height, ts: height * 10, rules: 1, inputs: vec![vec![height as u8; bytes]] }
@@ -58,25 +61,35 @@ impl Drop for SmallDisk {
     }
 }
 
-fn log_len(dir: &Path) -> u64 {
-    std::fs::metadata(dir.join(segment_name(1))).map(|m| m.len()).unwrap_or(0)
-}
-
+/// With the default zeros ahead (1 MiB, more than the disk has: the log goes on without
+/// them) and with 64 KiB (they are written until the disk fills, then given up).
 #[test]
 fn a_full_disk_fails_the_append_rolls_it_back_and_stops_the_log() {
-    let Some(disk) = SmallDisk::mount("256k") else { return };
-    let mut log = FileLog::open(disk.path()).unwrap();
+    for prezero_bytes in [LogOptions::default().prezero_bytes, 64 << 10] {
+        let Some(disk) = SmallDisk::mount("256k") else { return };
+        full_disk(&disk, LogOptions { prezero_bytes, ..Default::default() });
+    }
+}
+
+fn full_disk(disk: &SmallDisk, options: LogOptions) {
+    let seg = disk.path().join(segment_name(1));
+    let mut log = FileLog::open_with(disk.path(), options).unwrap();
     let mut appended = 0;
-    let mut len_before_failure;
+    let mut zeros_seen = 0;
     let err = loop {
-        len_before_failure = log_len(disk.path());
         match log.append(&batch(appended + 1, 20_000)) {
             Ok(()) => appended += 1,
             Err(e) => break e,
         }
+        zeros_seen = zeros_seen.max(file_len(&seg) - frames_end(&seg));
         assert!(appended < 100, "a 256 KiB disk never filled");
     };
     assert!(appended >= 5, "some batches fit ({appended})");
+    if options.prezero_bytes < 100 << 10 {
+        assert!(zeros_seen > 0, "zeros were written ahead while there was room");
+    } else {
+        assert_eq!(zeros_seen, 0, "zeros larger than the disk are given up");
+    }
     match &err {
         LogError::AppendFailed { height, rolled_back, source, .. } => {
             assert_eq!(*height, appended + 1);
@@ -86,19 +99,20 @@ fn a_full_disk_fails_the_append_rolls_it_back_and_stops_the_log() {
         other => panic!("expected AppendFailed, got {other}"),
     }
     assert!(err.to_string().contains("not committed"), "{err}");
-    assert_eq!(log_len(disk.path()), len_before_failure, "nothing of the failed batch is left in the file");
+    assert_eq!(frame_starts(&seg).len() as u64, appended, "nothing of the failed batch is left in the file");
+    assert_eq!(file_len(&seg), frames_end(&seg), "the file ends at the last acknowledged frame");
     // No later append is taken, even one that would fit.
     assert!(matches!(log.append(&batch(appended + 1, 1)), Err(LogError::Stopped { .. })));
     drop(log);
 
     // After the fault is cleared the log opens with every appended batch and goes on.
     disk.grow("4m");
-    let mut log = FileLog::open(disk.path()).unwrap();
+    let mut log = FileLog::open_with(disk.path(), options).unwrap();
     assert_eq!(log.last_height(), appended);
     let heights: Vec<u64> = log.read_after(0).unwrap().iter().map(|b| b.height).collect();
     assert_eq!(heights, (1..=appended).collect::<Vec<_>>());
     log.append(&batch(appended + 1, 20_000)).unwrap();
-    assert_eq!(FileLog::open(disk.path()).unwrap().last_height(), appended + 1);
+    assert_eq!(FileLog::open_with(disk.path(), options).unwrap().last_height(), appended + 1);
 }
 
 /// Counts the inputs it applied.
@@ -179,7 +193,7 @@ fn a_damaged_frame_before_intact_ones_refuses_to_open_and_keeps_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_three(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    let frame = SEGMENT_HEADER_BYTES as usize + (bytes.len() - SEGMENT_HEADER_BYTES as usize) / 3;
+    let frame = frame_starts(&path)[1];
     bytes[frame + 20] ^= 0x40; // inside batch 2's body
     std::fs::write(&path, &bytes).unwrap();
     let err = FileLog::open(dir.path()).err().expect("a damaged acknowledged frame is refused");
@@ -195,7 +209,7 @@ fn a_torn_or_damaged_last_frame_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_three(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
-        let n = bytes.len();
+        let n = frames_end(&path);
         match damage {
             "flip" => bytes[n - 5] ^= 1,
             "cut" => bytes.truncate(n - 30),

@@ -1,21 +1,23 @@
 //! The segmented input log: rolling, reopening, damage per segment, retirement
 //! (`--log-retain`) and the conversion of a format-2 single-file log.
 
-use std::io::Write;
 use std::path::Path;
 
 use tally_calvin::{
-    list_segments, migrate_single_file, replay_dirs, retire_segments, segment_name, Batch, FileLog, Log, LogError,
-    LogOptions, Retain, SEGMENT_HEADER_BYTES,
+    list_segments, migrate_single_file, replay_dirs, retire_segments, segment_holds_frames, segment_name, Batch,
+    FileLog, Log, LogError, LogOptions, Retain, SEGMENT_HEADER_BYTES,
 };
+
+mod common;
+use common::{file_len, frame_starts, frames_end, write_at};
 
 fn batch(height: u64) -> Batch {
     Batch { height, ts: height * 10, rules: 1, inputs: vec![vec![height as u8; 40]] }
 }
 
-/// Segments of about four batches each.
+/// Segments of about four batches each, zeros written 100 bytes ahead.
 fn small() -> LogOptions {
-    LogOptions { segment_bytes_max: 300 }
+    LogOptions { segment_bytes_max: 300, prezero_bytes: 100 }
 }
 
 fn write(dir: &Path, upto: u64) -> FileLog {
@@ -63,9 +65,7 @@ fn a_torn_tail_of_the_last_segment_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     drop(write(dir.path(), 10));
     let last = list_segments(dir.path()).unwrap().pop().unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last.path).unwrap();
-    f.write_all(&[0, 0, 0, 90, 1, 2, 3]).unwrap();
-    drop(f);
+    write_at(&last.path, frames_end(&last.path), &[0, 0, 0, 90, 1, 2, 3]);
     let mut log = FileLog::open_with(dir.path(), small()).unwrap();
     assert_eq!(log.last_height(), 10);
     log.append(&batch(11)).unwrap();
@@ -208,4 +208,111 @@ fn a_log_can_start_at_a_later_height() {
     assert_eq!(heights(&mut log, 40), vec![41]);
     assert!(matches!(log.read_after(0), Err(LogError::Retired { height: 1, first: 41, .. })));
     assert!(FileLog::create_at(dir.path(), small(), 1, 0).is_err(), "refuses a directory holding a log");
+}
+
+/// A version-2 segment goes on past its frames with zeros: they stay when the log is
+/// reopened (no torn tail), appends go into them, they never pass the segment size, and a
+/// closed segment is cut to its last frame.
+#[test]
+fn zeros_ahead_stay_on_reopen_and_closed_segments_end_at_their_last_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = write(dir.path(), 1);
+    let seg = dir.path().join(segment_name(1));
+    let end = frames_end(&seg);
+    assert!(file_len(&seg) >= end + 100, "zeros ahead: {} after {end}", file_len(&seg));
+    assert!(std::fs::read(&seg).unwrap()[end..].iter().all(|&b| b == 0));
+    assert!(segment_holds_frames(&seg).unwrap());
+    drop(log);
+    let len = file_len(&seg);
+    log = FileLog::open_with(dir.path(), small()).unwrap();
+    assert_eq!(file_len(&seg), len, "the zeros are kept, not cut off as a torn tail");
+    log.append(&batch(2)).unwrap();
+    assert_eq!(frame_starts(&seg).len(), 2);
+    drop(log);
+    let mut log = write(dir.path(), 30);
+    let segs = list_segments(dir.path()).unwrap();
+    assert!(segs.len() >= 5);
+    for (i, s) in segs.iter().enumerate() {
+        let (len, end) = (file_len(&s.path), frames_end(&s.path));
+        assert!(len <= 300, "{} is {len} bytes", s.path.display());
+        assert_eq!(std::fs::read(&s.path).unwrap()[8], 2, "version 2");
+        if i + 1 < segs.len() {
+            assert_eq!(len, end, "closed segment {} ends at its last frame", s.path.display());
+        }
+    }
+    assert_eq!(heights(&mut log, 0), (1..=30).collect::<Vec<_>>());
+    // An empty segment with zeros ahead holds no frame.
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().join(segment_name(1));
+    drop(FileLog::open_with(empty.path(), small()).unwrap());
+    write_at(&e, SEGMENT_HEADER_BYTES as usize, &[0; 64]);
+    assert!(!segment_holds_frames(&e).unwrap());
+    assert_eq!(FileLog::open_with(empty.path(), small()).unwrap().last_height(), 0);
+}
+
+/// A crash mid-append leaves part of a frame among the zeros: with its header written or
+/// not, it is cut off on open (the file ends at the last whole frame), and the log goes on.
+#[test]
+fn a_torn_append_inside_the_zeros_is_cut_off() {
+    for torn in [&[0u8, 0, 0, 60, 9, 9, 9, 9, 1, 2][..], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 6, 7][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write(dir.path(), 2));
+        let seg = dir.path().join(segment_name(1));
+        let end = frames_end(&seg);
+        assert!(file_len(&seg) > end + torn.len());
+        write_at(&seg, end, torn);
+        let mut log = FileLog::open_with(dir.path(), small()).unwrap();
+        assert_eq!(log.last_height(), 2, "{torn:?}");
+        assert_eq!(file_len(&seg), end, "{torn:?}: the torn append and the zeros are cut off");
+        log.append(&batch(3)).unwrap();
+        assert_eq!(heights(&mut log, 0), vec![1, 2, 3]);
+        drop(log);
+        assert_eq!(FileLog::open_with(dir.path(), small()).unwrap().last_height(), 3);
+    }
+    // A damaged acknowledged frame that an intact one follows is refused, zeros or not.
+    let dir = tempfile::tempdir().unwrap();
+    drop(write(dir.path(), 2));
+    let seg = dir.path().join(segment_name(1));
+    let first = frame_starts(&seg)[0];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[first + 20] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = FileLog::open_with(dir.path(), small()).err().expect("refused");
+    assert!(matches!(err, LogError::Corrupt { height: 1, .. }), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "left as it was");
+}
+
+/// A version-1 segment (an older build's, frames to the end of the file) is read and
+/// appended to without zeros; zeros after its frames are a torn tail, not an end; the next
+/// segment the log makes is version 2.
+#[test]
+fn a_version_1_segment_is_read_and_appended_to_then_followed_by_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = LogOptions { segment_bytes_max: 300, prezero_bytes: 0 };
+    let mut log = FileLog::open_with(dir.path(), plain).unwrap();
+    for h in 1..=2 {
+        log.append(&batch(h)).unwrap();
+    }
+    drop(log);
+    let seg = dir.path().join(segment_name(1));
+    assert_eq!(file_len(&seg), frames_end(&seg), "no zeros without the option");
+    write_at(&seg, 8, &[1]);
+    // Zeros after a version-1 segment's frames are no end marker: a torn tail, cut off.
+    let end = frames_end(&seg);
+    write_at(&seg, end, &[0; 40]);
+    let mut log = FileLog::open_with(dir.path(), small()).unwrap();
+    assert_eq!(file_len(&seg), end);
+    log.append(&batch(3)).unwrap();
+    assert_eq!(file_len(&seg), frames_end(&seg), "a version-1 segment gets no zeros");
+    for h in 4..=8 {
+        log.append(&batch(h)).unwrap();
+    }
+    let segs = list_segments(dir.path()).unwrap();
+    assert!(segs.len() >= 2, "rolled");
+    assert_eq!(std::fs::read(&segs[0].path).unwrap()[8], 1);
+    assert_eq!(std::fs::read(&segs[1].path).unwrap()[8], 2);
+    assert_eq!(heights(&mut log, 0), (1..=8).collect::<Vec<_>>());
+    drop(log);
+    let mut log = FileLog::open_with(dir.path(), small()).unwrap();
+    assert_eq!(heights(&mut log, 0), (1..=8).collect::<Vec<_>>());
 }

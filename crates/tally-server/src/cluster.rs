@@ -147,13 +147,12 @@ pub struct Member {
 
 /// Open the Raft log and state machine in `data_dir` and start Raft.
 /// Whether `log_dir` holds a single node's logged batches (a format-2 `input.log`, or a
-/// segment with more than its header).
+/// segment holding a frame; a segment that cannot be read counts as holding one).
 fn single_log_has_batches(log_dir: &Path) -> bool {
     let legacy = std::fs::metadata(log_dir.join("input.log")).is_ok_and(|m| m.len() > 0);
     legacy
-        || tally_calvin::list_segments(log_dir).is_ok_and(|segs| {
-            segs.iter().any(|s| std::fs::metadata(&s.path).is_ok_and(|m| m.len() > tally_calvin::SEGMENT_HEADER_BYTES))
-        })
+        || tally_calvin::list_segments(log_dir)
+            .is_ok_and(|segs| segs.iter().any(|s| tally_calvin::segment_holds_frames(&s.path).unwrap_or(true)))
 }
 
 pub async fn start_member(

@@ -13,14 +13,19 @@
 //! | 1 | builds from the marker's introduction to the transparency log; also any non-empty directory without a marker | `state.redb` (store format 1, block headers v1), `log/input.log` (batch version 1) or `raft/` (JSON records) |
 //! | 2 | builds from the transaction log to the segmented input log | as 1, with block headers v2 (committing to the transaction log, `docs/ledger.md`), the transaction log's `tlog/` meta, binary Raft records (`docs/record.md`) and `member.key` |
 //! | 3 | builds from the segmented input log to the node-local leaf-hash lookup | as 2, with the single node's input log in segment files `log/<first height, 20 digits>.seg` (`docs/record.md`, "Input log segments") instead of `log/input.log` |
-//! | 4 | this build | as 3, with the leaf-hash lookup of `get-proof-by-hash` in `leafhash.redb` (`crate::leaf_index`: derived, rebuilt when missing) instead of the state's `tlog/h/` meta entries, which the executor no longer writes |
+//! | 4 | builds from the node-local leaf-hash lookup to input log segments with zeros ahead | as 3, with the leaf-hash lookup of `get-proof-by-hash` in `leafhash.redb` (`crate::leaf_index`: derived, rebuilt when missing) instead of the state's `tlog/h/` meta entries, which the executor no longer writes |
+//! | 5 | this build | as 4, with new input log segments in version 2 (zeros written ahead of the appends end the frames; `docs/record.md`, "Input log segments"); version-1 segments stay as they are and are still read |
+//!
+//! A format-4 directory is upgraded by rewriting its marker: its segments keep version 1
+//! and the next segment the log makes is version 2. A format-4 build must not open a
+//! format-5 directory: it cannot read a version-2 segment.
 //!
 //! A format-3 directory is upgraded by rewriting its marker: its `tlog/h/` entries stay
 //! and are never read, and `leafhash.redb` is built from the state's tree in the
 //! background. A format-3 build must not open a format-4 directory: it would find no
 //! lookup entry for the leaves written since.
 //!
-//! A format-2 directory is upgraded in place: the marker is rewritten to 4 first (so no
+//! A format-2 directory is upgraded in place: the marker is rewritten to 5 first (so no
 //! format-2 build opens it afterwards), then opening the input log converts `input.log`
 //! into the first segment (`tally_calvin::migrate_single_file`: copied under a temporary
 //! name, fsynced, renamed, and only then is `input.log` removed; a crash at any point is
@@ -31,7 +36,7 @@
 //! `tally import`, or `tally backup` / `restore`, using the build that wrote it): its
 //! blocks cannot gain the transaction log's commitments without changing their hashes.
 //! An empty directory (or one holding only a marker-less `member.key`) is new and gets
-//! the marker of format 4.
+//! the marker of format 5.
 //!
 //! The directory also holds `member.key`, this member's ed25519 signing key for tree
 //! heads (`docs/ledger.md`): the 32-byte RFC 8032 secret seed, raw, mode 0600, made on
@@ -43,9 +48,9 @@ use std::path::Path;
 use anyhow::Context;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 4;
-/// The formats this build opens (2 and 3 are upgraded to 4 on open).
-pub const FORMATS_READ: &[u32] = &[2, 3, 4];
+pub const FORMAT: u32 = 5;
+/// The formats this build opens (2, 3 and 4 are upgraded to 5 on open).
+pub const FORMATS_READ: &[u32] = &[2, 3, 4, 5];
 /// The last commit whose build writes format 1: it has the executor's limits (issue 11),
 /// so it opens a format-1 directory that stopped earlier builds, for `tally export`.
 const LAST_FORMAT_1_BUILD: &str = "commit bb86f26";
@@ -193,19 +198,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         check_or_init(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
-        assert_eq!(text, "tally data directory format 4\n");
+        assert_eq!(text, "tally data directory format 5\n");
         check_or_init(dir.path()).unwrap();
-        // Formats 2 and 3 are upgraded: the marker says 4 afterwards (the log converts on
-        // open, the leaf-hash lookup is built in the background).
-        for old in [2, 3] {
+        // Formats 2, 3 and 4 are upgraded: the marker says 5 afterwards (the log converts on
+        // open, the leaf-hash lookup is built in the background, new segments are version 2).
+        for old in [2, 3, 4] {
             std::fs::write(dir.path().join(MARKER_FILE), format!("tally data directory format {old}\n")).unwrap();
             check_or_init(dir.path()).unwrap();
             let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
-            assert_eq!(text, "tally data directory format 4\n");
+            assert_eq!(text, "tally data directory format 5\n");
         }
         std::fs::write(dir.path().join(MARKER_FILE), "tally data directory format 1\n").unwrap();
         let e = check_or_init(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("has format 1") && e.contains("reads format 2, 3, 4") && e.contains("tally export"), "{e}");
+        assert!(
+            e.contains("has format 1") && e.contains("reads format 2, 3, 4, 5") && e.contains("tally export"),
+            "{e}"
+        );
         // Data without a marker is format 1, written before the marker existed.
         let old = tempfile::tempdir().unwrap();
         std::fs::write(old.path().join("state.redb"), b"").unwrap();

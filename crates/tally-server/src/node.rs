@@ -203,7 +203,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let log_dir = cfg.data_dir.join("log");
     let segment_bytes_max =
         if cfg.log.segment_bytes_max == 0 { tally_calvin::SEGMENT_BYTES_DEFAULT } else { cfg.log.segment_bytes_max };
-    let log = FileLog::open_with(&log_dir, tally_calvin::LogOptions { segment_bytes_max })
+    let log = FileLog::open_with(&log_dir, tally_calvin::LogOptions { segment_bytes_max, ..Default::default() })
         .context("opening the input log")?;
     let log = crate::metrics::MeteredLog::new(log, metrics.clone());
     let log_last_ts = tally_calvin::Log::last_ts(&log);

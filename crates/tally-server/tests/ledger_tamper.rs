@@ -203,8 +203,11 @@ fn rewrite_log(dir: &Path, batches: &[Batch]) {
 fn a_retired_log_skips_the_replay_and_an_archive_brings_it_back() {
     let dir = fresh();
     std::fs::remove_dir_all(dir.path().join("log")).unwrap();
-    let mut log =
-        FileLog::open_with(&dir.path().join("log"), tally_calvin::LogOptions { segment_bytes_max: 1 }).unwrap();
+    let mut log = FileLog::open_with(
+        &dir.path().join("log"),
+        tally_calvin::LogOptions { segment_bytes_max: 1, ..Default::default() },
+    )
+    .unwrap();
     for b in batches() {
         log.append(&b).unwrap();
     }
@@ -223,7 +226,13 @@ fn a_retired_log_skips_the_replay_and_an_archive_brings_it_back() {
     let seg = archive.path().join(tally_calvin::segment_name(2));
     std::fs::remove_file(&seg).unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let mut log = FileLog::create_at(scratch.path(), tally_calvin::LogOptions { segment_bytes_max: 1 }, 2, 0).unwrap();
+    let mut log = FileLog::create_at(
+        scratch.path(),
+        tally_calvin::LogOptions { segment_bytes_max: 1, ..Default::default() },
+        2,
+        0,
+    )
+    .unwrap();
     log.append(&changed[1]).unwrap();
     drop(log);
     std::fs::rename(scratch.path().join(tally_calvin::segment_name(2)), &seg).unwrap();
@@ -269,7 +278,7 @@ fn a_dropped_reordered_or_changed_transaction_is_found_at_its_block() {
     rewrite_log(dir.path(), &batches());
     let path = dir.path().join("log").join(tally_calvin::segment_name(1));
     let mut raw = std::fs::read(&path).unwrap();
-    let mid = raw.len() / 3;
+    let mid = frames_end(&path) / 3;
     raw[mid] ^= 0x10;
     std::fs::write(&path, raw).unwrap();
     let e = verify_dir(dir.path()).unwrap_err();
@@ -396,10 +405,26 @@ fn content(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
 /// runs the checker: either the content it reads is unchanged (free space, redb's own
 /// bookkeeping) or the checker reports a finding. Returns the offsets that changed the
 /// content and were still accepted.
-fn flip_each_byte(dir: &Path, file: &Path, start: usize, stride: usize, base: &[(String, Vec<u8>)]) -> Vec<String> {
+/// Where the frames of the input log segment `path` end (the zeros written ahead follow).
+fn frames_end(path: &Path) -> usize {
+    let b = std::fs::read(path).unwrap();
+    let mut pos = tally_calvin::SEGMENT_HEADER_BYTES as usize;
+    while pos + 8 <= b.len() && b[pos..pos + 8] != [0; 8] {
+        pos += 8 + u32::from_be_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
+    }
+    pos
+}
+
+fn flip_each_byte(
+    dir: &Path,
+    file: &Path,
+    range: std::ops::Range<usize>,
+    stride: usize,
+    base: &[(String, Vec<u8>)],
+) -> Vec<String> {
     let orig = std::fs::read(file).unwrap();
     let mut missed = Vec::new();
-    for at in (start..orig.len()).step_by(stride) {
+    for at in range.step_by(stride) {
         let mut raw = orig.clone();
         raw[at] ^= 0x01;
         std::fs::write(file, &raw).unwrap();
@@ -451,8 +476,15 @@ fn a_byte_flipped_anywhere_in_the_state_or_log_file_is_found_or_harmless() {
     let stride: usize = std::env::var("TALLY_TAMPER_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(97);
     let start: usize = std::env::var("TALLY_TAMPER_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0) % stride;
     let log = tally_calvin::list_segments(&dir.path().join("log")).unwrap()[0].path.clone();
-    let mut missed = flip_each_byte(dir.path(), &log, start % 7, 7.min(stride), &base);
-    missed.extend(flip_each_byte(dir.path(), &dir.path().join("state.redb"), start, stride, &base));
+    // The log's frames byte by byte (a stride of 7), the zeros written ahead of them (a
+    // megabyte, where a flipped byte reads as a torn append) sampled more sparsely.
+    let (end, len) = (frames_end(&log), std::fs::metadata(&log).unwrap().len() as usize);
+    assert!(len > end, "the log has zeros ahead");
+    let mut missed = flip_each_byte(dir.path(), &log, start % 7..end, 7.min(stride), &base);
+    missed.extend(flip_each_byte(dir.path(), &log, end + start % 4099..len, 4099.min(stride), &base));
+    let state = dir.path().join("state.redb");
+    let state_len = std::fs::metadata(&state).unwrap().len() as usize;
+    missed.extend(flip_each_byte(dir.path(), &state, start..state_len, stride, &base));
     assert!(missed.is_empty(), "start {start}, stride {stride}:\n{}", missed.join("\n"));
 }
 
