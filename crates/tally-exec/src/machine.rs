@@ -173,7 +173,11 @@ pub struct FqlMachine {
 ///    replicated, in snapshots), with a budget of 128 keys, 1,024 versions and 1 MiB per
 ///    10 ms since then, up to 4×; empty batches sweep as under rules 3. Blocks remove other
 ///    versions at other heights than under rules 3.
-pub const RULES: u16 = 4;
+/// 5. Inputs in record version 2 (`crate::record`, docs/record.md): a query's tree with
+///    well-known names by number and integers as varints, about half the bytes. What a
+///    transaction computes is unchanged, but a build of rules 4 cannot read these inputs
+///    and would fail every such transaction where this one runs it.
+pub const RULES: u16 = 5;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {

@@ -80,7 +80,7 @@ pub fn encode_output(out: &TxnOutput) -> Vec<u8> {
 
 /// Decode a version 1 output record; anything else is refused.
 pub fn decode_output(bytes: &[u8]) -> Result<TxnOutput, RecordError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader { bytes, pos: 0, version: VERSION };
     match r.u8()? {
         VERSION => {}
         v => return Err(RecordError::UnknownVersion(v)),

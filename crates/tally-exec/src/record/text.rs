@@ -19,7 +19,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::{put_str, put_tree, put_varint};
+use super::{put_int, put_name, put_tree, put_varint};
 use tally_fql::expr::KeySeed;
 
 /// A query in the record's `tree` encoding, ready to follow the record's other fields
@@ -60,8 +60,9 @@ impl QueryTree {
 struct Enc {
     out: Vec<u8>,
     counts: Vec<(usize, u64)>,
-    /// Where in `out` the keys of the objects being written are, innermost object's
-    /// last: one stack for all objects rather than a list per object.
+    /// Where in `out` the keys of the objects being written are (each key's whole `name`
+    /// encoding: equal keys have equal encodings), innermost object's last: one stack for
+    /// all objects rather than a list per object.
     keys: Vec<(usize, usize)>,
     /// Whether the text holds what the tree path would write differently (a repeated
     /// key): [`read_text`] reads on for its seed, but gives no tree.
@@ -139,8 +140,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(())
     }
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
-        self.enc.out.push(0x03);
-        self.enc.out.extend_from_slice(&n.to_be_bytes());
+        put_int(&mut self.enc.out, n);
         Ok(())
     }
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
@@ -163,8 +163,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(())
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.enc.out.push(0x06);
-        put_str(&mut self.enc.out, s);
+        put_string(&mut self.enc.out, s);
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -180,9 +179,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         let slot = self.enc.open(0x08);
         let base = self.enc.keys.len();
         while let Some(k) = map.next_key_seed(KeySeed)? {
-            put_str(&mut self.enc.out, &k);
-            let end = self.enc.out.len();
-            self.enc.keys.push((end - k.len(), end));
+            put_key(self.enc, &k);
             map.next_value_seed(Node { enc: &mut *self.enc })?;
         }
         if !self.enc.distinct(base) {
@@ -273,7 +270,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for TeeVisitor<'_, V> {
         self.inner.visit_bool(b)
     }
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<V::Value, E> {
-        put_i64(&mut self.enc.out, n);
+        put_int(&mut self.enc.out, n);
         self.inner.visit_i64(n)
     }
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<V::Value, E> {
@@ -399,11 +396,11 @@ struct KeyVisitor<'e, V> {
     enc: &'e mut Enc,
 }
 
-/// Write an object's `key` and remember where it is.
+/// Write an object's `key` and remember where its encoding is.
 fn put_key(enc: &mut Enc, key: &str) {
-    put_str(&mut enc.out, key);
-    let end = enc.out.len();
-    enc.keys.push((end - key.len(), end));
+    let start = enc.out.len();
+    put_name(&mut enc.out, key);
+    enc.keys.push((start, enc.out.len()));
 }
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, V> {
@@ -427,14 +424,9 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, V> {
 }
 
 /// `put_tree`'s encoding of a number, as serde_json hands it over.
-fn put_i64(out: &mut Vec<u8>, n: i64) {
-    out.push(0x03);
-    out.extend_from_slice(&n.to_be_bytes());
-}
-
 fn put_u64(out: &mut Vec<u8>, n: u64) {
     match i64::try_from(n) {
-        Ok(i) => put_i64(out, i),
+        Ok(i) => put_int(out, i),
         Err(_) => {
             out.push(0x04);
             out.extend_from_slice(&n.to_be_bytes());
@@ -449,7 +441,7 @@ fn put_f64(out: &mut Vec<u8>, f: f64) {
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
     out.push(0x06);
-    put_str(out, s);
+    put_name(out, s);
 }
 
 #[cfg(test)]

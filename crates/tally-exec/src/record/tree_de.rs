@@ -69,7 +69,7 @@ impl<'de> Deserializer<'de> for TreeDe<'_, 'de> {
             0x01 => visitor.visit_bool(false),
             0x02 => visitor.visit_bool(true),
             0x03 => {
-                let i = r.u64().map_err(|_| Declined)? as i64;
+                let i = r.int().map_err(|_| Declined)?;
                 if i >= 0 {
                     visitor.visit_u64(i as u64)
                 } else {
@@ -84,7 +84,7 @@ impl<'de> Deserializer<'de> for TreeDe<'_, 'de> {
                 f if f.is_finite() => visitor.visit_f64(f),
                 _ => Err(Declined),
             },
-            0x06 => visitor.visit_borrowed_str(r.borrowed_str().map_err(|_| Declined)?),
+            0x06 => visitor.visit_borrowed_str(r.name().map_err(|_| Declined)?),
             0x07 => {
                 let left = r.len().map_err(|_| Declined)? as usize;
                 let mut seq = Seq { r, depth: self.depth + 1, left };
@@ -159,7 +159,7 @@ impl<'de> MapAccess<'de> for Map<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
-        let k = self.r.borrowed_str().map_err(|_| Declined)?;
+        let k = self.r.name().map_err(|_| Declined)?;
         self.keys.push(k);
         self.value_due = true;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(k)).map(Some)
