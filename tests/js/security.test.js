@@ -597,13 +597,15 @@ function walkFiles(dir) {
 /** `[tag, digest]` of every password marker the receiving node wrote into the data directory. */
 function loggedDigests(dataDir) {
   // The digest object as the transaction record encodes it (docs/record.md: an object of two
-  // keys, each a length-prefixed string, each value a string of 64 bytes), or as the JSON
-  // text of version 0 records.
-  const binary = /\x08\x02\x15tally_password_digest\x06@([0-9a-f]{64})\x03tag\x06@([0-9a-f]{64})/g
+  // keys, each value a string of 64 bytes). Version 2 writes each key and string as a
+  // `name`, varint 2 × length then the bytes (0x2a for 21, 0x80 0x01 for 64, 0x06 for 3);
+  // version 1 wrote a varint length then the bytes; version 0 was JSON text.
+  const v2 = /\x08\x02\x2atally_password_digest\x06\x80\x01([0-9a-f]{64})\x06tag\x06\x80\x01([0-9a-f]{64})/g
+  const v1 = /\x08\x02\x15tally_password_digest\x06@([0-9a-f]{64})\x03tag\x06@([0-9a-f]{64})/g
   const json = /\{"tally_password_digest":"([0-9a-f]{64})","tag":"([0-9a-f]{64})"\}/g
   return walkFiles(dataDir).flatMap(f => {
     const text = fs.readFileSync(f).toString('latin1')
-    return [...text.matchAll(binary), ...text.matchAll(json)].map(m => [m[2], m[1]])
+    return [...text.matchAll(v2), ...text.matchAll(v1), ...text.matchAll(json)].map(m => [m[2], m[1]])
   })
 }
 
