@@ -174,9 +174,11 @@ pub struct FqlMachine {
 ///    10 ms since then, up to 4×; empty batches sweep as under rules 3. Blocks remove other
 ///    versions at other heights than under rules 3.
 /// 5. Inputs in record version 2 (`crate::record`, docs/record.md): a query's tree with
-///    well-known names by number and integers as varints, about half the bytes. What a
-///    transaction computes is unchanged, but a build of rules 4 cannot read these inputs
-///    and would fail every such transaction where this one runs it.
+///    well-known names by number and integers as varints, about half the bytes. A build of
+///    rules 4 cannot read these inputs and would fail every such transaction where this
+///    one runs it. Otherwise a transaction computes what it did, but for the limit on its
+///    logged input (`check_record`), which counts version 2's bytes, and the texts of a
+///    malformed record's errors.
 pub const RULES: u16 = 5;
 
 /// The root key hash recorded in the store, if any.

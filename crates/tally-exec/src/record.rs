@@ -443,7 +443,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// A version 2 `name`: a well-known name's number, or the string written out.
 fn put_name(out: &mut Vec<u8>, s: &str) {
-    match names::number(s) {
+    match names::number(s).filter(|&n| (n as usize) < names::IN_VERSION_2) {
         Some(n) => put_varint(out, 2 * u64::from(n) + 1),
         None => {
             put_varint(out, 2 * s.len() as u64);
@@ -572,14 +572,14 @@ impl<'a> Reader<'a> {
         let h = self.varint()?;
         if h & 1 == 1 {
             let n = h >> 1;
-            return names::NAMES.get(n as usize).copied().ok_or(RecordError::UnknownName(n));
+            return names::NAMES[..names::IN_VERSION_2].get(n as usize).copied().ok_or(RecordError::UnknownName(n));
         }
         let n = h >> 1;
         if n > (self.bytes.len() - self.pos) as u64 {
             return Err(RecordError::LengthTooLarge(n));
         }
         let s = std::str::from_utf8(self.take(n as usize)?).map_err(|_| RecordError::BadUtf8)?;
-        if names::number(s).is_some() {
+        if names::number(s).is_some_and(|n| (n as usize) < names::IN_VERSION_2) {
             return Err(RecordError::NameWrittenOut(s.to_string()));
         }
         Ok(s)

@@ -3,9 +3,15 @@
 //! `name` as its number in [`NAMES`] instead of its bytes (docs/record.md, "Version 2").
 //!
 //! The list is part of the record format: a number means the same string in every record
-//! of version 2, so entries are never removed, reordered or changed. A later version may
-//! append names (the decoder of version 2 refuses a number past the end of this list). The
-//! first 64 take one byte as an object key, the rest two.
+//! of version 2, so entries are never removed, reordered or changed. Version 2 is exactly
+//! the first [`IN_VERSION_2`] names: a name appended later would make version-2 records that
+//! wrote it out undecodable (they would hold a well-known name written out), so appending
+//! takes a new record version whose decoder accepts the longer list in its own records
+//! only. The first 64 take one byte as an object key, the rest two.
+
+/// How many of [`NAMES`] record version 2 has: its decoder refuses a larger number, and a
+/// string that is a name only past this count is no well-known name in version 2.
+pub const IN_VERSION_2: usize = 171;
 
 macro_rules! well_known_names {
     ($($name:literal),* $(,)?) => {
@@ -23,16 +29,24 @@ macro_rules! well_known_names {
     };
 }
 
-/// Where `name` is in [`NAMES`] (at compile time, for [`number`]'s arms).
+/// Where `name` is in [`NAMES`] (at compile time, for [`number`]'s arms). A name listed
+/// twice fails the build: a string would have two numbers.
 const fn position(name: &str) -> u32 {
+    let mut found = None;
     let mut i = 0;
     while i < NAMES.len() {
         if same(NAMES[i].as_bytes(), name.as_bytes()) {
-            return i as u32;
+            if found.is_some() {
+                panic!("a well-known name is listed twice");
+            }
+            found = Some(i as u32);
         }
         i += 1;
     }
-    panic!("a well-known name's arm is not in the list")
+    match found {
+        Some(n) => n,
+        None => panic!("a well-known name's arm is not in the list"),
+    }
 }
 
 const fn same(a: &[u8], b: &[u8]) -> bool {
@@ -78,6 +92,7 @@ mod tests {
     #[test]
     fn the_list_is_fixed_and_numbers_agree() {
         assert_eq!(NAMES.len(), 171);
+        assert_eq!(IN_VERSION_2, NAMES.len(), "a name appended takes a new record version");
         assert_eq!(
             (NAMES[0], NAMES[2], NAMES[5], NAMES[63], NAMES[64], NAMES[NAMES.len() - 1]),
             ("@ref", "collection", "data", "databases", "default", "floor")
