@@ -50,6 +50,14 @@ function queryOrExit(s, c, expr) {
   ])
 }
 
+/** Where the frames of an input log segment end: the header is 32 bytes, each frame `len u32 | crc32 | body`,
+ * and zeros written ahead follow the last one (docs/record.md, "Input log segments"). */
+function framesEnd(bytes) {
+  let pos = 32
+  while (pos + 8 <= bytes.length && !bytes.subarray(pos, pos + 8).equals(Buffer.alloc(8))) pos += 8 + bytes.readUInt32BE(pos)
+  return pos
+}
+
 async function kill9(s) {
   s.proc.kill('SIGKILL')
   await s.exited
@@ -86,8 +94,12 @@ describe('disk faults', { timeout: 600_000 }, () => {
     const s = await nodeWithDocs(20)
     const before = await head(s)
     await kill9(s)
-    // A crash mid-append: a frame header promising more bytes than follow.
-    fs.appendFileSync(path.join(s.dataDir, 'log', FIRST_SEGMENT), Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]))
+    // A crash mid-append: a frame header promising more bytes than follow, written where the
+    // next append goes (over the zeros the log keeps ahead of its frames).
+    const seg = path.join(s.dataDir, 'log', FIRST_SEGMENT)
+    const fd = fs.openSync(seg, 'r+')
+    fs.writeSync(fd, Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]), 0, 11, framesEnd(fs.readFileSync(seg)))
+    fs.closeSync(fd)
     const s2 = await start({ dataDir: s.dataDir, rootKey: s.rootKey })
     assert.equal(await countDocs(s2), 20)
     assert.deepEqual(await head(s2), before)

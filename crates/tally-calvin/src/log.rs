@@ -36,7 +36,9 @@
 //! A frame that fails its check while complete frames follow it is not a torn tail: those
 //! later frames were appended only after it was fsynced, so it was acknowledged and has
 //! since been damaged. Opening such a log fails ([`LogError::Corrupt`]) instead of
-//! truncating acknowledged batches away. A closed segment was complete when the next one
+//! truncating acknowledged batches away. Before any tail is cut off, the whole of it is
+//! searched for an intact frame of a later batch at any offset (zeros over an acknowledged
+//! frame's header hide where the next one starts), and finding one refuses the log too. A closed segment was complete when the next one
 //! was made, so any damaged, missing or short frame in it is [`LogError::Corrupt`] when
 //! replay reaches it.
 //!
@@ -225,12 +227,26 @@ impl FileLog {
             let mut f = File::open(&seg.path).map_err(io(&seg.path))?;
             read_header(&mut f, seg)?;
         }
-        let end = scan(&mut file, &last, h, false, u64::MAX, |_| Ok(()))?;
+        let end = scan(&mut file, &last, h, false, u64::MAX, u64::MAX, |_| Ok(()))?;
         let mut len = file.metadata().map_err(io(&last.path))?.len();
         let zeros_after = end.valid_len < len
             && h.zeros_end_frames()
             && zeros_from(&mut file, end.valid_len).map_err(io(&last.path))?;
         if end.valid_len < len && !zeros_after {
+            // A torn append leaves no whole frame after it. One found anywhere in the tail
+            // (zeros over an acknowledged frame's header, say) was acknowledged: refused.
+            if let Some(at) = intact_frame_in(&file, end.valid_len, len, end.last_height).map_err(io(&last.path))? {
+                return Err(LogError::Corrupt {
+                    height: end.last_height + 1,
+                    detail: format!(
+                        "the frames of {} end at byte {} but an intact frame of a later batch follows at byte {at}, \
+                         so what lies between was acknowledged and has since been damaged; restore the data directory \
+                         from a backup or another replica (the log is left as it is)",
+                        last.path.display(),
+                        end.valid_len
+                    ),
+                });
+            }
             tracing::warn!(valid_len = end.valid_len, len, "truncating torn tail of the input log");
             file.set_len(end.valid_len).map_err(io(&last.path))?;
             file.sync_all().map_err(io(&last.path))?;
@@ -302,8 +318,10 @@ impl FileLog {
         if target <= end || target <= self.file_len {
             return;
         }
-        let zeros = vec![0u8; (target - self.file_len) as usize];
-        match self.file.write_all_at(&zeros, self.file_len) {
+        // The frame itself writes [len, end): zeros go after it.
+        let from = self.file_len.max(end);
+        let zeros = vec![0u8; (target - from) as usize];
+        match self.file.write_all_at(&zeros, from) {
             Ok(()) => self.file_len = target,
             Err(e) => {
                 tracing::warn!(
@@ -312,9 +330,8 @@ impl FileLog {
                     "could not write zeros ahead in the input log; appending to this segment without them"
                 );
                 self.prezero = false;
-                if self.file.set_len(self.len).is_ok() {
-                    self.file_len = self.len;
-                }
+                // What this write added goes; the zeros written before stay usable.
+                let _ = self.file.set_len(self.file_len);
             }
         }
     }
@@ -369,19 +386,27 @@ struct ScanEnd {
 
 /// Read the valid frames of the segment `seg` (open as `file`, header `header`), calling
 /// `f` with each batch of height > `after` (frames at or below it are checked but not
-/// decoded). In the last segment a torn tail ends the scan; in a `closed` one everything up
-/// to the end of the file must be intact frames. Streams: memory is the read buffer and
-/// one frame, whatever the file's length.
+/// decoded), and stopping after the frame of height `upto`. In the last segment a torn tail
+/// ends the scan; in a `closed` one everything up to the end of the file must be intact
+/// frames. Streams: memory is the read buffer and one frame, whatever the file's length.
+///
+/// A reader of a running node's log (an online backup) may see the last segment change
+/// under it: an append in progress, the zeros ahead cut off when it rolls. It asks only
+/// for frames that were synced before it started (`upto`), so it stops before either, and
+/// a last segment that ends sooner than its length said ends the frames.
 fn scan(
     file: &mut File,
     seg: &Segment,
     header: SegmentHeader,
     closed: bool,
     after: u64,
+    upto: u64,
     mut f: impl FnMut(Batch) -> Result<(), LogError>,
 ) -> Result<ScanEnd, LogError> {
     let path = &seg.path;
     let io = |source| LogError::Io { path: path.to_path_buf(), source };
+    // In the last segment, a read past what is there now is the end of the frames.
+    let short = |e: &std::io::Error| !closed && e.kind() == std::io::ErrorKind::UnexpectedEof;
     let file_len = file.metadata().map_err(io)?.len();
     // Only the last segment of version 2 may end its frames with zeros.
     let zeros_end = header.zeros_end_frames() && !closed;
@@ -399,9 +424,17 @@ fn scan(
             path.display()
         ),
     };
+    let mut stopped = false;
     while pos + 8 <= file_len {
+        if last_height >= upto {
+            stopped = true;
+            break;
+        }
         let mut head = [0u8; 8];
-        r.read_exact(&mut head).map_err(io)?;
+        match r.read_exact(&mut head) {
+            Err(e) if short(&e) => break,
+            read => read.map_err(io)?,
+        }
         if zeros_end && head == [0; 8] {
             break;
         }
@@ -411,14 +444,21 @@ fn scan(
         }
         body.clear();
         body.resize(len, 0);
-        r.read_exact(&mut body).map_err(io)?;
+        match r.read_exact(&mut body) {
+            Err(e) if short(&e) => break,
+            read => read.map_err(io)?,
+        }
         let next = pos + 8 + len as u64;
         let frame = if crc32fast::hash(&body) == crc { read_frame(&body, after) } else { None };
         let Some((height, ts, batch)) = frame else {
             if closed {
                 return Err(damaged(pos, last_height, "fails its check in a closed segment"));
             }
-            if frame_follows(&mut r, file_len - next).map_err(io)? {
+            let follows = match frame_follows(&mut r, file_len - next) {
+                Err(e) if short(&e) => false,
+                other => other.map_err(io)?,
+            };
+            if follows {
                 return Err(damaged(pos, last_height, "fails its check but intact frames follow it"));
             }
             break;
@@ -439,7 +479,7 @@ fn scan(
         }
         pos = next;
     }
-    if closed && pos != file_len {
+    if closed && !stopped && pos != file_len {
         return Err(damaged(pos, last_height, "is cut short in a closed segment"));
     }
     Ok(ScanEnd { valid_len: pos, last_height, last_ts })
@@ -496,12 +536,15 @@ fn replay_segments(
         }
         let mut file = File::open(&seg.path).map_err(io(&seg.path))?;
         let header = read_header(&mut file, seg)?;
-        let end = scan(&mut file, seg, header, next_first.is_some(), after, |b| {
+        let end = scan(&mut file, seg, header, next_first.is_some(), after, upto, |b| {
             if b.height <= upto {
                 f(b)?;
             }
             Ok(())
         })?;
+        if end.last_height >= upto {
+            break;
+        }
         if let Some(n) = next_first {
             if end.last_height + 1 != n {
                 return Err(LogError::Corrupt {
@@ -574,6 +617,52 @@ pub fn stream_log_dir(
         }
     }
     Err(LogError::Corrupt { height, detail: format!("the segments of {} kept changing while read", dir.display()) })
+}
+
+/// Where, between `from` and `file_len` of `file`, an intact frame of a batch above
+/// `last_height` starts, if one does: a frame header whose body is a batch of such a height
+/// and whose checksum holds, at any byte offset. Candidates are found by their batch
+/// format byte and a height in range before any checksum is computed, so a tail of junk
+/// costs one read of it. Run on open before a tail is cut off as a torn append.
+fn intact_frame_in(file: &File, from: u64, file_len: u64, last_height: u64) -> std::io::Result<Option<u64>> {
+    // A frame header, a batch's format byte, its rules (format 2) and its height.
+    const NEED: usize = 8 + 1 + 2 + 8;
+    let mut buf = vec![0u8; SCAN_BUFFER_BYTES.min(file_len.saturating_sub(from) as usize)];
+    let mut base = from;
+    while base < file_len {
+        let n = ((file_len - base) as usize).min(buf.len());
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, base)?;
+        let last_chunk = base + n as u64 == file_len;
+        let starts = if last_chunk { n } else { n - NEED };
+        for q in 0..starts {
+            let height_at = match chunk.get(q + 8) {
+                Some(1) => q + 9,
+                Some(2) => q + 11,
+                _ => continue,
+            };
+            let Some(h) = chunk.get(height_at..height_at + 8) else { continue };
+            let h = u64::from_be_bytes(h.try_into().unwrap_or([0; 8]));
+            if h <= last_height || h - last_height > 1 << 32 {
+                continue;
+            }
+            let (len, crc) = frame_head(chunk[q..q + 8].try_into().unwrap_or(&[0; 8]));
+            let at = base + q as u64;
+            if len == 0 || len > FRAME_BYTES_MAX || at + 8 + len as u64 > file_len {
+                continue;
+            }
+            let mut body = vec![0u8; len];
+            file.read_exact_at(&mut body, at + 8)?;
+            if crc32fast::hash(&body) == crc && Batch::check(&body).is_ok() {
+                return Ok(Some(at));
+            }
+        }
+        if last_chunk {
+            break;
+        }
+        base += (n - NEED) as u64;
+    }
+    Ok(None)
 }
 
 /// Whether every byte of `file` from `pos` to its end is zero: the zeros a version-2

@@ -316,3 +316,49 @@ fn a_version_1_segment_is_read_and_appended_to_then_followed_by_version_2() {
     let mut log = FileLog::open_with(dir.path(), small()).unwrap();
     assert_eq!(heights(&mut log, 0), (1..=8).collect::<Vec<_>>());
 }
+
+/// Zeros over an acknowledged frame (a sector zeroed by a failing disk) end the frames
+/// where they start, but whole frames of later batches follow them: that is damage, not a
+/// torn append, and opening refuses instead of cutting acknowledged batches off. With and
+/// without zeros ahead, over the header alone or the header and part of the body.
+#[test]
+fn zeros_over_an_acknowledged_frame_are_refused_not_cut_off() {
+    for prezero_bytes in [0, 500] {
+        for zeroed in [8, 30] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = LogOptions { segment_bytes_max: 10_000, prezero_bytes };
+            let mut log = FileLog::open_with(dir.path(), options).unwrap();
+            for h in 1..=4 {
+                log.append(&batch(h)).unwrap();
+            }
+            drop(log);
+            let seg = dir.path().join(segment_name(1));
+            let second = frame_starts(&seg)[1];
+            write_at(&seg, second, &vec![0; zeroed]);
+            let bytes = std::fs::read(&seg).unwrap();
+            let err = FileLog::open_with(dir.path(), options).err().expect("refused");
+            let msg = err.to_string();
+            assert!(matches!(err, LogError::Corrupt { height: 2, .. }), "{prezero_bytes} {zeroed}: {msg}");
+            assert!(msg.contains("intact frame of a later batch") && msg.contains("restore"), "{msg}");
+            assert_eq!(std::fs::read(&seg).unwrap(), bytes, "left as it was");
+        }
+    }
+}
+
+/// A reader of a running node's log (an online backup) asks up to a height and stops
+/// there: in a closed segment that is no short segment, and nothing after the height is
+/// read.
+#[test]
+fn reading_up_to_a_height_stops_there() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(write(dir.path(), 30));
+    for upto in [1, 6, 13, 29, 30] {
+        let got: Vec<u64> = tally_calvin::read_log_dir(dir.path(), upto).unwrap().iter().map(|b| b.height).collect();
+        assert_eq!(got, (1..=upto).collect::<Vec<_>>());
+    }
+    // Junk after the frame asked for (an append in progress) is never looked at.
+    let last = list_segments(dir.path()).unwrap().pop().unwrap();
+    write_at(&last.path, frames_end(&last.path), &[0xff; 40]);
+    let got = tally_calvin::read_log_dir(dir.path(), 30).unwrap();
+    assert_eq!(got.last().map(|b| b.height), Some(30));
+}
