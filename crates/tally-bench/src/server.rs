@@ -167,9 +167,42 @@ pub fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-/// Size of Tally's input log (every segment) under a data directory.
+/// Size of Tally's input log (every segment) under a data directory, without the zeros
+/// the log writes ahead of its appends (up to 1 MiB at the end of the last segment; a
+/// frame that itself ends in zero bytes is counted a few bytes short).
 pub fn log_bytes(data_dir: &Path) -> u64 {
-    dir_bytes(&data_dir.join("log"))
+    let dir = data_dir.join("log");
+    let zeros: u64 = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .map(|e| trailing_zeros(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0);
+    dir_bytes(&dir) - zeros
+}
+
+/// How many zero bytes the file at `path` ends with, looking back at most 2 MiB.
+fn trailing_zeros(path: &Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    const STEP: u64 = 64 << 10;
+    let Ok(f) = std::fs::File::open(path) else { return 0 };
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return 0 };
+    let mut buf = vec![0u8; STEP as usize];
+    let mut end = len;
+    while end > 0 && len - end < 2 << 20 {
+        let from = end.saturating_sub(STEP);
+        let chunk = &mut buf[..(end - from) as usize];
+        if f.read_exact_at(chunk, from).is_err() {
+            return 0;
+        }
+        match chunk.iter().rposition(|&b| b != 0) {
+            Some(i) => return len - (from + i as u64 + 1),
+            None => end = from,
+        }
+    }
+    len - end
 }
 
 /// CPU time (user + system, seconds) a process has used so far, from /proc.
@@ -330,6 +363,23 @@ pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The log's size leaves out the zeros at the end of its segments (written ahead of
+    /// the appends), across more than one read step, and nothing else.
+    #[test]
+    fn log_bytes_leave_out_the_zeros_written_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::create_dir(&log).unwrap();
+        let mut last = vec![7u8; 1000];
+        last.extend(std::iter::repeat_n(0u8, 300_000));
+        std::fs::write(log.join("00000000000000000002.seg"), &last).unwrap();
+        std::fs::write(log.join("00000000000000000001.seg"), vec![5u8; 4000]).unwrap();
+        std::fs::write(log.join("notes.txt"), vec![0u8; 10]).unwrap();
+        assert_eq!(log_bytes(dir.path()), 4000 + 1000 + 10);
+        std::fs::write(log.join("00000000000000000003.seg"), vec![0u8; 100]).unwrap();
+        assert_eq!(log_bytes(dir.path()), 4000 + 1000 + 10);
+    }
 
     fn cpu(total: f64, roles: &[(&'static str, f64)]) -> ThreadCpu {
         ThreadCpu { total, by_role: roles.iter().copied().collect() }
