@@ -38,9 +38,9 @@
 //! since been damaged. Opening such a log fails ([`LogError::Corrupt`]) instead of
 //! truncating acknowledged batches away. Before any tail is cut off, the whole of it is
 //! searched for an intact frame of a later batch at any offset (zeros over an acknowledged
-//! frame's header hide where the next one starts), and finding one refuses the log too. A closed segment was complete when the next one
-//! was made, so any damaged, missing or short frame in it is [`LogError::Corrupt`] when
-//! replay reaches it.
+//! frame's header hide where the next one starts), and finding one refuses the log too.
+//! A closed segment was complete when the next one was made, so any damaged, missing or
+//! short frame in it is [`LogError::Corrupt`] when replay reaches it.
 //!
 //! An append that fails (a full disk, a failing `fsync`) is rolled back: the segment is cut
 //! back to its length before the append, so the batch is not in the log and its
