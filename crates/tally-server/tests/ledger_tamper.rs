@@ -15,6 +15,12 @@ use tally_server::ledger_check::{verify_dir, verify_dir_with, Finding};
 use tally_server::machine::{block_key, FqlMachine, TxnInput};
 use tally_storage::{RedbStore, Space, Store, Ts};
 
+/// Where a segment's frames end (the zeros written ahead follow): the input log tests' own
+/// frame walk.
+#[path = "../../tally-calvin/tests/common/mod.rs"]
+mod log_frames;
+use log_frames::frames_end;
+
 fn input(q: serde_json::Value, seed: u8) -> Vec<u8> {
     let inp = TxnInput {
         q,
@@ -405,16 +411,6 @@ fn content(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
 /// runs the checker: either the content it reads is unchanged (free space, redb's own
 /// bookkeeping) or the checker reports a finding. Returns the offsets that changed the
 /// content and were still accepted.
-/// Where the frames of the input log segment `path` end (the zeros written ahead follow).
-fn frames_end(path: &Path) -> usize {
-    let b = std::fs::read(path).unwrap();
-    let mut pos = tally_calvin::SEGMENT_HEADER_BYTES as usize;
-    while pos + 8 <= b.len() && b[pos..pos + 8] != [0; 8] {
-        pos += 8 + u32::from_be_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-    }
-    pos
-}
-
 fn flip_each_byte(
     dir: &Path,
     file: &Path,
