@@ -10,6 +10,8 @@ use std::ops::Bound::{Included, Unbounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::remembered::{self, Remembered, Shelf};
+
 use crate::mem::{map_range, VersionMap};
 use crate::read;
 use crate::{Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts, Version, VALUE_BYTES_MAX};
@@ -200,6 +202,30 @@ impl Overlay {
     /// The buffered versions of `key` at or before `at`, newest first. One bound is
     /// built (the map's keys are owned, so a bound is a copy of `key`): every read of a
     /// write-behind snapshot asks this of every layer in its stack.
+    /// Every buffered version of `key` (None: a removal), newest first.
+    pub(crate) fn versions_of<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> impl Iterator<Item = (Ts, Option<&'a [u8]>)> + 'a {
+        self.versions_at(space, key, Ts::MAX)
+    }
+
+    /// Whether the overlay may hold a version of `key` in either space (false: it holds none).
+    pub(crate) fn may_hold(&self, key: &[u8]) -> bool {
+        self.keys.may_hold(key)
+    }
+
+    /// Whether the overlay may set the meta value `name` (false: it does not).
+    pub(crate) fn may_set_meta(&self, name: &str) -> bool {
+        self.meta_keys.may_hold(name.as_bytes())
+    }
+
+    /// Versions (and removals) buffered in `space`.
+    pub(crate) fn versions_in(&self, space: Space) -> &VersionMap<Option<Vec<u8>>> {
+        self.space(space)
+    }
+
     fn versions_at<'a>(
         &'a self,
         space: Space,
@@ -425,21 +451,21 @@ impl<O: Borrow<Overlay> + Send> Layer<O> {
 pub(crate) struct OverlayBatch {
     layer: Layer<Overlay>,
     sink: Box<dyn Sink>,
+    /// What the store's batches remember of it (`crate::remembered`), kept up to date by
+    /// [`Batch::commit`].
+    shelf: Shelf,
     writer: WriterGuard,
 }
 
 impl OverlayBatch {
-    pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, writer: WriterGuard) -> Self {
-        let base = Box::new(NewestMemo::new(base));
-        OverlayBatch { layer: Layer::new(base, Overlay::default()), sink, writer }
+    /// The write batch over `base`, the store's latest commit, remembering through `shelf`
+    /// (the store's own, which only its write batch uses: `writer` is the store's writer
+    /// lock).
+    pub fn new(base: Box<dyn Snapshot>, sink: Box<dyn Sink>, shelf: Shelf, writer: WriterGuard) -> Self {
+        let base = Box::new(NewestMemo::new(base, Arc::clone(&shelf)));
+        OverlayBatch { layer: Layer::new(base, Overlay::default()), sink, shelf, writer }
     }
 }
-
-/// Keys a batch remembers its base's newest version of ([`NewestMemo`]).
-const MEMO_KEYS_MAX: usize = 4096;
-/// Largest value remembered, and all of them together.
-const MEMO_VALUE_BYTES_MAX: usize = 64 << 10;
-const MEMO_BYTES_MAX: usize = 16 << 20;
 /// [`Gap`]s a batch remembers per space.
 const MEMO_GAPS_MAX: usize = 16;
 /// The longest key a [`Gap`] starts or ends at.
@@ -462,43 +488,38 @@ impl Gap {
     }
 }
 
-/// A batch's base with each key's newest version remembered once read. The base is a
-/// snapshot, which never changes, so its answer for `get(key, at)` is its newest version
-/// of `key` whenever that version's ts is at or before `at`. A batch reads the same hot
-/// keys transaction after transaction, each at its own ts, at or after every version its
-/// base holds; each such read went down the whole write-behind stack to redb, about a
-/// quarter of a transfer's evaluation (docs/benchmarks.md). Bounded by key count and
-/// bytes; a key not remembered is read from the base as before.
+/// A batch's base with each key's newest version remembered once read, in the store's
+/// [`Remembered`], which later batches keep using (see `crate::remembered`). The base is
+/// the store's latest commit, and what is remembered is the store's newest version of each
+/// key it holds, so the base's answer for `get(key, at)` is that version whenever its ts is
+/// at or before `at`. A batch reads hot keys transaction after transaction, each at its own
+/// ts, at or after every version its base holds; each such read went down the whole
+/// write-behind stack to redb, about a quarter of a transfer's evaluation
+/// (docs/benchmarks.md).
 ///
-/// It also remembers where the base holds nothing ([`Gap`]): a read that finds a key
-/// absent asks the base for the next key it holds, and a later read of an absent key
-/// between the two is answered at once. A transaction that creates a document first
-/// checks its new id is free, and ids grow with the commit ts, so a batch's creates in a
-/// collection all read past the collection's last document: each such read went down the
-/// whole stack to redb, a tenth of a batched transfer's evaluation (docs/benchmarks.md).
+/// It also remembers where the base holds nothing ([`Gap`], for this batch only): a read
+/// that finds a key absent asks the base for the next key it holds, and a later read of an
+/// absent key between the two is answered at once. A transaction that creates a document
+/// first checks its new id is free, and ids grow with the commit ts, so a batch's creates
+/// in a collection all read past the collection's last document: each such read went down
+/// the whole stack to redb, a tenth of a batched transfer's evaluation (docs/benchmarks.md).
 struct NewestMemo {
     base: Box<dyn Snapshot>,
-    /// Per space, the base's newest version of each key read (None: the key has none).
-    newest: std::cell::RefCell<[std::collections::HashMap<Vec<u8>, Option<Version>>; 2]>,
+    /// Taken from the store's shelf when the batch begins and put back when the memo is
+    /// dropped (the batch's commit drops it first; a batch dropped uncommitted changed
+    /// nothing): the batch's reads then take no lock.
+    kept: std::cell::RefCell<Remembered>,
+    shelf: Shelf,
     /// Per space, key ranges the base holds no version in, most recently learned last.
     gaps: std::cell::RefCell<[Vec<Gap>; 2]>,
     /// Scans left to learn gaps with ([`MEMO_GAP_SCANS_MAX`]).
     gap_scans: std::cell::Cell<usize>,
-    /// The base's meta values read (None: absent).
-    meta: std::cell::RefCell<std::collections::HashMap<String, Option<Vec<u8>>>>,
-    bytes: std::cell::Cell<usize>,
 }
 
 impl NewestMemo {
-    fn new(base: Box<dyn Snapshot>) -> Self {
-        NewestMemo {
-            base,
-            newest: Default::default(),
-            gaps: Default::default(),
-            gap_scans: std::cell::Cell::new(MEMO_GAP_SCANS_MAX),
-            meta: Default::default(),
-            bytes: std::cell::Cell::new(0),
-        }
+    fn new(base: Box<dyn Snapshot>, shelf: Shelf) -> Self {
+        let kept = std::cell::RefCell::new(std::mem::take(&mut *remembered::lock(&shelf)));
+        NewestMemo { base, kept, shelf, gaps: Default::default(), gap_scans: std::cell::Cell::new(MEMO_GAP_SCANS_MAX) }
     }
 
     /// Whether a remembered [`Gap`] holds `key`.
@@ -534,18 +555,6 @@ impl NewestMemo {
         Ok(())
     }
 
-    /// Whether an entry may be remembered, with `keys` remembered so far, a value of
-    /// `value_len` bytes (as the bound counts it) and `size` bytes in all; if so, its size
-    /// is counted against [`MEMO_BYTES_MAX`].
-    fn admit(&self, keys: usize, value_len: usize, size: usize) -> bool {
-        let fits =
-            keys < MEMO_KEYS_MAX && value_len <= MEMO_VALUE_BYTES_MAX && self.bytes.get() + size <= MEMO_BYTES_MAX;
-        if fits {
-            self.bytes.set(self.bytes.get() + size);
-        }
-        fits
-    }
-
     fn slot(space: Space) -> usize {
         match space {
             Space::Docs => 0,
@@ -554,13 +563,20 @@ impl NewestMemo {
     }
 }
 
+impl Drop for NewestMemo {
+    fn drop(&mut self) {
+        *remembered::lock(&self.shelf) = std::mem::take(self.kept.get_mut());
+    }
+}
+
 impl Snapshot for NewestMemo {
     fn get(&self, space: Space, key: &[u8], at: Ts) -> Result<Option<Version>> {
         let slot = Self::slot(space);
-        if let Some(newest) = self.newest.borrow()[slot].get(key) {
+        let kept = self.kept.borrow_mut().newest(space, key);
+        if let Some(newest) = kept {
             return match newest {
                 None => Ok(None),
-                Some(v) if v.ts <= at => Ok(Some(v.clone())),
+                Some(v) if v.ts <= at => Ok(Some(v)),
                 Some(_) => self.base.get(space, key, at),
             };
         }
@@ -575,12 +591,7 @@ impl Snapshot for NewestMemo {
             Some(v) if v.ts > at => self.base.get(space, key, at)?,
             other => other.clone(),
         };
-        let value_len = newest.as_ref().map_or(0, |v| v.value.len());
-        let mut memo = self.newest.borrow_mut();
-        let keys = memo[0].len() + memo[1].len() + self.meta.borrow().len();
-        if self.admit(keys, value_len, key.len() + value_len) {
-            memo[slot].insert(key.to_vec(), newest);
-        }
+        self.kept.borrow_mut().keep(space, key.to_vec(), newest);
         Ok(answer)
     }
 
@@ -624,18 +635,13 @@ impl Snapshot for NewestMemo {
     }
 
     /// Remembered too (every transaction reads a few meta values, each through every
-    /// write-behind layer): values up to [`MEMO_VALUE_BYTES_MAX`], within the same bounds.
+    /// write-behind layer).
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.meta.borrow().get(key) {
-            return Ok(v.clone());
+        if let Some(v) = self.kept.borrow_mut().meta(key) {
+            return Ok(v);
         }
         let v = self.base.meta(key)?;
-        let size = key.len() + v.as_ref().map_or(0, Vec::len);
-        let mut memo = self.meta.borrow_mut();
-        let keys = memo.len() + self.newest.borrow().iter().map(|m| m.len()).sum::<usize>();
-        if self.admit(keys, size, size) {
-            memo.insert(key.to_owned(), v.clone());
-        }
+        self.kept.borrow_mut().keep_meta(key.to_owned(), v.clone());
         Ok(v)
     }
 }
@@ -722,11 +728,18 @@ impl Batch for OverlayBatch {
     }
 
     fn commit(self: Box<Self>, durable: bool) -> Result<()> {
-        let OverlayBatch { layer, sink, writer } = *self;
+        let OverlayBatch { layer, sink, shelf, writer } = *self;
         let (base, overlay) = layer.into_parts();
-        // Release the base view first so the in-memory store need not copy its state.
+        // Release the base view first so the in-memory store need not copy its state (and
+        // its memo puts back what it kept).
         drop(base);
+        // Up to date before the writer lock is let go, when the next batch may begin.
+        remembered::lock(&shelf).committed(&overlay);
         let result = sink.apply(overlay, durable);
+        if result.is_err() {
+            // The store may hold part of the commit, or none of it.
+            remembered::lock(&shelf).clear();
+        }
         drop(writer);
         result
     }
@@ -1035,6 +1048,119 @@ mod tests {
         snap
     }
 
+    /// What a store's batches remember from one batch to the next (`crate::remembered`)
+    /// never changes an answer: after every batch, committed or dropped, a new batch reads
+    /// every key at every ts, and every meta name, as a fresh snapshot of the store does.
+    /// The batches read keys (so they are remembered), write versions above the newest and
+    /// below it (history edits), remove versions and set meta values, over a MemStore, redb,
+    /// and the write-behind queue over each; and now and then the store's content is
+    /// replaced.
+    #[test]
+    fn what_batches_remember_is_what_the_store_holds() {
+        let key = |i: u64| format!("k{i:02}").into_bytes();
+        let name = |i: u64| format!("m{i}");
+        let dir = tempfile::tempdir().unwrap();
+        for kind in 0..4u64 {
+            let mut rng = Rng(0x5851_f42d_4c95_7f2d ^ kind);
+            let path = dir.path().join(format!("{kind}.redb"));
+            let store: Box<dyn Store> = match kind {
+                0 => Box::new(MemStore::new()),
+                1 => Box::new(crate::RedbStore::open(&path).unwrap()),
+                2 => Box::new(MemStore::new().write_behind(crate::BehindLimits::default()).unwrap()),
+                _ => Box::new(
+                    crate::RedbStore::open(&path).unwrap().write_behind(crate::BehindLimits::default()).unwrap(),
+                ),
+            };
+            let mut ts = 10;
+            for round in 0..150 {
+                let mut b = store.begin().unwrap();
+                for _ in 0..rng.below(12) {
+                    let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+                    b.get(space, &key(rng.below(24)), rng.below(ts + 2)).unwrap();
+                    b.meta(&name(rng.below(6))).unwrap();
+                }
+                // Now and then more writes than keys kept, and then fewer (the two ways
+                // `Remembered::committed` goes).
+                let writes = if rng.below(4) == 0 { 40 } else { rng.below(8) };
+                for _ in 0..writes {
+                    let space = if rng.below(4) == 0 { Space::Index } else { Space::Docs };
+                    let k = key(rng.below(24));
+                    match rng.below(6) {
+                        // Above every version: a transaction's write.
+                        0..=2 => b.put(space, &k, ts + 1, format!("v{round}").as_bytes()).unwrap(),
+                        // Below the newest: a history edit.
+                        3 => b.put(space, &k, 1 + rng.below(ts), format!("h{round}").as_bytes()).unwrap(),
+                        _ => b.remove(space, &k, 1 + rng.below(ts + 1)).map(|_| ()).unwrap(),
+                    }
+                    if rng.below(3) == 0 {
+                        b.set_meta(&name(rng.below(6)), format!("m{round}").as_bytes()).unwrap();
+                    }
+                }
+                match rng.below(10) {
+                    0 => drop(b),
+                    1 => {
+                        drop(b);
+                        let content = rng.below(1000);
+                        let mut fill = |load: &mut dyn crate::Load| {
+                            for i in 0..8 {
+                                load.put(Space::Docs, &key((content + i) % 24), 1 + i, b"replaced")?;
+                            }
+                            load.set_meta(&name(content % 6), b"replaced")
+                        };
+                        store.replace(&mut fill).unwrap();
+                    }
+                    _ => {
+                        b.commit(rng.below(4) == 0).unwrap();
+                        ts += 1;
+                    }
+                }
+                let check = store.begin().unwrap();
+                let truth = store.snapshot().unwrap();
+                for space in [Space::Docs, Space::Index] {
+                    for k in 0..24 {
+                        for at in (0..ts + 2).chain([Ts::MAX]) {
+                            assert_eq!(
+                                check.get(space, &key(k), at).unwrap(),
+                                truth.get(space, &key(k), at).unwrap(),
+                                "store {kind}, round {round}, {space:?} key {k} at {at}"
+                            );
+                        }
+                    }
+                }
+                for m in 0..6 {
+                    assert_eq!(check.meta(&name(m)).unwrap(), truth.meta(&name(m)).unwrap(), "store {kind}, meta {m}");
+                }
+            }
+        }
+    }
+
+    /// What is remembered stays within its bound however many keys batches read, and
+    /// the keys read lately stay.
+    #[test]
+    fn what_is_remembered_is_bounded() {
+        let mut r = remembered::Remembered::default();
+        let value = vec![7u8; 1000];
+        for i in 0..100_000u64 {
+            r.keep(Space::Docs, i.to_be_bytes().to_vec(), Some(Version { ts: 1, value: value.clone() }));
+            assert!(r.bytes() <= remembered::REMEMBERED_BYTES_MAX, "after {i} keys: {} bytes", r.bytes());
+        }
+        assert!(r.newest(Space::Docs, &99_999u64.to_be_bytes()).is_some());
+        assert!(r.newest(Space::Docs, &0u64.to_be_bytes()).is_none());
+        // A value past the largest kept is not kept.
+        r.keep(Space::Docs, b"big".to_vec(), Some(Version { ts: 1, value: vec![0; remembered::VALUE_BYTES_MAX + 1] }));
+        assert!(r.newest(Space::Docs, b"big").is_none());
+        // A batch's commit updates a key kept in the older generation too.
+        let mut r = remembered::Remembered::default();
+        r.keep(Space::Docs, b"a".to_vec(), Some(Version { ts: 1, value: b"one".to_vec() }));
+        for i in 0..20_000u64 {
+            r.keep(Space::Index, i.to_be_bytes().to_vec(), None);
+        }
+        let mut o = Overlay::default();
+        o.insert(Space::Docs, b"a", 2, Some(b"two".to_vec()));
+        r.committed(&o);
+        assert_eq!(r.newest(Space::Docs, b"a"), Some(Some(Version { ts: 2, value: b"two".to_vec() })));
+    }
+
     /// A batch's reads through its [`NewestMemo`] answer as its base does, for keys the
     /// base holds and keys it does not, in and around the gaps the memo learns (keys
     /// whose every version a layer removed included), in both spaces and at any ts, over
@@ -1054,7 +1180,7 @@ mod tests {
                 .iter()
                 .map(|&space| (0..32 * 22).map(|n| snap.get(space, &key(n / 22), n % 22).unwrap()).collect::<Vec<_>>())
                 .collect();
-            let memo = NewestMemo::new(snap);
+            let memo = NewestMemo::new(snap, remembered::new_shelf());
             // Keys past every key held: one gap to the end, learned at the first of them.
             let past = |i: u64| format!("z{i}").into_bytes();
             assert_eq!(memo.get(Space::Docs, &past(1), Ts::MAX).unwrap(), None);
@@ -1131,7 +1257,7 @@ mod tests {
             b.put(Space::Docs, format!("k{i:03}").as_bytes(), 1, b"v").unwrap();
         }
         b.commit(false).unwrap();
-        let memo = NewestMemo::new(store.snapshot().unwrap());
+        let memo = NewestMemo::new(store.snapshot().unwrap(), remembered::new_shelf());
         for i in (1..400u32).step_by(2) {
             assert_eq!(memo.get(Space::Docs, format!("k{i:03}").as_bytes(), Ts::MAX).unwrap(), None, "k{i:03}");
             assert!(memo.gaps.borrow()[0].len() <= MEMO_GAPS_MAX);

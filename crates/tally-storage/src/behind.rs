@@ -186,6 +186,8 @@ fn failed(reason: &str) -> StorageError {
 pub struct WriteBehind {
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
+    /// What its batches remember (`crate::remembered`).
+    shelf: crate::remembered::Shelf,
     writer: WriterLock,
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The last shared backend view opened, for the snapshots taken until the next
@@ -298,6 +300,7 @@ impl WriteBehind {
         Ok(WriteBehind {
             backend,
             shared,
+            shelf: crate::remembered::new_shelf(),
             writer: WriterLock::default(),
             flusher: Mutex::new(Some(flusher)),
             base: Mutex::new(None),
@@ -528,7 +531,12 @@ impl Store for WriteBehind {
     fn begin(&self) -> Result<Box<dyn Batch>> {
         let guard = self.writer.acquire()?;
         let base = self.view()?;
-        Ok(Box::new(OverlayBatch::new(base, Box::new(BehindSink(Arc::clone(&self.shared))), guard)))
+        Ok(Box::new(OverlayBatch::new(
+            base,
+            Box::new(BehindSink(Arc::clone(&self.shared))),
+            Arc::clone(&self.shelf),
+            guard,
+        )))
     }
 
     fn sync(&self) -> Result<()> {
@@ -559,6 +567,7 @@ impl Store for WriteBehind {
     /// the backend's view before or after that transaction.
     fn replace(&self, fill: crate::Fill<'_>) -> Result<()> {
         let _writer = self.writer.acquire()?;
+        crate::remembered::lock(&self.shelf).clear();
         self.sync()?;
         let seq = {
             let st = self.shared.lock()?;

@@ -72,6 +72,7 @@ mod behind;
 mod mem;
 mod read;
 mod redb_store;
+mod remembered;
 mod replace;
 
 pub use behind::{BehindLimits, WriteBehind, META_BEHIND_SEQ};

@@ -109,6 +109,8 @@ impl MemState {
 #[derive(Default)]
 pub struct MemStore {
     state: Arc<Mutex<Arc<MemState>>>,
+    /// What its batches remember (`crate::remembered`).
+    shelf: crate::remembered::Shelf,
     writer: WriterLock,
 }
 
@@ -218,6 +220,11 @@ impl Store for MemStore {
     fn begin(&self) -> Result<Box<dyn Batch>> {
         let guard = self.writer.acquire()?;
         let base = Box::new(MemSnapshot(self.current()?));
-        Ok(Box::new(OverlayBatch::new(base, Box::new(MemSink(Arc::clone(&self.state))), guard)))
+        Ok(Box::new(OverlayBatch::new(
+            base,
+            Box::new(MemSink(Arc::clone(&self.state))),
+            Arc::clone(&self.shelf),
+            guard,
+        )))
     }
 }

@@ -46,6 +46,8 @@ fn inv(ts: Ts) -> u64 {
 /// On-disk [`Store`] in one redb file.
 pub struct RedbStore {
     db: Arc<Database>,
+    /// What its batches remember (`crate::remembered`).
+    shelf: crate::remembered::Shelf,
     writer: WriterLock,
 }
 
@@ -65,7 +67,7 @@ impl RedbStore {
         }
         let db = builder.create(path).map_err(redb_err)?;
         init_or_check(&db)?;
-        Ok(RedbStore { db: Arc::new(db), writer: WriterLock::default() })
+        Ok(RedbStore { db: Arc::new(db), shelf: crate::remembered::new_shelf(), writer: WriterLock::default() })
     }
 
     /// Bytes of the pages redb has allocated (data, its B-tree branches and its own
@@ -425,11 +427,12 @@ impl Store for RedbStore {
     fn begin(&self) -> Result<Box<dyn Batch>> {
         let guard = self.writer.acquire()?;
         let base = Box::new(self.read_view()?);
-        Ok(Box::new(OverlayBatch::new(base, Box::new(RedbSink(Arc::clone(&self.db))), guard)))
+        Ok(Box::new(OverlayBatch::new(base, Box::new(RedbSink(Arc::clone(&self.db))), Arc::clone(&self.shelf), guard)))
     }
 
     fn replace(&self, fill: crate::Fill<'_>) -> Result<()> {
         let _writer = self.writer.acquire()?;
+        crate::remembered::lock(&self.shelf).clear();
         replace_tables(&self.db, fill, None)
     }
 }
