@@ -133,7 +133,7 @@ fn member_root_key_hash(cfg: &ServeConfig, opts: &crate::cluster::ClusterOptions
 fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn Store>> {
     let cache = state_cache_bytes();
     let opened = std::panic::catch_unwind(|| {
-        RedbStore::open_with_cache(path, cache)
+        RedbStore::open_with_cache(path, Some(cache))
             .and_then(|s| s.write_behind(BehindLimits::default()))
             .map_err(|e| e.to_string())
     });
@@ -159,15 +159,21 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
     )
 }
 
-/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: redb's 1 GiB).
-/// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
+/// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: 1 GiB less the
+/// [`tally_storage::REMEMBERED_BYTES_MAX`] the executor's batches keep of the store's
+/// newest versions, a cache of the same pages' content, so the two stay within redb's
+/// former 1 GiB). After a write flood it is most of what the process keeps resident
+/// (docs/benchmarks.md).
 /// Not lowered to fit the 2 GiB total: at 512 MiB, with more data written than the cache
 /// holds (64 documents of 16 MiB), a page of one ref took 0.5 s instead of 0.06 s and
 /// `/ping` stalled 0.9–1.9 s (docs/benchmarks.md, "The attacks at the issue's own scale").
-fn state_cache_bytes() -> Option<usize> {
-    let mib = std::env::var("TALLY_STATE_CACHE_MIB").ok()?.trim().parse::<usize>().ok()?;
-    Some(mib.saturating_mul(1 << 20))
+fn state_cache_bytes() -> usize {
+    let given = std::env::var("TALLY_STATE_CACHE_MIB").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    given.map_or(STATE_CACHE_DEFAULT_BYTES, |mib| mib.saturating_mul(1 << 20))
 }
+
+/// The state store's page cache unless `TALLY_STATE_CACHE_MIB` says otherwise.
+const STATE_CACHE_DEFAULT_BYTES: usize = (1 << 30) - tally_storage::REMEMBERED_BYTES_MAX;
 
 /// Fail-stop when the state store's background writer fails (a full disk, an I/O
 /// error): from then on the store refuses every read and write, so the node could only

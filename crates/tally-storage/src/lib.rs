@@ -78,6 +78,7 @@ mod replace;
 pub use behind::{BehindLimits, WriteBehind, META_BEHIND_SEQ};
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
+pub use remembered::REMEMBERED_BYTES_MAX;
 pub use replace::{Fill, Load};
 
 /// Commit timestamp, microseconds since the Unix epoch.

@@ -169,18 +169,8 @@ impl Remembered {
     /// Keep `newest` as the store's newest version of `key` (read from the store under
     /// the writer lock).
     pub fn keep(&mut self, space: Space, key: Vec<u8>, newest: Option<Version>) {
-        let value_len = version_len(&newest);
-        if value_len > VALUE_BYTES_MAX {
-            return;
-        }
         let key_len = key.len();
-        let size = entry_bytes(key_len, value_len);
-        self.make_room(size);
-        let gen = &mut self.gens[0];
-        gen.bytes += size;
-        if let Some(old) = gen.newest[slot(space)].insert(key, newest) {
-            gen.bytes = gen.bytes.saturating_sub(entry_bytes(key_len, version_len(&old)));
-        }
+        self.keep_in(|g| &mut g.newest[slot(space)], key, key_len, newest, version_len);
     }
 
     /// The meta value `key`, if kept: `Some(None)` when it is not set.
@@ -200,17 +190,31 @@ impl Remembered {
 
     /// Keep `value` as the meta value `key` (read from the store under the writer lock).
     pub fn keep_meta(&mut self, key: String, value: Option<Vec<u8>>) {
-        let value_len = value.as_ref().map_or(0, Vec::len);
+        let key_len = key.len();
+        self.keep_in(|g| &mut g.meta, key, key_len, value, |v| v.as_ref().map_or(0, Vec::len));
+    }
+
+    /// Put `key` (of `key_len` bytes) and `value` into the newer generation's map that
+    /// `map` picks, counting their bytes; a value longer than [`VALUE_BYTES_MAX`] (by
+    /// `len`) is not kept.
+    fn keep_in<K: std::hash::Hash + Eq, V>(
+        &mut self,
+        map: impl Fn(&mut Generation) -> &mut HashMap<K, V>,
+        key: K,
+        key_len: usize,
+        value: V,
+        len: fn(&V) -> usize,
+    ) {
+        let value_len = len(&value);
         if value_len > VALUE_BYTES_MAX {
             return;
         }
-        let key_len = key.len();
         let size = entry_bytes(key_len, value_len);
         self.make_room(size);
         let gen = &mut self.gens[0];
         gen.bytes += size;
-        if let Some(old) = gen.meta.insert(key, value) {
-            gen.bytes = gen.bytes.saturating_sub(entry_bytes(key_len, old.as_ref().map_or(0, Vec::len)));
+        if let Some(old) = map(gen).insert(key, value) {
+            gen.bytes = gen.bytes.saturating_sub(entry_bytes(key_len, len(&old)));
         }
     }
 
