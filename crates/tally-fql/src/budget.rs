@@ -17,7 +17,7 @@
 //! The answer is measured as it would be encoded on the wire ([`wire_len`]) before it is
 //! encoded, so an over-large answer is refused without ever being built.
 
-use tally_value::{Ref, Value};
+use tally_value::{Object, Ref, Value};
 
 use crate::error::{code, FqlError, Result};
 
@@ -82,6 +82,29 @@ pub fn shallow_size(v: &Value) -> u64 {
         Value::Object(o) => o.len() as u64 * ENTRY_BYTES,
         _ => SLOT_BYTES,
     }
+}
+
+/// [`shallow_size`] and [`deep_size`] of the object `data` with the fields named in
+/// `hidden` left out and `ref` (`r`) and `ts` added where `data` has no such field (what
+/// `fns::docs::render_owned` builds from a stored version), without building it.
+pub fn rendered_sizes(r: &Ref, data: &Object, hidden: &[&str]) -> (u64, u64) {
+    let (mut fields, mut deep) = (0u64, SLOT_BYTES);
+    for (k, v) in data {
+        if !hidden.contains(&k.as_str()) {
+            fields += 1;
+            deep += ENTRY_BYTES + k.len() as u64 + deep_size(v);
+        }
+    }
+    let kept = |name: &str| data.contains_key(name) && !hidden.contains(&name);
+    if !kept("ref") {
+        fields += 1;
+        deep += ENTRY_BYTES + 3 + SLOT_BYTES + ref_size(r);
+    }
+    if !kept("ts") {
+        fields += 1;
+        deep += ENTRY_BYTES + 2 + SLOT_BYTES;
+    }
+    (fields * ENTRY_BYTES, deep)
 }
 
 /// A value's bytes with everything it holds (a fresh deep copy's cost). Walks the value,
@@ -159,6 +182,52 @@ pub fn check_answer(v: &Value, max: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `rendered_sizes` is exactly what `render_owned` builds would be charged, for
+    /// documents with and without hidden fields and fields named `ref` or `ts`, nested
+    /// values of every kind, and refs of every depth: a write whose value nobody uses is
+    /// charged what it would have been (`Eval::skipped_result`), so skipping it changes
+    /// no result.
+    #[test]
+    fn rendered_sizes_are_those_of_the_rendered_document() {
+        let hidden = crate::model::HIDDEN_FIELDS;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut below = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let names: Vec<&str> = ["ref", "ts", "data", "balance", "a", "", "credentials"]
+            .into_iter()
+            .chain(hidden.iter().copied())
+            .collect();
+        let coll = Ref::collection("accounts");
+        let refs = [Ref::doc(coll.clone(), "1"), Ref::doc(coll, "123456789012345678"), Ref::collection("x")];
+        for round in 0..2_000 {
+            let mut data = Object::new();
+            for _ in 0..below(8) {
+                let name = names[below(names.len() as u64) as usize];
+                let value = match below(7) {
+                    0 => Value::Long(below(1000) as i64),
+                    1 => Value::String("s".repeat(below(40) as usize)),
+                    2 => Value::Null,
+                    3 => Value::Array(vec![Value::Bool(true), Value::String("x".into())]),
+                    4 => Value::object([("inner", Value::Bytes(vec![1; below(9) as usize]))]),
+                    5 => Value::Ref(refs[below(3) as usize].clone()),
+                    _ => Value::Double(0.5),
+                };
+                data.insert(name.to_string(), value);
+            }
+            let r = &refs[below(3) as usize];
+            let rendered = crate::fns::docs::render_owned(r, below(1 << 40), data.clone());
+            assert_eq!(
+                rendered_sizes(r, &data, hidden),
+                (shallow_size(&rendered), deep_size(&rendered)),
+                "round {round}: {data:?}"
+            );
+        }
+    }
 
     #[test]
     fn wire_len_is_at_least_the_encoding() {

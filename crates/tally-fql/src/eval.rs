@@ -142,6 +142,14 @@ pub struct Eval<'a> {
     pub(crate) binding_depth: u32,
     /// Heads of the secret placeholders this transaction issued (see `crate::secret`).
     pub secrets_issued: Vec<String>,
+    /// Set by `Do` for an expression whose value it drops (not its last): taken by the
+    /// next [`Eval::eval`], which hands it to the call it evaluates as `unused`.
+    pub(crate) next_unused: bool,
+    /// The running call's value is dropped by its caller ([`Eval::result_unused`]).
+    unused: bool,
+    /// Set by a call that returned null instead of a value nobody uses: the sizes that
+    /// value would have been charged ([`Eval::skipped_result`]).
+    skipped_sizes: Option<(u64, u64)>,
 }
 
 impl<'a> Eval<'a> {
@@ -169,6 +177,9 @@ impl<'a> Eval<'a> {
             pred_depth: 0,
             binding_depth: 0,
             secrets_issued: Vec::new(),
+            next_unused: false,
+            unused: false,
+            skipped_sizes: None,
         }
     }
 
@@ -274,16 +285,35 @@ impl<'a> Eval<'a> {
     fn charge_result(&mut self, call: &Call, v: &Value) -> Result<()> {
         let read = self.tx.bytes_read.saturating_sub(self.read_charged);
         self.read_charged = self.tx.bytes_read;
+        // A value skipped because nobody uses it is charged as if it had been built, so
+        // that skipping it changes no result (nor the executor's rules).
+        let skipped = self.skipped_sizes.take();
+        let shallow = || skipped.map_or_else(|| crate::budget::shallow_size(v), |s| s.0);
+        let deep = || skipped.map_or_else(|| crate::budget::deep_size(v), |s| s.1);
         let size = if call.spec.name == "var" {
-            crate::budget::deep_size(v)
+            deep()
         } else if read > 0 {
             // What storage returned was decoded fresh: charge it whole, but no more than
             // the result holds (a `Count` streams what it reads and keeps none of it).
-            crate::budget::shallow_size(v).max(read.min(crate::budget::deep_size(v)))
+            shallow().max(read.min(deep()))
         } else {
-            crate::budget::shallow_size(v)
+            shallow()
         };
         self.mem_charge(size)
+    }
+
+    /// Whether the running call's value is dropped by its caller (an expression of `Do`
+    /// other than its last). Asked once, at the call's start: a write may then return
+    /// null through [`Eval::skipped_result`] instead of building the document it wrote.
+    pub fn result_unused(&mut self) -> bool {
+        std::mem::take(&mut self.unused)
+    }
+
+    /// Null in place of a value nobody uses whose [`crate::budget::shallow_size`] and
+    /// [`crate::budget::deep_size`] are `sizes`: it is charged as that value would be.
+    pub fn skipped_result(&mut self, sizes: (u64, u64)) -> Value {
+        self.skipped_sizes = Some(sizes);
+        Value::Null
     }
 
     /// Called by every write function before it writes.
@@ -354,6 +384,7 @@ impl<'a> Eval<'a> {
     }
 
     pub fn eval(&mut self, e: &Expr) -> Result<Value> {
+        let unused = std::mem::take(&mut self.next_unused);
         self.step()?;
         match e {
             Expr::Lit(v) => {
@@ -378,6 +409,7 @@ impl<'a> Eval<'a> {
                 Ok(Value::Object(out))
             }
             Expr::Call(call) => {
+                self.unused = unused;
                 let v = (call.spec.handler)(self, call)?;
                 self.charge_result(call, &v)?;
                 Ok(v)

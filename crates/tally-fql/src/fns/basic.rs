@@ -62,6 +62,9 @@ fn do_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         Expr::Array(items) => {
             let mut last = Value::Null;
             for (i, e) in items.iter().enumerate() {
+                // Every value but the last is dropped: a write there need not build the
+                // document it returns (`Eval::result_unused`).
+                ev.next_unused = i + 1 < items.len();
                 last = ev.eval(e).map_err(|x| x.at(i).at("do"))?;
             }
             Ok(last)

@@ -200,6 +200,7 @@ fn params_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Object> {
 }
 
 fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
+    let unused = ev.result_unused();
     let r = ref_arg(ev, call, "create")?;
     let params = params_arg(ev, call)?;
     ev.require_write()?;
@@ -208,7 +209,7 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     if r.native_parent() == Some("collections") {
         let coll_ref = r.clone();
         let doc_ref = Ref::doc(coll_ref, ev.new_id().to_string());
-        return create_doc(ev, &doc_ref, params, false).map_err(|e| at_if_denied(e, "create"));
+        return create_doc_as(ev, &doc_ref, params, false, unused).map_err(|e| at_if_denied(e, "create"));
     }
     if r.is_native_collection() {
         return crate::fns::schema::create_native(ev, &r.id, params).map_err(|e| e.at("create"));
@@ -217,7 +218,7 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         if tally_value::numeric_id(&r.id).is_none() {
             return Err(invalid_argument("Document ids must be numbers (as strings) that fit in 64 bits.").at("create"));
         }
-        return create_doc(ev, &r, params, true).map_err(|e| {
+        return create_doc_as(ev, &r, params, true, unused).map_err(|e| {
             if e.code == code::INSTANCE_ALREADY_EXISTS || e.code == code::PERMISSION_DENIED {
                 e.at("create")
             } else {
@@ -230,6 +231,12 @@ fn create(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 /// Create user document `r` (`with_id` when the caller chose the id).
 pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: Object, with_id: bool) -> Result<Value> {
+    create_doc_as(ev, r, params, with_id, false)
+}
+
+/// [`create_doc`]; `unused`: the caller drops the value, so the document is not rendered
+/// (null, charged as the document would be: `Eval::skipped_result`).
+fn create_doc_as(ev: &mut Eval<'_>, r: &Ref, params: Object, with_id: bool, unused: bool) -> Result<Value> {
     let Target::Doc { db, coll, id } = ev.resolve(r)? else {
         return Err(invalid_argument("Document ref expected."));
     };
@@ -248,6 +255,9 @@ pub fn create_doc(ev: &mut Eval<'_>, r: &Ref, params: Object, with_id: bool) -> 
     // A version past its `ttl` still has index entries (nothing was written when it
     // expired); the new document replaces them.
     write_doc(ev, db, coll, r, prior.as_ref().map(|d| &d.data), Some(&fields))?;
+    if unused {
+        return Ok(ev.skipped_result(crate::budget::rendered_sizes(r, &fields, HIDDEN)));
+    }
     Ok(render_owned(r, ts, fields))
 }
 
@@ -287,6 +297,7 @@ fn replace(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 }
 
 fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Value> {
+    let unused = ev.result_unused();
     let r = ref_arg(ev, call, key)?;
     let params = params_arg(ev, call)?;
     ev.require_write()?;
@@ -330,6 +341,9 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     crate::retention::apply_ttl_days(&mut ev.tx, db, coll, ttl_given, &mut new)?;
     ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
+    if unused {
+        return Ok(ev.skipped_result(crate::budget::rendered_sizes(&r, &new, HIDDEN)));
+    }
     Ok(render_owned(&r, ts, new))
 }
 
