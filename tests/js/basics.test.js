@@ -113,6 +113,34 @@ describe('basics', { timeout: 300_000 }, () => {
       assert.deepEqual((await c.query(q.Get(ref))).data, { x: 1 })
     })
 
+    it('Do makes every write and answers its last value whole, whatever it drops', async () => {
+      const ref = q.Ref(q.Collection('books'), '4242')
+      await c.query(q.Create(ref, { data: { x: 1 } }))
+      // The writes before the last are not rendered (their values are dropped); what
+      // they wrote, and what their arguments read, is as if they had been.
+      const last = await c.query(
+        q.Do(
+          q.Update(ref, { data: { x: 2 } }),
+          q.Create(q.Ref(q.Collection('books'), '4243'), {
+            data: { copied: q.Select(['data', 'x'], q.Get(ref)), doc: q.Update(ref, { data: { y: 1 } }) },
+          }),
+          q.Replace(ref, { data: { x: 3 } }),
+          q.Update(ref, { data: { z: 4 } })
+        )
+      )
+      assert.equal(last.ref.id, '4242')
+      assert.deepEqual(last.data, { x: 3, z: 4 })
+      assert.equal(typeof last.ts, 'number')
+      const copy = await c.query(q.Get(q.Ref(q.Collection('books'), '4243')))
+      assert.equal(copy.data.copied, 2)
+      // A write nested in a dropped write's arguments is rendered: its value is used.
+      assert.equal(copy.data.doc.ref.id, '4242')
+      assert.deepEqual(copy.data.doc.data, { x: 2, y: 1 })
+      // A write as Do's only (so last) expression answers the document.
+      const only = await c.query(q.Do(q.Update(ref, { data: { w: 5 } })))
+      assert.deepEqual(only.data, { x: 3, z: 4, w: 5 })
+    })
+
     it('a query is atomic: a failing Do writes nothing', async () => {
       const ref = q.Ref(q.Collection('books'), '777')
       await expectFaunaError(
