@@ -430,12 +430,23 @@ pub struct Tx<'a> {
     /// transaction runs, and a repeated read charges `bytes_read` as the first did, so
     /// every answer and limit is as without it.
     reads: Vec<(Space, Vec<u8>, Ts, Option<Version>)>,
+    /// Documents decoded by [`Tx::get_doc`], each with the version it was decoded from,
+    /// when [`Tx::keep_decoded`] is set: the transfer's `Get` and then `Update` of one
+    /// document decode it once. Decoding is a function of the version's ts and bytes
+    /// alone, and an entry is used only for a version equal in both, so no answer
+    /// depends on it. At most [`DECODED_KEPT`], each of at most [`READ_KEPT_BYTES_MAX`].
+    decoded: Vec<(Version, DocVersion)>,
+    /// Keep what [`Tx::get_doc`] decodes ([`Tx::decoded`]): set for the executor's write
+    /// transactions (a read-only pass would pay the copy and rarely read a document again).
+    pub(crate) keep_decoded: bool,
 }
 
 /// How many snapshot reads a transaction keeps for reading again (a linear search), and
 /// the largest value kept (a large document is decoded for longer than it is found).
 const READS_KEPT: usize = 8;
 const READ_KEPT_BYTES_MAX: usize = 4096;
+/// How many decoded documents a transaction keeps ([`Tx::get_doc`]).
+const DECODED_KEPT: usize = 4;
 
 pub(crate) type RetentionCacheEntry = ((DbId, CollId, Ts, u64), Option<crate::retention::Retention>);
 
@@ -458,6 +469,8 @@ impl<'a> Tx<'a> {
             read_stopped: false,
             schema_cache: None,
             reads: Vec::new(),
+            decoded: Vec::new(),
+            keep_decoded: false,
         }
     }
 
@@ -704,6 +717,12 @@ impl<'a> Tx<'a> {
     // ---- documents ----
 
     pub fn get_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
+        self.doc_version(db, coll, id, at, false)
+    }
+
+    /// [`Tx::get_doc`]; `last` says the caller reads this version for the last time (it
+    /// is about to write the document), so a kept decoding is handed over, not copied.
+    fn doc_version(&mut self, db: DbId, coll: CollId, id: &str, at: Ts, last: bool) -> Result<Option<DocVersion>> {
         match self.get(Space::Docs, &doc_key(db, coll, id), at)? {
             // Decoding a large document is the heavy part of reading it (a 16 MiB one
             // takes tens of ms): the inline pass stops before it (issue 13 item 4).
@@ -711,7 +730,20 @@ impl<'a> Tx<'a> {
                 self.read_stopped = true;
                 Err(crate::eval::Eval::work_exceeded(self.read_bytes_max))
             }
-            Some(v) => Ok(Some(decode_doc(&v)?)),
+            Some(v) => {
+                if let Some(i) = self.decoded.iter().position(|(k, _)| k.ts == v.ts && k.value == v.value) {
+                    return Ok(Some(if last { self.decoded.swap_remove(i).1 } else { self.decoded[i].1.clone() }));
+                }
+                let doc = decode_doc(&v)?;
+                if self.keep_decoded
+                    && !last
+                    && self.decoded.len() < DECODED_KEPT
+                    && v.value.len() <= READ_KEPT_BYTES_MAX
+                {
+                    self.decoded.push((v, doc.clone()));
+                }
+                Ok(Some(doc))
+            }
             None => Ok(None),
         }
     }
@@ -719,6 +751,18 @@ impl<'a> Tx<'a> {
     /// The live document (None if missing or deleted at `at`).
     pub fn live_doc(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
         let doc = self.get_doc(db, coll, id, at)?;
+        self.live(doc, at)
+    }
+
+    /// [`Tx::live_doc`] for a caller about to write the document (`Update`, `Replace`,
+    /// `Delete`): the same answer, taking a decoding kept from an earlier read instead of
+    /// copying it.
+    pub fn live_doc_to_write(&mut self, db: DbId, coll: CollId, id: &str, at: Ts) -> Result<Option<DocVersion>> {
+        let doc = self.doc_version(db, coll, id, at, true)?;
+        self.live(doc, at)
+    }
+
+    fn live(&mut self, doc: Option<DocVersion>, at: Ts) -> Result<Option<DocVersion>> {
         if doc.as_ref().is_some_and(|d| d.data.contains_key("ttl")) {
             self.ttl_seen = true;
         }
@@ -875,4 +919,119 @@ impl<'a> Tx<'a> {
 /// Encode a value the way index keys do (exposed for cursors).
 pub fn encode_value(v: &Value) -> Vec<u8> {
     encode(v)
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tally_storage::{MemStore, Store};
+
+    const COLL: CollId = 2048;
+
+    fn doc(balance: i64, ttl: bool) -> Object {
+        let mut o = Object::new();
+        o.insert("balance".into(), Value::Long(balance));
+        if ttl {
+            o.insert("ttl".into(), Value::Time(chrono::DateTime::from_timestamp_micros(25).unwrap()));
+        }
+        o
+    }
+
+    /// Docs "0".."3", each with versions at ts 10, 20 and 30: some deletions, a `ttl`,
+    /// and "2" and "3" byte for byte alike at every ts (a kept decoding is matched by the
+    /// version's bytes, whatever key it was read under).
+    fn store() -> MemStore {
+        let store = MemStore::new();
+        let mut b = store.begin().unwrap();
+        for id in 0..4u64 {
+            for ts in [10u64, 20, 30] {
+                let (deleted, data) = match (id.min(2), ts) {
+                    (0, 20) => (true, doc(0, false)),
+                    (1, 30) => (false, doc(ts as i64, true)),
+                    _ => (false, doc((id.min(2) * 100 + ts) as i64, false)),
+                };
+                let key = doc_key(1, COLL, &id.to_string());
+                b.put(Space::Docs, &key, ts, &encode_doc(deleted, &data)).unwrap();
+            }
+        }
+        b.commit(true).unwrap();
+        store
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Get(u8, Ts),
+        Live(u8, Ts),
+        LiveToWrite(u8),
+        Put(u8, bool, i64),
+        Unput(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let at = prop_oneof![Just(5u64), Just(10), Just(15), Just(20), Just(25), Just(30), Just(40)];
+        prop_oneof![
+            (0..4u8, at.clone()).prop_map(|(d, t)| Op::Get(d, t)),
+            (0..4u8, at).prop_map(|(d, t)| Op::Live(d, t)),
+            (0..4u8).prop_map(Op::LiveToWrite),
+            (0..4u8, any::<bool>(), 0..3i64).prop_map(|(d, del, b)| Op::Put(d, del, b)),
+            (0..4u8).prop_map(Op::Unput),
+        ]
+    }
+
+    fn run(tx: &mut Tx<'_>, op: &Op) -> String {
+        let out = match op {
+            Op::Get(d, at) => format!("{:?}", tx.get_doc(1, COLL, &d.to_string(), *at)),
+            Op::Live(d, at) => format!("{:?}", tx.live_doc(1, COLL, &d.to_string(), *at)),
+            Op::LiveToWrite(d) => format!("{:?}", tx.live_doc_to_write(1, COLL, &d.to_string(), tx.ts)),
+            Op::Put(d, deleted, b) => format!("{:?}", tx.put_doc(1, COLL, &d.to_string(), *deleted, &doc(*b, false))),
+            Op::Unput(d) => {
+                tx.unput(Space::Docs, &doc_key(1, COLL, &d.to_string()));
+                String::new()
+            }
+        };
+        format!("{out} read {} ttl {}", tx.bytes_read, tx.ttl_seen)
+    }
+
+    proptest! {
+        /// Whatever a transaction reads and writes, each answer, charge and `ttl_seen` is
+        /// the same with decodings kept as without.
+        #[test]
+        fn kept_decodings_change_no_answer(ops in proptest::collection::vec(op(), 1..40)) {
+            let store = store();
+            let snap = store.snapshot().unwrap();
+            let mut plain = Tx::new(&*snap, 40);
+            let mut kept = Tx::new(&*snap, 40);
+            kept.keep_decoded = true;
+            for op in &ops {
+                prop_assert_eq!(run(&mut plain, op), run(&mut kept, op), "{:?}", op);
+                prop_assert!(kept.decoded.len() <= DECODED_KEPT);
+            }
+            prop_assert!(plain.decoded.is_empty());
+        }
+    }
+
+    /// A read and then a write of one document decode it once: the write takes the kept
+    /// decoding, a second read of the same version uses it too.
+    #[test]
+    fn a_read_then_a_write_decodes_once() {
+        let store = store();
+        let snap = store.snapshot().unwrap();
+        let mut tx = Tx::new(&*snap, 40);
+        tx.keep_decoded = true;
+        let first = tx.live_doc(1, COLL, "2", 40).unwrap();
+        assert_eq!(tx.decoded.len(), 1);
+        assert_eq!(tx.live_doc(1, COLL, "3", 40).unwrap(), first, "same bytes under another key");
+        assert_eq!(tx.decoded.len(), 1, "found, not decoded again");
+        assert_eq!(tx.live_doc_to_write(1, COLL, "2", 40).unwrap(), first);
+        assert!(tx.decoded.is_empty(), "handed over to the write");
+        for id in 0..4 {
+            tx.get_doc(1, COLL, &id.to_string(), 10).unwrap();
+        }
+        assert_eq!(tx.decoded.len(), 3, "\"2\" and \"3\" share one decoding");
+        tx.get_doc(1, COLL, "0", 30).unwrap();
+        assert_eq!(tx.decoded.len(), DECODED_KEPT);
+        tx.get_doc(1, COLL, "1", 20).unwrap();
+        assert_eq!(tx.decoded.len(), DECODED_KEPT, "bounded");
+    }
 }

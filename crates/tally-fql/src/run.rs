@@ -64,7 +64,8 @@ pub fn evaluate_cached(
     deadline: Option<Instant>,
     cache: Option<&crate::schema_cache::SchemaCache>,
 ) -> Outcome {
-    let tx = Tx::new(snap, ts).with_schema_cache(cache);
+    let mut tx = Tx::new(snap, ts).with_schema_cache(cache);
+    tx.keep_decoded = mode == Mode::Write;
     let mut ev = Eval::new(tx, mode, auth);
     ev.set_limits(limits);
     ev.entropy = entropy;

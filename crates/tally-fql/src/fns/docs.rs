@@ -305,7 +305,7 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
         return Err(invalid_argument(format!("Cannot {key} {r}: it is not a document.")).at(call_key(call, key)));
     };
     let ts = ev.txn_ts();
-    let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
+    let Some(old) = ev.tx.live_doc_to_write(db, coll, &id, ts)? else {
         return Err(not_found("Document not found."));
     };
     let key = call_key(call, key);
@@ -354,7 +354,7 @@ fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
         return Err(invalid_argument(format!("Cannot delete {r}.")).at("delete"));
     };
     let ts = ev.txn_ts();
-    let Some(old) = ev.tx.live_doc(db, coll, &id, ts)? else {
+    let Some(old) = ev.tx.live_doc_to_write(db, coll, &id, ts)? else {
         return Err(not_found("Document not found."));
     };
     ev.check_delete(db, coll, &r).map_err(|e| at_if_denied(e, "delete"))?;
