@@ -735,11 +735,12 @@ impl<'a> Tx<'a> {
                     return Ok(Some(if last { self.decoded.swap_remove(i).1 } else { self.decoded[i].1.clone() }));
                 }
                 let doc = decode_doc(&v)?;
-                if self.keep_decoded
-                    && !last
-                    && self.decoded.len() < DECODED_KEPT
-                    && v.value.len() <= READ_KEPT_BYTES_MAX
-                {
+                if self.keep_decoded && !last && v.value.len() <= READ_KEPT_BYTES_MAX {
+                    // The oldest goes first: a document read and never written (a `Get`
+                    // whose `Update` did not happen) does not take a place for good.
+                    if self.decoded.len() == DECODED_KEPT {
+                        self.decoded.remove(0);
+                    }
                     self.decoded.push((v, doc.clone()));
                 }
                 Ok(Some(doc))
@@ -1033,5 +1034,8 @@ mod decoded_tests {
         assert_eq!(tx.decoded.len(), DECODED_KEPT);
         tx.get_doc(1, COLL, "1", 20).unwrap();
         assert_eq!(tx.decoded.len(), DECODED_KEPT, "bounded");
+        // The newest read is kept and the oldest ("0" at 10) went.
+        assert!(tx.decoded.last().is_some_and(|(v, d)| v.ts == 20 && d.data["balance"] == Value::Long(120)));
+        assert!(!tx.decoded.iter().any(|(v, d)| v.ts == 10 && d.data["balance"] == Value::Long(10)));
     }
 }
