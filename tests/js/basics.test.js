@@ -141,6 +141,39 @@ describe('basics', { timeout: 300_000 }, () => {
       assert.deepEqual(only.data, { x: 3, z: 4, w: 5 })
     })
 
+    it('reads and writes of the same documents in one query see each other in order', async () => {
+      // The executor decodes a document once per transaction and hands the decoding to
+      // the write that follows the read; every read and write here must still see the
+      // versions in order, as the transfers of one batch do.
+      const a = q.Ref(q.Collection('books'), '5001')
+      const b = q.Ref(q.Collection('books'), '5002')
+      await c.query(q.Do(q.Create(a, { data: { n: 100 } }), q.Create(b, { data: { n: 0 } })))
+      const before = (await c.query(q.Get(a))).ts
+      const n = v => q.Select(['data', 'n'], v)
+      const move = amount =>
+        q.Let({ x: q.Get(a), y: q.Get(b) }, [
+          n(q.Update(a, { data: { n: q.Subtract(n(q.Var('x')), amount) } })),
+          n(q.Update(b, { data: { n: q.Add(n(q.Var('y')), amount) } })),
+        ])
+      // An array's elements are evaluated in order.
+      const out = await c.query([
+        move(10),
+        move(20),
+        // Read again after the writes: the newest of this query's own versions.
+        q.Let({ x: q.Get(a), y: q.Get(b) }, [n(q.Var('x')), n(q.Var('y'))]),
+        // Read at the time before the query: the version from before it.
+        [n(q.At(before, q.Get(a))), n(q.Get(a))],
+        q.Let({ gone: q.Get(b) }, [n(q.Var('gone')), q.Select(['ref', 'id'], q.Delete(b))]),
+        [q.Exists(b), n(q.Get(a))],
+      ])
+      assert.deepEqual(out, [[90, 10], [70, 30], [70, 30], [100, 70], [30, '5002'], [false, 70]])
+      // b is gone: the move's Get(b) fails and the query writes nothing.
+      await expectFaunaError(c.query(move(5)), 'NotFound', 'instance not found')
+      assert.deepEqual(await c.query([n(q.Get(a)), n(q.At(before, q.Get(a)))]), [70, 100])
+      const again = await c.query([n(q.Create(b, { data: { n: 0 } })), move(1), move(2), [n(q.Get(a)), n(q.Get(b))]])
+      assert.deepEqual(again, [0, [69, 1], [67, 3], [67, 3]])
+    })
+
     it('a query is atomic: a failing Do writes nothing', async () => {
       const ref = q.Ref(q.Collection('books'), '777')
       await expectFaunaError(
