@@ -732,7 +732,7 @@ impl<'a> Tx<'a> {
             }
             Some(v) => {
                 if let Some(i) = self.decoded.iter().position(|(k, _)| k.ts == v.ts && k.value == v.value) {
-                    return Ok(Some(if last { self.decoded.swap_remove(i).1 } else { self.decoded[i].1.clone() }));
+                    return Ok(Some(if last { self.decoded.remove(i).1 } else { self.decoded[i].1.clone() }));
                 }
                 let doc = decode_doc(&v)?;
                 if self.keep_decoded && !last && v.value.len() <= READ_KEPT_BYTES_MAX {
