@@ -255,10 +255,16 @@ fn create_doc_as(ev: &mut Eval<'_>, r: &Ref, params: Object, with_id: bool, unus
     // A version past its `ttl` still has index entries (nothing was written when it
     // expired); the new document replaces them.
     write_doc(ev, db, coll, r, prior.as_ref().map(|d| &d.data), Some(&fields))?;
+    Ok(written(ev, r, ts, fields, unused))
+}
+
+/// What a write answers: the document it wrote, or, when the caller drops the value
+/// (`unused`, see `Eval::result_unused`), null charged as that document would be.
+fn written(ev: &mut Eval<'_>, r: &Ref, ts: u64, data: Object, unused: bool) -> Value {
     if unused {
-        return Ok(ev.skipped_result(crate::budget::rendered_sizes(r, &fields, HIDDEN)));
+        return ev.skipped_result(crate::budget::rendered_sizes(r, &data, HIDDEN));
     }
-    Ok(render_owned(r, ts, fields))
+    render_owned(r, ts, data)
 }
 
 /// Deep merge `patch` into `base`: objects merge recursively, `null` removes a field.
@@ -341,10 +347,7 @@ fn modify(ev: &mut Eval<'_>, call: &Call, key: &str, replace: bool) -> Result<Va
     crate::retention::apply_ttl_days(&mut ev.tx, db, coll, ttl_given, &mut new)?;
     ev.check_write(db, coll, &r, &old.data, &new).map_err(|e| at_if_denied(e, key))?;
     write_doc(ev, db, coll, &r, Some(&old.data), Some(&new))?;
-    if unused {
-        return Ok(ev.skipped_result(crate::budget::rendered_sizes(&r, &new, HIDDEN)));
-    }
-    Ok(render_owned(&r, ts, new))
+    Ok(written(ev, &r, ts, new, unused))
 }
 
 fn delete(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
