@@ -13,7 +13,8 @@ use serde_json::Value as Json;
 use tally_exec::record::{
     decode_input, decode_input_expr, encode_input, encode_input_with_tree, read_text, QueryTree, TxnInput,
 };
-use tally_fql::expr::{from_text, QuerySeed, EXPR_NODES_MAX};
+use tally_fql::expr::{from_tape, from_text, QuerySeed, EXPR_NODES_MAX};
+use tally_value::tape::Tape;
 
 fn input(q: Json) -> TxnInput {
     TxnInput {
@@ -61,6 +62,7 @@ fn replica_same(text: &str) -> bool {
 
 /// Compare the paths on `text` (panics on any difference) and say which case it was.
 fn same(text: &str) -> Took {
+    tape_took(text);
     let replica = replica_same(text);
     let took = same_on_the_receiving_node(text);
     // A text the receiving node reads into an expression is read so from its record too
@@ -69,6 +71,22 @@ fn same(text: &str) -> Took {
         assert!(replica, "the replica's fast path declined {text}");
     }
     took
+}
+
+/// The tape path (`Tape`, `from_tape`, `QueryTree::from_tape`) against parsing once
+/// (`read_text`): where the tape reads the text, its tree is the text's; where it also
+/// gives an expression, that is `read_text`'s. True when it gave one.
+fn tape_took(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let Some(tape) = Tape::parse(bytes) else { return false };
+    let tree = QueryTree::from_tape(&tape);
+    let want_tree = QueryTree::from_text(bytes).expect("the text's tree is written from what the tape reads");
+    assert_eq!(tree.as_bytes(), want_tree.as_bytes(), "tape tree of {text}");
+    let Some(expr) = from_tape(&tape) else { return false };
+    let (want, want_tree) = read_text(bytes, QuerySeed).expect("parsing once takes what the tape path takes");
+    assert_eq!(format!("{expr:?}"), format!("{want:?}"), "tape expression of {text}");
+    assert_eq!(Some(tree.as_bytes()), want_tree.as_ref().map(QueryTree::as_bytes), "tape record of {text}");
+    true
 }
 
 fn same_on_the_receiving_node(text: &str) -> Took {
@@ -159,6 +177,26 @@ fn encoded() -> Vec<String> {
     ]
 }
 
+/// What the tape path must take: queries as the drivers and the benchmark send them.
+fn tape_taken() -> Vec<String> {
+    vec![
+        transfer(),
+        format!(r#"{{"get":{}}}"#, r("1", "accounts")),
+        r#"{"let":[{"a":1},{"b":{"lambda":"x","expr":{"let":[{"c":{"var":"x"}}],"in":{"add":[{"var":"c"},{"var":"a"}]}}}}],"in":{"call":{"var":"b"},"arguments":[2]}}"#.into(),
+        r#"{"map":{"paginate":{"documents":{"collection":"c"}}},"collection":{"lambda":["x","y"],"expr":{"get":{"var":"x"}}}}"#.into(),
+        r#"{"let":{"x":1,"y":{"var":"x"}},"in":{"add":[{"var":"x"},{"var":"y"}]}}"#.into(),
+        r#"{"object":{"":1," ":2,"a b":3,"é":6,"😀":7,"add":9,"let":10,"object":11}}"#.into(),
+        "[1,-1,0,-0,1.0,-0.0,1e3,1E3,1e+3,1e-3,-1.5e300,2.2250738585072014e-308,5e-324,1.7976931348623157e308]".into(),
+        "[9223372036854775807,-9223372036854775808,-9223372036854775809,18446744073709551616,0.1,123456789012345678901234567890]".into(),
+        r#"{"@ref":{"id":"self","collection":{"@ref":{"id":"users","collection":{"@ref":{"id":"collections"}}}}}}"#.into(),
+        r#"{"@ref":{"id":"1","collection":null,"database":null,"extra":[1,{"x":2}]}}"#.into(),
+        " \n\t{ \"add\" : [ 1 , 2 ] } \r\n".into(),
+        "null".into(),
+        "\"just a string\"".into(),
+        format!("{}1{}", r#"{"add":["#.repeat(50), "]}".repeat(50)),
+    ]
+}
+
 /// The expression is taken, but the record comes from the JSON tree.
 fn tree_record() -> Vec<String> {
     vec![
@@ -228,6 +266,10 @@ fn the_corpus_parses_once_as_it_did_twice() {
         for text in encoded() {
             assert_eq!(same(&text), Took::Encoded, "{text}");
         }
+        // The shapes real queries have take the tape path (the request path's common case).
+        for text in tape_taken() {
+            assert!(tape_took(&text), "the tape path declined {text}");
+        }
         for text in tree_record() {
             assert_eq!(same(&text), Took::TreeRecord, "{text}");
         }
@@ -244,6 +286,16 @@ fn the_expression_count_limit_is_the_same() {
         let text = format!("[{}0]", "0,".repeat(n - 1));
         let want = if n < EXPR_NODES_MAX { Took::Encoded } else { Took::Declined };
         assert_eq!(same(&text), want, "n = {n}");
+        assert_eq!(tape_took(&text), n < EXPR_NODES_MAX, "n = {n}");
+    }
+    // Counted the same way in `let` bindings and object literals (neither counted
+    // itself): the `Let`, two arrays of n + 1 and the `{"object": …}` are 2n + 4.
+    for n in [(EXPR_NODES_MAX - 4) / 2, (EXPR_NODES_MAX - 4) / 2 + 1] {
+        let inner = format!("[{}0]", "0,".repeat(n - 1));
+        let text = format!(r#"{{"let":[{{"a":{inner}}}],"in":{{"object":{{"b":{inner}}}}}}}"#);
+        let taken = 2 * n + 4 <= EXPR_NODES_MAX;
+        assert_eq!(same(&text), if taken { Took::Encoded } else { Took::Declined }, "n = {n}");
+        assert_eq!(tape_took(&text), taken, "n = {n}");
     }
 }
 
@@ -251,9 +303,11 @@ fn the_expression_count_limit_is_the_same() {
 fn random_documents_parse_once_as_they_did_twice() {
     let mut g = JsonGen::new(0x2545_f491_4f6c_dd1d);
     let mut seen = [0u32; 3];
+    let mut tape = 0u32;
     for _ in 0..30_000 {
         let mut text = String::new();
         g.text(6, &mut text);
+        tape += tape_took(&text) as u32;
         let i = match same(&text) {
             Took::Declined => 0,
             Took::Encoded => 1,
@@ -264,6 +318,8 @@ fn random_documents_parse_once_as_they_did_twice() {
     println!("cases seen (declined, encoded, tree record): {seen:?}");
     // Most random documents are errors; some must be taken, or this tests nothing.
     assert!(seen[1] > 300, "cases seen (declined, encoded, tree record): {seen:?}");
+    println!("the tape path took {tape}");
+    assert!(tape > 100, "the tape path took {tape} of {seen:?}");
 }
 
 /// Every truncation and every single-byte change of transfer records (one transfer, and

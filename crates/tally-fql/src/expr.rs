@@ -92,7 +92,9 @@ pub fn is_function(name: &str) -> bool {
     registry().contains_key(name)
 }
 
+mod tape;
 mod text;
+pub use tape::from_tape;
 pub use text::{from_text, KeySeed, QuerySeed};
 
 pub fn parse(json: &Json) -> Result<Expr> {

@@ -12,6 +12,7 @@
 mod codec;
 pub mod legacy_ref;
 mod order;
+pub mod tape;
 mod value;
 mod wire;
 mod wire_chunks;

@@ -21,6 +21,7 @@ use serde::forward_to_deserialize_any;
 
 use super::{put_int, put_name, put_tree, put_varint};
 use tally_fql::expr::KeySeed;
+use tally_value::tape::{Node as TapeNode, Tape, Tok};
 
 /// A query in the record's `tree` encoding, ready to follow the record's other fields
 /// (`super::encode_input_with_tree`).
@@ -39,6 +40,16 @@ impl QueryTree {
         let tree = enc.finish();
         debug_assert_eq!(Some(&tree), QueryTree::from_json_text_via_tree(text).as_ref());
         Some(QueryTree(tree))
+    }
+
+    /// The `tree` encoding of a [`Tape`]'s text: what [`read_text`] writes for the same
+    /// text, from the values in text order, with each container's count known before
+    /// its elements. The tape holds no repeated key and no non-finite number, so it
+    /// always has one (docs/benchmarks.md, "The query read once into a tape").
+    pub fn from_tape(tape: &Tape<'_>) -> QueryTree {
+        let mut out = Vec::with_capacity(tape.len() * 3);
+        put_node(&mut out, tape.root());
+        QueryTree(out)
     }
 
     /// The encoding of the JSON tree of `text`, the way the tree path writes it (tests).
@@ -437,6 +448,33 @@ fn put_u64(out: &mut Vec<u8>, n: u64) {
 fn put_f64(out: &mut Vec<u8>, f: f64) {
     out.push(0x05);
     out.extend_from_slice(&f.to_bits().to_be_bytes());
+}
+
+/// `put_tree`'s encoding of a tape's value.
+fn put_node(out: &mut Vec<u8>, n: TapeNode<'_, '_>) {
+    match n.tok() {
+        Tok::Null => out.push(0x00),
+        Tok::Bool(b) => out.push(0x01 + b as u8),
+        Tok::Long(i) => put_int(out, i),
+        Tok::BigU64(u) => put_u64(out, u),
+        Tok::Double(f) => put_f64(out, f),
+        Tok::Str(s) => put_string(out, s),
+        Tok::Array { len, .. } => {
+            out.push(0x07);
+            put_varint(out, u64::from(len));
+            for e in n.elements() {
+                put_node(out, e);
+            }
+        }
+        Tok::Object { len, .. } => {
+            out.push(0x08);
+            put_varint(out, u64::from(len));
+            for (k, v) in n.entries() {
+                put_name(out, k);
+                put_node(out, v);
+            }
+        }
+    }
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {

@@ -1,0 +1,204 @@
+//! A query's [`Tape`] to an [`Expr`]: [`super::from_text`]'s reading of the same text,
+//! with plain loops over the tape instead of serde visitors (docs/benchmarks.md, "The
+//! query read once into a tape").
+//!
+//! It takes what `from_text` takes and builds the same expression, and *declines*
+//! (`None`) the rest, for the caller to parse the text as before. On top of what the tape
+//! declines (repeated keys among them), it declines the forms whose meaning needs a JSON
+//! tree: a `query` argument and the special forms other than `@ref`.
+//!
+//! Architecture invariant: `Some(e)` only where `from_text` gives `Some(e)` for the same
+//! text (`tally-exec` `tests/read_text.rs` compares the two over a corpus and random
+//! documents).
+
+use std::sync::Arc;
+
+use tally_value::tape::{Node, Tape, Tok};
+use tally_value::{Ref, Value};
+
+use super::{key_of, resolve_keys, Call, Expr, EXPR_NODES_MAX};
+
+/// More keys than any function has: such an object cannot be a call.
+const CALL_KEYS_MAX: usize = 32;
+
+/// The expression of `tape`, or `None` (see the module doc).
+pub fn from_tape(tape: &Tape<'_>) -> Option<Expr> {
+    Builder { nodes: 0, refs: Vec::new() }.expr(tape.root())
+}
+
+struct Builder {
+    /// Expressions so far, counted as the tree parser counts them.
+    nodes: usize,
+    /// The collection refs built so far, shared by the refs that name them again (a
+    /// transfer names its accounts' collection six times): (its id, its collection).
+    refs: Vec<Arc<Ref>>,
+}
+
+impl Builder {
+    fn count(&mut self) -> Option<()> {
+        self.nodes += 1;
+        (self.nodes <= EXPR_NODES_MAX).then_some(())
+    }
+
+    /// An expression: `ExprSeed`.
+    fn expr(&mut self, n: Node<'_, '_>) -> Option<Expr> {
+        self.count()?;
+        self.value(n)
+    }
+
+    /// `ExprVisitor`: what a value is as an expression, not counted here.
+    fn value(&mut self, n: Node<'_, '_>) -> Option<Expr> {
+        Some(match n.tok() {
+            Tok::Null => Expr::Lit(Value::Null),
+            Tok::Bool(b) => Expr::Lit(Value::Bool(b)),
+            Tok::Long(i) => Expr::Lit(Value::Long(i)),
+            // Above i64::MAX the tree parser's answer is an error.
+            Tok::BigU64(_) => return None,
+            Tok::Double(f) => Expr::Lit(Value::Double(f)),
+            Tok::Str(s) => Expr::Lit(Value::String(s.to_owned())),
+            Tok::Array { len, .. } => {
+                let mut out = Vec::with_capacity(len as usize);
+                for e in n.elements() {
+                    out.push(self.expr(e)?);
+                }
+                Expr::Array(out)
+            }
+            Tok::Object { .. } => return self.map(n),
+        })
+    }
+
+    fn map(&mut self, n: Node<'_, '_>) -> Option<Expr> {
+        let mut entries = n.entries();
+        let (first, v) = entries.next()?; // `{}` calls nothing: an error
+        if first.starts_with('@') {
+            // `@ref` only, alone in its object: the other special forms need a JSON tree.
+            if first != "@ref" || entries.next().is_some() {
+                return None;
+            }
+            let r = self.reference(v)?;
+            return Some(crate::fns::selfref::literal_expr(Value::Ref(r)));
+        }
+        self.object(n)
+    }
+
+    /// An object that is not a special form: an object literal or a call.
+    fn object(&mut self, n: Node<'_, '_>) -> Option<Expr> {
+        let mut entries: Vec<(&str, Expr)> = Vec::with_capacity(4);
+        let mut let_bindings = None;
+        for (i, (k, v)) in n.entries().enumerate() {
+            if k.starts_with('@') || i == CALL_KEYS_MAX {
+                return None;
+            }
+            let e = match k {
+                "object" if i == 0 => {
+                    if let Tok::Object { .. } = v.tok() {
+                        // `{"object": {…}}` alone is an object literal; with other keys
+                        // the fields are no argument.
+                        if n.entries().len() != 1 {
+                            return None;
+                        }
+                        return Some(Expr::Object(self.fields(v)?));
+                    }
+                    self.expr(v)?
+                }
+                "let" => {
+                    let_bindings = Some(entries.len());
+                    self.bindings(v)?
+                }
+                "query" => return None,
+                _ => self.expr(v)?,
+            };
+            entries.push((k, e));
+        }
+        let mut keys = [""; CALL_KEYS_MAX];
+        for (slot, (k, _)) in keys.iter_mut().zip(&entries) {
+            *slot = k;
+        }
+        let spec = resolve_keys(&keys[..entries.len()]).ok()?;
+        if spec.name == "query" {
+            return None;
+        }
+        let mut args = Vec::with_capacity(entries.len());
+        for (i, (k, e)) in entries.into_iter().enumerate() {
+            let key = key_of(spec, k);
+            // Bindings are an argument of `Let` only, under its `let` key.
+            if let_bindings == Some(i) && !(spec.name == "let" && key == "let") {
+                return None;
+            }
+            args.push((key, e));
+        }
+        Some(Expr::Call(Box::new(Call { spec, args })))
+    }
+
+    /// An object literal's fields (not counted: the tree parser counts the
+    /// `{"object": …}` around them). `@obj` may be an escape to the tree parser.
+    fn fields(&mut self, n: Node<'_, '_>) -> Option<Vec<(String, Expr)>> {
+        let mut out = Vec::with_capacity(n.entries().len());
+        for (k, v) in n.entries() {
+            if k == "@obj" {
+                return None;
+            }
+            out.push((k.to_owned(), self.expr(v)?));
+        }
+        Some(out)
+    }
+
+    /// `Let` bindings: `[{"x": e1}, {"y": e2}]`, or the legacy `{"x": e1, "y": e2}`, as
+    /// one-field objects in an array.
+    fn bindings(&mut self, n: Node<'_, '_>) -> Option<Expr> {
+        let mut out = Vec::new();
+        match n.tok() {
+            Tok::Array { .. } => {
+                for item in n.elements() {
+                    let Tok::Object { .. } = item.tok() else { return None };
+                    out.extend(self.fields(item)?.into_iter().map(|f| Expr::Object(vec![f])));
+                }
+            }
+            Tok::Object { .. } => out.extend(self.fields(n)?.into_iter().map(|f| Expr::Object(vec![f]))),
+            _ => return None,
+        }
+        Some(Expr::Array(out))
+    }
+
+    /// The inside of `{"@ref": …}` in its object form with a string `id`: `id`, optional
+    /// `collection` and `database` (null or a `{"@ref": …}`), other keys ignored.
+    fn reference(&mut self, n: Node<'_, '_>) -> Option<Ref> {
+        let Tok::Object { .. } = n.tok() else { return None };
+        let (mut id, mut collection, mut database) = (None, None, None);
+        for (k, v) in n.entries() {
+            match k {
+                "id" => {
+                    let Tok::Str(s) = v.tok() else { return None };
+                    id = Some(s);
+                }
+                "collection" => collection = self.sub_ref(v)?,
+                "database" => database = self.sub_ref(v)?,
+                _ => {}
+            }
+        }
+        Some(Ref { id: id?.into(), collection, database })
+    }
+
+    /// `collection` or `database` inside a ref: null (none) or a one-key `{"@ref": …}`.
+    fn sub_ref(&mut self, n: Node<'_, '_>) -> Option<Option<Arc<Ref>>> {
+        match n.tok() {
+            Tok::Null => return Some(None),
+            Tok::Object { len: 1, .. } => {}
+            _ => return None,
+        }
+        let (k, v) = n.entries().next()?;
+        if k != "@ref" {
+            return None;
+        }
+        let r = self.reference(v)?;
+        // One shared copy of each distinct ref named inside refs (a few per query).
+        if let Some(same) = self.refs.iter().find(|s| ***s == r) {
+            return Some(Some(same.clone()));
+        }
+        let r = Arc::new(r);
+        if self.refs.len() < 8 {
+            self.refs.push(r.clone());
+        }
+        Some(Some(r))
+    }
+}

@@ -1,0 +1,449 @@
+//! A JSON text read once into a flat list of tokens (a "tape"), for the request path's
+//! common case: the expression and the logged record's tree are then built from the tape
+//! with plain loops, where serde's visitors cost about three times the reading itself
+//! (docs/benchmarks.md, "The query read once into a tape").
+//!
+//! It takes only text it reads exactly as serde_json reads it, and *declines* (`None`)
+//! everything else, for the caller to parse as before: malformed JSON, a string with an
+//! escape or a control character, text that is not UTF-8, an object with a repeated key
+//! (a JSON tree keeps the last value in the first one's place), nesting deeper than
+//! [`DEPTH_MAX`]. A number other than a plain integer of up to 18 digits is read by
+//! serde_json itself, from its own bytes, so every number is the one serde_json reads.
+//!
+//! Architecture invariant: a tape holds, in order, the values serde_json would hand a
+//! visitor for the same text (`tally-exec` `tests/read_text.rs` compares what is built
+//! from both over a corpus and random documents).
+
+use serde::Deserialize;
+
+/// Deepest nesting taken (serde_json itself reads up to 127 levels).
+pub const DEPTH_MAX: u32 = 100;
+
+/// Longest integer read here; longer ones go to serde_json (they may not fit an `i64`).
+const INT_DIGITS_MAX: usize = 18;
+
+/// One value of a [`Tape`]. A container's elements follow it; an object's as key, value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tok<'a> {
+    Null,
+    Bool(bool),
+    /// An integer within `i64` (serde_json's `u64` or `i64`).
+    Long(i64),
+    /// An integer above `i64::MAX` (serde_json's `u64`).
+    BigU64(u64),
+    /// Any other number (finite: serde_json reads no other).
+    Double(f64),
+    /// A string without escapes, borrowed from the text.
+    Str(&'a str),
+    /// An array of `len` elements, whose tokens end before index `end`.
+    Array {
+        len: u32,
+        end: u32,
+    },
+    /// An object of `len` (key, value) entries, keys distinct, whose tokens end before `end`.
+    Object {
+        len: u32,
+        end: u32,
+    },
+}
+
+/// A JSON text's values in text order.
+#[derive(Debug)]
+pub struct Tape<'a> {
+    toks: Vec<Tok<'a>>,
+}
+
+/// A value in a tape.
+#[derive(Clone, Copy)]
+pub struct Node<'t, 'a> {
+    toks: &'t [Tok<'a>],
+    at: usize,
+}
+
+impl<'a> Tape<'a> {
+    /// The tape of `text`, or `None` (see the module doc).
+    pub fn parse(text: &'a [u8]) -> Option<Tape<'a>> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut r =
+            Reader { s: text.as_bytes(), text, i: 0, toks: Vec::with_capacity(text.len() / 5), keys: Vec::new() };
+        r.value(0)?;
+        r.ws();
+        if r.i != r.s.len() {
+            return None;
+        }
+        Some(Tape { toks: r.toks })
+    }
+
+    /// The text's value.
+    pub fn root(&self) -> Node<'_, 'a> {
+        Node { toks: &self.toks, at: 0 }
+    }
+
+    /// How many values (keys included) the tape holds.
+    pub fn len(&self) -> usize {
+        self.toks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.toks.is_empty()
+    }
+}
+
+impl<'t, 'a> Node<'t, 'a> {
+    pub fn tok(&self) -> Tok<'a> {
+        self.toks[self.at]
+    }
+
+    /// Index of the token after this value (and everything inside it).
+    fn next(&self) -> usize {
+        match self.toks[self.at] {
+            Tok::Array { end, .. } | Tok::Object { end, .. } => end as usize,
+            _ => self.at + 1,
+        }
+    }
+
+    /// An array's elements (none for any other value).
+    pub fn elements(&self) -> Elements<'t, 'a> {
+        let left = match self.tok() {
+            Tok::Array { len, .. } => len,
+            _ => 0,
+        };
+        Elements { toks: self.toks, at: self.at + 1, left }
+    }
+
+    /// An object's entries (none for any other value).
+    pub fn entries(&self) -> Entries<'t, 'a> {
+        let left = match self.tok() {
+            Tok::Object { len, .. } => len,
+            _ => 0,
+        };
+        Entries { toks: self.toks, at: self.at + 1, left }
+    }
+}
+
+pub struct Elements<'t, 'a> {
+    toks: &'t [Tok<'a>],
+    at: usize,
+    left: u32,
+}
+
+impl<'t, 'a> Iterator for Elements<'t, 'a> {
+    type Item = Node<'t, 'a>;
+    fn next(&mut self) -> Option<Node<'t, 'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let n = Node { toks: self.toks, at: self.at };
+        self.at = n.next();
+        Some(n)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for Elements<'_, '_> {}
+
+pub struct Entries<'t, 'a> {
+    toks: &'t [Tok<'a>],
+    at: usize,
+    left: u32,
+}
+
+impl<'t, 'a> Iterator for Entries<'t, 'a> {
+    type Item = (&'a str, Node<'t, 'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The reader writes a string key before each value.
+        let Tok::Str(k) = self.toks[self.at] else { return None };
+        let n = Node { toks: self.toks, at: self.at + 1 };
+        self.at = n.next();
+        Some((k, n))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for Entries<'_, '_> {}
+
+struct Reader<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+    toks: Vec<Tok<'a>>,
+    /// The keys of the objects being read, innermost last (for the repeated-key check).
+    keys: Vec<&'a str>,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
+    }
+
+    fn value(&mut self, depth: u32) -> Option<()> {
+        let tok = match self.peek()? {
+            b'{' => return self.object(depth + 1),
+            b'[' => return self.array(depth + 1),
+            b'"' => Tok::Str(self.string()?),
+            b't' => self.word(b"true", Tok::Bool(true))?,
+            b'f' => self.word(b"false", Tok::Bool(false))?,
+            b'n' => self.word(b"null", Tok::Null)?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return None,
+        };
+        self.toks.push(tok);
+        Some(())
+    }
+
+    fn word(&mut self, w: &[u8], tok: Tok<'a>) -> Option<Tok<'a>> {
+        if !self.s[self.i..].starts_with(w) {
+            return None;
+        }
+        self.i += w.len();
+        Some(tok)
+    }
+
+    /// A string at `"`, without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.i + 1;
+        let n = self.s[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.s[start + n] != b'"' {
+            return None;
+        }
+        self.i = start + n + 1;
+        // Both ends are at an ASCII byte of UTF-8 text: char boundaries.
+        self.text.get(start..start + n)
+    }
+
+    fn number(&mut self) -> Option<Tok<'a>> {
+        let start = self.i;
+        let neg = self.s[self.i] == b'-';
+        self.i += neg as usize;
+        let digits = self.s[self.i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let plain = digits > 0
+            && digits <= INT_DIGITS_MAX
+            && !(digits > 1 && self.s[self.i] == b'0')
+            && !matches!(self.s.get(self.i + digits), Some(b'.' | b'e' | b'E'));
+        if plain {
+            let mut v: i64 = 0;
+            for &b in &self.s[self.i..self.i + digits] {
+                v = v * 10 + i64::from(b - b'0');
+            }
+            self.i += digits;
+            // serde_json reads `-0` as the float -0.0.
+            if !(neg && v == 0) {
+                return Some(Tok::Long(if neg { -v } else { v }));
+            }
+        }
+        // Everything else as serde_json reads it, from the number's own bytes. Taking
+        // every byte a number may hold is safe: where serde_json would stop inside them,
+        // it refuses the text (a number is followed by `,`, `]`, `}` or whitespace), and
+        // its reading of these bytes alone fails too.
+        self.i = start;
+        let len =
+            self.s[start..].iter().take_while(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')).count();
+        self.i = start + len;
+        let mut de = serde_json::Deserializer::from_slice(&self.s[start..start + len]);
+        let n = serde_json::Number::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        if let Some(i) = n.as_i64() {
+            Some(Tok::Long(i))
+        } else if let Some(u) = n.as_u64() {
+            Some(Tok::BigU64(u))
+        } else {
+            n.as_f64().filter(|f| f.is_finite()).map(Tok::Double)
+        }
+    }
+
+    fn array(&mut self, depth: u32) -> Option<()> {
+        if depth > DEPTH_MAX {
+            return None;
+        }
+        self.i += 1;
+        let at = self.toks.len();
+        self.toks.push(Tok::Array { len: 0, end: 0 });
+        let mut len = 0u32;
+        if self.peek()? == b']' {
+            self.i += 1;
+        } else {
+            loop {
+                self.value(depth)?;
+                len += 1;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.toks[at] = Tok::Array { len, end: u32::try_from(self.toks.len()).ok()? };
+        Some(())
+    }
+
+    fn object(&mut self, depth: u32) -> Option<()> {
+        if depth > DEPTH_MAX {
+            return None;
+        }
+        self.i += 1;
+        let at = self.toks.len();
+        self.toks.push(Tok::Object { len: 0, end: 0 });
+        let base = self.keys.len();
+        if self.peek()? == b'}' {
+            self.i += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let k = self.string()?;
+                self.keys.push(k);
+                self.toks.push(Tok::Str(k));
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.i += 1;
+                self.value(depth)?;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        if !distinct(&self.keys[base..]) {
+            return None;
+        }
+        let len = u32::try_from(self.keys.len() - base).ok()?;
+        self.keys.truncate(base);
+        self.toks[at] = Tok::Object { len, end: u32::try_from(self.toks.len()).ok()? };
+        Some(())
+    }
+}
+
+fn distinct(keys: &[&str]) -> bool {
+    if keys.len() <= 16 {
+        return keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+    }
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[0] != w[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(text: &str) -> Option<Vec<Tok<'_>>> {
+        Tape::parse(text.as_bytes()).map(|t| t.toks)
+    }
+
+    #[test]
+    fn reads_values_in_text_order_with_container_extents() {
+        use Tok::*;
+        assert_eq!(
+            toks(r#" {"a" : [1, -2, 2.5, true, null], "b": {"c": "é"}, "d": []} "#),
+            Some(vec![
+                Object { len: 3, end: 14 },
+                Str("a"),
+                Array { len: 5, end: 8 },
+                Long(1),
+                Long(-2),
+                Double(2.5),
+                Bool(true),
+                Null,
+                Str("b"),
+                Object { len: 1, end: 12 },
+                Str("c"),
+                Str("é"),
+                Str("d"),
+                Array { len: 0, end: 14 },
+            ])
+        );
+        let t = Tape::parse(br#"{"a":[1,[2,3],{"x":4}],"b":5}"#).unwrap();
+        let entries: Vec<_> = t.root().entries().map(|(k, n)| (k, n.tok())).collect();
+        assert_eq!(entries[1], ("b", Long(5)));
+        let (_, a) = t.root().entries().next().unwrap();
+        let items: Vec<_> = a.elements().map(|n| n.tok()).collect();
+        assert_eq!(items, vec![Long(1), Array { len: 2, end: 7 }, Object { len: 1, end: 10 }]);
+    }
+
+    #[test]
+    fn numbers_are_serde_jsons() {
+        use Tok::*;
+        let cases = [
+            ("0", Long(0)),
+            ("-7", Long(-7)),
+            ("999999999999999999", Long(999_999_999_999_999_999)),
+            ("9223372036854775807", Long(i64::MAX)),
+            ("-9223372036854775808", Long(i64::MIN)),
+            ("9223372036854775808", BigU64(1 << 63)),
+            ("18446744073709551615", BigU64(u64::MAX)),
+            ("18446744073709551616", Double(18446744073709551616.0)),
+            ("-9223372036854775809", Double(-9223372036854775809.0)),
+            ("1e3", Double(1000.0)),
+            ("0.1", Double(0.1)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(toks(text), Some(vec![want]), "{text}");
+        }
+        // -0 is serde_json's float -0.0.
+        let Some(v) = toks("-0") else { panic!("-0 declined") };
+        assert!(matches!(v[..], [Double(f)] if f == 0.0 && f.is_sign_negative()));
+        for bad in ["01", "-", "1.", ".5", "1e", "1e400", "--1", "1-2", "+1", "[1-2]", "0x1"] {
+            assert_eq!(toks(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn declines_what_it_does_not_read_as_serde_json_does() {
+        let deep = format!("{}1{}", "[".repeat(DEPTH_MAX as usize + 1), "]".repeat(DEPTH_MAX as usize + 1));
+        let ok_deep = format!("{}1{}", "[".repeat(DEPTH_MAX as usize), "]".repeat(DEPTH_MAX as usize));
+        assert!(toks(&ok_deep).is_some());
+        let dup_wide = format!("{{{}}}", (0..40).map(|i| format!("\"k{}\":{i}", i % 39)).collect::<Vec<_>>().join(","));
+        let wide = format!("{{{}}}", (0..40).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(","));
+        assert!(toks(&wide).is_some());
+        for bad in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "[1 2]",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "{1:2}",
+            "nul",
+            "tru",
+            "\"abc",
+            "\"a\\nb\"",
+            "\"tab\there\"",
+            "1 x",
+            r#"{"a":1,"a":2}"#,
+            r#"[{"a":{"b":1,"b":1}}]"#,
+            &deep,
+            &dup_wide,
+        ] {
+            assert_eq!(toks(bad), None, "{bad:?}");
+        }
+        assert!(Tape::parse(b"\"\xff\"").is_none());
+        // Repeated keys in different objects are fine.
+        assert!(toks(r#"{"a":{"a":1},"b":{"a":2}}"#).is_some());
+    }
+}
