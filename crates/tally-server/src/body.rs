@@ -192,7 +192,8 @@ fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
 /// The expression of `body` read through a tape, and the record's tree unless the body
 /// may hold a password (logged redacted, from its JSON tree); `None` when declined.
 fn from_tape(body: &[u8], password: bool) -> Option<(tally_fql::expr::Expr, Option<tally_exec::record::QueryTree>)> {
-    let tape = tally_value::tape::Tape::parse(body)?;
+    let mut buf = String::new();
+    let tape = tally_value::tape::Tape::parse(body, &mut buf)?;
     let expr = tally_fql::expr::from_tape(&tape)?;
     let tree = (!password).then(|| tally_exec::record::QueryTree::from_tape(&tape));
     Some((expr, tree))

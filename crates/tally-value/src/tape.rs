@@ -4,10 +4,12 @@
 //! (docs/benchmarks.md, "The query read once into a tape").
 //!
 //! It takes only text it reads exactly as serde_json reads it, and *declines* (`None`)
-//! everything else, for the caller to parse as before: malformed JSON, a string with an
-//! escape or a control character, text that is not UTF-8, an object with a repeated key
-//! (a JSON tree keeps the last value in the first one's place), nesting deeper than
-//! [`DEPTH_MAX`]. A number other than a plain integer of up to 18 digits is read by
+//! everything else, for the caller to parse as before: malformed JSON, a string with a
+//! control character, an unknown escape or a lone surrogate (which serde_json refuses),
+//! text that is not UTF-8, an object with a repeated key (a JSON tree keeps the last value
+//! in the first one's place), nesting deeper than [`DEPTH_MAX`]. A string without escapes
+//! is borrowed from the text; one with escapes is unescaped into a buffer the caller
+//! lends (Python's driver escapes every non-ASCII character). A number other than a plain integer of up to 18 digits is read by
 //! serde_json itself, from its own bytes, so every number is the one serde_json reads.
 //!
 //! Architecture invariant: a tape holds, in order, the values serde_json would hand a
@@ -33,7 +35,7 @@ pub enum Tok<'a> {
     BigU64(u64),
     /// Any other number (finite: serde_json reads no other).
     Double(f64),
-    /// A string without escapes, borrowed from the text.
+    /// A string, unescaped: borrowed from the text, or from the buffer for escaped ones.
     Str(&'a str),
     /// An array of `len` elements, whose tokens end before index `end`.
     Array {
@@ -61,17 +63,31 @@ pub struct Node<'t, 'a> {
 }
 
 impl<'a> Tape<'a> {
-    /// The tape of `text`, or `None` (see the module doc).
-    pub fn parse(text: &'a [u8]) -> Option<Tape<'a>> {
+    /// The tape of `text`, or `None` (see the module doc). Strings with escapes are
+    /// unescaped into `buf` (not touched unless the text has one).
+    pub fn parse(text: &'a [u8], buf: &'a mut String) -> Option<Tape<'a>> {
         let text = std::str::from_utf8(text).ok()?;
-        let mut r =
-            Reader { s: text.as_bytes(), text, i: 0, toks: Vec::with_capacity(text.len() / 5), keys: Vec::new() };
+        let mut r = Reader {
+            s: text.as_bytes(),
+            text,
+            i: 0,
+            toks: Vec::with_capacity(text.len() / 5),
+            keys: Vec::new(),
+            unescaped: buf,
+            escaped: Vec::new(),
+        };
         r.value(0)?;
         r.ws();
         if r.i != r.s.len() {
             return None;
         }
-        Some(Tape { toks: r.toks })
+        // The buffer is complete: the escaped strings' tokens can point into it.
+        let (mut toks, escaped) = (r.toks, r.escaped);
+        let buf: &'a str = r.unescaped;
+        for (at, from, to) in escaped {
+            toks[at] = Tok::Str(buf.get(from..to)?);
+        }
+        Some(Tape { toks })
     }
 
     /// The text's value.
@@ -177,7 +193,25 @@ struct Reader<'a> {
     i: usize,
     toks: Vec<Tok<'a>>,
     /// The keys of the objects being read, innermost last (for the repeated-key check).
-    keys: Vec<&'a str>,
+    keys: Vec<Key<'a>>,
+    unescaped: &'a mut String,
+    /// The tokens of strings with escapes: (index, range in `unescaped`), for
+    /// [`Tape::parse`] to point at once the buffer is complete.
+    escaped: Vec<(usize, usize, usize)>,
+}
+
+/// An object key while the text is read.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Text(&'a str),
+    /// A range of the unescaped buffer.
+    Unescaped(usize, usize),
+}
+
+/// A string as [`Reader::string`] reads it.
+enum Read<'a> {
+    Text(&'a str),
+    Unescaped(usize, usize),
 }
 
 impl<'a> Reader<'a> {
@@ -196,7 +230,13 @@ impl<'a> Reader<'a> {
         let tok = match self.peek()? {
             b'{' => return self.object(depth + 1),
             b'[' => return self.array(depth + 1),
-            b'"' => Tok::Str(self.string()?),
+            b'"' => match self.string()? {
+                Read::Text(s) => Tok::Str(s),
+                Read::Unescaped(from, to) => {
+                    self.escaped.push((self.toks.len(), from, to));
+                    Tok::Str("")
+                }
+            },
             b't' => self.word(b"true", Tok::Bool(true))?,
             b'f' => self.word(b"false", Tok::Bool(false))?,
             b'n' => self.word(b"null", Tok::Null)?,
@@ -215,16 +255,92 @@ impl<'a> Reader<'a> {
         Some(tok)
     }
 
-    /// A string at `"`, without escapes or control characters.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string at `"`: where it is in the text, or unescaped (without control
+    /// characters, as serde_json requires). Both ends of a slice of the text are at an
+    /// ASCII byte of UTF-8 text, so at char boundaries.
+    fn string(&mut self) -> Option<Read<'a>> {
         let start = self.i + 1;
         let n = self.s[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if self.s[start + n] != b'"' {
+        if self.s[start + n] == b'"' {
+            self.i = start + n + 1;
+            return Some(Read::Text(self.text.get(start..start + n)?));
+        }
+        if self.s[start + n] != b'\\' {
             return None;
         }
-        self.i = start + n + 1;
-        // Both ends are at an ASCII byte of UTF-8 text: char boundaries.
-        self.text.get(start..start + n)
+        self.unescape(start)
+    }
+
+    /// The string from `start` (after its `"`), which has an escape, into `unescaped`.
+    #[cold]
+    #[inline(never)]
+    fn unescape(&mut self, start: usize) -> Option<Read<'a>> {
+        let from = self.unescaped.len();
+        let mut at = start;
+        loop {
+            let n = self.s[at..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            // UTF-8 text cut at ASCII bytes.
+            self.unescaped.push_str(std::str::from_utf8(&self.s[at..at + n]).ok()?);
+            at += n;
+            match self.s[at] {
+                b'"' => break,
+                b'\\' => {}
+                _ => return None,
+            }
+            let c = match *self.s.get(at + 1)? {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => {
+                    let hi = self.hex4(at + 2)?;
+                    at += 4;
+                    match hi {
+                        // A surrogate pair; serde_json refuses a lone one.
+                        0xD800..=0xDBFF => {
+                            if self.s.get(at + 2..at + 4)? != b"\\u" {
+                                return None;
+                            }
+                            let lo = self.hex4(at + 4)?;
+                            if !(0xDC00..=0xDFFF).contains(&lo) {
+                                return None;
+                            }
+                            at += 6;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                        }
+                        0xDC00..=0xDFFF => return None,
+                        c => char::from_u32(c)?,
+                    }
+                }
+                _ => return None,
+            };
+            self.unescaped.push(c);
+            at += 2;
+        }
+        self.i = at + 1;
+        Some(Read::Unescaped(from, self.unescaped.len()))
+    }
+
+    /// Four hex digits at `at`.
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let h = self.s.get(at..at + 4)?;
+        let mut v = 0u32;
+        for &b in h {
+            v = v * 16 + (b as char).to_digit(16)?;
+        }
+        Some(v)
+    }
+
+    /// A key's characters.
+    fn key(&self, k: Key<'a>) -> &str {
+        match k {
+            Key::Text(s) => s,
+            Key::Unescaped(from, to) => &self.unescaped[from..to],
+        }
     }
 
     fn number(&mut self) -> Option<Tok<'a>> {
@@ -310,9 +426,18 @@ impl<'a> Reader<'a> {
                 if self.peek()? != b'"' {
                     return None;
                 }
-                let k = self.string()?;
+                let k = match self.string()? {
+                    Read::Text(k) => {
+                        self.toks.push(Tok::Str(k));
+                        Key::Text(k)
+                    }
+                    Read::Unescaped(from, to) => {
+                        self.escaped.push((self.toks.len(), from, to));
+                        self.toks.push(Tok::Str(""));
+                        Key::Unescaped(from, to)
+                    }
+                };
                 self.keys.push(k);
-                self.toks.push(Tok::Str(k));
                 if self.peek()? != b':' {
                     return None;
                 }
@@ -328,7 +453,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        if !distinct(&self.keys[base..]) {
+        if !self.distinct(base) {
             return None;
         }
         let len = u32::try_from(self.keys.len() - base).ok()?;
@@ -336,23 +461,31 @@ impl<'a> Reader<'a> {
         self.toks[at] = Tok::Object { len, end: u32::try_from(self.toks.len()).ok()? };
         Some(())
     }
-}
 
-fn distinct(keys: &[&str]) -> bool {
-    if keys.len() <= 16 {
-        return keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+    /// Are the keys from `keys[base..]` (one object's) distinct?
+    fn distinct(&self, base: usize) -> bool {
+        let keys = &self.keys[base..];
+        if keys.len() <= 16 {
+            return keys.iter().enumerate().all(|(i, &k)| keys[..i].iter().all(|&x| self.key(x) != self.key(k)));
+        }
+        let mut sorted: Vec<&str> = keys.iter().map(|&k| self.key(k)).collect();
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] != w[1])
     }
-    let mut sorted = keys.to_vec();
-    sorted.sort_unstable();
-    sorted.windows(2).all(|w| w[0] != w[1])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn toks(text: &str) -> Option<Vec<Tok<'_>>> {
-        Tape::parse(text.as_bytes()).map(|t| t.toks)
+    /// The tape's tokens, as text.
+    fn toks(text: &str) -> Option<String> {
+        let mut buf = String::new();
+        Tape::parse(text.as_bytes(), &mut buf).map(|t| format!("{:?}", t.toks))
+    }
+
+    fn want(toks: &[Tok<'_>]) -> Option<String> {
+        Some(format!("{toks:?}"))
     }
 
     #[test]
@@ -360,7 +493,7 @@ mod tests {
         use Tok::*;
         assert_eq!(
             toks(r#" {"a" : [1, -2, 2.5, true, null], "b": {"c": "é"}, "d": []} "#),
-            Some(vec![
+            want(&[
                 Object { len: 3, end: 14 },
                 Str("a"),
                 Array { len: 5, end: 8 },
@@ -377,7 +510,23 @@ mod tests {
                 Array { len: 0, end: 14 },
             ])
         );
-        let t = Tape::parse(br#"{"a":[1,[2,3],{"x":4}],"b":5}"#).unwrap();
+        // Escapes, as serde_json reads them; a repeated key is one however it is spelled.
+        assert_eq!(
+            toks(r#"{"a\"b":"\\\/\b\f\n\r\t","\u00e9":"x\u0000\ud83d\ude00y","é2":"\u2028"}"#),
+            want(&[
+                Object { len: 3, end: 7 },
+                Str("a\"b"),
+                Str("\\/\u{8}\u{c}\n\r\t"),
+                Str("é"),
+                Str("x\u{0}😀y"),
+                Str("é2"),
+                Str("\u{2028}"),
+            ])
+        );
+        assert_eq!(toks(r#"{"\u0061":1,"a":2}"#), None);
+        assert!(toks(r#"[{"\u0061":1},{"a":2,"\u0062":{"a\n":3}}]"#).is_some());
+        let mut buf = String::new();
+        let t = Tape::parse(br#"{"a":[1,[2,3],{"x":4}],"b":5}"#, &mut buf).unwrap();
         let entries: Vec<_> = t.root().entries().map(|(k, n)| (k, n.tok())).collect();
         assert_eq!(entries[1], ("b", Long(5)));
         let (_, a) = t.root().entries().next().unwrap();
@@ -401,12 +550,13 @@ mod tests {
             ("1e3", Double(1000.0)),
             ("0.1", Double(0.1)),
         ];
-        for (text, want) in cases {
-            assert_eq!(toks(text), Some(vec![want]), "{text}");
+        for (text, tok) in cases {
+            assert_eq!(toks(text), want(&[tok]), "{text}");
         }
         // -0 is serde_json's float -0.0.
-        let Some(v) = toks("-0") else { panic!("-0 declined") };
-        assert!(matches!(v[..], [Double(f)] if f == 0.0 && f.is_sign_negative()));
+        let mut buf = String::new();
+        let t = Tape::parse(b"-0", &mut buf).expect("-0 declined");
+        assert!(matches!(t.root().tok(), Double(f) if f == 0.0 && f.is_sign_negative()));
         for bad in ["01", "-", "1.", ".5", "1e", "1e400", "--1", "1-2", "+1", "[1-2]", "0x1"] {
             assert_eq!(toks(bad), None, "{bad}");
         }
@@ -432,7 +582,14 @@ mod tests {
             "nul",
             "tru",
             "\"abc",
-            "\"a\\nb\"",
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00\ud800""#,
+            r#""a\"#,
             "\"tab\there\"",
             "1 x",
             r#"{"a":1,"a":2}"#,
@@ -442,7 +599,7 @@ mod tests {
         ] {
             assert_eq!(toks(bad), None, "{bad:?}");
         }
-        assert!(Tape::parse(b"\"\xff\"").is_none());
+        assert!(Tape::parse(b"\"\xff\"", &mut String::new()).is_none());
         // Repeated keys in different objects are fine.
         assert!(toks(r#"{"a":{"a":1},"b":{"a":2}}"#).is_some());
     }
