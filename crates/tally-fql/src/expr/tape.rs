@@ -81,50 +81,55 @@ impl Builder {
         self.object(n)
     }
 
-    /// An object that is not a special form: an object literal or a call.
+    /// An object that is not a special form: an object literal or a call. The call is
+    /// chosen from the keys first, and its arguments built straight into it.
     fn object(&mut self, n: Node<'_, '_>) -> Option<Expr> {
-        let mut entries: Vec<(&str, Expr)> = Vec::with_capacity(4);
-        let mut let_bindings = None;
-        for (i, (k, v)) in n.entries().enumerate() {
-            if k.starts_with('@') || i == CALL_KEYS_MAX {
-                return None;
+        let len = n.entries().len();
+        if len > CALL_KEYS_MAX {
+            return None;
+        }
+        let (first, v) = n.entries().next()?;
+        if first == "object" {
+            if let Tok::Object { .. } = v.tok() {
+                // `{"object": {…}}` alone is an object literal; with other keys the
+                // fields are no argument.
+                if len != 1 {
+                    return None;
+                }
+                return Some(Expr::Object(self.fields(v)?));
             }
-            let e = match k {
-                "object" if i == 0 => {
-                    if let Tok::Object { .. } = v.tok() {
-                        // `{"object": {…}}` alone is an object literal; with other keys
-                        // the fields are no argument.
-                        if n.entries().len() != 1 {
-                            return None;
-                        }
-                        return Some(Expr::Object(self.fields(v)?));
-                    }
-                    self.expr(v)?
-                }
-                "let" => {
-                    let_bindings = Some(entries.len());
-                    self.bindings(v)?
-                }
-                "query" => return None,
-                _ => self.expr(v)?,
-            };
-            entries.push((k, e));
         }
-        let mut keys = [""; CALL_KEYS_MAX];
-        for (slot, (k, _)) in keys.iter_mut().zip(&entries) {
-            *slot = k;
+        // Most calls have at most four keys: those need no list of their own.
+        let mut few = [""; 4];
+        let many: Vec<&str>;
+        let keys: &[&str] = if len <= few.len() {
+            for (slot, (k, _)) in few.iter_mut().zip(n.entries()) {
+                *slot = k;
+            }
+            &few[..len]
+        } else {
+            many = n.entries().map(|(k, _)| k).collect();
+            &many
+        };
+        if keys.iter().any(|k| k.starts_with('@') || *k == "query") {
+            return None;
         }
-        let spec = resolve_keys(&keys[..entries.len()]).ok()?;
+        let spec = resolve_keys(keys).ok()?;
         if spec.name == "query" {
             return None;
         }
-        let mut args = Vec::with_capacity(entries.len());
-        for (i, (k, e)) in entries.into_iter().enumerate() {
+        let mut args = Vec::with_capacity(len);
+        for (k, v) in n.entries() {
             let key = key_of(spec, k);
-            // Bindings are an argument of `Let` only, under its `let` key.
-            if let_bindings == Some(i) && !(spec.name == "let" && key == "let") {
-                return None;
-            }
+            let e = if k == "let" {
+                // Bindings are an argument of `Let` only, under its `let` key.
+                if !(spec.name == "let" && key == "let") {
+                    return None;
+                }
+                self.bindings(v)?
+            } else {
+                self.expr(v)?
+            };
             args.push((key, e));
         }
         Some(Expr::Call(Box::new(Call { spec, args })))
