@@ -163,7 +163,8 @@ fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
     // record's tree built from it with plain loops (`tally_value::tape`, about a third of
     // the serde pass's CPU). What the tape path declines goes on as before.
     let password = tally_fql::secret::may_hold_password(&body);
-    if let Some((expr, tree)) = from_tape(&body, password) {
+    let taped = if body.len() <= TAPE_BYTES_MAX { from_tape(&body, password) } else { None };
+    if let Some((expr, tree)) = taped {
         let query = match tree {
             Some(tree) => QueryJson::Encoded(tree),
             None => QueryJson::Text(body),
@@ -188,6 +189,12 @@ fn parse_now(body: Bytes) -> Result<Parsed, FqlError> {
     let (json, expr) = parse_tree(&body)?;
     Ok(Parsed { expr, query: QueryJson::Tree(json) })
 }
+
+/// Largest body read through a tape. A tape takes 24 bytes a value, up to 12 times the
+/// text (`[1,1,…]`), beside the expression built from it; within this bound that is at
+/// most 768 KiB per parse, and a larger body (a batch of many transfers, parsed on the
+/// long pool) is read by the serde pass, whose cost `BODY_COST_FACTOR` counts.
+const TAPE_BYTES_MAX: usize = INLINE_BYTES_MAX;
 
 /// The expression of `body` read through a tape, and the record's tree unless the body
 /// may hold a password (logged redacted, from its JSON tree); `None` when declined.
