@@ -127,6 +127,17 @@ fn transfer() -> String {
     )
 }
 
+/// Queries as the benchmark and the drivers send them.
+fn queries() -> Vec<String> {
+    vec![
+        transfer(),
+        format!(r#"{{"get":{}}}"#, r("1", "accounts")),
+        r#"{"let":[{"a":1},{"b":{"lambda":"x","expr":{"let":[{"c":{"var":"x"}}],"in":{"add":[{"var":"c"},{"var":"a"}]}}}}],"in":{"call":{"var":"b"},"arguments":[2]}}"#.into(),
+        r#"{"map":{"paginate":{"documents":{"collection":"c"}}},"collection":{"lambda":["x","y"],"expr":{"get":{"var":"x"}}}}"#.into(),
+        r#"{"let":{"x":1,"y":{"var":"x"}},"in":{"add":[{"var":"x"},{"var":"y"}]}}"#.into(),
+    ]
+}
+
 fn encoded() -> Vec<String> {
     let deep_arrays = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
     let deep_calls = |n: usize| format!("{}1{}", r#"{"add":["#.repeat(n), "]}".repeat(n));
@@ -135,12 +146,8 @@ fn encoded() -> Vec<String> {
         r#"{{"object":{{{}}}}}"#,
         (0..100).map(|i| format!(r#""k{i}":[{i},{{"object":{{"n":{i}.5}}}}]"#)).collect::<Vec<_>>().join(",")
     );
-    vec![
-        transfer(),
-        format!(r#"{{"get":{}}}"#, r("1", "accounts")),
-        r#"{"let":[{"a":1},{"b":{"lambda":"x","expr":{"let":[{"c":{"var":"x"}}],"in":{"add":[{"var":"c"},{"var":"a"}]}}}}],"in":{"call":{"var":"b"},"arguments":[2]}}"#.into(),
-        r#"{"map":{"paginate":{"documents":{"collection":"c"}}},"collection":{"lambda":["x","y"],"expr":{"get":{"var":"x"}}}}"#.into(),
-        r#"{"let":{"x":1,"y":{"var":"x"}},"in":{"add":[{"var":"x"},{"var":"y"}]}}"#.into(),
+    let mut texts = queries();
+    texts.extend([
         r#"{"query":{"lambda":"x","expr":{"let":{"a":1,"b":2},"in":{"var":"a"}}}}"#.into(),
         r#"{"object":{}}"#.into(),
         // Object literals with odd keys: empty, spaces, escapes, unicode, what looks like a call.
@@ -175,17 +182,14 @@ fn encoded() -> Vec<String> {
         deep_arrays(127),
         deep_calls(63),
         deep_lets(42),
-    ]
+    ]);
+    texts
 }
 
 /// What the tape path must take: queries as the drivers and the benchmark send them.
 fn tape_taken() -> Vec<String> {
-    vec![
-        transfer(),
-        format!(r#"{{"get":{}}}"#, r("1", "accounts")),
-        r#"{"let":[{"a":1},{"b":{"lambda":"x","expr":{"let":[{"c":{"var":"x"}}],"in":{"add":[{"var":"c"},{"var":"a"}]}}}}],"in":{"call":{"var":"b"},"arguments":[2]}}"#.into(),
-        r#"{"map":{"paginate":{"documents":{"collection":"c"}}},"collection":{"lambda":["x","y"],"expr":{"get":{"var":"x"}}}}"#.into(),
-        r#"{"let":{"x":1,"y":{"var":"x"}},"in":{"add":[{"var":"x"},{"var":"y"}]}}"#.into(),
+    let mut texts = queries();
+    texts.extend([
         r#"{"object":{"":1," ":2,"a b":3,"é":6,"😀":7,"add":9,"let":10,"object":11}}"#.into(),
         // Escapes, as JSON.stringify and Python's json.dumps (ASCII only) write them.
         r#"{"object":{"\"q\"":4,"\\":5,"\u00e9x":8,"\n\t\r\b\f":null,"caf\u00e9":"\ud83d\ude00"}}"#.into(),
@@ -200,7 +204,8 @@ fn tape_taken() -> Vec<String> {
         "null".into(),
         "\"just a string\"".into(),
         format!("{}1{}", r#"{"add":["#.repeat(50), "]}".repeat(50)),
-    ]
+    ]);
+    texts
 }
 
 /// The expression is taken, but the record comes from the JSON tree.
