@@ -204,6 +204,17 @@ fn tape_taken() -> Vec<String> {
         "null".into(),
         "\"just a string\"".into(),
         format!("{}1{}", r#"{"add":["#.repeat(50), "]}".repeat(50)),
+        // `query` arguments and the special forms, read through small JSON trees.
+        r#"{"query":{"lambda":"x","expr":{"let":{"a":1,"b":2},"in":{"var":"a"}}}}"#.into(),
+        r#"{"filter":{"query":{"lambda":"x","expr":true}},"collection":[1,2.5,-0]}"#.into(),
+        r#"{"create_function":{"object":{"name":"f","body":{"query":{"lambda":["a","b"],"expr":{"add":[{"var":"a"},{"var":"b"}]}}}}}}"#.into(),
+        r#"{"@ts":"2020-01-01T00:00:00Z"}"#.into(),
+        r#"{"@date":"2020-01-01"}"#.into(),
+        r#"{"@bytes":"AQID"}"#.into(),
+        r#"{"@set":{"match":{"@ref":{"id":"i","collection":{"@ref":{"id":"indexes"}}}}}}"#.into(),
+        r#"{"@query":{"lambda":"x","expr":{"var":"x"}}}"#.into(),
+        r#"{"@obj":{"@a":1,"b":[1.5,-2]}}"#.into(),
+        r#"{"insert":{"@ref":{"id":"1"}},"ts":{"@ts":"2020-01-01T00:00:00Z"},"action":"create","params":{"object":{}}}"#.into(),
     ]);
     texts
 }
@@ -308,6 +319,20 @@ fn the_expression_count_limit_is_the_same() {
         assert_eq!(same(&text), if taken { Took::Encoded } else { Took::Declined }, "n = {n}");
         assert_eq!(tape_took(&text), taken, "n = {n}");
     }
+    // And inside a `query` argument, counted by the tree parser on the same count: over a
+    // window around the limit both sides are seen, and `same` checks they agree.
+    let mut seen = (false, false);
+    for n in EXPR_NODES_MAX - 8..EXPR_NODES_MAX + 2 {
+        let text = format!(r#"{{"query":{{"lambda":"x","expr":[{}0]}}}}"#, "0,".repeat(n - 1));
+        let took = same(&text) == Took::Encoded;
+        assert_eq!(tape_took(&text), took, "n = {n}");
+        if took {
+            seen.0 = true
+        } else {
+            seen.1 = true
+        }
+    }
+    assert_eq!(seen, (true, true));
 }
 
 #[test]

@@ -3,9 +3,11 @@
 //! query read once into a tape").
 //!
 //! It takes what `from_text` takes and builds the same expression, and *declines*
-//! (`None`) the rest, for the caller to parse the text as before. On top of what the tape
-//! declines (repeated keys among them), it declines the forms whose meaning needs a JSON
-//! tree: a `query` argument and the special forms other than `@ref`.
+//! (`None`) the rest, for the caller to parse the text as before (the tape declines
+//! repeated keys, among others). The parts whose meaning depends on more than their own
+//! text — a `query` argument, the inside of the special forms other than `@ref` — are
+//! turned into small JSON trees, as serde_json builds them, and handed to the tree parser,
+//! as `from_text` does.
 //!
 //! Architecture invariant: `Some(e)` only where `from_text` gives `Some(e)` for the same
 //! text (`tally-exec` `tests/read_text.rs` compares the two over a corpus and random
@@ -16,7 +18,9 @@ use std::sync::Arc;
 use tally_value::tape::{Node, Tape, Tok};
 use tally_value::{Ref, Value};
 
-use super::{key_of, resolve_keys, Call, Expr, EXPR_NODES_MAX};
+use serde_json::Value as Json;
+
+use super::{key_of, resolve_keys, Call, Expr, Parser, EXPR_NODES_MAX};
 
 /// More keys than any function has: such an object cannot be a call.
 const CALL_KEYS_MAX: usize = 32;
@@ -71,12 +75,21 @@ impl Builder {
         let mut entries = n.entries();
         let (first, v) = entries.next()?; // `{}` calls nothing: an error
         if first.starts_with('@') {
-            // `@ref` only, alone in its object: the other special forms need a JSON tree.
-            if first != "@ref" || entries.next().is_some() {
+            // A special form is alone in its object.
+            if entries.next().is_some() {
                 return None;
             }
-            let r = self.reference(v)?;
-            return Some(crate::fns::selfref::literal_expr(Value::Ref(r)));
+            let v = match first {
+                "@ref" => Value::Ref(self.reference(v)?),
+                // Rare in a query's text: the tree decoder reads the inside.
+                "@ts" | "@date" | "@bytes" | "@set" | "@query" | "@obj" => {
+                    let mut one = serde_json::Map::new();
+                    one.insert(first.to_owned(), to_json(v)?);
+                    tally_value::wire_special(&one).ok()??
+                }
+                _ => return None,
+            };
+            return Some(crate::fns::selfref::literal_expr(v));
         }
         self.object(n)
     }
@@ -111,17 +124,28 @@ impl Builder {
             many = n.entries().map(|(k, _)| k).collect();
             &many
         };
-        if keys.iter().any(|k| k.starts_with('@') || *k == "query") {
+        if keys.iter().any(|k| k.starts_with('@')) {
             return None;
         }
         let spec = resolve_keys(keys).ok()?;
         if spec.name == "query" {
-            return None;
+            // As `Parser::call`: validated as an expression, kept as data.
+            let (k, body) = n.entries().next()?;
+            if len != 1 || k != "query" {
+                return None;
+            }
+            let body = to_json(body)?;
+            Parser { nodes: &mut self.nodes }.expr(&body).ok()?;
+            let v = tally_value::query_body_from_json(&body).ok()?;
+            return Some(Expr::Lit(Value::Query(Box::new(crate::fns::basic::with_api_version(v)))));
         }
         let mut args = Vec::with_capacity(len);
         for (k, v) in n.entries() {
             let key = key_of(spec, k);
-            let e = if k == "let" {
+            let e = if k == "query" {
+                // A `query` argument of another function, parsed from its JSON tree.
+                Parser { nodes: &mut self.nodes }.expr(&to_json(v)?).ok()?
+            } else if k == "let" {
                 // Bindings are an argument of `Let` only, under its `let` key.
                 if !(spec.name == "let" && key == "let") {
                     return None;
@@ -206,4 +230,25 @@ impl Builder {
         }
         Some(Some(r))
     }
+}
+
+/// A tape's value as the JSON tree serde_json builds for the same text (the tape holds no
+/// repeated key, so every object keeps its text's order).
+fn to_json(n: Node<'_, '_>) -> Option<Json> {
+    Some(match n.tok() {
+        Tok::Null => Json::Null,
+        Tok::Bool(b) => Json::Bool(b),
+        Tok::Long(i) => Json::from(i),
+        Tok::BigU64(u) => Json::from(u),
+        Tok::Double(f) => Json::Number(serde_json::Number::from_f64(f)?),
+        Tok::Str(s) => Json::String(s.to_owned()),
+        Tok::Array { .. } => Json::Array(n.elements().map(to_json).collect::<Option<_>>()?),
+        Tok::Object { .. } => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in n.entries() {
+                m.insert(k.to_owned(), to_json(v)?);
+            }
+            Json::Object(m)
+        }
+    })
 }
