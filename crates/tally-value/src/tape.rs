@@ -66,6 +66,8 @@ impl<'a> Tape<'a> {
     /// The tape of `text`, or `None` (see the module doc). Strings with escapes are
     /// unescaped into `buf` (not touched unless the text has one).
     pub fn parse(text: &'a [u8], buf: &'a mut String) -> Option<Tape<'a>> {
+        // Positions and counts are kept as u32: a longer text is declined up front.
+        u32::try_from(text.len()).ok()?;
         let text = std::str::from_utf8(text).ok()?;
         let mut r = Reader {
             s: text.as_bytes(),
