@@ -286,8 +286,9 @@ fn redb_store_conforms() {
 
 #[test]
 fn write_behind_stores_conform() {
-    let tiny = BehindLimits { commits_max: 3, bytes_max: 1 << 20, flush_bytes_max: 200 };
-    for limits in [BehindLimits::default(), tiny] {
+    // Held (the default) and eager; tiny, eager: a flush after every commit or two.
+    let tiny = BehindLimits { commits_max: 3, bytes_max: 1 << 20, flush_bytes_max: 200, hold: false };
+    for limits in [BehindLimits::default(), BehindLimits::default().eager(), tiny] {
         conformance(&MemStore::new().write_behind(limits).unwrap());
         check_random(&MemStore::new().write_behind(limits).unwrap(), 3);
         let dir = tempfile::tempdir().unwrap();
@@ -302,7 +303,8 @@ fn write_behind_stores_conform() {
 #[test]
 fn write_behind_snapshots_are_exact_prefixes() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = BehindLimits { commits_max: 16, bytes_max: 1 << 20, flush_bytes_max: 2_000 };
+    // Eager, so that background writes race the readers all along.
+    let limits = BehindLimits { commits_max: 16, bytes_max: 1 << 20, flush_bytes_max: 2_000, hold: false };
     let store = std::sync::Arc::new(RedbStore::open(&dir.path().join("p.redb")).unwrap().write_behind(limits).unwrap());
     const COMMITS: u64 = 600;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -527,7 +529,7 @@ fn every_store_replaces_its_content_whole() {
     check_replace(&MemStore::new().write_behind(BehindLimits::default()).unwrap());
     let dir = tempfile::tempdir().unwrap();
     check_replace(&RedbStore::open(&dir.path().join("a.redb")).unwrap());
-    let tiny = BehindLimits { commits_max: 3, bytes_max: 1 << 20, flush_bytes_max: 200 };
+    let tiny = BehindLimits { commits_max: 3, bytes_max: 1 << 20, flush_bytes_max: 200, hold: false };
     let path = dir.path().join("b.redb");
     check_replace(&RedbStore::open(&path).unwrap().write_behind(tiny).unwrap());
     // The replaced content is what the file holds once reopened.

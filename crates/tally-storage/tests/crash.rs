@@ -34,7 +34,7 @@ fn crash_child() {
     let redb = RedbStore::open(Path::new(&path)).unwrap();
     let behind = std::env::var(BEHIND_ENV).is_ok();
     // Small flushes, so the kill lands with commits queued, half-written and written.
-    let limits = BehindLimits { commits_max: 8, bytes_max: 1 << 20, flush_bytes_max: 8 << 10 };
+    let limits = BehindLimits { commits_max: 8, bytes_max: 1 << 20, flush_bytes_max: 8 << 10, hold: false };
     let store: Box<dyn Store> = if behind { Box::new(redb.write_behind(limits).unwrap()) } else { Box::new(redb) };
     let start = applied_height(&*store).map_or(0, |h| h + 1);
     let mut out = std::io::stdout().lock();
