@@ -736,7 +736,8 @@ mod tests {
     #[test]
     fn a_failed_background_write_stops_the_store() {
         for panics in [false, true] {
-            let store = WriteBehind::start(Box::new(Broken(MemStore::new(), panics)), BehindLimits::default().eager()).unwrap();
+            let store =
+                WriteBehind::start(Box::new(Broken(MemStore::new(), panics)), BehindLimits::default().eager()).unwrap();
             commit(&store, 1, false);
             let err = store.sync().unwrap_err().to_string();
             assert!(err.contains(if panics { "panicked" } else { "disk full" }), "{err}");
@@ -749,7 +750,8 @@ mod tests {
     /// sync to notice it; one set after the failure runs at once.
     #[test]
     fn the_failure_hook_runs_when_the_write_fails() {
-        let store = WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default().eager()).unwrap();
+        let store =
+            WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default().eager()).unwrap();
         let (tx, rx) = mpsc::channel();
         store.on_failure(move |why| tx.send(why.to_string()).unwrap());
         commit(&store, 1, false);
@@ -764,8 +766,9 @@ mod tests {
     /// ends the process and must be the failure's only report.
     #[test]
     fn nothing_sees_the_failure_before_the_hook_returns() {
-        let store =
-            Arc::new(WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default().eager()).unwrap());
+        let store = Arc::new(
+            WriteBehind::start(Box::new(Broken(MemStore::new(), false)), BehindLimits::default().eager()).unwrap(),
+        );
         let (entered_tx, entered) = mpsc::channel();
         let (open, gate) = mpsc::channel::<()>();
         store.on_failure(move |_| {
