@@ -57,8 +57,10 @@
 //! about once. So the flusher holds queued commits ([`BehindLimits::hold`]) and writes
 //! them only when it must: when a durable write is wanted (the executor's checkpoint, once
 //! a second, or [`Store::sync`]), when the queue reaches half of either bound (so a commit
-//! rarely waits for room), or when the store closes. A node's flusher thus writes about
-//! once a second, a second of commits in one backend transaction.
+//! rarely waits for room), when it has held them for [`HELD_FOR_MAX`] (a node that stops
+//! writing has its queue emptied soon after, as before, though not durably), or when the
+//! store closes. A node's flusher thus writes about once a second under load, a second of
+//! commits in one backend transaction.
 //!
 //! Holding used to cost the reads: without merged entries the stack grew with every
 //! commit held, and the executor read through all of them (docs/benchmarks.md,
@@ -168,6 +170,12 @@ struct Queued {
 /// the stack was still about 70 deep; at 256 KiB it is about 3, with hot transfers
 /// 19,958–21,056 → 21,892–22,256/s and 100-transfer requests neutral to +3 %.
 pub const MERGE_COMMIT_BYTES_MAX: usize = 256 << 10;
+
+/// The longest the flusher holds commits when nothing else makes a write due (see "Held
+/// until due"): under load the executor's checkpoint (once a second) comes first; a node
+/// that stops writing has its last commits in the backend this long after, and its queue
+/// empty.
+pub const HELD_FOR_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The bytes a merged entry grows to at most (and at most [`BehindLimits::flush_bytes_max`]).
 pub const MERGED_BYTES_MAX: usize = 4 << 20;
@@ -441,6 +449,8 @@ fn lower_priority() {
 fn lower_priority() {}
 
 fn flush_loop(backend: &dyn Backend, shared: &Shared) {
+    // When the flusher first saw the commits it now holds.
+    let mut held_since: Option<std::time::Instant> = None;
     loop {
         let (group, last, durable) = {
             let Ok(mut st) = shared.lock() else { return };
@@ -454,11 +464,26 @@ fn flush_loop(backend: &dyn Backend, shared: &Shared) {
                 if st.closed {
                     return;
                 }
-                st = match shared.work.wait(st) {
-                    Ok(g) => g,
+                if st.queue.is_empty() {
+                    held_since = None;
+                    st = match shared.work.wait(st) {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                    continue;
+                }
+                // Held: written once a durable write or half the queue is due, or after
+                // HELD_FOR_MAX, whichever comes first.
+                let since = *held_since.get_or_insert_with(std::time::Instant::now);
+                let Some(left) = HELD_FOR_MAX.checked_sub(since.elapsed()).filter(|d| !d.is_zero()) else {
+                    break;
+                };
+                st = match shared.work.wait_timeout(st, left) {
+                    Ok((g, _)) => g,
                     Err(_) => return,
                 };
             }
+            held_since = None;
             let mut bytes = 0;
             let mut group = Vec::new();
             let mut last = st.flushed_seq;
@@ -538,6 +563,9 @@ impl Sink for BehindSink {
         }
         st.last_seq += 1;
         let seq = st.last_seq;
+        // The first commit into an empty queue wakes the flusher, which starts the
+        // time it may hold commits for (HELD_FOR_MAX).
+        let first = st.queue.is_empty();
         st.queued_bytes += overlay.bytes;
         // Into the newest entry when it is nobody else's (no snapshot or flush holds it, so
         // no reader can see it change) and does not end at a commit that must be durable
@@ -563,7 +591,7 @@ impl Sink for BehindSink {
         }
         // Wake the flusher only when it has something to do: a held commit would wake it
         // for nothing (about 1,500 times a second under 64 clients).
-        let due = st.flush_due(&shared.limits);
+        let due = first || st.flush_due(&shared.limits);
         drop(st);
         if due {
             shared.work.notify_one();
@@ -900,8 +928,8 @@ mod tests {
     }
 
     /// Held (the default), commits wait in the queue until a durable write is wanted, the
-    /// queue is half full by entries or by bytes, or the store closes; then everything
-    /// held goes in one backend write.
+    /// queue is half full by entries or by bytes, they have waited `HELD_FOR_MAX`, or the
+    /// store closes; then everything held goes in one backend write.
     #[test]
     fn held_commits_are_written_when_a_durable_write_or_half_the_queue_is_due() {
         let rec = Arc::new(Recorder { inner: MemStore::new(), writes: Mutex::new(Vec::new()), gate: Mutex::new(None) });
@@ -943,10 +971,19 @@ mod tests {
         b.commit(false).unwrap();
         settled(&store);
         assert_eq!(rec.writes.lock().unwrap()[2], (vec![9], false));
-        // Closing writes what is held.
+        // Nothing else due: written, not durably, once held for HELD_FOR_MAX.
+        let t = std::time::Instant::now();
         commit(&store, 10, false);
+        while store.queued() > 0 {
+            assert!(t.elapsed() < HELD_FOR_MAX * 3, "still held after {:?}", t.elapsed());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(t.elapsed() >= HELD_FOR_MAX, "written after {:?}", t.elapsed());
+        assert_eq!(rec.writes.lock().unwrap()[3], (vec![10], false));
+        // Closing writes what is held.
+        commit(&store, 11, false);
         drop(store);
-        assert_eq!(rec.writes.lock().unwrap()[3], (vec![10], true));
-        assert_eq!(rec.inner.view().unwrap().get(Space::Docs, &[10], 1).unwrap().map(|v| v.value), Some(vec![10]));
+        assert_eq!(rec.writes.lock().unwrap()[4], (vec![11], true));
+        assert_eq!(rec.inner.view().unwrap().get(Space::Docs, &[11], 1).unwrap().map(|v| v.value), Some(vec![11]));
     }
 }
