@@ -133,9 +133,9 @@ pub struct BehindLimits {
     /// Approximate bytes the flusher writes in one backend transaction.
     pub flush_bytes_max: usize,
     /// Hold queued commits back until a durable write is due, the queue is half full
-    /// (either bound) or the store closes, so that one backend transaction covers as many
-    /// commits as it can (see "Held until due"); false writes whatever is queued as soon
-    /// as the flusher gets to it.
+    /// (either bound), they have been held [`HELD_FOR_MAX`] or the store closes, so that
+    /// one backend transaction covers as many commits as it can (see "Held until due");
+    /// false writes whatever is queued as soon as the flusher gets to it.
     pub hold: bool,
 }
 
