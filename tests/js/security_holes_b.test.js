@@ -434,6 +434,20 @@ describe('ledger head, CORS and Basic auth', { timeout: 120_000 }, () => {
     const r = await server.raw(JSON.stringify({ now: null }), { headers: { origin: 'https://app.example' } })
     assert.equal(r.status, 200)
     assert.equal(r.headers['access-control-allow-origin'], '*')
+    // Queries skip the router (http.rs, App) but not its CORS layer: the same headers
+    // as /ping, which the router answers, on both query endpoints.
+    const ping = await rawRequest(server.port, { method: 'GET', path: '/ping', headers: { origin: 'https://app.example' } })
+    const cors = h => ['access-control-allow-origin', 'access-control-expose-headers', 'vary'].map(k => h[k])
+    assert.deepEqual(cors(ping.headers), ['*', '*', 'origin, access-control-request-method, access-control-request-headers'])
+    assert.deepEqual(cors(r.headers), cors(ping.headers))
+    const lin = await rawRequest(server.port, {
+      method: 'POST',
+      path: '/linearized',
+      headers: { origin: 'https://app.example', authorization: `Bearer ${server.rootKey}` },
+      body: JSON.stringify({ now: null }),
+    })
+    assert.equal(lin.status, 200, lin.body)
+    assert.deepEqual(cors(lin.headers), cors(ping.headers))
   })
 
   const basic = user => `Basic ${Buffer.from(user).toString('base64')}`

@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,7 +44,6 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use crate::conn::ConnLimits;
 use crate::inflight::InFlight;
@@ -67,7 +65,7 @@ const SNIFF_RETRY: Duration = Duration::from_millis(2);
 
 /// What the accept thread needs to serve or hand off a connection.
 pub struct Ctx {
-    pub app: Router,
+    pub app: crate::http::App,
     pub limits: Arc<ConnLimits>,
     pub inflight: Arc<InFlight>,
     pub tls: Option<Arc<ClientTls>>,
@@ -314,7 +312,10 @@ fn probe_line(head: &[u8]) -> Option<bool> {
 /// One HTTP/1.1 request, answered by the router on this thread, then the connection closes.
 async fn serve_probe(stream: TcpStream, ctx: &Ctx) {
     let app = ctx.app.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| app.clone().oneshot(req.map(Body::new)));
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.call(req.map(Body::new)).await) }
+    });
     let timeout = ctx.limits.header_read_timeout;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

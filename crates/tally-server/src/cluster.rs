@@ -552,7 +552,7 @@ pub async fn serve_member(
     });
     crate::node::spawn_metrics_listener(cfg.metrics_listen, &state).await?;
     tokio::spawn(watch_divergence(cluster.clone(), store, cfg.data_dir.clone()));
-    let app = crate::http::router(state.clone());
+    let app = crate::http::App::new(state.clone());
     let listener = crate::conn::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;

@@ -26,13 +26,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::Request;
-use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tower::ServiceExt;
 
+use crate::http::App;
 use crate::inflight::{InFlight, Reserved};
 use crate::tls::ClientTls;
 
@@ -124,7 +123,7 @@ pub fn default_connections_max(fd_limit: u64) -> usize {
 /// itself and hands the rest to this runtime.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: ConnLimits,
     inflight: Arc<InFlight>,
     tls: Option<Arc<ClientTls>>,
@@ -188,7 +187,7 @@ impl ConnWatch {
 
 pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     stream: S,
-    app: Router,
+    app: App,
     limits: &ConnLimits,
     inflight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
@@ -209,7 +208,7 @@ pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
             async move {
                 w.active.fetch_add(1, Ordering::Relaxed);
                 w.touch();
-                let resp = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e: Infallible| match e {});
+                let resp = app.call(req.map(Body::new)).await;
                 let guard = if resp.extensions().get::<LongLived>().is_some() {
                     w.active.fetch_add(1, Ordering::Relaxed);
                     Guard::Long(LongGuard(w.clone()))

@@ -198,6 +198,16 @@ fn route_of(path: &str) -> &'static str {
 /// Router layer: counts every request by route and status, and a query's latency, tenant
 /// and bytes from the tags its handler left on the answer.
 pub async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    observed(&st, req, |req| next.run(req)).await
+}
+
+/// `answer(req)`, counted as [`observe`] counts it (for the requests `crate::http::App`
+/// answers without the router).
+pub async fn observed<F: std::future::Future<Output = Response>>(
+    st: &AppState,
+    req: Request,
+    answer: impl FnOnce(Request) -> F,
+) -> Response {
     let started = Instant::now();
     let route = route_of(req.uri().path());
     let declared = req
@@ -206,7 +216,7 @@ pub async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let resp = next.run(req).await;
+    let resp = answer(req).await;
     let m = &st.metrics;
     if let Some(ErrorCode(code)) = resp.extensions().get::<ErrorCode>() {
         m.error(code);

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tally_calvin::{Clock, FileLog, Sequencer, SequencerConfig};
 use tally_storage::{BehindLimits, RedbStore, Store};
 
-use crate::http::{router, AppState};
+use crate::http::AppState;
 use tally_exec::FqlMachine;
 
 /// A single node's default epoch: 0, group commit. The logger takes what is queued as soon
@@ -265,7 +265,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         leaf_index,
     });
     spawn_metrics_listener(cfg.metrics_listen, &state).await?;
-    let app = router(state.clone());
+    let app = crate::http::App::new(state.clone());
     let listener = crate::conn::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let tls = crate::tls::client_port(cfg.tls.as_ref(), addr)?;
