@@ -61,47 +61,68 @@ pub const QUERY_TIMEOUT_MAX_MS: u64 = 600_000;
 
 /// The client port's service: the router, with the FQL endpoints' queries (`POST /` and
 /// `POST /linearized`, nearly every request a driver sends) dispatched to their handler
-/// directly. A query gets the same layers on both ways, the request's metrics
-/// ([`crate::health::observed`]) and the same CORS layer, and no others apply to it (the
-/// body limit is the handler's own, `crate::body::read`); what the direct dispatch skips
-/// is the router's, a boxed future and a cloned service per layer and a copy of the
-/// headers, 7 µs of a 100,000-account transfer's 52 µs on the request threads
-/// (docs/benchmarks.md, "Queries past the router").
+/// directly. A query gets the same from both: the request's metrics
+/// ([`crate::health::observed`]) and the CORS layer's headers ([`cors_answer_headers`]);
+/// no other layer applies to it (the body limit is the handler's own, `crate::body::read`).
+/// What the direct dispatch skips is the router's machinery, a boxed future and a cloned
+/// service per layer and a copy of the headers: 7 µs of a 100,000-account transfer's
+/// 52 µs on the request threads (docs/benchmarks.md, "Queries past the router").
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);
 
 struct AppInner {
     router: Router,
     state: Arc<AppState>,
-    cors: CorsLayer,
+    /// What the CORS layer adds to a query's answer ([`cors_answer_headers`]).
+    cors: HeaderMap,
 }
 
 impl App {
     pub fn new(state: Arc<AppState>) -> App {
-        App(Arc::new(AppInner { router: router(state.clone()), state, cors: cors() }))
+        App(Arc::new(AppInner { router: router(state.clone()), state, cors: cors_answer_headers(&cors()) }))
     }
 
     /// Answer one request.
     pub async fn call(&self, req: axum::extract::Request) -> Response {
-        use tower::{Layer, ServiceExt};
+        use tower::ServiceExt;
         let linearized = match (req.method(), req.uri().path()) {
             (&Method::POST, "/") => false,
             (&Method::POST, "/linearized") => true,
             _ => return self.0.router.clone().oneshot(req).await.unwrap_or_else(|e| match e {}),
         };
-        let st = self.0.state.clone();
-        let handler = tower::service_fn(move |req: axum::extract::Request| {
+        let st = &self.0.state;
+        crate::health::observed(st, req, |req| async move {
             let (parts, body) = req.into_parts();
-            let st = st.clone();
             // Boxed: one allocation where the router made one per layer, and a future
             // type shallow enough for the compiler's layout queries.
-            async move { Ok::<_, std::convert::Infallible>(Box::pin(query_any(st, parts.headers, body, linearized)).await) }
-        });
-        let svc = self.0.cors.layer(handler);
-        crate::health::observed(&self.0.state, req, |req| async move {
-            svc.oneshot(req).await.unwrap_or_else(|e| match e {})
+            let mut resp = Box::pin(query_any(st.clone(), parts.headers, body, linearized)).await;
+            resp.headers_mut().extend(self.0.cors.clone());
+            resp
         })
         .await
+    }
+}
+
+/// The headers the CORS layer adds to an answer that is not a preflight. Under [`cors`]'s
+/// policy (any origin, no credentials) they are the same whatever the request (the test
+/// `cors_answer_headers_do_not_depend_on_the_request` holds them to that), so they are
+/// taken from the layer once instead of the layer running for every query.
+fn cors_answer_headers(cors: &CorsLayer) -> HeaderMap {
+    cors_headers_for(cors, axum::http::Request::post("/").body(Body::empty()).unwrap_or_default())
+}
+
+/// What `cors` adds to an empty answer to `req`.
+fn cors_headers_for(cors: &CorsLayer, req: axum::extract::Request) -> HeaderMap {
+    use std::future::Future;
+    use tower::{Layer, ServiceExt};
+    let svc = cors.layer(tower::service_fn(|_req: axum::extract::Request| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+    }));
+    // Every future here is ready at once (the inner service answers without waiting).
+    let mut fut = std::pin::pin!(svc.oneshot(req));
+    match fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(Ok(r)) => r.headers().clone(),
+        _ => HeaderMap::new(),
     }
 }
 
@@ -924,22 +945,65 @@ fn respond_bytes(
 }
 
 fn respond_body(status: u16, body: Body, ts: u64, started: Instant, steps: u64, read: u64, written: u64) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+    use axum::http::header::{HeaderName, CONTENT_TYPE};
+    // Names and constant values made once, at compile time: building them from strings
+    // on every answer was a few percent of a write's time on the request threads.
+    const TXN_TIME: HeaderName = HeaderName::from_static("x-txn-time");
+    const QUERY_TIME: HeaderName = HeaderName::from_static("x-query-time");
+    const COMPUTE_OPS: HeaderName = HeaderName::from_static("x-compute-ops");
+    const BYTE_READ_OPS: HeaderName = HeaderName::from_static("x-byte-read-ops");
+    const BYTE_WRITE_OPS: HeaderName = HeaderName::from_static("x-byte-write-ops");
+    const TXN_RETRIES: HeaderName = HeaderName::from_static("x-txn-retries");
+    const BUILD: HeaderName = HeaderName::from_static("x-faunadb-build");
+    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const ZERO: HeaderValue = HeaderValue::from_static("0");
+    const VERSION: HeaderValue = HeaderValue::from_static(env!("CARGO_PKG_VERSION"));
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
-    set_header(h, "x-txn-time", ts.to_string());
-    set_header(h, "x-query-time", started.elapsed().as_millis().to_string());
-    set_header(h, "x-compute-ops", (steps / 50 + 1).to_string());
-    set_header(h, "x-byte-read-ops", read.div_ceil(4096).to_string());
-    set_header(h, "x-byte-write-ops", written.div_ceil(1024).to_string());
-    set_header(h, "x-txn-retries", "0".to_string());
-    set_header(h, "x-faunadb-build", env!("CARGO_PKG_VERSION").to_string());
+    // The headers below, traceparent and CORS's three.
+    h.reserve(12);
+    h.insert(CONTENT_TYPE, JSON);
+    h.insert(TXN_TIME, HeaderValue::from(ts));
+    h.insert(QUERY_TIME, HeaderValue::from(started.elapsed().as_millis() as u64));
+    h.insert(COMPUTE_OPS, HeaderValue::from(steps / 50 + 1));
+    h.insert(BYTE_READ_OPS, HeaderValue::from(read.div_ceil(4096)));
+    h.insert(BYTE_WRITE_OPS, HeaderValue::from(written.div_ceil(1024)));
+    h.insert(TXN_RETRIES, ZERO);
+    h.insert(BUILD, VERSION);
     r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CORS headers a query's answer gets are computed once ([`cors_answer_headers`]):
+    /// that is right only while the policy adds the same headers whatever the request.
+    #[test]
+    fn cors_answer_headers_do_not_depend_on_the_request() {
+        let layer = cors();
+        let once = cors_answer_headers(&layer);
+        assert_eq!(once.get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"*"[..]));
+        assert_eq!(once.get("access-control-expose-headers").map(|v| v.as_bytes()), Some(&b"*"[..]));
+        assert!(once.get("vary").is_some());
+        let req = |method: Method, path: &str, headers: &[(&str, &str)]| {
+            let mut r = axum::http::Request::builder().method(method).uri(path);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(Body::empty()).expect("a request")
+        };
+        for r in [
+            req(Method::POST, "/", &[("origin", "https://app.example")]),
+            req(Method::POST, "/linearized", &[("origin", "null"), ("cookie", "a=b")]),
+            req(Method::POST, "/?x=1", &[("origin", "https://other.example"), ("access-control-request-headers", "x")]),
+            req(Method::POST, "/", &[("access-control-request-private-network", "true")]),
+            req(Method::GET, "/ping", &[("origin", "https://app.example")]),
+        ] {
+            assert_eq!(cors_headers_for(&layer, r), once);
+        }
+    }
 
     fn with_auth(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
