@@ -194,7 +194,7 @@ struct PingParams {
 /// `GET /ping?scope=node|local|global|write|read`.
 async fn ping(headers: HeaderMap, axum::extract::Query(p): axum::extract::Query<PingParams>) -> Response {
     let mut r = ping_inner(p);
-    set_header(r.headers_mut(), "traceparent", traceparent(&headers));
+    r.headers_mut().insert(TRACEPARENT, traceparent(&headers));
     r
 }
 
@@ -265,24 +265,40 @@ fn tags_refused(reason: &str) -> Response {
         .into_response()
 }
 
-/// W3C trace context: keep a valid incoming trace id, start a new span.
-fn traceparent(headers: &HeaderMap) -> String {
+const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
+
+/// W3C trace context: keep a valid incoming trace id (lowercased) and its flags, else
+/// start a trace; a new span either way. Written into one buffer: this runs for every
+/// request.
+fn traceparent(headers: &HeaderMap) -> HeaderValue {
     use rand::RngCore;
+    // `00-<trace: 32 hex>-<span: 16 hex>-<flags: 2 hex>`
+    const DASHES: [usize; 3] = [2, 35, 52];
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
     let mut rng = rand::thread_rng();
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let parts: Vec<&str> = v.split('-').collect();
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
-            .then(|| (parts[1].to_ascii_lowercase(), parts[3].to_string()))
+    let incoming = headers.get("traceparent").map(HeaderValue::as_bytes).filter(|v| {
+        v.len() == out.len()
+            && v.iter().enumerate().all(|(i, b)| if DASHES.contains(&i) { *b == b'-' } else { b.is_ascii_hexdigit() })
     });
+    match incoming {
+        Some(v) => {
+            out[3..35].copy_from_slice(&v[3..35]);
+            out[3..35].make_ascii_lowercase();
+            out[53..].copy_from_slice(&v[53..]);
+        }
+        None => {
+            let mut trace = [0u8; 16];
+            rng.fill_bytes(&mut trace);
+            // The lengths match: 16 bytes, 32 digits.
+            let _ = hex::encode_to_slice(trace, &mut out[3..35]);
+        }
+    }
     let mut span = [0u8; 8];
     rng.fill_bytes(&mut span);
-    let (trace, flags) = incoming.unwrap_or_else(|| {
-        let mut t = [0u8; 16];
-        rng.fill_bytes(&mut t);
-        (hex::encode(t), "00".into())
-    });
-    format!("00-{trace}-{}-{flags}", hex::encode(span))
+    let _ = hex::encode_to_slice(span, &mut out[36..52]);
+    // Dashes and hex digits only: always a valid header value.
+    HeaderValue::from_bytes(&out)
+        .unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
 }
 
 /// May this request read the ledger (`/ledger/head`)? The ledger's heads move with
@@ -468,7 +484,7 @@ async fn query_any(st: Arc<AppState>, headers: HeaderMap, body: Body, linearized
         },
     };
     let h = resp.headers_mut();
-    set_header(h, "traceparent", tp);
+    h.insert(TRACEPARENT, tp);
     if let Some(t) = tags {
         set_header(h, "x-fauna-tags", t);
     }
@@ -977,6 +993,40 @@ fn respond_body(status: u16, body: Body, ts: u64, started: Instant, steps: u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparent_keeps_a_valid_trace_and_starts_a_span() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let parts = |v: HeaderValue| v.to_str().unwrap().split('-').map(str::to_string).collect::<Vec<_>>();
+        let given = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+        let a = parts(traceparent(&with(given)));
+        let b = parts(traceparent(&with(given)));
+        assert_eq!(a[..2], ["00".to_string(), "4bf92f3577b34da6a3ce929d0e0e4736".to_string()]);
+        assert_eq!(a[3], "01");
+        assert_eq!(a[2].len(), 16);
+        assert_ne!(a[2], "00f067aa0ba902b7", "a new span");
+        assert_ne!(a[2], b[2]);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47366-0f067aa0ba902b7-01",
+        ] {
+            let p = parts(traceparent(&with(bad)));
+            assert_eq!(p.len(), 4, "{bad}");
+            assert_ne!(p[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}: a fresh trace");
+            assert!(p[1].len() == 32 && p[1].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(p[3], "00");
+        }
+        let fresh = parts(traceparent(&HeaderMap::new()));
+        assert_eq!((fresh[0].as_str(), fresh[1].len(), fresh[2].len(), fresh[3].as_str()), ("00", 32, 16, "00"));
+    }
 
     /// The CORS headers a query's answer gets are computed once ([`cors_answer_headers`]):
     /// that is right only while the policy adds the same headers whatever the request.

@@ -15,7 +15,7 @@
 //! internal id) get their own label value only for the first `tenants_max` seen since
 //! start; later ones are counted together under `db="other"`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,7 @@ pub struct Metrics {
     applied_height: Gauge,
     leaf_index_leaves: Gauge,
     raft: RaftGauges,
-    tenants: Mutex<BTreeSet<u64>>,
+    tenants: Mutex<Tenants>,
     tenants_max: usize,
     data_dir: PathBuf,
     /// Set when the input log refused an append: the node takes no more writes.
@@ -124,6 +124,25 @@ pub struct Metrics {
     /// and how much of it `retention_removed` has counted.
     retention_source: Mutex<Option<Arc<AtomicU64>>>,
     retention_counted: AtomicU64,
+}
+
+/// The tenants seen so far, each with its counters, and the counters every tenant past the
+/// cap shares.
+#[derive(Default)]
+struct Tenants {
+    ids: BTreeMap<u64, TenantCounters>,
+    other: TenantCounters,
+}
+
+/// A tenant's counters, looked up in their families (by label) the first time they are
+/// needed and kept: a query then costs one map lookup and three increments, not three
+/// label sets built, hashed and looked up.
+#[derive(Default)]
+struct TenantCounters {
+    /// Queries read-only (0) and writing (1).
+    queries: [Option<Counter>; 2],
+    /// Bytes in and out.
+    bytes: Option<[Counter; 2]>,
 }
 
 #[derive(Default)]
@@ -155,7 +174,7 @@ impl Metrics {
             applied_height: Gauge::default(),
             leaf_index_leaves: Gauge::default(),
             raft: RaftGauges::default(),
-            tenants: Mutex::new(BTreeSet::new()),
+            tenants: Mutex::new(Tenants::default()),
             tenants_max,
             data_dir: data_dir.to_path_buf(),
             log_failed: AtomicBool::new(false),
@@ -219,27 +238,34 @@ impl Metrics {
         r.register("raft_replication_lag_entries", "On the leader: entries each peer is behind its log", g.lag.clone());
     }
 
-    /// The label value of a tenant: its id while under the cap, else `other`.
-    fn tenant_label(&self, db: u64) -> String {
-        let Ok(mut seen) = self.tenants.lock() else { return TENANT_OTHER.into() };
-        if seen.contains(&db) || (seen.len() < self.tenants_max && seen.insert(db)) {
-            db.to_string()
-        } else {
-            TENANT_OTHER.into()
-        }
-    }
-
     /// One answered request.
     pub fn record(&self, route: &'static str, status: u16, elapsed_s: f64, bytes: (u64, u64), tag: Option<QueryTag>) {
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
         let Some(tag) = tag else { return };
         let kind = if tag.write { "write" } else { "read" };
         self.query_seconds.get_or_create(&KindLabels { kind }).observe(elapsed_s);
-        let db = self.tenant_label(tag.db);
-        self.tenant_queries.get_or_create(&TenantLabels { db: db.clone(), kind }).inc();
-        let (inb, out) = bytes;
-        self.tenant_bytes.get_or_create(&TenantBytesLabels { db: db.clone(), direction: "in" }).inc_by(inb);
-        self.tenant_bytes.get_or_create(&TenantBytesLabels { db, direction: "out" }).inc_by(out);
+        self.count_tenant(tag.db, tag.write, bytes);
+    }
+
+    /// A tenant's query and its bytes, under its own label while under the cap (the
+    /// first `tenants_max` tenants seen), else under `other`.
+    fn count_tenant(&self, db: u64, write: bool, (inb, out): (u64, u64)) {
+        let Ok(mut t) = self.tenants.lock() else { return };
+        let Tenants { ids, other } = &mut *t;
+        let own = ids.len() < self.tenants_max || ids.contains_key(&db);
+        let c = if own { ids.entry(db).or_default() } else { other };
+        let label = || if own { db.to_string() } else { TENANT_OTHER.to_string() };
+        let kind = if write { "write" } else { "read" };
+        c.queries[usize::from(write)]
+            .get_or_insert_with(|| self.tenant_queries.get_or_create(&TenantLabels { db: label(), kind }).clone())
+            .inc();
+        let [i, o] = c.bytes.get_or_insert_with(|| {
+            let bytes =
+                |direction| self.tenant_bytes.get_or_create(&TenantBytesLabels { db: label(), direction }).clone();
+            [bytes("in"), bytes("out")]
+        });
+        i.inc_by(inb);
+        o.inc_by(out);
     }
 
     pub fn error(&self, code: &str) {
@@ -447,5 +473,41 @@ impl<M: tally_calvin::ReplicatedMachine> tally_calvin::ReplicatedMachine for Met
     }
     fn import_from(&mut self, r: &mut dyn std::io::Read) -> Result<(), tally_calvin::MachineError> {
         self.inner.import_from(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first `tenants_max` tenants get labels of their own, every later one counts as
+    /// `other`; reads and writes, bytes in and out, each under its own series, created only
+    /// once counted.
+    #[test]
+    fn tenants_past_the_cap_count_as_other() {
+        let m = Metrics::new(Path::new("/nonexistent"), 2);
+        let tag = |db, write| Some(QueryTag { db, write });
+        m.record("/", 200, 0.001, (10, 100), tag(7, false));
+        m.record("/", 200, 0.001, (20, 200), tag(7, true));
+        m.record("/", 200, 0.001, (1, 2), tag(8, false));
+        m.record("/", 200, 0.001, (3, 4), tag(9, true));
+        m.record("/", 200, 0.001, (5, 6), tag(10, true));
+        m.record("/", 200, 0.001, (1, 1), tag(8, false));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).expect("encodes");
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+                .map(|v| v.parse::<u64>().expect("a count"))
+        };
+        let q = |db: &str, kind: &str| value(&format!("tally_tenant_queries_total{{db=\"{db}\",kind=\"{kind}\"}}"));
+        let b = |db: &str, dir: &str| value(&format!("tally_tenant_bytes_total{{db=\"{db}\",direction=\"{dir}\"}}"));
+        assert_eq!((q("7", "read"), q("7", "write")), (Some(1), Some(1)));
+        assert_eq!((q("8", "read"), q("8", "write")), (Some(2), None), "{text}");
+        assert_eq!((q("other", "read"), q("other", "write")), (None, Some(2)));
+        assert_eq!((q("9", "write"), q("10", "write")), (None, None));
+        assert_eq!((b("7", "in"), b("7", "out")), (Some(30), Some(300)));
+        assert_eq!((b("8", "in"), b("8", "out")), (Some(2), Some(3)));
+        assert_eq!((b("other", "in"), b("other", "out")), (Some(8), Some(10)));
     }
 }
