@@ -92,12 +92,12 @@ pub use crate::sweep_spacing::{IDLE_SWEEP_KEYS_FACTOR, META_RETENTION_SWEPT_TS};
 
 /// Meta key of the removal record of the block at `height` (absent: it removed nothing).
 pub fn retention_key(height: u64) -> String {
-    format!("retention/{height:016x}")
+    tally_ledger::writer::numbered("retention/", height)
 }
 
 /// Meta key of the block header at `height`.
 pub fn block_key(height: u64) -> String {
-    format!("block/{height:016x}")
+    tally_ledger::writer::numbered("block/", height)
 }
 
 pub struct FqlMachine {

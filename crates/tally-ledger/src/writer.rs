@@ -25,17 +25,39 @@ use crate::LedgerError;
 
 /// Meta name of a stored subtree hash.
 pub fn node_key(id: NodeId) -> String {
-    format!("tlog/n/{:02x}{:016x}", id.level, id.index)
+    let mut name = String::with_capacity(25);
+    name.push_str("tlog/n/");
+    push_hex(&mut name, id.level.into(), 2);
+    push_hex(&mut name, id.index, 16);
+    name
 }
 
 /// Meta name of a leaf record.
 pub fn leaf_key(index: u64) -> String {
-    format!("tlog/l/{index:016x}")
+    numbered("tlog/l/", index)
 }
 
 /// Meta name of this member's signature of the head after block `height`.
 pub fn sig_key(height: u64) -> String {
-    format!("tlog/s/{height:016x}")
+    numbered("tlog/s/", height)
+}
+
+/// `prefix` and `n` in 16 lowercase hex digits: what `format!("{prefix}{n:016x}")` gives,
+/// without the formatting machinery (2 % of the executor's time under 100,000-account
+/// transfers, whose every transaction stores about three such names).
+pub fn numbered(prefix: &str, n: u64) -> String {
+    let mut name = String::with_capacity(prefix.len() + 16);
+    name.push_str(prefix);
+    push_hex(&mut name, n, 16);
+    name
+}
+
+/// The low `digits` hex digits of `v`, lowercase, most significant first.
+fn push_hex(out: &mut String, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (4 * i)) & 0xf) as usize] as char);
+    }
 }
 
 /// Decodes a stored subtree hash.
@@ -117,6 +139,18 @@ mod tests {
 
     use super::*;
     use crate::tlog::StoredTree;
+
+    #[test]
+    fn names_are_what_format_gives() {
+        for n in [0, 1, 0xa, 0xff, 0x1234_5678_9abc_def0, u64::MAX - 1, u64::MAX] {
+            assert_eq!(leaf_key(n), format!("tlog/l/{n:016x}"));
+            assert_eq!(sig_key(n), format!("tlog/s/{n:016x}"));
+            assert_eq!(numbered("block/", n), format!("block/{n:016x}"));
+            for level in [0u8, 1, 0x3f, 0xff] {
+                assert_eq!(node_key(NodeId::new(level, n)), format!("tlog/n/{level:02x}{n:016x}"));
+            }
+        }
+    }
 
     #[test]
     fn written_tree_answers_proofs_and_names_sort_by_number() {

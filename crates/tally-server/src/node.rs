@@ -162,8 +162,9 @@ fn open_state(path: &std::path::Path, cluster: bool) -> anyhow::Result<Arc<dyn S
 /// The state store's page cache, from `TALLY_STATE_CACHE_MIB` (default: 1 GiB less the
 /// [`tally_storage::REMEMBERED_BYTES_MAX`] the executor's batches keep of the store's
 /// newest versions, a cache of the same pages' content, so the two stay within redb's
-/// former 1 GiB). After a write flood it is most of what the process keeps resident
-/// (docs/benchmarks.md).
+/// former 1 GiB, and less the 64 MiB the write-behind queue grew by to hold two seconds
+/// of writes, whose overlays reads also find the newest versions in first: 896 MiB).
+/// After a write flood it is most of what the process keeps resident (docs/benchmarks.md).
 /// Not lowered to fit the 2 GiB total: at 512 MiB, with more data written than the cache
 /// holds (64 documents of 16 MiB), a page of one ref took 0.5 s instead of 0.06 s and
 /// `/ping` stalled 0.9–1.9 s (docs/benchmarks.md, "The attacks at the issue's own scale").
@@ -173,7 +174,7 @@ fn state_cache_bytes() -> usize {
 }
 
 /// The state store's page cache unless `TALLY_STATE_CACHE_MIB` says otherwise.
-const STATE_CACHE_DEFAULT_BYTES: usize = (1 << 30) - tally_storage::REMEMBERED_BYTES_MAX;
+const STATE_CACHE_DEFAULT_BYTES: usize = (1 << 30) - tally_storage::REMEMBERED_BYTES_MAX - (64 << 20);
 
 /// Fail-stop when the state store's background writer fails (a full disk, an I/O
 /// error): from then on the store refuses every read and write, so the node could only
