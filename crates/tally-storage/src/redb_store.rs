@@ -312,21 +312,36 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
 /// The entries of sorted maps given oldest first, as one sequence in key order with each
 /// key once, holding the newest map's value for it: what writing the maps one after
 /// another would leave.
+///
+/// A merge of the maps' own orders (each is a B-tree, already sorted), through a heap of
+/// each map's next key: a flush group is a few overlays of many entries each, and sorting
+/// all their entries together had taken a tenth of the flusher's time under 100,000-account
+/// transfers.
 fn in_key_order<'a, K: Ord, V>(maps: impl Iterator<Item = &'a BTreeMap<K, V>>) -> Vec<(&'a K, &'a V)> {
-    // Empty maps left out: a group of one overlay and the flusher's mark needs no sort.
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Empty maps left out: a group of one overlay and the flusher's mark needs no merge.
     let maps: Vec<_> = maps.filter(|m| !m.is_empty()).collect();
     if let [one] = maps[..] {
         return one.iter().collect();
     }
-    let mut all: Vec<(&K, usize, &V)> =
-        maps.iter().enumerate().flat_map(|(i, m)| m.iter().map(move |(k, v)| (k, i, v))).collect();
-    // The map's position breaks ties, so the last of a run of equal keys is the newest.
-    all.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
-    let mut out: Vec<(&K, &V)> = Vec::with_capacity(all.len());
-    for (k, _, v) in all {
+    let mut out: Vec<(&K, &V)> = Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
+    let mut iters: Vec<_> = maps.iter().map(|m| m.iter()).collect();
+    // Each map's next entry, and a heap of (its key, the map's position): the least key
+    // comes out first and, among equal keys, the oldest map's, so the last of a run of
+    // equal keys is the newest.
+    let mut next: Vec<Option<(&K, &V)>> = iters.iter_mut().map(|it| it.next()).collect();
+    let mut heap: BinaryHeap<Reverse<(&K, usize)>> =
+        next.iter().enumerate().filter_map(|(i, e)| e.map(|(k, _)| Reverse((k, i)))).collect();
+    while let Some(Reverse((k, i))) = heap.pop() {
+        let Some((_, v)) = next[i] else { continue };
         match out.last_mut() {
             Some(last) if last.0 == k => last.1 = v,
             _ => out.push((k, v)),
+        }
+        next[i] = iters[i].next();
+        if let Some((k, _)) = next[i] {
+            heap.push(Reverse((k, i)));
         }
     }
     out
@@ -453,6 +468,29 @@ mod tests {
         assert_eq!(got, [(1, "a1"), (2, "b2"), (3, "a3"), (5, "a5"), (6, "c6")]);
         assert_eq!(in_key_order([&a].into_iter()).len(), 3);
         assert!(in_key_order(std::iter::empty::<&BTreeMap<u8, u8>>()).is_empty());
+    }
+
+    /// Over many groups of maps with overlapping keys, the merge gives what inserting the
+    /// maps into one, oldest first, gives.
+    #[test]
+    fn the_merge_is_what_writing_the_maps_one_after_another_leaves() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..500 {
+            let maps: Vec<BTreeMap<u64, u64>> =
+                (0..rand(6)).map(|_| (0..rand(40)).map(|_| (rand(60), rand(1000))).collect()).collect();
+            let mut want = BTreeMap::new();
+            for m in &maps {
+                want.extend(m.iter().map(|(k, v)| (*k, *v)));
+            }
+            let got: Vec<(u64, u64)> = in_key_order(maps.iter()).into_iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
     }
 
     /// One write of several overlays leaves what writing them one by one leaves: a version
