@@ -22,9 +22,10 @@ pub const RELEASE_EVERY: Duration = Duration::from_millis(1);
 ///
 /// Two seconds, not one: a checkpoint writes whole every B-tree leaf written to since the
 /// last, and under updates spread over many keys most leaves are; at every other one as
-/// many updates share a leaf, so the flusher took 17 % less CPU per 100,000-account
+/// many updates share a leaf, so the flusher took 10–17 % less CPU per 100,000-account
 /// transfer (docs/benchmarks.md, "A checkpoint every two seconds"). The write-behind
-/// queue holds what two seconds write (`BehindLimits`, 128 MiB).
+/// queue holds what two seconds write (`BehindLimits`, 128 MiB). The second a checkpoint
+/// is written in runs slower than the one between (same section).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(2000);
 
 /// Release every [`RELEASE_EVERY`] of execution; checkpoint every [`CHECKPOINT_INTERVAL`].
