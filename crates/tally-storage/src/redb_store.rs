@@ -278,28 +278,24 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
         txn.set_durability(Durability::None).map_err(redb_err)?;
     }
     // Each table's writes in key order, a key written by several overlays once (its
-    // newest value): consecutive inserts share pages, and the names every batch sets
-    // (the applied height, the head, the last ts) are written once per group.
+    // newest value): consecutive inserts share pages, runs of them into one gap are
+    // spliced in together (`write_in_runs`), and the names every batch sets (the applied
+    // height, the head, the last ts) are written once per group.
     for space in [Space::Docs, Space::Index] {
         let mut table = txn.open_table(definition(space)).map_err(redb_err)?;
         let writes = in_key_order(overlays.iter().map(|o| match space {
             Space::Docs => &o.docs,
             Space::Index => &o.index,
         }));
-        for ((key, ts), value) in writes {
-            let k = (key.as_slice(), inv(ts.0));
-            match value {
-                Some(v) => table.insert(k, v.as_slice()).map(drop),
-                None => table.remove(k).map(drop),
-            }
-            .map_err(redb_err)?;
-        }
+        let writes = writes.into_iter().map(|((key, ts), value)| ((key.as_slice(), inv(ts.0)), value.as_deref()));
+        write_in_runs(&mut table, writes)?;
     }
     {
         let mut meta = txn.open_table(META).map_err(redb_err)?;
-        for (k, v) in in_key_order(overlays.iter().map(|o| o.meta())) {
-            meta.insert(k.as_str(), v.as_slice()).map_err(redb_err)?;
-        }
+        write_in_runs(
+            &mut meta,
+            in_key_order(overlays.iter().map(|o| o.meta())).into_iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
+        )?;
         let max = overlays.iter().map(|o| o.max_ts).max().unwrap_or(0);
         if max > max_ts_of(&meta)? {
             meta.insert(META_MAX_TS, &max.to_be_bytes()[..]).map_err(redb_err)?;
@@ -307,6 +303,56 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
     }
     // Dropping `txn` on any error above aborts it: a commit is all or nothing.
     txn.commit().map_err(redb_err)
+}
+
+/// Writes `writes` (ascending keys; `None` removes) into `table`. A key that falls into the
+/// same gap of the table as the one before it (a collection's new documents, the ledger's
+/// next leaves and subtree hashes) goes in through a cursor left at that gap, whose
+/// inserts redb splices into the leaf together, instead of a descent from the root each.
+fn write_in_runs<'k, K, V>(
+    table: &mut redb::Table<'_, K, V>,
+    writes: impl Iterator<Item = (K::SelfType<'k>, Option<V::SelfType<'k>>)>,
+) -> Result<()>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    let mut writes = writes.peekable();
+    while let Some((k, v)) = writes.next() {
+        let Some(v) = v else {
+            table.remove(k).map_err(redb_err)?;
+            continue;
+        };
+        // A write not followed by another opens no cursor.
+        if !matches!(writes.peek(), Some((_, Some(_)))) {
+            table.insert(k, v).map_err(redb_err)?;
+            continue;
+        }
+        let mut cursor = table.lower_bound_mut(Included(&k)).map_err(redb_err)?;
+        match cursor.insert_before(&k, &v) {
+            Ok(()) => {}
+            Err(redb::CursorError::UnorderedKey) => {
+                // A key the table holds: its value replaced the plain way.
+                cursor.close().map_err(redb_err)?;
+                table.insert(k, v).map_err(redb_err)?;
+                continue;
+            }
+            Err(e) => return Err(redb_err(e)),
+        }
+        // The following keys while they fall into the same gap; the first past it starts
+        // over.
+        while let Some((k, Some(v))) = writes.peek() {
+            match cursor.insert_before(k, v) {
+                Ok(()) => {
+                    writes.next();
+                }
+                Err(redb::CursorError::UnorderedKey) => break,
+                Err(e) => return Err(redb_err(e)),
+            }
+        }
+        cursor.close().map_err(redb_err)?;
+    }
+    Ok(())
 }
 
 /// The entries of sorted maps given oldest first, as one sequence in key order with each
@@ -491,6 +537,65 @@ mod tests {
             let got: Vec<(u64, u64)> = in_key_order(maps.iter()).into_iter().map(|(k, v)| (*k, *v)).collect();
             assert_eq!(got, want.into_iter().collect::<Vec<_>>());
         }
+    }
+
+    /// Writes through cursor runs leave what plain inserts and removals leave: over many
+    /// rounds of ascending writes into a table that already holds keys around and between
+    /// them, with runs into one gap, keys the table holds (replaced), removals (of held
+    /// keys and of absent ones) and singles, each round's table is the model's.
+    #[test]
+    fn writes_in_runs_leave_what_plain_inserts_leave() {
+        const T: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for round in 0..300u64 {
+            // Sparse keys and dense runs: a run of consecutive keys from a random start
+            // falls into one gap when the table holds nothing between them.
+            let mut writes: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+            for _ in 0..rand(4) {
+                let start = rand(5_000);
+                for k in start..start + rand(300) {
+                    writes.insert(k, Some(format!("{round}/{k}").into_bytes()));
+                }
+            }
+            for _ in 0..rand(60) {
+                let k = rand(5_000);
+                let v = if rand(4) == 0 { None } else { Some(vec![b'x'; rand(3_000) as usize]) };
+                writes.insert(k, v);
+            }
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(T).unwrap();
+                write_in_runs(&mut table, writes.iter().map(|(k, v)| (*k, v.as_deref()))).unwrap();
+            }
+            txn.commit().unwrap();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => model.insert(k, v),
+                    None => model.remove(&k),
+                };
+            }
+            let read = db.begin_read().unwrap();
+            let table = read.open_table(T).unwrap();
+            let got: Vec<(u64, Vec<u8>)> = table
+                .range::<u64>(..)
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            assert!(got == model.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>(), "round {round}");
+        }
+        assert!(model.len() > 1_000, "the table grew to {} keys", model.len());
     }
 
     /// One write of several overlays leaves what writing them one by one leaves: a version
