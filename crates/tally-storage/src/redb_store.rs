@@ -379,15 +379,21 @@ fn in_key_order<'a, K: Ord, V>(maps: impl Iterator<Item = &'a BTreeMap<K, V>>) -
     let mut next: Vec<Option<(&K, &V)>> = iters.iter_mut().map(|it| it.next()).collect();
     let mut heap: BinaryHeap<Reverse<(&K, usize)>> =
         next.iter().enumerate().filter_map(|(i, e)| e.map(|(k, _)| Reverse((k, i)))).collect();
-    while let Some(Reverse((k, i))) = heap.pop() {
-        let Some((_, v)) = next[i] else { continue };
-        match out.last_mut() {
-            Some(last) if last.0 == k => last.1 = v,
-            _ => out.push((k, v)),
-        }
-        next[i] = iters[i].next();
-        if let Some((k, _)) = next[i] {
-            heap.push(Reverse((k, i)));
+    while let Some(Reverse((_, i))) = heap.pop() {
+        // Map `i`'s entries while they come before every other map's next one, without
+        // the heap: a flush group's overlays hold mostly disjoint ranges of the names and
+        // new documents they append (each its own ledger leaves, blocks and ids).
+        while let Some((k, v)) = next[i] {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+            next[i] = iters[i].next();
+            let Some((k, _)) = next[i] else { break };
+            if heap.peek().is_some_and(|Reverse(top)| *top < (k, i)) {
+                heap.push(Reverse((k, i)));
+                break;
+            }
         }
     }
     out
