@@ -14,20 +14,9 @@
 //! alternate the builds several times).
 
 mod common;
-use common::{input, obj};
-
-use std::sync::Arc;
+use common::{account, input, obj, TransferStore};
 
 use serde_json::json;
-use tally_apply::{Batch, StateMachine};
-use tally_exec::machine::FqlMachine;
-use tally_storage::{BehindLimits, RedbStore, Store};
-
-const T0: u64 = 1_800_000_000_000_000;
-
-fn account(id: u64) -> serde_json::Value {
-    json!({"ref": {"collection": "accounts"}, "id": id.to_string()})
-}
 
 /// The benchmark's transfer body (`tally-bench` `fql::transfer_body`), with `from`, `to`
 /// and `amount` as expressions.
@@ -68,36 +57,7 @@ impl Rng {
 /// µs of the executor's thread per transfer over `batches` batches of `inputs` inputs of
 /// `per_input` transfers each, after a warm-up of a tenth as many.
 fn run(accounts: u64, batches: u64, inputs: u64, per_input: u64) -> f64 {
-    let dir = std::env::temp_dir().join(format!("tally-exec-cost-{}-{accounts}-{per_input}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let redb = RedbStore::open(&dir.join("state.redb")).unwrap();
-    let store: Arc<dyn Store> = Arc::new(redb.write_behind(BehindLimits::default()).unwrap());
-    let mut m = FqlMachine::open(store.clone()).unwrap();
-    let mut height = 0;
-    let mut apply = |m: &mut FqlMachine, inputs: Vec<Vec<u8>>| {
-        height += 1;
-        m.apply(&Batch { height, ts: T0 + height * 1000, rules: tally_exec::RULES, inputs });
-    };
-    let schema = vec![
-        input(json!({"create_collection": obj(json!({"name": "accounts"}))}), 1),
-        input(json!({"create_collection": obj(json!({"name": "transfers"}))}), 2),
-        input(
-            json!({"create_index": obj(json!({"name": "accounts_by_bucket", "source": {"collection": "accounts"},
-                "terms": [obj(json!({"field": ["data", "bucket"]}))]}))}),
-            3,
-        ),
-    ];
-    apply(&mut m, schema);
-    for chunk in (1..=accounts).collect::<Vec<_>>().chunks(1000) {
-        let creates: Vec<_> = chunk
-            .iter()
-            .map(|&id| {
-                json!({"create": account(id), "params": obj(json!({"data": obj(json!({"balance": 1_000_000_000, "bucket": id % 100}))}))})
-            })
-            .collect();
-        apply(&mut m, vec![input(json!({"do": creates}), 4)]);
-    }
+    let mut store = TransferStore::open(&format!("exec-cost-{per_input}"), accounts);
     let mut rng = Rng(12345);
     let batch = |rng: &mut Rng| -> Vec<Vec<u8>> {
         (0..inputs)
@@ -121,17 +81,15 @@ fn run(accounts: u64, batches: u64, inputs: u64, per_input: u64) -> f64 {
     };
     for _ in 0..batches / 10 {
         let b = batch(&mut rng);
-        apply(&mut m, b);
+        store.apply(b);
     }
     let all: Vec<_> = (0..batches).map(|_| batch(&mut rng)).collect();
     let t = thread_cpu_us();
     for b in all {
-        apply(&mut m, b);
+        store.apply(b);
     }
     let spent = thread_cpu_us() - t;
-    drop(m);
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    store.close();
     spent / (batches * inputs * per_input) as f64
 }
 

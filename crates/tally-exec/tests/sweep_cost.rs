@@ -14,22 +14,14 @@
 //! the figures are per sweep.
 
 mod common;
-use common::{input, obj};
+use common::{account, input, obj, TransferStore};
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tally_apply::{Batch, StateMachine};
-use tally_exec::machine::{FqlMachine, META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR};
+use tally_apply::StateMachine;
+use tally_exec::machine::{META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR};
 use tally_fql::retention::{sweep, sweep_index, SweepLimits};
-use tally_storage::{BehindLimits, RedbStore, Store};
-
-const T0: u64 = 1_800_000_000_000_000;
-
-fn account(id: u64) -> serde_json::Value {
-    json!({"ref": {"collection": "accounts"}, "id": id.to_string()})
-}
 
 fn transfer(from: u64, to: u64) -> serde_json::Value {
     let bal = |v: &str| json!({"select": ["data", "balance"], "from": {"var": v}});
@@ -45,36 +37,7 @@ fn transfer(from: u64, to: u64) -> serde_json::Value {
 }
 
 fn run(accounts: u64, batches: u64, per_batch: u64) {
-    let dir = std::env::temp_dir().join(format!("tally-sweep-cost-{}-{accounts}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let redb = RedbStore::open(&dir.join("state.redb")).unwrap();
-    let store: Arc<dyn Store> = Arc::new(redb.write_behind(BehindLimits::default()).unwrap());
-    let mut m = FqlMachine::open(store.clone()).unwrap();
-    let mut height = 0;
-    let mut apply = |m: &mut FqlMachine, inputs: Vec<Vec<u8>>| {
-        height += 1;
-        m.apply(&Batch { height, ts: T0 + height * 1000, rules: tally_exec::RULES, inputs });
-    };
-    let schema = vec![
-        input(json!({"create_collection": obj(json!({"name": "accounts"}))}), 1),
-        input(json!({"create_collection": obj(json!({"name": "transfers"}))}), 2),
-        input(
-            json!({"create_index": obj(json!({"name": "accounts_by_bucket", "source": {"collection": "accounts"},
-                "terms": [obj(json!({"field": ["data", "bucket"]}))]}))}),
-            3,
-        ),
-    ];
-    apply(&mut m, schema);
-    for chunk in (1..=accounts).collect::<Vec<_>>().chunks(1000) {
-        let creates: Vec<_> = chunk
-            .iter()
-            .map(|&id| {
-                json!({"create": account(id), "params": obj(json!({"data": obj(json!({"balance": 1_000_000, "bucket": id % 100}))}))})
-            })
-            .collect();
-        apply(&mut m, vec![input(json!({"do": creates}), 4)]);
-    }
+    let mut s = TransferStore::open("sweep-cost", accounts);
     let limits = SweepLimits::default();
     let (mut docs, mut index, mut keys) = (Duration::ZERO, Duration::ZERO, [0usize; 2]);
     let mut x = 12345u64;
@@ -87,9 +50,9 @@ fn run(accounts: u64, batches: u64, per_batch: u64) {
                 input(transfer(from, to), i as u8)
             })
             .collect();
-        apply(&mut m, inputs);
-        let b = store.begin().unwrap();
-        let now = m.last_commit_ts();
+        s.apply(inputs);
+        let b = s.store.begin().unwrap();
+        let now = s.m.last_commit_ts();
         let cursor = b.meta(META_RETENTION_CURSOR).unwrap().filter(|c| !c.is_empty());
         let t = Instant::now();
         let s = sweep(&*b, now, cursor.as_deref(), limits).unwrap();
@@ -113,9 +76,7 @@ fn run(accounts: u64, batches: u64, per_batch: u64) {
         keys[1] as u64 / batches,
         (per(docs) + per(index)) / per_batch as f64
     );
-    drop(m);
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    s.close();
 }
 
 #[test]

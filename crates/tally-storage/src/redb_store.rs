@@ -522,17 +522,21 @@ mod tests {
         assert!(in_key_order(std::iter::empty::<&BTreeMap<u8, u8>>()).is_empty());
     }
 
-    /// Over many groups of maps with overlapping keys, the merge gives what inserting the
-    /// maps into one, oldest first, gives.
-    #[test]
-    fn the_merge_is_what_writing_the_maps_one_after_another_leaves() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
+    /// A fixed sequence of pseudo-random numbers below the `n` asked for each time.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed % n
-        };
+        }
+    }
+
+    /// Over many groups of maps with overlapping keys, the merge gives what inserting the
+    /// maps into one, oldest first, gives.
+    #[test]
+    fn the_merge_is_what_writing_the_maps_one_after_another_leaves() {
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..500 {
             let maps: Vec<BTreeMap<u64, u64>> =
                 (0..rand(6)).map(|_| (0..rand(40)).map(|_| (rand(60), rand(1000))).collect()).collect();
@@ -552,13 +556,7 @@ mod tests {
     #[test]
     fn writes_in_runs_leave_what_plain_inserts_leave() {
         const T: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1du64);
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();

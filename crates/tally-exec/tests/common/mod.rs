@@ -30,3 +30,77 @@ pub fn input(q: Json, seed: u8) -> Vec<u8> {
 pub fn obj(v: Json) -> Json {
     json!({ "object": v })
 }
+
+/// An account's ref in `tally bench transfer`'s schema.
+pub fn account(id: u64) -> Json {
+    json!({"ref": {"collection": "accounts"}, "id": id.to_string()})
+}
+
+/// What the cost figures tests (`sweep_cost`, `exec_cost`) run on: `tally bench
+/// transfer`'s schema (accounts and transfers keeping the default 30 days of history, an
+/// index on the accounts' bucket) and accounts, on the server's kind of store (redb behind
+/// the write-behind queue) in a directory of its own, applied batch after batch.
+pub struct TransferStore {
+    pub m: tally_exec::machine::FqlMachine,
+    pub store: std::sync::Arc<dyn tally_storage::Store>,
+    height: u64,
+    dir: std::path::PathBuf,
+}
+
+impl TransferStore {
+    /// Batch ts: 1 ms apart from this one.
+    pub const T0: u64 = 1_800_000_000_000_000;
+
+    /// A new store named `name` (under the system's temporary directory) with `accounts`
+    /// accounts of a large balance.
+    pub fn open(name: &str, accounts: u64) -> TransferStore {
+        let dir = std::env::temp_dir().join(format!("tally-{name}-{}-{accounts}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let redb = tally_storage::RedbStore::open(&dir.join("state.redb")).unwrap();
+        let store: std::sync::Arc<dyn tally_storage::Store> =
+            std::sync::Arc::new(redb.write_behind(tally_storage::BehindLimits::default()).unwrap());
+        let m = tally_exec::machine::FqlMachine::open(store.clone()).unwrap();
+        let mut s = TransferStore { m, store, height: 0, dir };
+        s.apply(vec![
+            input(json!({"create_collection": obj(json!({"name": "accounts"}))}), 1),
+            input(json!({"create_collection": obj(json!({"name": "transfers"}))}), 2),
+            input(
+                json!({"create_index": obj(json!({"name": "accounts_by_bucket", "source": {"collection": "accounts"},
+                    "terms": [obj(json!({"field": ["data", "bucket"]}))]}))}),
+                3,
+            ),
+        ]);
+        for chunk in (1..=accounts).collect::<Vec<_>>().chunks(1000) {
+            let creates: Vec<_> = chunk
+                .iter()
+                .map(|&id| {
+                    json!({"create": account(id), "params": obj(json!({"data": obj(json!({"balance": 1_000_000_000, "bucket": id % 100}))}))})
+                })
+                .collect();
+            s.apply(vec![input(json!({ "do": creates }), 4)]);
+        }
+        s
+    }
+
+    /// Apply the next batch, of `inputs`.
+    pub fn apply(&mut self, inputs: Vec<Vec<u8>>) {
+        use tally_apply::StateMachine;
+        self.height += 1;
+        let batch = tally_apply::Batch {
+            height: self.height,
+            ts: Self::T0 + self.height * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        };
+        self.m.apply(&batch);
+    }
+
+    /// Close the store and remove its directory.
+    pub fn close(self) {
+        let TransferStore { m, store, dir, .. } = self;
+        drop(m);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
