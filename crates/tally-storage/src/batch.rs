@@ -10,7 +10,7 @@ use std::ops::Bound::{Included, Unbounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::remembered::{self, Remembered, Shelf};
+use crate::remembered::{self, Gap, Remembered, Shelf};
 
 use crate::mem::{map_range, VersionMap};
 use crate::read;
@@ -466,27 +466,14 @@ impl OverlayBatch {
         OverlayBatch { layer: Layer::new(base, Overlay::default()), sink, shelf, writer }
     }
 }
-/// [`Gap`]s a batch remembers per space.
-const MEMO_GAPS_MAX: usize = 16;
+/// [`Gap`]s remembered per space.
+pub(crate) const MEMO_GAPS_MAX: usize = 16;
 /// The longest key a [`Gap`] starts or ends at.
-const MEMO_GAP_KEY_BYTES_MAX: usize = 1024;
+pub(crate) const MEMO_GAP_KEY_BYTES_MAX: usize = 1024;
 /// Lookups of the next held key ([`Snapshot::next_key_bound`]) a batch makes to learn
 /// [`Gap`]s: a batch that reads many absent keys at random places pays at most this many
 /// on top of its reads.
 const MEMO_GAP_SCANS_MAX: usize = 64;
-
-/// Keys from `from` (inclusive) up to `until` (exclusive; None: every key after `from`),
-/// of which a [`NewestMemo`]'s base holds no version.
-struct Gap {
-    from: Vec<u8>,
-    until: Option<Vec<u8>>,
-}
-
-impl Gap {
-    fn holds(&self, key: &[u8]) -> bool {
-        key >= self.from.as_slice() && self.until.as_deref().is_none_or(|u| key < u)
-    }
-}
 
 /// A batch's base with each key's newest version remembered once read, in the store's
 /// [`Remembered`], which later batches keep using (see `crate::remembered`). The base is
@@ -497,9 +484,9 @@ impl Gap {
 /// write-behind stack to redb, about a quarter of a transfer's evaluation
 /// (docs/benchmarks.md).
 ///
-/// It also remembers where the base holds nothing ([`Gap`], for this batch only): a read
-/// that finds a key absent asks the base for the next key it holds, and a later read of an
-/// absent key between the two is answered at once. A transaction that creates a document
+/// It also remembers where the base holds nothing ([`Gap`], kept in [`Remembered`] for
+/// later batches too): a read that finds a key absent asks the base for the next key it
+/// holds, and a later read of an absent key between the two is answered at once. A transaction that creates a document
 /// first checks its new id is free, and ids grow with the commit ts, so a batch's creates
 /// in a collection all read past the collection's last document: each such read went down
 /// the whole stack to redb, a tenth of a batched transfer's evaluation (docs/benchmarks.md).
@@ -510,8 +497,6 @@ struct NewestMemo {
     /// nothing): the batch's reads then take no lock.
     kept: std::cell::RefCell<Remembered>,
     shelf: Shelf,
-    /// Per space, key ranges the base holds no version in, most recently learned last.
-    gaps: std::cell::RefCell<[Vec<Gap>; 2]>,
     /// Scans left to learn gaps with ([`MEMO_GAP_SCANS_MAX`]).
     gap_scans: std::cell::Cell<usize>,
 }
@@ -519,12 +504,12 @@ struct NewestMemo {
 impl NewestMemo {
     fn new(base: Box<dyn Snapshot>, shelf: Shelf) -> Self {
         let kept = std::cell::RefCell::new(std::mem::take(&mut *remembered::lock(&shelf)));
-        NewestMemo { base, kept, shelf, gaps: Default::default(), gap_scans: std::cell::Cell::new(MEMO_GAP_SCANS_MAX) }
+        NewestMemo { base, kept, shelf, gap_scans: std::cell::Cell::new(MEMO_GAP_SCANS_MAX) }
     }
 
     /// Whether a remembered [`Gap`] holds `key`.
     fn in_gap(&self, slot: usize, key: &[u8]) -> bool {
-        self.gaps.borrow()[slot].iter().any(|g| g.holds(key))
+        self.kept.borrow().gaps[slot].iter().any(|g| g.holds(key))
     }
 
     /// After the base answered that it holds no version of `key`: remember the gap from
@@ -546,8 +531,8 @@ impl NewestMemo {
         if next.as_deref().is_some_and(|n| n <= key || n.len() > MEMO_GAP_KEY_BYTES_MAX) {
             return Ok(());
         }
-        let mut gaps = self.gaps.borrow_mut();
-        let gaps = &mut gaps[slot];
+        let mut kept = self.kept.borrow_mut();
+        let gaps = &mut kept.gaps[slot];
         if gaps.len() == MEMO_GAPS_MAX {
             gaps.remove(0);
         }
@@ -1260,10 +1245,48 @@ mod tests {
         let memo = NewestMemo::new(store.snapshot().unwrap(), remembered::new_shelf());
         for i in (1..400u32).step_by(2) {
             assert_eq!(memo.get(Space::Docs, format!("k{i:03}").as_bytes(), Ts::MAX).unwrap(), None, "k{i:03}");
-            assert!(memo.gaps.borrow()[0].len() <= MEMO_GAPS_MAX);
+            assert!(memo.kept.borrow().gaps[0].len() <= MEMO_GAPS_MAX);
         }
         assert_eq!(memo.gap_scans.get(), 0);
         assert!(memo.get(Space::Docs, b"k398", Ts::MAX).unwrap().is_some());
+    }
+
+    /// A gap outlives its batch: the next batch finds it without a scan, cut at the key
+    /// the commit between them wrote (a collection's next document, past its last one).
+    #[test]
+    fn gaps_stay_for_later_batches_cut_at_written_keys() {
+        let store = MemStore::new();
+        let mut b = store.begin().unwrap();
+        for i in 0..10u32 {
+            b.put(Space::Docs, format!("k{i:03}").as_bytes(), 1, b"v").unwrap();
+        }
+        b.commit(false).unwrap();
+        let shelf = remembered::new_shelf();
+        let memo = NewestMemo::new(store.snapshot().unwrap(), Arc::clone(&shelf));
+        assert_eq!(memo.get(Space::Docs, b"k100", Ts::MAX).unwrap(), None);
+        assert_eq!(memo.gap_scans.get(), MEMO_GAP_SCANS_MAX - 1);
+        drop(memo);
+        // The commit writes k100 and k300, inside the gap [k100, end).
+        let mut b = store.begin().unwrap();
+        let mut o = Overlay::default();
+        for k in [&b"k100"[..], b"k300"] {
+            b.put(Space::Docs, k, 2, b"new").unwrap();
+            o.insert(Space::Docs, k, 2, Some(b"new".to_vec()));
+        }
+        b.commit(false).unwrap();
+        remembered::lock(&shelf).committed(&o);
+        let memo = NewestMemo::new(store.snapshot().unwrap(), Arc::clone(&shelf));
+        assert!(!memo.in_gap(0, b"k100") && !memo.in_gap(0, b"k200") && !memo.in_gap(0, b"k300"));
+        assert!(memo.in_gap(0, b"k300\0") && memo.in_gap(0, b"k400"));
+        assert_eq!(memo.get(Space::Docs, b"k400", Ts::MAX).unwrap(), None);
+        assert_eq!(memo.get(Space::Docs, b"k300", Ts::MAX).unwrap().map(|v| v.value), Some(b"new".to_vec()));
+        assert_eq!(memo.get(Space::Docs, b"k100", Ts::MAX).unwrap().map(|v| v.value), Some(b"new".to_vec()));
+        assert_eq!(memo.gap_scans.get(), MEMO_GAP_SCANS_MAX, "no scan in the second batch");
+        drop(memo);
+        // Replacing the store's content forgets every gap.
+        remembered::lock(&shelf).clear();
+        let memo = NewestMemo::new(store.snapshot().unwrap(), shelf);
+        assert!(!memo.in_gap(0, b"k400"));
     }
 
     /// The case the bound exists for, and the one it must not shortcut: a version written
