@@ -411,38 +411,96 @@ fn replace_tables(db: &Database, fill: crate::Fill<'_>, extra: Option<(&str, &[u
         txn.delete_table(def).map_err(redb_err)?;
     }
     {
-        let mut load = RedbLoad {
-            docs: txn.open_table(DOCS).map_err(redb_err)?,
-            index: txn.open_table(INDEX).map_err(redb_err)?,
-            meta: txn.open_table(META).map_err(redb_err)?,
-            max_ts: 0,
-        };
+        let mut load = RedbLoad::new(&txn)?;
         fill(&mut load)?;
-        if let Some((k, v)) = extra {
-            load.meta.insert(k, v).map_err(redb_err)?;
-        }
-        load.meta.insert(META_MAX_TS, &load.max_ts.to_be_bytes()[..]).map_err(redb_err)?;
+        load.finish(extra)?;
     }
     txn.commit().map_err(redb_err)
 }
 
+/// Bytes of versions (keys and values) a [`RedbLoad`] holds before writing them.
+const LOAD_BUFFER_BYTES: usize = 8 << 20;
+
+/// A version a [`RedbLoad`] holds: key, ts, value.
+type HeldVersion = (Vec<u8>, Ts, Vec<u8>);
+
+/// A [`crate::Load`] into the emptied tables of one redb transaction. A snapshot streams
+/// its versions in key order, so they are buffered (up to [`LOAD_BUFFER_BYTES`]) and each
+/// buffer goes in through [`write_in_runs`]: one cursor at the end of the table takes the
+/// whole run, where an insert each descended from the root.
 struct RedbLoad<'t> {
     docs: redb::Table<'t, VersionKey, &'static [u8]>,
     index: redb::Table<'t, VersionKey, &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     /// The greatest ts put so far.
     max_ts: Ts,
+    /// Versions put and not yet written, per space (docs, index), in the order put.
+    held: [Vec<HeldVersion>; 2],
+    held_bytes: usize,
+}
+
+impl<'t> RedbLoad<'t> {
+    fn new(txn: &'t redb::WriteTransaction) -> Result<Self> {
+        Ok(RedbLoad {
+            docs: txn.open_table(DOCS).map_err(redb_err)?,
+            index: txn.open_table(INDEX).map_err(redb_err)?,
+            meta: txn.open_table(META).map_err(redb_err)?,
+            max_ts: 0,
+            held: Default::default(),
+            held_bytes: 0,
+        })
+    }
+
+    /// Write what is held. Versions put out of key order, or twice, are written as
+    /// plain inserts would write them (`write_in_runs` starts over at such a key; the
+    /// later put of a (key, ts) wins).
+    fn write_held(&mut self) -> Result<()> {
+        for (slot, table) in [&mut self.docs, &mut self.index].into_iter().enumerate() {
+            let held = std::mem::take(&mut self.held[slot]);
+            let mut run = 0;
+            while run < held.len() {
+                // A run of ascending (key, ts) positions; a put that does not ascend
+                // starts the next run.
+                let mut end = run + 1;
+                while end < held.len()
+                    && (held[end - 1].0.as_slice(), inv(held[end - 1].1)) < (held[end].0.as_slice(), inv(held[end].1))
+                {
+                    end += 1;
+                }
+                let writes = held[run..end].iter().map(|(k, ts, v)| ((k.as_slice(), inv(*ts)), Some(v.as_slice())));
+                write_in_runs(table, writes)?;
+                run = end;
+            }
+        }
+        self.held_bytes = 0;
+        Ok(())
+    }
+
+    /// Write what is held and the greatest ts.
+    fn finish(mut self, extra: Option<(&str, &[u8])>) -> Result<()> {
+        self.write_held()?;
+        if let Some((k, v)) = extra {
+            self.meta.insert(k, v).map_err(redb_err)?;
+        }
+        self.meta.insert(META_MAX_TS, &self.max_ts.to_be_bytes()[..]).map_err(redb_err)?;
+        Ok(())
+    }
 }
 
 impl crate::Load for RedbLoad<'_> {
     fn put(&mut self, space: Space, key: &[u8], ts: Ts, value: &[u8]) -> Result<()> {
         crate::check_put(key, value)?;
-        let table = match space {
-            Space::Docs => &mut self.docs,
-            Space::Index => &mut self.index,
-        };
         self.max_ts = self.max_ts.max(ts);
-        table.insert((key, inv(ts)), value).map(drop).map_err(redb_err)
+        let slot = match space {
+            Space::Docs => 0,
+            Space::Index => 1,
+        };
+        self.held[slot].push((key.to_vec(), ts, value.to_vec()));
+        self.held_bytes += key.len() + value.len();
+        if self.held_bytes >= LOAD_BUFFER_BYTES {
+            self.write_held()?;
+        }
+        Ok(())
     }
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
         crate::replace::check_meta(key, value)?;
@@ -600,6 +658,58 @@ mod tests {
             assert!(got == model.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>(), "round {round}");
         }
         assert!(model.len() > 1_000, "the table grew to {} keys", model.len());
+    }
+
+    /// A replacement loaded through the buffered runs holds what plain inserts of its
+    /// puts, in the order put, would leave: mostly ascending runs (a snapshot's stream),
+    /// with puts out of order and repeated positions (the later put wins) mixed in, more
+    /// than one buffer's worth, in both spaces.
+    #[test]
+    fn a_replacement_holds_what_its_puts_leave() {
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("r.redb")).unwrap();
+        for round in 0..3u64 {
+            type Versions = BTreeMap<(Vec<u8>, u64), Vec<u8>>;
+            let mut model: [Versions; 2] = Default::default();
+            let mut puts = Vec::new();
+            let mut next = rand(1_000);
+            while puts.len() < 30_000 {
+                // Ascending: the next key, or the same key at an older ts.
+                next += rand(3);
+                let (key, ts) = if rand(20) == 0 { (rand(40_000), 1 + rand(9)) } else { (next, 9 - rand(3)) };
+                let slot = usize::from(rand(4) == 0);
+                let value = vec![b'a' + (round as u8); 100 + rand(600) as usize];
+                puts.push((slot, format!("k{key:06}").into_bytes(), ts, value));
+            }
+            assert!(puts.iter().map(|p| p.1.len() + p.3.len()).sum::<usize>() > LOAD_BUFFER_BYTES);
+            Store::replace(&store, &mut |l| {
+                for (slot, key, ts, value) in &puts {
+                    let space = if *slot == 0 { Space::Docs } else { Space::Index };
+                    l.put(space, key, *ts, value)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            for (slot, key, ts, value) in puts {
+                model[slot].insert((key, ts), value);
+            }
+            let snap = store.snapshot().unwrap();
+            for (slot, space) in [(0, Space::Docs), (1, Space::Index)] {
+                let got: Vec<_> = snap
+                    .versions_from(space, None)
+                    .unwrap()
+                    .map(|e| {
+                        let (k, v) = e.unwrap();
+                        ((k, v.ts), v.value)
+                    })
+                    .collect();
+                let mut want: Vec<_> = model[slot].clone().into_iter().collect();
+                // The store's order: by key, newest first.
+                want.sort_by(|a, b| (&a.0 .0, std::cmp::Reverse(a.0 .1)).cmp(&(&b.0 .0, std::cmp::Reverse(b.0 .1))));
+                assert!(got == want, "round {round}, {space:?}: {} versions held, {} put", got.len(), want.len());
+            }
+        }
     }
 
     /// One write of several overlays leaves what writing them one by one leaves: a version

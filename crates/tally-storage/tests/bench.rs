@@ -36,6 +36,23 @@ fn bench(name: &str, store: &dyn Store) {
         assert_eq!(n, KEYS);
         println!("{name}: scan desc={desc} {:.0} keys/s", n as f64 / t.elapsed().as_secs_f64());
     }
+    drop(snap);
+
+    // A snapshot install: the whole content replaced by a stream of versions in the
+    // store's order (key ascending, newest version first), as `tally-exec`'s snapshot
+    // import loads it.
+    let t = Instant::now();
+    store
+        .replace(&mut |load| {
+            for k in 0..KEYS {
+                for v in (0..VERSIONS).rev() {
+                    load.put(Space::Docs, &k.to_be_bytes(), 10 * (v + 1) + k % 7, &value)?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!("{name}: replace {:.0} versions/s", puts / t.elapsed().as_secs_f64());
 }
 
 #[test]
