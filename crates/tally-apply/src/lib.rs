@@ -16,8 +16,9 @@ pub use idle::{IdleSweep, IDLE_SWEEP_EVERY};
 pub use replicated::{ExportWriter, MachineError, ReplicatedMachine};
 
 /// What the node that received an input already decoded from its bytes, handed to the
-/// executor beside them so it need not decode them again (the local log only: nothing of
-/// it is logged or replicated). Opaque here; the machine that defines it knows its type
+/// executor beside them so it need not decode them again (on that node only: a single
+/// node's sequencer, or the Raft leader that proposes the batch; nothing of it is logged
+/// or replicated). Opaque here; the machine that defines it knows its type
 /// and ignores anything else. A machine must produce exactly what it would from the
 /// bytes alone: a hint saves work, it never changes a result (replay and every other
 /// replica see the bytes only).

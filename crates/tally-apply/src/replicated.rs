@@ -32,6 +32,20 @@ pub trait ReplicatedMachine: StateMachine {
             answer(i, out);
         }
     }
+    /// [`apply_at_answering`](Self::apply_at_answering), with `decoded[i]` (when present)
+    /// what this member already decoded from input `i`: the leader received the input
+    /// and proposed the batch itself (see [`crate::Decoded`]; other members and a replay
+    /// have the bytes only). By default the hints are dropped.
+    fn apply_at_decoded(
+        &mut self,
+        batch: &Batch,
+        position: &[u8],
+        decoded: &mut [Option<crate::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        let _ = decoded;
+        self.apply_at_answering(batch, position, answer)
+    }
     /// Record `position` for a log entry that carries no batch.
     fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError>;
     /// The last recorded position (what survives a crash is the last durable one).

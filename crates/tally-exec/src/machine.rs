@@ -942,7 +942,17 @@ impl ReplicatedMachine for FqlMachine {
     }
 
     fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
-        let r = self.apply_inner(batch, Some(position), true, &mut [], &mut || true, answer);
+        self.apply_at_decoded(batch, position, &mut [], answer)
+    }
+
+    fn apply_at_decoded(
+        &mut self,
+        batch: &Batch,
+        position: &[u8],
+        decoded: &mut [Option<tally_apply::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        let r = self.apply_inner(batch, Some(position), true, decoded, &mut || true, answer);
         fail_stop(r.map(|()| Vec::new()), batch.height);
     }
 

@@ -27,13 +27,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tally_calvin::Decoded;
+
 /// Where the outputs of one proposed batch go: `(input, output, raft index, height)`.
 pub type Sink = Box<dyn FnMut(usize, Vec<u8>, u64, u64) + Send>;
 
-/// A registered batch: the term this member led when it proposed it, and its sink.
+/// A registered batch: the term this member led when it proposed it, its sink, and what
+/// this member's request threads decoded from its inputs (`tally_calvin::Decoded`, by
+/// input; handed to the executor with the entry).
 struct Registered {
     term: u64,
     sink: Sink,
+    decoded: Vec<Option<Decoded>>,
+}
+
+/// The leader's own things for a batch it proposed, claimed when the entry is applied.
+pub struct Claimed {
+    pub sink: Sink,
+    pub decoded: Vec<Option<Decoded>>,
 }
 
 #[derive(Default)]
@@ -57,10 +68,11 @@ pub struct Progress {
 }
 
 impl Early {
-    /// Register the sink of a batch with timestamp `ts`, proposed while leading in `term`.
-    pub fn register(&self, term: u64, ts: u64, sink: Sink) {
+    /// Register the sink of a batch with timestamp `ts`, proposed while leading in `term`,
+    /// with what was decoded from its inputs.
+    pub fn register(&self, term: u64, ts: u64, sink: Sink, decoded: Vec<Option<Decoded>>) {
         if let Ok(mut p) = self.pending.lock() {
-            p.insert(ts, Registered { term, sink });
+            p.insert(ts, Registered { term, sink, decoded });
         }
     }
 
@@ -72,11 +84,11 @@ impl Early {
         }
     }
 
-    /// The sink of the entry being applied, if this member proposed it in `term`.
-    pub fn claim(&self, term: u64, ts: u64) -> Option<Sink> {
+    /// The sink and hints of the entry being applied, if this member proposed it in `term`.
+    pub fn claim(&self, term: u64, ts: u64) -> Option<Claimed> {
         let mut p = self.pending.lock().ok()?;
         match p.get(&ts) {
-            Some(r) if r.term == term => p.remove(&ts).map(|r| r.sink),
+            Some(r) if r.term == term => p.remove(&ts).map(|r| Claimed { sink: r.sink, decoded: r.decoded }),
             _ => None,
         }
     }
@@ -123,14 +135,23 @@ mod tests {
         let e = Early::default();
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        e.register(3, 1000, Box::new(move |i, out, index, height| g.lock().unwrap().push((i, out, index, height))));
+        let hints: Vec<Option<Decoded>> = vec![Some(Box::new(42u32)), None];
+        e.register(
+            3,
+            1000,
+            Box::new(move |i, out, index, height| g.lock().unwrap().push((i, out, index, height))),
+            hints,
+        );
         assert!(e.claim(4, 1000).is_none(), "another term's entry with the same ts is not this proposal");
         assert!(e.claim(3, 999).is_none());
-        let mut sink = e.claim(3, 1000).expect("the proposal's own entry claims it");
+        let Claimed { mut sink, mut decoded } = e.claim(3, 1000).expect("the proposal's own entry claims it");
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[0].take().and_then(|d| d.downcast::<u32>().ok()).map(|d| *d), Some(42));
+        assert!(decoded[1].is_none());
         sink(0, b"a".to_vec(), 7, 2);
         assert!(e.claim(3, 1000).is_none(), "claimed once");
         assert_eq!(*got.lock().unwrap(), vec![(0, b"a".to_vec(), 7, 2)]);
-        e.register(3, 1001, Box::new(|_, _, _, _| {}));
+        e.register(3, 1001, Box::new(|_, _, _, _| {}), Vec::new());
         e.forget(1001);
         assert!(e.claim(3, 1001).is_none());
     }

@@ -27,7 +27,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
-use tally_calvin::{Batch, BatchLimits, FairInbox, Pushed, Tenant};
+use tally_calvin::{Batch, BatchLimits, Decoded, FairInbox, Pushed, Tenant};
 use tokio::sync::{oneshot, Semaphore};
 // tokio's clock, so a simulation with paused time controls every deadline.
 use tokio::time::Instant;
@@ -154,8 +154,10 @@ pub struct SubmitOk {
 }
 
 type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
-/// An input waiting on the leader, where its answer goes, and when it was queued.
-type Item = (Vec<u8>, Reply, Instant);
+/// An input waiting on the leader, what this member's request thread decoded from it (for
+/// the executor, see `tally_calvin::Decoded`), where its answer goes, and when it was
+/// queued.
+type Item = (Vec<u8>, Option<Decoded>, Reply, Instant);
 
 pub struct RaftNode {
     pub raft: Raft,
@@ -401,6 +403,18 @@ impl RaftNode {
 
     /// Submit one input of `tenant` from a client of this member.
     pub async fn submit(&self, tenant: Tenant, input: Vec<u8>) -> Result<SubmitOk, SubmitError> {
+        self.submit_decoded(tenant, input, None).await
+    }
+
+    /// [`RaftNode::submit`], with what this member's request thread decoded from `input`:
+    /// where this member leads, its executor applies the batch from it (the first attempt
+    /// only; a retry or a forwarded write goes without).
+    pub async fn submit_decoded(
+        &self,
+        tenant: Tenant,
+        input: Vec<u8>,
+        mut decoded: Option<Decoded>,
+    ) -> Result<SubmitOk, SubmitError> {
         let deadline = Instant::now() + self.cfg.write_timeout;
         // A leader without recent acks from a majority gives them one more staleness window
         // (a loaded machine can delay heartbeats that long) before it answers unavailable:
@@ -408,7 +422,7 @@ impl RaftNode {
         let mut quorum_grace: Option<Instant> = None;
         loop {
             let r = match self.leader_with_quorum() {
-                Ok(true) => self.submit_here(tenant, input.clone(), deadline).await,
+                Ok(true) => self.submit_here_decoded(tenant, input.clone(), decoded.take(), deadline).await,
                 Ok(false) => self.forward(tenant, input.clone(), deadline).await,
                 // Just elected: the first answers from the followers are on their way.
                 Err(e) if self.metrics().last_quorum_acked.is_none() => Err(SubmitError::Retry(e.to_string())),
@@ -446,11 +460,21 @@ impl RaftNode {
         input: Vec<u8>,
         deadline: Instant,
     ) -> Result<SubmitOk, SubmitError> {
+        self.submit_here_decoded(tenant, input, None, deadline).await
+    }
+
+    async fn submit_here_decoded(
+        &self,
+        tenant: Tenant,
+        input: Vec<u8>,
+        decoded: Option<Decoded>,
+        deadline: Instant,
+    ) -> Result<SubmitOk, SubmitError> {
         let (otx, orx) = oneshot::channel();
         let bytes = input.len();
-        match self.inbox.push(tenant, (input, otx, Instant::now()), bytes) {
+        match self.inbox.push(tenant, (input, decoded, otx, Instant::now()), bytes) {
             Pushed::Queued => {}
-            Pushed::Evicted((_, reply, _)) => {
+            Pushed::Evicted((_, _, reply, _)) => {
                 let _ = reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.is_closed() => return Err(unavailable("this member is shutting down")),
@@ -632,15 +656,15 @@ const CONTENDED_WINDOW: Duration = Duration::from_secs(1);
 /// Inputs that waited longer than `wait_max` are answered `Overloaded` and never
 /// proposed: under a backlog the leader sheds its oldest work rather than doing what the
 /// submitter no longer waits for (as the single node's sequencer does).
-fn shed_stale(items: Vec<Item>, wait_max: Duration) -> Vec<(Vec<u8>, Reply)> {
+fn shed_stale(items: Vec<Item>, wait_max: Duration) -> Vec<(Vec<u8>, Option<Decoded>, Reply)> {
     items
         .into_iter()
-        .filter_map(|(input, reply, queued)| {
+        .filter_map(|(input, decoded, reply, queued)| {
             if queued.elapsed() > wait_max {
                 let _ = reply.send(Err(SubmitError::Overloaded));
                 return None;
             }
-            Some((input, reply))
+            Some((input, decoded, reply))
         })
         .collect()
 }
@@ -721,7 +745,14 @@ async fn run_batcher(
         // Never backwards, even across leader changes: above every applied commit.
         let ts = (cfg.clock)().max(issued + 1).max(last_ts.load(Ordering::Acquire) + 1);
         issued = ts;
-        let (inputs, replies): (Vec<Vec<u8>>, Vec<Reply>) = items.into_iter().unzip();
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut decoded = Vec::with_capacity(items.len());
+        let mut replies = Vec::with_capacity(items.len());
+        for (input, hint, reply) in items {
+            inputs.push(input);
+            decoded.push(hint);
+            replies.push(reply);
+        }
         let n = inputs.len();
         // Each reply is taken once: by the executor as it releases outputs, or below.
         let replies: Arc<std::sync::Mutex<Vec<Option<Reply>>>> =
@@ -739,6 +770,7 @@ async fn run_batcher(
                         let _ = r.send(Ok(SubmitOk { output, index, height, slot: i }));
                     }
                 }),
+                decoded,
             );
         }
         let take_all = |replies: &std::sync::Mutex<Vec<Option<Reply>>>| -> Vec<Option<Reply>> {
@@ -817,9 +849,19 @@ pub mod anyhow_like {
 /// sequencer, with the cluster's outcomes folded into the one error type.
 impl tally_calvin::WritePath for RaftNode {
     fn submit(&self, tenant: Tenant, input: Vec<u8>) -> tally_calvin::WriteFuture<'_> {
+        self.submit_write(tenant, input, None)
+    }
+
+    fn submit_decoded(&self, tenant: Tenant, input: Vec<u8>, decoded: Decoded) -> tally_calvin::WriteFuture<'_> {
+        self.submit_write(tenant, input, Some(decoded))
+    }
+}
+
+impl RaftNode {
+    fn submit_write(&self, tenant: Tenant, input: Vec<u8>, decoded: Option<Decoded>) -> tally_calvin::WriteFuture<'_> {
         use tally_calvin::WriteError;
         Box::pin(async move {
-            match RaftNode::submit(self, tenant, input).await {
+            match RaftNode::submit_decoded(self, tenant, input, decoded).await {
                 Ok(ok) => Ok(ok.output),
                 Err(SubmitError::Overloaded) => Err(WriteError::Overloaded),
                 Err(SubmitError::Ambiguous(m)) => Err(WriteError::Ambiguous(m)),

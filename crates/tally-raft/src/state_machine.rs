@@ -166,7 +166,8 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
                 };
                 let mut outputs = Vec::with_capacity(batch.inputs.len());
                 let started = std::time::Instant::now();
-                m.apply_at_answering(&batch, &pos, &mut |i, out| {
+                let mut decoded = std::mem::take(&mut rel.decoded);
+                m.apply_at_decoded(&batch, &pos, &mut decoded, &mut |i, out| {
                     rel.early.set_progress(rel.index, i + 1);
                     match rel.sink.as_mut() {
                         // The sink answered this input; the batcher's copy of its reply is
@@ -202,6 +203,9 @@ impl<M: ReplicatedMachine + 'static> Engine for Executor<M> {
 struct Released {
     index: u64,
     sink: Option<Sink>,
+    /// What this member's request threads decoded from the entry's inputs, when it
+    /// proposed the entry (empty otherwise).
+    decoded: Vec<Option<tally_calvin::Decoded>>,
     early: Arc<Early>,
 }
 
@@ -308,11 +312,12 @@ impl RaftStateMachine<TypeConfig> for Machine {
                     let released = self.early.as_ref().map(|early| {
                         let leader = log_id.committed_leader_id();
                         let mine = self.node_id == Some(*leader.node_id());
-                        Released {
-                            index: log_id.index,
-                            sink: if mine { early.claim(leader.term(), batch.ts) } else { None },
-                            early: early.clone(),
-                        }
+                        let claimed = if mine { early.claim(leader.term(), batch.ts) } else { None };
+                        let (sink, decoded) = match claimed {
+                            Some(c) => (Some(c.sink), c.decoded),
+                            None => (None, Vec::new()),
+                        };
+                        Released { index: log_id.index, sink, decoded, early: early.clone() }
                     });
                     self.engine.apply(batch, next.encode(), released).await?
                 }

@@ -453,6 +453,15 @@ impl<M: tally_calvin::ReplicatedMachine> tally_calvin::ReplicatedMachine for Met
     fn apply_at_answering(&mut self, batch: &Batch, position: &[u8], answer: &mut dyn FnMut(usize, Vec<u8>)) {
         self.timed(batch, |m| m.apply_at_answering(batch, position, answer))
     }
+    fn apply_at_decoded(
+        &mut self,
+        batch: &Batch,
+        position: &[u8],
+        decoded: &mut [Option<tally_calvin::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        self.timed(batch, |m| m.apply_at_decoded(batch, position, decoded, answer))
+    }
     fn set_position(&mut self, position: &[u8]) -> Result<(), tally_calvin::MachineError> {
         self.inner.set_position(position)
     }
