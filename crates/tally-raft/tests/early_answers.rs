@@ -7,7 +7,8 @@
 //! gate. Only what was released can have been answered, so the assertions need no timing.
 //!
 //! Also here: the leader paces its batches by the apply cost it measures, while tenants
-//! compete (and only then).
+//! compete (and only then); and the leader's executor gets what its own request threads
+//! decoded from the inputs it proposes, while followers and forwarded inputs go without.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{gate, peer_listener, until, Gate, Held, HoldAt, Member};
+use common::{gate, peer_listener, until, Gate, Held, Hints, HoldAt, Member};
 use tally_calvin::Tenant;
 use tally_raft::{ClusterConfig, RaftNode, SubmitError, SubmitOk};
 use tokio::task::JoinHandle;
@@ -135,4 +136,35 @@ async fn batches_are_paced_only_while_tenants_compete() {
     assert!(paced.values().all(|&n| n <= 2), "at most 10 ms of 5 ms inputs per batch: {paced:?}");
     assert!(paced.len() >= 6, "{paced:?}");
     m.stop().await;
+}
+
+/// An input submitted on the leader with what its request thread decoded reaches the
+/// leader's executor with it; the followers apply the same entry from the bytes alone, and
+/// an input a follower forwards reaches the leader without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_applies_its_own_proposals_with_their_hints() {
+    let (l1, addr1) = peer_listener().await;
+    let (l2, addr2) = peer_listener().await;
+    let noting = |hints: &Hints| Held::new(None, HoldAt::FirstBatch, Duration::ZERO).noting_hints(hints.clone());
+    let (leader_hints, follower_hints) = (Hints::default(), Hints::default());
+    let leader = common::start(1, BTreeMap::from([(1, addr1)]), l1, noting(&leader_hints), |_| {}).await;
+    until("member 1 leads", || leader.node.leader_with_quorum().unwrap_or(false)).await;
+    let follower = common::start(2, BTreeMap::new(), l2, noting(&follower_hints), |_| {}).await;
+    leader.node.add_member(2, addr2).await.unwrap();
+    until("member 2 follows member 1", || follower.node.metrics().current_leader == Some(1)).await;
+    let hint = |input: &[u8]| -> Option<tally_calvin::Decoded> { Some(Box::new(input.to_vec())) };
+    let ok = leader.node.submit_decoded(TENANT, b"on the leader".to_vec(), hint(b"on the leader")).await.unwrap();
+    assert_eq!(ok.output, b"on the leader");
+    let ok = follower.node.submit_decoded(TENANT, b"forwarded".to_vec(), hint(b"forwarded")).await.unwrap();
+    assert_eq!(ok.output, b"forwarded");
+    until("the follower applied both", || follower_hints.lock().unwrap().len() == 2).await;
+    let seen = |h: &Hints| h.lock().unwrap().clone();
+    assert_eq!(
+        seen(&leader_hints),
+        vec![(b"on the leader".to_vec(), true), (b"forwarded".to_vec(), false)],
+        "the leader's own proposal came with its hint, the forwarded input without"
+    );
+    assert_eq!(seen(&follower_hints), vec![(b"on the leader".to_vec(), false), (b"forwarded".to_vec(), false)]);
+    follower.stop().await;
+    leader.stop().await;
 }

@@ -35,11 +35,24 @@ pub struct Held {
     hold_at: HoldAt,
     per_input: Duration,
     recorded: Option<Recorded>,
+    hints: Option<Hints>,
 }
+
+/// The inputs a machine applied, each with whether a hint came with it that holds its own
+/// bytes (as `Vec<u8>`): what the member's request thread would have decoded from it.
+pub type Hints = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
 
 impl Held {
     pub fn new(gate: Option<MachineGate>, hold_at: HoldAt, per_input: Duration) -> Held {
-        Held { height: 0, position: None, gate: gate.map(|g| (g.held, g.open)), hold_at, per_input, recorded: None }
+        Held {
+            height: 0,
+            position: None,
+            gate: gate.map(|g| (g.held, g.open)),
+            hold_at,
+            per_input,
+            recorded: None,
+            hints: None,
+        }
     }
 
     /// A machine restored from a backup: it starts at `height` with that `position`.
@@ -51,6 +64,12 @@ impl Held {
     pub fn recording(mut self, recorded: Recorded) -> Held {
         *recorded.lock().unwrap() = (self.height, self.position.clone());
         self.recorded = Some(recorded);
+        self
+    }
+
+    /// Keep in `hints` every input applied and whether its hint came with it.
+    pub fn noting_hints(mut self, hints: Hints) -> Held {
+        self.hints = Some(hints);
         self
     }
 
@@ -105,6 +124,22 @@ impl ReplicatedMachine for Held {
         for (i, out) in outputs {
             answer(i, out);
         }
+    }
+    fn apply_at_decoded(
+        &mut self,
+        b: &Batch,
+        position: &[u8],
+        decoded: &mut [Option<tally_calvin::Decoded>],
+        answer: &mut dyn FnMut(usize, Vec<u8>),
+    ) {
+        if let Some(hints) = &self.hints {
+            let mut hints = hints.lock().unwrap();
+            for (i, input) in b.inputs.iter().enumerate() {
+                let hint = decoded.get_mut(i).and_then(Option::take).and_then(|d| d.downcast::<Vec<u8>>().ok());
+                hints.push((input.clone(), hint.is_some_and(|h| *h == *input)));
+            }
+        }
+        self.apply_at_answering(b, position, answer)
     }
     fn set_position(&mut self, position: &[u8]) -> Result<(), MachineError> {
         self.position = Some(position.to_vec());
