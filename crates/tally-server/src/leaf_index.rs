@@ -205,7 +205,7 @@ impl LeafIndex {
             info.insert("root", &root[..]).map_err(io)?;
         }
         let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        let durable = n % COMMITS_PER_SYNC == 0;
+        let durable = n.is_multiple_of(COMMITS_PER_SYNC);
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(io)?;
         txn.commit().map_err(io)?;
         self.indexed.store(end, Ordering::Relaxed);
