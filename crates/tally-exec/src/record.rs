@@ -366,6 +366,16 @@ pub fn decode_input_expr(bytes: &[u8]) -> Option<(TxnInput, tally_fql::expr::Exp
     let version = *bytes.first().filter(|&&v| v == 1 || v == INPUT_VERSION)?;
     let mut r = Reader { bytes, pos: 1, version };
     let input = decode_v1_head(&mut r).ok()?;
+    // The tree into a tape and the tape into an expression, as the receiving node builds
+    // it from the request's text (plain loops; the serde visitors cost about three times
+    // as much); where the tape or its builder declines, the tree through serde.
+    let at = r.pos;
+    if let Some(tape) = r.tree_tape().filter(|_| r.pos == bytes.len()) {
+        if let Some(expr) = tally_fql::expr::from_tape(&tape) {
+            return Some((input, expr));
+        }
+    }
+    r.pos = at;
     let expr = tally_fql::expr::QuerySeed.deserialize(tree_de::TreeDe::new(&mut r)).ok()?;
     (r.pos == bytes.len()).then_some((input, expr))
 }
@@ -592,6 +602,40 @@ impl<'a> Reader<'a> {
         }
         let z = self.varint()?;
         Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+    }
+
+    /// The query tree as a [`tally_value::tape::Tape`] (strings borrowed from the record
+    /// or the well-known names), or None where the record is malformed or the tape
+    /// declines (deeper than its limit, a repeated key): what [`tree_de::TreeDe`] presents
+    /// to a visitor, value for value.
+    fn tree_tape(&mut self) -> Option<tally_value::tape::Tape<'a>> {
+        use tally_value::tape::{TapeBuilder, Tok};
+        let mut b = TapeBuilder::default();
+        while !b.is_done() {
+            if b.wants_key() {
+                b.key(self.name().ok()?)?;
+                continue;
+            }
+            match self.u8().ok()? {
+                0x00 => b.scalar(Tok::Null)?,
+                0x01 => b.scalar(Tok::Bool(false))?,
+                0x02 => b.scalar(Tok::Bool(true))?,
+                0x03 => b.scalar(Tok::Long(self.int().ok()?))?,
+                0x04 => match self.u64().ok()? {
+                    u if u > i64::MAX as u64 => b.scalar(Tok::BigU64(u))?,
+                    _ => return None,
+                },
+                0x05 => match f64::from_bits(self.u64().ok()?) {
+                    f if f.is_finite() => b.scalar(Tok::Double(f))?,
+                    _ => return None,
+                },
+                0x06 => b.scalar(Tok::Str(self.name().ok()?))?,
+                0x07 => b.array(u32::try_from(self.len().ok()?).ok()?)?,
+                0x08 => b.object(u32::try_from(self.len().ok()?).ok()?)?,
+                _ => return None,
+            }
+        }
+        b.finish()
     }
 
     fn tree(&mut self, depth: usize) -> Result<Json, RecordError> {

@@ -189,6 +189,13 @@ fn parse_cost_parts() {
     time("expr::parse of the tree", &|| drop(std::hint::black_box(tally_fql::expr::parse(&q))));
     time("expr::from_text", &|| drop(std::hint::black_box(tally_fql::expr::from_text(text))));
     time("QueryTree::from_text", &|| drop(std::hint::black_box(QueryTree::from_text(text))));
+    // What a replica (a follower, a replay) does with the logged record instead.
+    let mut record_input = input();
+    record_input.q = tally_value::parse_json_unbounded(text).unwrap();
+    let record = encode_input(&record_input).unwrap();
+    time("the record into its input and expression (decode_input_expr)", &|| {
+        drop(std::hint::black_box(tally_exec::record::decode_input_expr(std::hint::black_box(&record))))
+    });
     time("may_hold_password", &|| {
         std::hint::black_box(tally_fql::secret::may_hold_password(text));
     });

@@ -107,6 +107,142 @@ impl<'a> Tape<'a> {
     }
 }
 
+/// A [`Tape`] written value by value by a reader of another encoding of a JSON tree (the
+/// logged record's query tree, in `tally-exec`), with the checks [`Tape::parse`] makes of
+/// a text: nesting up to [`DEPTH_MAX`] containers, an object's keys distinct. A container
+/// is declared with its count of values and closes itself when the last is in; an
+/// object's values each follow their key ([`TapeBuilder::wants_key`]). Every method
+/// answers `None` for what a text could not hold (a value where a key is due, a repeated
+/// key, anything after the root value), and the builder is then of no further use.
+#[derive(Default)]
+pub struct TapeBuilder<'a> {
+    toks: Vec<Tok<'a>>,
+    /// Open containers, innermost last.
+    open: Vec<Open>,
+    /// The keys of the open objects, innermost last.
+    keys: Vec<&'a str>,
+    /// The root value is complete.
+    done: bool,
+}
+
+struct Open {
+    /// Its token's index.
+    at: usize,
+    /// Values still to come.
+    left: u32,
+    /// An object's: where its keys start in `keys`, and whether a key comes next.
+    object: Option<(usize, bool)>,
+}
+
+impl<'a> TapeBuilder<'a> {
+    /// Whether an object key comes next.
+    pub fn wants_key(&self) -> bool {
+        matches!(self.open.last(), Some(Open { object: Some((_, true)), .. }))
+    }
+
+    /// Whether the root value is complete.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next key of the innermost object.
+    pub fn key(&mut self, k: &'a str) -> Option<()> {
+        let Some(Open { object: Some((_, want)), .. }) = self.open.last_mut() else { return None };
+        if !*want {
+            return None;
+        }
+        *want = false;
+        self.keys.push(k);
+        self.toks.push(Tok::Str(k));
+        Some(())
+    }
+
+    /// A value that is not a container.
+    pub fn scalar(&mut self, t: Tok<'a>) -> Option<()> {
+        if matches!(t, Tok::Array { .. } | Tok::Object { .. }) {
+            return None;
+        }
+        self.open_value()?;
+        self.toks.push(t);
+        self.completed()
+    }
+
+    /// An array of `len` values, which follow.
+    pub fn array(&mut self, len: u32) -> Option<()> {
+        self.container(Tok::Array { len, end: 0 }, len, None)
+    }
+
+    /// An object of `len` entries, which follow as key, value.
+    pub fn object(&mut self, len: u32) -> Option<()> {
+        self.container(Tok::Object { len, end: 0 }, len, Some((self.keys.len(), true)))
+    }
+
+    /// The tape, once its root value is complete.
+    pub fn finish(self) -> Option<Tape<'a>> {
+        self.done.then_some(Tape { toks: self.toks })
+    }
+
+    /// A value may start here: not after the root, not where a key is due.
+    fn open_value(&self) -> Option<()> {
+        (!self.done && !self.wants_key()).then_some(())
+    }
+
+    fn container(&mut self, tok: Tok<'a>, len: u32, object: Option<(usize, bool)>) -> Option<()> {
+        self.open_value()?;
+        if self.open.len() >= DEPTH_MAX as usize {
+            return None;
+        }
+        let at = self.toks.len();
+        self.toks.push(tok);
+        if len == 0 {
+            return self.closed(at);
+        }
+        self.open.push(Open { at, left: len, object });
+        Some(())
+    }
+
+    /// The container whose token is at `at` is complete.
+    fn closed(&mut self, at: usize) -> Option<()> {
+        let end = u32::try_from(self.toks.len()).ok()?;
+        match &mut self.toks[at] {
+            Tok::Array { end: e, .. } | Tok::Object { end: e, .. } => *e = end,
+            _ => return None,
+        }
+        self.completed()
+    }
+
+    /// A value is complete: it counts in its container, which may then be complete too.
+    fn completed(&mut self) -> Option<()> {
+        let Some(top) = self.open.last_mut() else {
+            self.done = true;
+            return Some(());
+        };
+        top.left -= 1;
+        if let Some((_, want)) = &mut top.object {
+            *want = true;
+        }
+        if top.left > 0 {
+            return Some(());
+        }
+        let top = self.open.pop()?;
+        if let Some((from, _)) = top.object {
+            let keys = &mut self.keys;
+            let distinct = if keys.len() - from <= 16 {
+                (from..keys.len()).all(|i| keys[from..i].iter().all(|&x| x != keys[i]))
+            } else {
+                let mut sorted = keys[from..].to_vec();
+                sorted.sort_unstable();
+                sorted.windows(2).all(|w| w[0] != w[1])
+            };
+            if !distinct {
+                return None;
+            }
+            keys.truncate(from);
+        }
+        self.closed(top.at)
+    }
+}
+
 impl<'t, 'a> Node<'t, 'a> {
     pub fn tok(&self) -> Tok<'a> {
         self.toks[self.at]
@@ -488,6 +624,81 @@ mod tests {
 
     fn want(toks: &[Tok<'_>]) -> Option<String> {
         Some(format!("{toks:?}"))
+    }
+
+    /// Feeds a tape's tokens to a [`TapeBuilder`], as a reader of another encoding would.
+    fn rebuilt<'a>(tape: &Tape<'a>) -> Option<Tape<'a>> {
+        let mut b = TapeBuilder::default();
+        for &t in &tape.toks {
+            match t {
+                Tok::Array { len, .. } => b.array(len)?,
+                Tok::Object { len, .. } => b.object(len)?,
+                Tok::Str(k) if b.wants_key() => b.key(k)?,
+                t => b.scalar(t)?,
+            }
+        }
+        b.finish()
+    }
+
+    /// The builder makes the tape the text makes (container extents included), and
+    /// refuses what a text could not hold.
+    #[test]
+    fn a_built_tape_is_the_texts() {
+        let texts = [
+            r#"{"a": [1, -2, 2.5, true, null], "b": {"c": "é", "d": {}}, "e": [], "f": [[[]], {"g": [{}]}]}"#,
+            r#"[{"let": [{"a": {"get": {"@ref": {"id": "1"}}}}], "in": {"var": "a"}}, "x", 18446744073709551615]"#,
+            "7",
+            "[]",
+            "{}",
+            r#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"ka":10,"kb":11,"kc":12,"kd":13,"ke":14,"kf":15,"kg":16,"kh":17}"#,
+        ];
+        for text in texts {
+            let mut buf = String::new();
+            let tape = Tape::parse(text.as_bytes(), &mut buf).unwrap();
+            let built = rebuilt(&tape).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(format!("{:?}", built.toks), format!("{:?}", tape.toks), "{text}");
+        }
+        // A repeated key, in a small object and in one of more than 16 keys.
+        let mut b = TapeBuilder::default();
+        b.object(2).unwrap();
+        b.key("a").unwrap();
+        b.scalar(Tok::Null).unwrap();
+        b.key("a").unwrap();
+        assert!(b.scalar(Tok::Null).is_none());
+        let mut b = TapeBuilder::default();
+        b.object(20).unwrap();
+        for i in 0..20 {
+            b.key(["x", "y", "z", "w", "v"][i % 5]).unwrap();
+            let last = b.scalar(Tok::Long(i as i64));
+            assert_eq!(last.is_some(), i < 19);
+        }
+        // A value where a key is due, a key where a value is due, a container token as a
+        // scalar, anything after the root, an unfinished root.
+        let mut b = TapeBuilder::default();
+        b.object(1).unwrap();
+        assert!(b.scalar(Tok::Null).is_none());
+        let mut b = TapeBuilder::default();
+        b.array(1).unwrap();
+        assert!(b.key("a").is_none());
+        assert!(b.scalar(Tok::Array { len: 0, end: 0 }).is_none());
+        b.scalar(Tok::Bool(true)).unwrap();
+        assert!(b.is_done() && b.scalar(Tok::Null).is_none());
+        let mut b = TapeBuilder::default();
+        b.array(2).unwrap();
+        b.scalar(Tok::Null).unwrap();
+        assert!(b.finish().is_none());
+        // Nesting: DEPTH_MAX containers, not one more.
+        let mut b = TapeBuilder::default();
+        for _ in 0..DEPTH_MAX {
+            b.array(1).unwrap();
+        }
+        assert!(b.array(1).is_none());
+        let mut b = TapeBuilder::default();
+        for _ in 0..DEPTH_MAX {
+            b.array(1).unwrap();
+        }
+        b.scalar(Tok::Null).unwrap();
+        assert_eq!(b.finish().map(|t| t.len()), Some(DEPTH_MAX as usize + 1));
     }
 
     #[test]
