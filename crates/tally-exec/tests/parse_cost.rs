@@ -196,6 +196,17 @@ fn parse_cost_parts() {
     time("the record into its input and expression (decode_input_expr)", &|| {
         drop(std::hint::black_box(tally_exec::record::decode_input_expr(std::hint::black_box(&record))))
     });
+    // The tape way's parts (what the receiving node does).
+    time("Tape::parse", &|| {
+        let mut buf = String::new();
+        drop(std::hint::black_box(tally_value::tape::Tape::parse(text, &mut buf)))
+    });
+    let mut buf = String::new();
+    let tape = tally_value::tape::Tape::parse(text, &mut buf).unwrap();
+    time("expr::from_tape, dropped", &|| drop(std::hint::black_box(tally_fql::expr::from_tape(&tape))));
+    time("QueryTree::from_tape", &|| drop(std::hint::black_box(QueryTree::from_tape(&tape))));
+    let tree = QueryTree::from_tape(&tape);
+    time("encode_input_with_tree", &|| drop(std::hint::black_box(encode_input_with_tree(&input(), &tree))));
     time("may_hold_password", &|| {
         std::hint::black_box(tally_fql::secret::may_hold_password(text));
     });
