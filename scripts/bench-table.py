@@ -4,8 +4,8 @@
 Reads the `tally bench --json` files the compare run wrote, named
 ROW.LABEL.I.json with ROW = WORKLOAD-ACCOUNTS-CLIENTS-BATCH and LABEL one of before,
 after, postgres, cluster-before, cluster-after, and prints one Markdown table: each
-build's range over its runs, the ratio of the medians, the server's and the load
-generator's CPU per transfer, Tally after / PostgreSQL's faster mode, and a cluster's
+build's range over its runs, the ratio of the medians, the server's (with the ratio of
+its medians) and the load generator's CPU per transfer, Tally after / PostgreSQL's faster mode, and a cluster's
 throughput as a share of the same build's one node; then the server's CPU per transfer by
 thread (http, executor, flusher, log, ...), for builds whose `tally bench` reports it.
 
@@ -46,6 +46,13 @@ def ratio(a, b):
 
 def cpu(reports, key):
     return [r["cpu"][key] for r in reports if r.get("cpu") and r["cpu"].get(key) is not None]
+
+
+def cpu_ratio(before, after):
+    """` (after / before)` of the medians of the server's CPU per transfer, the issue's
+    "a quarter of the starting head's" read off the table; empty without both."""
+    b, a = med(server_cpu(before)), med(server_cpu(after))
+    return f" ({a / b:.3f}×)" if a and b else ""
 
 
 def server_cpu(reports):
@@ -117,7 +124,8 @@ def main():
             pg_cell = f"{ratio(med(at), best)} ({best:,.0f}/s, `{mode}`)"
         print(
             f"| {wl} | {int(acc):,} | {cl} | {b} | {rng(bt)} | {rng(at)} | {ratio(med(at), med(bt))} "
-            f"| {rng(cpu(before, 'server_us_per_transfer'))} → {rng(cpu(after, 'server_us_per_transfer'))} "
+            f"| {rng(cpu(before, 'server_us_per_transfer'))} → {rng(cpu(after, 'server_us_per_transfer'))}"
+            f"{cpu_ratio(before, after)} "
             f"| {rng(cpu(before, 'client_us_per_transfer'))} → {rng(cpu(after, 'client_us_per_transfer'))} "
             f"| {pg_cell} |"
         )
