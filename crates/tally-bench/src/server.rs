@@ -247,8 +247,9 @@ pub fn thread_role(comm: &str) -> &'static str {
     match comm {
         // Request threads: HTTP, the body's parse, authentication, answers; in a cluster
         // also the Raft network. Blocking-pool threads have the same name; `tally-accept`
-        // takes connections (and answers probes).
+        // takes connections (and answers probes), `tally-conn-N` serves them.
         "tokio-rt-worker" | "tally-accept" => "http",
+        c if c.starts_with("tally-conn-") => "http",
         // The executor: one thread applies every write, one after another.
         "tally-sequencer" | "tally-executor" => "executor",
         // The write-behind flusher: queued commits into redb.
@@ -417,6 +418,7 @@ mod tests {
         assert_eq!(thread_role("tally-raftlog"), "log");
         assert_eq!(thread_role("tally-logger"), "log");
         assert_eq!(thread_role("tally-accept"), "http");
+        assert_eq!(thread_role("tally-conn-1"), "http");
         assert_eq!(thread_role("tally"), "other");
     }
 

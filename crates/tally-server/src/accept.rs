@@ -1,6 +1,6 @@
 //! The client port's accept thread: takes every connection off the listening socket,
 //! answers health probes (`GET /ping`, `GET /health`) itself, and hands every other
-//! connection to the server's runtime once it has sent its first bytes.
+//! connection to a connection thread (`crate::lanes`) once it has sent its first bytes.
 //!
 //! Why a thread of its own: on the runtime's threads (one per core) the accept loop and a
 //! probe's connection queued behind everything else the runtime had to do. Under 80,000
@@ -40,7 +40,6 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Handle;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -73,8 +72,8 @@ pub struct Ctx {
     pub permits: Arc<Semaphore>,
     /// Set when the server stops; connections finish what they were doing.
     pub stop: watch::Receiver<bool>,
-    /// The server's runtime, where connections other than probes are served.
-    pub runtime: Handle,
+    /// The threads connections other than probes are served on (`crate::lanes`).
+    pub lanes: Arc<crate::lanes::Lanes>,
 }
 
 /// Start the accept thread on `listener`; it returns once `ctx.stop` is set (dropping
@@ -326,21 +325,24 @@ async fn serve_probe(stream: TcpStream, ctx: &Ctx) {
     let _ = tokio::time::timeout(timeout, conn).await;
 }
 
-/// Move the connection to the server's runtime (off this thread's reactor) and serve it
-/// there; `permit` is held until it closes.
+/// Move the connection to the connection thread with the fewest (off this thread's
+/// reactor) and serve it there; `permit` is held until it closes.
 fn hand_off(stream: TcpStream, permit: OwnedSemaphorePermit, ctx: &Ctx) {
     let Ok(stream) = stream.into_std() else { return };
     let (app, limits, inflight, stop, tls) =
         (ctx.app.clone(), ctx.limits.clone(), ctx.inflight.clone(), ctx.stop.clone(), ctx.tls.clone());
-    ctx.runtime.spawn(async move {
+    let (runtime, placed) = ctx.lanes.place();
+    let server = ctx.lanes.server().clone();
+    runtime.spawn(async move {
+        let _placed = placed;
         let Ok(stream) = TcpStream::from_std(stream) else { return };
         match tls {
             Some(tls) => {
                 if let Some(s) = tls.accept(stream, limits.header_read_timeout).await {
-                    crate::conn::serve_one(s, app, &limits, inflight, stop).await;
+                    crate::conn::serve_one(s, app, &limits, inflight, stop, server).await;
                 }
             }
-            None => crate::conn::serve_one(stream, app, &limits, inflight, stop).await,
+            None => crate::conn::serve_one(stream, app, &limits, inflight, stop, server).await,
         }
         drop(permit);
     });

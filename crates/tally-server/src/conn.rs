@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -120,7 +120,7 @@ pub fn default_connections_max(fd_limit: u64) -> usize {
 /// Serve `app` on `listener` until `shutdown` resolves, then finish the connections'
 /// requests (bounded by the idle and answer timeouts) and return. Connections are
 /// accepted on a thread of their own (`crate::accept`), which answers health probes
-/// itself and hands the rest to this runtime.
+/// itself and hands the rest to the connection threads (`crate::lanes`).
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -135,6 +135,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Arc::new(limits);
+    // As many connection threads as the runtime has workers (one per core).
+    let lanes = Arc::new(crate::lanes::Lanes::start(tokio::runtime::Handle::current().metrics().num_workers())?);
     let ctx = crate::accept::Ctx {
         app,
         limits: limits.clone(),
@@ -142,7 +144,7 @@ pub async fn serve(
         tls,
         permits: permits.clone(),
         stop: stop_rx,
-        runtime: tokio::runtime::Handle::current(),
+        lanes: lanes.clone(),
     };
     let acceptor = crate::accept::spawn(listener.into_std()?, ctx)?;
     shutdown.await;
@@ -152,7 +154,22 @@ pub async fn serve(
     // Wait for the connections to finish what they were doing, within bounds.
     let grace = limits.answer_send_timeout.max(limits.idle_timeout).min(Duration::from_secs(30));
     let _ = tokio::time::timeout(grace, permits.acquire_many(max as u32)).await;
+    let _ = tokio::task::spawn_blocking(move || lanes.stop()).await;
     Ok(())
+}
+
+/// Spawns HTTP/2 streams on a given runtime.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl<F> hyper::rt::Executor<F> for OnRuntime
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
 }
 
 /// What a connection's watchdog looks at.
@@ -191,6 +208,7 @@ pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
     limits: &ConnLimits,
     inflight: Arc<InFlight>,
     mut stop: watch::Receiver<bool>,
+    h2_streams_on: tokio::runtime::Handle,
 ) {
     let w = Arc::new(ConnWatch {
         started: Instant::now(),
@@ -221,7 +239,11 @@ pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
             }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // An HTTP/1.1 connection serves its requests one after another in its own task, on
+    // its connection thread; an HTTP/2 connection's requests run as tasks of their own,
+    // spread over the server's runtime, so one busy connection (a driver multiplexes an
+    // application's requests onto one) still has every core.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(OnRuntime(h2_streams_on));
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.h2_streams_max);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);

@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod inflight;
 pub mod jwt;
+pub mod lanes;
 pub mod leaf_index;
 pub mod ledger_api;
 pub mod ledger_check;
