@@ -13,8 +13,9 @@
 //! threads is bounded (a read past the inline step budget moves to `crate::longpool`,
 //! large answers are encoded there too), and connections are spread by count.
 //!
-//! Everything else the server runs (the cluster's network, streams' watchers, the metrics
-//! port, background tasks) stays on the server's runtime.
+//! HTTP/2 connections keep their requests on the server's runtime (see `crate::conn`).
+//! Everything else the server runs (the cluster's network, the metrics port, background
+//! tasks) stays there too; a task a request spawns runs where the request runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
