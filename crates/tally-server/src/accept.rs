@@ -1,6 +1,7 @@
 //! The client port's accept thread: takes every connection off the listening socket,
 //! answers health probes (`GET /ping`, `GET /health`) itself, and hands every other
-//! connection to a connection thread (`crate::lanes`) once it has sent its first bytes.
+//! connection to a connection thread (`crate::lanes`; HTTP/2 with prior knowledge to the
+//! server's runtime) once it has sent its first bytes.
 //!
 //! Why a thread of its own: on the runtime's threads (one per core) the accept loop and a
 //! probe's connection queued behind everything else the runtime had to do. Under 80,000
@@ -57,7 +58,9 @@ pub const OVER_CAP_SNIFF: Duration = Duration::from_millis(250);
 pub const OVER_CAP_SERVE: Duration = Duration::from_secs(1);
 /// The request lines answered on this thread (HTTP/1.x, path then a space or a query).
 const PROBE_LINES: [&[u8]; 4] = [b"GET /ping ", b"GET /ping?", b"GET /health ", b"GET /health?"];
-/// Bytes looked at: the longest probe line.
+/// How an HTTP/2 connection with prior knowledge starts (its preface's first bytes).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
+/// Bytes looked at: the longest probe line (and the start of HTTP/2's preface).
 const SNIFF_BYTES: usize = 12;
 /// Between two looks at a connection whose first bytes are only part of a probe line.
 const SNIFF_RETRY: Duration = Duration::from_millis(2);
@@ -250,6 +253,8 @@ fn raise_priority() {}
 enum First {
     Probe,
     Other,
+    /// HTTP/2 with prior knowledge (its connection preface).
+    H2,
     /// A TLS handshake.
     Tls,
     /// Nothing before the deadline, or the client closed.
@@ -263,7 +268,8 @@ async fn route(stream: TcpStream, deadline: Instant, permit: OwnedSemaphorePermi
         First::Silent => {}
         First::Probe => serve_probe(stream, ctx).await,
         First::Tls if ctx.tls.is_none() => crate::tls::warn_tls_on_plain_port(&stream),
-        _ => hand_off(stream, permit, ctx),
+        First::H2 => hand_off(stream, permit, ctx, true),
+        _ => hand_off(stream, permit, ctx, false),
     }
 }
 
@@ -284,6 +290,7 @@ async fn sniff(stream: &TcpStream, deadline: Instant, look: bool) -> First {
         }
         match probe_line(&buf[..n]) {
             Some(true) => return First::Probe,
+            Some(false) if buf[..n].starts_with(H2_PREFACE) => return First::H2,
             Some(false) => return First::Other,
             // Part of a probe line so far: peek returns at once while the bytes are
             // there, so look again a little later.
@@ -325,14 +332,20 @@ async fn serve_probe(stream: TcpStream, ctx: &Ctx) {
     let _ = tokio::time::timeout(timeout, conn).await;
 }
 
-/// Move the connection to the connection thread with the fewest (off this thread's
-/// reactor) and serve it there; `permit` is held until it closes.
-fn hand_off(stream: TcpStream, permit: OwnedSemaphorePermit, ctx: &Ctx) {
+/// Move the connection off this thread's reactor and serve it: on the connection thread
+/// with the fewest, or (`h2`: HTTP/2 known from its first bytes) on the server's runtime
+/// with its requests (see `crate::lanes`). `permit` is held until it closes.
+fn hand_off(stream: TcpStream, permit: OwnedSemaphorePermit, ctx: &Ctx, h2: bool) {
     let Ok(stream) = stream.into_std() else { return };
     let (app, limits, inflight, stop, tls) =
         (ctx.app.clone(), ctx.limits.clone(), ctx.inflight.clone(), ctx.stop.clone(), ctx.tls.clone());
-    let (runtime, placed) = ctx.lanes.place();
     let server = ctx.lanes.server().clone();
+    let (runtime, placed) = if h2 {
+        (server.clone(), None)
+    } else {
+        let (lane, placed) = ctx.lanes.place();
+        (lane.clone(), Some(placed))
+    };
     runtime.spawn(async move {
         let _placed = placed;
         let Ok(stream) = TcpStream::from_std(stream) else { return };
@@ -363,6 +376,24 @@ mod tests {
         assert_eq!(probe_line(b"POST / HTTP/1.1\r\n"), Some(false));
         assert_eq!(probe_line(b"PRI * HTTP/2.0\r\n"), Some(false));
         assert_eq!(probe_line(b"GET /ledger/head"), Some(false));
+    }
+
+    #[tokio::test]
+    async fn first_bytes_tell_http2_with_prior_knowledge_from_http1() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (first, want) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], First::H2),
+            (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", First::Other),
+            (b"GET /ping HTTP/1.1\r\n\r\n", First::Probe),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(first).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            assert_eq!(sniff(&server, deadline, true).await, want, "{:?}", String::from_utf8_lossy(first));
+        }
     }
 
     #[tokio::test]

@@ -239,10 +239,10 @@ pub(crate) async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
             }
         })
     };
-    // An HTTP/1.1 connection serves its requests one after another in its own task, on
-    // its connection thread; an HTTP/2 connection's requests run as tasks of their own,
-    // spread over the server's runtime, so one busy connection (a driver multiplexes an
-    // application's requests onto one) still has every core.
+    // An HTTP/1.1 connection serves its requests one after another in its own task (on
+    // its connection thread, `crate::lanes`); an HTTP/2 connection's requests run as
+    // tasks of their own on the server's runtime, so one busy connection (a driver
+    // multiplexes an application's requests onto one) still has every core.
     let mut builder = hyper_util::server::conn::auto::Builder::new(OnRuntime(h2_streams_on));
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.h2_streams_max);

@@ -13,9 +13,14 @@
 //! threads is bounded (a read past the inline step budget moves to `crate::longpool`,
 //! large answers are encoded there too), and connections are spread by count.
 //!
-//! HTTP/2 connections keep their requests on the server's runtime (see `crate::conn`).
-//! Everything else the server runs (the cluster's network, the metrics port, background
-//! tasks) stays there too; a task a request spawns runs where the request runs.
+//! HTTP/2 is different: a driver multiplexes a whole application onto one connection,
+//! which must still have every core. One known from its first bytes (prior knowledge, as
+//! the official drivers speak it in the clear) is served on the server's runtime as
+//! before (`crate::accept`); one over TLS (ALPN, known only after the handshake on its
+//! lane) keeps its connection on the lane and runs its requests on the server's runtime
+//! (`crate::conn`). Everything else the server runs (the cluster's network, the metrics
+//! port, background tasks) stays there too; a task a request spawns runs where the
+//! request runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
