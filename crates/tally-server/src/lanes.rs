@@ -10,8 +10,9 @@
 //! (docs/benchmarks.md, "Connections on a thread each"). A connection on a runtime of its
 //! own thread wakes that thread only. What work stealing gave (a busy connection's
 //! neighbours moving to an idle core) matters less here: a request's work on these
-//! threads is bounded (a read past the inline step budget moves to `crate::longpool`,
-//! large answers are encoded there too), and connections are spread by count.
+//! threads is bounded (a read past the inline step budget of 1,000 steps moves to
+//! `crate::longpool`, bodies over 64 KiB are parsed and large answers encoded off these
+//! threads too), and connections are spread by count.
 //!
 //! HTTP/2 is different: a driver multiplexes a whole application onto one connection,
 //! which must still have every core. One known from its first bytes (prior knowledge, as
