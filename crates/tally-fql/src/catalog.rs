@@ -129,7 +129,7 @@ impl<'a> Eval<'a> {
                     if let Some(coll) = native::by_name(&c.id) {
                         let cdb = self.resolve_scope(c.database.as_deref())?;
                         let db = if r.database.is_some() { db } else { cdb };
-                        return Ok(Target::Doc { db, coll, id: r.id.to_string() });
+                        return Ok(Target::Doc { db, coll, id: r.id.as_str().to_owned() });
                     }
                     return Err(FqlError::new(code::INVALID_REF, format!("Ref `{c}` does not name a collection.")));
                 }
@@ -139,7 +139,7 @@ impl<'a> Eval<'a> {
                 let coll = self.collection_id(db, &c.id)?.ok_or_else(|| {
                     FqlError::new(code::INVALID_REF, format!("Collection `{}` does not exist.", c.id))
                 })?;
-                Ok(Target::Doc { db, coll, id: r.id.to_string() })
+                Ok(Target::Doc { db, coll, id: r.id.as_str().to_owned() })
             }
         }
     }

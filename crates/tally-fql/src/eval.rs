@@ -451,6 +451,35 @@ impl<'a> Eval<'a> {
         }
     }
 
+    /// Argument `key` when it is written as an array of literals (`Select`'s path
+    /// `["data", "balance"]`): its elements in place, after exactly the steps, charges and
+    /// errors [`Eval::arg`] makes building that array, so limits and results are the same
+    /// (the executor's rules do not change). None, with nothing charged, for any other
+    /// expression.
+    pub fn lit_array_arg<'c>(
+        &mut self,
+        call: &'c Call,
+        key: &str,
+    ) -> Result<Option<impl Iterator<Item = &'c Value> + use<'c>>> {
+        let Some(Expr::Array(items)) = call.get(key) else { return Ok(None) };
+        if !items.iter().all(|e| matches!(e, Expr::Lit(_))) {
+            return Ok(None);
+        }
+        let lits = move || items.iter().filter_map(|e| if let Expr::Lit(v) = e { Some(v) } else { None });
+        (|| {
+            // As `eval` of the array: its step, then each element's step and copy charged
+            // (the element's position on an error), then the array's slots.
+            self.next_unused = false;
+            self.step()?;
+            for (i, v) in lits().enumerate() {
+                self.step().and_then(|()| self.mem_charge(crate::budget::deep_size(v))).map_err(|e| e.at(i))?;
+            }
+            self.mem_charge(items.len() as u64 * 32)
+        })()
+        .map_err(|err| err.at(key_static(call, key)))?;
+        Ok(Some(lits()))
+    }
+
     /// `eval` of `{"var": name}` up to its result, which stays in the environment: the
     /// call's step, the lookup (and its error), then the charge `charge_result` makes for
     /// a `var`. Returns the variable's position in the environment.
@@ -734,6 +763,52 @@ mod tests {
                         assert_eq!(format!("{got:?}"), format!("{want:?}"), "{case}");
                         assert_eq!(charged(&seen), charged(&evaluated), "{case}");
                     }
+                }
+            }
+        }
+    }
+
+    /// [`Eval::lit_array_arg`] against [`Eval::arg`] on the same state: an array of
+    /// literals gives the same elements or error (with its position) after the same steps
+    /// and charges, at every step limit and memory budget around what it needs; anything
+    /// else gives None and charges nothing.
+    #[test]
+    fn a_literal_array_read_in_place_costs_what_building_it_costs() {
+        let store = MemStore::new();
+        let snap = store.snapshot().unwrap();
+        let long = "x".repeat(300);
+        let calls = [
+            (json!({"select": ["data", "balance"], "from": 1}), true),
+            (json!({"select": ["data", 0, null, long], "from": 1}), true),
+            (json!({"select": [], "from": 1}), true),
+            (json!({"select": "data", "from": 1}), false),
+            (json!({"select": ["data", {"concat": ["b", "alance"]}], "from": 1}), false),
+            (json!({"select": ["data", ["nested"]], "from": 1}), false),
+        ];
+        for (q, literal) in calls {
+            let Expr::Call(call) = crate::expr::parse(&q).unwrap() else { panic!("{q}") };
+            for steps_max in [0, 1, 2, 3, 4, 5, 100] {
+                for bytes_max in [0, 8, 40, 64, 100, 400, 1 << 20] {
+                    let fresh = || {
+                        let mut ev = Eval::new(Tx::new(&*snap, 1), Mode::Write, Auth::root_admin());
+                        ev.limits.steps_max = steps_max;
+                        ev.budget = crate::budget::Budget::new(bytes_max);
+                        ev.next_unused = true;
+                        ev
+                    };
+                    let case = format!("{q} steps {steps_max} bytes {bytes_max}");
+                    let (mut seen, mut evaluated) = (fresh(), fresh());
+                    let got = seen.lit_array_arg(&call, "select").map(|o| o.map(|it| it.cloned().collect::<Vec<_>>()));
+                    if !literal {
+                        assert!(matches!(got, Ok(None)), "{case}");
+                        assert_eq!(charged(&seen), charged(&fresh()), "{case}");
+                        continue;
+                    }
+                    let got = got.map(|o| Value::Array(o.expect("a literal array")));
+                    let want = evaluated.arg(&call, "select");
+                    assert_eq!(format!("{got:?}"), format!("{want:?}"), "{case}");
+                    assert_eq!(charged(&seen), charged(&evaluated), "{case}");
+                    assert_eq!(seen.next_unused, evaluated.next_unused, "{case}");
                 }
             }
         }

@@ -131,7 +131,7 @@ fn contains_field(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     let target = ev.arg(call, "in")?;
     let found = match &target {
         Value::Object(o) => o.contains_key(&field),
-        Value::Ref(_) => select_path(&target, &[PathSeg::Key(field)]).is_some(),
+        Value::Ref(_) => select_path(&target, &[PathSeg::Key(field.into())]).is_some(),
         _ => false,
     };
     Ok(Value::Bool(found))

@@ -290,9 +290,11 @@ fn to_array(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 // ---- paths ----
 
+/// One element of a path. A field name is a `CompactString`: the names a path holds are
+/// short (`data`, `balance`) and kept inline, so reading a path allocates nothing.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum PathSeg {
-    Key(String),
+    Key(compact_str::CompactString),
     Index(i64),
 }
 
@@ -308,19 +310,25 @@ impl std::fmt::Display for PathSeg {
 /// A `select` path: a field name, an array index, or an array of them. Errors carry
 /// the index of a bad element (the caller adds the argument key).
 pub(crate) fn parse_path(v: &Value) -> Result<Vec<PathSeg>> {
-    fn seg(v: &Value) -> Result<PathSeg> {
-        match v {
-            Value::String(s) => Ok(PathSeg::Key(s.clone())),
-            Value::Long(n) => Ok(PathSeg::Index(*n)),
-            other => Err(invalid_argument(format!(
-                "Path element expected (a String field name or an Integer index), {} provided.",
-                other.type_name()
-            ))),
-        }
-    }
     match v {
-        Value::Array(items) => items.iter().enumerate().map(|(i, x)| seg(x).map_err(|e| e.at(i))).collect(),
-        other => Ok(vec![seg(other)?]),
+        Value::Array(items) => path_of(items.iter()),
+        other => Ok(vec![path_seg(other)?]),
+    }
+}
+
+/// The path whose elements are `items`; an error carries the index of a bad one.
+fn path_of<'v>(items: impl Iterator<Item = &'v Value>) -> Result<Vec<PathSeg>> {
+    items.enumerate().map(|(i, x)| path_seg(x).map_err(|e| e.at(i))).collect()
+}
+
+fn path_seg(v: &Value) -> Result<PathSeg> {
+    match v {
+        Value::String(s) => Ok(PathSeg::Key(s.as_str().into())),
+        Value::Long(n) => Ok(PathSeg::Index(*n)),
+        other => Err(invalid_argument(format!(
+            "Path element expected (a String field name or an Integer index), {} provided.",
+            other.type_name()
+        ))),
     }
 }
 
@@ -335,7 +343,7 @@ fn is_page(o: &Object) -> bool {
 fn step<'v>(v: &'v Value, seg: &PathSeg) -> Option<std::borrow::Cow<'v, Value>> {
     use std::borrow::Cow;
     match (v, seg) {
-        (Value::Object(o), PathSeg::Key(k)) => o.get(k).map(Cow::Borrowed),
+        (Value::Object(o), PathSeg::Key(k)) => o.get(k.as_str()).map(Cow::Borrowed),
         (Value::Object(o), PathSeg::Index(i)) if is_page(o) => match o.get("data") {
             Some(Value::Array(a)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
             _ => None,
@@ -368,8 +376,14 @@ fn path_text(path: &[PathSeg]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// The path argument. Written as an array of literals (`["data", "balance"]`, the usual
+/// case) it is read in place, after the steps and charges building the array would make
+/// (`Eval::lit_array_arg`), instead of being built as a value and copied again.
 fn path_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Vec<PathSeg>> {
     let name = call.name();
+    if let Some(items) = ev.lit_array_arg(call, name)? {
+        return path_of(items).map_err(|e| e.at(name));
+    }
     ev.with_arg(call, name, parse_path)?.map_err(|e| e.at(name))
 }
 
