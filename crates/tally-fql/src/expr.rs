@@ -255,7 +255,7 @@ fn resolve_keys(keys: &[&str]) -> Result<&'static FnSpec> {
 
 impl From<FqlError> for String {
     fn from(e: FqlError) -> String {
-        e.description
+        e.into_description()
     }
 }
 

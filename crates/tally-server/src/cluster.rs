@@ -361,7 +361,7 @@ pub fn submit_error(e: &SubmitError) -> tally_fql::FqlError {
 pub fn submit_error_response(e: &SubmitError) -> Response {
     let err = submit_error(e);
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    err_json(status, err.code, err.description)
+    err_json(status, err.code, err.into_description())
 }
 
 async fn add_member(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -175,7 +175,7 @@ impl LeafIndex {
     /// Index up to [`LEAVES_PER_COMMIT`] more leaves of `snap`'s tree; true when more are
     /// left.
     pub fn step(&self, snap: &dyn Snapshot) -> anyhow::Result<bool> {
-        let size = stored_head(snap).map_err(|e| io(e.description))?.map_or(0, |h| h.tree_size);
+        let size = stored_head(snap).map_err(|e| io(e.into_description()))?.map_or(0, |h| h.tree_size);
         let tree = tree_of(snap, size);
         let (mut indexed, root) = read_info(&self.db)?;
         let same_history = of_history(&tree, indexed, &root).map_err(io)?;

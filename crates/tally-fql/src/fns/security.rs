@@ -364,7 +364,7 @@ fn check_action_value(ev: &mut Eval<'_>, arity: &[usize], v: &Value, what: &str)
     match v {
         Value::Bool(_) => Ok(()),
         Value::Query(_) => {
-            let lam = ev.lambda_from_value(v).map_err(|e| role_failure("privileges", e.description))?;
+            let lam = ev.lambda_from_value(v).map_err(|e| role_failure("privileges", e.into_description()))?;
             let n = lam.params.arity();
             // A single parameter takes the whole argument (array or not), as in v4.
             if n == 1 || arity.is_empty() || arity.contains(&n) {

@@ -132,8 +132,8 @@ type SweepFn = fn(&dyn Snapshot, u64, Option<&[u8]>, SweepLimits) -> crate::erro
 fn both(snap: &dyn Snapshot, now: u64, from: Option<&[u8]>, limits: SweepLimits, index: bool) -> Sweep {
     let (new, old): (SweepFn, SweepFn) =
         if index { (sweep_index, reference::sweep_index) } else { (sweep, reference::sweep) };
-    let a = new(snap, now, from, limits).map_err(|e| e.description);
-    let b = old(snap, now, from, limits).map_err(|e| e.description);
+    let a = new(snap, now, from, limits).map_err(|e| e.into_description());
+    let b = old(snap, now, from, limits).map_err(|e| e.into_description());
     assert_eq!(a, b, "index={index} now={now} from={from:?} limits={limits:?}");
     a.unwrap()
 }
