@@ -4,7 +4,6 @@
 //! the commit applies to.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound::{Included, Unbounded};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +20,12 @@ use crate::{Batch, HistIter, Result, ScanIter, Snapshot, Space, StorageError, Ts
 pub(crate) struct Overlay {
     pub docs: VersionMap<Option<Vec<u8>>>,
     pub index: VersionMap<Option<Vec<u8>>>,
-    /// Meta values set; written only through [`Overlay::set_meta`], which keeps
-    /// `meta_keys` in step.
-    meta: BTreeMap<String, Vec<u8>>,
+    /// Meta values set, by name. A hash map, not a B-tree: a merged write-behind entry holds
+    /// thousands of names (each transaction's ledger leaf and subtree hashes, each block's
+    /// header and signature), every commit merged into it inserts its own, and names are
+    /// only ever looked up one at a time; the backend write sorts them
+    /// ([`Overlay::meta_in_key_order`]). The hasher has a fixed seed, like [`KeyFilter`]'s.
+    meta: MetaMap,
     /// Roughly the memory the writes hold (keys and values), for the write-behind bound.
     pub bytes: usize,
     /// The greatest ts buffered (a version or a removal); 0 when none is.
@@ -32,10 +34,10 @@ pub(crate) struct Overlay {
     /// (most keys, in most layers of a write-behind stack) goes to the base after one
     /// hash instead of a copy of the key and a search of the map.
     keys: KeyFilter,
-    /// The meta names set, likewise (a write-behind layer holds a few dozen, and most meta
-    /// reads are of names it does not hold).
-    meta_keys: KeyFilter,
 }
+
+/// [`Overlay`]'s meta values.
+pub(crate) type MetaMap = std::collections::HashMap<String, Vec<u8>, foldhash::fast::FixedState>;
 
 /// A Bloom filter of keys with two probes, [`FILTER_BITS_PER_KEY`] bits per distinct key
 /// (from 1,024 bits, grown by its overlay as keys come, up to [`FILTER_BITS_MAX`]): about
@@ -174,23 +176,35 @@ impl Overlay {
     }
 
     fn set_meta_owned(&mut self, key: String, value: Vec<u8>) {
-        let outgrown = self.meta_keys.add(key.as_bytes());
         self.meta.insert(key, value);
-        if outgrown {
-            self.meta_keys = KeyFilter::of(self.meta.len(), self.meta.keys().map(|k| k.as_bytes()));
-        }
     }
 
-    /// The meta values set, by name.
-    pub fn meta(&self) -> &BTreeMap<String, Vec<u8>> {
+    /// The meta values set, by name, in no particular order.
+    pub fn meta(&self) -> &MetaMap {
         &self.meta
+    }
+
+    /// The meta values `overlays` (oldest first) set, in name order, each name once with
+    /// its newest value: what a backend writes.
+    pub fn meta_in_key_order<'a>(overlays: impl Iterator<Item = &'a Overlay>) -> Vec<(&'a str, &'a [u8])> {
+        let mut all: Vec<(&str, &[u8])> = Vec::new();
+        for o in overlays {
+            all.extend(o.meta.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        }
+        // Stable: among equal names the newest overlay's comes last, and is kept.
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out: Vec<(&str, &[u8])> = Vec::with_capacity(all.len());
+        for (k, v) in all {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+        }
+        out
     }
 
     /// The meta value `key`, if this overlay set it.
     fn meta_of(&self, key: &str) -> Option<&Vec<u8>> {
-        if !self.meta_keys.may_hold(key.as_bytes()) {
-            return None;
-        }
         self.meta.get(key)
     }
 
@@ -214,11 +228,6 @@ impl Overlay {
     /// Whether the overlay may hold a version of `key` in either space (false: it holds none).
     pub(crate) fn may_hold(&self, key: &[u8]) -> bool {
         self.keys.may_hold(key)
-    }
-
-    /// Whether the overlay may set the meta value `name` (false: it does not).
-    pub(crate) fn may_set_meta(&self, name: &str) -> bool {
-        self.meta_keys.may_hold(name.as_bytes())
     }
 
     /// Versions (and removals) buffered in `space`.
@@ -957,14 +966,35 @@ mod tests {
             let passed = (0..10_000u32).filter(|i| o.keys.may_hold(format!("docs/other/{i}").as_bytes())).count();
             assert!(passed < 400, "{n} keys: {passed} of 10,000 absent keys passed");
         }
-        let mut o = Overlay::default();
-        let names: Vec<String> = (0..2_000u32).map(|i| format!("block/{i}")).collect();
-        for name in &names {
-            o.set_meta(name, vec![1]);
+    }
+
+    /// The meta values of a group of overlays in name order, each name once with the
+    /// newest overlay's value, whatever order each overlay's map keeps.
+    #[test]
+    fn meta_in_key_order_keeps_the_newest_of_each_name() {
+        let mut overlays: Vec<Overlay> = (0..3).map(|_| Overlay::default()).collect();
+        for (layer, o) in overlays.iter_mut().enumerate() {
+            for i in (0..500u32).filter(|i| i % (layer as u32 + 1) == 0) {
+                o.set_meta(&format!("tlog/l/{i:05}"), vec![layer as u8]);
+            }
         }
-        assert!(names.iter().all(|k| o.meta_keys.may_hold(k.as_bytes())));
-        let passed = (0..10_000u32).filter(|i| o.meta_keys.may_hold(format!("other/{i}").as_bytes())).count();
-        assert!(passed < 400, "meta: {passed} of 10,000 absent names passed");
+        overlays[1].set_meta("only/one", vec![9]);
+        let got = Overlay::meta_in_key_order(overlays.iter());
+        let mut want = std::collections::BTreeMap::new();
+        for o in &overlays {
+            for (k, v) in o.meta() {
+                want.insert(k.clone(), v.clone());
+            }
+        }
+        let got: Vec<(String, Vec<u8>)> = got.into_iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        // Name 6 is set by all three; 4 by the first two only; 3 by the first and third.
+        let of = |name: &str| overlays.iter().rev().find_map(|o| o.meta_of(name).cloned());
+        assert_eq!(of("tlog/l/00006"), Some(vec![2]));
+        assert_eq!(of("tlog/l/00004"), Some(vec![1]));
+        assert_eq!(of("tlog/l/00003"), Some(vec![2]));
+        assert_eq!(of("tlog/l/00001"), Some(vec![0]));
+        assert!(overlays[1].meta_of("only/one").is_some() && overlays[0].meta_of("only/one").is_none());
     }
 
     /// Meta reads through a stack of layers: each name is answered by the newest layer that

@@ -294,7 +294,7 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
         let mut meta = txn.open_table(META).map_err(redb_err)?;
         write_in_runs(
             &mut meta,
-            in_key_order(overlays.iter().map(|o| o.meta())).into_iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
+            Overlay::meta_in_key_order(overlays.iter().map(|o| &**o)).into_iter().map(|(k, v)| (k, Some(v))),
         )?;
         let max = overlays.iter().map(|o| o.max_ts).max().unwrap_or(0);
         if max > max_ts_of(&meta)? {

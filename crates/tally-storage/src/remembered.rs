@@ -375,9 +375,6 @@ impl Remembered {
         for gen in &mut self.gens {
             let mut forget = Vec::new();
             for (name, entry) in gen.meta.iter_mut() {
-                if !overlay.may_set_meta(name) {
-                    continue;
-                }
                 let Some(value) = overlay.meta().get(name) else { continue };
                 if value.len() > VALUE_BYTES_MAX {
                     forget.push(name.clone());
