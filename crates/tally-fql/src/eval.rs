@@ -125,7 +125,7 @@ pub struct Eval<'a> {
     at_stack: Vec<u64>,
     /// Index definitions by source collection, valid while `tx.schema_gen` and the read
     /// ts are unchanged. Lookup only; never iterated into a result.
-    pub(crate) index_cache: std::collections::HashMap<(u64, u64), CachedIndexes>,
+    pub(crate) index_cache: std::collections::HashMap<(u64, u64), CachedIndexes, foldhash::fast::FixedState>,
     /// Collection ids by (database, name), valid while `tx.schema_gen` and the read ts are
     /// unchanged (see [`crate::catalog`]). Lookup only; a short list because a transaction
     /// names few collections.
@@ -170,7 +170,7 @@ impl<'a> Eval<'a> {
             entropy: [0; 32],
             ids_issued: 0,
             at_stack: Vec::new(),
-            index_cache: std::collections::HashMap::new(),
+            index_cache: std::collections::HashMap::default(),
             coll_cache: Vec::new(),
             lookup_log: None,
             priv_cache: crate::perm::PrivCache::new(),
