@@ -13,7 +13,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
-const { TallyServer, q, ping, rawRequest, expectFaunaError, REPO_ROOT } = require('./helpers/server')
+const { TallyServer, tallyBin, q, ping, rawRequest, expectFaunaError, REPO_ROOT } = require('./helpers/server')
 const { TallyCluster } = require('./helpers/cluster')
 
 const LONG = 'n'.repeat(40_000)
@@ -217,7 +217,7 @@ test('a data directory of this format whose log holds an input that stopped an e
 
 /** Run `tally serve` on `dataDir` until it exits (or 20 s): its exit code and output. */
 function runServe(dataDir) {
-  const bin = new TallyServer().bin
+  const bin = tallyBin()
   return new Promise(resolve => {
     const p = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--root-key', 'fixture-root-key'],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_BACKTRACE: '0' } })
@@ -233,7 +233,7 @@ test('a data directory of an unknown format is refused with a clear message', as
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-format-'))
   t.after(() => fs.rmSync(dataDir, { recursive: true, force: true }))
   fs.writeFileSync(path.join(dataDir, 'FORMAT'), 'tally data directory format 9\n')
-  const bin = new TallyServer().bin
+  const bin = tallyBin()
   const out = await new Promise(resolve => {
     const p = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--root-key', 'fixture-root-key'],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_BACKTRACE: '0' } })

@@ -30,8 +30,16 @@ function shell(args, { secret = server.rootKey, input, env = {} } = {}) {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+// Temporary directories of this file, removed when its tests end.
+const tmpDirs = []
+function tmpDir(prefix) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  tmpDirs.push(dir)
+  return dir
+}
+
 function tmpFile(name, text) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-shell-'))
+  const dir = tmpDir('tally-shell-')
   const p = path.join(dir, name)
   fs.writeFileSync(p, text)
   return p
@@ -50,6 +58,7 @@ describe('tally shell', { timeout: 180_000 }, () => {
 
   after(async () => {
     if (server) await server.stop()
+    for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
   })
 
   it("--eval 'Paginate(Collections())' prints the collections", () => {
@@ -170,7 +179,7 @@ describe('tally shell', { timeout: 180_000 }, () => {
 
   const hasScript = spawnSync('script', ['--version']).status === 0
   it('REPL: prompt for the secret, multi-line input, .help, history without secrets', { skip: hasScript ? false : 'needs util-linux script(1) for a pseudo-terminal' }, async () => {
-    const history = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tally-hist-')), 'history')
+    const history = path.join(tmpDir('tally-hist-'), 'history')
     const cmd = [bin(), 'shell', '--endpoint', `http://127.0.0.1:${server.port}`].map(a => `'${a}'`).join(' ')
     // `script` runs the shell on a pseudo-terminal, as a person would.
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
@@ -210,7 +219,7 @@ describe('tally shell', { timeout: 180_000 }, () => {
   })
 
   it('REPL: the history file is loaded, and Up recalls its last entry (secret from the environment, no prompt)', { skip: hasScript ? false : 'needs util-linux script(1) for a pseudo-terminal' }, async () => {
-    const history = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tally-hist-')), 'history')
+    const history = path.join(tmpDir('tally-hist-'), 'history')
     fs.writeFileSync(history, 'Add(1, 2)\nMultiply(6, 7)\n')
     const cmd = [bin(), 'shell', '--endpoint', `http://127.0.0.1:${server.port}`].map(a => `'${a}'`).join(' ')
     // A terminal with line editing (TERM=dumb turns it off), as a person's would be.
