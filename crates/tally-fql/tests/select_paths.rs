@@ -1,6 +1,7 @@
-//! `Select` follows a path written as an array of literals in place, without building the
-//! path; the same path given any other way (here through a variable) is built and parsed.
-//! Both must give the same value or the same error, for every kind of step.
+//! `Select` reads a path written as an array of literals from the literals themselves,
+//! without evaluating it into an array value first; the same path given any other way
+//! (here through a variable) is evaluated and then parsed. Both must give the same value
+//! or the same error, for every kind of step.
 
 mod common;
 
