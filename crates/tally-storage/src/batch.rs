@@ -163,20 +163,14 @@ impl Overlay {
                 self.insert_owned(space, key, ts.0, value);
             }
         }
-        for (key, value) in meta {
-            self.set_meta_owned(key, value);
-        }
+        self.meta.extend(meta);
         self.bytes += bytes;
         self.max_ts = self.max_ts.max(max_ts);
     }
 
-    /// Set the meta value `key`. The one way meta values enter an overlay.
+    /// Set the meta value `key`.
     pub fn set_meta(&mut self, key: &str, value: Vec<u8>) {
-        self.set_meta_owned(key.to_owned(), value);
-    }
-
-    fn set_meta_owned(&mut self, key: String, value: Vec<u8>) {
-        self.meta.insert(key, value);
+        self.meta.insert(key.to_owned(), value);
     }
 
     /// The meta values set, by name, in no particular order.
