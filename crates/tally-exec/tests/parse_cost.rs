@@ -174,13 +174,20 @@ fn parse_cost() {
 fn parse_cost_parts() {
     let body = transfer();
     let text = body.as_bytes();
-    const ROUNDS: u32 = 20_000;
+    // The fastest of 20 runs of 1,000: on a shared machine the others measure the
+    // neighbours as much as the code.
+    const ROUNDS: u32 = 1_000;
     let time = |what: &str, f: &dyn Fn()| {
-        let t = Instant::now();
-        for _ in 0..ROUNDS {
-            f();
-        }
-        println!("{what}: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64);
+        let best = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..ROUNDS {
+                    f();
+                }
+                t.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{what}: {best:.2} us (fastest of 20 runs of {ROUNDS})");
     };
     time("serde_json tree", &|| {
         drop(std::hint::black_box(tally_value::parse_json_unbounded::<serde_json::Value>(text)))
