@@ -15,7 +15,7 @@
 //! [`Tx`] layers this transaction's own writes over the snapshot: reads see them, and at
 //! the end [`Tx::into_writes`] hands them to the executor to apply at the commit ts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use tally_storage::{Snapshot, Space, Version};
@@ -356,11 +356,10 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
-/// A transaction's writes at its ts, one [`SpaceWrites`] per [`Space`]: looked up by the
-/// key's bytes without building an owned (space, key) pair, and given out in (space, key)
-/// order.
+/// A transaction's writes at its ts, one map per [`Space`]: looked up by the key's bytes
+/// without building an owned (space, key) pair, and iterated in (space, key) order.
 #[derive(Default)]
-struct Writes([SpaceWrites; 2]);
+struct Writes([BTreeMap<Vec<u8>, Vec<u8>>; 2]);
 
 impl Writes {
     const SPACES: [Space; 2] = [Space::Docs, Space::Index];
@@ -372,86 +371,21 @@ impl Writes {
         }
     }
 
-    fn space(&self, space: Space) -> &SpaceWrites {
+    fn space(&self, space: Space) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.0[Self::slot(space)]
     }
 
-    fn space_mut(&mut self, space: Space) -> &mut SpaceWrites {
+    fn space_mut(&mut self, space: Space) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
         &mut self.0[Self::slot(space)]
     }
 
     /// Every write in (space, key) order.
     fn iter(&self) -> impl Iterator<Item = (&Space, &Vec<u8>, &Vec<u8>)> {
-        Self::SPACES.iter().zip(&self.0).flat_map(|(s, m)| m.sorted().into_iter().map(move |(k, v)| (s, k, v)))
+        Self::SPACES.iter().zip(&self.0).flat_map(|(s, m)| m.iter().map(move |(k, v)| (s, k, v)))
     }
 
     fn into_iter(self) -> impl Iterator<Item = (Space, Vec<u8>, Vec<u8>)> {
-        Self::SPACES.into_iter().zip(self.0).flat_map(|(s, m)| m.into_sorted().into_iter().map(move |(k, v)| (s, k, v)))
-    }
-}
-
-/// One space's writes: a hash map (fixed seed, so nothing depends on a random state) for
-/// the point reads and writes every transaction makes, and the keys in order only once a
-/// scan of this transaction asks for a range of them (then kept up to date with each new
-/// key). A batch of a hundred transfers is one transaction of a few hundred keys, read
-/// and rewritten key by key; a B-tree of them cost a tenth of the executor's time in key
-/// comparisons. Whatever leaves it (`into_sorted`, `range`) is in key order, never in the
-/// map's.
-#[derive(Default)]
-struct SpaceWrites {
-    map: HashMap<Vec<u8>, Vec<u8>, foldhash::fast::FixedState>,
-    /// The keys of `map` in order, once a range was asked for.
-    order: Option<BTreeSet<Vec<u8>>>,
-}
-
-impl SpaceWrites {
-    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        self.map.get(key)
-    }
-
-    fn contains_key(&self, key: &[u8]) -> bool {
-        self.map.contains_key(key)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if let Some(order) = &mut self.order {
-            if !self.map.contains_key(&key) {
-                order.insert(key.clone());
-            }
-        }
-        self.map.insert(key, value);
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        if self.map.remove(key).is_some() {
-            if let Some(order) = &mut self.order {
-                order.remove(key);
-            }
-        }
-    }
-
-    /// The writes whose keys are at or after `from`, in key order, for as long as the
-    /// caller takes them.
-    fn range_from(&mut self, from: &[u8]) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        let map = &self.map;
-        let order = self.order.get_or_insert_with(|| map.keys().cloned().collect());
-        order.range::<[u8], _>((Bound::Included(from), Bound::Unbounded)).filter_map(move |k| Some((k, map.get(k)?)))
-    }
-
-    fn sorted(&self) -> Vec<(&Vec<u8>, &Vec<u8>)> {
-        let mut all: Vec<_> = self.map.iter().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        all
-    }
-
-    fn into_sorted(self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut all: Vec<_> = self.map.into_iter().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        all
+        Self::SPACES.into_iter().zip(self.0).flat_map(|(s, m)| m.into_iter().map(move |(k, v)| (s, k, v)))
     }
 }
 
@@ -695,7 +629,7 @@ impl<'a> Tx<'a> {
         // Overlay entries in range, in scan order.
         let mut ov: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if at >= self.ts {
-            for (k, v) in self.overlay.space_mut(space).range_from(prefix) {
+            for (k, v) in self.overlay.space(space).range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded)) {
                 if !k.starts_with(prefix) {
                     break;
                 }
