@@ -1078,8 +1078,11 @@ mod write_set_tests {
         ]
     }
 
+    /// Values by (space, key).
+    type Contents = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
+
     /// Every key of length two stored at ts 10 with value `[0xEE]`, in both spaces.
-    fn stored() -> (MemStore, BTreeMap<(Space, Vec<u8>), Vec<u8>>) {
+    fn stored() -> (MemStore, Contents) {
         let store = MemStore::new();
         let mut b = store.begin().unwrap();
         let mut all = BTreeMap::new();
@@ -1103,7 +1106,7 @@ mod write_set_tests {
             let (store, base) = stored();
             let snap = store.snapshot().unwrap();
             let mut tx = Tx::new(&*snap, TS);
-            let mut mine: BTreeMap<(Space, Vec<u8>), Vec<u8>> = BTreeMap::new();
+            let mut mine = Contents::new();
             for op in ops {
                 match op {
                     Op::Put(s, k, v) => {
