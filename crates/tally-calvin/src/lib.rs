@@ -14,6 +14,7 @@
 //! replicated (openraft) log of `tally-raft` drives the same machine.
 
 pub mod fair;
+pub mod courier;
 mod log;
 mod retain;
 mod segment;

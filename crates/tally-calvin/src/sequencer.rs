@@ -12,8 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
-
+use crate::courier::{reply_channel, Reply};
 use crate::fair::{BatchLimits, FairInbox, Pushed, Tenant};
 use crate::log::Log;
 use tally_apply::{Batch, Decoded, StateMachine};
@@ -68,7 +67,7 @@ pub enum SubmitError {
 
 /// An input, what the receiving node decoded from it, where its answer goes, and when it
 /// was queued.
-type Item = (Vec<u8>, Option<Decoded>, oneshot::Sender<Result<Vec<u8>, SubmitError>>, std::time::Instant);
+type Item = (Vec<u8>, Option<Decoded>, Reply<Result<Vec<u8>, SubmitError>>, std::time::Instant);
 
 /// Hands out timestamps: one per batch, and read timestamps for the read-only path.
 ///
@@ -241,12 +240,13 @@ impl Sequencer {
         input: Vec<u8>,
         decoded: Option<Decoded>,
     ) -> Result<Vec<u8>, SubmitError> {
-        let (otx, orx) = oneshot::channel();
+        // Answered through this thread's courier when it has one (crate::courier).
+        let (otx, orx) = reply_channel();
         let bytes = input.len();
         match self.inbox.0.push(tenant, (input, decoded, otx, std::time::Instant::now()), bytes) {
             Pushed::Queued => {}
             Pushed::Evicted((_, _, reply, _)) => {
-                let _ = reply.send(Err(SubmitError::Overloaded));
+                reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.0.is_closed() => {
                 let reason = self.stopped.lock().ok().and_then(|r| r.clone());
@@ -267,7 +267,7 @@ fn now_micros() -> u64 {
 struct Logged {
     batch: Arc<Batch>,
     decoded: Vec<Option<Decoded>>,
-    replies: Vec<oneshot::Sender<Result<Vec<u8>, SubmitError>>>,
+    replies: Vec<Reply<Result<Vec<u8>, SubmitError>>>,
 }
 
 /// Batches handed over and not yet taken by the executor, at most. With one, the
@@ -344,7 +344,7 @@ fn execute<M: StateMachine>(
     for Logged { batch, mut decoded, replies } in rx {
         if let Some(why) = &stopped {
             for r in replies {
-                let _ = r.send(Err(SubmitError::Stopped(why.clone())));
+                r.send(Err(SubmitError::Stopped(why.clone())));
             }
             continue;
         }
@@ -362,7 +362,7 @@ fn execute<M: StateMachine>(
             },
             &mut |i, out| {
                 if let Some(r) = replies.get_mut(i).and_then(Option::take) {
-                    let _ = r.send(Ok(out));
+                    r.send(Ok(out));
                 }
             },
         );
@@ -371,7 +371,7 @@ fn execute<M: StateMachine>(
         }
         let why = stopped.clone().unwrap_or_else(|| "no output for input".into());
         for r in replies.into_iter().flatten() {
-            let _ = r.send(Err(SubmitError::Stopped(why.clone())));
+            r.send(Err(SubmitError::Stopped(why.clone())));
         }
     }
     let _ = logger.join();
@@ -404,7 +404,7 @@ fn log_batches<L: Log>(
         let mut replies = Vec::with_capacity(items.len());
         for (input, hint, reply, queued) in items {
             if queued.elapsed() > wait_max {
-                let _ = reply.send(Err(SubmitError::Overloaded));
+                reply.send(Err(SubmitError::Overloaded));
                 continue;
             }
             inputs.push(input);
@@ -426,7 +426,7 @@ fn log_batches<L: Log>(
                 // The executor is gone (it only stops when this thread does, or by a
                 // fail-stop exit), so nobody will apply this batch here.
                 for r in l.replies {
-                    let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
+                    r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
                 }
                 return;
             }
@@ -449,13 +449,13 @@ fn log_batches<L: Log>(
             durable.failed(e.to_string());
             if let Some(l) = waiting.take() {
                 for r in l.replies {
-                    let _ = r.send(Err(SubmitError::Stopped(e.to_string())));
+                    r.send(Err(SubmitError::Stopped(e.to_string())));
                 }
             }
             inbox.close();
             while let Some(rest) = inbox.next_batch_blocking() {
                 for (_, _, r, _) in rest {
-                    let _ = r.send(Err(SubmitError::Stopped(later.clone())));
+                    r.send(Err(SubmitError::Stopped(later.clone())));
                 }
             }
             return;
@@ -466,7 +466,7 @@ fn log_batches<L: Log>(
                 // The executor is gone, so nobody will apply this batch here; a restart
                 // replays it.
                 for r in l.replies {
-                    let _ = r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
+                    r.send(Err(SubmitError::Stopped("the executor has stopped".into())));
                 }
                 return;
             }

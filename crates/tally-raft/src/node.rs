@@ -28,7 +28,7 @@ use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 use tally_calvin::{Batch, BatchLimits, Decoded, FairInbox, Pushed, Tenant};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 // tokio's clock, so a simulation with paused time controls every deadline.
 use tokio::time::Instant;
 
@@ -153,7 +153,7 @@ pub struct SubmitOk {
     pub slot: usize,
 }
 
-type Reply = oneshot::Sender<Result<SubmitOk, SubmitError>>;
+type Reply = tally_calvin::courier::Reply<Result<SubmitOk, SubmitError>>;
 /// An input waiting on the leader, what this member's request thread decoded from it (for
 /// the executor, see `tally_calvin::Decoded`), where its answer goes, and when it was
 /// queued.
@@ -470,12 +470,13 @@ impl RaftNode {
         decoded: Option<Decoded>,
         deadline: Instant,
     ) -> Result<SubmitOk, SubmitError> {
-        let (otx, orx) = oneshot::channel();
+        // Answered through this thread's courier when it has one (tally-calvin `courier`).
+        let (otx, orx) = tally_calvin::courier::reply_channel();
         let bytes = input.len();
         match self.inbox.push(tenant, (input, decoded, otx, Instant::now()), bytes) {
             Pushed::Queued => {}
             Pushed::Evicted((_, _, reply, _)) => {
-                let _ = reply.send(Err(SubmitError::Overloaded));
+                reply.send(Err(SubmitError::Overloaded));
             }
             Pushed::Refused(_) if self.inbox.is_closed() => return Err(unavailable("this member is shutting down")),
             Pushed::Refused(_) => return Err(SubmitError::Overloaded),
@@ -661,7 +662,7 @@ fn shed_stale(items: Vec<Item>, wait_max: Duration) -> Vec<(Vec<u8>, Option<Deco
         .into_iter()
         .filter_map(|(input, decoded, reply, queued)| {
             if queued.elapsed() > wait_max {
-                let _ = reply.send(Err(SubmitError::Overloaded));
+                reply.send(Err(SubmitError::Overloaded));
                 return None;
             }
             Some((input, decoded, reply))
@@ -767,7 +768,7 @@ async fn run_batcher(
                 Box::new(move |i, output, index, height| {
                     let taken = rs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i).and_then(Option::take);
                     if let Some(r) = taken {
-                        let _ = r.send(Ok(SubmitOk { output, index, height, slot: i }));
+                        r.send(Ok(SubmitOk { output, index, height, slot: i }));
                     }
                 }),
                 decoded,
@@ -783,7 +784,7 @@ async fn run_batcher(
                 early.forget(ts);
             }
             for r in take_all(&replies).into_iter().flatten() {
-                let _ = r.send(Err(unavailable(format!("raft stopped: {e}"))));
+                r.send(Err(unavailable(format!("raft stopped: {e}"))));
             }
             applied();
             continue;
@@ -820,13 +821,13 @@ async fn run_batcher(
                         };
                         // Already answered as the batch was applied: nothing to send.
                         if let Some(r) = r {
-                            let _ = r.send(res);
+                            r.send(res);
                         }
                     }
                 }
                 Err(e) => {
                     for r in replies.into_iter().flatten() {
-                        let _ = r.send(Err(e.clone()));
+                        r.send(Err(e.clone()));
                     }
                 }
             }

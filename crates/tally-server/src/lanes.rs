@@ -72,6 +72,9 @@ impl Lanes {
             let thread = std::thread::Builder::new().name(format!("tally-conn-{i}")).stack_size(STACK_BYTES).spawn(
                 move || {
                     rt.block_on(async move {
+                        // Answers from the executor reach this thread's requests with one
+                        // wake per batch (tally-calvin `courier`).
+                        tokio::spawn(tally_calvin::courier::Courier::serve_here());
                         let _ = stopped.wait_for(|s| *s).await;
                     });
                     // Connections still open past the server's grace period are closed.
