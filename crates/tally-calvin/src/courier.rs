@@ -166,7 +166,8 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         }
-        let mut got: Vec<u32> = (0..100).map(|_| got_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+        let mut got: Vec<u32> =
+            (0..100).map(|_| got_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
         got.sort();
         assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<_>>());
         let _ = stop.send(());
@@ -178,7 +179,7 @@ mod tests {
         let (rt, thread, stop) = lane();
         let (replies_tx, replies_rx) = std::sync::mpsc::channel();
         let (got_tx, got_rx) = std::sync::mpsc::channel();
-        for i in 0..50u32 {
+        for _ in 0..50u32 {
             let (replies_tx, got_tx) = (replies_tx.clone(), got_tx.clone());
             rt.spawn(async move {
                 let (reply, rx) = reply_channel::<u32>();
@@ -201,7 +202,8 @@ mod tests {
             reply.send(i as u32);
         }
         busy_tx.send(()).unwrap();
-        let mut got: Vec<u32> = (0..50).map(|_| got_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+        let mut got: Vec<u32> =
+            (0..50).map(|_| got_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
         got.sort();
         assert_eq!(got, (0..50).collect::<Vec<_>>());
         assert_eq!(courier.takes.load(std::sync::atomic::Ordering::Relaxed) - before, 1, "fifty answers, one wake");

@@ -13,8 +13,8 @@
 //! `tally-apply`'s traits (re-exported here); [`ReplicatedMachine`] is the seam where the
 //! replicated (openraft) log of `tally-raft` drives the same machine.
 
-pub mod fair;
 pub mod courier;
+pub mod fair;
 mod log;
 mod retain;
 mod segment;
