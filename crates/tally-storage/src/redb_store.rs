@@ -314,10 +314,10 @@ fn write_overlays(db: &Database, overlays: &[&Overlay], durable: bool) -> Result
 /// Why not a cursor for every run: redb's splice always builds its leaves anew (new pages,
 /// the old ones freed), while a plain insert into a leaf this transaction already wrote is
 /// made in place. Writes come in key order, so a flush reaches each leaf once with all of
-/// its writes; with a cursor for each one- or two-key run, a leaf holding twenty documents
-/// written since the last flush (100,000 accounts, two seconds of transfers) was built
-/// twenty times. The cursor now first looks at the entry after its gap and counts the
-/// writes that fall before it.
+/// its writes; with a cursor for each one- or two-key run (an account's new version is
+/// mostly alone in its gap), a leaf was built anew once for every document written into
+/// it since the last flush, where one copy now serves them all. The cursor first looks at
+/// the entry after its gap and counts the writes that fall before it.
 fn write_in_runs<'k, K, V>(
     table: &mut redb::Table<'_, K, V>,
     writes: impl Iterator<Item = (K::SelfType<'k>, Option<V::SelfType<'k>>)>,
