@@ -140,26 +140,30 @@ mod tests {
         (h_rx.recv().unwrap(), t, stop_tx)
     }
 
-    #[test]
-    fn answers_reach_tasks_of_a_courier_thread_in_any_number() {
-        let (rt, thread, stop) = lane();
-        let (got_tx, got_rx) = std::sync::mpsc::channel();
+    /// `n` tasks on `rt` (a courier's thread), each waiting for its answer: their replies,
+    /// and where each task forwards what it got.
+    fn waiting_tasks(rt: &tokio::runtime::Handle, n: usize) -> (Vec<Reply<u32>>, std::sync::mpsc::Receiver<u32>) {
         let (replies_tx, replies_rx) = std::sync::mpsc::channel();
-        for i in 0..100u32 {
-            let got_tx = got_tx.clone();
-            let replies_tx = replies_tx.clone();
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        for _ in 0..n {
+            let (replies_tx, got_tx) = (replies_tx.clone(), got_tx.clone());
             rt.spawn(async move {
                 let (reply, rx) = reply_channel::<u32>();
                 assert!(reply.courier.is_some(), "made on the courier's thread");
-                replies_tx.send((i, reply)).unwrap();
+                replies_tx.send(reply).unwrap();
                 got_tx.send(rx.await.unwrap()).unwrap();
             });
         }
+        ((0..n).map(|_| replies_rx.recv().unwrap()).collect(), got_rx)
+    }
+
+    #[test]
+    fn answers_reach_tasks_of_a_courier_thread_in_any_number() {
+        let (rt, thread, stop) = lane();
+        let (replies, got_rx) = waiting_tasks(&rt, 100);
         // Answered from this thread, in bursts, as an executor does.
-        let mut replies: Vec<_> = (0..100).map(|_| replies_rx.recv().unwrap()).collect();
-        replies.sort_by_key(|(i, _)| *i);
         let mut n = 0;
-        for (i, reply) in replies {
+        for (i, reply) in (0u32..).zip(replies) {
             reply.send(i * 2);
             n += 1;
             if n % 7 == 0 {
@@ -177,17 +181,7 @@ mod tests {
     #[test]
     fn answers_queued_while_their_thread_is_busy_take_one_wake() {
         let (rt, thread, stop) = lane();
-        let (replies_tx, replies_rx) = std::sync::mpsc::channel();
-        let (got_tx, got_rx) = std::sync::mpsc::channel();
-        for _ in 0..50u32 {
-            let (replies_tx, got_tx) = (replies_tx.clone(), got_tx.clone());
-            rt.spawn(async move {
-                let (reply, rx) = reply_channel::<u32>();
-                replies_tx.send(reply).unwrap();
-                got_tx.send(rx.await.unwrap()).unwrap();
-            });
-        }
-        let replies: Vec<_> = (0..50).map(|_| replies_rx.recv().unwrap()).collect();
+        let (replies, got_rx) = waiting_tasks(&rt, 50);
         let courier = replies[0].courier.clone().unwrap();
         // The lane's thread is held inside a task while every answer is queued.
         let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
