@@ -396,6 +396,17 @@ impl<T> FairInbox<T> {
     /// [`Self::next_batch_blocking`], or `Some(None)` once the inbox has been empty for
     /// `idle` (when given): the consumer's turn to do idle work (`tally_apply::IdleSweep`).
     pub fn next_batch_or_idle(&self, idle: Option<Duration>) -> Option<Option<Vec<T>>> {
+        match self.wait_input_or_idle(idle)? {
+            true => Some(Some(self.close_batch())),
+            false => Some(None),
+        }
+    }
+
+    /// Block until an input is queued (`Some(true)`), the inbox has been empty for `idle`
+    /// (when given; `Some(false)`), or it is closed and drained (`None`). Nothing is taken:
+    /// [`Self::close_batch`] takes the batch, and a consumer may hold it open between the
+    /// two (the sequencer's logger does while its executor is busy).
+    pub fn wait_input_or_idle(&self, idle: Option<Duration>) -> Option<bool> {
         let idle_until = idle.map(|d| Instant::now() + d);
         let mut s = self.lock();
         while s.queue.is_empty() {
@@ -407,12 +418,19 @@ impl<T> FairInbox<T> {
                 Some(t) => {
                     let left = t.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Some(None);
+                        return Some(false);
                     }
                     self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
                 }
             };
         }
+        Some(true)
+    }
+
+    /// Wait until the open batch closes (an epoch after its oldest input, or full) and
+    /// take it: empty only when nothing is queued.
+    pub fn close_batch(&self) -> Vec<T> {
+        let mut s = self.lock();
         let deadline = self.deadline(&s, self.limits.epoch);
         while !self.batch_full(&s) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -421,7 +439,7 @@ impl<T> FairInbox<T> {
             }
             s = self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        Some(Some(self.take_batch(&mut s, self.limits.inputs_max)))
+        self.take_batch(&mut s, self.limits.inputs_max)
     }
 
     /// [`Self::next_batch_blocking`] for a task.

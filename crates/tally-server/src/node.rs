@@ -14,8 +14,9 @@ use crate::http::AppState;
 use tally_exec::FqlMachine;
 
 /// A single node's default epoch: 0, group commit. The logger takes what is queued as soon
-/// as its previous append is synced, so a lone write waits for one fsync instead of an
-/// epoch, and under load the batch is everything that arrived during the last append.
+/// as its previous append is synced and the executor is free for it, so a lone write
+/// waits for one fsync instead of an epoch, and under load the batch is everything that
+/// arrived while the executor applied the last one (tally-calvin `log_batches`).
 /// (Measured in docs/benchmarks.md, "Group commit on a single node".)
 pub const SINGLE_NODE_EPOCH_MS: u64 = 0;
 
