@@ -33,7 +33,7 @@ pub enum Expr {
     Lit(Value),
     Array(Vec<Expr>),
     Object(Vec<(String, Expr)>),
-    Call(Box<Call>),
+    Call(Call),
 }
 
 #[derive(Clone)]
@@ -166,7 +166,7 @@ impl Parser<'_> {
             };
             args.push((key, e));
         }
-        Ok(Expr::Call(Box::new(Call { spec, args })))
+        Ok(Expr::Call(Call { spec, args }))
     }
 
     /// `let` bindings: `[{"x": e1}, {"y": e2}]` (ordered) or the legacy `{"x": e1, "y": e2}`.

@@ -156,7 +156,7 @@ impl Builder {
             };
             args.push((key, e));
         }
-        Some(Expr::Call(Box::new(Call { spec, args })))
+        Some(Expr::Call(Call { spec, args }))
     }
 
     /// An object literal's fields (not counted: the tree parser counts the

@@ -215,7 +215,7 @@ fn object<'de, A: MapAccess<'de>>(first: Cow<'de, str>, mut map: A, nodes: &mut 
         };
         args.push((key, e));
     }
-    Ok(Expr::Call(Box::new(Call { spec, args })))
+    Ok(Expr::Call(Call { spec, args }))
 }
 
 /// Are all keys distinct? (A JSON tree would have merged repeated ones.)

@@ -75,7 +75,7 @@ fn do_(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 
 /// A lambda evaluated on its own becomes a Query value.
 fn lambda(_ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
-    Ok(Value::Query(Box::new(with_api_version(unparse(&Expr::Call(Box::new(call.clone())))))))
+    Ok(Value::Query(Box::new(with_api_version(unparse(&Expr::Call(call.clone()))))))
 }
 
 /// Query values carry the API version they were written for, as v4 renders them.

@@ -22,9 +22,7 @@ pub static SELF_REF: FnSpec = FnSpec { name: "@self_ref", optional: &[], require
 /// A literal from the wire, as an expression: self refs become a [`SELF_REF`] call.
 pub fn literal_expr(v: Value) -> Expr {
     match &v {
-        Value::Ref(r) if is_self(r) => {
-            Expr::Call(Box::new(Call { spec: &SELF_REF, args: vec![(SELF_REF.name, Expr::Lit(v))] }))
-        }
+        Value::Ref(r) if is_self(r) => Expr::Call(Call { spec: &SELF_REF, args: vec![(SELF_REF.name, Expr::Lit(v))] }),
         _ => Expr::Lit(v),
     }
 }
