@@ -864,7 +864,6 @@ mod tests {
         // Batch 1 is being applied and batches 2 and 3 are logged; the rest waits queued.
         let (seq, open, logged) = stalled(cfg, dir.path(), &rt);
         let (flood, quiet) = (Tenant { id: 1, weight: 1 }, Tenant { id: 2, weight: 1 });
-        let height = |o: Result<Vec<u8>, SubmitError>| u64::from_be_bytes(o.unwrap().try_into().unwrap());
         rt.block_on(async {
             // Queue 100 flood inputs, one at a time so that the queue holds them in this
             // order (spawned at once, the runtime may poll them in another), and one quiet
@@ -885,12 +884,12 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             open.send(()).unwrap();
-            let ahead: Vec<u64> = futures_heights(logged, height).await;
+            let ahead: Vec<u64> = futures_heights(logged, height_of).await;
             assert_eq!(ahead, vec![1, 2, 3]);
-            assert_eq!(height(q.await.unwrap()), 4, "the quiet input makes the next batch");
+            assert_eq!(height_of(q.await.unwrap()), 4, "the quiet input makes the next batch");
             let mut heights = Vec::new();
             for b in backlog {
-                heights.push(height(b.await.unwrap()));
+                heights.push(height_of(b.await.unwrap()));
             }
             assert!(heights.windows(2).all(|w| w[0] <= w[1]), "the backlog stays in order: {heights:?}");
             assert_eq!(heights.last(), Some(&14), "100 flood inputs take ten batches after the first three");
