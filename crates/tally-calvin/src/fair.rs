@@ -390,20 +390,13 @@ impl<T> FairInbox<T> {
     /// Block until a batch closes (an epoch after its oldest input arrived, or full) and
     /// take it; None once the inbox is closed and drained.
     pub fn next_batch_blocking(&self) -> Option<Vec<T>> {
-        self.next_batch_or_idle(None).map(|b| b.unwrap_or_default())
-    }
-
-    /// [`Self::next_batch_blocking`], or `Some(None)` once the inbox has been empty for
-    /// `idle` (when given): the consumer's turn to do idle work (`tally_apply::IdleSweep`).
-    pub fn next_batch_or_idle(&self, idle: Option<Duration>) -> Option<Option<Vec<T>>> {
-        match self.wait_input_or_idle(idle)? {
-            true => Some(Some(self.close_batch())),
-            false => Some(None),
-        }
+        // Without an idle bound the wait ends only with an input queued or the inbox closed.
+        self.wait_input_or_idle(None).map(|_| self.close_batch())
     }
 
     /// Block until an input is queued (`Some(true)`), the inbox has been empty for `idle`
-    /// (when given; `Some(false)`), or it is closed and drained (`None`). Nothing is taken:
+    /// (when given; `Some(false)`: the consumer's turn to do idle work,
+    /// `tally_apply::IdleSweep`), or it is closed and drained (`None`). Nothing is taken:
     /// [`Self::close_batch`] takes the batch, and a consumer may hold it open between the
     /// two (the sequencer's logger does while its executor is busy).
     pub fn wait_input_or_idle(&self, idle: Option<Duration>) -> Option<bool> {
