@@ -31,9 +31,11 @@ pub fn obj(v: Json) -> Json {
     json!({ "object": v })
 }
 
-/// An account's ref in `tally bench transfer`'s schema.
+/// An account's ref in `tally bench transfer`'s schema, written as the benchmark (and a
+/// driver's `q.Ref(q.Collection(...), id)` once evaluated) sends it: a ref literal.
 pub fn account(id: u64) -> Json {
-    json!({"ref": {"collection": "accounts"}, "id": id.to_string()})
+    let collection = json!({"@ref": {"id": "accounts", "collection": {"@ref": {"id": "collections"}}}});
+    json!({"@ref": {"id": id.to_string(), "collection": collection}})
 }
 
 /// What the cost figures tests (`sweep_cost`, `exec_cost`) run on: `tally bench
