@@ -21,6 +21,17 @@ pub fn input_as(q: Json, role: &str, jwt: Option<JwtInput>, seed: u8) -> Vec<u8>
     tally_exec::record::encode_input(&inp).unwrap()
 }
 
+/// What the node that received input record `bytes` hands its executor beside them
+/// (`tally_exec::record::Predecoded`): the input and its query's expression, so the
+/// executor neither decodes the record nor parses the query.
+pub fn predecoded(bytes: &[u8]) -> tally_apply::Decoded {
+    let inp = tally_exec::record::decode_input(bytes).unwrap();
+    let expr = std::sync::Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
+    let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+    assert_eq!(again, bytes, "the record is the same either way");
+    Box::new(pre.expect("a decodable input has its Predecoded"))
+}
+
 /// An input record of `q` run by the admin of the root database.
 pub fn input(q: Json, seed: u8) -> Vec<u8> {
     input_as(q, "admin", None, seed)
@@ -96,6 +107,21 @@ impl TransferStore {
             inputs,
         };
         self.m.apply(&batch);
+    }
+
+    /// Apply the next batch, of `inputs`, each with what the receiving node would hand
+    /// its executor beside the bytes (`hints`, see [`predecoded`]), as a single node's
+    /// sequencer does.
+    pub fn apply_decoded(&mut self, inputs: Vec<Vec<u8>>, hints: &mut [Option<tally_apply::Decoded>]) {
+        use tally_apply::StateMachine;
+        self.height += 1;
+        let batch = tally_apply::Batch {
+            height: self.height,
+            ts: Self::T0 + self.height * 1000,
+            rules: tally_exec::RULES,
+            inputs,
+        };
+        self.m.apply_decoded(&batch, hints, &mut |_, _| {});
     }
 
     /// Close the store and remove its directory.
