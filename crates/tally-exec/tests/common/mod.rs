@@ -23,13 +23,16 @@ pub fn input_as(q: Json, role: &str, jwt: Option<JwtInput>, seed: u8) -> Vec<u8>
 
 /// What the node that received input record `bytes` hands its executor beside them
 /// (`tally_exec::record::Predecoded`): the input and its query's expression, so the
-/// executor neither decodes the record nor parses the query.
-pub fn predecoded(bytes: &[u8]) -> tally_apply::Decoded {
+/// executor neither decodes the record nor parses the query. Also returns a second hold
+/// of the expression: the request thread keeps one until the answer is in, so the
+/// executor's drop only lowers a count and the tree is freed on the thread that built it
+/// (tally-server `http.rs`).
+pub fn predecoded(bytes: &[u8]) -> (tally_apply::Decoded, std::sync::Arc<tally_fql::expr::Expr>) {
     let inp = tally_exec::record::decode_input(bytes).unwrap();
     let expr = std::sync::Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
-    let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
+    let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr.clone()).unwrap();
     assert_eq!(again, bytes, "the record is the same either way");
-    Box::new(pre.expect("a decodable input has its Predecoded"))
+    (Box::new(pre.expect("a decodable input has its Predecoded")), expr)
 }
 
 /// An input record of `q` run by the admin of the root database.
