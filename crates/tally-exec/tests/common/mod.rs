@@ -102,13 +102,7 @@ impl TransferStore {
     /// Apply the next batch, of `inputs`.
     pub fn apply(&mut self, inputs: Vec<Vec<u8>>) {
         use tally_apply::StateMachine;
-        self.height += 1;
-        let batch = tally_apply::Batch {
-            height: self.height,
-            ts: Self::T0 + self.height * 1000,
-            rules: tally_exec::RULES,
-            inputs,
-        };
+        let batch = self.next_batch(inputs);
         self.m.apply(&batch);
     }
 
@@ -117,14 +111,14 @@ impl TransferStore {
     /// sequencer does.
     pub fn apply_decoded(&mut self, inputs: Vec<Vec<u8>>, hints: &mut [Option<tally_apply::Decoded>]) {
         use tally_apply::StateMachine;
-        self.height += 1;
-        let batch = tally_apply::Batch {
-            height: self.height,
-            ts: Self::T0 + self.height * 1000,
-            rules: tally_exec::RULES,
-            inputs,
-        };
+        let batch = self.next_batch(inputs);
         self.m.apply_decoded(&batch, hints, &mut |_, _| {});
+    }
+
+    /// The batch after the last one applied, of `inputs`: the next height, 1 ms later.
+    fn next_batch(&mut self, inputs: Vec<Vec<u8>>) -> tally_apply::Batch {
+        self.height += 1;
+        tally_apply::Batch { height: self.height, ts: Self::T0 + self.height * 1000, rules: tally_exec::RULES, inputs }
     }
 
     /// Close the store and remove its directory.
