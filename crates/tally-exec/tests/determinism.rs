@@ -3,7 +3,7 @@
 //! from a checkpoint plus replay reaches the same head as one that never stopped.
 
 mod common;
-use common::{input, obj};
+use common::{input, obj, predecoded};
 
 use std::sync::Arc;
 
@@ -277,13 +277,7 @@ fn predecoded_inputs_apply_exactly_as_their_bytes() {
                     // Not a Predecoded: decoded from the bytes.
                     return Some(Box::new(7u32) as tally_apply::Decoded);
                 }
-                let inp = tally_exec::record::decode_input(bytes).unwrap();
-                let expr = Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
-                let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr).unwrap();
-                let pre = pre.expect("a decodable input has its Predecoded");
-                assert_eq!(&again, bytes, "the record is the same either way");
-                assert_eq!(pre.input.q, serde_json::Value::Null, "the query tree is freed by the encoder");
-                Some(Box::new(pre) as tally_apply::Decoded)
+                Some(predecoded(bytes).0)
             })
             .collect();
         let expected = bytes_only.apply(&batch);

@@ -7,11 +7,11 @@
 //! batches as the log hands them over: one transfer per input, and 100 per input through
 //! `Map`. Each input comes with its parsed query (`record::Predecoded`), made before the
 //! timing starts, as the receiving node's request threads hand it to a single node's
-//! executor, which then decodes nothing. Only the executor's own thread is timed (its CPU time, so the flusher
-//! and whatever else the machine runs are left out): the tool for comparing two builds of
-//! the executor side by side, a noisy machine's load moving it less than a whole server's
-//! throughput (still, on the shared 2-core machine runs of one build differ by up to 10 %:
-//! alternate the builds several times).
+//! executor, which then decodes nothing. Only the executor's own thread is timed (its CPU
+//! time, so the flusher and whatever else the machine runs are left out): the tool for
+//! comparing two builds of the executor side by side, a noisy machine's load moving it
+//! less than a whole server's throughput (still, on the shared 2-core machine runs of one
+//! build differ by up to 10 %: alternate the builds several times).
 
 mod common;
 use common::{account, input, obj, predecoded, TransferStore};

@@ -31,8 +31,10 @@ pub fn predecoded(bytes: &[u8]) -> (tally_apply::Decoded, std::sync::Arc<tally_f
     let inp = tally_exec::record::decode_input(bytes).unwrap();
     let expr = std::sync::Arc::new(tally_fql::expr::parse(&inp.q).unwrap());
     let (again, pre) = tally_exec::record::encode_input_predecoded(inp, expr.clone()).unwrap();
+    let pre = pre.expect("a decodable input has its Predecoded");
     assert_eq!(again, bytes, "the record is the same either way");
-    (Box::new(pre.expect("a decodable input has its Predecoded")), expr)
+    assert_eq!(pre.input.q, Json::Null, "the query tree is freed by the encoder");
+    (Box::new(pre), expr)
 }
 
 /// An input record of `q` run by the admin of the root database.
