@@ -217,7 +217,7 @@ mod tests {
                     5 => Value::Ref(refs[below(3) as usize].clone()),
                     _ => Value::Double(0.5),
                 };
-                data.insert(name.to_string(), value);
+                data.insert(name.into(), value);
             }
             let r = &refs[below(3) as usize];
             let rendered = crate::fns::docs::render_owned(r, below(1 << 40), data.clone());

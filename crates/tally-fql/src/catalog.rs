@@ -180,7 +180,7 @@ impl<'a> Eval<'a> {
                             let b = o
                                 .get("fields")
                                 .and_then(|f| f.as_object())
-                                .map(|f| f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                                .map(|f| f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
                                 .unwrap_or_default();
                             if let Some(c) = o.get("collection").or_else(|| o.get("class")) {
                                 add_source(self, c, b)?;
@@ -194,7 +194,7 @@ impl<'a> Eval<'a> {
                 let b = o
                     .get("fields")
                     .and_then(|f| f.as_object())
-                    .map(|f| f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .map(|f| f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
                     .unwrap_or_default();
                 if let Some(c) = o.get("collection").or_else(|| o.get("class")) {
                     add_source(self, c, b)?;

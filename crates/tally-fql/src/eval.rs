@@ -403,7 +403,7 @@ impl<'a> Eval<'a> {
                 let mut out = tally_value::Object::new();
                 for (k, v) in fields {
                     let val = self.eval(v).map_err(|e| e.at(k.as_str()).at("object"))?;
-                    out.insert(k.clone(), val);
+                    out.insert(k.as_str().into(), val);
                 }
                 self.mem_charge(out.len() as u64 * 64)?;
                 Ok(Value::Object(out))

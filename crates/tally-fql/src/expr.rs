@@ -302,7 +302,7 @@ pub fn unparse(e: &Expr) -> Value {
                 } else {
                     unparse(v)
                 };
-                o.insert(k.to_string(), val);
+                o.insert((*k).into(), val);
             }
             Value::Object(o)
         }

@@ -143,8 +143,8 @@ fn declared_bindings(data: &Object) -> Vec<(Vec<String>, String, Value)> {
     for (i, src) in sources.into_iter().enumerate() {
         let Some(Value::Object(fields)) = src.get("fields") else { continue };
         for (name, lam) in fields {
-            let path = vec!["source".to_string(), i.to_string(), "fields".to_string(), name.clone()];
-            out.push((path, name.clone(), lam.clone()));
+            let path = vec!["source".to_string(), i.to_string(), "fields".to_string(), name.to_string()];
+            out.push((path, name.to_string(), lam.clone()));
         }
     }
     out

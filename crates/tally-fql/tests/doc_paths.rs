@@ -41,7 +41,7 @@ fn stored_documents() -> Vec<Object> {
     ];
     let mut hidden = Object::new();
     for h in HIDDEN_FIELDS {
-        hidden.insert((*h).to_string(), s(h));
+        hidden.insert((*h).into(), s(h));
     }
     docs.push(hidden);
     docs

@@ -233,8 +233,9 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, CodecError> {
         String::from_utf8(self.unescape()?).map_err(|_| CodecError::Malformed("invalid UTF-8"))
     }
-    /// [`Reader::string`] as a ref id: a short one is held inline, with no allocation.
-    fn ref_id(&mut self) -> Result<CompactString, CodecError> {
+    /// [`Reader::string`] as a ref id or an object's key: a short one is held inline,
+    /// with no allocation.
+    fn compact(&mut self) -> Result<CompactString, CodecError> {
         // Found without checking, then checked once as [`Reader::string`] checks: an
         // unescaped id is its own bytes; an escaped one (rare) is unescaped again.
         let start = self.pos;
@@ -391,7 +392,7 @@ impl<'a> Reader<'a> {
                     match self.byte()? {
                         0x00 => break,
                         0x01 => {
-                            let k = self.string()?;
+                            let k = self.compact()?;
                             let v = self.value(depth + 1)?;
                             o.insert(k, v);
                         }
@@ -431,7 +432,7 @@ impl<'a> Reader<'a> {
         };
         let id = match self.byte()? {
             0x01 => u64::from_be_bytes(self.take::<8>()?).to_compact_string(),
-            0x02 => self.ref_id()?,
+            0x02 => self.compact()?,
             _ => return Err(CodecError::Malformed("bad ref id")),
         };
         let database = match self.byte()? {

@@ -6,11 +6,12 @@
 //! encoding used for storage keys, stored documents and hashing.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of queries,
-//! storage engines or the network. Everything here is deterministic: objects are
-//! `BTreeMap`s, so keys always come out in one canonical (byte-wise) order.
+//! storage engines or the network. Everything here is deterministic: objects
+//! ([`Object`]) keep their keys sorted, so keys always come out in one canonical (byte-wise) order.
 
 mod codec;
 pub mod legacy_ref;
+pub mod object;
 mod order;
 pub mod tape;
 mod value;

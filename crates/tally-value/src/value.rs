@@ -1,6 +1,5 @@
 //! The value model.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -10,9 +9,7 @@ use compact_str::CompactString;
 /// A point in time with nanosecond precision (FQL `Time`).
 pub type Time = DateTime<Utc>;
 
-/// An FQL object: keys in canonical (byte-wise) order, so every rendering and hash of
-/// the same object is identical on every replica.
-pub type Object = BTreeMap<String, Value>;
+pub use crate::object::Object;
 
 /// Every value an FQL v4 expression can evaluate to.
 #[derive(Clone, Debug, PartialEq)]

@@ -214,7 +214,7 @@ pub fn to_json(v: &Value) -> Json {
         Value::Query(q) => tagged("@query", query_json(q)),
         Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
         Value::Object(o) => {
-            let map: Map<String, Json> = o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+            let map: Map<String, Json> = o.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect();
             if o.keys().any(|k| k.starts_with('@')) {
                 tagged("@obj", Json::Object(map))
             } else {
@@ -239,7 +239,7 @@ fn query_json(v: &Value) -> Json {
                 }
             }
             for (k, x) in o.iter().filter(|(k, _)| !matches!(k.as_str(), "api_version" | "lambda" | "expr")) {
-                m.insert(k.clone(), query_json(x));
+                m.insert(k.to_string(), query_json(x));
             }
             Json::Object(m)
         }
@@ -252,7 +252,7 @@ fn query_json(v: &Value) -> Json {
         // A literal object: its field names are data, its values expressions.
         Value::Object(o) if o.len() == 1 && matches!(o.get("object"), Some(Value::Object(_))) => {
             let Some(Value::Object(fields)) = o.get("object") else { return to_json(v) };
-            let inner: Map<String, Json> = fields.iter().map(|(k, x)| (k.clone(), query_json(x))).collect();
+            let inner: Map<String, Json> = fields.iter().map(|(k, x)| (k.to_string(), query_json(x))).collect();
             tagged(
                 "object",
                 if fields.keys().any(|k| k.starts_with('@')) {
@@ -263,7 +263,7 @@ fn query_json(v: &Value) -> Json {
             )
         }
         Value::Object(o) if !o.keys().any(|k| k.starts_with('@')) => {
-            Json::Object(o.iter().map(|(k, x)| (k.clone(), query_json(x))).collect())
+            Json::Object(o.iter().map(|(k, x)| (k.to_string(), query_json(x))).collect())
         }
         Value::Array(items) => Json::Array(items.iter().map(query_json).collect()),
         other => to_json(other),
@@ -279,7 +279,7 @@ fn let_bindings_json(v: &Value) -> Json {
         match item {
             Value::Object(b) if b.len() == 1 => {
                 let Some((k, x)) = b.iter().next() else { return query_json(v) };
-                if m.insert(k.clone(), query_json(x)).is_some() {
+                if m.insert(k.to_string(), query_json(x)).is_some() {
                     return query_json(v);
                 }
             }

@@ -8,8 +8,6 @@
 //! only a chunk or two of its bytes. Long strings and byte arrays are split across chunks
 //! too; only `@set` and `@query` values, which are small, are encoded in one piece.
 
-use std::collections::btree_map;
-
 use crate::{to_json, Value};
 
 /// Smallest piece of a string or byte array written at once (so a chunk that is almost
@@ -28,7 +26,7 @@ enum Frame<'a> {
     /// An array's remaining items; the bool is true before the first.
     Array(std::slice::Iter<'a, Value>, bool),
     /// An object's remaining fields; the bool is true before the first.
-    Object(btree_map::Iter<'a, String, Value>, bool),
+    Object(crate::object::Iter<'a>, bool),
 }
 
 /// Writes a value's wire JSON (between an optional prefix and suffix) a chunk at a time.

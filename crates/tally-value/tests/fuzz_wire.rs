@@ -78,7 +78,7 @@ fn any_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(prop_oneof!["\\PC{0,6}", "@[a-z]{0,5}"], inner.clone(), 0..6)
-                .prop_map(Value::Object),
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
             inner.clone().prop_map(|v| Value::Set(Box::new(v))),
             inner.prop_map(|v| Value::Query(Box::new(v))),
         ]

@@ -81,7 +81,9 @@ fn lambda(_ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 /// Query values carry the API version they were written for, as v4 renders them.
 pub fn with_api_version(mut v: Value) -> Value {
     if let Value::Object(o) = &mut v {
-        o.entry("api_version".to_string()).or_insert_with(|| Value::String("4".into()));
+        if !o.contains_key("api_version") {
+            o.insert("api_version".into(), Value::String("4".into()));
+        }
     }
     v
 }

@@ -312,8 +312,11 @@ fn create_index_doc(ev: &mut Eval<'_>, params: Object) -> Result<Value> {
         return Err(validation("source", "invalid type", "Source must be a collection ref or an array of sources."));
     }
     crate::purity::check_index_bindings(&data)?;
-    data.entry("unique".to_string()).or_insert(Value::Bool(false));
-    data.entry("serialized".to_string()).or_insert(Value::Bool(true));
+    for (field, default) in [("unique", false), ("serialized", true)] {
+        if !data.contains_key(field) {
+            data.insert(field.into(), Value::Bool(default));
+        }
+    }
     data.insert("active".into(), Value::Bool(true));
     if !data.contains_key("terms") {
         data.insert("partitions".into(), Value::Long(8));

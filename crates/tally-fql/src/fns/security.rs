@@ -119,7 +119,7 @@ pub fn bind_roles(
     for name in names {
         if let Some(d) = ev.tx.live_doc(db, native::ROLES, &name, at)? {
             if let Some(id) = crate::catalog::internal_id(&d.data) {
-                ids.insert(name, Value::Long(id as i64));
+                ids.insert(name.into(), Value::Long(id as i64));
             }
         }
     }

@@ -658,7 +658,7 @@ fn repr_into(v: &Value, out: &mut String) {
                 if plain {
                     out.push_str(k);
                 } else {
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push_str(&serde_json::Value::String(k.to_string()).to_string());
                 }
                 out.push_str(": ");
                 repr_into(x, out);

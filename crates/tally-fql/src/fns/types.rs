@@ -259,7 +259,7 @@ fn to_object(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
                         let (k, val) = (it.next().unwrap_or(Value::Null), it.next().unwrap_or(Value::Null));
                         match k {
                             Value::String(k) => {
-                                out.insert(k, val);
+                                out.insert(k.into(), val);
                             }
                             _ => return Err(bad()),
                         }
@@ -280,7 +280,7 @@ fn to_object(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
 fn to_array(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
     match ev.primary(call)? {
         Value::Object(o) => {
-            Ok(Value::Array(o.into_iter().map(|(k, v)| Value::Array(vec![Value::String(k), v])).collect()))
+            Ok(Value::Array(o.into_iter().map(|(k, v)| Value::Array(vec![Value::String(k.into()), v])).collect()))
         }
         v @ Value::Array(_) => Ok(v),
         other => Err(invalid_argument(format!("Cannot cast {} to Array; an object is expected.", other.type_name()))
@@ -470,7 +470,7 @@ fn merge(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
                 None => right,
                 Some(l) => {
                     let left = out.get(&k).cloned().unwrap_or(Value::Null);
-                    ev.apply(l, vec![Value::String(k.clone()), left, right]).map_err(|e| e.at("lambda"))?
+                    ev.apply(l, vec![Value::String(k.to_string()), left, right]).map_err(|e| e.at("lambda"))?
                 }
             };
             if v.is_null() {
