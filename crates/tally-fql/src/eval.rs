@@ -9,6 +9,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use tally_value::object::Key;
 use tally_value::Value;
 
 use crate::auth::Auth;
@@ -104,7 +105,7 @@ pub struct Eval<'a> {
     pub mode: Mode,
     pub auth: Auth,
     pub limits: Limits,
-    env: Vec<(String, Value)>,
+    env: Vec<(Key, Value)>,
     steps: u64,
     call_depth: u32,
     /// Bytes of values held (see [`crate::budget`]); its limit is `limits.value_bytes_max`.
@@ -403,7 +404,7 @@ impl<'a> Eval<'a> {
                 let mut out = tally_value::Object::new();
                 for (k, v) in fields {
                     let val = self.eval(v).map_err(|e| e.at(k.as_str()).at("object"))?;
-                    out.insert(k.as_str().into(), val);
+                    out.insert(k.clone(), val);
                 }
                 self.mem_charge(out.len() as u64 * 64)?;
                 Ok(Value::Object(out))
@@ -558,7 +559,7 @@ impl<'a> Eval<'a> {
         self.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
-    pub fn push_var(&mut self, name: String, v: Value) {
+    pub fn push_var(&mut self, name: Key, v: Value) {
         self.env.push((name, v));
     }
 
@@ -625,7 +626,7 @@ impl<'a> Eval<'a> {
                 let v =
                     if args.len() == 1 { args.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(args) };
                 if name != "_" {
-                    self.env.push((name.clone(), v));
+                    self.env.push((Key::from(name.as_str()), v));
                 }
             }
             Params::Many(names) => {
@@ -653,7 +654,7 @@ impl<'a> Eval<'a> {
                 };
                 for (n, v) in names.iter().zip(vals) {
                     if n != "_" {
-                        self.env.push((n.clone(), v));
+                        self.env.push((Key::from(n.as_str()), v));
                     }
                 }
             }

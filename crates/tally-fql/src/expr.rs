@@ -32,7 +32,7 @@ pub struct FnSpec {
 pub enum Expr {
     Lit(Value),
     Array(Vec<Expr>),
-    Object(Vec<(String, Expr)>),
+    Object(Vec<(tally_value::object::Key, Expr)>),
     Call(Call),
 }
 
@@ -143,7 +143,7 @@ impl Parser<'_> {
                 let fields = escaped_fields(fields);
                 let mut out = Vec::with_capacity(fields.len());
                 for (k, v) in fields {
-                    out.push((k.clone(), self.expr(v).map_err(|e| e.at(k.as_str()).at("object"))?));
+                    out.push((k.as_str().into(), self.expr(v).map_err(|e| e.at(k.as_str()).at("object"))?));
                 }
                 return Ok(Expr::Object(out));
             }
@@ -185,7 +185,7 @@ impl Parser<'_> {
                     let m = escaped_fields(m);
                     for (k, e) in m {
                         out.push(Expr::Object(vec![(
-                            k.clone(),
+                            k.as_str().into(),
                             self.expr(e).map_err(|x| x.at(k.as_str()).at(i).at("let"))?,
                         )]));
                     }
@@ -193,7 +193,10 @@ impl Parser<'_> {
             }
             Json::Object(m) => {
                 for (k, e) in m {
-                    out.push(Expr::Object(vec![(k.clone(), self.expr(e).map_err(|x| x.at(k.as_str()).at("let"))?)]));
+                    out.push(Expr::Object(vec![(
+                        k.as_str().into(),
+                        self.expr(e).map_err(|x| x.at(k.as_str()).at("let"))?,
+                    )]));
                 }
             }
             _ => return Err(invalid_expression("Let bindings must be an array of objects.").at("let")),

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use tally_value::object::Key;
 use tally_value::tape::{Node, Tape, Tok};
 use tally_value::{Ref, Value};
 
@@ -161,13 +162,13 @@ impl Builder {
 
     /// An object literal's fields (not counted: the tree parser counts the
     /// `{"object": …}` around them). `@obj` may be an escape to the tree parser.
-    fn fields(&mut self, n: Node<'_, '_>) -> Option<Vec<(String, Expr)>> {
+    fn fields(&mut self, n: Node<'_, '_>) -> Option<Vec<(Key, Expr)>> {
         let mut out = Vec::with_capacity(n.entries().len());
         for (k, v) in n.entries() {
             if k == "@obj" {
                 return None;
             }
-            out.push((k.to_owned(), self.expr(v)?));
+            out.push((Key::from(k), self.expr(v)?));
         }
         Some(out)
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
+use tally_value::object::Key;
 use tally_value::{Ref, Value};
 
 use super::{key_of, resolve_keys, Call, Expr, Parser, EXPR_NODES_MAX};
@@ -164,7 +165,7 @@ fn special<'de, A: MapAccess<'de>>(tag: Cow<'de, str>, mut map: A) -> Result<Exp
 enum Pending {
     Expr(Expr),
     /// The fields of `{"object": {…}}`, if that is the object's only key.
-    Fields(Vec<(String, Expr)>),
+    Fields(Vec<(Key, Expr)>),
     /// `let` bindings, if the object calls `Let`.
     Bindings(Expr),
     /// A `query` argument, kept as JSON: as `Query`'s body it is data.
@@ -219,25 +220,25 @@ fn object<'de, A: MapAccess<'de>>(first: Cow<'de, str>, mut map: A, nodes: &mut 
 }
 
 /// Are all keys distinct? (A JSON tree would have merged repeated ones.)
-fn distinct<T>(fields: &[(String, T)]) -> bool {
+fn distinct<K: AsRef<str>, T>(fields: &[(K, T)]) -> bool {
     if fields.len() <= 16 {
-        return fields.iter().enumerate().all(|(i, (k, _))| fields[..i].iter().all(|(x, _)| x != k));
+        return fields.iter().enumerate().all(|(i, (k, _))| fields[..i].iter().all(|(x, _)| x.as_ref() != k.as_ref()));
     }
-    let mut keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    let mut keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_ref()).collect();
     keys.sort_unstable();
     keys.windows(2).all(|w| w[0] != w[1])
 }
 
 /// The fields of an object as `(key, expression)` pairs, declining an `@obj` key (the
 /// tree parser may read it as an escape) and repeated keys.
-fn fields<'de, A: MapAccess<'de>>(mut map: A, nodes: &mut usize) -> Result<Vec<(String, Expr)>, A::Error> {
-    let mut out: Vec<(String, Expr)> = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+fn fields<'de, A: MapAccess<'de>>(mut map: A, nodes: &mut usize) -> Result<Vec<(Key, Expr)>, A::Error> {
+    let mut out: Vec<(Key, Expr)> = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
     while let Some(k) = map.next_key_seed(KeySeed)? {
         if k == "@obj" {
             return Err(decline());
         }
         let e = map.next_value_seed(ExprSeed { nodes: &mut *nodes })?;
-        out.push((k.into_owned(), e));
+        out.push((Key::from(k.as_ref()), e));
     }
     if !distinct(&out) {
         return Err(decline());
@@ -301,7 +302,7 @@ impl<'de> DeserializeSeed<'de> for BindingsSeed<'_> {
     }
 }
 
-fn one_field_objects(fields: Vec<(String, Expr)>, out: &mut Vec<Expr>) {
+fn one_field_objects(fields: Vec<(Key, Expr)>, out: &mut Vec<Expr>) {
     out.extend(fields.into_iter().map(|f| Expr::Object(vec![f])));
 }
 
@@ -333,14 +334,14 @@ struct BindingSeed<'n> {
 }
 
 impl<'de> DeserializeSeed<'de> for BindingSeed<'_> {
-    type Value = Vec<(String, Expr)>;
+    type Value = Vec<(Key, Expr)>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for BindingSeed<'_> {
-    type Value = Vec<(String, Expr)>;
+    type Value = Vec<(Key, Expr)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of Let bindings")
