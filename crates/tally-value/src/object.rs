@@ -45,11 +45,6 @@ impl Object {
         Object(Repr::Small(Vec::new()))
     }
 
-    /// An empty object with room for `n` fields (up to `SMALL_MAX`) without reallocating.
-    pub fn with_capacity(n: usize) -> Self {
-        Object(Repr::Small(Vec::with_capacity(n.min(SMALL_MAX))))
-    }
-
     pub fn len(&self) -> usize {
         match &self.0 {
             Repr::Small(v) => v.len(),
@@ -91,14 +86,6 @@ impl Object {
         }
     }
 
-    pub fn get_key_value<K: AsRef<str> + ?Sized>(&self, key: &K) -> Option<(&Key, &Value)> {
-        let key = key.as_ref();
-        match &self.0 {
-            Repr::Small(v) => Self::position(v, key).map(|i| (&v[i].0, &v[i].1)),
-            Repr::Large(m) => m.get_key_value(key),
-        }
-    }
-
     pub fn contains_key<K: AsRef<str> + ?Sized>(&self, key: &K) -> bool {
         self.get(key).is_some()
     }
@@ -130,14 +117,10 @@ impl Object {
     }
 
     pub fn remove<K: AsRef<str> + ?Sized>(&mut self, key: &K) -> Option<Value> {
-        self.remove_entry(key).map(|(_, v)| v)
-    }
-
-    pub fn remove_entry<K: AsRef<str> + ?Sized>(&mut self, key: &K) -> Option<(Key, Value)> {
         let key = key.as_ref();
         match &mut self.0 {
-            Repr::Small(v) => Self::position(v, key).map(|i| v.remove(i)),
-            Repr::Large(m) => m.remove_entry(key),
+            Repr::Small(v) => Self::position(v, key).map(|i| v.remove(i).1),
+            Repr::Large(m) => m.remove(key),
         }
     }
 
@@ -147,10 +130,6 @@ impl Object {
             Repr::Small(v) => v.retain_mut(|(k, x)| keep(k, x)),
             Repr::Large(m) => m.retain(|k, x| keep(k, x)),
         }
-    }
-
-    pub fn clear(&mut self) {
-        self.0 = Repr::Small(Vec::new());
     }
 
     pub fn first_key_value(&self) -> Option<(&Key, &Value)> {
@@ -185,21 +164,6 @@ impl Object {
 
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Value> + ExactSizeIterator {
         self.iter_mut().map(|(_, v)| v)
-    }
-
-    pub fn into_keys(self) -> impl DoubleEndedIterator<Item = Key> + ExactSizeIterator {
-        self.into_iter().map(|(k, _)| k)
-    }
-
-    pub fn into_values(self) -> impl DoubleEndedIterator<Item = Value> + ExactSizeIterator {
-        self.into_iter().map(|(_, v)| v)
-    }
-
-    /// Moves every field of `other` into `self` (a field in both takes `other`'s value),
-    /// leaving `other` empty: one pass over both when they are small.
-    pub fn append(&mut self, other: &mut Object) {
-        let other = std::mem::take(other);
-        self.extend(other);
     }
 
     fn from_sorted_unique(entries: Vec<(Key, Value)>) -> Object {
@@ -257,12 +221,6 @@ impl<K: Into<Key>> FromIterator<(K, Value)> for Object {
 impl<const N: usize> From<[(Key, Value); N]> for Object {
     fn from(entries: [(Key, Value); N]) -> Object {
         entries.into_iter().collect()
-    }
-}
-
-impl From<BTreeMap<Key, Value>> for Object {
-    fn from(m: BTreeMap<Key, Value>) -> Object {
-        Object::from_sorted_unique(m.into_iter().collect())
     }
 }
 
