@@ -462,23 +462,28 @@ impl<'a> Eval<'a> {
         call: &'c Call,
         key: &str,
     ) -> Result<Option<impl Iterator<Item = &'c Value> + use<'c>>> {
+        Ok(self.lit_array_exprs(call, key)?.map(lit_values))
+    }
+
+    /// [`Eval::lit_array_arg`] as the expressions themselves, every one an `Expr::Lit`
+    /// (see [`lit_values`]).
+    pub fn lit_array_exprs<'c>(&mut self, call: &'c Call, key: &str) -> Result<Option<&'c [Expr]>> {
         let Some(Expr::Array(items)) = call.get(key) else { return Ok(None) };
         if !items.iter().all(|e| matches!(e, Expr::Lit(_))) {
             return Ok(None);
         }
-        let lits = move || items.iter().filter_map(|e| if let Expr::Lit(v) = e { Some(v) } else { None });
         (|| {
             // As `eval` of the array: its step, then each element's step and copy charged
             // (the element's position on an error), then the array's slots.
             self.next_unused = false;
             self.step()?;
-            for (i, v) in lits().enumerate() {
+            for (i, v) in lit_values(items).enumerate() {
                 self.step().and_then(|()| self.mem_charge(crate::budget::deep_size(v))).map_err(|e| e.at(i))?;
             }
             self.mem_charge(items.len() as u64 * 32)
         })()
         .map_err(|err| err.at(key_static(call, key)))?;
-        Ok(Some(lits()))
+        Ok(Some(items))
     }
 
     /// `eval` of `{"var": name}` up to its result, which stays in the environment: the
@@ -688,6 +693,12 @@ impl<'a> Eval<'a> {
     pub fn call_depth(&self) -> u32 {
         self.call_depth
     }
+}
+
+/// The values of an array's literal elements (those [`Eval::lit_array_exprs`] returns are
+/// all literals).
+pub fn lit_values(items: &[Expr]) -> impl Iterator<Item = &Value> {
+    items.iter().filter_map(|e| if let Expr::Lit(v) = e { Some(v) } else { None })
 }
 
 /// Keys in positions are `'static` in `Call`; map a borrowed key back to it.

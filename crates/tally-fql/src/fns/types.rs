@@ -11,7 +11,7 @@ use tally_value::{Object, Ref, Value};
 
 use crate::error::{code, invalid_argument, wrong_type, FqlError, Result};
 use crate::eval::Eval;
-use crate::expr::{Call, FnSpec};
+use crate::expr::{Call, Expr, FnSpec};
 
 pub(crate) static SPECS: &[FnSpec] = &[
     FnSpec { name: "is_number", optional: &[], required: &[], handler: is_number },
@@ -338,18 +338,62 @@ fn is_page(o: &Object) -> bool {
         && o.keys().all(|k| matches!(k.as_str(), "data" | "before" | "after"))
 }
 
+/// One element of a path as a lookup uses it: borrowed from a [`PathSeg`], or from a
+/// literal of the query's own path array (read in place, nothing copied).
+#[derive(Clone, Copy)]
+pub(crate) enum Seg<'a> {
+    Key(&'a str),
+    Index(i64),
+}
+
+/// What a path is made of: its parsed elements, or the literals of a path written in the
+/// query (already checked by [`check_lits`]).
+pub(crate) trait AsSeg {
+    fn seg(&self) -> Seg<'_>;
+}
+
+impl AsSeg for PathSeg {
+    fn seg(&self) -> Seg<'_> {
+        match self {
+            PathSeg::Key(k) => Seg::Key(k),
+            PathSeg::Index(i) => Seg::Index(*i),
+        }
+    }
+}
+
+impl AsSeg for Expr {
+    fn seg(&self) -> Seg<'_> {
+        match self {
+            Expr::Lit(Value::String(s)) => Seg::Key(s),
+            Expr::Lit(Value::Long(i)) => Seg::Index(*i),
+            // Not a path element: `check_lits` refused it before any lookup. An index no
+            // value has, so it could only find nothing.
+            _ => Seg::Index(-1),
+        }
+    }
+}
+
+impl std::fmt::Display for Seg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seg::Key(k) => write!(f, "{k}"),
+            Seg::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
 /// One step into a value: object fields, array indexes (a page indexes its `data`), and
 /// the `id`, `collection` and `database` fields of a ref (a ref is not fetched).
-fn step<'v>(v: &'v Value, seg: &PathSeg) -> Option<std::borrow::Cow<'v, Value>> {
+fn step<'v>(v: &'v Value, seg: Seg<'_>) -> Option<std::borrow::Cow<'v, Value>> {
     use std::borrow::Cow;
     match (v, seg) {
-        (Value::Object(o), PathSeg::Key(k)) => o.get(k.as_str()).map(Cow::Borrowed),
-        (Value::Object(o), PathSeg::Index(i)) if is_page(o) => match o.get("data") {
-            Some(Value::Array(a)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
+        (Value::Object(o), Seg::Key(k)) => o.get(k).map(Cow::Borrowed),
+        (Value::Object(o), Seg::Index(i)) if is_page(o) => match o.get("data") {
+            Some(Value::Array(a)) => usize::try_from(i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
             _ => None,
         },
-        (Value::Array(a), PathSeg::Index(i)) => usize::try_from(*i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
-        (Value::Ref(r), PathSeg::Key(k)) => match k.as_str() {
+        (Value::Array(a), Seg::Index(i)) => usize::try_from(i).ok().and_then(|i| a.get(i)).map(Cow::Borrowed),
+        (Value::Ref(r), Seg::Key(k)) => match k {
             "id" => Some(Cow::Owned(Value::String(r.id.to_string()))),
             "collection" | "class" => r.collection.as_deref().map(|c| Cow::Owned(Value::Ref(c.clone()))),
             "database" => r.database.as_deref().map(|d| Cow::Owned(Value::Ref(d.clone()))),
@@ -360,10 +404,10 @@ fn step<'v>(v: &'v Value, seg: &PathSeg) -> Option<std::borrow::Cow<'v, Value>> 
 }
 
 /// The value at `path` inside `v`, if there is one (only the result is cloned).
-pub(crate) fn select_path(v: &Value, path: &[PathSeg]) -> Option<Value> {
+pub(crate) fn select_path<T: AsSeg>(v: &Value, path: &[T]) -> Option<Value> {
     let mut cur: &Value = v;
     for (i, seg) in path.iter().enumerate() {
-        match step(cur, seg)? {
+        match step(cur, seg.seg())? {
             std::borrow::Cow::Borrowed(b) => cur = b,
             std::borrow::Cow::Owned(o) => return select_path(&o, &path[i + 1..]),
         }
@@ -371,8 +415,8 @@ pub(crate) fn select_path(v: &Value, path: &[PathSeg]) -> Option<Value> {
     Some(cur.clone())
 }
 
-fn path_text(path: &[PathSeg]) -> String {
-    let parts: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+fn path_text<T: AsSeg>(path: &[T]) -> String {
+    let parts: Vec<String> = path.iter().map(|s| s.seg().to_string()).collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -387,17 +431,42 @@ fn path_arg(ev: &mut Eval<'_>, call: &Call) -> Result<Vec<PathSeg>> {
     ev.with_arg(call, name, parse_path)?.map_err(|e| e.at(name))
 }
 
+/// Refuses what [`path_of`] refuses of a path written as literals, with the same error,
+/// without building the path.
+fn check_lits(items: &[Expr]) -> Result<()> {
+    for (i, v) in crate::eval::lit_values(items).enumerate() {
+        if !matches!(v, Value::String(_) | Value::Long(_)) {
+            if let Err(e) = path_seg(v) {
+                return Err(e.at(i));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `Select(path, from, default?)`. `from` is looked into in place when it is a variable:
-/// only the selected value is copied.
+/// only the selected value is copied. A path written as an array of literals (the usual
+/// `["data", "balance"]`) is read from the query in place, after the steps and charges
+/// building it would make, and never built.
 fn select(ev: &mut Eval<'_>, call: &Call) -> Result<Value> {
-    let path = path_arg(ev, call)?;
-    if let Some(v) = ev.with_arg(call, "from", |from| select_path(from, &path))? {
+    let name = call.name();
+    if let Some(items) = ev.lit_array_exprs(call, name)? {
+        check_lits(items).map_err(|e| e.at(name))?;
+        return select_at(ev, call, items);
+    }
+    let path = ev.with_arg(call, name, parse_path)?.map_err(|e| e.at(name))?;
+    select_at(ev, call, &path)
+}
+
+/// `Select`'s lookup of `path` in its `from`, or its `default`.
+fn select_at<T: AsSeg>(ev: &mut Eval<'_>, call: &Call, path: &[T]) -> Result<Value> {
+    if let Some(v) = ev.with_arg(call, "from", |from| select_path(from, path))? {
         return Ok(v);
     }
     match call.get("default") {
         Some(_) => Ok(ev.opt_arg(call, "default")?.unwrap_or(Value::Null)),
         None => {
-            Err(FqlError::new(code::VALUE_NOT_FOUND, format!("Value not found at path {}.", path_text(&path)))
+            Err(FqlError::new(code::VALUE_NOT_FOUND, format!("Value not found at path {}.", path_text(path)))
                 .at("from"))
         }
     }
@@ -428,7 +497,7 @@ fn collect_all(v: &Value, path: &[PathSeg], out: &mut Vec<Value>, max: usize) ->
             }
         }
         _ => {
-            if let Some(next) = step(v, seg) {
+            if let Some(next) = step(v, seg.seg()) {
                 collect_all(&next, rest, out, max)?;
             }
         }
