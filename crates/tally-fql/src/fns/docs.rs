@@ -1,6 +1,7 @@
 //! Document reads and writes: `get exists create update replace delete`, plus the
 //! index maintenance every write does in the same transaction.
 
+use std::borrow::Cow;
 use tally_value::{compare, Object, Ref, Value};
 
 use crate::catalog::{IndexDef, IndexField, Target};
@@ -422,7 +423,7 @@ pub fn write_doc(
 /// skips building both versions' rows to find no difference.
 fn same_index_fields(def: &IndexDef, r: &Ref, ts: u64, old: &Object, new: &Object) -> bool {
     def.terms.iter().chain(def.values.iter().map(|(f, _)| f)).all(|f| match f {
-        IndexField::Path(p) => select_doc_path(r, ts, old, p) == select_doc_path(r, ts, new, p),
+        IndexField::Path(p) => select_doc_path_ref(r, ts, old, p) == select_doc_path_ref(r, ts, new, p),
         IndexField::Binding(_) => false,
     })
 }
@@ -627,8 +628,12 @@ fn cross(acc: Vec<Vec<Value>>, vals: &[Value]) -> Vec<Vec<Value>> {
 
 /// Follow a path of keys/indexes through objects, arrays and refs.
 pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
-    // Walked by reference; only what is found is copied (and the fields of a ref, which
-    // are not values until they are taken out of it).
+    select_path_ref(v, path).map(Cow::into_owned)
+}
+
+/// [`select_path`] without copying what is found when it lies inside `v` (a ref's
+/// fields are not values until they are taken out of it: those are built).
+fn select_path_ref<'v>(v: &'v Value, path: &[Value]) -> Option<Cow<'v, Value>> {
     let mut cur = v;
     for (i, seg) in path.iter().enumerate() {
         cur = match (seg, cur) {
@@ -642,26 +647,31 @@ pub fn select_path(v: &Value, path: &[Value]) -> Option<Value> {
                     _ => return None,
                 };
                 // A ref's nesting is shallow, and so is this recursion.
-                return select_path(&field, &path[i + 1..]);
+                return select_path(&field, &path[i + 1..]).map(Cow::Owned);
             }
             _ => return None,
         };
     }
-    Some(cur.clone())
+    Some(Cow::Borrowed(cur))
 }
 
 /// `select_path(&render(r, ts, data), path)` without rendering the document.
 pub fn select_doc_path(r: &Ref, ts: u64, data: &Object, path: &[Value]) -> Option<Value> {
+    select_doc_path_ref(r, ts, data, path).map(Cow::into_owned)
+}
+
+/// [`select_doc_path`] without copying a stored field it finds.
+fn select_doc_path_ref<'d>(r: &Ref, ts: u64, data: &'d Object, path: &[Value]) -> Option<Cow<'d, Value>> {
     let Some((Value::String(k), rest)) = path.split_first() else {
         // The whole document, or a segment a document object has nothing under.
-        return if path.is_empty() { Some(render(r, ts, data)) } else { None };
+        return if path.is_empty() { Some(Cow::Owned(render(r, ts, data))) } else { None };
     };
     // What `render` puts under `k`: a shown stored field, else the ref or the ts.
     match data.get(k).filter(|_| !HIDDEN.contains(&k.as_str())) {
-        Some(v) => select_path(v, rest),
+        Some(v) => select_path_ref(v, rest),
         None => match k.as_str() {
-            "ref" => select_path(&Value::Ref(r.clone()), rest),
-            "ts" => select_path(&Value::Long(ts as i64), rest),
+            "ref" => select_path(&Value::Ref(r.clone()), rest).map(Cow::Owned),
+            "ts" => select_path(&Value::Long(ts as i64), rest).map(Cow::Owned),
             _ => None,
         },
     }
