@@ -298,15 +298,6 @@ pub(crate) enum PathSeg {
     Index(i64),
 }
 
-impl std::fmt::Display for PathSeg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PathSeg::Key(k) => write!(f, "{k}"),
-            PathSeg::Index(i) => write!(f, "{i}"),
-        }
-    }
-}
-
 /// A `select` path: a field name, an array index, or an array of them. Errors carry
 /// the index of a bad element (the caller adds the argument key).
 pub(crate) fn parse_path(v: &Value) -> Result<Vec<PathSeg>> {
