@@ -19,7 +19,7 @@ pub mod pace;
 pub mod publish;
 pub mod record;
 pub mod snapshot;
+pub mod sweep_due;
 pub mod sweep_spacing;
-pub mod sweep_watch;
 
 pub use machine::{FqlMachine, RULES};

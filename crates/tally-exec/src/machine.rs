@@ -142,12 +142,18 @@ pub struct FqlMachine {
     pub apply_other_rules: bool,
     /// The commit ts from which a retention sweep could remove something (0: now or
     /// unknown; `u64::MAX`: not as time alone passes), for the log of an idle node
-    /// (`tally_apply::IdleSweep`): node-local, recomputed by the sweeps (`crate::sweep_watch`).
+    /// (`tally_apply::IdleSweep`): what [`crate::sweep_due::SweepDue`] says after each batch.
     pub retention_due: Arc<AtomicU64>,
     /// Versions (documents and index entries) retention sweeps removed since this
     /// machine opened (node-local, for metrics).
     pub retention_removed: Arc<AtomicU64>,
-    sweep_watch: crate::sweep_watch::SweepWatch,
+    /// The replicated [`crate::sweep_due::SweepDue`], as the store holds it (`due_stored`:
+    /// its bytes there, None when absent) and as this machine has it.
+    sweep_due: crate::sweep_due::SweepDue,
+    due_stored: Option<Vec<u8>>,
+    /// Whether each sweep's pass is under way (its cursor is not at the beginning), as
+    /// the stored cursors say.
+    sweep_running: [bool; 2],
     /// The stored [`META_RETENTION_SWEPT_TS`] (None: absent), read on open and after a
     /// snapshot install and kept equal to it by every commit that writes it: the
     /// replicated value the sweep spacing decides on (`crate::sweep_spacing`), held here
@@ -177,9 +183,15 @@ pub struct FqlMachine {
 ///    well-known names by number and integers as varints, about half the bytes. A build of
 ///    rules 4 cannot read these inputs and would fail every such transaction where this
 ///    one runs it. Otherwise a transaction computes what it did, but for the limit on its
-///    logged input (`check_record`), which counts version 2's bytes, and the texts of a
+///    logged input (`crate::record::check_record`), which counts version 2's bytes, and the texts of a
 ///    malformed record's errors.
-pub const RULES: u16 = 5;
+/// 6. Each of the two sweeps runs only while its pass is under way or when something
+///    could be removable (`crate::sweep_due`, meta `retention_due`, replicated, in
+///    snapshots): a pass's own finding, lowered by every write's earliest due ts. Batches
+///    at the spacing of rules 4 whose sweeps are not due skip them (and do not write
+///    `retention_swept_ts`). Blocks remove the same versions as under rules 5, at other
+///    heights.
+pub const RULES: u16 = 6;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
@@ -199,20 +211,19 @@ fn meta_u64(store: &dyn Store, key: &str) -> anyhow::Result<u64> {
     })
 }
 
-/// The persisted sweep watch (`crate::sweep_watch`) and the due ts it gives with the
-/// stored cursors; nothing known when absent or unreadable.
-fn load_sweep_watch(store: &dyn Store) -> anyhow::Result<(crate::sweep_watch::SweepWatch, u64)> {
+/// The stored [`crate::sweep_due::SweepDue`], its stored bytes, and whether each sweep's
+/// pass is under way.
+type LoadedDue = (crate::sweep_due::SweepDue, Option<Vec<u8>>, [bool; 2]);
+
+fn load_sweep_due(store: &dyn Store, applied_height: u64) -> anyhow::Result<LoadedDue> {
     let snap = store.snapshot()?;
-    let watch = snap
-        .meta(crate::sweep_watch::META_SWEEP_WATCH)?
-        .and_then(|b| crate::sweep_watch::SweepWatch::decode(&b))
-        .unwrap_or_default();
+    let stored = snap.meta(crate::sweep_due::META_SWEEP_DUE)?;
+    let due = crate::sweep_due::SweepDue::load(stored.as_deref(), applied_height)?;
     let mut running = [false; 2];
     for (k, name) in [META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR].into_iter().enumerate() {
         running[k] = snap.meta(name)?.is_some_and(|c| !c.is_empty());
     }
-    let due = watch.due(running);
-    Ok((watch, due))
+    Ok((due, stored, running))
 }
 
 /// The stored [`META_RETENTION_SWEPT_TS`] (None: absent); an error if it is not 8 bytes.
@@ -250,7 +261,7 @@ impl FqlMachine {
         let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
         let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
         let root_key = meta_root_key(&*store)?.map(hex::encode).unwrap_or_default();
-        let watch = load_sweep_watch(&*store)?;
+        let (sweep_due, due_stored, sweep_running) = load_sweep_due(&*store, applied_height)?;
         let swept_ts = load_swept_ts(&*store)?;
         Ok(FqlMachine {
             store,
@@ -270,9 +281,11 @@ impl FqlMachine {
             publish: None,
             root_key: Arc::new(tally_fql::authcache::RootKeyHash::new(&root_key)),
             apply_other_rules: false,
-            retention_due: Arc::new(AtomicU64::new(watch.1)),
+            retention_due: Arc::new(AtomicU64::new(sweep_due.due(sweep_running))),
             retention_removed: Arc::new(AtomicU64::new(0)),
-            sweep_watch: watch.0,
+            sweep_due,
+            due_stored,
+            sweep_running,
             swept_ts,
         })
     }
@@ -306,7 +319,9 @@ impl FqlMachine {
         self.applied_ts.store(fresh.last_ts, Ordering::Release);
         self.checkpointed_height.store(fresh.applied_height, Ordering::Release);
         // What the sweeps knew is about the replaced state.
-        self.sweep_watch = fresh.sweep_watch;
+        self.sweep_due = fresh.sweep_due;
+        self.due_stored = fresh.due_stored;
+        self.sweep_running = fresh.sweep_running;
         self.swept_ts = fresh.swept_ts;
         self.retention_due.store(fresh.retention_due.load(Ordering::Acquire), Ordering::Release);
         let head = *fresh.head.lock().map_err(|_| anyhow::anyhow!("head lock poisoned"))?;
@@ -431,6 +446,12 @@ impl FqlMachine {
             // The batch was not committed: what its transactions cached may describe
             // schema writes the store does not have.
             self.schema_cache.reset(self.last_ts);
+            // What the sweeps decided is not in the store either.
+            if let Ok((due, stored, running)) = load_sweep_due(&*self.store, self.applied_height) {
+                self.sweep_due = due;
+                self.due_stored = stored;
+                self.sweep_running = running;
+            }
         }
         r
     }
@@ -463,8 +484,8 @@ impl FqlMachine {
         let publish = self.publish.clone().filter(|p| p.wanted());
         let mut committed: Vec<crate::publish::CommittedTxn> = Vec::new();
         let mut last_ts = self.last_ts;
-        // Did any transaction of the batch write (for `crate::sweep_watch`)?
-        let mut wrote = false;
+        // When the batch's writes can make something removable (`crate::sweep_due`).
+        let mut writes_due = tally_fql::retention::WritesDue::default();
         self.pacer.batch_started();
         for (i, input) in batch.inputs.iter().enumerate() {
             let input_hash = builder.push_input(input)?;
@@ -487,7 +508,6 @@ impl FqlMachine {
                 (TxnOutput::json(500, &serde_json::json!({"errors": [e.to_json()]}), ts), Vec::new(), 0)
             });
             let (out, writes) = admit(ts, input.len(), out, writes);
-            wrote |= !writes.is_empty();
             let mut removed = Vec::new();
             let mut removed_entries = Vec::new();
             for w in &writes {
@@ -497,6 +517,9 @@ impl FqlMachine {
                         Space::Index => removed_entries.extend(removed_entry(&*b, w)),
                     }
                 }
+                writes_due.note(&*b, w).map_err(|e| {
+                    anyhow::anyhow!("the state store failed while applying batch {}: {}", batch.height, e.description)
+                })?;
                 apply_write(&mut *b, w).map_err(|e| machine_fault(batch.height, e))?;
                 builder.push_effect_hash(self.tlog.effect(effect_space(w), &w.key, w.ts, w.value.as_deref()));
             }
@@ -528,7 +551,7 @@ impl FqlMachine {
             // ts: its sweep runs there, and the next batch's ts is above it.
             last_ts = first_ts;
         }
-        let swept = self.sweep(&mut *b, batch.height, last_ts, wrote, batch.inputs.is_empty(), &mut builder)?;
+        let swept = self.sweep(&mut *b, batch.height, last_ts, &writes_due, batch.inputs.is_empty(), &mut builder)?;
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
@@ -581,69 +604,74 @@ impl FqlMachine {
     /// state and ts on every member, never a clock. Whether the batch sweeps and how far
     /// is `crate::sweep_spacing`'s: a batch with inputs within 10 ms of commit ts of the
     /// last sweep skips it; an empty batch (`idle`) exists only for its sweep, which may
-    /// look at [`IDLE_SWEEP_KEYS_FACTOR`] times as many keys. Returns whether it swept
-    /// (then [`META_RETENTION_SWEPT_TS`] is `now` in the batch).
+    /// look at [`IDLE_SWEEP_KEYS_FACTOR`] times as many keys. Of the two sweeps, each runs
+    /// only while its pass is under way or when `crate::sweep_due` says something could
+    /// be removable (first lowered by the batch's `writes`). Returns whether one ran (then
+    /// [`META_RETENTION_SWEPT_TS`] is `now` in the batch).
     fn sweep(
         &mut self,
         b: &mut dyn tally_storage::Batch,
         height: u64,
         now: u64,
-        wrote: bool,
+        writes: &tally_fql::retention::WritesDue,
         idle: bool,
         builder: &mut BlockBuilder,
     ) -> anyhow::Result<bool> {
-        let Some(limits) = crate::sweep_spacing::limits(idle, self.swept_ts, now) else {
-            if wrote {
-                // Nothing looked at this batch's writes: a sweep is due now (an idle node
-                // gets an empty batch for it). Written only when that changes the watch.
-                let before = self.sweep_watch.encode();
-                self.sweep_watch.skipped_write();
-                let after = self.sweep_watch.encode();
-                if after != before {
-                    b.set_meta(crate::sweep_watch::META_SWEEP_WATCH, &after)?;
-                }
-                self.retention_due.store(0, Ordering::Release);
-            }
-            return Ok(false);
-        };
-        b.set_meta(META_RETENTION_SWEPT_TS, &now.to_be_bytes())?;
-        let mut running = [false; 2];
         let failed =
             |e: tally_fql::FqlError| anyhow::anyhow!("the retention sweep of batch {height} failed: {}", e.description);
-        let mut removals = Vec::new();
-        // Documents first, then index entries, each from its own cursor: the index sweep
-        // sees the document sweep's removals (it reads through the batch).
-        for (kind, (name, index)) in
-            [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)].into_iter().enumerate()
-        {
-            let cursor = b.meta(name)?.filter(|c| !c.is_empty());
-            self.sweep_watch.before(kind, cursor.is_none(), wrote);
-            let swept = if index {
-                tally_fql::retention::sweep_index(&*b, now, cursor.as_deref(), limits)
-            } else {
-                tally_fql::retention::sweep(&*b, now, cursor.as_deref(), limits)
+        if !writes.is_empty() {
+            let due = writes.due(&*b, now, Some(&self.schema_cache)).map_err(failed)?;
+            self.sweep_due.lower(crate::sweep_due::DOCS, due[0]);
+            self.sweep_due.lower(crate::sweep_due::INDEX, due[1]);
+        }
+        let kinds = [(META_RETENTION_CURSOR, false), (META_RETENTION_INDEX_CURSOR, true)];
+        let limits = crate::sweep_spacing::limits(idle, self.swept_ts, now)
+            .filter(|_| (0..2).any(|k| self.sweep_due.wants(k, self.sweep_running[k], now)));
+        let swept = limits.is_some();
+        if let Some(limits) = limits {
+            b.set_meta(META_RETENTION_SWEPT_TS, &now.to_be_bytes())?;
+            let mut removals = Vec::new();
+            // Documents first, then index entries, each from its own cursor: the index
+            // sweep sees the document sweep's removals (it reads through the batch).
+            for (kind, (name, index)) in kinds.into_iter().enumerate() {
+                if !self.sweep_due.wants(kind, self.sweep_running[kind], now) {
+                    continue;
+                }
+                let cursor = b.meta(name)?.filter(|c| !c.is_empty());
+                self.sweep_due.before(kind, cursor.is_none());
+                let swept = if index {
+                    tally_fql::retention::sweep_index(&*b, now, cursor.as_deref(), limits)
+                } else {
+                    tally_fql::retention::sweep(&*b, now, cursor.as_deref(), limits)
+                }
+                .map_err(failed)?;
+                for w in &swept.removals {
+                    apply_write(b, w).map_err(|e| machine_fault(height, e))?;
+                    let r = tally_ledger::leaf::Removal { space: effect_space(w), key: w.key.clone(), ts: w.ts };
+                    builder.push_effect_hash(r.effect_hash());
+                    removals.push(r);
+                }
+                self.sweep_due.after(kind, swept.due, swept.next.is_none());
+                self.sweep_running[kind] = swept.next.is_some();
+                if swept.next != cursor {
+                    b.set_meta(name, swept.next.as_deref().unwrap_or(&[]))?;
+                }
             }
-            .map_err(failed)?;
-            for w in &swept.removals {
-                apply_write(b, w).map_err(|e| machine_fault(height, e))?;
-                let r = tally_ledger::leaf::Removal { space: effect_space(w), key: w.key.clone(), ts: w.ts };
-                builder.push_effect_hash(r.effect_hash());
-                removals.push(r);
-            }
-            self.sweep_watch.after(kind, swept.due, swept.next.is_none());
-            running[kind] = swept.next.is_some();
-            if swept.next != cursor {
-                b.set_meta(name, swept.next.as_deref().unwrap_or(&[]))?;
+            if !removals.is_empty() {
+                self.retention_removed.fetch_add(removals.len() as u64, Ordering::Relaxed);
+                b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
+                b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
             }
         }
-        b.set_meta(crate::sweep_watch::META_SWEEP_WATCH, &self.sweep_watch.encode())?;
-        self.retention_due.store(self.sweep_watch.due(running), Ordering::Release);
-        if !removals.is_empty() {
-            self.retention_removed.fetch_add(removals.len() as u64, Ordering::Relaxed);
-            b.set_meta(&retention_key(height), &tally_ledger::leaf::encode_removals(&removals))?;
-            b.set_meta(tally_fql::retention::META_SWEEP_TS, &now.to_be_bytes())?;
+        // Written whenever it differs from what the store holds (absent included: a store
+        // of earlier rules, or a fresh one, holds it from its first batch of these on).
+        let encoded = self.sweep_due.encode();
+        if self.due_stored.as_deref() != Some(&encoded[..]) {
+            b.set_meta(crate::sweep_due::META_SWEEP_DUE, &encoded)?;
+            self.due_stored = Some(encoded);
         }
-        Ok(true)
+        self.retention_due.store(self.sweep_due.due(self.sweep_running), Ordering::Release);
+        Ok(swept)
     }
 
     /// Apply a root key record (`crate::record::root_key`) at `ts`: a compare-and-set of

@@ -118,7 +118,8 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
     all_versions(snap, Space::Index, &mut out)?;
     // The retention cursors travel too: every member's next sweep must start at the same
     // key, or their blocks would remove different versions; and so does the last sweep's
-    // ts, which decides whether the next batch sweeps (`crate::sweep_spacing`).
+    // ts and the sweeps' due state, which decide whether the next batch sweeps
+    // (`crate::sweep_spacing`, `crate::sweep_due`).
     let fixed = [
         META_APPLIED_HEIGHT,
         META_LAST_TS,
@@ -127,6 +128,7 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
         META_RETENTION_CURSOR,
         META_RETENTION_INDEX_CURSOR,
         META_RETENTION_SWEPT_TS,
+        crate::sweep_due::META_SWEEP_DUE,
         tally_fql::retention::META_SWEEP_TS,
         META_ROOT_KEY,
     ]

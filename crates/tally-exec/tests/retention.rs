@@ -3,8 +3,9 @@
 //! replica, a bounded share per sweep, listed in each block's removal record whose
 //! effect leaves the block's effects root covers — and a replica rebuilt from a snapshot
 //! or a restart goes on removing exactly as the others do. Batches with inputs sweep at a
-//! commit-ts cadence (`tally_exec::sweep_spacing`, rules 4): which batches sweep is part
-//! of what every replica, restart and replay must compute alike.
+//! commit-ts cadence (`tally_exec::sweep_spacing`, rules 4), and only while a pass is
+//! under way or something could be removable (`tally_exec::sweep_due`, rules 6): which
+//! batches sweep is part of what every replica, restart and replay must compute alike.
 
 mod common;
 use common::{input, obj};
@@ -22,13 +23,14 @@ const DAY: u64 = 86_400_000_000;
 const T0: u64 = 1_800_000_000_000_000;
 
 /// Quiet batches (one read each) at the end of [`batches`], 6 ms of commit ts apart: every
-/// other one sweeps (`SWEEP_SPACING_MICROS` is 10 ms).
+/// other one sweeps (`SWEEP_SPACING_MICROS` is 10 ms) until the backlog is gone.
 const QUIET: u64 = 24;
 const QUIET_APART: u64 = 6_000;
 
 /// Two collections (history kept 1 day; forever) and an index; 60 documents updated 20
-/// times each in the first (batches 1 ms apart: one in ten sweeps); documents with a
-/// `ttl` of one hour; then, days later, small batches that give the sweeps their turns.
+/// times each in the first (batches 1 ms apart, none of which sweeps: nothing can be
+/// removed for 15 minutes); documents with a `ttl` of one hour; then, days later, small
+/// batches that give the sweeps their turns.
 fn batches() -> Vec<Batch> {
     let short = json!({"collection": "short"});
     let mut out = vec![vec![
@@ -112,15 +114,15 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
     let (sa, mut a) = machine();
     let (_sb, mut b) = machine();
     let (sc, mut c) = machine();
-    // Replica c stops halfway through the quiet batches and restarts from its store, after
-    // a batch that swept (the next one does not).
-    let restart_at = all.len() - 7;
-    // Replica d joins from a's snapshot after the writes, before the sweeps; replica e
-    // joins halfway through the quiet batches, after a batch that swept.
+    // Replica d joins from a's snapshot after the writes, before the sweeps; replica c
+    // stops in the quiet batches and restarts from its store, and replica e joins there
+    // from a's snapshot, each after a batch that swept with the index entries' pass under
+    // way (the next one does not sweep).
     let (_sd, mut d) = machine();
     let (_se, mut e) = machine();
     let joins_at = all.len() - QUIET as usize;
-    let e_joins_at = all.len() - 9;
+    let restart_at = joins_at + 3;
+    let e_joins_at = joins_at + 5;
     let mut before = 0;
     // Heights whose batch swept (it wrote the swept ts), on a.
     let mut swept = Vec::new();
@@ -156,13 +158,18 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
         assert_eq!(head(&a), head(&b), "block hash differs at height {}", batch.height);
         assert_eq!(head(&a), head(&c), "block hash differs at height {}", batch.height);
     }
-    // The 22 write batches 1 ms apart: the first and every tenth after it swept. The quiet
-    // batches 6 ms apart: the first (days after the last sweep) and every other one.
+    // The 22 write batches: none swept (the first removable version is 15 minutes after
+    // the first write). The quiet batches 6 ms apart: the first (days later) and every
+    // other one while the passes are under way, then none (nothing is left to go).
     let quiet0 = all.len() as u64 - QUIET + 1;
-    let want: Vec<u64> = [1, 11, 21].into_iter().chain((0..QUIET).step_by(2).map(|i| quiet0 + i)).collect::<Vec<_>>();
+    let n = swept.len() as u64;
+    let want: Vec<u64> = (0..n).map(|i| quiet0 + 2 * i).collect();
     assert_eq!(swept, want, "the heights that swept");
-    assert_eq!(all[restart_at - 1].height, *swept.iter().rev().nth(3).unwrap(), "c restarts after a sweep");
-    assert_eq!(all[e_joins_at - 1].height, *swept.iter().rev().nth(4).unwrap(), "e joins after a sweep");
+    assert!((4..QUIET / 2).contains(&n), "{n} sweeps work off the backlog, and then they stop");
+    assert!(swept.contains(&all[restart_at - 1].height), "c restarts after a sweep");
+    assert!(swept.contains(&all[e_joins_at - 1].height), "e joins after a sweep");
+    let due = a.retention_due.load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(due, u64::MAX, "nothing left that time alone makes removable");
     let after = versions(&*sa, Space::Docs);
     // 60 documents × 20 versions: each keeps only its newest; the expired document goes.
     assert!(before - after > 60 * 19, "removed {} of {before} versions", before - after);
@@ -199,9 +206,9 @@ fn replicas_remove_the_same_versions_at_the_same_heights() {
 
 /// An empty batch (an idle log's, `tally_apply::IdleSweep`) is a block of its own with no
 /// transactions whose sweep runs at its ts; `retention_due` says when one is worth
-/// logging (nothing on a fresh store, v4's 15 minutes after a superseding write, never
-/// once nothing is left to go as time passes), the same on every replica and across a
-/// restart.
+/// logging (nothing on a fresh store, v4's 15 minutes after a write in a collection of
+/// `history_days: 0`, never once nothing is left to go as time passes), the same on every
+/// replica and across a restart; an empty batch before then does not sweep.
 #[test]
 fn empty_batches_sweep_and_retention_due_says_when() {
     use std::sync::atomic::Ordering;
@@ -217,7 +224,8 @@ fn empty_batches_sweep_and_retention_due_says_when() {
             rules: tally_exec::RULES,
             inputs: vec![input(json!({"create_collection": obj(json!({"name": "short", "history_days": 0}))}), 1)],
         },
-        // The batches with inputs 10 ms apart: each sweeps (`SWEEP_SPACING_MICROS`).
+        // The batches with inputs 10 ms apart (`SWEEP_SPACING_MICROS`): none sweeps,
+        // nothing can be removed yet.
         Batch {
             height: 2,
             ts: T0 + SWEEP_SPACING_MICROS,
@@ -231,29 +239,43 @@ fn empty_batches_sweep_and_retention_due_says_when() {
             inputs: vec![input(json!({"update": doc, "params": obj(json!({"data": obj(json!({"n": 2}))}))}), 3)],
         },
     ];
+    // The create's bound: 15 minutes after it (a write can make something removable only
+    // once the floor reaches it). The update's version makes the create removable 15
+    // minutes after the update.
+    let first = T0 + SWEEP_SPACING_MICROS + OFFSET;
     let due = T0 + 2 * SWEEP_SPACING_MICROS + OFFSET;
-    // Empty batches: one before the update's version is 15 minutes old, one at it.
-    all.push(Batch { height: 4, ts: due - 1, rules: tally_exec::RULES, inputs: Vec::new() });
-    all.push(Batch { height: 5, ts: due, rules: tally_exec::RULES, inputs: Vec::new() });
+    // Empty batches: one before the create's bound (no sweep), one after it but before
+    // the update's version is 15 minutes old (a sweep that finds nothing and learns
+    // `due`), one at it.
+    all.push(Batch { height: 4, ts: first - 1, rules: tally_exec::RULES, inputs: Vec::new() });
+    all.push(Batch { height: 5, ts: due - 1, rules: tally_exec::RULES, inputs: Vec::new() });
+    all.push(Batch { height: 6, ts: due, rules: tally_exec::RULES, inputs: Vec::new() });
+    let mut swept = Vec::new();
     for batch in &all {
+        let last = swept_ts(&*store);
         let out = a.apply(batch);
+        if swept_ts(&*store) != last {
+            swept.push(batch.height);
+        }
         assert_eq!(out, b.apply(batch));
         assert_eq!(out.len(), batch.inputs.len());
         assert_eq!(head(&a), head(&b), "block hash differs at height {}", batch.height);
         let want = match batch.height {
-            1 | 2 => u64::MAX,
-            3 | 4 => due,
+            1 => u64::MAX,
+            2..=4 => first,
+            5 => due,
             _ => u64::MAX,
         };
         assert_eq!(a.retention_due.load(Ordering::Acquire), want, "retention_due after height {}", batch.height);
         assert_eq!(b.retention_due.load(Ordering::Acquire), want);
     }
+    assert_eq!(swept, vec![5, 6], "only the empty batches at or after a due ts sweep");
     let snap = store.snapshot().unwrap();
-    assert!(snap.meta(&retention_key(4)).unwrap().is_none(), "a minute early: nothing goes");
-    let removed = decode_removals(&snap.meta(&retention_key(5)).unwrap().unwrap()).unwrap();
+    assert!(snap.meta(&retention_key(5)).unwrap().is_none(), "a microsecond early: nothing goes");
+    let removed = decode_removals(&snap.meta(&retention_key(6)).unwrap().unwrap()).unwrap();
     assert_eq!(removed.iter().filter(|r| r.space == SPACE_DOCS).count(), 1, "the superseded version goes: {removed:?}");
     let h = a.head.lock().unwrap().unwrap();
-    assert_eq!((h.height, h.txn_count, h.first_ts, h.last_ts), (5, 0, due, due), "an empty block at its own ts");
+    assert_eq!((h.height, h.txn_count, h.first_ts, h.last_ts), (6, 0, due, due), "an empty block at its own ts");
     assert_eq!(a.last_commit_ts(), due, "the next batch commits above it");
     drop(snap);
     // A restart knows what the sweeps knew.
@@ -261,26 +283,34 @@ fn empty_batches_sweep_and_retention_due_says_when() {
     assert_eq!(reopened.retention_due.load(Ordering::Acquire), u64::MAX);
     drop(reopened);
     // A write after the empty batch commits above its ts, 1 µs after its sweep: it does not
-    // sweep, so a sweep is due now (nothing has looked at the write).
+    // sweep, and its deletion can go 15 minutes after it.
     let later =
-        Batch { height: 6, ts: due - 5, rules: tally_exec::RULES, inputs: vec![input(json!({"delete": doc}), 4)] };
+        Batch { height: 7, ts: due - 5, rules: tally_exec::RULES, inputs: vec![input(json!({"delete": doc}), 4)] };
     a.apply(&later);
     assert_eq!(a.head.lock().unwrap().unwrap().first_ts, due + 1);
     assert_eq!(swept_ts(&*store), Some(due), "the write did not sweep");
-    assert_eq!(a.retention_due.load(Ordering::Acquire), 0, "an unseen write: due now");
-    assert_eq!(FqlMachine::open(store.clone()).unwrap().retention_due.load(Ordering::Acquire), 0, "across a restart");
-    // The empty batch an idle node then logs sweeps whatever the spacing, and the next due
-    // follows the write.
-    a.apply(&Batch { height: 7, ts: due + 2, rules: tally_exec::RULES, inputs: Vec::new() });
-    assert_eq!(swept_ts(&*store), Some(due + 2));
-    assert_eq!(a.retention_due.load(Ordering::Acquire), due + 1 + OFFSET);
+    let after_delete = due + 1 + OFFSET;
+    assert_eq!(a.retention_due.load(Ordering::Acquire), after_delete);
+    let reopened = FqlMachine::open(store.clone()).unwrap();
+    assert_eq!(reopened.retention_due.load(Ordering::Acquire), after_delete, "across a restart");
+    drop(reopened);
+    // An empty batch before then does not sweep; one at it removes the document.
+    a.apply(&Batch { height: 8, ts: due + 2, rules: tally_exec::RULES, inputs: Vec::new() });
+    assert_eq!(swept_ts(&*store), Some(due));
+    a.apply(&Batch { height: 9, ts: after_delete, rules: tally_exec::RULES, inputs: Vec::new() });
+    assert_eq!(swept_ts(&*store), Some(after_delete));
+    let snap = store.snapshot().unwrap();
+    let removed = decode_removals(&snap.meta(&retention_key(9)).unwrap().unwrap()).unwrap();
+    assert_eq!(removed.iter().filter(|r| r.space == SPACE_DOCS).count(), 2, "the update and the deletion: {removed:?}");
+    assert_eq!(a.retention_due.load(Ordering::Acquire), u64::MAX);
 }
 
 /// Executor rules 4: a batch with inputs sweeps only when its last commit ts is at least
 /// `SWEEP_SPACING_MICROS` past the last sweep's (meta `retention_swept_ts`); one closer
 /// removes nothing even when something is removable, and the next one past the spacing
-/// removes it. A restart, a member installed from a snapshot and a replay of the log on a
-/// fresh store decide the same way at every height (same blocks, same removal records).
+/// removes it. Rules 6: a batch past the spacing with nothing removable does not sweep. A
+/// restart, a member installed from a snapshot and a replay of the log on a fresh store
+/// decide the same way at every height (same blocks, same removal records).
 #[test]
 fn batches_closer_than_the_spacing_do_not_sweep_and_replays_agree() {
     use std::sync::atomic::Ordering;
@@ -307,15 +337,16 @@ fn batches_closer_than_the_spacing_do_not_sweep_and_replays_agree() {
         all.push(Batch { height: all.len() as u64 + 1, ts, rules: tally_exec::RULES, inputs });
     };
     push(T0, vec![input(json!({"create_collection": obj(json!({"name": "short", "history_days": 0}))}), 1)]);
-    push(t1, noise(2)); // 2: two hours since the last sweep: sweeps
-    push(t1 + 1, past_pair("1", 3)); // 3: 1 µs later: does not sweep
-    push(t1 + SWEEP_SPACING_MICROS - 1, noise(5)); // 4: still within the spacing
-    push(t1 + SWEEP_SPACING_MICROS, noise(6)); // 5: 10 ms after 2: sweeps, removes doc 1's create
-    push(t1 + SWEEP_SPACING_MICROS + 1, past_pair("2", 7)); // 6: does not sweep
-    push(t1 + 2 * SWEEP_SPACING_MICROS - 1, noise(9)); // 7: does not
-    push(t1 + 2 * SWEEP_SPACING_MICROS + 5, Vec::new()); // 8: an empty batch always sweeps
-    push(t1 + 2 * SWEEP_SPACING_MICROS + 6, past_pair("3", 10)); // 9: 1 µs after 8: does not
-    push(t1 + 3 * SWEEP_SPACING_MICROS + 6, noise(12)); // 10: sweeps
+    push(t1, noise(2)); // 2: nothing written yet: nothing to sweep
+    push(t1 + 1, past_pair("1", 3)); // 3: removable at once: sweeps, removes doc 1's create
+    push(t1 + 2, past_pair("2", 5)); // 4: 1 µs later: does not sweep
+    push(t1 + SWEEP_SPACING_MICROS, noise(7)); // 5: still within the spacing
+    push(t1 + SWEEP_SPACING_MICROS + 2, noise(8)); // 6: 10 ms after 3's last commit: sweeps, removes doc 2's create
+    push(t1 + SWEEP_SPACING_MICROS + 3, past_pair("3", 9)); // 7: does not sweep
+    push(t1 + 2 * SWEEP_SPACING_MICROS, noise(11)); // 8: does not
+    push(t1 + 2 * SWEEP_SPACING_MICROS + 5, Vec::new()); // 9: an empty batch sweeps whatever the spacing
+    push(t1 + 4 * SWEEP_SPACING_MICROS, noise(12)); // 10: past the spacing, nothing left: does not
+    push(t1 + 4 * SWEEP_SPACING_MICROS + 1, past_pair("4", 13)); // 11: removable, past it: sweeps
     let (sa, mut a) = machine();
     let mut swept = Vec::new();
     let mut heads = Vec::new();
@@ -326,19 +357,22 @@ fn batches_closer_than_the_spacing_do_not_sweep_and_replays_agree() {
             swept.push(batch.height);
         }
         heads.push(head(&a));
-        if batch.height == 3 || batch.height == 6 {
-            assert_eq!(a.retention_due.load(Ordering::Acquire), 0, "a write no sweep saw: due now");
+        let due = a.retention_due.load(Ordering::Acquire);
+        if [4, 5, 7, 8].contains(&batch.height) {
+            assert!(due <= batch.ts, "a removable version no sweep saw: due at once ({due})");
+        } else {
+            assert_eq!(due, u64::MAX, "nothing removable after height {}", batch.height);
         }
     }
-    assert_eq!(swept, vec![1, 2, 5, 8, 10]);
-    assert_eq!(swept_ts(&*sa), Some(t1 + 3 * SWEEP_SPACING_MICROS + 6));
+    assert_eq!(swept, vec![3, 6, 9, 11]);
+    assert_eq!(swept_ts(&*sa), Some(t1 + 4 * SWEEP_SPACING_MICROS + 2), "11's last commit ts");
     let snap = sa.snapshot().unwrap();
     let removed_at = |h: u64| match snap.meta(&retention_key(h)).unwrap() {
         None => 0,
         Some(rec) => decode_removals(&rec).unwrap().iter().filter(|r| r.space == SPACE_DOCS).count(),
     };
     let removed: Vec<usize> = (1..=all.len() as u64).map(removed_at).collect();
-    assert_eq!(removed, vec![0, 0, 0, 0, 1, 0, 0, 1, 0, 1], "each superseded create goes at the next sweep");
+    assert_eq!(removed, vec![0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 1], "each superseded create goes at the next sweep");
     drop(snap);
     // A replay of the whole log on a fresh store; a machine reopened before every batch;
     // members installed from a snapshot after each height: the same block at every height.
@@ -353,6 +387,99 @@ fn batches_closer_than_the_spacing_do_not_sweep_and_replays_agree() {
         };
         cold.apply(batch);
         assert_eq!(head(&cold), heads[i], "a reopened machine differs at height {}", batch.height);
+    }
+    for at in 1..all.len() {
+        let (_sj, mut joined) = machine();
+        let (_sp, mut source) = machine();
+        for batch in &all[..at] {
+            source.apply(batch);
+        }
+        joined.import(&source.export().unwrap()).unwrap();
+        for (i, batch) in all.iter().enumerate().skip(at) {
+            joined.apply(batch);
+            assert_eq!(
+                head(&joined),
+                heads[i],
+                "a member from the snapshot at {at} differs at height {}",
+                batch.height
+            );
+        }
+    }
+}
+
+/// Executor rules 6: under load in a collection that keeps 30 days of history no batch
+/// sweeps, however far apart (nothing can be removable for 30 days and 15 minutes); index
+/// entries, bounded at 15 minutes after their writes, get a pass of their own then, which
+/// learns when they are next due and leaves the documents' cursor alone; lowering the
+/// collection's `history_days` makes both due at once, and that batch removes what the
+/// new history hides. Replicas, a replay and a member installed from a snapshot agree.
+#[test]
+fn sweeps_run_only_when_something_could_be_removable() {
+    use std::sync::atomic::Ordering;
+    use tally_exec::machine::{META_RETENTION_CURSOR, META_RETENTION_INDEX_CURSOR};
+    const OFFSET: u64 = tally_fql::retention::MVT_OFFSET_MICROS;
+    const SP: u64 = SWEEP_SPACING_MICROS;
+    let long = json!({"collection": "long"});
+    let doc = json!({"ref": long, "id": "1"});
+    let mut all = Vec::new();
+    let mut push = |ts: u64, inputs: Vec<Vec<u8>>| {
+        all.push(Batch { height: all.len() as u64 + 1, ts, rules: tally_exec::RULES, inputs });
+    };
+    push(
+        T0,
+        vec![
+            input(json!({"create_collection": obj(json!({"name": "long", "history_days": 30}))}), 1),
+            input(
+                json!({"create_index": obj(json!({"name": "long_by_n", "source": long, "terms": [obj(json!({"field": ["data", "n"]}))]}))}),
+                2,
+            ),
+        ],
+    );
+    push(T0 + SP, vec![input(json!({"create": doc, "params": obj(json!({"data": obj(json!({"n": 0}))}))}), 3)]);
+    for n in 1..=4u64 {
+        let upd = json!({"update": doc, "params": obj(json!({"data": obj(json!({"n": n}))}))});
+        push(T0 + (n + 1) * SP, vec![input(upd, 3 + n as u8)]);
+    }
+    // 7: 15 minutes after the first index entry: the index entries' pass only.
+    push(T0 + SP + OFFSET, vec![input(json!({"new_id": null}), 20)]);
+    // 8: an hour later, `history_days` lowered to 0: the four superseded versions go.
+    let lower = json!({"update": {"collection": "long"}, "params": obj(json!({"history_days": 0}))});
+    push(T0 + 3_600_000_000, vec![input(lower, 21)]);
+    let (sa, mut a) = machine();
+    let (_sb, mut b) = machine();
+    let mut swept = Vec::new();
+    let mut heads = Vec::new();
+    for batch in &all {
+        let last = swept_ts(&*sa);
+        let out = a.apply(batch);
+        assert_eq!(out, b.apply(batch));
+        assert_eq!(head(&a), head(&b), "block hash differs at height {}", batch.height);
+        if swept_ts(&*sa) != last {
+            swept.push(batch.height);
+        }
+        heads.push(head(&a));
+        let due = a.retention_due.load(Ordering::Acquire);
+        match batch.height {
+            1 => assert_eq!(due, u64::MAX, "collections and indexes alone: nothing to remove"),
+            2..=6 => assert_eq!(due, T0 + SP + OFFSET, "the first index entry's bound, at height {}", batch.height),
+            7 => assert!(due > T0 + 30 * DAY, "30 days of history ahead ({due})"),
+            _ => {}
+        }
+    }
+    assert_eq!(swept, vec![7, 8], "the writes 10 ms apart never sweep");
+    let snap = sa.snapshot().unwrap();
+    assert!(snap.meta(&retention_key(7)).unwrap().is_none(), "nothing goes at 7");
+    let cursor = |name: &str| snap.meta(name).unwrap().unwrap_or_default();
+    assert!(cursor(META_RETENTION_CURSOR).is_empty() && cursor(META_RETENTION_INDEX_CURSOR).is_empty());
+    let removed = decode_removals(&snap.meta(&retention_key(8)).unwrap().unwrap()).unwrap();
+    assert_eq!(removed.iter().filter(|r| r.space == SPACE_DOCS).count(), 4, "{removed:?}");
+    assert!(removed.iter().any(|r| r.space != SPACE_DOCS), "and the superseded index entries: {removed:?}");
+    drop(snap);
+    // A replay and members installed from a snapshot at every height agree.
+    let (_sr, mut replay) = machine();
+    for (i, batch) in all.iter().enumerate() {
+        replay.apply(batch);
+        assert_eq!(head(&replay), heads[i], "a replay differs at height {}", batch.height);
     }
     for at in 1..all.len() {
         let (_sj, mut joined) = machine();

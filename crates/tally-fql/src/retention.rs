@@ -286,6 +286,90 @@ pub fn apply_ttl_days(tx: &mut Tx<'_>, db: DbId, coll: CollId, explicit_ttl: boo
     Ok(())
 }
 
+/// What a batch's writes say about when a retention sweep could next remove something:
+/// a lower bound for documents and one for index entries (executor rules 6,
+/// `tally_exec::sweep_due`). Collected write by write ([`WritesDue::note`], before each is
+/// applied) and read once at the batch's end ([`WritesDue::due`]).
+///
+/// A version written at ts `t` (a create, an update, a delete, an `Insert` or `Remove` at a
+/// past ts) can make something removable only once the floor reaches `t`: the version it
+/// supersedes goes when the newest version at or before the floor is at `t` or later, and
+/// the written one itself only when it is at or before the floor (a deletion, or past a
+/// `ttl`, which `ttl_days` puts after `t`). Nothing else about the key changes, so for a
+/// document of a user collection the bound is [`Retention::due_at`]`(t)` under the
+/// collection's settings (never, when it keeps history forever). For an index entry it is
+/// `t` + [`MVT_OFFSET_MICROS`], below its document's collection's `due_at(t)` whatever the
+/// settings (when `min_valid` holds the floor, `due_at` is 0 but `min_valid` is at most the
+/// batch's ts, and so is the bound). A rewritten collection or database schema document
+/// may have lowered a collection's history or raised its `min_valid`, which moves every
+/// one of its documents' due ts: the bound is then 0 (sweep now) for both.
+#[derive(Debug, Default)]
+pub struct WritesDue {
+    /// `(db, coll, lowest ts)` of the documents of user collections written.
+    docs: Vec<(DbId, CollId, Ts)>,
+    /// The lowest ts of an index entry version written.
+    index: Option<Ts>,
+    /// A collection's or database's schema document that already had a version was written.
+    schema: bool,
+}
+
+impl WritesDue {
+    /// Takes in `w`, not yet applied to `snap` (the batch it is written into).
+    pub fn note(&mut self, snap: &dyn tally_storage::Snapshot, w: &model::Write) -> Result<()> {
+        match w.space {
+            tally_storage::Space::Index => self.index = Some(self.index.map_or(w.ts, |t| t.min(w.ts))),
+            tally_storage::Space::Docs => {
+                let Some((db, coll)) = sweep::split_key(&w.key) else { return Ok(()) };
+                if is_user_collection(db, coll) {
+                    match self.docs.iter_mut().find(|e| (e.0, e.1) == (db, coll)) {
+                        Some(e) => e.2 = e.2.min(w.ts),
+                        None => self.docs.push((db, coll, w.ts)),
+                    }
+                } else if !self.schema && is_settings_doc(db, coll) {
+                    // A create changes no one's due ts (a new collection has no documents).
+                    self.schema = snap.get(tally_storage::Space::Docs, &w.key, Ts::MAX).map_err(storage)?.is_some();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing noted.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty() && self.index.is_none() && !self.schema
+    }
+
+    /// The bounds `[documents, index entries]` (`u64::MAX`: never, as time alone passes),
+    /// read at `now` (the batch's last commit ts) in `snap` (the batch, its writes applied).
+    pub fn due(
+        &self,
+        snap: &dyn tally_storage::Snapshot,
+        now: Ts,
+        cache: Option<&crate::schema_cache::SchemaCache>,
+    ) -> Result<[Ts; 2]> {
+        if self.schema {
+            return Ok([0, 0]);
+        }
+        let mut docs = Ts::MAX;
+        if !self.docs.is_empty() {
+            let mut tx = Tx::new(snap, now).with_schema_cache(cache);
+            for &(db, coll, t) in &self.docs {
+                if let Some(d) = config(&mut tx, db, coll, now)?.and_then(|r| r.due_at(t)) {
+                    docs = docs.min(d);
+                }
+            }
+        }
+        let index = self.index.map_or(Ts::MAX, |t| t.saturating_add(MVT_OFFSET_MICROS));
+        Ok([docs, index])
+    }
+}
+
+/// Schema documents whose rewrite may change a collection's retention: a collection's,
+/// a database's (in its parent, and in the registry).
+fn is_settings_doc(db: DbId, coll: CollId) -> bool {
+    coll == native::COLLECTIONS || coll == native::DATABASES || db == crate::run::REGISTRY_DB
+}
+
 fn storage(e: tally_storage::StorageError) -> FqlError {
     FqlError::new(code::INTERNAL_ERROR, format!("storage error: {e}"))
 }
