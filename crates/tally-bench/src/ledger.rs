@@ -141,6 +141,10 @@ fn pass(shape: &Shape, log: bool) -> anyhow::Result<Pass> {
         std::hint::black_box(merkle::root_of_hashes(&block_effects));
         block_effects.clear();
         if log {
+            for (name, v) in w.finish_block() {
+                log_entry_bytes += (name.len() + v.len()) as u64;
+                b.set_meta(&name, &v)?;
+            }
             let head = TreeHead { tree_size: w.size(), timestamp_ms: TreeHead::timestamp_for(last_ts), root: w.root() };
             let sig = key.sign(&head);
             let name = writer::sig_key(height);

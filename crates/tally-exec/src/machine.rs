@@ -191,7 +191,11 @@ pub struct FqlMachine {
 ///    at the spacing of rules 4 whose sweeps are not due skip them (and do not write
 ///    `retention_swept_ts`). Blocks remove the same versions as under rules 5, at other
 ///    heights.
-pub const RULES: u16 = 6;
+/// 7. The transparency log's subtrees of levels 0–3 are stored in one meta value per
+///    16 leaves (`tlog/c/…`, `tally_ledger::writer` "Chunks"), written at the block's end,
+///    instead of one `tlog/n/…` name each; levels from 4 up keep their names. Blocks and
+///    proofs are the same; the state a snapshot carries is not.
+pub const RULES: u16 = 7;
 
 /// The root key hash recorded in the store, if any.
 pub fn meta_root_key(store: &dyn Store) -> anyhow::Result<Option<[u8; 32]>> {
@@ -259,7 +263,7 @@ impl FqlMachine {
             None => None,
         };
         let prev_hash = head.as_ref().map(|h| h.hash()).unwrap_or(GENESIS_PREV_HASH);
-        let tlog = LogWriter::new(load_tree(&*store, head.map_or(0, |h| h.tree_size))?);
+        let tlog = load_tree(&*store, head.map_or(0, |h| h.tree_size))?;
         let root_key = meta_root_key(&*store)?.map(hex::encode).unwrap_or_default();
         let (sweep_due, due_stored, sweep_running) = load_sweep_due(&*store, applied_height)?;
         let swept_ts = load_swept_ts(&*store)?;
@@ -555,6 +559,9 @@ impl FqlMachine {
         if self.diverge_at == Some(batch.height) {
             builder.push_effect(b"injected divergence");
         }
+        for (name, value) in self.tlog.finish_block() {
+            b.set_meta(&name, &value)?;
+        }
         let tree = (self.tlog.size(), self.tlog.root());
         let header = builder.header(batch.height, self.prev_hash, first_ts, last_ts.max(first_ts), tree)?;
         b.set_meta(META_HEAD, &header.encode())?;
@@ -743,14 +750,13 @@ pub fn tree_head(header: &BlockHeader) -> tally_ledger::sth::TreeHead {
     }
 }
 
-/// The transparency log's right edge for a tree of `size` leaves, from the store.
-fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<tally_ledger::tlog::Frontier> {
+/// The transparency log's writer continuing the stored tree of `size` leaves.
+fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<LogWriter> {
     let snap = store.snapshot()?;
-    let read = |id| {
-        let stored = snap.meta(&writer::node_key(id)).map_err(|e| tally_ledger::LedgerError::Storage(e.to_string()))?;
-        stored.map(|b| writer::decode_node(id, &b)).transpose()
-    };
-    Ok(tally_ledger::tlog::Frontier::load(size, read)?)
+    let reader = writer::NodeReader::new(|name: &str| {
+        snap.meta(name).map_err(|e| tally_ledger::LedgerError::Storage(e.to_string()))
+    });
+    Ok(LogWriter::load(size, &reader)?)
 }
 
 /// Hand what was just committed to the stream hub (after `applied_ts` moved past it).

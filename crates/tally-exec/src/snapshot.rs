@@ -141,8 +141,11 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
         }
         None => 0,
     };
-    let tlog = tally_ledger::tlog::node_ids(tree_size)
-        .map(tally_ledger::writer::node_key)
+    // Subtrees: chunks (executor rules 7), and names of their own (levels from 4 up, and
+    // every level a store written before rules 7 holds).
+    let tlog = (0..tree_size.div_ceil(tally_ledger::writer::CHUNK_LEAVES))
+        .map(tally_ledger::writer::chunk_key)
+        .chain(tally_ledger::tlog::node_ids(tree_size).map(tally_ledger::writer::node_key))
         .chain((0..tree_size).map(tally_ledger::writer::leaf_key));
     let blocks = (1..=applied_height).flat_map(|h| [block_key(h), retention_key(h)]);
     for name in fixed.into_iter().chain(blocks).chain(tlog) {
@@ -348,6 +351,10 @@ fn put_meta(b: &mut (impl SetMeta + ?Sized), name: &str, value: &[u8]) -> Result
     // A leaf record must decode: a member installs a snapshot only as proofs can use it.
     if name.starts_with("tlog/l/") {
         tally_ledger::leaf::decode_record(value).map_err(|_| SnapshotError::Malformed("leaf record"))?;
+    }
+    // So must a chunk of subtree hashes (its number only names it: any is decoded alike).
+    if name.starts_with("tlog/c/") {
+        tally_ledger::writer::decode_chunk(0, value).map_err(|_| SnapshotError::Malformed("subtree chunk"))?;
     }
     b.set(name, value)?;
     Ok(())

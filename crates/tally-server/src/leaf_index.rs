@@ -1,6 +1,7 @@
 //! The leaf-hash lookup behind `get-proof-by-hash`: which leaf of the transaction log has
 //! a given hash. Node-local and derived: a background thread builds it from the leaf
-//! hashes the state store already holds (`tlog/n/00…`), into its own file.
+//! hashes the state store already holds (level 0 of `tlog/c/…`, `tlog/n/00…` in stores
+//! written before executor rules 7), into its own file.
 //!
 //! # Why not in the state store
 //!

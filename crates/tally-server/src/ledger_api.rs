@@ -93,10 +93,9 @@ pub(crate) fn tree_of(
     snap: &dyn Snapshot,
     size: u64,
 ) -> StoredTree<impl Fn(NodeId) -> Result<Option<Hash>, LedgerError> + '_> {
-    StoredTree::new(size, move |id| {
-        let b = snap.meta(&writer::node_key(id)).map_err(|e| LedgerError::Storage(e.to_string()))?;
-        b.map(|b| writer::decode_node(id, &b)).transpose()
-    })
+    let reader =
+        writer::NodeReader::new(move |name: &str| snap.meta(name).map_err(|e| LedgerError::Storage(e.to_string())));
+    StoredTree::new(size, move |id| reader.read(id))
 }
 
 pub(crate) fn leaf_record(snap: &dyn Snapshot, index: u64) -> Result<LeafRecord, FqlError> {

@@ -35,7 +35,7 @@ use tally_calvin::StateMachine;
 use tally_ledger::leaf::{self, LeafRecord};
 use tally_ledger::merkle::{self, Hash};
 use tally_ledger::tlog::Frontier;
-use tally_ledger::{writer, BlockHeader, Chain};
+use tally_ledger::{writer, BlockHeader, Chain, LedgerError};
 use tally_storage::{RedbStore, Snapshot, Space, Store, Ts};
 
 use crate::machine::{block_key, retention_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
@@ -174,6 +174,7 @@ fn check_chain(snap: &dyn Snapshot) -> Result<Vec<BlockHeader>, Finding> {
 /// Step 2: leaves, stored subtree hashes and header roots. Returns every effect hash.
 fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report) -> Result<HashSet<Hash>, Finding> {
     let mut tree = Frontier::new();
+    let stored = writer::NodeReader::new(|name: &str| snap.meta(name).map_err(|e| LedgerError::Storage(e.to_string())));
     let mut effects = HashSet::new();
     let mut last_ts = 0;
     for h in headers {
@@ -197,8 +198,11 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
             effects.extend(rec.effect_hashes.iter().copied());
             block_effects.extend(rec.effect_hashes.iter().copied());
             for (id, want) in tree.append(l.hash()) {
-                let stored = meta(snap, &writer::node_key(id))?;
-                if stored.as_deref() != Some(&want[..]) {
+                // In its chunk (levels 0–3, executor rules 7) or under a name of its own.
+                let found = stored
+                    .read(id)
+                    .map_err(|e| bad(format!("subtree hash at level {} index {}: {e}", id.level, id.index)))?;
+                if found != Some(want) {
                     return Err(bad(format!(
                         "stored subtree hash at level {} index {} is wrong or missing",
                         id.level, id.index
@@ -220,7 +224,21 @@ fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report)
             return Err(Finding::Block { height: h.height, what });
         }
     }
-    report.leaves = tree.size();
+    // A chunk holds exactly the subtrees its leaves completed: nothing after them.
+    let size = tree.size();
+    for chunk in 0..size.div_ceil(writer::CHUNK_LEAVES) {
+        let Some(b) = meta(snap, &writer::chunk_key(chunk))? else { continue };
+        let leaves = (size - chunk * writer::CHUNK_LEAVES).min(writer::CHUNK_LEAVES);
+        let held = writer::decode_chunk(chunk, &b).map_or(usize::MAX, |h| h.len());
+        if held != writer::chunk_ids(chunk, leaves).count() {
+            let index = chunk * writer::CHUNK_LEAVES + leaves - 1;
+            return Err(Finding::Leaf {
+                index,
+                what: format!("stored chunk {chunk} holds other hashes than its leaves' subtrees"),
+            });
+        }
+    }
+    report.leaves = size;
     Ok(effects)
 }
 
