@@ -141,19 +141,35 @@ pub fn export_to(snap: &dyn Snapshot, applied_height: u64, w: &mut dyn Write) ->
         }
         None => 0,
     };
-    // Subtrees: chunks (executor rules 7), and names of their own (levels from 4 up, and
-    // every level a store written before rules 7 holds).
-    let tlog = (0..tree_size.div_ceil(tally_ledger::writer::CHUNK_LEAVES))
-        .map(tally_ledger::writer::chunk_key)
-        .chain(tally_ledger::tlog::node_ids(tree_size).map(tally_ledger::writer::node_key))
-        .chain((0..tree_size).map(tally_ledger::writer::leaf_key));
     let blocks = (1..=applied_height).flat_map(|h| [block_key(h), retention_key(h)]);
-    for name in fixed.into_iter().chain(blocks).chain(tlog) {
-        if let Some(v) = snap.meta(&name)? {
-            out.put(&[TAG_META])?;
-            out.put_bytes(name.as_bytes())?;
-            out.put_bytes(&v)?;
+    let mut put = |name: &str| -> Result<bool, SnapshotError> {
+        let Some(v) = snap.meta(name)? else { return Ok(false) };
+        out.put(&[TAG_META])?;
+        out.put_bytes(name.as_bytes())?;
+        out.put_bytes(&v)?;
+        Ok(true)
+    };
+    for name in fixed.into_iter().chain(blocks) {
+        put(&name)?;
+    }
+    // Subtrees: a chunk for each 16 leaves (executor rules 7), or, for leaves a store
+    // wrote before rules 7, the names of their subtrees of levels 0–3; then the levels from
+    // 4 up, a name each. Looking up only what a chunk does not hold keeps a snapshot from
+    // asking for two names a leaf that are not there.
+    use tally_ledger::writer::{self, CHUNK_LEAVES, CHUNK_LEVELS};
+    for chunk in 0..tree_size.div_ceil(CHUNK_LEAVES) {
+        if !put(&writer::chunk_key(chunk))? {
+            let leaves = (tree_size - chunk * CHUNK_LEAVES).min(CHUNK_LEAVES);
+            for id in writer::chunk_ids(chunk, leaves) {
+                put(&writer::node_key(id))?;
+            }
         }
+    }
+    for id in tally_ledger::tlog::node_ids(tree_size).filter(|id| id.level >= CHUNK_LEVELS) {
+        put(&writer::node_key(id))?;
+    }
+    for index in 0..tree_size {
+        put(&writer::leaf_key(index))?;
     }
     out.put(&[TAG_END])?;
     let crc = out.crc.clone().finalize();

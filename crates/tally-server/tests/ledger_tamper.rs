@@ -523,6 +523,49 @@ fn a_directory_installed_from_a_snapshot_verifies_and_finds_leaves_by_hash() {
     assert_eq!((r.blocks, r.leaves, r.signed_blocks), (4, 13, 0));
 }
 
+/// A store whose leaves were written before executor rules 7 keeps every subtree under a
+/// name of its own and no chunk: it verifies, and a snapshot of it carries those names
+/// (the export looks them up only where a chunk is missing), so the member installing it
+/// answers proofs and verifies too.
+#[test]
+fn a_snapshot_of_a_store_of_the_old_layout_carries_its_subtree_names() {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let dir = fresh();
+    {
+        // The state as rules 6 would have left it: chunk 0's subtrees under their names.
+        let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(META).unwrap();
+            let chunk = t.remove(writer::chunk_key(0).as_str()).unwrap().unwrap().value().to_vec();
+            let hashes = writer::decode_chunk(0, &chunk).unwrap();
+            assert_eq!(hashes.len(), writer::chunk_ids(0, 13).count());
+            for (id, h) in writer::chunk_ids(0, 13).zip(hashes) {
+                t.insert(writer::node_key(id).as_str(), &h[..]).unwrap();
+            }
+        }
+        w.commit().unwrap();
+    }
+    assert_eq!(meta_opt(dir.path(), &writer::chunk_key(0)), None);
+    assert_eq!(verify_dir(dir.path()).unwrap().leaves, 13);
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let (snapshot, _) = tally_server::snapshot::export_now(&store).unwrap();
+    drop(store);
+    let other = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&other.path().join("state.redb")).unwrap();
+    tally_server::snapshot::import(&store, &snapshot).unwrap();
+    let snap = store.snapshot().unwrap();
+    for id in writer::chunk_ids(0, 13) {
+        assert!(snap.meta(&writer::node_key(id)).unwrap().is_some(), "{id:?} carried");
+    }
+    let hash = leaf_hash(&*snap, 12);
+    let index = LeafIndex::open(other.path()).unwrap();
+    while index.step(&*snap).unwrap() {}
+    assert_eq!(index.find(&*snap, &hash, 13).unwrap(), Some(12));
+    drop((snap, store, index));
+    assert_eq!(verify_dir(other.path()).unwrap().leaves, 13);
+}
+
 fn leaf_hash(snap: &dyn tally_storage::Snapshot, index: u64) -> tally_ledger::merkle::Hash {
     let rec = snap.meta(&writer::leaf_key(index)).unwrap().unwrap();
     tally_ledger::leaf::decode_record(&rec).unwrap().leaf.hash()
