@@ -753,10 +753,19 @@ pub fn tree_head(header: &BlockHeader) -> tally_ledger::sth::TreeHead {
 /// The transparency log's writer continuing the stored tree of `size` leaves.
 fn load_tree(store: &dyn Store, size: u64) -> anyhow::Result<LogWriter> {
     let snap = store.snapshot()?;
-    let reader = writer::NodeReader::new(|name: &str| {
+    let writer = LogWriter::load(size, &node_reader(&*snap))?;
+    Ok(writer)
+}
+
+/// The stored subtree hashes of the transparency log in `snap`, in either layout
+/// (`tally_ledger::writer::NodeReader`), a storage error reported as the ledger's. The
+/// executor, the proof API and `tally verify` read them through this.
+pub fn node_reader(
+    snap: &dyn tally_storage::Snapshot,
+) -> writer::NodeReader<impl Fn(&str) -> Result<Option<Vec<u8>>, tally_ledger::LedgerError> + '_> {
+    writer::NodeReader::new(move |name: &str| {
         snap.meta(name).map_err(|e| tally_ledger::LedgerError::Storage(e.to_string()))
-    });
-    Ok(LogWriter::load(size, &reader)?)
+    })
 }
 
 /// Hand what was just committed to the stream hub (after `applied_ts` moved past it).
