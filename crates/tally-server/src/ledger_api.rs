@@ -93,7 +93,7 @@ pub(crate) fn tree_of(
     snap: &dyn Snapshot,
     size: u64,
 ) -> StoredTree<impl Fn(NodeId) -> Result<Option<Hash>, LedgerError> + '_> {
-    let reader = tally_exec::machine::node_reader(snap);
+    let reader = crate::machine::node_reader(snap);
     StoredTree::new(size, move |id| reader.read(id))
 }
 

@@ -38,7 +38,7 @@ use tally_ledger::tlog::Frontier;
 use tally_ledger::{writer, BlockHeader, Chain};
 use tally_storage::{RedbStore, Snapshot, Space, Store, Ts};
 
-use crate::machine::{block_key, retention_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
+use crate::machine::{block_key, node_reader, retention_key, tree_head, FqlMachine, META_APPLIED_HEIGHT, META_HEAD};
 
 /// What a successful verification covered.
 #[derive(Debug, Default)]
@@ -174,7 +174,7 @@ fn check_chain(snap: &dyn Snapshot) -> Result<Vec<BlockHeader>, Finding> {
 /// Step 2: leaves, stored subtree hashes and header roots. Returns every effect hash.
 fn check_tree(snap: &dyn Snapshot, headers: &[BlockHeader], report: &mut Report) -> Result<HashSet<Hash>, Finding> {
     let mut tree = Frontier::new();
-    let stored = tally_exec::machine::node_reader(snap);
+    let stored = node_reader(snap);
     let mut effects = HashSet::new();
     let mut last_ts = 0;
     for h in headers {
